@@ -1,0 +1,46 @@
+# BrightRun: `make run` starts the local stack and the dashboard; `make test` runs every test.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: install run test lint postgres chromium migrate bench-quick
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/brightrun db upgrade
+
+run: install
+	$(BIN)/brightrun up
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+
+# PostgreSQL at 127.0.0.1:5432 is used by the state tests; start it when it is down.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; echo "PostgreSQL did not start"; exit 1
+
+# The browser test drives Debian's chromium; never a browser downloaded by a test tool.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: $(DEV_STAMP) postgres chromium lint
+	$(BIN)/python -m pytest
+
+bench-quick: $(DEV_STAMP)
+	$(BIN)/python bench/trainer.py --quick

@@ -1,0 +1,21 @@
+"""BrightRun dashboard entry: page config, the auth gate, navigation. Nothing else."""
+
+import streamlit as st
+
+st.set_page_config(page_title="BrightRun", page_icon=":material/bolt:", layout="wide")
+
+pages = {
+    "BrightRun": [
+        st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+        st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/jobs.py", title="Jobs", icon=":material/list_alt:"),
+        st.Page("pages/adapters.py", title="Adapters", icon=":material/extension:"),
+        st.Page("pages/playground.py", title="Playground", icon=":material/chat:"),
+    ],
+    "Account": [
+        st.Page("pages/costs.py", title="Costs", icon=":material/payments:"),
+        st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+    ],
+}
+st.navigation(pages).run()

@@ -1,0 +1,1 @@
+"""Reusable dashboard widgets and per-session factories. Imports core; core never imports this."""

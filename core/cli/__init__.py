@@ -1,0 +1,44 @@
+"""The `brightrun` command line. Every dashboard action is also a command here.
+
+Subcommand groups live in their own modules in this package and are registered below.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from core import __version__
+from core.settings import DASHBOARD_PORT, load_settings
+
+app = typer.Typer(
+    help="BrightRun: self-service LoRA/QLoRA fine-tuning.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the BrightRun version and the job-spec version the worker speaks."""
+    from trainer.spec import SPEC_VERSION
+
+    typer.echo(f"brightrun {__version__} (job spec v{SPEC_VERSION})")
+
+
+@app.command()
+def up(
+    port: int = typer.Option(DASHBOARD_PORT, help="dashboard port"),
+    headless: bool = typer.Option(True, help="do not open a browser"),
+) -> None:
+    """Start the local stack (database migrations, local GPU endpoint, inference server,
+    background syncer) and the dashboard on http://localhost:PORT."""
+    from core.stack import local_services
+    from local.stack import run_stack
+
+    settings = load_settings()
+    services = local_services(settings, dashboard_port=port, headless=headless)
+    raise typer.Exit(run_stack(services, echo=typer.echo))
+
+
+def main() -> None:
+    app()

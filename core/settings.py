@@ -1,0 +1,116 @@
+"""The one place BrightRun reads its environment.
+
+`Settings` is built from, in order of precedence: explicit keyword arguments, environment
+variables, a `.env` file in the working directory, then the defaults below. Every variable
+is documented in `.env.example`. Build it once at the edge (`load_settings()` in the CLI,
+the dashboard's session factory) and pass it in; nothing else reads `os.environ`.
+
+Secrets are `SecretStr`: their repr and str are masked, `public_view()` reports only
+whether each is set, and nothing here ever writes them to a log, the database or a job
+payload.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_ENDPOINT_PORT = 8300
+LOCAL_INFERENCE_PORT = 8301
+DASHBOARD_PORT = 8501
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    data_dir: Path = Field(
+        Path("./data"), validation_alias=AliasChoices("BRIGHTRUN_DATA_DIR", "data_dir")
+    )
+    # Secret because a Postgres URL carries a password; use `db_url` for the plain value.
+    database_url: SecretStr = SecretStr("")  # empty: SQLite at <data_dir>/brightrun.db
+    storage: Literal["local", "supabase"] = "local"
+    auth: Literal["none", "supabase"] = "none"
+
+    supabase_url: str = ""
+    supabase_key: SecretStr = SecretStr("")
+    supabase_anon_key: SecretStr = SecretStr("")
+
+    gpu_cluster_api_url: str = f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}/v2/local"
+    gpu_cluster_api_key: SecretStr = SecretStr("local-dev-key")
+    runpod_api_key: SecretStr = SecretStr("")  # account-level key, only for `brightrun deploy`
+
+    inference_url: str = f"http://127.0.0.1:{LOCAL_INFERENCE_PORT}/v1"
+    inference_api_key: SecretStr = SecretStr("local-dev-key")
+
+    hf_token: SecretStr = SecretStr("")
+    notify_webhook_url: SecretStr = SecretStr("")
+
+    # Prices and budgets. `gpu_prices` overrides the table in core/costs.py, $/hour per GPU
+    # type id, e.g. GPU_PRICES='{"H100_80GB_SXM": 4.18}'.
+    gpu_type: str = "H100_80GB_PCIE"
+    gpu_prices: dict[str, float] = Field(default_factory=dict)
+    price_tier: Literal["flex", "active"] = "flex"
+    job_budget_usd: float = Field(10.0, gt=0)
+    monthly_budget_usd: float = Field(200.0, gt=0)
+    max_concurrent_jobs: int = Field(2, ge=1)
+
+    # Local stack.
+    local_workers: int = Field(1, ge=1, le=8)
+    local_device: Literal["auto", "cpu", "cuda"] = "auto"
+    public_base_url: str = f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}"  # where local signed URLs point
+    url_signing_key: SecretStr = SecretStr("")  # empty: generated once into <data_dir>
+    max_upload_mb: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        if not self.database_url.get_secret_value():
+            self.database_url = SecretStr(
+                f"sqlite:///{(self.data_dir / 'brightrun.db').as_posix()}"
+            )
+        if self.storage == "supabase" and not (
+            self.supabase_url and self.supabase_key.get_secret_value()
+        ):
+            raise ValueError("STORAGE=supabase needs SUPABASE_URL and SUPABASE_KEY")
+        if self.auth == "supabase" and not self.supabase_url:
+            raise ValueError("AUTH=supabase needs SUPABASE_URL and SUPABASE_ANON_KEY")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url.get_secret_value()
+
+    @property
+    def is_local_endpoint(self) -> bool:
+        return self.gpu_cluster_api_url.startswith(f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}")
+
+    def public_view(self) -> dict[str, str]:
+        """What may be shown to a user: plain values, and only set/not set for secrets."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "database_url":
+                out[name] = _mask_url_password(self.db_url)
+            elif isinstance(value, SecretStr):
+                out[name] = "set" if value.get_secret_value() else "not set"
+            else:
+                out[name] = str(value)
+        return out
+
+
+def _mask_url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as the scheme only
+        return url.split(":", 1)[0] + ":<unparsable>"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings once at the edge; pass the object in from there."""
+    return Settings(**overrides)

@@ -1,0 +1,6 @@
+"""Costs page."""
+
+import streamlit as st
+
+st.title("Costs")
+st.info("This page is not built yet: use the `brightrun` command line meanwhile.")

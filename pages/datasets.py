@@ -1,0 +1,6 @@
+"""Datasets page."""
+
+import streamlit as st
+
+st.title("Datasets")
+st.info("This page is not built yet: use the `brightrun` command line meanwhile.")

@@ -1,0 +1,6 @@
+"""Overview page."""
+
+import streamlit as st
+
+st.title("Overview")
+st.info("This page is not built yet: use the `brightrun` command line meanwhile.")

@@ -1,0 +1,6 @@
+"""Playground page."""
+
+import streamlit as st
+
+st.title("Playground")
+st.info("This page is not built yet: use the `brightrun` command line meanwhile.")

@@ -1,0 +1,6 @@
+"""Train page."""
+
+import streamlit as st
+
+st.title("Train")
+st.info("This page is not built yet: use the `brightrun` command line meanwhile.")

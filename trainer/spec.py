@@ -1,0 +1,221 @@
+"""The one contract between the BrightRun controller and the GPU worker.
+
+`JobSpec` is built by `core` and validated again by the worker; it imports pydantic only
+(never torch), so the dashboard can use it without the training stack. Defaults live here
+and only here. A spec carries no secrets: storage is reached through short-lived signed
+URLs, and the Hugging Face token comes from the worker's own environment.
+
+`Event` is the envelope of everything the worker reports: an ordered stream numbered by
+`seq` from 0, one of `EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's
+data always has `kind` (one of `FAILURE_KINDS`), `message` and `suggestion`.
+
+Raises pydantic's `ValidationError` with messages that name the field and say what to do.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SPEC_VERSION = 1
+
+EVENT_TYPES = ("started", "metrics", "checkpoint", "completed", "failed")
+FAILURE_KINDS = (
+    "out_of_memory",
+    "bad_input",
+    "model_unavailable",
+    "download_failed",
+    "diverged",
+    "cancelled",
+    "internal",
+)
+EventType = Literal["started", "metrics", "checkpoint", "completed", "failed"]
+FailureKind = Literal[
+    "out_of_memory",
+    "bad_input",
+    "model_unavailable",
+    "download_failed",
+    "diverged",
+    "cancelled",
+    "internal",
+]
+
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _slug(value: str, what: str) -> str:
+    if not _SLUG.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} must be 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    name_or_path: str = Field(min_length=1, max_length=300)
+    revision: str | None = None
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _no_urls(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError(
+                "base model must be a hub id like 'Qwen/Qwen2.5-7B-Instruct' or a model "
+                "folder, not a URL"
+            )
+        return v
+
+
+class DataSpec(_Strict):
+    train_url: str | None = None
+    train_path: str | None = None
+    eval_url: str | None = None
+    eval_path: str | None = None
+    eval_fraction: float = Field(0.0, ge=0.0, le=0.5)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if bool(self.train_url) == bool(self.train_path):
+            raise ValueError("give the training data as exactly one of train_url or train_path")
+        if (self.eval_url or self.eval_path) and self.eval_fraction:
+            raise ValueError("give either an eval file or eval_fraction, not both")
+        return self
+
+
+class LoraSpec(_Strict):
+    r: int = Field(16, description="LoRA rank")
+    alpha: float = 32.0
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_rslora: bool = False
+    use_dora: bool = False
+    lora_on_experts: bool = False  # MoE only: also adapt the routed experts (costs memory)
+
+    @field_validator("r")
+    @classmethod
+    def _rank(cls, v: int) -> int:
+        if v < 1 or v > 1024:
+            raise ValueError(f"LoRA rank must be between 1 and 1024 (got {v}); 8-64 is typical")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"LoRA alpha must be positive (got {v}); twice the rank is typical")
+        return v
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and not v:
+            raise ValueError("target_modules is empty: name modules or use 'all-linear'")
+        return v
+
+
+Quantization = Literal["nf4", "int8", "none"]
+Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
+
+
+class TrainingSpec(_Strict):
+    epochs: float | None = Field(1.0, gt=0, le=100)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = 2e-4
+    lr_scheduler: Scheduler = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, le=0.5)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    micro_batch_size: int = Field(4, ge=1, le=256)
+    grad_accum: int = Field(4, ge=1, le=1024)
+    max_length: int = Field(2048, ge=16, le=262144)
+    packing: bool = True
+    gradient_checkpointing: bool = True
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    eval_every: int = Field(0, ge=0, description="steps between evaluations; 0: at the end")
+    checkpoint_every: int = Field(50, ge=0, description="steps between checkpoints; 0: never")
+    log_every: int = Field(1, ge=1)
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError(f"learning rate must be in (0, 1) (got {v}); 1e-4 to 3e-4 is typical")
+        return v
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainingSpec:
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("set epochs or max_steps")
+        return self
+
+
+class OutputSpec(_Strict):
+    adapter_name: str
+    # Signed URLs the worker PUTs its results to: keys are file names inside the adapter
+    # folder ("adapter_model.safetensors", "adapter_config.json", "brightrun.json") plus
+    # "events.jsonl" and "result.json" for the full event log and final result.
+    upload_urls: dict[str, str] = Field(default_factory=dict)
+    local_dir: str | None = None  # also write the adapter here (local runs, tests)
+
+    @field_validator("adapter_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _slug(v, "adapter name")
+
+
+class JobSpec(_Strict):
+    version: int = SPEC_VERSION
+    job_id: str
+    action: Literal["train"] = "train"
+    model: ModelSpec
+    data: DataSpec
+    lora: LoraSpec = LoraSpec()
+    quantization: Quantization = "nf4"
+    training: TrainingSpec = TrainingSpec()
+    output: OutputSpec
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    resume_from: str | None = Field(
+        None, description="adapter folder or URL to continue training from (a parent version)"
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != SPEC_VERSION:
+            raise ValueError(
+                f"job spec version {v} is not supported by this worker (speaks {SPEC_VERSION}); "
+                "update the worker image or the dashboard so they match"
+            )
+        return v
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, v: str) -> str:
+        return _slug(v, "job id")
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int = Field(ge=0)
+    type: EventType
+    ts: float = Field(default_factory=time.time)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _failed_shape(self) -> Event:
+        if self.type == "failed":
+            missing = {"kind", "message", "suggestion"} - set(self.data)
+            if missing:
+                raise ValueError(f"failed event lacks {sorted(missing)}")
+            if self.data["kind"] not in FAILURE_KINDS:
+                raise ValueError(f"unknown failure kind {self.data['kind']!r}")
+        return self
