@@ -142,6 +142,13 @@ class TrainingSpec(_Strict):
     eval_every: int = Field(0, ge=0, description="steps between evaluations; 0: at the end")
     checkpoint_every: int = Field(50, ge=0, description="steps between checkpoints; 0: never")
     log_every: int = Field(1, ge=1)
+    time_limit_s: float | None = Field(
+        None,
+        gt=0,
+        description="training seconds after which the worker saves, uploads what it has and "
+        "ends as completed with reason 'time_limit' (the budget cap; the platform's "
+        "executionTimeout is the hard stop above it)",
+    )
 
     @field_validator("learning_rate")
     @classmethod
