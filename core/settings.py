@@ -46,6 +46,15 @@ class Settings(BaseSettings):
 
     inference_url: str = f"http://127.0.0.1:{LOCAL_INFERENCE_PORT}/v1"
     inference_api_key: SecretStr = SecretStr("local-dev-key")
+    # How an adapter the server does not list yet is made available: `runtime` posts
+    # /v1/load_lora_adapter, `resolver` leaves it to vLLM's filesystem resolver, `auto`
+    # tries runtime loading and falls back to the resolver when the server refuses it.
+    inference_lora_loading: Literal["auto", "runtime", "resolver"] = "auto"
+    # The adapter folder as the inference server sees it (`<dir>/<adapter name>/`), e.g.
+    # /runpod-volume/brightrun/adapters; empty: <data_dir>/adapters (the local server).
+    inference_adapters_dir: str = ""
+    # The base model the local inference server serves; empty: the tiny demo model.
+    inference_base_model: str = ""
 
     hf_token: SecretStr = SecretStr("")
     notify_webhook_url: SecretStr = SecretStr("")
