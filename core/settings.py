@@ -71,9 +71,16 @@ class Settings(BaseSettings):
     # Local stack.
     local_workers: int = Field(1, ge=1, le=8)
     local_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Seconds the local endpoint keeps a finished job's result (RunPod keeps /run results 30 min).
+    local_result_retention_s: float = Field(1800.0, gt=0)
     public_base_url: str = f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}"  # where local signed URLs point
     url_signing_key: SecretStr = SecretStr("")  # empty: generated once into <data_dir>
     max_upload_mb: int = Field(200, ge=1)
+
+    # Jobs: seconds between background syncs of unfinished jobs; relaunch once after an
+    # out-of-memory failure with the settings the worker suggests (within the budget).
+    sync_interval_s: float = Field(5.0, gt=0)
+    auto_relaunch_oom: bool = False
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
