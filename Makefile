@@ -24,7 +24,7 @@ install: $(STAMP)
 migrate: install
 	$(BIN)/brightrun db upgrade
 
-run: install
+run: install migrate
 	$(BIN)/brightrun up
 
 lint: $(DEV_STAMP)

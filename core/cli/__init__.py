@@ -32,12 +32,19 @@ def up(
 ) -> None:
     """Start the local stack (database migrations, local GPU endpoint, inference server,
     background syncer) and the dashboard on http://localhost:PORT."""
+    from core.db import upgrade
     from core.stack import local_services
     from local.stack import run_stack
 
     settings = load_settings()
+    upgrade(settings)
     services = local_services(settings, dashboard_port=port, headless=headless)
     raise typer.Exit(run_stack(services, echo=typer.echo))
+
+
+from core.cli import db as _db  # noqa: E402 - groups register after the app exists
+
+app.add_typer(_db.app, name="db")
 
 
 def main() -> None:
