@@ -84,3 +84,180 @@ def billed_seconds(execution_ms: int | float, delay_ms: int | float = 0, cold_st
     """
     del delay_ms
     return math.ceil(max(0.0, (execution_ms + cold_start_ms) / 1000.0))
+
+
+# --- what work costs --------------------------------------------------------------------
+#
+# Everything below is a pure function of its arguments (no settings, no database), so the
+# jobs module, the dashboard and the tests share one arithmetic.
+
+MIN_BUDGET_GPU_S = 60.0  # a job budget must buy at least one minute of GPU time
+
+
+def job_cost_usd(billed_s: float, rate_per_s: float) -> float:
+    """Dollars for `billed_s` billed seconds at `rate_per_s`."""
+    return max(0.0, billed_s) * max(0.0, rate_per_s)
+
+
+def live_cost_usd(elapsed_s: float, rate_per_s: float) -> float:
+    """What a running job has cost so far: seconds since its worker started × rate."""
+    return job_cost_usd(math.ceil(max(0.0, elapsed_s)), rate_per_s)
+
+
+@dataclass(frozen=True)
+class ExecutionLimits:
+    """How a dollar budget becomes time limits for one job.
+
+    `execution_timeout_ms` is RunPod's `policy.executionTimeout`: the platform kills the job
+    when it is reached, so spend can never pass the budget, even with no dashboard open.
+    `time_limit_s` is the worker's own training time limit, below it: the worker stops
+    there, saves and uploads what it trained, and ends as completed. The gap between the
+    two (`reserve_s`) pays for cold start, model loading, saving and uploading.
+    """
+
+    budget_usd: float
+    rate_per_s: float
+    budget_s: float
+    execution_timeout_ms: int
+    time_limit_s: float
+    reserve_s: float
+
+
+class BudgetTooSmall(ValueError):
+    """A budget that buys less than `MIN_BUDGET_GPU_S` of GPU time."""
+
+
+def execution_limits(
+    budget_usd: float,
+    rate_per_s: float,
+    *,
+    reserve_fraction: float = 0.25,
+    min_reserve_s: float = 30.0,
+    max_reserve_s: float = 900.0,
+) -> ExecutionLimits:
+    """Turn `budget_usd` at `rate_per_s` into the job's hard and soft time limits.
+
+    reserve = clamp(reserve_fraction × budget seconds, min_reserve_s, max_reserve_s), but at
+    most half the budget; the worker trains for the rest. Raises `BudgetTooSmall` when the
+    budget buys under a minute, `ValueError` for a non-positive rate.
+    """
+    if rate_per_s <= 0:
+        raise ValueError(f"the GPU rate must be positive to derive a time limit (got {rate_per_s})")
+    budget_s = budget_usd / rate_per_s
+    if budget_s < MIN_BUDGET_GPU_S:
+        raise BudgetTooSmall(
+            f"a budget of ${budget_usd:.2f} buys {budget_s:.0f} s of GPU at "
+            f"${rate_per_s * 3600:.2f}/h; give at least ${MIN_BUDGET_GPU_S * rate_per_s:.2f} "
+            "(one minute)"
+        )
+    reserve = min(max(reserve_fraction * budget_s, min_reserve_s), max_reserve_s, budget_s / 2)
+    return ExecutionLimits(
+        budget_usd=budget_usd,
+        rate_per_s=rate_per_s,
+        budget_s=budget_s,
+        execution_timeout_ms=int(budget_s * 1000),
+        time_limit_s=budget_s - reserve,
+        reserve_s=reserve,
+    )
+
+
+# --- aggregations over cost records ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpendTotal:
+    usd: float
+    seconds: float
+    records: int
+
+
+def aggregate_spend(records, by: Literal["owner_id", "month", "gpu_type", "job_id"]) -> dict[str, SpendTotal]:
+    """Sum cost records (objects or mappings with `owner_id`, `month`, `gpu_type`, `job_id`,
+    `usd`, `seconds`, e.g. `core.models.CostRecord` rows) per user, month, GPU type or job.
+    Keys come back sorted."""
+    sums: dict[str, list[float]] = {}
+    for rec in records:
+        get = rec.get if isinstance(rec, dict) else lambda k, r=rec: getattr(r, k)
+        key = str(get(by))
+        acc = sums.setdefault(key, [0.0, 0.0, 0])
+        acc[0] += float(get("usd"))
+        acc[1] += float(get("seconds"))
+        acc[2] += 1
+    return {k: SpendTotal(usd=v[0], seconds=v[1], records=int(v[2])) for k, v in sorted(sums.items())}
+
+
+# --- Serverless against an always-on pod --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodComparison:
+    """The same GPU work on Serverless (billed only while busy) and on a pod (billed while on)."""
+
+    busy_hours: float
+    pod_hours_on: float
+    serverless_rate_h: float
+    pod_rate_h: float
+    serverless_usd: float
+    pod_usd: float
+
+    @property
+    def utilisation(self) -> float:
+        return self.busy_hours / self.pod_hours_on if self.pod_hours_on else 0.0
+
+    @property
+    def savings_usd(self) -> float:
+        return self.pod_usd - self.serverless_usd
+
+    @property
+    def break_even_utilisation(self) -> float:
+        """Utilisation above which the pod is cheaper (pod rate ÷ Serverless rate)."""
+        return self.pod_rate_h / self.serverless_rate_h if self.serverless_rate_h else math.inf
+
+
+def serverless_vs_pod(
+    busy_hours: float,
+    *,
+    serverless_rate_h: float,
+    pod_rate_h: float,
+    pod_hours_on: float | None = None,
+    utilisation: float | None = None,
+) -> PodComparison:
+    """Cost `busy_hours` of work both ways. Give how long the pod stays on, or its
+    utilisation (busy ÷ on); e.g. 2 h of training with a pod left on 24 h at $1.99/h is
+    $47.76, against $6.70 on Serverless at $3.35/h."""
+    if (pod_hours_on is None) == (utilisation is None):
+        raise ValueError("give exactly one of pod_hours_on or utilisation")
+    if utilisation is not None:
+        if not 0 < utilisation <= 1:
+            raise ValueError(f"utilisation must be in (0, 1] (got {utilisation})")
+        pod_hours_on = busy_hours / utilisation
+    assert pod_hours_on is not None
+    if pod_hours_on < busy_hours:
+        raise ValueError(f"a pod on for {pod_hours_on} h cannot do {busy_hours} h of work")
+    return PodComparison(
+        busy_hours=busy_hours,
+        pod_hours_on=pod_hours_on,
+        serverless_rate_h=serverless_rate_h,
+        pod_rate_h=pod_rate_h,
+        serverless_usd=busy_hours * serverless_rate_h,
+        pod_usd=pod_hours_on * pod_rate_h,
+    )
+
+
+def compare_for_gpu(
+    gpu_id: str,
+    busy_hours: float,
+    *,
+    tier: Tier = "flex",
+    pod_hours_on: float | None = None,
+    utilisation: float | None = None,
+    overrides: dict[str, float] | None = None,
+) -> PodComparison:
+    """`serverless_vs_pod` with the table's rates for `gpu_id` (Serverless `tier` vs pod)."""
+    return serverless_vs_pod(
+        busy_hours,
+        serverless_rate_h=rate_per_second(gpu_id, tier, overrides) * 3600,
+        pod_rate_h=rate_per_second(gpu_id, "pod") * 3600,
+        pod_hours_on=pod_hours_on,
+        utilisation=utilisation,
+    )

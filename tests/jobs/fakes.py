@@ -1,0 +1,28 @@
+"""Small handlers for endpoint contract tests, driven by the job input.
+
+`scripted` is a generator handler, like the trainer's: it yields `chunks` event-shaped dicts
+`interval_s` apart, then optionally sleeps `hang_s`, raises `raise`, or yields an
+`{"error": ...}` chunk (`yield_error`). `plain` returns `{"echo": input}`.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def scripted(job):
+    inp = job["input"]
+    for i in range(int(inp.get("chunks", 3))):
+        if i:
+            time.sleep(float(inp.get("interval_s", 0.05)))
+        yield {"seq": i, "type": "metrics", "data": {"step": i, "job": job["id"]}}
+    if inp.get("hang_s"):
+        time.sleep(float(inp["hang_s"]))
+    if inp.get("yield_error"):
+        yield {"error": inp["yield_error"]}
+    if inp.get("raise"):
+        raise RuntimeError(inp["raise"])
+
+
+def plain(job):
+    return {"echo": job["input"]}
