@@ -43,8 +43,10 @@ def up(
 
 
 from core.cli import db as _db  # noqa: E402 - groups register after the app exists
+from core.cli import deploy as _deploy  # noqa: E402
 
 app.add_typer(_db.app, name="db")
+app.command("deploy")(_deploy.deploy)
 
 
 def main() -> None:
