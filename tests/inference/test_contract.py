@@ -1,0 +1,301 @@
+"""The client (core.inference) against the real local server, over loopback HTTP:
+the vLLM API subset BrightRun relies on, as a user of the playground would notice it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from core.errors import InvalidInput
+from core.inference import (
+    AdapterBaseMismatch,
+    InferenceAuthError,
+    InferenceClient,
+    InferenceUnavailable,
+    LoadMode,
+    ModelNotServed,
+    RequestRejected,
+    RuntimeLoadingDisabled,
+    Sampling,
+    compare,
+    compare_on_set,
+    conversation_messages,
+    export_conversation_jsonl,
+    parse_prompt_set,
+)
+from tests.inference.conftest import API_KEY, Server, free_port, settings_for
+
+pytestmark = pytest.mark.slow
+
+HI = [{"role": "user", "content": "What is the capital of France?"}]
+GREEDY = Sampling(temperature=0.0, max_tokens=12)
+
+
+def test_models_lists_the_base_without_parent(client: InferenceClient, server: Server) -> None:
+    models = client.models()
+    assert models[0].id == server.base and models[0].parent is None
+    assert client.base_model() == server.base
+
+
+def test_non_streamed_chat_answers_and_counts_tokens(client: InferenceClient, server: Server) -> None:
+    r = client.chat(server.base, HI, GREEDY)
+    assert r.text
+    assert r.finish_reason in ("length", "stop")
+    assert 0 < r.completion_tokens <= 12 and r.prompt_tokens > 5
+    assert client.chat(server.base, HI, GREEDY).text == r.text  # greedy is deterministic
+
+
+def test_streaming_yields_pieces_that_add_up_to_the_answer(client: InferenceClient, server: Server) -> None:
+    whole = client.chat(server.base, HI, GREEDY)
+    stream = client.stream_chat(server.base, HI, GREEDY)
+    pieces = list(stream)
+    assert len(pieces) > 1, "tokens arrive one by one, not as one block"
+    assert "".join(pieces) == stream.text == whole.text
+    assert stream.finish_reason == whole.finish_reason
+    assert stream.completion_tokens == whole.completion_tokens
+
+
+def test_max_tokens_caps_the_answer(client: InferenceClient, server: Server) -> None:
+    r = client.chat(server.base, HI, Sampling(temperature=0.0, max_tokens=3))
+    assert r.completion_tokens == 3 and r.finish_reason == "length"
+
+
+def test_seed_makes_sampling_repeatable(client: InferenceClient, server: Server) -> None:
+    s1 = Sampling(temperature=1.0, top_p=1.0, max_tokens=16, seed=1234)
+    a, b = client.chat(server.base, HI, s1).text, client.chat(server.base, HI, s1).text
+    c = client.chat(server.base, HI, Sampling(temperature=1.0, top_p=1.0, max_tokens=16, seed=99)).text
+    assert a == b
+    assert a != c
+
+
+def test_stop_string_ends_the_answer_before_it(client: InferenceClient, server: Server) -> None:
+    sampled = {"temperature": 1.0, "top_p": 1.0, "seed": 7, "max_tokens": 24}
+    full = client.chat(server.base, HI, Sampling(**sampled)).text
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    assert stop.strip(), f"need a visible stop string from {full!r}"
+    cut = full.index(stop)
+    for stream in (False, True):
+        s = Sampling(**sampled, stop=(stop,))
+        if stream:
+            st = client.stream_chat(server.base, HI, s)
+            text, finish = "".join(st), st.finish_reason
+        else:
+            r = client.chat(server.base, HI, s)
+            text, finish = r.text, r.finish_reason
+        assert text == full[:cut]
+        assert finish == "stop"
+
+
+def test_load_switch_and_unload_adapters(
+    client: InferenceClient, server: Server, adapters: dict[str, Path], unique_name: str
+) -> None:
+    base_before = client.chat(server.base, HI, GREEDY).text
+    a, b = f"{unique_name}-a", f"{unique_name}-b"
+    got = client.load_adapter(a, str(adapters["a"]))
+    assert got.mode is LoadMode.RUNTIME
+    client.load_adapter(b, str(adapters["b"]))
+    listed = {m.id: m for m in client.models()}
+    assert listed[a].parent == server.base and listed[a].root == str(adapters["a"])
+    assert listed[b].parent == server.base
+
+    answers = compare(client, [server.base, a, b], HI, GREEDY)
+    assert answers[server.base].text == base_before, "the base is untouched by loaded adapters"
+    assert answers[a].text != base_before and answers[b].text != base_before
+    assert answers[a].text != answers[b].text
+    # switching back and forth per request gives the same answers again
+    assert client.chat(a, HI, GREEDY).text == answers[a].text
+    assert client.chat(server.base, HI, GREEDY).text == base_before
+
+    client.unload_adapter(a)
+    assert a not in {m.id for m in client.models()}
+    with pytest.raises(ModelNotServed, match=a):
+        client.chat(a, HI, GREEDY)
+    with pytest.raises(ModelNotServed):
+        client.unload_adapter(a)
+    assert client.chat(b, HI, GREEDY).text == answers[b].text
+    client.unload_adapter(b)
+    assert client.chat(server.base, HI, GREEDY).text == base_before  # back to the plain base
+
+
+def test_loading_a_name_twice_is_refused_unless_replacing(
+    client: InferenceClient, adapters: dict[str, Path], unique_name: str
+) -> None:
+    client.load_adapter(unique_name, str(adapters["a"]))
+    first = client.chat(unique_name, HI, GREEDY).text
+    with pytest.raises(Exception) as info:
+        client.load_adapter(unique_name, str(adapters["b"]))
+    assert "already been loaded" in str(info.value)
+    client.load_adapter(unique_name, str(adapters["b"]), replace=True)
+    assert client.chat(unique_name, HI, GREEDY).text != first
+    client.unload_adapter(unique_name)
+
+
+def test_unknown_adapter_gives_a_clear_error(client: InferenceClient, server: Server) -> None:
+    with pytest.raises(ModelNotServed) as info:
+        client.chat("no-such-adapter", HI, GREEDY)
+    msg = str(info.value)
+    assert "no-such-adapter" in msg and "base_model_name_or_path" in msg
+    with pytest.raises(ModelNotServed, match="nowhere"):
+        client.load_adapter("ghost", str(server.work / "nowhere"))
+    with pytest.raises(ModelNotServed):
+        client.stream_chat("no-such-adapter", HI, GREEDY)
+
+
+def test_adapter_for_another_base_is_refused_by_client_and_server(
+    client: InferenceClient, adapters: dict[str, Path], unique_name: str
+) -> None:
+    with pytest.raises(AdapterBaseMismatch, match="Qwen/Qwen2.5-7B-Instruct"):
+        client.ensure_adapter(unique_name, str(adapters["other-base"]))  # checked here first
+    with pytest.raises(AdapterBaseMismatch, match="Qwen/Qwen2.5-7B-Instruct"):
+        client.load_adapter(unique_name, str(adapters["other-base"]))  # the server refuses too
+    assert unique_name not in {m.id for m in client.models()}
+
+
+def test_resolver_loads_a_named_folder_on_first_use(
+    server: Server, data_dir: Path, adapters: dict[str, Path], unique_name: str
+) -> None:
+    shutil.copytree(adapters["a"], server.adapters_dir / unique_name)
+    with InferenceClient(settings_for(server, data_dir, inference_lora_loading="resolver")) as c:
+        got = c.ensure_adapter(unique_name)
+        assert got.mode is LoadMode.RESOLVER and "resolver" in got.detail
+        assert unique_name not in {m.id for m in c.models()}
+        answer = c.chat(unique_name, HI, GREEDY).text
+        assert answer != c.chat(server.base, HI, GREEDY).text
+        assert {m.id: m.parent for m in c.models()}[unique_name] == server.base
+        assert c.ensure_adapter(unique_name).mode is LoadMode.SERVED
+        c.unload_adapter(unique_name)
+
+
+def test_resolver_refuses_a_folder_trained_on_another_base(
+    client: InferenceClient, server: Server, adapters: dict[str, Path], unique_name: str
+) -> None:
+    shutil.copytree(adapters["other-base"], server.adapters_dir / unique_name)
+    with pytest.raises(AdapterBaseMismatch, match="Qwen/Qwen2.5-7B-Instruct"):
+        client.chat(unique_name, HI, GREEDY)
+
+
+@pytest.fixture(scope="module")
+def no_runtime_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same server in-process without load/unload routes, as vLLM without
+    VLLM_ALLOW_RUNTIME_LORA_UPDATING."""
+    import uvicorn
+
+    from local.inference import Engine, create_app
+
+    root = tmp_path_factory.mktemp("noruntime")
+    (root / "resolver").mkdir()
+    engine = Engine(base=str(tiny_model), served_name=str(tiny_model), adapters_dir=root / "resolver", device="cpu")
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(engine, API_KEY, runtime_loading=False), host="127.0.0.1", port=port, log_level="error")
+    )
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    import time
+
+    while not srv.started:
+        time.sleep(0.05)
+    yield Server(f"http://127.0.0.1:{port}/v1", str(tiny_model), root / "resolver", root)
+    srv.should_exit = True
+    t.join(timeout=10)
+
+
+def test_auto_mode_falls_back_to_the_resolver_and_says_why(
+    no_runtime_server: Server, data_dir: Path, adapters: dict[str, Path]
+) -> None:
+    srv = no_runtime_server
+    shutil.copytree(adapters["b"], srv.adapters_dir / "support-bot-v1")
+    with InferenceClient(settings_for(srv, data_dir)) as c:
+        with pytest.raises(RuntimeLoadingDisabled, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
+            c.load_adapter("support-bot-v1", str(srv.adapters_dir / "support-bot-v1"))
+        got = c.ensure_adapter("support-bot-v1")
+        assert got.mode is LoadMode.RESOLVER
+        assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" in got.detail
+        assert c.chat("support-bot-v1", HI, GREEDY).text
+    with InferenceClient(settings_for(srv, data_dir, inference_lora_loading="runtime")) as c:
+        with pytest.raises(RuntimeLoadingDisabled):
+            c.ensure_adapter("other-name", str(adapters["a"]))
+
+
+def test_wrong_key_and_unreachable_server_are_told_apart(server: Server, data_dir: Path) -> None:
+    with InferenceClient(settings_for(server, data_dir, inference_api_key="wrong")) as c:
+        with pytest.raises(InferenceAuthError, match="INFERENCE_API_KEY"):
+            c.models()
+    down = settings_for(server, data_dir, inference_url=f"http://127.0.0.1:{free_port()}/v1")
+    with InferenceClient(down) as c:
+        with pytest.raises(InferenceUnavailable, match="brightrun up"):
+            c.chat("anything", HI, GREEDY)
+    not_v1 = settings_for(server, data_dir, inference_url=server.url.removesuffix("/v1"))
+    with InferenceClient(not_v1) as c:
+        with pytest.raises(InferenceUnavailable, match="/v1"):
+            c.models()
+
+
+def test_context_overflow_is_rejected_with_the_limit(client: InferenceClient, server: Server) -> None:
+    with pytest.raises(RequestRejected, match="maximum context length is 4096"):
+        client.chat(server.base, HI, Sampling(max_tokens=5000))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"temperature": 3.0}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"max_tokens": 0}, "max_tokens"),
+     ({"seed": -1}, "seed"), ({"stop": ("",)}, "stop")],
+)  # fmt: skip
+def test_bad_sampling_values_name_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(InvalidInput, match=field):
+        Sampling(**kwargs)
+
+
+def test_compare_on_set_gives_one_row_per_prompt(
+    client: InferenceClient, server: Server, adapters: dict[str, Path], unique_name: str
+) -> None:
+    client.load_adapter(unique_name, str(adapters["a"]))
+    cases = parse_prompt_set("What is the capital of France?\tParis\n\nHow many legs does a spider have?\n")
+    seen = []
+    rows = compare_on_set(client, cases, [server.base, unique_name], GREEDY, on_row=lambda i, r: seen.append(i))
+    assert [r.prompt for r in rows] == ["What is the capital of France?", "How many legs does a spider have?"]
+    assert [r.reference for r in rows] == ["Paris", None]
+    assert rows[0].answers[server.base] == client.chat(server.base, HI, GREEDY).text
+    assert rows[0].answers[unique_name] != rows[0].answers[server.base]
+    assert seen == [0, 1]
+    client.unload_adapter(unique_name)
+
+
+def test_prompt_set_parsing_names_the_bad_line() -> None:
+    cases = parse_prompt_set(
+        '{"prompt": "hi", "reference": "hello"}\n'
+        '{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},'
+        ' {"role": "assistant", "content": "a"}]}\n'
+    )
+    assert (cases[0].prompt, cases[0].reference) == ("hi", "hello")
+    assert cases[1].prompt == "q" and cases[1].reference == "a" and cases[1].messages[0]["role"] == "system"
+    with pytest.raises(InvalidInput, match="line 2"):
+        parse_prompt_set('plain prompt\n{"prompt": 3}\n')
+    with pytest.raises(InvalidInput, match="line 1"):
+        parse_prompt_set("{not json")
+    with pytest.raises(InvalidInput, match="empty"):
+        parse_prompt_set("\n  \n")
+
+
+def test_conversation_export_is_one_chat_dataset_row_per_model() -> None:
+    turns = [
+        {"user": "hi", "answers": {"base": "hello", "bot": "hey there"}},
+        {"user": "and you?", "answers": {"base": "fine", "bot": "great"}},
+    ]
+    assert conversation_messages("be brief", turns, "bot", next_user="bye") == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hey there"},
+        {"role": "user", "content": "and you?"},
+        {"role": "assistant", "content": "great"},
+        {"role": "user", "content": "bye"},
+    ]
+    lines = export_conversation_jsonl("be brief", turns, ["base", "bot"], {"bot": "support-bot v1"}).splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [r["model"] for r in rows] == ["base", "bot"]
+    assert rows[1]["label"] == "support-bot v1"
+    assert [m["content"] for m in rows[0]["messages"]] == ["be brief", "hi", "hello", "and you?", "fine"]
