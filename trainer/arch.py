@@ -21,8 +21,11 @@ next dense, MoE or hybrid model is one `ArchCaps` entry rather than a new code p
 - `post_load(model, spec, caps)` is called by the model loader right after
   `from_pretrained` and before k-bit preparation and LoRA. For architectures with fused
   3-D expert tensors and `nf4` it hands the model to `trainer.moe.quantize_experts(model)`
-  (bitsandbytes quantises only `nn.Linear`); the returned dict (if any) is reported in the
-  `started` event's model facts.
+  (bitsandbytes quantises only `nn.Linear`); for hybrid linear-attention models it makes
+  those layers honour sample boundaries (`trainer.packing_hybrid`). The returned dict (if
+  any) is reported in the `started` event's model facts.
+- `post_lora(model, spec, caps)` is called right after `get_peft_model`: LoRA on the
+  routed experts when the spec asks for it (`trainer.moe.add_expert_lora`).
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ class ArchCaps:
     # Experts stored as 3-D parameters (experts x out x in) rather than nn.Linear modules:
     # bitsandbytes does not quantise them; `post_load` does (via trainer.moe).
     fused_experts: bool = False
+    # Under nf4, the fused experts are stored in NF4 too (~4.13 bits, trainer.moe), so the
+    # planner counts them at NF4_BITS; False: they stay 16-bit whatever the quantisation.
+    experts_quantized: bool = False
     hybrid_linear_attention: bool = False
     # Module name fragments never quantised (beyond lm_head), e.g. MoE routers.
     keep_full_precision: tuple[str, ...] = field(default=())
@@ -94,6 +100,7 @@ class ArchCaps:
             "expert_lora_targets": list(self.expert_lora_targets),
             "moe": self.moe,
             "fused_experts": self.fused_experts,
+            "experts_quantized": self.experts_quantized,
             "hybrid_linear_attention": self.hybrid_linear_attention,
         }
 
@@ -129,6 +136,48 @@ for _mt, _arch in (
             lora_targets=_QWEN_DENSE_TARGETS,
         )
     )
+
+# Fused-expert MoE models (transformers stores routed experts as 3-D tensors). Routers stay
+# in full precision; LoRA on the routed experts (`lora_on_experts`) is added by
+# `post_lora` (trainer.moe), not by PEFT, so `expert_lora_targets` stays empty; its size is
+# `trainer.moe_facts.expert_lora_params(config, r)`.
+register(
+    ArchCaps(
+        model_type="qwen3_moe",
+        architectures=("Qwen3MoeForCausalLM",),
+        packing="position_ids",
+        packing_reason=_DENSE_ATTENTION_REASON,
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+        moe=True,
+        fused_experts=True,
+        experts_quantized=True,
+        keep_full_precision=("mlp.gate",),
+    )
+)
+register(
+    ArchCaps(
+        model_type="qwen3_next",
+        architectures=("Qwen3NextForCausalLM",),
+        packing="seq_boundaries",
+        packing_reason=(
+            "hybrid model: the softmax-attention layers get position ids and varlen "
+            "boundaries, and every Gated DeltaNet layer runs its conv1d and recurrence "
+            "once per sample from a zero state (trainer.packing_hybrid), so samples never "
+            "see each other"
+        ),
+        # full attention, linear attention (Gated DeltaNet) and the shared expert
+        lora_targets=(
+            "q_proj", "k_proj", "v_proj", "o_proj",
+            "in_proj_qkvz", "in_proj_ba", "out_proj",
+            "gate_proj", "up_proj", "down_proj",
+        ),
+        moe=True,
+        fused_experts=True,
+        experts_quantized=True,
+        hybrid_linear_attention=True,
+        keep_full_precision=("mlp.gate",),
+    )
+)
 
 UNKNOWN_CAPS = ArchCaps(
     model_type="unknown",
@@ -173,6 +222,10 @@ def resolve_lora_targets(caps: ArchCaps, target_modules: list[str] | str, on_exp
 def post_load(model: Any, spec: Any, caps: ArchCaps) -> dict[str, Any]:
     """Architecture-specific work right after loading; returns facts for `started`."""
     facts: dict[str, Any] = {}
+    if caps.hybrid_linear_attention:
+        from trainer.packing_hybrid import enable_sequence_boundaries
+
+        facts.update(enable_sequence_boundaries(model))
     if caps.fused_experts and spec.quantization == "nf4":
         from trainer.moe import quantize_experts  # written for fused-expert MoE models
 
@@ -181,3 +234,31 @@ def post_load(model: Any, spec: Any, caps: ArchCaps) -> dict[str, Any]:
         if isinstance(result, Mapping):
             facts.update(result)
     return facts
+
+
+def post_lora(model: Any, spec: Any, caps: ArchCaps) -> dict[str, Any]:
+    """Architecture-specific work right after `get_peft_model`; returns facts for `started`.
+
+    With `lora_on_experts` on a model whose experts `post_load` quantised, adds trainable
+    LoRA to every routed expert (`trainer.moe.add_expert_lora`); PEFT saves it with the
+    adapter. Raises `BadInput` when experts were asked for but cannot be adapted.
+    """
+    if not spec.lora.lora_on_experts or not caps.fused_experts:
+        return {}
+    if spec.quantization != "nf4":
+        from trainer.errors import BadInput
+
+        raise BadInput(
+            f"LoRA on the routed experts of {caps.model_type} needs quantization 'nf4' "
+            f"(got {spec.quantization!r})",
+            "turn lora_on_experts off, or use quantization nf4",
+        )
+    from trainer.moe import add_expert_lora
+
+    return add_expert_lora(
+        model,
+        r=spec.lora.r,
+        alpha=spec.lora.alpha,
+        dropout=spec.lora.dropout,
+        use_rslora=spec.lora.use_rslora,
+    )
