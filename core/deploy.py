@@ -152,6 +152,11 @@ class DeployConfig(BaseModel):
     @field_validator("hf_secret")
     @classmethod
     def _secret(cls, v: str) -> str:
+        if re.fullmatch(r"hf_[A-Za-z0-9]{20,}", v):
+            raise ValueError(
+                "hf_secret looks like a Hugging Face token: give the NAME of the RunPod secret "
+                "that holds it (e.g. hf_token), never the token itself"
+            )
         if v and not _SECRET_NAME.match(v):
             raise ValueError(
                 f"hf_secret {v!r} must be the name of a RunPod secret (letters, digits, '_'), "
@@ -899,8 +904,12 @@ def apply_plan(
     for step in plan.endpoint_steps():
         eid = ids[step.ref]
         result.health[step.name] = api.health(eid)
-        workers = result.health[step.name].get("workers", {})
-        echo(f"endpoint {step.name} ({eid}) is healthy: {json.dumps(workers)} workers")
+        workers = result.health[step.name].get("workers") or {}
+        up = sum(v for v in workers.values() if isinstance(v, int))
+        echo(
+            f"endpoint {step.name} ({eid}) answers /health: {up} workers up "
+            "(flex: workers start with the first job)"
+        )
     result.endpoint_urls = env_values(api.urls, plan.env_keys, ids)
     result.env_changed = update_env_file(env_file, result.endpoint_urls)
     result.applied = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -104,7 +105,13 @@ def deploy(
     )
     from core.settings import load_settings
 
-    settings = load_settings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    try:
+        settings = load_settings()
+    except ValidationError as e:  # its repr would echo every input, secrets included
+        for err in e.errors():
+            typer.echo(f"error: settings: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
     given = {
         "image": image,
         "volume_size_gb": volume_size,

@@ -1,0 +1,325 @@
+"""`brightrun deploy` against a loopback stand-in for RunPod's APIs (tests/deploy/fake_runpod.py).
+
+What a user would notice: a dry run shows every request and changes nothing; a real run
+creates the volume, templates and endpoints with the settings asked for, checks
+/health and writes the URLs into .env without touching other lines; a second run
+changes nothing and says so; the account key and the Hugging Face token never appear
+anywhere they should not.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from core.cli import app
+from core.deploy import (
+    DeployConfig,
+    DeployError,
+    RunPodApi,
+    RunPodUrls,
+    apply_plan,
+    gpu_pools,
+    make_plan,
+    update_env_file,
+)
+from tests.deploy.fake_runpod import FakeRunPod
+
+KEY = "rpa_FAKEKEY5b1d9e0cDoNotLeak"
+HF_TOKEN = "hf_FakeToken7c2eDoNotLeak0123456789ab"
+IMAGE = "docker.io/acme/brightrun-trainer:0.1.0"
+VLLM = ["--with-vllm", "--vllm-model", "Qwen/Qwen2.5-7B-Instruct"]
+TRAINER_ENV = {
+    "MODEL_CACHE_DIR": "/runpod-volume/models",
+    "CHECKPOINT_DIR": "/runpod-volume/checkpoints",
+    "ADAPTER_DIR": "/runpod-volume/adapters",
+    "HF_HOME": "/runpod-volume/hf",
+    "HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}",
+}
+ENV_BEFORE = """\
+# my BrightRun settings
+DATABASE_URL=postgresql+psycopg://postgres.ref:pw@db.example.com:5432/postgres
+SUPABASE_URL=https://ref.supabase.co
+SUPABASE_KEY=sb_secret_keep_me
+GPU_CLUSTER_API_URL=http://127.0.0.1:8300/v2/local
+
+export STORAGE=supabase
+"""
+
+
+@pytest.fixture
+def fake():
+    f = FakeRunPod(api_key=KEY).start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def deploy(data_dir: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeRunPod):
+    """Run `brightrun deploy --image IMAGE ARGS...` in a fresh folder; returns the result."""
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    monkeypatch.delenv("RUNPOD_API_BASE_URL", raising=False)
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(
+            app, ["deploy", "--image", IMAGE, "--runpod-base-url", fake.url, *args]
+        )
+
+    return run
+
+
+def _one(items: dict, **match) -> dict:
+    found = [v for v in items.values() if all(v.get(k) == x for k, x in match.items())]
+    assert len(found) == 1, (match, list(items.values()))
+    return found[0]
+
+
+def test_dry_run_prints_every_call_with_the_key_masked_and_changes_nothing(deploy, fake):
+    result = deploy("--dry-run", *VLLM)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"POST {fake.url}/v1/networkvolumes" in out
+    assert out.count("runpod.create_template(...)") == 2  # trainer and vLLM
+    assert out.count("runpod.create_endpoint(...)") == 2
+    # the follow-up that sets the execution timeout, which create_endpoint cannot
+    assert out.count('saveEndpoint(input: { id: "<id of endpoint') == 2
+    assert f"GET {fake.url}/v2/<id of endpoint brightrun-trainer>/health" in out
+    assert f"GET {fake.url}/v2/<id of endpoint brightrun-vllm>/health" in out
+    assert f"GPU_CLUSTER_API_URL={fake.url}/v2/<id of endpoint brightrun-trainer>" in out
+    assert f"INFERENCE_URL={fake.url}/v2/<id of endpoint brightrun-vllm>/openai/v1" in out
+    assert '{ key: "HF_TOKEN", value: "{{ RUNPOD_SECRET_hf_token }}" }' in out
+    assert out.count("Authorization: Bearer ****") >= 9
+    assert KEY not in out and HF_TOKEN not in out
+    # it read the account, and wrote nothing
+    assert fake.requests, "a dry run with a key reads the account"
+    assert fake.writes() == []
+    assert not (fake.volumes or fake.templates or fake.endpoints)
+    assert not Path(".env").exists()
+
+
+def test_dry_run_without_a_key_plans_from_nothing_and_calls_nobody(deploy, fake, monkeypatch):
+    monkeypatch.delenv("RUNPOD_API_KEY")
+    result = deploy("--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "RUNPOD_API_KEY is not set" in result.output
+    assert "+ create endpoint brightrun-trainer" in result.output
+    assert fake.requests == []
+
+
+def test_apply_without_a_key_names_the_setting(deploy, fake, monkeypatch):
+    monkeypatch.delenv("RUNPOD_API_KEY")
+    result = deploy()
+    assert result.exit_code == 1
+    assert "RUNPOD_API_KEY is not set" in result.output
+    assert fake.requests == []
+
+
+def test_apply_creates_everything_checks_health_and_writes_env(deploy, fake):
+    env = Path(".env")
+    env.write_text(ENV_BEFORE)
+    env.chmod(0o640)
+    result = deploy(
+        *VLLM,
+        "--gpu", "H100_80GB_SXM", "--gpu", "H100_80GB_PCIE", "--gpu", "A100_80GB",
+        "--max-workers", "3", "--idle-timeout", "7", "--volume-size", "150",
+        "--data-center", "US-KS-2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    vol = _one(fake.volumes, name="brightrun")
+    assert (vol["size"], vol["dataCenterId"]) == (150, "US-KS-2")
+
+    trainer_t = _one(fake.templates, name="brightrun-trainer")
+    assert trainer_t["imageName"] == IMAGE
+    assert trainer_t["isServerless"] is True and trainer_t["containerDiskInGb"] == 100
+    assert trainer_t["env"] == TRAINER_ENV
+    vllm_t = _one(fake.templates, name="brightrun-vllm")
+    assert vllm_t["env"]["MODEL_NAME"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert vllm_t["env"]["VLLM_PLUGINS"] == "lora_filesystem_resolver"
+    assert vllm_t["env"]["VLLM_LORA_RESOLVER_CACHE_DIR"] == TRAINER_ENV["ADAPTER_DIR"]
+    assert vllm_t["env"]["ENABLE_LORA"] == "true" and vllm_t["env"]["MAX_LORA_RANK"] == "64"
+
+    trainer = _one(fake.endpoints, name="brightrun-trainer")
+    assert trainer["templateId"] == trainer_t["id"]
+    assert trainer["networkVolumeId"] == vol["id"]
+    assert trainer["gpuIds"] == "ADA_80_PRO,AMPERE_80"  # both H100s share a pool; in order
+    assert (trainer["workersMin"], trainer["workersMax"], trainer["idleTimeout"]) == (0, 3, 7)
+    assert trainer["executionTimeoutMs"] == 86_400_000
+    assert trainer["flashBootType"] == "FLASHBOOT"
+    vllm = _one(fake.endpoints, name="brightrun-vllm")
+    assert vllm["templateId"] == vllm_t["id"] and vllm["networkVolumeId"] == vol["id"]
+
+    health = {r.path for r in fake.requests if r.path.endswith("/health")}
+    assert health == {f"/v2/{trainer['id']}/health", f"/v2/{vllm['id']}/health"}
+
+    lines = env.read_text().splitlines()
+    before = ENV_BEFORE.splitlines()
+    assert lines[4] == f"GPU_CLUSTER_API_URL={fake.url}/v2/{trainer['id']}"  # in place
+    assert lines[:4] == before[:4] and lines[5:7] == before[5:7]  # the rest as it was
+    assert lines[-1] == f"INFERENCE_URL={fake.url}/v2/{vllm['id']}/openai/v1"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o640
+    assert KEY not in env.read_text() and HF_TOKEN not in env.read_text()
+    assert "GPU_CLUSTER_API_KEY" in result.output  # told what is left to set
+
+
+def test_second_apply_changes_nothing_and_says_so(deploy, fake):
+    first = deploy(*VLLM)
+    assert first.exit_code == 0, first.output
+    ids = (set(fake.volumes), set(fake.templates), set(fake.endpoints))
+    writes = len(fake.writes())
+    env = Path(".env").read_text()
+
+    second = deploy(*VLLM)
+    assert second.exit_code == 0, second.output
+    assert len(fake.writes()) == writes, [r.body for r in fake.writes()[writes:]]
+    assert (set(fake.volumes), set(fake.templates), set(fake.endpoints)) == ids
+    assert "Nothing to change" in second.output
+    assert "already points at these endpoints" in second.output
+    assert "created" not in second.output and "updated" not in second.output
+    assert Path(".env").read_text() == env
+
+
+def test_changed_options_update_in_place_and_keep_the_rest(deploy, fake):
+    assert deploy().exit_code == 0
+    endpoint_id, template_id = next(iter(fake.endpoints)), next(iter(fake.templates))
+    writes = len(fake.writes())
+
+    result = deploy("--max-workers", "5", "--image", "docker.io/acme/brightrun-trainer:0.2.0")
+    assert result.exit_code == 0, result.output
+    assert "~ update template brightrun-trainer" in result.output
+    assert "~ update endpoint brightrun-trainer" in result.output
+    assert "workersMax: 2 -> 5" in result.output
+    assert set(fake.endpoints) == {endpoint_id} and set(fake.templates) == {template_id}
+    ep, tpl = fake.endpoints[endpoint_id], fake.templates[template_id]
+    assert ep["workersMax"] == 5
+    assert tpl["imageName"] == "docker.io/acme/brightrun-trainer:0.2.0"
+    assert tpl["env"] == TRAINER_ENV
+    # saveEndpoint replaces the whole configuration: everything else must have been resent
+    assert ep["executionTimeoutMs"] == 86_400_000 and ep["flashBootType"] == "FLASHBOOT"
+    assert (
+        ep["networkVolumeId"] == next(iter(fake.volumes)) and ep["gpuIds"] == "ADA_80_PRO,AMPERE_80"
+    )
+    new = fake.writes()[writes:]
+    assert [(r.method, r.path) for r in new] == [
+        ("PATCH", f"/v1/templates/{template_id}"),
+        ("POST", "/graphql"),
+    ]
+
+
+def test_key_travels_only_in_the_authorization_header_and_hf_token_never(deploy, fake):
+    result = deploy(*VLLM)
+    assert result.exit_code == 0, result.output
+    assert KEY not in result.output and HF_TOKEN not in result.output
+    assert fake.requests
+    for r in fake.requests:
+        assert KEY not in r.body and KEY not in r.path and KEY not in r.query, r
+        assert {k for k, v in r.headers.items() if KEY in v} == {"Authorization"}, r
+        assert r.headers["Authorization"] == f"Bearer {KEY}"
+        assert HF_TOKEN not in json.dumps(r.headers) + r.body + r.path + r.query
+    for tpl in fake.templates.values():
+        assert tpl["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
+
+
+def test_hf_secret_option_refuses_a_token_and_can_be_left_out(deploy, fake):
+    result = deploy("--hf-secret", HF_TOKEN, "--dry-run")
+    assert result.exit_code == 2
+    assert "looks like a Hugging Face token" in result.output
+    assert HF_TOKEN not in result.output
+    assert deploy("--hf-secret", "").exit_code == 0
+    assert "HF_TOKEN" not in _one(fake.templates, name="brightrun-trainer")["env"]
+
+
+def test_a_volume_in_another_data_centre_is_refused_before_any_change(deploy, fake):
+    fake.add_volume("brightrun", 200, "US-TX-3")
+    result = deploy()
+    assert result.exit_code == 1
+    assert "US-TX-3" in result.output and "cannot move" in result.output
+    assert "--data-center US-TX-3" in result.output
+    assert fake.writes() == []
+
+
+def test_a_volume_grows_but_never_shrinks(deploy, fake):
+    vid = fake.add_volume("brightrun", 100, "EU-RO-1")
+    result = deploy("--volume-size", "200")
+    assert result.exit_code == 0, result.output
+    assert "size: 100 -> 200" in result.output
+    assert fake.volumes[vid]["size"] == 200 and len(fake.volumes) == 1
+
+    result = deploy("--volume-size", "50")
+    assert result.exit_code == 0, result.output
+    assert "cannot shrink" in result.output
+    assert fake.volumes[vid]["size"] == 200
+
+
+def test_a_pod_template_of_the_same_name_is_refused(deploy, fake):
+    fake.add_template("brightrun-trainer", "runpod/pytorch:2.4", serverless=False)
+    result = deploy()
+    assert result.exit_code == 1
+    assert "Pod template" in result.output and "--prefix" in result.output
+
+
+def test_bad_options_name_the_setting(deploy, fake):
+    result = deploy("--gpu", "RTX_9999")
+    assert result.exit_code == 2
+    assert "unknown GPU type RTX_9999" in result.output and "A100_80GB" in result.output
+    result = deploy("--with-vllm")
+    assert result.exit_code == 2 and "--vllm-model" in result.output
+    result = deploy("--data-center", "mars")
+    assert result.exit_code == 2 and "data centre 'mars'" in result.output
+    assert fake.requests == []
+
+
+def test_a_wrong_key_is_reported_without_echoing_it(deploy, fake, monkeypatch):
+    monkeypatch.setenv("RUNPOD_API_KEY", "rpa_WRONGKEY123456789")
+    result = deploy()
+    assert result.exit_code == 1
+    assert "refused RUNPOD_API_KEY" in result.output
+    assert "rpa_WRONGKEY123456789" not in result.output
+
+
+def test_an_endpoint_that_never_answers_health_leaves_env_alone(fake, tmp_path):
+    fake.health_status = 503
+    env = tmp_path / ".env"
+    env.write_text(ENV_BEFORE)
+    config = DeployConfig(image=IMAGE)
+    with RunPodApi(KEY, RunPodUrls.single_host(fake.url), sleep=lambda s: None) as api:
+        plan = make_plan(config, api.observe())
+        with pytest.raises(DeployError, match=r"/health did not answer healthy after 6 tries"):
+            apply_plan(plan, api, env, echo=lambda s: None)
+    assert env.read_text() == ENV_BEFORE
+
+
+def test_gpu_pools_follow_preference_and_appear_once():
+    assert gpu_pools(("H100_80GB_PCIE", "H100_80GB_SXM", "A100_80GB")) == "ADA_80_PRO,AMPERE_80"
+    assert gpu_pools(("A100_80GB", "H100_80GB_PCIE")) == "AMPERE_80,ADA_80_PRO"
+    assert gpu_pools(("H200_141GB", "A40_48GB", "A6000_48GB")) == "HOPPER_141,AMPERE_48"
+
+
+def test_env_file_update_keeps_lines_and_replaces_every_copy(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text(
+        "A=1\nexport INFERENCE_URL='http://old'\n# note\nINFERENCE_URL=http://older\nB=2"
+    )
+    changed = update_env_file(env, {"INFERENCE_URL": "https://new/openai/v1", "C": "3"})
+    assert changed == {"INFERENCE_URL": ("http://old", "https://new/openai/v1"), "C": (None, "3")}
+    lines = env.read_text().splitlines()
+    assert lines[:4] == ["A=1", "INFERENCE_URL=https://new/openai/v1", "# note", "B=2"]
+    assert lines[-1] == "C=3"
+    assert update_env_file(env, {"C": "3"}) == {}
+    new = tmp_path / "fresh.env"
+    update_env_file(new, {"GPU_CLUSTER_API_URL": "https://api.runpod.ai/v2/abc"})
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600
+
+
+def test_broken_settings_are_reported_without_echoing_secrets(deploy, fake):
+    Path(".env").write_text("STORAGE=supabase\n")  # without SUPABASE_URL / SUPABASE_KEY
+    result = deploy("--dry-run")
+    assert result.exit_code == 2
+    assert "STORAGE=supabase needs SUPABASE_URL" in result.output
+    assert KEY not in result.output and HF_TOKEN not in result.output
