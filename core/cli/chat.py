@@ -1,0 +1,81 @@
+"""`brightrun chat`: talk to an adapter (or the base) from the terminal, streamed.
+
+    brightrun chat --adapter support-bot "How do I reset my password?"
+    brightrun chat --adapter support-bot --version 1 --base "..."   # base answers too
+    brightrun chat --list
+"""
+
+from __future__ import annotations
+
+import typer
+
+from core.settings import load_settings
+
+
+def chat(
+    prompt: str = typer.Argument("", help="what to ask; read from stdin when empty"),
+    adapter: str = typer.Option(
+        "", "--adapter", "-a", help="adapter name (newest version), label or served name"
+    ),
+    version: int | None = typer.Option(None, "--version", "-v", help="adapter version number"),
+    base: bool = typer.Option(False, "--base", help="also ask the base model, side by side"),
+    system: str = typer.Option("", "--system", "-s", help="system prompt"),
+    temperature: float | None = typer.Option(None, help="0 = greedy; default from BrightRun"),
+    top_p: float | None = typer.Option(None, "--top-p", help="nucleus sampling mass"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="answer length cap"),
+    seed: int | None = typer.Option(None, help="sampling seed, for repeatable answers"),
+    stop: list[str] = typer.Option([], "--stop", help="stop string (repeatable)"),
+    list_models: bool = typer.Option(False, "--list", help="list what you can chat with"),
+) -> None:
+    """Chat with one of your adapters through the inference server (INFERENCE_URL),
+    streaming the answer; with --base the base model answers the same prompt."""
+    import sys
+    from dataclasses import asdict
+
+    from core.errors import BrightRunError
+    from core.inference import InferenceClient, Sampling, actor_choices, find_choice
+    from core.users import LOCAL_ACTOR
+
+    settings = load_settings()
+    try:
+        with InferenceClient(settings) as client:
+            choices = actor_choices(LOCAL_ACTOR, settings, client)
+            if list_models:
+                for c in choices:
+                    typer.echo(f"{c.label}\t{c.served_name}")
+                return
+            if not adapter and not base:
+                raise typer.BadParameter("give --adapter NAME, or --base for the base model")
+            text = prompt or sys.stdin.read()
+            if not text.strip():
+                raise typer.BadParameter("the prompt is empty")
+            defaults = asdict(Sampling())
+            given = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+            sampling = Sampling(
+                **{k: (v if v is not None else defaults[k]) for k, v in given.items()},
+                seed=seed,
+                stop=tuple(stop),
+            )
+            targets = []
+            if base:
+                targets.append(choices[0])
+            if adapter:
+                chosen = find_choice(choices, adapter, version)
+                got = client.ensure_adapter(chosen.served_name, chosen.path)
+                typer.echo(f"[{chosen.label}: {got.detail}]", err=True)
+                targets.append(chosen)
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": text}
+            ]
+            for c in targets:
+                if len(targets) > 1:
+                    typer.secho(f"── {c.label} ──", bold=True)
+                stream = client.stream_chat(c.served_name, messages, sampling)
+                for piece in stream:
+                    typer.echo(piece, nl=False)
+                typer.echo("")
+                if stream.finish_reason == "length":
+                    typer.echo(f"[stopped at --max-tokens {sampling.max_tokens}]", err=True)
+    except BrightRunError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from e
