@@ -149,6 +149,12 @@ class TrainingSpec(_Strict):
         "ends as completed with reason 'time_limit' (the budget cap; the platform's "
         "executionTimeout is the hard stop above it)",
     )
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto",
+        description="dtype of the frozen base weights and of the matmuls (LoRA weights and "
+        "optimizer state stay float32); auto: bfloat16 where the device computes it natively "
+        "(CUDA Ampere or newer, CPUs with AMX/AVX512-BF16), else float32",
+    )
 
     @field_validator("learning_rate")
     @classmethod

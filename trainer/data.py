@@ -1,0 +1,386 @@
+"""Training data: fetch, validate, tokenise with the chat template, batch.
+
+Input: normalised chat JSONL, one row per line: `{"messages": [{"role", "content"}, ...]}`
+with roles system/user/assistant/tool, at least one non-empty assistant message, and
+something before the first assistant message. Any other shape raises `BadInput` naming
+the file, the row (1-based line number) and the field.
+
+Loss is on assistant tokens only: each assistant message's content and the end-of-turn
+token the template closes it with. The assistant spans are found by rendering the
+conversation up to each assistant turn with and without it (so any chat template works,
+with or without `{% generation %}` markers), then mapped to tokens with the fast
+tokenizer's offsets. Rows longer than `max_length` are truncated (kept from the start) and
+counted; rows with no assistant token left after truncation are dropped and counted.
+
+Each sample stores `targets` already shifted (`targets[t]` is the token to predict at
+position t, or -100), so samples can be concatenated without a label crossing from one
+sample into the next.
+
+Batching modes (see `trainer.arch`):
+- packed (`position_ids`/`seq_boundaries`): samples go into bins of `max_length` tokens by
+  best-fit decreasing; one micro-batch is `micro_batch_size` bins concatenated into one
+  padding-free row, with position ids restarting per sample and the boundaries
+  (`cu_seqlens`) alongside.
+- padded: samples grouped by length into micro-batches of `micro_batch_size`, padded to
+  the longest, with an attention mask.
+The order of bins/groups is shuffled per epoch from the seed, so a resumed job sees the
+same batches.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import BadInput, DownloadFailed
+
+IGNORE = -100
+ROLES = ("system", "user", "assistant", "tool")
+_MAX_REPORTED = 5
+
+
+def fetch(url: str | None, path: str | None, dest: Path, what: str) -> Path:
+    """The dataset as a local file: `path` as is, or `url` streamed to `dest`."""
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise BadInput(f"{what} file {path!r} does not exist", "check the dataset path")
+        return p
+    assert url is not None
+    import httpx
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as r:
+            if r.status_code >= 400:
+                raise DownloadFailed(
+                    f"downloading the {what} data failed: HTTP {r.status_code}"
+                )
+            with dest.open("wb") as f:
+                for chunk in r.iter_bytes(1 << 20):
+                    f.write(chunk)
+    except httpx.HTTPError as e:
+        raise DownloadFailed(f"downloading the {what} data failed: {type(e).__name__}") from e
+    return dest
+
+
+def _check_row(obj: Any) -> str | None:
+    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
+        return "expected an object with a 'messages' list"
+    msgs = obj["messages"]
+    if not msgs:
+        return "'messages' is empty"
+    seen_assistant = False
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            return f"messages[{j}] is not an object"
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            return f"messages[{j}].role {role!r} is not one of {', '.join(ROLES)}"
+        if not isinstance(content, str):
+            return f"messages[{j}].content must be a string"
+        if role == "assistant":
+            if j == 0:
+                return "messages[0] is an assistant message: start with a system or user message"
+            seen_assistant = seen_assistant or bool(content.strip())
+    if not seen_assistant:
+        return "no non-empty assistant message: nothing to learn from this row"
+    return None
+
+
+def read_chat_rows(path: Path, what: str) -> list[list[dict[str, str]]]:
+    """Every row's messages; raises `BadInput` naming the first bad rows."""
+    rows: list[list[dict[str, str]]] = []
+    errors: list[str] = []
+    n_bad = 0
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    problem: str | None = f"not valid JSON ({e.msg})"
+                else:
+                    problem = _check_row(obj)
+                if problem:
+                    n_bad += 1
+                    if len(errors) < _MAX_REPORTED:
+                        errors.append(f"row {lineno}: {problem}")
+                    continue
+                rows.append(
+                    [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+                )
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{what} data is not UTF-8 text ({e.reason})") from e
+    if n_bad:
+        raise BadInput(
+            f"{what} data has {n_bad} invalid row(s): " + "; ".join(errors),
+            "fix or remove these rows (chat JSONL: {\"messages\": [{\"role\", \"content\"}]}) "
+            "and upload the dataset again",
+        )
+    if not rows:
+        raise BadInput(f"{what} data has no rows", "upload a dataset with at least one row")
+    return rows
+
+
+def render_with_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The chat-template text and the character spans of each assistant turn."""
+
+    def render(msgs: list[dict[str, str]], gen: bool) -> str:
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    full = render(messages, False)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prefix = render(messages[:i], True)
+        upto = render(messages[: i + 1], False)
+        if upto.startswith(prefix) and full.startswith(upto) and len(prefix) >= cursor:
+            start, end = len(prefix), len(prefix) + len(upto[len(prefix) :].rstrip())
+        else:
+            # Templates that rewrite earlier turns (e.g. dropping reasoning): find the
+            # content itself, plus the end-of-turn token right after it.
+            start = full.find(m["content"], cursor)
+            if start < 0:
+                continue
+            end = start + len(m["content"])
+            eos = tokenizer.eos_token or ""
+            if eos and full.startswith(eos, end):
+                end += len(eos)
+        if end > start:
+            spans.append((start, end))
+            cursor = end
+    return full, spans
+
+
+@dataclass
+class Sample:
+    input_ids: list[int]
+    targets: list[int]
+    n_loss: int
+    row: int  # 1-based row in the file it came from
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class DataStats:
+    rows: int = 0
+    samples: int = 0
+    tokens: int = 0
+    loss_tokens: int = 0
+    truncated_rows: int = 0
+    truncated_examples: list[int] = field(default_factory=list)
+    dropped_rows: int = 0
+    dropped_examples: list[int] = field(default_factory=list)
+    max_length: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "samples": self.samples,
+            "tokens": self.tokens,
+            "loss_tokens": self.loss_tokens,
+            "loss_token_share": round(self.loss_tokens / self.tokens, 4) if self.tokens else 0.0,
+            "truncated_rows": self.truncated_rows,
+            "truncated_row_examples": self.truncated_examples,
+            "dropped_rows": self.dropped_rows,
+            "dropped_row_examples": self.dropped_examples,
+            "max_length": self.max_length,
+        }
+
+
+def tokenize_rows(
+    tokenizer: Any, rows: list[list[dict[str, str]]], max_length: int
+) -> tuple[list[Sample], DataStats]:
+    """Samples with assistant-only targets; truncation and drops are counted in the stats."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise BadInput("the base model's tokenizer has no fast (Rust) version; BrightRun needs it")
+    if not getattr(tokenizer, "chat_template", None):
+        raise BadInput(
+            "the base model's tokenizer has no chat template",
+            "pick an instruct/chat model (e.g. a '-Instruct' variant)",
+        )
+    rendered = [render_with_spans(tokenizer, msgs) for msgs in rows]
+    enc = tokenizer(
+        [text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+    )
+    stats = DataStats(rows=len(rows), max_length=max_length)
+    samples: list[Sample] = []
+    for idx, ((_, spans), ids, offsets) in enumerate(
+        zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True)
+    ):
+        row = idx + 1
+        mask = [False] * len(ids)
+        si = 0
+        for t, (start, _end) in enumerate(offsets):
+            while si < len(spans) and start >= spans[si][1]:
+                si += 1
+            if si < len(spans) and spans[si][0] <= start < spans[si][1]:
+                mask[t] = True
+        if len(ids) > max_length:
+            stats.truncated_rows += 1
+            if len(stats.truncated_examples) < _MAX_REPORTED:
+                stats.truncated_examples.append(row)
+            ids, mask = ids[:max_length], mask[:max_length]
+        targets = [ids[t + 1] if mask[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
+        n_loss = sum(1 for x in targets if x != IGNORE)
+        if n_loss == 0:
+            stats.dropped_rows += 1
+            if len(stats.dropped_examples) < _MAX_REPORTED:
+                stats.dropped_examples.append(row)
+            continue
+        samples.append(Sample(list(ids), targets, n_loss, row))
+        stats.tokens += len(ids)
+        stats.loss_tokens += n_loss
+    stats.samples = len(samples)
+    if not samples:
+        raise BadInput(
+            f"no row has assistant tokens within max_length {max_length}",
+            "raise max_length or check that rows contain assistant answers",
+        )
+    return samples, stats
+
+
+def split_eval(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """A seeded split: (train, eval). At least one sample stays on each side."""
+    if fraction <= 0 or len(samples) < 2:
+        return samples, []
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_eval = min(len(samples) - 1, max(1, round(fraction * len(samples))))
+    held = set(order[:n_eval])
+    return (
+        [s for i, s in enumerate(samples) if i not in held],
+        [s for i, s in enumerate(samples) if i in held],
+    )
+
+
+def pack_bfd(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit decreasing: indices grouped into bins whose lengths sum to <= capacity."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    free: list[tuple[int, int]] = []  # (remaining capacity, bin id), sorted
+    bins: list[list[int]] = []
+    for i in order:
+        n = lengths[i]
+        if n > capacity:
+            raise ValueError(f"sample of {n} tokens exceeds bin capacity {capacity}")
+        k = bisect.bisect_left(free, (n, -1))
+        if k < len(free):
+            rem, b = free.pop(k)
+        else:
+            rem, b = capacity, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        rem -= n
+        if rem > 0:
+            bisect.insort(free, (rem, b))
+    return bins
+
+
+def plan_micro_batches(
+    samples: list[Sample],
+    *,
+    packed: bool,
+    micro_batch_size: int,
+    max_length: int,
+    seed: int,
+    epoch: int | None,
+) -> list[list[int]]:
+    """Sample indices per micro-batch, for one epoch (`epoch=None`: unshuffled, for eval)."""
+    lengths = [len(s) for s in samples]
+    if packed:
+        groups = pack_bfd(lengths, max_length)
+    else:
+        order = sorted(range(len(samples)), key=lambda i: (lengths[i], i))
+        groups = [order[i : i + micro_batch_size] for i in range(0, len(order), micro_batch_size)]
+    if epoch is not None:
+        random.Random(seed * 1_000_003 + epoch).shuffle(groups)
+    if packed:
+        groups = [
+            [i for g in groups[k : k + micro_batch_size] for i in g]
+            for k in range(0, len(groups), micro_batch_size)
+        ]
+    return groups
+
+
+@dataclass
+class Batch:
+    """One micro-batch as tensors, plus the counts the loop needs."""
+
+    input_ids: Any
+    position_ids: Any
+    targets: Any
+    attention_mask: Any | None
+    cu_seqlens: Any | None
+    max_seqlen: int
+    n_loss: int
+    n_tokens: int  # real tokens (padding excluded)
+    n_slots: int  # token slots computed (padding included)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"input_ids": self.input_ids, "position_ids": self.position_ids}
+        if self.attention_mask is not None:
+            kw["attention_mask"] = self.attention_mask
+        if self.cu_seqlens is not None:
+            # The flash-attention varlen convention; `brightrun_varlen` reads the same keys.
+            kw.update(
+                cu_seq_lens_q=self.cu_seqlens,
+                cu_seq_lens_k=self.cu_seqlens,
+                max_length_q=self.max_seqlen,
+                max_length_k=self.max_seqlen,
+            )
+        return kw
+
+
+def collate(samples: list[Sample], idx: list[int], *, packed: bool, pad_id: int, device: Any) -> Batch:
+    import torch
+
+    chosen = [samples[i] for i in idx]
+    n_loss = sum(s.n_loss for s in chosen)
+    n_tokens = sum(len(s) for s in chosen)
+    if packed:
+        ids = [t for s in chosen for t in s.input_ids]
+        tgt = [t for s in chosen for t in s.targets]
+        pos = [p for s in chosen for p in range(len(s))]
+        cu = [0]
+        for s in chosen:
+            cu.append(cu[-1] + len(s))
+        return Batch(
+            input_ids=torch.tensor([ids], device=device),
+            position_ids=torch.tensor([pos], device=device),
+            targets=torch.tensor([tgt], device=device),
+            attention_mask=None,
+            cu_seqlens=torch.tensor(cu, dtype=torch.int32, device=device),
+            max_seqlen=max(len(s) for s in chosen),
+            n_loss=n_loss,
+            n_tokens=n_tokens,
+            n_slots=n_tokens,
+        )
+    width = max(len(s) for s in chosen)
+    ids_rows, tgt_rows, mask_rows = [], [], []
+    for s in chosen:
+        pad = width - len(s)
+        ids_rows.append(s.input_ids + [pad_id] * pad)
+        tgt_rows.append(s.targets + [IGNORE] * pad)
+        mask_rows.append([1] * len(s) + [0] * pad)
+    return Batch(
+        input_ids=torch.tensor(ids_rows, device=device),
+        position_ids=torch.arange(width, device=device).expand(len(chosen), width),
+        targets=torch.tensor(tgt_rows, device=device),
+        attention_mask=torch.tensor(mask_rows, device=device),
+        cu_seqlens=None,
+        max_seqlen=width,
+        n_loss=n_loss,
+        n_tokens=n_tokens,
+        n_slots=width * len(chosen),
+    )

@@ -1,0 +1,74 @@
+"""The worker's environment, read once at the edge (the handler or the CLI) and passed in.
+
+The trainer imports nothing from `core`, so it has its own small settings object. Variables:
+
+- `MODEL_CACHE_DIR`: where base models are looked up before the hub and downloaded into.
+  Default `/runpod-volume/models` when the network volume is mounted, else
+  `<tmp>/brightrun/models`.
+- `CHECKPOINT_DIR`: checkpoints go to `<CHECKPOINT_DIR>/<job id>`; a job started again with
+  the same id resumes from there. Default `/runpod-volume/checkpoints` on the volume, else
+  `<tmp>/brightrun/checkpoints`.
+- `ADAPTER_DIR`: finished adapters are also copied to `<ADAPTER_DIR>/<adapter name>` (where
+  a vLLM server sharing the volume finds them). Default `/runpod-volume/adapters` when the
+  volume is mounted, else unset (no copy).
+- `HF_TOKEN`: for gated or private hub models. Only ever from the worker's environment,
+  never from a job payload; never logged or reported.
+- `BRIGHTRUN_FORCE_NAN_AT_STEP`: test hook, makes the loss of that optimizer step NaN so
+  the divergence guard can be exercised end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+VOLUME = Path("/runpod-volume")
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    model_cache_dir: Path
+    checkpoint_dir: Path
+    adapter_dir: Path | None
+    hf_token: str | None = None
+    force_nan_at_step: int | None = None
+
+    def __repr__(self) -> str:  # never show the token
+        return (
+            f"WorkerEnv(model_cache_dir={self.model_cache_dir!s}, "
+            f"checkpoint_dir={self.checkpoint_dir!s}, adapter_dir={self.adapter_dir!s}, "
+            f"hf_token={'set' if self.hf_token else 'not set'})"
+        )
+
+    def public_view(self) -> dict[str, str | None]:
+        return {
+            "model_cache_dir": str(self.model_cache_dir),
+            "checkpoint_dir": str(self.checkpoint_dir),
+            "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
+            "hf_token": "set" if self.hf_token else "not set",
+        }
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, volume: Path = VOLUME
+    ) -> WorkerEnv:
+        env = os.environ if environ is None else environ
+        on_volume = volume.is_dir()
+        local = Path(tempfile.gettempdir()) / "brightrun"
+
+        def path(name: str, on_vol: Path, off_vol: Path | None) -> Path | None:
+            if env.get(name):
+                return Path(env[name])
+            return on_vol if on_volume else off_vol
+
+        nan_step = env.get("BRIGHTRUN_FORCE_NAN_AT_STEP")
+        return cls(
+            model_cache_dir=path("MODEL_CACHE_DIR", volume / "models", local / "models"),
+            checkpoint_dir=path("CHECKPOINT_DIR", volume / "checkpoints", local / "checkpoints"),
+            adapter_dir=path("ADAPTER_DIR", volume / "adapters", None),
+            hf_token=env.get("HF_TOKEN") or None,
+            force_nan_at_step=int(nan_step) if nan_step else None,
+        )

@@ -1,0 +1,57 @@
+"""The RunPod Serverless handler: a thin adapter around `trainer.train.run_job`.
+
+`handler(job)` takes RunPod's job dict (`{"id": ..., "input": <JobSpec JSON>}`) and yields
+each event as a plain dict (`Event.model_dump(mode="json")`):
+
+    {"seq": 0, "type": "started", "ts": 1767225600.0, "data": {...}}
+
+The last one is always `completed` or `failed`. An error outside the job's own lifecycle
+becomes one `failed` event of kind `internal` (with its traceback on stderr), never a
+silent end. The worker's environment (`trainer.env.WorkerEnv`) is read here, at the edge.
+
+Run as `python -u -m trainer.handler` in the image (starts the RunPod worker loop with
+`return_aggregate_stream`, so the yielded events are also the job's final output).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from trainer.env import WorkerEnv
+from trainer.errors import describe_failure
+
+log = logging.getLogger("brightrun.trainer")
+
+
+def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[str, Any]]:
+    from trainer.train import run_job
+
+    last_seq = -1
+    try:
+        payload = job.get("input") if isinstance(job, dict) else None
+        for event in run_job(payload if payload is not None else {}, env or WorkerEnv.from_environ()):
+            last_seq = event.seq
+            yield event.model_dump(mode="json")
+    except Exception as exc:
+        log.exception("training handler failed outside the job lifecycle")
+        kind, message, suggestion = describe_failure(exc)
+        yield {
+            "seq": last_seq + 1,
+            "type": "failed",
+            "ts": time.time(),
+            "data": {"kind": kind, "message": message, "suggestion": suggestion},
+        }
+
+
+def main() -> None:
+    import runpod
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+
+
+if __name__ == "__main__":
+    main()

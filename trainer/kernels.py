@@ -1,0 +1,132 @@
+"""The two pieces of the training step BrightRun computes itself.
+
+`varlen_sdpa_attention` - attention over a padding-free row of several samples: causal
+attention inside each sample, none across samples, from the sequence boundaries
+(`cu_seq_lens_q`, as flash-attention varlen takes them). It runs PyTorch's SDPA once per
+sample, so it costs what the samples cost, not (row length)^2 as a block-diagonal mask
+over the whole row would. Registered as the attention implementation `brightrun_varlen`;
+used where flash-attention is not installed (CPU, or a GPU image without it). Without
+boundaries, or with a padding mask, it is plain SDPA.
+
+`linear_cross_entropy` - the summed next-token loss over only the positions that carry a
+label, computed in chunks of rows so the vocabulary-wide logits never exist all at once;
+the gradient with respect to the hidden states is computed in the same pass (no logits
+kept for backward, no recomputation). Used when the output layer is a frozen plain
+`nn.Linear` (the LoRA case); otherwise `chunked_cross_entropy` calls the module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ATTN_IMPLEMENTATION = "brightrun_varlen"
+_registered = False
+
+
+def varlen_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None or attention_mask is not None or query.shape[0] != 1:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+            is_causal=is_causal, **kwargs,
+        )
+    bounds = cu.tolist()
+    gqa = query.shape[1] != key.shape[1]
+    outs = [
+        F.scaled_dot_product_attention(
+            query[:, :, s:e], key[:, :, s:e], value[:, :, s:e],
+            dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa,
+        )
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True)
+        if e > s
+    ]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_attention() -> str:
+    """Register `brightrun_varlen` with transformers (idempotent); returns its name."""
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+        AttentionInterface.register(ATTN_IMPLEMENTATION, varlen_sdpa_attention)
+        # Like flash-attention: no 4-D mask; a 2-D padding mask only when there is padding.
+        AttentionMaskInterface.register(ATTN_IMPLEMENTATION, flash_attention_mask)
+        _registered = True
+    return ATTN_IMPLEMENTATION
+
+
+def _chunk_rows(vocab: int, budget_elems: int = 1 << 24) -> int:
+    return max(64, budget_elems // max(vocab, 1))
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, compute_dtype, need_grad):  # noqa: D401
+        w = weight.to(compute_dtype)
+        n = hidden.shape[0]
+        step = _chunk_rows(w.shape[0])
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_grad else None
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            for i in range(0, n, step):
+                h = hidden[i : i + step].to(compute_dtype)
+                t = targets[i : i + step]
+                logits = (h @ w.t()).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                if need_grad:
+                    probs = torch.exp(logits.sub_(lse[:, None]))
+                    probs[torch.arange(probs.shape[0], device=probs.device), t] -= 1.0
+                    grad_h[i : i + step] = (probs.to(compute_dtype) @ w).to(hidden.dtype)
+        if need_grad:
+            ctx.save_for_backward(grad_h)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_h,) = ctx.saved_tensors
+        return grad_h * grad_out.to(grad_h.dtype), None, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    compute_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Sum of cross-entropy of `hidden @ weight.T` against `targets` (rows: positions).
+
+    `weight` must be frozen (its gradient is not computed).
+    """
+    if weight.requires_grad:
+        raise ValueError("linear_cross_entropy needs a frozen output weight")
+    need_grad = torch.is_grad_enabled() and hidden.requires_grad
+    return _LinearCrossEntropy.apply(hidden, weight, targets, compute_dtype, need_grad)
+
+
+def chunked_cross_entropy(
+    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor
+) -> torch.Tensor:
+    """Sum of cross-entropy of `head(hidden)`, in chunks, for any output module."""
+    step = _chunk_rows(int(getattr(head, "out_features", 0) or 32768))
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, hidden.shape[0], step):
+        logits = head(hidden[i : i + step]).float()
+        total = total + F.cross_entropy(logits, targets[i : i + step], reduction="sum")
+    return total

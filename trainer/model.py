@@ -1,0 +1,271 @@
+"""Base model resolution and loading: cache or hub, quantisation, LoRA.
+
+`resolve_model_path(spec.model, env)`: an existing local folder is used as is; a hub id is
+looked up in `MODEL_CACHE_DIR/<org>--<name>[@revision]` first and downloaded there with
+`huggingface_hub` (token from the worker's environment) when missing. A missing local
+path or an unknown/gated hub repo raises `ModelUnavailable`; a network failure raises
+`DownloadFailed`.
+
+`load_for_training(spec, path, env)` loads tokenizer and model (4-bit NF4 with double
+quantisation, or 8-bit, with bitsandbytes; or 16-bit), runs the architecture's
+`post_load` hook (`trainer.arch`), prepares it for k-bit training, enables gradient
+checkpointing when asked and attaches LoRA. The choices it made (device, dtype, attention
+implementation, packing mode and why) are returned as facts for the `started` event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer import arch
+from trainer.env import WorkerEnv
+from trainer.errors import BadInput, DownloadFailed, ModelUnavailable
+from trainer.spec import JobSpec, ModelSpec
+
+# Files needed to train from a hub repo; everything else (other weight formats, images,
+# ONNX/GGUF copies) is skipped.
+HUB_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.jinja",
+    "*.txt",
+    "*.model",
+    "*.tiktoken",
+    "tokenizer*",
+]
+
+
+def _cache_folder(model: ModelSpec, env: WorkerEnv) -> Path:
+    name = model.name_or_path.replace("/", "--")
+    if model.revision:
+        name += "@" + model.revision.replace("/", "--")
+    return env.model_cache_dir / name
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / ".brightrun-complete").is_file()
+
+
+def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
+    """The local folder of the base model and where it came from (local/cache/hub)."""
+    given = Path(model.name_or_path).expanduser()
+    if given.is_dir():
+        if not (given / "config.json").is_file():
+            raise ModelUnavailable(f"model folder {model.name_or_path!r} has no config.json")
+        return given, "local"
+    looks_local = model.name_or_path.startswith(("/", ".", "~")) or model.name_or_path.count("/") != 1
+    if looks_local:
+        raise ModelUnavailable(
+            f"base model {model.name_or_path!r} is neither an existing folder nor a hub id "
+            "like 'org/name'"
+        )
+    folder = _cache_folder(model, env)
+    if _is_complete(folder):
+        return folder, "cache"
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        snapshot_download(
+            repo_id=model.name_or_path,
+            revision=model.revision,
+            local_dir=folder,
+            allow_patterns=HUB_PATTERNS,
+            token=env.hf_token,
+        )
+    except GatedRepoError as e:
+        raise ModelUnavailable(
+            f"base model {model.name_or_path!r} is gated on the hub",
+            "accept the model's licence on huggingface.co with the account whose HF_TOKEN "
+            "the endpoint uses, or pick another model",
+        ) from e
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+        raise ModelUnavailable(
+            f"base model {model.name_or_path!r}"
+            + (f" at revision {model.revision!r}" if model.revision else "")
+            + " was not found on the hub (or is private)"
+        ) from e
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise DownloadFailed(
+            f"downloading base model {model.name_or_path!r} failed: {type(e).__name__}",
+            "the hub could not be reached or the download broke off; retry later, or put "
+            "the model into MODEL_CACHE_DIR on the network volume",
+        ) from e
+    (folder / ".brightrun-complete").write_text("ok\n")
+    return folder, "hub"
+
+
+def pick_device(spec: JobSpec) -> Any:
+    import torch
+
+    if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise BadInput("device 'cuda' was asked for but this worker has no CUDA GPU")
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def pick_compute_dtype(spec: JobSpec, device: Any) -> Any:
+    """bf16 where the device computes it natively (CUDA Ampere+, CPUs with AMX/AVX512-BF16)."""
+    import torch
+
+    choice = spec.training.compute_dtype
+    if choice == "float32":
+        return torch.float32
+    if choice == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    native_bf16 = any(
+        getattr(torch.cpu, probe, lambda: False)()
+        for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    )
+    return torch.bfloat16 if native_bf16 else torch.float32
+
+
+def _flash_attn_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def pick_packing(spec: JobSpec, caps: arch.ArchCaps) -> tuple[str, str]:
+    """The batching actually used: ('position_ids'|'seq_boundaries'|'padded', why)."""
+    if not spec.training.packing:
+        return "padded", "packing is off in the job's settings: length-grouped padding"
+    return caps.packing, caps.packing_reason
+
+
+def pick_attention(packing: str, device: Any) -> tuple[str, str]:
+    from trainer.kernels import register_attention
+
+    if packing == "padded":
+        return "sdpa", "padded batches with an attention mask"
+    if device.type == "cuda" and _flash_attn_available():
+        return "flash_attention_2", "flash-attention varlen over padding-free rows"
+    return register_attention(), "SDPA per sample over padding-free rows (no flash-attn)"
+
+
+def build_quantization_config(spec: JobSpec, compute_dtype: Any) -> Any | None:
+    from transformers import BitsAndBytesConfig
+
+    if spec.quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    if spec.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def build_lora_config(spec: JobSpec, caps: arch.ArchCaps) -> Any:
+    from peft import LoraConfig
+
+    lora = spec.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=arch.resolve_lora_targets(caps, lora.target_modules, lora.lora_on_experts),
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+@dataclass
+class Loaded:
+    model: Any  # the PeftModel
+    tokenizer: Any
+    caps: arch.ArchCaps
+    device: Any
+    compute_dtype: Any
+    packing: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    caps = arch.capabilities(config)
+    device = pick_device(spec)
+    dtype = pick_compute_dtype(spec, device)
+    packing, packing_why = pick_packing(spec, caps)
+    attn, attn_why = pick_attention(packing, device)
+    qconfig = build_quantization_config(spec, dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=dtype,
+        quantization_config=qconfig,
+        device_map={"": device},
+        attn_implementation=attn,
+    )
+    model.config.use_cache = False
+    facts: dict[str, Any] = {"architecture": caps.model_type}
+    facts.update(arch.post_load(model, spec, caps))
+    gc_kwargs = {"use_reentrant": False}
+    if qconfig is not None:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=spec.training.gradient_checkpointing,
+            gradient_checkpointing_kwargs=gc_kwargs,
+        )
+    elif spec.training.gradient_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None) or (
+            model.gradient_checkpointing_enable
+        )
+        enable(gradient_checkpointing_kwargs=gc_kwargs)
+    model = get_peft_model(model, build_lora_config(spec, caps))
+    facts.update(arch.post_lora(model, spec, caps))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    facts.update(
+        {
+            "base_parameters": _logical_params(model) - trainable,
+            "trainable_parameters": trainable,
+            "quantization": spec.quantization,
+            "bits_per_quantized_param": round(arch.bits_per_param(spec.quantization), 3),
+            "compute_dtype": str(dtype).removeprefix("torch."),
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "attention": attn,
+            "attention_reason": attn_why,
+            "packing": packing,
+            "packing_reason": packing_why,
+            "gradient_checkpointing": spec.training.gradient_checkpointing,
+            "lora_targets": sorted(model.peft_config["default"].target_modules),
+        }
+    )
+    return Loaded(model, tokenizer, caps, device, dtype, packing, facts)
+
+
+def _logical_params(model: Any) -> int:
+    """Parameter count as published (a 4-bit tensor packs two parameters per byte)."""
+    n = 0
+    for p in model.parameters():
+        qs = getattr(p, "quant_state", None)
+        n += int(qs.shape.numel()) if qs is not None and hasattr(qs, "shape") else p.numel()
+    return n
