@@ -95,6 +95,9 @@ class DeployConfig(BaseModel):
         86_400, ge=60, le=7 * 86_400, description="endpoint default; each job sends its own"
     )
     container_disk_gb: int = Field(100, ge=10, le=1000)
+    registry_auth_id: str = Field(
+        "", description="RunPod container registry auth id, for a private trainer image"
+    )
     hf_secret: str = Field(
         "hf_token", description="RunPod secret holding the Hugging Face token; '' for none"
     )
@@ -118,6 +121,16 @@ class DeployConfig(BaseModel):
             raise ValueError(
                 f"image {v!r} is not an image reference like "
                 "'docker.io/you/brightrun-trainer:0.1.0'"
+            )
+        return v
+
+    @field_validator("registry_auth_id")
+    @classmethod
+    def _registry(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+            raise ValueError(
+                "registry_auth_id must be the id RunPod shows for saved registry credentials "
+                "(Settings > Container Registry Auth), not a user name or password"
             )
         return v
 
@@ -199,6 +212,7 @@ class TemplateSpec:
     image: str
     container_disk_gb: int
     env: dict[str, str]
+    registry_auth_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -221,6 +235,7 @@ class Desired:
     volume: VolumeSpec
     services: list[tuple[TemplateSpec, EndpointSpec]]
     env_keys: dict[str, str]  # .env key -> endpoint name whose URL it gets
+    env_extra: dict[str, str]  # plain .env settings that go with these endpoints
 
 
 def _secret_ref(name: str) -> str:
@@ -240,7 +255,13 @@ def desired_state(config: DeployConfig) -> Desired:
         trainer_env["HF_TOKEN"] = _secret_ref(config.hf_secret)
     services = [
         (
-            TemplateSpec(f"{p}-trainer", config.image, config.container_disk_gb, trainer_env),
+            TemplateSpec(
+                f"{p}-trainer",
+                config.image,
+                config.container_disk_gb,
+                trainer_env,
+                config.registry_auth_id,
+            ),
             EndpointSpec(
                 name=f"{p}-trainer",
                 template=f"{p}-trainer",
@@ -253,6 +274,7 @@ def desired_state(config: DeployConfig) -> Desired:
         )
     ]
     env_keys = {"GPU_CLUSTER_API_URL": f"{p}-trainer"}
+    env_extra: dict[str, str] = {}
     if config.with_vllm:
         assert config.vllm_model is not None  # checked by the model validator
         vllm_env = {
@@ -287,7 +309,14 @@ def desired_state(config: DeployConfig) -> Desired:
             )
         )
         env_keys["INFERENCE_URL"] = f"{p}-vllm"
-    return Desired(VolumeSpec(p, config.volume_size_gb, config.data_center), services, env_keys)
+        # Workers come and go, so adapters are found on the volume by the resolver, not
+        # loaded into one worker at run time.
+        env_extra = {
+            "INFERENCE_LORA_LOADING": "resolver",
+            "INFERENCE_ADAPTERS_DIR": ADAPTERS_ON_VOLUME,
+        }
+    volume = VolumeSpec(p, config.volume_size_gb, config.data_center)
+    return Desired(volume, services, env_keys, env_extra)
 
 
 # --------------------------------------------------------------------------- calls
@@ -351,6 +380,7 @@ class DeployPlan:
     steps: list[Step]
     reads: list[ApiCall]
     env_keys: dict[str, str]  # .env key -> endpoint name
+    env_extra: dict[str, str]  # plain settings written with the URLs
     observed: bool  # False: planned without reading the account (no key)
 
     @property
@@ -481,6 +511,8 @@ def _plan_template(spec: TemplateSpec, observed: Observed) -> Step:
             "env": dict(spec.env),
             "is_serverless": True,
         }
+        if spec.registry_auth_id:
+            kwargs["registry_auth_id"] = spec.registry_auth_id
         call = ApiCall(
             "sdk", "POST", "create_template", kwargs, produces=Ref("template", spec.name)
         )
@@ -491,8 +523,17 @@ def _plan_template(spec: TemplateSpec, observed: Observed) -> Step:
             f"template {spec.name!r} ({tid}) is a Pod template; template names are unique in a "
             "RunPod account, so rename it or deploy with another --prefix"
         )
-    have = {**have, "env": have.get("env") or {}}
-    wanted = {"imageName": spec.image, "containerDiskInGb": spec.container_disk_gb, "env": spec.env}
+    have = {
+        **have,
+        "env": have.get("env") or {},
+        "containerRegistryAuthId": have.get("containerRegistryAuthId") or "",
+    }
+    wanted = {
+        "imageName": spec.image,
+        "containerDiskInGb": spec.container_disk_gb,
+        "env": spec.env,
+        "containerRegistryAuthId": spec.registry_auth_id,
+    }
     changes = [Change(k, have.get(k), v) for k, v in wanted.items() if have.get(k) != v]
     if not changes:
         return Step("template", spec.name, "unchanged", tid)
@@ -563,7 +604,9 @@ def make_plan(config: DeployConfig, observed: Observed | None) -> DeployPlan:
         steps.append(tstep)
         template_id: Any = tstep.resource_id or tstep.ref
         steps.append(_plan_endpoint(espec, template_id, volume_id, state))
-    return DeployPlan(steps, read_calls(), desired.env_keys, observed is not None)
+    return DeployPlan(
+        steps, read_calls(), desired.env_keys, desired.env_extra, observed is not None
+    )
 
 
 # --------------------------------------------------------------------------- the client
@@ -862,20 +905,19 @@ def update_env_file(path: Path, values: dict[str, str]) -> dict[str, tuple[str |
 class DeployResult:
     plan: DeployPlan
     ids: dict[Ref, str] = field(default_factory=dict)
-    endpoint_urls: dict[str, str] = field(default_factory=dict)  # .env key -> URL
+    endpoint_urls: dict[str, str] = field(default_factory=dict)  # .env key -> value
     health: dict[str, dict] = field(default_factory=dict)  # endpoint name -> /health answer
     env_changed: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     applied: bool = False
 
 
-def env_values(
-    config_urls: RunPodUrls, env_keys: dict[str, str], ids: dict[Ref, str]
-) -> dict[str, str]:
+def env_values(plan: DeployPlan, urls: RunPodUrls, ids: dict[Ref, Any]) -> dict[str, str]:
+    """What deploy writes into .env: endpoint URLs and plain settings, never a key."""
     out = {}
-    for key, endpoint in env_keys.items():
-        base = config_urls.endpoint_url(ids[Ref("endpoint", endpoint)])
+    for key, endpoint in plan.env_keys.items():
+        base = urls.endpoint_url(str(ids[Ref("endpoint", endpoint)]))
         out[key] = f"{base}/openai/v1" if key == "INFERENCE_URL" else base
-    return out
+    return {**out, **plan.env_extra}
 
 
 def apply_plan(
@@ -910,7 +952,7 @@ def apply_plan(
             f"endpoint {step.name} ({eid}) answers /health: {up} workers up "
             "(flex: workers start with the first job)"
         )
-    result.endpoint_urls = env_values(api.urls, plan.env_keys, ids)
+    result.endpoint_urls = env_values(plan, api.urls, ids)
     result.env_changed = update_env_file(env_file, result.endpoint_urls)
     result.applied = True
     return result
@@ -951,7 +993,7 @@ def render_plan(plan: DeployPlan, urls: RunPodUrls, *, dry_run: bool) -> str:
             out.append(_indent(f"Authorization: Bearer {MASK}", 4))
         out.append("and writes into .env (other lines kept as they are):")
         ids = {s.ref: s.resource_id or str(s.ref) for s in plan.endpoint_steps()}
-        for k, v in env_values(urls, plan.env_keys, ids).items():
+        for k, v in env_values(plan, urls, ids).items():
             out.append(_indent(f"{k}={v}", 4))
     elif not plan.has_changes:
         out.append("Nothing to change: the account already matches.")

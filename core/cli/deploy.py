@@ -59,6 +59,11 @@ def deploy(
         "{{ RUNPOD_SECRET_<name> }}; '' for none "
         f"({_d('hf_secret')})",
     ),
+    registry_auth: str | None = typer.Option(
+        None,
+        help="RunPod container registry auth id, when the trainer image is private "
+        "(Settings > Container Registry Auth in the console)",
+    ),
     prefix: str | None = typer.Option(None, help=f"name prefix of every resource ({_d('prefix')})"),
     flashboot: bool = typer.Option(True, help="RunPod FlashBoot for faster cold starts"),
     with_vllm: bool = typer.Option(
@@ -121,6 +126,7 @@ def deploy(
         "execution_timeout_s": execution_timeout,
         "container_disk_gb": container_disk,
         "hf_secret": hf_secret,
+        "registry_auth_id": registry_auth,
         "prefix": prefix,
         "flashboot": flashboot,
         "with_vllm": with_vllm,

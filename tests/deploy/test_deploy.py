@@ -162,7 +162,11 @@ def test_apply_creates_everything_checks_health_and_writes_env(deploy, fake):
     before = ENV_BEFORE.splitlines()
     assert lines[4] == f"GPU_CLUSTER_API_URL={fake.url}/v2/{trainer['id']}"  # in place
     assert lines[:4] == before[:4] and lines[5:7] == before[5:7]  # the rest as it was
-    assert lines[-1] == f"INFERENCE_URL={fake.url}/v2/{vllm['id']}/openai/v1"
+    assert lines[-3:] == [
+        f"INFERENCE_URL={fake.url}/v2/{vllm['id']}/openai/v1",
+        "INFERENCE_LORA_LOADING=resolver",  # workers come and go: adapters from the volume
+        "INFERENCE_ADAPTERS_DIR=/runpod-volume/adapters",
+    ]
     assert stat.S_IMODE(env.stat().st_mode) == 0o640
     assert KEY not in env.read_text() and HF_TOKEN not in env.read_text()
     assert "GPU_CLUSTER_API_KEY" in result.output  # told what is left to set
@@ -323,3 +327,15 @@ def test_broken_settings_are_reported_without_echoing_secrets(deploy, fake):
     assert result.exit_code == 2
     assert "STORAGE=supabase needs SUPABASE_URL" in result.output
     assert KEY not in result.output and HF_TOKEN not in result.output
+
+
+def test_a_private_image_gets_the_registry_auth_and_stays_settled(deploy, fake):
+    assert deploy("--registry-auth", "clzdaifot0001l908").exit_code == 0
+    tpl = _one(fake.templates, name="brightrun-trainer")
+    assert tpl["containerRegistryAuthId"] == "clzdaifot0001l908"
+    writes = len(fake.writes())
+    assert "Nothing to change" in deploy("--registry-auth", "clzdaifot0001l908").output
+    assert len(fake.writes()) == writes
+    result = deploy("--registry-auth", "user:password")
+    assert result.exit_code == 2 and "not a user name or password" in result.output
+    assert "password" not in result.output.replace("not a user name or password", "")
