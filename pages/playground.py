@@ -1,6 +1,86 @@
-"""Playground page."""
+"""Playground: chat with your adapters, base and adapter side by side, compare on a set."""
 
 import streamlit as st
 
+from components import chat as ui
+from components.session import settings as get_settings
+from core import inference as inf
+from core.errors import BrightRunError
+
 st.title("Playground")
-st.info("This page is not built yet: use the `brightrun` command line meanwhile.")
+settings = get_settings()
+actor = ui.current_actor(settings)
+ui.init_state()
+client = ui.inference_client(settings)
+
+try:
+    choices = inf.actor_choices(actor, settings, client)
+except BrightRunError as e:
+    st.error(str(e))
+    st.stop()
+by_label = {c.label: c for c in choices}
+
+with st.sidebar:
+    default = [c.label for c in choices[:2]]
+    labels = st.multiselect(
+        "Models (one, or two side by side)", list(by_label), default=default,
+        max_selections=2, key="playground.models",
+    )  # fmt: skip
+    system = st.text_area("System prompt", key="playground.system")
+    try:
+        sampling = ui.sampling_controls()
+    except BrightRunError as e:
+        st.error(str(e))
+        st.stop()
+
+chosen = [by_label[label] for label in labels if label in by_label]
+if not chosen:
+    st.info("Choose a model in the sidebar: the base, one of your adapters, or two of them.")
+    st.stop()
+try:
+    ui.ensure_ready(client, chosen)
+except BrightRunError as e:
+    st.error(str(e))
+    st.stop()
+
+chat_tab, set_tab = st.tabs(["Chat", "Compare on a set"])
+
+with chat_tab:
+    turns = st.session_state["playground.turns"]
+    ui.render_conversation(turns, chosen)
+    prompt = st.chat_input("Ask the models…", key="playground.prompt")
+    if prompt:
+        ui.answer_turn(client, chosen, system, prompt, sampling)
+    left, right = st.columns(2)
+    if left.button("Clear conversation", key="playground.clear", disabled=not turns):
+        st.session_state["playground.turns"] = []
+        st.rerun()
+    right.download_button(
+        "Export JSONL",
+        inf.export_conversation_jsonl(
+            system, turns, [c.served_name for c in chosen], {c.served_name: c.label for c in chosen}
+        ),
+        file_name="playground-conversation.jsonl",
+        mime="application/jsonl",
+        disabled=not turns,
+        key="playground.export",
+    )
+
+with set_tab:
+    pasted = st.text_area(
+        "Prompts: one per line, `prompt<TAB>reference`, or JSON lines with prompt/reference",
+        key="playground.set_text", height=160,
+    )  # fmt: skip
+    if st.button("Run the set", key="playground.run_set", type="primary"):
+        try:
+            cases = inf.parse_prompt_set(pasted)
+            bar = st.progress(0.0, text=f"0 of {len(cases)}")
+            rows = inf.compare_on_set(
+                client, cases, [c.served_name for c in chosen], sampling, system,
+                on_row=lambda i, _: bar.progress((i + 1) / len(cases), text=f"{i + 1} of {len(cases)}"),
+            )  # fmt: skip
+            st.session_state["playground.set_rows"] = ui.set_rows(rows, chosen)
+        except BrightRunError as e:
+            st.error(str(e))
+    if st.session_state["playground.set_rows"]:
+        st.dataframe(st.session_state["playground.set_rows"], hide_index=True)

@@ -1,0 +1,156 @@
+"""Playground widgets: session state, the shared inference client, sampling controls and
+the side-by-side conversation. The logic they call lives in `core.inference`.
+
+Session state (all under `playground.`): `turns` (the conversation as plain data:
+[{"user", "answers": {served name: text}}]), `ready` ({served name: how it was made
+available}), `set_rows` (the last compare-on-a-set table as records), and the widget
+values (`models`, `system`, sampling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import streamlit as st
+
+from core.errors import BrightRunError
+from core.inference import (
+    CompareRow,
+    InferenceClient,
+    ModelChoice,
+    ModelNotServed,
+    Sampling,
+    conversation_messages,
+)
+from core.settings import Settings
+from core.users import LOCAL_ACTOR, Actor
+
+STATE_DEFAULTS: dict[str, Any] = {
+    "playground.turns": [],
+    "playground.ready": {},
+    "playground.set_rows": [],
+    "playground.system": "",
+}
+
+
+def init_state() -> None:
+    for key, value in STATE_DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = value.copy() if hasattr(value, "copy") else value
+
+
+def current_actor(settings: Settings) -> Actor:
+    """The signed-in user; with AUTH=none the one local user."""
+    if settings.auth == "none":
+        return LOCAL_ACTOR
+    actor = st.session_state.get("auth.actor")
+    if not isinstance(actor, Actor):
+        st.warning("Sign in to use the playground.")
+        st.stop()
+    return actor
+
+
+@st.cache_resource(show_spinner=False)
+def _client(_settings: Settings, fingerprint: str) -> InferenceClient:
+    return InferenceClient(_settings)
+
+
+def inference_client(settings: Settings) -> InferenceClient:
+    """One client per server configuration, shared: it holds no user data (the key is the
+    deployment's) and the openai client is thread-safe."""
+    key = settings.inference_api_key.get_secret_value().encode()
+    parts = [
+        settings.inference_url,
+        hashlib.sha256(key).hexdigest(),
+        settings.inference_lora_loading,
+        settings.inference_adapters_dir,
+        str(settings.data_dir),
+    ]
+    return _client(settings, "|".join(parts))
+
+
+def sampling_controls() -> Sampling:
+    """Sampling widgets, defaulting to `Sampling()`; raises InvalidInput on bad values."""
+    d = Sampling()
+    temperature = st.slider(
+        "Temperature", 0.0, 2.0, d.temperature, 0.05, key="playground.temperature",
+        help="0 answers greedily (the same answer every time)",
+    )  # fmt: skip
+    top_p = st.slider("Top-p", 0.05, 1.0, d.top_p, 0.05, key="playground.top_p")
+    max_tokens = st.number_input(
+        "Max tokens", 1, 8192, d.max_tokens, key="playground.max_tokens"
+    )
+    seed = st.number_input(
+        "Seed", 0, 2**31 - 1, value=None, key="playground.seed",
+        help="set it for repeatable sampled answers",
+    )  # fmt: skip
+    stop = st.text_area("Stop strings, one per line", key="playground.stop", height=68)
+    return Sampling(
+        temperature=float(temperature),
+        top_p=float(top_p),
+        max_tokens=int(max_tokens),
+        seed=None if seed is None else int(seed),
+        stop=tuple(s for s in stop.splitlines() if s),
+    )
+
+
+def ensure_ready(client: InferenceClient, choices: Sequence[ModelChoice]) -> None:
+    """Make each chosen adapter available once per session; show how."""
+    ready: dict[str, str] = st.session_state["playground.ready"]
+    for c in choices:
+        if c.is_adapter and c.served_name not in ready:
+            ready[c.served_name] = client.ensure_adapter(c.served_name, c.path).detail
+        if c.is_adapter:
+            st.caption(f"**{c.label}**: {ready[c.served_name]}")
+
+
+def render_conversation(turns: Sequence[dict[str, Any]], chosen: Sequence[ModelChoice]) -> None:
+    for turn in turns:
+        with st.chat_message("user"):
+            st.markdown(turn["user"])
+        for col, c in zip(st.columns(len(chosen)), chosen, strict=True):
+            with col, st.chat_message("assistant"):
+                st.caption(c.label)
+                st.markdown(turn["answers"].get(c.served_name, "—"))
+
+
+def answer_turn(
+    client: InferenceClient,
+    chosen: Sequence[ModelChoice],
+    system: str,
+    prompt: str,
+    sampling: Sampling,
+) -> None:
+    """Stream every chosen model's answer side by side, then keep the turn."""
+    turns: list[dict[str, Any]] = st.session_state["playground.turns"]
+    with st.chat_message("user"):
+        st.markdown(prompt)
+    answers: dict[str, str] = {}
+    for col, c in zip(st.columns(len(chosen)), chosen, strict=True):
+        with col, st.chat_message("assistant"):
+            st.caption(c.label)
+            messages = conversation_messages(system, turns, c.served_name, next_user=prompt)
+            try:
+                stream = client.stream_chat(c.served_name, messages, sampling)
+                st.write_stream(stream)
+                answers[c.served_name] = stream.text
+            except ModelNotServed as e:
+                st.session_state["playground.ready"].pop(c.served_name, None)  # reload next time
+                st.error(str(e))
+            except BrightRunError as e:
+                st.error(str(e))
+    turns.append({"user": prompt, "answers": answers})
+
+
+def set_rows(rows: Sequence[CompareRow], chosen: Sequence[ModelChoice]) -> list[dict[str, str]]:
+    """Table records: prompt, reference, then one column per model label."""
+    return [
+        {
+            "prompt": r.prompt,
+            "reference": r.reference or "",
+            **{c.label: r.answers.get(c.served_name, "") for c in chosen},
+        }
+        for r in rows
+    ]

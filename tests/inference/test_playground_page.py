@@ -1,0 +1,97 @@
+"""The Playground page driven with AppTest against the real local server: what the user
+sees after choosing models, chatting, clearing and comparing on a set."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.inference import InferenceClient, Sampling
+from tests.conftest import ROOT
+from tests.inference.conftest import API_KEY, Server, free_port
+
+pytestmark = pytest.mark.slow
+
+Q = "What is the capital of France?"
+GREEDY = Sampling(temperature=0.0, max_tokens=10)
+
+
+@pytest.fixture
+def page_env(server: Server, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_URL", server.url)
+    monkeypatch.setenv("INFERENCE_API_KEY", API_KEY)
+    monkeypatch.setenv("INFERENCE_ADAPTERS_DIR", str(server.adapters_dir))
+
+
+def open_playground() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/playground.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest, role: str) -> list[str]:
+    return [
+        "".join(m.value for m in msg.markdown)
+        for msg in at.chat_message
+        if msg.name == role
+    ]
+
+
+def test_side_by_side_chat_clear_and_compare_on_a_set(
+    page_env: None, server: Server, client: InferenceClient, adapters: dict[str, Path], unique_name: str
+) -> None:
+    shutil.copytree(adapters["a"], server.adapters_dir / unique_name)
+    base_label = f"{server.base} (base)"
+    at = open_playground()
+    assert base_label in at.multiselect(key="playground.models").options
+    at.multiselect(key="playground.models").set_value([base_label, unique_name])
+    at.slider(key="playground.temperature").set_value(0.0)
+    at.number_input(key="playground.max_tokens").set_value(10)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("loaded at run time" in c.value for c in at.caption)  # how it was loaded
+
+    at.chat_input(key="playground.prompt").set_value(Q).run()
+    assert not at.exception, at.exception
+    msgs = [{"role": "user", "content": Q}]
+    want_base = client.chat(server.base, msgs, GREEDY).text
+    want_adapter = client.chat(unique_name, msgs, GREEDY).text
+    assert want_adapter.strip() and want_adapter != want_base
+    assert texts(at, "user") == [Q]
+    answers = [t.strip() for t in texts(at, "assistant")]
+    assert answers == [want_base.strip(), want_adapter.strip()]  # side by side, in order
+    assert not at.get("download_button")[0].proto.disabled  # something to export now
+
+    at.run()  # the kept conversation is shown again on the next rerun
+    assert texts(at, "user") == [Q]
+    assert [t.strip() for t in texts(at, "assistant")] == [want_base.strip(), want_adapter.strip()]
+
+    at.button(key="playground.clear").click().run()
+    assert texts(at, "user") == [] and texts(at, "assistant") == []
+
+    at.text_area(key="playground.set_text").input(f"{Q}\tParis\nHow many legs does a spider have?").run()
+    at.button(key="playground.run_set").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["prompt", "reference", base_label, unique_name]
+    assert table["prompt"].tolist() == [Q, "How many legs does a spider have?"]
+    assert table["reference"].tolist() == ["Paris", ""]
+    assert table[unique_name].iloc[0] == want_adapter
+    client.unload_adapter(unique_name)
+
+
+def test_bad_prompt_set_line_is_named(page_env: None) -> None:
+    at = open_playground()
+    at.text_area(key="playground.set_text").input('{"prompt": 1}').run()
+    at.button(key="playground.run_set").click().run()
+    assert any("line 1" in e.value for e in at.error)
+
+
+def test_unreachable_server_says_how_to_start_it(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    at = open_playground()
+    assert any("not reachable" in e.value and "brightrun up" in e.value for e in at.error)
