@@ -64,6 +64,21 @@ ADAPTERS_ON_VOLUME = f"{VOLUME_MOUNT}/adapters"
 RUNPOD_DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
 DEFAULT_GPUS = ("H100_80GB_PCIE", "A100_80GB")
 DEFAULT_VLLM_IMAGE = "runpod/worker-v1-vllm:v2.27.0"
+# The CUDA versions an endpoint can ask its hosts' drivers to support (RunPod's list).
+CUDA_VERSIONS = (
+    "11.8",
+    "12.0",
+    "12.1",
+    "12.2",
+    "12.3",
+    "12.4",
+    "12.5",
+    "12.6",
+    "12.7",
+    "12.8",
+    "12.9",
+    "13.0",
+)
 MASK = "****"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
@@ -102,6 +117,10 @@ class DeployConfig(BaseModel):
         "hf_token", description="RunPod secret holding the Hugging Face token; '' for none"
     )
     flashboot: bool = True
+    min_cuda: str = Field(
+        "12.8",
+        description="CUDA version of the trainer image; hosts with older drivers are skipped",
+    )
 
     with_vllm: bool = False
     vllm_model: str | None = Field(None, description="base model the vLLM endpoint serves")
@@ -132,6 +151,13 @@ class DeployConfig(BaseModel):
                 "registry_auth_id must be the id RunPod shows for saved registry credentials "
                 "(Settings > Container Registry Auth), not a user name or password"
             )
+        return v
+
+    @field_validator("min_cuda")
+    @classmethod
+    def _cuda(cls, v: str) -> str:
+        if v and v not in CUDA_VERSIONS:
+            raise ValueError(f"min_cuda {v!r}: one of {', '.join(CUDA_VERSIONS)}, or '' for any")
         return v
 
     @field_validator("prefix")
@@ -191,6 +217,25 @@ class DeployConfig(BaseModel):
         return self
 
 
+def cuda_at_least(version: str) -> str:
+    """The allowedCudaVersions value for a minimum version; "" (any) for no minimum."""
+    if not version:
+        return ""
+    return ",".join(v for v in CUDA_VERSIONS if _vkey(v) >= _vkey(version))
+
+
+def _vkey(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+def _same(key: str, have: Any, want: Any) -> bool:
+    if key == "allowedCudaVersions":  # a set, in whatever order RunPod keeps it
+        return {x.strip() for x in (have or "").split(",") if x.strip()} == {
+            x for x in want.split(",") if x
+        }
+    return have == want
+
+
 def gpu_pools(gpu_ids: tuple[str, ...]) -> str:
     """RunPod Serverless pool ids for GPU type ids, in order of preference, each once."""
     return ",".join(dict.fromkeys(GPU_TYPES[g].runpod_pool for g in gpu_ids))
@@ -224,6 +269,7 @@ class EndpointSpec:
     idle_timeout_s: int
     execution_timeout_ms: int
     flashboot: bool
+    allowed_cuda: str = ""  # comma-separated; "" for any
     workers_min: int = 0  # flex: nothing runs (or bills) while idle
     scaler_type: str = "QUEUE_DELAY"
     scaler_value: int = 4
@@ -270,6 +316,7 @@ def desired_state(config: DeployConfig) -> Desired:
                 idle_timeout_s=config.idle_timeout_s,
                 execution_timeout_ms=config.execution_timeout_s * 1000,
                 flashboot=config.flashboot,
+                allowed_cuda=cuda_at_least(config.min_cuda),
             ),
         )
     ]
@@ -418,7 +465,7 @@ class RunPodUrls:
 
 _ENDPOINT_FIELDS = (
     "id name templateId gpuIds gpuCount networkVolumeId locations idleTimeout scalerType "
-    "scalerValue workersMin workersMax flashBootType executionTimeoutMs"
+    "scalerValue workersMin workersMax flashBootType executionTimeoutMs allowedCudaVersions"
 )
 ENDPOINTS_QUERY = "query Endpoints { myself { endpoints { " + _ENDPOINT_FIELDS + " } } }"
 _ENUM_FIELDS = {"flashBootType"}
@@ -459,6 +506,7 @@ def _endpoint_fields(spec: EndpointSpec, template_id: Any, volume_id: Any) -> di
         "workersMax": spec.workers_max,
         "flashBootType": "FLASHBOOT" if spec.flashboot else "OFF",
         "executionTimeoutMs": spec.execution_timeout_ms,
+        "allowedCudaVersions": spec.allowed_cuda,
     }
 
 
@@ -560,6 +608,7 @@ def _plan_endpoint(
             "workers_max": spec.workers_max,
             "flashboot": spec.flashboot,
             "gpu_count": spec.gpu_count,
+            "allowed_cuda_versions": spec.allowed_cuda or None,
         }
         ref = Ref("endpoint", spec.name)
         calls = [ApiCall("sdk", "POST", "create_endpoint", kwargs, produces=ref)]
@@ -570,7 +619,7 @@ def _plan_endpoint(
     changes = [
         Change(k, have.get(k), v)
         for k, v in wanted.items()
-        if k != "name" and not isinstance(v, Ref) and have.get(k) != v
+        if k != "name" and not isinstance(v, Ref) and not _same(k, have.get(k), v)
     ]
     changes += [Change(k, have.get(k), v) for k, v in wanted.items() if isinstance(v, Ref)]
     if not changes:
@@ -838,7 +887,7 @@ def describe_call(call: ApiCall, urls: RunPodUrls) -> str:
             p["workers_min"],
             p["workers_max"],
             p["flashboot"],
-            None,
+            p.get("allowed_cuda_versions"),
             p["gpu_count"],
         )
     text = " ".join(text.split())

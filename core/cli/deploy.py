@@ -66,6 +66,11 @@ def deploy(
     ),
     prefix: str | None = typer.Option(None, help=f"name prefix of every resource ({_d('prefix')})"),
     flashboot: bool = typer.Option(True, help="RunPod FlashBoot for faster cold starts"),
+    min_cuda: str | None = typer.Option(
+        None,
+        help="CUDA version the trainer image is built for; workers go only to hosts whose "
+        f"driver supports it; '' for any ({_d('min_cuda')})",
+    ),
     with_vllm: bool = typer.Option(
         False, "--with-vllm", help="also a vLLM endpoint on the same volume that serves adapters"
     ),
@@ -129,6 +134,7 @@ def deploy(
         "registry_auth_id": registry_auth,
         "prefix": prefix,
         "flashboot": flashboot,
+        "min_cuda": min_cuda,
         "with_vllm": with_vllm,
         "vllm_model": vllm_model,
         "vllm_image": vllm_image,

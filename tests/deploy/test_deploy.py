@@ -339,3 +339,16 @@ def test_a_private_image_gets_the_registry_auth_and_stays_settled(deploy, fake):
     result = deploy("--registry-auth", "user:password")
     assert result.exit_code == 2 and "not a user name or password" in result.output
     assert "password" not in result.output.replace("not a user name or password", "")
+
+
+def test_workers_only_land_on_hosts_whose_driver_runs_the_image(deploy, fake):
+    assert deploy("--dry-run").output.count('allowedCudaVersions: "12.8,12.9,13.0"') == 2
+    assert deploy().exit_code == 0
+    assert _one(fake.endpoints, name="brightrun-trainer")["allowedCudaVersions"] == "12.8,12.9,13.0"
+    writes = len(fake.writes())
+    fake.endpoints[next(iter(fake.endpoints))]["allowedCudaVersions"] = "13.0,12.9,12.8"
+    assert "Nothing to change" in deploy().output  # the same set, in RunPod's order
+    assert len(fake.writes()) == writes
+    result = deploy("--min-cuda", "12.4")
+    assert result.exit_code == 0, result.output
+    assert _one(fake.endpoints, name="brightrun-trainer")["allowedCudaVersions"].startswith("12.4,")
