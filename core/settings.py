@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # tries runtime loading and falls back to the resolver when the server refuses it.
     inference_lora_loading: Literal["auto", "runtime", "resolver"] = "auto"
     # The adapter folder as the inference server sees it (`<dir>/<adapter name>/`), e.g.
-    # /runpod-volume/brightrun/adapters; empty: <data_dir>/adapters (the local server).
+    # /runpod-volume/adapters; empty: <data_dir>/volume/adapters (the local stack's volume).
     inference_adapters_dir: str = ""
     # The base model the local inference server serves; empty: the tiny demo model.
     inference_base_model: str = ""
