@@ -31,5 +31,8 @@ def local_services(settings: Settings, dashboard_port: int, headless: bool = Tru
         ],
         health_url=f"http://127.0.0.1:{dashboard_port}/_stcore/health",
     )
-    return [dashboard]
+    from local.inference import stack_service as inference_service
+
+    inference = inference_service(settings)  # None when INFERENCE_URL is not the local one
+    return [*([inference] if inference else []), dashboard]
 
