@@ -863,7 +863,7 @@ def describe_call(call: ApiCall, urls: RunPodUrls) -> str:
     if call.target == "endpoints_query":
         return "\n".join(
             [
-                head + "  (the query of runpod.get_endpoints, with two more fields)",
+                head + "  (runpod.get_endpoints' query, plus the fields deploy manages)",
                 auth,
                 ENDPOINTS_QUERY,
             ]
