@@ -175,7 +175,9 @@ register(
         fused_experts=True,
         experts_quantized=True,
         hybrid_linear_attention=True,
-        keep_full_precision=("mlp.gate",),
+        # the router, and the shared expert's one-output gate (bitsandbytes' CPU 4-bit
+        # inference kernel also needs out_features divisible by 32)
+        keep_full_precision=("mlp.gate", "shared_expert_gate"),
     )
 )
 

@@ -22,9 +22,10 @@ closes that gap.
   and runs it. Experts no token routes to cost nothing.
 - `add_expert_lora(model, r, alpha, ...)`: LoRA on the routed experts (`lora_on_experts`):
   per expert a rank-`r` pair for `gate_up_proj` and for `down_proj`, applied in the same
-  forward. Parameters are named `...experts.lora_<proj>_{A,B}.<adapter>` so PEFT's
-  `save_pretrained` writes them into the adapter and `PeftModel.from_pretrained` loads them
-  back into a model on which `add_expert_lora` was called. Call it after `get_peft_model`
+  forward. They live in an `ExpertLora` child (`...experts.expert_lora.lora_<proj>_{A,B}`),
+  a PEFT tuner layer, so PEFT's `save_pretrained` writes them into the adapter, its
+  `disable_adapter()` turns them off, and `PeftModel.from_pretrained` loads them back into
+  a base model on which `add_expert_lora` was called first. Call it after `get_peft_model`
   (PEFT and `prepare_model_for_kbit_training` freeze what exists before them).
 - `memory_report(model)` measures bytes per tensor group (routed experts, 4-bit linear
   layers, embeddings, lm_head, routers, LoRA, other), counting each storage once;
@@ -32,6 +33,13 @@ closes that gap.
   an unquantised (e.g. meta-device) model, with `trainer.moe_facts.nf4_bytes`.
 - `build_random_nf4_model(config, device)` builds a model from a config with random
   weights directly in NF4, layer by layer from the meta device (benchmarks, no download).
+- `peft_module_targets(active)`: a context for `get_peft_model` / `PeftModel.from_pretrained`
+  on fused-expert models. peft 0.21 with transformers 5 rewrites every `gate_proj`,
+  `up_proj`, `down_proj` target of such a model into LoRA on the routed-expert parameters
+  (reading it as a transformers-4 adapter config), so the shared expert, a real module
+  with those names, silently gets no LoRA (upstream: huggingface/peft issue 3711). Inside
+  the context PEFT adapts exactly the modules named; routed experts are adapted by
+  `add_expert_lora` instead.
 
 Raises `ValueError` for an experts layout it cannot quantise (biases, interleaved
 gate/up, a block size that splits an expert) and when meta weights come without a source.
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import bitsandbytes as bnb
@@ -151,13 +160,7 @@ class NF4Experts(nn.Module):
             self.register_buffer(f"{proj}_absmax_offset", torch.zeros(num_experts, **kw))
         self.register_buffer("nf4_code", bnbF.get_4bit_type("nf4", device=device or "cpu"))
         self.register_buffer("absmax_code", bnbF.create_dynamic_map().to(device or "cpu"))
-        # LoRA on the routed experts (empty unless `add_expert_lora`): adapter -> parameter
-        self.lora_gate_up_proj_A = nn.ParameterDict()
-        self.lora_gate_up_proj_B = nn.ParameterDict()
-        self.lora_down_proj_A = nn.ParameterDict()
-        self.lora_down_proj_B = nn.ParameterDict()
-        self.lora_scaling: dict[str, float] = {}
-        self.lora_dropout: dict[str, float] = {}
+        self.expert_lora: ExpertLora | None = None  # set by `add_expert_lora`
 
     @classmethod
     def from_weights(
@@ -213,14 +216,8 @@ class NF4Experts(nn.Module):
     def _project(self, x: torch.Tensor, proj: str, expert: int) -> torch.Tensor:
         packed = getattr(self, f"{proj}_nf4")[expert]
         y = bnb.matmul_4bit(x, packed, quant_state=self.quant_state(proj, expert))
-        lora_a = getattr(self, f"lora_{proj}_A")
-        lora_b = getattr(self, f"lora_{proj}_B")
-        for adapter in lora_a:
-            a, b = lora_a[adapter][expert], lora_b[adapter][expert]
-            h = x.to(a.dtype)
-            if self.training and self.lora_dropout.get(adapter, 0.0):
-                h = nn.functional.dropout(h, p=self.lora_dropout[adapter])
-            y = y + ((h @ a.t()) @ b.t() * self.lora_scaling[adapter]).to(y.dtype)
+        if self.expert_lora is not None:
+            y = self.expert_lora.add_delta(y, x, proj, expert)
         return y
 
     def forward(
@@ -248,8 +245,76 @@ class NF4Experts(nn.Module):
         return (
             f"num_experts={self.num_experts}, hidden={self.hidden_dim}, "
             f"intermediate={self.intermediate_dim}, nf4 blocksize={self.blocksize}, "
-            f"compute_dtype={self.compute_dtype}, lora={list(self.lora_gate_up_proj_A)}"
+            f"compute_dtype={self.compute_dtype}"
         )
+
+
+def _tuner_layer_base() -> type:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return BaseTunerLayer
+
+
+class ExpertLora(nn.Module, _tuner_layer_base()):
+    """Per-expert LoRA pairs of one `NF4Experts`, as a PEFT tuner layer.
+
+    `lora_<proj>_A[adapter]` is experts x r x in, `lora_<proj>_B[adapter]` experts x out x r;
+    the delta for expert e is `B[e] @ A[e] * scaling`. PEFT finds it structurally: saves
+    its parameters, and `disable_adapter()` / `set_adapter()` reach it.
+    """
+
+    adapter_layer_names = (
+        "lora_gate_up_proj_A",
+        "lora_gate_up_proj_B",
+        "lora_down_proj_A",
+        "lora_down_proj_B",
+    )
+    other_param_names = ("r", "scaling", "dropout")
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in self.adapter_layer_names:
+            setattr(self, name, nn.ParameterDict())
+        self.r: dict[str, int] = {}
+        self.scaling: dict[str, float] = {}
+        self.dropout: dict[str, float] = {}
+        self._active_adapter = "default"
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+
+    def add(self, adapter: str, shapes: dict[str, torch.Size], experts: int, r: int,
+            scaling: float, dropout: float, device: torch.device, dtype: torch.dtype) -> int:
+        count = 0
+        for proj, (out_f, in_f) in shapes.items():
+            bound = 1.0 / math.sqrt(in_f)  # PEFT's Kaiming-uniform start for A; B starts at 0
+            a = torch.empty(experts, r, in_f, device=device, dtype=dtype).uniform_(-bound, bound)
+            b = torch.zeros(experts, out_f, r, device=device, dtype=dtype)
+            getattr(self, f"lora_{proj}_A")[adapter] = nn.Parameter(a)
+            getattr(self, f"lora_{proj}_B")[adapter] = nn.Parameter(b)
+            count += a.numel() + b.numel()
+        self.r[adapter], self.scaling[adapter], self.dropout[adapter] = r, scaling, dropout
+        self._active_adapter = adapter
+        return count
+
+    def add_delta(self, y: torch.Tensor, x: torch.Tensor, proj: str, expert: int) -> torch.Tensor:
+        if self.disable_adapters:
+            return y
+        lora_a, lora_b = getattr(self, f"lora_{proj}_A"), getattr(self, f"lora_{proj}_B")
+        for adapter in self.active_adapters:
+            if adapter not in lora_a:
+                continue
+            a, b = lora_a[adapter][expert], lora_b[adapter][expert]
+            h = x.to(a.dtype)
+            if self.training and self.dropout[adapter]:
+                h = nn.functional.dropout(h, p=self.dropout[adapter])
+            y = y + ((h @ a.t()) @ b.t() * self.scaling[adapter]).to(y.dtype)
+        return y
+
+    def merge(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("LoRA on NF4 experts cannot be merged into the 4-bit weights")
+
+    def unmerge(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("LoRA on NF4 experts is never merged")
 
 
 def _compute_dtype(model: nn.Module) -> torch.dtype:
@@ -320,6 +385,26 @@ def quantize_experts(
     }
 
 
+@contextmanager
+def peft_module_targets(active: bool = True) -> Iterator[None]:
+    """Within: PEFT targets the modules named in `target_modules`, never fused experts."""
+    if not active:
+        yield
+        return
+    from peft.utils import transformers_weight_conversion as conversion
+
+    original = conversion.convert_peft_config_for_transformers
+
+    def keep_targets(peft_config: Any, model: Any, conversions: Any) -> None:
+        return None
+
+    conversion.convert_peft_config_for_transformers = keep_targets
+    try:
+        yield
+    finally:
+        conversion.convert_peft_config_for_transformers = original
+
+
 def nf4_experts(model: nn.Module) -> Iterator[tuple[str, NF4Experts]]:
     for name, module in model.named_modules():
         if isinstance(module, NF4Experts):
@@ -347,17 +432,12 @@ def add_expert_lora(
     scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
     count = 0
     for _, module in found:
-        device = module.gate_up_proj_nf4.device
-        for proj, shape in module.shapes.items():
-            out_f, in_f = shape
-            bound = 1.0 / math.sqrt(in_f)
-            a = torch.empty(module.num_experts, r, in_f, device=device, dtype=dtype).uniform_(-bound, bound)
-            b = torch.zeros(module.num_experts, out_f, r, device=device, dtype=dtype)
-            getattr(module, f"lora_{proj}_A")[adapter_name] = nn.Parameter(a)
-            getattr(module, f"lora_{proj}_B")[adapter_name] = nn.Parameter(b)
-            count += a.numel() + b.numel()
-        module.lora_scaling[adapter_name] = scaling
-        module.lora_dropout[adapter_name] = dropout
+        if module.expert_lora is None:
+            module.expert_lora = ExpertLora()
+        count += module.expert_lora.add(
+            adapter_name, module.shapes, module.num_experts, r, scaling, dropout,
+            module.gate_up_proj_nf4.device, dtype,
+        )
     return {
         "expert_lora_params": count,
         "expert_lora_bytes": count * torch.finfo(dtype).bits // 8,
@@ -397,9 +477,21 @@ def _group_of(name: str, module: nn.Module, lm_head: nn.Module | None) -> str:
         return "lm_head"
     if isinstance(module, nn.Embedding):
         return "embeddings"
-    if type(module).__name__.endswith("Router") or name.endswith("mlp.gate"):
+    if type(module).__name__.endswith("Router") or name.endswith(("mlp.gate", "expert_gate")):
         return "router"
     return "other"
+
+
+def _kept(name: str, keep_full_precision: tuple[str, ...]) -> bool:
+    """Whether a module stays unquantised (name ends with one of the fragments)."""
+    return any(name == k or name.endswith("." + k) for k in keep_full_precision)
+
+
+def _keep_of(model: nn.Module) -> tuple[str, ...]:
+    from trainer.arch import capabilities
+
+    config = getattr(model, "config", None)
+    return capabilities(config).keep_full_precision if config is not None else ()
 
 
 def _empty_groups() -> dict[str, dict[str, float]]:
@@ -452,15 +544,19 @@ def memory_report(model: nn.Module) -> dict[str, dict[str, float]]:
     return _finish(groups)
 
 
-def predict_footprint(model: nn.Module, quantization: str = "nf4") -> dict[str, dict[str, float]]:
+def predict_footprint(
+    model: nn.Module, quantization: str = "nf4", keep_full_precision: tuple[str, ...] | None = None
+) -> dict[str, dict[str, float]]:
     """Predicted bytes per group for `model` (unquantised, any device incl. meta) in NF4.
 
     Mirrors what loading with bitsandbytes NF4 plus `quantize_experts` stores: every
-    `nn.Linear` but the lm_head in NF4 (plus its 16- and 256-entry fp32 code tables),
-    every fused expert tensor in NF4 expert by expert, everything else in its own dtype.
+    `nn.Linear` but the lm_head and the architecture's `keep_full_precision` modules in NF4
+    (plus its 16- and 256-entry fp32 code tables), every fused expert tensor in NF4 expert
+    by expert, everything else in its own dtype.
     """
     if quantization != "nf4":
         raise ValueError(f"predict_footprint covers nf4 only (got {quantization!r})")
+    keep = _keep_of(model) if keep_full_precision is None else keep_full_precision
     lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     tables = 4 * (16 + 256)  # bitsandbytes keeps one pair of fp32 code tables per Linear4bit
     groups = _empty_groups()
@@ -477,7 +573,8 @@ def predict_footprint(model: nn.Module, quantization: str = "nf4") -> dict[str, 
             expert_tables = 0
             continue
         for pname, param in module.named_parameters(recurse=False):
-            if isinstance(module, nn.Linear) and module is not lm_head and pname == "weight":
+            quantized = isinstance(module, nn.Linear) and module is not lm_head and not _kept(name, keep)
+            if quantized and pname == "weight":
                 _add(groups, "linear_nf4", param.numel(), nf4_bytes(param.numel(), BLOCKSIZE) + tables)
             else:
                 group = _group_of(name, module, lm_head)
@@ -510,8 +607,8 @@ def build_random_nf4_model(
     """A model for `config` with random weights stored as a QLoRA load stores them.
 
     Built on the meta device, then materialised module by module on `device`: `nn.Linear`
-    (but the lm_head) as bitsandbytes `Linear4bit` NF4, fused experts as `NF4Experts`,
-    the rest in bf16 with the architecture's own initialisation. Peak memory is the
+    (but the lm_head and `keep_full_precision`) as bitsandbytes `Linear4bit` NF4, fused
+    experts as `NF4Experts`, the rest in bf16 with the architecture's own initialisation. Peak memory is the
     quantised model plus one layer's experts in bf16.
     """
     from transformers import AutoModelForCausalLM
@@ -521,6 +618,7 @@ def build_random_nf4_model(
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     lm_head = model.get_output_embeddings()
+    keep = _keep_of(model)
     gen = torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape: int) -> torch.Tensor:
@@ -531,7 +629,7 @@ def build_random_nf4_model(
 
     quantize_experts(model, source=source, device=device, compute_dtype=compute_dtype)
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and module is not lm_head:
+        if isinstance(module, nn.Linear) and module is not lm_head and not _kept(name, keep):
             new = bnb.nn.Linear4bit(
                 module.in_features,
                 module.out_features,

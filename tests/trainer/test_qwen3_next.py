@@ -1,0 +1,434 @@
+"""Qwen3-Next QLoRA on the CPU: NF4 routed experts, their memory, exact hybrid packing.
+
+A tiny random Qwen3NextConfig (4 layers: 3 Gated DeltaNet + 1 full attention, all MoE with
+8 experts and a shared expert) is saved and loaded through `from_pretrained`, exactly as a
+real checkpoint, then through the trainer's own loading path (`trainer.model`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
+    linear_num_key_heads=4,
+    linear_num_value_heads=16,
+    linear_key_head_dim=16,
+    linear_value_head_dim=16,
+    moe_intermediate_size=64,
+    shared_expert_intermediate_size=64,
+    num_experts=8,
+    num_experts_per_tok=2,
+    layer_types=["linear_attention"] * 3 + ["full_attention"],
+    max_position_embeddings=1024,
+    initializer_range=0.05,
+)
+
+# Published config.json of Qwen/Qwen3-Next-80B-A3B-Instruct (the fields that set shapes).
+REAL = dict(
+    vocab_size=151936,
+    hidden_size=2048,
+    intermediate_size=5120,
+    num_hidden_layers=48,
+    num_attention_heads=16,
+    num_key_value_heads=2,
+    head_dim=256,
+    linear_conv_kernel_dim=4,
+    linear_key_head_dim=128,
+    linear_num_key_heads=16,
+    linear_num_value_heads=32,
+    linear_value_head_dim=128,
+    moe_intermediate_size=512,
+    shared_expert_intermediate_size=512,
+    num_experts=512,
+    num_experts_per_tok=10,
+    decoder_sparse_step=1,
+    mlp_only_layers=[],
+    tie_word_embeddings=False,
+    layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 12,
+)
+GIB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def tiny_next(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random tiny Qwen3-Next + the trained tiny chat tokenizer, saved like a checkpoint."""
+    from transformers import AutoTokenizer, Qwen3NextConfig, Qwen3NextForCausalLM
+
+    from trainer.tiny import build_tiny_chat_model
+
+    root = tmp_path_factory.mktemp("qwen3_next")
+    tok = AutoTokenizer.from_pretrained(build_tiny_chat_model(root / "tok", hidden_size=32, num_layers=1))
+    config = Qwen3NextConfig(
+        vocab_size=len(tok),
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+        **TINY,
+    )
+    torch.manual_seed(0)
+    model = Qwen3NextForCausalLM(config).to(torch.bfloat16)
+    out = root / "model"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _spec(model_dir: Path, tmp_path: Path, **lora):
+    from trainer.spec import JobSpec
+
+    return JobSpec.model_validate(
+        {
+            "job_id": "q3n",
+            "model": {"name_or_path": str(model_dir)},
+            "data": {"train_path": str(tmp_path / "unused.jsonl")},
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, **lora},
+            "quantization": "nf4",
+            "training": {"compute_dtype": "float32", "max_length": 64},
+            "output": {"adapter_name": "q3n", "local_dir": str(tmp_path / "out")},
+            "device": "cpu",
+        }
+    )
+
+
+def _load_nf4(model_dir: Path, dtype=torch.float32):
+    """from_pretrained in NF4 (bitsandbytes) + the architecture's post_load hook."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from trainer import arch
+
+    caps = arch.capabilities("qwen3_next")
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir,
+        dtype=dtype,
+        quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=["lm_head", *caps.keep_full_precision],
+        ),
+    )
+    model.config.use_cache = False
+    facts = arch.post_load(model, SimpleNamespace(quantization="nf4"), arch.capabilities(model.config))
+    return model, facts
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_experts_load_in_nf4_at_4_13_bits_and_match_bitsandbytes(tiny_next: Path) -> None:
+    import bitsandbytes.functional as bnbF
+    from transformers import AutoModelForCausalLM
+
+    from trainer.arch import NF4_BITS, capabilities
+    from trainer.moe import NF4Experts, memory_report
+
+    assert capabilities("qwen3_next").experts_quantized
+    bf16 = AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.bfloat16)
+    original = bf16.model.layers[1].mlp.experts.down_proj.detach()
+    model, facts = _load_nf4(tiny_next, torch.bfloat16)
+
+    experts = [m for m in model.modules() if isinstance(m, NF4Experts)]
+    assert len(experts) == TINY["num_hidden_layers"]
+    stayed = [n for n, p in model.named_parameters() if n.endswith(("gate_up_proj", "down_proj"))]
+    assert not stayed, f"fused expert tensors stayed 16-bit: {stayed}"
+    report = memory_report(model)
+    bits = report["routed_experts"]["bits_per_param"]
+    assert bits == pytest.approx(NF4_BITS, rel=0.10)
+    assert facts["experts_quantized"] and facts["expert_bits_per_param"] == pytest.approx(bits, rel=0.01)
+
+    # Expert by expert, the storage is what bitsandbytes' own quantize_4bit gives.
+    nf4 = model.model.layers[1].mlp.experts
+    for e in (0, 5):
+        packed, qs = bnbF.quantize_4bit(
+            original[e], blocksize=64, compress_statistics=True, quant_type="nf4"
+        )
+        assert torch.equal(packed.flatten(), nf4.down_proj_nf4[e])
+        assert torch.equal(qs.absmax, nf4.down_proj_absmax[e])
+        assert torch.equal(bnbF.dequantize_4bit(packed, qs), nf4.dequantize("down_proj", e))
+
+
+def test_whole_model_footprint_is_what_parameter_counts_and_bits_predict(tiny_next: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from trainer.arch import NF4_BITS, UNQUANTIZED_BITS
+    from trainer.moe import memory_report, predict_footprint
+    from trainer.moe_facts import routed_expert_nf4_bytes, routed_expert_params
+
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(
+            AutoModelForCausalLM.from_pretrained(tiny_next, device_map="meta").config,
+            dtype=torch.bfloat16,
+        )
+    predicted = predict_footprint(meta)
+    model, _ = _load_nf4(tiny_next, torch.bfloat16)
+    measured = memory_report(model)
+
+    # Every group, byte for byte, as predicted from the shapes alone.
+    for group in ("routed_experts", "linear_nf4", "embeddings", "lm_head", "router", "total"):
+        assert measured[group]["params"] == predicted[group]["params"], group
+        assert measured[group]["bytes"] == pytest.approx(predicted[group]["bytes"], rel=0.01), group
+    # The planner's arithmetic (params x bits) lands within 10% of what is stored.
+    quantized = measured["routed_experts"]["params"] + measured["linear_nf4"]["params"]
+    rest = measured["total"]["params"] - quantized
+    simple = (quantized * NF4_BITS + rest * UNQUANTIZED_BITS) / 8
+    assert measured["total"]["bytes"] == pytest.approx(simple, rel=0.10)
+    # The torch-free facts agree with the module.
+    config = model.config
+    assert routed_expert_params(config) == measured["routed_experts"]["params"]
+    assert routed_expert_nf4_bytes(config) == measured["routed_experts"]["bytes"]
+    try:
+        from core import estimate  # noqa: F401  (the planner; compared when it exists)
+    except ImportError:
+        return
+    weights = _planner_weight_bytes(config)
+    if weights is not None:
+        assert measured["total"]["bytes"] == pytest.approx(weights, rel=0.10)
+
+
+def _planner_weight_bytes(config) -> float | None:
+    """The planner's base-weight bytes for this config in nf4, if it exposes them."""
+    from core import estimate
+
+    fn = getattr(estimate, "base_weight_bytes", None)
+    return None if fn is None else float(fn(config.to_dict(), "nf4"))
+
+
+def test_real_size_qwen3_next_fits_80gb_only_with_quantized_experts() -> None:
+    from transformers import Qwen3NextConfig
+
+    from trainer.moe import predict_config_footprint
+    from trainer.moe_facts import expert_lora_params, routed_expert_params
+
+    config = Qwen3NextConfig(**REAL)
+    fp = predict_config_footprint(config)
+    total_params = fp["total"]["params"]
+    assert 79e9 < total_params < 82e9  # "80B"
+    assert routed_expert_params(config) == fp["routed_experts"]["params"]
+    assert fp["routed_experts"]["params"] / total_params > 0.95
+    assert fp["total"]["bytes"] < 45 * GIB  # all weights, experts in NF4
+    experts_bf16 = fp["total"]["bytes"] + fp["routed_experts"]["params"] * 2 - fp["routed_experts"]["bytes"]
+    assert experts_bf16 > 140 * GIB  # what a stock 4-bit load needs: does not fit 80 GB
+    assert expert_lora_params(config, 16) == 48 * 512 * 16 * (2048 + 1024 + 512 + 2048)
+
+
+# ---------------------------------------------------------------- correctness
+
+
+def test_quantized_experts_forward_matches_the_dequantized_reference(tiny_next: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from trainer.moe import NF4Experts
+
+    model, _ = _load_nf4(tiny_next, torch.bfloat16)
+    nf4 = model.model.layers[2].mlp.experts
+    assert isinstance(nf4, NF4Experts)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.bfloat16)
+    ref = reference.model.layers[2].mlp.experts
+    with torch.no_grad():
+        ref.gate_up_proj.copy_(nf4.dequantize("gate_up_proj"))
+        ref.down_proj.copy_(nf4.dequantize("down_proj"))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(48, TINY["hidden_size"], generator=g).to(torch.bfloat16)
+    top = torch.stack([torch.randperm(6, generator=g)[:2] for _ in range(48)])  # experts 6, 7 unused
+    weights = torch.rand(48, 2, generator=g).to(torch.bfloat16)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y, y_ref = nf4(x1, top, weights), ref(x2, top, weights)
+    # Stated tolerance: bf16 rounding (the CPU kernel is dequantise-then-matmul, bit-identical).
+    torch.testing.assert_close(y, y_ref, rtol=1.6e-2, atol=1e-3)
+    y.float().square().sum().backward()
+    y_ref.float().square().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1.6e-2, atol=1e-3)
+
+    # The whole model: NF4 experts vs the same model with those experts dequantised.
+    for layer, ref_layer in zip(model.model.layers, reference.model.layers, strict=True):
+        with torch.no_grad():
+            ref_layer.mlp.experts.gate_up_proj.copy_(layer.mlp.experts.dequantize("gate_up_proj"))
+            ref_layer.mlp.experts.down_proj.copy_(layer.mlp.experts.dequantize("down_proj"))
+        layer.mlp.experts, ref_layer.mlp.experts = ref_layer.mlp.experts, layer.mlp.experts
+    ids = torch.randint(0, model.config.vocab_size, (2, 24), generator=g)
+    with torch.no_grad():
+        dequantized = model(input_ids=ids).logits
+        for layer, ref_layer in zip(model.model.layers, reference.model.layers, strict=True):
+            layer.mlp.experts = ref_layer.mlp.experts
+        quantized = model(input_ids=ids).logits
+    torch.testing.assert_close(quantized, dequantized, rtol=1.6e-2, atol=1e-2)
+
+
+def _per_sample_losses(model, samples, *, packed: bool, boundaries: str = "cu") -> list[float]:
+    """Next-token loss of each sample, from one packed row or from each sample alone.
+
+    In training mode, as the trainer runs it (bitsandbytes' CPU inference kernel, used in
+    eval mode, computes in bf16 whatever the compute dtype).
+    """
+    import torch.nn.functional as F
+
+    model.train()
+    losses = []
+    with torch.no_grad():
+        if not packed:
+            for s in samples:
+                logits = model(input_ids=s[None]).logits[0]
+                losses.append(F.cross_entropy(logits[:-1].float(), s[1:]).item())
+            return losses
+        ids = torch.cat(samples)[None]
+        pos = torch.cat([torch.arange(len(s)) for s in samples])[None]
+        kw = {}
+        if boundaries == "cu":
+            cu = torch.tensor([0, *torch.tensor([len(s) for s in samples]).cumsum(0).tolist()])
+            kw = dict(cu_seq_lens_q=cu.int(), cu_seq_lens_k=cu.int())
+        logits = model(input_ids=ids, position_ids=pos, **kw).logits[0]
+        start = 0
+        for s in samples:
+            part = logits[start : start + len(s)]
+            losses.append(F.cross_entropy(part[:-1].float(), s[1:]).item())
+            start += len(s)
+    return losses
+
+
+def test_packed_rows_give_each_sample_its_loss_alone(tiny_next: Path) -> None:
+    from trainer.kernels import register_attention
+
+    model, facts = _load_nf4(tiny_next, torch.float32)
+    assert facts["linear_attention_layers"] == 3
+    g = torch.Generator().manual_seed(2)
+    samples = [torch.randint(0, model.config.vocab_size, (n,), generator=g) for n in (9, 70, 17, 3)]
+    alone = _per_sample_losses(model, samples, packed=False)
+    # From position ids alone (sdpa builds the block-diagonal mask from them) ...
+    model.config._attn_implementation = "sdpa"
+    by_positions = _per_sample_losses(model, samples, packed=True, boundaries="positions")
+    # ... and from the varlen boundaries the trainer's packed batches carry.
+    model.config._attn_implementation = register_attention()
+    by_cu = _per_sample_losses(model, samples, packed=True, boundaries="cu")
+    # Stated tolerance: float32 round-off, 1e-5 absolute on a loss of ~7.
+    assert by_positions == pytest.approx(alone, abs=1e-5)
+    assert by_cu == pytest.approx(alone, abs=1e-5)
+
+
+def test_without_boundaries_the_linear_attention_leaks_across_samples(tiny_next: Path) -> None:
+    """The control for the test above: stock layers carry state from one sample into the next."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.float32)
+    model.config.use_cache = False
+    g = torch.Generator().manual_seed(2)
+    samples = [torch.randint(0, model.config.vocab_size, (n,), generator=g) for n in (9, 70, 17, 3)]
+    alone = _per_sample_losses(model, samples, packed=False)
+    leaked = _per_sample_losses(model, samples, packed=True, boundaries="positions")
+    assert leaked[0] == pytest.approx(alone[0], abs=1e-5)  # the first sample has no predecessor
+    assert max(abs(a - b) for a, b in zip(alone[1:], leaked[1:], strict=True)) > 1e-3
+    with pytest.raises(ValueError, match="packed sequences"):  # transformers' torch fallback
+        _per_sample_losses(model, samples, packed=True, boundaries="cu")
+
+
+# ---------------------------------------------------------------- QLoRA training
+
+
+def _train(model, samples, steps: int, lr: float = 5e-3) -> list[float]:
+    """A minimal loop over packed rows carrying varlen boundaries, as the trainer batches."""
+    import torch.nn.functional as F
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    ids = torch.cat(samples)[None]
+    pos = torch.cat([torch.arange(len(s)) for s in samples])[None]
+    cu = torch.tensor([0, *torch.tensor([len(s) for s in samples]).cumsum(0).tolist()]).int()
+    targets = torch.cat([torch.cat([s[1:], torch.tensor([-100])]) for s in samples])
+    losses = []
+    model.train()
+    for _ in range(steps):
+        logits = model(input_ids=ids, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu).logits[0]
+        loss = F.cross_entropy(logits.float(), targets, ignore_index=-100)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_experts", [False, True], ids=["attention+shared", "with_experts"])
+def test_qlora_trains_only_lora_and_the_adapter_reloads(tiny_next: Path, tmp_path: Path, on_experts: bool) -> None:
+    from peft import PeftModel
+
+    from trainer.model import load_for_training, load_tokenizer
+
+    spec = _spec(tiny_next, tmp_path, lora_on_experts=on_experts)
+    loaded = load_for_training(spec, tiny_next, load_tokenizer(tiny_next))
+    model, facts = loaded.model, loaded.facts
+    assert facts["experts_quantized"] and facts["packing"] == "seq_boundaries"
+    targets = set(facts["lora_targets"])
+    assert {"in_proj_qkvz", "out_proj", "q_proj", "gate_proj"} <= targets
+    assert ("expert_lora_params" in facts) is on_experts
+    if on_experts:
+        from trainer.moe_facts import expert_lora_params
+
+        assert facts["expert_lora_params"] == expert_lora_params(model.config, 8)
+
+    g = torch.Generator().manual_seed(3)
+    samples = [torch.randint(0, model.config.vocab_size, (n,), generator=g) for n in (12, 30, 20)]
+    before = _snapshot(model)
+    losses = _train(model, samples, steps=8)
+    assert losses[-1] < 0.8 * losses[0]
+    after = _snapshot(model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("lora_" in k for k in changed), sorted(changed)[:5]
+    assert any(".experts.expert_lora.lora_" in k for k in changed) is on_experts
+    for part in ("linear_attn", "self_attn", "shared_expert."):
+        assert any(part in k for k in changed), part
+
+    out = tmp_path / "adapter"
+    model.save_pretrained(out)
+    from safetensors.torch import load_file
+
+    saved = load_file(out / "adapter_model.safetensors")
+    assert any(".experts.expert_lora.lora_" in k for k in saved) is on_experts
+
+    ids = torch.cat(samples)[None]
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    from trainer.moe import add_expert_lora, peft_module_targets
+
+    base, _ = _load_nf4(tiny_next, torch.float32)
+    if on_experts:
+        add_expert_lora(base, r=8, alpha=16)
+    with peft_module_targets():
+        reloaded = PeftModel.from_pretrained(base, out).eval()
+    with torch.no_grad():
+        got = reloaded(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_random_nf4_build_from_meta_stores_what_a_load_stores(tiny_next: Path) -> None:
+    """The benchmark's meta-init path: same groups and bytes as from_pretrained + post_load."""
+    from transformers import AutoConfig
+
+    from trainer.moe import build_random_nf4_model, memory_report
+
+    config = AutoConfig.from_pretrained(tiny_next)
+    built = build_random_nf4_model(config, "cpu", seed=0)
+    loaded, _ = _load_nf4(tiny_next, torch.bfloat16)
+    got, want = memory_report(built), memory_report(loaded)
+    for group in ("routed_experts", "linear_nf4", "embeddings", "lm_head", "total"):
+        assert got[group]["params"] == want[group]["params"], group
+        assert got[group]["bytes"] == pytest.approx(want[group]["bytes"], rel=0.01), group
+    ids = torch.randint(0, config.vocab_size, (1, 16))
+    with torch.no_grad():
+        logits = built(input_ids=ids, use_cache=False).logits
+    assert torch.isfinite(logits).all()
