@@ -5,8 +5,9 @@ attention inside each sample, none across samples, from the sequence boundaries
 (`cu_seq_lens_q`, as flash-attention varlen takes them). It runs PyTorch's SDPA once per
 sample, so it costs what the samples cost, not (row length)^2 as a block-diagonal mask
 over the whole row would. Registered as the attention implementation `brightrun_varlen`;
-used where flash-attention is not installed (CPU, or a GPU image without it). Without
-boundaries, or with a padding mask, it is plain SDPA.
+used where flash-attention is not installed (CPU, or a GPU image without it). A 2-D
+padding mask is handled the same way (each row's real tokens as one sample); anything
+else (a 4-D mask, a KV cache) goes to plain SDPA.
 
 `linear_cross_entropy` - the summed next-token loss over only the positions that carry a
 label, computed in chunks of rows so the vocabulary-wide logits never exist all at once;
@@ -37,19 +38,34 @@ def varlen_sdpa_attention(
 ) -> tuple[torch.Tensor, None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    gqa = query.shape[1] != key.shape[1]
+
+    def causal(s: int, e: int, b: slice) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            query[b, :, s:e], key[b, :, s:e], value[b, :, s:e],
+            dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa,
+        )
+
     cu = kwargs.get("cu_seq_lens_q")
-    if cu is None or attention_mask is not None or query.shape[0] != 1:
+    q_len = query.shape[2]
+    if attention_mask is not None and attention_mask.dim() == 2 and key.shape[2] == q_len:
+        # A 2-D padding mask (as for flash-attention): each row's real tokens are one
+        # contiguous run; attend within it, leave the padding's output at zero.
+        out = torch.zeros_like(query)
+        for b, row in enumerate(attention_mask.bool()):
+            idx = row.nonzero()
+            if len(idx):
+                s, e = int(idx[0]), int(idx[-1]) + 1
+                out[b : b + 1, :, s:e] = causal(s, e, slice(b, b + 1))
+        return out.transpose(1, 2).contiguous(), None
+    if cu is None or attention_mask is not None or query.shape[0] != 1 or key.shape[2] != q_len:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
             is_causal=is_causal, **kwargs,
         )
     bounds = cu.tolist()
-    gqa = query.shape[1] != key.shape[1]
     outs = [
-        F.scaled_dot_product_attention(
-            query[:, :, s:e], key[:, :, s:e], value[:, :, s:e],
-            dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa,
-        )
+        causal(s, e, slice(None))
         for s, e in zip(bounds[:-1], bounds[1:], strict=True)
         if e > s
     ]
@@ -81,13 +97,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         w = weight.to(compute_dtype)
         n = hidden.shape[0]
         step = _chunk_rows(w.shape[0])
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        acc = torch.promote_types(compute_dtype, torch.float32)  # softmax in >= float32
+        total = torch.zeros((), dtype=acc, device=hidden.device)
         grad_h = torch.empty_like(hidden) if need_grad else None
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             for i in range(0, n, step):
                 h = hidden[i : i + step].to(compute_dtype)
                 t = targets[i : i + step]
-                logits = (h @ w.t()).float()
+                logits = (h @ w.t()).to(acc)
                 lse = torch.logsumexp(logits, dim=-1)
                 total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
                 if need_grad:

@@ -154,18 +154,23 @@ def pick_attention(packing: str, device: Any) -> tuple[str, str]:
     return register_attention(), "SDPA per sample over padding-free rows (no flash-attn)"
 
 
-def build_quantization_config(spec: JobSpec, compute_dtype: Any) -> Any | None:
+def build_quantization_config(
+    spec: JobSpec, compute_dtype: Any, keep_full_precision: tuple[str, ...] = ()
+) -> Any | None:
     from transformers import BitsAndBytesConfig
 
+    # lm_head is never quantised; the architecture may name more (routers, gates)
+    skip = ["lm_head", *keep_full_precision] if keep_full_precision else None
     if spec.quantization == "nf4":
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=skip,
         )
     if spec.quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return None
 
 
@@ -216,7 +221,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     dtype = pick_compute_dtype(spec, device)
     packing, packing_why = pick_packing(spec, caps)
     attn, attn_why = pick_attention(packing, device)
-    qconfig = build_quantization_config(spec, dtype)
+    qconfig = build_quantization_config(spec, dtype, caps.keep_full_precision)
     model = AutoModelForCausalLM.from_pretrained(
         path,
         dtype=dtype,
@@ -235,11 +240,12 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
             gradient_checkpointing_kwargs=gc_kwargs,
         )
     elif spec.training.gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None) or (
-            model.gradient_checkpointing_enable
-        )
-        enable(gradient_checkpointing_kwargs=gc_kwargs)
-    model = get_peft_model(model, build_lora_config(spec, caps))
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    with _peft_module_targets(caps):
+        model = get_peft_model(model, build_lora_config(spec, caps))
     facts.update(arch.post_lora(model, spec, caps))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     facts.update(
@@ -260,6 +266,17 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
         }
     )
     return Loaded(model, tokenizer, caps, device, dtype, packing, facts)
+
+
+def _peft_module_targets(caps: arch.ArchCaps) -> Any:
+    """PEFT adapts the named modules as they are (see trainer.moe.peft_module_targets)."""
+    if not caps.fused_experts:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    from trainer.moe import peft_module_targets
+
+    return peft_module_targets()
 
 
 def _logical_params(model: Any) -> int:

@@ -154,7 +154,7 @@ def build_tiny_chat_model(
         rope_theta=10000.0,
         # A wider init than the default 0.02 so a tiny random model is not flat, and the
         # memorisation tests see a clear before/after.
-        initializer_range=0.05,
+        initializer_range=0.15,
     )
     fork_devices: list = []
     with torch.random.fork_rng(devices=fork_devices):

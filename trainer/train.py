@@ -343,28 +343,8 @@ class TrainingJob:
 
     # -------------------------------------------------------------- training
     def _loss_sum(self, batch: D.Batch) -> Any:
-        """Summed cross-entropy over the batch's loss-bearing positions."""
-        import torch
-
-        from trainer.kernels import chunked_cross_entropy, linear_cross_entropy
-
         lm = self.loaded
-        base = lm.model.get_base_model()
-        flat_targets = batch.targets.reshape(-1)
-        keep = (flat_targets != D.IGNORE).nonzero().squeeze(1)
-        targets = flat_targets.index_select(0, keep)
-        cfg = base.config
-        with torch.autocast(lm.device.type, dtype=lm.compute_dtype, enabled=lm.compute_dtype != torch.float32):
-            if getattr(cfg, "final_logit_softcapping", None) or hasattr(cfg, "logit_scale"):
-                logits = base(**batch.model_kwargs(), use_cache=False).logits
-                picked = logits.reshape(-1, logits.shape[-1]).index_select(0, keep).float()
-                return torch.nn.functional.cross_entropy(picked, targets, reduction="sum")
-            hidden = base.get_decoder()(**batch.model_kwargs(), use_cache=False).last_hidden_state
-            hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep)
-            head = base.get_output_embeddings()
-            if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
-                return linear_cross_entropy(hidden, head.weight, targets, lm.compute_dtype)
-            return chunked_cross_entropy(hidden, head, targets)
+        return batch_loss_sum(lm.model, batch, lm.device, lm.compute_dtype)
 
     def evaluate(self) -> float | None:
         import torch
@@ -571,6 +551,36 @@ class TrainingJob:
             if self.ckpt_root.is_dir() and not any(self.ckpt_root.iterdir()):
                 self.ckpt_root.rmdir()
         yield final
+
+
+def batch_loss_sum(model: Any, batch: D.Batch, device: Any, compute_dtype: Any) -> Any:
+    """Summed cross-entropy over the batch's loss-bearing positions (a 0-d float32 tensor).
+
+    The decoder runs on the whole batch; the output layer only on the positions that carry
+    a label, fused with the loss (`trainer.kernels`). Models whose logits need more than
+    the output layer (soft-capping, logit scaling) take the plain full-logits path.
+    """
+    import torch
+
+    from trainer.kernels import chunked_cross_entropy, linear_cross_entropy
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flat_targets = batch.targets.reshape(-1)
+    keep = (flat_targets != D.IGNORE).nonzero().squeeze(1)
+    targets = flat_targets.index_select(0, keep)
+    cfg = base.config
+    autocast = compute_dtype != torch.float32
+    with torch.autocast(device.type, dtype=compute_dtype, enabled=autocast):
+        if getattr(cfg, "final_logit_softcapping", None) or hasattr(cfg, "logit_scale"):
+            logits = base(**batch.model_kwargs(), use_cache=False).logits
+            picked = logits.reshape(-1, logits.shape[-1]).index_select(0, keep).float()
+            return torch.nn.functional.cross_entropy(picked, targets, reduction="sum")
+        hidden = base.get_decoder()(**batch.model_kwargs(), use_cache=False).last_hidden_state
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep)
+        head = base.get_output_embeddings()
+        if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
+            return linear_cross_entropy(hidden, head.weight, targets, compute_dtype)
+        return chunked_cross_entropy(hidden, head, targets)
 
 
 def _finish(log_: EventLog, final: Event, job_id: str | None, urls: dict[str, str], work: Path) -> None:
