@@ -36,4 +36,9 @@ class StorageError(BrightRunError):
 
 
 class DatasetUnusable(BrightRunError):
-    """A dataset file cannot be used at all (no valid row, unknown layout, unreadable)."""
+    """A dataset file cannot be used (unreadable, unknown layout, no valid row), or has bad
+    rows the caller chose to reject. `report` holds the inspection report when there is one."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
