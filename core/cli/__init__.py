@@ -43,10 +43,12 @@ def up(
 
 
 from core.cli import chat as _chat  # noqa: E402 - groups register after the app exists
+from core.cli import dataset as _dataset  # noqa: E402
 from core.cli import db as _db  # noqa: E402
 from core.cli import deploy as _deploy  # noqa: E402
 
 app.add_typer(_db.app, name="db")
+app.add_typer(_dataset.app, name="dataset")
 app.command("deploy")(_deploy.deploy)
 app.command("chat")(_chat.chat)
 
