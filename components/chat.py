@@ -21,6 +21,7 @@ from core.inference import (
     InferenceClient,
     ModelChoice,
     ModelNotServed,
+    PromptCase,
     Sampling,
     conversation_messages,
 )
@@ -142,6 +143,26 @@ def answer_turn(
             except BrightRunError as e:
                 st.error(str(e))
     turns.append({"user": prompt, "answers": answers})
+
+
+def eval_sets(actor: Actor, settings: Settings) -> dict[str, str]:
+    """The actor's datasets with an eval split ({name: id}); none before the database exists."""
+    from core.db import session_scope
+    from core.inference import database_ready, eval_split_datasets
+
+    if not database_ready(settings):
+        return {}
+    with session_scope(settings) as session:
+        return eval_split_datasets(actor, session)
+
+
+def eval_cases(actor: Actor, settings: Settings, dataset_id: str) -> list[PromptCase]:
+    from core.db import session_scope
+    from core.inference import eval_split_cases
+    from core.storage import make_blob_store
+
+    with session_scope(settings) as session:
+        return eval_split_cases(actor, session, make_blob_store(settings), dataset_id)
 
 
 def set_rows(rows: Sequence[CompareRow], chosen: Sequence[ModelChoice]) -> list[dict[str, str]]:

@@ -73,11 +73,14 @@ __all__ = [
     "ModelChoice",
     "model_choices",
     "actor_choices",
+    "database_ready",
     "find_choice",
     "compare",
     "PromptCase",
     "parse_prompt_set",
     "cases_from_conversations",
+    "eval_split_datasets",
+    "eval_split_cases",
     "CompareRow",
     "compare_on_set",
     "conversation_messages",
@@ -565,16 +568,24 @@ def model_choices(
     return out
 
 
-def actor_choices(actor: Actor, settings: Settings, client: InferenceClient) -> list[ModelChoice]:
-    """`model_choices` in its own database session; before the database has been set up
-    (`brightrun db upgrade`) no versions are listed."""
+def database_ready(settings: Settings) -> bool:
+    """Whether the database has been set up (`brightrun db upgrade`, `brightrun up`)."""
     from sqlalchemy.engine import make_url
 
-    from core.db import current_revision, session_scope
+    from core.db import current_revision
 
     url = make_url(settings.db_url)
-    no_file = url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()
-    if no_file or current_revision(settings) is None:
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return False
+    return current_revision(settings) is not None
+
+
+def actor_choices(actor: Actor, settings: Settings, client: InferenceClient) -> list[ModelChoice]:
+    """`model_choices` in its own database session; before the database has been set up
+    no versions are listed."""
+    from core.db import session_scope
+
+    if not database_ready(settings):
         return model_choices(actor, None, settings, client)
     with session_scope(settings) as session:
         return model_choices(actor, session, settings, client)
@@ -691,6 +702,34 @@ def _cases_from_rows(rows: Iterable[Mapping[str, Any]], first_line: int) -> list
             PromptCase(tuple({"role": m["role"], "content": m["content"]} for m in context), ref)
         )
     return cases
+
+
+def eval_split_datasets(actor: Actor, session: Session) -> dict[str, str]:
+    """The actor's datasets that have an eval split, as {name: dataset id}."""
+    from core import datasets
+
+    return {d.name: d.id for d in datasets.list_datasets(actor, session) if datasets.eval_key(d)}
+
+
+def eval_split_cases(
+    actor: Actor, session: Session, store: Any, dataset_id: str, limit: int = 200
+) -> list[PromptCase]:
+    """The first `limit` chat rows of the actor's dataset's eval split as prompt cases
+    (the last assistant turn is the reference). Raises InvalidInput when the dataset has
+    no eval split or no chat rows, NotFound for another user's dataset."""
+    from core import datasets
+
+    rows = datasets.preview_rows(
+        actor, session, store, dataset_id, n=limit, split="eval", max_chars=1_000_000
+    )
+    if not rows:
+        raise InvalidInput(
+            "this dataset has no eval split (datasets of 20 rows or more get one when added)"
+        )
+    chat = [r for r in rows if "messages" in r]
+    if not chat:
+        raise InvalidInput("this dataset holds plain text rows: there are no prompts to compare")
+    return cases_from_conversations(chat)
 
 
 @dataclass(frozen=True)

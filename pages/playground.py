@@ -67,13 +67,24 @@ with chat_tab:
     )
 
 with set_tab:
-    pasted = st.text_area(
-        "Prompts: one per line, `prompt<TAB>reference`, or JSON lines with prompt/reference",
-        key="playground.set_text", height=160,
+    pasted_label = "Pasted prompts"
+    sources = ui.eval_sets(actor, settings)  # datasets with an eval split
+    source = st.radio(
+        "Prompts from", [pasted_label, *(f"Eval split of {n}" for n in sources)],
+        horizontal=True, key="playground.set_source",
     )  # fmt: skip
+    pasted = ""
+    if source == pasted_label:
+        pasted = st.text_area(
+            "Prompts: one per line, `prompt<TAB>reference`, or JSON lines with prompt/reference",
+            key="playground.set_text", height=160,
+        )  # fmt: skip
     if st.button("Run the set", key="playground.run_set", type="primary"):
         try:
-            cases = inf.parse_prompt_set(pasted)
+            if source == pasted_label:
+                cases = inf.parse_prompt_set(pasted)
+            else:
+                cases = ui.eval_cases(actor, settings, sources[source.removeprefix("Eval split of ")])
             bar = st.progress(0.0, text=f"0 of {len(cases)}")
             rows = inf.compare_on_set(
                 client, cases, [c.served_name for c in chosen], sampling, system,
