@@ -1,0 +1,32 @@
+# BrightRun trainer image for RunPod Serverless: runs trainer.handler, one job at a time.
+#
+#   docker build -t brightrun-trainer .
+#
+# The base image's torch must be the version pinned in trainer/requirements.txt (CUDA 12.8
+# wheels; bitsandbytes 0.50 ships kernels for it). No secrets are baked in: HF_TOKEN and
+# the rest come from the endpoint's environment; storage is reached by signed URLs.
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TOKENIZERS_PARALLELISM=false \
+    HF_HOME=/runpod-volume/huggingface \
+    HF_HUB_DISABLE_TELEMETRY=1
+
+WORKDIR /app
+COPY trainer/requirements.txt /app/trainer/requirements.txt
+RUN python -m pip install -r /app/trainer/requirements.txt \
+    && python -c "import torch, bitsandbytes, peft, transformers; print(torch.__version__, torch.version.cuda)"
+
+# Optional: flash-attention for padding-free varlen attention on the GPU. Without it the
+# trainer runs PyTorch SDPA once per packed sample (exact, somewhat slower).
+ARG FLASH_ATTN_WHEEL=""
+RUN if [ -n "$FLASH_ATTN_WHEEL" ]; then python -m pip install "$FLASH_ATTN_WHEEL"; fi
+
+COPY trainer /app/trainer
+
+# MODEL_CACHE_DIR, CHECKPOINT_DIR and ADAPTER_DIR default to /runpod-volume/{models,
+# checkpoints,adapters} when the network volume is mounted (see trainer/env.py).
+CMD ["python", "-u", "-m", "trainer.handler"]
