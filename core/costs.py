@@ -45,6 +45,18 @@ GPU_TYPES: dict[str, GpuType] = {
     )
 }
 
+# Device memory as the CUDA driver reports it (nvidia-smi "Total", MiB; ECC on where the
+# card ships with it on). The planner compares peak memory with this, not the label.
+DRIVER_MEMORY_MIB: dict[str, int] = {
+    "A40_48GB": 46068,
+    "A6000_48GB": 48685,
+    "L40S_48GB": 46068,
+    "A100_80GB": 81920,
+    "H100_80GB_PCIE": 81559,
+    "H100_80GB_SXM": 81559,
+    "H200_141GB": 143771,
+}
+
 # The local endpoint runs on this machine's CPU; it is priced at zero.
 LOCAL_CPU = GpuType("LOCAL_CPU", "local CPU", 0, 0.5, 0.0, 0.0, 0.0, "LOCAL")
 
@@ -131,15 +143,18 @@ def execution_limits(
     budget_usd: float,
     rate_per_s: float,
     *,
+    max_s: float | None = None,
     reserve_fraction: float = 0.25,
     min_reserve_s: float = 30.0,
     max_reserve_s: float = 900.0,
 ) -> ExecutionLimits:
     """Turn `budget_usd` at `rate_per_s` into the job's hard and soft time limits.
 
-    reserve = clamp(reserve_fraction × budget seconds, min_reserve_s, max_reserve_s), but at
-    most half the budget; the worker trains for the rest. Raises `BudgetTooSmall` when the
-    budget buys under a minute, `ValueError` for a non-positive rate.
+    The hard limit is the seconds the budget buys, or `max_s` when that is shorter (the
+    planner's "a job running this long is stuck" bound). reserve = clamp(reserve_fraction ×
+    hard limit, min_reserve_s, max_reserve_s), at most half of it; the worker trains for the
+    rest. Raises `BudgetTooSmall` when the budget buys under a minute, `ValueError` for a
+    non-positive rate.
     """
     if rate_per_s <= 0:
         raise ValueError(f"the GPU rate must be positive to derive a time limit (got {rate_per_s})")
@@ -150,13 +165,15 @@ def execution_limits(
             f"${rate_per_s * 3600:.2f}/h; give at least ${MIN_BUDGET_GPU_S * rate_per_s:.2f} "
             "(one minute)"
         )
-    reserve = min(max(reserve_fraction * budget_s, min_reserve_s), max_reserve_s, budget_s / 2)
+    hard_s = min(budget_s, max_s) if max_s is not None else budget_s
+    hard_s = max(hard_s, MIN_BUDGET_GPU_S)
+    reserve = min(max(reserve_fraction * hard_s, min_reserve_s), max_reserve_s, hard_s / 2)
     return ExecutionLimits(
         budget_usd=budget_usd,
         rate_per_s=rate_per_s,
         budget_s=budget_s,
-        execution_timeout_ms=int(budget_s * 1000),
-        time_limit_s=budget_s - reserve,
+        execution_timeout_ms=int(hard_s * 1000),
+        time_limit_s=hard_s - reserve,
         reserve_s=reserve,
     )
 

@@ -213,9 +213,7 @@ class RunPodClient:
     ) -> JobState:
         """Submit a job; returns its id and status (IN_QUEUE). See module doc for retries."""
         if execution_timeout_ms < MIN_EXECUTION_TIMEOUT_MS:
-            raise ValueError(
-                f"executionTimeout must be over 5000 ms (got {execution_timeout_ms})"
-            )
+            raise ValueError(f"executionTimeout must be over 5000 ms (got {execution_timeout_ms})")
         policy: dict[str, Any] = {"executionTimeout": int(execution_timeout_ms)}
         if ttl_ms is not None:
             if not MIN_TTL_MS <= ttl_ms <= MAX_TTL_MS:
@@ -311,9 +309,7 @@ class RunPodClient:
                         )
                     last = f"{method} {path}: HTTP {code}"
                 else:
-                    raise BadRequest(
-                        f"{method} {path}: HTTP {code}: {response.text[:300]}", code
-                    )
+                    raise BadRequest(f"{method} {path}: HTTP {code}: {response.text[:300]}", code)
             if attempt + 1 < self._max_attempts:
                 delay = self._delay(attempt, response)
                 log.info("%s; retrying in %.1fs (attempt %d)", last, delay, attempt + 2)

@@ -31,8 +31,12 @@ def local_services(settings: Settings, dashboard_port: int, headless: bool = Tru
         ],
         health_url=f"http://127.0.0.1:{dashboard_port}/_stcore/health",
     )
+    from local.endpoint import stack_service as endpoint_service
     from local.inference import stack_service as inference_service
 
+    endpoint = endpoint_service(settings)  # None when GPU_CLUSTER_API_URL is not the local one
     inference = inference_service(settings)  # None when INFERENCE_URL is not the local one
-    return [*([inference] if inference else []), dashboard]
+    syncer = Service("syncer", python_module("core.syncer"))  # jobs stay synced with no page open
+    local = [svc for svc in (endpoint, inference) if svc is not None]
+    return [*local, syncer, dashboard]
 

@@ -203,7 +203,9 @@ class LocalEndpoint:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            running = sum(1 for j in self._jobs.values() if j.proc is not None and j.status not in TERMINAL)
+            running = sum(
+                1 for j in self._jobs.values() if j.proc is not None and j.status not in TERMINAL
+            )
             in_progress = sum(1 for j in self._jobs.values() if j.status == "IN_PROGRESS")
             return {
                 "jobs": {
@@ -255,7 +257,9 @@ class LocalEndpoint:
                         job.stop_as = "TIMED_OUT"
                         _kill_group(job.proc)
                     self._finish(job, "TIMED_OUT")
-            running = sum(1 for j in self._jobs.values() if j.proc is not None and j.status not in TERMINAL)
+            running = sum(
+                1 for j in self._jobs.values() if j.proc is not None and j.status not in TERMINAL
+            )
             while self._queue and running < self.workers:
                 job = self._jobs[self._queue.popleft()]
                 self._launch(job)
@@ -265,7 +269,13 @@ class LocalEndpoint:
         parent_conn, child_conn = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(self.handler_ref, {"id": job.id, "input": job.input}, child_conn, self.worker_env, os.getpid()),
+            args=(
+                self.handler_ref,
+                {"id": job.id, "input": job.input},
+                child_conn,
+                self.worker_env,
+                os.getpid(),
+            ),
             name=f"worker-{job.id[:8]}",
             daemon=False,
         )
@@ -348,7 +358,9 @@ def build_app(endpoint: LocalEndpoint, api_key: str, endpoint_id: str = "local",
         yield
         endpoint.shutdown()
 
-    app = FastAPI(title="BrightRun local endpoint", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="BrightRun local endpoint", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     api = APIRouter(prefix=f"/v2/{endpoint_id}", dependencies=[Depends(check_auth)])
 
     def found(body: dict[str, Any] | None) -> dict[str, Any]:
@@ -398,6 +410,11 @@ def build_app(endpoint: LocalEndpoint, api_key: str, endpoint_id: str = "local",
     def health() -> dict[str, Any]:
         return endpoint.health()
 
+    @app.get("/ping")
+    def ping() -> dict[str, str]:
+        """Liveness for `brightrun up` (no job data, so no key needed)."""
+        return {"status": "ok"}
+
     app.include_router(api)
     for router in extra_routers:
         app.include_router(router)
@@ -405,15 +422,15 @@ def build_app(endpoint: LocalEndpoint, api_key: str, endpoint_id: str = "local",
 
 
 def _files_routers(settings) -> list:
-    """The local store's signed-URL routes, when the store serves them."""
-    try:
-        from core.storage import build_store
-
-        from local.files import files_router
-    except ImportError as e:
-        log.warning("signed file URLs are not served here: %s", e)
+    """The local store's signed-URL routes (with Supabase storage, URLs point at Supabase)."""
+    if settings.storage != "local":
         return []
-    return [files_router(build_store(settings))]
+    from core.storage import LocalBlobStore
+    from local.files import files_router
+
+    # No size cap here: these URLs are signed for one key each, and what the worker uploads
+    # (an adapter of a large model at a high rank) can pass the dashboard's upload limit.
+    return [files_router(LocalBlobStore.from_settings(settings))]
 
 
 def worker_env(settings) -> dict[str, str]:
@@ -424,6 +441,25 @@ def worker_env(settings) -> dict[str, str]:
         "CHECKPOINT_DIR": str(volume / "checkpoints"),
         "ADAPTER_DIR": str(volume / "adapters"),
     }
+
+
+def serves(settings) -> bool:
+    """Whether GPU_CLUSTER_API_URL points at this machine (then `brightrun up` starts us)."""
+    return (urlsplit(settings.gpu_cluster_api_url).hostname or "") in ("127.0.0.1", "localhost")
+
+
+def stack_service(settings):  # noqa: ANN001, ANN201 - Settings -> local.stack.Service | None
+    """The `brightrun up` service running this endpoint, or None for a cloud endpoint URL."""
+    if not serves(settings):
+        return None
+    from local.stack import Service, python_module
+
+    url = urlsplit(settings.gpu_cluster_api_url)
+    return Service(
+        "gpu-endpoint",
+        python_module("local.endpoint"),
+        health_url=f"{url.scheme}://{url.hostname}:{url.port or 80}/ping",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -437,7 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=url.hostname or "127.0.0.1")
     p.add_argument("--port", type=int, default=url.port or 8300)
     p.add_argument("--endpoint-id", default=default_id)
-    p.add_argument("--handler", default=DEFAULT_HANDLER, help="module:function (default %(default)s)")
+    p.add_argument(
+        "--handler", default=DEFAULT_HANDLER, help="module:function (default %(default)s)"
+    )
     p.add_argument("--workers", type=int, default=settings.local_workers)
     p.add_argument(
         "--retention-s",
@@ -446,7 +484,9 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds a finished job's result is kept (RunPod: 1800)",
     )
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
 
     import uvicorn
 
@@ -459,7 +499,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     log.info(
         "local endpoint on http://%s:%d/v2/%s (%d worker(s), handler %s)",
-        args.host, args.port, args.endpoint_id, args.workers, args.handler,
+        args.host,
+        args.port,
+        args.endpoint_id,
+        args.workers,
+        args.handler,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 

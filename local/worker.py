@@ -50,7 +50,9 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(1.0)
 
 
-def worker_main(handler_ref: str, job: dict[str, Any], conn, env: dict[str, str], parent_pid: int) -> None:
+def worker_main(
+    handler_ref: str, job: dict[str, Any], conn, env: dict[str, str], parent_pid: int
+) -> None:
     """Run one job in this process and report through `conn` (see module doc)."""
     os.setsid()
     for name in CONTROLLER_SECRETS:

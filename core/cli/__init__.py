@@ -46,10 +46,14 @@ from core.cli import chat as _chat  # noqa: E402 - groups register after the app
 from core.cli import dataset as _dataset  # noqa: E402
 from core.cli import db as _db  # noqa: E402
 from core.cli import deploy as _deploy  # noqa: E402
+from core.cli import jobs as _jobs  # noqa: E402
 
 app.add_typer(_db.app, name="db")
 app.add_typer(_dataset.app, name="dataset")
 app.command("deploy")(_deploy.deploy)
+app.add_typer(_jobs.app, name="jobs")
+app.command("train")(_jobs.train)
+app.command("sync")(_jobs.sync_command)
 app.command("chat")(_chat.chat)
 
 

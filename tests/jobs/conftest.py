@@ -76,7 +76,9 @@ def start_endpoint(
         if proc.poll() is not None:
             raise RuntimeError(f"endpoint exited ({proc.returncode}):\n{ep.log()}")
         try:
-            r = httpx.get(f"{ep.url}/health", headers={"Authorization": f"Bearer {ENDPOINT_KEY}"}, timeout=2)
+            r = httpx.get(
+                f"{ep.url}/health", headers={"Authorization": f"Bearer {ENDPOINT_KEY}"}, timeout=2
+            )
             if r.status_code == 200:
                 return ep
         except httpx.TransportError:
@@ -101,7 +103,9 @@ def endpoint_factory(tmp_path: Path) -> Iterator[Callable[..., EndpointProcess]]
         ep.stop()
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.1, what: str = "") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.1, what: str = ""
+) -> Any:
     """Poll `predicate` until it returns something truthy (a guard, not a timing assert)."""
     deadline = time.monotonic() + timeout_s
     while True:

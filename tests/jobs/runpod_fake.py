@@ -2,8 +2,11 @@
 
 It answers with the JSON shapes of RunPod's documentation (send-requests page) and plays
 jobs on a clock from the same inputs `tests.jobs.fakes.scripted` reads (`chunks`,
-`interval_s`, `hang_s`, `raise`, `yield_error`): IN_QUEUE for `queue_s`, then IN_PROGRESS
-with chunk i available `i * interval_s` later, then the outcome. `faults` injects what the
+`interval_s`, `hang_s`, `raise`, `yield_error`, and `final`: one last chunk, e.g. a
+`failed` event's type and data): IN_QUEUE for `queue_s`, then IN_PROGRESS with chunk i
+available `i * interval_s` later, then the outcome. `script` maps a job's input to those
+keys (for inputs that are job specs); `timeout_scale` shortens `policy.executionTimeout` on
+the fake's clock (0.05: a 60 s limit strikes after 3 s) so timeouts can be tested quickly. `faults` injects what the
 real service does under load: `("503", path_prefix)`, `("429", path_prefix)` answered
 instead of the call, `("503-after", ...)` and `("slow-after", ...)` after the call took
 effect (the answer is lost), each used once, in order.
@@ -46,14 +49,19 @@ class RunPodFake:
     faults: list[tuple[str, str]] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)
     retried: int = 0
+    script: Any = None  # callable(input) -> script dict
+    timeout_scale: float = 1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # The job clock
 
+    def _script(self, job: FakeJob) -> dict[str, Any]:
+        return self.script(job.input) if self.script is not None else job.input
+
     def _timeline(self, job: FakeJob, now: float) -> tuple[str, int, float | None, float | None]:
         """(status, chunks available, start, end) of `job` at `now`."""
-        inp = job.input
-        n = int(inp.get("chunks", 3))
+        inp = self._script(job)
+        n = int(inp.get("chunks", 3)) + (1 if inp.get("final") else 0)
         interval = float(inp.get("interval_s", 0.05))
         start = job.submitted + self.queue_s
         run_s = max(0, n - 1) * interval + float(inp.get("hang_s", 0))
@@ -72,7 +80,11 @@ class RunPodFake:
         if job.fixed is not None:
             status, end = job.fixed, job.fixed_at
         upto = end if end is not None else now
-        avail = 0 if upto < start else min(n, int((upto - start) / interval + 1e-3) + 1 if interval else n)
+        avail = (
+            0
+            if upto < start
+            else min(n, int((upto - start) / interval + 1e-3) + 1 if interval else n)
+        )
         return status, avail, (start if now >= start else None), end
 
     def _view(self, job: FakeJob, now: float) -> dict[str, Any] | None:
@@ -87,12 +99,14 @@ class RunPodFake:
         if status == "COMPLETED":
             body["output"] = [self._chunk(job, i) for i in range(avail)]
         if status == "FAILED":
-            body["error"] = job.input.get("raise") or job.input.get("yield_error")
+            body["error"] = self._script(job).get("raise") or self._script(job).get("yield_error")
         return body
 
-    @staticmethod
-    def _chunk(job: FakeJob, i: int) -> dict[str, Any]:
-        return {"seq": i, "type": "metrics", "data": {"step": i, "job": job.id}}
+    def _chunk(self, job: FakeJob, i: int) -> dict[str, Any]:
+        inp = self._script(job)
+        if inp.get("final") and i == int(inp.get("chunks", 3)):
+            return {"seq": i, "ts": job.submitted + i, **inp["final"]}
+        return {"seq": i, "ts": job.submitted + i, "type": "metrics", "data": {"step": i, "job": job.id}}
 
     # The app
 
@@ -116,7 +130,9 @@ class RunPodFake:
             fault = await fault_for(request)
             if fault in ("503", "429"):
                 headers = {"Retry-After": "0"} if fault == "429" else {}
-                return JSONResponse(status_code=int(fault), content={"error": fault}, headers=headers)
+                return JSONResponse(
+                    status_code=int(fault), content={"error": fault}, headers=headers
+                )
             response = await call_next(request)
             if fault == "503-after":
                 return JSONResponse(status_code=503, content={"error": "upstream"})
@@ -130,7 +146,9 @@ class RunPodFake:
             job = FakeJob(
                 id=f"{uuid.uuid4()}-u1",
                 input=body["input"],
-                timeout_s=body.get("policy", {}).get("executionTimeout", 600_000) / 1000,
+                timeout_s=body.get("policy", {}).get("executionTimeout", 600_000)
+                / 1000
+                * self.timeout_scale,
                 submitted=time.time(),
             )
             with self.lock:

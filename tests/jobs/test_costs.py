@@ -41,9 +41,30 @@ def test_budget_below_one_minute_of_gpu_is_refused_with_the_minimum() -> None:
 
 def test_aggregate_spend_per_user_month_and_gpu() -> None:
     recs = [
-        {"owner_id": "ann", "month": "2026-10", "gpu_type": "A100_80GB", "job_id": "j1", "usd": 1.5, "seconds": 100},
-        {"owner_id": "ann", "month": "2026-11", "gpu_type": "H100_80GB_SXM", "job_id": "j2", "usd": 2.0, "seconds": 50},
-        {"owner_id": "bob", "month": "2026-11", "gpu_type": "A100_80GB", "job_id": "j3", "usd": 0.25, "seconds": 20},
+        {
+            "owner_id": "ann",
+            "month": "2026-10",
+            "gpu_type": "A100_80GB",
+            "job_id": "j1",
+            "usd": 1.5,
+            "seconds": 100,
+        },
+        {
+            "owner_id": "ann",
+            "month": "2026-11",
+            "gpu_type": "H100_80GB_SXM",
+            "job_id": "j2",
+            "usd": 2.0,
+            "seconds": 50,
+        },
+        {
+            "owner_id": "bob",
+            "month": "2026-11",
+            "gpu_type": "A100_80GB",
+            "job_id": "j3",
+            "usd": 0.25,
+            "seconds": 20,
+        },
     ]
     by_user = costs.aggregate_spend(recs, "owner_id")
     assert by_user["ann"] == costs.SpendTotal(usd=3.5, seconds=150, records=2)
@@ -58,7 +79,12 @@ def test_serverless_against_an_always_on_pod() -> None:
     assert c.utilisation == pytest.approx(2 / 24)
     assert c.break_even_utilisation == pytest.approx(1.99 / 3.35)
     # At full utilisation the pod wins; the same numbers given as a utilisation agree.
-    assert costs.serverless_vs_pod(2, serverless_rate_h=3.35, pod_rate_h=1.99, utilisation=1.0).savings_usd < 0
+    assert (
+        costs.serverless_vs_pod(
+            2, serverless_rate_h=3.35, pod_rate_h=1.99, utilisation=1.0
+        ).savings_usd
+        < 0
+    )
     same = costs.serverless_vs_pod(2, serverless_rate_h=3.35, pod_rate_h=1.99, utilisation=2 / 24)
     assert same.pod_usd == pytest.approx(47.76)
 
@@ -69,3 +95,9 @@ def test_compare_for_gpu_uses_the_table() -> None:
     assert c.pod_usd == pytest.approx(47.76)
     with pytest.raises(ValueError, match="exactly one"):
         costs.compare_for_gpu("H100_80GB_PCIE", 2)
+
+
+def test_a_stuck_job_bound_shortens_the_hard_limit_but_never_lengthens_it() -> None:
+    lim = costs.execution_limits(10.0, 0.001, max_s=3600)  # the budget buys 10,000 s
+    assert lim.execution_timeout_ms == 3_600_000 and lim.time_limit_s == pytest.approx(2700)
+    assert costs.execution_limits(1.0, 0.01, max_s=10_000).execution_timeout_ms == 100_000

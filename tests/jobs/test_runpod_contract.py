@@ -89,7 +89,9 @@ def run_to_end(client: RunPodClient, job_id: str) -> tuple[list[str], list]:
 
 def test_job_goes_queue_progress_completed_and_streams_while_running(backend: Backend) -> None:
     with backend.client() as c:
-        sub = c.run({"chunks": 6, "interval_s": 0.25}, execution_timeout_ms=TIMEOUT_MS, ttl_ms=3_600_000)
+        sub = c.run(
+            {"chunks": 6, "interval_s": 0.25}, execution_timeout_ms=TIMEOUT_MS, ttl_ms=3_600_000
+        )
         assert sub.status == "IN_QUEUE" and sub.id
         seen: list[str] = []
         during: list = []
@@ -153,7 +155,9 @@ def test_execution_timeout_marks_timed_out(backend: Backend) -> None:
 def test_failure_then_retry_requeues_the_same_job(backend: Backend) -> None:
     with backend.client() as c:
         before = c.health().jobs["retried"]
-        sub = c.run({"chunks": 2, "interval_s": 0.05, "raise": "boom"}, execution_timeout_ms=TIMEOUT_MS)
+        sub = c.run(
+            {"chunks": 2, "interval_s": 0.05, "raise": "boom"}, execution_timeout_ms=TIMEOUT_MS
+        )
         seen, chunks = run_to_end(c, sub.id)
         st = c.status(sub.id)
         assert seen[-1] == "FAILED" and "boom" in str(st.error)
@@ -193,7 +197,9 @@ def test_unknown_and_expired_jobs_are_not_found(backend: Backend) -> None:
         wait_until(gone, timeout_s=RETENTION_S + 30, every_s=0.5, what="the result to expire")
 
 
-def test_wrong_key_is_refused_and_never_echoed(backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_key_is_refused_and_never_echoed(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     bad = "wrong-key-0xDEADBEEF"
     with RunPodClient(backend.url, bad) as c:
@@ -224,7 +230,9 @@ def test_run_requires_a_valid_policy_and_payload(backend: Backend) -> None:
 
 def test_local_queue_respects_worker_count(local_backend: Backend) -> None:
     with local_backend.client() as c:
-        ids = [c.run({"chunks": 1, "hang_s": 3}, execution_timeout_ms=TIMEOUT_MS).id for _ in range(3)]
+        ids = [
+            c.run({"chunks": 1, "hang_s": 3}, execution_timeout_ms=TIMEOUT_MS).id for _ in range(3)
+        ]
         wait_until(lambda: c.health().workers["running"] == 2, what="two running workers")
         assert [c.status(i).status for i in ids].count("IN_QUEUE") >= 1
         assert c.health().workers["idle"] == 0
@@ -250,7 +258,9 @@ def test_local_error_chunk_fails_the_job(local_backend: Backend) -> None:
 # --- faults, against the scripted fake ---------------------------------------------------
 
 
-def test_reads_are_retried_through_429_and_5xx(fake_backend, caplog: pytest.LogCaptureFixture) -> None:
+def test_reads_are_retried_through_429_and_5xx(
+    fake_backend, caplog: pytest.LogCaptureFixture
+) -> None:
     backend, fake = fake_backend
     caplog.set_level(logging.DEBUG)
     with backend.client() as c:
@@ -301,7 +311,9 @@ def test_run_is_retried_when_the_connection_was_never_made() -> None:
             raise httpx.ConnectError("refused", request=request)
         return httpx.Response(200, json={"id": "j-1", "status": "IN_QUEUE"})
 
-    c = RunPodClient("http://runpod.test/v2/e", "k", transport=httpx.MockTransport(handler), sleep=sleeps.append)
+    c = RunPodClient(
+        "http://runpod.test/v2/e", "k", transport=httpx.MockTransport(handler), sleep=sleeps.append
+    )
     assert c.run({"a": 1}, execution_timeout_ms=TIMEOUT_MS).id == "j-1"
     assert calls["n"] == 3 and sleeps == [0.5, 1.0]  # exponential backoff
 

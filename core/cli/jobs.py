@@ -1,0 +1,339 @@
+"""`brightrun train`, `brightrun jobs ...` and `brightrun sync`: launch and follow jobs.
+
+    brightrun train --dataset ID --model M [settings] [--budget USD] [--wait]
+    brightrun jobs list | show ID | cancel ID | retry ID | events ID
+    brightrun sync [--once]
+
+Errors come back as one line naming what is wrong, exit code 1 (2 for bad input).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="Training jobs: list, show, cancel, retry, and their event history.")
+
+
+def _settings() -> Any:
+    from core.settings import load_settings
+
+    return load_settings()
+
+
+def _actor(settings: Any) -> Any:
+    from core.users import LOCAL_ACTOR
+
+    if settings.auth != "none":
+        typer.echo(
+            "with AUTH=supabase, use the dashboard (the command line acts as the local user)"
+        )
+        raise typer.Exit(2)
+    return LOCAL_ACTOR
+
+
+def _fail(e: Exception) -> None:
+    from core.errors import InvalidInput, NotFound
+
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2 if isinstance(e, InvalidInput | NotFound) else 1)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from core.errors import BrightRunError
+    from core.runpod import RunPodError
+
+    return (BrightRunError, RunPodError)
+
+
+def _money(x: float | None) -> str:
+    return f"${(x or 0.0):.4f}" if (x or 0.0) < 1 else f"${x:.2f}"
+
+
+def job_summary(job: Any) -> dict[str, Any]:
+    """The fields `jobs show --json` prints (no spec URLs, no secrets)."""
+    from core.jobs import live_cost_usd
+
+    keys = (
+        "id", "status", "base_model", "adapter_name", "dataset_id", "gpu_type", "price_tier",
+        "rate_per_s", "budget_usd", "step", "total_steps", "progress", "eta_s", "final_loss",
+        "eval_loss", "delay_ms", "execution_ms", "billed_s", "attempt", "stop_reason",
+        "failure_kind", "failure_message", "failure_suggestion", "runpod_job_id", "parent_job_id",
+    )  # fmt: skip
+    out = {k: getattr(job, k) for k in keys}
+    out["cost_usd"] = round(live_cost_usd(job), 6)
+    for k in ("created_at", "started_at", "finished_at"):
+        v = getattr(job, k)
+        out[k] = v.isoformat() if v else None
+    return out
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(
+    dataset: str = typer.Option(..., "--dataset", help="dataset id (see `brightrun dataset list`)"),
+    model: str = typer.Option(
+        ..., "--model", help="base model: catalog id, hub id or model folder"
+    ),
+    adapter_name: str = typer.Option(
+        "", "--adapter-name", help="adapter name (default: model-dataset)"
+    ),
+    quant: str = typer.Option("nf4", "--quant", help="nf4 | int8 | none"),
+    lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank"),
+    lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="LoRA alpha"),
+    lora_dropout: float | None = typer.Option(None, "--lora-dropout", help="LoRA dropout"),
+    epochs: float | None = typer.Option(None, "--epochs", help="passes over the data"),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="optimizer steps (instead of epochs)"
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="learning rate"),
+    micro_batch: int | None = typer.Option(None, "--micro-batch", help="rows per micro-batch"),
+    grad_accum: int | None = typer.Option(
+        None, "--grad-accum", help="micro-batches per optimizer step"
+    ),
+    max_length: int | None = typer.Option(
+        None, "--max-length", help="tokens per row (longer rows are cut)"
+    ),
+    eval_fraction: float = typer.Option(
+        0.0, "--eval-fraction", help="rows held out for eval when the dataset has no eval split"
+    ),
+    gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
+    budget: float = typer.Option(
+        0.0, "--budget", help="dollar cap for this job (default: JOB_BUDGET_USD)"
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="follow the job with a live progress bar until it ends"
+    ),
+) -> None:
+    """Launch a LoRA/QLoRA training job on the GPU endpoint. Settings left out take the job
+    spec's defaults. It is refused when it cannot fit the GPU, would cost more than its
+    budget, or would exceed your quotas."""
+    from core import jobs
+
+    settings = _settings()
+    actor = _actor(settings)
+    lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout}
+    training = {
+        "learning_rate": lr, "micro_batch_size": micro_batch, "grad_accum": grad_accum,
+        "max_length": max_length, "epochs": epochs, "max_steps": max_steps,
+    }  # fmt: skip
+    try:
+        job = jobs.submit(
+            actor, settings, dataset_id=dataset, model=model, adapter_name=adapter_name or None,
+            lora={k: v for k, v in lora.items() if v is not None},
+            training={k: v for k, v in training.items() if v is not None},
+            quantization=quant, eval_fraction=eval_fraction, gpu_type=gpu or None,
+            budget_usd=budget or None,
+        )  # fmt: skip
+    except _errors() as e:
+        _fail(e)
+    pricing = jobs.pricing_for(settings, gpu or None)
+    typer.echo(f"job {job.id} {job.status}: {pricing.note}; budget {_money(job.budget_usd)}")
+    if wait:
+        raise typer.Exit(follow(actor, settings, job.id))
+
+
+def follow(actor: Any, settings: Any, job_id: str, every_s: float = 2.0) -> int:
+    """Sync the job until it ends, drawing a progress bar with loss and dollars. Returns the
+    exit code: 0 when it completed."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from core import jobs
+    from core.models import TERMINAL_STATUSES
+
+    columns = (
+        TextColumn("{task.fields[status]:<11}"),
+        BarColumn(),
+        TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[cost]}"),
+        TextColumn("eta {task.fields[eta]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(job_id, total=None, status="QUEUED", loss="-", cost="$0", eta="-")
+        while True:
+            try:
+                job = jobs.sync(actor, settings, job_id)
+            except _errors() as e:
+                bar.console.print(f"[yellow]sync: {e}; trying again")
+                time.sleep(every_s)
+                continue
+            bar.update(
+                task, total=job.total_steps or None, completed=job.step or 0, status=job.status,
+                loss=f"{job.final_loss:.4f}" if job.final_loss is not None else "-",
+                cost=_money(jobs.live_cost_usd(job)), eta=jobs.eta_text(job),
+            )  # fmt: skip
+            if job.status in TERMINAL_STATUSES:
+                break
+            time.sleep(every_s)
+    _print_outcome(job)
+    return 0 if job.status == "COMPLETED" else 1
+
+
+def _print_outcome(job: Any) -> None:
+    line = f"job {job.id} {job.status}: {job.step or 0} steps, cost {_money(job.cost_usd)}"
+    if job.final_loss is not None:
+        line += f", final loss {job.final_loss:.4f}"
+    if job.eval_loss is not None:
+        line += f", eval loss {job.eval_loss:.4f}"
+    if job.stop_reason and job.stop_reason != "finished":
+        line += f" (stopped: {job.stop_reason})"
+    typer.echo(line)
+    if job.failure_message:
+        typer.echo(f"{job.failure_kind}: {job.failure_message}")
+        if job.failure_suggestion:
+            typer.echo(f"suggestion: {job.failure_suggestion}")
+    if job.status == "COMPLETED" and job.adapter_name:
+        typer.echo(f"adapter: {job.adapter_name}")
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@app.command("list")
+def list_(
+    status: list[str] = typer.Option([], "--status", help="only these statuses (repeatable)"),
+    limit: int = typer.Option(50, "--limit", help="at most this many, newest first"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List your jobs, newest first."""
+    from core import jobs
+
+    settings = _settings()
+    rows = jobs.list_jobs(_actor(settings), settings, statuses=status or None, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([job_summary(j) for j in rows], indent=1))
+        return
+    if not rows:
+        typer.echo("no jobs yet: `brightrun train --help`")
+        return
+    for j in rows:
+        steps = f"{j.step or 0}/{j.total_steps or '?'}"
+        loss = f"{j.final_loss:.4f}" if j.final_loss is not None else "-"
+        typer.echo(
+            f"{j.id}  {j.status:<11} {j.created_at:%Y-%m-%d %H:%M}  {steps:>11}  loss {loss:<8} "
+            f"{_money(jobs.live_cost_usd(j)):>9}  {j.adapter_name or j.base_model}"
+        )
+
+
+@app.command()
+def show(
+    job_id: str = typer.Argument(..., help="job id"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    sync: bool = typer.Option(True, help="bring the job up to date with the endpoint first"),
+) -> None:
+    """Show one job: status, progress, losses, cost, and why it failed if it did."""
+    from core import jobs
+
+    settings = _settings()
+    actor = _actor(settings)
+    try:
+        job = jobs.sync(actor, settings, job_id) if sync else jobs.get(actor, settings, job_id)
+    except _errors() as e:
+        _fail(e)
+    info = job_summary(job)
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    for k, v in info.items():
+        if v is not None:
+            typer.echo(f"{k:>18}: {v}")
+    if job.gpu_type == "LOCAL_CPU":
+        typer.echo(f"{'note':>18}: ran on this machine's CPU, priced at the configured GPU's rate")
+
+
+@app.command()
+def cancel(job_id: str = typer.Argument(..., help="job id")) -> None:
+    """Stop a queued or running job. Its checkpoints stay, so a retry continues from them."""
+    from core import jobs
+
+    settings = _settings()
+    try:
+        job = jobs.cancel(_actor(settings), settings, job_id)
+    except _errors() as e:
+        _fail(e)
+    typer.echo(f"job {job.id} {job.status}; cost so far {_money(job.cost_usd)}")
+
+
+@app.command()
+def retry(
+    job_id: str = typer.Argument(..., help="job id"),
+    budget: float = typer.Option(
+        0.0, "--budget", help="new total budget in dollars (default: what is left)"
+    ),
+    wait: bool = typer.Option(False, "--wait", help="follow the job until it ends"),
+) -> None:
+    """Run a failed, cancelled or timed-out job again; it resumes from its last checkpoint."""
+    from core import jobs
+
+    settings = _settings()
+    actor = _actor(settings)
+    try:
+        job = jobs.retry(actor, settings, job_id, budget_usd=budget or None)
+    except _errors() as e:
+        _fail(e)
+    typer.echo(f"job {job.id} {job.status} (attempt {job.attempt + 1})")
+    if wait:
+        raise typer.Exit(follow(actor, settings, job.id))
+
+
+@app.command()
+def events(
+    job_id: str = typer.Argument(..., help="job id"),
+    type_: list[str] = typer.Option([], "--type", help="only these event types (repeatable)"),
+    after: int = typer.Option(-1, "--after", help="only events with a larger sequence number"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
+) -> None:
+    """Print a job's stored events (started, metrics, checkpoint, completed, failed) in order."""
+    from core import jobs
+
+    settings = _settings()
+    try:
+        rows = jobs.events(_actor(settings), settings, job_id, after_seq=after, types=type_ or None)
+    except _errors() as e:
+        _fail(e)
+    for e in rows:
+        if as_json:
+            typer.echo(json.dumps({"seq": e.seq, "type": e.type, "ts": e.ts, "data": e.data}))
+        elif e.type == "metrics":
+            d = e.data
+            extra = f" eval {d['eval_loss']:.4f}" if d.get("eval_loss") is not None else ""
+            typer.echo(f"{e.seq:>6} metrics   step {d.get('step')} loss {d.get('loss')}{extra}")
+        else:
+            summary = {k: v for k, v in (e.data or {}).items() if not isinstance(v, dict | list)}
+            typer.echo(f"{e.seq:>6} {e.type:<9} {json.dumps(summary)[:200]}")
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def sync_command(
+    once: bool = typer.Option(False, "--once", help="one pass over the unfinished jobs, then exit"),
+    interval: float = typer.Option(
+        0.0, "--interval", help="seconds between passes (default: SYNC_INTERVAL_S)"
+    ),
+) -> None:
+    """Keep every unfinished job in step with the endpoint (the background syncer that
+    `brightrun up` starts; runnable as a service). Backfills from storage when the endpoint
+    has forgotten a job, and posts end-of-job notifications."""
+    import logging
+
+    from core import syncer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs request URLs at INFO
+    settings = _settings()
+
+    def report_line(r: Any) -> None:
+        typer.echo(f"synced {r.synced}, ended {r.ended}, errors {len(r.errors)}")
+
+    try:
+        syncer.run(settings, interval_s=interval or None, passes=1 if once else None,
+                   on_pass=report_line if once else None)  # fmt: skip
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None

@@ -1,0 +1,276 @@
+"""Job lifecycle rules against the scripted RunPod fake (fast, no training): quotas, planner
+refusals, submit failures, platform timeout, OOM relaunch, notification, isolation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import update
+
+from core import costs, db, jobs, repo
+from core.errors import InvalidInput, NotFound, QuotaExceeded
+from core.models import Job
+from core.settings import Settings
+from core.users import LOCAL_ACTOR, Actor
+from tests.jobs.conftest import wait_until
+from tests.jobs.helpers import add_dataset
+from tests.jobs.runpod_fake import RunPodFake, ServedFake, free_port
+
+TINY_TRAINING = {"max_steps": 5, "micro_batch_size": 4, "grad_accum": 2, "max_length": 128}
+OOM = {"type": "failed", "data": {"kind": "out_of_memory", "message": "CUDA out of memory",
+                                  "suggestion": "micro_batch_size 2 with grad_accum 4"}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[tuple[RunPodFake, str]]:
+    f = RunPodFake(api_key="fake-key", queue_s=0.1)
+    with ServedFake(f) as served:
+        yield f, served.url
+
+
+@pytest.fixture
+def env(fake, tmp_path: Path) -> Iterator[tuple[RunPodFake, Settings, str, str]]:
+    f, url = fake
+    f.script, f.timeout_scale, f.faults[:] = None, 1.0, []
+    settings = Settings(
+        data_dir=tmp_path / "data", gpu_cluster_api_url=url, gpu_cluster_api_key="fake-key",
+        max_concurrent_jobs=2, monthly_budget_usd=25.0, job_budget_usd=10.0,
+    )  # fmt: skip
+    db.upgrade(settings)
+    model = str(_tiny(tmp_path))
+    yield f, settings, add_dataset(settings, LOCAL_ACTOR, _rows()), model
+    db.dispose_engines()
+
+
+_TINY: dict[str, Path] = {}
+
+
+def _tiny(tmp_path: Path) -> Path:
+    if "m" not in _TINY:
+        from trainer.tiny import build_tiny_chat_model
+
+        _TINY["m"] = build_tiny_chat_model(tmp_path.parent / "tiny-shared", seed=0)
+    return _TINY["m"]
+
+
+def _rows() -> list[dict[str, Any]]:
+    return [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(8)]
+
+
+def _submit(settings: Settings, dataset_id: str, model: str, actor: Actor = LOCAL_ACTOR, **kw: Any):
+    kw.setdefault("training", TINY_TRAINING)
+    kw.setdefault("quantization", "none")
+    return jobs.submit(actor, settings, dataset_id=dataset_id, model=model, **kw)
+
+
+def _count_jobs(settings: Settings) -> int:
+    with db.session_scope(settings) as s:
+        return len(repo.list_jobs(LOCAL_ACTOR, s))
+
+
+def _end(settings: Settings, job_id: str, actor: Actor = LOCAL_ACTOR):
+    return wait_until(
+        lambda: (j := jobs.sync(actor, settings, job_id)).status in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT") and j,
+        timeout_s=30, every_s=0.1, what="the job to end",
+    )  # fmt: skip
+
+
+def test_submit_sends_the_budget_as_execution_timeout_and_no_secret(env) -> None:
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 1, "hang_s": 30}
+    job = _submit(settings, ds, model, budget_usd=2.0)
+    rate = costs.rate_per_second(settings.gpu_type, settings.price_tier)
+    assert f.jobs[job.runpod_job_id].timeout_s == pytest.approx(int(2.0 / rate * 1000) / 1000, abs=1e-3)
+    sent = f.jobs[job.runpod_job_id].input
+    assert sent["job_id"] == job.id and sent["data"]["train_url"].startswith("http")
+    assert set(sent["output"]["upload_urls"]) >= {"adapter_model.safetensors", "events.jsonl", "result.json"}
+    assert "fake-key" not in json.dumps(sent)
+    # The stored spec keeps no signed URL.
+    assert "sig=" not in json.dumps(job.spec) and job.spec["data"]["train_url"] == "<signed url>"
+    jobs.cancel(LOCAL_ACTOR, settings, job.id)
+
+
+def test_concurrent_job_quota(env) -> None:
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 1, "hang_s": 60}
+    a = _submit(settings, ds, model, budget_usd=1.0)
+    b = _submit(settings, ds, model, budget_usd=1.0)
+    with pytest.raises(QuotaExceeded, match="2 at once"):
+        _submit(settings, ds, model, budget_usd=1.0)
+    assert _count_jobs(settings) == 2
+    jobs.cancel(LOCAL_ACTOR, settings, a.id)
+    c = _submit(settings, ds, model, budget_usd=1.0)  # room again
+    for j in (b, c):
+        jobs.cancel(LOCAL_ACTOR, settings, j.id)
+
+
+def test_monthly_budget_counts_spend_and_reserved_budgets(env) -> None:
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 1, "hang_s": 60}
+    a = _submit(settings, ds, model, budget_usd=20.0)  # $20 of $25 reserved
+    with pytest.raises(QuotaExceeded, match=r"lower the budget to \$5\.00"):
+        _submit(settings, ds, model, budget_usd=6.0)
+    assert _count_jobs(settings) == 1
+    jobs.cancel(LOCAL_ACTOR, settings, a.id)
+
+
+def test_budget_below_a_minute_of_gpu_is_refused(env) -> None:
+    _, settings, ds, model = env
+    with pytest.raises(InvalidInput, match="one minute"):
+        _submit(settings, ds, model, budget_usd=0.01)
+    assert _count_jobs(settings) == 0
+
+
+def test_planner_refuses_what_cannot_fit_or_costs_more_than_the_budget(env) -> None:
+    _, settings, _, _ = env
+    big = add_dataset(settings, LOCAL_ACTOR, _rows(), name="big",
+                      stats={"tokens": {"per_row": {"mean": 1500.0}}, "split": {"train_rows": 200_000}})  # fmt: skip
+    settings = settings.model_copy(update={"gpu_type": "L40S_48GB"})
+    with pytest.raises(jobs.PlanRefused, match="does not fit"):
+        _submit(settings, big, "Qwen/Qwen2.5-72B-Instruct", quantization="none", training={"max_length": 4096})
+    with pytest.raises(jobs.PlanRefused, match="above its budget"):
+        _submit(settings, big, "Qwen/Qwen2.5-7B-Instruct", quantization="nf4",
+                training={"epochs": 3, "max_length": 2048}, budget_usd=1.0)  # fmt: skip
+    assert _count_jobs(settings) == 0
+
+
+def test_platform_timeout_is_recorded_with_its_cost(env) -> None:
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 2, "interval_s": 0.1, "hang_s": 600}
+    f.timeout_scale = 0.05  # the 60+ s limit strikes after ~3 s on the fake's clock
+    job = _submit(settings, ds, model, budget_usd=60 * costs.rate_per_second(settings.gpu_type) * 1.01)
+    job = _end(settings, job.id)
+    assert job.status == "TIMED_OUT" and job.stop_reason == "budget" and job.failure_kind == "timed_out"
+    assert job.execution_ms is not None and job.cost_usd == pytest.approx(job.billed_s * job.rate_per_s)
+    assert [e.seq for e in jobs.events(LOCAL_ACTOR, settings, job.id)] == [0, 1]
+
+
+def test_out_of_memory_relaunches_once_with_lighter_settings(env) -> None:
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 1, "interval_s": 0.05, "final": OOM}
+    settings = settings.model_copy(update={"auto_relaunch_oom": True})
+    job = _end(settings, _submit(settings, ds, model, budget_usd=5.0, quantization="nf4").id)
+    assert job.status == "FAILED" and job.failure_kind == "out_of_memory" and job.auto_relaunched
+    children = [j for j in jobs.list_jobs(LOCAL_ACTOR, settings) if j.parent_job_id == job.id]
+    assert len(children) == 1
+    child = children[0]
+    t = child.spec["training"]
+    assert (t["micro_batch_size"], t["grad_accum"]) == (2, 4) and t["gradient_checkpointing"]
+    assert child.budget_usd == pytest.approx(5.0 - job.cost_usd)
+    child = _end(settings, child.id)  # it runs out of memory too: no third attempt
+    assert child.failure_kind == "out_of_memory"
+    assert not [j for j in jobs.list_jobs(LOCAL_ACTOR, settings) if j.parent_job_id == child.id]
+    assert len(jobs.list_jobs(LOCAL_ACTOR, settings)) == 2
+
+
+def test_oom_is_not_relaunched_by_default(env) -> None:
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 1, "final": OOM}
+    job = _end(settings, _submit(settings, ds, model, budget_usd=5.0).id)
+    assert job.failure_kind == "out_of_memory" and job.failure_suggestion
+    assert _count_jobs(settings) == 1
+
+
+class _Hook:
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        hook = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                hook.posts.append({"path": self.path, "body": json.loads(body)})
+                self.send_response(200)
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T000/B000/SECRETtoken123"
+
+
+def test_job_end_posts_one_notification_even_with_concurrent_syncs(env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    f, settings, ds, model = env
+    hook = _Hook()
+    settings = settings.model_copy(update={"notify_webhook_url": SecretStr(hook.url)})
+    f.script = lambda inp: {"chunks": 2, "interval_s": 0.05, "raise": "worker crashed"}
+    job = _submit(settings, ds, model, budget_usd=1.0)
+    with jobs.RunPodClient.from_settings(settings) as c:  # wait on the endpoint, not through sync
+        wait_until(lambda: c.status(job.runpod_job_id).status == "FAILED", what="the job to fail")
+    threads = [threading.Thread(target=jobs.sync, args=(LOCAL_ACTOR, settings, job.id)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    job = jobs.get(LOCAL_ACTOR, settings, job.id)
+    assert job.status == "FAILED" and "worker crashed" in job.failure_message
+    assert len(hook.posts) == 1
+    assert job.id in hook.posts[0]["body"]["text"] and "failed" in hook.posts[0]["body"]["text"]
+    assert "SECRETtoken123" not in caplog.text
+    hook.httpd.shutdown()
+
+
+def test_unreachable_endpoint_fails_the_submit_cleanly(env) -> None:
+    _, settings, ds, model = env
+    settings = settings.model_copy(update={"gpu_cluster_api_url": f"http://127.0.0.1:{free_port()}/v2/x"})
+    client = jobs.RunPodClient.from_settings(settings, max_attempts=2, backoff_s=0.01)
+    with pytest.raises(jobs.SubmitFailed, match="could not be sent"):
+        _submit(settings, ds, model, budget_usd=1.0, client=client)
+    (job,) = jobs.list_jobs(LOCAL_ACTOR, settings)
+    assert job.status == "FAILED" and job.failure_kind == "submit_failed"
+
+
+def test_lost_run_answer_is_not_sent_again(env) -> None:
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 1}
+    n = len(f.jobs)
+    f.faults.append(("503-after", "/run"))
+    with pytest.raises(jobs.SubmitFailed):
+        _submit(settings, ds, model, budget_usd=1.0)
+    assert len(f.jobs) == n + 1
+    (job,) = jobs.list_jobs(LOCAL_ACTOR, settings)
+    assert job.failure_kind == "submit_uncertain" and "before launching again" in job.failure_suggestion
+
+
+def test_a_job_whose_sender_died_is_settled_by_reconcile(env) -> None:
+    f, settings, ds, model = env
+    with db.session_scope(settings) as s:
+        repo.create_job(LOCAL_ACTOR, s, job_id="job-orphan0001", base_model=model, spec={}, dataset_id=ds)
+    assert jobs.reconcile(settings).ended == 0  # young: maybe being sent right now
+    with db.session_scope(settings) as s:
+        old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+        s.execute(update(Job).where(Job.id == "job-orphan0001").values(updated_at=old))
+    assert jobs.reconcile(settings).ended == 1
+    job = jobs.get(LOCAL_ACTOR, settings, "job-orphan0001")
+    assert job.status == "FAILED" and job.failure_kind == "submit_uncertain"
+
+
+def test_other_users_cannot_see_or_touch_a_job(env) -> None:
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 1, "hang_s": 60}
+    job = _submit(settings, ds, model, budget_usd=1.0)
+    mallory = Actor(user_id="mallory")
+    for call in (
+        lambda: jobs.sync(mallory, settings, job.id),
+        lambda: jobs.cancel(mallory, settings, job.id),
+        lambda: jobs.retry(mallory, settings, job.id),
+        lambda: jobs.events(mallory, settings, job.id),
+    ):
+        with pytest.raises(NotFound):
+            call()
+    assert jobs.list_jobs(mallory, settings) == []
+    with pytest.raises(NotFound):
+        _submit(settings, ds, model, actor=mallory, budget_usd=1.0)  # not her dataset
+    jobs.cancel(LOCAL_ACTOR, settings, job.id)

@@ -1,0 +1,262 @@
+"""Jobs end to end: the local endpoint as a real process running the real trainer handler on a
+tiny model (CPU), the controller (`core.jobs`) talking to it through the RunPod client,
+state in SQLite, files in the local store behind signed URLs.
+
+Each job trains a few steps; the budget test trains for the half minute its budget allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import costs, db, jobs, repo
+from core.models import TERMINAL_STATUSES
+from core.runpod import JobNotFound, RunPodClient
+from core.settings import Settings
+from core.storage import make_blob_store
+from core.users import LOCAL_ACTOR, Actor
+from tests.jobs.conftest import ENDPOINT_KEY, ROOT, EndpointProcess, start_endpoint, wait_until
+from tests.jobs.helpers import add_dataset
+from tests.trainer.conftest import toy_rows
+
+pytestmark = pytest.mark.slow
+
+RETENTION_S = 6.0
+LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
+TRAINING = {
+    "max_steps": 8,
+    "learning_rate": 3e-3,
+    "micro_batch_size": 2,
+    "grad_accum": 1,
+    "max_length": 96,
+    "checkpoint_every": 4,
+    "compute_dtype": "float32",
+    "warmup_ratio": 0.0,
+}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    endpoint: EndpointProcess
+    model: Path
+    dataset_id: str
+
+    def client(self) -> RunPodClient:
+        return RunPodClient(self.endpoint.url, ENDPOINT_KEY, backoff_s=0.05)
+
+    def submit(self, actor: Actor = LOCAL_ACTOR, **kw: Any):
+        kw.setdefault("lora", LORA)
+        kw.setdefault("training", TRAINING)
+        kw.setdefault("quantization", "none")
+        return jobs.submit(actor, self.settings, dataset_id=self.dataset_id, model=str(self.model), **kw)
+
+    def sync(self, job_id: str, actor: Actor = LOCAL_ACTOR):
+        return jobs.sync(actor, self.settings, job_id)
+
+    def wait_end(self, job_id: str, timeout_s: float = 240):
+        return wait_until(
+            lambda: (j := self.sync(job_id)).status in TERMINAL_STATUSES and j,
+            timeout_s=timeout_s,
+            every_s=0.3,
+            what=f"job {job_id} to end",
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from trainer.tiny import build_tiny_chat_model
+
+    root = tmp_path_factory.mktemp("jobs")
+    model = build_tiny_chat_model(root / "tiny", seed=0)
+    data = root / "data"
+    ep = start_endpoint(
+        data, handler="trainer.handler:handler", workers=2, retention_s=RETENTION_S,
+        extra_env={"LOCAL_DEVICE": "cpu"},
+    )  # fmt: skip
+    settings = Settings(
+        data_dir=data, gpu_cluster_api_url=ep.url, gpu_cluster_api_key=ENDPOINT_KEY,
+        public_base_url=ep.base, local_device="cpu", max_concurrent_jobs=4,
+    )  # fmt: skip
+    db.upgrade(settings)
+    try:
+        yield Stack(settings, ep, model, add_dataset(settings, LOCAL_ACTOR, toy_rows()))
+    finally:
+        ep.stop()
+        db.dispose_engines()
+
+
+def stored_events(stack: Stack, job_id: str) -> list:
+    return jobs.events(LOCAL_ACTOR, stack.settings, job_id)
+
+
+def assert_complete_history(stack: Stack, job_id: str) -> list:
+    evs = stored_events(stack, job_id)
+    assert [e.seq for e in evs] == list(range(len(evs))), "events missing from the history"
+    assert evs[0].type == "started" and evs[-1].type == "completed"
+    assert sum(e.type == "metrics" for e in evs) >= TRAINING["max_steps"]
+    return evs
+
+
+def test_job_runs_queue_progress_complete_with_live_metrics_adapter_and_cost(stack: Stack) -> None:
+    job = stack.submit()
+    assert job.status == "IN_QUEUE" and job.runpod_job_id
+    seen = [job.status]
+    metrics_while_running = 0
+
+    def step() -> bool:
+        nonlocal metrics_while_running
+        # Two sessions syncing the same job at once must not duplicate or lose anything.
+        threads = [threading.Thread(target=stack.sync, args=(job.id,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        j = jobs.get(LOCAL_ACTOR, stack.settings, job.id)
+        if seen[-1] != j.status:
+            seen.append(j.status)
+        if j.status == "IN_PROGRESS":
+            metrics_while_running = max(metrics_while_running, len(jobs.events(LOCAL_ACTOR, stack.settings, job.id, types=["metrics"])))
+        return j.status in TERMINAL_STATUSES
+
+    wait_until(step, timeout_s=240, every_s=0.2, what="the job to finish")
+    job = jobs.get(LOCAL_ACTOR, stack.settings, job.id)
+    assert seen[0] == "IN_QUEUE" and "IN_PROGRESS" in seen and seen[-1] == "COMPLETED", seen
+    assert metrics_while_running > 0, "no metrics event arrived while the job was running"
+    evs = assert_complete_history(stack, job.id)
+    assert job.step == job.total_steps == TRAINING["max_steps"] and job.progress == 1.0
+    losses = [e.data["loss"] for e in evs if e.type == "metrics"]
+    assert job.final_loss == losses[-1] < losses[0]
+
+    # Billed: executionTime (plus any boot this job caused) at the configured GPU's rate.
+    rate = costs.rate_per_second(stack.settings.gpu_type, stack.settings.price_tier)
+    assert job.gpu_type == "LOCAL_CPU" and job.rate_per_s == pytest.approx(rate)
+    assert job.billed_s >= job.execution_ms / 1000
+    assert job.cost_usd == pytest.approx(job.billed_s * rate) and job.cost_usd > 0
+    with db.session_scope(stack.settings) as s:
+        (record,) = [r for r in repo.list_cost_records(LOCAL_ACTOR, s) if r.job_id == job.id]
+        assert record.usd == pytest.approx(job.cost_usd)
+        (version,) = repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
+        assert version.version >= 1 and version.final_loss == job.final_loss
+        prefix = version.storage_prefix
+
+    # The stored adapter loads with PEFT onto the base model, and it was trained.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    store = make_blob_store(stack.settings)
+    folder = stack.settings.data_dir / "check" / job.id
+    folder.mkdir(parents=True)
+    for blob in store.list("adapters", prefix):
+        store.download_to("adapters", blob.key, folder / blob.key.rsplit("/", 1)[-1])
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(stack.model)
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(stack.model), folder)
+    lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(torch.count_nonzero(p) > 0 for p in lora_b)
+
+
+def test_cancel_stops_the_worker_and_retry_resumes_from_the_checkpoint(stack: Stack) -> None:
+    long = {**TRAINING, "max_steps": 100_000, "checkpoint_every": 2}
+    job = stack.submit(training=long)
+    wait_until(
+        lambda: any(e.type == "checkpoint" for e in (stack.sync(job.id) and stored_events(stack, job.id))),
+        timeout_s=180, every_s=0.3, what="a checkpoint",
+    )  # fmt: skip
+    job = jobs.cancel(LOCAL_ACTOR, stack.settings, job.id)
+    assert job.status == "CANCELLED" and job.stop_reason == "user"
+    assert job.cost_usd > 0
+    with stack.client() as c:
+        wait_until(lambda: c.health().workers["running"] == 0, what="the worker to be stopped")
+    checkpoint_step = max(e.data["step"] for e in stored_events(stack, job.id) if e.type == "checkpoint")
+
+    again = jobs.retry(LOCAL_ACTOR, stack.settings, job.id)
+    assert again.id == job.id and again.attempt == 1 and again.status == "IN_QUEUE"
+
+    def resumed() -> Any:
+        stack.sync(job.id)
+        starts = [e for e in stored_events(stack, job.id) if e.type == "started"]
+        return len(starts) == 2 and starts[-1]
+
+    second_start = wait_until(resumed, timeout_s=180, every_s=0.3, what="the retried run to start")
+    assert second_start.data["resumed_from_step"] >= checkpoint_step
+    # The retried run continues the event numbering: one history, no gaps.
+    seqs = [e.seq for e in stored_events(stack, job.id)]
+    assert seqs == list(range(len(seqs))) and second_start.seq > 0
+    job = jobs.cancel(LOCAL_ACTOR, stack.settings, job.id)
+    assert job.status == "CANCELLED"
+    with db.session_scope(stack.settings) as s:
+        attempts = sorted(r.attempt for r in repo.list_cost_records(LOCAL_ACTOR, s) if r.job_id == job.id)
+    assert attempts == [0, 1]
+
+
+def test_budget_cap_stops_training_and_keeps_what_it_trained(stack: Stack) -> None:
+    rate = costs.rate_per_second(stack.settings.gpu_type, stack.settings.price_tier)
+    budget = 60 * rate * 1.0001  # one minute of GPU: the smallest budget accepted
+    limits = costs.execution_limits(budget, rate)
+    job = stack.submit(training={**TRAINING, "max_steps": 100_000, "checkpoint_every": 5}, budget_usd=budget)
+    assert job.spec["training"]["time_limit_s"] == pytest.approx(limits.time_limit_s)
+    job = stack.wait_end(job.id)
+    assert job.status == "COMPLETED" and job.stop_reason == "time_limit"
+    assert 0 < job.step < 100_000
+    assert 0 < job.cost_usd <= budget
+    with db.session_scope(stack.settings) as s:
+        (version,) = repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
+        assert version.size_bytes > 0
+
+
+def test_controller_down_until_the_endpoint_forgot_the_job_history_stays_complete(stack: Stack) -> None:
+    job = stack.submit()
+    with stack.client() as c:
+        # No sync at all while it runs, ends, and is dropped by the endpoint.
+        wait_until(lambda: c.status(job.runpod_job_id).terminal, timeout_s=240, every_s=0.5, what="the end")
+
+        def forgotten() -> bool:
+            try:
+                c.status(job.runpod_job_id)
+            except JobNotFound:
+                return True
+            return False
+
+        wait_until(forgotten, timeout_s=RETENTION_S + 60, every_s=0.5, what="the endpoint to forget the job")
+    job = stack.sync(job.id)
+    assert job.status == "COMPLETED"
+    assert_complete_history(stack, job.id)
+    assert job.cost_usd > 0 and job.billed_s > 0
+    with db.session_scope(stack.settings) as s:
+        assert repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
+
+
+def test_restart_and_reconcile(stack: Stack) -> None:
+    job = stack.submit()
+    env = {**stack.endpoint.env, "SYNC_INTERVAL_S": "0.5", "LOCAL_DEVICE": "cpu"}
+    syncer = subprocess.Popen([sys.executable, "-m", "core.syncer"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until(
+            lambda: jobs.get(LOCAL_ACTOR, stack.settings, job.id).last_seq >= 0,
+            timeout_s=180, every_s=0.3, what="the background syncer to store events",
+        )  # fmt: skip
+    finally:
+        os.kill(syncer.pid, signal.SIGKILL)  # the controller dies mid-job
+        syncer.wait()
+    assert jobs.get(LOCAL_ACTOR, stack.settings, job.id).status not in TERMINAL_STATUSES
+    with stack.client() as c:
+        wait_until(lambda: c.status(job.runpod_job_id).terminal, timeout_s=240, every_s=0.5, what="the end")
+    # Back up: one reconcile pass finishes every unfinished job.
+    report = jobs.reconcile(stack.settings)
+    assert not report.errors and report.ended >= 1
+    job = jobs.get(LOCAL_ACTOR, stack.settings, job.id)
+    assert job.status == "COMPLETED"
+    assert_complete_history(stack, job.id)
