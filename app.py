@@ -2,7 +2,13 @@
 
 import streamlit as st
 
+from components import session, sign_in
+
 st.set_page_config(page_title="BrightRun", page_icon=":material/bolt:", layout="wide")
+
+if session.signed_in_actor() is None:  # AUTH=supabase and nobody signed in yet
+    st.navigation([st.Page(sign_in.page, title="Sign in", icon=":material/login:")]).run()
+    st.stop()
 
 pages = {
     "BrightRun": [

@@ -1,6 +1,68 @@
-"""Adapters page."""
+"""Adapters: every version with its base model, dataset, settings, losses and size;
+download as a zip, delete, open in the playground."""
 
 import streamlit as st
 
+from components import session
+from components import widgets as w
+from core import views
+from core.errors import BrightRunError
+
 st.title("Adapters")
-st.info("This page is not built yet: use the `brightrun` command line meanwhile.")
+session.init_state()
+actor, settings = session.actor(), session.settings()
+
+with session.db() as s:
+    rows = views.adapter_rows(actor, s)
+if not rows:
+    st.info("No adapters yet: an adapter appears here when a training job completes.")
+    st.page_link("pages/train.py", label="Train one", icon=":material/model_training:")
+    st.stop()
+
+st.dataframe(
+    [{"adapter": r.label, "base model": r.base_model, "dataset": r.dataset, "settings": r.settings,
+      "final loss": r.final_loss, "eval loss": r.eval_loss, "size": w.size(r.size_bytes),
+      "created": w.when(r.created_at), "job": r.job_id} for r in rows],
+    hide_index=True, width="stretch",
+    column_config={"final loss": st.column_config.NumberColumn(format="%.4f"),
+                   "eval loss": st.column_config.NumberColumn(format="%.4f")},
+)  # fmt: skip
+
+by_id = {r.version_id: r for r in rows}
+vid = st.selectbox("Adapter", list(by_id), format_func=lambda v: by_id[v].label, key="adapters.selected")
+row = by_id[vid]
+st.subheader(row.label)
+st.caption(f"{row.base_model} · dataset {w.plain(row.dataset or '–')} · {row.settings} · {w.size(row.size_bytes)}")
+c1, c2, c3 = st.columns(3)
+
+try:
+    with session.db() as s:
+        filename, data = views.adapter_zip(actor, s, session.store(), vid)
+    c1.download_button("Download zip", data, file_name=filename, mime="application/zip", key="adapters.download")
+except BrightRunError as e:
+    c1.caption(w.plain(e))
+
+if c2.button("Open in playground", key="adapters.playground", disabled=not row.on_volume,
+             help=None if row.on_volume else "this version is not on the inference server's volume"):  # fmt: skip
+    from core import inference
+
+    try:
+        labels = [c.label for c in inference.actor_choices(actor, settings, session.inference())]
+    except BrightRunError:
+        labels = []
+    if row.label in labels:
+        st.session_state["playground.models"] = [labels[0], row.label]  # the base beside it
+    st.switch_page("pages/playground.py")
+
+if c3.button("Delete adapter", key="adapters.delete"):
+    st.session_state["adapters.confirm_delete"] = row.adapter
+    st.rerun()
+if w.confirm("adapters.confirm_delete", f"adapter {row.adapter} and all its versions", row.adapter):
+    try:
+        with session.db() as s:
+            views.delete_adapter(actor, s, session.store(), row.adapter)
+        st.session_state["adapters.confirm_delete"] = None
+        st.toast(f"Deleted {row.adapter}")
+        st.rerun()
+    except BrightRunError as e:
+        st.error(w.plain(e))

@@ -1,6 +1,66 @@
-"""Costs page."""
+"""Costs: spend per month, GPU type, model and job; the budget; Serverless against an
+always-on pod at the utilisation actually had."""
 
 import streamlit as st
 
+from components import charts, session
+from components import widgets as w
+from core import views
+
 st.title("Costs")
-st.info("This page is not built yet: use the `brightrun` command line meanwhile.")
+session.init_state()
+actor, settings = session.actor(), session.settings()
+
+with session.db() as s:
+    options = views.spend_months(actor, s)
+    if st.session_state["costs.month"] not in options:
+        st.session_state["costs.month"] = options[0]
+    month = st.selectbox("Month", options, key="costs.month")
+    sv = views.spend_view(actor, s, settings, month)
+
+c1, c2, c3 = st.columns(3)
+c1.metric(f"Spent in {sv.month}", w.money(sv.month_spend_usd))
+c2.metric("Monthly budget", w.money(sv.monthly_budget_usd))
+c3.metric("Budget used", f"{sv.budget_share:.0%}")
+if sv.budget_share >= 1:
+    st.error("The monthly budget is used up: new jobs are refused until next month or a larger budget.")
+elif sv.budget_share >= 0.8:
+    st.warning("More than 80% of the monthly budget is used.")
+st.plotly_chart(charts.budget_bar(sv.month_spend_usd, sv.monthly_budget_usd), key="costs.budget",
+                config={"displayModeBar": False})  # fmt: skip
+
+if not sv.by_month:
+    st.info("No GPU time recorded yet: costs appear here when jobs finish.")
+    st.stop()
+
+left, right = st.columns(2)
+left.plotly_chart(charts.spend_bars(sv.by_month, "Spend per month"), key="costs.by_month")
+right.plotly_chart(charts.spend_bars(sv.by_gpu or {"–": 0.0}, f"Per GPU type ({sv.month})"), key="costs.by_gpu")
+left.plotly_chart(charts.spend_bars(sv.by_model or {"–": 0.0}, f"Per model ({sv.month})", horizontal=True), key="costs.by_model")
+with right:
+    st.markdown(f"**Per job ({sv.month}, most expensive first)**")
+    st.dataframe(
+        [{"job": j.job_id, "model": j.model, "GPU": j.gpu_type, "GPU time": w.duration(j.seconds),
+          "cost ($)": round(j.usd, 4)} for j in sv.by_job],
+        hide_index=True, width="stretch", column_config={"cost ($)": st.column_config.NumberColumn(format="$%.4f")},
+    )  # fmt: skip
+
+st.subheader("Serverless against an always-on pod")
+cmp = sv.comparison
+if cmp is None:
+    st.caption(f"No GPU time in {sv.month} to compare.")
+    st.stop()
+st.markdown(
+    f"In {sv.month} your jobs kept a GPU busy **{cmp.busy_hours:.2f} h** of the **{cmp.pod_hours_on:.0f} h** "
+    f"so far: a utilisation of **{sv.utilisation:.1%}**. On Serverless ({sv.compared_gpu}, "
+    f"${cmp.serverless_rate_h:.2f}/h while busy) that work costs **{w.money(cmp.serverless_usd)}**; "
+    f"a pod left on all that time at ${cmp.pod_rate_h:.2f}/h would have cost **{w.money(cmp.pod_usd)}**."
+)
+m1, m2, m3 = st.columns(3)
+m1.metric("Serverless", w.money(cmp.serverless_usd))
+m2.metric("Always-on pod", w.money(cmp.pod_usd))
+m3.metric("Break-even utilisation", f"{cmp.break_even_utilisation:.0%}",
+          help="above this share of busy hours an always-on pod is cheaper")  # fmt: skip
+grid = [u / 100 for u in range(1, 101)]
+sl, pod = views.cost_per_busy_hour(cmp.serverless_rate_h, cmp.pod_rate_h, grid)
+st.plotly_chart(charts.serverless_vs_pod(grid, sl, pod, sv.utilisation, cmp.break_even_utilisation), key="costs.pod")

@@ -1,6 +1,63 @@
-"""Jobs page."""
+"""Jobs: the history (filtered, sorted, paginated in the database) and one job's live detail."""
 
 import streamlit as st
 
+from components import jobs as ui
+from components import session
+from components import widgets as w
+from core import views
+from core.errors import BrightRunError
+
 st.title("Jobs")
-st.info("This page is not built yet: use the `brightrun` command line meanwhile.")
+session.init_state()
+actor = session.actor()
+
+selected = st.query_params.get("job") or st.session_state["jobs.selected"]
+
+if selected:
+    if st.button("← All jobs", key="jobs.back"):
+        ui.open_job(None)
+        st.rerun()
+    try:
+        with session.db() as s:
+            detail = views.job_detail(actor, s, selected)
+            log = views.event_log(actor, s, selected)
+    except BrightRunError as e:
+        st.error(w.plain(e))
+        st.stop()
+    job = detail.job
+    st.subheader(f"{job.adapter_name or job.id}")
+    st.caption(f"{job.id} · {job.base_model} · dataset {w.plain(detail.dataset or '–')} · started {w.when(job.started_at)}")
+    ui.actions(detail)
+    st.toggle("Live updates", key="jobs.live", help="refresh the numbers and the chart while the job runs")
+    ui.live(job.id)
+    with st.expander(f"Event log ({len(log)} newest)"):
+        ui.event_log(log)
+    with st.expander("Resolved settings"):
+        st.json(job.spec or {})
+    st.stop()
+
+with session.db() as s:
+    options = views.job_filter_options(actor, s)
+filters, sort, descending, page_size = ui.filter_bar(options)
+try:
+    with session.db() as s:
+        page = views.job_page(actor, s, filters=filters, sort=sort, descending=descending,
+                              page=st.session_state["jobs.page"], page_size=page_size)  # fmt: skip
+except BrightRunError as e:
+    st.error(w.plain(e))
+    st.stop()
+st.session_state["jobs.page"] = page.page
+
+if not page.total:
+    st.info("No jobs match. Launch one on the Train page.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+ui.table(page)
+ui.pager(page)
+choice = st.selectbox("Open a job", [r.id for r in page.rows], index=None, key="jobs.open",
+                      format_func=lambda i: next(f"{r.adapter or r.id} · {r.status} · {i}" for r in page.rows if r.id == i))  # fmt: skip
+if choice:
+    ui.open_job(choice)
+    st.rerun()

@@ -1,14 +1,46 @@
-"""Settings page: what is configured. Secrets show only as set / not set."""
+"""Settings: is each configured part answering, and with what; prices and budgets.
+Secrets show only as set / not set."""
 
 import streamlit as st
 
-from components.session import settings
+from components import session
+from components import widgets as w
+from core import costs, repo, views
 
 st.title("Settings")
-st.caption("Read from the environment and `.env` at start-up; see `.env.example`.")
-view = settings().public_view()
+session.init_state()
+actor, settings = session.actor(), session.settings()
+st.caption("Read from the environment and `.env` at start-up; see `.env.example`. Change them there and restart.")
+
+st.subheader("Health")
+if st.button("Check again", key="settings.recheck"):
+    st.rerun()
+parts = views.health(settings, store=session.store(), runpod=session.runpod(probe=True), inference=session.inference())
+for p in parts:
+    with st.container(border=True):
+        left, right = st.columns([1, 3])
+        left.markdown(f"{'🟢' if p.ok else '🔴'} **{p.part}**")
+        right.text(f"configured: {p.configured}\n{'ok' if p.ok else 'not answering'}: {p.detail}")
+
+st.subheader("Prices and budgets")
+with session.db() as s:
+    limits = repo.user_limits(actor, s, settings)
+c1, c2, c3 = st.columns(3)
+c1.metric("Budget per job", w.money(settings.job_budget_usd))
+c2.metric("Your monthly budget", w.money(limits.monthly_budget_usd))
+c3.metric("Jobs at once", limits.max_concurrent_jobs)
+st.caption(f"New jobs run on {settings.gpu_type}, Serverless {settings.price_tier} tier.")
 st.dataframe(
-    [{"setting": k, "value": v} for k, v in view.items()],
+    [{"GPU type": g.id, "name": g.name, "memory (GB)": g.memory_gb,
+      "Serverless flex ($/h)": round(costs.rate_per_second(g.id, "flex", settings.gpu_prices) * 3600, 2),
+      "Serverless active ($/h)": round(g.active_per_s * 3600, 2), "pod ($/h)": g.pod_per_h,
+      "override": "yes" if g.id in settings.gpu_prices else ""} for g in costs.GPU_TYPES.values()],
+    hide_index=True, width="stretch",
+)  # fmt: skip
+
+st.subheader("All settings")
+st.dataframe(
+    [{"setting": k, "value": v} for k, v in settings.public_view().items()],
     hide_index=True,
     width="stretch",
 )

@@ -1,6 +1,56 @@
-"""Train page."""
+"""Train: dataset, base model and settings; the planner's memory, fit per GPU, time and
+cost update as they change; Launch is disabled with the reason when the plan cannot run."""
 
 import streamlit as st
 
+from components import jobs as jobs_ui
+from components import session
+from components import train as ui
+from components import widgets as w
+from core import datasets, jobs, views
+from core.errors import BrightRunError
+from core.runpod import RunPodError
+
 st.title("Train")
-st.info("This page is not built yet: use the `brightrun` command line meanwhile.")
+session.init_state()
+actor, settings = session.actor(), session.settings()
+
+with session.db() as s:
+    items = [d for d in datasets.list_datasets(actor, s) if d.valid_rows > 0]
+if not items:
+    st.info("Upload a dataset first.")
+    st.page_link("pages/datasets.py", label="Go to Datasets", icon=":material/dataset:")
+    st.stop()
+
+names = {d.id: d.name for d in items}
+c1, c2 = st.columns(2)
+dataset_id = c1.selectbox("Dataset", list(names), format_func=names.get, key="train.dataset")
+models = views.model_options(settings)
+model = c2.selectbox("Base model", models, key="train.model")
+ui.model_card(model, settings.data_dir / "models")
+
+left, right = st.columns([3, 2])
+with left:
+    lora, training, quantization, eval_fraction = ui.settings_form()
+with right:
+    st.subheader("Plan")
+    budget = st.number_input("Budget cap ($)", 0.01, 10_000.0, value=float(settings.job_budget_usd), step=1.0,
+                             key="train.budget", help="the job stops here and keeps what it trained")  # fmt: skip
+    adapter = st.text_input("Adapter name", key="train.adapter_name", placeholder="default: <model>-<dataset>")
+    with session.db() as s:
+        tp = views.train_plan(actor, s, settings, dataset_id=dataset_id, model=model, lora=lora, training=training,
+                              quantization=quantization, eval_fraction=eval_fraction, budget_usd=budget)  # fmt: skip
+    ui.plan_view(tp)
+    for reason in tp.blockers:
+        st.error(w.plain(reason))
+    if st.button("Launch", type="primary", disabled=not tp.can_launch, key="train.launch",
+                 help="; ".join(tp.blockers) or None):  # fmt: skip
+        try:
+            job = jobs.submit(actor, settings, dataset_id=dataset_id, model=model, adapter_name=adapter or None,
+                              lora=lora, training=training, quantization=quantization, eval_fraction=eval_fraction,
+                              budget_usd=budget, client=session.runpod(), store=session.store())  # fmt: skip
+        except (BrightRunError, RunPodError) as e:
+            st.error(w.plain(e))
+        else:
+            jobs_ui.open_job(job.id)
+            st.switch_page("pages/jobs.py")

@@ -27,7 +27,7 @@ def test_settings_page_masks_secrets(data_dir: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("GPU_CLUSTER_API_KEY", "rpa_SECRET_abc123")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("pages/settings.py").run()
-    df = at.dataframe[0].value
+    df = next(d.value for d in at.dataframe if "setting" in d.value.columns)
     row = df[df["setting"] == "gpu_cluster_api_key"]
     assert row["value"].item() == "set"
     assert "SECRET" not in df.to_string()

@@ -1,0 +1,133 @@
+"""Plotly figures built from plain data. Pure functions: no streamlit, no database, so
+every chart can be tested by looking at its traces."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+ACCENT = "#4f46e5"
+EVAL = "#f59e0b"
+MUTED = "#94a3b8"
+BAD = "#dc2626"
+GOOD = "#16a34a"
+
+_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+
+
+def sparkline(values: Sequence[float], *, height: int = 60) -> go.Figure:
+    """A bare line of the loss, for a running job's card."""
+    fig = go.Figure(go.Scatter(y=list(values), mode="lines", line=dict(color=ACCENT, width=2), hoverinfo="y"))
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
+                      xaxis=dict(visible=False), yaxis=dict(visible=False), template="plotly_white")  # fmt: skip
+    return fig
+
+
+def training_curves(
+    step: Sequence[int],
+    loss: Sequence[float | None],
+    eval_step: Sequence[int],
+    eval_loss: Sequence[float],
+    lr: Sequence[float | None],
+    tokens_per_s: Sequence[float | None],
+    *,
+    downsampled: bool = False,
+) -> go.Figure:
+    """Loss and eval loss over steps, with learning rate and tokens/s underneath."""
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.6, 0.2, 0.2],
+                        vertical_spacing=0.06, subplot_titles=("Loss", "Learning rate", "Tokens/s"))  # fmt: skip
+    fig.add_trace(go.Scatter(x=list(step), y=list(loss), name="train loss", mode="lines", line=dict(color=ACCENT)), 1, 1)
+    if eval_step:
+        fig.add_trace(go.Scatter(x=list(eval_step), y=list(eval_loss), name="eval loss",
+                                 mode="lines+markers", line=dict(color=EVAL)), 1, 1)  # fmt: skip
+    fig.add_trace(go.Scatter(x=list(step), y=list(lr), name="learning rate", mode="lines", line=dict(color=MUTED)), 2, 1)
+    fig.add_trace(go.Scatter(x=list(step), y=list(tokens_per_s), name="tokens/s", mode="lines", line=dict(color=GOOD)), 3, 1)
+    fig.update_xaxes(title_text="step", row=3, col=1)
+    title = "Training" + (" (downsampled: bucket means)" if downsampled else "")
+    fig.update_layout(height=520, title=title, legend=dict(orientation="h", y=-0.12), **_LAYOUT)
+    return fig
+
+
+def token_histogram(
+    edges: Sequence[float], counts: Sequence[int], max_length: int, truncated_share: float
+) -> go.Figure:
+    """Rows per token length, the max-length cut-off drawn, bars past it in red."""
+    mids = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    colours = [BAD if m > max_length else ACCENT for m in mids]
+    fig = go.Figure(go.Bar(x=mids, y=list(counts), width=widths, marker_color=colours, name="rows",
+                           hovertemplate="%{x:.0f} tokens: %{y} rows<extra></extra>"))  # fmt: skip
+    fig.add_vline(x=max_length, line=dict(color=BAD, dash="dash"),
+                  annotation_text=f"max length {max_length}: {truncated_share:.1%} of rows truncated",
+                  annotation_position="top right")  # fmt: skip
+    fig.update_layout(height=320, title="Tokens per row (chat template applied)",
+                      xaxis_title="tokens", yaxis_title="rows", bargap=0.02, **_LAYOUT)  # fmt: skip
+    return fig
+
+
+def memory_breakdown(terms: Sequence[tuple[str, float]], device_gib: float | None, device_name: str = "") -> go.Figure:
+    """One stacked bar of the peak memory terms (GiB), with the device's memory marked."""
+    fig = go.Figure()
+    for label, gib in terms:
+        fig.add_trace(go.Bar(y=["peak"], x=[gib], name=label, orientation="h",
+                             hovertemplate=f"{label}: %{{x:.2f}} GiB<extra></extra>"))  # fmt: skip
+    if device_gib:
+        fig.add_vline(x=device_gib, line=dict(color=BAD, dash="dash"),
+                      annotation_text=f"{device_name} {device_gib:.0f} GiB", annotation_position="top")  # fmt: skip
+    fig.update_layout(barmode="stack", height=230, title="Peak GPU memory", xaxis_title="GiB",
+                      legend=dict(orientation="h", y=-0.4), yaxis=dict(visible=False), **_LAYOUT)  # fmt: skip
+    return fig
+
+
+def spend_bars(amounts: Mapping[str, float], title: str, *, horizontal: bool = False) -> go.Figure:
+    keys, values = list(amounts), [round(v, 4) for v in amounts.values()]
+    bar = go.Bar(y=keys, x=values, orientation="h") if horizontal else go.Bar(x=keys, y=values)
+    bar.update(marker_color=ACCENT, hovertemplate="%{label}: $%{value:.2f}<extra></extra>")
+    fig = go.Figure(bar)
+    fig.update_layout(height=300, title=title, **_LAYOUT)
+    if horizontal:
+        fig.update_xaxes(tickprefix="$")
+        fig.update_yaxes(autorange="reversed")
+    else:
+        fig.update_yaxes(tickprefix="$")
+    return fig
+
+
+def budget_bar(spent: float, budget: float) -> go.Figure:
+    """Spend against the budget as one horizontal bar."""
+    colour = BAD if spent > budget else (EVAL if spent > 0.8 * budget else GOOD)
+    fig = go.Figure(go.Bar(x=[spent], y=["spent"], orientation="h", marker_color=colour,
+                           hovertemplate="$%{x:.2f}<extra></extra>"))  # fmt: skip
+    fig.add_vline(x=budget, line=dict(color=MUTED, dash="dash"), annotation_text=f"budget ${budget:,.2f}")
+    fig.update_layout(height=120, xaxis=dict(range=[0, max(budget, spent) * 1.1], tickprefix="$"),
+                      yaxis=dict(visible=False), margin=dict(l=10, r=10, t=20, b=10), template="plotly_white")  # fmt: skip
+    return fig
+
+
+def serverless_vs_pod(
+    utilisations: Sequence[float],
+    serverless_per_busy_h: Sequence[float],
+    pod_per_busy_h: Sequence[float],
+    actual_utilisation: float | None,
+    break_even: float,
+) -> go.Figure:
+    """Dollars per hour of actual training against utilisation: Serverless is flat, a pod
+    costs its rate ÷ utilisation; your utilisation and the break-even are marked."""
+    xs = [u * 100 for u in utilisations]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=xs, y=list(serverless_per_busy_h), name="Serverless (billed while busy)",
+                             mode="lines", line=dict(color=ACCENT, width=3)))  # fmt: skip
+    fig.add_trace(go.Scatter(x=xs, y=list(pod_per_busy_h), name="Always-on pod (billed while on)",
+                             mode="lines", line=dict(color=BAD, width=3)))  # fmt: skip
+    if break_even <= 1:
+        fig.add_vline(x=break_even * 100, line=dict(color=MUTED, dash="dot"),
+                      annotation_text=f"break-even {break_even:.0%}", annotation_position="bottom right")  # fmt: skip
+    if actual_utilisation is not None:
+        fig.add_vline(x=max(actual_utilisation, utilisations[0]) * 100, line=dict(color=GOOD, width=2),
+                      annotation_text=f"your utilisation {actual_utilisation:.1%}", annotation_position="top right")  # fmt: skip
+    fig.update_layout(height=360, title="Cost per hour of actual training", xaxis_title="utilisation (%)",
+                      yaxis=dict(title="$ per busy GPU hour", type="log", tickprefix="$"),
+                      legend=dict(orientation="h", y=-0.25), **_LAYOUT)  # fmt: skip
+    return fig

@@ -1,0 +1,155 @@
+"""Jobs page widgets: the filter bar, the table, and one job's live detail.
+
+The live part is an `st.fragment(run_every=...)`: while the job is unfinished it calls
+`core.jobs.sync` and redraws only the numbers and the chart; when the job ends it reruns
+the page once so the buttons match the new status.
+"""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from components import charts, session
+from components import widgets as w
+from core import jobs, views
+from core.errors import BrightRunError
+from core.models import JOB_STATUSES, TERMINAL_STATUSES
+from core.runpod import RunPodError
+
+
+def filter_bar(options: views.JobFilterOptions) -> tuple[views.JobFilter, str, bool, int]:
+    """Filters, sort and page size from the widgets (keys under `jobs.`)."""
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
+    first = dict(on_change=lambda: st.session_state.update({"jobs.page": 1}))
+    statuses = c1.multiselect("Status", JOB_STATUSES, key="jobs.statuses", format_func=w.status, **first)
+    if st.session_state["jobs.model"] not in ["", *options.models]:
+        st.session_state["jobs.model"] = ""
+    model = c2.selectbox("Model", ["", *options.models], key="jobs.model", format_func=lambda m: m or "any model", **first)
+    ds_ids = ["", *options.datasets]
+    if st.session_state["jobs.dataset"] not in ds_ids:
+        st.session_state["jobs.dataset"] = ""
+    dataset = c3.selectbox("Dataset", ds_ids, key="jobs.dataset", format_func=lambda d: options.datasets.get(d, "any dataset"), **first)
+    search = c4.text_input("Search id or adapter", key="jobs.search", **first)
+    s1, s2, s3 = st.columns([2, 1, 1])
+    sort = s1.selectbox("Sort by", views.JOB_SORTS, key="jobs.sort", **first)
+    descending = s2.toggle("Descending", key="jobs.descending", **first)
+    page_size = s3.selectbox("Rows per page", views.PAGE_SIZES, key="jobs.page_size", **first)
+    return views.JobFilter(tuple(statuses), model, dataset, search), sort, descending, page_size
+
+
+def table(page: views.JobPage) -> None:
+    records = [
+        {"job": r.id, "status": w.status(r.status), "model": r.model, "dataset": r.dataset,
+         "adapter": r.adapter, "started": w.when(r.started), "duration": w.duration(r.duration_s),
+         "cost ($)": round(r.cost_usd, 4), "final loss": r.final_loss, "progress": r.progress}
+        for r in page.rows
+    ]  # fmt: skip
+    st.dataframe(
+        records, hide_index=True, width="stretch",
+        column_config={
+            "cost ($)": st.column_config.NumberColumn(format="$%.4f"),
+            "final loss": st.column_config.NumberColumn(format="%.4f"),
+            "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+        },
+    )  # fmt: skip
+
+
+def pager(page: views.JobPage) -> None:
+    left, mid, right = st.columns([1, 2, 1])
+    if left.button("← Previous page", disabled=page.page <= 1, key="jobs.prev"):
+        st.session_state["jobs.page"] = page.page - 1
+        st.rerun()
+    mid.caption(f"Page {page.page} of {page.pages} · {page.total} job(s)")
+    if right.button("Next page →", disabled=page.page >= page.pages, key="jobs.next"):
+        st.session_state["jobs.page"] = page.page + 1
+        st.rerun()
+
+
+def open_job(job_id: str | None) -> None:
+    st.session_state["jobs.selected"] = job_id
+    if job_id:
+        st.query_params["job"] = job_id
+    else:
+        st.query_params.pop("job", None)
+
+
+def actions(detail: views.JobDetail) -> None:
+    """Cancel, retry and (after a failure) relaunch with the suggested settings."""
+    actor, settings = session.actor(), session.settings()
+    job = detail.job
+    kw = dict(client=session.runpod(), store=session.store())
+    c1, c2, c3 = st.columns(3)
+    try:
+        if detail.can_cancel and c1.button("Cancel job", key="jobs.cancel"):
+            jobs.cancel(actor, settings, job.id, **kw)
+            st.rerun()
+        if detail.can_retry and c2.button("Retry (resume from checkpoint)", key="jobs.retry"):
+            jobs.retry(actor, settings, job.id, **kw)
+            st.rerun()
+        suggested = views.relaunch_settings(job) if job.status == "FAILED" else None
+        if suggested and c3.button("Relaunch with suggested settings", key="jobs.relaunch", type="primary"):
+            new = views.relaunch(actor, settings, job.id, **kw)
+            open_job(new.id)
+            st.rerun()
+    except (BrightRunError, RunPodError) as e:
+        st.error(w.plain(e))
+    if job.status in ("FAILED", "TIMED_OUT") and job.failure_kind:
+        st.error(f"**{w.plain(job.failure_kind.replace('_', ' '))}**: {w.plain(job.failure_message or '')}")
+        if job.failure_suggestion:
+            st.info(f"Suggested fix: {w.plain(job.failure_suggestion)}")
+        if suggested:
+            st.caption("Relaunch uses: " + json.dumps(suggested["training"] | {"quantization": suggested["quantization"]}))
+
+
+def live(job_id: str) -> None:
+    """The job's numbers and curves; refreshes itself while the job runs."""
+    every = session.settings().sync_interval_s
+
+    @st.fragment(run_every=every if st.session_state["jobs.live"] else None)
+    def _live() -> None:
+        actor, settings = session.actor(), session.settings()
+        with session.db() as s:
+            before = views.job_detail(actor, s, job_id).job.status
+        if before not in TERMINAL_STATUSES:
+            try:
+                jobs.sync(actor, settings, job_id, client=session.runpod(), store=session.store())
+            except (RunPodError, BrightRunError) as e:
+                st.warning(f"Could not reach the GPU endpoint; showing what is stored. ({w.plain(e)})")
+        with session.db() as s:
+            d = views.job_detail(actor, s, job_id)
+            series = views.metric_series(actor, s, job_id)
+        if before not in TERMINAL_STATUSES and d.job.status in TERMINAL_STATUSES:
+            st.rerun(scope="app")
+        metrics_row(d)
+        if series.empty:
+            st.info("No training metrics yet: the worker reports them once the model is loaded.")
+        else:
+            st.plotly_chart(charts.training_curves(series.step, series.loss, series.eval_step, series.eval_loss,
+                                                   series.lr, series.tokens_per_s, downsampled=series.downsampled),
+                            key="jobs.chart")  # fmt: skip
+            if series.downsampled:
+                st.caption(f"{series.points:,} logged steps drawn as {len(series.step)} bucket means.")
+
+    _live()
+
+
+def metrics_row(d: views.JobDetail) -> None:
+    job, last = d.job, d.last
+    st.progress(min(1.0, job.progress or 0.0), text=f"{w.status(job.status)} · step {job.step or 0} of {job.total_steps or '?'}")
+    c = st.columns(6)
+    c[0].metric("Loss", w.loss(job.final_loss))
+    c[1].metric("Eval loss", w.loss(job.eval_loss))
+    c[2].metric("Learning rate", f"{last['lr']:.2e}" if isinstance(last.get("lr"), int | float) else "–")
+    c[3].metric("Tokens/s", f"{last['tokens_per_s']:,.0f}" if isinstance(last.get("tokens_per_s"), int | float) else "–")
+    c[4].metric("ETA", jobs.eta_text(job) if job.status not in TERMINAL_STATUSES else "done")
+    budget = f"budget {w.money(job.budget_usd)}" if job.budget_usd else None
+    c[5].metric("Cost" if job.status in TERMINAL_STATUSES else "Live cost", w.money(d.live_cost_usd), help=budget)
+
+
+def event_log(lines: list[views.EventLine]) -> None:
+    st.dataframe(
+        [{"seq": e.seq, "time": w.when(e.time), "event": e.type, "detail": e.summary} for e in lines],
+        hide_index=True, width="stretch",
+    )  # fmt: skip

@@ -1,0 +1,109 @@
+"""Train page widgets: the settings form (grouped, with presets) and the plan it gives.
+
+Defaults come from the job spec's schema (`trainer.spec`); a preset changes only the
+fields it names. Widget keys live under `train.`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from components import charts
+from components import widgets as w
+from core import catalog, views
+from trainer.spec import DataSpec, LoraSpec, TrainingSpec
+
+_L, _T = LoraSpec(), TrainingSpec()
+DEFAULTS: dict[str, Any] = {
+    "train.lora_r": _L.r, "train.lora_alpha": float(_L.alpha), "train.lora_dropout": _L.dropout,
+    "train.epochs": float(_T.epochs or 1.0), "train.learning_rate": _T.learning_rate,
+    "train.lr_scheduler": _T.lr_scheduler, "train.warmup_ratio": _T.warmup_ratio,
+    "train.micro_batch_size": _T.micro_batch_size, "train.grad_accum": _T.grad_accum,
+    "train.max_length": _T.max_length, "train.packing": _T.packing,
+    "train.gradient_checkpointing": _T.gradient_checkpointing, "train.quantization": "nf4",
+    "train.eval_fraction": DataSpec.model_fields["eval_fraction"].default,
+}  # fmt: skip
+PRESETS: dict[str, dict[str, Any]] = {
+    "Quick try": {"train.lora_r": 8, "train.lora_alpha": 16.0, "train.epochs": 1.0, "train.max_length": 1024},
+    "Balanced": {"train.eval_fraction": 0.05},
+    "Thorough": {"train.lora_r": 64, "train.lora_alpha": 128.0, "train.epochs": 3.0, "train.learning_rate": 1e-4,
+                 "train.eval_fraction": 0.1},
+}  # fmt: skip
+
+
+STATE = {**DEFAULTS, **PRESETS["Balanced"]}  # what a new session starts with (see session.init_state)
+
+
+def apply_preset() -> None:
+    st.session_state.update({**DEFAULTS, **PRESETS[st.session_state["train.preset"]]})
+
+
+def model_card(model: str, models_dir: Any) -> None:
+    try:
+        f = catalog.describe(model, local_models_dir=models_dir)
+    except catalog.ModelNotDescribable as e:
+        st.caption(w.plain(e))
+        return
+    total = f.params.total
+    size = f"{total / 1e9:.1f}B" if total >= 1e9 else f"{total / 1e6:.1f}M"
+    moe = f", MoE {f.experts} experts ({f.experts_per_token} active)" if f.is_moe else ""
+    st.caption(f"{f.name} · {size} parameters{moe} · context {f.context_length:,} tokens · licence {f.licence}")
+
+
+def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
+    """(lora, training, quantization, eval_fraction) from the grouped widgets."""
+    st.selectbox("Preset", list(PRESETS), key="train.preset", on_change=apply_preset,
+                 help="sets LoRA and training values; change any of them below")  # fmt: skip
+    with st.expander("LoRA", expanded=True):
+        c = st.columns(4)
+        c[0].number_input("Rank r", 1, 1024, key="train.lora_r", help="8-64 is typical")
+        c[1].number_input("Alpha", 1.0, 4096.0, key="train.lora_alpha", help="twice the rank is typical")
+        c[2].number_input("Dropout", 0.0, 0.9, step=0.01, key="train.lora_dropout")
+        c[3].selectbox("Quantisation", ["nf4", "int8", "none"], key="train.quantization",
+                       help="nf4: QLoRA, the base model in 4 bits (least memory)")  # fmt: skip
+    with st.expander("Training", expanded=True):
+        c = st.columns(4)
+        c[0].number_input("Epochs", 0.1, 100.0, step=0.5, key="train.epochs")
+        c[1].number_input("Learning rate", 1e-6, 0.5, format="%.1e", step=1e-5, key="train.learning_rate")
+        c[2].number_input("Max length (tokens)", 16, 262144, step=256, key="train.max_length")
+        c[3].number_input("Hold out for eval", 0.0, 0.5, step=0.05, key="train.eval_fraction",
+                          help="share of rows scored for eval loss")  # fmt: skip
+        c = st.columns(4)
+        c[0].number_input("Micro-batch", 1, 256, key="train.micro_batch_size")
+        c[1].number_input("Gradient accumulation", 1, 1024, key="train.grad_accum")
+        c[2].selectbox("Schedule", ["cosine", "linear", "constant", "constant_with_warmup"], key="train.lr_scheduler")
+        c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
+        c = st.columns(2)
+        c[0].toggle("Packing", key="train.packing", help="several rows per sequence, no cross-row attention")
+        c[1].toggle("Gradient checkpointing", key="train.gradient_checkpointing", help="less memory, ~30% slower")
+    ss = st.session_state
+    lora = {"r": int(ss["train.lora_r"]), "alpha": float(ss["train.lora_alpha"]), "dropout": float(ss["train.lora_dropout"])}
+    training = {k: ss[f"train.{k}"] for k in ("epochs", "learning_rate", "lr_scheduler", "warmup_ratio", "micro_batch_size",
+                                              "grad_accum", "max_length", "packing", "gradient_checkpointing")}  # fmt: skip
+    return lora, training, ss["train.quantization"], float(ss["train.eval_fraction"])
+
+
+def plan_view(tp: views.TrainPlan) -> None:
+    if tp.plan is None:
+        return
+    gib = tp.plan.verdict(tp.gpu).memory_bytes / 2**30
+    st.plotly_chart(charts.memory_breakdown(tp.memory_terms, gib, tp.gpu), key="train.memory")
+    c = st.columns(3)
+    c[0].metric("Peak memory", f"{tp.plan.memory.total_bytes / 2**30:.1f} GiB")
+    if tp.time is not None:
+        c[1].metric("Training time", f"{w.duration(tp.time.seconds_low)} – {w.duration(tp.time.seconds_high)}")
+    if tp.cost is not None:
+        c[2].metric("Cost", f"{w.money(tp.cost.usd_low)} – {w.money(tp.cost.usd_high)}", help=tp.pricing_note)
+    st.caption(f"Priced as: {tp.pricing_note}")
+    if tp.budget_message:
+        st.caption(w.plain(tp.budget_message))
+    st.dataframe(
+        [{"GPU": v.name, "verdict": {"fits": "✅ fits", "tight": "⚠️ tight", "does_not_fit": "❌ does not fit"}[v.verdict],
+          "needs (GiB)": round(v.need_bytes / 2**30, 1), "has (GiB)": round(v.memory_bytes / 2**30, 1),
+          "suggestion": v.suggestion or ""} for v in tp.plan.verdicts],
+        hide_index=True, width="stretch",
+    )  # fmt: skip
+    for note in tp.notes:
+        st.caption(w.plain(note))

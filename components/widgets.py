@@ -1,0 +1,105 @@
+"""Small reusable widgets and the text formats every page shares.
+
+User data (dataset rows, messages, file names, error messages carrying them) is always
+shown as text (`st.text`, `st.code`, dataframes), never as markdown or HTML.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import streamlit as st
+
+STATUS_ICONS = {
+    "QUEUED": "⏳", "IN_QUEUE": "⏳", "IN_PROGRESS": "🔄", "COMPLETED": "✅",
+    "FAILED": "❌", "CANCELLED": "⏹️", "TIMED_OUT": "⌛",
+}  # fmt: skip
+ROLE_AVATARS = {"system": "⚙️", "user": "user", "assistant": "assistant", "tool": "🔧"}
+
+
+def money(usd: float | None) -> str:
+    if usd is None:
+        return "–"
+    return f"${usd:,.4f}" if 0 < abs(usd) < 0.01 else f"${usd:,.2f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h {m:02d}m"
+    return f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def when(t: dt.datetime | None) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if t else "–"
+
+
+def loss(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
+def status(s: str) -> str:
+    return f"{STATUS_ICONS.get(s, '')} {s}".strip()
+
+
+def chat_bubbles(row: Mapping[str, Any]) -> None:
+    """A normalised row as chat bubbles; contents shown as plain text only."""
+    if "text" in row:
+        with st.chat_message("assistant", avatar="📄"):
+            st.caption("text (loss on every token)")
+            st.text(row["text"])
+        return
+    for m in row.get("messages", []):
+        role = str(m.get("role", ""))
+        with st.chat_message(role if role in ("user", "assistant") else "ai", avatar=ROLE_AVATARS.get(role)):
+            st.caption(role)
+            st.text(str(m.get("content", "")))
+
+
+def problems_table(examples: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> None:
+    """Problems grouped by kind, each with its offending rows."""
+    for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        rows = [e for e in examples if e.get("kind") == kind]
+        with st.expander(f"{kind.replace('_', ' ')}: {n} row(s)", expanded=len(counts) == 1):
+            st.dataframe(
+                [{"row": e["row"], "field": e.get("field", ""), "problem": e["message"]} for e in rows],
+                hide_index=True, width="stretch",
+            )  # fmt: skip
+            if n > len(rows):
+                st.caption(f"showing the first {len(rows)} of {n}")
+
+
+def confirm(key: str, what: str, target: str) -> bool:
+    """Two-step confirmation stored under `key`: True when the user confirmed `target`."""
+    if st.session_state.get(key) != target:
+        return False
+    st.warning(f"Delete {plain(what)}? This cannot be undone.", icon="⚠️")
+    yes, no = st.columns(2)
+    if no.button("Keep it", key=f"{key}.no.{target}"):
+        st.session_state[key] = None
+        st.rerun()
+    return yes.button(f"Yes, delete {plain(what)}", key=f"{key}.yes.{target}", type="primary")
+
+
+_MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")
+
+
+def plain(text: object) -> str:
+    """`text` escaped for places that render markdown (labels, st.error): shown literally."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in str(text))
