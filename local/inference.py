@@ -308,9 +308,15 @@ class Engine:
             else:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=internal)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
-            # A failed load may leave a half-registered adapter behind; drop it.
-            if isinstance(self.model, PeftModel) and internal in self.model.peft_config:
-                self._peft_delete(internal)
+            # A failed load can leave LoRA layers injected (with their random initial
+            # weights) in the base: take them out, so the base and the other adapters
+            # answer exactly as before.
+            if isinstance(self.model, PeftModel):
+                if internal in self.model.peft_config:
+                    self._peft_delete(internal)
+                _drop_adapter_layers(self.model, internal)
+            else:
+                _strip_lora_layers(self.model)
             raise _bad(f"adapter '{name}' at {path} could not be loaded: {e}", "lora_path") from e
         self.model.eval()
 
@@ -321,6 +327,7 @@ class Engine:
             return
         if set(self.model.peft_config) <= {internal}:
             self.model = self.model.unload()  # the last adapter: back to the plain base
+            _strip_lora_layers(self.model)
         else:
             self.model.delete_adapter(internal)
         self.model.eval()
@@ -469,6 +476,30 @@ class Engine:
             return self.model.disable_adapter()
         self.model.set_adapter(internal)
         return nullcontext()
+
+
+def _strip_lora_layers(model: Any) -> None:
+    """Put every LoRA-wrapped module of a plain (non-PEFT) model back to its base layer and
+    drop the adapter config peft left on it (else the next adapter would inherit it)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in vars(model):
+            delattr(model, attr)
+
+
+def _drop_adapter_layers(model: Any, internal: str) -> None:
+    """Remove one adapter's weights from every LoRA layer that still holds them."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer) and internal in getattr(module, "lora_A", {}):
+            module.delete_adapter(internal)
 
 
 def _text_content(content: str | list[dict[str, Any]] | None) -> str:

@@ -13,6 +13,7 @@ import pytest
 from core.errors import InvalidInput
 from core.inference import (
     AdapterBaseMismatch,
+    AdapterLoadFailed,
     InferenceAuthError,
     InferenceClient,
     InferenceUnavailable,
@@ -299,3 +300,36 @@ def test_conversation_export_is_one_chat_dataset_row_per_model() -> None:
     assert [r["model"] for r in rows] == ["base", "bot"]
     assert rows[1]["label"] == "support-bot v1"
     assert [m["content"] for m in rows[0]["messages"]] == ["be brief", "hi", "hello", "and you?", "fine"]
+
+
+def test_a_broken_adapter_is_refused_and_leaves_the_server_serving(
+    client: InferenceClient, server: Server, adapters: dict[str, Path], tmp_path: Path, unique_name: str
+) -> None:
+    from tests.inference.conftest import make_adapter
+    from trainer.tiny import build_tiny_chat_model
+
+    base_before = client.chat(server.base, HI, GREEDY).text
+    wrong_modules = tmp_path / "wrong-modules"
+    shutil.copytree(adapters["a"], wrong_modules)
+    cfg = json.loads((wrong_modules / "adapter_config.json").read_text())
+    (wrong_modules / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["no_such_proj"]}))
+    # Same recorded base name, but weights of another shape (a narrower model).
+    narrow = build_tiny_chat_model(tmp_path / "narrow", hidden_size=32)
+    wrong_shape = make_adapter(narrow, tmp_path / "wrong-shape", base_name=server.base)
+    good = f"{unique_name}-good"
+    for with_another_loaded in (False, True):  # the plain base, then a PEFT-wrapped one
+        if with_another_loaded:
+            client.load_adapter(good, str(adapters["a"]))
+            good_before = client.chat(good, HI, GREEDY).text
+        for folder in (wrong_modules, wrong_shape):
+            with pytest.raises(AdapterLoadFailed, match="could not be loaded"):
+                client.load_adapter(unique_name, str(folder))
+            assert unique_name not in {m.id for m in client.models()}
+        assert client.chat(server.base, HI, GREEDY).text == base_before
+        if with_another_loaded:
+            assert client.chat(good, HI, GREEDY).text == good_before
+    client.load_adapter(unique_name, str(adapters["b"]))  # a good one still loads
+    assert client.chat(unique_name, HI, GREEDY).text != base_before
+    client.unload_adapter(unique_name)
+    client.unload_adapter(good)
+    assert client.chat(server.base, HI, GREEDY).text == base_before
