@@ -59,6 +59,7 @@ RUNPOD_SERVERLESS_BASE = "https://api.runpod.ai/v2"
 
 VOLUME_MOUNT = "/runpod-volume"
 ADAPTERS_ON_VOLUME = f"{VOLUME_MOUNT}/adapters"
+HF_HOME_ON_VOLUME = f"{VOLUME_MOUNT}/huggingface"  # the trainer image's own HF_HOME
 # RunPod gives a new endpoint this execution timeout; the SDK's create_endpoint cannot set
 # another, so deploy sets it right after creating one.
 RUNPOD_DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
@@ -295,7 +296,7 @@ def desired_state(config: DeployConfig) -> Desired:
         "MODEL_CACHE_DIR": f"{VOLUME_MOUNT}/models",
         "CHECKPOINT_DIR": f"{VOLUME_MOUNT}/checkpoints",
         "ADAPTER_DIR": ADAPTERS_ON_VOLUME,
-        "HF_HOME": f"{VOLUME_MOUNT}/hf",
+        "HF_HOME": HF_HOME_ON_VOLUME,
     }
     if config.hf_secret:
         trainer_env["HF_TOKEN"] = _secret_ref(config.hf_secret)
@@ -327,7 +328,6 @@ def desired_state(config: DeployConfig) -> Desired:
         vllm_env = {
             "MODEL_NAME": config.vllm_model,
             "BASE_PATH": VOLUME_MOUNT,
-            "HF_HOME": f"{VOLUME_MOUNT}/hf",
             "ENABLE_LORA": "true",
             "MAX_LORA_RANK": str(config.max_lora_rank),
             "MAX_LORAS": str(config.max_loras),

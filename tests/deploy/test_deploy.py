@@ -10,6 +10,7 @@ anywhere they should not.
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -37,7 +38,7 @@ TRAINER_ENV = {
     "MODEL_CACHE_DIR": "/runpod-volume/models",
     "CHECKPOINT_DIR": "/runpod-volume/checkpoints",
     "ADAPTER_DIR": "/runpod-volume/adapters",
-    "HF_HOME": "/runpod-volume/hf",
+    "HF_HOME": "/runpod-volume/huggingface",
     "HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}",
 }
 ENV_BEFORE = """\
@@ -352,3 +353,13 @@ def test_workers_only_land_on_hosts_whose_driver_runs_the_image(deploy, fake):
     result = deploy("--min-cuda", "12.4")
     assert result.exit_code == 0, result.output
     assert _one(fake.endpoints, name="brightrun-trainer")["allowedCudaVersions"].startswith("12.4,")
+
+
+def test_the_template_and_the_image_agree_on_hf_home():
+    from core.deploy import HF_HOME_ON_VOLUME
+    from tests.conftest import ROOT
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    m = re.search(r"HF_HOME=(\S+)", dockerfile)
+    assert m, "the Dockerfile sets HF_HOME on the volume"
+    assert m.group(1) == HF_HOME_ON_VOLUME == TRAINER_ENV["HF_HOME"]
