@@ -47,6 +47,7 @@ from core.cli import dataset as _dataset  # noqa: E402
 from core.cli import db as _db  # noqa: E402
 from core.cli import deploy as _deploy  # noqa: E402
 from core.cli import jobs as _jobs  # noqa: E402
+from core.cli import plan as _plan  # noqa: E402
 
 app.add_typer(_db.app, name="db")
 app.add_typer(_dataset.app, name="dataset")
@@ -55,6 +56,7 @@ app.add_typer(_jobs.app, name="jobs")
 app.command("train")(_jobs.train)
 app.command("sync")(_jobs.sync_command)
 app.command("chat")(_chat.chat)
+app.command("plan")(_plan.plan)
 
 
 def main() -> None:

@@ -1,0 +1,200 @@
+"""`brightrun plan`: will a job fit, how long will it take, what will it cost.
+
+    brightrun plan --model M [--quant nf4] [--max-length N] [--batch B] [--lora-r R]
+                   [--gpu G] [--dataset ID | --rows N --tokens N] [--budget USD] [--json]
+
+Settings not given take the job spec's defaults. Token statistics come from a stored
+dataset (`--dataset`) or from `--rows` and `--tokens` (mean tokens per row); without
+them only memory and verdicts are printed. Exits 2 when the model cannot be estimated or
+a setting is invalid (the reason is printed).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+GIB = 1 << 30
+
+
+def _spec(model: str, **given: Any) -> Any:
+    from trainer.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
+
+    lora = {k: v for k, v in given.items() if k in LoraSpec.model_fields and v is not None}
+    training = {k: v for k, v in given.items() if k in TrainingSpec.model_fields and v is not None}
+    top = {k: v for k, v in given.items() if k == "quantization" and v is not None}
+    return JobSpec(
+        job_id="plan",
+        model=ModelSpec(name_or_path=model),
+        data=DataSpec(train_path="plan"),
+        output=OutputSpec(adapter_name="plan"),
+        lora=LoraSpec(**lora),
+        training=TrainingSpec(**training),
+        **top,
+    )
+
+
+def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
+    from core import datasets
+    from core.db import session_scope, upgrade
+    from core.estimate import token_stats_from_report
+    from core.users import LOCAL_ACTOR
+
+    upgrade(settings)
+    with session_scope(settings) as session:
+        ds = datasets.get_dataset(LOCAL_ACTOR, session, dataset_id)
+        stats, valid = dict(ds.stats or {}), ds.valid_rows
+    tokens = token_stats_from_report(stats, valid)
+    if tokens is None:
+        raise typer.BadParameter(
+            f"dataset {dataset_id} has no token statistics (its tokenizer was not available "
+            "when it was added); pass --rows and --tokens instead",
+            param_hint="--dataset",
+        )
+    return tokens
+
+
+def _hours(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
+    m = p.model
+    typer.echo(
+        f"{m.id}  ({m.model_type}, {m.params.total / 1e9:.2f}B parameters, "
+        f"{m.params.active / 1e9:.2f}B active per token, context {m.context_length:,})"
+    )
+    s = p.settings
+    targets = s["lora_targets"] if isinstance(s["lora_targets"], str) else ",".join(s["lora_targets"])
+    typer.echo(
+        f"settings: {s['quantization']}, LoRA r{s['lora_r']} on {targets} "
+        f"({s['lora_params'] / 1e6:.1f}M trainable{', + routed experts' if s['lora_on_experts'] else ''}), "
+        f"micro-batch {s['micro_batch_size']} x {s['max_length']} tokens, grad accum "
+        f"{s['grad_accum']}, gradient checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, "
+        f"batching {s['packing']}"
+    )
+    mem = p.memory
+    typer.echo(f"\npeak GPU memory: {mem.total_bytes / GIB:.2f} GiB (peak at the {mem.peak_moment})")
+    for t in mem.terms:
+        typer.echo(f"  {t.label:34s} {t.bytes / GIB:8.2f} GiB  {t.detail}")
+    typer.echo("\nper GPU type:")
+    for v in p.verdicts:
+        line = (f"  {v.name:18s} {v.memory_bytes / GIB:6.1f} GiB  "
+                f"{v.verdict.replace('_', ' '):13s}")
+        if v.suggestion:
+            line += f"  try: {v.suggestion}"
+        typer.echo(line)
+    if p.times:
+        t0 = p.times[0]
+        typer.echo(
+            f"\ntime and cost ({tokens.rows:,} rows x {tokens.mean_tokens:,.0f} tokens, "
+            f"{t0.training_tokens:,} training tokens):"
+        )
+        for t, c in zip(p.times, p.costs, strict=True):
+            basis = "measured" if t.utilisation is None else f"utilisation {t.utilisation:.0%}"
+            typer.echo(
+                f"  {t.gpu:16s} {_hours(t.seconds):>8s} ({_hours(t.seconds_low)}-"
+                f"{_hours(t.seconds_high)}, {basis}) + cold start {_hours(t.cold_start_low_s)}-"
+                f"{_hours(t.cold_start_high_s)}   ${c.usd_low:,.2f}-${c.usd_high:,.2f}"
+            )
+    if p.recommended_gpu:
+        typer.echo(f"\nrecommended GPU: {p.recommended_gpu}")
+    if budget is not None:
+        typer.echo(f"budget: {budget.message}")
+    if timeout_ms is not None:
+        typer.echo(f"RunPod executionTimeout: {timeout_ms} ms ({_hours(timeout_ms / 1000)})")
+    if p.notes:
+        typer.echo("\nnotes:")
+        for n in p.notes:
+            typer.echo(f"  - {n}")
+
+
+def plan(
+    model: str = typer.Option(..., "--model", help="catalog id, brightrun/tiny-chat, a model "
+                              "folder, or a hub id whose config.json is in the local cache"),
+    quant: str | None = typer.Option(None, "--quant", help="nf4, int8 or none (default: the "
+                                     "job spec's, nf4)"),
+    max_length: int | None = typer.Option(None, "--max-length", help="tokens per row"),
+    batch: int | None = typer.Option(None, "--batch", help="micro-batch size (rows per step)"),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="micro-batches per step"),
+    lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank"),
+    targets: str | None = typer.Option(None, "--targets", help="LoRA target modules, comma "
+                                       "separated, or all-linear"),
+    lora_on_experts: bool | None = typer.Option(None, "--lora-on-experts/--no-lora-on-experts",
+                                                help="MoE: also adapt the routed experts"),
+    checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing/"
+                                              "--no-gradient-checkpointing",
+                                              help="recompute activations in backward"),
+    packing: bool | None = typer.Option(None, "--packing/--no-packing", help="pack samples"),
+    epochs: float | None = typer.Option(None, "--epochs", help="passes over the data"),
+    gpu: list[str] | None = typer.Option(None, "--gpu", help="GPU type id (repeatable; "
+                                         "default: every type in the price table)"),
+    dataset: str | None = typer.Option(None, "--dataset", help="stored dataset id: token "
+                                       "statistics from its report"),
+    rows: int | None = typer.Option(None, "--rows", help="training rows (with --tokens)"),
+    tokens: float | None = typer.Option(None, "--tokens", help="mean tokens per row"),
+    measured: list[float] | None = typer.Option(None, "--measured", help="tokens/s finished "
+                                                "jobs of this model achieved on --gpu "
+                                                "(repeatable; the median replaces the formula)"),
+    budget: float | None = typer.Option(None, "--budget", help="job budget in USD: check it "
+                                        "and print the RunPod executionTimeout"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """Peak GPU memory term by term, fits / tight / does not fit per GPU type (with a
+    suggestion), and with token statistics the training time and cost per GPU."""
+    from core import catalog, estimate
+    from core.errors import InvalidInput
+    from core.settings import load_settings
+
+    settings = load_settings()
+    target_list: Any = None
+    if targets:
+        target_list = "all-linear" if targets == "all-linear" else [
+            t.strip() for t in targets.split(",") if t.strip()
+        ]
+    try:
+        spec = _spec(
+            model, quantization=quant, max_length=max_length, micro_batch_size=batch,
+            grad_accum=grad_accum, r=lora_r, target_modules=target_list,
+            lora_on_experts=lora_on_experts, gradient_checkpointing=checkpointing,
+            packing=packing, epochs=epochs,
+        )  # fmt: skip
+        facts = catalog.describe(model, local_models_dir=settings.data_dir / "models")
+        stats = None
+        if dataset:
+            stats = _dataset_tokens(dataset, settings)
+        elif rows is not None or tokens is not None:
+            if rows is None or tokens is None:
+                raise InvalidInput("give both --rows and --tokens (mean tokens per row)")
+            stats = estimate.TokenStats(rows=rows, mean_tokens=tokens)
+        gpus = list(gpu) if gpu else None
+        meas = {gpus[0]: list(measured)} if measured and gpus else None
+        if measured and not gpus:
+            raise InvalidInput("--measured needs --gpu: throughput is per GPU type")
+        p = estimate.plan(
+            spec, facts, tokens=stats, gpus=gpus, measured=meas, tier=settings.price_tier,
+            price_overrides=settings.gpu_prices,
+        )
+    except (InvalidInput, ValueError) as e:  # ValidationError is a ValueError
+        typer.echo(f"cannot plan: {e}", err=True)
+        raise typer.Exit(2) from None
+    check = timeout = None
+    if budget is not None and p.costs:
+        cost = next(c for c in p.costs if c.gpu == (p.recommended_gpu or p.costs[0].gpu))
+        check = estimate.check_budget(cost, budget)
+        tm = next(t for t in p.times if t.gpu == cost.gpu)
+        timeout = estimate.execution_timeout_ms(tm, budget, cost.rate_per_s)
+    if as_json:
+        out = p.to_dict()
+        if check is not None:
+            out["budget"] = {"ok": check.ok, "level": check.level, "message": check.message,
+                             "execution_timeout_ms": timeout}
+        typer.echo(json.dumps(out, default=str))
+        return
+    _print(p, check, timeout, stats)

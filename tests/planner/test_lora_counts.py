@@ -1,0 +1,117 @@
+"""LoRA parameter counts: the planner's count equals what PEFT creates on the same model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.catalog import CATALOG, describe, facts_from_config
+from core.errors import InvalidInput
+from core.estimate import TrainerFacts, expert_lora_params, lora_count, peft_lora_params
+from tests.planner.conftest import make_spec, meta_model, peft_trainable
+from trainer import arch
+
+R = 8
+
+
+@pytest.mark.parametrize("model_id", list(CATALOG))
+@pytest.mark.parametrize("which", ["trainer default", "all-linear"])
+def test_lora_parameters_match_peft(model_id: str, which: str) -> None:
+    facts = describe(model_id)
+    if which == "all-linear":
+        targets = "all-linear"
+    else:
+        targets = arch.resolve_lora_targets(arch.capabilities(facts.config), "all-linear", False)
+    expected = peft_trainable(facts.config, r=R, lora_alpha=16, target_modules=targets)
+    assert peft_lora_params(facts, targets, R).params == expected
+
+
+@pytest.mark.parametrize(
+    ("model_id", "lora"),
+    [
+        ("Qwen/Qwen2.5-0.5B-Instruct", {"target_modules": ["q_proj", "v_proj"]}),
+        ("Qwen/Qwen2.5-0.5B-Instruct", {"target_modules": ["lm_head", "q_proj"]}),  # tied head
+        ("Qwen/Qwen2.5-0.5B-Instruct", {"target_modules": ["q_proj", "down_proj"],
+                                        "use_dora": True}),
+        ("Qwen/Qwen3-30B-A3B", {"target_modules": ["q_proj"],
+                                "target_parameters": ["mlp.experts.gate_up_proj",
+                                                      "mlp.experts.down_proj"]}),
+        ("Qwen/Qwen3-30B-A3B", {"target_modules": ["q_proj", "gate"]}),  # the router
+        ("Qwen/Qwen3-Next-80B-A3B-Instruct",
+         {"target_modules": ["q_proj", "shared_expert.gate_proj", "shared_expert.up_proj"]}),
+    ],
+)
+def test_special_targets_match_peft(model_id: str, lora: dict) -> None:
+    facts = describe(model_id)
+    expected = peft_trainable(facts.config, r=R, lora_alpha=16, **lora)
+    got = peft_lora_params(
+        facts, lora["target_modules"], R,
+        target_parameters=lora.get("target_parameters", ()), use_dora=lora.get("use_dora", False),
+    )
+    assert got.params == expected
+
+
+def test_peft_moves_expert_names_off_the_shared_expert_and_says_so() -> None:
+    """On qwen3_next, "shared_expert.gate_proj" adapts every routed expert (PEFT 0.21)."""
+    facts = describe("Qwen/Qwen3-Next-80B-A3B-Instruct")
+    got = peft_lora_params(facts, ["shared_expert.gate_proj", "shared_expert.up_proj"], R)
+    assert set(got.by_target) == {"experts.gate_up_proj"}
+    assert any("not onto the shared expert" in n for n in got.notes)
+
+
+def test_half_of_a_fused_pair_is_refused_like_peft_refuses_it() -> None:
+    facts = describe("Qwen/Qwen3-30B-A3B")
+    with pytest.raises(ValueError, match="without also targeting"):
+        peft_trainable(facts.config, r=R, target_modules=["q_proj", "gate_proj"])
+    with pytest.raises(InvalidInput, match="'gate_proj' without 'up_proj'"):
+        peft_lora_params(facts, ["q_proj", "gate_proj"], R)
+
+
+def test_targets_matching_nothing_name_the_linear_layers() -> None:
+    with pytest.raises(InvalidInput, match="q_proj"):
+        peft_lora_params(describe("Qwen/Qwen3-8B"), ["attention.wq"], R)
+
+
+def test_the_trainers_expert_lora_is_sized_like_trainer_moe_facts() -> None:
+    moe_facts = pytest.importorskip("trainer.moe_facts")
+    for model_id in ("Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-Next-80B-A3B-Instruct"):
+        facts = describe(model_id)
+        assert expert_lora_params(facts, 16) == moe_facts.expert_lora_params(facts.config, 16)
+
+
+def test_expert_lora_needs_nf4_and_is_counted_with_it() -> None:
+    facts = describe("Qwen/Qwen3-Next-80B-A3B-Instruct")
+    forced = TrainerFacts(expert_lora_by_trainer=True, experts_quantized=True)
+    on = make_spec(facts.id, "nf4", lora={"r": 16, "lora_on_experts": True})
+    off = make_spec(facts.id, "nf4", lora={"r": 16})
+    extra = lora_count(on, facts, forced).params - lora_count(off, facts, forced).params
+    assert extra == expert_lora_params(facts, 16)
+    with pytest.raises(InvalidInput, match="needs quantization 'nf4'"):
+        lora_count(make_spec(facts.id, "none", lora={"lora_on_experts": True}), facts, forced)
+
+
+def test_with_nf4_experts_peft_adapts_only_what_the_planner_says(tmp_path) -> None:
+    """The trainer's NF4 experts replace the fused parameters PEFT would wrap."""
+    moe = pytest.importorskip("trainer.moe")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = {
+        "model_type": "qwen3_next", "architectures": ["Qwen3NextForCausalLM"],
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 256,
+        "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+        "shared_expert_intermediate_size": 32, "linear_num_key_heads": 2,
+        "linear_key_head_dim": 16, "linear_num_value_heads": 4, "linear_value_head_dim": 16,
+        "linear_conv_kernel_dim": 4, "full_attention_interval": 4, "tie_word_embeddings": False,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    facts = facts_from_config(cfg, id="tiny-next")
+    targets = arch.resolve_lora_targets(arch.capabilities(cfg), "all-linear", False)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+    moe.quantize_experts(model)
+    pm = get_peft_model(model, LoraConfig(r=4, target_modules=targets, task_type="CAUSAL_LM"))
+    got = peft_lora_params(facts, targets, 4, experts_are_parameters=False)
+    assert got.params == pm.get_nb_trainable_parameters()[0]
+    assert meta_model(cfg) is not None
