@@ -333,3 +333,21 @@ def test_a_broken_adapter_is_refused_and_leaves_the_server_serving(
     client.unload_adapter(unique_name)
     client.unload_adapter(good)
     assert client.chat(server.base, HI, GREEDY).text == base_before
+
+
+def test_generation_stops_when_the_reader_goes_away(tiny_model: Path) -> None:
+    """What the server does when a streaming client disconnects: the generation thread sees
+    the cancel flag at the next token, ends with finish reason `abort` and frees the lock."""
+    from local.inference import ChatRequest, Engine
+
+    engine = Engine(base=str(tiny_model), served_name="tiny", device="cpu")
+    req = ChatRequest(model="tiny", messages=HI, max_tokens=500, temperature=1.0, seed=1)
+    cancel = threading.Event()
+    deltas = []
+    for d in engine.generate(engine.prepare(req), cancel):
+        deltas.append(d)
+        if len(deltas) == 3:
+            cancel.set()
+    assert deltas[-1].finish_reason == "abort"
+    assert deltas[-1].completion_tokens < 20
+    assert engine.lock.acquire(blocking=False)
