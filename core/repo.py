@@ -707,9 +707,10 @@ def list_adapters(actor: Actor, session: Session) -> list[Adapter]:
 def delete_adapter(actor: Actor, session: Session, name_or_id: str) -> Adapter:
     """Soft-delete an adapter and all its versions (the caller removes stored files)."""
     adapter = get_adapter(actor, session, name_or_id)
+    versions = list_versions(actor, session, adapter.id)  # before the adapter reads as deleted
     now = utcnow()
     adapter.deleted_at = now
-    for v in list_versions(actor, session, adapter.id):
+    for v in versions:
         v.deleted_at = now
     session.flush()
     return adapter
