@@ -30,7 +30,7 @@ import io
 import math
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
@@ -386,6 +386,8 @@ def relaunch_settings(job: Job) -> dict[str, Any] | None:
         from core.jobs import oom_settings
 
         lighter = oom_settings(spec)
+        if lighter is None:  # nothing lighter is left: a bigger GPU or a smaller model
+            return None
         training = {k: v for k, v in dict(lighter.get("training") or training).items() if k != "time_limit_s"}
         quant = lighter.get("quantization", quant)
     elif kind == "diverged":
@@ -683,10 +685,11 @@ def train_plan(
 ) -> TrainPlan:
     """Plan a job with these settings against the planner, the budget and the quotas.
 
-    Launch is blocked (with the reason) when: no dataset or no valid rows; a setting the
-    spec refuses; a model the planner cannot describe; the plan does not fit the GPU the job
-    runs on; even the low cost estimate is over the budget; the budget buys under a minute;
-    or the month's budget or the concurrent-job limit leaves no room.
+    Launch is blocked (with the reason) exactly where `core.jobs.submit` would refuse: no
+    dataset or no valid rows; a setting the spec refuses; the plan does not fit the GPU the
+    job is priced as; even the low cost estimate is over the budget; the budget buys under a
+    minute; the month's budget or the concurrent-job limit leaves no room. A model the
+    planner cannot describe gets a note, not a block (the budget cap still stops the job).
     """
     from core import catalog, estimate, jobs
     from core.errors import QuotaExceeded
@@ -698,65 +701,60 @@ def train_plan(
     except InvalidInput as e:
         return TrainPlan(settings.gpu_type, "", None, [], None, None, "", [str(e)], [])
     gpu = pricing.priced_as
-    empty = TrainPlan(gpu, pricing.note, None, [], None, None, "", blockers, notes)
-    ds = None
-    if not dataset_id:
+    ds = repo.get_dataset(actor, session, dataset_id) if dataset_id else None
+    if ds is None:
         blockers.append("choose a dataset (upload one on the Datasets page)")
-    else:
-        ds = repo.get_dataset(actor, session, dataset_id)
-        if ds.valid_rows <= 0 or not ds.normalized_key:
-            blockers.append(f"dataset {ds.name!r} has no valid rows to train on")
-    try:
-        spec = jobs.build_spec(job_id="job-preview", model=model, adapter_name=adapter_name or "preview",
-                               lora=lora, training=training, quantization=quantization, eval_fraction=eval_fraction)  # fmt: skip
-    except InvalidInput as e:
-        blockers.append(str(e))
-        return empty
-    try:
-        facts = catalog.describe(model, local_models_dir=settings.data_dir / "models")
-    except InvalidInput as e:
-        blockers.append(str(e))
-        return empty
-    if spec.training.max_length > facts.context_length:
-        blockers.append(f"max length {spec.training.max_length} is beyond {model}'s context of {facts.context_length} tokens")
-    tokens = estimate.token_stats_from_report(ds.stats, ds.valid_rows) if ds is not None else None
-    if ds is not None and tokens is None:
-        notes.append("time and cost cannot be estimated: the dataset's tokens were not measured (pick a model whose tokenizer is available when uploading)")
-    elif ds is not None and ((ds.stats or {}).get("tokens") or {}).get("model") not in (None, model):
-        notes.append(f"token counts were measured with {ds.stats['tokens']['model']}'s tokenizer")
-    try:
-        p = estimate.plan(spec, facts, tokens=tokens, tier=settings.price_tier if pricing.tier != "local" else "flex",
-                          price_overrides=settings.gpu_prices)  # fmt: skip
-    except InvalidInput as e:
-        blockers.append(str(e))
-        return empty
-    verdict = p.verdict(gpu)
-    if verdict.verdict == "does_not_fit":
-        blockers.append(f"it does not fit a {verdict.name}: needs {verdict.need_bytes / 2**30:.1f} GiB of "
-                        f"{verdict.memory_bytes / 2**30:.0f} GiB" + (f"; {verdict.suggestion}" if verdict.suggestion else ""))  # fmt: skip
-    time = next((t for t in p.times if t.gpu == gpu), None)
-    cost = next((c for c in p.costs if c.gpu == gpu), None)
-    if cost is not None and pricing.tier == "local":
-        cost = replace(cost, rate_per_s=pricing.rate_per_s, usd_low=cost.billed_s_low * pricing.rate_per_s,
-                       usd_high=cost.billed_s_high * pricing.rate_per_s)  # fmt: skip
-    budget_message = ""
+    elif ds.valid_rows <= 0 or not ds.normalized_key:
+        blockers.append(f"dataset {ds.name!r} has no valid rows to train on")
+    split = ((ds.stats or {}).get("split") or {}) if ds is not None else {}
+    if split.get("eval_rows") and split.get("eval_key"):
+        notes.append(f"eval loss is measured on the dataset's own eval split ({split['eval_rows']} rows)")
     try:
         costs.execution_limits(budget_usd, pricing.rate_per_s)
-    except costs.BudgetTooSmall as e:
+    except ValueError as e:  # BudgetTooSmall, or a rate of zero
         blockers.append(f"budget: {e}")
-    except ValueError as e:
-        blockers.append(f"budget: {e}")
-    if cost is not None:
-        check = estimate.check_budget(cost, budget_usd)
-        budget_message = check.message
-        if not check.ok:
-            blockers.append(check.message)
     try:
         jobs._check_quotas(actor, session, settings, budget_usd)
     except QuotaExceeded as e:
         blockers.append(str(e))
-    terms = [(t.label, t.bytes / 2**30) for t in p.memory.terms if t.bytes > 0]
-    return TrainPlan(gpu, pricing.note, p, terms, time, cost, budget_message, blockers, [*notes, *p.notes])
+    p = time = cost = None
+    budget_message = ""
+    try:
+        spec = jobs.build_spec(job_id="job-preview", model=model, adapter_name=adapter_name or "preview",
+                               lora=lora, training=training, quantization=quantization, eval_fraction=eval_fraction)  # fmt: skip
+        facts = catalog.describe(model, local_models_dir=settings.data_dir / "models")
+    except catalog.ModelNotDescribable as e:  # launching stays possible: the budget cap holds
+        notes.append(f"no memory or time estimate: {e}")
+    except InvalidInput as e:
+        blockers.append(str(e))
+    else:
+        if spec.training.max_length > facts.context_length:
+            blockers.append(f"max length {spec.training.max_length} is beyond {model}'s context of {facts.context_length} tokens")
+        tokens = estimate.token_stats_from_report(ds.stats, ds.valid_rows) if ds is not None else None
+        if ds is not None and tokens is None:
+            notes.append("no time or cost estimate: the dataset's tokens were not measured (choose a model "
+                         "whose tokenizer is available when uploading)")  # fmt: skip
+        elif ds is not None and (ds.stats.get("tokens") or {}).get("model") not in (None, model):
+            notes.append(f"token counts were measured with {ds.stats['tokens']['model']}'s tokenizer")
+        try:
+            p = estimate.plan(spec, facts, tokens=tokens, tier=settings.price_tier, price_overrides=settings.gpu_prices)
+        except InvalidInput as e:
+            blockers.append(str(e))
+    if p is not None:
+        verdict = p.verdict(gpu)
+        if verdict.verdict == "does_not_fit":
+            blockers.append(f"it does not fit a {verdict.name}: needs {verdict.need_bytes / 2**30:.1f} GiB of "
+                            f"{verdict.memory_bytes / 2**30:.0f} GiB" + (f"; try {verdict.suggestion}" if verdict.suggestion else ""))  # fmt: skip
+        time = next((t for t in p.times if t.gpu == gpu), None)
+        cost = next((c for c in p.costs if c.gpu == gpu), None)
+        if cost is not None:
+            check = estimate.check_budget(cost, budget_usd)
+            budget_message = check.message
+            if not check.ok:
+                blockers.append(check.message)
+        notes += list(p.notes)
+    terms = [(t.label, t.bytes / 2**30) for t in p.memory.terms if t.bytes > 0] if p is not None else []
+    return TrainPlan(gpu, pricing.note, p, terms, time, cost, budget_message, blockers, notes)
 
 
 # --------------------------------------------------------------------------- costs
