@@ -24,6 +24,12 @@ does not list yet is made available by `InferenceClient.ensure_adapter`, in the 
 the folder as the *server* sees it: `settings.inference_adapters_dir/<name>` (empty
 setting: `<data_dir>/volume/adapters/<name>`, where local jobs copy finished adapters).
 
+What a user may chat with is `model_choices(actor, ...)`: the served base, then the actor's
+own ready adapter versions that have a folder on the shared volume (served under that
+folder's name, the resolver's rule) and checkpoints (served as `ckpt-<version id>`, by
+runtime loading). Another user's versions never appear. With AUTH=none, adapters the
+server lists and folders in the local adapter folder are offered too.
+
 Errors are typed (`InferenceError` and subclasses, all `BrightRunError`), decided from the
 HTTP status and the `type` field of vLLM's error envelope, never from message text:
 `InferenceUnavailable` (server unreachable or not an OpenAI API), `InferenceAuthError`
