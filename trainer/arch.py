@@ -26,6 +26,10 @@ next dense, MoE or hybrid model is one `ArchCaps` entry rather than a new code p
   any) is reported in the `started` event's model facts.
 - `post_lora(model, spec, caps)` is called right after `get_peft_model`: LoRA on the
   routed experts when the spec asks for it (`trainer.moe.add_expert_lora`).
+- `load_context(spec, caps, compute_dtype)` wraps `from_pretrained`: for fused experts in
+  nf4, each expert tensor is quantised as it is loaded (`trainer.moe.experts_load_in_nf4`),
+  so a model whose bf16 experts exceed the GPU (Qwen3-Next: ~148 GiB) loads at its NF4
+  size; `post_load` then finds them quantised.
 """
 
 from __future__ import annotations
@@ -219,6 +223,17 @@ def resolve_lora_targets(caps: ArchCaps, target_modules: list[str] | str, on_exp
     if on_experts:
         targets += [t for t in caps.expert_lora_targets if t not in targets]
     return targets
+
+
+def load_context(spec: Any, caps: ArchCaps, compute_dtype: Any = None) -> Any:
+    """A context manager for the model loader to wrap `from_pretrained` in."""
+    if caps.fused_experts and caps.experts_quantized and spec.quantization == "nf4":
+        from trainer.moe import experts_load_in_nf4
+
+        return experts_load_in_nf4(caps.model_type, compute_dtype)
+    from contextlib import nullcontext
+
+    return nullcontext()
 
 
 def post_load(model: Any, spec: Any, caps: ArchCaps) -> dict[str, Any]:

@@ -222,13 +222,14 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     packing, packing_why = pick_packing(spec, caps)
     attn, attn_why = pick_attention(packing, device)
     qconfig = build_quantization_config(spec, dtype, caps.keep_full_precision)
-    model = AutoModelForCausalLM.from_pretrained(
-        path,
-        dtype=dtype,
-        quantization_config=qconfig,
-        device_map={"": device},
-        attn_implementation=attn,
-    )
+    with arch.load_context(spec, caps, dtype):
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=dtype,
+            quantization_config=qconfig,
+            device_map={"": device},
+            attn_implementation=attn,
+        )
     model.config.use_cache = False
     facts: dict[str, Any] = {"architecture": caps.model_type}
     facts.update(arch.post_load(model, spec, caps))

@@ -16,6 +16,11 @@ closes that gap.
   real-size model never holds all its experts in bf16. Returns facts for the `started`
   event. The router, the shared expert gate and everything else stay as loaded (the
   shared expert's `nn.Linear`s are `Linear4bit` already).
+- `experts_load_in_nf4(model_type, compute_dtype)`: a context for `from_pretrained` in
+  which the model's fused-experts class is replaced by `StreamingNF4Experts`, which
+  quantises each fused tensor as the loader hands it over: peak memory while loading is
+  the NF4 model plus one fused tensor in bf16. `quantize_experts` afterwards finds them
+  quantised and only reports.
 - `NF4Experts.forward` has the signature of transformers' experts modules: it loops over
   the experts the batch routes to, dequantises that expert inside bitsandbytes'
   `matmul_4bit` (which dequantises again in backward instead of keeping the bf16 matrix)
@@ -67,6 +72,8 @@ WeightSource = Callable[[str, nn.Module], tuple[torch.Tensor, torch.Tensor]]
 
 def is_fused_experts(module: nn.Module) -> bool:
     """A transformers experts module with 3-D `gate_up_proj` and `down_proj` parameters."""
+    if isinstance(module, NF4Experts):
+        return False
     gate_up = getattr(module, "gate_up_proj", None)
     down = getattr(module, "down_proj", None)
     return (
@@ -153,14 +160,19 @@ class NF4Experts(nn.Module):
             numel = shape.numel()
             blocks = numel // blocksize
             nested = -(-blocks // NESTED_BLOCKSIZE)
-            kw = {"device": device}
-            self.register_buffer(f"{proj}_nf4", torch.zeros(num_experts, numel // 2, dtype=torch.uint8, **kw))
-            self.register_buffer(f"{proj}_absmax", torch.zeros(num_experts, blocks, dtype=torch.uint8, **kw))
-            self.register_buffer(f"{proj}_absmax_scale", torch.zeros(num_experts, nested, **kw))
-            self.register_buffer(f"{proj}_absmax_offset", torch.zeros(num_experts, **kw))
-        self.register_buffer("nf4_code", bnbF.get_4bit_type("nf4", device=device or "cpu"))
-        self.register_buffer("absmax_code", bnbF.create_dynamic_map().to(device or "cpu"))
+            # Not part of the state dict: the frozen base is never saved from here (the
+            # adapter holds only LoRA), and a checkpoint's fused tensors load through
+            # `load_projection_`.
+            self._buffer(f"{proj}_nf4", (num_experts, numel // 2), torch.uint8, device)
+            self._buffer(f"{proj}_absmax", (num_experts, blocks), torch.uint8, device)
+            self._buffer(f"{proj}_absmax_scale", (num_experts, nested), torch.float32, device)
+            self._buffer(f"{proj}_absmax_offset", (num_experts,), torch.float32, device)
+        self._buffer("nf4_code", (16,), torch.float32, device)
+        self._buffer("absmax_code", (256,), torch.float32, device)
         self.expert_lora: ExpertLora | None = None  # set by `add_expert_lora`
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> None:
+        self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     @classmethod
     def from_weights(
@@ -173,19 +185,33 @@ class NF4Experts(nn.Module):
         device: torch.device | str | None = None,
     ) -> NF4Experts:
         """Quantise full-precision experts (gate_up: E x 2I x H, down: E x H x I)."""
-        device = torch.device(device) if device is not None else gate_up.device
         experts, two_inter, hidden = gate_up.shape
         module = cls(experts, hidden, two_inter // 2, act_fn, compute_dtype, blocksize, device="meta")
-        for proj, w in (("gate_up_proj", gate_up), ("down_proj", down)):
-            if tuple(w.shape[1:]) != tuple(module.shapes[proj]) or w.shape[0] != experts:
-                raise ValueError(f"{proj} has shape {tuple(w.shape)}, expected experts x {tuple(module.shapes[proj])}")
-            with torch.no_grad():
-                q = _quantize_stack(w.detach().to(device), blocksize)
-            for key, value in q.items():
-                setattr(module, f"{proj}_{key}", value)
-            del q
-        module.nf4_code, module.absmax_code = _code_tables(device)
+        module.load_projection_("gate_up_proj", gate_up, device)
+        module.load_projection_("down_proj", down, device)
         return module
+
+    def load_projection_(
+        self, proj: str, w: torch.Tensor, device: torch.device | str | None = None
+    ) -> None:
+        """Quantise one fused projection (experts x out x in) into this module's storage."""
+        for name, value in self._quantized(proj, w, device).items():
+            setattr(self, name, value)
+
+    def _quantized(
+        self, proj: str, w: torch.Tensor, device: torch.device | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        device = torch.device(device) if device is not None else w.device
+        if tuple(w.shape) != (self.num_experts, *self.shapes[proj]):
+            raise ValueError(
+                f"{proj} has shape {tuple(w.shape)}, expected "
+                f"{(self.num_experts, *self.shapes[proj])}"
+            )
+        with torch.no_grad():
+            q = _quantize_stack(w.detach().to(device), self.blocksize)
+        out = {f"{proj}_{key}": value for key, value in q.items()}
+        out["nf4_code"], out["absmax_code"] = _code_tables(device)
+        return out
 
     def quant_state(self, proj: str, expert: int) -> bnbF.QuantState:
         """bitsandbytes' QuantState of one expert's matrix (views, no copy)."""
@@ -247,6 +273,105 @@ class NF4Experts(nn.Module):
             f"intermediate={self.intermediate_dim}, nf4 blocksize={self.blocksize}, "
             f"compute_dtype={self.compute_dtype}"
         )
+
+
+class StreamingNF4Experts(NF4Experts):
+    """Takes the place of a model's fused-experts class while `from_pretrained` runs.
+
+    Built from the model config like the original; exposes meta placeholders named
+    `gate_up_proj` / `down_proj` for the loader to match checkpoint keys against, and
+    quantises each fused tensor the moment the loader assigns it (on the device it arrives
+    on), so the bf16 experts of more than one projection never exist at once. The NF4
+    tensors are held aside until `commit()` (at the end of `experts_load_in_nf4`): the
+    loader replaces every non-persistent buffer with an uninitialised one after loading.
+    """
+
+    default_compute_dtype = torch.bfloat16
+    instances: list[StreamingNF4Experts] = []
+
+    def __init__(self, config: Any) -> None:
+        from transformers.activations import ACT2FN
+
+        experts, hidden = config.num_experts, config.hidden_size
+        inter = config.moe_intermediate_size
+        super().__init__(experts, hidden, inter, ACT2FN[config.hidden_act],
+                         self.default_compute_dtype, device="meta")
+        self._loaded_projections: set[str] = set()
+        self._pending: dict[str, torch.Tensor] = {}
+        for name, buf in list(self.named_buffers(recurse=False)):  # empty until commit()
+            self._buffer(name, (0,), buf.dtype, "meta")
+        type(self).instances.append(self)
+        placeholder = {"device": "meta", "dtype": torch.bfloat16}
+        self.gate_up_proj = nn.Parameter(torch.empty(experts, 2 * inter, hidden, **placeholder), requires_grad=False)
+        self.down_proj = nn.Parameter(torch.empty(experts, hidden, inter, **placeholder), requires_grad=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in PROJECTIONS and isinstance(value, torch.Tensor) and not value.is_meta:
+            self._pending.update(self._quantized(name, value))
+            self._parameters.pop(name, None)
+            self._loaded_projections.add(name)
+            return
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in self.__dict__.get("_loaded_projections", ()):
+                raise
+        # Loaded: the architecture's weight init still looks the projections up; it finds an
+        # empty tensor marked initialised, and leaves it alone.
+        stub = torch.empty(0, device="meta")
+        stub._is_hf_initialized = True
+        return stub
+
+    def loaded(self) -> bool:
+        return self._loaded_projections == set(PROJECTIONS)
+
+    def commit(self) -> None:
+        """Install the NF4 tensors quantised while loading as this module's storage."""
+        if not self.loaded():
+            missing = sorted(set(PROJECTIONS) - self._loaded_projections)
+            raise ValueError(f"fused experts {missing} were not in the checkpoint")
+        for name, value in self._pending.items():
+            setattr(self, name, value)
+        self._pending = {}
+
+
+@contextmanager
+def experts_load_in_nf4(model_type: str, compute_dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Within: `from_pretrained` of `model_type` builds its fused experts as NF4 storage.
+
+    Peak memory while loading is the quantised model plus one fused expert tensor in
+    bf16, instead of every expert in bf16 (~148 GiB for Qwen3-Next-80B-A3B). Raises
+    ValueError for a model type whose modeling module has no fused-experts class.
+    """
+    import importlib
+
+    modeling = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    originals = {
+        name: cls
+        for name, cls in vars(modeling).items()
+        if isinstance(cls, type) and issubclass(cls, nn.Module) and name.endswith("Experts")
+        and not name.endswith("SparseMoeBlock")
+    }
+    if not originals:
+        raise ValueError(f"transformers' {model_type} has no fused experts class to load in NF4")
+    streaming = type(
+        "StreamingNF4Experts",
+        (StreamingNF4Experts,),
+        {"default_compute_dtype": compute_dtype or torch.bfloat16, "instances": []},
+    )
+    for name in originals:
+        setattr(modeling, name, streaming)
+    try:
+        yield
+    finally:
+        for name, cls in originals.items():
+            setattr(modeling, name, cls)
+    for module in streaming.instances:
+        module.commit()
+    streaming.instances.clear()
 
 
 def _tuner_layer_base() -> type:
@@ -353,6 +478,10 @@ def quantize_experts(
     names = [n for n, m in model.named_modules() if is_fused_experts(m)]
     params = stored = 0
     seen: set[int] = set()
+    already = [m for _, m in nf4_experts(model)]
+    for module in already:  # quantised while loading (experts_load_in_nf4)
+        params += sum(module.shapes[p].numel() for p in PROJECTIONS) * module.num_experts
+        stored += _unique_bytes(module.buffers(recurse=False), seen)
     for name in names:
         module = model.get_submodule(name)
         _check_layout(name, module)
@@ -374,8 +503,9 @@ def quantize_experts(
         params += sum(new.shapes[p].numel() for p in PROJECTIONS) * new.num_experts
         stored += _unique_bytes(new.buffers(), seen)
     return {
-        "experts_quantized": bool(names),
-        "expert_modules": len(names),
+        "experts_quantized": bool(names or already),
+        "expert_modules": len(names) + len(already),
+        "experts_quantized_while_loading": len(already),
         "expert_params": params,
         "expert_bytes": stored,
         "expert_bits_per_param": round(8 * stored / params, 4) if params else None,
@@ -651,11 +781,18 @@ def build_random_nf4_model(
                 new.bias = nn.Parameter(torch.zeros(module.out_features, device=device, dtype=torch.bfloat16))
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-    for module in model.modules():
-        if isinstance(module, (NF4Experts, bnb.nn.Linear4bit)):
-            continue
-        if any(t.is_meta for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
+    quantized = (NF4Experts, bnb.nn.Linear4bit)
+    fresh = set()
+    for name, module in model.named_modules():
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if not isinstance(module, quantized) and any(t.is_meta for t in own):
             module.to_empty(device=device, recurse=False)
+            fresh.add(name)
+    # Initialise what was materialised, and its parents: some inits live on the parent
+    # (an MoE block initialises its router's weight).
+    parents = {name.rpartition(".")[0] for name in fresh}
+    for name, module in model.named_modules():
+        if (name in fresh or name in parents) and not isinstance(module, quantized):
             model._init_weights(module)
     model.is_loaded_in_4bit = True  # what prepare_model_for_kbit_training looks for
     return model

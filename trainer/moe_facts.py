@@ -86,3 +86,39 @@ def expert_lora_params(config: Any, r: int) -> int:
     experts, hidden, inter = _expert_shape(config)
     per_expert = r * (hidden + 2 * inter) + r * (inter + hidden)
     return moe_layers(config) * experts * per_expert
+
+
+# The shape-setting fields of the published config.json of Qwen/Qwen3-Next-80B-A3B-Instruct
+# (the Thinking and Base releases share them): random-weight benchmarks and checks build
+# the real-size architecture from this, with no download.
+QWEN3_NEXT_80B_A3B: dict[str, Any] = {
+    "model_type": "qwen3_next",
+    "architectures": ["Qwen3NextForCausalLM"],
+    "vocab_size": 151936,
+    "hidden_size": 2048,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 2,
+    "head_dim": 256,
+    "partial_rotary_factor": 0.25,
+    "rope_theta": 5000000,
+    "linear_conv_kernel_dim": 4,
+    "linear_key_head_dim": 128,
+    "linear_num_key_heads": 16,
+    "linear_num_value_heads": 32,
+    "linear_value_head_dim": 128,
+    "full_attention_interval": 4,
+    "moe_intermediate_size": 512,
+    "shared_expert_intermediate_size": 512,
+    "num_experts": 512,
+    "num_experts_per_tok": 10,
+    "norm_topk_prob": True,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "tie_word_embeddings": False,
+    "max_position_embeddings": 262144,
+    "rms_norm_eps": 1e-06,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+}

@@ -32,29 +32,6 @@ TINY = dict(
     initializer_range=0.05,
 )
 
-# Published config.json of Qwen/Qwen3-Next-80B-A3B-Instruct (the fields that set shapes).
-REAL = dict(
-    vocab_size=151936,
-    hidden_size=2048,
-    intermediate_size=5120,
-    num_hidden_layers=48,
-    num_attention_heads=16,
-    num_key_value_heads=2,
-    head_dim=256,
-    linear_conv_kernel_dim=4,
-    linear_key_head_dim=128,
-    linear_num_key_heads=16,
-    linear_num_value_heads=32,
-    linear_value_head_dim=128,
-    moe_intermediate_size=512,
-    shared_expert_intermediate_size=512,
-    num_experts=512,
-    num_experts_per_tok=10,
-    decoder_sparse_step=1,
-    mlp_only_layers=[],
-    tie_word_embeddings=False,
-    layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 12,
-)
 GIB = 1024**3
 
 
@@ -208,9 +185,9 @@ def test_real_size_qwen3_next_fits_80gb_only_with_quantized_experts() -> None:
     from transformers import Qwen3NextConfig
 
     from trainer.moe import predict_config_footprint
-    from trainer.moe_facts import expert_lora_params, routed_expert_params
+    from trainer.moe_facts import QWEN3_NEXT_80B_A3B, expert_lora_params, routed_expert_params
 
-    config = Qwen3NextConfig(**REAL)
+    config = Qwen3NextConfig(**{k: v for k, v in QWEN3_NEXT_80B_A3B.items() if k != "model_type"})
     fp = predict_config_footprint(config)
     total_params = fp["total"]["params"]
     assert 79e9 < total_params < 82e9  # "80B"
@@ -220,6 +197,37 @@ def test_real_size_qwen3_next_fits_80gb_only_with_quantized_experts() -> None:
     experts_bf16 = fp["total"]["bytes"] + fp["routed_experts"]["params"] * 2 - fp["routed_experts"]["bytes"]
     assert experts_bf16 > 140 * GIB  # what a stock 4-bit load needs: does not fit 80 GB
     assert expert_lora_params(config, 16) == 48 * 512 * 16 * (2048 + 1024 + 512 + 2048)
+
+
+def test_experts_quantised_while_loading_equal_those_quantised_after(tiny_next: Path) -> None:
+    """The loader path that never holds all experts in bf16 stores exactly the same NF4."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    from trainer import arch
+    from trainer.model import build_quantization_config
+
+    caps = arch.capabilities("qwen3_next")
+    spec = SimpleNamespace(quantization="nf4")
+    qconfig = build_quantization_config(spec, torch.bfloat16, caps.keep_full_precision)
+    with arch.load_context(spec, caps, torch.bfloat16):
+        streamed = AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.bfloat16, quantization_config=qconfig)
+    facts = arch.post_load(streamed, spec, caps)
+    assert facts["experts_quantized_while_loading"] == TINY["num_hidden_layers"]
+    after, _ = _load_nf4(tiny_next, torch.bfloat16)
+    for (name, a), (_, b) in zip(
+        streamed.named_buffers(), after.named_buffers(), strict=True
+    ):
+        if "experts" in name:
+            assert torch.equal(a, b), name
+    ids = torch.randint(0, streamed.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(4))
+    streamed.train(), after.train()
+    with torch.no_grad():
+        assert torch.equal(streamed(input_ids=ids, use_cache=False).logits, after(input_ids=ids, use_cache=False).logits)
+    # the architecture's own experts class is back once loading is done
+    fresh = AutoModelForCausalLM.from_config(streamed.config)
+    assert type(fresh.model.layers[0].mlp.experts).__name__ == "Qwen3NextExperts"
 
 
 # ---------------------------------------------------------------- correctness
@@ -358,7 +366,9 @@ def _train(model, samples, steps: int, lr: float = 5e-3) -> list[float]:
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer (the NF4 expert storage is buffers outside the state dict)."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.update({k: v.detach().clone() for k, v in model.named_buffers()})
     return state
 
 
@@ -373,6 +383,8 @@ def test_qlora_trains_only_lora_and_the_adapter_reloads(tiny_next: Path, tmp_pat
     loaded = load_for_training(spec, tiny_next, load_tokenizer(tiny_next))
     model, facts = loaded.model, loaded.facts
     assert facts["experts_quantized"] and facts["packing"] == "seq_boundaries"
+    # quantised as the checkpoint streamed in: no layer's experts ever all in 16-bit
+    assert facts["experts_quantized_while_loading"] == TINY["num_hidden_layers"]
     targets = set(facts["lora_targets"])
     assert {"in_proj_qkvz", "out_proj", "q_proj", "gate_proj"} <= targets
     assert ("expert_lora_params" in facts) is on_experts
