@@ -121,8 +121,13 @@ class TrainerFacts:
     lora_target_modules: tuple[str, ...] | str | None = None
     lora_target_parameters: tuple[str, ...] = ()
     # PEFT >= 0.18 with transformers >= 5 maps gate_proj/up_proj/down_proj/gate onto fused
-    # expert parameters for qwen3_moe/qwen3_next; False: experts are per-expert nn.Linear.
-    peft_remaps_expert_names: bool = True
+    # expert parameters for qwen3_moe/qwen3_next. None: as the trainer does -- it turns that
+    # off where trainer/arch.py says the experts are fused (trainer.moe.peft_module_targets),
+    # so those names adapt the shared expert.
+    peft_remaps_expert_names: bool | None = None
+    # transformers < 5 layout: one nn.Linear per expert (gate_proj/up_proj/down_proj), which
+    # module names then match; for describing runs made with that stack.
+    experts_are_linear_modules: bool = False
     # LoRA on every routed expert added by the trainer itself (trainer.moe) when the spec
     # asks for it; None: when trainer/arch.py says the architecture has fused experts.
     expert_lora_by_trainer: bool | None = None
@@ -180,6 +185,7 @@ def peft_lora_params(
     use_dora: bool = False,
     experts_are_parameters: bool = True,
     remap_expert_names: bool = True,
+    experts_as_modules: bool = False,
 ) -> LoraCount:
     """Trainable parameters PEFT's `get_peft_model(model, LoraConfig(...))` creates.
 
@@ -191,7 +197,9 @@ def peft_lora_params(
     projections are never adapted by those names. A 3-D expert parameter gets
     r*E*(in+out) parameters; a module r*(in+out) (+ out with DoRA).
     `experts_are_parameters=False`: the experts were replaced (the trainer's NF4 experts)
-    and PEFT finds no expert parameter to wrap.
+    and PEFT finds no expert parameter to wrap. `remap_expert_names=False`: the remapping is
+    off and names match modules as they are. `experts_as_modules`: the transformers < 5
+    layout, one nn.Linear per expert and projection (and the router an nn.Linear).
     """
     ws = weights(model)
     modules = {w.name.removesuffix(".weight"): w for w in ws if w.role in ("linear", "lm_head")}
@@ -200,8 +208,8 @@ def peft_lora_params(
     params = {w.name: w for w in ws if w.role == "router"}
     if experts_are_parameters:
         params.update({w.name: w for w in ws if w.role == "routed_experts"})
-    fused = model.fused_experts and remap_expert_names
-    if not fused and model.is_moe:
+    fused = model.fused_experts and remap_expert_names and not experts_as_modules
+    if model.is_moe and experts_as_modules:
         # experts as per-expert nn.Linear (transformers < 5): one stand-in per projection
         for w in ws:
             if w.role == "routed_experts":
@@ -337,7 +345,9 @@ def lora_count(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts | None = 
         target_parameters=trainer.lora_target_parameters,
         use_dora=lora.use_dora,
         experts_are_parameters=not (model.fused_experts and q_experts),
-        remap_expert_names=trainer.peft_remaps_expert_names,
+        remap_expert_names=(not caps.fused_experts if trainer.peft_remaps_expert_names is None
+                            else trainer.peft_remaps_expert_names),
+        experts_as_modules=trainer.experts_are_linear_modules,
     )
     notes = list(count.notes)
     by = dict(count.by_target)

@@ -101,7 +101,7 @@ def test_axolotl_qwen3_next_with_quantised_experts_within_15_percent(
     facts = describe(QWEN3_NEXT)
     axolotl_stack = TrainerFacts(
         experts_quantized=True, expert_lora_by_trainer=True, peft_remaps_expert_names=False,
-        optimizer_bytes=2, lora_target_modules=AXOLOTL_TARGETS,
+        experts_are_linear_modules=True, optimizer_bytes=2, lora_target_modules=AXOLOTL_TARGETS,
     )
     spec = make_spec(QWEN3_NEXT, "nf4", lora={"r": 16, "alpha": 8, "lora_on_experts": on_experts},
                      micro_batch_size=2, max_length=2048, gradient_checkpointing=True)

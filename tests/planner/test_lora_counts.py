@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from core.catalog import CATALOG, describe, facts_from_config
 from core.errors import InvalidInput
 from core.estimate import TrainerFacts, expert_lora_params, lora_count, peft_lora_params
-from tests.planner.conftest import make_spec, meta_model, peft_trainable
+from tests.planner.conftest import make_spec, peft_trainable
 from trainer import arch
 
 R = 8
@@ -91,8 +89,26 @@ def test_expert_lora_needs_nf4_and_is_counted_with_it() -> None:
         lora_count(make_spec(facts.id, "none", lora={"lora_on_experts": True}), facts, forced)
 
 
+@pytest.mark.parametrize("model_id", ["Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-Next-80B-A3B-Instruct"])
+def test_the_trainers_lora_on_fused_expert_models_matches_peft(model_id: str) -> None:
+    """The trainer turns PEFT's expert-name remapping off (trainer.moe.peft_module_targets),
+    so gate_proj/up_proj/down_proj adapt the shared expert, never the routed experts."""
+    moe = pytest.importorskip("trainer.moe")
+    facts = describe(model_id)
+    caps = arch.capabilities(facts.config)
+    if not caps.fused_experts:
+        pytest.skip(f"trainer/arch.py has no fused-experts entry for {facts.model_type}")
+    targets = arch.resolve_lora_targets(caps, "all-linear", False)
+    with moe.peft_module_targets():
+        expected = peft_trainable(facts.config, r=R, lora_alpha=16, target_modules=targets)
+    spec = make_spec(model_id, "nf4", lora={"r": R})
+    got = lora_count(spec, facts)
+    assert got.params == expected
+    assert not any(k.startswith("experts.") for k in got.by_target)
+
+
 def test_with_nf4_experts_peft_adapts_only_what_the_planner_says(tmp_path) -> None:
-    """The trainer's NF4 experts replace the fused parameters PEFT would wrap."""
+    """On a real (tiny) model whose experts the trainer stored in NF4."""
     moe = pytest.importorskip("trainer.moe")
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -106,12 +122,13 @@ def test_with_nf4_experts_peft_adapts_only_what_the_planner_says(tmp_path) -> No
         "linear_key_head_dim": 16, "linear_num_value_heads": 4, "linear_value_head_dim": 16,
         "linear_conv_kernel_dim": 4, "full_attention_interval": 4, "tie_word_embeddings": False,
     }
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
     facts = facts_from_config(cfg, id="tiny-next")
-    targets = arch.resolve_lora_targets(arch.capabilities(cfg), "all-linear", False)
+    caps = arch.capabilities(cfg)
+    targets = arch.resolve_lora_targets(caps, "all-linear", False)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
     moe.quantize_experts(model)
-    pm = get_peft_model(model, LoraConfig(r=4, target_modules=targets, task_type="CAUSAL_LM"))
-    got = peft_lora_params(facts, targets, 4, experts_are_parameters=False)
-    assert got.params == pm.get_nb_trainable_parameters()[0]
-    assert meta_model(cfg) is not None
+    with moe.peft_module_targets(caps.fused_experts):
+        pm = get_peft_model(model, LoraConfig(r=4, target_modules=targets, task_type="CAUSAL_LM"))
+    spec = make_spec("tiny-next", "nf4", lora={"r": 4})
+    assert lora_count(spec, facts, TrainerFacts(experts_quantized=True)).params == \
+        pm.get_nb_trainable_parameters()[0]
