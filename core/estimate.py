@@ -22,10 +22,11 @@ Peak GPU memory (`estimate_memory`), each term shown to the user:
   says the trainer stores them in NF4; otherwise at 16 bits -- every expert, not the
   active ones. Everything else (embeddings, LM head, norms, routers, biases) is 16-bit,
   upcast to fp32 by PEFT's `prepare_model_for_kbit_training` on a 4/8-bit load.
-- LoRA: parameters counted as PEFT creates them (including PEFT's own remapping of
-  `gate_proj/up_proj/down_proj/gate` onto fused expert parameters, see `lora_count`) plus
-  the trainer's expert LoRA; weights, gradients and AdamW's two moments, all fp32
-  (16 bytes a parameter by default).
+- LoRA: parameters counted exactly as PEFT creates them for the targets the trainer passes
+  (`peft_lora_params`; on fused-expert models the trainer turns off PEFT's remapping of
+  `gate_proj/up_proj/down_proj/gate` onto the routed experts, so those names adapt the
+  shared expert) plus the trainer's own LoRA on every routed expert when the spec asks for
+  it; weights, gradients and AdamW's two moments, all fp32 (16 bytes a parameter).
 - Activations for `micro_batch x max_length` tokens (the longest row a packed or padded
   batch can have), bf16, per layer kind, bytes per token:
   RMSNorm 8h (fp32 input and normalised copies);
@@ -146,7 +147,7 @@ def experts_quantized(model: ModelFacts, quantization: str, trainer: TrainerFact
     if trainer.experts_quantized is not None:
         return trainer.experts_quantized
     caps = _caps(model)
-    return bool(caps.fused_experts and getattr(caps, "experts_quantized", False))
+    return caps.fused_experts and caps.experts_quantized
 
 
 # --- LoRA ---------------------------------------------------------------------------------
@@ -411,7 +412,7 @@ def _gib(n: float) -> str:
 
 
 def _act_bytes(spec: JobSpec) -> int:
-    return 4 if getattr(spec.training, "compute_dtype", "auto") == "float32" else 2
+    return 4 if spec.training.compute_dtype == "float32" else 2
 
 
 def layer_activation_bytes(model: ModelFacts, i: int, adapted_in: int, dropout: bool) -> int:
