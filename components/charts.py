@@ -56,7 +56,7 @@ def token_histogram(
     """Rows per token length, the max-length cut-off drawn, bars past it in red."""
     mids = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
     widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    colours = [BAD if m > max_length else ACCENT for m in mids]
+    colours = [BAD if hi > max_length else ACCENT for hi in edges[1:]]  # bins holding truncated rows
     fig = go.Figure(go.Bar(x=mids, y=list(counts), width=widths, marker_color=colours, name="rows",
                            hovertemplate="%{x:.0f} tokens: %{y} rows<extra></extra>"))  # fmt: skip
     fig.add_vline(x=max_length, line=dict(color=BAD, dash="dash"),

@@ -49,7 +49,8 @@ def _add(f: Any, name: str, model: str, max_length: int, on_bad_rows: str) -> No
     settings = session.settings()
     bar = st.progress(0.0, text="Saving the upload…")
     with tempfile.TemporaryDirectory(prefix="brightrun-upload-") as tmp:
-        path = Path(tmp) / "upload"
+        suffix = Path(f.name).suffix.lower()  # the format detector takes the extension as a hint
+        path = Path(tmp) / ("upload" + (suffix if suffix.lstrip(".") in FILE_TYPES else ""))
         with open(path, "wb") as out:
             size = f.size or 1
             for i, chunk in enumerate(iter(lambda: f.read(1 << 20), b"")):

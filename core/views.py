@@ -496,7 +496,7 @@ def overview(
     return Overview(
         running=running,
         month=repo.month_of(now),
-        month_spend_usd=repo.month_spend(actor, session),
+        month_spend_usd=repo.month_spend(actor, session, include_running=False) + sum(j.live_cost_usd for j in running),
         monthly_budget_usd=limits.monthly_budget_usd,
         recent_adapters=adapter_rows(actor, session, limit=5),
         datasets=count(Dataset, Dataset.deleted_at.is_(None)),
@@ -772,7 +772,7 @@ class JobSpend:
 @dataclass(frozen=True)
 class SpendView:
     month: str
-    month_spend_usd: float  # recorded, plus live cost of running jobs (this month)
+    month_spend_usd: float  # recorded, plus what running jobs have cost so far (this month)
     monthly_budget_usd: float
     by_month: dict[str, float]
     by_gpu: dict[str, float]
@@ -845,7 +845,7 @@ def spend_view(
     limits = repo.user_limits(actor, session, settings)
     return SpendView(
         month=month,
-        month_spend_usd=repo.month_spend(actor, session, month),
+        month_spend_usd=month_spend_live(actor, session, month, now),
         monthly_budget_usd=limits.monthly_budget_usd,
         by_month=repo.spend_by(actor, session, "month"),
         by_gpu=by_gpu,
@@ -856,6 +856,16 @@ def spend_view(
         compared_gpu=gpu,
         comparison=comparison,
     )
+
+
+def month_spend_live(actor: Actor, session: Session, month: str, now: dt.datetime | None = None) -> float:
+    """Recorded spend of `month`, plus, for the current month, what unfinished jobs have
+    cost so far (elapsed × rate, as their pages show it)."""
+    now = now or utcnow()
+    recorded = repo.month_spend(actor, session, month, include_running=False)
+    if month != repo.month_of(now):
+        return recorded
+    return recorded + sum(live_cost_usd(j, now) for j in repo.list_unfinished_jobs(actor, session))
 
 
 def spend_months(actor: Actor, session: Session, now: dt.datetime | None = None) -> list[str]:

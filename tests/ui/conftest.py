@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,19 @@ def settings(data_dir: Path) -> Settings:
 
 
 @pytest.fixture
+def endpoint(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A scripted RunPod endpoint on loopback that the pages talk to. Each job plays
+    `fake.script(spec)` (default: three metrics chunks, then done)."""
+    from tests.jobs.runpod_fake import RunPodFake, ServedFake
+
+    fake = RunPodFake(queue_s=0.0)
+    with ServedFake(fake) as served:
+        monkeypatch.setenv("GPU_CLUSTER_API_URL", served.url)
+        monkeypatch.setenv("GPU_CLUSTER_API_KEY", fake.api_key)
+        yield fake
+
+
+@pytest.fixture
 def open_page(settings: Settings) -> Callable[..., AppTest]:
     def _open(page: str, query: dict[str, str] | None = None) -> AppTest:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
@@ -41,8 +54,9 @@ def open_page(settings: Settings) -> Callable[..., AppTest]:
 
 def seed_dataset(settings: Settings, name: str = "support chats") -> str:
     with db.session_scope(settings) as s:
-        ds = repo.create_dataset(LOCAL_ACTOR, s, name=name, file_format="jsonl", layout="messages",
-                                 rows=40, valid_rows=40, normalized_key=f"local/{name}/normalized.jsonl")  # fmt: skip
+        ds_id = repo.new_id("ds")
+        ds = repo.create_dataset(LOCAL_ACTOR, s, name=name, file_format="jsonl", layout="messages", rows=40,
+                                 valid_rows=40, normalized_key=f"local/{ds_id}/normalized.jsonl", dataset_id=ds_id)  # fmt: skip
         return ds.id
 
 
@@ -79,3 +93,12 @@ def seed_job(
         if done and cost:
             repo.record_cost(LOCAL_ACTOR, s, job_id=job.id, seconds=cost / 0.00116, usd=cost)
         return job.id
+
+
+def text_of(at: AppTest) -> str:
+    """Everything a user reads on the page (markdown, captions, alerts, metrics), unescaped."""
+    parts: list[str] = []
+    for kind in ("title", "subheader", "markdown", "caption", "text", "error", "warning", "info", "success", "code"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    parts += [f"{m.label}: {m.value}" for m in at.metric]
+    return "\n".join(parts).replace("\\", "")

@@ -1,0 +1,47 @@
+"""The plotly figures are pure functions of plain data: what each draws, checked on its traces."""
+
+from __future__ import annotations
+
+import pytest
+
+from components import charts
+
+
+def test_token_histogram_marks_the_cut_off_and_colours_what_it_truncates() -> None:
+    fig = charts.token_histogram([0, 100, 200, 300, 400], [5, 4, 3, 2], max_length=250, truncated_share=0.2)
+    bar = fig.data[0]
+    assert list(bar.y) == [5, 4, 3, 2]
+    assert list(bar.marker.color) == [charts.ACCENT, charts.ACCENT, charts.BAD, charts.BAD]
+    cut = fig.layout.shapes[0]
+    assert cut.x0 == cut.x1 == 250
+    assert "20.0% of rows truncated" in fig.layout.annotations[0].text
+
+
+def test_training_curves_draw_eval_loss_only_when_there_is_some() -> None:
+    with_eval = charts.training_curves([1, 2, 3], [3.0, 2.0, 1.0], [3], [1.5], [1e-4] * 3, [10.0] * 3)
+    without = charts.training_curves([1, 2], [3.0, 2.0], [], [], [1e-4] * 2, [10.0] * 2, downsampled=True)
+    assert [t.name for t in with_eval.data] == ["train loss", "eval loss", "learning rate", "tokens/s"]
+    assert list(with_eval.data[1].y) == [1.5]
+    assert "eval loss" not in [t.name for t in without.data]
+    assert "downsampled" in without.layout.title.text
+
+
+def test_serverless_against_pod_crosses_at_the_break_even() -> None:
+    grid = [0.25, 0.5, 1.0]
+    fig = charts.serverless_vs_pod(grid, [4.0] * 3, [8.0, 4.0, 2.0], actual_utilisation=0.05, break_even=0.5)
+    serverless, pod = fig.data
+    assert list(serverless.y) == [4.0] * 3 and list(pod.y) == [8.0, 4.0, 2.0]
+    marks = {a.text: s.x0 for a, s in zip(fig.layout.annotations, fig.layout.shapes, strict=True)}
+    assert marks["break-even 50%"] == pytest.approx(50)
+    assert marks["your utilisation 5.0%"] == pytest.approx(25)  # drawn at the grid's edge
+
+
+def test_memory_breakdown_stacks_terms_against_the_device() -> None:
+    fig = charts.memory_breakdown([("base weights", 4.0), ("LoRA", 0.5)], 80.0, "H100")
+    assert [t.name for t in fig.data] == ["base weights", "LoRA"] and fig.layout.barmode == "stack"
+    assert fig.layout.shapes[0].x0 == 80.0
+
+
+def test_budget_bar_turns_red_over_budget() -> None:
+    assert charts.budget_bar(250.0, 200.0).data[0].marker.color == charts.BAD
+    assert charts.budget_bar(10.0, 200.0).data[0].marker.color == charts.GOOD

@@ -1,0 +1,43 @@
+"""Costs page: spend per month, GPU type, model and job, the budget status, and Serverless
+against an always-on pod at the utilisation actually had."""
+
+from __future__ import annotations
+
+from core import db, repo
+from core.settings import Settings
+from core.users import LOCAL_ACTOR
+from tests.ui.conftest import seed_dataset, seed_job, text_of
+
+
+def test_no_spend_yet(open_page) -> None:
+    at = open_page("costs")
+    assert "No GPU time recorded yet" in text_of(at)
+    assert next(m for m in at.metric if m.label == "Budget used").value == "0%"
+
+
+def test_spend_breakdowns_budget_and_the_pod_comparison(settings: Settings, open_page, monkeypatch) -> None:
+    ds = seed_dataset(settings)
+    first = seed_job(settings, ds, cost=150.0, model="Qwen/Qwen3-8B")
+    seed_job(settings, ds, cost=20.0, model="Qwen/Qwen3-4B")
+    with db.session_scope(settings) as s:
+        repo.record_cost(LOCAL_ACTOR, s, job_id=first, seconds=3600, usd=4.18, attempt=5, month="2025-12")
+    at = open_page("costs")
+    text = text_of(at)
+    assert next(m for m in at.metric if m.label == "Budget used").value == "85%"
+    assert "More than 80% of the monthly budget is used." in text
+    assert at.selectbox(key="costs.month").options[-1] == "2025-12"
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Spend per month" in t for t in titles) and any("Per model" in t for t in titles)
+    per_job = at.dataframe[0].value
+    assert per_job["cost ($)"].tolist() == [150.0, 20.0] and per_job["model"].tolist()[0] == "Qwen/Qwen3-8B"
+    assert "your jobs kept a GPU busy" in text and "Always-on pod" in text
+    assert any("your utilisation" in t for t in titles)
+    pod = next(m for m in at.metric if m.label == "Always-on pod").value
+    serverless = next(m for m in at.metric if m.label == "Serverless").value
+    assert float(pod.strip("$").replace(",", "")) > 0 and serverless.startswith("$170.")
+
+    at.selectbox(key="costs.month").select("2025-12").run()
+    assert next(m for m in at.metric if m.label == "Spent in 2025-12").value == "$4.18"
+    # a whole month with one busy hour: the pod would have been on 744 hours
+    assert "**1.00 h** of the **744 h**" in text_of(at)
+    assert next(m for m in at.metric if m.label == "Always-on pod").value == "$1,480.56"  # 744 h × $1.99

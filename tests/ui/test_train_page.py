@@ -1,0 +1,93 @@
+"""Train page: settings grouped with defaults and presets; the plan (memory, verdict per GPU,
+time and cost) follows the settings; Launch is disabled with the reason when the plan
+cannot run, and launches the job when it can."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core import datasets, db, repo
+from core.settings import Settings
+from core.storage import make_blob_store
+from core.users import LOCAL_ACTOR
+from tests.ui.conftest import text_of
+
+
+@pytest.fixture
+def dataset(settings: Settings) -> str:
+    from trainer.tiny import build_tiny_chat_model
+
+    build_tiny_chat_model(settings.data_dir / "models" / "tiny-chat")
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(40)]
+    path = settings.data_dir / "toy.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    tok = datasets.load_tokenizer("brightrun/tiny-chat", settings.data_dir / "models")
+    with db.session_scope(settings) as s:
+        ds, _ = datasets.add_dataset(LOCAL_ACTOR, s, make_blob_store(settings), path, "toy", tokenizer=tok)
+        return ds.id
+
+
+def _launch(at) -> object:
+    return at.button(key="train.launch")
+
+
+def test_plan_follows_the_settings_and_launch_is_refused_with_the_reason(dataset: str, open_page) -> None:
+    at = open_page("train")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Peak memory"].endswith("GiB") and " – " in metrics["Cost"]
+    verdicts = at.dataframe[0].value
+    assert len(verdicts) == 7 and set(verdicts["verdict"]) == {"✅ fits"}
+    assert "licence apache-2.0" in text_of(at) and "context 4,096 tokens" in text_of(at)
+    assert not _launch(at).disabled
+
+    at.number_input(key="train.budget").set_value(0.01).run()
+    assert _launch(at).disabled
+    assert "give at least $0.07 (one minute)" in text_of(at)
+
+    at.number_input(key="train.budget").set_value(10.0).run()
+    at.selectbox(key="train.model").select("Qwen/Qwen2.5-72B-Instruct").run()
+    at.selectbox(key="train.quantization").select("none").run()
+    assert _launch(at).disabled
+    assert "it does not fit a H100 PCIe 80 GB" in text_of(at)
+    assert "Qwen2.5 72B Instruct" in text_of(at) and "context 32,768 tokens" in text_of(at)
+    before = float(next(m for m in at.metric if m.label == "Peak memory").value.split()[0])
+    at.selectbox(key="train.quantization").select("nf4").run()
+    after = float(next(m for m in at.metric if m.label == "Peak memory").value.split()[0])
+    assert after < before / 2
+
+    at.number_input(key="train.max_length").set_value(65536).run()
+    assert "max length 65536 is beyond Qwen/Qwen2.5-72B-Instruct's context of 32768 tokens" in text_of(at)
+
+
+def test_presets_set_lora_and_training_values(dataset: str, open_page) -> None:
+    at = open_page("train")
+    assert at.number_input(key="train.lora_r").value == 16  # the spec's default
+    at.selectbox(key="train.preset").select("Thorough").run()
+    assert at.number_input(key="train.lora_r").value == 64
+    assert at.number_input(key="train.epochs").value == 3.0
+    at.selectbox(key="train.preset").select("Quick try").run()
+    assert (at.number_input(key="train.lora_r").value, at.number_input(key="train.max_length").value) == (8, 1024)
+
+
+def test_launch_submits_the_form_settings_and_opens_the_job(settings: Settings, dataset: str, endpoint, open_page) -> None:
+    at = open_page("train")
+    at.number_input(key="train.lora_r").set_value(4).run()
+    at.number_input(key="train.learning_rate").set_value(5e-4).run()
+    at.text_input(key="train.adapter_name").input("toy-bot").run()
+    _launch(at).click().run()
+    assert not at.exception
+    assert at.title[0].value == "Jobs"
+    with db.session_scope(settings) as s:
+        (job,) = repo.list_jobs(LOCAL_ACTOR, s)
+    assert job.adapter_name == "toy-bot" and job.spec["lora"]["r"] == 4 and job.spec["training"]["learning_rate"] == 5e-4
+    (sent,) = endpoint.jobs.values()
+    assert sent.input["job_id"] == job.id and sent.input["lora"]["r"] == 4
+    assert at.session_state["jobs.selected"] == job.id and "toy-bot" in [h.value for h in at.subheader]
+
+
+def test_no_dataset_yet_points_to_the_datasets_page(open_page) -> None:
+    at = open_page("train")
+    assert "Upload a dataset first." in text_of(at)
+    assert [e.proto.page for e in at.get("page_link")] == ["datasets"]
