@@ -590,7 +590,7 @@ def weights(f: ModelFacts) -> list[Weight]:
     """Every parameter tensor of the architecture, with transformers' names and shapes."""
     if f.model_type == "qwen":
         return _qwen1_weights(f)
-    h, d = f.hidden, f.head_dim
+    h = f.hidden
     out: list[Weight] = [Weight("model.embed_tokens.weight", (f.vocab, h), "embedding")]
     for i in range(f.layers):
         p = f"model.layers.{i}."
@@ -607,7 +607,6 @@ def weights(f: ModelFacts) -> list[Weight]:
     out.append(Weight("model.norm.weight", (h,), "norm"))
     if not f.tied_embeddings:
         out.append(Weight("lm_head.weight", (f.vocab, h), "lm_head"))
-    del d
     return out
 
 

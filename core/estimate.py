@@ -686,8 +686,9 @@ def _ladder(spec: JobSpec, model: ModelFacts, g: GpuType,
 def suggest(spec: JobSpec, model: ModelFacts, g: GpuType, trainer: TrainerFacts | None = None,
             gpus: Mapping[str, GpuType] | None = None) -> tuple[str, dict[str, Any]] | None:
     """Settings that make the job fit `g` (nf4, LoRA off the experts, gradient checkpointing,
-    micro-batch 1 with more accumulation, then halving the max length), else the smallest
-    bigger GPU it fits as it is, else a bigger GPU with lighter settings; None if nothing."""
+    micro-batch 1 with more accumulation, then halving the max length), else the cheapest
+    bigger GPU of `gpus` (default: every type in the price table) it fits as it is, else a
+    bigger GPU with lighter settings; None if nothing does."""
     trainer = trainer or TrainerFacts()
     here = _ladder(spec, model, g, trainer)
     if here:
@@ -719,7 +720,7 @@ def fit_verdicts(
     out = []
     for g in (gpus or GPU_TYPES).values():
         v = verdict_for(memory.total_bytes, g)
-        s = suggest(spec, model, g, trainer, gpus) if v != "fits" else None
+        s = suggest(spec, model, g, trainer) if v != "fits" else None
         out.append(GpuVerdict(
             gpu=g.id, name=g.name, memory_bytes=device_bytes(g), need_bytes=memory.total_bytes,
             verdict=v,
