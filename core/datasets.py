@@ -46,12 +46,12 @@ Public API: `inspect_file`, `add_dataset`, `list_datasets`, `get_dataset`, `rena
 from __future__ import annotations
 
 import functools
-import hashlib
+import itertools
 import re
 import tempfile
+import zlib
 from array import array
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -70,6 +70,7 @@ SHAREGPT_ROLES = {
     "bot": "assistant", "chatgpt": "assistant", "model": "assistant", "system": "system",
     "tool": "tool", "function": "tool", "observation": "tool", "function_response": "tool",
 }  # fmt: skip
+_SAME_ROLES = {r: r for r in ROLES}
 PROBLEM_KINDS = (
     "invalid_json", "not_utf8", "not_an_object", "missing_field", "wrong_type",
     "unknown_role", "empty_content", "missing_assistant", "role_order", "too_long",
@@ -262,7 +263,7 @@ def _messages(raw: Any, row: int, field_name: str, problems: list[Problem], role
                 )
             )
             return []
-        mapped = (role_map or {r: r for r in ROLES}).get(role.strip().lower() if role_map else role)
+        mapped = (role_map or _SAME_ROLES).get(role.strip().lower() if role_map else role)
         if mapped is None:
             allowed = ", ".join(sorted(role_map) if role_map else ROLES)
             problems.append(
@@ -303,8 +304,102 @@ def _with_system(
     return [{"role": "system", "content": text}, *msgs]
 
 
+def _fast_chat(
+    raw: Any, role_key: str, content_key: str, role_map: dict[str, str] | None
+) -> list[dict[str, str]] | None:
+    """The messages when the row is clean (the common case), checked in one pass without
+    building any problem; None sends the row to the full checks, which name the problem."""
+    if type(raw) is not list or not raw:
+        return None
+    roles = role_map or _SAME_ROLES
+    out: list[dict[str, str]] = []
+    prev = ""
+    seen_user = seen_assistant = False
+    for i, m in enumerate(raw):
+        if type(m) is not dict:
+            return None
+        role, text = m.get(role_key), m.get(content_key)
+        if type(role) is not str or type(text) is not str or not text or text.isspace():
+            return None
+        mapped = roles.get(role) or (roles.get(role.strip().lower()) if role_map else None)
+        if mapped is None or mapped == prev and mapped != "tool":
+            return None
+        if mapped == "system":
+            if i:
+                return None
+        elif mapped == "user":
+            seen_user = True
+        elif mapped == "assistant":
+            if not seen_user:
+                return None
+            seen_assistant = True
+        elif prev not in ("assistant", "tool"):
+            return None
+        prev = mapped
+        # A message already in the normalised shape is kept as it is.
+        out.append(m if role_map is None and len(m) == 2 else {"role": mapped, "content": text})
+    if prev == "user" or not seen_assistant:
+        return None
+    return out
+
+
+def _fast_openai(raw: Any) -> list[dict[str, str]] | None:
+    """`_fast_chat` for OpenAI messages, the most common layout: the list itself when every
+    message is exactly {role, content} and the conversation is in order."""
+    if type(raw) is not list or not raw:
+        return None
+    prev = ""
+    seen_user = seen_assistant = False
+    exact = True
+    for m in raw:
+        if type(m) is not dict:
+            return None
+        text = m.get("content")
+        if type(text) is not str or not text or text.isspace():
+            return None
+        role = m.get("role")
+        if role == "user":
+            if prev == "user":
+                return None
+            seen_user = True
+        elif role == "assistant":
+            if prev == "assistant" or not seen_user:
+                return None
+            seen_assistant = True
+        elif role == "system":
+            if prev:
+                return None
+        elif role == "tool":
+            if prev != "assistant" and prev != "tool":
+                return None
+        else:
+            return None
+        prev = role
+        if len(m) != 2:
+            exact = False
+    if prev == "user" or not seen_assistant:
+        return None
+    return raw if exact else [{"role": m["role"], "content": m["content"]} for m in raw]
+
+
 def normalise_row(value: Any, layout: str, row: int) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The normalised row, or None and the problems that make it unusable."""
+    if type(value) is dict and not value.get("system"):
+        if layout == "messages":
+            fast = _fast_openai(value.get("messages"))
+        elif layout == "sharegpt":
+            fast = _fast_chat(value.get("conversations"), "from", "value", SHAREGPT_ROLES)
+        else:
+            fast = None
+        if fast is not None:
+            return {"messages": fast}, []
+    return normalise_row_checked(value, layout, row)
+
+
+def normalise_row_checked(
+    value: Any, layout: str, row: int
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """`normalise_row` through the full checks only (what the fast path must agree with)."""
     problems: list[Problem] = []
     if not isinstance(value, dict):
         return None, [
@@ -651,12 +746,10 @@ class _TokenStats:
         }
 
 
-def _row_hash(line: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(line, digest_size=8).digest(), "little")
-
-
-def _eval_side(h: int, eval_fraction: float) -> bool:
-    return (h >> 40) % 100_000 < eval_fraction * 100_000
+def split_of(line: bytes, eval_fraction: float) -> str:
+    """Which side of the split a normalised row (its JSONL line, newline included) is on.
+    Rows are hashed with CRC-32; Adler-32 joins it into the 64-bit duplicate hash."""
+    return "eval" if zlib.crc32(line) % 100_000 < eval_fraction * 100_000 else "train"
 
 
 def _clip(row: dict[str, Any], n: int = 500) -> dict[str, Any]:
@@ -726,39 +819,44 @@ def process_file(
     hashes = array("Q")
     dumps = orjson.dumps
 
-    def all_records() -> Iterator[Record]:
-        yield from head
-        yield from it
-
-    for rec in all_records():
-        report.read_stopped = report.read_stopped or rec.stops_reading
-        if rec.problem is not None and rec.problem.row == 0:  # the file, not a row
-            _note(report, rec.problem)
+    layout_ = report.layout
+    measure = stats.reason is None
+    eval_cut = eval_fraction * 100_000
+    crc32, adler32 = zlib.crc32, zlib.adler32
+    write_train = train_out.write if train_out is not None else None
+    write_eval = eval_out.write if eval_out is not None else None
+    rows = valid = n_eval = 0
+    stopped = False
+    for rec in itertools.chain(head, it):
+        problem = rec.problem
+        if problem is not None:
+            stopped = stopped or rec.stops_reading
+            if problem.row:  # row 0 is the file as a whole, not a row
+                rows += 1
+            _note(report, problem)
             continue
-        report.rows += 1
-        if rec.problem is not None:
-            _note(report, rec.problem)
-            continue
-        row, problems = normalise_row(rec.value, report.layout, rec.row)
+        rows += 1
+        row, problems = normalise_row(rec.value, layout_, rec.row)
         if row is None:
             for p in problems:
                 _note(report, p)
             continue
-        report.valid_rows += 1
+        valid += 1
         line = dumps(row) + b"\n"
-        h = _row_hash(line)
-        hashes.append(h)
-        if _eval_side(h, eval_fraction):
-            report.eval_rows += 1
-            if eval_out is not None:
-                eval_out.write(line)
-        else:
-            report.train_rows += 1
-            if train_out is not None:
-                train_out.write(line)
-        stats.add(row)
-        if len(report.samples) < n_samples:
+        crc = crc32(line)  # see split_of
+        hashes.append(crc | (adler32(line) << 32))
+        if crc % 100_000 < eval_cut:
+            n_eval += 1
+            if write_eval is not None:
+                write_eval(line)
+        elif write_train is not None:
+            write_train(line)
+        if measure:
+            stats.add(row)
+        if valid <= n_samples:
             report.samples.append(_clip(row))
+    report.rows, report.valid_rows, report.read_stopped = rows, valid, stopped
+    report.eval_rows, report.train_rows = n_eval, valid - n_eval
     if hashes:
         import numpy as np
 

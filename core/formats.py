@@ -65,7 +65,7 @@ class Problem:
         return {"row": self.row, "kind": self.kind, "field": self.field, "message": self.message}
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     row: int
     value: Any = None
@@ -213,6 +213,53 @@ def read_jsonl(
         if not line.strip():
             continue
         yield _parse_json_text(line, lineno)
+
+
+def read_jsonl_utf8(path: Path, max_row_bytes: int, skip: int = 0) -> Iterator[Record]:
+    """UTF-8 JSONL without decoding to str first (orjson parses bytes and checks UTF-8)."""
+    with open(path, "rb") as f:
+        f.seek(skip)
+        yield from _jsonl_bytes(f, max_row_bytes)
+
+
+def _jsonl_bytes(f: IO[bytes], max_row_bytes: int) -> Iterator[Record]:
+    readline = f.readline
+    loads = orjson.loads
+    lineno = 0
+    while True:
+        line = readline(max_row_bytes + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > max_row_bytes and not line.endswith(b"\n"):
+            while True:  # drain the rest of the over-long line without keeping it
+                more = readline(1 << 20)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield _too_long(lineno, max_row_bytes)
+            continue
+        try:
+            yield Record(lineno, loads(line), raw_bytes=len(line))
+        except orjson.JSONDecodeError as e:
+            if line.isspace():
+                continue
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield Record(
+                    lineno,
+                    problem=Problem(
+                        lineno,
+                        "not_utf8",
+                        "",
+                        "the row is not valid UTF-8 text; save the file as UTF-8",
+                    ),
+                )
+                continue
+            msg = str(e).split(":", 1)[0] if str(e) else "not valid JSON"
+            yield Record(
+                lineno, problem=Problem(lineno, "invalid_json", "", f"not valid JSON ({msg})")
+            )
 
 
 _STR_SPECIAL = re.compile(r'["\\]')
@@ -532,6 +579,10 @@ def open_records(
             return fmt, read_json_document(path, max_row_bytes)
         return fmt, _with_file(path, read_json_array, max_row_bytes)
     if fmt == "jsonl":
+        with open(path, "rb") as f:
+            encoding, skip = _encoding(f.read(4))
+        if encoding == "utf-8":
+            return fmt, read_jsonl_utf8(path, max_row_bytes, skip)
         return fmt, _with_file(path, read_jsonl, max_row_bytes)
     if fmt == "csv":
         return fmt, _with_file(path, read_csv, max_row_bytes)

@@ -129,14 +129,22 @@ class Limits:
     max_concurrent_jobs: int
 
 
-def _insert_ignore(session: Session, model: type, values: Mapping[str, Any], keys: Sequence[str]) -> int:
+def _insert_ignore(
+    session: Session, model: type, values: Mapping[str, Any], keys: Sequence[str]
+) -> int:
     """INSERT ... ON CONFLICT (keys) DO NOTHING for the session's dialect; 1 if a row was
     inserted, 0 if one with the same keys existed."""
     name = session.get_bind().dialect.name
     if name == "postgresql":
-        stmt = postgresql.insert(model).values(**values).on_conflict_do_nothing(index_elements=list(keys))
+        stmt = (
+            postgresql.insert(model)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=list(keys))
+        )
     elif name == "sqlite":
-        stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing(index_elements=list(keys))
+        stmt = (
+            sqlite.insert(model).values(**values).on_conflict_do_nothing(index_elements=list(keys))
+        )
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"database {name!r} is not supported")
     pk = list(model.__table__.primary_key.columns)  # type: ignore[attr-defined]
@@ -158,7 +166,9 @@ def ensure_user(actor: Actor, session: Session) -> User:
     return user
 
 
-def sign_in_actor(session: Session, user_id: str, email: str, default_role: str = "member") -> Actor:
+def sign_in_actor(
+    session: Session, user_id: str, email: str, default_role: str = "member"
+) -> Actor:
     """The `Actor` for a user the identity provider has just vouched for.
 
     Creates the user row on first sign-in (with `default_role`); afterwards the role stored
@@ -204,7 +214,9 @@ def _clean_name(name: str, what: str, max_len: int) -> str:
     return cleaned
 
 
-def _dataset_name_taken(actor: Actor, session: Session, name: str, except_id: str | None = None) -> bool:
+def _dataset_name_taken(
+    actor: Actor, session: Session, name: str, except_id: str | None = None
+) -> bool:
     stmt = select(Dataset.id).where(
         Dataset.owner_id == actor.user_id, Dataset.name == name, Dataset.deleted_at.is_(None)
     )
@@ -257,7 +269,9 @@ def create_dataset(
     return ds
 
 
-def get_dataset(actor: Actor, session: Session, dataset_id: str, include_deleted: bool = False) -> Dataset:
+def get_dataset(
+    actor: Actor, session: Session, dataset_id: str, include_deleted: bool = False
+) -> Dataset:
     stmt = select(Dataset).where(Dataset.id == dataset_id, Dataset.owner_id == actor.user_id)
     if not include_deleted:
         stmt = stmt.where(Dataset.deleted_at.is_(None))
@@ -296,7 +310,9 @@ def mark_dataset_deleted(actor: Actor, session: Session, dataset_id: str) -> Dat
         )
     ).first()
     if busy is not None:
-        raise Conflict(f"dataset {ds.name!r} is used by job {busy[0]} that has not finished; cancel it first")
+        raise Conflict(
+            f"dataset {ds.name!r} is used by job {busy[0]} that has not finished; cancel it first"
+        )
     ds.deleted_at = utcnow()
     session.flush()
     return ds
@@ -425,13 +441,15 @@ def list_unfinished_jobs(actor: Actor, session: Session) -> list[Job]:
 
 def count_active_jobs(actor: Actor, session: Session) -> int:
     return session.execute(
-        select(func.count()).select_from(Job).where(
-            Job.owner_id == actor.user_id, Job.status.in_(ACTIVE_STATUSES)
-        )
+        select(func.count())
+        .select_from(Job)
+        .where(Job.owner_id == actor.user_id, Job.status.in_(ACTIVE_STATUSES))
     ).scalar_one()
 
 
-def update_job(actor: Actor, session: Session, job_id: str, *, reopen: bool = False, **fields: Any) -> Job:
+def update_job(
+    actor: Actor, session: Session, job_id: str, *, reopen: bool = False, **fields: Any
+) -> Job:
     """Set fields of the actor's job. Unknown fields raise InvalidInput.
 
     A finished job (COMPLETED, FAILED, CANCELLED, TIMED_OUT) does not go back to a running
@@ -489,7 +507,14 @@ def append_event(
     return _append(session, job_id, seq, type, data, ts)
 
 
-def _append(session: Session, job_id: str, seq: int, type_: str, data: Mapping[str, Any] | None, ts: float | None) -> bool:
+def _append(
+    session: Session,
+    job_id: str,
+    seq: int,
+    type_: str,
+    data: Mapping[str, Any] | None,
+    ts: float | None,
+) -> bool:
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise InvalidInput(f"event seq must be a non-negative integer (got {seq!r})")
     if not type_ or len(type_) > 16:
@@ -524,7 +549,12 @@ def append_events(actor: Actor, session: Session, job_id: str, events: Iterable[
         if isinstance(ev, Mapping):
             seq, type_, ts, data = ev.get("seq"), ev.get("type"), ev.get("ts"), ev.get("data")
         else:
-            seq, type_, ts, data = ev.seq, ev.type, getattr(ev, "ts", None), getattr(ev, "data", None)
+            seq, type_, ts, data = (
+                ev.seq,
+                ev.type,
+                getattr(ev, "ts", None),
+                getattr(ev, "data", None),
+            )
         added += _append(session, job_id, seq, str(type_ or ""), data, ts)
     return added
 
@@ -577,7 +607,11 @@ def record_cost(
         raise InvalidInput("cost seconds and dollars cannot be negative")
     job = get_job(actor, session, job_id)
     attempt = job.attempt if attempt is None else attempt
-    month = _check_month(month) if month else month_of(job.finished_at or job.started_at or job.created_at)
+    month = (
+        _check_month(month)
+        if month
+        else month_of(job.finished_at or job.started_at or job.created_at)
+    )
     values = {
         "owner_id": actor.user_id,
         "job_id": job.id,
@@ -611,7 +645,9 @@ def list_cost_records(actor: Actor, session: Session, month: str | None = None) 
     return list(session.execute(stmt.order_by(CostRecord.created_at, CostRecord.id)).scalars())
 
 
-def month_spend(actor: Actor, session: Session, month: str | None = None, include_running: bool = True) -> float:
+def month_spend(
+    actor: Actor, session: Session, month: str | None = None, include_running: bool = True
+) -> float:
     """Dollars the actor spent in `month` (default: this month): recorded costs, plus, for
     the current month and `include_running`, the live `cost_usd` of unfinished jobs (a job
     attempt's cost is recorded with `record_cost` when it ends; until then `jobs.cost_usd`
@@ -632,9 +668,15 @@ def month_spend(actor: Actor, session: Session, month: str | None = None, includ
     return float(recorded) + float(running)
 
 
-def spend_by(actor: Actor, session: Session, group: str = "month", month: str | None = None) -> dict[str, float]:
+def spend_by(
+    actor: Actor, session: Session, group: str = "month", month: str | None = None
+) -> dict[str, float]:
     """Recorded dollars of the actor grouped by `month`, `gpu_type` or `job_id`."""
-    columns = {"month": CostRecord.month, "gpu_type": CostRecord.gpu_type, "job_id": CostRecord.job_id}
+    columns = {
+        "month": CostRecord.month,
+        "gpu_type": CostRecord.gpu_type,
+        "job_id": CostRecord.job_id,
+    }
     if group not in columns:
         raise InvalidInput(f"group must be one of {', '.join(columns)}")
     col = columns[group]
@@ -661,7 +703,9 @@ def _check_adapter_name(name: str) -> str:
     return name
 
 
-def get_or_create_adapter(actor: Actor, session: Session, name: str, description: str = "") -> Adapter:
+def get_or_create_adapter(
+    actor: Actor, session: Session, name: str, description: str = ""
+) -> Adapter:
     ensure_user(actor, session)
     name = _check_adapter_name(name)
     stmt = select(Adapter).where(Adapter.owner_id == actor.user_id, Adapter.name == name)
@@ -756,14 +800,18 @@ def create_adapter_version(
         raise InvalidInput("a checkpoint needs its training step")
     if job_id is not None:
         get_job(actor, session, job_id)
-        existing = session.execute(
-            select(AdapterVersion).where(
-                AdapterVersion.owner_id == actor.user_id,
-                AdapterVersion.job_id == job_id,
-                AdapterVersion.is_checkpoint.is_(is_checkpoint),
-                *([AdapterVersion.step == step] if is_checkpoint else []),
+        existing = (
+            session.execute(
+                select(AdapterVersion).where(
+                    AdapterVersion.owner_id == actor.user_id,
+                    AdapterVersion.job_id == job_id,
+                    AdapterVersion.is_checkpoint.is_(is_checkpoint),
+                    *([AdapterVersion.step == step] if is_checkpoint else []),
+                )
             )
-        ).scalars().first()
+            .scalars()
+            .first()
+        )
         if existing is not None:
             return existing
     if dataset_id is not None:
@@ -802,13 +850,17 @@ def create_adapter_version(
         except IntegrityError:
             # Another process took this number (or registered the same job/step): look again.
             if job_id is not None:
-                again = session.execute(
-                    select(AdapterVersion).where(
-                        AdapterVersion.job_id == job_id,
-                        AdapterVersion.is_checkpoint.is_(is_checkpoint),
-                        *([AdapterVersion.step == step] if is_checkpoint else []),
+                again = (
+                    session.execute(
+                        select(AdapterVersion).where(
+                            AdapterVersion.job_id == job_id,
+                            AdapterVersion.is_checkpoint.is_(is_checkpoint),
+                            *([AdapterVersion.step == step] if is_checkpoint else []),
+                        )
                     )
-                ).scalars().first()
+                    .scalars()
+                    .first()
+                )
                 if again is not None:
                     return again
     raise Conflict(f"could not number a new version of adapter {adapter_name!r}; try again")
@@ -827,7 +879,9 @@ def get_version(actor: Actor, session: Session, version_id: str) -> AdapterVersi
     return v
 
 
-def get_version_by_number(actor: Actor, session: Session, adapter_name: str, version: int) -> AdapterVersion:
+def get_version_by_number(
+    actor: Actor, session: Session, adapter_name: str, version: int
+) -> AdapterVersion:
     adapter = get_adapter(actor, session, adapter_name)
     v = session.execute(
         select(AdapterVersion).where(
@@ -843,7 +897,10 @@ def get_version_by_number(actor: Actor, session: Session, adapter_name: str, ver
 
 
 def list_versions(
-    actor: Actor, session: Session, adapter_name_or_id: str | None = None, include_checkpoints: bool = True,
+    actor: Actor,
+    session: Session,
+    adapter_name_or_id: str | None = None,
+    include_checkpoints: bool = True,
     job_id: str | None = None,
 ) -> list[AdapterVersion]:
     """The actor's versions (of one adapter, or of one job, or all), oldest first; numbered
@@ -852,13 +909,18 @@ def list_versions(
         AdapterVersion.owner_id == actor.user_id, AdapterVersion.deleted_at.is_(None)
     )
     if adapter_name_or_id is not None:
-        stmt = stmt.where(AdapterVersion.adapter_id == get_adapter(actor, session, adapter_name_or_id).id)
+        stmt = stmt.where(
+            AdapterVersion.adapter_id == get_adapter(actor, session, adapter_name_or_id).id
+        )
     if job_id is not None:
         stmt = stmt.where(AdapterVersion.job_id == job_id)
     if not include_checkpoints:
         stmt = stmt.where(AdapterVersion.version.is_not(None))
     stmt = stmt.order_by(
-        AdapterVersion.version.is_(None), AdapterVersion.version, AdapterVersion.step, AdapterVersion.created_at
+        AdapterVersion.version.is_(None),
+        AdapterVersion.version,
+        AdapterVersion.step,
+        AdapterVersion.created_at,
     )
     return list(session.execute(stmt).scalars())
 
@@ -888,7 +950,9 @@ def promote_checkpoint(actor: Actor, session: Session, version_id: str) -> Adapt
     raise Conflict("could not number the promoted checkpoint; try again")
 
 
-def update_version(actor: Actor, session: Session, version_id: str, **fields: Any) -> AdapterVersion:
+def update_version(
+    actor: Actor, session: Session, version_id: str, **fields: Any
+) -> AdapterVersion:
     unknown = set(fields) - _VERSION_UPDATABLE
     if unknown:
         raise InvalidInput(f"adapter version fields {sorted(unknown)} cannot be set")
@@ -983,7 +1047,9 @@ def admin_set_role(actor: Actor, session: Session, user_id: str, role: str) -> U
     return user
 
 
-def admin_spend_by_user(actor: Actor, session: Session, month: str | None = None) -> dict[str, float]:
+def admin_spend_by_user(
+    actor: Actor, session: Session, month: str | None = None
+) -> dict[str, float]:
     """Recorded dollars per user id in `month` (default: this month); every user appears."""
     _require_admin(actor)
     month = _check_month(month) if month else month_of()

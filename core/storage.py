@@ -163,7 +163,9 @@ class BlobStore(Protocol):
 
     def delete_prefix(self, bucket: str, prefix: str) -> int: ...
 
-    def signed_download_url(self, bucket: str, key: str, expires_s: int = DOWNLOAD_URL_TTL_S) -> str: ...
+    def signed_download_url(
+        self, bucket: str, key: str, expires_s: int = DOWNLOAD_URL_TTL_S
+    ) -> str: ...
 
     def signed_upload_url(self, bucket: str, key: str, expires_s: int = UPLOAD_URL_TTL_S) -> str:
         """A URL that accepts one `PUT` of the raw file body (Content-Type header kept)."""
@@ -204,7 +206,9 @@ def load_signing_key(settings: Settings) -> bytes:
             if key:
                 return key
             time.sleep(0.02)
-        raise StorageError(f"the URL signing key file {path} is empty; delete it to make a new one") from None
+        raise StorageError(
+            f"the URL signing key file {path} is empty; delete it to make a new one"
+        ) from None
     key = secrets.token_hex(32).encode()
     with os.fdopen(fd, "wb") as f:
         f.write(key)
@@ -240,7 +244,9 @@ class LocalBlobStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBlobStore:
-        return cls(settings.data_dir / "blobs", settings.public_base_url, load_signing_key(settings))
+        return cls(
+            settings.data_dir / "blobs", settings.public_base_url, load_signing_key(settings)
+        )
 
     # paths
     def path_for(self, bucket: str, key: str) -> Path:
@@ -262,7 +268,9 @@ class LocalBlobStore:
 
     # writes
     @contextlib.contextmanager
-    def writer(self, bucket: str, key: str, content_type: str, max_bytes: int | None = None) -> Iterator[_AtomicWriter]:
+    def writer(
+        self, bucket: str, key: str, content_type: str, max_bytes: int | None = None
+    ) -> Iterator[_AtomicWriter]:
         """Write an object piece by piece; it appears (atomically) only if the block ends
         without an error, replacing any previous object under `key`."""
         dest = self.path_for(bucket, key)
@@ -283,7 +291,14 @@ class LocalBlobStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def put_stream(self, bucket: str, key: str, stream: IO[bytes], content_type: str, max_bytes: int | None = None) -> int:
+    def put_stream(
+        self,
+        bucket: str,
+        key: str,
+        stream: IO[bytes],
+        content_type: str,
+        max_bytes: int | None = None,
+    ) -> int:
         with self.writer(bucket, key, content_type, max_bytes) as w:
             while chunk := stream.read(CHUNK):
                 w.write(chunk)
@@ -360,13 +375,17 @@ class LocalBlobStore:
         query = urlencode({"exp": exp, "sig": self._sign(method, bucket, key, exp)})
         return f"{self.public_base_url}/files/{bucket}/{quote(key)}?{query}"
 
-    def signed_download_url(self, bucket: str, key: str, expires_s: int = DOWNLOAD_URL_TTL_S) -> str:
+    def signed_download_url(
+        self, bucket: str, key: str, expires_s: int = DOWNLOAD_URL_TTL_S
+    ) -> str:
         return self._url("GET", bucket, key, expires_s)
 
     def signed_upload_url(self, bucket: str, key: str, expires_s: int = UPLOAD_URL_TTL_S) -> str:
         return self._url("PUT", bucket, key, expires_s)
 
-    def verify(self, method: str, bucket: str, key: str, exp: str | int, sig: str, now: float | None = None) -> None:
+    def verify(
+        self, method: str, bucket: str, key: str, exp: str | int, sig: str, now: float | None = None
+    ) -> None:
         """Raise SignatureError unless `sig` signs (method, bucket, key, exp) and exp is ahead."""
         try:
             exp_i = int(exp)
@@ -413,7 +432,14 @@ class SupabaseBlobStore:
     `/storage/v1/object/<bucket>/<key>`.
     """
 
-    def __init__(self, url: str, service_key: str, client: Any = None, http: Any = None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        service_key: str,
+        client: Any = None,
+        http: Any = None,
+        timeout_s: float = 60.0,
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
@@ -442,8 +468,16 @@ class SupabaseBlobStore:
     def _raise(exc: Exception, bucket: str, key: str) -> None:
         from storage3.exceptions import StorageApiError
 
-        if isinstance(exc, StorageApiError) and str(exc.status) in ("404", "400") and str(exc.code).lower() in (
-            "not_found", "notfound", "nosuchkey", "404",
+        if (
+            isinstance(exc, StorageApiError)
+            and str(exc.status) in ("404", "400")
+            and str(exc.code).lower()
+            in (
+                "not_found",
+                "notfound",
+                "nosuchkey",
+                "404",
+            )
         ):
             raise NotFound(f"no stored file {bucket}/{key}") from None
         raise StorageError(f"storage refused {bucket}/{key}: {type(exc).__name__}") from exc
@@ -461,7 +495,9 @@ class SupabaseBlobStore:
         try:
             with open(path, "rb") as f:
                 self._bucket(bucket).upload(
-                    key, f, {"content-type": content_type, "x-upsert": "true", "cache-control": "no-cache"}
+                    key,
+                    f,
+                    {"content-type": content_type, "x-upsert": "true", "cache-control": "no-cache"},
                 )
         except StorageApiError as e:
             self._raise(e, bucket, key)
@@ -484,7 +520,12 @@ class SupabaseBlobStore:
             return base64.b64encode(v.encode()).decode()
 
         endpoint = f"{self.url}/storage/v1/upload/resumable"
-        meta = {"bucketName": bucket, "objectName": key, "contentType": content_type, "cacheControl": "3600"}
+        meta = {
+            "bucketName": bucket,
+            "objectName": key,
+            "contentType": content_type,
+            "cacheControl": "3600",
+        }
         headers = {
             **self._auth(),
             "Tus-Resumable": "1.0.0",
@@ -494,7 +535,9 @@ class SupabaseBlobStore:
         }
         r = self._retrying(lambda: self._http.post(endpoint, headers=headers))
         if r.status_code != 201 or "location" not in r.headers:
-            raise StorageError(f"storage refused the resumable upload of {bucket}/{key} (HTTP {r.status_code})")
+            raise StorageError(
+                f"storage refused the resumable upload of {bucket}/{key} (HTTP {r.status_code})"
+            )
         location = str(httpx.URL(endpoint).join(r.headers["location"]))
         offset = 0
         failures = 0
@@ -522,13 +565,19 @@ class SupabaseBlobStore:
                     continue
                 failures += 1
                 if failures > 5:
-                    raise StorageError(f"the resumable upload of {bucket}/{key} kept failing at byte {offset}")
+                    raise StorageError(
+                        f"the resumable upload of {bucket}/{key} kept failing at byte {offset}"
+                    )
                 time.sleep(min(8.0, 0.5 * 2**failures))
                 head = self._retrying(
-                    lambda: self._http.head(location, headers={**self._auth(), "Tus-Resumable": "1.0.0"})
+                    lambda: self._http.head(
+                        location, headers={**self._auth(), "Tus-Resumable": "1.0.0"}
+                    )
                 )
                 if head.status_code != 200:
-                    raise StorageError(f"the resumable upload of {bucket}/{key} was lost (HTTP {head.status_code})")
+                    raise StorageError(
+                        f"the resumable upload of {bucket}/{key} was lost (HTTP {head.status_code})"
+                    )
                 offset = int(head.headers.get("upload-offset", offset))
 
     def _retrying(self, call: Any, attempts: int = 4) -> Any:
@@ -601,7 +650,13 @@ class SupabaseBlobStore:
                         folders.append(f"{folder}{name}/")
                         continue
                     meta = item.get("metadata") or {}
-                    out.append(BlobInfo(f"{folder}{name}", int(meta.get("size") or 0), meta.get("mimetype") or ""))
+                    out.append(
+                        BlobInfo(
+                            f"{folder}{name}",
+                            int(meta.get("size") or 0),
+                            meta.get("mimetype") or "",
+                        )
+                    )
                 if len(page) < 1000:
                     break
                 offset += len(page)
@@ -624,7 +679,9 @@ class SupabaseBlobStore:
         return len(blobs)
 
     # signed URLs
-    def signed_download_url(self, bucket: str, key: str, expires_s: int = DOWNLOAD_URL_TTL_S) -> str:
+    def signed_download_url(
+        self, bucket: str, key: str, expires_s: int = DOWNLOAD_URL_TTL_S
+    ) -> str:
         from storage3.exceptions import StorageApiError
 
         check_key(key)
@@ -646,7 +703,9 @@ class SupabaseBlobStore:
 
         check_key(key)
         try:
-            res = self._bucket(bucket).create_signed_upload_url(key, CreateSignedUploadUrlOptions(upsert="true"))
+            res = self._bucket(bucket).create_signed_upload_url(
+                key, CreateSignedUploadUrlOptions(upsert="true")
+            )
         except StorageApiError as e:
             self._raise(e, bucket, key)
             raise

@@ -41,11 +41,20 @@ def files_router(store: LocalBlobStore, max_upload_bytes: int | None = None) -> 
         return FileResponse(path, media_type=store.content_type(bucket, key))
 
     @router.put("/files/{bucket}/{key:path}")
-    async def upload(bucket: str, key: str, request: Request, exp: str = "", sig: str = "") -> JSONResponse:
+    async def upload(
+        bucket: str, key: str, request: Request, exp: str = "", sig: str = ""
+    ) -> JSONResponse:
         _checked("PUT", bucket, key, exp, sig)
         declared = request.headers.get("content-length")
-        if max_upload_bytes is not None and declared and declared.isdigit() and int(declared) > max_upload_bytes:
-            raise HTTPException(413, f"the file is larger than the limit of {max_upload_bytes} bytes")
+        if (
+            max_upload_bytes is not None
+            and declared
+            and declared.isdigit()
+            and int(declared) > max_upload_bytes
+        ):
+            raise HTTPException(
+                413, f"the file is larger than the limit of {max_upload_bytes} bytes"
+            )
         content_type = request.headers.get("content-type") or "application/octet-stream"
         try:
             with store.writer(bucket, key, content_type, max_upload_bytes) as w:

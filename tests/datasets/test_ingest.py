@@ -281,3 +281,15 @@ def test_duplicates_and_a_deterministic_split(tmp_path: Path):
     assert (a.train_rows, a.eval_rows) == (b.train_rows, b.eval_rows)
     assert a.train_rows + a.eval_rows == 2003
     assert 60 <= a.eval_rows <= 145  # about 5%
+
+
+def test_the_split_follows_split_of(tmp_path: Path):
+    from core.datasets import split_of
+
+    rows = [chat(f"q{i}", f"a{i}") for i in range(300)]
+    out_t, out_e = tmp_path / "t", tmp_path / "e"
+    with open(out_t, "wb") as t, open(out_e, "wb") as e:
+        process_file(write_jsonl(tmp_path / "d.jsonl", rows), train_out=t, eval_out=e, eval_fraction=0.2)
+    for path, side in ((out_t, "train"), (out_e, "eval")):
+        lines = path.read_bytes().splitlines(keepends=True)
+        assert lines and all(split_of(line, 0.2) == side for line in lines)

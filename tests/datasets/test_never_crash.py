@@ -125,3 +125,28 @@ def test_random_rows_in_parquet(data: list):
         except (TypeError, ValueError):
             return
         _check(p)
+
+
+turns = st.lists(
+    st.fixed_dictionaries({
+        "role": st.sampled_from(["user", "assistant", "system", "tool", "gpt", "human"]),
+        "from": st.sampled_from(["human", "gpt", "system", "tool", " Human", "user"]),
+        "content": st.sampled_from(["hi", "ok", " ", ""]), "value": st.sampled_from(["hi", "ok", " "]),
+    }),
+    max_size=6,
+)  # fmt: skip
+chat_rows = st.fixed_dictionaries(
+    {"messages": messages | turns, "conversations": messages | turns},
+    optional={"system": st.sampled_from(["", "be brief"])},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=chat_rows, layout=st.sampled_from(["messages", "sharegpt"]))
+def test_the_fast_path_agrees_with_the_full_checks(value: dict, layout: str):
+    from core.datasets import normalise_row, normalise_row_checked
+
+    fast, fast_problems = normalise_row(value, layout, 1)
+    full, full_problems = normalise_row_checked(value, layout, 1)
+    assert fast == full
+    assert (fast_problems == []) == (full_problems == [])

@@ -20,7 +20,9 @@ from core.settings import Settings
 PG_ADMIN_DSN = os.environ.get(
     "BRIGHTRUN_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 )
-PG_URL_BASE = os.environ.get("BRIGHTRUN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+PG_URL_BASE = os.environ.get(
+    "BRIGHTRUN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"
+)
 
 TABLES = ("cost_records", "job_events", "adapter_versions", "adapters", "jobs", "datasets", "users")
 

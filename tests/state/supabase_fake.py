@@ -78,7 +78,9 @@ class FakeStorage:
 
     def token(self, kind: str, bucket: str, name: str, expires_in: int) -> str:
         payload = base64.urlsafe_b64encode(
-            json.dumps({"k": kind, "url": f"{bucket}/{name}", "exp": int(time.time()) + expires_in}).encode()
+            json.dumps(
+                {"k": kind, "url": f"{bucket}/{name}", "exp": int(time.time()) + expires_in}
+            ).encode()
         ).decode()
         sig = hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()
         return f"{payload}.{sig}"
@@ -88,14 +90,20 @@ class FakeStorage:
             payload, sig = token.rsplit(".", 1)
         except ValueError:
             return False
-        if not hmac.compare_digest(hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest(), sig):
+        if not hmac.compare_digest(
+            hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest(), sig
+        ):
             return False
         data = json.loads(base64.urlsafe_b64decode(payload))
-        return data["k"] == kind and data["url"] == f"{bucket}/{name}" and data["exp"] >= time.time()
+        return (
+            data["k"] == kind and data["url"] == f"{bucket}/{name}" and data["exp"] >= time.time()
+        )
 
 
 def _parse_multipart(content_type: str, body: bytes) -> tuple[bytes, str]:
-    msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    msg = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
     for part in msg.iter_parts():
         if part.get_param("name", header="content-disposition") == "file":
             return part.get_payload(decode=True) or b"", part.get_content_type()
@@ -114,7 +122,14 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("content-length") or 0)
         return self.rfile.read(n) if n else b""
 
-    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None, ctype: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        ctype: str = "application/json",
+    ) -> None:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         self.send_response(status)
         for k, v in (headers or {}).items():
@@ -131,7 +146,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authed(self) -> bool:
         key = self.fake.service_key
-        if self.headers.get("authorization") == f"Bearer {key}" and (self.headers.get("apikey") or "") == key:
+        if (
+            self.headers.get("authorization") == f"Bearer {key}"
+            and (self.headers.get("apikey") or "") == key
+        ):
             return True
         self._error(403, "Unauthorized", "invalid signature")
         return False
@@ -144,7 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
         return path[len(PREFIX) + 1 :].split("/"), parse_qs(u.query)
 
     def _record(self, n: int) -> None:
-        self.fake.requests.append((self.command, urlsplit(self.path).path, self.headers.get("content-type") or "", n))
+        self.fake.requests.append(
+            (self.command, urlsplit(self.path).path, self.headers.get("content-type") or "", n)
+        )
 
     def _bucket_ok(self, bucket: str) -> bool:
         if bucket not in self.fake.buckets:
@@ -176,7 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
                     k, _, v = item.strip().partition(" ")
                     meta[k] = base64.b64decode(v).decode()
             if "bucketName" not in meta or "objectName" not in meta:
-                self._error(400, "InvalidRequest", "Upload-Metadata needs bucketName and objectName")
+                self._error(
+                    400, "InvalidRequest", "Upload-Metadata needs bucketName and objectName"
+                )
                 return
             if not self._bucket_ok(meta["bucketName"]):
                 return
@@ -188,7 +210,13 @@ class _Handler(BaseHTTPRequestHandler):
             up.path.parent.mkdir(parents=True, exist_ok=True)
             up.path.write_bytes(b"")
             self.fake.uploads[upload_id] = up
-            self._send(201, headers={"Location": f"{PREFIX}/upload/resumable/{upload_id}", "Tus-Resumable": "1.0.0"})
+            self._send(
+                201,
+                headers={
+                    "Location": f"{PREFIX}/upload/resumable/{upload_id}",
+                    "Tus-Resumable": "1.0.0",
+                },
+            )
             return
         if parts[:1] == ["object"] and len(parts) >= 3 and parts[1] == "sign":
             if not self._authed() or not self._bucket_ok(parts[2]):
@@ -206,7 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             bucket, name = parts[3], "/".join(parts[4:])
             token = self.fake.token("upload", bucket, name, 7200)
-            self._send(200, {"url": f"/object/upload/sign/{bucket}/{name}?token={token}", "token": token})
+            self._send(
+                200, {"url": f"/object/upload/sign/{bucket}/{name}?token={token}", "token": token}
+            )
             return
         if parts[:2] == ["object", "list"] and len(parts) == 3:
             if not self._authed() or not self._bucket_ok(parts[2]):
@@ -225,14 +255,23 @@ class _Handler(BaseHTTPRequestHandler):
                 if sep:
                     entries.setdefault(head, {"name": head, "id": None, "metadata": None})
                 else:
-                    entries[head] = {"name": head, "id": m["id"], "metadata": {"size": m["size"], "mimetype": m["mimetype"]}}
+                    entries[head] = {
+                        "name": head,
+                        "id": m["id"],
+                        "metadata": {"size": m["size"], "mimetype": m["mimetype"]},
+                    }
             items = [entries[k] for k in sorted(entries)]
             self._send(200, items[offset : offset + limit])
             return
         if parts[:1] == ["object"] and len(parts) >= 3:
             if not self._authed() or not self._bucket_ok(parts[1]):
                 return
-            self._save_upload(parts[1], "/".join(parts[2:]), body, (self.headers.get("x-upsert") or "false") == "true")
+            self._save_upload(
+                parts[1],
+                "/".join(parts[2:]),
+                body,
+                (self.headers.get("x-upsert") or "false") == "true",
+            )
             return
         self._error(404, "not_found", "route not found")
 
@@ -272,7 +311,15 @@ class _Handler(BaseHTTPRequestHandler):
             if m is None:
                 self._error(404, "not_found", "Object not found")
                 return
-            self._send(200, {"id": m["id"], "name": "/".join(parts[3:]), "size": m["size"], "content_type": m["mimetype"]})
+            self._send(
+                200,
+                {
+                    "id": m["id"],
+                    "name": "/".join(parts[3:]),
+                    "size": m["size"],
+                    "content_type": m["mimetype"],
+                },
+            )
             return
         elif parts[:1] == ["object"] and len(parts) >= 3:
             if not self._authed():
@@ -332,7 +379,11 @@ class _Handler(BaseHTTPRequestHandler):
         if int(self.headers.get("upload-offset", -1)) != up.offset:
             self._send(409)
             return
-        if up.offset + len(body) < up.length and len(body) != TUS_CHUNK and up.offset % TUS_CHUNK == 0:
+        if (
+            up.offset + len(body) < up.length
+            and len(body) != TUS_CHUNK
+            and up.offset % TUS_CHUNK == 0
+        ):
             self._error(400, "InvalidChunkSize", "chunks other than the last must be 6 MB")
             return
         with open(up.path, "ab") as f:
@@ -367,7 +418,9 @@ class FakeSupabaseStorage:
         handler = type("Handler", (_Handler,), {"fake": self.state})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> FakeSupabaseStorage:
         self._thread.start()

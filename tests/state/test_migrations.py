@@ -28,19 +28,31 @@ def _upgrade_keeps_rows(s: Settings) -> None:
     db.upgrade(s, "0001")
     engine = db.get_engine(s)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO users (id, email, role, created_at) VALUES ('u1', 'a@b.c', 'member', CURRENT_TIMESTAMP)"))
-        conn.execute(text(
-            "INSERT INTO datasets (id, owner_id, name, original_filename, file_format, layout, rows, valid_rows,"
-            " size_bytes, sha256, stats, original_key, normalized_key, created_at)"
-            " VALUES ('ds-1', 'u1', 'old data', 'f.jsonl', 'jsonl', 'messages', 10, 9, 100, '', '{}', 'k1', 'k2', CURRENT_TIMESTAMP)"
-        ))
-        conn.execute(text(
-            "INSERT INTO jobs (id, owner_id, action, dataset_id, base_model, adapter_name, spec, status, gpu_type,"
-            " price_tier, rate_per_s, created_at, updated_at, cost_usd, progress, attempt, auto_relaunched, last_seq)"
-            " VALUES ('job-1', 'u1', 'train', 'ds-1', 'tiny', 'bot', '{}', 'COMPLETED', 'LOCAL_CPU', 'flex', 0,"
-            " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1.5, 1.0, 0, false, 0)"
-        ))
-        conn.execute(text("INSERT INTO job_events (job_id, seq, type, ts, data) VALUES ('job-1', 0, 'started', 1.0, '{}')"))
+        conn.execute(
+            text(
+                "INSERT INTO users (id, email, role, created_at) VALUES ('u1', 'a@b.c', 'member', CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO datasets (id, owner_id, name, original_filename, file_format, layout, rows, valid_rows,"
+                " size_bytes, sha256, stats, original_key, normalized_key, created_at)"
+                " VALUES ('ds-1', 'u1', 'old data', 'f.jsonl', 'jsonl', 'messages', 10, 9, 100, '', '{}', 'k1', 'k2', CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, owner_id, action, dataset_id, base_model, adapter_name, spec, status, gpu_type,"
+                " price_tier, rate_per_s, created_at, updated_at, cost_usd, progress, attempt, auto_relaunched, last_seq)"
+                " VALUES ('job-1', 'u1', 'train', 'ds-1', 'tiny', 'bot', '{}', 'COMPLETED', 'LOCAL_CPU', 'flex', 0,"
+                " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1.5, 1.0, 0, false, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_events (job_id, seq, type, ts, data) VALUES ('job-1', 0, 'started', 1.0, '{}')"
+            )
+        )
     assert db.current_revision(s) == "0001"
     db.upgrade(s)
     assert db.current_revision(s) == db.head_revision()
@@ -50,7 +62,9 @@ def _upgrade_keeps_rows(s: Settings) -> None:
         job = repo.get_job(user, session, "job-1")
         assert (job.cost_usd, job.notified_at, job.last_seq) == (1.5, None, 0)
         assert [e.type for e in repo.list_events(user, session, "job-1")] == ["started"]
-        v = repo.create_adapter_version(user, session, adapter_name="bot", base_model="tiny", job_id="job-1")
+        v = repo.create_adapter_version(
+            user, session, adapter_name="bot", base_model="tiny", job_id="job-1"
+        )
         repo.update_version(user, session, v.id, hub_repo="org/bot")  # the new column works
         session.commit()
     finally:

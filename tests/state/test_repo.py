@@ -22,24 +22,33 @@ SPEC = {
     "job_id": "x",
     "model": {"name_or_path": "tiny"},
     "data": {"train_url": "http://127.0.0.1:8300/files/datasets/k?exp=1&sig=SECRETSIG"},
-    "output": {"adapter_name": "bot", "upload_urls": {"adapter_model.safetensors": "http://h/?sig=SECRETSIG"}},
+    "output": {
+        "adapter_name": "bot",
+        "upload_urls": {"adapter_model.safetensors": "http://h/?sig=SECRETSIG"},
+    },
 }
 
 
 def _dataset(actor, session, name="support"):
-    return repo.create_dataset(actor, session, name=name, file_format="jsonl", layout="messages", rows=3, valid_rows=3)
+    return repo.create_dataset(
+        actor, session, name=name, file_format="jsonl", layout="messages", rows=3, valid_rows=3
+    )
 
 
 def _job(actor, session, **kw):
     ds = _dataset(actor, session, name=kw.pop("ds_name", "support"))
-    return repo.create_job(actor, session, base_model="tiny", spec=SPEC, dataset_id=ds.id, gpu_type="LOCAL_CPU", **kw)
+    return repo.create_job(
+        actor, session, base_model="tiny", spec=SPEC, dataset_id=ds.id, gpu_type="LOCAL_CPU", **kw
+    )
 
 
 def test_another_users_things_are_not_found(session):
     ds = _dataset(ALICE, session)
     job = repo.create_job(ALICE, session, base_model="tiny", spec=SPEC, dataset_id=ds.id)
     repo.append_event(ALICE, session, job.id, 0, "started", {})
-    v = repo.create_adapter_version(ALICE, session, adapter_name="bot", base_model="tiny", job_id=job.id)
+    v = repo.create_adapter_version(
+        ALICE, session, adapter_name="bot", base_model="tiny", job_id=job.id
+    )
     repo.record_cost(ALICE, session, job_id=job.id, seconds=10, usd=0.5)
 
     assert repo.list_datasets(BOB, session) == []
@@ -63,7 +72,9 @@ def test_another_users_things_are_not_found(session):
         lambda: repo.record_cost(BOB, session, job_id=job.id, seconds=1, usd=1),
         # Bob cannot launch on Alice's dataset or continue from her version.
         lambda: repo.create_job(BOB, session, base_model="tiny", spec=SPEC, dataset_id=ds.id),
-        lambda: repo.create_job(BOB, session, base_model="tiny", spec=SPEC, resume_from_version_id=v.id),
+        lambda: repo.create_job(
+            BOB, session, base_model="tiny", spec=SPEC, resume_from_version_id=v.id
+        ),
     ):
         with pytest.raises(NotFound):
             call()
@@ -72,7 +83,10 @@ def test_another_users_things_are_not_found(session):
     assert [e.seq for e in repo.list_events(ALICE, session, job.id)] == [0]
     assert repo.get_dataset(ALICE, session, ds.id).name == "support"
     # Bob may use the same adapter name for his own adapter.
-    assert repo.get_or_create_adapter(BOB, session, "bot").id != repo.get_adapter(ALICE, session, "bot").id
+    assert (
+        repo.get_or_create_adapter(BOB, session, "bot").id
+        != repo.get_adapter(ALICE, session, "bot").id
+    )
 
 
 def test_admin_functions_need_an_admin(session, settings: Settings):
@@ -85,7 +99,10 @@ def test_admin_functions_need_an_admin(session, settings: Settings):
         repo.admin_set_user_limits(ALICE, session, ALICE.user_id, monthly_budget_usd=1e6)
     with pytest.raises(Forbidden):
         repo.admin_list_unfinished_jobs(BOB, session)
-    assert repo.admin_spend_by_user(ADMIN, session, "2026-11") == {ALICE.user_id: 1.25, BOB.user_id: 0.0}
+    assert repo.admin_spend_by_user(ADMIN, session, "2026-11") == {
+        ALICE.user_id: 1.25,
+        BOB.user_id: 0.0,
+    }
     # The syncer sees every unfinished job and acts on it as its owner.
     assert [j.id for j in repo.admin_list_unfinished_jobs(SYSTEM_ACTOR, session)] == [job.id]
     owner = repo.admin_actor_for(SYSTEM_ACTOR, session, job.owner_id)
@@ -97,9 +114,13 @@ def test_limits_default_to_settings_until_an_admin_sets_them(session, settings: 
     assert repo.user_limits(ALICE, session, settings) == repo.Limits(
         settings.monthly_budget_usd, settings.max_concurrent_jobs
     )
-    repo.admin_set_user_limits(ADMIN, session, ALICE.user_id, monthly_budget_usd=5.0, max_concurrent_jobs=1)
+    repo.admin_set_user_limits(
+        ADMIN, session, ALICE.user_id, monthly_budget_usd=5.0, max_concurrent_jobs=1
+    )
     assert repo.user_limits(ALICE, session, settings) == repo.Limits(5.0, 1)
-    assert repo.user_limits(BOB, session, settings).monthly_budget_usd == settings.monthly_budget_usd
+    assert (
+        repo.user_limits(BOB, session, settings).monthly_budget_usd == settings.monthly_budget_usd
+    )
     repo.admin_set_user_limits(ADMIN, session, ALICE.user_id, monthly_budget_usd=None)
     assert repo.user_limits(ALICE, session, settings) == repo.Limits(settings.monthly_budget_usd, 1)
 
@@ -108,7 +129,9 @@ def test_sign_in_keeps_the_stored_role(session):
     actor = repo.sign_in_actor(session, "u-1", "one@example.com")
     assert actor.role == "member"
     repo.admin_set_role(ADMIN, session, "u-1", "admin")
-    assert repo.sign_in_actor(session, "u-1", "new@example.com") == Actor("u-1", "new@example.com", "admin")
+    assert repo.sign_in_actor(session, "u-1", "new@example.com") == Actor(
+        "u-1", "new@example.com", "admin"
+    )
 
 
 def test_events_are_idempotent_by_sequence_number(session):
@@ -122,9 +145,15 @@ def test_events_are_idempotent_by_sequence_number(session):
         {"seq": 2, "type": "metrics", "data": {"loss": 0.0}, "ts": 2.0},
     ]) == 1  # fmt: skip
     events = repo.list_events(ALICE, session, job.id)
-    assert [(e.seq, e.data) for e in events] == [(0, {"a": 1}), (1, {"loss": 2.5}), (2, {"loss": 2.0})]
+    assert [(e.seq, e.data) for e in events] == [
+        (0, {"a": 1}),
+        (1, {"loss": 2.5}),
+        (2, {"loss": 2.0}),
+    ]
     assert repo.get_job(ALICE, session, job.id).last_seq == 2
-    assert [e.seq for e in repo.list_events(ALICE, session, job.id, after_seq=0, types=["metrics"])] == [1, 2]
+    assert [
+        e.seq for e in repo.list_events(ALICE, session, job.id, after_seq=0, types=["metrics"])
+    ] == [1, 2]
     with pytest.raises(InvalidInput):
         repo.append_event(ALICE, session, job.id, -1, "metrics", {})
 
@@ -208,8 +237,15 @@ def test_dataset_names_are_unique_per_user_and_busy_datasets_stay(session):
 
 def test_versions_checkpoints_promotion_and_lineage(session):
     j1 = _job(ALICE, session, ds_name="d1")
-    v1 = repo.create_adapter_version(ALICE, session, adapter_name="bot", base_model="tiny", job_id=j1.id, final_loss=1.5)
-    assert repo.create_adapter_version(ALICE, session, adapter_name="bot", base_model="tiny", job_id=j1.id).id == v1.id
+    v1 = repo.create_adapter_version(
+        ALICE, session, adapter_name="bot", base_model="tiny", job_id=j1.id, final_loss=1.5
+    )
+    assert (
+        repo.create_adapter_version(
+            ALICE, session, adapter_name="bot", base_model="tiny", job_id=j1.id
+        ).id
+        == v1.id
+    )
     j2 = _job(ALICE, session, ds_name="d2", resume_from_version_id=v1.id)
     ck = repo.create_adapter_version(
         ALICE, session, adapter_name="bot", base_model="tiny", job_id=j2.id, is_checkpoint=True,
@@ -262,8 +298,19 @@ def test_concurrent_registrations_get_distinct_version_numbers(settings: Setting
 def test_costs_per_job_attempt_month_and_gpu(session):
     job = _job(ALICE, session)
     repo.record_cost(ALICE, session, job_id=job.id, seconds=100, usd=1.0, month="2025-10")
-    repo.record_cost(ALICE, session, job_id=job.id, seconds=200, usd=2.0, month="2025-10")  # replaces
-    repo.record_cost(ALICE, session, job_id=job.id, attempt=1, seconds=50, usd=0.5, month="2025-11", gpu_type="A40_48GB")
+    repo.record_cost(
+        ALICE, session, job_id=job.id, seconds=200, usd=2.0, month="2025-10"
+    )  # replaces
+    repo.record_cost(
+        ALICE,
+        session,
+        job_id=job.id,
+        attempt=1,
+        seconds=50,
+        usd=0.5,
+        month="2025-11",
+        gpu_type="A40_48GB",
+    )
     assert repo.spend_by(ALICE, session, "month") == {"2025-10": 2.0, "2025-11": 0.5}
     assert repo.spend_by(ALICE, session, "gpu_type") == {"A40_48GB": 0.5, "LOCAL_CPU": 2.0}
     assert repo.month_spend(ALICE, session, "2025-10") == 2.0

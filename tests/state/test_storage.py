@@ -35,7 +35,9 @@ class _Server:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def __enter__(self) -> _Server:
         self.thread.start()
@@ -85,8 +87,12 @@ def test_round_trip_list_and_delete(store: BlobStore, tmp_path: Path):
     src.write_bytes(b'{"a": 1}\n' * 1000)
     key = storage.dataset_original_key(OWNER, "ds-1")
     assert store.put_file("datasets", key, src, "application/x-ndjson") == src.stat().st_size
-    store.put_bytes("datasets", storage.dataset_normalized_key(OWNER, "ds-1"), b"{}\n", "application/x-ndjson")
-    store.put_bytes("adapters", storage.job_key(OWNER, "job-1", "events.jsonl"), b"x", "application/x-ndjson")
+    store.put_bytes(
+        "datasets", storage.dataset_normalized_key(OWNER, "ds-1"), b"{}\n", "application/x-ndjson"
+    )
+    store.put_bytes(
+        "adapters", storage.job_key(OWNER, "job-1", "events.jsonl"), b"x", "application/x-ndjson"
+    )
     assert store.exists("datasets", key)
     assert not store.exists("datasets", storage.dataset_original_key(OWNER, "ds-2"))
     with store.open("datasets", key) as f:
@@ -112,9 +118,21 @@ def test_round_trip_list_and_delete(store: BlobStore, tmp_path: Path):
 
 @pytest.mark.parametrize(
     "bad",
-    ["../etc/passwd", "/abs/path", "a/../../b", "my data.csv", "a//b", "", ".hidden", "x/\x00y", "ü/name"],
+    [
+        "../etc/passwd",
+        "/abs/path",
+        "a/../../b",
+        "my data.csv",
+        "a//b",
+        "",
+        ".hidden",
+        "x/\x00y",
+        "ü/name",
+    ],
 )
-def test_keys_that_could_escape_or_come_from_users_are_refused(store: BlobStore, bad: str, tmp_path: Path):
+def test_keys_that_could_escape_or_come_from_users_are_refused(
+    store: BlobStore, bad: str, tmp_path: Path
+):
     with pytest.raises(InvalidInput):
         store.put_bytes("datasets", bad, b"x", "text/plain")
     with pytest.raises(InvalidInput):
@@ -124,8 +142,14 @@ def test_keys_that_could_escape_or_come_from_users_are_refused(store: BlobStore,
 
 def test_key_builders_take_ids_not_names():
     assert storage.dataset_original_key("u1", "ds-abc") == "u1/ds-abc/original"
-    assert storage.adapter_key("u1", "av-1", "adapter_model.safetensors") == "u1/versions/av-1/adapter_model.safetensors"
-    assert storage.checkpoint_key("u1", "job-1", 400, "adapter_config.json") == "u1/jobs/job-1/checkpoints/400/adapter_config.json"
+    assert (
+        storage.adapter_key("u1", "av-1", "adapter_model.safetensors")
+        == "u1/versions/av-1/adapter_model.safetensors"
+    )
+    assert (
+        storage.checkpoint_key("u1", "job-1", 400, "adapter_config.json")
+        == "u1/jobs/job-1/checkpoints/400/adapter_config.json"
+    )
     for bad in ("../u2", "u 1", "u/1", ""):
         with pytest.raises(InvalidInput):
             storage.dataset_original_key(bad, "ds-1")
@@ -142,7 +166,9 @@ def test_signed_urls_download_and_upload_over_http(store: BlobStore):
     assert r.status_code == 200 and r.content == b'{"messages": []}\n'
     target = storage.adapter_key(OWNER, "av-1", "adapter_model.safetensors")
     up = store.signed_upload_url("adapters", target, 60)
-    r = httpx.put(up, content=b"weights" * 1000, headers={"Content-Type": "application/octet-stream"})
+    r = httpx.put(
+        up, content=b"weights" * 1000, headers={"Content-Type": "application/octet-stream"}
+    )
     assert r.status_code == 200, r.text
     assert store.get_bytes("adapters", target) == b"weights" * 1000
     # The same upload URL may be used again (a retried upload replaces the object).
@@ -150,7 +176,9 @@ def test_signed_urls_download_and_upload_over_http(store: BlobStore):
     assert store.get_bytes("adapters", target) == b"v2"
 
 
-def test_local_signed_urls_refuse_what_they_were_not_signed_for(local_store: LocalBlobStore, monkeypatch):
+def test_local_signed_urls_refuse_what_they_were_not_signed_for(
+    local_store: LocalBlobStore, monkeypatch
+):
     key = storage.adapter_key(OWNER, "av-1", "adapter_model.safetensors")
     other = storage.adapter_key("user-bob", "av-9", "adapter_model.safetensors")
     local_store.put_bytes("adapters", other, b"bob's", "application/octet-stream")
@@ -222,7 +250,9 @@ def test_large_files_go_through_resumable_upload_in_6mb_chunks(
     patches = [r for r in fake_supabase.state.requests if r[0] == "PATCH"]
     assert patches and max(r[3] for r in patches) <= TUS_CHUNK
     assert any(r[0] == "HEAD" for r in fake_supabase.state.requests)
-    assert not any(r[0] == "POST" and "/object/datasets" in r[1] for r in fake_supabase.state.requests)
+    assert not any(
+        r[0] == "POST" and "/object/datasets" in r[1] for r in fake_supabase.state.requests
+    )
     info = supabase_store.list("datasets", f"{OWNER}/")
     assert info == [storage.BlobInfo(key, size, "application/x-ndjson")]
     with supabase_store.open("datasets", key) as f:
@@ -258,7 +288,9 @@ def test_make_blob_store_follows_settings(tmp_path: Path, fake_supabase: FakeSup
 
 
 @pytest.mark.live
-@pytest.mark.skipif(not os.environ.get("SUPABASE_URL"), reason="SUPABASE_URL not set: live Supabase test skipped")
+@pytest.mark.skipif(
+    not os.environ.get("SUPABASE_URL"), reason="SUPABASE_URL not set: live Supabase test skipped"
+)
 def test_live_supabase_round_trip(tmp_path: Path):
     from core.settings import load_settings
 
@@ -269,7 +301,12 @@ def test_live_supabase_round_trip(tmp_path: Path):
         st.put_bytes("adapters", key, b'{"seq": 0}\n', "application/x-ndjson")
         assert httpx.get(st.signed_download_url("adapters", key, 60)).content == b'{"seq": 0}\n'
         up = st.signed_upload_url("adapters", key, 60)
-        assert httpx.put(up, content=b"v2", headers={"Content-Type": "application/x-ndjson"}).status_code == 200
+        assert (
+            httpx.put(
+                up, content=b"v2", headers={"Content-Type": "application/x-ndjson"}
+            ).status_code
+            == 200
+        )
         assert st.get_bytes("adapters", key) == b"v2"
     finally:
         st.delete("adapters", [key])
