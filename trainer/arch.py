@@ -28,7 +28,7 @@ next dense, MoE or hybrid model is one `ArchCaps` entry rather than a new code p
   routed experts when the spec asks for it (`trainer.moe.add_expert_lora`).
 - `load_context(spec, caps, compute_dtype)` wraps `from_pretrained`: for fused experts in
   nf4, each expert tensor is quantised as it is loaded (`trainer.moe.experts_load_in_nf4`),
-  so a model whose bf16 experts exceed the GPU (Qwen3-Next: ~148 GiB) loads at its NF4
+  so a model whose bf16 experts exceed the GPU (Qwen3-Next: ~144 GiB) loads at its NF4
   size; `post_load` then finds them quantised.
 """
 

@@ -343,7 +343,7 @@ def experts_load_in_nf4(model_type: str, compute_dtype: torch.dtype | None = Non
     """Within: `from_pretrained` of `model_type` builds its fused experts as NF4 storage.
 
     Peak memory while loading is the quantised model plus one fused expert tensor in
-    bf16, instead of every expert in bf16 (~148 GiB for Qwen3-Next-80B-A3B). Raises
+    bf16, instead of every expert in bf16 (~144 GiB for Qwen3-Next-80B-A3B). Raises
     ValueError for a model type whose modeling module has no fused-experts class.
     """
     import importlib
