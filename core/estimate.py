@@ -79,7 +79,7 @@ from typing import Any, Literal
 from core.catalog import FUSED_EXPERT_MODEL_TYPES, ModelFacts, Weight, weights
 from core.costs import DRIVER_MEMORY_MIB, GPU_TYPES, GpuType, gpu_type, rate_per_second
 from core.errors import InvalidInput
-from trainer import arch
+from trainer import arch, moe_facts
 from trainer.spec import JobSpec
 
 GIB = 1 << 30
@@ -320,13 +320,6 @@ def peft_lora_params(
                      else target_modules, tuple(adapted), tuple(notes))
 
 
-def expert_lora_params(model: ModelFacts, r: int) -> int:
-    """The trainer's own LoRA on every routed expert (trainer.moe.add_expert_lora)."""
-    h, m = model.hidden, model.moe_intermediate
-    per_expert = r * (h + 2 * m) + r * (m + h)
-    return sum(model.moe_layers) * model.experts * per_expert
-
-
 def lora_count(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts | None = None) -> LoraCount:
     """LoRA parameters of this job as the trainer builds them (PEFT + expert LoRA)."""
     trainer = trainer or TrainerFacts()
@@ -362,7 +355,7 @@ def lora_count(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts | None = 
                     f"LoRA on the routed experts of {model.model_type} needs quantization "
                     f"'nf4' (got {spec.quantization!r}): turn lora_on_experts off or use nf4"
                 )
-            n = expert_lora_params(model, lora.r)
+            n = moe_facts.expert_lora_params(model.config, lora.r)
             by["experts (trainer LoRA)"] = n
             notes.append(
                 f"LoRA on all {model.experts} routed experts of every MoE layer: "
@@ -472,14 +465,20 @@ def estimate_memory(
             linear_b += w.numel * qbits(w) / 8
             linear_n += w.numel
         elif w.role == "routed_experts":
-            bits = qbits(w) if q_experts else 8.0 * unq_bytes
-            expert_b += w.numel * bits / 8
+            continue
         elif w.role in ("embedding", "lm_head"):
             embed_b += w.numel * unq_bytes
             embed_n += w.numel
         else:
             other_b += w.numel * unq_bytes
             other_n += w.numel
+    n_exp = model.params.routed_experts
+    if not q_experts:
+        expert_b = n_exp * unq_bytes
+    elif trainer.quantized_bits is None:  # as trainer.moe stores them: NF4 blocks per expert
+        expert_b = moe_facts.routed_expert_nf4_bytes(model.config)
+    else:
+        expert_b = n_exp * trainer.quantized_bits / 8
     qdesc = {"nf4": "NF4 + double quantisation", "int8": "LLM.int8", "none": "16-bit"}[quant]
     terms = [
         MemoryTerm("base_weights", "Base weights (linear layers)", int(linear_b),
@@ -487,7 +486,6 @@ def estimate_memory(
                    f"({8 * linear_b / max(linear_n, 1):.3f} bits each)"),
     ]
     if model.is_moe:
-        n_exp = model.params.routed_experts
         if q_experts:
             how = f"NF4 ({8 * expert_b / n_exp:.3f} bits each)"
         else:
