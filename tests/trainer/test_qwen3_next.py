@@ -451,3 +451,34 @@ def test_random_nf4_build_from_meta_stores_what_a_load_stores(tiny_next: Path) -
     with torch.no_grad():
         logits = built(input_ids=ids, use_cache=False).logits
     assert torch.isfinite(logits).all()
+
+
+def test_qwen3_moe_is_one_table_entry_away(tmp_path: Path) -> None:
+    """Another fused-expert MoE (Qwen3-30B-A3B's architecture) takes the same path."""
+    from transformers import AutoModelForCausalLM, Qwen3MoeConfig
+
+    from trainer import arch
+    from trainer.model import build_quantization_config
+    from trainer.moe import NF4Experts
+
+    config = Qwen3MoeConfig(
+        vocab_size=512, hidden_size=128, intermediate_size=256, moe_intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        num_experts=8, num_experts_per_tok=2,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(tmp_path / "m")
+    caps = arch.capabilities(config)
+    assert caps.fused_experts and caps.experts_quantized and caps.packing == "position_ids"
+    spec = type("Spec", (), {"quantization": "nf4"})()
+    with arch.load_context(spec, caps, torch.bfloat16):
+        model = AutoModelForCausalLM.from_pretrained(
+            tmp_path / "m", dtype=torch.bfloat16,
+            quantization_config=build_quantization_config(spec, torch.bfloat16, caps.keep_full_precision),
+        )
+    facts = arch.post_load(model, spec, caps)
+    assert facts["expert_modules"] == 2 and facts["experts_quantized_while_loading"] == 2
+    assert all(isinstance(layer.mlp.experts, NF4Experts) for layer in model.model.layers)
+    model.train()
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.arange(12)[None], use_cache=False).logits).all()
