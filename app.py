@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from components import session, sign_in
+from components import auth_gate, sign_in
 
 st.set_page_config(page_title="BrightRun", page_icon=":material/bolt:", layout="wide")
 
-if session.signed_in_actor() is None:  # AUTH=supabase and nobody signed in yet
+actor = auth_gate.gate()
+if actor is None:  # AUTH=supabase and nobody signed in yet
     st.navigation([st.Page(sign_in.page, title="Sign in", icon=":material/login:")]).run()
     st.stop()
 
@@ -22,6 +23,7 @@ pages = {
     "Account": [
         st.Page("pages/costs.py", title="Costs", icon=":material/payments:"),
         st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+        *([st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:")] if actor.is_admin else []),
     ],
 }
 st.navigation(pages).run()

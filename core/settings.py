@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     public_base_url: str = f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}"  # where local signed URLs point
     url_signing_key: SecretStr = SecretStr("")  # empty: generated once into <data_dir>
     max_upload_mb: int = Field(200, ge=1)
+    # Folders a base model given as a path may come from, besides <data_dir>/models (always
+    # allowed), e.g. MODEL_DIRS='["/runpod-volume/models"]'. A path anywhere else is refused.
+    model_dirs: list[Path] = Field(default_factory=list)
+    # Where `brightrun login` keeps the command line's Supabase session (AUTH=supabase), 0600.
+    cli_profile: Path = Field(
+        Path("~/.config/brightrun/session.json"),
+        validation_alias=AliasChoices("BRIGHTRUN_PROFILE", "cli_profile"),
+    )
 
     # Jobs: seconds between background syncs of unfinished jobs; relaunch once after an
     # out-of-memory failure with the settings the worker suggests (within the budget).

@@ -42,6 +42,8 @@ def up(
     raise typer.Exit(run_stack(services, echo=typer.echo))
 
 
+from core.cli import admin as _admin  # noqa: E402
+from core.cli import auth as _auth  # noqa: E402
 from core.cli import chat as _chat  # noqa: E402 - groups register after the app exists
 from core.cli import dataset as _dataset  # noqa: E402
 from core.cli import db as _db  # noqa: E402
@@ -57,6 +59,10 @@ app.command("train")(_jobs.train)
 app.command("sync")(_jobs.sync_command)
 app.command("chat")(_chat.chat)
 app.command("plan")(_plan.plan)
+app.command("login")(_auth.login)
+app.command("logout")(_auth.logout)
+app.command("whoami")(_auth.whoami)
+app.add_typer(_admin.app, name="admin")
 
 
 def main() -> None:

@@ -32,14 +32,15 @@ def chat(
     import sys
     from dataclasses import asdict
 
+    from core.cli.auth import acting_user
     from core.errors import BrightRunError
     from core.inference import InferenceClient, Sampling, actor_choices, find_choice
-    from core.users import LOCAL_ACTOR
 
     settings = load_settings()
+    actor = acting_user(settings)
     try:
         with InferenceClient(settings) as client:
-            choices = actor_choices(LOCAL_ACTOR, settings, client)
+            choices = actor_choices(actor, settings, client)
             if list_models:
                 for c in choices:
                     typer.echo(f"{c.label}\t{c.served_name}")

@@ -24,9 +24,9 @@ _MODEL_HELP = (
 
 
 def _actor(settings: Any) -> Any:
-    from core.users import LOCAL_ACTOR
+    from core.cli.auth import acting_user
 
-    return LOCAL_ACTOR
+    return acting_user(settings)  # the local user, or who `brightrun login` signed in
 
 
 def _tokenizer(model: str, settings: Any) -> Any:

@@ -25,14 +25,9 @@ def _settings() -> Any:
 
 
 def _actor(settings: Any) -> Any:
-    from core.users import LOCAL_ACTOR
+    from core.cli.auth import acting_user
 
-    if settings.auth != "none":
-        typer.echo(
-            "with AUTH=supabase, use the dashboard (the command line acts as the local user)"
-        )
-        raise typer.Exit(2)
-    return LOCAL_ACTOR
+    return acting_user(settings)  # the local user, or who `brightrun login` signed in
 
 
 def _fail(e: Exception) -> None:

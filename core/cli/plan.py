@@ -38,13 +38,14 @@ def _spec(model: str, **given: Any) -> Any:
 
 def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
     from core import datasets
+    from core.cli.auth import acting_user
     from core.db import session_scope, upgrade
     from core.estimate import token_stats_from_report
-    from core.users import LOCAL_ACTOR
 
     upgrade(settings)
+    actor = acting_user(settings)
     with session_scope(settings) as session:
-        ds = datasets.get_dataset(LOCAL_ACTOR, session, dataset_id)
+        ds = datasets.get_dataset(actor, session, dataset_id)
         stats, valid = dict(ds.stats or {}), ds.valid_rows
     tokens = token_stats_from_report(stats, valid)
     if tokens is None:
