@@ -58,7 +58,7 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core import costs, repo
+from core import costs, repo, validation
 from core.db import session_scope
 from core.errors import BrightRunError, Conflict, InvalidInput, NotFound, QuotaExceeded
 from core.models import TERMINAL_STATUSES, Job, User, utcnow
@@ -360,6 +360,7 @@ def submit(
     if not budget > 0:
         raise InvalidInput(f"budget must be a positive number of dollars (got {budget_usd})")
     _limits(budget, pricing.rate_per_s)  # refuse a budget under a minute before anything else
+    facts = validation.check_base_model(settings, model)  # no URL, no folder outside MODEL_DIRS
     job_id = repo.new_id("job")
     device = settings.local_device if pricing.gpu_type == LOCAL_GPU else "cuda"
     with session_scope(settings) as s:
@@ -369,10 +370,12 @@ def submit(
         keys = (dataset.normalized_key, _eval_key(dataset))
         name = adapter_name or _default_adapter_name(model, dataset.name)
         spec = build_spec(
-            job_id=job_id, model=worker_model(settings, model, pricing), adapter_name=name, lora=lora, training=training,
+            job_id=job_id, model=worker_model(settings, model, pricing),
+            adapter_name=validation.served_adapter_name(name, job_id), lora=lora, training=training,
             quantization=quantization, eval_fraction=0.0 if keys[1] else eval_fraction,
             device=device, with_eval_url=bool(keys[1]),
         )  # fmt: skip
+        validation.check_max_length(facts, spec.training.max_length, model)
         plan, cap_s = _plan_check(spec, dataset, pricing, budget, settings)
     limits = _limits(budget, pricing.rate_per_s, cap_s)
     spec = _with_time_limit(spec, limits.time_limit_s)
@@ -1012,7 +1015,7 @@ def retry(
     spec_dict = dict(job.spec or {})
     spec = build_spec(
         job_id=job.id, model=(spec_dict.get("model") or {}).get("name_or_path") or job.base_model,
-        adapter_name=job.adapter_name, lora=spec_dict.get("lora"),
+        adapter_name=validation.served_adapter_name(job.adapter_name, job.id), lora=spec_dict.get("lora"),
         training=_without_time_limit(spec_dict.get("training")), quantization=spec_dict.get("quantization", "nf4"),
         eval_fraction=0.0 if keys[1] else (spec_dict.get("data") or {}).get("eval_fraction", 0.0),
         device=spec_dict.get("device", "auto"), time_limit_s=limits.time_limit_s,

@@ -44,6 +44,7 @@ def env(fake, tmp_path: Path) -> Iterator[tuple[RunPodFake, Settings, str, str]]
     settings = Settings(
         data_dir=tmp_path / "data", gpu_cluster_api_url=url, gpu_cluster_api_key="fake-key",
         max_concurrent_jobs=2, monthly_budget_usd=25.0, job_budget_usd=10.0,
+        model_dirs=[tmp_path.parent],  # the shared tiny model lives beside the test folders
     )  # fmt: skip
     db.upgrade(settings)
     model = str(_tiny(tmp_path))

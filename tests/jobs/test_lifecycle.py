@@ -87,7 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )  # fmt: skip
     settings = Settings(
         data_dir=data, gpu_cluster_api_url=ep.url, gpu_cluster_api_key=ENDPOINT_KEY,
-        public_base_url=ep.base, local_device="cpu", max_concurrent_jobs=4,
+        public_base_url=ep.base, local_device="cpu", max_concurrent_jobs=4, model_dirs=[root],
     )  # fmt: skip
     db.upgrade(settings)
     try:
