@@ -5,6 +5,12 @@
 and only here. A spec carries no secrets: storage is reached through short-lived signed
 URLs, and the Hugging Face token comes from the worker's own environment.
 
+Actions (`JobSpec.action`): `train` (default; needs `data` and `output`), `merge` (merges
+the adapter named in `merge` into the base `model`; needs `merge` and `output` with at least
+one destination: upload URLs, a local folder or `merge.hub_repo`), `cache_model` (downloads
+`model` into the worker's model cache once; takes neither `data` nor `merge`; `output` only
+for its event-log upload URLs). A section that does not belong to the action is refused.
+
 `Event` is the envelope of everything the worker reports: an ordered stream numbered by
 `seq` from 0, one of `EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's
 data always has `kind` (one of `FAILURE_KINDS`), `message` and `suggestion`.
@@ -137,6 +143,13 @@ class TrainingSpec(_Strict):
     max_length: int = Field(2048, ge=16, le=262144)
     packing: bool = True
     gradient_checkpointing: bool = True
+    checkpoint_layers: Literal["as_needed", "all"] = Field(
+        "as_needed",
+        description="with gradient_checkpointing on: 'as_needed' recomputes only as many "
+        "layers as the memory left after loading requires (measured at start; falls back to "
+        "all layers if a step runs out of memory), 'all' recomputes every layer (least "
+        "memory, about a third more compute)",
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 42
     eval_every: int = Field(0, ge=0, description="steps between evaluations; 0: at the end")
@@ -184,16 +197,51 @@ class OutputSpec(_Strict):
         return _slug(v, "adapter name")
 
 
+class MergeSpec(_Strict):
+    """A `merge` job: the adapter (a folder the worker sees, or signed URLs of its files by
+    file name) merged into the base model loaded in `dtype`, saved as safetensors shards of
+    at most `max_shard_size_mb`, and optionally pushed to `hub_repo` with the worker's own
+    HF_TOKEN."""
+
+    adapter_path: str | None = None
+    adapter_urls: dict[str, str] = Field(default_factory=dict)
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    max_shard_size_mb: float = Field(5000.0, gt=0, le=50_000)
+    hub_repo: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+    hub_private: bool = True
+
+    @model_validator(mode="after")
+    def _one_adapter(self) -> MergeSpec:
+        if bool(self.adapter_path) == bool(self.adapter_urls):
+            raise ValueError("give the adapter to merge as exactly one of adapter_path or adapter_urls")
+        missing = {"adapter_config.json", "adapter_model.safetensors"} - set(self.adapter_urls)
+        if self.adapter_urls and missing:
+            raise ValueError(f"merge.adapter_urls lacks {sorted(missing)}")
+        return self
+
+
+class CacheSpec(_Strict):
+    """A `cache_model` job: besides the 16-bit files, optionally store a copy quantised as
+    the job's `quantization` (nf4 or int8), which 4-bit jobs can load without quantising."""
+
+    quantized_copy: bool = False
+
+
+Action = Literal["train", "merge", "cache_model"]
+
+
 class JobSpec(_Strict):
     version: int = SPEC_VERSION
     job_id: str
-    action: Literal["train"] = "train"
+    action: Action = "train"
     model: ModelSpec
-    data: DataSpec
+    data: DataSpec | None = None  # required by `train`
     lora: LoraSpec = LoraSpec()
     quantization: Quantization = "nf4"
     training: TrainingSpec = TrainingSpec()
-    output: OutputSpec
+    output: OutputSpec | None = None  # required by `train` and `merge`
+    merge: MergeSpec | None = None
+    cache: CacheSpec | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     resume_from: str | None = Field(
         None, description="adapter folder or URL to continue training from (a parent version)"
@@ -213,6 +261,37 @@ class JobSpec(_Strict):
     @classmethod
     def _job_id(cls, v: str) -> str:
         return _slug(v, "job id")
+
+    @model_validator(mode="after")
+    def _action_sections(self) -> JobSpec:
+        a = self.action
+        if a == "train" and self.data is None:
+            raise ValueError("a training job needs data: give data.train_url or data.train_path")
+        if a in ("train", "merge") and self.output is None:
+            what = "adapter" if a == "train" else "merged model"
+            raise ValueError(f"a {a} job needs output.adapter_name (the {what}'s name)")
+        if a != "train" and self.data is not None:
+            raise ValueError(f"a {a} job takes no training data: leave out data")
+        if a != "train" and self.resume_from:
+            raise ValueError("resume_from only applies to a train job")
+        if (a == "merge") != (self.merge is not None):
+            raise ValueError(
+                "a merge job needs a merge section naming the adapter (merge.adapter_path or "
+                "merge.adapter_urls)" if a == "merge" else f"merge settings do not apply to a {a} job"
+            )
+        if self.cache is not None and a != "cache_model":
+            raise ValueError(f"cache settings do not apply to a {a} job")
+        if a == "merge":
+            assert self.output is not None and self.merge is not None
+            files = set(self.output.upload_urls) - {"events.jsonl", "result.json"}
+            if not (files or self.output.local_dir or self.merge.hub_repo):
+                raise ValueError(
+                    "say where the merged model goes: output.upload_urls, output.local_dir or "
+                    "merge.hub_repo"
+                )
+        if a == "cache_model" and self.cache and self.cache.quantized_copy and self.quantization == "none":
+            raise ValueError("cache.quantized_copy needs quantization nf4 or int8")
+        return self
 
 
 class Event(BaseModel):

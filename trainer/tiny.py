@@ -121,11 +121,16 @@ def build_tiny_chat_model(
     num_kv_heads: int = 2,
     max_position_embeddings: int = 4096,
     tie_word_embeddings: bool = True,
+    dtype: str = "float32",
+    initializer_range: float = 0.15,
 ) -> Path:
     """Write a random Qwen2 chat model + trained tokenizer to `out_dir`; return the folder.
 
     `vocab_size` is the BPE target; the model's embedding matches the trained tokenizer's
-    length. Deterministic for a given seed and arguments.
+    length. `dtype` is the stored weights' dtype ("bfloat16" like published checkpoints).
+    `initializer_range` defaults wider than transformers' 0.02 so that a tiny model's
+    logits are not flat and a toy task is learnt in a few dozen steps; wide models (hidden
+    1024 and up) want the usual 0.02. Deterministic for a given seed and arguments.
     """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -152,14 +157,12 @@ def build_tiny_chat_model(
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
         pad_token_id=tokenizer.convert_tokens_to_ids(PAD),
         rope_theta=10000.0,
-        # A wider init than the default 0.02 so a tiny random model is not flat, and the
-        # memorisation tests see a clear before/after.
-        initializer_range=0.15,
+        initializer_range=initializer_range,
     )
     fork_devices: list = []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
+        model = Qwen2ForCausalLM(config).to(getattr(torch, dtype))
     model.generation_config = GenerationConfig(
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,

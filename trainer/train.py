@@ -144,6 +144,7 @@ class TrainingJob:
         self.loaded = lm = load_for_training(spec, path, tokenizer)
         self.packed = lm.packing != "padded"
         self.pad_id = tokenizer.pad_token_id
+        self._plan_recompute()
         self._plan_steps()
         self._build_optimizer()
         self._maybe_load_parent()
@@ -168,6 +169,49 @@ class TrainingJob:
                 "process_uptime_s": round(time.monotonic() - _PROCESS_START, 3),
             },
         )
+
+    def _plan_recompute(self) -> None:
+        """Decide which layers recompute their activations (see `trainer.memory`)."""
+        import torch
+
+        from trainer.memory import plan_recompute
+
+        t, lm = self.spec.training, self.loaded
+        self.recompute_fallback_used = False
+        if not t.gradient_checkpointing:
+            lm.facts["activation_checkpointing"] = {"layers_recomputed": 0, "reason": "off in the job's settings"}
+            return
+        if t.checkpoint_layers == "all":
+            lm.facts["activation_checkpointing"] = {"reason": "every layer (checkpoint_layers: all)"}
+            return
+        vocab = lm.model.get_input_embeddings().weight.shape[0]
+
+        def forward(n: int) -> Any:
+            ids = torch.randint(0, vocab, (1, n), device=lm.device)
+            targets = torch.roll(ids, -1, dims=1)
+            batch = D.Batch(
+                input_ids=ids,
+                position_ids=torch.arange(n, device=lm.device)[None],
+                targets=targets,
+                attention_mask=None,
+                cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=lm.device) if self.packed else None,
+                max_seqlen=n,
+                n_loss=n,
+                n_tokens=n,
+                n_slots=n,
+            )
+            return self._loss_sum(batch)
+
+        devices = [lm.device] if lm.device.type == "cuda" else []
+        lm.model.train()
+        with torch.random.fork_rng(devices=devices):
+            lm.facts["activation_checkpointing"] = plan_recompute(
+                lm.model,
+                forward,
+                tokens_per_micro_batch=t.micro_batch_size * t.max_length,
+                hidden_size=lm.model.get_input_embeddings().weight.shape[1],
+                device=lm.device,
+            )
 
     def _micro_plan(self, epoch: int | None, samples: list[D.Sample]) -> list[list[int]]:
         t = self.spec.training
@@ -371,6 +415,38 @@ class TrainingJob:
                 m.train()
         return total / max(n, 1)
 
+    def _forward_backward(self, batches: list[D.Batch], n_loss: int) -> Any:
+        import torch
+
+        step_loss = torch.zeros((), device=self.loaded.device)
+        for b in batches:
+            loss = self._loss_sum(b) / n_loss
+            if self.env.force_nan_at_step == self.step + 1:
+                loss = loss * float("nan")
+            loss.backward()
+            step_loss += loss.detach()
+        return step_loss
+
+    def _fall_back_to_recompute_all(self) -> str | None:
+        """After an out-of-memory step with some layers kept: recompute all, once."""
+        import torch
+
+        from trainer.memory import recompute_all
+
+        facts = self.loaded.facts.get("activation_checkpointing", {})
+        if self.recompute_fallback_used or not facts.get("layers") or (
+            facts.get("layers_recomputed") == facts.get("layers")
+        ):
+            return None
+        self.recompute_fallback_used = True
+        self.optimizer.zero_grad(set_to_none=True)
+        n = recompute_all(self.loaded.model)
+        gc.collect()
+        if self.loaded.device.type == "cuda":
+            torch.cuda.empty_cache()
+        log.warning("step %d ran out of memory; recomputing all %d layers", self.step + 1, n)
+        return f"ran out of memory with some layers kept; all {n} layers are recomputed from now on"
+
     def train(self) -> Iterator[Event]:
         import torch
 
@@ -395,13 +471,14 @@ class TrainingJob:
                 for idx in micro
             ]
             n_loss = sum(b.n_loss for b in batches)
-            step_loss = torch.zeros((), device=lm.device)
-            for b in batches:
-                loss = self._loss_sum(b) / n_loss
-                if self.env.force_nan_at_step == self.step + 1:
-                    loss = loss * float("nan")
-                loss.backward()
-                step_loss += loss.detach()
+            note = None
+            try:
+                step_loss = self._forward_backward(batches, n_loss)
+            except torch.OutOfMemoryError:
+                note = self._fall_back_to_recompute_all()
+                if note is None:
+                    raise
+                step_loss = self._forward_backward(batches, n_loss)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
             loss_value, norm_value = float(step_loss), float(grad_norm)
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -444,11 +521,14 @@ class TrainingJob:
                 }
                 if eval_loss is not None:
                     m["eval_loss"] = eval_loss
+                if note:
+                    m["note"] = note
                 self.metrics.append(m)
                 yield self.log.emit("metrics", m)
             if t.checkpoint_every and self.step % t.checkpoint_every == 0 and not last:
                 path = self._save_checkpoint()
-                yield self.log.emit("checkpoint", {"step": self.step, "path": str(path)})
+                data = {"step": self.step, "path": str(path), **self._checkpoint_adapter()}
+                yield self.log.emit("checkpoint", data)
         if self.stop_reason == "time_limit" and self.eval_samples and self.last_eval is None:
             self.last_eval = self.evaluate()
 
@@ -465,6 +545,22 @@ class TrainingJob:
             "train_seconds": round(self.train_seconds, 3),
             "stop_reason": self.stop_reason,
         }
+
+    def _checkpoint_adapter(self) -> dict[str, Any]:
+        """The checkpoint also as a PEFT adapter folder, which an inference server sharing the
+        volume can load while the job runs: `ADAPTER_DIR/.checkpoints/<job id>/step-N` (kept
+        after later checkpoints, so that any of them can be promoted to a version)."""
+        if self.env.adapter_dir is None:
+            return {}
+        tmp = self.work / f"checkpoint-adapter-{self.step}"
+        cfg = self.loaded.model.peft_config["default"]
+        cfg.base_model_name_or_path, cfg.revision = self.spec.model.name_or_path, self.spec.model.revision
+        self.loaded.model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "README.md").unlink(missing_ok=True)
+        dest = self.env.adapter_dir / ".checkpoints" / self.spec.job_id / f"step-{self.step}"
+        copy_folder(tmp, dest)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {"adapter_path": str(dest)}
 
     def save(self) -> Path:
         out = self.work / "adapter"

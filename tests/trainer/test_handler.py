@@ -161,7 +161,8 @@ def test_resume_continues_the_same_loss_curve(
     uninterrupted run. Same float32 arithmetic in the same order, so equal to 1e-6."""
     from trainer.train import run_job
 
-    common = {"training": {"checkpoint_every": 3}, "lora": {"dropout": 0.1}}
+    common = {"training": {"checkpoint_every": 3, "checkpoint_layers": "all"},
+              "lora": {"dropout": 0.1}}
     straight = run(make_spec(tiny_model, toy_data, job_id="straight", **common), worker_env)
     curve = {e["data"]["step"]: e["data"]["loss"] for e in straight if e["type"] == "metrics"}
 
