@@ -21,12 +21,12 @@ def page() -> None:
     with sign_in_tab, st.form("auth.sign_in_form", clear_on_submit=True):
         email = st.text_input("Email", key="auth.email", autocomplete="email")
         password = st.text_input("Password", type="password", key="auth.password", autocomplete="current-password")
-        if st.form_submit_button("Sign in", type="primary"):
+        if st.form_submit_button("Sign in", type="primary", key="auth.sign_in"):
             _sign_in(email, password)
     with sign_up_tab, st.form("auth.sign_up_form", clear_on_submit=True):
         new_email = st.text_input("Email", key="auth.new_email", autocomplete="email")
         new_password = st.text_input("Password", type="password", key="auth.new_password", autocomplete="new-password")
-        if st.form_submit_button("Create account"):
+        if st.form_submit_button("Create account", key="auth.sign_up"):
             _sign_up(new_email, new_password)
 
 
