@@ -43,12 +43,23 @@ def normalise_url(url: str) -> str:
 
 
 def _on_sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection
+    # The driver's own transaction handling is switched off (it would not begin a
+    # transaction before a SAVEPOINT, so releasing one would commit); `_on_sqlite_begin`
+    # begins every transaction instead.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _on_sqlite_begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy connection
+    # IMMEDIATE takes the write lock up front: a transaction that reads and then writes
+    # cannot fail half way because another process wrote in between; it waits instead
+    # (busy_timeout). Transactions are short (one `session_scope`).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -60,6 +71,7 @@ def create_db_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
@@ -114,10 +126,28 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     from alembic import command
 
     engine = get_engine(settings)
-    with engine.begin() as conn:
-        cfg = alembic_config(settings.db_url)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # A migration that rebuilds a table (SQLite's batch mode) drops the old one;
+            # with foreign keys on, that would cascade into the rows that reference it.
+            # The pragma only takes effect outside a transaction, hence the DBAPI call.
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg = alembic_config(settings.db_url)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(
+                            f"the migration left {len(broken)} rows with broken references; "
+                            "nothing was changed"
+                        )
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
 def current_revision(settings: Settings) -> str | None:

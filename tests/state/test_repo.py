@@ -326,3 +326,16 @@ def test_costs_per_job_attempt_month_and_gpu(session):
 def test_local_actor_works_without_setup(session):
     ds = _dataset(LOCAL_ACTOR, session)
     assert repo.get_dataset(LOCAL_ACTOR, session, ds.id).owner_id == "local"
+
+
+def test_a_failed_unit_of_work_leaves_nothing_even_after_a_savepoint(settings: Settings):
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), db.session_scope(settings) as s:
+        repo.create_job(ALICE, s, base_model="tiny", spec=SPEC)  # releases a savepoint
+        repo.create_adapter_version(ALICE, s, adapter_name="bot", base_model="tiny")
+        raise Boom
+    with db.session_scope(settings) as s:
+        assert repo.list_jobs(ALICE, s) == []
+        assert repo.list_versions(ALICE, s) == []
