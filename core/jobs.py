@@ -50,7 +50,8 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,8 +139,25 @@ def _is_loopback(url: str) -> bool:
 # --------------------------------------------------------------------------- collaborators
 
 
-def _client(settings: Settings, client: RunPodClient | None) -> RunPodClient:
-    return client if client is not None else RunPodClient.from_settings(settings)
+@contextmanager
+def _job_client(
+    settings: Settings, client: RunPodClient | None, url: str | None = None
+) -> Iterator[RunPodClient]:
+    """The client to use: the given one, or one for the configured endpoint; for the endpoint
+    at `url` when a job runs on another one than configured now (RunPod API keys belong to
+    the account, so the configured key serves it). Closes the clients it made."""
+    made: list[RunPodClient] = []
+    if client is None:
+        client = RunPodClient.from_settings(settings)
+        made.append(client)
+    if url and url.rstrip("/") != client.base_url:
+        client = RunPodClient(url, settings.gpu_cluster_api_key)
+        made.append(client)
+    try:
+        yield client
+    finally:
+        for c in made:
+            c.close()
 
 
 def _store(settings: Settings, store: BlobStore | None) -> BlobStore:
@@ -398,16 +416,8 @@ def submit(
         limits.time_limit_s, json.dumps(plan, default=str),
         json.dumps(repo.redact_spec(spec.model_dump(mode="json"))),
     )  # fmt: skip
-    return _send(
-        actor,
-        settings,
-        job_id,
-        spec,
-        keys,
-        limits,
-        _client(settings, client),
-        _store(settings, store),
-    )
+    with _job_client(settings, client) as rp:
+        return _send(actor, settings, job_id, spec, keys, limits, rp, _store(settings, store))
 
 
 def worker_model(settings: Settings, model: str, pricing: Pricing) -> str:
@@ -485,9 +495,13 @@ def _send(
         _lock_row(s, Job, job_id)
         job = repo.get_job(actor, s, job_id)
         status = "IN_QUEUE" if job.status not in TERMINAL_STATUSES else job.status
+        # Remember the endpoint: a job keeps being synced where it runs, even after
+        # GPU_CLUSTER_API_URL moves to another endpoint.
+        result = {**(job.result or {}), "endpoint_url": client.base_url}
         job = repo.update_job(
-            actor, s, job_id, status=status, runpod_job_id=sub.id, submitted_at=utcnow()
-        )
+            actor, s, job_id, status=status, runpod_job_id=sub.id, submitted_at=utcnow(),
+            result=result,
+        )  # fmt: skip
         cancelled = job.cancel_requested_at is not None
     if cancelled:  # cancelled while /run was in flight: stop what was just started
         client.cancel(sub.id)
@@ -579,11 +593,24 @@ def sync(
     with session_scope(settings) as s:
         job = repo.get_job(actor, s, job_id)
         status, rid, changed, attempt = job.status, job.runpod_job_id, job.updated_at, job.attempt
+        endpoint_url = (job.result or {}).get("endpoint_url")
     if status in TERMINAL_STATUSES:
         return job
     if not rid:
         return _sync_unsent(actor, settings, job_id, changed)
-    client, store = _client(settings, client), _store(settings, store)
+    with _job_client(settings, client, endpoint_url) as rp:
+        return _sync_run(actor, settings, job_id, rid, attempt, rp, _store(settings, store))
+
+
+def _sync_run(
+    actor: Actor,
+    settings: Settings,
+    job_id: str,
+    rid: str,
+    attempt: int,
+    client: RunPodClient,
+    store: BlobStore,
+) -> Job:
     pulled = _pull(client, store, actor.user_id, job_id, rid)
     ended = False
     cancel_now = False
@@ -600,7 +627,7 @@ def sync(
         repo.append_events(actor, s, job_id, new)
         fields = _progress_fields(actor, s, job)
         if pulled.gone or pulled.status in TERMINAL_STATUSES:
-            fields.update(_finish(actor, s, settings, job, pulled, _store(settings, store)))
+            fields.update(_finish(actor, s, settings, job, pulled, store))
             ended = True
         else:
             fields.update(_running_fields(job, pulled, fields))
@@ -619,7 +646,7 @@ def sync(
         except EndpointForgotJob:
             log.info("job %s was already gone from the endpoint", job_id)
     if ended:
-        _after_end(actor, settings, job_id, client=client, store=store)
+        _after_end(actor, settings, job_id, store=store)
         with session_scope(settings) as s:
             job = repo.get_job(actor, s, job_id)
     return job
@@ -653,12 +680,14 @@ def _progress_fields(actor: Actor, s: Session, job: Job) -> dict[str, Any]:
     recent = max(-1, job.last_seq - 200)  # the latest events are enough for step, loss and ETA
     metrics = repo.list_events(actor, s, job.id, after_seq=recent, types=["metrics"])
     started = (
-        repo.list_events(actor, s, job.id, types=["started"])
+        repo.list_events(actor, s, job.id, after_seq=_attempt_seq(job) - 1, types=["started"])
         if job.started_at is None or not job.total_steps
         else []
     )
     if started and job.started_at is None:
-        fields["started_at"] = dt.datetime.fromtimestamp(started[0].ts, dt.UTC)
+        # The handler started `cold_start_s` (its setup) before it reported `started`.
+        setup_s = float((started[-1].data or {}).get("cold_start_s") or 0.0)
+        fields["started_at"] = dt.datetime.fromtimestamp(started[-1].ts - setup_s, dt.UTC)
     if started:
         plan = (started[-1].data or {}).get("plan") or {}
         if plan.get("total_steps"):
@@ -713,6 +742,11 @@ def _running_fields(job: Job, pulled: _Pulled, progress: Mapping[str, Any]) -> d
     return fields
 
 
+def _attempt_seq(job: Job) -> int:
+    """The first event sequence number of the job's current attempt."""
+    return int((job.result or {}).get("attempt_first_seq", 0)) if job.attempt else 0
+
+
 def _prior_cost(job: Job) -> float:
     """Dollars recorded for this job's earlier attempts (kept in `result['prior_cost_usd']`)."""
     return float((job.result or {}).get("prior_cost_usd", 0.0)) if job.attempt else 0.0
@@ -728,7 +762,7 @@ def _billed_s(actor: Actor, s: Session, job: Job, pulled: _Pulled) -> float:
     job, the worker's own clock is used: setup plus the span from its `started` event to its
     last event.
     """
-    started = repo.list_events(actor, s, job.id, types=["started"])
+    started = repo.list_events(actor, s, job.id, after_seq=_attempt_seq(job) - 1, types=["started"])
     data = (started[-1].data or {}) if started else {}
     setup_s = float(data.get("cold_start_s") or 0.0)
     boot_s = max(0.0, float(data.get("process_uptime_s") or 0.0) - setup_s)
@@ -750,7 +784,9 @@ def _finish(
 ) -> dict[str, Any]:
     """The fields of a job that has ended; records its cost and registers its adapter."""
     fields: dict[str, Any] = {"finished_at": utcnow(), "eta_s": 0.0}
-    events = repo.list_events(actor, s, job.id, types=["completed", "failed"])
+    events = repo.list_events(
+        actor, s, job.id, after_seq=_attempt_seq(job) - 1, types=["completed", "failed"]
+    )
     final = _final_event(events)
     if pulled.status == "CANCELLED":
         fields["status"] = "CANCELLED"
@@ -870,9 +906,7 @@ def _sync_unsent(actor: Actor, settings: Settings, job_id: str, changed: dt.date
 # --------------------------------------------------------------------------- after the end
 
 
-def _after_end(
-    actor: Actor, settings: Settings, job_id: str, *, client: RunPodClient, store: BlobStore | None
-) -> None:
+def _after_end(actor: Actor, settings: Settings, job_id: str, *, store: BlobStore | None) -> None:
     """Notification (claimed once across processes) and the optional OOM relaunch."""
     from core import notify
 
@@ -891,7 +925,7 @@ def _after_end(
         and job.status == "FAILED"
         and job.failure_kind == "out_of_memory"
     ):
-        relaunch_after_oom(actor, settings, job_id, client=client, store=store)
+        relaunch_after_oom(actor, settings, job_id, store=store)
 
 
 def oom_settings(spec: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -966,15 +1000,15 @@ def cancel(actor: Actor, settings: Settings, job_id: str, *, client: RunPodClien
     """Stop the job (queued or running). What it checkpointed stays on the volume."""
     with session_scope(settings) as s:
         job = repo.request_cancel(actor, s, job_id, reason=reason)
-        rid = job.runpod_job_id
+        rid, endpoint_url = job.runpod_job_id, (job.result or {}).get("endpoint_url")
     if not rid:
         return job  # being sent right now: `_send` cancels it once it has an id
-    client = _client(settings, client)
-    try:
-        client.cancel(rid)
-    except EndpointForgotJob:
-        log.info("job %s is no longer on the endpoint; syncing from storage", job_id)
-    return sync(actor, settings, job_id, client=client, store=store)
+    with _job_client(settings, client, endpoint_url) as rp:
+        try:
+            rp.cancel(rid)
+        except EndpointForgotJob:
+            log.info("job %s is no longer on the endpoint; syncing from storage", job_id)
+        return sync(actor, settings, job_id, client=rp, store=store)
 
 
 def retry(
@@ -1031,6 +1065,7 @@ def retry(
         _check_quotas(actor, s, settings, total - spent, exclude_job=job_id)
         result = dict(job.result or {})
         result["prior_cost_usd"] = spent
+        result["attempt_first_seq"] = job.last_seq + 1  # the worker continues the numbering
         repo.update_job(
             actor, s, job_id, reopen=True, status="QUEUED", runpod_job_id=None, attempt=job.attempt + 1,
             budget_usd=total, spec=spec.model_dump(mode="json"), result=result, finished_at=None,
@@ -1039,16 +1074,8 @@ def retry(
             cancel_requested_at=None, notified_at=None, eta_s=None,
         )  # fmt: skip
     log.info("job %s: retry (attempt %d) with $%.2f of budget left", job_id, job.attempt, left)
-    return _send(
-        actor,
-        settings,
-        job_id,
-        spec,
-        keys,
-        limits,
-        _client(settings, client),
-        _store(settings, store),
-    )
+    with _job_client(settings, client) as rp:
+        return _send(actor, settings, job_id, spec, keys, limits, rp, _store(settings, store))
 
 
 # --------------------------------------------------------------------------- reconcile
@@ -1065,7 +1092,11 @@ def reconcile(
     settings: Settings, *, client: RunPodClient | None = None, store: BlobStore | None = None
 ) -> SyncReport:
     """Sync every user's unfinished jobs once (on start, and on every syncer pass)."""
-    client, store = _client(settings, client), _store(settings, store)
+    with _job_client(settings, client) as rp:
+        return _reconcile(settings, rp, _store(settings, store))
+
+
+def _reconcile(settings: Settings, client: RunPodClient, store: BlobStore) -> SyncReport:
     with session_scope(settings) as s:
         pending = [(j.id, j.owner_id) for j in repo.admin_list_unfinished_jobs(SYSTEM_ACTOR, s)]
         owners = {

@@ -143,14 +143,16 @@ def follow(actor: Any, settings: Any, job_id: str, every_s: float = 2.0) -> int:
     columns = (
         TextColumn("{task.fields[status]:<11}"),
         BarColumn(),
-        TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("step {task.fields[steps]}"),
         TextColumn("loss {task.fields[loss]}"),
         TextColumn("{task.fields[cost]}"),
         TextColumn("eta {task.fields[eta]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(job_id, total=None, status="QUEUED", loss="-", cost="$0", eta="-")
+        task = bar.add_task(
+            job_id, total=None, status="QUEUED", steps="-", loss="-", cost="$0", eta="-"
+        )
         while True:
             try:
                 job = jobs.sync(actor, settings, job_id)
@@ -160,6 +162,7 @@ def follow(actor: Any, settings: Any, job_id: str, every_s: float = 2.0) -> int:
                 continue
             bar.update(
                 task, total=job.total_steps or None, completed=job.step or 0, status=job.status,
+                steps=f"{job.step or 0}/{job.total_steps or '?'}",
                 loss=f"{job.final_loss:.4f}" if job.final_loss is not None else "-",
                 cost=_money(jobs.live_cost_usd(job)), eta=jobs.eta_text(job),
             )  # fmt: skip

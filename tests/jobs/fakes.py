@@ -26,3 +26,20 @@ def scripted(job):
 
 def plain(job):
     return {"echo": job["input"]}
+
+
+def stuck_trainer(job):
+    """A worker that starts like the trainer, then hangs (a deadlock, a dead data loader): the
+    only kind of job the platform's executionTimeout has to stop, because a working trainer
+    stops itself at its time limit first."""
+    yield {
+        "seq": 0,
+        "type": "started",
+        "ts": time.time(),
+        "data": {
+            "job_id": job["input"].get("job_id"),
+            "cold_start_s": 0.5,
+            "process_uptime_s": 1.0,
+        },
+    }
+    time.sleep(3600)

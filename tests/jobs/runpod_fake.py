@@ -106,7 +106,12 @@ class RunPodFake:
         inp = self._script(job)
         if inp.get("final") and i == int(inp.get("chunks", 3)):
             return {"seq": i, "ts": job.submitted + i, **inp["final"]}
-        return {"seq": i, "ts": job.submitted + i, "type": "metrics", "data": {"step": i, "job": job.id}}
+        return {
+            "seq": i,
+            "ts": job.submitted + i,
+            "type": "metrics",
+            "data": {"step": i, "job": job.id},
+        }
 
     # The app
 

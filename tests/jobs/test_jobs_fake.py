@@ -64,7 +64,15 @@ def _tiny(tmp_path: Path) -> Path:
 
 
 def _rows() -> list[dict[str, Any]]:
-    return [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(8)]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+        for i in range(8)
+    ]
 
 
 def _submit(settings: Settings, dataset_id: str, model: str, actor: Actor = LOCAL_ACTOR, **kw: Any):
@@ -90,10 +98,16 @@ def test_submit_sends_the_budget_as_execution_timeout_and_no_secret(env) -> None
     f.script = lambda inp: {"chunks": 1, "hang_s": 30}
     job = _submit(settings, ds, model, budget_usd=2.0)
     rate = costs.rate_per_second(settings.gpu_type, settings.price_tier)
-    assert f.jobs[job.runpod_job_id].timeout_s == pytest.approx(int(2.0 / rate * 1000) / 1000, abs=1e-3)
+    assert f.jobs[job.runpod_job_id].timeout_s == pytest.approx(
+        int(2.0 / rate * 1000) / 1000, abs=1e-3
+    )
     sent = f.jobs[job.runpod_job_id].input
     assert sent["job_id"] == job.id and sent["data"]["train_url"].startswith("http")
-    assert set(sent["output"]["upload_urls"]) >= {"adapter_model.safetensors", "events.jsonl", "result.json"}
+    assert set(sent["output"]["upload_urls"]) >= {
+        "adapter_model.safetensors",
+        "events.jsonl",
+        "result.json",
+    }
     assert "fake-key" not in json.dumps(sent)
     # The stored spec keeps no signed URL.
     assert "sig=" not in json.dumps(job.spec) and job.spec["data"]["train_url"] == "<signed url>"
@@ -137,7 +151,13 @@ def test_planner_refuses_what_cannot_fit_or_costs_more_than_the_budget(env) -> N
                       stats={"tokens": {"per_row": {"mean": 1500.0}}, "split": {"train_rows": 200_000}})  # fmt: skip
     settings = settings.model_copy(update={"gpu_type": "L40S_48GB"})
     with pytest.raises(jobs.PlanRefused, match="does not fit"):
-        _submit(settings, big, "Qwen/Qwen2.5-72B-Instruct", quantization="none", training={"max_length": 4096})
+        _submit(
+            settings,
+            big,
+            "Qwen/Qwen2.5-72B-Instruct",
+            quantization="none",
+            training={"max_length": 4096},
+        )
     with pytest.raises(jobs.PlanRefused, match="above its budget"):
         _submit(settings, big, "Qwen/Qwen2.5-7B-Instruct", quantization="nf4",
                 training={"epochs": 3, "max_length": 2048}, budget_usd=1.0)  # fmt: skip
@@ -148,10 +168,18 @@ def test_platform_timeout_is_recorded_with_its_cost(env) -> None:
     f, settings, ds, model = env
     f.script = lambda inp: {"chunks": 2, "interval_s": 0.1, "hang_s": 600}
     f.timeout_scale = 0.05  # the 60+ s limit strikes after ~3 s on the fake's clock
-    job = _submit(settings, ds, model, budget_usd=60 * costs.rate_per_second(settings.gpu_type) * 1.01)
+    job = _submit(
+        settings, ds, model, budget_usd=60 * costs.rate_per_second(settings.gpu_type) * 1.01
+    )
     job = _end(settings, job.id)
-    assert job.status == "TIMED_OUT" and job.stop_reason == "budget" and job.failure_kind == "timed_out"
-    assert job.execution_ms is not None and job.cost_usd == pytest.approx(job.billed_s * job.rate_per_s)
+    assert (
+        job.status == "TIMED_OUT"
+        and job.stop_reason == "budget"
+        and job.failure_kind == "timed_out"
+    )
+    assert job.execution_ms is not None and job.cost_usd == pytest.approx(
+        job.billed_s * job.rate_per_s
+    )
     assert [e.seq for e in jobs.events(LOCAL_ACTOR, settings, job.id)] == [0, 1]
 
 
@@ -198,10 +226,14 @@ class _Hook:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T000/B000/SECRETtoken123"
+        self.url = (
+            f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T000/B000/SECRETtoken123"
+        )
 
 
-def test_job_end_posts_one_notification_even_with_concurrent_syncs(env, caplog: pytest.LogCaptureFixture) -> None:
+def test_job_end_posts_one_notification_even_with_concurrent_syncs(
+    env, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     f, settings, ds, model = env
     hook = _Hook()
@@ -210,7 +242,9 @@ def test_job_end_posts_one_notification_even_with_concurrent_syncs(env, caplog: 
     job = _submit(settings, ds, model, budget_usd=1.0)
     with jobs.RunPodClient.from_settings(settings) as c:  # wait on the endpoint, not through sync
         wait_until(lambda: c.status(job.runpod_job_id).status == "FAILED", what="the job to fail")
-    threads = [threading.Thread(target=jobs.sync, args=(LOCAL_ACTOR, settings, job.id)) for _ in range(4)]
+    threads = [
+        threading.Thread(target=jobs.sync, args=(LOCAL_ACTOR, settings, job.id)) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -225,7 +259,9 @@ def test_job_end_posts_one_notification_even_with_concurrent_syncs(env, caplog: 
 
 def test_unreachable_endpoint_fails_the_submit_cleanly(env) -> None:
     _, settings, ds, model = env
-    settings = settings.model_copy(update={"gpu_cluster_api_url": f"http://127.0.0.1:{free_port()}/v2/x"})
+    settings = settings.model_copy(
+        update={"gpu_cluster_api_url": f"http://127.0.0.1:{free_port()}/v2/x"}
+    )
     client = jobs.RunPodClient.from_settings(settings, max_attempts=2, backoff_s=0.01)
     with pytest.raises(jobs.SubmitFailed, match="could not be sent"):
         _submit(settings, ds, model, budget_usd=1.0, client=client)
@@ -242,13 +278,18 @@ def test_lost_run_answer_is_not_sent_again(env) -> None:
         _submit(settings, ds, model, budget_usd=1.0)
     assert len(f.jobs) == n + 1
     (job,) = jobs.list_jobs(LOCAL_ACTOR, settings)
-    assert job.failure_kind == "submit_uncertain" and "before launching again" in job.failure_suggestion
+    assert (
+        job.failure_kind == "submit_uncertain"
+        and "before launching again" in job.failure_suggestion
+    )
 
 
 def test_a_job_whose_sender_died_is_settled_by_reconcile(env) -> None:
     f, settings, ds, model = env
     with db.session_scope(settings) as s:
-        repo.create_job(LOCAL_ACTOR, s, job_id="job-orphan0001", base_model=model, spec={}, dataset_id=ds)
+        repo.create_job(
+            LOCAL_ACTOR, s, job_id="job-orphan0001", base_model=model, spec={}, dataset_id=ds
+        )
     assert jobs.reconcile(settings).ended == 0  # young: maybe being sent right now
     with db.session_scope(settings) as s:
         old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
@@ -275,3 +316,43 @@ def test_other_users_cannot_see_or_touch_a_job(env) -> None:
     with pytest.raises(NotFound):
         _submit(settings, ds, model, actor=mallory, budget_usd=1.0)  # not her dataset
     jobs.cancel(LOCAL_ACTOR, settings, job.id)
+
+
+def test_command_line_train_wait_list_show_events_cancel(env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    f, settings, ds, model = env
+    monkeypatch.chdir(settings.data_dir.parent)  # no stray .env
+    monkeypatch.setenv("BRIGHTRUN_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("GPU_CLUSTER_API_URL", settings.gpu_cluster_api_url)
+    monkeypatch.setenv("GPU_CLUSTER_API_KEY", "fake-key")
+    monkeypatch.setenv("MODEL_DIRS", json.dumps([str(Path(model).parent)]))
+    runner = CliRunner()
+    f.script = lambda inp: {"chunks": 3, "interval_s": 0.05, "final": OOM}
+    r = runner.invoke(app, ["train", "--dataset", ds, "--model", model, "--quant", "none",
+                            "--max-steps", "5", "--budget", "1", "--wait"])  # fmt: skip
+    assert r.exit_code == 1, r.output  # it ran out of memory
+    assert "FAILED" in r.output and "out_of_memory" in r.output and "suggestion:" in r.output
+    (job,) = jobs.list_jobs(LOCAL_ACTOR, settings)
+    assert job.spec["training"]["max_steps"] == 5 and job.budget_usd == 1.0
+
+    listed = json.loads(runner.invoke(app, ["jobs", "list", "--json"]).output)
+    assert [j["id"] for j in listed] == [job.id]
+    shown = json.loads(runner.invoke(app, ["jobs", "show", job.id, "--json"]).output)
+    assert shown["status"] == "FAILED" and shown["cost_usd"] > 0
+    lines = runner.invoke(app, ["jobs", "events", job.id, "--json"]).output.splitlines()
+    assert [json.loads(x)["type"] for x in lines] == ["metrics"] * 3 + ["failed"]
+
+    bad = runner.invoke(app, ["train", "--dataset", ds, "--model", model, "--budget", "0.01"])
+    assert bad.exit_code == 2 and "one minute" in bad.output
+    missing = runner.invoke(app, ["jobs", "show", "job-nope"])
+    assert missing.exit_code == 2 and "not found" in missing.output
+
+    f.script = lambda inp: {"chunks": 1, "hang_s": 60}
+    r = runner.invoke(app, ["train", "--dataset", ds, "--model", model, "--quant", "none", "--budget", "1"])
+    assert r.exit_code == 0 and "IN_QUEUE" in r.output
+    new_id = r.output.split()[1]
+    r = runner.invoke(app, ["jobs", "cancel", new_id])
+    assert r.exit_code == 0 and "CANCELLED" in r.output

@@ -60,7 +60,9 @@ class Stack:
         kw.setdefault("lora", LORA)
         kw.setdefault("training", TRAINING)
         kw.setdefault("quantization", "none")
-        return jobs.submit(actor, self.settings, dataset_id=self.dataset_id, model=str(self.model), **kw)
+        return jobs.submit(
+            actor, self.settings, dataset_id=self.dataset_id, model=str(self.model), **kw
+        )
 
     def sync(self, job_id: str, actor: Actor = LOCAL_ACTOR):
         return jobs.sync(actor, self.settings, job_id)
@@ -97,6 +99,37 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         db.dispose_engines()
 
 
+@dataclass
+class StuckJob:
+    settings: Settings
+    job_id: str
+    budget_usd: float
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stuck_job(stack: Stack) -> Iterator[StuckJob]:
+    """A job on a second endpoint whose worker hangs, submitted when the module starts so
+    that its one-minute platform timeout runs out while the other tests train."""
+    ep = start_endpoint(stack.settings.data_dir, handler="tests.jobs.fakes:stuck_trainer")
+    settings = stack.settings.model_copy(
+        update={"gpu_cluster_api_url": ep.url, "public_base_url": ep.base}
+    )
+    budget = 60 * costs.rate_per_second(settings.gpu_type, settings.price_tier) * 1.0001
+    job = jobs.submit(
+        LOCAL_ACTOR, settings, dataset_id=stack.dataset_id, model=str(stack.model),
+        lora=LORA, training=TRAINING, quantization="none", budget_usd=budget,
+    )  # fmt: skip
+    try:
+        yield StuckJob(settings, job.id, budget)
+    finally:
+        ep.stop()
+
+
+def final_versions(session, job_id: str) -> list:
+    """The adapter versions a job registered as its result (checkpoints left out)."""
+    return [v for v in repo.list_versions(LOCAL_ACTOR, session, job_id=job_id) if not v.is_checkpoint]
+
+
 def stored_events(stack: Stack, job_id: str) -> list:
     return jobs.events(LOCAL_ACTOR, stack.settings, job_id)
 
@@ -127,7 +160,10 @@ def test_job_runs_queue_progress_complete_with_live_metrics_adapter_and_cost(sta
         if seen[-1] != j.status:
             seen.append(j.status)
         if j.status == "IN_PROGRESS":
-            metrics_while_running = max(metrics_while_running, len(jobs.events(LOCAL_ACTOR, stack.settings, job.id, types=["metrics"])))
+            metrics_while_running = max(
+                metrics_while_running,
+                len(jobs.events(LOCAL_ACTOR, stack.settings, job.id, types=["metrics"])),
+            )
         return j.status in TERMINAL_STATUSES
 
     wait_until(step, timeout_s=240, every_s=0.2, what="the job to finish")
@@ -147,7 +183,7 @@ def test_job_runs_queue_progress_complete_with_live_metrics_adapter_and_cost(sta
     with db.session_scope(stack.settings) as s:
         (record,) = [r for r in repo.list_cost_records(LOCAL_ACTOR, s) if r.job_id == job.id]
         assert record.usd == pytest.approx(job.cost_usd)
-        (version,) = repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
+        (version,) = final_versions(s, job.id)
         assert version.version >= 1 and version.final_loss == job.final_loss
         prefix = version.storage_prefix
 
@@ -161,8 +197,12 @@ def test_job_runs_queue_progress_complete_with_live_metrics_adapter_and_cost(sta
     folder.mkdir(parents=True)
     for blob in store.list("adapters", prefix):
         store.download_to("adapters", blob.key, folder / blob.key.rsplit("/", 1)[-1])
-    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(stack.model)
-    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(stack.model), folder)
+    assert json.loads((folder / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ] == str(stack.model)
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(stack.model), folder
+    )
     lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
     assert lora_b and any(torch.count_nonzero(p) > 0 for p in lora_b)
 
@@ -179,7 +219,9 @@ def test_cancel_stops_the_worker_and_retry_resumes_from_the_checkpoint(stack: St
     assert job.cost_usd > 0
     with stack.client() as c:
         wait_until(lambda: c.health().workers["running"] == 0, what="the worker to be stopped")
-    checkpoint_step = max(e.data["step"] for e in stored_events(stack, job.id) if e.type == "checkpoint")
+    checkpoint_step = max(
+        e.data["step"] for e in stored_events(stack, job.id) if e.type == "checkpoint"
+    )
 
     again = jobs.retry(LOCAL_ACTOR, stack.settings, job.id)
     assert again.id == job.id and again.attempt == 1 and again.status == "IN_QUEUE"
@@ -197,7 +239,9 @@ def test_cancel_stops_the_worker_and_retry_resumes_from_the_checkpoint(stack: St
     job = jobs.cancel(LOCAL_ACTOR, stack.settings, job.id)
     assert job.status == "CANCELLED"
     with db.session_scope(stack.settings) as s:
-        attempts = sorted(r.attempt for r in repo.list_cost_records(LOCAL_ACTOR, s) if r.job_id == job.id)
+        attempts = sorted(
+            r.attempt for r in repo.list_cost_records(LOCAL_ACTOR, s) if r.job_id == job.id
+        )
     assert attempts == [0, 1]
 
 
@@ -205,22 +249,28 @@ def test_budget_cap_stops_training_and_keeps_what_it_trained(stack: Stack) -> No
     rate = costs.rate_per_second(stack.settings.gpu_type, stack.settings.price_tier)
     budget = 60 * rate * 1.0001  # one minute of GPU: the smallest budget accepted
     limits = costs.execution_limits(budget, rate)
-    job = stack.submit(training={**TRAINING, "max_steps": 100_000, "checkpoint_every": 5}, budget_usd=budget)
+    job = stack.submit(
+        training={**TRAINING, "max_steps": 100_000, "checkpoint_every": 5}, budget_usd=budget
+    )
     assert job.spec["training"]["time_limit_s"] == pytest.approx(limits.time_limit_s)
     job = stack.wait_end(job.id)
     assert job.status == "COMPLETED" and job.stop_reason == "time_limit"
     assert 0 < job.step < 100_000
     assert 0 < job.cost_usd <= budget
     with db.session_scope(stack.settings) as s:
-        (version,) = repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
+        (version,) = final_versions(s, job.id)
         assert version.size_bytes > 0
 
 
-def test_controller_down_until_the_endpoint_forgot_the_job_history_stays_complete(stack: Stack) -> None:
+def test_controller_down_until_the_endpoint_forgot_the_job_history_stays_complete(
+    stack: Stack,
+) -> None:
     job = stack.submit()
     with stack.client() as c:
         # No sync at all while it runs, ends, and is dropped by the endpoint.
-        wait_until(lambda: c.status(job.runpod_job_id).terminal, timeout_s=240, every_s=0.5, what="the end")
+        wait_until(
+            lambda: c.status(job.runpod_job_id).terminal, timeout_s=240, every_s=0.5, what="the end"
+        )
 
         def forgotten() -> bool:
             try:
@@ -229,13 +279,18 @@ def test_controller_down_until_the_endpoint_forgot_the_job_history_stays_complet
                 return True
             return False
 
-        wait_until(forgotten, timeout_s=RETENTION_S + 60, every_s=0.5, what="the endpoint to forget the job")
+        wait_until(
+            forgotten,
+            timeout_s=RETENTION_S + 60,
+            every_s=0.5,
+            what="the endpoint to forget the job",
+        )
     job = stack.sync(job.id)
     assert job.status == "COMPLETED"
     assert_complete_history(stack, job.id)
     assert job.cost_usd > 0 and job.billed_s > 0
     with db.session_scope(stack.settings) as s:
-        assert repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
+        assert final_versions(s, job.id)
 
 
 def test_restart_and_reconcile(stack: Stack) -> None:
@@ -253,10 +308,24 @@ def test_restart_and_reconcile(stack: Stack) -> None:
         syncer.wait()
     assert jobs.get(LOCAL_ACTOR, stack.settings, job.id).status not in TERMINAL_STATUSES
     with stack.client() as c:
-        wait_until(lambda: c.status(job.runpod_job_id).terminal, timeout_s=240, every_s=0.5, what="the end")
+        wait_until(
+            lambda: c.status(job.runpod_job_id).terminal, timeout_s=240, every_s=0.5, what="the end"
+        )
     # Back up: one reconcile pass finishes every unfinished job.
     report = jobs.reconcile(stack.settings)
     assert not report.errors and report.ended >= 1
     job = jobs.get(LOCAL_ACTOR, stack.settings, job.id)
     assert job.status == "COMPLETED"
     assert_complete_history(stack, job.id)
+
+
+def test_platform_timeout_stops_a_stuck_worker_at_the_budget(stuck_job: StuckJob) -> None:
+    job = wait_until(
+        lambda: (j := jobs.sync(LOCAL_ACTOR, stuck_job.settings, stuck_job.job_id)).status
+        in TERMINAL_STATUSES and j,
+        timeout_s=180, every_s=0.5, what="the platform timeout",
+    )  # fmt: skip
+    assert job.status == "TIMED_OUT" and job.stop_reason == "budget"
+    assert job.execution_ms >= 60_000 * 0.99
+    assert 0 < job.cost_usd <= stuck_job.budget_usd * 1.02  # whole seconds, rounded up
+    assert [e.type for e in jobs.events(LOCAL_ACTOR, stuck_job.settings, job.id)] == ["started"]
