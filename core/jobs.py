@@ -60,6 +60,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from core import costs, repo, validation
+from core.adapters import register_checkpoints
 from core.db import session_scope
 from core.errors import BrightRunError, Conflict, InvalidInput, NotFound, QuotaExceeded
 from core.models import TERMINAL_STATUSES, Job, User, utcnow
@@ -201,8 +202,10 @@ def build_spec(
     device: str = "auto",
     time_limit_s: float | None = None,
     with_eval_url: bool = False,
+    resume_from: str | None = None,
 ) -> JobSpec:
-    """The `JobSpec` for these settings; bad values raise `InvalidInput` naming the field."""
+    """The `JobSpec` for these settings; bad values raise `InvalidInput` naming the field.
+    `resume_from` (continued training) is replaced by a fresh source at each send."""
     training = dict(training or {})
     if time_limit_s is not None:
         given = training.get("time_limit_s")
@@ -221,6 +224,7 @@ def build_spec(
             training=training,
             output={"adapter_name": adapter_name},
             device=device,
+            resume_from=resume_from,
         )
     except ValidationError as e:
         raise InvalidInput(f"invalid job settings: {_spec_errors(e)}") from None
@@ -370,9 +374,12 @@ def submit(
     client: RunPodClient | None = None,
     store: BlobStore | None = None,
     auto_relaunch_of: str | None = None,
+    resume_from_version_id: str | None = None,
 ) -> Job:
     """Launch a training job for the actor (see the module doc). Returns the stored job.
-    `auto_relaunch_of` marks the job as the one automatic relaunch of that failed job."""
+    `auto_relaunch_of` marks the job as the one automatic relaunch of that failed job.
+    `resume_from_version_id` starts from that adapter version's weights (continued
+    training, see `core.adapters.continue_training`); it is recorded as the parent."""
     pricing = pricing_for(settings, gpu_type)
     budget = settings.job_budget_usd if budget_usd is None else float(budget_usd)
     if not budget > 0:
@@ -392,6 +399,7 @@ def submit(
             adapter_name=validation.served_adapter_name(name, job_id), lora=lora, training=training,
             quantization=quantization, eval_fraction=0.0 if keys[1] else eval_fraction,
             device=device, with_eval_url=bool(keys[1]),
+            resume_from=_PLACEHOLDER_URL + "parent" if resume_from_version_id else None,
         )  # fmt: skip
         validation.check_max_length(facts, spec.training.max_length, model)
         plan, cap_s = _plan_check(spec, dataset, pricing, budget, settings)
@@ -405,7 +413,7 @@ def submit(
             actor, s, job_id=job_id, base_model=model, spec=spec.model_dump(mode="json"),
             dataset_id=dataset_id, gpu_type=pricing.gpu_type, price_tier=pricing.tier,
             rate_per_s=pricing.rate_per_s, budget_usd=budget, adapter_name=name,
-            parent_job_id=auto_relaunch_of or parent_job_id,
+            parent_job_id=auto_relaunch_of or parent_job_id, resume_from_version_id=resume_from_version_id,
         )  # fmt: skip
         if auto_relaunch_of:
             repo.update_job(actor, s, job_id, auto_relaunched=True)
@@ -477,6 +485,10 @@ def _send(
     if eval_url:
         payload["data"]["eval_url"] = eval_url
     payload["output"]["upload_urls"] = urls
+    if spec.resume_from:  # the parent adapter of a continued training, signed afresh
+        from core.adapters import parent_source
+
+        payload["resume_from"] = parent_source(actor, settings, job_id, store)
     try:
         sub = client.run(
             payload, execution_timeout_ms=limits.execution_timeout_ms, ttl_ms=_ttl_ms(limits)
@@ -625,6 +637,7 @@ def _sync_run(
         if pulled.stored_events:
             new += _events(pulled.stored_events)
         repo.append_events(actor, s, job_id, new)
+        register_checkpoints(actor, s, job, new)
         fields = _progress_fields(actor, s, job)
         if pulled.gone or pulled.status in TERMINAL_STATUSES:
             fields.update(_finish(actor, s, settings, job, pulled, store))
@@ -843,7 +856,7 @@ def _finish(
     if pulled.stored_result:
         result["stored"] = pulled.stored_result
     fields["result"] = result
-    if fields["status"] == "COMPLETED":
+    if fields["status"] == "COMPLETED" and job.action == "train":
         version = _register_adapter(actor, s, job, final, store)
         if version is None:
             fields.update(
@@ -920,6 +933,10 @@ def _after_end(actor: Actor, settings: Settings, job_id: str, *, store: BlobStor
         job = repo.get_job(actor, s, job_id)
     if claimed == 1 and settings.notify_webhook_url.get_secret_value():
         notify.job_ended(settings, job)
+    if claimed == 1 and job.status == "COMPLETED" and job.action == "train":
+        from core.evaluate import start_after_job
+
+        start_after_job(actor, settings, job_id)  # in the background; never raises
     if (
         settings.auto_relaunch_oom
         and job.status == "FAILED"
@@ -1053,7 +1070,7 @@ def retry(
         training=_without_time_limit(spec_dict.get("training")), quantization=spec_dict.get("quantization", "nf4"),
         eval_fraction=0.0 if keys[1] else (spec_dict.get("data") or {}).get("eval_fraction", 0.0),
         device=spec_dict.get("device", "auto"), time_limit_s=limits.time_limit_s,
-        with_eval_url=bool(keys[1]),
+        with_eval_url=bool(keys[1]), resume_from=spec_dict.get("resume_from"),
     )  # fmt: skip
     with session_scope(settings) as s:
         repo.ensure_user(actor, s)

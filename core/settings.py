@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     sync_interval_s: float = Field(5.0, gt=0)
     auto_relaunch_oom: bool = False
 
+    # Evaluation when a training job completes: the dataset's eval split (at most
+    # EVAL_MAX_ROWS rows) through the adapter and the base on the inference server, greedy,
+    # up to EVAL_MAX_TOKENS tokens an answer. EVAL_JUDGE adds an LLM judge's win rate of
+    # adapter vs base (EVAL_JUDGE_MODEL on the same server; empty: the served base model).
+    eval_after_job: bool = True
+    eval_max_rows: int = Field(50, ge=1, le=5000)
+    eval_max_tokens: int = Field(128, ge=1, le=4096)
+    eval_judge: bool = False
+    eval_judge_model: str = ""
+
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         if not self.database_url.get_secret_value():

@@ -1,9 +1,9 @@
 """Adapters: every version with its base model, dataset, settings, losses and size;
-download as a zip, delete, open in the playground."""
+download as a zip, delete, open in the playground; its evaluation, quality per dollar."""
 
 import streamlit as st
 
-from components import session
+from components import quality, session
 from components import widgets as w
 from core import views
 from core.errors import BrightRunError
@@ -66,3 +66,5 @@ if w.confirm("adapters.confirm_delete", f"adapter {row.adapter} and all its vers
         st.rerun()
     except BrightRunError as e:
         st.error(w.plain(e))
+
+quality.evaluation_section(actor, vid, row.label)

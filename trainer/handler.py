@@ -1,4 +1,5 @@
-"""The RunPod Serverless handler: a thin adapter around `trainer.train.run_job`.
+"""The RunPod Serverless handler: a thin adapter around `trainer.train.run_job` (and, by
+the spec's `action`, the `merge` and `cache_model` actions of `trainer.actions`).
 
 `handler(job)` takes RunPod's job dict (`{"id": ..., "input": <JobSpec JSON>}`) and yields
 each event as a plain dict (`Event.model_dump(mode="json")`):
@@ -27,7 +28,7 @@ log = logging.getLogger("brightrun.trainer")
 
 
 def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[str, Any]]:
-    from trainer.train import run_job
+    from trainer.actions import run as run_job  # train, merge or cache_model
 
     last_seq = -1
     try:

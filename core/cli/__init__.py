@@ -42,6 +42,7 @@ def up(
     raise typer.Exit(run_stack(services, echo=typer.echo))
 
 
+from core.cli import adapters as _adapters  # noqa: E402
 from core.cli import admin as _admin  # noqa: E402
 from core.cli import auth as _auth  # noqa: E402
 from core.cli import chat as _chat  # noqa: E402 - groups register after the app exists
@@ -63,6 +64,8 @@ app.command("login")(_auth.login)
 app.command("logout")(_auth.logout)
 app.command("whoami")(_auth.whoami)
 app.add_typer(_admin.app, name="admin")
+app.add_typer(_adapters.app, name="adapters")
+app.command("cache-model")(_adapters.cache_model)
 
 
 def main() -> None:

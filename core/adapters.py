@@ -1,0 +1,307 @@
+"""Adapters as products: numbered versions, checkpoints, lineage, continued training.
+
+Built on `core.repo` (the `adapters` and `adapter_versions` tables); every function takes
+the acting user and sees only their adapters (another user's version is `NotFound`).
+
+- Numbering: a completed job's adapter becomes the next version of the adapter named in
+  the job (`support-bot` v1, v2, ...), registered by `core.jobs.sync`. Numbers are never
+  reused: a deleted version keeps its number.
+- Checkpoints: a `checkpoint` event whose data names an `adapter_path` (a PEFT folder the
+  worker wrote on the shared volume, `ADAPTER_DIR/.checkpoints/<job>/step-N`) is registered
+  as a checkpoint of the job's adapter while the job runs (`register_checkpoints`, called
+  by `sync`): no number, its step, the job's settings. The playground serves it as
+  `ckpt-<version id>` (`core.inference.model_choices`). `promote` gives it the next number;
+  when its folder is visible from here (the local stack) its files are also copied to
+  storage, so it exports like any version.
+- Continued training: `continue_training` launches a job whose spec starts from the
+  version's adapter weights (`JobSpec.resume_from`: a signed URL of the stored weights,
+  else the folder on the volume, decided at each send by `parent_source`), on the same
+  base model with the same LoRA shape (other values are refused: the weights would not
+  fit); the version is recorded as the job's `resume_from_version_id` and as the parent of
+  every version and checkpoint that job registers.
+- References: `resolve(actor, session, ref)` accepts a version id (`av-...`), an adapter
+  name (its newest version), `name:v2`, `name@2` or `name v2`.
+
+Errors: `core.errors` types -- `NotFound`, `InvalidInput` (a bad reference, settings that
+do not fit the parent), `Conflict`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core import repo
+from core.errors import InvalidInput, NotFound
+from core.models import AdapterVersion, Job
+from core.settings import Settings
+from core.storage import DOWNLOAD_URL_TTL_S, BlobStore, adapter_key, adapter_prefix
+from core.users import Actor
+
+__all__ = [
+    "VersionInfo",
+    "resolve",
+    "label",
+    "info",
+    "list_versions",
+    "lineage",
+    "register_checkpoints",
+    "promote",
+    "delete_version",
+    "continue_training",
+    "parent_source",
+    "PEFT_FILES",
+]
+
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+_REF = re.compile(r"^(?P<name>.+?)(?:(?::v|@|\s+v)(?P<num>\d+))$")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version or checkpoint, as the command line and pages show it."""
+
+    id: str
+    adapter: str
+    label: str  # "support-bot v2", "support-bot step 400", "support-bot v3 step 400"
+    version: int | None
+    is_checkpoint: bool
+    step: int | None
+    base_model: str
+    job_id: str | None
+    dataset_id: str | None
+    parent_id: str | None
+    parent_label: str | None
+    final_loss: float | None
+    eval_loss: float | None
+    size_bytes: int | None
+    stored: bool  # files in storage (zip, hub push, continued training by URL)
+    on_volume: bool  # a folder the inference server can load
+    status: str
+    eval_status: str | None
+    hub_repo: str | None
+    created_at: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return d
+
+
+def label(adapter_name: str, v: AdapterVersion) -> str:
+    text = f"{adapter_name} v{v.version}" if v.version is not None else adapter_name
+    return text + (f" step {v.step}" if v.is_checkpoint else "")
+
+
+def _adapter_name(session: Session, v: AdapterVersion) -> str:
+    from core.models import Adapter
+
+    a = session.get(Adapter, v.adapter_id)
+    return a.name if a is not None else v.adapter_id
+
+
+def info(actor: Actor, session: Session, v: AdapterVersion) -> VersionInfo:
+    name = _adapter_name(session, v)
+    parent = None
+    if v.parent_version_id:
+        parent = session.get(AdapterVersion, v.parent_version_id)
+        if parent is not None and parent.owner_id != actor.user_id:
+            parent = None
+    return VersionInfo(
+        id=v.id, adapter=name, label=label(name, v), version=v.version, is_checkpoint=v.is_checkpoint,
+        step=v.step, base_model=v.base_model, job_id=v.job_id, dataset_id=v.dataset_id,
+        parent_id=v.parent_version_id,
+        parent_label=label(_adapter_name(session, parent), parent) if parent is not None else None,
+        final_loss=v.final_loss, eval_loss=v.eval_loss, size_bytes=v.size_bytes,
+        stored=bool(v.storage_prefix), on_volume=bool(v.volume_path), status=v.status,
+        eval_status=(v.eval_scores or {}).get("status"), hub_repo=v.hub_repo, created_at=v.created_at,
+    )  # fmt: skip
+
+
+def resolve(actor: Actor, session: Session, ref: str) -> AdapterVersion:
+    """The actor's version named by `ref` (see the module docstring)."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise InvalidInput("name an adapter version: a version id, NAME, NAME:v2 or NAME@2")
+    if ref.startswith("av-"):
+        return repo.get_version(actor, session, ref)
+    m = _REF.match(ref)
+    if m:
+        return repo.get_version_by_number(actor, session, m["name"], int(m["num"]))
+    return repo.latest_version(actor, session, ref)
+
+
+def list_versions(
+    actor: Actor, session: Session, adapter: str | None = None, include_checkpoints: bool = True
+) -> list[VersionInfo]:
+    """The actor's versions (of one adapter, or all), oldest first per adapter."""
+    out = []
+    adapters = [repo.get_adapter(actor, session, adapter)] if adapter else repo.list_adapters(actor, session)
+    for a in adapters:
+        for v in repo.list_versions(actor, session, a.id, include_checkpoints=include_checkpoints):
+            out.append(info(actor, session, v))
+    return out
+
+
+def lineage(actor: Actor, session: Session, ref: str) -> list[VersionInfo]:
+    """The version and its ancestors (parent, grandparent, ...), newest first."""
+    v = resolve(actor, session, ref)
+    return [info(actor, session, x) for x in repo.version_lineage(actor, session, v.id)]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _job_settings(job: Job) -> dict[str, Any]:
+    spec = job.spec or {}
+    return {"lora": spec.get("lora"), "training": spec.get("training"), "quantization": spec.get("quantization")}
+
+
+def register_checkpoints(actor: Actor, session: Session, job: Job, events: Iterable[Any]) -> list[AdapterVersion]:
+    """Register the checkpoints among `events` that carry a PEFT `adapter_path`
+    (idempotent per job and step). Returns the versions registered or found."""
+    found = [
+        (e.data["step"], str(e.data["adapter_path"]))
+        for e in events
+        if getattr(e, "type", None) == "checkpoint"
+        and isinstance((e.data or {}).get("step"), int)
+        and (e.data or {}).get("adapter_path")
+    ]
+    if not found or not job.adapter_name:
+        return []
+    losses = [
+        (m.data["step"], m.data["loss"])
+        for m in repo.list_events(actor, session, job.id, types=["metrics"])
+        if isinstance((m.data or {}).get("step"), int) and isinstance(m.data.get("loss"), int | float)
+    ]
+    out = []
+    for step, path in dict(found).items():
+        curve = [[s, loss] for s, loss in losses if s <= step]
+        out.append(
+            repo.create_adapter_version(
+                actor, session, adapter_name=job.adapter_name, base_model=job.base_model, job_id=job.id,
+                dataset_id=job.dataset_id, parent_version_id=job.resume_from_version_id,
+                settings=_job_settings(job), final_loss=curve[-1][1] if curve else None,
+                loss_curve=curve, volume_path=path, is_checkpoint=True, step=step,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _store_folder(actor: Actor, store: BlobStore, version_id: str, folder: Path) -> tuple[str, int]:
+    """Copy a PEFT folder's files into the version's storage folder; (prefix, bytes)."""
+    size = 0
+    for name in PEFT_FILES:
+        path = folder / name
+        ctype = "application/json" if name.endswith(".json") else "application/octet-stream"
+        size += store.put_file("adapters", adapter_key(actor.user_id, version_id, name), path, ctype)
+    return adapter_prefix(actor.user_id, version_id), size
+
+
+def promote(actor: Actor, session: Session, store: BlobStore | None, ref: str) -> AdapterVersion:
+    """Give a checkpoint the next version number of its adapter (idempotent). When its
+    folder is visible from here its files are copied to storage too."""
+    v = resolve(actor, session, ref)
+    if not v.is_checkpoint and v.version is not None:
+        return v
+    v = repo.promote_checkpoint(actor, session, v.id)
+    folder = Path(v.volume_path) if v.volume_path else None
+    if store is not None and not v.storage_prefix and folder is not None and all(
+        (folder / f).is_file() for f in PEFT_FILES
+    ):
+        prefix, size = _store_folder(actor, store, v.id, folder)
+        v = repo.update_version(actor, session, v.id, storage_prefix=prefix, size_bytes=size)
+    return v
+
+
+def delete_version(actor: Actor, session: Session, store: BlobStore | None, ref: str) -> AdapterVersion:
+    """Soft-delete one version (its number is not reused) and remove its stored files."""
+    v = resolve(actor, session, ref)
+    v = repo.delete_version(actor, session, v.id)
+    if store is not None and v.storage_prefix:
+        store.delete_prefix(v.storage_bucket, v.storage_prefix)
+    return v
+
+
+# --------------------------------------------------------------------------- continue training
+
+
+def continue_training(
+    actor: Actor,
+    settings: Settings,
+    ref: str,
+    *,
+    dataset_id: str | None = None,
+    training: Mapping[str, Any] | None = None,
+    lora: Mapping[str, Any] | None = None,
+    adapter_name: str | None = None,
+    quantization: str | None = None,
+    budget_usd: float | None = None,
+    gpu_type: str | None = None,
+    client: Any = None,
+    store: BlobStore | None = None,
+) -> Job:
+    """Launch a job that continues training version `ref` (new data, more epochs). The
+    dataset defaults to the parent's, the adapter name to the parent's (so the result is
+    its next version), LoRA settings to the parent's; training settings are the parent's
+    with `training` applied over them (without its time limit, which the budget sets)."""
+    from core import jobs
+    from core.db import session_scope
+
+    with session_scope(settings) as s:
+        parent = resolve(actor, s, ref)
+        if parent.status != "ready":
+            raise InvalidInput(f"version {ref!r} is {parent.status}; only a ready version can be continued")
+        name = adapter_name or _adapter_name(s, parent)
+        base, parent_id = parent.base_model, parent.id
+        ps = parent.settings or {}
+        dataset_id = dataset_id or parent.dataset_id
+        if dataset_id is None:
+            raise InvalidInput("the parent version has no dataset: name the dataset to continue on")
+        if not parent.storage_prefix and not parent.volume_path:
+            raise InvalidInput(f"version {ref!r} has neither stored files nor a folder on the volume")
+    parent_lora = dict(ps.get("lora") or {})
+    new_lora = {**parent_lora, **dict(lora or {})}
+    for key in ("r", "target_modules", "use_dora", "lora_on_experts"):
+        if key in parent_lora and new_lora.get(key) != parent_lora.get(key):
+            raise InvalidInput(
+                f"lora.{key} {new_lora.get(key)!r} differs from the parent's {parent_lora.get(key)!r}: "
+                "continued training loads the parent's weights, so the LoRA shape must stay the same"
+            )
+    t = {k: v for k, v in dict(ps.get("training") or {}).items() if k != "time_limit_s"}
+    t.update(dict(training or {}))
+    return jobs.submit(
+        actor, settings, dataset_id=dataset_id, model=base, adapter_name=name, lora=new_lora,
+        training=t, quantization=quantization or ps.get("quantization") or "nf4",
+        budget_usd=budget_usd, gpu_type=gpu_type, client=client, store=store,
+        resume_from_version_id=parent_id,
+    )  # fmt: skip
+
+
+def parent_source(actor: Actor, settings: Settings, job_id: str, store: BlobStore) -> str:
+    """Where the worker fetches the parent adapter of a continued-training job: a fresh
+    signed URL of its stored weights, else its folder on the shared volume."""
+    from core.db import session_scope
+
+    with session_scope(settings) as s:
+        job = repo.get_job(actor, s, job_id)
+        if not job.resume_from_version_id:
+            raise InvalidInput(f"job {job_id} does not continue a version")
+        v = s.get(AdapterVersion, job.resume_from_version_id)
+        if v is None or v.owner_id != actor.user_id:
+            raise NotFound(f"the parent version of job {job_id} is gone")
+        prefix, folder = v.storage_prefix, v.volume_path
+    if prefix:
+        key = prefix + "adapter_model.safetensors"
+        if store.exists("adapters", key):
+            return store.signed_download_url("adapters", key, DOWNLOAD_URL_TTL_S)
+    if folder:
+        return folder
+    raise NotFound(f"the parent version of job {job_id} has no stored weights and no folder on the volume")

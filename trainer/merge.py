@@ -1,0 +1,215 @@
+"""The `merge` action: a LoRA adapter merged into its base model's weights, for serving
+without LoRA support.
+
+Lifecycle (see `trainer.actions`): resolve the base model (folder, cache, or hub, as
+training does) -> fetch the adapter (`merge.adapter_path`, or `merge.adapter_urls` by file
+name) -> load the base in `merge.dtype` (bfloat16 by default; on the GPU when there is
+one, else in CPU memory) and the adapter with PEFT -> `started` -> `merge_and_unload` ->
+save safetensors shards of at most `merge.max_shard_size_mb` plus config, generation
+config and tokenizer -> deliver: PUT each file to `output.upload_urls[name]`, copy the
+folder to `output.local_dir`, push it to `merge.hub_repo` with the worker's own HF_TOKEN.
+
+Shard names do not depend on the shard count: `model-00001.safetensors`,
+`model-00002.safetensors`, ... with `model.safetensors.index.json` mapping every tensor
+to its file (a model small enough for one shard is the single `model.safetensors`). The
+controller can therefore sign upload URLs before the job runs: `upload_names(total_bytes,
+max_shard_bytes)` is every name the worker may write, and `max_shards` bounds the count
+(greedy sharding closes a shard only when the next tensor would not fit, so two
+neighbouring shards together hold more than the limit).
+
+Failures: a file of the merged model that has no upload URL is `bad_input` (the URLs and
+the spec disagree), an adapter whose files cannot be fetched is `download_failed`, one
+that does not fit the base (other architecture or shapes) is `bad_input`. Every failure
+ends as the job's `failed` event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from trainer.env import WorkerEnv
+from trainer.errors import BadInput
+from trainer.output import EventLog, copy_folder, put_file
+from trainer.spec import Event, JobSpec
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+# Everything but the weights that save_pretrained / a tokenizer may write.
+CONFIG_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "brightrun.json",
+)
+
+
+def shard_name(i: int) -> str:
+    return f"model-{i:05d}.safetensors"
+
+
+def max_shards(total_bytes: int, max_shard_bytes: int) -> int:
+    """An upper bound on the shard count of greedy sharding (see the module docstring)."""
+    return max(1, 2 * math.ceil(total_bytes / max(1, max_shard_bytes)) + 1)
+
+
+def upload_names(total_bytes: int, max_shard_bytes: int) -> list[str]:
+    """Every file name a merge of a model of `total_bytes` may write."""
+    n = max_shards(total_bytes, max_shard_bytes)
+    return [*CONFIG_FILES, SINGLE, INDEX, *(shard_name(i) for i in range(1, n + 1))]
+
+
+def _fetch_adapter(spec: JobSpec, work: Path) -> Path:
+    from trainer import data as D
+
+    m = spec.merge
+    assert m is not None
+    if m.adapter_path:
+        folder = Path(m.adapter_path)
+        missing = [f for f in ADAPTER_FILES if not (folder / f).is_file()]
+        if missing:
+            raise BadInput(f"merge.adapter_path {m.adapter_path!r} lacks {missing}")
+        return folder
+    folder = work / "adapter"
+    folder.mkdir(parents=True)
+    for name in ADAPTER_FILES:
+        D.fetch(m.adapter_urls[name], None, folder / name, f"adapter file {name}")
+    return folder
+
+
+def _rename_shards(folder: Path) -> list[str]:
+    """Rename `model-0000i-of-0000N.safetensors` to count-free names, index rewritten."""
+    index_path = folder / INDEX
+    if not index_path.is_file():
+        return [SINGLE]
+    index = json.loads(index_path.read_text())
+    old_names = sorted(set(index["weight_map"].values()))
+    renamed = {old: shard_name(i) for i, old in enumerate(old_names, start=1)}
+    for old, new in renamed.items():
+        (folder / old).rename(folder / new)
+    index["weight_map"] = {k: renamed[v] for k, v in index["weight_map"].items()}
+    index_path.write_text(json.dumps(index, indent=2))
+    return list(renamed.values())
+
+
+def _push_to_hub(folder: Path, repo: str, private: bool, token: str | None) -> str:
+    from huggingface_hub import HfApi
+
+    if not token:
+        raise BadInput(
+            f"merge.hub_repo {repo!r} needs HF_TOKEN in the worker's environment",
+            "set HF_TOKEN as a secret of the endpoint's template, or leave out hub_repo",
+        )
+    api = HfApi(token=token)
+    api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo, repo_type="model", folder_path=folder, commit_message="Merged with BrightRun"
+    )
+    return str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo}")
+
+
+def merge(
+    spec: JobSpec, env: WorkerEnv, log: EventLog, t0: float
+) -> Generator[Event, None, dict[str, Any]]:
+    """The `merge` action (see the module docstring)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.actions import started_data
+    from trainer.model import resolve_model_path
+
+    m, out_spec = spec.merge, spec.output
+    assert m is not None and out_spec is not None
+    work = Path(tempfile.mkdtemp(prefix=f"brightrun-{spec.job_id}-"))
+    try:
+        path, source = resolve_model_path(spec.model, env)
+        adapter_dir = _fetch_adapter(spec, work)
+        adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+        dtype = getattr(torch, m.dtype)
+        on_gpu = spec.device != "cpu" and torch.cuda.is_available()
+        device_map = {"": 0} if on_gpu else {"": "cpu"}
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+        try:
+            model = PeftModel.from_pretrained(base, adapter_dir)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise BadInput(
+                f"the adapter does not fit base model {spec.model.name_or_path!r}: {e}",
+                "merge an adapter into the base model it was trained on",
+            ) from e
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        yield log.emit(
+            "started",
+            started_data(
+                spec, env, t0,
+                model={"name_or_path": spec.model.name_or_path, "source": source,
+                       "dtype": m.dtype, "device": "cuda" if on_gpu else "cpu"},
+                adapter={"base_model_name_or_path": adapter_cfg.get("base_model_name_or_path"),
+                         "r": adapter_cfg.get("r"), "peft_type": adapter_cfg.get("peft_type")},
+            ),
+        )  # fmt: skip
+        s0 = time.monotonic()
+        merged = model.merge_and_unload()
+        merge_s = time.monotonic() - s0
+        folder = work / "merged"
+        s0 = time.monotonic()
+        merged.save_pretrained(folder, max_shard_size=int(m.max_shard_size_mb * 1e6), safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        shards = _rename_shards(folder)
+        record = {
+            "brightrun_spec_version": spec.version,
+            "merged_from": {"base_model": spec.model.name_or_path, "revision": spec.model.revision,
+                            "adapter": adapter_cfg.get("base_model_name_or_path"), "job_id": spec.job_id},
+            "dtype": m.dtype,
+        }  # fmt: skip
+        (folder / "brightrun.json").write_text(json.dumps(record, indent=1))
+        del merged, model, base
+        save_s = time.monotonic() - s0
+        files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
+        s0 = time.monotonic()
+        uploaded = []
+        destinations = set(out_spec.upload_urls) - {"events.jsonl", "result.json"}
+        if destinations:
+            missing = [n for n in files if n not in out_spec.upload_urls]
+            if missing:
+                raise BadInput(
+                    f"the merged model has files without an upload URL: {missing}",
+                    "sign an upload URL for every file `trainer.merge.upload_names` lists",
+                )
+            for name, p in files.items():
+                put_file(out_spec.upload_urls[name], p)
+                uploaded.append(name)
+        result: dict[str, Any] = {
+            "name": out_spec.adapter_name,
+            "base_model": spec.model.name_or_path,
+            "dtype": m.dtype,
+            "shards": shards,
+            "files": {n: p.stat().st_size for n, p in files.items()},
+            "size_bytes": sum(p.stat().st_size for p in files.values()),
+            "uploaded": uploaded,
+        }
+        if out_spec.local_dir:
+            result["local_dir"] = str(copy_folder(folder, Path(out_spec.local_dir)))
+        if m.hub_repo:
+            result["hub_repo"] = m.hub_repo
+            result["hub_commit"] = _push_to_hub(folder, m.hub_repo, m.hub_private, env.hf_token)
+        result["seconds"] = {"merge": round(merge_s, 3), "save": round(save_s, 3),
+                             "deliver": round(time.monotonic() - s0, 3)}  # fmt: skip
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
