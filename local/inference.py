@@ -688,15 +688,16 @@ def stack_service(settings) -> Service | None:  # noqa: ANN001 - core.settings.S
     from core.settings import LOCAL_INFERENCE_PORT
 
     url = urlsplit(settings.inference_url)
-    if url.hostname not in ("127.0.0.1", "localhost") or url.port != LOCAL_INFERENCE_PORT:
+    if url.hostname not in ("127.0.0.1", "localhost"):
         return None
+    port = url.port or LOCAL_INFERENCE_PORT  # any loopback port (tests start stacks side by side)
     base = settings.inference_base_model
-    argv = python_module("local.inference", "--port", str(LOCAL_INFERENCE_PORT), "--base")
+    argv = python_module("local.inference", "--port", str(port), "--base")
     if base:
         argv.append(base)
     else:
         argv += [str((settings.data_dir / "models" / "tiny-chat").resolve()), "--build-tiny"]
-    return Service("inference", argv, health_url=f"http://127.0.0.1:{LOCAL_INFERENCE_PORT}/health")
+    return Service("inference", argv, health_url=f"http://127.0.0.1:{port}/health")
 
 
 def main(argv: list[str] | None = None) -> None:
