@@ -54,30 +54,40 @@ def token_histogram(
     edges: Sequence[float], counts: Sequence[int], max_length: int, truncated_share: float
 ) -> go.Figure:
     """Rows per token length, the max-length cut-off drawn, bars past it in red."""
+    lo, hi = float(edges[0]), float(edges[-1])
+    span = max(hi - lo, 1.0)
     mids = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    colours = [BAD if hi > max_length else ACCENT for hi in edges[1:]]  # bins holding truncated rows
+    widths = [max(b - a, span / 40) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    colours = [BAD if top > max_length else ACCENT for top in edges[1:]]  # bins holding truncated rows
     fig = go.Figure(go.Bar(x=mids, y=list(counts), width=widths, marker_color=colours, name="rows",
                            hovertemplate="%{x:.0f} tokens: %{y} rows<extra></extra>"))  # fmt: skip
-    fig.add_vline(x=max_length, line=dict(color=BAD, dash="dash"),
-                  annotation_text=f"max length {max_length}: {truncated_share:.1%} of rows truncated",
-                  annotation_position="top right")  # fmt: skip
-    fig.update_layout(height=320, title="Tokens per row (chat template applied)",
-                      xaxis_title="tokens", yaxis_title="rows", bargap=0.02, **_LAYOUT)  # fmt: skip
+    label = f"max length {max_length}: {truncated_share:.1%} of rows truncated"
+    if max_length <= hi + span:  # the cut-off is drawn where it falls among the rows
+        fig.add_vline(x=max_length, line=dict(color=BAD, dash="dash"), annotation_text=label,
+                      annotation_position="top right")  # fmt: skip
+        right = max(hi, max_length)
+    else:  # far beyond the longest row: said, not drawn (it would squash the bars to nothing)
+        fig.add_annotation(text=label + " (beyond the longest row)", xref="paper", yref="paper", x=1, y=1.08,
+                           showarrow=False, font=dict(color=MUTED))  # fmt: skip
+        right = hi
+    fig.update_layout(height=320, title="Tokens per row (chat template applied)", xaxis_title="tokens",
+                      yaxis_title="rows", bargap=0.02, xaxis=dict(range=[lo - span * 0.05, right + span * 0.05]),
+                      **_LAYOUT)  # fmt: skip
     return fig
 
 
 def memory_breakdown(terms: Sequence[tuple[str, float]], device_gib: float | None, device_name: str = "") -> go.Figure:
-    """One stacked bar of the peak memory terms (GiB), with the device's memory marked."""
-    fig = go.Figure()
-    for label, gib in terms:
-        fig.add_trace(go.Bar(y=["peak"], x=[gib], name=label, orientation="h",
-                             hovertemplate=f"{label}: %{{x:.2f}} GiB<extra></extra>"))  # fmt: skip
+    """The peak memory, term by term (GiB, largest first), against the device's memory."""
+    ordered = sorted(terms, key=lambda t: -t[1])
+    total = sum(g for _, g in ordered)
+    fig = go.Figure(go.Bar(y=[label for label, _ in ordered], x=[g for _, g in ordered], orientation="h",
+                           marker_color=ACCENT, text=[f"{g:.2f}" for _, g in ordered], textposition="outside",
+                           hovertemplate="%{y}: %{x:.2f} GiB<extra></extra>", cliponaxis=False))  # fmt: skip
+    title = f"Peak GPU memory: {total:.1f} GiB"
     if device_gib:
-        fig.add_vline(x=device_gib, line=dict(color=BAD, dash="dash"),
-                      annotation_text=f"{device_name} {device_gib:.0f} GiB", annotation_position="top")  # fmt: skip
-    fig.update_layout(barmode="stack", height=230, title="Peak GPU memory", xaxis_title="GiB",
-                      legend=dict(orientation="h", y=-0.4), yaxis=dict(visible=False), **_LAYOUT)  # fmt: skip
+        title += f" of {device_gib:.0f} GiB on {device_name} ({total / device_gib:.0%})"
+    fig.update_layout(height=80 + 26 * len(ordered), title=dict(text=title, font=dict(size=14)), xaxis_title="GiB",
+                      yaxis=dict(autorange="reversed"), margin=dict(l=10, r=40, t=40, b=10), template="plotly_white")  # fmt: skip
     return fig
 
 
@@ -87,10 +97,11 @@ def spend_bars(amounts: Mapping[str, float], title: str, *, horizontal: bool = F
     bar.update(marker_color=ACCENT, hovertemplate="%{label}: $%{value:.2f}<extra></extra>")
     fig = go.Figure(bar)
     fig.update_layout(height=300, title=title, **_LAYOUT)
-    if horizontal:
+    if horizontal:  # keys are categories: "2026-11" is a month, not a date to put on a time axis
         fig.update_xaxes(tickprefix="$")
-        fig.update_yaxes(autorange="reversed")
+        fig.update_yaxes(autorange="reversed", type="category")
     else:
+        fig.update_xaxes(type="category")
         fig.update_yaxes(tickprefix="$")
     return fig
 

@@ -103,16 +103,17 @@ def actions(detail: views.JobDetail) -> None:
             st.caption("Relaunch uses: " + json.dumps(suggested["training"] | {"quantization": suggested["quantization"]}))
 
 
-def live(job_id: str) -> None:
-    """The job's numbers and curves; refreshes itself while the job runs."""
+def live(job_id: str, shown_status: str) -> None:
+    """The job's numbers and curves; refreshes itself while the job runs. `shown_status` is
+    the status the page was drawn with: when the job has ended since (synced here or by
+    the background syncer), the whole page is drawn again so its buttons match."""
     every = session.settings().sync_interval_s
+    running = shown_status not in TERMINAL_STATUSES
 
-    @st.fragment(run_every=every if st.session_state["jobs.live"] else None)
+    @st.fragment(run_every=every if running and st.session_state["jobs.live"] else None)
     def _live() -> None:
         actor, settings = session.actor(), session.settings()
-        with session.db() as s:
-            before = views.job_detail(actor, s, job_id).job.status
-        if before not in TERMINAL_STATUSES:
+        if running:
             try:
                 jobs.sync(actor, settings, job_id, client=session.runpod(), store=session.store())
             except (RunPodError, BrightRunError) as e:
@@ -120,8 +121,12 @@ def live(job_id: str) -> None:
         with session.db() as s:
             d = views.job_detail(actor, s, job_id)
             series = views.metric_series(actor, s, job_id)
-        if before not in TERMINAL_STATUSES and d.job.status in TERMINAL_STATUSES:
+            log = views.event_log(actor, s, job_id)
+        if running and d.job.status in TERMINAL_STATUSES:
             st.rerun(scope="app")
+        job = d.job
+        st.markdown(f"{w.status_badge(job.status)} · {job.id} · {w.plain(job.base_model)} · dataset "
+                    f"{w.plain(d.dataset or '–')} · started {w.when(job.started_at)}")  # fmt: skip
         metrics_row(d)
         if series.empty:
             st.info("No training metrics yet: the worker reports them once the model is loaded.")
@@ -131,6 +136,8 @@ def live(job_id: str) -> None:
                             key="jobs.chart")  # fmt: skip
             if series.downsampled:
                 st.caption(f"{series.points:,} logged steps drawn as {len(series.step)} bucket means.")
+        with st.expander(f"Event log ({len(log)} newest)"):
+            event_log(log)
 
     _live()
 

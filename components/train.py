@@ -88,19 +88,20 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
 def plan_view(tp: views.TrainPlan) -> None:
     if tp.plan is None:
         return
-    gib = tp.plan.verdict(tp.gpu).memory_bytes / 2**30
-    st.plotly_chart(charts.memory_breakdown(tp.memory_terms, gib, tp.gpu), key="train.memory")
-    c = st.columns(3)
-    c[0].metric("Peak memory", f"{tp.plan.memory.total_bytes / 2**30:.1f} GiB")
+    verdict = tp.plan.verdict(tp.gpu)
+    st.plotly_chart(charts.memory_breakdown(tp.memory_terms, verdict.memory_bytes / 2**30, verdict.name), key="train.memory")
+    c = st.columns(2)
+    c[0].metric("Peak memory", f"{tp.plan.memory.total_bytes / 2**30:.1f} GiB", help=f"{verdict.name}: {verdict.verdict.replace('_', ' ')}")
     if tp.time is not None:
-        c[1].metric("Training time", f"{w.duration(tp.time.seconds_low)} – {w.duration(tp.time.seconds_high)}")
+        c[1].metric("Training time", f"{w.duration(tp.time.seconds_low)}–{w.duration(tp.time.seconds_high)}",
+                    help="plus cold start: loading the model on a fresh worker")  # fmt: skip
     if tp.cost is not None:
-        c[2].metric("Cost", f"{w.money(tp.cost.usd_low)} – {w.money(tp.cost.usd_high)}", help=tp.pricing_note)
+        st.metric("Cost", f"{w.money(tp.cost.usd_low)} – {w.money(tp.cost.usd_high)}", help=tp.pricing_note)
     st.caption(f"Priced as: {tp.pricing_note}")
     if tp.budget_message:
         st.caption(w.plain(tp.budget_message))
     st.dataframe(
-        [{"GPU": v.name, "verdict": {"fits": "✅ fits", "tight": "⚠️ tight", "does_not_fit": "❌ does not fit"}[v.verdict],
+        [{"GPU": v.name, "verdict": {"fits": "fits", "tight": "tight", "does_not_fit": "does not fit"}[v.verdict],
           "needs (GiB)": round(v.need_bytes / 2**30, 1), "has (GiB)": round(v.memory_bytes / 2**30, 1),
           "suggestion": v.suggestion or ""} for v in tp.plan.verdicts],
         hide_index=True, width="stretch",

@@ -12,11 +12,12 @@ from typing import Any
 
 import streamlit as st
 
-STATUS_ICONS = {
-    "QUEUED": "⏳", "IN_QUEUE": "⏳", "IN_PROGRESS": "🔄", "COMPLETED": "✅",
-    "FAILED": "❌", "CANCELLED": "⏹️", "TIMED_OUT": "⌛",
+# Material icons and plain words only: emoji depend on the viewer's fonts.
+ROLE_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant", "tool": ":material/build:"}
+STATUS_COLOURS = {
+    "QUEUED": "gray", "IN_QUEUE": "gray", "IN_PROGRESS": "blue", "COMPLETED": "green",
+    "FAILED": "red", "CANCELLED": "orange", "TIMED_OUT": "orange",
 }  # fmt: skip
-ROLE_AVATARS = {"system": "⚙️", "user": "user", "assistant": "assistant", "tool": "🔧"}
 
 
 def money(usd: float | None) -> str:
@@ -55,13 +56,19 @@ def loss(v: float | None) -> str:
 
 
 def status(s: str) -> str:
-    return f"{STATUS_ICONS.get(s, '')} {s}".strip()
+    """A job status as words (for tables and progress bars)."""
+    return s.replace("_", " ").lower()
+
+
+def status_badge(s: str) -> str:
+    """A job status as a coloured markdown badge."""
+    return f":{STATUS_COLOURS.get(s, 'gray')}-badge[{status(s)}]"
 
 
 def chat_bubbles(row: Mapping[str, Any]) -> None:
     """A normalised row as chat bubbles; contents shown as plain text only."""
     if "text" in row:
-        with st.chat_message("assistant", avatar="📄"):
+        with st.chat_message("assistant", avatar=":material/description:"):
             st.caption("text (loss on every token)")
             st.text(row["text"])
         return
@@ -89,7 +96,7 @@ def confirm(key: str, what: str, target: str) -> bool:
     """Two-step confirmation stored under `key`: True when the user confirmed `target`."""
     if st.session_state.get(key) != target:
         return False
-    st.warning(f"Delete {plain(what)}? This cannot be undone.", icon="⚠️")
+    st.warning(f"Delete {plain(what)}? This cannot be undone.", icon=":material/warning:")
     yes, no = st.columns(2)
     if no.button("Keep it", key=f"{key}.no.{target}"):
         st.session_state[key] = None

@@ -21,18 +21,14 @@ if selected:
     try:
         with session.db() as s:
             detail = views.job_detail(actor, s, selected)
-            log = views.event_log(actor, s, selected)
     except BrightRunError as e:
         st.error(w.plain(e))
         st.stop()
     job = detail.job
     st.subheader(f"{job.adapter_name or job.id}")
-    st.caption(f"{job.id} · {job.base_model} · dataset {w.plain(detail.dataset or '–')} · started {w.when(job.started_at)}")
     ui.actions(detail)
     st.toggle("Live updates", key="jobs.live", help="refresh the numbers and the chart while the job runs")
-    ui.live(job.id)
-    with st.expander(f"Event log ({len(log)} newest)"):
-        ui.event_log(log)
+    ui.live(job.id, job.status)
     with st.expander("Resolved settings"):
         st.json(job.spec or {})
     st.stop()

@@ -23,7 +23,7 @@ def running_jobs() -> None:
     for job in ov.running:
         with st.container(border=True):
             left, mid, right = st.columns([3, 3, 2])
-            left.markdown(f"**{w.plain(job.adapter or job.id)}**  \n{w.status(job.status)} · {w.plain(job.model)}")
+            left.markdown(f"**{w.plain(job.adapter or job.id)}**  \n{w.status_badge(job.status)} · {w.plain(job.model)}")
             left.progress(min(1.0, job.progress), text=f"step {job.step or 0} of {job.total_steps or '?'}")
             if job.loss:
                 mid.plotly_chart(charts.sparkline(job.loss), key=f"overview.spark.{job.id}", config={"displayModeBar": False})

@@ -19,7 +19,7 @@ parts = views.health(settings, store=session.store(), runpod=session.runpod(prob
 for p in parts:
     with st.container(border=True):
         left, right = st.columns([1, 3])
-        left.markdown(f"{'🟢' if p.ok else '🔴'} **{p.part}**")
+        left.markdown(f"**{p.part}**  \n{':green-badge[answering]' if p.ok else ':red-badge[not answering]'}")
         right.text(f"configured: {p.configured}\n{'ok' if p.ok else 'not answering'}: {p.detail}")
 
 st.subheader("Prices and budgets")

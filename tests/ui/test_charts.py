@@ -15,6 +15,9 @@ def test_token_histogram_marks_the_cut_off_and_colours_what_it_truncates() -> No
     cut = fig.layout.shapes[0]
     assert cut.x0 == cut.x1 == 250
     assert "20.0% of rows truncated" in fig.layout.annotations[0].text
+    far = charts.token_histogram([30, 32, 34], [5, 4], max_length=2048, truncated_share=0.0)
+    assert not far.layout.shapes and "beyond the longest row" in far.layout.annotations[0].text
+    assert far.layout.xaxis.range[1] < 40  # the bars keep the width of the chart
 
 
 def test_training_curves_draw_eval_loss_only_when_there_is_some() -> None:
@@ -36,10 +39,14 @@ def test_serverless_against_pod_crosses_at_the_break_even() -> None:
     assert marks["your utilisation 5.0%"] == pytest.approx(25)  # drawn at the grid's edge
 
 
-def test_memory_breakdown_stacks_terms_against_the_device() -> None:
-    fig = charts.memory_breakdown([("base weights", 4.0), ("LoRA", 0.5)], 80.0, "H100")
-    assert [t.name for t in fig.data] == ["base weights", "LoRA"] and fig.layout.barmode == "stack"
-    assert fig.layout.shapes[0].x0 == 80.0
+def test_memory_breakdown_lists_terms_largest_first_against_the_device() -> None:
+    fig = charts.memory_breakdown([("LoRA", 0.5), ("base weights", 4.0), ("activations", 1.5)], 80.0, "H100")
+    assert list(fig.data[0].y) == ["base weights", "activations", "LoRA"] and list(fig.data[0].x) == [4.0, 1.5, 0.5]
+    assert fig.layout.title.text == "Peak GPU memory: 6.0 GiB of 80 GiB on H100 (8%)"
+
+
+def test_month_keys_are_categories_not_dates() -> None:
+    assert charts.spend_bars({"2026-10": 1.0, "2026-11": 2.0}, "Spend per month").layout.xaxis.type == "category"
 
 
 def test_budget_bar_turns_red_over_budget() -> None:

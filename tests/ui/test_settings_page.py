@@ -10,8 +10,8 @@ from tests.ui.conftest import text_of
 
 def _health(at) -> dict[str, str]:
     out, lines = {}, [t.value for t in at.text]
-    for md, line in zip([m.value for m in at.markdown if m.value.startswith(("🟢", "🔴"))], lines, strict=False):
-        out[md.split("**")[1]] = md[:1] + " " + line
+    for md, line in zip([m.value for m in at.markdown if "-badge[" in m.value], lines, strict=True):
+        out[md.split("**")[1]] = ("up " if ":green-badge" in md else "down ") + line
     return out
 
 
@@ -20,10 +20,10 @@ def test_health_of_each_part_and_no_secret_in_sight(settings, endpoint, open_pag
     monkeypatch.setenv("HF_TOKEN", "hf_TOKEN_SECRET")
     at = open_page("settings")
     health = _health(at)
-    assert health["database"].startswith("🟢") and "up to date" in health["database"]
-    assert health["storage"].startswith("🟢")
-    assert health["GPU endpoint"].startswith("🟢") and "/v2/fake (key set)" in health["GPU endpoint"]
-    assert health["inference"].startswith("🔴") and "not answering" in health["inference"]
+    assert health["database"].startswith("up") and "up to date" in health["database"]
+    assert health["storage"].startswith("up")
+    assert health["GPU endpoint"].startswith("up") and "/v2/fake (key set)" in health["GPU endpoint"]
+    assert health["inference"].startswith("down") and "not answering" in health["inference"]
     page = text_of(at) + "".join(d.value.to_string() for d in at.dataframe)
     for secret in ("SECRET", "fake-key", "sk-INFERENCE", "hf_TOKEN"):
         assert secret not in page
@@ -42,4 +42,4 @@ def test_price_override_and_budgets_come_from_settings(data_dir, open_page, monk
     prices = next(d.value for d in at.dataframe if "GPU type" in d.value.columns).set_index("GPU type")
     assert prices.loc["H100_80GB_PCIE", "Serverless flex ($/h)"] == 3.0 and prices.loc["H100_80GB_PCIE", "override"] == "yes"
     assert next(m for m in at.metric if m.label == "Your monthly budget").value == "$55.00"
-    assert _health(at)["GPU endpoint"].startswith("🔴") and "cannot connect" in text_of(at)
+    assert _health(at)["GPU endpoint"].startswith("down") and "cannot connect" in text_of(at)

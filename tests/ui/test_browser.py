@@ -1,0 +1,213 @@
+"""The main flow in a real browser (headless Debian chromium through Playwright), against the
+local stack that `brightrun up` starts (GPU endpoint, inference server, syncer, dashboard)
+on free loopback ports in a temporary data folder: upload a dataset, launch a tiny job,
+watch its chart update and the job complete, see its cost in the history, open the adapter
+in the playground. Saves a screenshot of every page to docs/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "screenshots"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The local stack as `brightrun up` builds it (core.stack.local_services); yields the
+    dashboard's URL."""
+    from core.db import upgrade
+    from core.settings import load_settings
+    from core.stack import local_services
+    from local.stack import stop_all, wait_healthy
+
+    home = tmp_path_factory.mktemp("stack")
+    shutil.copytree(ROOT / ".streamlit", home / ".streamlit")  # the dashboard's config, no stray .env
+    ep, inf, dash = _free_port(), _free_port(), _free_port()
+    env = {
+        "BRIGHTRUN_DATA_DIR": str(home / "data"),
+        "GPU_CLUSTER_API_URL": f"http://127.0.0.1:{ep}/v2/local",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{ep}",
+        "INFERENCE_URL": f"http://127.0.0.1:{inf}/v1",
+        "SYNC_INTERVAL_S": "1",
+        "LOCAL_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    procs: list[subprocess.Popen] = []
+    logs = home / "logs"
+    logs.mkdir()
+    try:
+        settings = load_settings()
+        upgrade(settings)
+        services = local_services(settings, dashboard_port=dash)
+        assert [s.name for s in services] == ["gpu-endpoint", "inference", "syncer", "dashboard"]
+        for svc in services:
+            out = open(logs / f"{svc.name}.log", "wb")  # noqa: SIM115 - closed with the process
+            procs.append(subprocess.Popen(svc.argv, env={**os.environ, **svc.env}, cwd=home, stdout=out, stderr=out))
+            if svc.health_url:
+                wait_healthy(svc.health_url, procs[-1], timeout_s=180)
+        yield f"http://127.0.0.1:{dash}"
+    finally:
+        stop_all(procs)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for log in sorted(logs.glob("*.log")):
+            print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+
+
+@pytest.fixture(scope="module")
+def page(stack: str) -> Iterator[object]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian's chromium is missing: `make chromium` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )  # fmt: skip
+        pg = browser.new_page(viewport={"width": 1400, "height": 1700})
+        pg.set_default_timeout(60_000)
+        pg.goto(stack)
+        yield pg
+        browser.close()
+
+
+def _dataset_file(tmp: Path) -> Path:
+    lines = []
+    for i in range(60):
+        a, b = i % 7, i % 5
+        chat = [{"role": "user", "content": f"What is {a} plus {b}?"},
+                {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]  # fmt: skip
+        lines.append(json.dumps({"messages": chat}))
+    lines.insert(10, json.dumps({"messages": [{"role": "user", "content": "unanswered"}]}))
+    path = tmp / "arithmetic.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_function(  # every chart drawn
+        "() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')].every(e => e.querySelector('.main-svg'))"
+    )
+    page.wait_for_timeout(500)
+    page.evaluate("() => document.querySelectorAll('[data-testid=stMain], section').forEach(e => e.scrollTo(0, 0))")
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def _goto(page, label: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=label).click()
+    page.get_by_role("heading", name=label, level=1).wait_for()
+
+
+def _progress(page) -> str:
+    return page.get_by_test_id("stProgress").first.inner_text()
+
+
+def test_upload_train_watch_and_chat(page, tmp_path: Path) -> None:
+    page.get_by_text("Welcome to BrightRun").wait_for()
+    _shot(page, "overview-first-run")
+
+    # Upload: the bad row is shown by kind, then dropped
+    _goto(page, "Datasets")
+    page.locator('input[type="file"]').set_input_files(str(_dataset_file(tmp_path)))
+    page.get_by_role("button", name="Add dataset").click()
+    page.get_by_text("missing assistant: 1 row(s)").wait_for()
+    page.get_by_role("button", name=re.compile(r"Drop the 1 bad row")).click()
+    page.get_by_text("Valid rows").wait_for()
+    page.get_by_role("tab", name="Preview").click()
+    page.get_by_text("What is 0 plus 0?").first.wait_for()
+    page.get_by_role("tab", name="Statistics").click()
+    page.get_by_text("rows are truncated").wait_for()
+    _shot(page, "datasets")
+
+    # Train: long enough that the chart is seen moving
+    _goto(page, "Train")
+    for label, value in (("Epochs", "20"), ("Micro-batch", "1"), ("Gradient accumulation", "1")):
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+    page.get_by_label("Adapter name").fill("arith-bot")
+    page.get_by_label("Adapter name").press("Enter")
+    page.get_by_text("Peak memory").wait_for()
+    launch = page.get_by_role("button", name="Launch")
+    page.wait_for_function("b => !b.disabled", arg=launch.element_handle())
+    _shot(page, "train")
+    launch.click()
+
+    # Jobs: the live detail syncs; the chart appears and moves; the job completes
+    page.get_by_role("heading", name="arith-bot").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+    first = int(re.search(r"step (\d+)", _progress(page)).group(1))
+    deadline = time.monotonic() + 120
+    while int(re.search(r"step (\d+)", _progress(page)).group(1)) == first and "completed" not in _progress(page):
+        assert time.monotonic() < deadline, _progress(page)
+        page.wait_for_timeout(500)
+    seen = int(re.search(r"step (\d+)", _progress(page)).group(1))
+    assert seen > first, (first, seen)
+    _shot(page, "job-running")
+    page.get_by_test_id("stProgress").get_by_text("completed").wait_for(timeout=240_000)
+    cost = page.get_by_test_id("stMetric").filter(has_text="Cost").get_by_test_id("stMetricValue").inner_text()
+    assert cost.startswith("$")
+    _shot(page, "job-completed")
+
+    # History: the job's row carries its cost
+    page.get_by_role("button", name="← All jobs").click()
+    page.get_by_text("Page 1 of 1 · 1 job(s)").wait_for()
+    grid = page.get_by_test_id("stDataFrame").first.locator("table[role=grid]")
+    grid.wait_for(state="attached")
+    row = grid.text_content() or ""
+    assert "completed" in row and "arith-bot" in row and cost.lstrip("$").rstrip("0") in row, row
+    _shot(page, "jobs")
+
+    _goto(page, "Costs")
+    page.get_by_text("Serverless against an always-on pod").wait_for()
+    _shot(page, "costs")
+
+    _goto(page, "Settings")
+    page.get_by_text("Health").first.wait_for()
+    _shot(page, "settings")
+
+    # The adapter: listed, then opened in the playground beside the base model
+    _goto(page, "Adapters")
+    page.get_by_role("heading", name="arith-bot v1").wait_for()
+    _shot(page, "adapters")
+    page.get_by_role("button", name="Open in playground").click()
+    page.get_by_role("heading", name="Playground", level=1).wait_for()
+    page.get_by_text("arith-bot v1").first.wait_for()
+    page.get_by_test_id("stChatInputTextArea").fill("What is 2 plus 3?")
+    page.get_by_test_id("stChatInputTextArea").press("Enter")
+    page.get_by_test_id("stChatMessage").nth(2).wait_for(timeout=120_000)
+    _shot(page, "playground")
+
+    _goto(page, "Overview")
+    page.get_by_text("Latest adapters").wait_for()
+    _shot(page, "overview")
