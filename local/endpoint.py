@@ -86,10 +86,9 @@ class LocalJob:
     error: str | None = None
     generator: bool = False
     proc: Any = None
-    stop_as: str | None = None  # CANCELLED / TIMED_OUT once the endpoint decided to kill it
-    attempt: int = 0
+    attempt: int = 0  # bumped by /retry: output of an earlier attempt's process is dropped
 
-    def view(self, now: float) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "status": self.status}
         if self.started is not None:
             body["delayTime"] = int((self.started - self.submitted) * 1000)
@@ -158,7 +157,7 @@ class LocalEndpoint:
     def status(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
             job = self._jobs.get(job_id)
-            return None if job is None else job.view(time.time())
+            return None if job is None else job.view()
 
     def stream(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -178,7 +177,6 @@ class LocalEndpoint:
                 self._queue.remove(job.id)
                 self._finish(job, "CANCELLED")
             elif job.status not in TERMINAL:
-                job.stop_as = "CANCELLED"
                 _kill_group(job.proc)
                 self._finish(job, "CANCELLED")
             return {"id": job.id, "status": job.status}
@@ -194,7 +192,7 @@ class LocalEndpoint:
             job.started = job.finished = None
             job.chunks, job.cursor = [], 0
             job.output, job.has_output, job.error = None, False, None
-            job.proc, job.stop_as = None, None
+            job.proc = None
             job.submitted = time.time()
             job.attempt += 1
             self._queue.append(job.id)
@@ -247,14 +245,12 @@ class LocalEndpoint:
                     continue
                 if job.status == "IN_PROGRESS" and job.started is not None:
                     if now - job.started > job.execution_timeout_s:
-                        job.stop_as = "TIMED_OUT"
                         _kill_group(job.proc)
                         self._finish(job, "TIMED_OUT")
                 elif now - job.submitted > job.ttl_s:
                     if job.id in self._queue:
                         self._queue.remove(job.id)
                     if job.proc is not None:
-                        job.stop_as = "TIMED_OUT"
                         _kill_group(job.proc)
                     self._finish(job, "TIMED_OUT")
             running = sum(

@@ -90,6 +90,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = Settings(
         data_dir=data, gpu_cluster_api_url=ep.url, gpu_cluster_api_key=ENDPOINT_KEY,
         public_base_url=ep.base, local_device="cpu", max_concurrent_jobs=4, model_dirs=[root],
+        eval_after_job=False,  # the adapter evaluation is tested with the evaluator
     )  # fmt: skip
     db.upgrade(settings)
     try:
