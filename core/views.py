@@ -26,9 +26,8 @@ Times are UTC and timezone-aware; money is US dollars; durations are seconds.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import math
-import zipfile
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -457,6 +456,11 @@ class AdapterRow:
     status: str
     is_checkpoint: bool
     on_volume: bool  # the inference server can load it
+    stored: bool  # its files are in storage (downloadable)
+
+    @property
+    def zip_name(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.label).strip("-") + ".zip"
 
 
 @dataclass(frozen=True)
@@ -549,6 +553,7 @@ def adapter_rows(actor: Actor, session: Session, limit: int | None = None, inclu
                 dataset=ds_name or "", settings=_settings_line(v.settings or {}), final_loss=v.final_loss,
                 eval_loss=v.eval_loss, size_bytes=v.size_bytes, created_at=v.created_at, job_id=v.job_id,
                 status=v.status, is_checkpoint=v.is_checkpoint, on_volume=bool(v.volume_path),
+                stored=bool(v.storage_prefix),
             )
         )  # fmt: skip
     return out
@@ -565,21 +570,19 @@ def repo_adapter_name() -> Any:
     )
 
 
-def adapter_zip(actor: Actor, session: Session, store: Any, version_id: str) -> tuple[str, bytes]:
-    """(file name, zip bytes) of a version's stored files (PEFT files and brightrun.json)."""
-    v = repo.get_version(actor, session, version_id)
-    if not v.storage_prefix:
-        raise NotFound(f"adapter version {version_id!r} has no stored files")
-    name = next((r.label for r in adapter_rows(actor, session, include_checkpoints=True) if r.version_id == v.id), v.id)
-    files = store.list(v.storage_bucket, v.storage_prefix)
-    if not files:
-        raise NotFound(f"the files of adapter version {name!r} are no longer in storage")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for b in files:
-            zf.writestr(b.key[len(v.storage_prefix) :].lstrip("/"), store.get_bytes(v.storage_bucket, b.key, max_bytes=2**34))
-    slug = name.replace(" ", "-")
-    return f"{slug}.zip", buf.getvalue()
+def zip_builder(actor: Actor, settings: Settings, store: Any, version_id: str) -> Callable[[], bytes]:
+    """A function that builds the version's export zip (`core.export.export_zip`: PEFT
+    files, brightrun.json, model card) when called: a download builds it on the click, not
+    on every page view."""
+
+    def build() -> bytes:
+        from core import export
+        from core.db import session_scope
+
+        with session_scope(settings) as s:
+            return export.export_zip(actor, s, store, version_id)[1]
+
+    return build
 
 
 def delete_adapter(actor: Actor, session: Session, store: Any, name_or_id: str) -> int:

@@ -35,12 +35,9 @@ st.subheader(row.label)
 st.caption(f"{row.base_model} · dataset {w.plain(row.dataset or '–')} · {row.settings} · {w.size(row.size_bytes)}")
 c1, c2, c3 = st.columns(3)
 
-try:
-    with session.db() as s:
-        filename, data = views.adapter_zip(actor, s, session.store(), vid)
-    c1.download_button("Download zip", data, file_name=filename, mime="application/zip", key="adapters.download")
-except BrightRunError as e:
-    c1.caption(w.plain(e))
+c1.download_button("Download zip", views.zip_builder(actor, settings, session.store(), vid), file_name=row.zip_name,
+                   mime="application/zip", key="adapters.download", disabled=not row.stored,
+                   help="PEFT files, brightrun.json and a model card" if row.stored else "no stored files")  # fmt: skip
 
 if c2.button("Open in playground", key="adapters.playground", disabled=not row.on_volume,
              help=None if row.on_volume else "this version is not on the inference server's volume"):  # fmt: skip

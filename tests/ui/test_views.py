@@ -137,7 +137,7 @@ def test_truncated_share_exact_at_the_measured_length_else_from_the_histogram() 
     assert views.truncated_share({"available": False}, 512) is None
 
 
-def test_adapter_rows_zip_and_delete(settings: Settings) -> None:
+def test_adapter_rows_download_and_delete(settings: Settings) -> None:
     store = make_blob_store(settings)
     ds = seed_dataset(settings)
     job = seed_job(settings, ds, spec={"lora": {"r": 8, "alpha": 16}, "quantization": "nf4", "training": {"epochs": 2, "learning_rate": 2e-4}})
@@ -151,14 +151,14 @@ def test_adapter_rows_zip_and_delete(settings: Settings) -> None:
                                     final_loss=0.9, size_bytes=9, storage_prefix=prefix, version_id="av-1")  # fmt: skip
     with db.session_scope(settings) as s:
         rows = views.adapter_rows(LOCAL_ACTOR, s)
-        name, data = views.adapter_zip(LOCAL_ACTOR, s, store, "av-1")
-        with pytest.raises(NotFound):
-            views.adapter_zip(OTHER, s, store, "av-1")
     assert [(r.label, r.dataset, r.settings) for r in rows] == [("support-bot v1", "support chats", "r=8 α=16, nf4, 2 epoch(s), lr 0.0002")]
-    assert name == "support-bot-v1.zip"
+    assert rows[0].stored and rows[0].zip_name == "support-bot-v1.zip"
+    data = views.zip_builder(LOCAL_ACTOR, settings, store, "av-1")()  # built when the button is clicked
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert sorted(zf.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+        assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(zf.namelist())
         assert zf.read("adapter_model.safetensors") == b"weights"
+    with pytest.raises(NotFound):
+        views.zip_builder(OTHER, settings, store, "av-1")()
     with db.session_scope(settings) as s:
         assert views.delete_adapter(LOCAL_ACTOR, s, store, "support-bot") == 2
     with db.session_scope(settings) as s:
