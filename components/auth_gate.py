@@ -4,12 +4,13 @@
 - AUTH=none: the local user (`LOCAL_ACTOR`); no sign-in.
 - AUTH=supabase: the person's Supabase client is kept with `session.per_session`
   ("auth.client"): one per browser session, never in a shared cache, never in session
-  state, dropped on sign-out. On every run the gate asks it for the signed-in user
-  (refreshing the session when it is about to expire), reads their role from the
-  database, and records the `Actor` with `session.sign_in`, so `session.actor()` stays
-  the one place pages get it from. A session that ended (expired and not refreshable,
-  revoked) signs the person out with a notice. The sidebar shows who is signed in and a
-  Sign out button.
+  state, dropped on sign-out. `current()` asks it for the signed-in user (refreshing the
+  session when it is about to expire) and records the `Actor` with `session.sign_in`;
+  `session.actor()`, the one place pages get the user from, calls it, so a page checks
+  the session even when Streamlit runs it without app.py. `gate()` (app.py) also reads
+  the role again from the database and draws the sidebar: who is signed in, Sign out. A
+  session that ended (expired and not refreshable, revoked) signs the person out with a
+  notice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import streamlit as st
 
 from components import session
 from components import widgets as w
-from core import auth
+from core import auth, repo
 from core.users import LOCAL_ACTOR, Actor
 
 NOTICE = "auth.notice"  # a message for the sign-in page after a session ended
@@ -32,8 +33,11 @@ def client() -> Any:
     return session.per_session("auth.client", lambda: auth.make_client(settings))
 
 
-def gate() -> Actor | None:
-    """The acting user, or None when AUTH=supabase and nobody is signed in."""
+def current() -> Actor | None:
+    """The signed-in user of this browser session, or None. The Supabase session is
+    checked on every call (refreshed when due); one that ended signs the person out with a
+    notice for the sign-in page. `components.session.actor()` comes here, so every page
+    checks it even when Streamlit runs the page without app.py."""
     settings = session.settings()
     if settings.auth == "none":
         return LOCAL_ACTOR
@@ -46,12 +50,26 @@ def gate() -> Actor | None:
     except auth.AuthError as e:
         st.error(w.plain(e))
         st.stop()
+    recorded = session.recorded_actor()
     if identity is None:
-        if session.signed_in_actor() is not None:
+        if recorded is not None:
             session.sign_out()
         return None
+    if recorded is None or recorded.user_id != identity.user_id:
+        with session.db() as s:
+            recorded = auth.actor_for(s, identity)
+        session.sign_in(recorded)
+    return recorded
+
+
+def gate() -> Actor | None:
+    """What app.py calls before navigation: `current()`, with the role read again from
+    the database (a change applies on the next run) and the sidebar's sign-out."""
+    actor = current()
+    if actor is None or session.settings().auth == "none":
+        return actor
     with session.db() as s:
-        actor = auth.actor_for(s, identity)
+        actor = repo.sign_in_actor(s, actor.user_id, actor.email)
     session.sign_in(actor)
     _sidebar(actor)
     return actor

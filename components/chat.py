@@ -43,11 +43,12 @@ def init_state() -> None:
 
 
 def current_actor(settings: Settings) -> Actor:
-    """The signed-in user; with AUTH=none the one local user."""
-    if settings.auth == "none":
-        return LOCAL_ACTOR
-    actor = st.session_state.get("auth.actor")
-    if not isinstance(actor, Actor):
+    """The signed-in user (`components.session`, which checks the Supabase session); with
+    AUTH=none the one local user."""
+    from components.session import signed_in_actor
+
+    actor = LOCAL_ACTOR if settings.auth == "none" else signed_in_actor()
+    if actor is None:
         st.warning("Sign in to use the playground.")
         st.stop()
     return actor

@@ -74,9 +74,19 @@ def settings() -> Settings:
 
 
 def signed_in_actor() -> Actor | None:
-    """The acting user, or None when AUTH=supabase and nobody is signed in."""
+    """The acting user, or None when AUTH=supabase and nobody is signed in. With Supabase
+    the session is checked (and refreshed when due) by `components.auth_gate.current` on
+    every call: Streamlit may run a page script without app.py (a `pages/` folder beside
+    it makes the first run after a server start do so), so no page relies on the gate."""
     if settings().auth == "none":
         return LOCAL_ACTOR
+    from components import auth_gate
+
+    return auth_gate.current()
+
+
+def recorded_actor() -> Actor | None:
+    """The actor the last sign-in check recorded, unchecked (for `components.auth_gate`)."""
     actor = st.session_state.get("auth.actor")
     return actor if isinstance(actor, Actor) else None
 

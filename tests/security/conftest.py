@@ -217,3 +217,16 @@ def unchanged(world: World) -> Iterator[Callable[[], None]]:
             assert after["rows"][table] == rows, f"rows of {table} changed"
 
     yield check
+
+
+@pytest.fixture
+def through_app_py(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make AppTest run app.py on every run, as a Streamlit server does once app.py has
+    called `st.navigation`. (AppTest forgets that between runs: with a `pages/` folder
+    beside app.py it then runs the page script alone, which is what a server does on its
+    first run after a start; the tests without this fixture cover that path.)"""
+    import runpy
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    monkeypatch.setattr(script_runner, "_mpa_v1", lambda path: runpy.run_path(str(path), run_name="__main__"))

@@ -97,7 +97,8 @@ class GoTrueFake:
     def _jwt(self, acc: _Account, session_id: str, exp: int) -> str:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         claims = {"sub": acc.id, "email": acc.email, "exp": exp, "iat": int(time.time()),
-                  "role": "authenticated", "aal": "aal1", "session_id": session_id, "aud": "authenticated"}  # fmt: skip
+                  "role": "authenticated", "aal": "aal1", "session_id": session_id, "aud": "authenticated",
+                  "jti": secrets.token_hex(8)}  # fmt: skip
         payload = _b64(json.dumps(claims).encode())
         sig = hmac.new(_JWT_SECRET, f"{header}.{payload}".encode(), hashlib.sha256).digest()
         return f"{header}.{payload}.{_b64(sig)}"

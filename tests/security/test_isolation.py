@@ -5,15 +5,16 @@ and an id of Alice's answers exactly like an id nobody has ("not found", never
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from core import datasets, db, inference, jobs, repo, views
+from core import datasets, db, export, inference, jobs, repo, views
 from core.cli import app as cli
 from core.errors import Forbidden, NotFound
 from core.storage import make_blob_store
@@ -27,6 +28,7 @@ def _attempts(w: World, models_url: str) -> list[tuple[str, str, Callable[[str],
     """(what, Alice's id, a call Bob makes with an id) for everything Bob could try."""
     s, b = w.settings, w.bob
     store = make_blob_store(s)
+    hub_calls: list[Any] = []  # a Hub client would be built here: never, for Alice's versions
 
     def in_db(fn: Callable[..., Any]) -> Callable[[str], Any]:
         def call(i: str) -> Any:
@@ -57,7 +59,11 @@ def _attempts(w: World, models_url: str) -> list[tuple[str, str, Callable[[str],
         ("read adapter by id", w.adapter_id, in_db(lambda x, i: repo.get_adapter(b, x, i))),
         ("list adapter versions", w.adapter, in_db(lambda x, i: repo.list_versions(b, x, i))),
         ("read adapter version", w.version, in_db(lambda x, i: repo.get_version(b, x, i))),
-        ("download adapter zip", w.version, in_db(lambda x, i: views.adapter_zip(b, x, store, i))),
+        ("download adapter zip (by version)", w.version, in_db(lambda x, i: export.export_zip(b, x, store, i))),
+        ("download adapter zip (by name)", w.adapter, in_db(lambda x, i: export.export_zip(b, x, store, i))),
+        ("push adapter to the Hub", w.version, lambda i: export.push_to_hub(
+            b, s.model_copy(update={"hf_token": SecretStr("hf_fake")}), i, "bob/stolen", api_factory=hub_calls.append)),
+        ("merge adapter", w.version, lambda i: export.merge(b, s, i)),
         ("delete adapter", w.adapter, in_db(lambda x, i: views.delete_adapter(b, x, store, i))),
         ("delete adapter version", w.version, in_db(lambda x, i: repo.delete_version(b, x, i))),
         ("chat with adapter (name)", w.adapter, chat_choice),
@@ -170,10 +176,15 @@ def test_command_line_acts_as_the_signed_in_user_and_finds_none_of_alices(
 # --------------------------------------------------------------------------- pages
 
 
-@pytest.fixture
-def bob_pages(world: World, models: ModelListFake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AppTest:
+@pytest.fixture(params=["page scripts alone", "through app.py"])
+def bob_pages(request: pytest.FixtureRequest, world: World, models: ModelListFake,
+              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[AppTest]:  # fmt: skip
+    """An AppTest signed in as Bob through the sign-in page; runs either the page scripts
+    alone (AppTest's way, and a server's first run) or app.py every time (`through_app_py`)."""
     from components import session as ui_session
 
+    if request.param == "through app.py":
+        request.getfixturevalue("through_app_py")
     ui_session._per_session.clear()  # every AppTest shares one session id
     monkeypatch.chdir(tmp_path)
     for k, v in _cli_env(world, tmp_path / "unused.json", models.url).items():
