@@ -58,7 +58,7 @@ from typing import IO, Any, Literal
 
 import orjson
 
-from core import repo, storage
+from core import repo, storage, validation
 from core.errors import DatasetUnusable, InvalidInput
 from core.formats import Problem, Record, open_records
 from core.users import Actor
@@ -940,7 +940,8 @@ def add_dataset(
     path = Path(path)
     if on_bad_rows not in ("reject", "drop"):
         raise InvalidInput("on_bad_rows must be 'reject' or 'drop'")
-    original_filename = (original_filename or path.name)[:255]
+    # display only (keys are built from ids), but a path, control characters or >255 chars are refused
+    original_filename = validation.check_upload_filename(original_filename or path.name)
     size = path.stat().st_size
     if max_bytes is not None and size > max_bytes:
         raise InvalidInput(
