@@ -322,6 +322,8 @@ def push_to_hub(
             ) from None
         except OSError as e:
             raise ExportFailed(f"the Hugging Face Hub could not be reached: {type(e).__name__}") from None
+        except ValueError as e:  # the Hub's check of the model card's metadata
+            raise ExportFailed(f"the Hugging Face Hub refused the model card: {e}") from None
         repo.update_version(actor, s, v.id, hub_repo=repo_id)
     url = str(getattr(created, "url", "") or f"https://huggingface.co/{repo_id}")
     return HubPush(repo_id=repo_id, url=url, files=files)
