@@ -382,7 +382,7 @@ def submit(
     training, see `core.adapters.continue_training`); it is recorded as the parent."""
     pricing = pricing_for(settings, gpu_type)
     budget = settings.job_budget_usd if budget_usd is None else float(budget_usd)
-    if not budget > 0:
+    if not (math.isfinite(budget) and budget > 0):
         raise InvalidInput(f"budget must be a positive number of dollars (got {budget_usd})")
     _limits(budget, pricing.rate_per_s)  # refuse a budget under a minute before anything else
     facts = validation.check_base_model(settings, model)  # no URL, no folder outside MODEL_DIRS
@@ -1055,6 +1055,8 @@ def retry(
         if budget_usd is not None
         else float(job.budget_usd or settings.job_budget_usd)
     )
+    if not (math.isfinite(total) and total > 0):
+        raise InvalidInput(f"budget must be a positive number of dollars (got {budget_usd})")
     spent = float(job.cost_usd or 0.0)
     left = total - spent
     try:
