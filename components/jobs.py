@@ -17,6 +17,7 @@ from core import jobs, views
 from core.errors import BrightRunError
 from core.models import JOB_STATUSES, TERMINAL_STATUSES
 from core.runpod import RunPodError
+from core.users import Actor
 
 
 def filter_bar(options: views.JobFilterOptions) -> tuple[views.JobFilter, str, bool, int]:
@@ -120,8 +121,8 @@ def live(job_id: str, shown_status: str) -> None:
                 st.warning(f"Could not reach the GPU endpoint; showing what is stored. ({w.plain(e)})")
         with session.db() as s:
             d = views.job_detail(actor, s, job_id)
-            series = views.metric_series(actor, s, job_id)
             log = views.event_log(actor, s, job_id)
+        series = _series(actor, job_id, d.job.last_seq)
         if running and d.job.status in TERMINAL_STATUSES:
             st.rerun(scope="app")
         job = d.job
@@ -140,6 +141,14 @@ def live(job_id: str, shown_status: str) -> None:
             event_log(log)
 
     _live()
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _series(actor: Actor, job_id: str, last_seq: int) -> views.MetricSeries:
+    """The chart's series, kept while the job has no new events (`last_seq`): a finished
+    job's long series is read once, not on every view. Keyed by the actor: per user."""
+    with session.db() as s:
+        return views.metric_series(actor, s, job_id)
 
 
 def metrics_row(d: views.JobDetail) -> None:

@@ -66,9 +66,10 @@ def test_metric_series_downsamples_in_the_database_and_keeps_every_eval_point(se
     assert series.step[-1] == 2000 and series.step == sorted(series.step)
     # each point is the mean of its bucket of 20 steps: loss falls linearly from 3.0
     assert series.loss[0] == pytest.approx(3.0 - 2.0 * 9.5 / 2000)
-    # 200 evaluations: all kept while they fit, else thinned evenly, keeping the last
+    # 200 evaluations: all kept while a bucket holds at most one, else averaged per bucket
     assert len(mid.step) == 250 and len(mid.eval_step) == 200 and mid.eval_step[0] == 10
-    assert len(series.eval_step) <= 101 and series.eval_step[-1] == 2000
+    assert len(series.eval_step) == 100 and series.eval_step[:2] == [20, 40] and series.eval_step[-1] == 2000
+    assert series.eval_loss[0] == pytest.approx(2.5 - (9 + 19) / 2 / 2000)
     assert not whole.downsampled and len(whole.step) == 2000 and whole.lr[0] == pytest.approx(2e-4)
 
 
