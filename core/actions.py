@@ -37,6 +37,8 @@ from core.storage import UPLOAD_URL_TTL_S, BlobStore, job_key, make_blob_store
 from core.users import Actor
 from trainer.spec import JobSpec
 
+__all__ = ["send_action", "cache_model", "cache_status", "cold_start_s", "device_for"]
+
 log = logging.getLogger("brightrun.jobs")
 
 Signer = Callable[[dict[str, Any], BlobStore, int], dict[str, Any]]
@@ -169,4 +171,3 @@ def cold_start_s(actor: Actor, settings: Settings, job_id: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-__all__ = ["send_action", "cache_model", "cache_status", "cold_start_s", "device_for"]

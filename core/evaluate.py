@@ -56,6 +56,27 @@ from core.errors import BrightRunError, InvalidInput
 from core.settings import Settings
 from core.users import Actor
 
+__all__ = [
+    "METRICS",
+    "METRIC_LABELS",
+    "JUDGE_PROMPT",
+    "normalize_answer",
+    "exact_match",
+    "token_f1",
+    "rouge_l",
+    "score",
+    "mean_scores",
+    "parse_verdict",
+    "judge",
+    "JudgeResult",
+    "differences",
+    "evaluate_version",
+    "start_after_job",
+    "QualityPoint",
+    "quality_points",
+    "report",
+]
+
 log = logging.getLogger("brightrun.evaluate")
 
 METRICS = ("exact_match", "f1", "rouge_l")
@@ -425,23 +446,3 @@ def report(actor: Actor, session: Any, version_id: str) -> dict[str, Any] | None
     return dict(v.eval_scores) if v.eval_scores else None
 
 
-__all__ = [
-    "METRICS",
-    "METRIC_LABELS",
-    "JUDGE_PROMPT",
-    "normalize_answer",
-    "exact_match",
-    "token_f1",
-    "rouge_l",
-    "score",
-    "mean_scores",
-    "parse_verdict",
-    "judge",
-    "JudgeResult",
-    "differences",
-    "evaluate_version",
-    "start_after_job",
-    "QualityPoint",
-    "quality_points",
-    "report",
-]

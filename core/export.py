@@ -45,6 +45,22 @@ from core.models import AdapterVersion, Dataset, Job
 from core.settings import Settings
 from core.users import Actor
 
+__all__ = [
+    "ExportFailed",
+    "version_record",
+    "model_card",
+    "loss_curve_svg",
+    "build_folder",
+    "export_zip",
+    "HubPush",
+    "push_to_hub",
+    "MergePlan",
+    "plan_merge",
+    "merge",
+    "merged_prefix",
+    "merged_files",
+]
+
 EXPORT_VERSION = 1
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -501,18 +517,3 @@ def merged_files(actor: Actor, settings: Settings, job_id: str, store: Any = Non
     return store.list("adapters", merged_prefix(actor.user_id, job_id))
 
 
-__all__ = [
-    "ExportFailed",
-    "version_record",
-    "model_card",
-    "loss_curve_svg",
-    "build_folder",
-    "export_zip",
-    "HubPush",
-    "push_to_hub",
-    "MergePlan",
-    "plan_merge",
-    "merge",
-    "merged_prefix",
-    "merged_files",
-]
