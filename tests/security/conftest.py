@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,6 +78,16 @@ class ModelListFake:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def runpod() -> Iterator[tuple[Any, str]]:
+    """The scripted RunPod fake on loopback; its jobs stay queued (only payloads matter)."""
+    from tests.jobs.runpod_fake import RunPodFake, ServedFake
+
+    fake = RunPodFake(api_key="fake-key", queue_s=600.0)
+    with ServedFake(fake) as served:
+        yield fake, served.url
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +242,46 @@ def through_app_py(monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.runtime.scriptrunner import script_runner
 
     monkeypatch.setattr(script_runner, "_mpa_v1", lambda path: runpy.run_path(str(path), run_name="__main__"))
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def page_text(at: Any) -> str:
+    """Everything an AppTest page shows: text elements, widget labels, options and values,
+    and table cells."""
+    parts: list[str] = []
+    for node in _walk(at._tree):
+        proto = getattr(node, "proto", None)
+        for attr in ("body", "label", "value", "placeholder", "help", "text"):
+            v = getattr(node, attr, None)
+            if isinstance(v, str | int | float):
+                parts.append(str(v))
+        for attr in ("options",):
+            parts += [str(o) for o in (getattr(node, attr, None) or [])]
+        if node.type == "arrow_data_frame":
+            parts.append(node.value.to_csv())
+        if proto is not None and hasattr(proto, "SerializeToString"):
+            parts.append(proto.SerializeToString().decode("utf-8", errors="replace"))
+    return "\n".join(parts)
+
+
+def _walk(node: Any) -> Any:
+    yield node
+    children = getattr(node, "children", None) or {}
+    for child in children.values():
+        yield from _walk(child)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With BRIGHTRUN_SECURITY_FIGURES=<file>, write what the security tests tried and found
+    (each test module's RESULTS rows and FIGURES counts) for `tests.security.figures`."""
+    out = os.environ.get("BRIGHTRUN_SECURITY_FIGURES")
+    if not out:
+        return
+    data: dict[str, Any] = {"results": [], "figures": {}, "exitstatus": int(exitstatus)}
+    for name, module in sorted(sys.modules.items()):
+        if name.startswith("tests.security.test_"):
+            data["results"] += getattr(module, "RESULTS", [])
+            data["figures"].update(getattr(module, "FIGURES", {}))
+    Path(out).write_text(json.dumps(data, indent=1, ensure_ascii=False))

@@ -199,7 +199,7 @@ def test_admin_limits_are_checked_and_a_bad_value_changes_nothing(env) -> None:
         assert repo.user_limits(user, s, settings).monthly_budget_usd == settings.monthly_budget_usd
         with pytest.raises(Conflict):  # the only admin stays one
             admin.set_role(LOCAL_ACTOR, s, LOCAL_ACTOR.user_id, "member")
-    FIGURES["bad admin limits tried"] = len(BAD_LIMITS)
+    FIGURES["admin: bad per-user limits refused (nothing changed)"] = len(BAD_LIMITS)
 
 
 def test_admin_command_line(env, tmp_path: Path) -> None:

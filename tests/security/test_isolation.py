@@ -19,7 +19,7 @@ from core.cli import app as cli
 from core.errors import Forbidden, NotFound
 from core.storage import make_blob_store
 from tests.conftest import ROOT
-from tests.security.conftest import ANON_KEY, PASSWORDS, ModelListFake, World
+from tests.security.conftest import ANON_KEY, PASSWORDS, ModelListFake, World, page_text
 
 FIGURES: dict[str, int] = {}  # read by test_figures
 
@@ -91,7 +91,7 @@ def test_bob_gets_not_found_for_everything_of_alices_exactly_as_for_a_guessed_id
         tried += 2
     assert not any(world.adapter in r or world.served in r for r in models.requests)  # never asked the server
     unchanged()
-    FIGURES["core calls tried"] = tried
+    FIGURES["isolation: core calls by user B on A's things and on guessed ids (all not found)"] = tried
 
 
 def test_lists_and_spend_show_bob_only_his_own(world: World, models: ModelListFake) -> None:
@@ -170,7 +170,7 @@ def test_command_line_acts_as_the_signed_in_user_and_finds_none_of_alices(
     assert not (tmp_path / "bob" / "session.json").exists()
     assert run("jobs", "list").exit_code == 2
     unchanged()
-    FIGURES["cli commands tried"] = 2 * len(commands)
+    FIGURES["isolation: commands by user B on A's things and on guessed ids (all not found)"] = 2 * len(commands)
 
 
 # --------------------------------------------------------------------------- pages
@@ -197,32 +197,6 @@ def bob_pages(request: pytest.FixtureRequest, world: World, models: ModelListFak
     assert not at.exception, at.exception
     yield at
     ui_session._per_session.clear()
-
-
-def page_text(at: AppTest) -> str:
-    """Everything an AppTest page shows: text elements, widget labels, options and values,
-    and table cells."""
-    parts: list[str] = []
-    for node in _walk(at._tree):
-        proto = getattr(node, "proto", None)
-        for attr in ("body", "label", "value", "placeholder", "help", "text"):
-            v = getattr(node, attr, None)
-            if isinstance(v, str | int | float):
-                parts.append(str(v))
-        for attr in ("options",):
-            parts += [str(o) for o in (getattr(node, attr, None) or [])]
-        if node.type == "arrow_data_frame":
-            parts.append(node.value.to_csv())
-        if proto is not None and hasattr(proto, "SerializeToString"):
-            parts.append(proto.SerializeToString().decode("utf-8", errors="replace"))
-    return "\n".join(parts)
-
-
-def _walk(node: Any) -> Any:
-    yield node
-    children = getattr(node, "children", None) or {}
-    for child in children.values():
-        yield from _walk(child)
 
 
 PAGES = ("overview", "datasets", "train", "jobs", "adapters", "playground", "costs", "settings")
@@ -253,7 +227,8 @@ def test_pages_signed_in_as_bob_show_nothing_of_alices(bob_pages: AppTest, world
     assert at.session_state["datasets.selected"] == world.ds_bob
     assert "alpha question" not in page_text(at)
     unchanged()
-    FIGURES["pages checked"] = len(PAGES) + 2
+    key = "isolation: page renders as user B, both ways pages run (none showed A's things)"
+    FIGURES[key] = FIGURES.get(key, 0) + len(PAGES) + 2
 
 
 def test_signed_out_pages_show_only_the_sign_in(world: World, monkeypatch: pytest.MonkeyPatch,

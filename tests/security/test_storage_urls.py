@@ -5,7 +5,6 @@ with the lifetimes docs/security.md states; an adapter upload URL writes only it
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,17 +25,10 @@ from core.storage import (
     adapter_key,
 )
 from local.files import files_router
-from tests.jobs.runpod_fake import RunPodFake, ServedFake
+from tests.jobs.runpod_fake import RunPodFake
 from tests.security.conftest import World
 
 FIGURES: dict[str, int] = {}
-
-
-@pytest.fixture(scope="module")
-def runpod() -> Iterator[tuple[RunPodFake, str]]:
-    fake = RunPodFake(api_key="fake-key", queue_s=30.0)  # jobs stay queued: only payloads matter
-    with ServedFake(fake) as served:
-        yield fake, served.url
 
 
 def _key(url: str) -> tuple[str, str, int]:
@@ -87,8 +79,8 @@ def test_signed_url_lifetimes(sent: dict[str, Any]) -> None:
     want = min(jobs.MAX_TTL_S, max(UPLOAD_URL_TTL_S, QUEUE_ALLOWANCE_S + budget_s + 3600))
     for url in payload["output"]["upload_urls"].values():
         assert want - 5 <= _key(url)[2] - t0 <= want + 60
-    FIGURES["download URL lifetime (s)"] = DOWNLOAD_URL_TTL_S
-    FIGURES["upload URL lifetime for a $2 job (s)"] = int(want)
+    FIGURES["signed URLs: dataset download lifetime (s)"] = DOWNLOAD_URL_TTL_S
+    FIGURES["signed URLs: upload lifetime for a $2 job (s)"] = int(want)
 
 
 def test_an_upload_url_writes_only_its_own_object(world: World, sent: dict[str, Any]) -> None:
@@ -127,7 +119,7 @@ def test_an_upload_url_writes_only_its_own_object(world: World, sent: dict[str, 
     assert r.status_code == 200 and store.get_bytes(bucket, key) == b"adapter bytes"
     with pytest.raises(SignatureError, match="expired"):  # and once expired, not even that
         store.verify("PUT", bucket, key, exp, parse_qs(query)["sig"][0], now=exp + 1)
-    FIGURES["tampered URLs refused"] = len(tampered) + 1
+    FIGURES["signed URLs: tampered or misused URLs refused"] = len(tampered) + 1
 
 
 def test_supabase_signed_urls_are_per_object_and_short_lived(tmp_path: Path) -> None:
