@@ -1,7 +1,8 @@
 """The worker's `merge` and `cache_model` actions through the RunPod handler, in process, on
 a tiny model: the merged model's logits equal base + adapter (float32 merge within 1e-4,
 bfloat16 merge within 3% of the largest logit), its shards land at their signed URLs with
-a consistent index; the model cache downloads once and a later job starts from it."""
+a consistent index; the model cache downloads once, a later job starts from it, and it can
+hold a pre-quantised (NF4) copy."""
 
 from __future__ import annotations
 
@@ -185,3 +186,24 @@ def test_a_failed_download_leaves_no_half_model(env: WorkerEnv, monkeypatch: pyt
     events = run({"job_id": "job-c", "action": "cache_model", "model": {"name_or_path": "org/model"}}, env)
     assert events[-1]["type"] == "failed" and events[-1]["data"]["kind"] == "download_failed"
     assert not env.model_cache_dir.exists() or not any(env.model_cache_dir.iterdir())
+
+
+def test_cache_model_can_store_a_pre_quantised_copy_once(tiny: Path, env: WorkerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    import trainer.cache
+
+    monkeypatch.setattr(trainer.cache, "download_snapshot", lambda repo, rev, dest, token: shutil.copytree(tiny, dest))
+    spec = {"job_id": "job-q", "action": "cache_model", "model": {"name_or_path": "tiny-org/tiny-chat"},
+            "quantization": "nf4", "cache": {"quantized_copy": True}, "device": "cpu"}  # fmt: skip
+    events = run(spec, env)
+    assert events[-1]["type"] == "completed", events[-1]
+    copy = events[-1]["data"]["quantized_copy"]
+    assert copy["made_now"] is True and copy["folder"] == str(env.model_cache_dir / "tiny-org--tiny-chat.nf4")
+    assert 0 < copy["size_bytes"] < events[-1]["data"]["size_bytes"]
+    model = AutoModelForCausalLM.from_pretrained(copy["folder"])
+    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    again = run(spec | {"job_id": "job-q2"}, env)[-1]["data"]
+    assert again["downloaded"] is False and again["quantized_copy"]["made_now"] is False
+    with pytest.raises(ValidationError, match="quantized_copy needs quantization nf4 or int8"):
+        JobSpec.model_validate(spec | {"quantization": "none"})
