@@ -193,7 +193,8 @@ def test_upload_train_watch_and_chat(page, tmp_path: Path) -> None:
     _shot(page, "costs")
 
     _goto(page, "Settings")
-    page.get_by_text("Health").first.wait_for()
+    page.get_by_role("heading", name="All settings").wait_for()  # after every health probe answered
+    assert page.get_by_text("answering", exact=True).count() == 4  # database, storage, endpoint, inference
     _shot(page, "settings")
 
     # The adapter: listed, then opened in the playground beside the base model
