@@ -5,7 +5,7 @@
 
 Three ways, each in its own process (so peak RSS is its own), on the same training rows
 (the length-skewed chat set `../shared/bench/skewed_chat.py` writes, default arguments;
-`--quick` takes its first 240 rows) and the same held-out evaluation rows:
+`--quick` takes its first 200 rows) and the same held-out evaluation rows:
 
   (a) TRL `SFTTrainer` defaults: no packing, padding to the longest row of each batch,
       micro-batch 8;
@@ -349,17 +349,18 @@ def gpu_real_size(args: argparse.Namespace) -> dict[str, Any]:
         del model
         for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
             (model_dir / f).write_bytes((tiny / f).read_bytes())
-    n_params = sum(shape[k] for k in ()) or _qwen2_params(shape)
+    n_params = _qwen2_params(shape)
     subprocess.run([sys.executable, str(SKEWED), str(work / "train.jsonl"), "--rows", str(args.rows or 600)], check=True)
     results = {}
-    for label, gc in (("gc_on", True), ("gc_off", False)):
+    variants = (("brightrun_defaults", {}), ("recompute_all_layers", {"checkpoint_layers": "all"}))
+    for label, overrides in variants:
         spec = JobSpec.model_validate({
             "job_id": f"gpu-{label}",
             "model": {"name_or_path": str(model_dir)},
             "data": {"train_path": str(work / "train.jsonl")},
             "quantization": "nf4",
             "training": {"max_steps": args.gpu_steps, "micro_batch_size": 4, "grad_accum": 1,
-                         "max_length": 2048, "checkpoint_every": 0, "gradient_checkpointing": gc},
+                         "max_length": 2048, "checkpoint_every": 0, **overrides},
             "output": {"adapter_name": f"gpu-{label}", "local_dir": str(work / f"adapter-{label}")},
         })
         events = list(run_job(spec, WorkerEnv(work / "cache", work / "ck", None)))
@@ -379,6 +380,7 @@ def gpu_real_size(args: argparse.Namespace) -> dict[str, Any]:
             "steps": m[-1]["step"],
             "device": events[0].data["model"]["device_name"],
             "attention": events[0].data["model"]["attention"],
+            "activation_checkpointing": events[0].data["model"].get("activation_checkpointing"),
         }
     return {"gpu_real_size": {"shape": shape, "parameters": n_params, "results": results}}
 
@@ -392,7 +394,7 @@ def _qwen2_params(s: dict[str, int]) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="240 rows: under ~3 minutes on 2 cores")
+    ap.add_argument("--quick", action="store_true", help="200 rows: under ~3 minutes on 2 cores")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--rows", type=int, help="use the first N rows of the data set")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
@@ -417,7 +419,7 @@ def main() -> None:
     else:
         work = Path(args.workdir or tempfile.mkdtemp(prefix="brightrun-bench-"))
         work.mkdir(parents=True, exist_ok=True)
-        rows = args.rows or (240 if args.quick else None)
+        rows = args.rows or (200 if args.quick else None)
         cfg = prepare(work, rows, args.threads)
         cfg["brightrun_overrides"] = json.loads(args.brightrun_overrides)
         (work / "config.json").write_text(json.dumps(cfg))

@@ -87,7 +87,8 @@ def register_attention() -> str:
     return ATTN_IMPLEMENTATION
 
 
-def _chunk_rows(vocab: int, budget_elems: int = 1 << 24) -> int:
+def _chunk_rows(vocab: int, budget_elems: int = 1 << 26) -> int:
+    """Rows per chunk so that one chunk's float32 logits stay near 256 MiB."""
     return max(64, budget_elems // max(vocab, 1))
 
 

@@ -245,6 +245,8 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    if qconfig is None and dtype != torch.float32:
+        _upcast_small_params(model)
     with _peft_module_targets(caps):
         model = get_peft_model(model, build_lora_config(spec, caps))
     facts.update(arch.post_lora(model, spec, caps))
@@ -278,6 +280,20 @@ def _peft_module_targets(caps: arch.ArchCaps) -> Any:
     from trainer.moe import peft_module_targets
 
     return peft_module_targets()
+
+
+def _upcast_small_params(model: Any) -> None:
+    """Embeddings, norms and biases to float32, as k-bit preparation does for 4/8-bit: the
+    residual stream then stays in float32 and only the matmuls of the (frozen) linear
+    layers run in the 16-bit compute dtype. Costs little memory: no linear weight moves."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            module.float()
+    for p in model.parameters():
+        if p.ndim == 1 and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
 
 
 def _logical_params(model: Any) -> int:
