@@ -70,7 +70,7 @@ def send_action(
     with session_scope(settings) as s:
         repo.ensure_user(actor, s)
         jobs._lock_row(s, User, actor.user_id)
-        jobs._check_quotas(actor, s, settings, budget)
+        jobs.check_quotas(actor, s, settings, budget)
         repo.create_job(
             actor, s, job_id=spec.job_id, base_model=base_model, spec=spec.model_dump(mode="json"),
             gpu_type=pricing.gpu_type, price_tier=pricing.tier, rate_per_s=pricing.rate_per_s,

@@ -299,15 +299,17 @@ def _eval_key(dataset: Any) -> str | None:
     return ((dataset.stats or {}).get("split") or {}).get("eval_key")
 
 
-def _check_quotas(
+def check_quotas(
     actor: Actor,
     session: Session,
     settings: Settings,
     budget_usd: float,
     exclude_job: str | None = None,
 ) -> None:
-    """Concurrent jobs and the month's committed spend (recorded costs plus the budgets of
-    unfinished jobs) must leave room for this job. Call with the user's row locked."""
+    """Raise `QuotaExceeded` unless the concurrent-job limit and the month's committed spend
+    (recorded costs plus the budgets of unfinished jobs) leave room for a job with this
+    budget. `submit`, `retry` and `core.actions.send_action` call it with the user's row
+    locked; the Train page calls it to disable Launch with the same message."""
     limits = repo.user_limits(actor, session, settings)
     active = [j for j in repo.list_unfinished_jobs(actor, session) if j.id != exclude_job]
     if len(active) >= limits.max_concurrent_jobs:
@@ -408,7 +410,7 @@ def submit(
     with session_scope(settings) as s:
         repo.ensure_user(actor, s)
         _lock_row(s, User, actor.user_id)
-        _check_quotas(actor, s, settings, budget)
+        check_quotas(actor, s, settings, budget)
         repo.create_job(
             actor, s, job_id=job_id, base_model=model, spec=spec.model_dump(mode="json"),
             dataset_id=dataset_id, gpu_type=pricing.gpu_type, price_tier=pricing.tier,
@@ -1081,7 +1083,7 @@ def retry(
         job = repo.get_job(actor, s, job_id)
         if job.status not in ("FAILED", "CANCELLED", "TIMED_OUT"):
             raise Conflict(f"job {job_id} is {job.status} now")
-        _check_quotas(actor, s, settings, total - spent, exclude_job=job_id)
+        check_quotas(actor, s, settings, total - spent, exclude_job=job_id)
         result = dict(job.result or {})
         result["prior_cost_usd"] = spent
         result["attempt_first_seq"] = job.last_seq + 1  # the worker continues the numbering

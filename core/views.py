@@ -710,7 +710,7 @@ def train_plan(
     except ValueError as e:  # BudgetTooSmall, or a rate of zero
         blockers.append(f"budget: {e}")
     try:
-        jobs._check_quotas(actor, session, settings, budget_usd)
+        jobs.check_quotas(actor, session, settings, budget_usd)
     except QuotaExceeded as e:
         blockers.append(str(e))
     p = time = cost = None

@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from core import datasets, db, repo
+from core import datasets, db, jobs, repo
+from core.errors import QuotaExceeded
 from core.settings import Settings
 from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
-from tests.ui.conftest import text_of
+from tests.ui.conftest import seed_job, text_of
 
 
 @pytest.fixture
@@ -85,6 +86,17 @@ def test_launch_submits_the_form_settings_and_opens_the_job(settings: Settings, 
     (sent,) = endpoint.jobs.values()
     assert sent.input["job_id"] == job.id and sent.input["lora"]["r"] == 4
     assert at.session_state["jobs.selected"] == job.id and "toy-bot" in [h.value for h in at.subheader]
+
+
+def test_page_and_submit_refuse_a_full_quota_with_the_same_message(settings: Settings, dataset: str, open_page) -> None:
+    for _ in range(settings.max_concurrent_jobs):
+        seed_job(settings, dataset, status="IN_PROGRESS")
+    with pytest.raises(QuotaExceeded) as refused:
+        jobs.submit(LOCAL_ACTOR, settings, dataset_id=dataset, model="brightrun/tiny-chat")
+    at = open_page("train")
+    assert str(refused.value) == "you have 2 unfinished job(s) and may run 2 at once; wait for one to finish or cancel one"
+    assert [e.value.replace("\\", "") for e in at.error] == [str(refused.value)]  # shown escaped, reads the same
+    assert _launch(at).disabled
 
 
 def test_no_dataset_yet_points_to_the_datasets_page(open_page) -> None:
