@@ -244,6 +244,7 @@ def test_signed_out_pages_show_only_the_sign_in(world: World, monkeypatch: pytes
         at.switch_page("pages/jobs.py")
     assert [t.value for t in at.title] == ["Sign in to BrightRun"]
     assert not any(m in page_text(at) for m in world.alice_marks())
+    assert ANON_KEY not in page_text(at)  # the sign-in client's key stays on the server
 
 
 def test_storage_keys_and_settings_stay_per_user(world: World) -> None:

@@ -214,7 +214,7 @@ def test_a_full_local_job_and_a_playground_chat_leak_no_secret(run: Run, tmp_pat
 
     # The dashboard, page by page (AUTH=none: the local user), with a playground chat.
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    for page in ("overview", "datasets", "train", "jobs", "adapters", "costs", "settings"):
+    for page in ("overview", "datasets", "train", "jobs", "adapters", "costs", "settings", "admin"):
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception, (page, at.exception)
         run.pages[page] = page_text(at)
