@@ -26,7 +26,7 @@ from core.inference import (
     conversation_messages,
 )
 from core.settings import Settings
-from core.users import LOCAL_ACTOR, Actor
+from core.users import Actor
 
 STATE_DEFAULTS: dict[str, Any] = {
     "playground.turns": [],
@@ -40,18 +40,6 @@ def init_state() -> None:
     for key, value in STATE_DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value.copy() if hasattr(value, "copy") else value
-
-
-def current_actor(settings: Settings) -> Actor:
-    """The signed-in user (`components.session`, which checks the Supabase session); with
-    AUTH=none the one local user."""
-    from components.session import signed_in_actor
-
-    actor = LOCAL_ACTOR if settings.auth == "none" else signed_in_actor()
-    if actor is None:
-        st.warning("Sign in to use the playground.")
-        st.stop()
-    return actor
 
 
 @st.cache_resource(show_spinner=False)

@@ -3,13 +3,13 @@
 import streamlit as st
 
 from components import chat as ui
-from components.session import settings as get_settings
+from components import session
 from core import inference as inf
 from core.errors import BrightRunError
 
 st.title("Playground")
-settings = get_settings()
-actor = ui.current_actor(settings)
+settings = session.settings()
+actor = session.actor()
 ui.init_state()
 client = ui.inference_client(settings)
 
