@@ -44,9 +44,14 @@ def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
 
     upgrade(settings)
     actor = acting_user(settings)
-    with session_scope(settings) as session:
-        ds = datasets.get_dataset(actor, session, dataset_id)
-        stats, valid = dict(ds.stats or {}), ds.valid_rows
+    from core.errors import NotFound
+
+    try:
+        with session_scope(settings) as session:
+            ds = datasets.get_dataset(actor, session, dataset_id)
+            stats, valid = dict(ds.stats or {}), ds.valid_rows
+    except NotFound as e:
+        raise typer.BadParameter(str(e), param_hint="--dataset") from None
     tokens = token_stats_from_report(stats, valid)
     if tokens is None:
         raise typer.BadParameter(

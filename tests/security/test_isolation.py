@@ -151,6 +151,7 @@ def test_command_line_acts_as_the_signed_in_user_and_finds_none_of_alices(
         ("dataset", "rename", world.ds_alice, "mine"), ("dataset", "delete", world.ds_alice),
         ("train", "--dataset", world.ds_alice, "--model", "Qwen/Qwen2.5-0.5B-Instruct"),
         ("chat", "--adapter", world.adapter, "hello"), ("chat", "--adapter", world.served, "hello"),
+        ("plan", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--dataset", world.ds_alice),
     ]  # fmt: skip
     for args in commands:
         real = next(a for a in args if a in world.alice_marks())
