@@ -1,6 +1,10 @@
 """Playground widgets: session state, the shared inference client, sampling controls and
 the side-by-side conversation. The logic they call lives in `core.inference`.
 
+Prompts and answers are shown as plain text (`st.text`), while streaming and after: a
+model's answer can carry markdown, links, images or HTML that a prompt-injected dataset
+taught it, and none of that may render in the browser.
+
 Session state (all under `playground.`): `turns` (the conversation as plain data:
 [{"user", "answers": {served name: text}}]), `ready` ({served name: how it was made
 available}), `set_rows` (the last compare-on-a-set table as records), and the widget
@@ -10,11 +14,12 @@ values (`models`, `system`, sampling).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import streamlit as st
 
+from components.widgets import plain
 from core.errors import BrightRunError
 from core.inference import (
     CompareRow,
@@ -93,17 +98,27 @@ def ensure_ready(client: InferenceClient, choices: Sequence[ModelChoice]) -> Non
         if c.is_adapter and c.served_name not in ready:
             ready[c.served_name] = client.ensure_adapter(c.served_name, c.path).detail
         if c.is_adapter:
-            st.caption(f"**{c.label}**: {ready[c.served_name]}")
+            st.caption(f"**{plain(c.label)}**: {plain(ready[c.served_name])}")
 
 
 def render_conversation(turns: Sequence[dict[str, Any]], chosen: Sequence[ModelChoice]) -> None:
     for turn in turns:
         with st.chat_message("user"):
-            st.markdown(turn["user"])
+            st.text(turn["user"], width="stretch")
         for col, c in zip(st.columns(len(chosen)), chosen, strict=True):
             with col, st.chat_message("assistant"):
-                st.caption(c.label)
-                st.markdown(turn["answers"].get(c.served_name, "—"))
+                st.caption(plain(c.label))
+                st.text(turn["answers"].get(c.served_name, "—"), width="stretch")
+
+
+def stream_as_text(pieces: Iterable[str]) -> str:
+    """Show an answer as it arrives, as plain text; returns the whole answer."""
+    box = st.empty()
+    text = ""
+    for piece in pieces:
+        text += piece
+        box.text(text, width="stretch")
+    return text
 
 
 def answer_turn(
@@ -116,15 +131,15 @@ def answer_turn(
     """Stream every chosen model's answer side by side, then keep the turn."""
     turns: list[dict[str, Any]] = st.session_state["playground.turns"]
     with st.chat_message("user"):
-        st.markdown(prompt)
+        st.text(prompt, width="stretch")
     answers: dict[str, str] = {}
     for col, c in zip(st.columns(len(chosen)), chosen, strict=True):
         with col, st.chat_message("assistant"):
-            st.caption(c.label)
+            st.caption(plain(c.label))
             messages = conversation_messages(system, turns, c.served_name, next_user=prompt)
             try:
                 stream = client.stream_chat(c.served_name, messages, sampling)
-                st.write_stream(stream)
+                stream_as_text(stream)
                 answers[c.served_name] = stream.text
             except ModelNotServed as e:
                 st.session_state["playground.ready"].pop(c.served_name, None)  # reload next time

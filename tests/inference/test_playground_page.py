@@ -35,7 +35,7 @@ def open_playground() -> AppTest:
 
 def texts(at: AppTest, role: str) -> list[str]:
     return [
-        "".join(m.value for m in msg.markdown)
+        "".join(t.value for t in msg.text)  # shown as plain text, never markdown
         for msg in at.chat_message
         if msg.name == role
     ]

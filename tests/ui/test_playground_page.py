@@ -1,15 +1,85 @@
-"""Playground page (fast, no model): who it serves.
+"""Playground page (fast, no model): who it serves, and model answers shown literally.
 
-The real local server's page test is tests/inference/test_playground_page.py."""
+The inference server here is a loopback stand-in for vLLM's OpenAI-compatible API that
+lists one base model and streams a scripted answer; the real local server's page test is
+tests/inference/test_playground_page.py."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT
+
+BASE = "fake-base"
+KEY = "fake-inference-key"
+HOSTILE = 'Sure! <script>alert("x")</script> see [link](http://x) and ![img](http://x)\n**bold** `code`'
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    """GET /v1/models and a streamed POST /v1/chat/completions answering `server.answer`."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _json(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._json({"object": "list", "data": [{"id": BASE, "object": "model", "created": 0, "owned_by": "test"}]})
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(request)  # type: ignore[attr-defined]
+        answer: str = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        pieces = [answer[i : i + 7] for i in range(0, len(answer), 7)]
+        chunks = [{"delta": {"role": "assistant", "content": p}, "finish_reason": None} for p in pieces]
+        chunks.append({"delta": {}, "finish_reason": "stop"})
+        for c in chunks:
+            body = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": request["model"],
+                    "choices": [{"index": 0, **c}]}  # fmt: skip
+            self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+        usage = {"prompt_tokens": 3, "completion_tokens": len(pieces), "total_tokens": 3 + len(pieces)}
+        last = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": request["model"], "choices": [],
+                "usage": usage}  # fmt: skip
+        self.wfile.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
+
+
+@pytest.fixture
+def inference(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    server.answer = HOSTILE  # type: ignore[attr-defined]
+    server.requests = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("INFERENCE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
+    monkeypatch.setenv("INFERENCE_API_KEY", KEY)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def assistant_bubbles(at: AppTest) -> list[tuple[list[str], list[str]]]:
+    """Per assistant bubble: (plain-text elements, markdown elements other than captions)."""
+    return [
+        ([t.value for t in m.text], [md.value for md in m.markdown])
+        for m in at.chat_message
+        if m.name == "assistant"
+    ]
 
 
 def test_signed_out_playground_asks_to_sign_in(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,3 +96,20 @@ def test_signed_out_playground_asks_to_sign_in(data_dir: Path, monkeypatch: pyte
     assert [w.value for w in at.warning] == ["Sign in to see your datasets, jobs and adapters."]
     assert not at.chat_input and not at.multiselect
     ui_session._per_session.clear()
+
+
+def test_an_answer_with_html_links_and_images_is_shown_literally(inference: ThreadingHTTPServer) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/playground.py").run()
+    assert at.multiselect(key="playground.models").value == [f"{BASE} (base)"]
+    prompt = "Summarise [this](http://y) *please*"
+    at.chat_input(key="playground.prompt").set_value(prompt).run()
+    assert not at.exception, at.exception
+    assert len(inference.requests) == 1 and inference.requests[0]["stream"] is True
+    user = [[t.value for t in m.text] for m in at.chat_message if m.name == "user"]
+    assert user == [[prompt]]
+    # While streaming: one plain-text element holding the whole answer, nothing as markdown.
+    assert assistant_bubbles(at) == [([HOSTILE], [])]
+    at.run()  # the kept conversation, drawn again on the next rerun
+    assert assistant_bubbles(at) == [([HOSTILE], [])]
+    assert not at.get("image")
