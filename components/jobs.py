@@ -1,8 +1,9 @@
 """Jobs page widgets: the filter bar, the table, and one job's live detail.
 
 The live part is an `st.fragment(run_every=...)`: while the job is unfinished it calls
-`core.jobs.sync` and redraws only the numbers and the chart; when the job ends it reruns
-the page once so the buttons match the new status.
+`core.jobs.sync` and redraws only the numbers, the cold start, the chart and the
+checkpoints (each with "Promote to version"); when the job ends it reruns the page once so
+the buttons match the new status.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import streamlit as st
 
 from components import charts, session
 from components import widgets as w
-from core import jobs, views
+from core import actions as job_actions
+from core import adapters, jobs, views
 from core.errors import BrightRunError
-from core.models import JOB_STATUSES, TERMINAL_STATUSES
+from core.models import JOB_STATUSES, TERMINAL_STATUSES, Job
 from core.runpod import RunPodError
+from core.settings import Settings
 from core.users import Actor
 
 
@@ -129,6 +132,7 @@ def live(job_id: str, shown_status: str) -> None:
         st.markdown(f"{w.status_badge(job.status)} · {job.id} · {w.plain(job.base_model)} · dataset "
                     f"{w.plain(d.dataset or '–')} · started {w.when(job.started_at)}")  # fmt: skip
         metrics_row(d)
+        cold_start(actor, settings, job)
         if series.empty:
             st.info("No training metrics yet: the worker reports them once the model is loaded.")
         else:
@@ -137,10 +141,51 @@ def live(job_id: str, shown_status: str) -> None:
                             key="jobs.chart")  # fmt: skip
             if series.downsampled:
                 st.caption(f"{series.points:,} logged steps drawn as {len(series.step)} bucket means.")
+        checkpoints(actor, job.id)
         with st.expander(f"Event log ({len(log)} newest)"):
             event_log(log)
 
     _live()
+
+
+def cold_start(actor: Actor, settings: Settings, job: Job) -> None:
+    seconds = job_actions.cold_start_s(actor, settings, job.id)
+    if seconds is not None:
+        st.caption(f"Cold start {w.duration(seconds)}: from the worker taking the job until it was ready to work "
+                   "(model and data loaded)")  # fmt: skip
+    elif job.status not in TERMINAL_STATUSES:
+        st.caption("Cold start: not reported yet (the worker reports it once the model is loaded)")
+    else:
+        st.caption("Cold start: not reported by the worker")
+
+
+CHECKPOINTS_SHOWN = 20
+
+
+def checkpoints(actor: Actor, job_id: str) -> None:
+    """The job's checkpoints, newest first, each with Promote to version."""
+    with session.db() as s:
+        items = views.job_checkpoints(actor, s, job_id)
+    if not items:
+        return
+    st.markdown("**Checkpoints**")
+    for v in items[:CHECKPOINTS_SHOWN]:
+        c = st.columns([3, 2, 2])
+        c[0].text(f"step {v.step}")
+        c[1].text(f"loss {w.loss(v.final_loss)}")
+        if v.version is not None:
+            c[2].text(f"version v{v.version}")
+        elif c[2].button("Promote to version", key=f"jobs.promote.{v.id}",
+                         help="give this checkpoint the next version number of its adapter"):  # fmt: skip
+            try:
+                with session.db() as s:
+                    adapters.promote(actor, s, session.store(), v.id)
+            except BrightRunError as e:
+                st.error(w.plain(e))
+            else:
+                st.rerun(scope="app")
+    if len(items) > CHECKPOINTS_SHOWN:
+        st.caption(f"showing the newest {CHECKPOINTS_SHOWN} of {len(items)} checkpoints")
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

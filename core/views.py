@@ -17,6 +17,8 @@ values, so a page only renders and a test can assert on the numbers.
   Serverless against an always-on pod at the utilisation the actor actually had.
 - `adapter_rows`, `adapter_zip`, `delete_adapter`: the Adapters page.
 - `relaunch_settings`: the settings a failed job is launched again with, by failure kind.
+- `job_checkpoints`: the checkpoints a job registered, newest step first, each with the
+  version number it was promoted to (None until then).
 - `health`: whether each configured part answers (database, storage, GPU endpoint,
   inference), with what is configured; secrets are never part of the answer.
 
@@ -35,7 +37,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from core import costs, repo
+from core import adapters, costs, repo
 from core.errors import InvalidInput, NotFound
 from core.models import (
     ACTIVE_STATUSES,
@@ -360,6 +362,14 @@ def job_detail(actor: Actor, session: Session, job_id: str, now: dt.datetime | N
         can_cancel=job.status in ACTIVE_STATUSES,
         can_retry=job.status in ("FAILED", "CANCELLED", "TIMED_OUT"),
     )
+
+
+def job_checkpoints(actor: Actor, session: Session, job_id: str) -> list[adapters.VersionInfo]:
+    """The job's checkpoints, newest step first; a promoted one keeps its step and carries
+    its version number."""
+    repo.get_job(actor, session, job_id)  # another user's job is NotFound, not an empty list
+    found = [v for v in repo.list_versions(actor, session, job_id=job_id) if v.is_checkpoint]
+    return [adapters.info(actor, session, v) for v in sorted(found, key=lambda v: -(v.step or 0))]
 
 
 def relaunch_settings(job: Job) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """Jobs page: the history table (filter, sort, pages) and a job's detail: live numbers and
 curves refreshed through core's sync, event log, resolved settings, cancel, retry, and
-after a failure its kind, message and fix with a one-click relaunch."""
+after a failure its kind, message and fix with a one-click relaunch; the worker's cold
+start and the job's checkpoints, each promotable to a version."""
 
 from __future__ import annotations
 
@@ -126,3 +127,35 @@ def test_another_users_job_id_is_not_found(settings: Settings, open_page) -> Non
         other = repo.create_job(Actor(user_id="u2"), s, base_model="m", spec={"secret": 1}).id
     at = open_page("jobs", {"job": other})
     assert f"job '{other}' not found" in text_of(at) and not at.json
+
+
+def test_detail_shows_cold_start_and_promotes_a_checkpoint(settings: Settings, open_page) -> None:
+    job = seed_job(settings, seed_dataset(settings), adapter="ck-bot")
+    with db.session_scope(settings) as s:
+        repo.append_events(LOCAL_ACTOR, s, job, [{"seq": 0, "type": "started", "ts": time.time(), "data": {"cold_start_s": 42.0}}])
+        repo.create_adapter_version(LOCAL_ACTOR, s, adapter_name="ck-bot", base_model="m", job_id=job)  # the job's v1
+        for step, loss in ((4, 2.5), (8, 1.75)):
+            repo.create_adapter_version(LOCAL_ACTOR, s, adapter_name="ck-bot", base_model="m", job_id=job,
+                                        is_checkpoint=True, step=step, final_loss=loss, volume_path=f"/ck/step-{step}")  # fmt: skip
+    at = open_page("jobs", {"job": job})
+    assert "Cold start 42s: from the worker taking the job until it was ready to work" in text_of(at)
+    rows = [t.value for t in at.text]
+    assert rows[:4] == ["step 8", "loss 1.7500", "step 4", "loss 2.5000"]  # newest first
+    promote = [b for b in at.button if b.label == "Promote to version"]
+    assert len(promote) == 2
+    promote[0].click().run()  # step 8
+    assert not at.exception, at.exception
+    rows = [t.value for t in at.text]
+    assert rows[:5] == ["step 8", "loss 1.7500", "version v2", "step 4", "loss 2.5000"]
+    assert len([b for b in at.button if b.label == "Promote to version"]) == 1  # step 4 still can be
+    with db.session_scope(settings) as s:
+        assert [(v.step, v.version) for v in repo.list_versions(LOCAL_ACTOR, s, job_id=job) if v.is_checkpoint] == [(8, 2), (4, None)]
+
+
+def test_cold_start_not_reported_yet_while_the_worker_loads(settings: Settings, endpoint, open_page) -> None:
+    endpoint.script = lambda spec: {"chunks": 1000, "interval_s": 1.0}  # metrics only, no `started` yet
+    job = jobs.submit(LOCAL_ACTOR, load_settings(), dataset_id=seed_dataset(settings), model="Qwen/Qwen2.5-0.5B-Instruct").id
+    at = open_page("jobs", {"job": job})
+    assert not at.warning  # the page reached the endpoint and synced
+    assert "Cold start: not reported yet" in text_of(at)
+    assert not [b for b in at.button if b.label == "Promote to version"]
