@@ -52,6 +52,24 @@ def model_card(model: str, models_dir: Any) -> None:
     st.caption(f"{f.name} · {size} parameters{moe} · context {f.context_length:,} tokens · licence {f.licence}")
 
 
+CACHE_NOTES = {
+    "local": "Model files are on this machine: nothing to download.",
+    "cached": "Cached on the volume: jobs start without downloading the model.",
+    "caching": "Being cached on the volume now (a cache-model job is running).",
+    "not cached": "Not cached on the volume: every job downloads the model first (a longer cold start). Cache it once:",
+}
+
+
+def cache_note(model: str, cache: views.CacheState) -> None:
+    """Whether the model is on the volume's model cache, with the command when it is not."""
+    if cache.state == "unknown":
+        st.caption(f"Model cache: unknown ({w.plain(cache.reason)}); a job downloads the model if it is not cached.")
+        return
+    st.caption(CACHE_NOTES[cache.state])
+    if cache.state == "not cached":
+        st.code(f"brightrun cache-model {model}", language="bash")
+
+
 def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
     """(lora, training, quantization, eval_fraction) from the grouped widgets."""
     st.selectbox("Preset", list(PRESETS), key="train.preset", on_change=apply_preset,

@@ -19,6 +19,9 @@ values, so a page only renders and a test can assert on the numbers.
 - `relaunch_settings`: the settings a failed job is launched again with, by failure kind.
 - `job_checkpoints`: the checkpoints a job registered, newest step first, each with the
   version number it was promoted to (None until then).
+- `model_cache_state`: whether the Train page's model is cached on the volume
+  (`core.actions.cache_status`), given at most `CACHE_STATUS_TIMEOUT_S`; a database or
+  volume that does not answer in time, or fails, is `unknown` with the reason.
 - `health`: whether each configured part answers (database, storage, GPU endpoint,
   inference), with what is configured; secrets are never part of the answer.
 
@@ -28,13 +31,16 @@ Times are UTC and timezone-aware; money is US dollars; durations are seconds.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core import adapters, costs, repo
@@ -51,6 +57,8 @@ from core.models import (
 )
 from core.settings import Settings
 from core.users import Actor
+
+log = logging.getLogger("brightrun.views")
 
 # --------------------------------------------------------------------------- job table
 
@@ -761,6 +769,41 @@ def train_plan(
         notes += list(p.notes)
     terms = [(t.label, t.bytes / 2**30) for t in p.memory.terms if t.bytes > 0] if p is not None else []
     return TrainPlan(gpu, pricing.note, p, terms, time, cost, budget_message, blockers, notes)
+
+
+# --------------------------------------------------------------------------- model cache
+
+CACHE_STATUS_TIMEOUT_S = 2.0
+# Cache checks run here so a page waits at most CACHE_STATUS_TIMEOUT_S; two workers, so
+# checks stuck on an unanswering database cannot pile up threads (later ones time out).
+_cache_checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="brightrun-cache-status")
+
+
+@dataclass(frozen=True)
+class CacheState:
+    state: str  # local | cached | caching | not cached | unknown
+    reason: str = ""  # why `unknown`
+
+
+def model_cache_state(actor: Actor, settings: Settings, model: str, timeout_s: float | None = None) -> CacheState:
+    """`core.actions.cache_status` of `model`, or `unknown` when it has no answer within
+    `timeout_s` (default `CACHE_STATUS_TIMEOUT_S`; the check finishes in the background and
+    its answer is dropped) or cannot read the database or the volume."""
+    from core import actions
+
+    timeout_s = CACHE_STATUS_TIMEOUT_S if timeout_s is None else timeout_s
+    future = _cache_checks.submit(actions.cache_status, actor, settings, model)
+    try:
+        return CacheState(future.result(timeout=timeout_s))
+    except TimeoutError:
+        future.cancel()  # still queued behind stuck checks: never runs
+        return CacheState("unknown", f"no answer within {timeout_s:g}s")
+    except SQLAlchemyError as e:
+        log.warning("cache status of %s: database error %s", model, type(e).__name__)
+        return CacheState("unknown", "the database could not be read")
+    except OSError as e:
+        log.warning("cache status of %s: %s", model, e)
+        return CacheState("unknown", "the model cache folder could not be read")
 
 
 # --------------------------------------------------------------------------- costs

@@ -28,6 +28,7 @@ dataset_id = c1.selectbox("Dataset", list(names), format_func=names.get, key="tr
 models = views.model_options(settings)
 model = c2.selectbox("Base model", models, key="train.model")
 ui.model_card(model, settings.data_dir / "models")
+ui.cache_note(model, views.model_cache_state(actor, settings, model))
 
 left, right = st.columns([3, 2])
 with left:

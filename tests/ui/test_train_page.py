@@ -5,10 +5,11 @@ cannot run, and launches the job when it can."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
-from core import datasets, db, jobs, repo
+from core import actions, datasets, db, jobs, repo, views
 from core.errors import QuotaExceeded
 from core.settings import Settings
 from core.storage import make_blob_store
@@ -103,3 +104,36 @@ def test_no_dataset_yet_points_to_the_datasets_page(open_page) -> None:
     at = open_page("train")
     assert "Upload a dataset first." in text_of(at)
     assert [e.proto.page for e in at.get("page_link")] == ["datasets"]
+
+
+def test_model_cache_status_with_the_command_when_not_cached(settings: Settings, dataset: str, open_page) -> None:
+    at = open_page("train")  # the tiny demo model is a local folder
+    assert "Model files are on this machine: nothing to download." in text_of(at) and not at.code
+    qwen = "Qwen/Qwen2.5-7B-Instruct"
+    at.selectbox(key="train.model").select(qwen).run()
+    assert "Not cached on the volume: every job downloads the model first" in text_of(at)
+    assert [c.value for c in at.code] == [f"brightrun cache-model {qwen}"]
+    with db.session_scope(settings) as s:
+        job = repo.create_job(LOCAL_ACTOR, s, base_model=qwen, spec={}, action="cache_model")
+        repo.update_job(LOCAL_ACTOR, s, job.id, status="COMPLETED")
+    at.run()
+    assert "Cached on the volume: jobs start without downloading the model." in text_of(at) and not at.code
+
+
+def test_a_cache_check_that_hangs_shows_unknown_and_the_page_goes_on(
+    dataset: str, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def stuck(*args: object, **kwargs: object) -> str:  # a database or volume that never answers
+        release.wait(30)
+        return "cached"
+
+    monkeypatch.setattr(actions, "cache_status", stuck)
+    monkeypatch.setattr(views, "CACHE_STATUS_TIMEOUT_S", 0.2)
+    try:
+        at = open_page("train")
+        assert "Model cache: unknown (no answer within 0.2s); a job downloads the model if it is not cached." in text_of(at)
+        assert not _launch(at).disabled and "Peak memory" in [m.label for m in at.metric]
+    finally:
+        release.set()

@@ -180,3 +180,12 @@ def test_health_reports_each_part_without_raising_or_showing_secrets(settings: S
     assert not parts["GPU endpoint"].ok and "cannot connect" in parts["GPU endpoint"].detail
     assert not parts["inference"].ok
     assert "local-dev-key" not in repr(parts) and "(key set)" in parts["GPU endpoint"].configured
+
+
+def test_model_cache_state_is_unknown_when_the_database_cannot_be_read(data_dir) -> None:
+    from core.settings import load_settings
+
+    unmigrated = load_settings()  # an empty database: no jobs table to look in
+    state = views.model_cache_state(LOCAL_ACTOR, unmigrated, "Qwen/Qwen2.5-7B-Instruct")
+    assert state == views.CacheState("unknown", "the database could not be read")
+    assert views.model_cache_state(LOCAL_ACTOR, unmigrated, "brightrun/tiny-chat").state == "local"
