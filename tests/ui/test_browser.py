@@ -2,7 +2,8 @@
 local stack that `brightrun up` starts (GPU endpoint, inference server, syncer, dashboard)
 on free loopback ports in a temporary data folder: upload a dataset, launch a tiny job,
 watch its chart update and the job complete, see its cost in the history, open the adapter
-in the playground. Saves a screenshot of every page to docs/screenshots/."""
+in the playground. Saves a screenshot of every page: into a temporary folder by default,
+into docs/screenshots/ (the README's pictures) when BRIGHTRUN_SCREENSHOTS=docs/screenshots."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ from tests.conftest import ROOT
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS_DIR = os.environ.get("BRIGHTRUN_SCREENSHOTS")  # unset: a temporary folder
 
 
 def _free_port() -> int:
@@ -113,14 +115,21 @@ def _dataset_file(tmp: Path) -> Path:
     return path
 
 
+def _shots_dir() -> Path:
+    if SHOTS_DIR:
+        return ROOT / SHOTS_DIR
+    return Path(tempfile.gettempdir()) / "brightrun-screenshots"
+
+
 def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = _shots_dir()
+    shots.mkdir(parents=True, exist_ok=True)
     page.wait_for_function(  # every chart drawn
         "() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')].every(e => e.querySelector('.main-svg'))"
     )
     page.wait_for_timeout(500)
     page.evaluate("() => document.querySelectorAll('[data-testid=stMain], section').forEach(e => e.scrollTo(0, 0))")
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.screenshot(path=str(shots / f"{name}.png"))
 
 
 def _goto(page, label: str) -> None:
