@@ -572,14 +572,14 @@ def _read_stored_log(
         )
         events = [json.loads(line) for line in text.splitlines() if line.strip()]
     except NotFound:
-        pass
+        log.debug("job %s: no events.jsonl stored (yet)", job_id)
     except json.JSONDecodeError:
         log.warning("job %s: stored events.jsonl is not valid JSON lines; ignored", job_id)
     try:
         loaded = json.loads(store.get_bytes("adapters", job_key(owner, job_id, "result.json")))
         result = loaded if isinstance(loaded, dict) else None
     except NotFound:
-        pass
+        log.debug("job %s: no result.json stored (yet)", job_id)
     except json.JSONDecodeError:
         log.warning("job %s: stored result.json is not valid JSON; ignored", job_id)
     return events, result

@@ -71,7 +71,7 @@ def main() -> None:
     try:
         run(settings, stop=stop)
     except KeyboardInterrupt:
-        pass
+        log.info("stopped")
 
 
 if __name__ == "__main__":
