@@ -1,20 +1,30 @@
-"""Training data: fetch, validate, tokenise with the chat template, batch.
+"""Training data: fetch, validate, tokenise, batch.
 
-Input: normalised chat JSONL, one row per line: `{"messages": [{"role", "content"}, ...]}`
-with roles system/user/assistant/tool, at least one non-empty assistant message, and
-something before the first assistant message. Any other shape raises `BadInput` naming
-the file, the row (1-based line number) and the field.
+Input: normalised JSONL (what `core.datasets` writes), one row per line, each in one of two
+shapes:
 
-Loss is on assistant tokens only: each assistant message's content and the end-of-turn
-token the template closes it with. The assistant spans are found by rendering the
-conversation up to each assistant turn with and without it (so any chat template works,
-with or without `{% generation %}` markers), then mapped to tokens with the fast
-tokenizer's offsets. Rows longer than `max_length` are truncated (kept from the start) and
-counted; rows with no assistant token left after truncation are dropped and counted.
+    {"messages": [{"role", "content"}, ...]}   a conversation (chat fine-tuning)
+    {"text": "..."}                            plain text (continued pretraining)
+
+A chat row has roles system/user/assistant/tool, at least one non-empty assistant message,
+and something before the first assistant message; a text row has a non-empty string. Any
+other shape raises `BadInput` naming the file, the row (1-based line number) and the field.
+A file may mix the two shapes; each row is tokenised by its own.
+
+Chat rows: loss is on assistant tokens only: each assistant message's content and the
+end-of-turn token the template closes it with. The assistant spans are found by rendering
+the conversation up to each assistant turn with and without it (so any chat template
+works, with or without `{% generation %}` markers), then mapped to tokens with the fast
+tokenizer's offsets. Text rows: tokenised as the model expects a document (the BOS token
+when its tokenizer adds one, then the text, then EOS), and every token is a target (all
+but the first, which nothing precedes); they need neither a chat template nor a fast
+tokenizer. Rows longer than `max_length` are
+truncated (kept from the start) and counted; rows with no loss token left after truncation
+are dropped and counted.
 
 Each sample stores `targets` already shifted (`targets[t]` is the token to predict at
 position t, or -100), so samples can be concatenated without a label crossing from one
-sample into the next.
+sample into the next; text rows and chat rows are packed alike.
 
 Batching modes (see `trainer.arch`):
 - packed (`position_ids`/`seq_boundaries`): samples go into bins of `max_length` tokens by
@@ -68,9 +78,22 @@ def fetch(url: str | None, path: str | None, dest: Path, what: str) -> Path:
     return dest
 
 
+# One row's content: a conversation's messages, or a plain text.
+Row = list[dict[str, str]] | str
+
+
 def _check_row(obj: Any) -> str | None:
+    if isinstance(obj, dict) and "text" in obj and "messages" not in obj:
+        text = obj["text"]
+        if not isinstance(text, str):
+            return f"'text' must be a string, not {type(text).__name__}"
+        if not text.strip():
+            return "'text' is empty: nothing to learn from this row"
+        return None
+    if isinstance(obj, dict) and "text" in obj:
+        return "a row has either 'messages' or 'text', not both"
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
-        return "expected an object with a 'messages' list"
+        return "expected an object with a 'messages' list or a 'text' string"
     msgs = obj["messages"]
     if not msgs:
         return "'messages' is empty"
@@ -92,9 +115,9 @@ def _check_row(obj: Any) -> str | None:
     return None
 
 
-def read_chat_rows(path: Path, what: str) -> list[list[dict[str, str]]]:
-    """Every row's messages; raises `BadInput` naming the first bad rows."""
-    rows: list[list[dict[str, str]]] = []
+def read_rows(path: Path, what: str) -> list[Row]:
+    """Every row's messages (chat) or text; raises `BadInput` naming the first bad rows."""
+    rows: list[Row] = []
     errors: list[str] = []
     n_bad = 0
     try:
@@ -113,16 +136,19 @@ def read_chat_rows(path: Path, what: str) -> list[list[dict[str, str]]]:
                     if len(errors) < _MAX_REPORTED:
                         errors.append(f"row {lineno}: {problem}")
                     continue
-                rows.append(
-                    [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
-                )
+                if "messages" in obj:
+                    rows.append(
+                        [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+                    )
+                else:
+                    rows.append(obj["text"])
     except UnicodeDecodeError as e:
         raise BadInput(f"{what} data is not UTF-8 text ({e.reason})") from e
     if n_bad:
         raise BadInput(
             f"{what} data has {n_bad} invalid row(s): " + "; ".join(errors),
-            "fix or remove these rows (chat JSONL: {\"messages\": [{\"role\", \"content\"}]}) "
-            "and upload the dataset again",
+            "fix or remove these rows (JSONL of {\"messages\": [{\"role\", \"content\"}]} or "
+            "{\"text\": \"...\"}) and upload the dataset again",
         )
     if not rows:
         raise BadInput(f"{what} data has no rows", "upload a dataset with at least one row")
@@ -199,27 +225,37 @@ class DataStats:
         }
 
 
-def tokenize_rows(
-    tokenizer: Any, rows: list[list[dict[str, str]]], max_length: int
-) -> tuple[list[Sample], DataStats]:
-    """Samples with assistant-only targets; truncation and drops are counted in the stats."""
+def text_token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each plain text as the model expects a document: the special tokens its tokenizer
+    adds (a BOS for Llama-style models, nothing for Qwen), the text, then EOS once."""
+    eos = tokenizer.eos_token_id
+    out = []
+    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
+        ids = list(ids)
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        out.append(ids)
+    return out
+
+
+def _chat_token_masks(
+    tokenizer: Any, conversations: list[list[dict[str, str]]]
+) -> list[tuple[list[int], list[bool]]]:
+    """Token ids of each rendered conversation, and which of them are assistant tokens."""
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput("the base model's tokenizer has no fast (Rust) version; BrightRun needs it")
     if not getattr(tokenizer, "chat_template", None):
         raise BadInput(
             "the base model's tokenizer has no chat template",
-            "pick an instruct/chat model (e.g. a '-Instruct' variant)",
+            "pick an instruct/chat model (e.g. a '-Instruct' variant), or train on a plain-text "
+            "dataset ({\"text\": ...} rows)",
         )
-    rendered = [render_with_spans(tokenizer, msgs) for msgs in rows]
+    rendered = [render_with_spans(tokenizer, msgs) for msgs in conversations]
     enc = tokenizer(
         [text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
     )
-    stats = DataStats(rows=len(rows), max_length=max_length)
-    samples: list[Sample] = []
-    for idx, ((_, spans), ids, offsets) in enumerate(
-        zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True)
-    ):
-        row = idx + 1
+    out = []
+    for (_, spans), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
         mask = [False] * len(ids)
         si = 0
         for t, (start, _end) in enumerate(offsets):
@@ -227,6 +263,26 @@ def tokenize_rows(
                 si += 1
             if si < len(spans) and spans[si][0] <= start < spans[si][1]:
                 mask[t] = True
+        out.append((list(ids), mask))
+    return out
+
+
+def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[list[Sample], DataStats]:
+    """Samples with their targets (assistant tokens of chat rows, every token of text rows);
+    truncation and drops are counted in the stats."""
+    encoded: list[tuple[list[int], list[bool]]] = [([], [])] * len(rows)
+    chat = {i: r for i, r in enumerate(rows) if not isinstance(r, str)}
+    text = {i: r for i, r in enumerate(rows) if isinstance(r, str)}
+    if chat:
+        for i, pair in zip(chat, _chat_token_masks(tokenizer, list(chat.values())), strict=True):
+            encoded[i] = pair
+    if text:
+        for i, ids in zip(text, text_token_ids(tokenizer, list(text.values())), strict=True):
+            encoded[i] = (ids, [True] * len(ids))
+    stats = DataStats(rows=len(rows), max_length=max_length)
+    samples: list[Sample] = []
+    for idx, (ids, mask) in enumerate(encoded):
+        row = idx + 1
         if len(ids) > max_length:
             stats.truncated_rows += 1
             if len(stats.truncated_examples) < _MAX_REPORTED:
@@ -239,13 +295,13 @@ def tokenize_rows(
             if len(stats.dropped_examples) < _MAX_REPORTED:
                 stats.dropped_examples.append(row)
             continue
-        samples.append(Sample(list(ids), targets, n_loss, row))
+        samples.append(Sample(ids, targets, n_loss, row))
         stats.tokens += len(ids)
         stats.loss_tokens += n_loss
     stats.samples = len(samples)
     if not samples:
         raise BadInput(
-            f"no row has assistant tokens within max_length {max_length}",
+            f"no row has a token to learn from within max_length {max_length}",
             "raise max_length or check that rows contain assistant answers",
         )
     return samples, stats

@@ -126,12 +126,12 @@ class TrainingJob:
         path, source = resolve_model_path(spec.model, self.env)
         tokenizer = load_tokenizer(path)
         train_file = D.fetch(spec.data.train_url, spec.data.train_path, self.work / "train.jsonl", "train")
-        samples, stats = D.tokenize_rows(tokenizer, D.read_chat_rows(train_file, "train"), t.max_length)
+        samples, stats = D.tokenize_rows(tokenizer, D.read_rows(train_file, "train"), t.max_length)
         eval_stats = None
         if spec.data.eval_url or spec.data.eval_path:
             eval_file = D.fetch(spec.data.eval_url, spec.data.eval_path, self.work / "eval.jsonl", "eval")
             self.eval_samples, eval_stats = D.tokenize_rows(
-                tokenizer, D.read_chat_rows(eval_file, "eval"), t.max_length
+                tokenizer, D.read_rows(eval_file, "eval"), t.max_length
             )
             self.train_samples = samples
         else:

@@ -84,7 +84,7 @@ def test_bad_rows_are_named(tmp_path: Path) -> None:
         {"messages": [{"role": "user", "content": "only a question"}]},
     ])
     with pytest.raises(BadInput) as e:
-        D.read_chat_rows(path, "train")
+        D.read_rows(path, "train")
     msg = e.value.message
     assert "3 invalid row(s)" in msg
     assert "row 2: not valid JSON" in msg
@@ -112,3 +112,80 @@ def test_packed_batch_restarts_positions_per_sample(tokenizer) -> None:
     assert padded.input_ids.shape == (2, n0)
     assert padded.attention_mask[1].tolist() == [1] * n1 + [0] * (n0 - n1)
     assert padded.n_slots == 2 * n0
+
+
+# ---------------------------------------------------------------- plain-text rows
+
+DOC = "The worker downloads the dataset, trains the adapter and uploads it."
+
+
+def test_text_rows_carry_loss_on_every_token_and_end_with_eos(tokenizer, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "text.jsonl", [{"text": DOC}, {"text": "Maybe."}])
+    rows = D.read_rows(path, "train")
+    assert rows == [DOC, "Maybe."]
+    (a, b), stats = D.tokenize_rows(tokenizer, rows, max_length=512)
+    body = tokenizer(DOC, add_special_tokens=False)["input_ids"]
+    # No BOS for this (Qwen-style) tokenizer: the text, then EOS once.
+    assert a.input_ids == body + [tokenizer.eos_token_id]
+    # Every token but the first is a target; the last target is EOS.
+    assert a.targets == a.input_ids[1:] + [D.IGNORE]
+    assert a.n_loss == len(a) - 1 and tokenizer.decode(a.targets[-2:-1]) == "<|im_end|>"
+    assert stats.loss_tokens == a.n_loss + b.n_loss and stats.tokens == len(a) + len(b)
+
+
+def test_text_rows_start_with_bos_when_the_tokenizer_adds_one(tokenizer) -> None:
+    import copy
+
+    with_bos = copy.deepcopy(tokenizer)
+    with_bos.bos_token = "<|im_start|>"
+    with_bos.add_bos_token = True
+    (sample,), _ = D.tokenize_rows(with_bos, [DOC], max_length=512)
+    bos, eos = with_bos.bos_token_id, with_bos.eos_token_id
+    assert sample.input_ids[0] == bos and sample.input_ids.count(bos) == 1
+    assert sample.input_ids[-1] == eos and sample.input_ids.count(eos) == 1
+    assert sample.targets[0] == sample.input_ids[1]  # the first text token is learned too
+
+
+def test_text_rows_need_no_chat_template_and_pack_with_chat_rows(tokenizer) -> None:
+    import copy
+
+    base_model_tok = copy.deepcopy(tokenizer)
+    base_model_tok.chat_template = None
+    (only_text,), _ = D.tokenize_rows(base_model_tok, [DOC], max_length=512)
+    assert only_text.n_loss == len(only_text) - 1
+    with pytest.raises(BadInput, match="no chat template"):
+        D.tokenize_rows(base_model_tok, [DOC, CONVO], max_length=512)
+
+    (text, chat), _ = D.tokenize_rows(tokenizer, [DOC, CONVO], max_length=512)
+    assert text.input_ids == only_text.input_ids
+    assert _loss_text(tokenizer, chat) == "Mango.<|im_end|>Indigo, surely.<|im_end|>"
+    batch = D.collate([text, chat], [0, 1], packed=True, pad_id=0, device="cpu")
+    n = len(text)
+    assert batch.position_ids[0].tolist() == list(range(n)) + list(range(len(chat)))
+    # No label crosses from the document into the conversation.
+    assert batch.targets[0, n - 1].item() == D.IGNORE
+    assert batch.targets[0].tolist() == text.targets + chat.targets
+
+
+def test_long_text_rows_are_truncated_and_counted(tokenizer) -> None:
+    samples, stats = D.tokenize_rows(tokenizer, [" ".join(["word"] * 200), "Short."], max_length=32)
+    assert [len(s) for s in samples] == [32, len(samples[1])]
+    assert stats.truncated_rows == 1 and stats.truncated_examples == [1] and stats.dropped_rows == 0
+
+
+def test_bad_text_rows_are_named(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "bad.jsonl", [
+        {"text": DOC},
+        {"text": 5},
+        {"text": "   "},
+        {"text": DOC, "messages": CONVO},
+        {"prompt": "hi"},
+    ])
+    with pytest.raises(BadInput) as e:
+        D.read_rows(path, "train")
+    msg = e.value.message
+    assert "4 invalid row(s)" in msg
+    assert "row 2: 'text' must be a string, not int" in msg
+    assert "row 3: 'text' is empty" in msg
+    assert "row 4: a row has either 'messages' or 'text', not both" in msg
+    assert "row 5: expected an object with a 'messages' list or a 'text' string" in msg

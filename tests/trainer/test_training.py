@@ -146,3 +146,20 @@ def test_qlora_learns_the_toy_task_and_only_lora_weights_change(
     )
     assert tuned_exact >= len(TOY_QA) - 1 and tuned_exact > base_exact
     assert tuned_lp > base_lp + 2.0
+
+
+def test_plain_text_rows_train_on_every_token(tiny_model: Path, worker_env: Any, tmp_path: Path) -> None:
+    """Continued pretraining: `{"text"}` rows, packed, every token a target; loss goes down."""
+    from tests.trainer.conftest import run, write_jsonl
+
+    docs = [{"text": f"The secret word for {q.split()[-1].rstrip('?')} is {a}"} for q, a in TOY_QA]
+    data = write_jsonl(tmp_path / "docs.jsonl", docs * 4)
+    spec = make_spec(tiny_model, data, training={"max_steps": 12, "learning_rate": 1e-2, "grad_accum": 1})
+    events = run(spec, worker_env)
+    assert events[0]["type"] == "started" and events[-1]["type"] == "completed", events[-1]
+    train = events[0]["data"]["dataset"]["train"]
+    assert train["rows"] == len(docs) * 4 and train["dropped_rows"] == 0
+    assert train["loss_tokens"] == train["tokens"] - train["samples"]  # all but each first token
+    assert events[0]["data"]["model"]["packing"] == "position_ids"
+    losses = [e["data"]["loss"] for e in events if e["type"] == "metrics"]
+    assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
