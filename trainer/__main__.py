@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -19,13 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--spec", required=True, help="job spec JSON file (trainer.spec.JobSpec)")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    from trainer.handler import configure_logging, handler
+
+    configure_logging()
     try:
         payload = json.loads(Path(a.spec).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         print(f"cannot read job spec {a.spec}: {e}", file=sys.stderr)
         return 2
-    from trainer.handler import handler
 
     final = None
     for event in handler({"id": payload.get("job_id", "local"), "input": payload}):

@@ -73,7 +73,7 @@ def fetch(url: str | None, path: str | None, dest: Path, what: str) -> Path:
             with dest.open("wb") as f:
                 for chunk in r.iter_bytes(1 << 20):
                     f.write(chunk)
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, httpx.InvalidURL) as e:  # the type only: the text may quote the URL
         raise DownloadFailed(f"downloading the {what} data failed: {type(e).__name__}") from e
     return dest
 

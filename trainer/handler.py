@@ -12,6 +12,12 @@ silent end. The worker's environment (`trainer.env.WorkerEnv`) is read here, at 
 
 Run as `python -u -m trainer.handler` in the image (starts the RunPod worker loop with
 `return_aggregate_stream`, so the yielded events are also the job's final output).
+
+Logging (`configure_logging`): INFO to stderr, which RunPod keeps as the worker's log. The
+HTTP clients' loggers (httpx and httpcore, and huggingface_hub's httpx2/httpcore2) stay at
+WARNING: at INFO they write every request's full URL, and the worker's downloads and
+uploads go to signed URLs whose query string is the credential. Nothing the trainer itself
+logs carries a URL or the HF token.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from trainer.env import WorkerEnv
 from trainer.errors import describe_failure
 
 log = logging.getLogger("brightrun.trainer")
+
+# Loggers that write request URLs (signed URLs are credentials): WARNING and above only.
+QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3")
 
 
 def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[str, Any]]:
@@ -47,10 +56,17 @@ def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[
         }
 
 
+def configure_logging(level: int = logging.INFO) -> None:
+    """The worker's logging: `level` to stderr, the HTTP clients quiet (see the docstring)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main() -> None:
     import runpod
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
 
 

@@ -78,8 +78,8 @@ def put_file(url: str, path: Path, *, attempts: int = 3, timeout: float = 300.0)
                     headers={"content-type": ctype, "x-upsert": "true"},
                     timeout=timeout,
                 )
-        except httpx.HTTPError as e:
-            last = type(e).__name__
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            last = type(e).__name__  # never the exception's text: it may quote the URL
             continue
         if r.status_code < 300:
             return

@@ -211,3 +211,45 @@ def test_cli_prints_json_lines_and_exit_status(
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert proc.returncode == 1
     assert lines[-1]["type"] == "failed" and lines[-1]["data"]["kind"] == "model_unavailable"
+
+
+@pytest.fixture
+def worker_logging() -> Any:
+    """The worker's logging setup (`configure_logging`), undone after the test."""
+    import logging
+
+    from trainer.handler import QUIET_LOGGERS, configure_logging
+
+    before = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    configure_logging()
+    yield
+    for name, level in before.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_worker_logs_never_carry_a_signed_url_or_the_hf_token(
+    tiny_model: Path, worker_env: Any, http_server: Any, worker_logging: Any, caplog: Any
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    http_server.store.files["/data/train.jsonl"] = "".join(json.dumps(r) + "\n" for r in toy_rows()).encode()
+    env = dataclasses.replace(worker_env, hf_token="hf_LoggedNowhere123")
+    names = [*ADAPTER_FILES, "events.jsonl", "result.json"]
+    spec = make_spec(
+        tiny_model,
+        data={"train_url": http_server.url("/data/train.jsonl")},
+        training={"max_steps": 2},
+        output={"upload_urls": {n: http_server.url(f"/up/{n}") for n in names}},
+    )
+    events = run(spec, env)
+    assert events[-1]["type"] == "completed", events[-1]
+    assert len(http_server.store.puts) == len(names)  # every upload went through the worker
+    # A failing download and a failing job log too; neither may quote the URL.
+    bad = make_spec(tiny_model, data={"train_url": http_server.url("/data/missing.jsonl")},
+                    output={"upload_urls": {"result.json": "http://127.0.0.1:9/up?token=secret-signature"}})  # fmt: skip
+    assert run(bad, env)[-1]["data"]["kind"] == "download_failed"
+    logged = caplog.text + "".join(str(r.args) for r in caplog.records)
+    assert caplog.records, "nothing was logged at all: the check below would prove nothing"
+    assert "secret-signature" not in logged and "?token=" not in logged
+    assert "hf_LoggedNowhere123" not in logged
