@@ -41,12 +41,14 @@ MARKER = ".brightrun-complete"
 
 
 def download_snapshot(repo_id: str, revision: str | None, dest: Path, token: str | None) -> None:
-    """Download the repo's training files into `dest` (the only network call here)."""
+    """Download the repo's training files into `dest` (the only network call here). Without
+    a token none is sent (not even one huggingface_hub would find in the environment)."""
     from huggingface_hub import snapshot_download
 
     snapshot_download(
-        repo_id=repo_id, revision=revision, local_dir=dest, allow_patterns=HUB_PATTERNS, token=token
-    )
+        repo_id=repo_id, revision=revision, local_dir=dest, allow_patterns=HUB_PATTERNS,
+        token=token or False,
+    )  # fmt: skip
 
 
 def _folder_bytes(folder: Path) -> int:

@@ -12,13 +12,18 @@ The trainer imports nothing from `core`, so it has its own small settings object
   a vLLM server sharing the volume finds them). Default `/runpod-volume/adapters` when the
   volume is mounted, else unset (no copy).
 - `HF_TOKEN`: for gated or private hub models. Only ever from the worker's environment,
-  never from a job payload; never logged or reported.
+  never from a job payload; never logged or reported. A value starting with `{{` is a
+  RunPod secret reference that did not resolve (the template names a secret that does not
+  exist): the hub refuses an invalid token even for public models, so it counts as unset,
+  with a warning naming the variable (never the value). Hub downloads send this token or
+  none, never one huggingface_hub would read from the process environment itself.
 - `BRIGHTRUN_FORCE_NAN_AT_STEP`: test hook, makes the loss of that optimizer step NaN so
   the divergence guard can be exercised end to end.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -26,6 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VOLUME = Path("/runpod-volume")
+
+log = logging.getLogger("brightrun.trainer")
+
+
+def _hf_token(value: str | None) -> str | None:
+    token = (value or "").strip() or None
+    if token is not None and token.startswith("{{"):
+        log.warning(
+            "HF_TOKEN is an unresolved RunPod secret reference: no secret of that name exists "
+            "for this endpoint, so it is treated as unset (public models only); create the "
+            "secret or fix the reference in the template"
+        )
+        return None
+    return token
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,6 @@ class WorkerEnv:
             model_cache_dir=path("MODEL_CACHE_DIR", volume / "models", local / "models"),
             checkpoint_dir=path("CHECKPOINT_DIR", volume / "checkpoints", local / "checkpoints"),
             adapter_dir=path("ADAPTER_DIR", volume / "adapters", None),
-            hf_token=env.get("HF_TOKEN") or None,
+            hf_token=_hf_token(env.get("HF_TOKEN")),
             force_nan_at_step=int(nan_step) if nan_step else None,
         )

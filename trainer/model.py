@@ -79,7 +79,7 @@ def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
             revision=model.revision,
             local_dir=folder,
             allow_patterns=HUB_PATTERNS,
-            token=env.hf_token,
+            token=env.hf_token or False,  # never an HF_TOKEN found behind our back
         )
     except GatedRepoError as e:
         raise ModelUnavailable(

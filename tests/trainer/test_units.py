@@ -48,6 +48,37 @@ def test_worker_environment_defaults_follow_the_volume(tmp_path: Path) -> None:
     assert explicit.checkpoint_dir == Path("/x") and explicit.adapter_dir == Path("/a")
 
 
+
+def test_an_unresolved_runpod_secret_reference_is_no_hf_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    import huggingface_hub
+    from huggingface_hub.utils import build_hf_headers
+
+    from trainer.cache import download_snapshot
+
+    reference = "{{ RUNPOD_SECRET_hf_token }}"
+    monkeypatch.setenv("HF_TOKEN", reference)  # as RunPod hands it over when the secret is missing
+    with caplog.at_level(logging.WARNING, logger="brightrun.trainer"):
+        env = WorkerEnv.from_environ(volume=tmp_path / "no-volume")
+    assert env.hf_token is None and env.public_view()["hf_token"] == "not set"
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "HF_TOKEN" in warning.getMessage() and "RUNPOD_SECRET" not in warning.getMessage()
+    assert "{{" not in caplog.text
+
+    # A hub download then sends no token at all, not the reference huggingface_hub would
+    # otherwise read from the environment itself (the hub rejects it even for public models).
+    sent: list[object] = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: sent.append(kw["token"]))
+    download_snapshot("org/model", None, tmp_path / "m", env.hf_token)
+    assert "authorization" not in {k.lower() for k in build_hf_headers(token=sent[0])}
+    assert build_hf_headers()["authorization"] == f"Bearer {reference}"  # what would have gone out
+
+    assert WorkerEnv.from_environ({"HF_TOKEN": " hf_real \n"}).hf_token == "hf_real"
+
+
 def test_lora_and_quantization_factories() -> None:
     from trainer.model import build_lora_config, build_quantization_config
 
