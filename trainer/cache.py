@@ -1,12 +1,13 @@
 """The model cache on the network volume, and the `cache_model` action that fills it.
 
-Layout (the one `trainer.model.resolve_model_path` reads): a hub model lives in
-`MODEL_CACHE_DIR/<org>--<name>[@revision]`, and counts as cached only when its completion
-marker `.brightrun-complete` is there. `ensure_cached` downloads into a temporary folder
-next to it, writes the marker, then renames the folder into place (atomic on one
-filesystem), so a job never sees half a model: two workers caching the same model at once
-both download, the first rename wins and the other copy is discarded. A leftover folder
-without the marker (a download that broke off) is replaced.
+Layout: a hub model lives in `MODEL_CACHE_DIR/<org>--<name>[@revision]`, and counts as
+cached only when its completion marker `.brightrun-complete` is there. `ensure_cached` (used
+by training and merge jobs through `trainer.model.resolve_model_path`, and by the
+`cache_model` action) downloads into a temporary folder next to it, writes the marker, then
+renames the folder into place (atomic on one filesystem), so a job never sees half a model:
+two workers caching the same model at once both download, the first rename wins and the
+other copy is discarded. A leftover folder without the marker (a download that broke off)
+is replaced.
 
 The optional pre-quantised copy (`cache.quantized_copy`) is the model loaded with
 bitsandbytes as the job's `quantization` (NF4 with double quantisation, or int8) and saved
@@ -33,11 +34,33 @@ from typing import Any
 
 from trainer.env import WorkerEnv
 from trainer.errors import BadInput, DownloadFailed, ModelUnavailable
-from trainer.model import HUB_PATTERNS, _cache_folder, _is_complete
 from trainer.output import EventLog
 from trainer.spec import Event, JobSpec, ModelSpec
 
 MARKER = ".brightrun-complete"
+
+# Files needed to train from a hub repo; everything else (other weight formats, images,
+# ONNX/GGUF copies) is skipped.
+HUB_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.jinja",
+    "*.txt",
+    "*.model",
+    "*.tiktoken",
+    "tokenizer*",
+]
+
+
+def _cache_folder(model: ModelSpec, env: WorkerEnv) -> Path:
+    name = model.name_or_path.replace("/", "--")
+    if model.revision:
+        name += "@" + model.revision.replace("/", "--")
+    return env.model_cache_dir / name
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / MARKER).is_file()
 
 
 def download_snapshot(repo_id: str, revision: str | None, dest: Path, token: str | None) -> None:
@@ -78,7 +101,8 @@ def is_cached(model: ModelSpec, env: WorkerEnv) -> bool:
 
 def ensure_cached(model: ModelSpec, env: WorkerEnv) -> tuple[Path, bool]:
     """The cached folder of a hub model, downloading it first when it is not complete.
-    Returns (folder, downloaded now)."""
+    Returns (folder, whether this call downloaded: also True when another worker's copy
+    won the rename and ours was discarded)."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -103,19 +127,22 @@ def ensure_cached(model: ModelSpec, env: WorkerEnv) -> tuple[Path, bool]:
             ) from e
         except (RepositoryNotFoundError, RevisionNotFoundError) as e:
             raise ModelUnavailable(
-                f"base model {model.name_or_path!r} was not found on the hub (or is private)"
+                f"base model {model.name_or_path!r}"
+                + (f" at revision {model.revision!r}" if model.revision else "")
+                + " was not found on the hub (or is private)"
             ) from e
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
             raise DownloadFailed(
                 f"downloading base model {model.name_or_path!r} failed: {type(e).__name__}",
-                "the hub could not be reached or the download broke off; run cache_model again",
+                "the hub could not be reached or the download broke off; retry later, or put "
+                "the model into MODEL_CACHE_DIR on the network volume",
             ) from e
         if not (tmp / "config.json").is_file():
             raise ModelUnavailable(f"hub repo {model.name_or_path!r} has no config.json: not a model")
-        downloaded = _publish(tmp, folder)
+        _publish(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return folder, downloaded
+    return folder, True
 
 
 def quantized_copy_folder(model: ModelSpec, quantization: str, env: WorkerEnv) -> Path:

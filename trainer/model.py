@@ -1,10 +1,12 @@
 """Base model resolution and loading: cache or hub, quantisation, LoRA.
 
-`resolve_model_path(spec.model, env)`: an existing local folder is used as is; a hub id is
-looked up in `MODEL_CACHE_DIR/<org>--<name>[@revision]` first and downloaded there with
-`huggingface_hub` (token from the worker's environment) when missing. A missing local
-path or an unknown/gated hub repo raises `ModelUnavailable`; a network failure raises
-`DownloadFailed`.
+`resolve_model_path(spec.model, env)`: an existing local folder is used as is (source
+`local`); a hub id comes from the model cache `MODEL_CACHE_DIR/<org>--<name>[@revision]`
+(source `cache`), or is downloaded into it first with `huggingface_hub` (token from the
+worker's environment; source `hub`) by `trainer.cache.ensure_cached`: into a temporary
+folder, then renamed into place with its completion marker, so two workers never write one
+copy. A missing local path or an unknown/gated hub repo raises `ModelUnavailable`; a
+network failure raises `DownloadFailed`.
 
 `load_for_training(spec, path, env)` loads tokenizer and model (4-bit NF4 with double
 quantisation, or 8-bit, with bitsandbytes; or 16-bit), runs the architecture's
@@ -20,32 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from trainer import arch
+from trainer.cache import ensure_cached
 from trainer.env import WorkerEnv
-from trainer.errors import BadInput, DownloadFailed, ModelUnavailable
+from trainer.errors import BadInput, ModelUnavailable
 from trainer.spec import JobSpec, ModelSpec
-
-# Files needed to train from a hub repo; everything else (other weight formats, images,
-# ONNX/GGUF copies) is skipped.
-HUB_PATTERNS = [
-    "*.json",
-    "*.safetensors",
-    "*.jinja",
-    "*.txt",
-    "*.model",
-    "*.tiktoken",
-    "tokenizer*",
-]
-
-
-def _cache_folder(model: ModelSpec, env: WorkerEnv) -> Path:
-    name = model.name_or_path.replace("/", "--")
-    if model.revision:
-        name += "@" + model.revision.replace("/", "--")
-    return env.model_cache_dir / name
-
-
-def _is_complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / ".brightrun-complete").is_file()
 
 
 def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
@@ -61,46 +41,8 @@ def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
             f"base model {model.name_or_path!r} is neither an existing folder nor a hub id "
             "like 'org/name'"
         )
-    folder = _cache_folder(model, env)
-    if _is_complete(folder):
-        return folder, "cache"
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        snapshot_download(
-            repo_id=model.name_or_path,
-            revision=model.revision,
-            local_dir=folder,
-            allow_patterns=HUB_PATTERNS,
-            token=env.hf_token or False,  # never an HF_TOKEN found behind our back
-        )
-    except GatedRepoError as e:
-        raise ModelUnavailable(
-            f"base model {model.name_or_path!r} is gated on the hub",
-            "accept the model's licence on huggingface.co with the account whose HF_TOKEN "
-            "the endpoint uses, or pick another model",
-        ) from e
-    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-        raise ModelUnavailable(
-            f"base model {model.name_or_path!r}"
-            + (f" at revision {model.revision!r}" if model.revision else "")
-            + " was not found on the hub (or is private)"
-        ) from e
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        raise DownloadFailed(
-            f"downloading base model {model.name_or_path!r} failed: {type(e).__name__}",
-            "the hub could not be reached or the download broke off; retry later, or put "
-            "the model into MODEL_CACHE_DIR on the network volume",
-        ) from e
-    (folder / ".brightrun-complete").write_text("ok\n")
-    return folder, "hub"
+    folder, downloaded = ensure_cached(model, env)
+    return folder, "hub" if downloaded else "cache"
 
 
 def pick_device(spec: JobSpec) -> Any:

@@ -149,7 +149,7 @@ class TrainingJob:
         self._build_optimizer()
         self._maybe_load_parent()
         self._maybe_resume()
-        model_facts = dict(lm.facts, source=source, name_or_path=spec.model.name_or_path)
+        model_facts = dict(lm.facts, source=source, name_or_path=spec.model.name_or_path, folder=str(path))
         dataset = {"train": stats.as_dict(), "train_samples": len(self.train_samples)}
         dataset["eval_samples"] = len(self.eval_samples)
         if eval_stats is not None:
