@@ -302,11 +302,10 @@ class Engine:
     def _peft_load(self, name: str, internal: str, path: str) -> None:
         from peft import PeftModel
 
+        from trainer.model import load_adapter  # as the trainer attached it (fused experts)
+
         try:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(path, adapter_name=internal)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=internal)
+            self.model = load_adapter(self.model, path, adapter_name=internal)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
             # A failed load can leave LoRA layers injected (with their random initial
             # weights) in the base: take them out, so the base and the other adapters

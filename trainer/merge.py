@@ -4,7 +4,8 @@ without LoRA support.
 Lifecycle (see `trainer.actions`): resolve the base model (folder, cache, or hub, as
 training does) -> fetch the adapter (`merge.adapter_path`, or `merge.adapter_urls` by file
 name) -> load the base in `merge.dtype` (bfloat16 by default; on the GPU when there is
-one, else in CPU memory) and the adapter with PEFT -> `started` -> `merge_and_unload` ->
+one, else in CPU memory) and the adapter with PEFT (`trainer.model.load_adapter`, which
+keeps a fused-expert model's shared-expert LoRA) -> `started` -> `merge_and_unload` ->
 save safetensors shards of at most `merge.max_shard_size_mb` plus config, generation
 config and tokenizer -> deliver: PUT each file to `output.upload_urls[name]`, copy the
 folder to `output.local_dir`, push it to `merge.hub_repo` with the worker's own HF_TOKEN.
@@ -128,11 +129,10 @@ def merge(
 ) -> Generator[Event, None, dict[str, Any]]:
     """The `merge` action (see the module docstring)."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainer.actions import started_data
-    from trainer.model import resolve_model_path
+    from trainer.model import load_adapter, resolve_model_path
 
     m, out_spec = spec.merge, spec.output
     assert m is not None and out_spec is not None
@@ -146,7 +146,7 @@ def merge(
         device_map = {"": 0} if on_gpu else {"": "cpu"}
         base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
         try:
-            model = PeftModel.from_pretrained(base, adapter_dir)
+            model = load_adapter(base, adapter_dir)
         except (RuntimeError, ValueError, KeyError) as e:
             raise BadInput(
                 f"the adapter does not fit base model {spec.model.name_or_path!r}: {e}",

@@ -13,6 +13,12 @@ quantisation, or 8-bit, with bitsandbytes; or 16-bit), runs the architecture's
 `post_load` hook (`trainer.arch`), prepares it for k-bit training, enables gradient
 checkpointing when asked and attaches LoRA. The choices it made (device, dtype, attention
 implementation, packing mode and why) are returned as facts for the `started` event.
+
+`load_adapter(model, path)`: a saved LoRA adapter on a loaded base model (or one more
+adapter on a `PeftModel`), the one way merge and inference load adapters. On fused-expert
+models (`ArchCaps.fused_experts`) it loads within `trainer.moe.peft_module_targets()`, as
+training attached it: otherwise PEFT re-targets `gate_proj`/`up_proj`/`down_proj` to the
+routed experts and the shared expert's trained LoRA is silently left out.
 """
 
 from __future__ import annotations
@@ -211,6 +217,20 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
         }
     )
     return Loaded(model, tokenizer, caps, device, dtype, packing, facts)
+
+
+def load_adapter(model: Any, path: str | Path, adapter_name: str = "default") -> Any:
+    """The PeftModel of `model` with the adapter folder `path` loaded as `adapter_name`:
+    `PeftModel.from_pretrained` on a base model, `load_adapter` on a PeftModel (returned
+    as is). PEFT's own errors (a folder that is no adapter, shapes that do not fit) pass
+    through."""
+    from peft import PeftModel
+
+    with _peft_module_targets(arch.capabilities(model.config)):
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(path), adapter_name=adapter_name)
+            return model
+        return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name)
 
 
 def _peft_module_targets(caps: arch.ArchCaps) -> Any:

@@ -482,3 +482,63 @@ def test_qwen3_moe_is_one_table_entry_away(tmp_path: Path) -> None:
     model.train()
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=torch.arange(12)[None], use_cache=False).logits).all()
+
+
+# ---------------------------------------------------------------- adapters after training
+
+
+def test_merge_and_inference_keep_the_shared_expert_lora(tiny_next: Path, tmp_path: Path, worker_env) -> None:
+    """`trainer.model.load_adapter`, used by the merge action and the local inference server,
+    loads a fused-expert model's adapter as training attached it, shared expert included."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from local.inference import Engine
+    from tests.trainer.conftest import run
+    from trainer.model import load_adapter
+    from trainer.moe import peft_module_targets
+
+    def base():
+        return AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.float32).eval()
+
+    def logits(model) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=_probe_ids(model.config.vocab_size), use_cache=False).logits
+
+    def shared_expert_lora(model) -> list[str]:
+        return [n for n, _ in model.named_parameters() if "shared_expert." in n and "lora_" in n]
+
+    # An adapter as the trainer saves one: LoRA on attention and on the shared expert's
+    # gate/up/down projections (non-zero, so it changes the logits).
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "gate_proj", "up_proj", "down_proj"],
+                      init_lora_weights=False)  # fmt: skip
+    with peft_module_targets():
+        trained = get_peft_model(base(), lora).eval()
+    assert shared_expert_lora(trained)
+    adapter = tmp_path / "adapter"
+    trained.save_pretrained(adapter)
+    want = logits(trained)
+    # The control: plain PEFT loading drops the shared expert's LoRA (upstream peft issue).
+    plain = PeftModel.from_pretrained(base(), adapter).eval()
+    assert not shared_expert_lora(plain) and (logits(plain) - want).abs().max() > 1e-3
+
+    loaded = load_adapter(base(), adapter).eval()
+    assert shared_expert_lora(loaded)
+    torch.testing.assert_close(logits(loaded), want, rtol=1e-5, atol=1e-5)
+
+    # The merge action: the merged weights give base + adapter.
+    out = tmp_path / "merged"
+    events = run({"job_id": "merge-q3n", "action": "merge", "model": {"name_or_path": str(tiny_next)},
+                  "quantization": "none", "device": "cpu", "output": {"adapter_name": "merged", "local_dir": str(out)},
+                  "merge": {"adapter_path": str(adapter), "dtype": "float32"}}, worker_env)  # fmt: skip
+    assert events[-1]["type"] == "completed", events[-1]
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    # Stated tolerance: float32, the LoRA product added into the weights (round-off only).
+    torch.testing.assert_close(logits(merged), want, rtol=1e-4, atol=1e-4)
+
+    # The local inference server, serving the adapter by name.
+    engine = Engine(base=str(tiny_next), served_name=str(tiny_next), device="cpu")
+    engine.load_adapter("q3n", str(adapter))
+    engine.model.set_adapter(engine.adapters["q3n"].internal)
+    assert shared_expert_lora(engine.model)
+    torch.testing.assert_close(logits(engine.model), want, rtol=1e-5, atol=1e-5)
