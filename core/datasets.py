@@ -62,6 +62,7 @@ from core import repo, storage, validation
 from core.errors import DatasetUnusable, InvalidInput
 from core.formats import Problem, Record, open_records
 from core.users import Actor
+from trainer.data import chat_token_masks, text_token_ids
 
 LAYOUTS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")
 ROLES = ("system", "user", "assistant", "tool")
@@ -560,52 +561,16 @@ def load_tokenizer(model: str, models_dir: Path | None = None) -> TokenizerChoic
     return TokenizerChoice(model, tok)
 
 
-def _assistant_spans(tok: Any, msgs: list[dict[str, str]], full: str) -> list[tuple[int, int]]:
-    """Character spans of assistant turns in the rendered text (content + end of turn)."""
-    spans: list[tuple[int, int]] = []
-    cursor = 0
-    for i, m in enumerate(msgs):
-        if m["role"] != "assistant":
-            continue
-        prefix = tok.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True)
-        upto = tok.apply_chat_template(msgs[: i + 1], tokenize=False)
-        if upto.startswith(prefix) and full.startswith(upto) and len(prefix) >= cursor:
-            start, end = len(prefix), len(prefix) + len(upto[len(prefix) :].rstrip())
-        else:
-            start = full.find(m["content"], cursor)
-            if start < 0:
-                continue
-            end = start + len(m["content"])
-            eos = getattr(tok, "eos_token", None) or ""
-            if eos and full.startswith(eos, end):
-                end += len(eos)
-        if end > start:
-            spans.append((start, end))
-            cursor = end
-    return spans
-
-
 def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> tuple[int, int, int]:
-    """(tokens, loss tokens, loss tokens kept within max_length) of one normalised row."""
+    """(tokens, loss tokens, loss tokens kept within max_length) of one normalised row,
+    tokenised exactly as the trainer does (`trainer.data`): a chat row's loss tokens are its
+    assistant turns; every token of a text row (BOS when the tokenizer adds one, EOS) counts."""
     if "text" in row:
-        ids = tok(row["text"], add_special_tokens=False)["input_ids"]
-        n = len(ids) + (1 if getattr(tok, "eos_token_id", None) is not None else 0)
+        (ids,) = text_token_ids(tok, [row["text"]])
+        n = len(ids)
         return n, n, min(n, max_length)
-    msgs = row["messages"]
-    full = tok.apply_chat_template(msgs, tokenize=False)
-    spans = _assistant_spans(tok, msgs, full)
-    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    loss = kept = 0
-    j = 0
-    for t, (s, e) in enumerate(offsets):
-        while j < len(spans) and spans[j][1] <= s:
-            j += 1
-        if j < len(spans) and s < spans[j][1] and e > spans[j][0]:
-            loss += 1
-            if t < max_length:
-                kept += 1
-    return len(offsets), loss, kept
+    ((ids, mask),) = chat_token_masks(tok, [row["messages"]])
+    return len(ids), sum(mask), sum(mask[:max_length])
 
 
 # --------------------------------------------------------------------------- report

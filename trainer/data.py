@@ -238,10 +238,11 @@ def text_token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return out
 
 
-def _chat_token_masks(
+def chat_token_masks(
     tokenizer: Any, conversations: list[list[dict[str, str]]]
 ) -> list[tuple[list[int], list[bool]]]:
-    """Token ids of each rendered conversation, and which of them are assistant tokens."""
+    """Token ids of each rendered conversation, and which of them are assistant tokens (the
+    ones that carry loss). `core.datasets` counts a dataset's tokens with this too."""
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput("the base model's tokenizer has no fast (Rust) version; BrightRun needs it")
     if not getattr(tokenizer, "chat_template", None):
@@ -274,7 +275,7 @@ def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[lis
     chat = {i: r for i, r in enumerate(rows) if not isinstance(r, str)}
     text = {i: r for i, r in enumerate(rows) if isinstance(r, str)}
     if chat:
-        for i, pair in zip(chat, _chat_token_masks(tokenizer, list(chat.values())), strict=True):
+        for i, pair in zip(chat, chat_token_masks(tokenizer, list(chat.values())), strict=True):
             encoded[i] = pair
     if text:
         for i, ids in zip(text, text_token_ids(tokenizer, list(text.values())), strict=True):

@@ -61,6 +61,29 @@ def test_text_rows_carry_loss_on_every_token(tmp_path: Path, tiny):
     assert rep.tokens["loss_share"] == 1.0
 
 
+
+def test_token_counts_are_the_trainers(tmp_path: Path, tiny):
+    """The report counts tokens with the trainer's own tokenisation (`trainer.data`)."""
+    import copy
+
+    from core.datasets import TokenizerChoice
+    from trainer import data as trainer_data
+
+    tok = copy.deepcopy(tiny.tokenizer)
+    tok.bos_token, tok.add_bos_token = "<|im_start|>", True  # a Llama-style tokenizer adds BOS
+    choice = TokenizerChoice(tiny.model, tok)
+    chats = [chat("Name a fruit.", "Mango."), chat("word " * 40, "A long question, answered.")]
+    rep = inspect_file(write_jsonl(tmp_path / "c.jsonl", chats), choice, max_length=4096)
+    _, stats = trainer_data.tokenize_rows(tok, [r["messages"] for r in chats], max_length=4096)
+    assert (rep.tokens["total"], rep.tokens["loss_tokens"]) == (stats.tokens, stats.loss_tokens)
+
+    doc = "The worker downloads the dataset, trains the adapter and uploads it."
+    rep = inspect_file(write_jsonl(tmp_path / "t.jsonl", [{"text": doc}]), choice, max_length=4096)
+    (sample,), _ = trainer_data.tokenize_rows(tok, [doc], max_length=4096)
+    assert sample.input_ids[0] == tok.bos_token_id and sample.input_ids[-1] == tok.eos_token_id
+    assert rep.tokens["total"] == len(sample)  # BOS and EOS counted as the trainer adds them
+
+
 def test_token_statistics_can_be_capped_to_the_first_rows(tmp_path: Path, tiny):
     rows = [chat(f"q {i}", f"a {i}") for i in range(50)]
     rep = inspect_file(write_jsonl(tmp_path / "d.jsonl", rows), tiny, token_rows=10)
