@@ -50,3 +50,67 @@ def test_handler_imports_with_cpu_torch_and_without_runpod() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["True", "False", "False"]
+
+
+def _dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Whether Docker leaves `path` out of the build context: its .dockerignore rules (Go
+    globs, `**` for any number of folders, `!` to re-include), the last matching rule
+    winning, a rule that matches a parent folder matching the files inside it."""
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return re.compile(out)
+
+    parts = path.split("/")
+    candidates = ["/".join(parts[: k + 1]) for k in range(len(parts))]
+    excluded = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        rx = regex(raw.removeprefix("!").strip("/"))
+        if any(rx.fullmatch(c) for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+def test_the_build_context_is_the_trainer_only() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    left_out = [".env", "trainer/.env", ".venv/bin/python", "data/datasets/rows.jsonl",
+                "core/settings.py", "trainer/__pycache__/handler.cpython-311.pyc", ".git/config"]  # fmt: skip
+    for path in left_out:
+        assert _dockerignore_excludes(patterns, path), f"{path} would reach the build context"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    sent = [p for p in tracked.stdout.split() if not _dockerignore_excludes(patterns, p)]
+    assert "trainer/requirements.txt" in sent and "trainer/handler.py" in sent
+    assert all(p.startswith("trainer/") for p in sent), [p for p in sent if not p.startswith("trainer/")]
+
+
+def test_dockerfile_installs_pins_first_and_refuses_a_second_torch() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    # Dependencies are a layer of their own, before the code.
+    reqs, install = text.index("COPY trainer/requirements.txt"), text.index("pip install -r")
+    code = text.index("COPY trainer /app/trainer")
+    assert reqs < install < code < text.index("python -m compileall -q /app/trainer")
+    # The torch check names the pinned version and the base image's CUDA.
+    base = re.search(r"ARG BASE_IMAGE=pytorch/pytorch:([\d.]+)-cuda([\d.]+)-", text)
+    assert base, "the base image is no longer a pytorch/pytorch CUDA tag: update this test"
+    torch_version, cuda = base.groups()
+    assert _pins(ROOT / "trainer" / "requirements.txt")["torch"] == torch_version
+    assert f"torch.__version__.startswith('{torch_version}')" in text[install:code]
+    assert f"torch.version.cuda == '{cuda}'" in text[install:code]
+    # Fast hub downloads: hf-xet next to huggingface_hub, hf_transfer gone.
+    pins = _pins(ROOT / "trainer" / "requirements.txt")
+    assert "hf-xet" in pins and "huggingface-hub" in pins
+    assert "HF_XET_HIGH_PERFORMANCE=1" in text
+    assert "hf_transfer" not in text.lower() and "hf-transfer" not in pins
