@@ -21,9 +21,16 @@ STATUS_COLOURS = {
 
 
 def money(usd: float | None) -> str:
+    """Dollars with the precision small jobs need: 4 decimals under a cent, 3 under a dollar
+    (a tiny job costs $0.015, not "$0.02"), cents above."""
     if usd is None:
         return "–"
-    return f"${usd:,.4f}" if 0 < abs(usd) < 0.01 else f"${usd:,.2f}"
+    if 0 < abs(usd) < 0.01:
+        return f"${usd:,.4f}"
+    if abs(usd) < 1:
+        text = f"${usd:,.3f}"
+        return text[:-1] if text.endswith("0") else text
+    return f"${usd:,.2f}"
 
 
 def duration(seconds: float | None) -> str:

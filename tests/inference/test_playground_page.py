@@ -86,6 +86,9 @@ def test_side_by_side_chat_clear_and_compare_on_a_set(
 
 def test_bad_prompt_set_line_is_named(page_env: None) -> None:
     at = open_playground()
+    # a new user has no dataset with an eval split: pasted prompts are the only source
+    assert at.radio(key="playground.set_source").options == ["Pasted prompts"]
+    assert at.radio(key="playground.set_source").value == "Pasted prompts"
     at.text_area(key="playground.set_text").input('{"prompt": 1}').run()
     at.button(key="playground.run_set").click().run()
     assert any("line 1" in e.value for e in at.error)

@@ -194,7 +194,11 @@ def test_upload_train_watch_and_chat(page, tmp_path: Path) -> None:
     grid = page.get_by_test_id("stDataFrame").first.locator("table[role=grid]")
     grid.wait_for(state="attached")
     row = grid.text_content() or ""
-    assert "completed" in row and "arith-bot" in row and cost.lstrip("$").rstrip("0") in row, row
+    assert "completed" in row and "arith-bot" in row, row
+    cells = [c.strip().lstrip("$") for c in grid.locator("td").all_text_contents()]
+    numbers = [float(c) for c in cells if re.fullmatch(r"\d+\.\d+", c)]
+    # the table keeps 4 decimals, the job's metric rounds to money precision
+    assert any(abs(n - float(cost.lstrip("$"))) <= 0.0006 for n in numbers), (cost, cells)
     _shot(page, "jobs")
 
     _goto(page, "Costs")
