@@ -114,3 +114,30 @@ def test_dockerfile_installs_pins_first_and_refuses_a_second_torch() -> None:
     assert "hf-xet" in pins and "huggingface-hub" in pins
     assert "HF_XET_HIGH_PERFORMANCE=1" in text
     assert "hf_transfer" not in text.lower() and "hf-transfer" not in pins
+
+
+def test_trainer_requirements_resolve_together() -> None:
+    """Every pinned package's own requirements (its installed metadata) are met by the
+    other pins: the image's pin set is one consistent resolution, checked offline."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {canonicalize_name(k): v for k, v in _pins(ROOT / "trainer" / "requirements.txt").items()}
+    conflicts = []
+    for name, version in pins.items():
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            conflicts.append(f"{name}=={version} is not installed here to read its requirements")
+            continue
+        assert dist.version.split("+")[0] == version, f"{name}: pinned {version}, installed {dist.version}"
+        for raw in dist.requires or []:
+            req = Requirement(raw)
+            if req.marker and not req.marker.evaluate({"extra": ""}):
+                continue  # an optional extra or another platform
+            dep = canonicalize_name(req.name)
+            if dep in pins and not req.specifier.contains(pins[dep], prereleases=True):
+                conflicts.append(f"{name}=={version} needs {req}, pinned {dep}=={pins[dep]}")
+    assert not conflicts, "\n".join(conflicts)
