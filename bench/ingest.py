@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the project's packages before bench/ (bench/trainer.py is a script)
 OUT = ROOT / "bench" / "out"
 
 _WORDS = (
