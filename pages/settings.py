@@ -12,15 +12,18 @@ session.init_state()
 actor, settings = session.actor(), session.settings()
 st.caption("Read from the environment and `.env` at start-up; see `.env.example`. Change them there and restart.")
 
-st.subheader("Health")
-if st.button("Check again", key="settings.recheck"):
-    st.rerun()
-parts = views.health(settings, store=session.store(), runpod=session.runpod(probe=True), inference=session.inference())
-for p in parts:
-    with st.container(border=True):
-        left, right = st.columns([1, 3])
-        left.markdown(f"**{p.part}**  \n{':green-badge[answering]' if p.ok else ':red-badge[not answering]'}")
-        right.text(f"configured: {p.configured}\n{'ok' if p.ok else 'not answering'}: {p.detail}")
+# The deployment's configuration (URLs, folders, health) is for admins on a shared deployment.
+operator = settings.auth == "none" or actor.role == "admin"
+if operator:
+    st.subheader("Health")
+    if st.button("Check again", key="settings.recheck"):
+        st.rerun()
+    parts = views.health(settings, store=session.store(), runpod=session.runpod(probe=True), inference=session.inference())
+    for p in parts:
+        with st.container(border=True):
+            left, right = st.columns([1, 3])
+            left.markdown(f"**{p.part}**  \n{':green-badge[answering]' if p.ok else ':red-badge[not answering]'}")
+            right.text(f"configured: {p.configured}\n{'ok' if p.ok else 'not answering'}: {p.detail}")
 
 st.subheader("Prices and budgets")
 with session.db() as s:
@@ -38,9 +41,12 @@ st.dataframe(
     hide_index=True, width="stretch",
 )  # fmt: skip
 
-st.subheader("All settings")
-st.dataframe(
-    [{"setting": k, "value": v} for k, v in settings.public_view().items()],
-    hide_index=True,
-    width="stretch",
-)
+if operator:
+    st.subheader("All settings")
+    st.dataframe(
+        [{"setting": k, "value": v} for k, v in settings.public_view().items()],
+        hide_index=True,
+        width="stretch",
+    )
+else:
+    st.caption("The deployment's configuration and the health of its parts are shown to admins.")

@@ -215,6 +215,9 @@ def test_pages_signed_in_as_bob_show_nothing_of_alices(bob_pages: AppTest, world
         leaked = [m for m in world.alice_marks() if m in text]
         assert not leaked, (page, leaked)
     assert "bob set" in "\n".join(seen)  # Bob's own dataset is there: the check can fail
+    settings_page = seen[PAGES.index("settings")]
+    assert "Your monthly budget" in settings_page  # a member sees prices and budgets...
+    assert "All settings" not in settings_page and "supabase_url" not in settings_page  # ...not the deployment
 
     # Opening Alice's job by its id in the URL, and choosing her dataset by id.
     at.query_params["job"] = world.job_done
