@@ -18,9 +18,18 @@ works, with or without `{% generation %}` markers), then mapped to tokens with t
 tokenizer's offsets. Text rows: tokenised as the model expects a document (the BOS token
 when its tokenizer adds one, then the text, then EOS), and every token is a target (all
 but the first, which nothing precedes); they need neither a chat template nor a fast
-tokenizer. Rows longer than `max_length` are
-truncated (kept from the start) and counted; rows with no loss token left after truncation
-are dropped and counted.
+tokenizer.
+
+Length: a text row longer than `max_length` tokens is a long document, split into
+consecutive windows of `max_length` tokens (`text_windows`), each its own sample: the BOS
+(if any) is only in the first window, the EOS only in the last, and the windows joined are
+the document's tokens, none lost. Within a window every token is a target except its first,
+which has no earlier token in that window to be predicted from (attention and positions
+restart per window). A window is never a single token: when the remainder would be one
+token, the window before it ends one token early. Split documents and their windows are
+counted (`split_rows`, `windows`). A chat row longer than `max_length` is truncated (kept
+from the start) and counted; a chat row with no loss token left after truncation is dropped
+and counted.
 
 Each sample stores `targets` already shifted (`targets[t]` is the token to predict at
 position t, or -100), so samples can be concatenated without a label crossing from one
@@ -204,8 +213,11 @@ class DataStats:
     samples: int = 0
     tokens: int = 0
     loss_tokens: int = 0
-    truncated_rows: int = 0
+    truncated_rows: int = 0  # chat rows cut at max_length
     truncated_examples: list[int] = field(default_factory=list)
+    split_rows: int = 0  # text rows (long documents) split into windows
+    split_examples: list[int] = field(default_factory=list)
+    windows: int = 0  # the samples the split documents became
     dropped_rows: int = 0
     dropped_examples: list[int] = field(default_factory=list)
     max_length: int = 0
@@ -219,6 +231,9 @@ class DataStats:
             "loss_token_share": round(self.loss_tokens / self.tokens, 4) if self.tokens else 0.0,
             "truncated_rows": self.truncated_rows,
             "truncated_row_examples": self.truncated_examples,
+            "split_rows": self.split_rows,
+            "split_row_examples": self.split_examples,
+            "windows_from_split_rows": self.windows,
             "dropped_rows": self.dropped_rows,
             "dropped_row_examples": self.dropped_examples,
             "max_length": self.max_length,
@@ -236,6 +251,19 @@ def text_token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
             ids.append(eos)
         out.append(ids)
     return out
+
+
+def text_windows(n_tokens: int, max_length: int) -> list[tuple[int, int]]:
+    """The [start, end) token spans a document of `n_tokens` is split into: consecutive,
+    covering every token, each at most `max_length` long and (when the document has two
+    tokens or more, and `max_length` is 3 or more) at least two, so each window has a token
+    to predict. One span when the document fits. `core.datasets` counts windows with this."""
+    if max_length < 1:
+        raise ValueError("max_length must be at least 1 token")
+    bounds = list(range(0, n_tokens, max_length)) + [n_tokens]
+    if max_length >= 3 and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        bounds[-2] -= 1  # no one-token tail: the window before it gives up its last token
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def chat_token_masks(
@@ -270,7 +298,8 @@ def chat_token_masks(
 
 def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[list[Sample], DataStats]:
     """Samples with their targets (assistant tokens of chat rows, every token of text rows);
-    truncation and drops are counted in the stats."""
+    long text rows become several windows, long chat rows are truncated; splits, truncation
+    and drops are counted in the stats."""
     encoded: list[tuple[list[int], list[bool]]] = [([], [])] * len(rows)
     chat = {i: r for i, r in enumerate(rows) if not isinstance(r, str)}
     text = {i: r for i, r in enumerate(rows) if isinstance(r, str)}
@@ -284,21 +313,34 @@ def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[lis
     samples: list[Sample] = []
     for idx, (ids, mask) in enumerate(encoded):
         row = idx + 1
-        if len(ids) > max_length:
+        pieces = [(ids, mask)]
+        if len(ids) > max_length and idx in text:
+            pieces = [(ids[a:b], mask[a:b]) for a, b in text_windows(len(ids), max_length)]
+            stats.split_rows += 1
+            stats.windows += len(pieces)
+            if len(stats.split_examples) < _MAX_REPORTED:
+                stats.split_examples.append(row)
+        elif len(ids) > max_length:
             stats.truncated_rows += 1
             if len(stats.truncated_examples) < _MAX_REPORTED:
                 stats.truncated_examples.append(row)
-            ids, mask = ids[:max_length], mask[:max_length]
-        targets = [ids[t + 1] if mask[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
-        n_loss = sum(1 for x in targets if x != IGNORE)
-        if n_loss == 0:
+            pieces = [(ids[:max_length], mask[:max_length])]
+        kept = 0
+        for p_ids, p_mask in pieces:
+            targets = [
+                p_ids[t + 1] if p_mask[t + 1] else IGNORE for t in range(len(p_ids) - 1)
+            ] + [IGNORE]
+            n_loss = sum(1 for x in targets if x != IGNORE)
+            if n_loss == 0:
+                continue
+            samples.append(Sample(p_ids, targets, n_loss, row))
+            stats.tokens += len(p_ids)
+            stats.loss_tokens += n_loss
+            kept += 1
+        if kept == 0:
             stats.dropped_rows += 1
             if len(stats.dropped_examples) < _MAX_REPORTED:
                 stats.dropped_examples.append(row)
-            continue
-        samples.append(Sample(ids, targets, n_loss, row))
-        stats.tokens += len(ids)
-        stats.loss_tokens += n_loss
     stats.samples = len(samples)
     if not samples:
         raise BadInput(
@@ -309,16 +351,17 @@ def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[lis
 
 
 def split_eval(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """A seeded split: (train, eval). At least one sample stays on each side."""
-    if fraction <= 0 or len(samples) < 2:
+    """A seeded split by row: (train, eval). The windows of one long document stay on the
+    same side; at least one row stays on each side."""
+    rows = list(dict.fromkeys(s.row for s in samples))
+    if fraction <= 0 or len(rows) < 2:
         return samples, []
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(len(samples) - 1, max(1, round(fraction * len(samples))))
-    held = set(order[:n_eval])
+    random.Random(seed).shuffle(rows)
+    n_eval = min(len(rows) - 1, max(1, round(fraction * len(rows))))
+    held = set(rows[:n_eval])
     return (
-        [s for i, s in enumerate(samples) if i not in held],
-        [s for i, s in enumerate(samples) if i in held],
+        [s for s in samples if s.row not in held],
+        [s for s in samples if s.row in held],
     )
 
 

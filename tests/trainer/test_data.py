@@ -167,10 +167,67 @@ def test_text_rows_need_no_chat_template_and_pack_with_chat_rows(tokenizer) -> N
     assert batch.targets[0].tolist() == text.targets + chat.targets
 
 
-def test_long_text_rows_are_truncated_and_counted(tokenizer) -> None:
-    samples, stats = D.tokenize_rows(tokenizer, [" ".join(["word"] * 200), "Short."], max_length=32)
-    assert [len(s) for s in samples] == [32, len(samples[1])]
-    assert stats.truncated_rows == 1 and stats.truncated_examples == [1] and stats.dropped_rows == 0
+def _doc_of(tokenizer, n_tokens: int) -> tuple[str, list[int]]:
+    """A text whose tokenisation (EOS included) is exactly `n_tokens` long, and its ids."""
+    source = " ".join(f"w{i % 97}" for i in range(n_tokens * 2))
+    k = 1
+    while len(D.text_token_ids(tokenizer, [source[:k]])[0]) < n_tokens:
+        k += 1
+    text = source[:k]
+    (ids,) = D.text_token_ids(tokenizer, [text])
+    assert len(ids) == n_tokens
+    return text, ids
+
+
+def test_a_long_document_is_split_into_windows_and_no_token_is_lost(tokenizer) -> None:
+    max_length = 32
+    doc, ids = _doc_of(tokenizer, 112)  # 3.5 x max_length
+    samples, stats = D.tokenize_rows(tokenizer, [doc, "Short."], max_length=max_length)
+    windows = [s for s in samples if s.row == 1]
+    assert [len(w) for w in windows] == [32, 32, 32, 16]
+    assert [t for w in windows for t in w.input_ids] == ids  # every token, in order
+    assert windows[-1].input_ids[-1] == tokenizer.eos_token_id
+    assert sum(w.input_ids.count(tokenizer.eos_token_id) for w in windows) == 1
+    for w in windows:  # every token a target but the first of each window
+        assert w.targets == w.input_ids[1:] + [D.IGNORE] and w.n_loss == len(w) - 1
+    assert stats.split_rows == 1 and stats.split_examples == [1] and stats.windows == 4
+    assert stats.truncated_rows == 0 and stats.dropped_rows == 0
+    assert stats.samples == 5 and stats.tokens == len(ids) + len(samples[-1])
+    facts = stats.as_dict()
+    assert facts["split_rows"] == 1 and facts["windows_from_split_rows"] == 4
+    assert facts["truncated_rows"] == 0
+
+
+def test_windows_start_with_bos_only_once_and_never_leave_a_lone_token(tokenizer) -> None:
+    import copy
+
+    with_bos = copy.deepcopy(tokenizer)
+    with_bos.bos_token = "<|im_start|>"
+    with_bos.add_bos_token = True
+    doc, ids = _doc_of(with_bos, 65)  # 2 x 32 + 1: the lone last token joins a 2-token window
+    assert ids[0] == with_bos.bos_token_id
+    samples, stats = D.tokenize_rows(with_bos, [doc], max_length=32)
+    assert [len(s) for s in samples] == [32, 31, 2]
+    assert [t for s in samples for t in s.input_ids] == ids
+    assert [s.input_ids.count(with_bos.bos_token_id) for s in samples] == [1, 0, 0]
+    assert samples[-1].targets[0] == with_bos.eos_token_id  # the EOS is still learned
+    assert stats.windows == 3 and stats.loss_tokens == len(ids) - 3
+
+
+def test_windows_of_one_document_stay_on_one_side_of_the_eval_split(tokenizer) -> None:
+    docs = [_doc_of(tokenizer, 80)[0]] * 3 + ["Short one.", "Short two.", "Short three."]
+    samples, _ = D.tokenize_rows(tokenizer, docs, max_length=32)
+    train, held = D.split_eval(samples, 0.5, seed=3)
+    assert {s.row for s in train}.isdisjoint({s.row for s in held})
+    assert len({s.row for s in held}) == 3 and len(train) + len(held) == len(samples)
+
+
+def test_long_chat_rows_are_still_truncated_not_split(tokenizer) -> None:
+    long_answer = [{"role": "user", "content": "Count."},
+                   {"role": "assistant", "content": " ".join(["one two three"] * 40)}]
+    samples, stats = D.tokenize_rows(tokenizer, [long_answer], max_length=48)
+    assert [len(s) for s in samples] == [48]
+    assert stats.truncated_rows == 1 and stats.split_rows == 0 and stats.windows == 0
 
 
 def test_bad_text_rows_are_named(tmp_path: Path) -> None:

@@ -163,3 +163,24 @@ def test_plain_text_rows_train_on_every_token(tiny_model: Path, worker_env: Any,
     assert events[0]["data"]["model"]["packing"] == "position_ids"
     losses = [e["data"]["loss"] for e in events if e["type"] == "metrics"]
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
+
+
+def test_long_documents_are_trained_on_in_windows(tiny_model: Path, worker_env: Any, tmp_path: Path) -> None:
+    """Documents several times `max_length` long are split, not cut: the started event
+    reports the windows, every window trains, and loss goes down."""
+    from tests.trainer.conftest import run, write_jsonl
+
+    story = " ".join(f"The secret word for {q.split()[-1].rstrip('?')} is {a}" for q, a in TOY_QA)
+    docs = [{"text": story}, {"text": " ".join(reversed(story.split()))}]
+    data = write_jsonl(tmp_path / "long.jsonl", docs * 2)
+    spec = make_spec(tiny_model, data, training={
+        "max_steps": 24, "learning_rate": 1e-2, "grad_accum": 1, "max_length": 32,
+    })  # fmt: skip
+    events = run(spec, worker_env)
+    assert events[0]["type"] == "started" and events[-1]["type"] == "completed", events[-1]
+    train = events[0]["data"]["dataset"]["train"]
+    assert train["split_rows"] == 4 and train["truncated_rows"] == 0 and train["dropped_rows"] == 0
+    assert train["windows_from_split_rows"] == train["samples"] >= 4 * 3
+    assert train["loss_tokens"] == train["tokens"] - train["samples"]  # all but each window's first
+    losses = [e["data"]["loss"] for e in events if e["type"] == "metrics"]
+    assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
