@@ -113,6 +113,7 @@ def plan_view(tp: views.TrainPlan) -> None:
     if tp.time is not None:
         c[1].metric("Training time", f"{w.duration(tp.time.seconds_low)}–{w.duration(tp.time.seconds_high)}",
                     help="plus cold start: loading the model on a fresh worker")  # fmt: skip
+        st.caption(f"Time estimate: {tp.time.basis_text}")
     if tp.cost is not None:
         st.metric("Cost", f"{w.money(tp.cost.usd_low)} – {w.money(tp.cost.usd_high)}", help=tp.pricing_note)
     st.caption(f"Priced as: {tp.pricing_note}")

@@ -58,7 +58,9 @@ epochs, or max_steps) / packing efficiency (0.95 packed, 0.80 padded) x FLOPs pe
 checkpointing, which recomputes the forward) / (GPU bf16 dense peak x utilisation).
 Utilisation defaults (`DEFAULT_UTILISATION`): 0.40 bf16, 0.30 nf4, 0.15 int8, halved for
 MoE models (per-expert matmuls are small); when finished jobs of the same model and GPU
-measured their tokens/s, their median replaces the whole FLOPs formula. Cost
+measured their tokens/s (`measured_tokens_per_s`: real tokens per training second, read
+back by `core.repo.measured_throughput`), their median replaces the whole FLOPs formula
+(`TimeEstimate.basis_text` says which one an estimate used). Cost
 (`estimate_cost`) = (time + cold start) x the Serverless rate, as a low-high range.
 
 `execution_timeout_ms`, `training_time_limit_s` and `check_budget` turn a plan into the
@@ -762,9 +764,39 @@ class TimeEstimate:
     cold_start_low_s: float
     cold_start_high_s: float
     basis: str  # "flops" | "measured (n jobs)"
+    measured_jobs: int = 0  # finished jobs whose median throughput was used
+
+    @property
+    def basis_text(self) -> str:
+        """What the time rests on, in words a user reads next to the estimate."""
+        if self.utilisation is None:
+            return (f"measured: median of {self.measured_jobs} finished job"
+                    f"{'' if self.measured_jobs == 1 else 's'} on this GPU "
+                    f"({self.tokens_per_s:,.0f} tokens/s)")
+        return f"default utilisation {self.utilisation:.0%} of the GPU's bf16 peak"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "basis_text": self.basis_text}
+
+
+def measured_tokens_per_s(
+    summary: Mapping[str, Any] | None, metrics: Sequence[Mapping[str, Any]] = ()
+) -> float | None:
+    """The throughput a finished job achieved, in the unit `estimate_time` divides by: real
+    (non-padding) tokens per second of training -- the same tokens `training_tokens`
+    counts, so loss-bearing and prompt tokens alike.
+
+    From the `completed` event's summary (`tokens_seen_total / train_seconds`, all attempts
+    of the job, evaluation included); else the median of its `metrics` events'
+    `total_tokens_per_s`; None when neither says.
+    """
+    summary = summary or {}
+    tokens, seconds = summary.get("tokens_seen_total"), summary.get("train_seconds")
+    if isinstance(tokens, int | float) and isinstance(seconds, int | float) and tokens > 0 and seconds > 0:
+        return float(tokens) / float(seconds)
+    rates = [float(m["total_tokens_per_s"]) for m in metrics
+             if isinstance(m.get("total_tokens_per_s"), int | float) and m["total_tokens_per_s"] > 0]
+    return statistics.median(rates) if rates else None
 
 
 @dataclass(frozen=True)
@@ -836,7 +868,8 @@ def estimate_time(
         lo = trained / max(measured) * MEASURED_RANGE[0]
         hi = trained / min(measured) * MEASURED_RANGE[1]
         return TimeEstimate(gpu, trained, processed, fpt, None, tps, secs, min(lo, secs),
-                            max(hi, secs), *cold, f"measured ({len(measured)} finished jobs)")
+                            max(hi, secs), *cold, f"measured ({len(measured)} finished jobs)",
+                            len(measured))
     u = utilisation if utilisation is not None else default_utilisation(spec, model)
     rate = g.bf16_tflops * 1e12 * u
     secs = processed * fpt / rate
@@ -1036,6 +1069,6 @@ __all__ = [
     "MemoryEstimate", "MemoryTerm", "Plan", "TimeEstimate", "TokenStats", "TrainerFacts",
     "check_budget", "device_bytes", "estimate_cost", "estimate_memory", "estimate_time",
     "execution_timeout_ms", "experts_quantized", "fit_verdicts", "lora_count",
-    "oom_suggestion", "peft_lora_params", "plan", "suggest", "token_stats_from_report",
+    "measured_tokens_per_s", "oom_suggestion", "peft_lora_params", "plan", "suggest", "token_stats_from_report",
     "training_time_limit_s", "verdict_for",
 ]

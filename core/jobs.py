@@ -231,12 +231,19 @@ def build_spec(
 
 
 def _plan_check(
-    spec: JobSpec, dataset: Any, pricing: Pricing, budget_usd: float, settings: Settings
+    spec: JobSpec,
+    dataset: Any,
+    pricing: Pricing,
+    budget_usd: float,
+    settings: Settings,
+    measured: Mapping[str, list[float]] | None = None,
 ) -> tuple[dict[str, Any], float | None]:
     """Ask the planner about this spec on the job's GPU type. Raises `PlanRefused` when it
-    does not fit or even the low cost estimate is over the budget. Returns what it said (for
-    the job's log line) and the planner's bound on a healthy run's length in seconds (None
-    for local jobs, whose CPU time says nothing about a GPU estimate)."""
+    does not fit or even the low cost estimate is over the budget. `measured`: tokens/s of
+    the user's finished jobs per GPU type (`repo.measured_throughput`), which replace the
+    default utilisation in the time estimate. Returns what it said (for the job's log line)
+    and the planner's bound on a healthy run's length in seconds (None for local jobs,
+    whose CPU time says nothing about a GPU estimate)."""
     from core import catalog, estimate
 
     gpu = pricing.priced_as
@@ -254,7 +261,8 @@ def _plan_check(
     tokens = _token_stats(dataset)
     tier = settings.price_tier
     p = estimate.plan(
-        spec, facts, tokens=tokens, gpus=[gpu], tier=tier, price_overrides=settings.gpu_prices
+        spec, facts, tokens=tokens, gpus=[gpu], measured=measured, tier=tier,
+        price_overrides=settings.gpu_prices,
     )
     verdict = p.verdict(gpu)
     if verdict.verdict == "does_not_fit":
@@ -277,6 +285,7 @@ def _plan_check(
             budget=check.level,
             usd_low=round(p.costs[0].usd_low, 4),
             usd_high=round(p.costs[0].usd_high, 4),
+            time_basis=p.times[0].basis_text,
         )
         if pricing.gpu_type != LOCAL_GPU:
             cap_s = estimate.execution_timeout_ms(p.times[0], budget_usd, pricing.rate_per_s) / 1000
@@ -404,7 +413,8 @@ def submit(
             resume_from=_PLACEHOLDER_URL + "parent" if resume_from_version_id else None,
         )  # fmt: skip
         validation.check_max_length(facts, spec.training.max_length, model)
-        plan, cap_s = _plan_check(spec, dataset, pricing, budget, settings)
+        measured = repo.measured_throughput(actor, s, model, spec.quantization)
+        plan, cap_s = _plan_check(spec, dataset, pricing, budget, settings, measured)
     limits = _limits(budget, pricing.rate_per_s, cap_s)
     spec = _with_time_limit(spec, limits.time_limit_s)
     with session_scope(settings) as s:
@@ -859,6 +869,7 @@ def _finish(
         result["stored"] = pulled.stored_result
     fields["result"] = result
     if fields["status"] == "COMPLETED" and job.action == "train":
+        fields["tokens_per_s"] = _measured_rate(actor, s, job, final)
         version = _register_adapter(actor, s, job, final, store)
         if version is None:
             fields.update(
@@ -868,6 +879,19 @@ def _finish(
                 failure_suggestion="retry the job; it resumes from its last checkpoint",
             )
     return fields
+
+
+def _measured_rate(actor: Actor, s: Session, job: Job, final: Any) -> float | None:
+    """The tokens/s a completed train job achieved (`estimate.measured_tokens_per_s`): from
+    its summary, else the median of its metrics events; what the planner learns from."""
+    from core.estimate import measured_tokens_per_s
+
+    summary = ((final.data or {}) if final is not None else {}).get("summary")
+    rate = measured_tokens_per_s(summary)
+    if rate is None:
+        metrics = repo.list_events(actor, s, job.id, types=["metrics"])
+        rate = measured_tokens_per_s(None, [m.data or {} for m in metrics])
+    return rate
 
 
 def _register_adapter(actor: Actor, s: Session, job: Job, final: Any, store: BlobStore) -> Any:

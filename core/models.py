@@ -123,6 +123,7 @@ class Job(Base):
         ),
         Index("ix_jobs_owner", "owner_id", "created_at"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_owner_model", "owner_id", "base_model"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -166,6 +167,9 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # RunPod retries of this row
     auto_relaunched: Mapped[bool] = mapped_column(Boolean, default=False)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the worker's final output
+    # Real (non-padding) tokens trained per second of training, set when a train job
+    # completes (`core.estimate.measured_tokens_per_s`); the planner's measured history.
+    tokens_per_s: Mapped[float | None] = mapped_column(Float)
     last_seq: Mapped[int] = mapped_column(Integer, default=-1)  # highest stored event seq
     notified_at: Mapped[dt.datetime | None] = mapped_column()  # end-of-job webhook sent
 

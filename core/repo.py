@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.costs import LOCAL_CPU
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.models import (
     ACTIVE_STATUSES,
@@ -64,6 +65,7 @@ __all__ = [
     "list_jobs",
     "list_unfinished_jobs",
     "count_active_jobs",
+    "measured_throughput",
     "update_job",
     "request_cancel",
     "append_event",
@@ -327,7 +329,7 @@ _JOB_UPDATABLE = frozenset(
         "billed_s", "cost_usd", "progress", "eta_s", "step", "total_steps", "final_loss",
         "eval_loss", "failure_kind", "failure_message", "failure_suggestion", "stop_reason",
         "cancel_requested_at", "attempt", "auto_relaunched", "result", "notified_at", "spec",
-        "adapter_name",
+        "adapter_name", "tokens_per_s",
     }
 )  # fmt: skip
 
@@ -437,6 +439,52 @@ def list_jobs(
 
 def list_unfinished_jobs(actor: Actor, session: Session) -> list[Job]:
     return list_jobs(actor, session, statuses=ACTIVE_STATUSES, limit=10_000)
+
+
+MEASURED_JOBS_PER_GPU = 20
+
+
+def measured_throughput(
+    actor: Actor,
+    session: Session,
+    base_model: str,
+    quantization: str | None = None,
+    per_gpu: int = MEASURED_JOBS_PER_GPU,
+) -> dict[str, list[float]]:
+    """GPU type -> tokens/s (`Job.tokens_per_s`) of the actor's own COMPLETED train jobs of
+    `base_model` (and `quantization`, when given: nf4 and bf16 run at different speeds), the
+    `per_gpu` most recently finished per GPU type, newest first: what `core.estimate.plan`
+    takes as `measured`. Local jobs (GPU type LOCAL_CPU, price tier `local`) never count: a
+    CPU's speed says nothing about a GPU's. One indexed query over two columns, no events.
+    """
+    stmt = select(
+        Job.gpu_type,
+        Job.tokens_per_s,
+        func.row_number()
+        .over(partition_by=Job.gpu_type, order_by=(Job.finished_at.desc(), Job.id.desc()))
+        .label("rank"),
+    ).where(
+        Job.owner_id == actor.user_id,
+        Job.base_model == base_model,
+        Job.action == "train",
+        Job.status == "COMPLETED",
+        Job.tokens_per_s > 0,
+        Job.gpu_type != LOCAL_CPU.id,
+        Job.gpu_type != "",
+        Job.price_tier != "local",
+    )
+    if quantization is not None:
+        stmt = stmt.where(Job.spec["quantization"].as_string() == quantization)
+    ranked = stmt.subquery()
+    rows = session.execute(
+        select(ranked.c.gpu_type, ranked.c.tokens_per_s)
+        .where(ranked.c.rank <= per_gpu)
+        .order_by(ranked.c.gpu_type, ranked.c.rank)
+    )
+    out: dict[str, list[float]] = {}
+    for gpu, rate in rows:
+        out.setdefault(gpu, []).append(float(rate))
+    return out
 
 
 def count_active_jobs(actor: Actor, session: Session) -> int:

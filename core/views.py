@@ -704,6 +704,9 @@ def train_plan(
     job is priced as; even the low cost estimate is over the budget; the budget buys under a
     minute; the month's budget or the concurrent-job limit leaves no room. A model the
     planner cannot describe gets a note, not a block (the budget cap still stops the job).
+    Times rest on the median tokens/s of the actor's finished jobs of this model and
+    quantisation per GPU type where there are any (`repo.measured_throughput`, as
+    `core.jobs.submit` plans), else on the default utilisation; `time.basis_text` says which.
     """
     from core import catalog, estimate, jobs
     from core.errors import QuotaExceeded
@@ -750,8 +753,10 @@ def train_plan(
                          "whose tokenizer is available when uploading)")  # fmt: skip
         elif ds is not None and (ds.stats.get("tokens") or {}).get("model") not in (None, model):
             notes.append(f"token counts were measured with {ds.stats['tokens']['model']}'s tokenizer")
+        measured = repo.measured_throughput(actor, session, model, spec.quantization) if tokens is not None else None
         try:
-            p = estimate.plan(spec, facts, tokens=tokens, tier=settings.price_tier, price_overrides=settings.gpu_prices)
+            p = estimate.plan(spec, facts, tokens=tokens, measured=measured, tier=settings.price_tier,
+                              price_overrides=settings.gpu_prices)  # fmt: skip
         except InvalidInput as e:
             blockers.append(str(e))
     if p is not None:

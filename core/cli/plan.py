@@ -5,8 +5,11 @@
 
 Settings not given take the job spec's defaults. Token statistics come from a stored
 dataset (`--dataset`) or from `--rows` and `--tokens` (mean tokens per row); without
-them only memory and verdicts are printed. Exits 2 when the model cannot be estimated or
-a setting is invalid (the reason is printed).
+them only memory and verdicts are printed. Times rest on the median tokens/s of your own
+finished jobs of the model and quantisation on each GPU type, read from the database
+(`--no-history` skips it), else on the default utilisation; `--measured` given with one
+`--gpu` replaces that GPU's history. Each time line says which basis it used. Exits 2
+when the model cannot be estimated or a setting is invalid (the reason is printed).
 """
 
 from __future__ import annotations
@@ -62,6 +65,23 @@ def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
     return tokens
 
 
+def _history(model: str, quantization: str, settings: Any) -> dict[str, list[float]]:
+    """Tokens/s of the acting user's finished jobs of `model` per GPU type; nothing (with a
+    note on stderr) when no user is signed in: the plan then uses the default utilisation."""
+    from core import auth, repo
+    from core.db import session_scope, upgrade
+
+    upgrade(settings)
+    try:
+        actor = auth.cli_actor(settings)
+    except auth.AuthError as e:
+        typer.echo(f"note: finished jobs not read ({e}); times use the default utilisation",
+                   err=True)
+        return {}
+    with session_scope(settings) as session:
+        return repo.measured_throughput(actor, session, model, quantization)
+
+
 def _hours(s: float) -> str:
     if s < 120:
         return f"{s:.0f} s"
@@ -103,11 +123,11 @@ def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
             f"{t0.training_tokens:,} training tokens):"
         )
         for t, c in zip(p.times, p.costs, strict=True):
-            basis = "measured" if t.utilisation is None else f"utilisation {t.utilisation:.0%}"
             typer.echo(
                 f"  {t.gpu:16s} {_hours(t.seconds):>8s} ({_hours(t.seconds_low)}-"
-                f"{_hours(t.seconds_high)}, {basis}) + cold start {_hours(t.cold_start_low_s)}-"
-                f"{_hours(t.cold_start_high_s)}   ${c.usd_low:,.2f}-${c.usd_high:,.2f}"
+                f"{_hours(t.seconds_high)}) + cold start {_hours(t.cold_start_low_s)}-"
+                f"{_hours(t.cold_start_high_s)}   ${c.usd_low:,.2f}-${c.usd_high:,.2f}   "
+                f"{t.basis_text}"
             )
     if p.recommended_gpu:
         typer.echo(f"\nrecommended GPU: {p.recommended_gpu}")
@@ -147,7 +167,10 @@ def plan(
     tokens: float | None = typer.Option(None, "--tokens", help="mean tokens per row"),
     measured: list[float] | None = typer.Option(None, "--measured", help="tokens/s finished "
                                                 "jobs of this model achieved on --gpu "
-                                                "(repeatable; the median replaces the formula)"),
+                                                "(repeatable; the median replaces the formula "
+                                                "and the database's history for that GPU)"),
+    history: bool = typer.Option(True, "--history/--no-history", help="use the tokens/s your "
+                                 "finished jobs of this model measured (from the database)"),
     budget: float | None = typer.Option(None, "--budget", help="job budget in USD: check it "
                                         "and print the RunPod executionTimeout"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
@@ -180,9 +203,11 @@ def plan(
                 raise InvalidInput("give both --rows and --tokens (mean tokens per row)")
             stats = estimate.TokenStats(rows=rows, mean_tokens=tokens)
         gpus = list(gpu) if gpu else None
-        meas = {gpus[0]: list(measured)} if measured and gpus else None
         if measured and not gpus:
             raise InvalidInput("--measured needs --gpu: throughput is per GPU type")
+        meas = _history(model, spec.quantization, settings) if history and stats else {}
+        if measured and gpus:
+            meas[gpus[0]] = list(measured)
         p = estimate.plan(
             spec, facts, tokens=stats, gpus=gpus, measured=meas, tier=settings.price_tier,
             price_overrides=settings.gpu_prices,
