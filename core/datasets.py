@@ -25,12 +25,18 @@ not ending on an unanswered user message. Each problem names the row (1-based: t
 for JSONL, the element/record otherwise), the field and its kind (counts per kind are in
 the report). The whole row (raw) may be at most `max_row_bytes` characters.
 
-Statistics use the chosen model's tokenizer and chat template on up to `token_rows`
-valid rows (all rows when None): tokens per row (min/median/p95/max, histogram), total,
-the share of tokens that carry loss (the assistant turns, as the trainer counts them),
-rows longer than `max_length` and rows that would keep no assistant token after
-truncation. Without a tokenizer (none chosen, or it cannot be loaded offline) the report
-says so in `tokens.reason`.
+Statistics use the chosen model's tokenizer on up to `token_rows` valid rows (all rows
+when None), tokenised as the trainer does (`trainer.data`): tokens per row
+(min/median/p95/max, histogram), total, the share of tokens that carry loss (the assistant
+turns of chat rows, every token of text rows), chat rows longer than `max_length`
+(`truncated_rows`) and those that would keep no assistant token after truncation, and text
+rows longer than `max_length` (`split_rows`: long documents the trainer splits into
+`windows`, none truncated). Text rows need no chat template, so a base model's tokenizer
+measures a text dataset; chat rows need a chat template and a fast tokenizer: without them
+chat rows are not measured, counted in `unmeasured_chat_rows` with the reason in
+`unmeasured_reason` (when no row could be measured, `available` is false and `reason` says
+why). Without a tokenizer (none chosen, or it cannot be loaded offline) the report says so
+in `tokens.reason`.
 
 Rows are split into train and eval by a hash of the normalised row (`eval_fraction`,
 default 5%; no eval split below 20 valid rows), so duplicates never straddle the split.
@@ -38,7 +44,7 @@ Memory stays bounded: rows stream through one at a time; per row only an 8-byte 
 kept (for exact duplicates), plus token lengths of the measured rows.
 
 Public API: `inspect_file`, `add_dataset`, `list_datasets`, `get_dataset`, `rename_dataset`,
-`delete_dataset`, `preview_rows`, `load_tokenizer`. Errors: `DatasetUnusable` (with the
+`delete_dataset`, `preview_rows`, `load_tokenizer`, `token_statistics`. Errors: `DatasetUnusable` (with the
 `report`) when a file cannot be used or has bad rows and the caller chose to reject them;
 `InvalidInput` for bad arguments; `NotFound`/`Conflict` from `core.repo`.
 """
@@ -52,9 +58,10 @@ import tempfile
 import zlib
 from array import array
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 import orjson
 
@@ -62,7 +69,7 @@ from core import repo, storage, validation
 from core.errors import DatasetUnusable, InvalidInput
 from core.formats import Problem, Record, open_records
 from core.users import Actor
-from trainer.data import chat_token_masks, text_token_ids
+from trainer.data import chat_token_masks, text_token_ids, text_windows
 
 LAYOUTS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")
 ROLES = ("system", "user", "assistant", "tool")
@@ -561,16 +568,39 @@ def load_tokenizer(model: str, models_dir: Path | None = None) -> TokenizerChoic
     return TokenizerChoice(model, tok)
 
 
-def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> tuple[int, int, int]:
-    """(tokens, loss tokens, loss tokens kept within max_length) of one normalised row,
-    tokenised exactly as the trainer does (`trainer.data`): a chat row's loss tokens are its
-    assistant turns; every token of a text row (BOS when the tokenizer adds one, EOS) counts."""
+class RowTokens(NamedTuple):
+    tokens: int
+    loss: int  # tokens that carry loss
+    kept: int  # loss tokens the trainer keeps at max_length
+    windows: int  # samples the row becomes (a long text row: its windows; else 1)
+
+
+def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> RowTokens:
+    """The token counts of one normalised row, tokenised exactly as the trainer does
+    (`trainer.data`): a chat row's loss tokens are its assistant turns, kept up to
+    `max_length`; every token of a text row (BOS when the tokenizer adds one, EOS) counts,
+    and a text row longer than `max_length` is split into windows, so nothing is cut. A
+    text row needs no chat template; a chat row raises `trainer.errors.BadInput` when the
+    tokenizer cannot render it (see `chat_unmeasurable_reason`)."""
     if "text" in row:
         (ids,) = text_token_ids(tok, [row["text"]])
         n = len(ids)
-        return n, n, min(n, max_length)
+        return RowTokens(n, n, n, len(text_windows(n, max_length)))
     ((ids, mask),) = chat_token_masks(tok, [row["messages"]])
-    return len(ids), sum(mask), sum(mask[:max_length])
+    return RowTokens(len(ids), sum(mask), sum(mask[:max_length]), 1)
+
+
+def chat_unmeasurable_reason(tok: Any, model: str) -> str | None:
+    """Why chat rows cannot be tokenised with `tok` (as the trainer would refuse them), or
+    None when they can."""
+    if not getattr(tok, "chat_template", None):
+        return f"the tokenizer of {model!r} has no chat template, so chat rows cannot be measured"
+    if not getattr(tok, "is_fast", False):
+        return (
+            f"the tokenizer of {model!r} has no fast (Rust) version, so chat rows cannot be "
+            "measured"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------- report
@@ -648,24 +678,36 @@ class _TokenStats:
         self.limit = limit
         self.lengths = array("I")
         self.total = self.loss = self.truncated = self.no_loss_left = 0
-        self.reason: str | None = None
+        self.split = self.windows = self.chat_unmeasured = 0
+        self.reason: str | None = None  # nothing can be measured
+        self.chat_reason: str | None = None  # chat rows cannot be measured
         if choice is None:
             self.reason = "no tokenizer chosen: pass a model to see token statistics"
         elif self.tok is None:
             self.reason = choice.reason
-        elif not getattr(self.tok, "chat_template", None):
-            self.reason = f"the tokenizer of {choice.model!r} has no chat template"
+        else:
+            self.chat_reason = chat_unmeasurable_reason(self.tok, choice.model)
 
     def add(self, row: dict[str, Any]) -> None:
-        if self.reason is not None or (self.limit is not None and len(self.lengths) >= self.limit):
+        if self.reason is not None:
             return
-        n, loss, kept = count_row_tokens(self.tok, row, self.max_length)
-        self.lengths.append(n)
-        self.total += n
-        self.loss += loss
-        if n > self.max_length:
+        if self.chat_reason is not None and "messages" in row:
+            self.chat_unmeasured += 1  # counted past the limit too: it scales the estimate
+            return
+        if self.limit is not None and len(self.lengths) >= self.limit:
+            return
+        c = count_row_tokens(self.tok, row, self.max_length)
+        self.lengths.append(c.tokens)
+        self.total += c.tokens
+        self.loss += c.loss
+        if c.tokens <= self.max_length:
+            return
+        if "text" in row:
+            self.split += 1
+            self.windows += c.windows
+        else:
             self.truncated += 1
-            if kept == 0 and loss > 0:
+            if c.kept == 0 and c.loss > 0:
                 self.no_loss_left += 1
 
     def result(self, valid_rows: int) -> dict[str, Any]:
@@ -678,21 +720,24 @@ class _TokenStats:
         import numpy as np
 
         n = len(self.lengths)
+        if n == 0 and self.chat_unmeasured:
+            return {**base, "available": False, "reason": self.chat_reason}
         if n == 0:
             return {**base, "available": True, "measured_rows": 0, "total": 0}
+        measurable = valid_rows - self.chat_unmeasured
         lengths = np.frombuffer(self.lengths, dtype=np.uint32)
         top = int(lengths.max())
         low = int(lengths.min())
         edges = np.linspace(low, max(top, low + 1), HISTOGRAM_BINS + 1)
         counts, _ = np.histogram(lengths, bins=edges)
-        sampled = n < valid_rows
+        sampled = n < measurable
         return {
             **base,
             "available": True,
             "measured_rows": n,
             "sampled": sampled,
             "total": self.total,
-            "total_estimate": round(self.total * valid_rows / n) if sampled else self.total,
+            "total_estimate": round(self.total * measurable / n) if sampled else self.total,
             "per_row": {
                 "min": int(lengths.min()),
                 "median": float(np.median(lengths)),
@@ -708,7 +753,30 @@ class _TokenStats:
             "loss_share": round(self.loss / self.total, 4) if self.total else 0.0,
             "truncated_rows": self.truncated,
             "rows_without_loss_after_truncation": self.no_loss_left,
+            "split_rows": self.split,
+            "windows": self.windows,
+            "unmeasured_chat_rows": self.chat_unmeasured,
+            "unmeasured_reason": self.chat_reason if self.chat_unmeasured else None,
         }
+
+
+def token_statistics(
+    rows: Iterable[dict[str, Any]],
+    tokenizer: TokenizerChoice | None,
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    token_rows: int | None = DEFAULT_TOKEN_ROWS,
+) -> dict[str, Any]:
+    """The token statistics (a report's `tokens`) of normalised rows, which may mix chat and
+    text rows as the trainer accepts them."""
+    if max_length < 1:
+        raise InvalidInput("max length must be at least 1 token")
+    stats = _TokenStats(tokenizer, max_length, token_rows)
+    n = 0
+    for row in rows:
+        stats.add(row)
+        n += 1
+    return stats.result(n)
 
 
 def split_of(line: bytes, eval_fraction: float) -> str:
