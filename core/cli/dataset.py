@@ -58,8 +58,15 @@ def _print_report(rep: dict[str, Any]) -> None:
             typer.echo(
                 f"tokens{sampled}: total {tok['total']}, per row min {pr['min']} / median {pr['median']:.0f}"
                 f" / p95 {pr['p95']:.0f} / max {pr['max']}; loss on {tok['loss_share']:.1%};"
-                f" {tok['truncated_rows']} rows longer than {tok['max_length']}"
+                f" {tok['truncated_rows']} chat rows truncated at {tok['max_length']}"
             )
+            if tok.get("split_rows"):
+                typer.echo(
+                    f"  {tok['split_rows']} text rows longer than {tok['max_length']}: split into"
+                    f" {tok['windows']} windows, no token lost"
+                )
+        if tok.get("unmeasured_chat_rows"):
+            typer.echo(f"  {tok['unmeasured_chat_rows']} chat rows not measured: {tok['unmeasured_reason']}")
     elif tok:
         typer.echo(f"tokens: not measured: {tok.get('reason')}")
 
