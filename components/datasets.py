@@ -100,15 +100,22 @@ def histogram(ds: Any, max_length: int) -> None:
     if not tokens.get("available"):
         st.info(f"Token statistics are not available: {w.plain(tokens.get('reason') or 'not measured')}")
         return
+    if ds.layout == "text":  # long documents are split, not cut: measure those instead
+        tokens = {**tokens, "truncated_rows": tokens.get("split_rows")}
     share = views.truncated_share(tokens, max_length) or 0.0
     h = tokens["histogram"]
     st.plotly_chart(charts.token_histogram(h["edges"], h["counts"], max_length, share), key="datasets.hist")
     pr = tokens["per_row"]
     sampled = f" (first {tokens['measured_rows']:,} rows)" if tokens.get("sampled") else ""
+    long_rows = (
+        f"**{share:.1%}** of rows are longer and are split into windows (no token lost)"
+        if ds.layout == "text"
+        else f"**{share:.1%}** of rows are truncated"
+    )
     st.caption(
-        f"Measured with {w.plain(tokens.get('model'))}'s tokenizer and chat template{sampled}: median "
+        f"Measured with {w.plain(tokens.get('model'))}'s tokenizer{sampled}: median "
         f"{pr['median']:.0f}, p95 {pr['p95']:.0f}, max {pr['max']} tokens per row; {tokens['loss_share']:.0%} "
-        f"of tokens carry loss. At max length {max_length}, **{share:.1%}** of rows are truncated."
+        f"of tokens carry loss. At max length {max_length}, {long_rows}."
     )
 
 

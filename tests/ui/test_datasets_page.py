@@ -105,3 +105,15 @@ def test_a_file_with_no_known_layout_gets_a_clear_reason(settings: Settings, ope
     at.button(key="datasets.add").click().run()
     assert "no known layout" in text_of(at) and "found 'a', 'b'" in text_of(at)
     assert not [b for b in at.button if b.key == "datasets.drop"]
+
+
+def test_a_text_dataset_reports_long_documents_as_split_not_truncated(settings: Settings, tiny: Path,
+                                                                      open_page) -> None:
+    docs = [json.dumps({"text": " ".join(["word"] * n)}) for n in (2, 150, 150, 3)]
+    at = open_page("datasets")
+    at.get("file_uploader")[0].upload("notes.jsonl", "\n".join(docs).encode(), "application/jsonl")
+    at.run()
+    at.button(key="datasets.add").click().run()
+    assert not at.exception
+    at.number_input(key="datasets.max_length").set_value(150).run()
+    assert "At max length 150, **50.0%** of rows are longer and are split into windows (no token lost)." in text_of(at)
