@@ -356,3 +356,34 @@ def test_command_line_train_wait_list_show_events_cancel(env, monkeypatch: pytes
     new_id = r.output.split()[1]
     r = runner.invoke(app, ["jobs", "cancel", new_id])
     assert r.exit_code == 0 and "CANCELLED" in r.output
+
+
+def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_it(
+    env, caplog: pytest.LogCaptureFixture
+) -> None:
+    from core.storage import adapter_key, make_blob_store
+
+    caplog.set_level(logging.INFO, logger="brightrun.jobs")
+    f, settings, _, model = env
+    settings = settings.model_copy(update={"eval_after_job": False})
+    ds = add_dataset(settings, LOCAL_ACTOR, _rows(), name="measured",
+                     stats={"tokens": {"per_row": {"mean": 20.0}}, "split": {"train_rows": 8}})  # fmt: skip
+    summary = {"steps": 5, "tokens_seen": 300, "tokens_seen_total": 1200, "train_seconds": 4.0}
+    done = {"type": "completed", "data": {"reason": "finished", "adapter": {}, "summary": summary}}
+    f.script = lambda inp: {"chunks": 2, "interval_s": 0.05, "final": done}
+    job = _submit(settings, ds, model, budget_usd=1.0)
+    assert '"time_basis": "default utilisation' in caplog.text
+    store = make_blob_store(settings)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):  # what the worker uploads
+        store.put_bytes("adapters", adapter_key(LOCAL_ACTOR.user_id, jobs.version_id_for(job.id), name),
+                        b"{}", "application/octet-stream")  # fmt: skip
+    job = _end(settings, job.id)
+    assert job.status == "COMPLETED" and job.tokens_per_s == 1200 / 4.0
+    with db.session_scope(settings) as s:  # it ran on this machine's CPU: no GPU estimate learns from it
+        assert repo.measured_throughput(LOCAL_ACTOR, s, model, "none") == {}
+        repo.update_job(LOCAL_ACTOR, s, job.id, gpu_type=settings.gpu_type, price_tier="flex")  # as on a GPU
+    caplog.clear()
+    f.script = lambda inp: {"chunks": 1, "hang_s": 60}
+    again = _submit(settings, ds, model, budget_usd=1.0)
+    assert '"time_basis": "measured: median of 1 finished job on this GPU (300 tokens/s)"' in caplog.text
+    jobs.cancel(LOCAL_ACTOR, settings, again.id)

@@ -81,3 +81,29 @@ def test_plan_takes_token_statistics_from_a_stored_dataset(data_dir, tmp_path) -
     assert code == 0, out
     t = json.loads(out)["times"][0]
     assert 0 < t["training_tokens"] < 40 * 100
+
+
+def test_plan_times_from_the_users_finished_jobs_unless_measured_or_no_history(data_dir) -> None:
+    from core import db, repo
+    from core.settings import load_settings
+    from core.users import LOCAL_ACTOR
+
+    model, args = "Qwen/Qwen2.5-0.5B-Instruct", ("--rows", "100", "--tokens", "300", "--json")
+    settings = load_settings()
+    db.upgrade(settings)
+    with db.session_scope(settings) as s:
+        job = repo.create_job(LOCAL_ACTOR, s, base_model=model, spec={"quantization": "nf4"},
+                              gpu_type="H100_80GB_SXM")  # fmt: skip
+        repo.update_job(LOCAL_ACTOR, s, job.id, status="COMPLETED", tokens_per_s=1200.0)
+
+    def times(*extra: str) -> list[dict]:
+        code, out = _plan("--model", model, "--gpu", "H100_80GB_SXM", "--gpu", "A100_80GB", *args, *extra)
+        assert code == 0, out
+        return json.loads(out)["times"]
+
+    h100, a100 = times()
+    assert h100["tokens_per_s"] == 1200.0 and h100["seconds"] == 100 * 300 / 1200.0
+    assert h100["basis_text"] == "measured: median of 1 finished job on this GPU (1,200 tokens/s)"
+    assert a100["basis_text"].startswith("default utilisation 30%")
+    assert times("--measured", "600")[0]["tokens_per_s"] == 600.0  # given by hand wins
+    assert times("--no-history")[0]["utilisation"] == 0.30

@@ -137,3 +137,16 @@ def test_a_cache_check_that_hangs_shows_unknown_and_the_page_goes_on(
         assert not _launch(at).disabled and "Peak memory" in [m.label for m in at.metric]
     finally:
         release.set()
+
+
+def test_time_estimate_says_it_rests_on_the_users_finished_jobs_once_there_are_some(
+    settings: Settings, dataset: str, open_page
+) -> None:
+    at = open_page("train")  # the tiny demo model, nf4, priced as an H100 PCIe
+    assert "Time estimate: default utilisation 30% of the GPU's bf16 peak" in text_of(at)
+    for rate in (1000.0, 2000.0):
+        seed_job(settings, dataset, model="brightrun/tiny-chat", spec={"quantization": "nf4"}, tokens_per_s=rate)
+    seed_job(settings, dataset, model="brightrun/tiny-chat", spec={"quantization": "nf4"}, tokens_per_s=5.0,
+             gpu_type="LOCAL_CPU", price_tier="local")  # a CPU run does not count  # fmt: skip
+    at.run()
+    assert "Time estimate: measured: median of 2 finished jobs on this GPU (1,500 tokens/s)" in text_of(at)
