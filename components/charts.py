@@ -51,9 +51,11 @@ def training_curves(
 
 
 def token_histogram(
-    edges: Sequence[float], counts: Sequence[int], max_length: int, truncated_share: float
+    edges: Sequence[float], counts: Sequence[int], max_length: int, truncated_share: float,
+    over: str = "truncated",
 ) -> go.Figure:
-    """Rows per token length, the max-length cut-off drawn, bars past it in red."""
+    """Rows per token length, the max-length cut-off drawn, bars past it in red. `over` says
+    what happens to longer rows: chat rows are truncated, text documents split into windows."""
     lo, hi = float(edges[0]), float(edges[-1])
     span = max(hi - lo, 1.0)
     mids = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
@@ -61,7 +63,7 @@ def token_histogram(
     colours = [BAD if top > max_length else ACCENT for top in edges[1:]]  # bins holding truncated rows
     fig = go.Figure(go.Bar(x=mids, y=list(counts), width=widths, marker_color=colours, name="rows",
                            hovertemplate="%{x:.0f} tokens: %{y} rows<extra></extra>"))  # fmt: skip
-    label = f"max length {max_length}: {truncated_share:.1%} of rows truncated"
+    label = f"max length {max_length}: {truncated_share:.1%} of rows {over}"
     if max_length <= hi + span:  # the cut-off is drawn where it falls among the rows
         fig.add_vline(x=max_length, line=dict(color=BAD, dash="dash"), annotation_text=label,
                       annotation_position="top right")  # fmt: skip

@@ -104,7 +104,8 @@ def histogram(ds: Any, max_length: int) -> None:
         tokens = {**tokens, "truncated_rows": tokens.get("split_rows")}
     share = views.truncated_share(tokens, max_length) or 0.0
     h = tokens["histogram"]
-    st.plotly_chart(charts.token_histogram(h["edges"], h["counts"], max_length, share), key="datasets.hist")
+    over = "split into windows" if ds.layout == "text" else "truncated"
+    st.plotly_chart(charts.token_histogram(h["edges"], h["counts"], max_length, share, over), key="datasets.hist")
     pr = tokens["per_row"]
     sampled = f" (first {tokens['measured_rows']:,} rows)" if tokens.get("sampled") else ""
     long_rows = (

@@ -18,6 +18,8 @@ def test_token_histogram_marks_the_cut_off_and_colours_what_it_truncates() -> No
     far = charts.token_histogram([30, 32, 34], [5, 4], max_length=2048, truncated_share=0.0)
     assert not far.layout.shapes and "beyond the longest row" in far.layout.annotations[0].text
     assert far.layout.xaxis.range[1] < 40  # the bars keep the width of the chart
+    text = charts.token_histogram([0, 100, 200], [5, 4], 150, 0.25, over="split into windows")
+    assert "25.0% of rows split into windows" in text.layout.annotations[0].text
 
 
 def test_training_curves_draw_eval_loss_only_when_there_is_some() -> None:
