@@ -155,11 +155,8 @@ def detect_format(path: Path) -> str:
         return "json"
     if stripped[0] == "{":
         first_line = stripped.split("\n", 1)[0].strip()
-        try:
-            json.loads(first_line)
+        if _parses_as_json(first_line):
             return "jsonl"
-        except ValueError:
-            pass
         if len(first_line) >= len(stripped) - 1 and len(head) == _SNIFF:
             return "jsonl"  # a first line longer than the sniffed part: JSONL decides per row
         # JSONL rows start at the left margin; a pretty-printed document has one such '{'.
@@ -173,6 +170,14 @@ def detect_format(path: Path) -> str:
         "the format is not recognised: expected JSONL (one JSON object per line), a JSON "
         "array, CSV with a header row, or Parquet"
     )
+
+
+def _parses_as_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _decode_head(head: bytes) -> str:
