@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     supabase_url: str = ""
     supabase_key: SecretStr = SecretStr("")
     supabase_anon_key: SecretStr = SecretStr("")
+    # Supabase Storage's S3 protocol (Storage > Settings > S3 access keys): with both keys
+    # set, job upload URLs are SigV4 presigned URLs that last as long as a job needs (up to
+    # 7 days) instead of Supabase's fixed 2-hour signed upload URLs. The endpoint defaults
+    # to <SUPABASE_URL>/storage/v1/s3; the region is the project's (Storage > S3).
+    supabase_s3_access_key_id: SecretStr = SecretStr("")
+    supabase_s3_secret_access_key: SecretStr = SecretStr("")
+    supabase_s3_region: str = ""
+    supabase_s3_endpoint: str = ""
 
     gpu_cluster_api_url: str = f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}/v2/local"
     gpu_cluster_api_key: SecretStr = SecretStr("local-dev-key")
@@ -110,6 +118,15 @@ class Settings(BaseSettings):
             self.supabase_url and self.supabase_key.get_secret_value()
         ):
             raise ValueError("STORAGE=supabase needs SUPABASE_URL and SUPABASE_KEY")
+        s3 = (self.supabase_s3_access_key_id, self.supabase_s3_secret_access_key)
+        if bool(s3[0].get_secret_value()) != bool(s3[1].get_secret_value()):
+            raise ValueError(
+                "set both SUPABASE_S3_ACCESS_KEY_ID and SUPABASE_S3_SECRET_ACCESS_KEY, or neither"
+            )
+        if s3[0].get_secret_value() and not self.supabase_s3_region:
+            raise ValueError(
+                "SUPABASE_S3_ACCESS_KEY_ID needs SUPABASE_S3_REGION (Storage > S3 in the dashboard)"
+            )
         if self.auth == "supabase" and not self.supabase_url:
             raise ValueError("AUTH=supabase needs SUPABASE_URL and SUPABASE_ANON_KEY")
         return self
@@ -117,6 +134,13 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url.get_secret_value()
+
+    @property
+    def supabase_s3_url(self) -> str:
+        """The S3 endpoint of Supabase Storage: SUPABASE_S3_ENDPOINT, else derived."""
+        if self.supabase_s3_endpoint:
+            return self.supabase_s3_endpoint.rstrip("/")
+        return f"{self.supabase_url.rstrip('/')}/storage/v1/s3" if self.supabase_url else ""
 
     @property
     def is_local_endpoint(self) -> bool:

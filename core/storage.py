@@ -23,8 +23,18 @@ Implementations:
   `local/files.py` serves them.
 - `SupabaseBlobStore`: Supabase Storage through the `supabase` client, content types set
   explicitly; files over 6 MB go through the resumable (TUS) endpoint in 6 MB chunks read
-  from disk one at a time; downloads stream. Signed download URLs last `expires_s`;
-  Supabase fixes signed upload URLs at two hours, so `expires_s` cannot shorten those.
+  from disk one at a time; downloads stream. Signed URLs: with S3 access keys
+  (`SUPABASE_S3_ACCESS_KEY_ID`/`SECRET_ACCESS_KEY`/`REGION`) both kinds are SigV4 presigned
+  URLs on Storage's S3 endpoint (path style, `<endpoint>/<bucket>/<key>?X-Amz-...`) that
+  last exactly `expires_s`, up to 7 days; the secret key only signs, it is never in a URL
+  (the access key id is, inside `X-Amz-Credential`, as SigV4 requires). Without them,
+  download URLs come from Storage's REST API and last `expires_s`, and upload URLs last the
+  two hours Supabase fixes whatever `expires_s` says.
+
+Every store says how long its upload URLs can live: `max_upload_url_s` (None: no limit of
+its own; Supabase: 7200 without S3 keys, 604800 with). Asking for a longer lifetime raises
+`InvalidInput` naming the settings that lift the limit; it is never cut silently.
+`core.jobs` checks a job against it before storing or sending anything.
 
 Missing objects raise `NotFound`; other storage failures raise `StorageError`.
 """
@@ -43,7 +53,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode
@@ -59,6 +69,8 @@ TUS_THRESHOLD = 6 * 1024 * 1024  # larger files go through the resumable endpoin
 # Lifetimes of the signed URLs BrightRun hands out (seconds).
 DOWNLOAD_URL_TTL_S = 6 * 3600  # a job may queue for a while before it fetches its dataset
 UPLOAD_URL_TTL_S = 24 * 3600  # a job uploads its adapter when it ends
+SUPABASE_UPLOAD_URL_MAX_S = 2 * 3600  # Supabase's signed upload URLs: fixed, not settable
+S3_PRESIGN_MAX_S = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -131,6 +143,9 @@ class BlobInfo:
 class BlobStore(Protocol):
     """What every file store offers. Keys come from the key builders above."""
 
+    # The longest lifetime `signed_upload_url` can give, in seconds; None: no limit.
+    max_upload_url_s: int | None
+
     def put_file(self, bucket: str, key: str, path: Path, content_type: str) -> int:
         """Store a local file under `key` (replacing any object there); returns its size."""
         ...
@@ -168,8 +183,19 @@ class BlobStore(Protocol):
     ) -> str: ...
 
     def signed_upload_url(self, bucket: str, key: str, expires_s: int = UPLOAD_URL_TTL_S) -> str:
-        """A URL that accepts one `PUT` of the raw file body (Content-Type header kept)."""
+        """A URL that accepts one `PUT` of the raw file body (Content-Type header kept).
+        Raises `InvalidInput` when `expires_s` is beyond `max_upload_url_s`."""
         ...
+
+
+def upload_url_limit_s(settings: Settings) -> int | None:
+    """`max_upload_url_s` of the store `make_blob_store(settings)` builds, without building
+    it (the Train page checks a plan against it)."""
+    if settings.storage != "supabase":
+        return None
+    if settings.supabase_s3_access_key_id.get_secret_value():
+        return S3_PRESIGN_MAX_S
+    return SUPABASE_UPLOAD_URL_MAX_S
 
 
 def _check_prefix(prefix: str) -> str:
@@ -234,6 +260,8 @@ class SignatureError(StorageError):
 
 class LocalBlobStore:
     """Files in a folder; signed URLs served by `local/files.py`."""
+
+    max_upload_url_s: int | None = None  # its own HMAC links: any lifetime
 
     def __init__(self, root: Path, public_base_url: str, signing_key: bytes) -> None:
         self.root = Path(root).resolve()
@@ -423,13 +451,37 @@ class _ResponseStream(io.RawIOBase):
         return n
 
 
+@dataclass(frozen=True)
+class S3Access:
+    """Supabase Storage's S3 protocol: endpoint (`https://<ref>.supabase.co/storage/v1/s3`),
+    the project's region and an S3 access key pair from the dashboard."""
+
+    endpoint: str
+    region: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Access | None:
+        key_id = settings.supabase_s3_access_key_id.get_secret_value()
+        if not key_id:
+            return None
+        return cls(
+            settings.supabase_s3_url,
+            settings.supabase_s3_region,
+            key_id,
+            settings.supabase_s3_secret_access_key.get_secret_value(),
+        )
+
+
 class SupabaseBlobStore:
     """Supabase Storage through the `supabase` client (service-role key, server side only).
 
     Small files use the client's upload with an explicit content type and upsert; files
     over 6 MB use `/storage/v1/upload/resumable` (TUS 1.0.0) in 6 MB PATCHes, resuming from
     the server's offset (HEAD) after a failed chunk. Downloads stream from
-    `/storage/v1/object/<bucket>/<key>`.
+    `/storage/v1/object/<bucket>/<key>`. With `s3`, signed URLs are presigned on the S3
+    endpoint (see the module doc).
     """
 
     def __init__(
@@ -439,11 +491,17 @@ class SupabaseBlobStore:
         client: Any = None,
         http: Any = None,
         timeout_s: float = 60.0,
+        s3: S3Access | None = None,
     ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self._service_key = service_key
+        self._s3 = s3
+        self._presigner: Any = None
+        self.max_upload_url_s: int | None = (
+            S3_PRESIGN_MAX_S if s3 is not None else SUPABASE_UPLOAD_URL_MAX_S
+        )
         if client is None:
             from supabase import create_client
 
@@ -453,10 +511,14 @@ class SupabaseBlobStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SupabaseBlobStore:
-        return cls(settings.supabase_url, settings.supabase_key.get_secret_value())
+        return cls(
+            settings.supabase_url,
+            settings.supabase_key.get_secret_value(),
+            s3=S3Access.from_settings(settings),
+        )
 
-    def __repr__(self) -> str:  # never show the key
-        return f"SupabaseBlobStore({self.url!r})"
+    def __repr__(self) -> str:  # never show the keys
+        return f"SupabaseBlobStore({self.url!r}, s3={self._s3 is not None})"
 
     def _bucket(self, bucket: str) -> Any:
         return self._client.storage.from_(check_bucket(bucket))
@@ -679,11 +741,41 @@ class SupabaseBlobStore:
         return len(blobs)
 
     # signed URLs
+    def _presign(self, s3: S3Access, method: str, bucket: str, key: str, expires_s: int) -> str:
+        """A SigV4 presigned URL on the S3 endpoint (query-string auth, host header only
+        signed, payload unsigned): a plain GET or PUT with any Content-Type works."""
+        check_bucket(bucket)
+        check_key(key)
+        if not 0 < int(expires_s) <= S3_PRESIGN_MAX_S:
+            raise InvalidInput(
+                f"a presigned URL lives between 1 s and {S3_PRESIGN_MAX_S} s (got {expires_s})"
+            )
+        if self._presigner is None:
+            from botocore.config import Config
+            from botocore.session import get_session
+
+            self._presigner = get_session().create_client(
+                "s3",
+                region_name=s3.region,
+                endpoint_url=s3.endpoint,
+                aws_access_key_id=s3.access_key_id,
+                aws_secret_access_key=s3.secret_access_key,
+                config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+            )
+        operation = "put_object" if method == "PUT" else "get_object"
+        return str(
+            self._presigner.generate_presigned_url(
+                operation, Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(expires_s)
+            )
+        )
+
     def signed_download_url(
         self, bucket: str, key: str, expires_s: int = DOWNLOAD_URL_TTL_S
     ) -> str:
         from storage3.exceptions import StorageApiError
 
+        if self._s3 is not None:
+            return self._presign(self._s3, "GET", bucket, key, expires_s)
         check_key(key)
         try:
             res = self._bucket(bucket).create_signed_url(key, int(expires_s))
@@ -696,12 +788,22 @@ class SupabaseBlobStore:
         return str(url)
 
     def signed_upload_url(self, bucket: str, key: str, expires_s: int = UPLOAD_URL_TTL_S) -> str:
-        """Supabase's signed upload URLs last two hours whatever `expires_s` says; the URL
-        accepts a PUT of the raw body and may overwrite its own object (upsert)."""
+        """A PUT of the raw body to the URL stores (or replaces) its one object. With S3 keys
+        the URL lasts `expires_s` (up to 7 days); without them Supabase's signed upload URL
+        lasts two hours whatever `expires_s` says, and a longer `expires_s` is refused."""
         from storage3.exceptions import StorageApiError
         from storage3.types import CreateSignedUploadUrlOptions
 
+        if self._s3 is not None:
+            return self._presign(self._s3, "PUT", bucket, key, expires_s)
         check_key(key)
+        if int(expires_s) > SUPABASE_UPLOAD_URL_MAX_S:
+            raise InvalidInput(
+                f"Supabase signed upload URLs last {SUPABASE_UPLOAD_URL_MAX_S // 3600} h, not the "
+                f"{int(expires_s)} s asked: set SUPABASE_S3_ACCESS_KEY_ID, "
+                "SUPABASE_S3_SECRET_ACCESS_KEY and SUPABASE_S3_REGION for presigned URLs of up "
+                "to 7 days (docs/supabase.md)"
+            )
         try:
             res = self._bucket(bucket).create_signed_upload_url(
                 key, CreateSignedUploadUrlOptions(upsert="true")
