@@ -33,7 +33,7 @@ from core.errors import InvalidInput
 from core.models import ACTIVE_STATUSES, Job, User, utcnow
 from core.runpod import RunPodClient, RunPodError, SubmitUncertain
 from core.settings import Settings
-from core.storage import UPLOAD_URL_TTL_S, BlobStore, job_key, make_blob_store
+from core.storage import BlobStore, job_key, make_blob_store
 from core.users import Actor
 from trainer.spec import JobSpec
 
@@ -67,6 +67,7 @@ def send_action(
         raise InvalidInput(f"budget must be a positive number of dollars (got {budget_usd})")
     limits = jobs._limits(budget, pricing.rate_per_s)
     store = store or make_blob_store(settings)
+    window = jobs.upload_window(limits, store.max_upload_url_s)  # refused before anything is stored
     with session_scope(settings) as s:
         repo.ensure_user(actor, s)
         jobs._lock_row(s, User, actor.user_id)
@@ -79,7 +80,7 @@ def send_action(
     log.info("%s job %s for %s: %s; budget $%.2f -> executionTimeout %d ms; spec %s",
              spec.action, spec.job_id, actor.user_id, pricing.note, budget, limits.execution_timeout_ms,
              json.dumps(repo.redact_spec(spec.model_dump(mode="json"))))  # fmt: skip
-    ttl = int(max(UPLOAD_URL_TTL_S, jobs.QUEUE_ALLOWANCE_S + limits.budget_s + 3600))
+    ttl = window.url_s
     payload = spec.model_dump(mode="json")
     if sign is not None:
         payload = sign(payload, store, ttl)
@@ -90,7 +91,7 @@ def send_action(
     own = client is None
     client = client or RunPodClient.from_settings(settings)
     try:
-        sub = client.run(payload, execution_timeout_ms=limits.execution_timeout_ms, ttl_ms=jobs._ttl_ms(limits))
+        sub = client.run(payload, execution_timeout_ms=limits.execution_timeout_ms, ttl_ms=window.ttl_ms)
     except SubmitUncertain as e:
         jobs._fail_submit(actor, settings, spec.job_id, "submit_uncertain", str(e),
                           "look for the job on the endpoint before launching it again")  # fmt: skip

@@ -12,7 +12,11 @@ Contract (every function takes the acting user and scopes to them; another user'
   the platform stops an overspending job even with nothing of BrightRun running. The
   worker's own `training.time_limit_s` sits below that (`core.costs.execution_limits`), so
   a job that reaches its budget stops itself, saves and uploads what it trained, and ends
-  COMPLETED with stop reason `time_limit`. If `/run` fails the job is FAILED and
+  COMPLETED with stop reason `time_limit`. Before anything is stored, the job must be able
+  to end while its upload URLs still work (`upload_window`): a store whose upload URLs are
+  short-lived (Supabase without S3 keys: 2 h) gets a shorter queue allowance through
+  `policy.ttl`, and a job that cannot fit even then is refused (`UploadUrlsExpire`, naming
+  the S3 settings and the largest budget that fits). If `/run` fails the job is FAILED and
   `SubmitFailed` is raised; if its outcome is unknown (sent, no answer) the job is FAILED
   with kind `submit_uncertain`, because sending it again could start it twice.
 - `sync(actor, settings, job_id)` pulls `/stream` then `/status` and appends the events
@@ -40,7 +44,7 @@ Contract (every function takes the acting user and scopes to them; another user'
 - `reconcile(settings)` syncs every user's unfinished jobs (the syncer's pass).
 
 Errors: `core.errors` types (`NotFound`, `Conflict`, `InvalidInput`, `QuotaExceeded`),
-`PlanRefused`, `SubmitFailed`; `core.runpod.RunPodError` from `sync`/`cancel` when the
+`PlanRefused` (and its `UploadUrlsExpire`), `SubmitFailed`; `core.runpod.RunPodError` from `sync`/`cancel` when the
 endpoint cannot be reached (nothing is changed then).
 """
 
@@ -88,6 +92,10 @@ LOCAL_TIER = "local"
 QUEUE_ALLOWANCE_S = DOWNLOAD_URL_TTL_S  # a job that waits longer would find its dataset URL expired
 UNSUBMITTED_GRACE_S = 120.0  # a QUEUED job without a RunPod id older than this never got sent
 MAX_TTL_S = 7 * 24 * 3600
+# With short-lived upload URLs a job is given at least this long to find a worker...
+MIN_QUEUE_ALLOWANCE_S = 30 * 60
+# ...and its upload URLs outlive the moment the platform would drop it by this much.
+UPLOAD_URL_MARGIN_S = 5 * 60
 _PLACEHOLDER_URL = "https://signed-url.invalid/"  # replaced by a fresh signed URL at each send
 
 
@@ -97,6 +105,53 @@ class SubmitFailed(BrightRunError):
 
 class PlanRefused(InvalidInput):
     """The planner says the job cannot fit its GPU, or would cost more than its budget."""
+
+
+class UploadUrlsExpire(PlanRefused):
+    """The file store's upload URLs would expire before the job can end."""
+
+
+@dataclass(frozen=True)
+class UploadWindow:
+    """How long a job may take, end to end, and how long its upload URLs live."""
+
+    queue_s: float  # the wait for a worker the job is allowed
+    ttl_ms: int  # RunPod `policy.ttl` (queue + execution): the platform drops the job after it
+    url_s: int  # lifetime of the job's upload URLs
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def upload_window(limits: costs.ExecutionLimits, max_url_s: int | None) -> UploadWindow:
+    """The queue allowance, `policy.ttl` and upload URL lifetime for a job with `limits` on
+    a store whose upload URLs live at most `max_url_s` (None: no limit).
+
+    Upload URLs live until the job can no longer be running (queue allowance + budget + an
+    hour, at least `UPLOAD_URL_TTL_S`). When the store cannot give that, the queue allowance
+    shrinks so that queue + `executionTimeout` + `UPLOAD_URL_MARGIN_S` fits the URLs'
+    lifetime, and `policy.ttl` makes the platform drop a job still waiting past it. Raises
+    `UploadUrlsExpire` when even `MIN_QUEUE_ALLOWANCE_S` does not fit, naming the S3
+    settings and the largest budget that does."""
+    want = int(min(MAX_TTL_S, max(UPLOAD_URL_TTL_S, QUEUE_ALLOWANCE_S + limits.budget_s + 3600)))
+    if max_url_s is None or want <= max_url_s:
+        ttl_s = min(MAX_TTL_S, QUEUE_ALLOWANCE_S + limits.budget_s)
+        return UploadWindow(QUEUE_ALLOWANCE_S, int(ttl_s * 1000), want)
+    run_s = limits.execution_timeout_ms / 1000
+    queue_s = min(QUEUE_ALLOWANCE_S, max_url_s - UPLOAD_URL_MARGIN_S - run_s)
+    if queue_s < MIN_QUEUE_ALLOWANCE_S:
+        most_s = max_url_s - UPLOAD_URL_MARGIN_S - MIN_QUEUE_ALLOWANCE_S
+        usd = math.floor(most_s * limits.rate_per_s * 100) / 100
+        raise UploadUrlsExpire(
+            f"this job may run {_hours(run_s)} after up to {_hours(MIN_QUEUE_ALLOWANCE_S)} "
+            f"waiting for a worker, but the file store's upload URLs last {_hours(max_url_s)}: "
+            "its adapter, event log and result could not be stored. Set "
+            "SUPABASE_S3_ACCESS_KEY_ID and SUPABASE_S3_SECRET_ACCESS_KEY (with "
+            "SUPABASE_S3_REGION; see docs/supabase.md) for upload URLs of up to 7 days, or "
+            f"lower the budget to at most ${usd:.2f} so the job ends within {_hours(max_url_s)}"
+        )
+    return UploadWindow(queue_s, int((queue_s + run_s) * 1000), int(max_url_s))
 
 
 # --------------------------------------------------------------------------- pricing
@@ -344,12 +399,11 @@ def _reserved_usd(job: Job) -> float:
 
 
 def _signed_urls(
-    store: BlobStore, owner: str, job_id: str, keys: tuple[str, str | None], budget_s: float
+    store: BlobStore, owner: str, job_id: str, keys: tuple[str, str | None], upload_ttl: int
 ) -> tuple[str, str | None, dict[str, str]]:
     """Fresh signed URLs: dataset (and eval split) downloads; uploads of the adapter files to
-    the job's version folder and of events.jsonl/result.json to the job's folder. Upload URLs
-    live until the job can no longer be running (queue allowance + budget + an hour)."""
-    upload_ttl = int(min(MAX_TTL_S, max(UPLOAD_URL_TTL_S, QUEUE_ALLOWANCE_S + budget_s + 3600)))
+    the job's version folder and of events.jsonl/result.json to the job's folder, living
+    `upload_ttl` seconds (`UploadWindow.url_s`)."""
     train_url = store.signed_download_url("datasets", keys[0], DOWNLOAD_URL_TTL_S)
     eval_url = (
         store.signed_download_url("datasets", keys[1], DOWNLOAD_URL_TTL_S) if keys[1] else None
@@ -362,10 +416,6 @@ def _signed_urls(
     for name in LOG_FILES:
         urls[name] = store.signed_upload_url("adapters", job_key(owner, job_id, name), upload_ttl)
     return train_url, eval_url, urls
-
-
-def _ttl_ms(limits: costs.ExecutionLimits) -> int:
-    return int(min(MAX_TTL_S, QUEUE_ALLOWANCE_S + limits.budget_s) * 1000)
 
 
 def submit(
@@ -416,6 +466,8 @@ def submit(
         measured = repo.measured_throughput(actor, s, model, spec.quantization)
         plan, cap_s = _plan_check(spec, dataset, pricing, budget, settings, measured)
     limits = _limits(budget, pricing.rate_per_s, cap_s)
+    store = _store(settings, store)
+    window = upload_window(limits, store.max_upload_url_s)  # refused before anything is stored
     spec = _with_time_limit(spec, limits.time_limit_s)
     with session_scope(settings) as s:
         repo.ensure_user(actor, s)
@@ -431,13 +483,13 @@ def submit(
             repo.update_job(actor, s, job_id, auto_relaunched=True)
     log.info(
         "job %s for %s: %s; budget $%.2f -> executionTimeout %d ms, training time limit "
-        "%.0f s; plan %s; spec %s",
+        "%.0f s, queue allowance %.0f s, upload URLs %d s; plan %s; spec %s",
         job_id, actor.user_id, pricing.note, budget, limits.execution_timeout_ms,
-        limits.time_limit_s, json.dumps(plan, default=str),
+        limits.time_limit_s, window.queue_s, window.url_s, json.dumps(plan, default=str),
         json.dumps(repo.redact_spec(spec.model_dump(mode="json"))),
     )  # fmt: skip
     with _job_client(settings, client) as rp:
-        return _send(actor, settings, job_id, spec, keys, limits, rp, _store(settings, store))
+        return _send(actor, settings, job_id, spec, keys, limits, window, rp, store)
 
 
 def worker_model(settings: Settings, model: str, pricing: Pricing) -> str:
@@ -487,11 +539,12 @@ def _send(
     spec: JobSpec,
     keys: tuple[str, str | None],
     limits: costs.ExecutionLimits,
+    window: UploadWindow,
     client: RunPodClient,
     store: BlobStore,
 ) -> Job:
     """Sign fresh URLs, POST /run, record the RunPod id. The job row exists (QUEUED)."""
-    train_url, eval_url, urls = _signed_urls(store, actor.user_id, job_id, keys, limits.budget_s)
+    train_url, eval_url, urls = _signed_urls(store, actor.user_id, job_id, keys, window.url_s)
     payload = spec.model_dump(mode="json")
     payload["data"]["train_url"] = train_url
     if eval_url:
@@ -503,7 +556,7 @@ def _send(
         payload["resume_from"] = parent_source(actor, settings, job_id, store)
     try:
         sub = client.run(
-            payload, execution_timeout_ms=limits.execution_timeout_ms, ttl_ms=_ttl_ms(limits)
+            payload, execution_timeout_ms=limits.execution_timeout_ms, ttl_ms=window.ttl_ms
         )
     except SubmitUncertain as e:
         _fail_submit(actor, settings, job_id, "submit_uncertain", str(e),
@@ -1091,6 +1144,8 @@ def retry(
         raise QuotaExceeded(
             f"job {job_id} has spent ${spent:.2f} of its ${total:.2f} budget; retry with a larger budget"
         ) from None
+    store = _store(settings, store)
+    window = upload_window(limits, store.max_upload_url_s)  # refused before anything changes
     spec_dict = dict(job.spec or {})
     spec = build_spec(
         job_id=job.id, model=(spec_dict.get("model") or {}).get("name_or_path") or job.base_model,
@@ -1120,7 +1175,7 @@ def retry(
         )  # fmt: skip
     log.info("job %s: retry (attempt %d) with $%.2f of budget left", job_id, job.attempt, left)
     with _job_client(settings, client) as rp:
-        return _send(actor, settings, job_id, spec, keys, limits, rp, _store(settings, store))
+        return _send(actor, settings, job_id, spec, keys, limits, window, rp, store)
 
 
 # --------------------------------------------------------------------------- reconcile

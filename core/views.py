@@ -702,7 +702,8 @@ def train_plan(
     Launch is blocked (with the reason) exactly where `core.jobs.submit` would refuse: no
     dataset or no valid rows; a setting the spec refuses; the plan does not fit the GPU the
     job is priced as; even the low cost estimate is over the budget; the budget buys under a
-    minute; the month's budget or the concurrent-job limit leaves no room. A model the
+    minute; the month's budget or the concurrent-job limit leaves no room; the store's upload
+    URLs would expire before the job can end (`core.jobs.upload_window`). A model the
     planner cannot describe gets a note, not a block (the budget cap still stops the job).
     Times rest on the median tokens/s of the actor's finished jobs of this model and
     quantisation per GPU type where there are any (`repo.measured_throughput`, as
@@ -772,8 +773,28 @@ def train_plan(
             if not check.ok:
                 blockers.append(check.message)
         notes += list(p.notes)
+    blockers += _upload_window_blockers(settings, pricing, budget_usd, time if cost is not None else None)
     terms = [(t.label, t.bytes / 2**30) for t in p.memory.terms if t.bytes > 0] if p is not None else []
     return TrainPlan(gpu, pricing.note, p, terms, time, cost, budget_message, blockers, notes)
+
+
+def _upload_window_blockers(settings: Settings, pricing: Any, budget_usd: float, time: Any) -> list[str]:
+    """`core.jobs.upload_window`'s refusal for this budget on the configured store, with the
+    execution timeout `submit` would set (the planner's cap from `time` on a cloud GPU)."""
+    from core import estimate, jobs
+    from core.storage import upload_url_limit_s
+
+    cap_s = None
+    if time is not None and pricing.gpu_type != jobs.LOCAL_GPU:
+        cap_s = estimate.execution_timeout_ms(time, budget_usd, pricing.rate_per_s) / 1000
+    try:
+        limits = costs.execution_limits(budget_usd, pricing.rate_per_s, max_s=cap_s)
+        jobs.upload_window(limits, upload_url_limit_s(settings))
+    except ValueError:  # the budget itself is refused above
+        return []
+    except jobs.UploadUrlsExpire as e:
+        return [str(e)]
+    return []
 
 
 # --------------------------------------------------------------------------- model cache

@@ -15,9 +15,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from core import costs, jobs
+from core.errors import InvalidInput
 from core.jobs import QUEUE_ALLOWANCE_S, version_id_for
 from core.storage import (
     DOWNLOAD_URL_TTL_S,
+    SUPABASE_UPLOAD_URL_MAX_S,
     UPLOAD_URL_TTL_S,
     LocalBlobStore,
     SignatureError,
@@ -130,7 +132,10 @@ def test_supabase_signed_urls_are_per_object_and_short_lived(tmp_path: Path) -> 
         store.put_bytes("datasets", "u1/ds-1/normalized.jsonl", b"{}\n", "application/x-ndjson")
         t0 = time.time()
         down = store.signed_download_url("datasets", "u1/ds-1/normalized.jsonl")
-        up = store.signed_upload_url("adapters", "u1/versions/av-1/adapter_model.safetensors")
+        up = store.signed_upload_url("adapters", "u1/versions/av-1/adapter_model.safetensors", SUPABASE_UPLOAD_URL_MAX_S)
+        # Supabase fixes its upload URLs at 2 h: a longer lifetime is refused, never cut.
+        with pytest.raises(InvalidInput, match="SUPABASE_S3_ACCESS_KEY_ID"):
+            store.signed_upload_url("adapters", "u1/versions/av-1/adapter_model.safetensors", UPLOAD_URL_TTL_S)
         assert httpx.get(down).content == b"{}\n"
         token = parse_qs(urlsplit(down).query)["token"][0]
         import base64
