@@ -790,10 +790,10 @@ def _upload_window_blockers(settings: Settings, pricing: Any, budget_usd: float,
     try:
         limits = costs.execution_limits(budget_usd, pricing.rate_per_s, max_s=cap_s)
         jobs.upload_window(limits, upload_url_limit_s(settings))
-    except ValueError:  # the budget itself is refused above
-        return []
     except jobs.UploadUrlsExpire as e:
         return [str(e)]
+    except ValueError:  # BudgetTooSmall or a zero rate: the budget is refused above
+        return []
     return []
 
 

@@ -14,6 +14,14 @@ BrightRun makes (paths under /storage/v1, as the `supabase` client and storage-a
     POST   /upload/resumable                      TUS 1.0.0 create (Upload-Length, Upload-Metadata)
     PATCH  /upload/resumable/<id>                 TUS chunk (Upload-Offset, offset+octet-stream)
     HEAD   /upload/resumable/<id>                 TUS offset
+    PUT    /s3/<bucket>/<path>?X-Amz-...           S3 protocol: SigV4 presigned upload (raw body)
+    GET    /s3/<bucket>/<path>?X-Amz-...           S3 protocol: SigV4 presigned download
+
+The S3 path checks a presigned request the way S3 does, independently of botocore: every
+X-Amz-* query parameter present, the credential scope naming `s3_access_key_id`, `region`
+and `s3`, the signature recomputed with `s3_secret` over the canonical request
+(UNSIGNED-PAYLOAD), and X-Amz-Date + X-Amz-Expires (at most 7 days) not passed; else 403.
+`s3_requests` records each one's query parameters.
 
 Errors use storage-api's JSON body `{"statusCode", "error", "message"}`. Objects are kept on
 disk. `requests` records (method, path, content type, body length) for assertions, and
@@ -23,6 +31,7 @@ disk. `requests` records (method, path, content type, body length) for assertion
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import hmac
 import json
@@ -35,7 +44,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit
 
 PREFIX = "/storage/v1"
 TUS_CHUNK = 6 * 1024 * 1024
@@ -63,6 +72,52 @@ class FakeStorage:
     uploads: dict[str, _Upload] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     secret: bytes = b"fake-jwt-secret"
+    s3_access_key_id: str = "fake-s3-key-id"
+    s3_secret: str = "fake-s3-secret-access-key"
+    region: str = "local-1"
+    s3_requests: list[dict[str, str]] = field(default_factory=list)
+
+    def check_presigned(self, method: str, raw_path: str, query: str, host: str) -> str | None:
+        """None when the SigV4 query-string signature holds, else why not."""
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        need = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                "X-Amz-SignedHeaders", "X-Amz-Signature")  # fmt: skip
+        if missing := [k for k in need if k not in params]:
+            return f"missing {missing}"
+        if params["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
+            return "algorithm"
+        key_id, day, region, service, term = params["X-Amz-Credential"].split("/")
+        if (key_id, region, service, term) != (self.s3_access_key_id, self.region, "s3", "aws4_request"):
+            return "credential scope"
+        signed = params["X-Amz-SignedHeaders"].split(";")
+        headers = {"host": host}
+        if set(signed) - set(headers):
+            return "signed headers"
+
+        def enc(v: str) -> str:
+            return quote(v, safe="-_.~")
+
+        canonical_query = "&".join(
+            f"{enc(k)}={enc(v)}" for k, v in sorted(params.items()) if k != "X-Amz-Signature"
+        )
+        canonical = "\n".join([method, raw_path, canonical_query,
+                               "".join(f"{h}:{headers[h].strip()}\n" for h in signed),
+                               params["X-Amz-SignedHeaders"], "UNSIGNED-PAYLOAD"])  # fmt: skip
+        scope = f"{day}/{region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", params["X-Amz-Date"], scope,
+                             hashlib.sha256(canonical.encode()).hexdigest()])  # fmt: skip
+        k = ("AWS4" + self.s3_secret).encode()
+        for part in (day, region, "s3", "aws4_request"):
+            k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+        want = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(want, params["X-Amz-Signature"]):
+            return "signature"
+        expires = int(params["X-Amz-Expires"])
+        signed_at = calendar.timegm(time.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
+        if not 1 <= expires <= 7 * 24 * 3600 or time.time() > signed_at + expires:
+            return "expired"
+        self.s3_requests.append(params)
+        return None
 
     def file(self, bucket: str, name: str) -> Path:
         return self.root / bucket / name
@@ -275,10 +330,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._error(404, "not_found", "route not found")
 
+    def _s3_ok(self, parts: list[str]) -> bool:
+        u = urlsplit(self.path)
+        why = self.fake.check_presigned(self.command, u.path, u.query, self.headers.get("host") or "")
+        if why is not None:
+            self._send(403, raw=f"<Error><Code>AccessDenied</Code><Message>{why}</Message></Error>".encode(),
+                       ctype="application/xml")  # fmt: skip
+            return False
+        return self._bucket_ok(parts[1])
+
     def do_PUT(self) -> None:  # noqa: N802
         parts, q = self._route()
         body = self._body()
         self._record(len(body))
+        if parts[:1] == ["s3"] and len(parts) >= 3:
+            if self._s3_ok(parts):
+                bucket, name = parts[1], "/".join(parts[2:])
+                self.fake.store(bucket, name, body, self.headers.get("content-type") or "application/octet-stream")
+                self._send(200, headers={"ETag": '"' + hashlib.md5(body).hexdigest() + '"'})  # noqa: S324
+            return
         if parts[:3] == ["object", "upload", "sign"] and len(parts) >= 5:
             bucket, name = parts[3], "/".join(parts[4:])
             if not self.fake.check_token((q.get("token") or [""])[0], "upload", bucket, name):
@@ -299,7 +369,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         parts, q = self._route()
         self._record(0)
-        if parts[:2] == ["object", "sign"] and len(parts) >= 4:
+        if parts[:1] == ["s3"] and len(parts) >= 3:
+            if not self._s3_ok(parts):
+                return
+            bucket, name = parts[1], "/".join(parts[2:])
+        elif parts[:2] == ["object", "sign"] and len(parts) >= 4:
             bucket, name = parts[2], "/".join(parts[3:])
             if not self.fake.check_token((q.get("token") or [""])[0], "download", bucket, name):
                 self._error(400, "InvalidSignature", "invalid signature")
