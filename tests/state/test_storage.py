@@ -310,3 +310,73 @@ def test_live_supabase_round_trip(tmp_path: Path):
         assert st.get_bytes("adapters", key) == b"v2"
     finally:
         st.delete("adapters", [key])
+
+
+def _s3_store(fake: FakeSupabaseStorage) -> SupabaseBlobStore:
+    st = fake.state
+    access = storage.S3Access(f"{fake.url}/storage/v1/s3", st.region, st.s3_access_key_id, st.s3_secret)
+    return SupabaseBlobStore(fake.url, st.service_key, s3=access)
+
+
+def test_supabase_with_s3_keys_presigns_urls_for_the_lifetime_asked(
+    fake_supabase: FakeSupabaseStorage, supabase_store: SupabaseBlobStore, tmp_path: Path
+):
+    from urllib.parse import parse_qs, urlsplit
+
+    from trainer.output import put_file
+
+    assert supabase_store.max_upload_url_s == storage.SUPABASE_UPLOAD_URL_MAX_S
+    store = _s3_store(fake_supabase)
+    assert store.max_upload_url_s == storage.S3_PRESIGN_MAX_S == 7 * 24 * 3600
+    key = storage.job_key(OWNER, "job-1", "result.json")
+    five_days = 5 * 24 * 3600
+    up = store.signed_upload_url("adapters", key, five_days)
+    q = parse_qs(urlsplit(up).query)
+    assert q["X-Amz-Expires"] == [str(five_days)]
+    assert q["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and q["X-Amz-SignedHeaders"] == ["host"]
+    assert q["X-Amz-Credential"][0].startswith(fake_supabase.state.s3_access_key_id + "/")
+    assert fake_supabase.state.s3_secret not in up and fake_supabase.state.service_key not in up
+    # The worker's plain PUT stores the object; the store then reads it over REST.
+    src = tmp_path / "result.json"
+    src.write_text('{"ok": true}')
+    put_file(up, src)
+    assert store.get_bytes("adapters", key) == b'{"ok": true}'
+    assert fake_supabase.state.meta[("adapters", key)]["mimetype"] == "application/json"
+    assert fake_supabase.state.s3_requests[-1]["X-Amz-Expires"] == str(five_days)
+    down = store.signed_download_url("adapters", key, 60)
+    assert parse_qs(urlsplit(down).query)["X-Amz-Expires"] == ["60"]
+    assert httpx.get(down).content == b'{"ok": true}'
+    # A URL signs one method, one object and one lifetime.
+    other = storage.job_key("user-bob", "job-9", "result.json")
+    assert httpx.put(up.replace(f"/{OWNER}/jobs/job-1/", "/user-bob/jobs/job-9/"), content=b"x").status_code == 403
+    assert not fake_supabase.state.meta.get(("adapters", other))
+    longer = up.replace(f"X-Amz-Expires={five_days}", f"X-Amz-Expires={five_days + 3600}")
+    assert httpx.put(longer, content=b"x").status_code == 403
+    assert httpx.get(up).status_code == 403
+    assert httpx.put(down, content=b"x").status_code == 403
+    assert store.get_bytes("adapters", key) == b'{"ok": true}'
+    # Nothing longer than SigV4 allows; the 2-hour store refuses rather than cutting.
+    with pytest.raises(InvalidInput):
+        store.signed_upload_url("adapters", key, storage.S3_PRESIGN_MAX_S + 1)
+    with pytest.raises(InvalidInput, match="SUPABASE_S3_ACCESS_KEY_ID"):
+        supabase_store.signed_upload_url("adapters", key, five_days)
+
+
+def test_s3_settings_build_the_presigning_store(tmp_path: Path, fake_supabase: FakeSupabaseStorage):
+    from pydantic import ValidationError
+
+    st = fake_supabase.state
+    base = {"_env_file": None, "data_dir": tmp_path / "d", "storage": "supabase",
+            "supabase_url": fake_supabase.url, "supabase_key": st.service_key}  # fmt: skip
+    plain = Settings(**base)
+    assert storage.upload_url_limit_s(plain) == make_blob_store(plain).max_upload_url_s == 7200
+    s3 = Settings(**base, supabase_s3_access_key_id=st.s3_access_key_id,
+                  supabase_s3_secret_access_key=st.s3_secret, supabase_s3_region=st.region)  # fmt: skip
+    assert s3.supabase_s3_url == f"{fake_supabase.url}/storage/v1/s3"
+    assert storage.upload_url_limit_s(s3) == make_blob_store(s3).max_upload_url_s == 604800
+    assert st.s3_secret not in repr(make_blob_store(s3)) and s3.public_view()["supabase_s3_secret_access_key"] == "set"
+    up = make_blob_store(s3).signed_upload_url("adapters", "u/jobs/job-1/events.jsonl", 3 * 24 * 3600)
+    assert httpx.put(up, content=b"{}\n").status_code == 200
+    assert storage.upload_url_limit_s(settings_for(tmp_path / "l")) is None
+    with pytest.raises(ValidationError, match="SUPABASE_S3_SECRET_ACCESS_KEY"):
+        Settings(**base, supabase_s3_access_key_id="id-only", supabase_s3_region="r")
