@@ -91,7 +91,7 @@ def train(
         None, "--grad-accum", help="micro-batches per optimizer step"
     ),
     max_length: int | None = typer.Option(
-        None, "--max-length", help="tokens per row (longer rows are cut)"
+        None, "--max-length", help="tokens per row (longer chat rows are cut, longer text documents split into windows)"
     ),
     eval_fraction: float = typer.Option(
         0.0, "--eval-fraction", help="rows held out for eval when the dataset has no eval split"

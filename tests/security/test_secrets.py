@@ -54,6 +54,7 @@ SECRETS = {
     "INFERENCE_API_KEY": "brs-inference-key-1a7c33",
     "RUNPOD_API_KEY": "brs-runpod-account-key-9e0b12",
     "URL_SIGNING_KEY": "brs-url-signing-key-2c4e6a8b",
+    "SUPABASE_S3_SECRET_ACCESS_KEY": "brs-s3-secret-access-key-6d8f0b",
     # NOTIFY_WEBHOOK_URL is set per run (its port); its secret part is the path.
 }
 NEEDLES = [*SECRETS.values(), WEBHOOK_PATH.rsplit("/", 1)[1]]
@@ -139,6 +140,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     env = {
         **SECRETS, "NOTIFY_WEBHOOK_URL": webhook.url, "BRIGHTRUN_DATA_DIR": str(data),
         "SUPABASE_URL": "http://127.0.0.1:9", "LOCAL_DEVICE": "cpu",
+        "SUPABASE_S3_ACCESS_KEY_ID": "brs-s3-key-id", "SUPABASE_S3_REGION": "us-east-1",
         "GPU_CLUSTER_API_URL": f"http://127.0.0.1:{ep_port}/v2/local", "PUBLIC_BASE_URL": f"http://127.0.0.1:{ep_port}",
         "INFERENCE_URL": f"http://127.0.0.1:{inf_port}/v1", "INFERENCE_ADAPTERS_DIR": str(data / "volume" / "adapters"),
         "EVAL_MAX_ROWS": "2", "EVAL_MAX_TOKENS": "4", "OMP_NUM_THREADS": "1",
