@@ -31,7 +31,9 @@ Errors use vLLM's envelope `{"error": {"message", "type", "param", "code"}}` wit
 status in `code`: 404 `NotFoundError` (unknown model, no adapter at the path), 400
 `BadRequestError` (bad request or unloadable adapter), 400 `InvalidUserInput` (name already
 loaded), 400 `BaseModelMismatch` (adapter trained on another base: a BrightRun
-extension). When the settings carry an inference API key, `/v1/*` requires it as a bearer
+extension), 400 `ExpertLoraNeedsMerge` (an adapter with LoRA on the routed experts of a MoE
+model: neither vLLM's multi-LoRA nor this server applies it per request; it is served by
+merging it; the base and the other adapters are untouched). When the settings carry an inference API key, `/v1/*` requires it as a bearer
 token (401 otherwise).
 """
 
@@ -302,10 +304,15 @@ class Engine:
     def _peft_load(self, name: str, internal: str, path: str) -> None:
         from peft import PeftModel
 
+        from trainer.expert_lora import NEEDS_MERGE, ExpertLoraNeedsMerge
         from trainer.model import load_adapter  # as the trainer attached it (fused experts)
 
         try:
             self.model = load_adapter(self.model, path, adapter_name=internal)
+        except ExpertLoraNeedsMerge as e:  # refused before the model was touched
+            raise _bad(
+                f"adapter '{name}': {NEEDS_MERGE}", "lora_path", err_type="ExpertLoraNeedsMerge"
+            ) from e
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
             # A failed load can leave LoRA layers injected (with their random initial
             # weights) in the base: take them out, so the base and the other adapters

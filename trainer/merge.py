@@ -5,7 +5,10 @@ Lifecycle (see `trainer.actions`): resolve the base model (folder, cache, or hub
 training does) -> fetch the adapter (`merge.adapter_path`, or `merge.adapter_urls` by file
 name) -> load the base in `merge.dtype` (bfloat16 by default; on the GPU when there is
 one, else in CPU memory) and the adapter with PEFT (`trainer.model.load_adapter`, which
-keeps a fused-expert model's shared-expert LoRA) -> `started` -> `merge_and_unload` ->
+keeps a fused-expert model's shared-expert LoRA; an adapter with LoRA on the routed experts
+gets that structure on the base first, `trainer.expert_lora`) -> `started` -> the routed
+experts' LoRA folded into the fused expert tensors (W_e += scaling * B_e A_e, plain experts
+modules again) -> `merge_and_unload` ->
 save safetensors shards of at most `merge.max_shard_size_mb` plus config, generation
 config and tokenizer -> deliver: PUT each file to `output.upload_urls[name]`, copy the
 folder to `output.local_dir`, push it to `merge.hub_repo` with the worker's own HF_TOKEN.
@@ -132,6 +135,7 @@ def merge(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainer.actions import started_data
+    from trainer.expert_lora import merge_expert_lora, read_expert_lora
     from trainer.model import load_adapter, resolve_model_path
 
     m, out_spec = spec.merge, spec.output
@@ -141,12 +145,13 @@ def merge(
         path, source = resolve_model_path(spec.model, env)
         adapter_dir = _fetch_adapter(spec, work)
         adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+        experts = read_expert_lora(adapter_dir)
         dtype = getattr(torch, m.dtype)
         on_gpu = spec.device != "cpu" and torch.cuda.is_available()
         device_map = {"": 0} if on_gpu else {"": "cpu"}
         base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
         try:
-            model = load_adapter(base, adapter_dir)
+            model = load_adapter(base, adapter_dir, expert_lora=True)
         except (RuntimeError, ValueError, KeyError) as e:
             raise BadInput(
                 f"the adapter does not fit base model {spec.model.name_or_path!r}: {e}",
@@ -160,10 +165,12 @@ def merge(
                 model={"name_or_path": spec.model.name_or_path, "source": source,
                        "dtype": m.dtype, "device": "cuda" if on_gpu else "cpu"},
                 adapter={"base_model_name_or_path": adapter_cfg.get("base_model_name_or_path"),
-                         "r": adapter_cfg.get("r"), "peft_type": adapter_cfg.get("peft_type")},
+                         "r": adapter_cfg.get("r"), "peft_type": adapter_cfg.get("peft_type"),
+                         "expert_lora_modules": len(experts.modules) if experts else 0},
             ),
         )  # fmt: skip
         s0 = time.monotonic()
+        merge_expert_lora(model)  # routed experts first: PEFT's merge does not know them
         merged = model.merge_and_unload()
         merge_s = time.monotonic() - s0
         folder = work / "merged"

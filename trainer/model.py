@@ -18,7 +18,10 @@ implementation, packing mode and why) are returned as facts for the `started` ev
 adapter on a `PeftModel`), the one way merge and inference load adapters. On fused-expert
 models (`ArchCaps.fused_experts`) it loads within `trainer.moe.peft_module_targets()`, as
 training attached it: otherwise PEFT re-targets `gate_proj`/`up_proj`/`down_proj` to the
-routed experts and the shared expert's trained LoRA is silently left out.
+routed experts and the shared expert's trained LoRA is silently left out. An adapter with
+LoRA on the routed experts loads only into a model given that structure (`expert_lora=True`
+adds it to a base model, as merge does); elsewhere it raises
+`trainer.expert_lora.ExpertLoraNeedsMerge`: such an adapter is served by merging it.
 """
 
 from __future__ import annotations
@@ -219,13 +222,33 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     return Loaded(model, tokenizer, caps, device, dtype, packing, facts)
 
 
-def load_adapter(model: Any, path: str | Path, adapter_name: str = "default") -> Any:
+def load_adapter(
+    model: Any, path: str | Path, adapter_name: str = "default", *, expert_lora: bool = False
+) -> Any:
     """The PeftModel of `model` with the adapter folder `path` loaded as `adapter_name`:
     `PeftModel.from_pretrained` on a base model, `load_adapter` on a PeftModel (returned
     as is). PEFT's own errors (a folder that is no adapter, shapes that do not fit) pass
-    through."""
+    through.
+
+    An adapter with LoRA on the routed experts (`trainer.expert_lora`) needs that structure
+    in the model: with `expert_lora=True` (a base model, for merging) it is added first;
+    otherwise, unless the model already has it for `adapter_name` (an NF4 model after
+    `add_expert_lora`), `ExpertLoraNeedsMerge` is raised before the model is touched: PEFT
+    alone would load the adapter without its expert LoRA, silently."""
     from peft import PeftModel
 
+    from trainer.expert_lora import (
+        ExpertLoraNeedsMerge,
+        add_expert_lora_structure,
+        has_expert_lora_structure,
+        read_expert_lora,
+    )
+
+    experts = read_expert_lora(path)
+    if experts is not None and not has_expert_lora_structure(model, experts, adapter_name):
+        if not expert_lora or isinstance(model, PeftModel):
+            raise ExpertLoraNeedsMerge(str(path))
+        add_expert_lora_structure(model, experts, adapter_name)
     with _peft_module_targets(arch.capabilities(model.config)):
         if isinstance(model, PeftModel):
             model.load_adapter(str(path), adapter_name=adapter_name)
