@@ -322,6 +322,14 @@ def peft_lora_params(
                      else target_modules, tuple(adapted), tuple(notes))
 
 
+# The trainer's LoRA on fused routed experts is no LoRA vLLM can load (trainer.expert_lora).
+EXPERT_LORA_SERVING = (
+    "an adapter with LoRA on the routed experts is served by merging it into the base model "
+    "(`brightrun adapters merge REF`, then serve the merged model), not by vLLM's multi-LoRA "
+    "alongside other adapters"
+)
+
+
 def lora_count(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts | None = None) -> LoraCount:
     """LoRA parameters of this job as the trainer builds them (PEFT + expert LoRA)."""
     trainer = trainer or TrainerFacts()
@@ -363,6 +371,7 @@ def lora_count(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts | None = 
                 f"LoRA on all {model.experts} routed experts of every MoE layer: "
                 f"{n / 1e9:.2f}B trainable parameters"
             )
+            notes.append(EXPERT_LORA_SERVING)
     elif model.is_moe and any(k.startswith("experts.") for k in by):
         notes.append(
             "these LoRA targets adapt every routed expert through PEFT "
