@@ -26,10 +26,13 @@ def page_env(server: Server, data_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("INFERENCE_ADAPTERS_DIR", str(server.adapters_dir))
 
 
-def open_playground() -> AppTest:
+def open_playground(ready: bool = True) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.switch_page("pages/playground.py").run()
     assert not at.exception, at.exception
+    if ready:  # the server answered and a model is chosen: the page went all the way down
+        assert not at.error, [e.value for e in at.error]
+        assert not at.info, [i.value for i in at.info]
     return at
 
 
@@ -96,5 +99,5 @@ def test_bad_prompt_set_line_is_named(page_env: None) -> None:
 
 def test_unreachable_server_says_how_to_start_it(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFERENCE_URL", f"http://127.0.0.1:{free_port()}/v1")
-    at = open_playground()
+    at = open_playground(ready=False)
     assert any("not reachable" in e.value and "brightrun up" in e.value for e in at.error)
