@@ -258,7 +258,23 @@ class SignatureError(StorageError):
     """A signed URL whose signature is wrong, or that has expired."""
 
 
-class LocalBlobStore:
+class _ReadsThroughOpen:
+    """`get_bytes` and `download_to` for a store whose `open` streams an object."""
+
+    def open(self, bucket: str, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        raise NotImplementedError
+
+    def get_bytes(self, bucket: str, key: str, max_bytes: int = 64 * 1024 * 1024) -> bytes:
+        with self.open(bucket, key) as f:
+            return _read_bounded(f, max_bytes, f"{bucket}/{key}")
+
+    def download_to(self, bucket: str, key: str, dest: Path) -> int:
+        with self.open(bucket, key) as f, open(dest, "wb") as out:
+            shutil.copyfileobj(f, out, CHUNK)
+            return out.tell()
+
+
+class LocalBlobStore(_ReadsThroughOpen):
     """Files in a folder; signed URLs served by `local/files.py`."""
 
     max_upload_url_s: int | None = None  # its own HMAC links: any lifetime
@@ -349,15 +365,6 @@ class LocalBlobStore:
             raise NotFound(f"no stored file {bucket}/{key}") from None
         with f:
             yield f
-
-    def get_bytes(self, bucket: str, key: str, max_bytes: int = 64 * 1024 * 1024) -> bytes:
-        with self.open(bucket, key) as f:
-            return _read_bounded(f, max_bytes, f"{bucket}/{key}")
-
-    def download_to(self, bucket: str, key: str, dest: Path) -> int:
-        with self.open(bucket, key) as f, open(dest, "wb") as out:
-            shutil.copyfileobj(f, out, CHUNK)
-            return out.tell()
 
     def exists(self, bucket: str, key: str) -> bool:
         return self.path_for(bucket, key).is_file()
@@ -474,7 +481,7 @@ class S3Access:
         )
 
 
-class SupabaseBlobStore:
+class SupabaseBlobStore(_ReadsThroughOpen):
     """Supabase Storage through the `supabase` client (service-role key, server side only).
 
     Small files use the client's upload with an explicit content type and upsert; files
@@ -669,15 +676,6 @@ class SupabaseBlobStore:
             if r.status_code != 200:
                 raise StorageError(f"storage refused {bucket}/{key} (HTTP {r.status_code})")
             yield io.BufferedReader(_ResponseStream(r), CHUNK)
-
-    def get_bytes(self, bucket: str, key: str, max_bytes: int = 64 * 1024 * 1024) -> bytes:
-        with self.open(bucket, key) as f:
-            return _read_bounded(f, max_bytes, f"{bucket}/{key}")
-
-    def download_to(self, bucket: str, key: str, dest: Path) -> int:
-        with self.open(bucket, key) as f, open(dest, "wb") as out:
-            shutil.copyfileobj(f, out, CHUNK)
-            return out.tell()
 
     def exists(self, bucket: str, key: str) -> bool:
         from storage3.exceptions import StorageApiError
