@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from trainer.errors import BadInput
-from trainer.moe import ExpertLora, NF4Experts, is_fused_experts
+from trainer.moe import ExpertLora, NF4Experts, is_fused_experts, route_to_experts
 
 WEIGHTS = "adapter_model.safetensors"
 MARK = ".expert_lora.lora_"
@@ -129,21 +129,9 @@ class LoraFusedExperts(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
     ) -> torch.Tensor:
-        out = torch.zeros_like(hidden_states)
-        with torch.no_grad():
-            mask = nn.functional.one_hot(top_k_index, num_classes=self.num_experts + 1)
-            mask = mask.permute(2, 1, 0)  # experts x top_k x tokens
-            hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero().flatten().tolist()
-        for expert in hit:
-            if expert == self.num_experts:
-                continue
-            top_k_pos, token_idx = torch.where(mask[expert])
-            x = hidden_states[token_idx]
-            gate, up = self._project(x, "gate_up_proj", expert).chunk(2, dim=-1)
-            y = self._project(self.base.act_fn(gate) * up, "down_proj", expert)
-            y = y * top_k_weights[token_idx, top_k_pos, None]
-            out.index_add_(0, token_idx, y.to(out.dtype))
-        return out
+        return route_to_experts(
+            hidden_states, top_k_index, top_k_weights, self.num_experts, self._project, self.base.act_fn
+        )
 
     def merge_into_base(self) -> nn.Module:
         """Fold the active adapters into `base`'s fused tensors and return `base`."""

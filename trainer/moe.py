@@ -249,23 +249,40 @@ class NF4Experts(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
     ) -> torch.Tensor:
-        out = torch.zeros_like(hidden_states)
-        x_all = hidden_states.to(self.compute_dtype)
-        with torch.no_grad():
-            # one extra class: index == num_experts marks "no expert" (expert parallelism)
-            mask = nn.functional.one_hot(top_k_index, num_classes=self.num_experts + 1)
-            mask = mask.permute(2, 1, 0)  # experts x top_k x tokens
-            hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero().flatten().tolist()
-        for expert in hit:
-            if expert == self.num_experts:
-                continue
-            top_k_pos, token_idx = torch.where(mask[expert])
-            x = x_all[token_idx]
-            gate, up = self._project(x, "gate_up_proj", expert).chunk(2, dim=-1)
-            y = self._project(self.act_fn(gate) * up, "down_proj", expert)
-            y = y * top_k_weights[token_idx, top_k_pos, None]
-            out.index_add_(0, token_idx, y.to(out.dtype))
-        return out
+        return route_to_experts(
+            hidden_states, top_k_index, top_k_weights, self.num_experts, self._project,
+            self.act_fn, self.compute_dtype,
+        )  # fmt: skip
+
+
+def route_to_experts(
+    hidden_states: torch.Tensor,
+    top_k_index: torch.Tensor,
+    top_k_weights: torch.Tensor,
+    num_experts: int,
+    project: Callable[[torch.Tensor, str, int], torch.Tensor],
+    act_fn: Callable[[torch.Tensor], torch.Tensor],
+    compute_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The routed-experts forward, running only the experts the batch hits:
+    `project(x, proj, expert)` applies one expert's `gate_up_proj` or `down_proj`."""
+    out = torch.zeros_like(hidden_states)
+    x_all = hidden_states if compute_dtype is None else hidden_states.to(compute_dtype)
+    with torch.no_grad():
+        # one extra class: index == num_experts marks "no expert" (expert parallelism)
+        mask = nn.functional.one_hot(top_k_index, num_classes=num_experts + 1)
+        mask = mask.permute(2, 1, 0)  # experts x top_k x tokens
+        hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero().flatten().tolist()
+    for expert in hit:
+        if expert == num_experts:
+            continue
+        top_k_pos, token_idx = torch.where(mask[expert])
+        x = x_all[token_idx]
+        gate, up = project(x, "gate_up_proj", expert).chunk(2, dim=-1)
+        y = project(act_fn(gate) * up, "down_proj", expert)
+        y = y * top_k_weights[token_idx, top_k_pos, None]
+        out.index_add_(0, token_idx, y.to(out.dtype))
+    return out
 
     def extra_repr(self) -> str:
         return (
