@@ -815,6 +815,24 @@ def _next_version(session: Session, adapter_id: str) -> int:
     return (top or 0) + 1
 
 
+def _version_of_job(
+    actor: Actor, session: Session, job_id: str, is_checkpoint: bool, step: int | None
+) -> AdapterVersion | None:
+    """The version (or the checkpoint at `step`) a job already registered, if any."""
+    return (
+        session.execute(
+            select(AdapterVersion).where(
+                AdapterVersion.owner_id == actor.user_id,
+                AdapterVersion.job_id == job_id,
+                AdapterVersion.is_checkpoint.is_(is_checkpoint),
+                *([AdapterVersion.step == step] if is_checkpoint else []),
+            )
+        )
+        .scalars()
+        .first()
+    )
+
+
 def create_adapter_version(
     actor: Actor,
     session: Session,
@@ -848,18 +866,7 @@ def create_adapter_version(
         raise InvalidInput("a checkpoint needs its training step")
     if job_id is not None:
         get_job(actor, session, job_id)
-        existing = (
-            session.execute(
-                select(AdapterVersion).where(
-                    AdapterVersion.owner_id == actor.user_id,
-                    AdapterVersion.job_id == job_id,
-                    AdapterVersion.is_checkpoint.is_(is_checkpoint),
-                    *([AdapterVersion.step == step] if is_checkpoint else []),
-                )
-            )
-            .scalars()
-            .first()
-        )
+        existing = _version_of_job(actor, session, job_id, is_checkpoint, step)
         if existing is not None:
             return existing
     if dataset_id is not None:
@@ -898,17 +905,7 @@ def create_adapter_version(
         except IntegrityError:
             # Another process took this number (or registered the same job/step): look again.
             if job_id is not None:
-                again = (
-                    session.execute(
-                        select(AdapterVersion).where(
-                            AdapterVersion.job_id == job_id,
-                            AdapterVersion.is_checkpoint.is_(is_checkpoint),
-                            *([AdapterVersion.step == step] if is_checkpoint else []),
-                        )
-                    )
-                    .scalars()
-                    .first()
-                )
+                again = _version_of_job(actor, session, job_id, is_checkpoint, step)
                 if again is not None:
                     return again
     raise Conflict(f"could not number a new version of adapter {adapter_name!r}; try again")
