@@ -208,7 +208,9 @@ def aggregate_spend(records, by: Literal["owner_id", "month", "gpu_type", "job_i
 
 @dataclass(frozen=True)
 class PodComparison:
-    """The same GPU work on Serverless (billed only while busy) and on a pod (billed while on)."""
+    """The same GPU work on Serverless (billed only while busy) and on always-on pods
+    (billed while on). Work of more busy hours than the period has needs several pods at
+    once (jobs ran side by side): `pods` of them, each on `pod_hours_on`."""
 
     busy_hours: float
     pod_hours_on: float
@@ -216,10 +218,12 @@ class PodComparison:
     pod_rate_h: float
     serverless_usd: float
     pod_usd: float
+    pods: int = 1
 
     @property
     def utilisation(self) -> float:
-        return self.busy_hours / self.pod_hours_on if self.pod_hours_on else 0.0
+        on = self.pod_hours_on * self.pods
+        return self.busy_hours / on if on else 0.0
 
     @property
     def savings_usd(self) -> float:
@@ -231,6 +235,13 @@ class PodComparison:
         return self.pod_rate_h / self.serverless_rate_h if self.serverless_rate_h else math.inf
 
 
+def pods_needed(busy_hours: float, hours_on: float) -> int:
+    """Always-on pods it takes to do `busy_hours` of work in `hours_on` (at least one)."""
+    if hours_on <= 0:
+        raise ValueError(f"pods must be on for a positive time (got {hours_on} h)")
+    return max(1, math.ceil(busy_hours / hours_on - 1e-9))
+
+
 def serverless_vs_pod(
     busy_hours: float,
     *,
@@ -238,26 +249,30 @@ def serverless_vs_pod(
     pod_rate_h: float,
     pod_hours_on: float | None = None,
     utilisation: float | None = None,
+    pods: int = 1,
 ) -> PodComparison:
-    """Cost `busy_hours` of work both ways. Give how long the pod stays on, or its
+    """Cost `busy_hours` of work both ways. Give how long the pods stay on, or their
     utilisation (busy ÷ on); e.g. 2 h of training with a pod left on 24 h at $1.99/h is
     $47.76, against $6.70 on Serverless at $3.35/h."""
     if (pod_hours_on is None) == (utilisation is None):
         raise ValueError("give exactly one of pod_hours_on or utilisation")
+    if pods < 1:
+        raise ValueError(f"pods must be at least 1 (got {pods})")
     if utilisation is not None:
         if not 0 < utilisation <= 1:
             raise ValueError(f"utilisation must be in (0, 1] (got {utilisation})")
-        pod_hours_on = busy_hours / utilisation
+        pod_hours_on = busy_hours / utilisation / pods
     assert pod_hours_on is not None
-    if pod_hours_on < busy_hours:
-        raise ValueError(f"a pod on for {pod_hours_on} h cannot do {busy_hours} h of work")
+    if pod_hours_on * pods < busy_hours:
+        raise ValueError(f"{pods} pod(s) on for {pod_hours_on} h cannot do {busy_hours} h of work")
     return PodComparison(
         busy_hours=busy_hours,
         pod_hours_on=pod_hours_on,
         serverless_rate_h=serverless_rate_h,
         pod_rate_h=pod_rate_h,
         serverless_usd=busy_hours * serverless_rate_h,
-        pod_usd=pod_hours_on * pod_rate_h,
+        pod_usd=pods * pod_hours_on * pod_rate_h,
+        pods=pods,
     )
 
 
@@ -269,6 +284,7 @@ def compare_for_gpu(
     pod_hours_on: float | None = None,
     utilisation: float | None = None,
     overrides: dict[str, float] | None = None,
+    pods: int = 1,
 ) -> PodComparison:
     """`serverless_vs_pod` with the table's rates for `gpu_id` (Serverless `tier` vs pod)."""
     return serverless_vs_pod(
@@ -277,4 +293,5 @@ def compare_for_gpu(
         pod_rate_h=rate_per_second(gpu_id, "pod") * 3600,
         pod_hours_on=pod_hours_on,
         utilisation=utilisation,
+        pods=pods,
     )

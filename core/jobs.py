@@ -258,9 +258,11 @@ def build_spec(
     time_limit_s: float | None = None,
     with_eval_url: bool = False,
     resume_from: str | None = None,
+    first_seq: int = 0,
 ) -> JobSpec:
     """The `JobSpec` for these settings; bad values raise `InvalidInput` naming the field.
-    `resume_from` (continued training) is replaced by a fresh source at each send."""
+    `resume_from` (continued training) is replaced by a fresh source at each send;
+    `first_seq` is the first event number the controller has not stored (a retry's)."""
     training = dict(training or {})
     if time_limit_s is not None:
         given = training.get("time_limit_s")
@@ -280,6 +282,7 @@ def build_spec(
             output={"adapter_name": adapter_name},
             device=device,
             resume_from=resume_from,
+            first_seq=first_seq,
         )
     except ValidationError as e:
         raise InvalidInput(f"invalid job settings: {_spec_errors(e)}") from None
@@ -1166,6 +1169,7 @@ def retry(
         result = dict(job.result or {})
         result["prior_cost_usd"] = spent
         result["attempt_first_seq"] = job.last_seq + 1  # the worker continues the numbering
+        spec = spec.model_copy(update={"first_seq": job.last_seq + 1})
         repo.update_job(
             actor, s, job_id, reopen=True, status="QUEUED", runpod_job_id=None, attempt=job.attempt + 1,
             budget_usd=total, spec=spec.model_dump(mode="json"), result=result, finished_at=None,

@@ -14,6 +14,7 @@ module that owns them. Jobs, events and cost records are never deleted.
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -33,17 +34,35 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = (
-    "QUEUED",
-    "IN_QUEUE",
-    "IN_PROGRESS",
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMED_OUT",
+
+class JobStatus(StrEnum):
+    """A job's status: BrightRun's own QUEUED (stored, not yet accepted by the endpoint),
+    then RunPod's. Members compare equal to their strings (the stored values)."""
+
+    QUEUED = "QUEUED"
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def retryable(self) -> bool:
+        """An attempt that ended without finishing: retry sends the job again."""
+        return self in RETRYABLE_STATUSES
+
+
+JOB_STATUSES = tuple(JobStatus)
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
 )
-TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-ACTIVE_STATUSES = frozenset({"QUEUED", "IN_QUEUE", "IN_PROGRESS"})
+RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT})
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS})
 
 
 # SQLite only auto-increments an INTEGER primary key.

@@ -31,7 +31,7 @@ A `/stream` read is destructive (each chunk is returned once), so callers must p
 `stream` returns; the final `output` of a generator handler with `return_aggregate_stream`
 holds every chunk and is the backfill source.
 
-Raises (all subclasses of `RunPodError`): `AuthError` (401/403), `JobNotFound` (404 on a
+Raises (all subclasses of `RunPodError`): `EndpointAuthError` (401/403), `JobNotFound` (404 on a
 job path), `BadRequest` (other 4xx), `PayloadTooLarge`, `EndpointUnavailable` (retries
 exhausted), `SubmitUncertain` (a `/run` whose outcome is unknown).
 """
@@ -47,6 +47,8 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
+
+from core.errors import BrightRunError
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,11 @@ MAX_TTL_MS = 7 * 24 * 3600 * 1000
 RESULT_RETENTION_S = 30 * 60  # /run results are kept 30 minutes after the job ends
 
 
-class RunPodError(Exception):
+class RunPodError(BrightRunError):
     """Base of every error this client raises."""
 
 
-class AuthError(RunPodError):
+class EndpointAuthError(RunPodError):
     """The endpoint refused the API key (401/403)."""
 
 
@@ -295,7 +297,7 @@ class RunPodClient:
                 if code < 400:
                     return _json(response, path)
                 if code in (401, 403):
-                    raise AuthError(
+                    raise EndpointAuthError(
                         f"{self.base_url} refused the API key (HTTP {code}); "
                         "check GPU_CLUSTER_API_KEY"
                     )

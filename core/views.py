@@ -864,7 +864,7 @@ class SpendView:
 
     @property
     def utilisation(self) -> float:
-        return self.busy_hours / self.period_hours if self.period_hours else 0.0
+        return self.comparison.utilisation if self.comparison else 0.0
 
 
 def _month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:
@@ -913,9 +913,10 @@ def spend_view(
     busy_h = float(busy_s) / 3600
     gpu = next((g for g in by_gpu if g in costs.GPU_TYPES), settings.gpu_type)
     comparison = None
-    if busy_h > 0 and period_h >= busy_h:
+    if busy_h > 0 and period_h > 0:
         comparison = costs.compare_for_gpu(
-            gpu, busy_h, tier=settings.price_tier, pod_hours_on=period_h, overrides=settings.gpu_prices
+            gpu, busy_h, tier=settings.price_tier, pod_hours_on=period_h, overrides=settings.gpu_prices,
+            pods=costs.pods_needed(busy_h, period_h),
         )
     limits = repo.user_limits(actor, session, settings)
     return SpendView(

@@ -50,11 +50,12 @@ cmp = sv.comparison
 if cmp is None:
     st.caption(f"No GPU time in {sv.month} to compare.")
     st.stop()
+pods = "a pod" if cmp.pods == 1 else f"{cmp.pods} pods (your jobs ran side by side)"
 st.markdown(
     f"In {sv.month} your jobs kept a GPU busy **{cmp.busy_hours:.2f} h** of the **{cmp.pod_hours_on:.0f} h** "
     f"so far: a utilisation of **{sv.utilisation:.1%}**. On Serverless ({sv.compared_gpu}, "
     f"${cmp.serverless_rate_h:.2f}/h while busy) that work costs **{w.money(cmp.serverless_usd)}**; "
-    f"a pod left on all that time at ${cmp.pod_rate_h:.2f}/h would have cost **{w.money(cmp.pod_usd)}**."
+    f"{pods} left on all that time at ${cmp.pod_rate_h:.2f}/h would have cost **{w.money(cmp.pod_usd)}**."
 )
 m1, m2, m3 = st.columns(3)
 m1.metric("Serverless", w.money(cmp.serverless_usd))

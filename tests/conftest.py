@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,3 +29,21 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BRIGHTRUN_DATA_DIR", str(d))
     monkeypatch.chdir(tmp_path)  # no stray .env from the developer's checkout
     return d
+
+
+@pytest.fixture
+def pin_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[dt.datetime], dt.datetime]:
+    """`pin_clock(when)`: BrightRun's clock (`core.models.utcnow`, wherever it was imported
+    by name) reads `when` for the rest of the test. Tests that depend on today's date pin it."""
+
+    def pin(when: dt.datetime) -> dt.datetime:
+        models = importlib.import_module("core.models")
+        for name in ("core.views", "core.repo", "core.jobs", "core.actions"):
+            importlib.import_module(name)  # bind their names before they are replaced
+        original = models.utcnow
+        for name, module in list(sys.modules.items()):
+            if name.split(".")[0] == "core" and getattr(module, "utcnow", None) is original:
+                monkeypatch.setattr(module, "utcnow", lambda: when)
+        return when
+
+    return pin

@@ -109,11 +109,11 @@ def run(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Event]
     if action not in _actions():
         yield from run_job(payload, env)
         return
-    elog = EventLog()
     try:
         spec = payload if isinstance(payload, JobSpec) else JobSpec.model_validate(payload)
     except ValidationError as exc:
         kind, message, suggestion = describe_failure(exc)
+        elog = EventLog()
         final = elog.emit("failed", {"kind": kind, "message": message, "suggestion": suggestion})
         urls = (payload.get("output") or {}).get("upload_urls") if isinstance(payload, Mapping) else None
         job_id = payload.get("job_id") if isinstance(payload, Mapping) else None
@@ -123,6 +123,7 @@ def run(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Event]
             })  # fmt: skip
         yield final
         return
+    elog = EventLog(start_seq=spec.first_seq)
     try:
         data = yield from _actions()[spec.action](spec, env, elog, t0)
         final = elog.emit("completed", data)

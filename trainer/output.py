@@ -9,7 +9,6 @@ retried with backoff, 4xx answers are not (a signed URL that is refused stays re
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -30,17 +29,25 @@ CONTENT_TYPES = {
 
 
 class EventLog:
-    """Numbers events from `start_seq`, keeps them, and appends each to a JSONL file."""
+    """Numbers events, keeps them, and appends each to a JSONL file.
 
-    def __init__(self, path: Path | None = None) -> None:
+    A job started again finds its earlier attempts' log in that file and continues their
+    numbering, from `start_seq` at the least (the first number the controller has not
+    stored). Logged events at or above `start_seq` were emitted but never reached the
+    controller (e.g. the worker was stopped before its last output was read): they are
+    `unreported`, and the worker sends them again before anything new.
+    """
+
+    def __init__(self, path: Path | None = None, start_seq: int = 0) -> None:
         self.path = path
         self.events: list[Event] = []
-        self.next_seq = 0
+        logged: list[Event] = []
         if path is not None and path.is_file():
-            # A job started again continues the numbering of its earlier attempts.
             for line in path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
-                    self.next_seq = max(self.next_seq, int(json.loads(line)["seq"]) + 1)
+                    logged.append(Event.model_validate_json(line))
+        self.unreported = [e for e in logged if e.seq >= start_seq]
+        self.next_seq = max([start_seq, *(e.seq + 1 for e in logged)])
 
     def emit(self, type_: str, data: dict[str, Any]) -> Event:
         event = Event(seq=self.next_seq, type=type_, data=data)

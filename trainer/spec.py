@@ -12,7 +12,7 @@ one destination: upload URLs, a local folder or `merge.hub_repo`), `cache_model`
 for its event-log upload URLs). A section that does not belong to the action is refused.
 
 `Event` is the envelope of everything the worker reports: an ordered stream numbered by
-`seq` from 0, one of `EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's
+`seq` from 0 (an attempt after the first continues at the spec's `first_seq`), one of `EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's
 data always has `kind` (one of `FAILURE_KINDS`), `message` and `suggestion`.
 
 Raises pydantic's `ValidationError` with messages that name the field and say what to do.
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: `first_seq`
 
 EVENT_TYPES = ("started", "metrics", "checkpoint", "completed", "failed")
 FAILURE_KINDS = (
@@ -245,6 +245,12 @@ class JobSpec(_Strict):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     resume_from: str | None = Field(
         None, description="adapter folder or URL to continue training from (a parent version)"
+    )
+    first_seq: int = Field(
+        0,
+        ge=0,
+        description="the controller holds every event numbered below this; the worker numbers "
+        "from here and first re-sends the earlier attempt's logged events at or above it",
     )
 
     @field_validator("version")

@@ -104,7 +104,7 @@ class TrainingJob:
         self.env = env
         self.t0 = started_at
         self.ckpt_root = env.checkpoint_dir / spec.job_id
-        self.log = EventLog(self.ckpt_root / "events.jsonl")
+        self.log = EventLog(self.ckpt_root / "events.jsonl", spec.first_seq)
         self.work = Path(tempfile.mkdtemp(prefix=f"brightrun-{spec.job_id}-"))
         self.loaded: Any = None
         self.optimizer: Any = None
@@ -616,6 +616,7 @@ class TrainingJob:
     def run(self) -> Iterator[Event]:
         completed = False
         final: Event
+        yield from self.log.unreported  # the earlier attempt's events the controller missed
         try:
             started = self.setup()
             self.started_data = started.data

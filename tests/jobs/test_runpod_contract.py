@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from core.runpod import (
-    AuthError,
     BadRequest,
+    EndpointAuthError,
     EndpointUnavailable,
     JobNotFound,
     PayloadTooLarge,
@@ -204,7 +204,7 @@ def test_wrong_key_is_refused_and_never_echoed(
     bad = "wrong-key-0xDEADBEEF"
     with RunPodClient(backend.url, bad) as c:
         assert bad not in repr(c)
-        with pytest.raises(AuthError) as e:
+        with pytest.raises(EndpointAuthError) as e:
             c.health()
     assert bad not in str(e.value)
     assert bad not in caplog.text

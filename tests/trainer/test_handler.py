@@ -176,7 +176,7 @@ def test_resume_continues_the_same_loss_curve(
     first.close()  # the worker goes away right after its checkpoint
     assert seen[-1].data["step"] == 3
 
-    again = run(spec, worker_env)
+    again = run({**spec, "first_seq": len(seen)}, worker_env)  # all were stored
     _check_stream_continues(seen, again)
     assert again[0]["data"]["resumed_from_step"] == 3
     resumed = {e["data"]["step"]: e["data"]["loss"] for e in again if e["type"] == "metrics"}
@@ -184,6 +184,40 @@ def test_resume_continues_the_same_loss_curve(
     for step, loss in resumed.items():
         assert loss == pytest.approx(curve[step], rel=1e-6), step
     assert again[-1]["data"]["summary"]["steps"] == 6
+
+
+def test_events_the_controller_missed_are_sent_again_before_the_restart(
+    tiny_model: Path, toy_data: Path, worker_env: Any
+) -> None:
+    """The worker is stopped right after it emitted a checkpoint event that never reached
+    the controller (it stored events below that one). The next attempt first sends that
+    event again, unchanged, then continues the numbering: the stored history has no gap."""
+    from trainer.train import run_job
+
+    spec = make_spec(tiny_model, toy_data, job_id="missed", training={"checkpoint_every": 2})
+    first = run_job(spec, worker_env)
+    seen = []
+    for event in first:
+        seen.append(event)
+        if event.type == "checkpoint":
+            break
+    first.close()
+    stored = seen[:-1]  # the checkpoint event was lost on its way
+    again = run({**spec, "first_seq": len(stored)}, worker_env)
+    assert again[0] == seen[-1].model_dump(mode="json")
+    assert again[1]["type"] == "started" and again[1]["data"]["resumed_from_step"] == 2
+    _check_stream_continues(stored, again)
+
+
+def test_a_retry_without_the_earlier_log_numbers_from_first_seq(
+    tiny_model: Path, toy_data: Path, worker_env: Any
+) -> None:
+    """A worker that lacks the earlier attempt's log (another volume) still numbers its
+    events after the ones the controller holds, so none of them is taken for a duplicate."""
+    spec = make_spec(tiny_model, toy_data, job_id="elsewhere", first_seq=7)
+    events = run(spec, worker_env)
+    assert [e["seq"] for e in events] == list(range(7, 7 + len(events)))
+    assert events[0]["type"] == "started" and events[-1]["type"] == "completed"
 
 
 def _check_stream_continues(before: list[Event], after: list[dict[str, Any]]) -> None:

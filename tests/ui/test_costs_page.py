@@ -3,6 +3,11 @@ against an always-on pod at the utilisation actually had."""
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+
+import pytest
+
 from core import db, repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
@@ -15,7 +20,17 @@ def test_no_spend_yet(open_page) -> None:
     assert next(m for m in at.metric if m.label == "Budget used").value == "0%"
 
 
-def test_spend_breakdowns_budget_and_the_pod_comparison(settings: Settings, open_page, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "today",
+    [dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC), dt.datetime(2026, 12, 17, 13, 0, tzinfo=dt.UTC)],
+    ids=["first-hour-of-the-month", "mid-month"],
+)
+def test_spend_breakdowns_budget_and_the_pod_comparison(
+    settings: Settings, open_page, pin_clock, today: dt.datetime
+) -> None:
+    """Jobs finished half an hour ago: their GPU time (about 41 h, $170) can exceed the
+    hours the month has had so far, which takes several pods side by side to match."""
+    pin_clock(today)
     ds = seed_dataset(settings)
     first = seed_job(settings, ds, cost=150.0, model="Qwen/Qwen3-8B")
     seed_job(settings, ds, cost=20.0, model="Qwen/Qwen3-4B")
@@ -35,6 +50,11 @@ def test_spend_breakdowns_budget_and_the_pod_comparison(settings: Settings, open
     pod = next(m for m in at.metric if m.label == "Always-on pod").value
     serverless = next(m for m in at.metric if m.label == "Serverless").value
     assert float(pod.strip("$").replace(",", "")) > 0 and serverless.startswith("$170.")
+    hours_so_far = (today - today.replace(day=1, hour=0)).total_seconds() / 3600
+    busy = 170 / 0.00116 / 3600
+    pods = math.ceil(busy / hours_so_far)
+    assert (f"{pods} pods (your jobs ran side by side)" in text) == (pods > 1)
+    assert float(pod.strip("$").replace(",", "")) == pytest.approx(pods * hours_so_far * 1.99, abs=0.01)
 
     at.selectbox(key="costs.month").select("2025-12").run()
     assert next(m for m in at.metric if m.label == "Spent in 2025-12").value == "$4.18"
