@@ -131,28 +131,30 @@ class FakeStorage:
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }  # fmt: skip
 
-    def token(self, kind: str, bucket: str, name: str, expires_in: int) -> str:
-        payload = base64.urlsafe_b64encode(
-            json.dumps(
-                {"k": kind, "url": f"{bucket}/{name}", "exp": int(time.time()) + expires_in}
-            ).encode()
-        ).decode()
+    def token(self, kind: str, bucket: str, name: str, expires_in: int, upsert: bool = False) -> str:
+        """A signed token; an upload token carries the `upsert` it was signed with, and the
+        upload it allows may overwrite an object only when that was true (as Storage does)."""
+        claims = {"k": kind, "url": f"{bucket}/{name}", "exp": int(time.time()) + expires_in, "upsert": upsert}
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()
         sig = hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()
         return f"{payload}.{sig}"
 
     def check_token(self, token: str, kind: str, bucket: str, name: str) -> bool:
+        return self.token_claims(token, kind, bucket, name) is not None
+
+    def token_claims(self, token: str, kind: str, bucket: str, name: str) -> dict[str, Any] | None:
+        """The token's claims when it is valid for this use of this object, else None."""
         try:
             payload, sig = token.rsplit(".", 1)
         except ValueError:
-            return False
+            return None
         if not hmac.compare_digest(
             hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest(), sig
         ):
-            return False
+            return None
         data = json.loads(base64.urlsafe_b64decode(payload))
-        return (
-            data["k"] == kind and data["url"] == f"{bucket}/{name}" and data["exp"] >= time.time()
-        )
+        ok = data["k"] == kind and data["url"] == f"{bucket}/{name}" and data["exp"] >= time.time()
+        return data if ok else None
 
 
 def _parse_multipart(content_type: str, body: bytes) -> tuple[bytes, str]:
@@ -288,7 +290,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._authed() or not self._bucket_ok(parts[3]):
                 return
             bucket, name = parts[3], "/".join(parts[4:])
-            token = self.fake.token("upload", bucket, name, 7200)
+            upsert = (self.headers.get("x-upsert") or "false") == "true"
+            token = self.fake.token("upload", bucket, name, 7200, upsert=upsert)
             self._send(
                 200, {"url": f"/object/upload/sign/{bucket}/{name}?token={token}", "token": token}
             )
@@ -351,10 +354,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if parts[:3] == ["object", "upload", "sign"] and len(parts) >= 5:
             bucket, name = parts[3], "/".join(parts[4:])
-            if not self.fake.check_token((q.get("token") or [""])[0], "upload", bucket, name):
+            claims = self.fake.token_claims((q.get("token") or [""])[0], "upload", bucket, name)
+            if claims is None:
                 self._error(400, "InvalidSignature", "invalid signature")
                 return
-            self._save_upload(bucket, name, body, True)
+            self._save_upload(bucket, name, body, bool(claims.get("upsert")))  # as signed, not as sent
             return
         if parts[:1] == ["object"] and len(parts) >= 3:
             if not self._authed() or not self._bucket_ok(parts[1]):

@@ -268,6 +268,27 @@ def test_supabase_uploads_carry_the_content_type_not_text_plain(
     assert fake_supabase.state.meta[("adapters", key)]["mimetype"] == "application/json"
 
 
+def test_a_signed_upload_overwrites_only_when_signed_with_upsert(
+    supabase_store: SupabaseBlobStore, fake_supabase: FakeSupabaseStorage
+):
+    """Storage decides at signing time whether a signed upload may replace an object (the
+    `x-upsert` sent when the URL was made), not from the uploader's headers. BrightRun signs
+    its worker URLs with upsert, so a retried upload replaces the object; a URL signed
+    without it uploads once and then refuses, whatever header the uploader sends."""
+    key = storage.adapter_key(OWNER, "av-1", "events.jsonl")
+    headers = {"authorization": f"Bearer {fake_supabase.state.service_key}",
+               "apikey": fake_supabase.state.service_key}  # fmt: skip
+    signed = httpx.post(f"{fake_supabase.url}/storage/v1/object/upload/sign/adapters/{key}", headers=headers)
+    once = f"{fake_supabase.url}/storage/v1{signed.json()['url']}"
+    assert httpx.put(once, content=b"first").status_code == 200
+    again = httpx.put(once, content=b"second", headers={"x-upsert": "true"})
+    assert again.status_code == 409 and again.json()["error"] == "Duplicate"
+    assert supabase_store.get_bytes("adapters", key) == b"first"  # nothing stored was lost
+    up = supabase_store.signed_upload_url("adapters", key, 60)
+    assert httpx.put(up, content=b"retried").status_code == 200
+    assert supabase_store.get_bytes("adapters", key) == b"retried"
+
+
 def test_supabase_store_refuses_with_a_wrong_key(fake_supabase: FakeSupabaseStorage):
     bad = SupabaseBlobStore(fake_supabase.url, "not-the-key")
     with pytest.raises(storage.StorageError):
