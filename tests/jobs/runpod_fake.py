@@ -6,7 +6,9 @@ jobs on a clock from the same inputs `tests.jobs.fakes.scripted` reads (`chunks`
 `failed` event's type and data): IN_QUEUE for `queue_s`, then IN_PROGRESS with chunk i
 available `i * interval_s` later, then the outcome. `script` maps a job's input to those
 keys (for inputs that are job specs); `timeout_scale` shortens `policy.executionTimeout` on
-the fake's clock (0.05: a 60 s limit strikes after 3 s) so timeouts can be tested quickly. `faults` injects what the
+the fake's clock (0.05: a 60 s limit strikes after 3 s) so timeouts can be tested quickly;
+`policy.ttl` is honoured on the same clock: once it has passed since submission the job is
+deleted, even mid-run, and every call about it answers 404. `faults` injects what the
 real service does under load: `("503", path_prefix)`, `("429", path_prefix)` answered
 instead of the call, `("503-after", ...)` and `("slow-after", ...)` after the call took
 effect (the answer is lost), each used once, in order.
@@ -38,6 +40,7 @@ class FakeJob:
     cursor: int = 0
     fixed: str | None = None  # CANCELLED once cancelled
     fixed_at: float | None = None
+    ttl_s: float | None = None  # policy.ttl: queue plus execution, then the job is deleted
 
 
 @dataclass
@@ -91,6 +94,8 @@ class RunPodFake:
         status, avail, start, end = self._timeline(job, now)
         if end is not None and now - end > self.retention_s:
             return None
+        if job.ttl_s is not None and now - job.submitted > job.ttl_s:
+            return None  # RunPod deletes a job whose ttl passed, finished or not
         body: dict[str, Any] = {"id": job.id, "status": status}
         if start is not None:
             body["delayTime"] = int((start - job.submitted) * 1000)
@@ -148,13 +153,13 @@ class RunPodFake:
         @app.post("/v2/fake/run")
         async def run(request: Request):
             body = await request.json()
+            policy = body.get("policy", {})
             job = FakeJob(
                 id=f"{uuid.uuid4()}-u1",
                 input=body["input"],
-                timeout_s=body.get("policy", {}).get("executionTimeout", 600_000)
-                / 1000
-                * self.timeout_scale,
+                timeout_s=policy.get("executionTimeout", 600_000) / 1000 * self.timeout_scale,
                 submitted=time.time(),
+                ttl_s=policy["ttl"] / 1000 * self.timeout_scale if "ttl" in policy else None,
             )
             with self.lock:
                 self.jobs[job.id] = job
