@@ -1,6 +1,6 @@
 """Trainer efficiency: BrightRun's default path against TRL's SFTTrainer, same rows.
 
-    python bench/trainer.py [--quick] [--json FILE] [--rows N] [--threads T]
+    python bench/trainer.py [--quick] [--json FILE] [--rows N] [--threads T] [--dtype D]
     python bench/trainer.py --gpu-real-size [--json FILE]      # on a CUDA machine
 
 Three ways, each in its own process (so peak RSS is its own), on the same training rows
@@ -13,7 +13,10 @@ Three ways, each in its own process (so peak RSS is its own), on the same traini
   (c) BrightRun's default settings (`trainer.train.run_job`).
 
 Same for all three: the model (a random Qwen2-architecture config, wide and shallow:
-hidden 1024, 2 layers, stored in bfloat16 like published checkpoints), LoRA (r 16, alpha
+hidden 1024, 2 layers, stored in bfloat16 like published checkpoints), the compute dtype
+(chosen once per run by the trainer's own rule, `trainer.model.pick_compute_dtype` with
+"auto": bfloat16 on a CPU with native bf16 (AMX or AVX512-BF16), float32 elsewhere, where a
+bf16 matmul is tens of times slower; all three ways load and train in it), LoRA (r 16, alpha
 32, dropout 0.05, all linear layers of the blocks), learning rate 2e-4 with cosine decay
 and the same warmup, one epoch, loss on assistant tokens only (TRL:
 `assistant_only_loss=True`), gradient checkpointing as each library defaults it (on),
@@ -78,14 +81,26 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 # --------------------------------------------------------------------------- evaluation
-def eval_loss(model_dir: Path, adapter_dir: Path, rows: list[dict[str, Any]]) -> float:
+def compute_dtype_name() -> str:
+    """The dtype the trainer picks on this CPU when left to "auto" (one rule for all ways)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from trainer.model import pick_compute_dtype
+
+    auto = SimpleNamespace(training=SimpleNamespace(compute_dtype="auto"))
+    return str(pick_compute_dtype(auto, torch.device("cpu"))).removeprefix("torch.")
+
+
+def eval_loss(model_dir: Path, adapter_dir: Path, rows: list[dict[str, Any]], dtype: str) -> float:
     """Token-mean cross-entropy on assistant tokens (the template's generation mask)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     total, n = 0.0, 0
     with torch.no_grad():
@@ -116,6 +131,8 @@ def run_trl(way: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     args = SFTConfig(
         output_dir=str(work / f"trl-{way}"),
         use_cpu=True,
+        model_init_kwargs={"dtype": cfg["dtype"]},  # the run's one compute dtype
+        bf16=cfg["dtype"] == "bfloat16",
         per_device_train_batch_size=1 if packing else ROWS_PER_STEP,
         gradient_accumulation_steps=1,
         num_train_epochs=1,
@@ -184,7 +201,7 @@ def run_brightrun(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
             "job_id": "bench-c",
             "model": {"name_or_path": str(work / "model")},
             "data": {"train_path": str(work / "train.jsonl")},
-            "quantization": "none",  # the same bf16 base for all three ways on a CPU
+            "quantization": "none",  # the same unquantised base for all three ways
             "lora": {**LORA, "target_modules": TARGETS},
             "training": {
                 "epochs": 1,
@@ -195,6 +212,7 @@ def run_brightrun(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
                 "max_length": cfg["row_length"],
                 "checkpoint_every": 0,
                 "seed": SEED,
+                "compute_dtype": cfg["dtype"],
                 **cfg.get("brightrun_overrides", {}),
             },
             "output": {"adapter_name": "bench-c", "local_dir": str(adapter)},
@@ -240,7 +258,9 @@ def child(way: str, work: Path) -> None:
     random.seed(SEED)
     torch.manual_seed(SEED)
     res = run_brightrun(cfg, work) if way == "c" else run_trl(way, cfg, work)
-    res["eval_loss"] = eval_loss(work / "model", Path(res["adapter"]), _read_rows(work / "eval.jsonl"))
+    res["eval_loss"] = eval_loss(
+        work / "model", Path(res["adapter"]), _read_rows(work / "eval.jsonl"), cfg["dtype"]
+    )
     (work / f"result-{way}.json").write_text(json.dumps(res))
 
 
@@ -284,6 +304,7 @@ def prepare(work: Path, rows: int | None, threads: int) -> dict[str, Any]:
         "warmup_steps_a": math.ceil(WARMUP_RATIO * steps_a),
         "warmup_steps_b": math.ceil(WARMUP_RATIO * steps_packed),
         "threads": threads,
+        "dtype": compute_dtype_name(),
     }
     (work / "config.json").write_text(json.dumps(cfg))
     return cfg
@@ -400,6 +421,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     ap.add_argument("--ways", default="abc", help="which of a, b, c to run (default all)")
     ap.add_argument("--workdir", help="keep intermediate files here (default: a temp folder)")
+    ap.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+        help="compute dtype of all three ways (default: the trainer's rule for this CPU)",
+    )
     ap.add_argument("--gpu-real-size", action="store_true", help="QLoRA on 7B shapes (CUDA)")
     ap.add_argument("--gpu-steps", type=int, default=8)
     ap.add_argument("--shape-small", action="store_true", help=argparse.SUPPRESS)
@@ -422,6 +447,8 @@ def main() -> None:
         rows = args.rows or (200 if args.quick else None)
         cfg = prepare(work, rows, args.threads)
         cfg["brightrun_overrides"] = json.loads(args.brightrun_overrides)
+        if args.dtype != "auto":
+            cfg["dtype"] = args.dtype
         (work / "config.json").write_text(json.dumps(cfg))
         cfg["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
         results = {}
