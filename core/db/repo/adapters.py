@@ -145,10 +145,7 @@ def create_adapter_version(
         existing = _version_of_job(actor, session, job_id, is_checkpoint, step)
         if existing is not None:
             return existing
-    if dataset_id is not None:
-        get_dataset(actor, session, dataset_id, include_deleted=True)
-    if parent_version_id is not None:
-        get_version(actor, session, parent_version_id)
+    _check_lineage(actor, session, dataset_id, parent_version_id)
     adapter = get_or_create_adapter(actor, session, adapter_name)
     row = {
         "adapter_id": adapter.id,
@@ -170,6 +167,17 @@ def create_adapter_version(
         "status": status,
     }
     return _insert_version(actor, session, adapter, row, version_id)
+
+
+def _check_lineage(
+    actor: Actor, session: Session, dataset_id: str | None, parent_version_id: str | None
+) -> None:
+    """A new version's dataset (deleted or not) and parent version must be the actor's own
+    (else NotFound)."""
+    if dataset_id is not None:
+        get_dataset(actor, session, dataset_id, include_deleted=True)
+    if parent_version_id is not None:
+        get_version(actor, session, parent_version_id)
 
 
 def _insert_version(
