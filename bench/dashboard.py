@@ -46,8 +46,9 @@ def populate(url: str, n_jobs: int, n_points: int, seed: int = 0) -> str:
     """Fill the database at `url`; returns the id of the long job."""
     from sqlalchemy import insert
 
-    from core import db, repo
-    from core.models import CostRecord, Dataset, Job, JobEvent
+    from core import db
+    from core.db import repo
+    from core.db.tables import CostRecord, Dataset, Job, JobEvent
     from core.settings import load_settings
     from core.users import LOCAL_ACTOR
 
@@ -128,7 +129,8 @@ def render_s(data_dir: Path, url: str, page: str, query: dict[str, str] | None =
 
 
 def chart_read_s(url: str, job_id: str, downsampled: bool) -> tuple[float, int]:
-    from core import db, repo, views
+    from core import db, views
+    from core.db import repo
     from core.settings import load_settings
     from core.users import LOCAL_ACTOR
 

@@ -16,8 +16,8 @@ from components import charts, session
 from components import widgets as w
 from core import actions as job_actions
 from core import adapters, jobs, views
+from core.db.tables import JOB_STATUSES, TERMINAL_STATUSES, Job
 from core.errors import BrightRunError
-from core.models import JOB_STATUSES, TERMINAL_STATUSES, Job
 from core.runpod import RunPodError
 from core.settings import Settings
 from core.users import Actor

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import jobs, repo
-from core.db import session_scope
+from core import jobs
+from core.db import repo, session_scope
+from core.db.tables import ACTIVE_STATUSES, Job, User, utcnow
 from core.errors import InvalidInput
-from core.models import ACTIVE_STATUSES, Job, User, utcnow
 from core.runpod import RunPodClient, RunPodError, SubmitUncertain
 from core.settings import Settings
 from core.storage import BlobStore, job_key, make_blob_store

@@ -1,6 +1,6 @@
 """Adapters as products: numbered versions, checkpoints, lineage, continued training.
 
-Built on `core.repo` (the `adapters` and `adapter_versions` tables); every function takes
+Built on `core.db.repo` (the `adapters` and `adapter_versions` tables); every function takes
 the acting user and sees only their adapters (another user's version is `NotFound`).
 
 - Numbering: a completed job's adapter becomes the next version of the adapter named in
@@ -36,9 +36,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core import repo
+from core.db import repo
+from core.db.tables import AdapterVersion, Job
 from core.errors import InvalidInput, NotFound
-from core.models import AdapterVersion, Job
 from core.settings import Settings
 from core.storage import DOWNLOAD_URL_TTL_S, BlobStore, adapter_key, adapter_prefix
 from core.users import Actor
@@ -101,7 +101,7 @@ def label(adapter_name: str, v: AdapterVersion) -> str:
 
 
 def _adapter_name(session: Session, v: AdapterVersion) -> str:
-    from core.models import Adapter
+    from core.db.tables import Adapter
 
     a = session.get(Adapter, v.adapter_id)
     return a.name if a is not None else v.adapter_id

@@ -1,7 +1,7 @@
 """What an admin sees and sets: every user's spend and limits.
 
 Every function takes the acting user and raises `Forbidden` unless they are an admin
-(`core.repo`'s `admin_*` functions do the check). Users are named by id or by email.
+(`core.db.repo`'s `admin_*` functions do the check). Users are named by id or by email.
 
 - `user_rows(actor, session, settings, month=None)`: one row per user: email, role, the
   month's recorded spend (default: this month), unfinished jobs, and the monthly budget
@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import repo
+from core.db import repo
+from core.db.tables import User
 from core.errors import Conflict, InvalidInput, NotFound
-from core.models import User
 from core.settings import Settings
 from core.users import Actor
 

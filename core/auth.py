@@ -258,7 +258,7 @@ def _refresh_error(e: Exception) -> BrightRunError:
 def actor_for(db: DbSession, identity: Identity) -> Actor:
     """The `Actor` for a signed-in user (their row is made on first sign-in, as a member;
     the stored role wins afterwards)."""
-    from core import repo
+    from core.db import repo
 
     return repo.sign_in_actor(db, identity.user_id, identity.email)
 

@@ -190,7 +190,7 @@ class SpendTotal:
 
 def aggregate_spend(records, by: Literal["owner_id", "month", "gpu_type", "job_id"]) -> dict[str, SpendTotal]:
     """Sum cost records (objects or mappings with `owner_id`, `month`, `gpu_type`, `job_id`,
-    `usd`, `seconds`, e.g. `core.models.CostRecord` rows) per user, month, GPU type or job.
+    `usd`, `seconds`, e.g. `core.db.tables.CostRecord` rows) per user, month, GPU type or job.
     Keys come back sorted."""
     sums: dict[str, list[float]] = {}
     for rec in records:

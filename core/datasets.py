@@ -46,7 +46,7 @@ kept (for exact duplicates), plus token lengths of the measured rows.
 Public API: `inspect_file`, `add_dataset`, `list_datasets`, `get_dataset`, `rename_dataset`,
 `delete_dataset`, `preview_rows`, `load_tokenizer`, `token_statistics`. Errors: `DatasetUnusable` (with the
 `report`) when a file cannot be used or has bad rows and the caller chose to reject them;
-`InvalidInput` for bad arguments; `NotFound`/`Conflict` from `core.repo`.
+`InvalidInput` for bad arguments; `NotFound`/`Conflict` from `core.db.repo`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ from typing import IO, Any, Literal, NamedTuple
 
 import orjson
 
-from core import repo, storage, validation
+from core import storage, validation
+from core.db import repo
 from core.errors import DatasetUnusable, InvalidInput
 from core.formats import Problem, Record, open_records
 from core.users import Actor

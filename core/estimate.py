@@ -59,7 +59,7 @@ checkpointing, which recomputes the forward) / (GPU bf16 dense peak x utilisatio
 Utilisation defaults (`DEFAULT_UTILISATION`): 0.40 bf16, 0.30 nf4, 0.15 int8, halved for
 MoE models (per-expert matmuls are small); when finished jobs of the same model and GPU
 measured their tokens/s (`measured_tokens_per_s`: real tokens per training second, read
-back by `core.repo.measured_throughput`), their median replaces the whole FLOPs formula
+back by `core.db.repo.measured_throughput`), their median replaces the whole FLOPs formula
 (`TimeEstimate.basis_text` says which one an estimate used). Cost
 (`estimate_cost`) = (time + cold start) x the Serverless rate, as a low-high range.
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import repo
+from core.db import repo
 from core.errors import BrightRunError, InvalidInput
 from core.settings import Settings
 from core.users import Actor
@@ -412,7 +412,7 @@ class QualityPoint:
 def quality_points(actor: Actor, session: Any, metric: str = "rouge_l") -> list[QualityPoint]:
     """Every evaluated version of the actor with its cost (see the module docstring)."""
     from core import adapters
-    from core.models import Job
+    from core.db.tables import Job
 
     if metric not in METRICS:
         raise InvalidInput(f"metric must be one of {', '.join(METRICS)}")

@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import adapters, repo
+from core import adapters
+from core.db import repo
+from core.db.tables import AdapterVersion, Dataset, Job
 from core.errors import BrightRunError, InvalidInput, NotFound
-from core.models import AdapterVersion, Dataset, Job
 from core.settings import Settings
 from core.users import Actor
 

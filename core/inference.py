@@ -550,7 +550,7 @@ def model_choices(
         raise InferenceUnavailable(f"the inference server at {client.url} lists no base model")
     out = [ModelChoice(f"{base} (base)", base)]
     if session is not None:
-        from core import repo
+        from core.db import repo
 
         for adapter in repo.list_adapters(actor, session):
             for v in repo.list_versions(actor, session, adapter.id):

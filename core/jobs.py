@@ -63,11 +63,11 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core import costs, repo, validation
+from core import costs, validation
 from core.adapters import register_checkpoints
-from core.db import session_scope
+from core.db import repo, session_scope
+from core.db.tables import TERMINAL_STATUSES, Job, User, utcnow
 from core.errors import BrightRunError, Conflict, InvalidInput, NotFound, QuotaExceeded
-from core.models import TERMINAL_STATUSES, Job, User, utcnow
 from core.runpod import JobNotFound as EndpointForgotJob
 from core.runpod import RunPodClient, RunPodError, SubmitUncertain
 from core.settings import Settings

@@ -2,10 +2,10 @@
 
 With `AUTH=none` there is one user, `LOCAL_ACTOR`; with `AUTH=supabase` the signed-in
 Supabase user's id becomes `Actor.user_id`. Roles: `member` sees only their own data;
-`admin` additionally may call the functions in `core.repo` whose names start with
+`admin` additionally may call the functions in `core.db.repo` whose names start with
 `admin_` (every user's spend, per-user limits). `SYSTEM_ACTOR` is the background syncer's
 identity: an admin that owns nothing and acts on a user's data only through
-`core.repo.admin_actor_for`, which returns that user's own `Actor`.
+`core.db.repo.admin_actor_for`, which returns that user's own `Actor`.
 """
 
 from __future__ import annotations
@@ -37,5 +37,5 @@ class Actor:
 # The one user of a local install (AUTH=none). An admin of its own deployment.
 LOCAL_ACTOR = Actor(user_id="local", email="local@localhost", role="admin")
 
-# The background syncer. Owns no data; see `core.repo.admin_actor_for`.
+# The background syncer. Owns no data; see `core.db.repo.admin_actor_for`.
 SYSTEM_ACTOR = Actor(user_id="system", email="", role="admin")

@@ -2,7 +2,7 @@
 
 Every function takes the acting user (`core.users.Actor`) and a SQLAlchemy session (or
 the settings, for the few that open their own), reads through the same owner scope as
-`core.repo` (another user's id is `NotFound`), and returns frozen dataclasses of plain
+`core.db.repo` (another user's id is `NotFound`), and returns frozen dataclasses of plain
 values, so a page only renders and a test can assert on the numbers.
 
 - `job_page`: one page of the job table, filtered, sorted and counted in the database
@@ -43,9 +43,9 @@ from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core import adapters, costs, repo
-from core.errors import InvalidInput, NotFound
-from core.models import (
+from core import adapters, costs
+from core.db import repo
+from core.db.tables import (
     ACTIVE_STATUSES,
     JOB_STATUSES,
     AdapterVersion,
@@ -55,6 +55,7 @@ from core.models import (
     JobEvent,
     utcnow,
 )
+from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from core.users import Actor
 
@@ -572,7 +573,7 @@ def adapter_rows(actor: Actor, session: Session, limit: int | None = None, inclu
 
 def repo_adapter_name() -> Any:
     """The live adapter's name for a version row (a correlated subquery; NULL when deleted)."""
-    from core.models import Adapter
+    from core.db.tables import Adapter
 
     return (
         select(Adapter.name)

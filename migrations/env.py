@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 
 from core.db import create_db_engine
-from core.models import Base
+from core.db.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -5,7 +5,8 @@ import streamlit as st
 
 from components import session
 from components import widgets as w
-from core import costs, repo, views
+from core import costs, views
+from core.db import repo
 
 st.title("Settings")
 session.init_state()

@@ -33,12 +33,12 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def pin_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[dt.datetime], dt.datetime]:
-    """`pin_clock(when)`: BrightRun's clock (`core.models.utcnow`, wherever it was imported
+    """`pin_clock(when)`: BrightRun's clock (`core.db.tables.utcnow`, wherever it was imported
     by name) reads `when` for the rest of the test. Tests that depend on today's date pin it."""
 
     def pin(when: dt.datetime) -> dt.datetime:
-        models = importlib.import_module("core.models")
-        for name in ("core.views", "core.repo", "core.jobs", "core.actions"):
+        models = importlib.import_module("core.db.tables")
+        for name in ("core.views", "core.db.repo", "core.jobs", "core.actions"):
             importlib.import_module(name)  # bind their names before they are replaced
         original = models.utcnow
         for name, module in list(sys.modules.items()):

@@ -138,7 +138,7 @@ def follow(actor: Any, settings: Any, job_id: str, every_s: float = 2.0) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from core import jobs
-    from core.models import TERMINAL_STATUSES
+    from core.db.tables import TERMINAL_STATUSES
 
     columns = (
         TextColumn("{task.fields[status]:<11}"),

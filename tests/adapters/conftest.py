@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from core import db, repo
+from core import db
+from core.db import repo
 from core.settings import Settings
 from core.storage import dataset_normalized_key, make_blob_store
 from core.users import Actor

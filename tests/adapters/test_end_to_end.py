@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from components.quality import quality_vs_cost
-from core import adapters, db, evaluate, export, jobs, repo
+from core import adapters, db, evaluate, export, jobs
+from core.db import repo
+from core.db.tables import TERMINAL_STATUSES
 from core.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
-from core.models import TERMINAL_STATUSES
 from core.settings import Settings
 from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR

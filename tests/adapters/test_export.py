@@ -14,7 +14,8 @@ import pytest
 from huggingface_hub import HfApi
 from pydantic import SecretStr
 
-from core import catalog, db, export, repo
+from core import catalog, db, export
+from core.db import repo
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from core.storage import adapter_key, adapter_prefix, make_blob_store

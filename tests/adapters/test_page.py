@@ -4,7 +4,8 @@ where adapter and base differ most."""
 
 from __future__ import annotations
 
-from core import db, repo
+from core import db
+from core.db import repo
 from core.evaluate import JUDGE_PROMPT
 from core.settings import Settings
 from core.users import LOCAL_ACTOR

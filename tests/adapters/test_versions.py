@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core import adapters, db, repo
+from core import adapters, db
+from core.db import repo
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from core.storage import make_blob_store

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core import datasets, db, repo, storage
+from core import datasets, db, storage
 from core.datasets import inspect_file, load_tokenizer
+from core.db import repo
 from core.errors import Conflict, DatasetUnusable, NotFound
 from core.settings import load_settings
 from core.users import LOCAL_ACTOR, Actor

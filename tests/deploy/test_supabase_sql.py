@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core import db
-from core.models import Base
+from core.db.tables import Base
 from tests.state.db_fixtures import postgres_database, settings_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "supabase.md"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core import db, repo
+from core import db
+from core.db import repo
 from core.settings import Settings
 from core.storage import dataset_normalized_key, make_blob_store
 from core.users import Actor

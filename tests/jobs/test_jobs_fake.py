@@ -16,9 +16,10 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import update
 
-from core import costs, db, jobs, repo
+from core import costs, db, jobs
+from core.db import repo
+from core.db.tables import Job
 from core.errors import InvalidInput, NotFound, QuotaExceeded
-from core.models import Job
 from core.settings import Settings
 from core.users import LOCAL_ACTOR, Actor
 from tests.jobs.conftest import wait_until

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from core import costs, db, jobs, repo
-from core.models import TERMINAL_STATUSES
+from core import costs, db, jobs
+from core.db import repo
+from core.db.tables import TERMINAL_STATUSES
 from core.runpod import JobNotFound, RunPodClient
 from core.settings import Settings
 from core.storage import make_blob_store

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from core import costs, db, jobs, repo, views
+from core import costs, db, jobs, views
+from core.db import repo
 from core.runpod import RunPodClient
 from core.settings import Settings
 from core.storage import S3_PRESIGN_MAX_S, SUPABASE_UPLOAD_URL_MAX_S, make_blob_store

@@ -84,7 +84,8 @@ def test_plan_takes_token_statistics_from_a_stored_dataset(data_dir, tmp_path) -
 
 
 def test_plan_times_from_the_users_finished_jobs_unless_measured_or_no_history(data_dir) -> None:
-    from core import db, repo
+    from core import db
+    from core.db import repo
     from core.settings import load_settings
     from core.users import LOCAL_ACTOR
 

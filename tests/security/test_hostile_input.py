@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import admin, auth, datasets, db, jobs, repo, validation
+from core import admin, auth, datasets, db, jobs, validation
+from core.db import repo
 from core.errors import BrightRunError, Conflict, InvalidInput, NotFound, QuotaExceeded
 from core.settings import Settings
 from core.storage import LocalBlobStore, make_blob_store

@@ -28,9 +28,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from core import datasets, db, jobs, repo
+from core import datasets, db, jobs
 from core.cli import app as cli
-from core.models import TERMINAL_STATUSES
+from core.db import repo
+from core.db.tables import TERMINAL_STATUSES
 from core.runpod import RunPodClient
 from core.settings import Settings
 from core.storage import make_blob_store

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core import db, estimate, repo, views
+from core import db, estimate, views
+from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR, Actor
 from tests.state.db_fixtures import postgres_database, settings_for

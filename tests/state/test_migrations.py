@@ -10,8 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from core import db, repo
-from core.models import Base
+from core import db
+from core.db import repo
+from core.db.tables import Base
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.state.db_fixtures import postgres_database, settings_for

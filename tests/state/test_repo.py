@@ -8,9 +8,10 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from core import db, repo
+from core import db
+from core.db import repo
+from core.db.tables import JobEvent
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from core.models import JobEvent
 from core.settings import Settings
 from core.users import LOCAL_ACTOR, SYSTEM_ACTOR, Actor
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import db, models, repo
+from core import db
+from core.db import repo, tables
 from core.settings import Settings, load_settings
 from core.users import LOCAL_ACTOR
 from tests.conftest import ROOT
@@ -74,7 +75,7 @@ def seed_job(
     spec: dict[str, Any] | None = None,
     **fields: Any,
 ) -> str:
-    now = models.utcnow()  # the test's pinned clock, when it pins one
+    now = tables.utcnow()  # the test's pinned clock, when it pins one
     with db.session_scope(settings) as s:
         job = repo.create_job(LOCAL_ACTOR, s, base_model=model, spec=spec or {}, dataset_id=dataset_id,
                               adapter_name=adapter, gpu_type="H100_80GB_PCIE", rate_per_s=0.00116, budget_usd=10.0)  # fmt: skip

@@ -3,7 +3,8 @@ download as a zip, open in the playground, delete with confirmation."""
 
 from __future__ import annotations
 
-from core import db, repo
+from core import db
+from core.db import repo
 from core.settings import Settings
 from core.storage import adapter_key, adapter_prefix, make_blob_store
 from core.users import LOCAL_ACTOR

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from core import db, repo
+from core import db
+from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import seed_dataset, seed_job, text_of

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core import db, repo
+from core import db
+from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import text_of

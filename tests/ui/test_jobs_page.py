@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 
-from core import db, jobs, repo
+from core import db, jobs
+from core.db import repo
 from core.settings import Settings, load_settings
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import seed_dataset, seed_job, text_of

@@ -3,7 +3,8 @@ spend, the month against the budget and the newest adapters once there is data."
 
 from __future__ import annotations
 
-from core import db, repo
+from core import db
+from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import seed_dataset, seed_job, text_of

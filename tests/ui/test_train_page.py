@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from core import actions, datasets, db, jobs, repo, views
+from core import actions, datasets, db, jobs, views
+from core.db import repo
 from core.errors import QuotaExceeded
 from core.settings import Settings
 from core.storage import make_blob_store

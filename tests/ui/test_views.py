@@ -8,7 +8,8 @@ import zipfile
 
 import pytest
 
-from core import db, repo, views
+from core import db, views
+from core.db import repo
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from core.storage import adapter_key, adapter_prefix, make_blob_store

@@ -1,10 +1,11 @@
 """BrightRun's tables (SQLAlchemy 2 typed models). The schema itself is made by the
 Alembic migrations in `migrations/`; these classes must match them (a test checks it).
 
-Every user-data table carries `owner_id`; `core.repo` scopes every query by it. Times are
-stored in UTC and always come back timezone-aware. Ids are short slugs (`ds-...`,
-`job-...`, `ad-...`, `av-...`) safe in paths and URLs; a user id is whatever the identity
-provider gives (the Supabase auth user's UUID, or `local`).
+Every user-data table carries `owner_id`; `core.db.repo` scopes every query by it (through
+`core.db.repo.scope.owned`). Times are stored in UTC and always come back timezone-aware.
+Ids are short slugs (`ds-...`, `job-...`, `ad-...`, `av-...`) safe in paths and URLs; a
+user id is whatever the identity provider gives (the Supabase auth user's UUID, or `local`).
+`utcnow` is BrightRun's clock (tests pin it).
 
 Deletion: datasets, adapters and adapter versions are soft-deleted (`deleted_at`) so the
 lineage of every job and version stays readable; their stored files are removed by the

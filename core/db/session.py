@@ -7,7 +7,7 @@ keys on, and a busy timeout so the dashboard, the syncer and the CLI can share t
 
 Engines are cached per URL (one connection pool per database per process). Sessions do
 not autocommit: use `session_scope(settings)`, which commits when the block ends cleanly
-and rolls back on an error. Repository functions (`core.repo`) only flush.
+and rolls back on an error. Repository functions (`core.db.repo`) only flush.
 
 `upgrade(settings)` runs the Alembic migrations in `migrations/` to head; `brightrun up`
 and `brightrun db upgrade` call it. The schema is never created any other way.
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = ROOT / "migrations"
 
 _engines: dict[str, Engine] = {}
