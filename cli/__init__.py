@@ -32,9 +32,8 @@ def up(
 ) -> None:
     """Start the local stack (database migrations, local GPU endpoint, inference server,
     background syncer) and the dashboard on http://localhost:PORT."""
+    from cli.stack import local_services, run_stack
     from core.db import upgrade
-    from core.stack import local_services
-    from local.stack import run_stack
 
     settings = load_settings()
     upgrade(settings)

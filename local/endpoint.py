@@ -439,25 +439,6 @@ def worker_env(settings) -> dict[str, str]:
     }
 
 
-def serves(settings) -> bool:
-    """Whether GPU_CLUSTER_API_URL points at this machine (then `brightrun up` starts us)."""
-    return (urlsplit(settings.gpu_cluster_api_url).hostname or "") in ("127.0.0.1", "localhost")
-
-
-def stack_service(settings):  # noqa: ANN001, ANN201 - Settings -> local.stack.Service | None
-    """The `brightrun up` service running this endpoint, or None for a cloud endpoint URL."""
-    if not serves(settings):
-        return None
-    from local.stack import Service, python_module
-
-    url = urlsplit(settings.gpu_cluster_api_url)
-    return Service(
-        "gpu-endpoint",
-        python_module("local.endpoint"),
-        health_url=f"{url.scheme}://{url.hostname}:{url.port or 80}/ping",
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     from core.settings import load_settings
 

@@ -59,8 +59,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from local.stack import Service, python_module
-
 log = logging.getLogger("brightrun.inference")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -684,26 +682,6 @@ async def _sse(engine: Engine, p: Prepared, cid: str, created: int, include_usag
         yield "data: [DONE]\n\n"
     finally:
         cancel.set()
-
-
-def stack_service(settings) -> Service | None:  # noqa: ANN001 - core.settings.Settings
-    """The `brightrun up` entry for this server, when INFERENCE_URL points at it: it serves
-    INFERENCE_BASE_MODEL, or the tiny demo model built into <data_dir>/models/tiny-chat."""
-    from urllib.parse import urlsplit
-
-    from core.settings import LOCAL_INFERENCE_PORT
-
-    url = urlsplit(settings.inference_url)
-    if url.hostname not in ("127.0.0.1", "localhost"):
-        return None
-    port = url.port or LOCAL_INFERENCE_PORT  # any loopback port (tests start stacks side by side)
-    base = settings.inference_base_model
-    argv = python_module("local.inference", "--port", str(port), "--base")
-    if base:
-        argv.append(base)
-    else:
-        argv += [str((settings.data_dir / "models" / "tiny-chat").resolve()), "--build-tiny"]
-    return Service("inference", argv, health_url=f"http://127.0.0.1:{port}/health")
 
 
 def main(argv: list[str] | None = None) -> None:
