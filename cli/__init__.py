@@ -41,15 +41,15 @@ def up(
     raise typer.Exit(run_stack(services, echo=typer.echo))
 
 
-from core.cli import adapters as _adapters  # noqa: E402
-from core.cli import admin as _admin  # noqa: E402
-from core.cli import auth as _auth  # noqa: E402
-from core.cli import chat as _chat  # noqa: E402 - groups register after the app exists
-from core.cli import dataset as _dataset  # noqa: E402
-from core.cli import db as _db  # noqa: E402
-from core.cli import deploy as _deploy  # noqa: E402
-from core.cli import jobs as _jobs  # noqa: E402
-from core.cli import plan as _plan  # noqa: E402
+from cli import adapters as _adapters  # noqa: E402
+from cli import admin as _admin  # noqa: E402
+from cli import auth as _auth  # noqa: E402
+from cli import chat as _chat  # noqa: E402 - groups register after the app exists
+from cli import dataset as _dataset  # noqa: E402
+from cli import db as _db  # noqa: E402
+from cli import deploy as _deploy  # noqa: E402
+from cli import jobs as _jobs  # noqa: E402
+from cli import plan as _plan  # noqa: E402
 
 app.add_typer(_db.app, name="db")
 app.add_typer(_dataset.app, name="dataset")

@@ -32,7 +32,7 @@ def chat(
     import sys
     from dataclasses import asdict
 
-    from core.cli.auth import acting_user
+    from cli.auth import acting_user
     from core.errors import BrightRunError
     from core.inference import InferenceClient, Sampling, actor_choices, find_choice
 

@@ -28,14 +28,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
+from cli import app as cli
+from cli.stack import stop_all, wait_healthy
 from core import datasets, db, jobs, repo
-from core.cli import app as cli
 from core.models import TERMINAL_STATUSES
 from core.runpod import RunPodClient
 from core.settings import Settings
 from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
-from local.stack import stop_all, wait_healthy
 from tests.conftest import ROOT
 from tests.jobs.conftest import wait_until
 from tests.jobs.runpod_fake import free_port
