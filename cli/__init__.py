@@ -1,6 +1,9 @@
 """The `brightrun` command line. Every dashboard action is also a command here.
 
-Subcommand groups live in their own modules in this package and are registered below.
+Subcommand groups live in their own modules in this package and are registered below;
+`brightrun up` starts the local stack through `cli.stack`. The command line sits above
+`core` and `local` (it may use both); neither imports it (see the contracts in
+pyproject.toml).
 """
 
 from __future__ import annotations
