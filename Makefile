@@ -27,8 +27,11 @@ migrate: install
 run: install migrate
 	$(BIN)/brightrun up
 
+# The import layers (contracts in pyproject.toml): core never imports the dashboard or local,
+# the trainer never imports the controller, and so on.
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
 # PostgreSQL at 127.0.0.1:5432 is used by the state tests; start it when it is down.
 postgres:

@@ -3,7 +3,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from core.cli import app
+from cli import app
 from trainer.spec import SPEC_VERSION
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from cli import app
 from core import db
-from core.cli import app
 from core.db import repo
 from core.settings import Settings
 from core.storage import adapter_key, adapter_prefix, make_blob_store

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from cli.stack import stop_all
 from components.quality import quality_vs_cost
 from core import adapters, db, evaluate, export, jobs
 from core.db import repo
@@ -29,7 +30,6 @@ from core.inference import InferenceClient, LoadMode, Sampling, find_choice, mod
 from core.settings import Settings
 from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
-from local.stack import stop_all
 from tests.adapters.conftest import QA, add_dataset, chat_rows
 from tests.inference.conftest import API_KEY, start_server
 from tests.jobs.conftest import ENDPOINT_KEY, EndpointProcess, start_endpoint, wait_until

@@ -196,7 +196,7 @@ def test_names_from_files_get_a_suffix_and_delete_removes_files(tmp_path: Path, 
 
 
 def test_cli_inspect_json_and_exit_codes(tmp_path: Path, data_dir: Path, tiny_dir: Path):
-    from core.cli import app
+    from cli import app
 
     runner = CliRunner()
     good = write_jsonl(tmp_path / "good.jsonl", [chat("a", "b"), {"messages": "nope"}])
@@ -221,7 +221,7 @@ def test_cli_inspect_json_and_exit_codes(tmp_path: Path, data_dir: Path, tiny_di
 
 
 def test_cli_add_list_preview(tmp_path: Path, data_dir: Path):
-    from core.cli import app
+    from cli import app
 
     runner = CliRunner()
     src = write_jsonl(tmp_path / "faq.jsonl", [chat(f"q{i}", f"a{i}") for i in range(3)])

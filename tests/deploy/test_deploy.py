@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
+from cli import app
 from core.deploy import (
     DeployConfig,
     DeployError,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.stack import stop_all, wait_healthy
 from core.inference import InferenceClient
 from core.settings import Settings
-from local.stack import stop_all, wait_healthy
 from tests.conftest import ROOT
 
 API_KEY = "inference-test-key"

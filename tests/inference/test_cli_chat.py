@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
+from cli import app
 from core.inference import InferenceClient, Sampling
 from tests.inference.conftest import API_KEY, Server
 

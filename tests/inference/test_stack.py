@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli.stack import local_services
 from core.settings import Settings
-from core.stack import local_services
 
 
 def test_up_serves_the_tiny_demo_model_by_default(data_dir: Path) -> None:

@@ -322,7 +322,7 @@ def test_other_users_cannot_see_or_touch_a_job(env) -> None:
 def test_command_line_train_wait_list_show_events_cancel(env, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from core.cli import app
+    from cli import app
 
     f, settings, ds, model = env
     monkeypatch.chdir(settings.data_dir.parent)  # no stray .env

@@ -14,8 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
+from cli import app as cli
 from core import admin, auth, db
-from core.cli import app as cli
 from core.db import repo
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.settings import Settings

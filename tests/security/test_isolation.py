@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
+from cli import app as cli
 from core import datasets, db, export, inference, jobs, views
-from core.cli import app as cli
 from core.db import repo
 from core.errors import Forbidden, NotFound
 from core.storage import make_blob_store

@@ -28,15 +28,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
+from cli import app as cli
+from cli.stack import stop_all, wait_healthy
 from core import datasets, db, jobs
-from core.cli import app as cli
 from core.db import repo
 from core.db.tables import TERMINAL_STATUSES
 from core.runpod import RunPodClient
 from core.settings import Settings
 from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
-from local.stack import stop_all, wait_healthy
 from tests.conftest import ROOT
 from tests.jobs.conftest import wait_until
 from tests.jobs.runpod_fake import free_port

@@ -92,7 +92,7 @@ def test_sqlite_gets_wal_and_foreign_keys(tmp_path: Path):
 
 
 def test_cli_db_upgrade_creates_and_reports(data_dir: Path):
-    from core.cli import app
+    from cli import app
 
     runner = CliRunner()
     first = runner.invoke(app, ["db", "upgrade"])

@@ -36,12 +36,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The local stack as `brightrun up` builds it (core.stack.local_services); yields the
+    """The local stack as `brightrun up` builds it (cli.stack.local_services); yields the
     dashboard's URL."""
+    from cli.stack import local_services, stop_all, wait_healthy
     from core.db import upgrade
     from core.settings import load_settings
-    from core.stack import local_services
-    from local.stack import stop_all, wait_healthy
 
     home = tmp_path_factory.mktemp("stack")
     shutil.copytree(ROOT / ".streamlit", home / ".streamlit")  # the dashboard's config, no stray .env

@@ -21,7 +21,7 @@ app = typer.Typer(help="Admin: every user's spend, per-user budgets, job limits 
 
 
 def _run(fn: Any) -> Any:
-    from core.cli.auth import acting_user
+    from cli.auth import acting_user
     from core.db import session_scope, upgrade
     from core.errors import BrightRunError
     from core.settings import load_settings

@@ -1,59 +1,19 @@
-"""A RunPod Serverless queue endpoint on loopback, running the trainer's handler locally.
-
-It speaks the subset of RunPod's endpoint API that `core.runpod.RunPodClient` uses, under
-`/v2/<endpoint-id>` (default `/v2/local`): `POST /run`, `GET /status/{id}`,
-`GET /stream/{id}`, `POST /cancel/{id}`, `POST /retry/{id}`, `GET /health`, with the same
-JSON shapes, statuses (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT),
-`delayTime`/`executionTime` in ms, and `Authorization: Bearer <key>` checked on every call.
-
-Semantics, matched to RunPod's documentation:
-- Jobs wait in a FIFO queue for one of `workers` slots. Each job runs in a fresh process
-  (like a worker with `refresh_worker`), so cancel and timeout can kill it (its whole
-  process group) without touching other jobs. The process imports the handler, then
-  reports ready: that moment is IN_PROGRESS. `delayTime` = submission to ready (queue
-  plus cold start), `executionTime` = ready to end.
-- A generator handler's yielded values are stream chunks: `/stream` returns those not yet
-  returned by an earlier `/stream` call; when the job ends, `output` is the list of all of
-  them (RunPod's `return_aggregate_stream`). A plain handler's return value is `output`.
-  An exception, or a yielded/returned dict with a truthy `error` key, makes the job FAILED
-  with `error`.
-- `policy.executionTimeout` (ms; default 600000, as on RunPod) kills a running job and
-  marks it TIMED_OUT; `policy.ttl` (ms; default 24 h) bounds a job's whole life, so a job
-  still queued past it is TIMED_OUT.
-- `/cancel` kills a queued or running job (CANCELLED); `/retry` requeues a FAILED or
-  TIMED_OUT job under the same id with the same input, clearing its previous output.
-- A finished job is kept `retention_s` (default 30 minutes, RunPod's `/run` retention)
-  after it ends, then forgotten: every job path answers 404.
-
-The same server mounts the local file store's signed-URL routes (`/files/...`) when
-`local.files` is available, so the worker's signed dataset and upload URLs work.
-
-`python -m local.endpoint [--handler module:function] [--workers N] [--retention-s S]`
-reads host, port and endpoint id from `GPU_CLUSTER_API_URL` (settings), the key from
-`GPU_CLUSTER_API_KEY`. Access logs are off: signed file URLs are credentials.
-"""
+"""The local endpoint's job queue: FIFO jobs, each run in a fresh worker process
+(`local.worker`), with RunPod's statuses, timeouts, cancel, retry and retention (the
+semantics are listed in `local.endpoint`). No HTTP here."""
 
 from __future__ import annotations
 
-import argparse
-import hmac
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
 from collections import deque
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
 
 from local.worker import worker_main
 
@@ -334,175 +294,3 @@ def _kill_group(proc) -> None:
         pass  # no group yet (it had not called setsid) or already gone: kill the process
     if proc.exitcode is None:
         proc.kill()
-
-
-# --- HTTP -----------------------------------------------------------------------------
-
-
-def build_app(endpoint: LocalEndpoint, api_key: str, endpoint_id: str = "local", extra_routers=()):
-    expected = api_key.encode()
-
-    def check_auth(request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given[:7].lower() == "bearer " else given
-        if not hmac.compare_digest(token.encode(), expected):
-            raise HTTPException(status_code=401, detail="unauthorized")
-
-    @asynccontextmanager
-    async def lifespan(app):  # noqa: ARG001
-        endpoint.start()
-        yield
-        endpoint.shutdown()
-
-    app = FastAPI(
-        title="BrightRun local endpoint", lifespan=lifespan, docs_url=None, redoc_url=None
-    )
-    api = APIRouter(prefix=f"/v2/{endpoint_id}", dependencies=[Depends(check_auth)])
-
-    def found(body: dict[str, Any] | None) -> dict[str, Any]:
-        if body is None:
-            raise HTTPException(status_code=404, detail="job not found")
-        return body
-
-    @api.post("/run")
-    async def run(request: Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HTTPException(status_code=400, detail="body is not JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
-            raise HTTPException(status_code=400, detail="body needs an 'input' object")
-        policy = body.get("policy") or {}
-        if not isinstance(policy, dict):
-            raise HTTPException(status_code=400, detail="'policy' must be an object")
-        timeout = policy.get("executionTimeout")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 5000):
-            raise HTTPException(status_code=400, detail="policy.executionTimeout must be > 5000 ms")
-        ttl = policy.get("ttl")
-        if ttl is not None and (not isinstance(ttl, int | float) or ttl < 10_000):
-            raise HTTPException(status_code=400, detail="policy.ttl must be >= 10000 ms")
-        return endpoint.submit(body["input"], policy)
-
-    @api.get("/status/{job_id}")
-    def status(job_id: str) -> dict[str, Any]:
-        return found(endpoint.status(job_id))
-
-    @api.get("/stream/{job_id}")
-    def stream(job_id: str) -> dict[str, Any]:
-        return found(endpoint.stream(job_id))
-
-    @api.post("/cancel/{job_id}")
-    def cancel(job_id: str) -> dict[str, Any]:
-        return found(endpoint.cancel(job_id))
-
-    @api.post("/retry/{job_id}")
-    def retry(job_id: str):
-        body = endpoint.retry(job_id)
-        if isinstance(body, str):
-            return JSONResponse(status_code=400, content={"error": body})
-        return found(body)
-
-    @api.get("/health")
-    def health() -> dict[str, Any]:
-        return endpoint.health()
-
-    @app.get("/ping")
-    def ping() -> dict[str, str]:
-        """Liveness for `brightrun up` (no job data, so no key needed)."""
-        return {"status": "ok"}
-
-    app.include_router(api)
-    for router in extra_routers:
-        app.include_router(router)
-    return app
-
-
-def _files_routers(settings) -> list:
-    """The local store's signed-URL routes (with Supabase storage, URLs point at Supabase)."""
-    if settings.storage != "local":
-        return []
-    from core.storage import LocalBlobStore
-    from local.files import files_router
-
-    # No size cap here: these URLs are signed for one key each, and what the worker uploads
-    # (an adapter of a large model at a high rank) can pass the dashboard's upload limit.
-    return [files_router(LocalBlobStore.from_settings(settings))]
-
-
-def worker_env(settings) -> dict[str, str]:
-    """Where the local worker keeps what RunPod keeps on the network volume."""
-    volume = Path(settings.data_dir).resolve() / "volume"
-    return {
-        "MODEL_CACHE_DIR": str(volume / "models"),
-        "CHECKPOINT_DIR": str(volume / "checkpoints"),
-        "ADAPTER_DIR": str(volume / "adapters"),
-    }
-
-
-def serves(settings) -> bool:
-    """Whether GPU_CLUSTER_API_URL points at this machine (then `brightrun up` starts us)."""
-    return (urlsplit(settings.gpu_cluster_api_url).hostname or "") in ("127.0.0.1", "localhost")
-
-
-def stack_service(settings):  # noqa: ANN001, ANN201 - Settings -> local.stack.Service | None
-    """The `brightrun up` service running this endpoint, or None for a cloud endpoint URL."""
-    if not serves(settings):
-        return None
-    from local.stack import Service, python_module
-
-    url = urlsplit(settings.gpu_cluster_api_url)
-    return Service(
-        "gpu-endpoint",
-        python_module("local.endpoint"),
-        health_url=f"{url.scheme}://{url.hostname}:{url.port or 80}/ping",
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    from core.settings import load_settings
-
-    settings = load_settings()
-    url = urlsplit(settings.gpu_cluster_api_url)
-    parts = [p for p in url.path.split("/") if p]
-    default_id = parts[1] if len(parts) >= 2 and parts[0] == "v2" else "local"
-    p = argparse.ArgumentParser(prog="python -m local.endpoint", description=__doc__.split("\n")[0])
-    p.add_argument("--host", default=url.hostname or "127.0.0.1")
-    p.add_argument("--port", type=int, default=url.port or 8300)
-    p.add_argument("--endpoint-id", default=default_id)
-    p.add_argument(
-        "--handler", default=DEFAULT_HANDLER, help="module:function (default %(default)s)"
-    )
-    p.add_argument("--workers", type=int, default=settings.local_workers)
-    p.add_argument(
-        "--retention-s",
-        type=float,
-        default=settings.local_result_retention_s,
-        help="seconds a finished job's result is kept (RunPod: 1800)",
-    )
-    args = p.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
-    )
-
-    import uvicorn
-
-    endpoint = LocalEndpoint(args.handler, args.workers, args.retention_s, worker_env(settings))
-    app = build_app(
-        endpoint,
-        settings.gpu_cluster_api_key.get_secret_value(),
-        args.endpoint_id,
-        extra_routers=_files_routers(settings),
-    )
-    log.info(
-        "local endpoint on http://%s:%d/v2/%s (%d worker(s), handler %s)",
-        args.host,
-        args.port,
-        args.endpoint_id,
-        args.workers,
-        args.handler,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-
-
-if __name__ == "__main__":
-    main()

@@ -25,7 +25,7 @@ app = typer.Typer(help="Adapter versions: list, show, promote, evaluate, continu
 
 
 def _ctx() -> tuple[Any, Any]:
-    from core.cli.auth import acting_user
+    from cli.auth import acting_user
     from core.settings import load_settings
 
     settings = load_settings()

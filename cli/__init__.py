@@ -1,6 +1,9 @@
 """The `brightrun` command line. Every dashboard action is also a command here.
 
-Subcommand groups live in their own modules in this package and are registered below.
+Subcommand groups live in their own modules in this package and are registered below;
+`brightrun up` starts the local stack through `cli.stack`. The command line sits above
+`core` and `local` (it may use both); neither imports it (see the contracts in
+pyproject.toml).
 """
 
 from __future__ import annotations
@@ -32,9 +35,8 @@ def up(
 ) -> None:
     """Start the local stack (database migrations, local GPU endpoint, inference server,
     background syncer) and the dashboard on http://localhost:PORT."""
+    from cli.stack import local_services, run_stack
     from core.db import upgrade
-    from core.stack import local_services
-    from local.stack import run_stack
 
     settings = load_settings()
     upgrade(settings)
@@ -42,15 +44,15 @@ def up(
     raise typer.Exit(run_stack(services, echo=typer.echo))
 
 
-from core.cli import adapters as _adapters  # noqa: E402
-from core.cli import admin as _admin  # noqa: E402
-from core.cli import auth as _auth  # noqa: E402
-from core.cli import chat as _chat  # noqa: E402 - groups register after the app exists
-from core.cli import dataset as _dataset  # noqa: E402
-from core.cli import db as _db  # noqa: E402
-from core.cli import deploy as _deploy  # noqa: E402
-from core.cli import jobs as _jobs  # noqa: E402
-from core.cli import plan as _plan  # noqa: E402
+from cli import adapters as _adapters  # noqa: E402
+from cli import admin as _admin  # noqa: E402
+from cli import auth as _auth  # noqa: E402
+from cli import chat as _chat  # noqa: E402 - groups register after the app exists
+from cli import dataset as _dataset  # noqa: E402
+from cli import db as _db  # noqa: E402
+from cli import deploy as _deploy  # noqa: E402
+from cli import jobs as _jobs  # noqa: E402
+from cli import plan as _plan  # noqa: E402
 
 app.add_typer(_db.app, name="db")
 app.add_typer(_dataset.app, name="dataset")

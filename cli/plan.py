@@ -40,8 +40,8 @@ def _spec(model: str, **given: Any) -> Any:
 
 
 def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
+    from cli.auth import acting_user
     from core import datasets
-    from core.cli.auth import acting_user
     from core.db import session_scope, upgrade
     from core.estimate import token_stats_from_report
 

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from core.settings import load_settings
@@ -30,11 +32,10 @@ def chat(
     """Chat with one of your adapters through the inference server (INFERENCE_URL),
     streaming the answer; with --base the base model answers the same prompt."""
     import sys
-    from dataclasses import asdict
 
-    from core.cli.auth import acting_user
+    from cli.auth import acting_user
     from core.errors import BrightRunError
-    from core.inference import InferenceClient, Sampling, actor_choices, find_choice
+    from core.inference import InferenceClient, actor_choices, find_choice
 
     settings = load_settings()
     actor = acting_user(settings)
@@ -50,13 +51,7 @@ def chat(
             text = prompt or sys.stdin.read()
             if not text.strip():
                 raise typer.BadParameter("the prompt is empty")
-            defaults = asdict(Sampling())
-            given = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
-            sampling = Sampling(
-                **{k: (v if v is not None else defaults[k]) for k, v in given.items()},
-                seed=seed,
-                stop=tuple(stop),
-            )
+            sampling = _sampling(temperature, top_p, max_tokens, seed, stop)
             targets = []
             if base:
                 targets.append(choices[0])
@@ -68,15 +63,37 @@ def chat(
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": text}
             ]
-            for c in targets:
-                if len(targets) > 1:
-                    typer.secho(f"── {c.label} ──", bold=True)
-                stream = client.stream_chat(c.served_name, messages, sampling)
-                for piece in stream:
-                    typer.echo(piece, nl=False)
-                typer.echo("")
-                if stream.finish_reason == "length":
-                    typer.echo(f"[stopped at --max-tokens {sampling.max_tokens}]", err=True)
+            _answer(client, targets, messages, sampling)
     except BrightRunError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from e
+
+
+def _sampling(
+    temperature: float | None, top_p: float | None, max_tokens: int | None, seed: int | None, stop: list[str]
+) -> Any:
+    """The options given on the command line over BrightRun's sampling defaults."""
+    from dataclasses import asdict
+
+    from core.inference import Sampling
+
+    defaults = asdict(Sampling())
+    given = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+    return Sampling(
+        **{k: (v if v is not None else defaults[k]) for k, v in given.items()},
+        seed=seed,
+        stop=tuple(stop),
+    )
+
+
+def _answer(client: Any, targets: list[Any], messages: list[dict[str, str]], sampling: Any) -> None:
+    """Stream each target's answer, one after the other, headed by its label when several."""
+    for c in targets:
+        if len(targets) > 1:
+            typer.secho(f"── {c.label} ──", bold=True)
+        stream = client.stream_chat(c.served_name, messages, sampling)
+        for piece in stream:
+            typer.echo(piece, nl=False)
+        typer.echo("")
+        if stream.finish_reason == "length":
+            typer.echo(f"[stopped at --max-tokens {sampling.max_tokens}]", err=True)

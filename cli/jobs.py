@@ -25,7 +25,7 @@ def _settings() -> Any:
 
 
 def _actor(settings: Any) -> Any:
-    from core.cli.auth import acting_user
+    from cli.auth import acting_user
 
     return acting_user(settings)  # the local user, or who `brightrun login` signed in
 

@@ -1,4 +1,9 @@
-"""`brightrun up`: start the local stack as child processes and keep it running.
+"""`brightrun up`: which processes make up the local stack, and the launcher that starts them
+as child processes and keeps them running.
+
+`local_services(settings)` lists them: the local GPU endpoint and inference server only when
+the settings point at them (the defaults; with cloud URLs configured, only the syncer and the
+dashboard run here), then the syncer and the dashboard.
 
 Each `Service` is a command plus an optional health URL. Services start in list order; a
 service with a health URL must answer 200 there before the next one starts. When any
@@ -15,8 +20,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+
+from core.settings import LOCAL_INFERENCE_PORT, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -95,3 +106,60 @@ def run_stack(services: Sequence[Service], echo=print) -> int:
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def _on_this_machine(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost")
+
+
+def endpoint_service(settings: Settings) -> Service | None:
+    """The local GPU endpoint (`python -m local.endpoint`), when GPU_CLUSTER_API_URL points
+    at this machine; None for a cloud endpoint URL."""
+    if not _on_this_machine(settings.gpu_cluster_api_url):
+        return None
+    url = urlsplit(settings.gpu_cluster_api_url)
+    return Service(
+        "gpu-endpoint",
+        python_module("local.endpoint"),
+        health_url=f"{url.scheme}://{url.hostname}:{url.port or 80}/ping",
+    )
+
+
+def inference_service(settings: Settings) -> Service | None:
+    """The local inference server (`python -m local.inference`), when INFERENCE_URL points
+    at this machine: it serves INFERENCE_BASE_MODEL, or the tiny demo model built into
+    <data_dir>/models/tiny-chat. None for a remote vLLM."""
+    if not _on_this_machine(settings.inference_url):
+        return None
+    url = urlsplit(settings.inference_url)
+    port = url.port or LOCAL_INFERENCE_PORT  # any loopback port (tests start stacks side by side)
+    base = settings.inference_base_model
+    argv = python_module("local.inference", "--port", str(port), "--base")
+    if base:
+        argv.append(base)
+    else:
+        argv += [str((settings.data_dir / "models" / "tiny-chat").resolve()), "--build-tiny"]
+    return Service("inference", argv, health_url=f"http://127.0.0.1:{port}/health")
+
+
+def local_services(settings: Settings, dashboard_port: int, headless: bool = True) -> list[Service]:
+    """What `brightrun up` starts, in order."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    dashboard = Service(
+        "dashboard",
+        [
+            *python_module("streamlit"),
+            "run",
+            str(ROOT / "app.py"),
+            "--server.port",
+            str(dashboard_port),
+            "--server.headless",
+            "true" if headless else "false",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        health_url=f"http://127.0.0.1:{dashboard_port}/_stcore/health",
+    )
+    syncer = Service("syncer", python_module("core.syncer"))  # jobs stay synced with no page open
+    local = [svc for svc in (endpoint_service(settings), inference_service(settings)) if svc]
+    return [*local, syncer, dashboard]

@@ -24,7 +24,7 @@ _MODEL_HELP = (
 
 
 def _actor(settings: Any) -> Any:
-    from core.cli.auth import acting_user
+    from cli.auth import acting_user
 
     return acting_user(settings)  # the local user, or who `brightrun login` signed in
 

@@ -1,0 +1,74 @@
+"""vLLM's OpenAI API as the local inference server speaks it: the error envelope and the
+request bodies (unknown fields are ignored, as vLLM does)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServerError(Exception):
+    """An error answered to the caller in vLLM's envelope."""
+
+    def __init__(self, status: int, err_type: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.err_type, self.message, self.param = status, err_type, message, param
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.err_type,
+                "param": self.param,
+                "code": self.status,
+            }
+        }
+
+
+def not_found(message: str, param: str | None = None) -> ServerError:
+    return ServerError(404, "NotFoundError", message, param)
+
+
+def bad_request(message: str, param: str | None = None, err_type: str = "BadRequestError") -> ServerError:
+    return ServerError(400, err_type, message, param)
+
+
+# --- request bodies ---------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")  # vLLM ignores fields it does not know
+
+
+class ChatMessage(_Body):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class ChatRequest(_Body):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=1)
+
+
+class LoadRequest(_Body):
+    lora_name: str = ""
+    lora_path: str = ""
+    load_inplace: bool = False
+
+
+class UnloadRequest(_Body):
+    lora_name: str = ""
