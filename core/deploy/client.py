@@ -109,7 +109,12 @@ class RunPodApi:
 
     def _answer(self, method: str, url: str, resp: httpx.Response) -> Any:
         if resp.status_code < 400:
-            return resp.json() if resp.content else None
+            try:
+                return resp.json() if resp.content else None
+            except ValueError:
+                raise DeployError(
+                    self.mask(f"{method} {url}: RunPod answered {resp.status_code} with no JSON")
+                ) from None
         problem = _problem(resp)
         text = problem_text(method, url, problem)
         if resp.status_code == 401:

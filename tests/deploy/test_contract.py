@@ -180,3 +180,15 @@ def test_a_deploy_through_a_rate_limit_finishes(deploy, fake):
     result = deploy("--image", IMAGE)
     assert result.exit_code == 0, result.output
     assert [r.path for r in fake.requests[:2]] == ["/v2/network-volumes"] * 2
+
+
+@needs_contract
+def test_what_deploy_made_can_be_read_and_deleted_through_the_same_client(deploy, fake):
+    assert deploy("--image", IMAGE).exit_code == 0
+    (eid,), (tid,), (vid,) = fake.endpoints, fake.templates, fake.volumes
+    with RunPodApi(KEY, fake.rest_url, sleep=lambda s: None) as api:
+        assert api.get_endpoint(eid)["requestUrls"]["run"].endswith(f"/v2/{eid}/run")
+        for path in (f"/serverless/{eid}", f"/templates/{tid}", f"/network-volumes/{vid}"):
+            assert api.request("DELETE", path) is None  # 204, no body
+        observed = api.observe()
+    assert (observed.volumes, observed.templates, observed.endpoints) == ([], [], [])

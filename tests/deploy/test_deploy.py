@@ -385,3 +385,26 @@ def test_the_template_and_the_image_agree_on_hf_home():
     m = re.search(r"HF_HOME=(\S+)", dockerfile)
     assert m, "the Dockerfile sets HF_HOME on the volume"
     assert m.group(1) == HF_HOME_ON_VOLUME == TRAINER_ENV["HF_HOME"]
+
+
+def test_a_volume_keeps_its_storage_tier(deploy, fake):
+    result = deploy("--volume-type", "HIGH_PERFORMANCE")
+    assert result.exit_code == 0, result.output
+    assert _one(fake.volumes, name="brightrun")["type"] == "HIGH_PERFORMANCE"
+    writes = len(fake.writes())
+    assert "Nothing to change" in deploy().output  # no tier asked: the volume's is fine
+    result = deploy("--volume-type", "STANDARD")
+    assert result.exit_code == 1
+    assert "is HIGH_PERFORMANCE, not STANDARD" in result.output
+    assert "--volume-type HIGH_PERFORMANCE" in result.output
+    assert len(fake.writes()) == writes
+
+
+def test_an_endpoint_of_the_same_name_that_is_not_a_queue_is_refused(deploy, fake):
+    assert deploy().exit_code == 0
+    writes = len(fake.writes())
+    next(iter(fake.endpoints.values()))["type"] = "LOAD_BALANCER"
+    result = deploy("--max-workers", "4")
+    assert result.exit_code == 1
+    assert "not a queue-based GPU endpoint" in result.output and "--prefix" in result.output
+    assert len(fake.writes()) == writes
