@@ -191,26 +191,31 @@ def problem_text(method: str, url: str, problem: dict[str, Any]) -> str:
     return "\n".join([head, *(f"  - {e}" for e in problem.get("errors") or [])])
 
 
-def resolve(value: Any, ids: dict[Ref, str]) -> Any:
+def _map_refs(value: Any, fn: Callable[[Ref], Any]) -> Any:
+    """`value` with every `Ref` in it (in dicts and lists too) replaced by `fn(ref)`."""
     if isinstance(value, Ref):
-        if value not in ids:
-            raise DeployError(f"{value} is not known: the call that creates it did not run")
-        return ids[value]
+        return fn(value)
     if isinstance(value, dict):
-        return {k: resolve(v, ids) for k, v in value.items()}
+        return {k: _map_refs(v, fn) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [resolve(v, ids) for v in value]
+        return [_map_refs(v, fn) for v in value]
     return value
+
+
+def resolve(value: Any, ids: dict[Ref, str]) -> Any:
+    """`value` with each `Ref` replaced by the id its create call returned."""
+
+    def known(ref: Ref) -> str:
+        if ref not in ids:
+            raise DeployError(f"{ref} is not known: the call that creates it did not run")
+        return ids[ref]
+
+    return _map_refs(value, known)
 
 
 def placeholders(value: Any) -> Any:
-    if isinstance(value, Ref):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: placeholders(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [placeholders(v) for v in value]
-    return value
+    """`value` with each `Ref` shown as its placeholder text, for a dry run."""
+    return _map_refs(value, str)
 
 
 def describe_call(call: ApiCall, base_url: str) -> str:
