@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from core.deploy import DEFAULT_GPUS, DeployConfig  # light: pydantic and the GPU table
+from core.deploy import (
+    DEFAULT_GPUS,
+    DeployConfig,
+    DeployError,
+    DeployResult,
+    RunPodApi,
+    apply_plan,
+    make_plan,
+    render_plan,
+)
+from core.settings import Settings, load_settings
 
 
 def _d(name: str) -> str:
@@ -16,6 +27,7 @@ def _d(name: str) -> str:
     return f"default {value!r}" if value == "" else f"default {value}"
 
 
+# typer reads every option from this signature, one parameter each; the body is short.
 def deploy(
     image: str = typer.Option(
         ...,
@@ -26,6 +38,11 @@ def deploy(
     ),
     volume_size: int | None = typer.Option(
         None, help=f"network volume size in GB ({_d('volume_size_gb')})"
+    ),
+    volume_type: str | None = typer.Option(
+        None,
+        help="storage tier of a new network volume, STANDARD or HIGH_PERFORMANCE "
+        "(default: the data centre's); fixed once the volume exists",
     ),
     data_center: str | None = typer.Option(
         None,
@@ -95,36 +112,16 @@ def deploy(
         None, help="vLLM MAX_MODEL_LEN (default: the model's)"
     ),
     env_file: Path = typer.Option(Path(".env"), help="dotenv file to write the endpoint URLs into"),
-    runpod_base_url: str | None = typer.Option(
-        None, hidden=True, help="one host serving RunPod's three APIs (a stand-in server)"
-    ),
 ) -> None:
     """Create or update the RunPod network volume, trainer template and endpoint (and with
-    --with-vllm a vLLM endpoint), check each endpoint's /health, and write
-    GPU_CLUSTER_API_URL / INFERENCE_URL into .env. Idempotent: a second run changes nothing.
-    Needs RUNPOD_API_KEY (except --dry-run)."""
-    from pydantic import ValidationError
-
-    from core.deploy import (
-        DeployError,
-        RunPodApi,
-        RunPodUrls,
-        apply_plan,
-        make_plan,
-        render_plan,
-    )
-    from core.settings import load_settings
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    try:
-        settings = load_settings()
-    except ValidationError as e:  # its repr would echo every input, secrets included
-        for err in e.errors():
-            typer.echo(f"error: settings: {err['msg']}", err=True)
-        raise typer.Exit(2) from None
+    --with-vllm a vLLM endpoint) through RunPod's REST API v2, check each endpoint's
+    /health, and write GPU_CLUSTER_API_URL / INFERENCE_URL into .env. Idempotent: a second
+    run changes nothing. Needs RUNPOD_API_KEY (except --dry-run)."""
+    settings = _settings()
     given = {
         "image": image,
         "volume_size_gb": volume_size,
+        "volume_type": volume_type,
         "data_center": data_center,
         "max_workers": max_workers,
         "idle_timeout_s": idle_timeout,
@@ -146,33 +143,63 @@ def deploy(
     }
     gpus = tuple(gpu) if gpu else (settings.gpu_type, *DEFAULT_GPUS)
     given["gpus"] = tuple(g for g in dict.fromkeys(gpus) if gpu or g != "LOCAL_CPU")
+    config = _config(given)
+    result = _run(config, settings, dry_run=dry_run, env_file=env_file)
+    if result is not None:
+        _report(result, config, settings, env_file)
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
     try:
-        config = DeployConfig(**{k: v for k, v in given.items() if v is not None})
+        return load_settings()
+    except ValidationError as e:  # its repr would echo every input, secrets included
+        for err in e.errors():
+            typer.echo(f"error: settings: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _config(given: dict[str, Any]) -> DeployConfig:
+    from pydantic import ValidationError
+
+    try:
+        return DeployConfig(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
         for err in e.errors():
             where = ".".join(str(x) for x in err["loc"]) or "options"
             typer.echo(f"error: {where}: {err['msg']}", err=True)
         raise typer.Exit(2) from None
 
-    urls = RunPodUrls.single_host(runpod_base_url) if runpod_base_url else RunPodUrls()
+
+def _run(
+    config: DeployConfig, settings: Settings, *, dry_run: bool, env_file: Path
+) -> DeployResult | None:
+    """Plan against the account and, unless a dry run, apply; None for a dry run."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    base = settings.runpod_rest_url
     key = settings.runpod_api_key.get_secret_value()
     try:
         if dry_run:
             if key:
-                with RunPodApi(key, urls) as api:
+                with RunPodApi(key, base) as api:
                     plan = make_plan(config, api.observe())
             else:
                 plan = make_plan(config, None)
-            typer.echo(render_plan(plan, urls, dry_run=True))
-            return
-        with RunPodApi(key, urls) as api:
+            typer.echo(render_plan(plan, base, dry_run=True))
+            return None
+        with RunPodApi(key, base) as api:
             plan = make_plan(config, api.observe())
-            typer.echo(render_plan(plan, urls, dry_run=False))
-            result = apply_plan(plan, api, env_file, echo=typer.echo)
+            typer.echo(render_plan(plan, base, dry_run=False))
+            return apply_plan(plan, api, env_file, echo=typer.echo)
     except DeployError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
 
+
+def _report(
+    result: DeployResult, config: DeployConfig, settings: Settings, env_file: Path
+) -> None:
     if result.env_changed:
         for k, (_, new) in result.env_changed.items():
             typer.echo(f"{env_file}: {k}={new}")

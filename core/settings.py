@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     gpu_cluster_api_url: str = f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}/v2/local"
     gpu_cluster_api_key: SecretStr = SecretStr("local-dev-key")
     runpod_api_key: SecretStr = SecretStr("")  # account-level key, only for `brightrun deploy`
+    # RunPod's REST API v2, which `brightrun deploy` manages volumes, templates and endpoints
+    # through (a stand-in server in tests).
+    runpod_rest_url: str = "https://api.runpod.io/v2"
 
     inference_url: str = f"http://127.0.0.1:{LOCAL_INFERENCE_PORT}/v1"
     inference_api_key: SecretStr = SecretStr("local-dev-key")

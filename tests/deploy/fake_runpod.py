@@ -1,19 +1,22 @@
-"""A loopback stand-in for the RunPod APIs that `brightrun deploy` uses, on one port:
+"""A loopback stand-in for RunPod's REST API v2 as `brightrun deploy` uses it, on one port
+under `/v2`: network volumes (`/network-volumes`), templates (`/templates`) and
+Serverless endpoints (`/serverless`): list, create, get, PATCH, DELETE; plus each
+endpoint's job API `/v2/<id>/health`, at the URL its `requestUrls.health` names.
 
-- GraphQL (`POST /graphql`, what the runpod SDK speaks): `myself { endpoints {...} }`,
-  `saveTemplate(input: {...})`, `saveEndpoint(input: {...})`. Inline input literals are
-  parsed as GraphQL (strings, numbers, booleans, enums, lists, objects); a selection may
-  only name fields the type has. `saveEndpoint` with an `id` replaces the whole
-  configuration, as RunPod's does: a field left out falls back to its default.
-  Template names are unique in an account.
-- REST v1 (`/v1`): `GET/POST /networkvolumes`, `PATCH /networkvolumes/{id}` (size may
-  only grow), `GET /templates` (templates bound to an endpoint only with
-  `includeEndpointBoundTemplates=true`), `PATCH /templates/{id}`.
-- Serverless (`/v2`): `GET /{endpoint id}/health`.
+Strict, given the published OpenAPI document (`contract`): a request whose method and
+path the document does not define is a 404 problem, and a body the document's schema
+refuses is a 422 problem whose `errors` are the validator's own messages (RunPod's
+"the body does not match the contract"); malformed JSON is a 400. Every answer it gives
+is validated against the document too, and any mismatch is kept in `violations` (a test
+fixture fails on it). Rules the schema cannot say are checked as RunPod documents them:
+a volume only grows and never moves; template names are unique; an endpoint is either
+`gpu` or `cpu`, on known pools and existing volumes, made from a Serverless template
+whose container (image, disk, env, registry) it copies once; a PATCH changes only what
+it names (`gpu.pools` without `excludedTypes` clears them).
 
-Shapes follow RunPod's documentation for these calls. Every request is recorded
-(method, path, query, headers, body) so tests can check what left the client. Every
-call needs `Authorization: Bearer <key>` (GraphQL also takes `?api_key=`, as documented).
+Every request is recorded (method, path, query, headers, body). Every call needs
+`Authorization: Bearer <key>`. `throttle(n, retry_after)` answers the next n requests
+with 429 and `Retry-After`; `fail_next(...)` answers one request with a given problem.
 """
 
 from __future__ import annotations
@@ -26,198 +29,40 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
+
+from tests.deploy.contract import Contract
 
 GPU_POOLS = {
     "AMPERE_16", "AMPERE_24", "ADA_24", "AMPERE_48", "ADA_48_PRO", "AMPERE_80", "ADA_80_PRO",
     "HOPPER_141", "ADA_32_PRO", "BLACKWELL_96", "BLACKWELL_180",
-}  # fmt: skip
-
-ENDPOINT_FIELDS = {
-    "aiKey", "gpuIds", "id", "idleTimeout", "name", "networkVolumeId", "locations",
-    "scalerType", "scalerValue", "templateId", "type", "userId", "version", "workersMax",
-    "workersMin", "workersStandby", "gpuCount", "env", "createdAt", "networkVolume",
-    "allowedCudaVersions", "flashBootType", "executionTimeoutMs",
-}  # fmt: skip
-ENDPOINT_INPUT = {
-    "id", "name", "templateId", "gpuIds", "gpuCount", "networkVolumeId", "locations",
-    "idleTimeout", "scalerType", "scalerValue", "workersMin", "workersMax", "flashBootType",
-    "executionTimeoutMs", "allowedCudaVersions", "type",
-}  # fmt: skip
-ENDPOINT_DEFAULTS: dict[str, Any] = {
-    "gpuCount": 1,
-    "networkVolumeId": "",
-    "locations": "",
-    "idleTimeout": 5,
-    "scalerType": "QUEUE_DELAY",
-    "scalerValue": 4,
-    "workersMin": 0,
-    "workersMax": 3,
-    "flashBootType": "OFF",
-    "executionTimeoutMs": 600_000,
-    "allowedCudaVersions": "",
-    "type": "QB",
 }
-TEMPLATE_FIELDS = {
-    "id", "name", "imageName", "dockerArgs", "containerDiskInGb", "volumeInGb",
-    "volumeMountPath", "ports", "env", "isServerless", "readme", "isPublic", "startSsh",
-    "containerRegistryAuthId",
-}  # fmt: skip
-TEMPLATE_INPUT = TEMPLATE_FIELDS
-TEMPLATE_REST_PATCH = {
-    "name", "imageName", "containerDiskInGb", "env", "dockerEntrypoint", "dockerStartCmd",
-    "isPublic", "ports", "readme", "volumeInGb", "volumeMountPath", "containerRegistryAuthId",
-}  # fmt: skip
-
-
-class GraphQLError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Enum:
-    value: str
-
-
-# ------------------------------------------------------------------ a small GraphQL parser
-
-_TOKEN = re.compile(
-    r'\s+|,|#[^\n]*|(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>-?\d+(?:\.\d+)?)'
-    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[{}()\[\]:!$=])"
-)
-
-
-def _tokens(text: str) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m:
-            raise GraphQLError(f"Syntax Error: unexpected character {text[pos]!r}")
-        pos = m.end()
-        if m.group("str") is not None:
-            out.append(("str", json.loads(m.group("str"))))
-        elif m.group("num") is not None:
-            n = m.group("num")
-            out.append(("num", float(n) if "." in n else int(n)))
-        elif m.group("name") is not None:
-            out.append(("name", m.group("name")))
-        elif m.group("punct") is not None:
-            out.append(("punct", m.group("punct")))
-    return out
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.toks = _tokens(text)
-        self.i = 0
-
-    def peek(self) -> tuple[str, Any] | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self, kind: str, value: Any = None) -> Any:
-        tok = self.peek()
-        if tok is None or tok[0] != kind or (value is not None and tok[1] != value):
-            raise GraphQLError(f"Syntax Error: expected {value or kind}, found {tok}")
-        self.i += 1
-        return tok[1]
-
-    def document(self) -> tuple[str, list]:
-        op = "query"
-        tok = self.peek()
-        if tok and tok[0] == "name" and tok[1] in ("query", "mutation"):
-            op = self.take("name")
-            if self.peek() and self.peek()[0] == "name":
-                self.take("name")
-            if self.peek() == ("punct", "("):
-                raise GraphQLError("this stand-in takes inline literals only, as the SDK sends")
-        sel = self.selection_set()
-        if self.peek() is not None:
-            raise GraphQLError(f"Syntax Error: unexpected {self.peek()}")
-        return op, sel
-
-    def selection_set(self) -> list:
-        self.take("punct", "{")
-        fields = []
-        while self.peek() != ("punct", "}"):
-            name = self.take("name")
-            args = self.arguments() if self.peek() == ("punct", "(") else {}
-            sub = self.selection_set() if self.peek() == ("punct", "{") else None
-            fields.append((name, args, sub))
-        self.take("punct", "}")
-        return fields
-
-    def arguments(self) -> dict:
-        self.take("punct", "(")
-        args = {}
-        while self.peek() != ("punct", ")"):
-            key = self.take("name")
-            self.take("punct", ":")
-            args[key] = self.value()
-        self.take("punct", ")")
-        return args
-
-    def value(self) -> Any:
-        kind, val = self.peek() or ("eof", None)
-        if kind in ("str", "num"):
-            self.i += 1
-            return val
-        if kind == "name":
-            self.i += 1
-            return {"true": True, "false": False, "null": None}.get(val, Enum(val))
-        if (kind, val) == ("punct", "["):
-            self.i += 1
-            items = []
-            while self.peek() != ("punct", "]"):
-                items.append(self.value())
-            self.i += 1
-            return items
-        if (kind, val) == ("punct", "{"):
-            self.i += 1
-            obj = {}
-            while self.peek() != ("punct", "}"):
-                key = self.take("name")
-                self.take("punct", ":")
-                obj[key] = self.value()
-            self.i += 1
-            return obj
-        raise GraphQLError(f"Syntax Error: unexpected {kind} {val!r}")
-
-
-def _project(obj: Any, selection: list | None, type_name: str, known: dict[str, set[str]]) -> Any:
-    if selection is None:
-        return obj
-    if isinstance(obj, list):
-        return [_project(o, selection, type_name, known) for o in obj]
-    out = {}
-    for name, _args, sub in selection:
-        if name not in known[type_name]:
-            raise GraphQLError(f'Cannot query field "{name}" on type "{type_name}".')
-        value = obj.get(name)
-        out[name] = _project(value, sub, _FIELD_TYPES.get(name, ""), known) if sub else value
-    return out
-
-
-_FIELD_TYPES = {
-    "env": "EnvironmentVariable",
-    "networkVolume": "NetworkVolume",
-    "networkVolumes": "NetworkVolume",
-    "endpoints": "Endpoint",
+TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
+    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
 }
-_KNOWN = {
-    "Endpoint": ENDPOINT_FIELDS,
-    "PodTemplate": TEMPLATE_FIELDS,
-    "EnvironmentVariable": {"key", "value"},
-    "NetworkVolume": {"id", "name", "size", "dataCenterId"},
-    "User": {"id", "pubKey", "endpoints", "networkVolumes"},
+CONTAINER = ("image", "args", "disk", "ports", "env", "registry")
+HEALTH = {
+    "jobs": {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0},
+    "workers": {
+        "idle": 0, "initializing": 0, "ready": 0, "running": 0, "throttled": 0, "unhealthy": 0,
+    },
 }
+
+
+class Problem(Exception):
+    """An RFC 9457 answer."""
+
+    def __init__(self, status: int, detail: str, errors: list[str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body: dict[str, Any] = {"title": TITLES[status], "status": status, "detail": detail}
+        if errors is not None:
+            self.body["errors"] = errors
 
 
 def _new_id(n: int) -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(n))
-
-
-# ------------------------------------------------------------------ the fake
 
 
 @dataclass
@@ -228,20 +73,55 @@ class Recorded:
     headers: dict[str, str]
     body: str
 
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return "application/json" if self.status < 400 else "application/problem+json"
+
 
 @dataclass
 class FakeRunPod:
     api_key: str
+    contract: Contract | None = None
     volumes: dict[str, dict] = field(default_factory=dict)
     templates: dict[str, dict] = field(default_factory=dict)
     endpoints: dict[str, dict] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
     health_status: int = 200
     data_centers: tuple[str, ...] = ("EU-RO-1", "US-KS-2", "EU-SE-1", "US-TX-3")
+    _throttled: int = 0
+    _retry_after: int = 1
+    _failures: list[tuple[str, str, Problem]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._routes = [
+            ("GET", r"/v2/network-volumes", self._list_volumes),
+            ("POST", r"/v2/network-volumes", self._create_volume),
+            ("PATCH", r"/v2/network-volumes/(\w+)", self._update_volume),
+            ("GET", r"/v2/templates", self._list_templates),
+            ("POST", r"/v2/templates", self._create_template),
+            ("PATCH", r"/v2/templates/(\w+)", self._update_template),
+            ("GET", r"/v2/serverless", self._list_endpoints),
+            ("POST", r"/v2/serverless", self._create_endpoint),
+            ("PATCH", r"/v2/serverless/(\w+)", self._update_endpoint),
+        ]
+        for kind in ("network-volumes", "templates", "serverless"):
+            self._routes += [
+                ("GET", rf"/v2/{kind}/(\w+)", lambda rid, _b, k=kind: Answer(200, self._get(k, rid))),
+                ("DELETE", rf"/v2/{kind}/(\w+)", lambda rid, _b, k=kind: self._delete(k, rid)),
+            ]
 
     # -- lifecycle
 
@@ -259,15 +139,18 @@ class FakeRunPod:
                 rec = Recorded(self.command, parts.path, parts.query, dict(self.headers), body)
                 with fake._lock:
                     fake.requests.append(rec)
-                    status, payload = fake.route(rec)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                    answer = fake.handle(rec)
+                data = json.dumps(answer.body).encode() if answer.body is not None else b""
+                self.send_response(answer.status)
+                for k, v in answer.headers.items():
+                    self.send_header(k, v)
+                if data:
+                    self.send_header("Content-Type", answer.content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PATCH = do_DELETE = _handle
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(
@@ -286,280 +169,229 @@ class FakeRunPod:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    # -- what tests look at
+    @property
+    def rest_url(self) -> str:
+        """What RUNPOD_REST_URL is set to for this stand-in."""
+        return f"{self.url}/v2"
+
+    # -- what tests look at and set up
 
     def writes(self) -> list[Recorded]:
-        """Requests that change something: REST POST/PATCH/DELETE and GraphQL mutations."""
-        out = []
-        for r in self.requests:
-            if r.path == "/graphql":
-                if json.loads(r.body or "{}").get("query", "").lstrip().startswith("mutation"):
-                    out.append(r)
-            elif r.method != "GET":
-                out.append(r)
-        return out
+        """Requests that change something: POST, PATCH, DELETE."""
+        return [r for r in self.requests if r.method not in ("GET", "HEAD")]
 
-    def graphql_queries(self) -> list[str]:
-        return [json.loads(r.body)["query"] for r in self.requests if r.path == "/graphql"]
+    def throttle(self, times: int, retry_after: int) -> None:
+        self._throttled, self._retry_after = times, retry_after
 
-    # -- seeding
+    def fail_next(self, method: str, path: str, status: int, detail: str, errors=None) -> None:
+        """Answer the next `method` on a path matching the regex `path` with this problem."""
+        self._failures.append((method, path, Problem(status, detail, errors)))
 
-    def add_volume(self, name: str, size: int, data_center: str) -> str:
+    def add_volume(self, name: str, size: int, data_center: str, type: str = "STANDARD") -> str:
         vid = _new_id(10)
-        self.volumes[vid] = {"id": vid, "name": name, "size": size, "dataCenterId": data_center}
+        self.volumes[vid] = {
+            "id": vid, "name": name, "size": size, "dataCenter": data_center, "type": type,
+        }
         return vid
 
     def add_template(
-        self,
-        name: str,
-        image: str,
-        *,
-        serverless: bool = True,
-        env: dict | None = None,
-        disk: int = 10,
+        self, name: str, image: str, *, serverless: bool = True, env: dict | None = None
     ) -> str:
-        tid = _new_id(10)
-        self.templates[tid] = self._template(
-            tid,
-            {
-                "name": name,
-                "imageName": image,
-                "isServerless": serverless,
-                "containerDiskInGb": disk,
-                "env": env or {},
-            },
+        body = {"name": name, "image": image, "serverless": serverless, "env": env or {}}
+        return self._create_template(body).body["id"]
+
+    # -- dispatch
+
+    def handle(self, rec: Recorded) -> Answer:
+        try:
+            answer = self._dispatch(rec)
+        except Problem as p:
+            answer = Answer(p.status, p.body)
+        if answer.status == 429:
+            answer.headers["Retry-After"] = str(self._retry_after)
+        if self.contract and self.contract.operation(rec.method, rec.path):
+            self._check_answer(rec, answer)
+        return answer
+
+    def _dispatch(self, rec: Recorded) -> Answer:
+        if rec.headers.get("Authorization") != f"Bearer {self.api_key}":
+            raise Problem(401, "invalid or missing bearer token")
+        if self._throttled:
+            self._throttled -= 1
+            raise Problem(429, "rate limit exceeded for the minute window")
+        m = re.fullmatch(r"/v2/(\w+)/health", rec.path)
+        if m and rec.method == "GET" and m.group(1) not in ("serverless", "templates"):
+            return self._health(m.group(1))
+        try:
+            body = rec.json()
+        except ValueError as e:
+            raise Problem(400, f"request body is not JSON: {e}") from None
+        if self.contract:
+            if self.contract.operation(rec.method, rec.path) is None:
+                raise Problem(404, f"no route {rec.method} {rec.path}")
+            errors = self.contract.request_errors(rec.method, rec.path, body)
+            if errors:
+                raise Problem(422, "Request validation failed.", errors)
+        for i, (method, path, problem) in enumerate(self._failures):
+            if method == rec.method and re.fullmatch(path, rec.path):
+                del self._failures[i]
+                raise problem
+        for method, path, fn in self._routes:
+            m = re.fullmatch(path, rec.path)
+            if m and method == rec.method:
+                return fn(*m.groups(), body)
+        raise Problem(404, f"no route {rec.method} {rec.path}")
+
+    def _check_answer(self, rec: Recorded, answer: Answer) -> None:
+        errors = self.contract.response_errors(
+            rec.method, rec.path, answer.status, answer.content_type, answer.body, answer.headers
         )
-        return tid
+        self.violations += [f"{rec.method} {rec.path} -> {answer.status}: {e}" for e in errors]
 
-    # -- routing
+    def _health(self, endpoint_id: str) -> Answer:
+        if endpoint_id not in self.endpoints:
+            raise Problem(404, "endpoint not found")
+        if self.health_status != 200:
+            raise Problem(self.health_status, "unavailable")
+        return Answer(200, HEALTH)
 
-    def _authorised(self, rec: Recorded) -> bool:
-        if rec.headers.get("Authorization") == f"Bearer {self.api_key}":
-            return True
-        return rec.path == "/graphql" and parse_qs(rec.query).get("api_key") == [self.api_key]
+    def _store(self, kind: str) -> dict[str, dict]:
+        return {"network-volumes": self.volumes, "templates": self.templates}.get(
+            kind, self.endpoints
+        )
 
-    def route(self, rec: Recorded) -> tuple[int, Any]:
-        if not self._authorised(rec):
-            return 401, {"error": "Unauthorized"}
-        try:
-            if rec.path == "/graphql" and rec.method == "POST":
-                return 200, self.graphql(json.loads(rec.body))
-            body = json.loads(rec.body) if rec.body else None
-            m = re.fullmatch(r"/v2/([a-z0-9]+)/health", rec.path)
-            if m and rec.method == "GET":
-                if m.group(1) not in self.endpoints:
-                    return 404, {"error": "endpoint not found"}
-                if self.health_status != 200:
-                    return self.health_status, {"error": "unavailable"}
-                return 200, {
-                    "jobs": {
-                        "completed": 0,
-                        "failed": 0,
-                        "inProgress": 0,
-                        "inQueue": 0,
-                        "retried": 0,
-                    },
-                    "workers": {
-                        "idle": 0,
-                        "initializing": 0,
-                        "ready": 0,
-                        "running": 0,
-                        "throttled": 0,
-                        "unhealthy": 0,
-                    },
-                }
-            return self.rest(rec.method, rec.path, parse_qs(rec.query), body)
-        except _HttpError as e:
-            return e.status, {"error": e.message, "status": e.status}
+    def _get(self, kind: str, rid: str) -> dict:
+        found = self._store(kind).get(rid)
+        if found is None:
+            raise Problem(404, f"{kind.rstrip('s')} {rid} not found")
+        return found
 
-    # -- REST v1
+    def _delete(self, kind: str, rid: str) -> Answer:
+        self._get(kind, rid)
+        del self._store(kind)[rid]
+        return Answer(204)
 
-    def rest(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
-        if path == "/v1/networkvolumes" and method == "GET":
-            return 200, list(self.volumes.values())
-        if path == "/v1/networkvolumes" and method == "POST":
-            name, size, dc = body.get("name"), body.get("size"), body.get("dataCenterId")
-            if not name or not isinstance(size, int) or not 1 <= size <= 4000:
-                raise _HttpError(400, "name and size (1-4000 GB) are required")
-            if dc not in self.data_centers:
-                raise _HttpError(400, f"unknown dataCenterId {dc!r}")
-            return 200, self.volumes[self.add_volume(name, size, dc)]
-        m = re.fullmatch(r"/v1/networkvolumes/([a-z0-9]+)", path)
-        if m and method == "PATCH":
-            vol = self.volumes.get(m.group(1)) or _raise(404, "network volume not found")
-            if "size" in body:
-                if body["size"] <= vol["size"]:
-                    raise _HttpError(400, "size must be greater than the current size")
-                vol["size"] = body["size"]
-            if "name" in body:
-                vol["name"] = body["name"]
-            return 200, vol
-        if path == "/v1/templates" and method == "GET":
-            bound = {e["templateId"] for e in self.endpoints.values()}
-            include_bound = query.get("includeEndpointBoundTemplates") == ["true"]
-            return 200, [
-                self._rest_template(t)
-                for t in self.templates.values()
-                if include_bound or t["id"] not in bound
-            ]
-        m = re.fullmatch(r"/v1/templates/([a-z0-9]+)", path)
-        if m and method == "PATCH":
-            tpl = self.templates.get(m.group(1)) or _raise(404, "template not found")
-            unknown = set(body) - TEMPLATE_REST_PATCH
-            if unknown:
-                raise _HttpError(400, f"unknown fields {sorted(unknown)}")
-            if "env" in body and not isinstance(body["env"], dict):
-                raise _HttpError(400, "env must be an object")
-            tpl.update(body)
-            return 200, self._rest_template(tpl)
-        raise _HttpError(404, f"no route {method} {path}")
+    # -- network volumes
 
-    def _rest_template(self, t: dict) -> dict:
-        return {
-            **t,
-            "dockerStartCmd": [],
-            "dockerEntrypoint": [],
-            "category": "NVIDIA",
-            "isRunpod": False,
-            "earned": 0,
-        }
+    def _list_volumes(self, _body: Any) -> Answer:
+        return Answer(200, {"networkVolumes": list(self.volumes.values())})
 
-    # -- GraphQL
+    def _create_volume(self, body: dict) -> Answer:
+        if body["dataCenter"] not in self.data_centers:
+            raise Problem(400, f"unknown data center {body['dataCenter']!r}")
+        vid = self.add_volume(body["name"], body["size"], body["dataCenter"])
+        self.volumes[vid]["type"] = body.get("type", "STANDARD")
+        return Answer(201, self.volumes[vid])
 
-    def graphql(self, payload: dict) -> dict:
-        try:
-            if payload.get("variables"):
-                raise GraphQLError("this stand-in only takes inline literals, as the SDK sends")
-            op, selection = _Parser(payload["query"]).document()
-            data = {}
-            for name, args, sub in selection:
-                if op == "query" and name == "myself":
-                    me = {
-                        "id": "user_fake",
-                        "pubKey": "",
-                        "endpoints": list(self.endpoints.values()),
-                        "networkVolumes": list(self.volumes.values()),
-                    }
-                    data[name] = _project(me, sub, "User", _KNOWN)
-                elif op == "mutation" and name == "saveTemplate":
-                    data[name] = _project(
-                        self._gql_template(self.save_template(args["input"])),
-                        sub,
-                        "PodTemplate",
-                        _KNOWN,
-                    )
-                elif op == "mutation" and name == "saveEndpoint":
-                    data[name] = _project(
-                        self.save_endpoint(args["input"]), sub, "Endpoint", _KNOWN
-                    )
-                else:
-                    raise GraphQLError(f'Cannot query field "{name}" on type "{op.title()}".')
-            return {"data": data}
-        except (GraphQLError, KeyError) as e:
-            return {"errors": [{"message": str(e)}], "data": None}
+    def _update_volume(self, vid: str, body: dict) -> Answer:
+        vol = self._get("network-volumes", vid)
+        if body.get("size", vol["size"]) < vol["size"]:
+            raise Problem(400, "size decrease attempted: network volume storage cannot be reduced")
+        vol.update(body)
+        return Answer(200, vol)
 
-    def _template(self, tid: str, given: dict) -> dict:
-        base = {
-            "id": tid,
-            "name": "",
-            "imageName": "",
-            "dockerArgs": "",
-            "containerDiskInGb": 10,
-            "volumeInGb": 0,
-            "volumeMountPath": "/workspace",
-            "ports": "",
-            "env": {},
-            "isServerless": False,
-            "readme": "",
-            "isPublic": False,
-            "startSsh": True,
-            "containerRegistryAuthId": "",
-        }
-        base.update(given)
-        return base
+    # -- templates
 
-    def _gql_template(self, t: dict) -> dict:
-        return {**t, "env": [{"key": k, "value": v} for k, v in t["env"].items()]}
+    def _list_templates(self, _body: Any) -> Answer:
+        return Answer(200, {"templates": list(self.templates.values())})
 
-    def save_template(self, inp: dict) -> dict:
-        unknown = set(inp) - TEMPLATE_INPUT
-        if unknown:
-            raise GraphQLError(
-                f'Field "{sorted(unknown)[0]}" is not defined by type "SaveTemplateInput".'
-            )
-        if any(isinstance(v, Enum) for v in inp.values()):
-            raise GraphQLError("an enum value where a scalar is expected")
-        env = inp.get("env", [])
-        if not isinstance(env, list) or not all(
-            isinstance(e, dict) and set(e) == {"key", "value"} for e in env
-        ):
-            raise GraphQLError("env must be a list of {key, value}")
-        given = {**inp, "env": {e["key"]: e["value"] for e in env}}
-        if inp.get("id"):
-            tpl = self.templates.get(inp["id"]) or _graphql_raise("Template not found")
-            tpl.update(given)
-            return tpl
-        if not inp.get("name") or not inp.get("imageName"):
-            raise GraphQLError("name and imageName are required")
-        if any(t["name"] == inp["name"] for t in self.templates.values()):
-            raise GraphQLError("Template name must be unique")
-        if inp.get("isServerless") and inp.get("volumeInGb", 0) != 0:
-            raise GraphQLError("Serverless templates must have volumeInGb 0")
+    def _create_template(self, body: dict) -> Answer:
+        if any(t["name"] == body["name"] for t in self.templates.values()):
+            raise Problem(400, f"template name {body['name']!r} is already taken")
         tid = _new_id(10)
-        self.templates[tid] = self._template(tid, given)
-        return self.templates[tid]
+        self.templates[tid] = {
+            "id": tid, "name": body["name"], "image": body["image"], "args": "",
+            "disk": 10, "mounts": {}, "ports": [], "env": {}, "registry": None,
+            "serverless": False, "public": False, "category": "NVIDIA", "startSsh": True,
+            "startJupyter": True, "allowedCudaVersions": [],
+        }
+        self.templates[tid].update(body)
+        return Answer(201, self.templates[tid])
 
-    def save_endpoint(self, inp: dict) -> dict:
-        unknown = set(inp) - ENDPOINT_INPUT
+    def _update_template(self, tid: str, body: dict) -> Answer:
+        tpl = self._get("templates", tid)
+        tpl.update(body)
+        return Answer(200, tpl)
+
+    # -- endpoints
+
+    def _list_endpoints(self, _body: Any) -> Answer:
+        return Answer(200, {"endpoints": list(self.endpoints.values())})
+
+    def _request_urls(self, eid: str) -> dict[str, str]:
+        base = f"{self.url}/v2/{eid}"
+        return {
+            "run": f"{base}/run", "runSync": f"{base}/runsync",
+            "status": f"{base}/status/{{job_id}}", "stream": f"{base}/stream/{{job_id}}",
+            "cancel": f"{base}/cancel/{{job_id}}", "retry": f"{base}/retry/{{job_id}}",
+            "purgeQueue": f"{base}/purge-queue", "health": f"{base}/health",
+        }
+
+    def _template_container(self, template_id: str) -> dict[str, Any]:
+        tpl = self.templates.get(template_id)
+        if tpl is None:
+            raise Problem(404, f"template {template_id} not found")
+        if not tpl["serverless"]:
+            raise Problem(422, f"template {template_id} is not a serverless template")
+        return {k: tpl[k] for k in CONTAINER}
+
+    def _create_endpoint(self, body: dict) -> Answer:
+        if ("gpu" in body) == ("cpu" in body):
+            raise Problem(400, "specify exactly one of gpu or cpu")
+        container: dict[str, Any] = {"args": "", "disk": 10, "ports": [], "env": {}, "registry": None}
+        gpu = {"count": 1, "allowedCudaVersions": [], "minCudaVersion": None, **body["gpu"]}
+        if "templateId" in body:
+            container = self._template_container(body["templateId"])
+            tpl_cuda = self.templates[body["templateId"]]["allowedCudaVersions"]
+            if "allowedCudaVersions" not in body["gpu"] and "minCudaVersion" not in body["gpu"]:
+                gpu["allowedCudaVersions"] = list(tpl_cuda)
+        env = {**container["env"], **body.get("env", {})}
+        container.update({k: body[k] for k in CONTAINER if k in body}, env=env)
+        eid = _new_id(14)
+        endpoint = {
+            "id": eid, "name": body["name"], "type": body["type"],
+            "requestUrls": self._request_urls(eid), "gpu": gpu,
+            "workers": {"min": 0, "max": 3, "idleTimeout": 10, **body.get("workers", {})},
+            "scaling": body["scaling"], "dataCenterIds": body.get("dataCenterIds", []),
+            "networkVolumes": body.get("networkVolumes", []),
+            "timeout": body.get("timeout", 300_000), "flashboot": body.get("flashboot", "OFF"),
+            "createdAt": "2026-12-01T00:00:00Z", **container,
+        }
+        self._check_endpoint(endpoint)
+        self.endpoints[eid] = endpoint
+        return Answer(201, endpoint)
+
+    def _update_endpoint(self, eid: str, body: dict) -> Answer:
+        ep = json.loads(json.dumps(self._get("serverless", eid)))  # a copy: all or nothing
+        if "cpu" in body:
+            raise Problem(400, "cpu on a GPU endpoint: the compute family cannot change")
+        if "templateId" in body:
+            container = self._template_container(body["templateId"])
+            ep.update(container, env={**container["env"], **body.get("env", {})})
+        gpu = body.get("gpu", {})
+        if "pools" in gpu:
+            ep["gpu"].pop("excludedTypes", None)
+        ep["gpu"].update(gpu)
+        if gpu.get("minCudaVersion") == "":
+            ep["gpu"]["minCudaVersion"] = None
+        ep["workers"].update(body.get("workers", {}))
+        skip = ("gpu", "workers", "templateId")
+        ep.update({k: v for k, v in body.items() if k not in skip})
+        self._check_endpoint(ep)
+        self.endpoints[eid] = ep
+        return Answer(200, ep)
+
+    def _check_endpoint(self, ep: dict) -> None:
+        gpu = ep["gpu"]
+        unknown = [p for p in gpu["pools"] if p not in GPU_POOLS]
         if unknown:
-            raise GraphQLError(
-                f'Field "{sorted(unknown)[0]}" is not defined by type "EndpointInput".'
-            )
-        flash = inp.get("flashBootType", Enum("OFF"))
-        if not isinstance(flash, Enum) or flash.value not in ("OFF", "FLASHBOOT"):
-            raise GraphQLError('Enum "FlashBootType" cannot represent non-enum value')
-        for k, v in inp.items():
-            if k != "flashBootType" and isinstance(v, Enum):
-                raise GraphQLError(f"{k}: a string is expected, not the enum {v.value}")
-        cfg = {**ENDPOINT_DEFAULTS, **inp, "flashBootType": flash.value}
-        for k in ("name", "templateId", "gpuIds"):
-            if not cfg.get(k):
-                raise GraphQLError(f"{k} is required")
-        tpl = self.templates.get(cfg["templateId"]) or _graphql_raise("Template not found")
-        if not tpl["isServerless"]:
-            raise GraphQLError("the template is not a Serverless template")
-        pools = cfg["gpuIds"].split(",")
-        if any(p not in GPU_POOLS for p in pools):
-            raise GraphQLError(f"unknown gpuIds {cfg['gpuIds']!r}")
-        if cfg["networkVolumeId"] and cfg["networkVolumeId"] not in self.volumes:
-            raise GraphQLError("Network volume not found")
-        if cfg["workersMin"] > cfg["workersMax"]:
-            raise GraphQLError("workersMin must not exceed workersMax")
-        if cfg.get("id"):
-            if cfg["id"] not in self.endpoints:
-                raise GraphQLError("Endpoint not found")
-            eid = cfg["id"]
-        else:
-            eid = _new_id(14)
-        vol = self.volumes.get(cfg["networkVolumeId"])
-        cfg.update(
-            id=eid, userId="user_fake", version=0, workersStandby=0, aiKey=None, env=[],
-            createdAt="2026-11-27T00:00:00Z",
-            networkVolume={"id": vol["id"], "dataCenterId": vol["dataCenterId"]} if vol else None,
-        )  # fmt: skip
-        self.endpoints[eid] = cfg
-        return cfg
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def _raise(status: int, message: str) -> Any:
-    raise _HttpError(status, message)
-
-
-def _graphql_raise(message: str) -> Any:
-    raise GraphQLError(message)
+            raise Problem(400, f"unknown GPU pool(s) {', '.join(unknown)}")
+        if gpu["allowedCudaVersions"] and gpu["minCudaVersion"]:
+            raise Problem(400, "gpu.allowedCudaVersions and gpu.minCudaVersion are exclusive")
+        missing = [v for v in ep["networkVolumes"] if v not in self.volumes]
+        if missing:
+            raise Problem(400, f"network volume(s) {', '.join(missing)} not found")
+        if ep["workers"]["min"] > ep["workers"]["max"]:
+            raise Problem(400, "workers.min must not exceed workers.max")
+        if "image" not in ep:
+            raise Problem(400, "image is required unless templateId is set")

@@ -1,4 +1,5 @@
-"""`brightrun deploy` against a loopback stand-in for RunPod's APIs (tests/deploy/fake_runpod.py).
+"""`brightrun deploy` against a loopback stand-in for RunPod's REST API v2
+(tests/deploy/fake_runpod.py), strict to RunPod's published contract where it is present.
 
 What a user would notice: a dry run shows every request and changes nothing; a real run
 creates the volume, templates and endpoints with the settings asked for, checks
@@ -22,12 +23,12 @@ from core.deploy import (
     DeployConfig,
     DeployError,
     RunPodApi,
-    RunPodUrls,
     apply_plan,
     gpu_pools,
     make_plan,
     update_env_file,
 )
+from tests.deploy.contract import load_contract
 from tests.deploy.fake_runpod import FakeRunPod
 
 KEY = "rpa_FAKEKEY5b1d9e0cDoNotLeak"
@@ -54,9 +55,12 @@ export STORAGE=supabase
 
 @pytest.fixture
 def fake():
-    f = FakeRunPod(api_key=KEY).start()
+    """The stand-in; with the contract at hand it refuses what the contract refuses, and
+    every answer it gave must have matched the contract too."""
+    f = FakeRunPod(api_key=KEY, contract=load_contract()).start()
     yield f
     f.stop()
+    assert f.violations == []
 
 
 @pytest.fixture
@@ -64,13 +68,11 @@ def deploy(data_dir: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeRunPod):
     """Run `brightrun deploy --image IMAGE ARGS...` in a fresh folder; returns the result."""
     monkeypatch.setenv("RUNPOD_API_KEY", KEY)
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
-    monkeypatch.delenv("RUNPOD_API_BASE_URL", raising=False)
+    monkeypatch.setenv("RUNPOD_REST_URL", fake.rest_url)
     runner = CliRunner()
 
     def run(*args: str):
-        return runner.invoke(
-            app, ["deploy", "--image", IMAGE, "--runpod-base-url", fake.url, *args]
-        )
+        return runner.invoke(app, ["deploy", "--image", IMAGE, *args])
 
     return run
 
@@ -85,17 +87,19 @@ def test_dry_run_prints_every_call_with_the_key_masked_and_changes_nothing(deplo
     result = deploy("--dry-run", *VLLM)
     assert result.exit_code == 0, result.output
     out = result.output
-    assert f"POST {fake.url}/v1/networkvolumes" in out
-    assert out.count("runpod.create_template(...)") == 2  # trainer and vLLM
-    assert out.count("runpod.create_endpoint(...)") == 2
-    # the follow-up that sets the execution timeout, which create_endpoint cannot
-    assert out.count('saveEndpoint(input: { id: "<id of endpoint') == 2
-    assert f"GET {fake.url}/v2/<id of endpoint brightrun-trainer>/health" in out
-    assert f"GET {fake.url}/v2/<id of endpoint brightrun-vllm>/health" in out
-    assert f"GPU_CLUSTER_API_URL={fake.url}/v2/<id of endpoint brightrun-trainer>" in out
-    assert f"INFERENCE_URL={fake.url}/v2/<id of endpoint brightrun-vllm>/openai/v1" in out
-    assert '{ key: "HF_TOKEN", value: "{{ RUNPOD_SECRET_hf_token }}" }' in out
-    assert out.count("Authorization: Bearer ****") >= 9
+    assert f"POST {fake.rest_url}/network-volumes" in out
+    assert out.count(f"POST {fake.rest_url}/templates") == 2  # trainer and vLLM
+    assert out.count(f"POST {fake.rest_url}/serverless") == 2
+    # the execution timeout goes in each create body
+    assert out.count('"timeout": 86400000') == 2
+    assert "GET <requestUrls.health of endpoint brightrun-trainer>" in out
+    assert "GET <requestUrls.health of endpoint brightrun-vllm>" in out
+    assert "GPU_CLUSTER_API_URL=<requestUrls.run of endpoint brightrun-trainer, less /run>" in out
+    assert (
+        "INFERENCE_URL=<requestUrls.run of endpoint brightrun-vllm, less /run>/openai/v1" in out
+    )
+    assert '"HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}"' in out
+    assert out.count("Authorization: Bearer ****") >= 7
     assert KEY not in out and HF_TOKEN not in out
     # it read the account, and wrote nothing
     assert fake.requests, "a dry run with a key reads the account"
@@ -134,11 +138,11 @@ def test_apply_creates_everything_checks_health_and_writes_env(deploy, fake):
     assert result.exit_code == 0, result.output
 
     vol = _one(fake.volumes, name="brightrun")
-    assert (vol["size"], vol["dataCenterId"]) == (150, "US-KS-2")
+    assert (vol["size"], vol["dataCenter"]) == (150, "US-KS-2")
 
     trainer_t = _one(fake.templates, name="brightrun-trainer")
-    assert trainer_t["imageName"] == IMAGE
-    assert trainer_t["isServerless"] is True and trainer_t["containerDiskInGb"] == 100
+    assert trainer_t["image"] == IMAGE
+    assert trainer_t["serverless"] is True and trainer_t["disk"] == 100
     assert trainer_t["env"] == TRAINER_ENV
     vllm_t = _one(fake.templates, name="brightrun-vllm")
     assert vllm_t["env"]["MODEL_NAME"] == "Qwen/Qwen2.5-7B-Instruct"
@@ -147,14 +151,16 @@ def test_apply_creates_everything_checks_health_and_writes_env(deploy, fake):
     assert vllm_t["env"]["ENABLE_LORA"] == "true" and vllm_t["env"]["MAX_LORA_RANK"] == "64"
 
     trainer = _one(fake.endpoints, name="brightrun-trainer")
-    assert trainer["templateId"] == trainer_t["id"]
-    assert trainer["networkVolumeId"] == vol["id"]
-    assert trainer["gpuIds"] == "ADA_80_PRO,AMPERE_80"  # both H100s share a pool; in order
-    assert (trainer["workersMin"], trainer["workersMax"], trainer["idleTimeout"]) == (0, 3, 7)
-    assert trainer["executionTimeoutMs"] == 86_400_000
-    assert trainer["flashBootType"] == "FLASHBOOT"
+    assert (trainer["image"], trainer["env"], trainer["disk"]) == (IMAGE, TRAINER_ENV, 100)
+    assert trainer["type"] == "QUEUE"
+    assert trainer["networkVolumes"] == [vol["id"]]
+    assert trainer["dataCenterIds"] == ["US-KS-2"]  # workers run where the volume is
+    assert trainer["gpu"]["pools"] == ["ADA_80_PRO", "AMPERE_80"]  # H100s share a pool; in order
+    assert trainer["workers"] == {"min": 0, "max": 3, "idleTimeout": 7}
+    assert trainer["timeout"] == 86_400_000
+    assert trainer["flashboot"] == "FLASHBOOT"
     vllm = _one(fake.endpoints, name="brightrun-vllm")
-    assert vllm["templateId"] == vllm_t["id"] and vllm["networkVolumeId"] == vol["id"]
+    assert vllm["image"] == vllm_t["image"] and vllm["networkVolumes"] == [vol["id"]]
 
     health = {r.path for r in fake.requests if r.path.endswith("/health")}
     assert health == {f"/v2/{trainer['id']}/health", f"/v2/{vllm['id']}/health"}
@@ -199,22 +205,26 @@ def test_changed_options_update_in_place_and_keep_the_rest(deploy, fake):
     assert result.exit_code == 0, result.output
     assert "~ update template brightrun-trainer" in result.output
     assert "~ update endpoint brightrun-trainer" in result.output
-    assert "workersMax: 2 -> 5" in result.output
+    assert "workers.max: 2 -> 5" in result.output
     assert set(fake.endpoints) == {endpoint_id} and set(fake.templates) == {template_id}
     ep, tpl = fake.endpoints[endpoint_id], fake.templates[template_id]
-    assert ep["workersMax"] == 5
-    assert tpl["imageName"] == "docker.io/acme/brightrun-trainer:0.2.0"
+    assert ep["workers"]["max"] == 5
+    assert tpl["image"] == "docker.io/acme/brightrun-trainer:0.2.0"
     assert tpl["env"] == TRAINER_ENV
-    # saveEndpoint replaces the whole configuration: everything else must have been resent
-    assert ep["executionTimeoutMs"] == 86_400_000 and ep["flashBootType"] == "FLASHBOOT"
-    assert (
-        ep["networkVolumeId"] == next(iter(fake.volumes)) and ep["gpuIds"] == "ADA_80_PRO,AMPERE_80"
-    )
+    # the endpoint runs its own copy of the container: the new image goes to it as well
+    assert ep["image"] == "docker.io/acme/brightrun-trainer:0.2.0" and ep["env"] == TRAINER_ENV
+    # a PATCH names only what changed: everything else is as it was
+    assert ep["timeout"] == 86_400_000 and ep["flashboot"] == "FLASHBOOT"
+    assert ep["networkVolumes"] == [next(iter(fake.volumes))]
+    assert ep["gpu"]["pools"] == ["ADA_80_PRO", "AMPERE_80"]
     new = fake.writes()[writes:]
     assert [(r.method, r.path) for r in new] == [
-        ("PATCH", f"/v1/templates/{template_id}"),
-        ("POST", "/graphql"),
+        ("PATCH", f"/v2/templates/{template_id}"),
+        ("PATCH", f"/v2/serverless/{endpoint_id}"),
     ]
+    assert new[1].json() == {"workers": {"min": 0, "max": 5, "idleTimeout": 5}, "image": (
+        "docker.io/acme/brightrun-trainer:0.2.0"
+    )}
 
 
 def test_key_travels_only_in_the_authorization_header_and_hf_token_never(deploy, fake):
@@ -293,7 +303,7 @@ def test_an_endpoint_that_never_answers_health_leaves_env_alone(fake, tmp_path):
     env = tmp_path / ".env"
     env.write_text(ENV_BEFORE)
     config = DeployConfig(image=IMAGE)
-    with RunPodApi(KEY, RunPodUrls.single_host(fake.url), sleep=lambda s: None) as api:
+    with RunPodApi(KEY, fake.rest_url, sleep=lambda s: None) as api:
         plan = make_plan(config, api.observe())
         with pytest.raises(DeployError, match=r"/health did not answer healthy after 6 tries"):
             apply_plan(plan, api, env, echo=lambda s: None)
@@ -301,9 +311,12 @@ def test_an_endpoint_that_never_answers_health_leaves_env_alone(fake, tmp_path):
 
 
 def test_gpu_pools_follow_preference_and_appear_once():
-    assert gpu_pools(("H100_80GB_PCIE", "H100_80GB_SXM", "A100_80GB")) == "ADA_80_PRO,AMPERE_80"
-    assert gpu_pools(("A100_80GB", "H100_80GB_PCIE")) == "AMPERE_80,ADA_80_PRO"
-    assert gpu_pools(("H200_141GB", "A40_48GB", "A6000_48GB")) == "HOPPER_141,AMPERE_48"
+    assert gpu_pools(("H100_80GB_PCIE", "H100_80GB_SXM", "A100_80GB")) == (
+        "ADA_80_PRO",
+        "AMPERE_80",
+    )
+    assert gpu_pools(("A100_80GB", "H100_80GB_PCIE")) == ("AMPERE_80", "ADA_80_PRO")
+    assert gpu_pools(("H200_141GB", "A40_48GB", "A6000_48GB")) == ("HOPPER_141", "AMPERE_48")
 
 
 def test_env_file_update_keeps_lines_and_replaces_every_copy(tmp_path):
@@ -333,7 +346,8 @@ def test_broken_settings_are_reported_without_echoing_secrets(deploy, fake):
 def test_a_private_image_gets_the_registry_auth_and_stays_settled(deploy, fake):
     assert deploy("--registry-auth", "clzdaifot0001l908").exit_code == 0
     tpl = _one(fake.templates, name="brightrun-trainer")
-    assert tpl["containerRegistryAuthId"] == "clzdaifot0001l908"
+    assert tpl["registry"] == "clzdaifot0001l908"
+    assert _one(fake.endpoints, name="brightrun-trainer")["registry"] == "clzdaifot0001l908"
     writes = len(fake.writes())
     assert "Nothing to change" in deploy("--registry-auth", "clzdaifot0001l908").output
     assert len(fake.writes()) == writes
@@ -343,16 +357,24 @@ def test_a_private_image_gets_the_registry_auth_and_stays_settled(deploy, fake):
 
 
 def test_workers_only_land_on_hosts_whose_driver_runs_the_image(deploy, fake):
-    assert deploy("--dry-run").output.count('allowedCudaVersions: "12.8,12.9,13.0"') == 2
+    assert deploy("--dry-run").output.count('"minCudaVersion": "12.8"') == 1
     assert deploy().exit_code == 0
-    assert _one(fake.endpoints, name="brightrun-trainer")["allowedCudaVersions"] == "12.8,12.9,13.0"
+    gpu = _one(fake.endpoints, name="brightrun-trainer")["gpu"]
+    assert (gpu["minCudaVersion"], gpu["allowedCudaVersions"]) == ("12.8", [])
     writes = len(fake.writes())
-    fake.endpoints[next(iter(fake.endpoints))]["allowedCudaVersions"] = "13.0,12.9,12.8"
-    assert "Nothing to change" in deploy().output  # the same set, in RunPod's order
+    assert "Nothing to change" in deploy().output
     assert len(fake.writes()) == writes
+    # an endpoint left with an exact set of versions gets the floor instead (one PATCH)
+    gpu.update(allowedCudaVersions=["12.8", "12.9", "13.0"], minCudaVersion=None)
+    assert deploy().exit_code == 0
+    assert fake.writes()[writes].json() == {
+        "gpu": {"minCudaVersion": "12.8", "allowedCudaVersions": []}
+    }
     result = deploy("--min-cuda", "12.4")
     assert result.exit_code == 0, result.output
-    assert _one(fake.endpoints, name="brightrun-trainer")["allowedCudaVersions"].startswith("12.4,")
+    assert _one(fake.endpoints, name="brightrun-trainer")["gpu"]["minCudaVersion"] == "12.4"
+    assert deploy("--min-cuda", "").exit_code == 0
+    assert _one(fake.endpoints, name="brightrun-trainer")["gpu"]["minCudaVersion"] is None
 
 
 def test_the_template_and_the_image_agree_on_hf_home():
@@ -363,3 +385,26 @@ def test_the_template_and_the_image_agree_on_hf_home():
     m = re.search(r"HF_HOME=(\S+)", dockerfile)
     assert m, "the Dockerfile sets HF_HOME on the volume"
     assert m.group(1) == HF_HOME_ON_VOLUME == TRAINER_ENV["HF_HOME"]
+
+
+def test_a_volume_keeps_its_storage_tier(deploy, fake):
+    result = deploy("--volume-type", "HIGH_PERFORMANCE")
+    assert result.exit_code == 0, result.output
+    assert _one(fake.volumes, name="brightrun")["type"] == "HIGH_PERFORMANCE"
+    writes = len(fake.writes())
+    assert "Nothing to change" in deploy().output  # no tier asked: the volume's is fine
+    result = deploy("--volume-type", "STANDARD")
+    assert result.exit_code == 1
+    assert "is HIGH_PERFORMANCE, not STANDARD" in result.output
+    assert "--volume-type HIGH_PERFORMANCE" in result.output
+    assert len(fake.writes()) == writes
+
+
+def test_an_endpoint_of_the_same_name_that_is_not_a_queue_is_refused(deploy, fake):
+    assert deploy().exit_code == 0
+    writes = len(fake.writes())
+    next(iter(fake.endpoints.values()))["type"] = "LOAD_BALANCER"
+    result = deploy("--max-workers", "4")
+    assert result.exit_code == 1
+    assert "not a queue-based GPU endpoint" in result.output and "--prefix" in result.output
+    assert len(fake.writes()) == writes

@@ -1,0 +1,135 @@
+"""RunPod's REST API v2 contract: the OpenAPI 3.1 document RunPod publishes, and a real
+JSON Schema (Draft 2020-12) validator over it (`jsonschema` + `referencing`).
+
+The document is looked for in `$BRIGHTRUN_CONTRACTS_DIR` if set, else in
+`<repository>/../shared/contracts` (where CI has it). A clone on its own lacks it:
+`load_contract()` is then None and the contract tests skip with `SKIP_REASON`.
+
+`Contract.request_errors(method, path, body)` and `.response_errors(...)` return the
+validator's messages (`<JSON path>: <message>`, empty when valid) for the operation the
+document defines at `method` + `path` (a path as sent, e.g. `/v2/serverless/abc`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT_NAME = "runpod-rest-v2.openapi.json"
+_URI = "urn:runpod:rest-v2"
+_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def contract_path() -> Path:
+    given = os.environ.get("BRIGHTRUN_CONTRACTS_DIR")
+    base = Path(given) if given else ROOT.parent / "shared" / "contracts"
+    return base / CONTRACT_NAME
+
+
+SKIP_REASON = (
+    f"RunPod's REST v2 contract {contract_path()} is absent (a clone on its own; CI has "
+    "../shared/contracts): the tests that hold deploy to it cannot run"
+)
+
+
+@functools.cache
+def load_contract() -> Contract | None:
+    path = contract_path()
+    if not path.is_file():
+        return None
+    return Contract(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _pointer(*parts: str) -> str:
+    return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class Contract:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        resource = Resource.from_contents(doc, default_specification=DRAFT202012)
+        self._registry = Registry().with_resource(_URI, resource)
+        self._ops: list[tuple[str, str, re.Pattern[str]]] = []
+        for template, item in doc["paths"].items():
+            regex = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
+            for method in _METHODS:
+                if method in item:
+                    self._ops.append((method.upper(), template, regex))
+        # a literal segment wins over a parameter (/registries/delegations vs /registries/{id})
+        self._ops.sort(key=lambda op: op[1].count("{"))
+
+    def operation(self, method: str, path: str) -> tuple[str, dict[str, Any]] | None:
+        """(path template, operation object) the document defines for this request."""
+        for m, template, regex in self._ops:
+            if m == method.upper() and regex.match(path):
+                return template, self.doc["paths"][template][method.lower()]
+        return None
+
+    @functools.cache  # noqa: B019 - one validator per location, for the contract's lifetime
+    def _validator(self, pointer: str) -> Draft202012Validator:
+        return Draft202012Validator({"$ref": f"{_URI}#/{pointer}"}, registry=self._registry)
+
+    def errors_at(self, pointer: str, instance: Any) -> list[str]:
+        found = self._validator(pointer).iter_errors(instance)
+        return sorted({f"{e.json_path}: {e.message}" for e in found})
+
+    def schema_errors(self, name: str, instance: Any) -> list[str]:
+        """Errors of `instance` against `#/components/schemas/<name>`."""
+        return self.errors_at(_pointer("components", "schemas", name), instance)
+
+    def request_errors(self, method: str, path: str, body: Any) -> list[str]:
+        found = self.operation(method, path)
+        if found is None:
+            return [f"the document defines no operation {method} {path}"]
+        template, op = found
+        spec = op.get("requestBody")
+        if spec is None:
+            return [] if body is None else [f"{method} {template} takes no request body"]
+        if body is None:
+            return ["$: a request body is required"] if spec.get("required") else []
+        where = _pointer("paths", template, method.lower(), "requestBody", "content")
+        return self.errors_at(f"{where}/application~1json/schema", body)
+
+    def response_errors(
+        self, method: str, path: str, status: int, content_type: str, body: Any, headers: dict
+    ) -> list[str]:
+        found = self.operation(method, path)
+        if found is None:
+            return [f"the document defines no operation {method} {path}"]
+        template, op = found
+        key = str(status) if str(status) in op["responses"] else "default"
+        if key not in op["responses"]:
+            return [f"{method} {template} documents no {status} answer"]
+        where = _pointer("paths", template, method.lower(), "responses", key)
+        response = op["responses"][key]
+        if "$ref" in response:  # a shared response: #/components/responses/<name>
+            where = response["$ref"].removeprefix("#/")
+            response = self.doc["components"]["responses"][where.rsplit("/", 1)[1]]
+        errors = self._header_errors(response, headers)
+        content = response.get("content")
+        if not content:
+            return errors + ([] if body is None else [f"a {status} answer has no body"])
+        if content_type not in content:
+            return errors + [f"content type {content_type} is not one of {sorted(content)}"]
+        media = f"{where}/content/{_pointer(content_type)}/schema"
+        return errors + self.errors_at(media, body)
+
+    def _header_errors(self, response: dict[str, Any], headers: dict) -> list[str]:
+        errors = []
+        for name, spec in (response.get("headers") or {}).items():
+            value = headers.get(name)
+            if value is None:
+                continue
+            schema_type = (spec.get("schema") or {}).get("type")
+            if schema_type == "integer" and not str(value).isdigit():
+                errors.append(f"header {name}: {value!r} is not an integer")
+        return errors
