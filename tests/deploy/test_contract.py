@@ -16,7 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
+from cli import app
 from core.deploy import RunPodApi, RunPodProblem
 from tests.deploy.contract import SKIP_REASON, load_contract
 from tests.deploy.fake_runpod import FakeRunPod
