@@ -39,6 +39,11 @@ import orjson
 from core.errors import DatasetUnusable
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
+PROBLEM_KINDS = (
+    "invalid_json", "not_utf8", "not_an_object", "missing_field", "wrong_type",
+    "unknown_role", "empty_content", "missing_assistant", "role_order", "too_long",
+    "wrong_columns", "invalid_csv", "invalid_parquet",
+)  # fmt: skip
 JSON_DOC_LIMIT = 64 * 1024 * 1024
 _SNIFF = 64 * 1024
 _JSON_LIST_CELLS = ("messages", "conversations", "history")
