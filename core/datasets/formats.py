@@ -24,26 +24,31 @@ order mark is honoured); bytes that are not UTF-8 make that row's problem `not_u
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
 import json
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from core.datasets.json_array import read_json_array
+from core.datasets.records import (
+    Problem,
+    Record,
+    bad_record,
+    capped_lines,
+    encoding_of,
+    is_utf8,
+    not_utf8,
+    parse_json,
+    sized_record,
+    text_stream,
+    too_long,
+)
 from core.errors import DatasetUnusable
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
-PROBLEM_KINDS = (
-    "invalid_json", "not_utf8", "not_an_object", "missing_field", "wrong_type",
-    "unknown_role", "empty_content", "missing_assistant", "role_order", "too_long",
-    "wrong_columns", "invalid_csv", "invalid_parquet",
-)  # fmt: skip
 JSON_DOC_LIMIT = 64 * 1024 * 1024
 _SNIFF = 64 * 1024
 _JSON_LIST_CELLS = ("messages", "conversations", "history")
@@ -59,99 +64,35 @@ _KNOWN_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class Problem:
-    row: int  # 1-based; 0 for the file as a whole
-    kind: str
-    field: str
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "kind": self.kind, "field": self.field, "message": self.message}
-
-
-@dataclass(slots=True)
-class Record:
-    row: int
-    value: Any = None
-    problem: Problem | None = None
-    raw_bytes: int = 0
-    stops_reading: bool = False  # the reader could not go past this row
-
-
-def _has_surrogates(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _parse_json_text(text: str, row: int) -> Record:
-    try:
-        return Record(row, orjson.loads(text), raw_bytes=len(text))
-    except orjson.JSONDecodeError as e:
-        if _has_surrogates(text):
-            return Record(
-                row,
-                problem=Problem(
-                    row, "not_utf8", "", "the row is not valid UTF-8 text; save the file as UTF-8"
-                ),
-            )
-        msg = str(e).split(":", 1)[0] if str(e) else "not valid JSON"
-        return Record(row, problem=Problem(row, "invalid_json", "", f"not valid JSON ({msg})"))
-
-
-def _too_long(row: int, max_row_bytes: int) -> Record:
-    return Record(
-        row,
-        problem=Problem(
-            row,
-            "too_long",
-            "",
-            f"the row is longer than {max_row_bytes} bytes; split or shorten it",
-        ),
-    )
-
-
 # --------------------------------------------------------------------------- detection
 
 
-def _encoding(head: bytes) -> tuple[str, int]:
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8", 3
-    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
-        return "utf-16", 0  # the codec reads and drops the BOM
-    return "utf-8", 0
+def _decode(head: bytes) -> str:
+    """The first bytes of a file as text, without the byte order mark."""
+    encoding, skip = encoding_of(head)
+    if encoding == "utf-8":
+        return head[skip:].decode("utf-8", errors="replace")
+    return head.decode("utf-16", errors="replace")
 
 
-def _text(f: IO[bytes], encoding: str, skip: int) -> io.TextIOWrapper:
-    f.seek(skip)
-    errors = "surrogateescape" if encoding == "utf-8" else "replace"
-    return io.TextIOWrapper(f, encoding=encoding, errors=errors, newline="")
+def _sniff(path: Path, n: int = _SNIFF) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def detect_format(path: Path) -> str:
     """One of FORMATS, or raise DatasetUnusable saying why the file is none of them."""
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         raise DatasetUnusable("the file is empty")
-    with open(path, "rb") as f:
-        head = f.read(_SNIFF)
+    head = _sniff(path)
     ext = path.suffix.lower()
     if head.startswith(b"PAR1"):
         return "parquet"
     if ext == ".parquet":
         raise DatasetUnusable("the file is named .parquet but is not a Parquet file")
-    encoding, skip = _encoding(head)
-    if encoding == "utf-8" and b"\x00" in head:
+    if encoding_of(head)[0] == "utf-8" and b"\x00" in head:
         raise DatasetUnusable("the file is binary, not JSON, JSONL, CSV or Parquet text")
-    text = (
-        head[skip:].decode(encoding, errors="replace")
-        if encoding == "utf-8"
-        else _decode_head(head)
-    )
-    stripped = text.lstrip()
+    stripped = _decode(head).lstrip()
     if ext in (".csv", ".tsv"):
         return "csv"
     if not stripped:
@@ -159,15 +100,7 @@ def detect_format(path: Path) -> str:
     if stripped[0] == "[":
         return "json"
     if stripped[0] == "{":
-        first_line = stripped.split("\n", 1)[0].strip()
-        if _parses_as_json(first_line):
-            return "jsonl"
-        if len(first_line) >= len(stripped) - 1 and len(head) == _SNIFF:
-            return "jsonl"  # a first line longer than the sniffed part: JSONL decides per row
-        # JSONL rows start at the left margin; a pretty-printed document has one such '{'.
-        if sum(1 for line in stripped.split("\n") if line.startswith("{")) >= 2:
-            return "jsonl"
-        return "json"
+        return _jsonl_or_json(stripped, whole=len(head) < _SNIFF)
     first = stripped.split("\n", 1)[0].lower()
     if any(col in first for col in _KNOWN_COLUMNS) and any(d in first for d in ",\t;|"):
         return "csv"
@@ -175,6 +108,20 @@ def detect_format(path: Path) -> str:
         "the format is not recognised: expected JSONL (one JSON object per line), a JSON "
         "array, CSV with a header row, or Parquet"
     )
+
+
+def _jsonl_or_json(stripped: str, whole: bool) -> str:
+    """JSONL or one JSON document, for text that starts with `{` (`whole`: the sniffed text
+    is the whole file)."""
+    first_line = stripped.split("\n", 1)[0].strip()
+    if _parses_as_json(first_line):
+        return "jsonl"
+    if len(first_line) >= len(stripped) - 1 and not whole:
+        return "jsonl"  # a first line longer than the sniffed part: JSONL decides per row
+    # JSONL rows start at the left margin; a pretty-printed document has one such '{'.
+    if sum(1 for line in stripped.split("\n") if line.startswith("{")) >= 2:
+        return "jsonl"
+    return "json"
 
 
 def _parses_as_json(text: str) -> bool:
@@ -185,204 +132,30 @@ def _parses_as_json(text: str) -> bool:
     return True
 
 
-def _decode_head(head: bytes) -> str:
-    return head.decode("utf-16", errors="replace")
+# --------------------------------------------------------------------------- JSONL
 
 
-# --------------------------------------------------------------------------- readers
-
-
-def _lines_capped(text: IO[str], cap: int) -> Iterator[tuple[str | None, int]]:
-    """Physical lines (None for one longer than `cap` characters, skipped in pieces)."""
-    while True:
-        line = text.readline(cap + 1)
-        if not line:
-            return
-        if len(line) > cap and not line.endswith("\n"):
-            n = len(line)
-            while True:  # drain the rest of the over-long line without keeping it
-                more = text.readline(1 << 20)
-                n += len(more)
-                if not more or more.endswith("\n"):
-                    break
-            yield None, n
-            continue
-        yield line, len(line)
+def _jsonl(lines: Iterator[tuple[Any, int]], max_row_bytes: int) -> Iterator[Record]:
+    """One record per line (the line number is the row); blank lines are skipped."""
+    for lineno, (line, _n) in enumerate(lines, start=1):
+        if line is None:
+            yield too_long(lineno, max_row_bytes)
+        elif not line.isspace():
+            yield parse_json(line, lineno)
 
 
 def read_jsonl(
     f: IO[bytes], max_row_bytes: int, encoding: str = "utf-8", skip: int = 0
 ) -> Iterator[Record]:
-    text = _text(f, encoding, skip)
-    lineno = 0
-    for line, _n in _lines_capped(text, max_row_bytes):
-        lineno += 1
-        if line is None:
-            yield _too_long(lineno, max_row_bytes)
-            continue
-        if not line.strip():
-            continue
-        yield _parse_json_text(line, lineno)
+    text = text_stream(f, encoding, skip)
+    yield from _jsonl(capped_lines(text.readline, max_row_bytes, "\n"), max_row_bytes)
 
 
 def read_jsonl_utf8(path: Path, max_row_bytes: int, skip: int = 0) -> Iterator[Record]:
     """UTF-8 JSONL without decoding to str first (orjson parses bytes and checks UTF-8)."""
     with open(path, "rb") as f:
         f.seek(skip)
-        yield from _jsonl_bytes(f, max_row_bytes)
-
-
-def _jsonl_bytes(f: IO[bytes], max_row_bytes: int) -> Iterator[Record]:
-    readline = f.readline
-    loads = orjson.loads
-    lineno = 0
-    while True:
-        line = readline(max_row_bytes + 1)
-        if not line:
-            return
-        lineno += 1
-        if len(line) > max_row_bytes and not line.endswith(b"\n"):
-            while True:  # drain the rest of the over-long line without keeping it
-                more = readline(1 << 20)
-                if not more or more.endswith(b"\n"):
-                    break
-            yield _too_long(lineno, max_row_bytes)
-            continue
-        try:
-            yield Record(lineno, loads(line), raw_bytes=len(line))
-        except orjson.JSONDecodeError as e:
-            if line.isspace():
-                continue
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                yield Record(
-                    lineno,
-                    problem=Problem(
-                        lineno,
-                        "not_utf8",
-                        "",
-                        "the row is not valid UTF-8 text; save the file as UTF-8",
-                    ),
-                )
-                continue
-            msg = str(e).split(":", 1)[0] if str(e) else "not valid JSON"
-            yield Record(
-                lineno, problem=Problem(lineno, "invalid_json", "", f"not valid JSON ({msg})")
-            )
-
-
-_STR_SPECIAL = re.compile(r'["\\]')
-_STRUCT_SPECIAL = re.compile(r'["\[\]{},]')
-
-
-def read_json_array(
-    f: IO[bytes], max_row_bytes: int, encoding: str = "utf-8", skip: int = 0
-) -> Iterator[Record]:
-    """Elements of a top-level JSON array, one at a time."""
-    text = _text(f, encoding, skip)
-    depth = 0
-    in_str = False
-    escape = False
-    parts: list[str] = []
-    size = 0
-    too_long = False
-    index = 0
-    started = False  # inside the top-level array
-    closed = False
-
-    def take(piece: str) -> None:
-        nonlocal parts, size, too_long
-        size += len(piece)
-        if size > max_row_bytes:
-            too_long = True
-            parts = []
-        elif piece:
-            parts.append(piece)
-
-    def element() -> Record | None:
-        nonlocal parts, size, too_long, index
-        body = "".join(parts).strip()
-        was_long = too_long
-        parts, size, too_long = [], 0, False
-        if not body and not was_long:
-            return None
-        index += 1
-        if was_long:
-            return _too_long(index, max_row_bytes)
-        return _parse_json_text(body, index)
-
-    while not closed:
-        chunk = text.read(1 << 20)
-        if not chunk:
-            break
-        pos = 0
-        n = len(chunk)
-        seg_start = 0 if started else n  # where the current element's text starts in chunk
-        while pos < n:
-            if escape:
-                escape = False
-                pos += 1
-                continue
-            if in_str:
-                m = _STR_SPECIAL.search(chunk, pos)
-                if m is None:
-                    pos = n
-                    break
-                pos = m.end()
-                if m.group() == "\\":
-                    escape = True
-                else:
-                    in_str = False
-                continue
-            m = _STRUCT_SPECIAL.search(chunk, pos)
-            if m is None:
-                pos = n
-                break
-            c = m.group()
-            pos = m.end()
-            if not started:
-                if c == "[":
-                    started = True
-                    depth = 1
-                    seg_start = pos
-                continue
-            if c == '"':
-                in_str = True
-            elif c in "[{":
-                depth += 1
-            elif c in "]}":
-                depth -= 1
-                if depth == 0:  # the array closed
-                    take(chunk[seg_start : pos - 1])
-                    rec = element()
-                    if rec is not None:
-                        yield rec
-                    closed = True
-                    break
-            elif c == "," and depth == 1:
-                take(chunk[seg_start : pos - 1])
-                rec = element()
-                if rec is None:
-                    index += 1
-                    rec = Record(
-                        index, problem=Problem(index, "invalid_json", "", "an empty array element")
-                    )
-                yield rec
-                seg_start = pos
-        if started and not closed:
-            take(chunk[seg_start:])
-    if started and not closed:
-        rec = element()
-        if rec is not None:
-            yield rec
-        yield Record(
-            index + 1,
-            problem=Problem(
-                0, "invalid_json", "", "the JSON array is not closed: the file may be cut short"
-            ),
-            stops_reading=True,
-        )
+        yield from _jsonl(capped_lines(f.readline, max_row_bytes, b"\n"), max_row_bytes)
 
 
 def read_json_document(path: Path, max_row_bytes: int) -> Iterator[Record]:
@@ -392,11 +165,19 @@ def read_json_document(path: Path, max_row_bytes: int) -> Iterator[Record]:
             "save large datasets as JSONL or a JSON array"
         )
     raw = path.read_bytes()
-    encoding, skip = _encoding(raw)
+    encoding, skip = encoding_of(raw)
     try:
         doc = orjson.loads(raw[skip:]) if encoding == "utf-8" else json.loads(raw.decode("utf-16"))
     except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
         raise DatasetUnusable(f"the file is not valid JSON ({type(e).__name__})") from None
+    del raw
+    for i, value in enumerate(_document_rows(doc), start=1):
+        yield sized_record(i, value, max_row_bytes)
+
+
+def _document_rows(doc: Any) -> list[Any]:
+    """The rows of a JSON document: the list itself, the list under a known key (or the
+    only list of objects), else the object as one row."""
     rows: Any = doc
     if isinstance(doc, dict):
         lists = {
@@ -408,38 +189,24 @@ def read_json_document(path: Path, max_row_bytes: int) -> Iterator[Record]:
         rows = doc[key] if key is not None else [doc]
     if not isinstance(rows, list):
         raise DatasetUnusable("the JSON file holds neither rows (objects) nor a list of them")
-    del raw
-    for i, value in enumerate(rows, start=1):
-        size = len(orjson.dumps(value))
-        if size > max_row_bytes:
-            yield _too_long(i, max_row_bytes)
-        else:
-            yield Record(i, value, raw_bytes=size)
+    return rows
+
+
+# --------------------------------------------------------------------------- CSV
 
 
 class _LineTooLong(Exception):
-    def __init__(self, row: int, length: int) -> None:
-        super().__init__(row, length)
-        self.row = row
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
         self.length = length
 
 
 def read_csv(
     f: IO[bytes], max_row_bytes: int, encoding: str = "utf-8", skip: int = 0
 ) -> Iterator[Record]:
-    text = _text(f, encoding, skip)
-    physical = 0
-
-    def lines() -> Iterator[str]:
-        nonlocal physical
-        for line, n in _lines_capped(text, max_row_bytes):
-            physical += 1
-            if line is None:
-                raise _LineTooLong(physical, n)
-            yield line
-
+    """Rows of a CSV/TSV file as dicts keyed by the header's columns."""
     csv.field_size_limit(max_row_bytes)
-    source = lines()
+    source = _csv_lines(text_stream(f, encoding, skip), max_row_bytes)
     try:
         header_line = next(source)
     except StopIteration:
@@ -451,15 +218,30 @@ def read_csv(
             stops_reading=True,
         )
         return
-    dialect: type[csv.Dialect] | csv.Dialect = csv.excel
     counts = {d: header_line.count(d) for d in (",", "\t", ";", "|")}
-    delim = max(counts, key=lambda d: counts[d])
-    if counts[delim] == 0:
-        delim = ","
-    header = next(csv.reader([header_line], dialect, delimiter=delim))
+    delim = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+    header = next(csv.reader([header_line], csv.excel, delimiter=delim))
     header = [h.strip().lstrip("\ufeff") for h in header]
-    reader = csv.reader(_chain(header_line, source), dialect, delimiter=delim)
+    reader = csv.reader(_chain(header_line, source), csv.excel, delimiter=delim)
     next(reader)
+    yield from _csv_records(reader, header, max_row_bytes)
+
+
+def _csv_lines(text: IO[str], cap: int) -> Iterator[str]:
+    for line, n in capped_lines(text.readline, cap, "\n"):
+        if line is None:
+            raise _LineTooLong(n)
+        yield line
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def _csv_records(reader: Iterator[list[str]], header: list[str], cap: int) -> Iterator[Record]:
+    """One record per non-blank CSV record; a line over the limit or broken quoting ends
+    the read with a record that says so."""
     row = 0
     while True:
         try:
@@ -467,75 +249,48 @@ def read_csv(
         except StopIteration:
             return
         except _LineTooLong as e:
-            row += 1
-            yield Record(
-                row,
-                problem=Problem(
-                    row,
-                    "too_long",
-                    "",
-                    f"a CSV line of {e.length} characters is longer than the limit of {max_row_bytes}; the rows after it were not read",
-                ),
-                stops_reading=True,
+            yield bad_record(
+                row + 1,
+                "too_long",
+                f"a CSV line of {e.length} characters is longer than the limit of {cap}; "
+                "the rows after it were not read",
+                stops=True,
             )
             return
         except csv.Error as e:
-            row += 1
-            yield Record(
-                row,
-                problem=Problem(
-                    row,
-                    "invalid_csv",
-                    "",
-                    f"the CSV cannot be read past here ({e}); the rows after it were not read",
-                ),
-                stops_reading=True,
+            yield bad_record(
+                row + 1,
+                "invalid_csv",
+                f"the CSV cannot be read past here ({e}); the rows after it were not read",
+                stops=True,
             )
             return
-        if not cells or not any(c.strip() for c in cells):
-            continue
-        row += 1
-        if len(cells) != len(header):
-            yield Record(
-                row,
-                problem=Problem(
-                    row,
-                    "wrong_columns",
-                    "",
-                    f"the row has {len(cells)} cells but the header has {len(header)} columns",
-                ),
-            )
-            continue
-        joined = sum(len(c) for c in cells)
-        if any(_has_surrogates(c) for c in cells):
-            yield Record(
-                row,
-                problem=Problem(
-                    row, "not_utf8", "", "the row is not valid UTF-8 text; save the file as UTF-8"
-                ),
-            )
-            continue
-        value: dict[str, Any] = dict(zip(header, cells, strict=True))
-        for col in _JSON_LIST_CELLS:
-            cell = value.get(col)
-            if isinstance(cell, str) and cell.strip().startswith(("[", "{")):
-                try:
-                    value[col] = orjson.loads(cell)
-                except orjson.JSONDecodeError:
-                    yield Record(
-                        row,
-                        problem=Problem(
-                            row, "invalid_json", col, f"the {col} cell is not valid JSON"
-                        ),
-                    )
-                    break
-        else:
-            yield Record(row, value, raw_bytes=joined)
+        if cells and any(c.strip() for c in cells):
+            row += 1
+            yield _csv_record(row, header, cells)
 
 
-def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
+def _csv_record(row: int, header: list[str], cells: list[str]) -> Record:
+    if len(cells) != len(header):
+        return bad_record(
+            row,
+            "wrong_columns",
+            f"the row has {len(cells)} cells but the header has {len(header)} columns",
+        )
+    if not all(is_utf8(c) for c in cells):
+        return not_utf8(row)
+    value: dict[str, Any] = dict(zip(header, cells, strict=True))
+    for col in _JSON_LIST_CELLS:
+        cell = value.get(col)
+        if isinstance(cell, str) and cell.strip().startswith(("[", "{")):
+            try:
+                value[col] = orjson.loads(cell)
+            except orjson.JSONDecodeError:
+                return bad_record(row, "invalid_json", f"the {col} cell is not valid JSON", col)
+    return Record(row, value, raw_bytes=sum(len(c) for c in cells))
+
+
+# --------------------------------------------------------------------------- Parquet
 
 
 def read_parquet(path: Path, max_row_bytes: int, batch_rows: int = 2048) -> Iterator[Record]:
@@ -551,22 +306,21 @@ def read_parquet(path: Path, max_row_bytes: int, batch_rows: int = 2048) -> Iter
         for batch in pf.iter_batches(batch_size=batch_rows):
             for value in batch.to_pylist():
                 row += 1
-                size = len(orjson.dumps(value, default=str))
-                if size > max_row_bytes:
-                    yield _too_long(row, max_row_bytes)
-                else:
-                    yield Record(row, value, raw_bytes=size)
+                yield sized_record(row, value, max_row_bytes)
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
-        yield Record(
+        yield bad_record(
             row + 1,
-            problem=Problem(
-                row + 1,
-                "invalid_parquet",
-                "",
-                f"the Parquet file cannot be read past here ({type(e).__name__}); the rows after it were not read",
-            ),
-            stops_reading=True,
+            "invalid_parquet",
+            f"the Parquet file cannot be read past here ({type(e).__name__}); "
+            "the rows after it were not read",
+            stops=True,
         )
+
+
+# --------------------------------------------------------------------------- opening
+
+Reader = Callable[[IO[bytes], int, str, int], Iterator[Record]]
+_TEXT_READERS: dict[str, Reader] = {"json": read_json_array, "jsonl": read_jsonl, "csv": read_csv}
 
 
 def open_records(
@@ -576,31 +330,19 @@ def open_records(
     fmt = file_format or detect_format(path)
     if fmt == "parquet":
         return fmt, read_parquet(path, max_row_bytes)
-    if fmt == "json":
-        with open(path, "rb") as f:
-            head = f.read(_SNIFF)
-        encoding, skip = _encoding(head)
-        text = (
-            head[skip:].decode(encoding, errors="replace")
-            if encoding == "utf-8"
-            else _decode_head(head)
-        )
-        if text.lstrip().startswith("{"):
-            return fmt, read_json_document(path, max_row_bytes)
-        return fmt, _with_file(path, read_json_array, max_row_bytes)
+    if fmt == "json" and _decode(_sniff(path)).lstrip().startswith("{"):
+        return fmt, read_json_document(path, max_row_bytes)
     if fmt == "jsonl":
-        with open(path, "rb") as f:
-            encoding, skip = _encoding(f.read(4))
+        encoding, skip = encoding_of(_sniff(path, 4))
         if encoding == "utf-8":
             return fmt, read_jsonl_utf8(path, max_row_bytes, skip)
-        return fmt, _with_file(path, read_jsonl, max_row_bytes)
-    if fmt == "csv":
-        return fmt, _with_file(path, read_csv, max_row_bytes)
-    raise DatasetUnusable(f"unknown file format {fmt!r}")
+    if fmt not in _TEXT_READERS:
+        raise DatasetUnusable(f"unknown file format {fmt!r}")
+    return fmt, _with_file(path, _TEXT_READERS[fmt], max_row_bytes)
 
 
-def _with_file(path: Path, reader: Any, max_row_bytes: int) -> Iterator[Record]:
+def _with_file(path: Path, reader: Reader, max_row_bytes: int) -> Iterator[Record]:
     with open(path, "rb") as f:
-        encoding, skip = _encoding(f.read(4))
+        encoding, skip = encoding_of(f.read(4))
         f.seek(0)
         yield from reader(f, max_row_bytes, encoding, skip)

@@ -25,8 +25,9 @@ from typing import IO, Any
 
 import orjson
 
-from core.datasets.formats import Problem, Record, open_records
+from core.datasets.formats import open_records
 from core.datasets.layouts import detect_layout, normalise_row
+from core.datasets.records import Problem, Record
 from core.datasets.tokens import DEFAULT_MAX_LENGTH, DEFAULT_TOKEN_ROWS, TokenizerChoice, TokenStats
 from core.errors import DatasetUnusable, InvalidInput
 
@@ -98,6 +99,7 @@ class Report:
             "tokens": self.tokens,
             "samples": self.samples,
         }
+
 
 def split_of(line: bytes, eval_fraction: float) -> str:
     """Which side of the split a normalised row (its JSONL line, newline included) is on.
@@ -248,4 +250,3 @@ def inspect_file(
         Path(path), tokenizer=choice, max_length=max_length, max_row_bytes=max_row_bytes,
         eval_fraction=eval_fraction, token_rows=token_rows,
     )  # fmt: skip
-

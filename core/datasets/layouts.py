@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from core.datasets.formats import Problem
+from core.datasets.records import Problem
 from core.errors import InvalidInput
 
 LAYOUTS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")

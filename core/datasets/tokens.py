@@ -103,6 +103,7 @@ def chat_unmeasurable_reason(tok: Any, model: str) -> str | None:
         )
     return None
 
+
 class TokenStats:
     def __init__(self, choice: TokenizerChoice | None, max_length: int, limit: int | None) -> None:
         self.choice = choice
@@ -210,4 +211,3 @@ def token_statistics(
         stats.add(row)
         n += 1
     return stats.result(n)
-
