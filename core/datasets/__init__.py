@@ -2,8 +2,10 @@
 
 One job per module:
 
-- `formats`: reading JSONL, JSON (array, or an object holding the rows), CSV/TSV with a
-  header, and Parquet as a stream of records, each with its problem when it cannot be read.
+- `records`: what every reader yields (`Record`, `Problem`) and the pieces readers share.
+- `formats`: detecting the file format and reading JSONL, JSON (an object holding the
+  rows), CSV/TSV with a header and Parquet as a stream of records, each with its problem
+  when it cannot be read; `json_array`: the streaming reader of a JSON array.
 - `layouts`: detecting the layout (OpenAI `messages`, ShareGPT `conversations`, Alpaca,
   `prompt`/`completion`, `text`) and normalising a row to chat `messages` or `text`.
 - `tokens`: the chosen model's tokenizer and token statistics, counted as the trainer does.

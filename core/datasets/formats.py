@@ -1,15 +1,16 @@
 """Reading dataset files as a stream of records, in memory bounded by a constant.
 
-`open_records(path, max_row_bytes)` detects the file format and yields `Record`s: the
-1-based row number, the parsed value (normally a dict) or `None`, and a problem when the
-row could not be read. Never raises on bad content: a file that cannot be read at all
+`open_records(path, max_row_bytes)` detects the file format and yields `Record`s
+(`core.datasets.records`): the 1-based row number, the parsed value (normally a dict) or
+`None`, and a problem when the row could not be read. Never raises on bad content: a file that cannot be read at all
 raises `DatasetUnusable` with the reason, up front, and a read that has to stop part way
 (a CSV line beyond the limit) ends with a `Record` whose problem says so.
 
 Formats, in the order detection tries them:
 - Parquet: the `PAR1` magic. Read in batches of rows (one row group at a time at most).
 - JSON array (first character `[`): elements streamed by a scanner that never holds more
-  than one element (`max_row_bytes` characters); elements larger than that are skipped.
+  than one element (`max_row_bytes` characters); elements larger than that are skipped
+  (`core.datasets.json_array`).
 - JSON document (`{` spanning several lines): read whole only up to 64 MB; a top-level
   list under `data`/`rows`/`train`/`examples`/`records` (or the only list) gives the rows.
 - JSONL (`{` and the first line is a whole JSON value): one row per line; blank lines are

@@ -19,6 +19,7 @@ import itertools
 import zlib
 from array import array
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +29,14 @@ import orjson
 from core.datasets.formats import open_records
 from core.datasets.layouts import detect_layout, normalise_row
 from core.datasets.records import Problem, Record
-from core.datasets.tokens import DEFAULT_MAX_LENGTH, DEFAULT_TOKEN_ROWS, TokenizerChoice, TokenStats
+from core.datasets.tokens import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_TOKEN_ROWS,
+    TokenizerChoice,
+    TokenStats,
+    as_choice,
+    require_max_length,
+)
 from core.errors import DatasetUnusable, InvalidInput
 
 DEFAULT_MAX_ROW_BYTES = 4 * 1024 * 1024
@@ -108,6 +116,7 @@ def split_of(line: bytes, eval_fraction: float) -> str:
 
 
 def clip_row(row: dict[str, Any], n: int = 500) -> dict[str, Any]:
+    """A normalised row with every text cut to `n` characters, to show."""
     if "text" in row:
         return {"text": row["text"][:n]}
     return {"messages": [{"role": m["role"], "content": m["content"][:n]} for m in row["messages"]]}
@@ -128,73 +137,102 @@ def process_file(
 ) -> Report:
     """Read, validate and normalise `path` in one streaming pass. Writes valid rows to
     `train_out` / `eval_out` when given. Never raises on file content."""
-    if max_length < 1:
-        raise InvalidInput("max length must be at least 1 token")
+    require_max_length(max_length)
     if not 0.0 <= eval_fraction <= 0.5:
         raise InvalidInput("eval fraction must be between 0 and 0.5")
     path = Path(path)
     report = Report(path=str(path), eval_fraction=eval_fraction)
+    opened = _open(path, max_row_bytes, layout, report)
+    if opened is None:
+        return report
+    head, rest = opened
+    if report.layout is None:
+        _explain_no_layout(report, head)
+        return report
+    stats = TokenStats(tokenizer, max_length, token_rows)
+    hashes = _stream(itertools.chain(head, rest), report, stats, (train_out, eval_out), n_samples)
+    report.duplicates = _duplicates(hashes)
+    report.tokens = stats.result(report.valid_rows)
+    return report
+
+
+def _open(
+    path: Path, max_row_bytes: int, layout: str | None, report: Report
+) -> tuple[list[Record], Iterator[Record]] | None:
+    """The first rows (until `_DETECT_ROWS` are readable) and the rest, the format and the
+    layout (detected from those rows unless given) in the report; None, with the report's
+    reason, when the file cannot be read at all."""
     try:
         report.size_bytes = path.stat().st_size
         report.file_format, records = open_records(path, max_row_bytes)
+        rest = iter(records)
         head: list[Record] = []
-        it = iter(records)
-        for rec in it:
+        readable = 0
+        for rec in rest:
             head.append(rec)
-            if sum(1 for r in head if r.problem is None) >= _DETECT_ROWS:
+            readable += rec.problem is None
+            if readable >= _DETECT_ROWS:
                 break
         report.layout = layout or detect_layout([r.value for r in head if r.problem is None])
     except DatasetUnusable as e:
         report.reason = str(e)
-        return report
+        return None
     except OSError as e:
         report.reason = f"the file cannot be read ({type(e).__name__})"
-        return report
-    if report.layout is None:
-        fields = sorted(
-            {k for r in head if r.problem is None and isinstance(r.value, dict) for k in r.value}
-        )[:12]
-        if not head:
-            report.reason = "the file holds no rows"
-        elif not fields:
-            report.rows = len(head)
-            for rec in head:
-                if rec.problem:
-                    _note(report, rec.problem)
-            report.reason = "no row could be read as an object with fields"
-        else:
-            report.reason = (
-                "no known layout: expected a 'messages' (OpenAI chat), 'conversations' (ShareGPT), "
-                "'instruction'+'output' (Alpaca), 'prompt'+'completion' or 'text' field; found "
-                + ", ".join(repr(f[:40]) for f in fields)
-            )
-        return report
+        return None
+    return head, rest
 
-    stats = TokenStats(tokenizer, max_length, token_rows)
+
+def _explain_no_layout(report: Report, head: list[Record]) -> None:
+    values = [r.value for r in head if r.problem is None and isinstance(r.value, dict)]
+    fields = sorted({k for v in values for k in v})[:12]
+    if not head:
+        report.reason = "the file holds no rows"
+    elif not fields:
+        report.rows = len(head)
+        for rec in head:
+            if rec.problem:
+                _note(report, rec.problem)
+        report.reason = "no row could be read as an object with fields"
+    else:
+        report.reason = (
+            "no known layout: expected a 'messages' (OpenAI chat), 'conversations' (ShareGPT), "
+            "'instruction'+'output' (Alpaca), 'prompt'+'completion' or 'text' field; found "
+            + ", ".join(repr(f[:40]) for f in fields)
+        )
+
+
+def _stream(
+    records: Iterable[Record],
+    report: Report,
+    stats: TokenStats,
+    outputs: tuple[IO[bytes] | None, IO[bytes] | None],
+    n_samples: int,
+) -> array[int]:
+    """Every row into the report, the token statistics and the (train, eval) outputs; the
+    64-bit hash of each valid row. The hot loop: names it calls are bound locally."""
     hashes = array("Q")
-    dumps = orjson.dumps
-
-    layout_ = report.layout
-    measure = stats.reason is None
-    eval_cut = eval_fraction * 100_000
+    dumps, normalise, note = orjson.dumps, normalise_row, _note
     crc32, adler32 = zlib.crc32, zlib.adler32
-    write_train = train_out.write if train_out is not None else None
-    write_eval = eval_out.write if eval_out is not None else None
+    layout = report.layout or ""
+    measure = stats.reason is None
+    eval_cut = report.eval_fraction * 100_000
+    write_train, write_eval = (out.write if out is not None else None for out in outputs)
     rows = valid = n_eval = 0
     stopped = False
-    for rec in itertools.chain(head, it):
+    for rec in records:
         problem = rec.problem
         if problem is not None:
             stopped = stopped or rec.stops_reading
             if problem.row:  # row 0 is the file as a whole, not a row
                 rows += 1
-            _note(report, problem)
+            note(report, problem)
             continue
         rows += 1
-        row, problems = normalise_row(rec.value, layout_, rec.row)
+        row, problems = normalise(rec.value, layout, rec.row)
         if row is None:
             for p in problems:
-                _note(report, p)
+                note(report, p)
             continue
         valid += 1
         line = dumps(row) + b"\n"
@@ -212,14 +250,16 @@ def process_file(
             report.samples.append(clip_row(row))
     report.rows, report.valid_rows, report.read_stopped = rows, valid, stopped
     report.eval_rows, report.train_rows = n_eval, valid - n_eval
-    if hashes:
-        import numpy as np
+    return hashes
 
-        report.duplicates = len(hashes) - int(
-            np.unique(np.frombuffer(hashes, dtype=np.uint64)).size
-        )
-    report.tokens = stats.result(report.valid_rows)
-    return report
+
+def _duplicates(hashes: array[int]) -> int:
+    """How many rows repeat an earlier one exactly (by their 64-bit hashes)."""
+    if not hashes:
+        return 0
+    import numpy as np
+
+    return len(hashes) - int(np.unique(np.frombuffer(hashes, dtype=np.uint64)).size)
 
 
 def _note(report: Report, p: Problem) -> None:
@@ -241,12 +281,11 @@ def inspect_file(
 
     `tokenizer` may be a `TokenizerChoice` (from `load_tokenizer`), a tokenizer object, or
     None (no token statistics)."""
-    choice = (
-        tokenizer
-        if isinstance(tokenizer, TokenizerChoice) or tokenizer is None
-        else TokenizerChoice(getattr(tokenizer, "name_or_path", "tokenizer"), tokenizer)
-    )
     return process_file(
-        Path(path), tokenizer=choice, max_length=max_length, max_row_bytes=max_row_bytes,
-        eval_fraction=eval_fraction, token_rows=token_rows,
-    )  # fmt: skip
+        Path(path),
+        tokenizer=as_choice(tokenizer),
+        max_length=max_length,
+        max_row_bytes=max_row_bytes,
+        eval_fraction=eval_fraction,
+        token_rows=token_rows,
+    )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from core.catalog import TINY_DIR_NAME, TINY_ID
 from core.errors import InvalidInput
 from trainer.data import chat_token_masks, text_token_ids, text_windows
 
@@ -49,8 +50,6 @@ def load_tokenizer(model: str, models_dir: Path | None = None) -> TokenizerChoic
     """The tokenizer of `model` (the tiny demo model's id, a model folder, or a hub id from
     the local cache / the hub). Never raises: when it cannot be loaded, `tokenizer` is None
     and `reason` says why, for the report."""
-    from core.catalog import TINY_DIR_NAME, TINY_ID
-
     target = model
     if model.lower() == TINY_ID and models_dir is not None:
         target = str(Path(models_dir) / TINY_DIR_NAME)
@@ -62,11 +61,25 @@ def load_tokenizer(model: str, models_dir: Path | None = None) -> TokenizerChoic
         tok = _load_tokenizer_cached(target)
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
         return TokenizerChoice(
-            model, None,
+            model,
+            None,
             f"the tokenizer of {model!r} could not be loaded ({type(e).__name__}): it is not in the "
             "local cache and the hub cannot be reached; token statistics are not available",
-        )  # fmt: skip
+        )
     return TokenizerChoice(model, tok)
+
+
+def as_choice(tokenizer: Any) -> TokenizerChoice | None:
+    """A `TokenizerChoice` (from `load_tokenizer`) as it is, a tokenizer object as the
+    choice of its own model, None as None (no token statistics)."""
+    if isinstance(tokenizer, TokenizerChoice) or tokenizer is None:
+        return tokenizer
+    return TokenizerChoice(getattr(tokenizer, "name_or_path", "tokenizer"), tokenizer)
+
+
+def require_max_length(max_length: int) -> None:
+    if max_length < 1:
+        raise InvalidInput("max length must be at least 1 token")
 
 
 class RowTokens(NamedTuple):
@@ -105,6 +118,9 @@ def chat_unmeasurable_reason(tok: Any, model: str) -> str | None:
 
 
 class TokenStats:
+    """Token statistics gathered one normalised row at a time (`add`), then summed up
+    (`result`, a report's `tokens`)."""
+
     def __init__(self, choice: TokenizerChoice | None, max_length: int, limit: int | None) -> None:
         self.choice = choice
         self.tok = choice.tokenizer if choice else None
@@ -178,7 +194,7 @@ class TokenStats:
                 "p95": float(np.percentile(lengths, 95)),
                 "max": top,
                 "mean": round(float(lengths.mean()), 1),
-            },  # fmt: skip
+            },
             "histogram": {
                 "edges": [round(float(e), 1) for e in edges],
                 "counts": [int(c) for c in counts],
@@ -203,8 +219,7 @@ def token_statistics(
 ) -> dict[str, Any]:
     """The token statistics (a report's `tokens`) of normalised rows, which may mix chat and
     text rows as the trainer accepts them."""
-    if max_length < 1:
-        raise InvalidInput("max length must be at least 1 token")
+    require_max_length(max_length)
     stats = TokenStats(tokenizer, max_length, token_rows)
     n = 0
     for row in rows:
