@@ -5,7 +5,7 @@ baseline, on the same generated chat JSONL file, in the same run.
 
 - data: a generated JSONL file of OpenAI-style chat rows (system prompt on some rows, 1-4
   turns, a few bad rows of each kind), about `--mb` MB, under bench/out/.
-- brightrun: `core.datasets.process_file` (no tokenizer), writing the normalised train and
+- brightrun: `core.datasets.ingest.process_file` (no tokenizer), writing the normalised train and
   eval files.
 - baseline: `pandas.read_json(path, lines=True)`, then a row loop calling the same
   `normalise_row` checks and writing the same normalised JSONL with `json.dumps`.
@@ -74,7 +74,7 @@ def generate(path: Path, target_mb: float, seed: int = 0) -> int:
 
 
 def run_brightrun(path: Path, out_dir: Path) -> dict:
-    from core.datasets import process_file
+    from core.datasets.ingest import process_file
 
     t0 = time.perf_counter()
     with open(out_dir / "br_train.jsonl", "wb") as tf, open(out_dir / "br_eval.jsonl", "wb") as ef:
@@ -85,7 +85,7 @@ def run_brightrun(path: Path, out_dir: Path) -> dict:
 def run_baseline(path: Path, out_dir: Path) -> dict:
     import pandas as pd
 
-    from core.datasets import normalise_row
+    from core.datasets.layouts import normalise_row
 
     t0 = time.perf_counter()
     rows = valid = 0

@@ -151,11 +151,17 @@ def add(
     try:
         with session_scope(settings) as session:
             ds, report = datasets.add_dataset(
-                _actor(settings), session, make_blob_store(settings), file, name,
-                tokenizer=_tokenizer(model, settings), max_length=max_length,
-                on_bad_rows="drop" if drop_bad_rows else "reject", eval_fraction=eval_fraction,
+                _actor(settings),
+                session,
+                make_blob_store(settings),
+                file,
+                name,
+                tokenizer=_tokenizer(model, settings),
+                max_length=max_length,
+                on_bad_rows="drop" if drop_bad_rows else "reject",
+                eval_fraction=eval_fraction,
                 max_bytes=settings.max_upload_mb * 1024 * 1024,
-            )  # fmt: skip
+            )
             ds_id, ds_name = ds.id, ds.name
     except FileNotFoundError:
         typer.echo(f"no such file: {file}", err=True)
@@ -178,10 +184,16 @@ def list_(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> N
     upgrade(settings)
     with session_scope(settings) as session:
         rows = [
-            {"id": d.id, "name": d.name, "layout": d.layout, "format": d.file_format,
-             "rows": d.valid_rows, "created_at": d.created_at.isoformat(timespec="seconds")}
+            {
+                "id": d.id,
+                "name": d.name,
+                "layout": d.layout,
+                "format": d.file_format,
+                "rows": d.valid_rows,
+                "created_at": d.created_at.isoformat(timespec="seconds"),
+            }
             for d in datasets.list_datasets(_actor(settings), session)
-        ]  # fmt: skip
+        ]
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return

@@ -61,9 +61,17 @@ def _add(f: Any, name: str, model: str, max_length: int, on_bad_rows: str) -> No
             tok = datasets.load_tokenizer(model, settings.data_dir / "models")
             with session.db() as s:
                 ds, report = datasets.add_dataset(
-                    session.actor(), s, session.store(), path, name, original_filename=f.name, tokenizer=tok,
-                    max_length=max_length, on_bad_rows=on_bad_rows, max_bytes=settings.max_upload_mb * 1024 * 1024,
-                )  # fmt: skip
+                    session.actor(),
+                    s,
+                    session.store(),
+                    path,
+                    name,
+                    original_filename=f.name,
+                    tokenizer=tok,
+                    max_length=max_length,
+                    on_bad_rows=on_bad_rows,
+                    max_bytes=settings.max_upload_mb * 1024 * 1024,
+                )
         except DatasetUnusable as e:
             bar.empty()
             rep = e.report.to_dict() if e.report is not None else {}

@@ -31,10 +31,22 @@ if not items:
 
 st.subheader("Your datasets")
 st.dataframe(
-    [{"name": d.name, "file": d.original_filename, "format": d.file_format, "layout": d.layout,
-      "rows": d.rows, "valid": d.valid_rows, "size": w.size(d.size_bytes), "added": w.when(d.created_at)} for d in items],
-    hide_index=True, width="stretch",
-)  # fmt: skip
+    [
+        {
+            "name": d.name,
+            "file": d.original_filename,
+            "format": d.file_format,
+            "layout": d.layout,
+            "rows": d.rows,
+            "valid": d.valid_rows,
+            "size": w.size(d.size_bytes),
+            "added": w.when(d.created_at),
+        }
+        for d in items
+    ],
+    hide_index=True,
+    width="stretch",
+)
 by_id = {d.id: d for d in items}
 if st.session_state["datasets.selected"] not in by_id:
     st.session_state["datasets.selected"] = items[0].id

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.datasets import inspect_file, normalise_row, process_file
+from core.datasets import inspect_file
+from core.datasets.ingest import process_file
+from core.datasets.layouts import normalise_row
 from tests.datasets.helpers import chat, write_csv, write_json_array, write_jsonl, write_parquet
 
 EXPECTED = [
@@ -284,7 +286,7 @@ def test_duplicates_and_a_deterministic_split(tmp_path: Path):
 
 
 def test_the_split_follows_split_of(tmp_path: Path):
-    from core.datasets import split_of
+    from core.datasets.ingest import split_of
 
     rows = [chat(f"q{i}", f"a{i}") for i in range(300)]
     out_t, out_e = tmp_path / "t", tmp_path / "e"

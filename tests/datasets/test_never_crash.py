@@ -144,7 +144,7 @@ chat_rows = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None)
 @given(value=chat_rows, layout=st.sampled_from(["messages", "sharegpt"]))
 def test_the_fast_path_agrees_with_the_full_checks(value: dict, layout: str):
-    from core.datasets import normalise_row, normalise_row_checked
+    from core.datasets.layouts import normalise_row, normalise_row_checked
 
     fast, fast_problems = normalise_row(value, layout, 1)
     full, full_problems = normalise_row_checked(value, layout, 1)

@@ -1,0 +1,228 @@
+"""Tokens: the chosen model's tokenizer, and token statistics of normalised rows.
+
+Statistics use the chosen model's tokenizer on up to `token_rows` valid rows (all rows
+when None), tokenised as the trainer does (`trainer.data`): tokens per row
+(min/median/p95/max, histogram), total, the share of tokens that carry loss (the assistant
+turns of chat rows, every token of text rows), chat rows longer than `max_length`
+(`truncated_rows`) and those that would keep no assistant token after truncation, and text
+rows longer than `max_length` (`split_rows`: long documents the trainer splits into
+`windows`, none truncated). Text rows need no chat template, so a base model's tokenizer
+measures a text dataset; chat rows need a chat template and a fast tokenizer: without them
+chat rows are not measured, counted in `unmeasured_chat_rows` with the reason in
+`unmeasured_reason` (when no row could be measured, `available` is false and `reason` says
+why). Without a tokenizer (none chosen, or it cannot be loaded offline) the report says so
+in `tokens.reason`. Memory: only the token lengths of the measured rows are kept.
+"""
+
+from __future__ import annotations
+
+import functools
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from core.catalog import TINY_DIR_NAME, TINY_ID
+from core.errors import InvalidInput
+from trainer.data import chat_token_masks, text_token_ids, text_windows
+
+DEFAULT_MAX_LENGTH = 2048
+DEFAULT_TOKEN_ROWS = 10_000
+HISTOGRAM_BINS = 20
+
+
+@dataclass(frozen=True)
+class TokenizerChoice:
+    model: str
+    tokenizer: Any | None
+    reason: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer_cached(name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def load_tokenizer(model: str, models_dir: Path | None = None) -> TokenizerChoice:
+    """The tokenizer of `model` (the tiny demo model's id, a model folder, or a hub id from
+    the local cache / the hub). Never raises: when it cannot be loaded, `tokenizer` is None
+    and `reason` says why, for the report."""
+    target = model
+    if model.lower() == TINY_ID and models_dir is not None:
+        target = str(Path(models_dir) / TINY_DIR_NAME)
+        if not (Path(target) / "tokenizer_config.json").is_file():
+            return TokenizerChoice(model, None, f"the tiny demo model is not built yet in {target}")
+    if "://" in model:
+        return TokenizerChoice(model, None, "a model must be a hub id or a folder, not a URL")
+    try:
+        tok = _load_tokenizer_cached(target)
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
+        return TokenizerChoice(
+            model,
+            None,
+            f"the tokenizer of {model!r} could not be loaded ({type(e).__name__}): it is not in the "
+            "local cache and the hub cannot be reached; token statistics are not available",
+        )
+    return TokenizerChoice(model, tok)
+
+
+def as_choice(tokenizer: Any) -> TokenizerChoice | None:
+    """A `TokenizerChoice` (from `load_tokenizer`) as it is, a tokenizer object as the
+    choice of its own model, None as None (no token statistics)."""
+    if isinstance(tokenizer, TokenizerChoice) or tokenizer is None:
+        return tokenizer
+    return TokenizerChoice(getattr(tokenizer, "name_or_path", "tokenizer"), tokenizer)
+
+
+def require_max_length(max_length: int) -> None:
+    if max_length < 1:
+        raise InvalidInput("max length must be at least 1 token")
+
+
+class RowTokens(NamedTuple):
+    tokens: int
+    loss: int  # tokens that carry loss
+    kept: int  # loss tokens the trainer keeps at max_length
+    windows: int  # samples the row becomes (a long text row: its windows; else 1)
+
+
+def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> RowTokens:
+    """The token counts of one normalised row, tokenised exactly as the trainer does
+    (`trainer.data`): a chat row's loss tokens are its assistant turns, kept up to
+    `max_length`; every token of a text row (BOS when the tokenizer adds one, EOS) counts,
+    and a text row longer than `max_length` is split into windows, so nothing is cut. A
+    text row needs no chat template; a chat row raises `trainer.errors.BadInput` when the
+    tokenizer cannot render it (see `chat_unmeasurable_reason`)."""
+    if "text" in row:
+        (ids,) = text_token_ids(tok, [row["text"]])
+        n = len(ids)
+        return RowTokens(n, n, n, len(text_windows(n, max_length)))
+    ((ids, mask),) = chat_token_masks(tok, [row["messages"]])
+    return RowTokens(len(ids), sum(mask), sum(mask[:max_length]), 1)
+
+
+def chat_unmeasurable_reason(tok: Any, model: str) -> str | None:
+    """Why chat rows cannot be tokenised with `tok` (as the trainer would refuse them), or
+    None when they can."""
+    if not getattr(tok, "chat_template", None):
+        return f"the tokenizer of {model!r} has no chat template, so chat rows cannot be measured"
+    if not getattr(tok, "is_fast", False):
+        return (
+            f"the tokenizer of {model!r} has no fast (Rust) version, so chat rows cannot be "
+            "measured"
+        )
+    return None
+
+
+class TokenStats:
+    """Token statistics gathered one normalised row at a time (`add`), then summed up
+    (`result`, a report's `tokens`)."""
+
+    def __init__(self, choice: TokenizerChoice | None, max_length: int, limit: int | None) -> None:
+        self.choice = choice
+        self.tok = choice.tokenizer if choice else None
+        self.max_length = max_length
+        self.limit = limit
+        self.lengths = array("I")
+        self.total = self.loss = self.truncated = self.no_loss_left = 0
+        self.split = self.windows = self.chat_unmeasured = 0
+        self.reason: str | None = None  # nothing can be measured
+        self.chat_reason: str | None = None  # chat rows cannot be measured
+        if choice is None:
+            self.reason = "no tokenizer chosen: pass a model to see token statistics"
+        elif self.tok is None:
+            self.reason = choice.reason
+        else:
+            self.chat_reason = chat_unmeasurable_reason(self.tok, choice.model)
+
+    def add(self, row: dict[str, Any]) -> None:
+        if self.reason is not None:
+            return
+        if self.chat_reason is not None and "messages" in row:
+            self.chat_unmeasured += 1  # counted past the limit too: it scales the estimate
+            return
+        if self.limit is not None and len(self.lengths) >= self.limit:
+            return
+        c = count_row_tokens(self.tok, row, self.max_length)
+        self.lengths.append(c.tokens)
+        self.total += c.tokens
+        self.loss += c.loss
+        if c.tokens <= self.max_length:
+            return
+        if "text" in row:
+            self.split += 1
+            self.windows += c.windows
+        else:
+            self.truncated += 1
+            if c.kept == 0 and c.loss > 0:
+                self.no_loss_left += 1
+
+    def result(self, valid_rows: int) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "model": self.choice.model if self.choice else None,
+            "max_length": self.max_length,
+        }
+        if self.reason is not None:
+            return {**base, "available": False, "reason": self.reason}
+        import numpy as np
+
+        n = len(self.lengths)
+        if n == 0 and self.chat_unmeasured:
+            return {**base, "available": False, "reason": self.chat_reason}
+        if n == 0:
+            return {**base, "available": True, "measured_rows": 0, "total": 0}
+        measurable = valid_rows - self.chat_unmeasured
+        lengths = np.frombuffer(self.lengths, dtype=np.uint32)
+        top = int(lengths.max())
+        low = int(lengths.min())
+        edges = np.linspace(low, max(top, low + 1), HISTOGRAM_BINS + 1)
+        counts, _ = np.histogram(lengths, bins=edges)
+        sampled = n < measurable
+        return {
+            **base,
+            "available": True,
+            "measured_rows": n,
+            "sampled": sampled,
+            "total": self.total,
+            "total_estimate": round(self.total * measurable / n) if sampled else self.total,
+            "per_row": {
+                "min": int(lengths.min()),
+                "median": float(np.median(lengths)),
+                "p95": float(np.percentile(lengths, 95)),
+                "max": top,
+                "mean": round(float(lengths.mean()), 1),
+            },
+            "histogram": {
+                "edges": [round(float(e), 1) for e in edges],
+                "counts": [int(c) for c in counts],
+            },
+            "loss_tokens": self.loss,
+            "loss_share": round(self.loss / self.total, 4) if self.total else 0.0,
+            "truncated_rows": self.truncated,
+            "rows_without_loss_after_truncation": self.no_loss_left,
+            "split_rows": self.split,
+            "windows": self.windows,
+            "unmeasured_chat_rows": self.chat_unmeasured,
+            "unmeasured_reason": self.chat_reason if self.chat_unmeasured else None,
+        }
+
+
+def token_statistics(
+    rows: Iterable[dict[str, Any]],
+    tokenizer: TokenizerChoice | None,
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    token_rows: int | None = DEFAULT_TOKEN_ROWS,
+) -> dict[str, Any]:
+    """The token statistics (a report's `tokens`) of normalised rows, which may mix chat and
+    text rows as the trainer accepts them."""
+    require_max_length(max_length)
+    stats = TokenStats(tokenizer, max_length, token_rows)
+    n = 0
+    for row in rows:
+        stats.add(row)
+        n += 1
+    return stats.result(n)
