@@ -21,7 +21,8 @@ import streamlit as st
 
 from components import session
 from components import widgets as w
-from core import auth, repo
+from core import repo
+from core.clients import auth
 from core.users import LOCAL_ACTOR, Actor
 
 NOTICE = "auth.notice"  # a message for the sign-in page after a session ended

@@ -142,7 +142,7 @@ def db() -> Iterator[Session]:
 
 @st.cache_resource(show_spinner=False)
 def _store(_settings: Settings, fingerprint: str) -> Any:
-    from core.storage import make_blob_store
+    from core.clients.storage import make_blob_store
 
     return make_blob_store(_settings)
 
@@ -157,7 +157,7 @@ def store() -> Any:
 def _runpod(_settings: Settings, fingerprint: str, probe: bool) -> Any:
     import httpx
 
-    from core.runpod import RunPodClient
+    from core.clients.runpod import RunPodClient
 
     if probe:  # a health check answers at once: one attempt, short timeouts
         return RunPodClient.from_settings(_settings, max_attempts=1, timeout=httpx.Timeout(5.0, connect=2.0))

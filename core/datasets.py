@@ -65,7 +65,8 @@ from typing import IO, Any, Literal, NamedTuple
 
 import orjson
 
-from core import repo, storage, validation
+from core import repo, validation
+from core.clients import storage
 from core.errors import DatasetUnusable, InvalidInput
 from core.formats import Problem, Record, open_records
 from core.users import Actor

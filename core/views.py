@@ -217,7 +217,7 @@ def _upload_window_blockers(settings: Settings, pricing: Any, budget_usd: float,
     """`core.jobs.upload_window`'s refusal for this budget on the configured store, with the
     execution timeout `submit` would set (the planner's cap from `time` on a cloud GPU)."""
     from core import estimate, jobs
-    from core.storage import upload_url_limit_s
+    from core.clients.storage import upload_url_limit_s
 
     cap_s = None
     if time is not None and pricing.gpu_type != jobs.LOCAL_GPU:

@@ -1,6 +1,6 @@
 """A RunPod Serverless queue endpoint on loopback, running the trainer's handler locally.
 
-It speaks the subset of RunPod's endpoint API that `core.runpod.RunPodClient` uses, under
+It speaks the subset of RunPod's endpoint API that `core.clients.runpod.RunPodClient` uses, under
 `/v2/<endpoint-id>` (default `/v2/local`): `POST /run`, `GET /status/{id}`,
 `GET /stream/{id}`, `POST /cancel/{id}`, `POST /retry/{id}`, `GET /health`, with the same
 JSON shapes, statuses (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT),
@@ -421,7 +421,7 @@ def _files_routers(settings) -> list:
     """The local store's signed-URL routes (with Supabase storage, URLs point at Supabase)."""
     if settings.storage != "local":
         return []
-    from core.storage import LocalBlobStore
+    from core.clients.storage import LocalBlobStore
     from local.files import files_router
 
     # No size cap here: these URLs are signed for one key each, and what the worker uploads

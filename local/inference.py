@@ -707,7 +707,7 @@ def stack_service(settings) -> Service | None:  # noqa: ANN001 - core.settings.S
 
 
 def main(argv: list[str] | None = None) -> None:
-    from core.inference import local_adapters_dir
+    from core.clients.inference import local_adapters_dir
     from core.settings import LOCAL_INFERENCE_PORT, load_settings
 
     ap = argparse.ArgumentParser(

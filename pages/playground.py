@@ -4,7 +4,7 @@ import streamlit as st
 
 from components import chat as ui
 from components import session
-from core import inference as inf
+from core.clients import inference as inf
 from core.errors import BrightRunError
 
 st.title("Playground")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from components import session
 from components import widgets as w
-from core import costs, repo, views
+from core import costs, queries, repo
 
 st.title("Settings")
 session.init_state()
@@ -18,7 +18,7 @@ if operator:
     st.subheader("Health")
     if st.button("Check again", key="settings.recheck"):
         st.rerun()
-    parts = views.health(settings, store=session.store(), runpod=session.runpod(probe=True), inference=session.inference())
+    parts = queries.health(settings, store=session.store(), runpod=session.runpod(probe=True), inference=session.inference())
     for p in parts:
         with st.container(border=True):
             left, right = st.columns([1, 3])

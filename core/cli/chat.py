@@ -33,8 +33,8 @@ def chat(
     from dataclasses import asdict
 
     from core.cli.auth import acting_user
+    from core.clients.inference import InferenceClient, Sampling, actor_choices, find_choice
     from core.errors import BrightRunError
-    from core.inference import InferenceClient, Sampling, actor_choices, find_choice
 
     settings = load_settings()
     actor = acting_user(settings)

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from core import db, repo
 from core.cli import app
+from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.settings import Settings
-from core.storage import adapter_key, adapter_prefix, make_blob_store
 from core.users import LOCAL_ACTOR
 
 

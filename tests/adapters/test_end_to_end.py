@@ -23,10 +23,10 @@ import pytest
 
 from components.quality import quality_vs_cost
 from core import adapters, db, evaluate, export, jobs, repo
-from core.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
+from core.clients.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
+from core.clients.storage import make_blob_store
 from core.models import TERMINAL_STATUSES
 from core.settings import Settings
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
 from local.stack import stop_all
 from tests.adapters.conftest import QA, add_dataset, chat_rows

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from core import adapters, db, repo
+from core.clients.storage import make_blob_store
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
-from core.storage import make_blob_store
 from tests.adapters.conftest import ALICE, BOB
 from trainer.spec import Event
 

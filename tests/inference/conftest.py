@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.inference import InferenceClient
+from core.clients.inference import InferenceClient
 from core.settings import Settings
 from local.stack import stop_all, wait_healthy
 from tests.conftest import ROOT

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from core import db, repo
+from core.clients.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
 from core.errors import NotFound
-from core.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
 from core.users import LOCAL_ACTOR, Actor
 from tests.inference.conftest import Server, settings_for
 

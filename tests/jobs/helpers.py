@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from core import db, repo
+from core.clients.storage import dataset_normalized_key, make_blob_store
 from core.settings import Settings
-from core.storage import dataset_normalized_key, make_blob_store
 from core.users import Actor
 
 

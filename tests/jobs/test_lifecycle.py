@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from core import costs, db, jobs, repo
+from core.clients.runpod import JobNotFound, RunPodClient
+from core.clients.storage import make_blob_store
 from core.models import TERMINAL_STATUSES
-from core.runpod import JobNotFound, RunPodClient
 from core.settings import Settings
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR, Actor
 from tests.jobs.conftest import ENDPOINT_KEY, ROOT, EndpointProcess, start_endpoint, wait_until
 from tests.jobs.helpers import add_dataset

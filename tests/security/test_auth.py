@@ -14,8 +14,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from core import admin, auth, db, repo
+from core import admin, db, repo
 from core.cli import app as cli
+from core.clients import auth
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.settings import Settings
 from core.users import LOCAL_ACTOR

@@ -30,10 +30,10 @@ from typer.testing import CliRunner
 
 from core import datasets, db, jobs, repo
 from core.cli import app as cli
+from core.clients.runpod import RunPodClient
+from core.clients.storage import make_blob_store
 from core.models import TERMINAL_STATUSES
-from core.runpod import RunPodClient
 from core.settings import Settings
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
 from local.stack import stop_all, wait_healthy
 from tests.conftest import ROOT

@@ -10,9 +10,9 @@ import threading
 import pytest
 
 from core import actions, datasets, db, jobs, repo, views
+from core.clients.storage import make_blob_store
 from core.errors import QuotaExceeded
 from core.settings import Settings
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import seed_job, text_of
 
