@@ -4,6 +4,7 @@ and checkpoints (see `core.clients.inference`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from core.settings import Settings
     from core.users import Actor
 
+
+@dataclass(frozen=True)
 class ModelChoice:
     """Something the actor can chat with: the served base, or one of their adapters."""
 
