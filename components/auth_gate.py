@@ -49,8 +49,7 @@ def current() -> Actor | None:
         st.session_state[NOTICE] = str(e)
         return None
     except auth.AuthError as e:
-        st.error(w.plain(e))
-        st.stop()
+        w.show_error(e, stop=True)
     recorded = session.recorded_actor()
     if identity is None:
         if recorded is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import streamlit as st
 
-from components.widgets import plain
+from components.widgets import plain, show_error
 from core.clients.inference import (
     CompareRow,
     InferenceClient,
@@ -143,9 +143,9 @@ def answer_turn(
                 answers[c.served_name] = stream.text
             except ModelNotServed as e:
                 st.session_state["playground.ready"].pop(c.served_name, None)  # reload next time
-                st.error(str(e))
+                show_error(e)
             except BrightRunError as e:
-                st.error(str(e))
+                show_error(e)
     turns.append({"user": prompt, "answers": answers})
 
 

@@ -16,9 +16,8 @@ from components import charts, session
 from components import widgets as w
 from core import actions as job_actions
 from core import adapters, jobs, queries, views
-from core.clients.runpod import RunPodError
 from core.errors import BrightRunError
-from core.models import JOB_STATUSES, TERMINAL_STATUSES, Job
+from core.models import JOB_STATUSES, TERMINAL_STATUSES
 from core.settings import Settings
 from core.users import Actor
 
@@ -97,8 +96,8 @@ def actions(detail: queries.JobDetail) -> None:
             new = views.relaunch(actor, settings, job.id, **kw)
             open_job(new.id)
             st.rerun()
-    except (BrightRunError, RunPodError) as e:
-        st.error(w.plain(e))
+    except BrightRunError as e:
+        w.show_error(e)
     if job.status in ("FAILED", "TIMED_OUT") and job.failure_kind:
         st.error(f"**{w.plain(job.failure_kind.replace('_', ' '))}**: {w.plain(job.failure_message or '')}")
         if job.failure_suggestion:
@@ -120,7 +119,7 @@ def live(job_id: str, shown_status: str) -> None:
         if running:
             try:
                 jobs.sync(actor, settings, job_id, client=session.runpod(), store=session.store())
-            except (RunPodError, BrightRunError) as e:
+            except BrightRunError as e:
                 st.warning(f"Could not reach the GPU endpoint; showing what is stored. ({w.plain(e)})")
         with session.db() as s:
             d = queries.job_detail(actor, s, job_id)
@@ -148,7 +147,7 @@ def live(job_id: str, shown_status: str) -> None:
     _live()
 
 
-def cold_start(actor: Actor, settings: Settings, job: Job) -> None:
+def cold_start(actor: Actor, settings: Settings, job: queries.JobView) -> None:
     seconds = job_actions.cold_start_s(actor, settings, job.id)
     if seconds is not None:
         st.caption(f"Cold start {w.duration(seconds)}: from the worker taking the job until it was ready to work "
@@ -181,7 +180,7 @@ def checkpoints(actor: Actor, job_id: str) -> None:
                 with session.db() as s:
                     adapters.promote(actor, s, session.store(), v.id)
             except BrightRunError as e:
-                st.error(w.plain(e))
+                w.show_error(e)
             else:
                 st.rerun(scope="app")
     if len(items) > CHECKPOINTS_SHOWN:

@@ -62,6 +62,6 @@ if w.confirm("adapters.confirm_delete", f"adapter {row.adapter} and all its vers
         st.toast(f"Deleted {row.adapter}")
         st.rerun()
     except BrightRunError as e:
-        st.error(w.plain(e))
+        w.show_error(e)
 
 quality.evaluation_section(actor, vid, row.label)

@@ -22,8 +22,7 @@ if selected:
         with session.db() as s:
             detail = queries.job_detail(actor, s, selected)
     except BrightRunError as e:
-        st.error(w.plain(e))
-        st.stop()
+        w.show_error(e, stop=True)
     job = detail.job
     st.subheader(f"{job.adapter_name or job.id}")
     ui.actions(detail)
@@ -41,8 +40,7 @@ try:
         page = queries.job_page(actor, s, filters=filters, sort=sort, descending=descending,
                               page=st.session_state["jobs.page"], page_size=page_size)  # fmt: skip
 except BrightRunError as e:
-    st.error(w.plain(e))
-    st.stop()
+    w.show_error(e, stop=True)
 st.session_state["jobs.page"] = page.page
 
 if not page.total:
