@@ -4,18 +4,16 @@
 - AUTH=none: the local user (`LOCAL_ACTOR`); no sign-in.
 - AUTH=supabase: the person's Supabase client is kept with `session.per_session`
   ("auth.client"): one per browser session, never in a shared cache, never in session
-  state, dropped on sign-out. `current()` asks it for the signed-in user (refreshing the
-  session when it is about to expire) and records the `Actor` with `session.sign_in`;
-  `session.actor()`, the one place pages get the user from, calls it, so a page checks
-  the session even when Streamlit runs it without app.py. `gate()` (app.py) also reads
-  the role again from the database and draws the sidebar: who is signed in, Sign out. A
-  session that ended (expired and not refreshable, revoked) signs the person out with a
-  notice.
+  state, dropped on sign-out. `session.signed_in_actor()` asks it for the signed-in user
+  (refreshing the session when it is about to expire) and records the `Actor` with
+  `session.sign_in`; `session.actor()`, the one place pages get the user from, calls it,
+  so a page checks the session even when Streamlit runs it without app.py. `gate()`
+  (app.py) also reads the role again from the database and draws the sidebar: who is
+  signed in, Sign out. A session that ended (expired and not refreshable, revoked) signs
+  the person out with a notice (`session.AUTH_NOTICE`).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import streamlit as st
 
@@ -23,49 +21,13 @@ from components import session
 from components import widgets as w
 from core import repo
 from core.clients import auth
-from core.users import LOCAL_ACTOR, Actor
-
-NOTICE = "auth.notice"  # a message for the sign-in page after a session ended
-
-
-def client() -> Any:
-    """This browser session's Supabase client (built on first use)."""
-    settings = session.settings()
-    return session.per_session("auth.client", lambda: auth.make_client(settings))
-
-
-def current() -> Actor | None:
-    """The signed-in user of this browser session, or None. The Supabase session is
-    checked on every call (refreshed when due); one that ended signs the person out with a
-    notice for the sign-in page. `components.session.actor()` comes here, so every page
-    checks it even when Streamlit runs the page without app.py."""
-    settings = session.settings()
-    if settings.auth == "none":
-        return LOCAL_ACTOR
-    try:
-        identity = auth.current_identity(client())
-    except auth.SessionEnded as e:
-        session.sign_out()
-        st.session_state[NOTICE] = str(e)
-        return None
-    except auth.AuthError as e:
-        w.show_error(e, stop=True)
-    recorded = session.recorded_actor()
-    if identity is None:
-        if recorded is not None:
-            session.sign_out()
-        return None
-    if recorded is None or recorded.user_id != identity.user_id:
-        with session.db() as s:
-            recorded = auth.actor_for(s, identity)
-        session.sign_in(recorded)
-    return recorded
+from core.users import Actor
 
 
 def gate() -> Actor | None:
-    """What app.py calls before navigation: `current()`, with the role read again from
-    the database (a change applies on the next run) and the sidebar's sign-out."""
-    actor = current()
+    """What app.py calls before navigation: `session.signed_in_actor()`, with the role read
+    again from the database (a change applies on the next run) and the sidebar's sign-out."""
+    actor = session.signed_in_actor()
     if actor is None or session.settings().auth == "none":
         return actor
     with session.db() as s:
@@ -81,8 +43,8 @@ def _sidebar(actor: Actor) -> None:
         st.caption(f"Signed in as {w.plain(actor.email or actor.user_id)}{role}")
         if st.button("Sign out", key="auth.sign_out", icon=":material/logout:"):
             try:
-                auth.sign_out(client())
+                auth.sign_out(session.auth_client())
             except auth.AuthError as e:  # the server could not be told; forget it here anyway
-                st.session_state[NOTICE] = f"Signed out here; {e}"
+                st.session_state[session.AUTH_NOTICE] = f"Signed out here; {e}"
             session.sign_out()
             st.rerun()

@@ -3,7 +3,8 @@
 - `settings()`: the `Settings`, read once per browser session.
 - `actor()`: the signed-in user, the only place pages get it from. With AUTH=none it is
   `LOCAL_ACTOR`; with AUTH=supabase it is what the sign-in put under `auth.actor`
-  (`sign_in`/`sign_out`), and a page without one stops with a sign-in message.
+  (`sign_in`/`sign_out`), checked against the Supabase session on every call
+  (`signed_in_actor`), and a page without one stops with a sign-in message.
 - `init_state()`: every namespaced session-state key a page uses, with its default. Session
   state holds ids and small values only.
 - `db()`: a unit of work (`core.db.session_scope`) on a database brought to the current
@@ -27,6 +28,8 @@ import streamlit as st
 from sqlalchemy.orm import Session
 
 from components.train import STATE as TRAIN_STATE
+from components.widgets import show_error
+from core.clients import auth
 from core.settings import Settings, load_settings
 from core.users import LOCAL_ACTOR, Actor
 
@@ -73,20 +76,45 @@ def settings() -> Settings:
 # --------------------------------------------------------------------------- identity
 
 
+AUTH_NOTICE = "auth.notice"  # a message for the sign-in page after a session ended
+
+
+def auth_client() -> Any:
+    """This browser session's Supabase client (built on first use)."""
+    s = settings()
+    return per_session("auth.client", lambda: auth.make_client(s))
+
+
 def signed_in_actor() -> Actor | None:
     """The acting user, or None when AUTH=supabase and nobody is signed in. With Supabase
-    the session is checked (and refreshed when due) by `components.auth_gate.current` on
-    every call: Streamlit may run a page script without app.py (a `pages/` folder beside
-    it makes the first run after a server start do so), so no page relies on the gate."""
+    the session is checked on every call (refreshed when due); one that ended signs the
+    person out with a notice for the sign-in page. Streamlit may run a page script without
+    app.py (a `pages/` folder beside it makes the first run after a server start do so), so
+    no page relies on the gate."""
     if settings().auth == "none":
         return LOCAL_ACTOR
-    from components import auth_gate
-
-    return auth_gate.current()
+    try:
+        identity = auth.current_identity(auth_client())
+    except auth.SessionEnded as e:
+        sign_out()
+        st.session_state[AUTH_NOTICE] = str(e)
+        return None
+    except auth.AuthError as e:
+        show_error(e, stop=True)
+    recorded = recorded_actor()
+    if identity is None:
+        if recorded is not None:
+            sign_out()
+        return None
+    if recorded is None or recorded.user_id != identity.user_id:
+        with db() as s:
+            recorded = auth.actor_for(s, identity)
+        sign_in(recorded)
+    return recorded
 
 
 def recorded_actor() -> Actor | None:
-    """The actor the last sign-in check recorded, unchecked (for `components.auth_gate`)."""
+    """The actor the last sign-in check recorded, unchecked."""
     actor = st.session_state.get("auth.actor")
     return actor if isinstance(actor, Actor) else None
 

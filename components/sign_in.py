@@ -6,7 +6,7 @@ when it is submitted."""
 
 import streamlit as st
 
-from components import auth_gate, session
+from components import session
 from components import widgets as w
 from core.clients import auth
 from core.errors import InvalidInput
@@ -14,7 +14,7 @@ from core.errors import InvalidInput
 
 def page() -> None:
     st.title("Sign in to BrightRun")
-    notice = st.session_state.pop(auth_gate.NOTICE, None)
+    notice = st.session_state.pop(session.AUTH_NOTICE, None)
     if notice:
         st.info(w.plain(notice))
     sign_in_tab, sign_up_tab = st.tabs(["Sign in", "Create an account"])
@@ -32,7 +32,7 @@ def page() -> None:
 
 def _sign_in(email: str, password: str) -> None:
     try:
-        identity = auth.sign_in(auth_gate.client(), email, password)
+        identity = auth.sign_in(session.auth_client(), email, password)
         with session.db() as s:
             session.sign_in(auth.actor_for(s, identity))
     except (auth.AuthError, InvalidInput) as e:
@@ -43,7 +43,7 @@ def _sign_in(email: str, password: str) -> None:
 
 def _sign_up(email: str, password: str) -> None:
     try:
-        result = auth.sign_up(auth_gate.client(), email, password)
+        result = auth.sign_up(session.auth_client(), email, password)
     except (auth.AuthError, InvalidInput) as e:
         w.show_error(e)
         return
