@@ -43,6 +43,7 @@ from core.queries.spend import (
     month_spend_live,
     spend_months,
     spend_view,
+    user_limits,
 )
 from core.queries.templates import (
     TemplateView,
@@ -88,5 +89,6 @@ __all__ = [
     "spend_months",
     "spend_view",
     "truncated_share",
+    "user_limits",
     "zip_builder",
 ]

@@ -145,3 +145,9 @@ def cost_per_busy_hour(
     time (flat), a pod bills every hour it is on (rate ÷ utilisation)."""
     return [serverless_rate_h] * len(utilisations), [pod_rate_h / u for u in utilisations]
 
+
+
+def user_limits(actor: Actor, session: Session, settings: Settings) -> repo.Limits:
+    """The actor's monthly budget and concurrent-job limit: what an admin set for them,
+    else the deployment's defaults (the Settings page shows them)."""
+    return repo.user_limits(actor, session, settings)
