@@ -14,7 +14,7 @@ same pages over an empty database, measured in the same run.
   the Overview and the Costs page; each against the same page over an empty database.
   Every run is a first view (the chart cache is cleared), and the long job is also timed
   when viewed again (its chart then comes from the cache).
-  Also the read behind the long job's chart, `core.views.metric_series`, against reading
+  Also the read behind the long job's chart, `core.queries.metric_series`, against reading
   every metrics event of that job (what a chart without downsampling would read).
 Runs alternate between the two databases, after a warm-up run of each; the median of
 `--repeat` counts. Only the ratios mean something: they are against a baseline measured
@@ -129,7 +129,7 @@ def render_s(data_dir: Path, url: str, page: str, query: dict[str, str] | None =
 
 
 def chart_read_s(url: str, job_id: str, downsampled: bool) -> tuple[float, int]:
-    from core import db, views
+    from core import db, queries
     from core.db import repo
     from core.settings import load_settings
     from core.users import LOCAL_ACTOR
@@ -138,7 +138,7 @@ def chart_read_s(url: str, job_id: str, downsampled: bool) -> tuple[float, int]:
     t0 = time.perf_counter()
     with db.session_scope(settings) as s:
         if downsampled:
-            n = len(views.metric_series(LOCAL_ACTOR, s, job_id).step)
+            n = len(queries.metric_series(LOCAL_ACTOR, s, job_id).step)
         else:
             n = len(repo.list_events(LOCAL_ACTOR, s, job_id, types=["metrics"]))
     return time.perf_counter() - t0, n

@@ -40,8 +40,8 @@ def _fail(e: Exception) -> None:
 
 
 def _errors() -> tuple[type[Exception], ...]:
+    from core.clients.runpod import RunPodError
     from core.errors import BrightRunError
-    from core.runpod import RunPodError
 
     return (BrightRunError, RunPodError)
 
@@ -149,8 +149,8 @@ def show(
 def promote(ref: str = typer.Argument(..., help="checkpoint version id (see `versions NAME`)")) -> None:
     """Make a checkpoint the adapter's next numbered version."""
     from core import adapters
+    from core.clients.storage import make_blob_store
     from core.db import session_scope
-    from core.storage import make_blob_store
 
     settings, actor = _ctx()
     try:
@@ -170,8 +170,8 @@ def delete(
     """Delete an adapter with all its versions, or one version, and their stored files.
     Version numbers are never reused."""
     from core import adapters, views
+    from core.clients.storage import make_blob_store
     from core.db import session_scope
-    from core.storage import make_blob_store
 
     settings, actor = _ctx()
     one = ref.startswith("av-") or bool(adapters._REF.match(ref))
@@ -252,8 +252,8 @@ def export(
 ) -> None:
     """Download a version as a zip: PEFT files, brightrun.json and a model card."""
     from core import export as ex
+    from core.clients.storage import make_blob_store
     from core.db import session_scope
-    from core.storage import make_blob_store
 
     settings, actor = _ctx()
     try:

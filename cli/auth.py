@@ -18,7 +18,7 @@ import typer
 
 def acting_user(settings: Any) -> Any:
     """The `Actor` a command acts as (see the module doc); exits 2 when nobody is signed in."""
-    from core import auth
+    from core.clients import auth
     from core.errors import BrightRunError
 
     try:
@@ -36,7 +36,7 @@ def login(
     ),  # fmt: skip
 ) -> None:
     """Sign in with Supabase Auth (AUTH=supabase); later commands act as you."""
-    from core import auth
+    from core.clients import auth
     from core.db import session_scope, upgrade
     from core.errors import BrightRunError
     from core.settings import load_settings
@@ -60,7 +60,7 @@ def login(
 
 def logout() -> None:
     """Sign out: revoke this command line's session and delete its profile."""
-    from core import auth
+    from core.clients import auth
     from core.errors import BrightRunError
     from core.settings import load_settings
 

@@ -34,8 +34,8 @@ def chat(
     import sys
 
     from cli.auth import acting_user
+    from core.clients.inference import InferenceClient, actor_choices, find_choice
     from core.errors import BrightRunError
-    from core.inference import InferenceClient, actor_choices, find_choice
 
     settings = load_settings()
     actor = acting_user(settings)
@@ -75,7 +75,7 @@ def _sampling(
     """The options given on the command line over BrightRun's sampling defaults."""
     from dataclasses import asdict
 
-    from core.inference import Sampling
+    from core.clients.inference import Sampling
 
     defaults = asdict(Sampling())
     given = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}

@@ -141,10 +141,10 @@ def add(
 ) -> None:
     """Validate, normalise and store a dataset (original and chat JSONL); prints its id."""
     from core import datasets
+    from core.clients.storage import make_blob_store
     from core.db import session_scope, upgrade
     from core.errors import BrightRunError
     from core.settings import load_settings
-    from core.storage import make_blob_store
 
     settings = load_settings()
     upgrade(settings)
@@ -207,10 +207,10 @@ def list_(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> N
 
 
 def _with_dataset(dataset_id: str, fn: Any) -> Any:
+    from core.clients.storage import make_blob_store
     from core.db import session_scope, upgrade
     from core.errors import BrightRunError
     from core.settings import load_settings
-    from core.storage import make_blob_store
 
     settings = load_settings()
     upgrade(settings)

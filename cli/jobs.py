@@ -38,8 +38,8 @@ def _fail(e: Exception) -> None:
 
 
 def _errors() -> tuple[type[Exception], ...]:
+    from core.clients.runpod import RunPodError
     from core.errors import BrightRunError
-    from core.runpod import RunPodError
 
     return (BrightRunError, RunPodError)
 

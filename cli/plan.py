@@ -68,7 +68,7 @@ def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
 def _history(model: str, quantization: str, settings: Any) -> dict[str, list[float]]:
     """Tokens/s of the acting user's finished jobs of `model` per GPU type; nothing (with a
     note on stderr) when no user is signed in: the plan then uses the default utilisation."""
-    from core import auth
+    from core.clients import auth
     from core.db import repo, session_scope, upgrade
 
     upgrade(settings)

@@ -19,7 +19,7 @@ import streamlit as st
 
 from components import session
 from components import widgets as w
-from core import auth
+from core.clients import auth
 from core.db import repo
 from core.users import Actor
 

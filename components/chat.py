@@ -1,5 +1,5 @@
 """Playground widgets: session state, the shared inference client, sampling controls and
-the side-by-side conversation. The logic they call lives in `core.inference`.
+the side-by-side conversation. The logic they call lives in `core.clients.inference`.
 
 Prompts and answers are shown as plain text (`st.text`), while streaming and after: a
 model's answer can carry markdown, links, images or HTML that a prompt-injected dataset
@@ -19,9 +19,8 @@ from typing import Any
 
 import streamlit as st
 
-from components.widgets import plain
-from core.errors import BrightRunError
-from core.inference import (
+from components.widgets import plain, show_error
+from core.clients.inference import (
     CompareRow,
     InferenceClient,
     ModelChoice,
@@ -30,6 +29,7 @@ from core.inference import (
     Sampling,
     conversation_messages,
 )
+from core.errors import BrightRunError
 from core.settings import Settings
 from core.users import Actor
 
@@ -143,16 +143,16 @@ def answer_turn(
                 answers[c.served_name] = stream.text
             except ModelNotServed as e:
                 st.session_state["playground.ready"].pop(c.served_name, None)  # reload next time
-                st.error(str(e))
+                show_error(e)
             except BrightRunError as e:
-                st.error(str(e))
+                show_error(e)
     turns.append({"user": prompt, "answers": answers})
 
 
 def eval_sets(actor: Actor, settings: Settings) -> dict[str, str]:
     """The actor's datasets with an eval split ({name: id}); none before the database exists."""
+    from core.clients.inference import database_ready, eval_split_datasets
     from core.db import session_scope
-    from core.inference import database_ready, eval_split_datasets
 
     if not database_ready(settings):
         return {}
@@ -161,9 +161,9 @@ def eval_sets(actor: Actor, settings: Settings) -> dict[str, str]:
 
 
 def eval_cases(actor: Actor, settings: Settings, dataset_id: str) -> list[PromptCase]:
+    from core.clients.inference import eval_split_cases
+    from core.clients.storage import make_blob_store
     from core.db import session_scope
-    from core.inference import eval_split_cases
-    from core.storage import make_blob_store
 
     with session_scope(settings) as session:
         return eval_split_cases(actor, session, make_blob_store(settings), dataset_id)

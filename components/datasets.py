@@ -12,7 +12,7 @@ import streamlit as st
 
 from components import charts, session
 from components import widgets as w
-from core import datasets, views
+from core import datasets, queries
 from core.errors import BrightRunError, DatasetUnusable
 
 FILE_TYPES = ["jsonl", "json", "csv", "tsv", "parquet"]
@@ -110,7 +110,7 @@ def histogram(ds: Any, max_length: int) -> None:
         return
     if ds.layout == "text":  # long documents are split, not cut: measure those instead
         tokens = {**tokens, "truncated_rows": tokens.get("split_rows")}
-    share = views.truncated_share(tokens, max_length) or 0.0
+    share = queries.truncated_share(tokens, max_length) or 0.0
     h = tokens["histogram"]
     over = "split into windows" if ds.layout == "text" else "truncated"
     st.plotly_chart(charts.token_histogram(h["edges"], h["counts"], max_length, share, over), key="datasets.hist")
@@ -140,7 +140,7 @@ def preview(ds: Any, model: str) -> None:
     with bubbles:
         w.chat_bubbles(rows[i])
     with raw:
-        view = views.render_with_template(settings, model, rows[i])
+        view = queries.render_with_template(settings, model, rows[i])
         st.caption(f"As {w.plain(model)}'s chat template renders it (what training tokenizes):")
         if view.text is None:
             st.info(w.plain(view.reason))

@@ -15,15 +15,14 @@ import streamlit as st
 from components import charts, session
 from components import widgets as w
 from core import actions as job_actions
-from core import adapters, jobs, views
-from core.db.tables import JOB_STATUSES, TERMINAL_STATUSES, Job
+from core import adapters, jobs, queries, views
+from core.db.tables import JOB_STATUSES, TERMINAL_STATUSES
 from core.errors import BrightRunError
-from core.runpod import RunPodError
 from core.settings import Settings
 from core.users import Actor
 
 
-def filter_bar(options: views.JobFilterOptions) -> tuple[views.JobFilter, str, bool, int]:
+def filter_bar(options: queries.JobFilterOptions) -> tuple[queries.JobFilter, str, bool, int]:
     """Filters, sort and page size from the widgets (keys under `jobs.`)."""
     c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
     first = dict(on_change=lambda: st.session_state.update({"jobs.page": 1}))
@@ -37,13 +36,13 @@ def filter_bar(options: views.JobFilterOptions) -> tuple[views.JobFilter, str, b
     dataset = c3.selectbox("Dataset", ds_ids, key="jobs.dataset", format_func=lambda d: options.datasets.get(d, "any dataset"), **first)
     search = c4.text_input("Search id or adapter", key="jobs.search", **first)
     s1, s2, s3 = st.columns([2, 1, 1])
-    sort = s1.selectbox("Sort by", views.JOB_SORTS, key="jobs.sort", **first)
+    sort = s1.selectbox("Sort by", queries.JOB_SORTS, key="jobs.sort", **first)
     descending = s2.toggle("Descending", key="jobs.descending", **first)
-    page_size = s3.selectbox("Rows per page", views.PAGE_SIZES, key="jobs.page_size", **first)
-    return views.JobFilter(tuple(statuses), model, dataset, search), sort, descending, page_size
+    page_size = s3.selectbox("Rows per page", queries.PAGE_SIZES, key="jobs.page_size", **first)
+    return queries.JobFilter(tuple(statuses), model, dataset, search), sort, descending, page_size
 
 
-def table(page: views.JobPage) -> None:
+def table(page: queries.JobPage) -> None:
     records = [
         {"job": r.id, "status": w.status(r.status), "model": r.model, "dataset": r.dataset,
          "adapter": r.adapter, "started": w.when(r.started), "duration": w.duration(r.duration_s),
@@ -60,7 +59,7 @@ def table(page: views.JobPage) -> None:
     )  # fmt: skip
 
 
-def pager(page: views.JobPage) -> None:
+def pager(page: queries.JobPage) -> None:
     left, mid, right = st.columns([1, 2, 1])
     if left.button("← Previous page", disabled=page.page <= 1, key="jobs.prev"):
         st.session_state["jobs.page"] = page.page - 1
@@ -79,7 +78,7 @@ def open_job(job_id: str | None) -> None:
         st.query_params.pop("job", None)
 
 
-def actions(detail: views.JobDetail) -> None:
+def actions(detail: queries.JobDetail) -> None:
     """Cancel, retry and (after a failure) relaunch with the suggested settings."""
     actor, settings = session.actor(), session.settings()
     job = detail.job
@@ -97,8 +96,8 @@ def actions(detail: views.JobDetail) -> None:
             new = views.relaunch(actor, settings, job.id, **kw)
             open_job(new.id)
             st.rerun()
-    except (BrightRunError, RunPodError) as e:
-        st.error(w.plain(e))
+    except BrightRunError as e:
+        w.show_error(e)
     if job.status in ("FAILED", "TIMED_OUT") and job.failure_kind:
         st.error(f"**{w.plain(job.failure_kind.replace('_', ' '))}**: {w.plain(job.failure_message or '')}")
         if job.failure_suggestion:
@@ -120,11 +119,11 @@ def live(job_id: str, shown_status: str) -> None:
         if running:
             try:
                 jobs.sync(actor, settings, job_id, client=session.runpod(), store=session.store())
-            except (RunPodError, BrightRunError) as e:
+            except BrightRunError as e:
                 st.warning(f"Could not reach the GPU endpoint; showing what is stored. ({w.plain(e)})")
         with session.db() as s:
-            d = views.job_detail(actor, s, job_id)
-            log = views.event_log(actor, s, job_id)
+            d = queries.job_detail(actor, s, job_id)
+            log = queries.event_log(actor, s, job_id)
         series = _series(actor, job_id, d.job.last_seq)
         if running and d.job.status in TERMINAL_STATUSES:
             st.rerun(scope="app")
@@ -148,7 +147,7 @@ def live(job_id: str, shown_status: str) -> None:
     _live()
 
 
-def cold_start(actor: Actor, settings: Settings, job: Job) -> None:
+def cold_start(actor: Actor, settings: Settings, job: queries.JobView) -> None:
     seconds = job_actions.cold_start_s(actor, settings, job.id)
     if seconds is not None:
         st.caption(f"Cold start {w.duration(seconds)}: from the worker taking the job until it was ready to work "
@@ -165,7 +164,7 @@ CHECKPOINTS_SHOWN = 20
 def checkpoints(actor: Actor, job_id: str) -> None:
     """The job's checkpoints, newest first, each with Promote to version."""
     with session.db() as s:
-        items = views.job_checkpoints(actor, s, job_id)
+        items = queries.job_checkpoints(actor, s, job_id)
     if not items:
         return
     st.markdown("**Checkpoints**")
@@ -181,7 +180,7 @@ def checkpoints(actor: Actor, job_id: str) -> None:
                 with session.db() as s:
                     adapters.promote(actor, s, session.store(), v.id)
             except BrightRunError as e:
-                st.error(w.plain(e))
+                w.show_error(e)
             else:
                 st.rerun(scope="app")
     if len(items) > CHECKPOINTS_SHOWN:
@@ -189,14 +188,14 @@ def checkpoints(actor: Actor, job_id: str) -> None:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _series(actor: Actor, job_id: str, last_seq: int) -> views.MetricSeries:
+def _series(actor: Actor, job_id: str, last_seq: int) -> queries.MetricSeries:
     """The chart's series, kept while the job has no new events (`last_seq`): a finished
     job's long series is read once, not on every view. Keyed by the actor: per user."""
     with session.db() as s:
-        return views.metric_series(actor, s, job_id)
+        return queries.metric_series(actor, s, job_id)
 
 
-def metrics_row(d: views.JobDetail) -> None:
+def metrics_row(d: queries.JobDetail) -> None:
     job, last = d.job, d.last
     st.progress(min(1.0, job.progress or 0.0), text=f"{w.status(job.status)} · step {job.step or 0} of {job.total_steps or '?'}")
     c = st.columns(6)
@@ -209,7 +208,7 @@ def metrics_row(d: views.JobDetail) -> None:
     c[5].metric("Cost" if job.status in TERMINAL_STATUSES else "Live cost", w.money(d.live_cost_usd), help=budget)
 
 
-def event_log(lines: list[views.EventLine]) -> None:
+def event_log(lines: list[queries.EventLine]) -> None:
     st.dataframe(
         [{"seq": e.seq, "time": w.when(e.time), "event": e.type, "detail": e.summary} for e in lines],
         hide_index=True, width="stretch",

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from components.train import STATE as TRAIN_STATE
 from components.widgets import plain
-from core import auth
+from core.clients import auth
 from core.settings import Settings, load_settings
 from core.users import LOCAL_ACTOR, Actor
 
@@ -172,7 +172,7 @@ def db() -> Iterator[Session]:
 
 @st.cache_resource(show_spinner=False)
 def _store(_settings: Settings, fingerprint: str) -> Any:
-    from core.storage import make_blob_store
+    from core.clients.storage import make_blob_store
 
     return make_blob_store(_settings)
 
@@ -187,7 +187,7 @@ def store() -> Any:
 def _runpod(_settings: Settings, fingerprint: str, probe: bool) -> Any:
     import httpx
 
-    from core.runpod import RunPodClient
+    from core.clients.runpod import RunPodClient
 
     if probe:  # a health check answers at once: one attempt, short timeouts
         return RunPodClient.from_settings(_settings, max_attempts=1, timeout=httpx.Timeout(5.0, connect=2.0))

@@ -8,7 +8,7 @@ import streamlit as st
 
 from components import session
 from components import widgets as w
-from core import auth
+from core.clients import auth
 from core.errors import InvalidInput
 
 

@@ -1,7 +1,8 @@
 """Small reusable widgets and the text formats every page shares.
 
 User data (dataset rows, messages, file names, error messages carrying them) is always
-shown as text (`st.text`, `st.code`, dataframes), never as markdown or HTML.
+shown as text (`st.text`, `st.code`, dataframes), never as markdown or HTML; errors go
+through `show_error`.
 """
 
 from __future__ import annotations
@@ -117,3 +118,11 @@ _MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")
 def plain(text: object) -> str:
     """`text` escaped for places that render markdown (labels, st.error): shown literally."""
     return "".join("\\" + c if c in _MD_SPECIAL else c for c in str(text))
+
+
+def show_error(e: BaseException | str, *, stop: bool = False) -> None:
+    """The one way a page shows an error: `str(e)` as plain text (never markdown, so a
+    message that carries user data shows it literally); `stop` ends the run here."""
+    st.error(plain(e))
+    if stop:
+        st.stop()

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from core import jobs
+from core.clients.runpod import RunPodClient, RunPodError, SubmitUncertain
+from core.clients.storage import BlobStore, job_key, make_blob_store
 from core.db import repo, session_scope
 from core.db.tables import ACTIVE_STATUSES, Job, User, utcnow
 from core.errors import InvalidInput
-from core.runpod import RunPodClient, RunPodError, SubmitUncertain
 from core.settings import Settings
-from core.storage import BlobStore, job_key, make_blob_store
 from core.users import Actor
 from trainer.spec import JobSpec
 

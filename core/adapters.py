@@ -10,7 +10,7 @@ the acting user and sees only their adapters (another user's version is `NotFoun
   worker wrote on the shared volume, `ADAPTER_DIR/.checkpoints/<job>/step-N`) is registered
   as a checkpoint of the job's adapter while the job runs (`register_checkpoints`, called
   by `sync`): no number, its step, the job's settings. The playground serves it as
-  `ckpt-<version id>` (`core.inference.model_choices`). `promote` gives it the next number;
+  `ckpt-<version id>` (`core.clients.inference.model_choices`). `promote` gives it the next number;
   when its folder is visible from here (the local stack) its files are also copied to
   storage, so it exports like any version.
 - Continued training: `continue_training` launches a job whose spec starts from the
@@ -36,11 +36,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.clients.storage import DOWNLOAD_URL_TTL_S, BlobStore, adapter_key, adapter_prefix
 from core.db import repo
 from core.db.tables import AdapterVersion, Job
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
-from core.storage import DOWNLOAD_URL_TTL_S, BlobStore, adapter_key, adapter_prefix
 from core.users import Actor
 
 __all__ = [

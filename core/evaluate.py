@@ -6,7 +6,7 @@ for it (off with EVAL_AFTER_JOB=false). `evaluate_version` does the work, and is
 `brightrun adapters eval` runs:
 
 1. The cases are the first EVAL_MAX_ROWS chat rows of the version's dataset's eval split
-   (`core.inference.eval_split_cases`): everything before a row's last assistant turn is
+   (`core.clients.inference.eval_split_cases`): everything before a row's last assistant turn is
    sent, that turn is the reference. A dataset without an eval split is `skipped`.
 2. Each case goes through the adapter and through the base on the configured inference
    server (INFERENCE_URL), greedy (temperature 0, seed 0), at most EVAL_MAX_TOKENS tokens.
@@ -192,7 +192,7 @@ def judge(
 ) -> JudgeResult:
     """Ask `judge_model` which of the two answers of each row is better (order shuffled,
     seeded per row)."""
-    from core.inference import Sampling
+    from core.clients.inference import Sampling
 
     sampling = Sampling(temperature=0.0, max_tokens=4, seed=seed)
     wins = losses = ties = invalid = 0
@@ -257,9 +257,9 @@ def evaluate_version(
     """Evaluate one version now and store the result (see the module docstring). Returns
     the stored `eval_scores`. Raises `InvalidInput` when there is nothing to evaluate
     with, `InferenceError`s when the server fails; the failure is stored first."""
-    from core import inference
+    from core.clients import inference
+    from core.clients.storage import make_blob_store
     from core.db import session_scope
-    from core.storage import make_blob_store
 
     store = store or make_blob_store(settings)
     with session_scope(settings) as s:

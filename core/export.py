@@ -306,8 +306,8 @@ def push_to_hub(
     """Upload version `ref` (PEFT files, brightrun.json, model card) to the Hub model repo
     `repo_id` (created if missing). `api_factory(token)` builds the client (default:
     `huggingface_hub.HfApi(token=token)`)."""
+    from core.clients.storage import make_blob_store
     from core.db import session_scope
-    from core.storage import make_blob_store
 
     if not _REPO_ID.match(repo_id or ""):
         raise InvalidInput(f"Hub repo {repo_id!r} must look like 'your-name/model-name'")
@@ -413,7 +413,7 @@ def plan_merge(
 
 
 def merged_prefix(owner_id: str, job_id: str) -> str:
-    from core.storage import job_prefix
+    from core.clients.storage import job_prefix
 
     return job_prefix(owner_id, job_id) + "merged/"
 
@@ -439,8 +439,8 @@ def merge(
     from pydantic import ValidationError
 
     from core import actions, catalog, jobs
+    from core.clients.storage import DOWNLOAD_URL_TTL_S, adapter_key, make_blob_store
     from core.db import session_scope
-    from core.storage import DOWNLOAD_URL_TTL_S, adapter_key, make_blob_store
     from trainer.merge import upload_names
     from trainer.spec import JobSpec
 
@@ -507,8 +507,8 @@ def merge(
 
 def merged_files(actor: Actor, settings: Settings, job_id: str, store: Any = None) -> list[Any]:
     """The files a completed merge job stored (`BlobInfo`s)."""
+    from core.clients.storage import make_blob_store
     from core.db import session_scope
-    from core.storage import make_blob_store
 
     with session_scope(settings) as s:
         job = repo.get_job(actor, s, job_id)

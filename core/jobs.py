@@ -44,7 +44,7 @@ Contract (every function takes the acting user and scopes to them; another user'
 - `reconcile(settings)` syncs every user's unfinished jobs (the syncer's pass).
 
 Errors: `core.errors` types (`NotFound`, `Conflict`, `InvalidInput`, `QuotaExceeded`),
-`PlanRefused` (and its `UploadUrlsExpire`), `SubmitFailed`; `core.runpod.RunPodError` from `sync`/`cancel` when the
+`PlanRefused` (and its `UploadUrlsExpire`), `SubmitFailed`; `core.clients.runpod.RunPodError` from `sync`/`cancel` when the
 endpoint cannot be reached (nothing is changed then).
 """
 
@@ -65,13 +65,9 @@ from sqlalchemy.orm import Session
 
 from core import costs, validation
 from core.adapters import register_checkpoints
-from core.db import repo, session_scope
-from core.db.tables import TERMINAL_STATUSES, Job, User, utcnow
-from core.errors import BrightRunError, Conflict, InvalidInput, NotFound, QuotaExceeded
-from core.runpod import JobNotFound as EndpointForgotJob
-from core.runpod import RunPodClient, RunPodError, SubmitUncertain
-from core.settings import Settings
-from core.storage import (
+from core.clients.runpod import JobNotFound as EndpointForgotJob
+from core.clients.runpod import RunPodClient, RunPodError, SubmitUncertain
+from core.clients.storage import (
     DOWNLOAD_URL_TTL_S,
     UPLOAD_URL_TTL_S,
     BlobStore,
@@ -80,6 +76,10 @@ from core.storage import (
     job_key,
     make_blob_store,
 )
+from core.db import repo, session_scope
+from core.db.tables import TERMINAL_STATUSES, Job, User, utcnow
+from core.errors import BrightRunError, Conflict, InvalidInput, NotFound, QuotaExceeded
+from core.settings import Settings
 from core.users import SYSTEM_ACTOR, Actor
 from trainer.spec import Event, JobSpec
 

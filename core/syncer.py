@@ -17,9 +17,9 @@ import threading
 from collections.abc import Callable
 
 from core import jobs
-from core.runpod import RunPodClient
+from core.clients.runpod import RunPodClient
+from core.clients.storage import make_blob_store
 from core.settings import Settings
-from core.storage import make_blob_store
 
 log = logging.getLogger("brightrun.syncer")
 

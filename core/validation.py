@@ -5,7 +5,7 @@ message names the field and says what to do. None of them touches stored data, s
 refused request changes nothing.
 
 - `check_upload_filename(name)`: the name an uploaded file arrived with. It is kept for
-  display only (storage keys are built from ids, see `core.storage`), but it is still
+  display only (storage keys are built from ids, see `core.clients.storage`), but it is still
   refused when it holds a path (`/`, `\\`, a `..` part), control or bidirectional-override
   characters (they make a name read differently from what it is), or more than 255
   characters. Letters of any script are fine; the name is NFC-normalised.

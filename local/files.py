@@ -4,7 +4,7 @@
     PUT /files/<bucket>/<key>?exp=..&sig=..   replace the object with the raw request body
 
 A URL works only with the method it was signed for, only for its own key, and only until
-`exp` (see `core.storage.LocalBlobStore`). A wrong or expired signature gets 403, a key
+`exp` (see `core.clients.storage.LocalBlobStore`). A wrong or expired signature gets 403, a key
 with nothing stored 404, a body over `max_upload_bytes` 413. An upload is written to a
 temporary file as it arrives and appears only when complete.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from core.clients.storage import LocalBlobStore, SignatureError, check_bucket, check_key
 from core.errors import InvalidInput
-from core.storage import LocalBlobStore, SignatureError, check_bucket, check_key
 
 
 def files_router(store: LocalBlobStore, max_upload_bytes: int | None = None) -> APIRouter:

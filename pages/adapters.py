@@ -5,7 +5,7 @@ import streamlit as st
 
 from components import quality, session
 from components import widgets as w
-from core import views
+from core import queries, views
 from core.errors import BrightRunError
 
 st.title("Adapters")
@@ -13,7 +13,7 @@ session.init_state()
 actor, settings = session.actor(), session.settings()
 
 with session.db() as s:
-    rows = views.adapter_rows(actor, s)
+    rows = queries.adapter_rows(actor, s)
 if not rows:
     st.info("No adapters yet: an adapter appears here when a training job completes.")
     st.page_link("pages/train.py", label="Train one", icon=":material/model_training:")
@@ -35,13 +35,13 @@ st.subheader(row.label)
 st.caption(f"{row.base_model} · dataset {w.plain(row.dataset or '–')} · {row.settings} · {w.size(row.size_bytes)}")
 c1, c2, c3 = st.columns(3)
 
-c1.download_button("Download zip", views.zip_builder(actor, settings, session.store(), vid), file_name=row.zip_name,
+c1.download_button("Download zip", queries.zip_builder(actor, settings, session.store(), vid), file_name=row.zip_name,
                    mime="application/zip", key="adapters.download", disabled=not row.stored,
                    help="PEFT files, brightrun.json and a model card" if row.stored else "no stored files")  # fmt: skip
 
 if c2.button("Open in playground", key="adapters.playground", disabled=not row.on_volume,
              help=None if row.on_volume else "this version is not on the inference server's volume"):  # fmt: skip
-    from core import inference
+    from core.clients import inference
 
     try:
         labels = [c.label for c in inference.actor_choices(actor, settings, session.inference())]
@@ -62,6 +62,6 @@ if w.confirm("adapters.confirm_delete", f"adapter {row.adapter} and all its vers
         st.toast(f"Deleted {row.adapter}")
         st.rerun()
     except BrightRunError as e:
-        st.error(w.plain(e))
+        w.show_error(e)
 
 quality.evaluation_section(actor, vid, row.label)

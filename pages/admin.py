@@ -45,4 +45,4 @@ if st.button("Save limits", type="primary", key="admin.save"):
         st.toast("Limits saved; they apply to the next launch")
         st.rerun()
     except BrightRunError as e:
-        st.error(w.plain(e))
+        w.show_error(e)

@@ -5,18 +5,18 @@ import streamlit as st
 
 from components import charts, session
 from components import widgets as w
-from core import views
+from core import queries
 
 st.title("Costs")
 session.init_state()
 actor, settings = session.actor(), session.settings()
 
 with session.db() as s:
-    options = views.spend_months(actor, s)
+    options = queries.spend_months(actor, s)
     if st.session_state["costs.month"] not in options:
         st.session_state["costs.month"] = options[0]
     month = st.selectbox("Month", options, key="costs.month")
-    sv = views.spend_view(actor, s, settings, month)
+    sv = queries.spend_view(actor, s, settings, month)
 
 c1, c2, c3 = st.columns(3)
 c1.metric(f"Spent in {sv.month}", w.money(sv.month_spend_usd))
@@ -63,5 +63,5 @@ m2.metric("Always-on pod", w.money(cmp.pod_usd))
 m3.metric("Break-even utilisation", f"{cmp.break_even_utilisation:.0%}",
           help="above this share of busy hours an always-on pod is cheaper")  # fmt: skip
 grid = [u / 100 for u in range(1, 101)]
-sl, pod = views.cost_per_busy_hour(cmp.serverless_rate_h, cmp.pod_rate_h, grid)
+sl, pod = queries.cost_per_busy_hour(cmp.serverless_rate_h, cmp.pod_rate_h, grid)
 st.plotly_chart(charts.serverless_vs_pod(grid, sl, pod, sv.utilisation, cmp.break_even_utilisation), key="costs.pod")

@@ -6,14 +6,14 @@ import streamlit as st
 from components import datasets as ui
 from components import session
 from components import widgets as w
-from core import datasets, views
+from core import datasets, queries
 from core.errors import BrightRunError
 
 st.title("Datasets")
 session.init_state()
 actor, settings = session.actor(), session.settings()
 
-models = views.model_options(settings)
+models = queries.model_options(settings)
 if st.session_state["datasets.model"] not in models:
     st.session_state["datasets.model"] = models[0]
 c1, c2 = st.columns([3, 1])

@@ -5,7 +5,7 @@ import streamlit as st
 from components import jobs as ui
 from components import session
 from components import widgets as w
-from core import views
+from core import queries
 from core.errors import BrightRunError
 
 st.title("Jobs")
@@ -20,10 +20,9 @@ if selected:
         st.rerun()
     try:
         with session.db() as s:
-            detail = views.job_detail(actor, s, selected)
+            detail = queries.job_detail(actor, s, selected)
     except BrightRunError as e:
-        st.error(w.plain(e))
-        st.stop()
+        w.show_error(e, stop=True)
     job = detail.job
     st.subheader(f"{job.adapter_name or job.id}")
     ui.actions(detail)
@@ -34,15 +33,14 @@ if selected:
     st.stop()
 
 with session.db() as s:
-    options = views.job_filter_options(actor, s)
+    options = queries.job_filter_options(actor, s)
 filters, sort, descending, page_size = ui.filter_bar(options)
 try:
     with session.db() as s:
-        page = views.job_page(actor, s, filters=filters, sort=sort, descending=descending,
+        page = queries.job_page(actor, s, filters=filters, sort=sort, descending=descending,
                               page=st.session_state["jobs.page"], page_size=page_size)  # fmt: skip
 except BrightRunError as e:
-    st.error(w.plain(e))
-    st.stop()
+    w.show_error(e, stop=True)
 st.session_state["jobs.page"] = page.page
 
 if not page.total:

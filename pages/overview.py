@@ -6,7 +6,7 @@ import streamlit as st
 from components import charts, session
 from components import jobs as jobs_ui
 from components import widgets as w
-from core import views
+from core import queries
 
 st.title("Overview")
 session.init_state()
@@ -16,7 +16,7 @@ actor, settings = session.actor(), session.settings()
 @st.fragment(run_every=settings.sync_interval_s)
 def running_jobs() -> None:
     with session.db() as s:
-        ov = views.overview(actor, s, settings)
+        ov = queries.overview(actor, s, settings)
     st.subheader("Running jobs")
     if not ov.running:
         st.caption("Nothing is running.")
@@ -37,7 +37,7 @@ def running_jobs() -> None:
 
 
 with session.db() as s:
-    ov = views.overview(actor, s, settings)
+    ov = queries.overview(actor, s, settings)
 
 if ov.is_empty:
     st.subheader("Welcome to BrightRun")

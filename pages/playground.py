@@ -4,7 +4,8 @@ import streamlit as st
 
 from components import chat as ui
 from components import session
-from core import inference as inf
+from components import widgets as w
+from core.clients import inference as inf
 from core.errors import BrightRunError
 
 st.title("Playground")
@@ -16,8 +17,7 @@ client = ui.inference_client(settings)
 try:
     choices = inf.actor_choices(actor, settings, client)
 except BrightRunError as e:
-    st.error(str(e))
-    st.stop()
+    w.show_error(e, stop=True)
 by_label = {c.label: c for c in choices}
 
 with st.sidebar:
@@ -30,8 +30,7 @@ with st.sidebar:
     try:
         sampling = ui.sampling_controls()
     except BrightRunError as e:
-        st.error(str(e))
-        st.stop()
+        w.show_error(e, stop=True)
 
 chosen = [by_label[label] for label in labels if label in by_label]
 if not chosen:
@@ -40,8 +39,7 @@ if not chosen:
 try:
     ui.ensure_ready(client, chosen)
 except BrightRunError as e:
-    st.error(str(e))
-    st.stop()
+    w.show_error(e, stop=True)
 
 chat_tab, set_tab = st.tabs(["Chat", "Compare on a set"])
 
@@ -92,6 +90,6 @@ with set_tab:
             )  # fmt: skip
             st.session_state["playground.set_rows"] = ui.set_rows(rows, chosen)
         except BrightRunError as e:
-            st.error(str(e))
+            w.show_error(e)
     if st.session_state["playground.set_rows"]:
         st.dataframe(st.session_state["playground.set_rows"], hide_index=True)

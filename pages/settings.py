@@ -5,8 +5,7 @@ import streamlit as st
 
 from components import session
 from components import widgets as w
-from core import costs, views
-from core.db import repo
+from core import costs, queries
 
 st.title("Settings")
 session.init_state()
@@ -19,7 +18,7 @@ if operator:
     st.subheader("Health")
     if st.button("Check again", key="settings.recheck"):
         st.rerun()
-    parts = views.health(settings, store=session.store(), runpod=session.runpod(probe=True), inference=session.inference())
+    parts = queries.health(settings, store=session.store(), runpod=session.runpod(probe=True), inference=session.inference())
     for p in parts:
         with st.container(border=True):
             left, right = st.columns([1, 3])
@@ -28,7 +27,7 @@ if operator:
 
 st.subheader("Prices and budgets")
 with session.db() as s:
-    limits = repo.user_limits(actor, s, settings)
+    limits = queries.user_limits(actor, s, settings)
 c1, c2, c3 = st.columns(3)
 c1.metric("Budget per job", w.money(settings.job_budget_usd))
 c2.metric("Your monthly budget", w.money(limits.monthly_budget_usd))

@@ -7,9 +7,9 @@ from components import jobs as jobs_ui
 from components import session
 from components import train as ui
 from components import widgets as w
-from core import datasets, jobs, views
+from core import datasets, jobs, queries, views
+from core.clients.runpod import RunPodError
 from core.errors import BrightRunError
-from core.runpod import RunPodError
 
 st.title("Train")
 session.init_state()
@@ -25,7 +25,7 @@ if not items:
 names = {d.id: d.name for d in items}
 c1, c2 = st.columns(2)
 dataset_id = c1.selectbox("Dataset", list(names), format_func=names.get, key="train.dataset")
-models = views.model_options(settings)
+models = queries.model_options(settings)
 model = c2.selectbox("Base model", models, key="train.model")
 ui.model_card(model, settings.data_dir / "models")
 ui.cache_note(model, views.model_cache_state(actor, settings, model))

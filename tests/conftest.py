@@ -38,7 +38,7 @@ def pin_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[dt.datetime], dt.dat
 
     def pin(when: dt.datetime) -> dt.datetime:
         models = importlib.import_module("core.db.tables")
-        for name in ("core.views", "core.db.repo", "core.jobs", "core.actions"):
+        for name in ("core.queries", "core.db.repo", "core.jobs", "core.actions"):
             importlib.import_module(name)  # bind their names before they are replaced
         original = models.utcnow
         for name, module in list(sys.modules.items()):

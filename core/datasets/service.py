@@ -16,7 +16,8 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from core import storage, validation
+from core import validation
+from core.clients import storage
 from core.datasets.ingest import (
     DEFAULT_EVAL_FRACTION,
     DEFAULT_MAX_ROW_BYTES,

@@ -1,6 +1,6 @@
 """A RunPod Serverless queue endpoint on loopback, running the trainer's handler locally.
 
-It speaks the subset of RunPod's endpoint API that `core.runpod.RunPodClient` uses, under
+It speaks the subset of RunPod's endpoint API that `core.clients.runpod.RunPodClient` uses, under
 `/v2/<endpoint-id>` (default `/v2/local`): `POST /run`, `GET /status/{id}`,
 `GET /stream/{id}`, `POST /cancel/{id}`, `POST /retry/{id}`, `GET /health`, with the same
 JSON shapes, statuses (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT),

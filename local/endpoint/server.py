@@ -114,7 +114,7 @@ def _files_routers(settings) -> list:
     """The local store's signed-URL routes (with Supabase storage, URLs point at Supabase)."""
     if settings.storage != "local":
         return []
-    from core.storage import LocalBlobStore
+    from core.clients.storage import LocalBlobStore
     from local.files import files_router
 
     # No size cap here: these URLs are signed for one key each, and what the worker uploads

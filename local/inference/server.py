@@ -220,7 +220,7 @@ def _parser(default_port: int) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from core.inference import local_adapters_dir
+    from core.clients.inference import local_adapters_dir
     from core.settings import LOCAL_INFERENCE_PORT, load_settings
 
     ap = _parser(LOCAL_INFERENCE_PORT)

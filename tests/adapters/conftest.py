@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from core import db
+from core.clients.storage import dataset_normalized_key, make_blob_store
 from core.db import repo
 from core.settings import Settings
-from core.storage import dataset_normalized_key, make_blob_store
 from core.users import Actor
 
 ALICE = Actor(user_id="alice", email="alice@example.com")

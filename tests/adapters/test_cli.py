@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from core import db
+from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.db import repo
 from core.settings import Settings
-from core.storage import adapter_key, adapter_prefix, make_blob_store
 from core.users import LOCAL_ACTOR
 
 

@@ -24,11 +24,11 @@ import pytest
 from cli.stack import stop_all
 from components.quality import quality_vs_cost
 from core import adapters, db, evaluate, export, jobs
+from core.clients.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
+from core.clients.storage import make_blob_store
 from core.db import repo
 from core.db.tables import TERMINAL_STATUSES
-from core.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
 from core.settings import Settings
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
 from tests.adapters.conftest import QA, add_dataset, chat_rows
 from tests.inference.conftest import API_KEY, start_server

@@ -15,10 +15,10 @@ from huggingface_hub import HfApi
 from pydantic import SecretStr
 
 from core import catalog, db, export
+from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.db import repo
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
-from core.storage import adapter_key, adapter_prefix, make_blob_store
 from tests.adapters.conftest import ALICE, BOB, add_dataset, chat_rows
 from tests.adapters.hub_fake import HubFake
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from core import adapters, db
+from core.clients.storage import make_blob_store
 from core.db import repo
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
-from core.storage import make_blob_store
 from tests.adapters.conftest import ALICE, BOB
 from trainer.spec import Event
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from core import db
+from core.clients.storage import LocalBlobStore
 from core.datasets import TokenizerChoice, load_tokenizer
-from core.storage import LocalBlobStore
 from tests.state.db_fixtures import settings_for
 
 

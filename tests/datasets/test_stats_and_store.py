@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core import datasets, db, storage
+from core import datasets, db
+from core.clients import storage
 from core.datasets import inspect_file, load_tokenizer
 from core.db import repo
 from core.errors import Conflict, DatasetUnusable, NotFound

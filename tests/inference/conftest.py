@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cli.stack import stop_all, wait_healthy
-from core.inference import InferenceClient
+from core.clients.inference import InferenceClient
 from core.settings import Settings
 from tests.conftest import ROOT
 

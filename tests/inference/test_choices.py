@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from core import db
+from core.clients.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
 from core.db import repo
 from core.errors import NotFound
-from core.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
 from core.users import LOCAL_ACTOR, Actor
 from tests.inference.conftest import Server, settings_for
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from core.inference import InferenceClient, Sampling
+from core.clients.inference import InferenceClient, Sampling
 from tests.inference.conftest import API_KEY, Server
 
 pytestmark = pytest.mark.slow

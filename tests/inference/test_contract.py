@@ -1,4 +1,4 @@
-"""The client (core.inference) against the real local server, over loopback HTTP:
+"""The client (core.clients.inference) against the real local server, over loopback HTTP:
 the vLLM API subset BrightRun relies on, as a user of the playground would notice it."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InvalidInput
-from core.inference import (
+from core.clients.inference import (
     AdapterBaseMismatch,
     AdapterLoadFailed,
     InferenceAuthError,
@@ -28,6 +27,7 @@ from core.inference import (
     export_conversation_jsonl,
     parse_prompt_set,
 )
+from core.errors import InvalidInput
 from tests.inference.conftest import API_KEY, Server, free_port, settings_for
 
 pytestmark = pytest.mark.slow

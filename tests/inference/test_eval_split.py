@@ -9,9 +9,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import datasets, db
+from core.clients.inference import eval_split_cases, eval_split_datasets
+from core.clients.storage import make_blob_store
 from core.errors import NotFound
-from core.inference import eval_split_cases, eval_split_datasets
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR, Actor
 from tests.conftest import ROOT
 from tests.inference.conftest import API_KEY, Server, settings_for

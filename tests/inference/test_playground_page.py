@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.inference import InferenceClient, Sampling
+from core.clients.inference import InferenceClient, Sampling
 from tests.conftest import ROOT
 from tests.inference.conftest import API_KEY, Server, free_port
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.inference import InferenceClient, LoadMode, PromptCase, Sampling, compare_on_set
+from core.clients.inference import InferenceClient, LoadMode, PromptCase, Sampling, compare_on_set
 from tests.inference.conftest import Server, settings_for
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from core import db
+from core.clients.storage import dataset_normalized_key, make_blob_store
 from core.db import repo
 from core.settings import Settings
-from core.storage import dataset_normalized_key, make_blob_store
 from core.users import Actor
 
 

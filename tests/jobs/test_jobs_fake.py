@@ -362,7 +362,7 @@ def test_command_line_train_wait_list_show_events_cancel(env, monkeypatch: pytes
 def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_it(
     env, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from core.storage import adapter_key, make_blob_store
+    from core.clients.storage import adapter_key, make_blob_store
 
     caplog.set_level(logging.INFO, logger="brightrun.jobs")
     f, settings, _, model = env

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from core import costs, db, jobs
+from core.clients.runpod import JobNotFound, RunPodClient
+from core.clients.storage import make_blob_store
 from core.db import repo
 from core.db.tables import TERMINAL_STATUSES
-from core.runpod import JobNotFound, RunPodClient
 from core.settings import Settings
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR, Actor
 from tests.jobs.conftest import ENDPOINT_KEY, ROOT, EndpointProcess, start_endpoint, wait_until
 from tests.jobs.helpers import add_dataset

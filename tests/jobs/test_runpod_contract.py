@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.runpod import (
+from core.clients.runpod import (
     BadRequest,
     EndpointAuthError,
     EndpointUnavailable,

@@ -14,10 +14,10 @@ import pytest
 from pydantic import SecretStr
 
 from core import costs, db, jobs, views
+from core.clients.runpod import RunPodClient
+from core.clients.storage import S3_PRESIGN_MAX_S, SUPABASE_UPLOAD_URL_MAX_S, make_blob_store
 from core.db import repo
-from core.runpod import RunPodClient
 from core.settings import Settings
-from core.storage import S3_PRESIGN_MAX_S, SUPABASE_UPLOAD_URL_MAX_S, make_blob_store
 from core.users import LOCAL_ACTOR
 from tests.jobs.helpers import add_dataset
 from tests.jobs.runpod_fake import RunPodFake, ServedFake

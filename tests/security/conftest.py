@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, select
 
-from core import auth, costs, db
+from core import costs, db
+from core.clients import auth
+from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.datasets import add_dataset
 from core.db import repo
 from core.jobs import version_id_for
 from core.settings import Settings
-from core.storage import adapter_key, adapter_prefix, make_blob_store
 from core.users import Actor
 from tests.security.gotrue_fake import GoTrueFake, ServedGoTrue
 

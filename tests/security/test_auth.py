@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from cli import app as cli
-from core import admin, auth, db
+from core import admin, db
+from core.clients import auth
 from core.db import repo
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.settings import Settings

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import admin, auth, datasets, db, jobs, validation
+from core import admin, datasets, db, jobs, validation
+from core.clients import auth
+from core.clients.storage import LocalBlobStore, make_blob_store
 from core.db import repo
 from core.errors import BrightRunError, Conflict, InvalidInput, NotFound, QuotaExceeded
 from core.settings import Settings
-from core.storage import LocalBlobStore, make_blob_store
 from core.users import LOCAL_ACTOR
 from tests.conftest import ROOT
 from tests.security.conftest import World, chat_rows, snapshot

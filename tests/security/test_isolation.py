@@ -15,10 +15,11 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from cli import app as cli
-from core import datasets, db, export, inference, jobs, views
+from core import datasets, db, export, jobs, queries, views
+from core.clients import inference
+from core.clients.storage import make_blob_store
 from core.db import repo
 from core.errors import Forbidden, NotFound
-from core.storage import make_blob_store
 from tests.conftest import ROOT
 from tests.security.conftest import ANON_KEY, PASSWORDS, ModelListFake, World, page_text
 
@@ -50,9 +51,9 @@ def _attempts(w: World, models_url: str) -> list[tuple[str, str, Callable[[str],
         ("eval split for chat", w.ds_alice, in_db(lambda x, i: inference.eval_split_cases(b, x, store, i))),
         ("train on dataset", w.ds_alice, lambda i: jobs.submit(b, s, dataset_id=i, model="Qwen/Qwen2.5-0.5B-Instruct")),
         ("read job", w.job_done, lambda i: jobs.get(b, s, i)),
-        ("job detail page data", w.job_done, in_db(lambda x, i: views.job_detail(b, x, i))),
+        ("job detail page data", w.job_done, in_db(lambda x, i: queries.job_detail(b, x, i))),
         ("job events", w.job_done, lambda i: jobs.events(b, s, i)),
-        ("job metrics", w.job_done, in_db(lambda x, i: views.metric_series(b, x, i))),
+        ("job metrics", w.job_done, in_db(lambda x, i: queries.metric_series(b, x, i))),
         ("cancel job", w.job_running, lambda i: jobs.cancel(b, s, i)),
         ("retry job", w.job_failed, lambda i: jobs.retry(b, s, i)),
         ("relaunch job", w.job_failed, lambda i: views.relaunch(b, s, i)),
@@ -101,7 +102,7 @@ def test_lists_and_spend_show_bob_only_his_own(world: World, models: ModelListFa
         assert [d.id for d in datasets.list_datasets(b, x)] == [world.ds_bob]
         assert {d.id for d in datasets.list_datasets(a, x)} == {world.ds_alice}  # the check can fail
         assert repo.list_jobs(b, x) == [] and len(repo.list_jobs(a, x)) == 3
-        assert repo.list_adapters(b, x) == [] and views.adapter_rows(b, x) == []
+        assert repo.list_adapters(b, x) == [] and queries.adapter_rows(b, x) == []
         assert repo.month_spend(b, x) == 0.0 and repo.month_spend(a, x) > 0
         assert inference.eval_split_datasets(b, x) == {}
         for admin_call in (repo.admin_list_users, repo.admin_spend_by_user, repo.admin_list_unfinished_jobs):

@@ -31,11 +31,11 @@ from typer.testing import CliRunner
 from cli import app as cli
 from cli.stack import stop_all, wait_healthy
 from core import datasets, db, jobs
+from core.clients.runpod import RunPodClient
+from core.clients.storage import make_blob_store
 from core.db import repo
 from core.db.tables import TERMINAL_STATUSES
-from core.runpod import RunPodClient
 from core.settings import Settings
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
 from tests.conftest import ROOT
 from tests.jobs.conftest import wait_until

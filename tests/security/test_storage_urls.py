@@ -15,9 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from core import costs, jobs
-from core.errors import InvalidInput
-from core.jobs import QUEUE_ALLOWANCE_S, version_id_for
-from core.storage import (
+from core.clients.storage import (
     DOWNLOAD_URL_TTL_S,
     SUPABASE_UPLOAD_URL_MAX_S,
     UPLOAD_URL_TTL_S,
@@ -26,6 +24,8 @@ from core.storage import (
     SupabaseBlobStore,
     adapter_key,
 )
+from core.errors import InvalidInput
+from core.jobs import QUEUE_ALLOWANCE_S, version_id_for
 from local.files import files_router
 from tests.jobs.runpod_fake import RunPodFake
 from tests.security.conftest import World

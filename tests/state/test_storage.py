@@ -16,10 +16,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from core import storage
+from core.clients import storage
+from core.clients.storage import BlobStore, LocalBlobStore, SupabaseBlobStore, make_blob_store
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
-from core.storage import BlobStore, LocalBlobStore, SupabaseBlobStore, make_blob_store
 from local.files import files_router
 from tests.state.db_fixtures import settings_for
 from tests.state.supabase_fake import TUS_CHUNK, FakeSupabaseStorage
@@ -196,7 +196,7 @@ def test_local_signed_urls_refuse_what_they_were_not_signed_for(
     assert httpx.get(down.split("?")[0]).status_code == 403
     # Expired links stop working.
     real_time = time.time
-    monkeypatch.setattr(storage.time, "time", lambda: real_time() - 3600)
+    monkeypatch.setattr(storage.local.time, "time", lambda: real_time() - 3600)
     stale = local_store.signed_download_url("adapters", key, 60)
     monkeypatch.undo()
     r = httpx.get(stale)

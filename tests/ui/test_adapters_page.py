@@ -4,9 +4,9 @@ download as a zip, open in the playground, delete with confirmation."""
 from __future__ import annotations
 
 from core import db
+from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.db import repo
 from core.settings import Settings
-from core.storage import adapter_key, adapter_prefix, make_blob_store
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import seed_dataset, seed_job, text_of
 

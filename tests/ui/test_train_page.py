@@ -10,10 +10,10 @@ import threading
 import pytest
 
 from core import actions, datasets, db, jobs, views
+from core.clients.storage import make_blob_store
 from core.db import repo
 from core.errors import QuotaExceeded
 from core.settings import Settings
-from core.storage import make_blob_store
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import seed_job, text_of
 

@@ -1,0 +1,84 @@
+"""Chat with base models and adapters through a vLLM-compatible OpenAI API.
+
+The server is `settings.inference_url` (vLLM, RunPod worker-vllm's `.../openai/v1`, or
+the local server `python -m local.inference`), reached with the official `openai`
+package and `settings.inference_api_key`. Nothing here imports streamlit; the playground
+page, `brightrun chat` and the evaluation all call these functions.
+
+Models are addressed by their served name: the base by its name, an adapter by its
+adapter name (`/v1/models` lists adapters with `parent` = the base). An adapter the server
+does not list yet is made available by `InferenceClient.ensure_adapter`, in the mode
+`settings.inference_lora_loading` asks for:
+
+- `runtime`: `POST /v1/load_lora_adapter {"lora_name", "lora_path"}` (vLLM started with
+  `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`). The adapter lives only in the server process
+  that loaded it.
+- `resolver`: nothing is posted; the server's filesystem resolver loads
+  `<its adapter folder>/<name>` on the first request for that name (vLLM with
+  `VLLM_PLUGINS=lora_filesystem_resolver`; the local server does this by default). The
+  default on RunPod, where workers come and go.
+- `auto` (default): runtime loading, falling back to the resolver when the server has no
+  runtime-loading route (`RuntimeLoadingDisabled` is kept as the reason).
+
+`AdapterAvailability.mode` says which one was used and `detail` why. The adapter path is
+the folder as the *server* sees it: `settings.inference_adapters_dir/<name>` (empty
+setting: `<data_dir>/volume/adapters/<name>`, where local jobs copy finished adapters).
+
+What a user may chat with is `model_choices(actor, ...)`: the served base, then the actor's
+own ready adapter versions that have a folder on the shared volume (served under that
+folder's name, the resolver's rule) and checkpoints (served as `ckpt-<version id>`, by
+runtime loading). Another user's versions never appear. With AUTH=none, adapters the
+server lists and folders in the local adapter folder are offered too.
+
+Errors are typed (`InferenceError` and subclasses, all `BrightRunError`), decided from the
+HTTP status and the `type` field of vLLM's error envelope, never from message text:
+`InferenceUnavailable` (server unreachable or not an OpenAI API), `InferenceAuthError`
+(key refused), `ModelNotServed` (unknown model or adapter, resolver found nothing),
+`AdapterLoadFailed` (found but refused) with `AdapterBaseMismatch` (trained on another
+base) and `RuntimeLoadingDisabled` (no load route), `RequestRejected` (bad sampling
+values, context too long). Bad sampling values are refused before any request with
+`InvalidInput` naming the field.
+
+Modules: `types` (errors, sampling, results), `client` (`InferenceClient`), `choices`
+(what an actor may chat with), `prompts` (comparisons and prompt sets).
+"""
+
+from __future__ import annotations
+
+from core.clients.inference.choices import (
+    ModelChoice,
+    actor_choices,
+    database_ready,
+    find_choice,
+    model_choices,
+)
+from core.clients.inference.client import ChatStream, InferenceClient, local_adapters_dir
+from core.clients.inference.prompts import (
+    CompareRow,
+    PromptCase,
+    cases_from_conversations,
+    compare,
+    compare_on_set,
+    conversation_messages,
+    eval_split_cases,
+    eval_split_datasets,
+    export_conversation_jsonl,
+    parse_prompt_set,
+)
+from core.clients.inference.types import (
+    AdapterAvailability,
+    AdapterBaseMismatch,
+    AdapterLoadFailed,
+    ChatResult,
+    InferenceAuthError,
+    InferenceError,
+    InferenceUnavailable,
+    LoadMode,
+    ModelNotServed,
+    RequestRejected,
+    RuntimeLoadingDisabled,
+    Sampling,
+    ServedModel,
+)
+
+__all__ = ["InferenceError", "InferenceUnavailable", "InferenceAuthError", "ModelNotServed", "AdapterLoadFailed", "AdapterBaseMismatch", "RuntimeLoadingDisabled", "RequestRejected", "LoadMode", "Sampling", "ServedModel", "AdapterAvailability", "ChatResult", "ChatStream", "InferenceClient", "local_adapters_dir", "ModelChoice", "model_choices", "actor_choices", "database_ready", "find_choice", "compare", "PromptCase", "parse_prompt_set", "cases_from_conversations", "eval_split_datasets", "eval_split_cases", "CompareRow", "compare_on_set", "conversation_messages", "export_conversation_jsonl"]

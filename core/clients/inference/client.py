@@ -1,0 +1,347 @@
+"""`InferenceClient`: one vLLM-compatible OpenAI API server (see `core.clients.inference`
+for the loading modes and the errors)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.clients.inference.types import (
+    AdapterAvailability,
+    AdapterBaseMismatch,
+    AdapterLoadFailed,
+    ChatResult,
+    InferenceAuthError,
+    InferenceError,
+    InferenceUnavailable,
+    LoadMode,
+    ModelNotServed,
+    RequestRejected,
+    RuntimeLoadingDisabled,
+    Sampling,
+    ServedModel,
+)
+
+if TYPE_CHECKING:
+    import openai
+
+    from core.settings import Settings
+
+
+def local_adapters_dir(settings: Settings) -> Path:
+    """The adapter folder of this machine's stack: INFERENCE_ADAPTERS_DIR, else
+    `<data_dir>/volume/adapters` (where the local endpoint's worker copies adapters)."""
+    if settings.inference_adapters_dir:
+        return Path(settings.inference_adapters_dir)
+    return (settings.data_dir / "volume" / "adapters").resolve()
+
+
+
+def _message(e: openai.APIError) -> str:
+    body = e.body
+    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
+        return body["message"]
+    if isinstance(body, Mapping) and isinstance(body.get("detail"), str):
+        return body["detail"]
+    return str(body) if body else e.message
+
+
+def _has_envelope(e: openai.APIError) -> bool:
+    """True when the error body is an OpenAI/vLLM error object (a route that exists)."""
+    return isinstance(e.body, Mapping) and "message" in e.body and e.type is not None
+
+
+class InferenceClient:
+    """One server at `settings.inference_url`. Build one per session; not thread-safe."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout_s: float = 300.0,
+        client: openai.OpenAI | None = None,
+    ) -> None:
+        import httpx
+        import openai
+
+        self.settings = settings
+        self.url = settings.inference_url.rstrip("/")
+        self._openai = client or openai.OpenAI(
+            base_url=self.url,
+            api_key=settings.inference_api_key.get_secret_value() or "none",
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            max_retries=0,
+        )
+
+    def close(self) -> None:
+        self._openai.close()
+
+    def __enter__(self) -> InferenceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- errors --
+
+    def _translate(self, e: openai.APIError, model: str | None = None) -> InferenceError:
+        import openai
+
+        if isinstance(e, openai.APITimeoutError):
+            return InferenceUnavailable(
+                f"the inference server at {self.url} did not answer in time"
+            )
+        if isinstance(e, openai.APIConnectionError):
+            return InferenceUnavailable(
+                f"the inference server at {self.url} is not reachable: start it with "
+                "`brightrun up`, or set INFERENCE_URL to a running vLLM server"
+            )
+        if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
+            return InferenceAuthError(
+                f"the inference server at {self.url} refused the key: check INFERENCE_API_KEY"
+            )
+        if not isinstance(e, openai.APIStatusError):
+            return InferenceError(f"the inference server at {self.url} failed: {_message(e)}")
+        if isinstance(e, openai.NotFoundError):
+            if not _has_envelope(e):
+                return InferenceUnavailable(
+                    f"{self.url} answered 404 without an OpenAI error: is INFERENCE_URL the "
+                    "server's /v1 address?"
+                )
+            return ModelNotServed(
+                f"the inference server does not serve {model!r} and could not load it "
+                f"({_message(e)}). For an adapter: the folder must exist in the server's "
+                f"adapter folder ({self.adapters_dir()}) with base_model_name_or_path equal "
+                "to the served base, and the server must load adapters at run time or "
+                "through its filesystem resolver"
+            )
+        if e.type == "BaseModelMismatch":
+            return AdapterBaseMismatch(_message(e))
+        if isinstance(e, openai.BadRequestError | openai.UnprocessableEntityError):
+            return RequestRejected(f"the inference server refused the request: {_message(e)}")
+        return InferenceError(f"the inference server failed (HTTP {e.status_code}): {_message(e)}")
+
+    # -- models and adapters --
+
+    def models(self) -> list[ServedModel]:
+        import openai
+
+        try:
+            page = self._openai.models.list()
+        except openai.APIError as e:
+            raise self._translate(e) from e
+        out = []
+        for m in page.data:
+            extra = m.model_extra or {}
+            out.append(ServedModel(m.id, extra.get("parent"), extra.get("root")))
+        return out
+
+    def base_model(self) -> str:
+        """The served name of the (first) base model."""
+        for m in self.models():
+            if not m.is_adapter:
+                return m.id
+        raise InferenceUnavailable(f"the inference server at {self.url} lists no base model")
+
+    def adapters_dir(self) -> str:
+        d = self.settings.inference_adapters_dir
+        return d.rstrip("/") if d else str(local_adapters_dir(self.settings))
+
+    def adapter_path(self, name: str) -> str:
+        """Where the server finds adapter `name` (its own view of the adapter folder)."""
+        return f"{self.adapters_dir()}/{name}"
+
+    def _check_base(self, name: str, path: str, base: str) -> None:
+        """When the adapter folder is visible from here, refuse a base mismatch up front."""
+        cfg_path = Path(path) / "adapter_config.json"
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # not visible here (a remote volume): the server decides
+        trained_on = str(cfg.get("base_model_name_or_path") or "") if isinstance(cfg, dict) else ""
+        same = trained_on == base or (
+            Path(trained_on).is_dir()
+            and Path(base).is_dir()
+            and Path(trained_on).resolve() == Path(base).resolve()
+        )
+        if trained_on and not same:
+            raise AdapterBaseMismatch(
+                f"adapter {name!r} was trained on base model {trained_on!r}, but the inference "
+                f"server serves {base!r}: serve that base model (INFERENCE_BASE_MODEL for the "
+                "local server, --model for vLLM) to chat with it"
+            )
+
+    def ensure_adapter(self, name: str, path: str | None = None) -> AdapterAvailability:
+        """Make adapter `name` available and say how; raises the typed errors above."""
+        models = self.models()
+        if any(m.id == name for m in models):
+            return AdapterAvailability(name, LoadMode.SERVED, f"{name!r} is already served")
+        path = path or self.adapter_path(name)
+        base = next((m.id for m in models if not m.is_adapter), "")
+        if base:
+            self._check_base(name, path, base)
+        mode = self.settings.inference_lora_loading
+        reason = "INFERENCE_LORA_LOADING=resolver"
+        if mode in ("auto", "runtime"):
+            try:
+                return self.load_adapter(name, path)
+            except RuntimeLoadingDisabled as e:
+                if mode == "runtime":
+                    raise
+                reason = str(e)
+        return AdapterAvailability(
+            name,
+            LoadMode.RESOLVER,
+            f"left to the server's filesystem resolver, which loads {path} on the first "
+            f"request for {name!r} ({reason})",
+        )
+
+    def load_adapter(self, name: str, path: str, replace: bool = False) -> AdapterAvailability:
+        """POST /v1/load_lora_adapter; `replace` reloads a name already loaded."""
+        import httpx
+        import openai
+
+        body: dict[str, Any] = {"lora_name": name, "lora_path": path}
+        if replace:
+            body["load_inplace"] = True
+        try:
+            self._openai.post("/load_lora_adapter", body=body, cast_to=httpx.Response)
+        except openai.APIStatusError as e:
+            if e.status_code in (404, 405) and not _has_envelope(e):
+                raise RuntimeLoadingDisabled(
+                    f"the server at {self.url} does not load adapters at run time (no "
+                    "/v1/load_lora_adapter; vLLM needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"
+                ) from e
+            if isinstance(e, openai.NotFoundError):
+                raise ModelNotServed(
+                    f"no adapter {name!r} at {path} on the inference server: {_message(e)}"
+                ) from e
+            if e.type == "BaseModelMismatch":
+                raise AdapterBaseMismatch(_message(e)) from e
+            if isinstance(e, openai.BadRequestError):
+                raise AdapterLoadFailed(
+                    f"the inference server would not load adapter {name!r} from {path}: "
+                    f"{_message(e)}"
+                ) from e
+            raise self._translate(e, name) from e
+        except openai.APIError as e:
+            raise self._translate(e, name) from e
+        return AdapterAvailability(
+            name, LoadMode.RUNTIME, f"loaded at run time from {path} (POST /v1/load_lora_adapter)"
+        )
+
+    def unload_adapter(self, name: str) -> None:
+        import httpx
+        import openai
+
+        try:
+            self._openai.post(
+                "/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response
+            )
+        except openai.APIStatusError as e:
+            if e.status_code in (404, 405) and not _has_envelope(e):
+                raise RuntimeLoadingDisabled(
+                    f"the server at {self.url} does not unload adapters at run time"
+                ) from e
+            if isinstance(e, openai.NotFoundError):
+                raise ModelNotServed(f"the inference server has no adapter {name!r} loaded") from e
+            raise self._translate(e, name) from e
+        except openai.APIError as e:
+            raise self._translate(e, name) from e
+
+    # -- chat --
+
+    def stream_chat(
+        self, model: str, messages: Sequence[Mapping[str, str]], sampling: Sampling | None = None
+    ) -> ChatStream:
+        """Start a streamed chat completion; iterate the result for text pieces."""
+        import openai
+
+        sampling = sampling or Sampling()
+        try:
+            raw = self._openai.chat.completions.create(
+                model=model,
+                messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+                stream=True,
+                stream_options={"include_usage": True},
+                **sampling.request_fields(),
+            )
+        except openai.APIError as e:
+            raise self._translate(e, model) from e
+        return ChatStream(model, raw, self)
+
+    def chat(
+        self, model: str, messages: Sequence[Mapping[str, str]], sampling: Sampling | None = None
+    ) -> ChatResult:
+        """One non-streamed chat completion."""
+        import openai
+
+        sampling = sampling or Sampling()
+        try:
+            r = self._openai.chat.completions.create(
+                model=model,
+                messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+                **sampling.request_fields(),
+            )
+        except openai.APIError as e:
+            raise self._translate(e, model) from e
+        choice = r.choices[0]
+        usage = r.usage
+        return ChatResult(
+            model=model,
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+
+class ChatStream:
+    """Iterate for the answer's text pieces as they arrive; afterwards `text`,
+    `finish_reason` and the token counts hold the whole answer. Iterate once."""
+
+    def __init__(self, model: str, raw: Any, client: InferenceClient) -> None:
+        self.model = model
+        self._raw = raw
+        self._client = client
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def __iter__(self) -> Iterator[str]:
+        import openai
+
+        try:
+            for chunk in self._raw:
+                if chunk.usage is not None:
+                    self.prompt_tokens = chunk.usage.prompt_tokens
+                    self.completion_tokens = chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    piece = choice.delta.content if choice.delta else None
+                    if piece:
+                        self.text += piece
+                        yield piece
+                    if choice.finish_reason:
+                        self.finish_reason = choice.finish_reason
+        except openai.APIError as e:
+            raise self._client._translate(e, self.model) from e
+        finally:
+            self._raw.close()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def result(self) -> ChatResult:
+        """Drain what is left and return the whole answer."""
+        for _ in self:
+            pass
+        return ChatResult(
+            self.model, self.text, self.finish_reason, self.prompt_tokens, self.completion_tokens
+        )
+
+
+# --------------------------------------------------------------------------- playground
+

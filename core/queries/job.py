@@ -1,0 +1,232 @@
+"""One job's page: its detail, metric series, event log and checkpoints.
+
+- `job_detail`: the job as a `JobView` (plain values, never the ORM row), its dataset's
+  name, live cost, newest metrics and which actions apply.
+- `metric_series`: a job's training metrics downsampled in the database to at most
+  `max_points` buckets of consecutive events (mean loss, learning rate, tokens/s and eval
+  loss per bucket, at the bucket's last step), in one query: a chart of a job with 100,000
+  logged steps gets 400 rows back.
+- `event_log`: the newest events, one line of text each.
+- `job_checkpoints`: the checkpoints a job registered, newest step first, each with the
+  version number it was promoted to (None until then).
+
+Another user's job is `NotFound`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy.orm import Session
+
+from core import adapters
+from core.db import repo
+from core.db.tables import ACTIVE_STATUSES, Job, JobEvent
+from core.errors import InvalidInput, NotFound
+from core.queries.jobs import live_cost_usd
+from core.users import Actor
+
+
+@dataclass(frozen=True)
+class MetricSeries:
+    step: list[int] = field(default_factory=list)
+    loss: list[float | None] = field(default_factory=list)
+    lr: list[float | None] = field(default_factory=list)
+    tokens_per_s: list[float | None] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+    points: int = 0  # metric events stored for the job
+    downsampled: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.step
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def metric_series(actor: Actor, session: Session, job_id: str, max_points: int = 400) -> MetricSeries:
+    """The job's metrics for charts, at most `max_points` points (see the module doc).
+
+    One query either way. Up to `max_points` events (by the job's highest sequence number)
+    every metrics event is read as it is. Beyond, events are grouped in the database into
+    buckets of consecutive sequence numbers: each bucket gives the mean loss, learning rate
+    and tokens/s at its last step, and, where it holds evaluations, their mean at its last
+    evaluated step (every evaluation is kept while there is at most one per bucket)."""
+    job = repo.get_job(actor, session, job_id)
+    if max_points < 2:
+        raise InvalidInput("max_points must be at least 2")
+    if job.last_seq < 0:
+        return MetricSeries()
+    data = JobEvent.data
+    loss, lr, tps, ev = (data[k].as_float() for k in ("loss", "lr", "tokens_per_s", "eval_loss"))
+    step = data["step"].as_integer()
+    is_metric = and_(JobEvent.job_id == job_id, JobEvent.type == "metrics")
+    downsampled = job.last_seq + 1 > max_points
+    if not downsampled:
+        stmt = select(step, loss, lr, tps, step, ev, literal(1)).where(is_metric).order_by(JobEvent.seq)
+    else:
+        bucket = JobEvent.seq // math.ceil((job.last_seq + 1) / max_points)
+        stmt = (
+            select(func.max(step), func.avg(loss), func.avg(lr), func.avg(tps),
+                   func.max(case((ev.is_not(None), step))), func.avg(ev), func.count())
+            .where(is_metric).group_by(bucket).order_by(func.min(JobEvent.seq))
+        )  # fmt: skip
+    rows = session.execute(stmt).all()
+    points = sum(int(r[6]) for r in rows)
+    rows = [r for r in rows if r[0] is not None]
+    evals = [(int(r[4]), float(r[5])) for r in rows if r[4] is not None and _num(r[5]) is not None]
+    return MetricSeries(
+        step=[int(r[0]) for r in rows],
+        loss=[_num(r[1]) for r in rows],
+        lr=[_num(r[2]) for r in rows],
+        tokens_per_s=[_num(r[3]) for r in rows],
+        eval_step=[s for s, _ in evals],
+        eval_loss=[v for _, v in evals],
+        points=points,
+        downsampled=downsampled,
+    )
+
+
+def last_metrics(actor: Actor, session: Session, job_id: str) -> dict[str, Any]:
+    """The newest metrics event's data (learning rate, tokens/s, ...), or {}."""
+    repo.get_job(actor, session, job_id)
+    row = session.execute(
+        select(JobEvent.data)
+        .where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
+        .order_by(JobEvent.seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return dict(row or {})
+
+
+@dataclass(frozen=True)
+class EventLine:
+    seq: int
+    time: dt.datetime
+    type: str
+    summary: str
+
+
+def _event_summary(type_: str, d: Mapping[str, Any]) -> str:
+    if type_ == "metrics":
+        parts = [f"step {d.get('step')}/{d.get('total_steps')}"]
+        for k, label, fmt in (("loss", "loss", ".4f"), ("eval_loss", "eval loss", ".4f"),
+                              ("lr", "lr", ".2e"), ("tokens_per_s", "tokens/s", ".1f")):  # fmt: skip
+            if _num(d.get(k)) is not None:
+                parts.append(f"{label} {d[k]:{fmt}}")
+        return ", ".join(parts)
+    if type_ == "started":
+        plan = d.get("plan") or {}
+        model = (d.get("model") or {}).get("name_or_path", "")
+        resumed = d.get("resumed_from_step")
+        text = f"started {model}: {plan.get('total_steps', '?')} steps"
+        return text + (f", resumed from step {resumed}" if resumed else "")
+    if type_ == "checkpoint":
+        return f"checkpoint at step {d.get('step')}"
+    if type_ == "completed":
+        summary = d.get("summary") or {}
+        loss = _num(summary.get("final_loss"))
+        return f"completed ({d.get('reason') or 'finished'})" + (f", final loss {loss:.4f}" if loss is not None else "")
+    if type_ == "failed":
+        return f"failed ({d.get('kind')}): {d.get('message')}"
+    return type_
+
+
+def event_log(actor: Actor, session: Session, job_id: str, limit: int = 200) -> list[EventLine]:
+    """The job's newest `limit` events, newest first, each as one line of text."""
+    repo.get_job(actor, session, job_id)
+    rows = session.execute(
+        select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc()).limit(limit)
+    ).scalars()
+    return [
+        EventLine(e.seq, dt.datetime.fromtimestamp(e.ts, dt.UTC), e.type, _event_summary(e.type, e.data or {}))
+        for e in rows
+    ]
+
+
+# --------------------------------------------------------------------------- job detail
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job as its page shows it (plain values, read when the detail was read)."""
+
+    id: str
+    status: str
+    base_model: str
+    adapter_name: str
+    dataset_id: str | None
+    spec: dict[str, Any]  # the resolved JobSpec (a copy)
+    gpu_type: str
+    budget_usd: float | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    progress: float
+    step: int | None
+    total_steps: int | None
+    eta_s: float | None
+    final_loss: float | None
+    eval_loss: float | None
+    failure_kind: str | None
+    failure_message: str | None
+    failure_suggestion: str | None
+    last_seq: int
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(
+            id=job.id, status=job.status, base_model=job.base_model, adapter_name=job.adapter_name,
+            dataset_id=job.dataset_id, spec=copy.deepcopy(dict(job.spec or {})), gpu_type=job.gpu_type,
+            budget_usd=job.budget_usd, created_at=job.created_at, started_at=job.started_at,
+            finished_at=job.finished_at, progress=float(job.progress or 0.0), step=job.step,
+            total_steps=job.total_steps, eta_s=job.eta_s, final_loss=job.final_loss, eval_loss=job.eval_loss,
+            failure_kind=job.failure_kind, failure_message=job.failure_message,
+            failure_suggestion=job.failure_suggestion, last_seq=job.last_seq,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    job: JobView
+    dataset: str
+    live_cost_usd: float
+    last: dict[str, Any]  # newest metrics event
+    can_cancel: bool
+    can_retry: bool
+
+
+def job_detail(actor: Actor, session: Session, job_id: str, now: dt.datetime | None = None) -> JobDetail:
+    job = repo.get_job(actor, session, job_id)
+    dataset = ""
+    if job.dataset_id:
+        try:
+            dataset = repo.get_dataset(actor, session, job.dataset_id, include_deleted=True).name
+        except NotFound:
+            dataset = job.dataset_id
+    return JobDetail(
+        job=JobView.of(job),
+        dataset=dataset,
+        live_cost_usd=live_cost_usd(job, now),
+        last=last_metrics(actor, session, job_id),
+        can_cancel=job.status in ACTIVE_STATUSES,
+        can_retry=job.status in ("FAILED", "CANCELLED", "TIMED_OUT"),
+    )
+
+
+def job_checkpoints(actor: Actor, session: Session, job_id: str) -> list[adapters.VersionInfo]:
+    """The job's checkpoints, newest step first; a promoted one keeps its step and carries
+    its version number."""
+    repo.get_job(actor, session, job_id)  # another user's job is NotFound, not an empty list
+    found = [v for v in repo.list_versions(actor, session, job_id=job_id) if v.is_checkpoint]
+    return [adapters.info(actor, session, v) for v in sorted(found, key=lambda v: -(v.step or 0))]
+
