@@ -548,7 +548,7 @@ def load_tokenizer(model: str, models_dir: Path | None = None) -> TokenizerChoic
     """The tokenizer of `model` (the tiny demo model's id, a model folder, or a hub id from
     the local cache / the hub). Never raises: when it cannot be loaded, `tokenizer` is None
     and `reason` says why, for the report."""
-    from core.catalog import TINY_DIR_NAME, TINY_ID
+    from core.planner import TINY_DIR_NAME, TINY_ID
 
     target = model
     if model.lower() == TINY_ID and models_dir is not None:

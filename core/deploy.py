@@ -9,7 +9,7 @@ What it manages, each found by name so that a second run changes nothing:
   `HF_TOKEN` only as a RunPod secret reference (`{{ RUNPOD_SECRET_<name> }}`), never a
   token value;
 - a Serverless endpoint on that template (`<prefix>-trainer`): GPU pools in order of
-  preference (from `core.costs.GPU_TYPES[...].runpod_pool`), flex scaling (0 workers
+  preference (from `core.planner.GPU_TYPES[...].runpod_pool`), flex scaling (0 workers
   when idle), max workers, idle timeout, FlashBoot, the default execution timeout and
   the volume attached;
 - optionally a vLLM template and endpoint (`<prefix>-vllm`, RunPod's worker-vllm image)
@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.costs import GPU_TYPES
+from core.planner import GPU_TYPES
 
 RUNPOD_GRAPHQL_BASE = "https://api.runpod.io"  # the SDK appends /graphql
 RUNPOD_REST_BASE = "https://rest.runpod.io/v1"

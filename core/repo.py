@@ -29,7 +29,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.costs import LOCAL_CPU
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.models import (
     ACTIVE_STATUSES,
@@ -44,6 +43,7 @@ from core.models import (
     User,
     utcnow,
 )
+from core.planner import LOCAL_CPU
 from core.settings import Settings
 from core.users import ROLES, Actor
 
@@ -453,7 +453,7 @@ def measured_throughput(
 ) -> dict[str, list[float]]:
     """GPU type -> tokens/s (`Job.tokens_per_s`) of the actor's own COMPLETED train jobs of
     `base_model` (and `quantization`, when given: nf4 and bf16 run at different speeds), the
-    `per_gpu` most recently finished per GPU type, newest first: what `core.estimate.plan`
+    `per_gpu` most recently finished per GPU type, newest first: what `core.planner.plan`
     takes as `measured`. Local jobs (GPU type LOCAL_CPU, price tier `local`) never count: a
     CPU's speed says nothing about a GPU's. One indexed query over two columns, no events.
     """
