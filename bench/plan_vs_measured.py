@@ -7,7 +7,7 @@ preparation, gradient checkpointing, LoRA with the trainer's targets, expert LoR
 asked), runs two optimizer steps of the trainer's own loss (`trainer.train.batch_loss_sum`,
 AdamW) on micro-batch x max-length random tokens, and prints, per configuration:
 
-- predicted peak from `core.estimate.estimate_memory` (what the planner shows users);
+- predicted peak from `core.planner.estimate_memory` (what the planner shows users);
 - the same without CUDA context and allocator headroom, against
   `torch.cuda.max_memory_allocated` (tensors only);
 - predicted minus CUDA context, against `torch.cuda.max_memory_reserved`;
@@ -58,8 +58,7 @@ def run_one(name: str, cfg: tuple, device_name: str, layers: int | None) -> dict
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from core.catalog import describe, facts_from_config
-    from core.estimate import estimate_memory
+    from core.planner import describe, estimate_memory, facts_from_config
     from trainer import arch
     from trainer import data as D
     from trainer.model import build_lora_config, pick_attention, pick_packing

@@ -295,8 +295,8 @@ def merge(
 ) -> None:
     """Merge a version into its base model's weights on the GPU endpoint (for serving
     without LoRA support); the shards go to storage, and to the Hub with --hub-repo."""
-    from core import catalog, jobs
     from core import export as ex
+    from core import jobs, planner
     from core.db import session_scope
 
     if dtype not in ex.MERGE_DTYPE_BYTES:
@@ -309,7 +309,7 @@ def merge(
             with session_scope(settings) as s:
                 v = adapters.resolve(actor, s, ref)
                 base, size = v.base_model, v.size_bytes or 0
-            facts = catalog.describe(base, local_models_dir=settings.data_dir / "models")
+            facts = planner.describe(base, local_models_dir=settings.data_dir / "models")
             gpu_id = jobs.pricing_for(settings, gpu or None).priced_as
             plan = ex.plan_merge(facts, gpus=[gpu_id], dtype=dtype, adapter_bytes=size,
                                  tier=settings.price_tier, price_overrides=settings.gpu_prices)  # fmt: skip

@@ -43,7 +43,7 @@ def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
     from cli.auth import acting_user
     from core import datasets
     from core.db import session_scope, upgrade
-    from core.estimate import token_stats_from_report
+    from core.planner import token_stats_from_report
 
     upgrade(settings)
     actor = acting_user(settings)
@@ -177,7 +177,7 @@ def plan(
 ) -> None:
     """Peak GPU memory term by term, fits / tight / does not fit per GPU type (with a
     suggestion), and with token statistics the training time and cost per GPU."""
-    from core import catalog, estimate
+    from core import planner
     from core.errors import InvalidInput
     from core.settings import load_settings
 
@@ -194,21 +194,21 @@ def plan(
             lora_on_experts=lora_on_experts, gradient_checkpointing=checkpointing,
             packing=packing, epochs=epochs,
         )  # fmt: skip
-        facts = catalog.describe(model, local_models_dir=settings.data_dir / "models")
+        facts = planner.describe(model, local_models_dir=settings.data_dir / "models")
         stats = None
         if dataset:
             stats = _dataset_tokens(dataset, settings)
         elif rows is not None or tokens is not None:
             if rows is None or tokens is None:
                 raise InvalidInput("give both --rows and --tokens (mean tokens per row)")
-            stats = estimate.TokenStats(rows=rows, mean_tokens=tokens)
+            stats = planner.TokenStats(rows=rows, mean_tokens=tokens)
         gpus = list(gpu) if gpu else None
         if measured and not gpus:
             raise InvalidInput("--measured needs --gpu: throughput is per GPU type")
         meas = _history(model, spec.quantization, settings) if history and stats else {}
         if measured and gpus:
             meas[gpus[0]] = list(measured)
-        p = estimate.plan(
+        p = planner.plan(
             spec, facts, tokens=stats, gpus=gpus, measured=meas, tier=settings.price_tier,
             price_overrides=settings.gpu_prices,
         )
@@ -218,9 +218,9 @@ def plan(
     check = timeout = None
     if budget is not None and p.costs:
         cost = next(c for c in p.costs if c.gpu == (p.recommended_gpu or p.costs[0].gpu))
-        check = estimate.check_budget(cost, budget)
+        check = planner.check_budget(cost, budget)
         tm = next(t for t in p.times if t.gpu == cost.gpu)
-        timeout = estimate.execution_timeout_ms(tm, budget, cost.rate_per_s)
+        timeout = planner.execution_timeout_ms(tm, budget, cost.rate_per_s)
     if as_json:
         out = p.to_dict()
         if check is not None:

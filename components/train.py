@@ -12,7 +12,7 @@ import streamlit as st
 
 from components import charts
 from components import widgets as w
-from core import catalog, views
+from core import planner, views
 from trainer.spec import DataSpec, LoraSpec, TrainingSpec
 
 _L, _T = LoraSpec(), TrainingSpec()
@@ -42,8 +42,8 @@ def apply_preset() -> None:
 
 def model_card(model: str, models_dir: Any) -> None:
     try:
-        f = catalog.describe(model, local_models_dir=models_dir)
-    except catalog.ModelNotDescribable as e:
+        f = planner.describe(model, local_models_dir=models_dir)
+    except planner.ModelNotDescribable as e:
         st.caption(w.plain(e))
         return
     total = f.params.total

@@ -147,7 +147,7 @@ def _local_cache_folder(settings: Settings, model: str, revision: str | None) ->
 
 def cache_status(actor: Actor, settings: Settings, model: str, revision: str | None = None) -> str:
     """`local`, `cached`, `caching` or `not cached` (see the module docstring)."""
-    from core.catalog import TINY_ID
+    from core.planner import TINY_ID
 
     if model.lower() == TINY_ID or Path(model).expanduser().is_dir() or model.count("/") != 1:
         return "local"

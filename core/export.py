@@ -385,25 +385,25 @@ def plan_merge(
     """Memory, disk, time and cost of merging an adapter into `facts`' model (see the module
     docstring). Time: cold start (container plus reading the base) + saving the merged
     shards + uploading them; the merge itself is one addition per adapted weight."""
-    from core import catalog, costs, estimate
+    from core import planner
 
     per = MERGE_DTYPE_BYTES[dtype]
     weights = int(facts.params.total * per)
-    largest = max((w.numel for w in catalog.weights(facts) if w.role in ("linear", "routed_experts")), default=0)
+    largest = max((w.numel for w in planner.weights(facts) if w.role in ("linear", "routed_experts")), default=0)
     delta = largest * 4
     raw = weights + adapter_bytes + delta
-    need = int(estimate.CUDA_CONTEXT_BYTES + raw * (1 + estimate.ALLOCATOR_HEADROOM))
+    need = int(planner.CUDA_CONTEXT_BYTES + raw * (1 + planner.ALLOCATOR_HEADROOM))
     verdicts = []
     for g in gpus:
-        gt = costs.gpu_type(g)
-        verdicts.append({"gpu": g, "name": gt.name, "memory_bytes": estimate.device_bytes(gt),
-                         "verdict": estimate.verdict_for(need, gt)})  # fmt: skip
-    cold_lo, cold_hi = estimate.cold_start_s(facts)
+        gt = planner.gpu_type(g)
+        verdicts.append({"gpu": g, "name": gt.name, "memory_bytes": planner.device_bytes(gt),
+                         "verdict": planner.verdict_for(need, gt)})  # fmt: skip
+    cold_lo, cold_hi = planner.cold_start_s(facts)
     lo = cold_lo + weights / SAVE_BYTES_PER_S[0] + weights / UPLOAD_BYTES_PER_S[0]
     hi = cold_hi + weights / SAVE_BYTES_PER_S[1] + weights / UPLOAD_BYTES_PER_S[1]
     cost_rows = []
     for g in gpus:
-        rate = costs.rate_per_second(g, tier, dict(price_overrides or {}))  # type: ignore[arg-type]
+        rate = planner.rate_per_second(g, tier, dict(price_overrides or {}))  # type: ignore[arg-type]
         cost_rows.append({"gpu": g, "usd_low": round(lo * rate, 4), "usd_high": round(hi * rate, 4)})
     return MergePlan(
         model=facts.id, dtype=dtype, weights_bytes=weights, adapter_bytes=adapter_bytes, delta_bytes=delta,
@@ -438,7 +438,7 @@ def merge(
     the merged files would have nowhere to go."""
     from pydantic import ValidationError
 
-    from core import actions, catalog, jobs
+    from core import actions, jobs, planner
     from core.clients.storage import DOWNLOAD_URL_TTL_S, adapter_key, make_blob_store
     from core.db import session_scope
     from trainer.merge import upload_names
@@ -458,8 +458,8 @@ def merge(
     pricing = jobs.pricing_for(settings, gpu_type)
     plan = None
     try:
-        facts = catalog.describe(base, local_models_dir=settings.data_dir / "models")
-    except catalog.ModelNotDescribable:
+        facts = planner.describe(base, local_models_dir=settings.data_dir / "models")
+    except planner.ModelNotDescribable:
         facts = None
     if facts is not None:
         plan = plan_merge(facts, gpus=[pricing.priced_as], dtype=dtype, adapter_bytes=size,

@@ -10,7 +10,7 @@ Contract (every function takes the acting user and scopes to them; another user'
   dataset download URL and the upload URLs (adapter files, `events.jsonl`, `result.json`),
   and sends `/run` with `policy.executionTimeout` = the job's budget at its GPU's rate:
   the platform stops an overspending job even with nothing of BrightRun running. The
-  worker's own `training.time_limit_s` sits below that (`core.costs.execution_limits`), so
+  worker's own `training.time_limit_s` sits below that (`core.planner.execution_limits`), so
   a job that reaches its budget stops itself, saves and uploads what it trained, and ends
   COMPLETED with stop reason `time_limit`. Before anything is stored, the job must be able
   to end while its upload URLs still work (`upload_window`): a store whose upload URLs are
@@ -63,7 +63,7 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core import costs, validation
+from core import planner, validation
 from core.adapters import register_checkpoints
 from core.clients.runpod import JobNotFound as EndpointForgotJob
 from core.clients.runpod import RunPodClient, RunPodError, SubmitUncertain
@@ -87,7 +87,7 @@ log = logging.getLogger("brightrun.jobs")
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "brightrun.json")
 LOG_FILES = ("events.jsonl", "result.json")
-LOCAL_GPU = costs.LOCAL_CPU.id
+LOCAL_GPU = planner.LOCAL_CPU.id
 LOCAL_TIER = "local"
 QUEUE_ALLOWANCE_S = DOWNLOAD_URL_TTL_S  # a job that waits longer would find its dataset URL expired
 UNSUBMITTED_GRACE_S = 120.0  # a QUEUED job without a RunPod id older than this never got sent
@@ -124,7 +124,7 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def upload_window(limits: costs.ExecutionLimits, max_url_s: int | None) -> UploadWindow:
+def upload_window(limits: planner.ExecutionLimits, max_url_s: int | None) -> UploadWindow:
     """The queue allowance, `policy.ttl` and upload URL lifetime for a job with `limits` on
     a store whose upload URLs live at most `max_url_s` (None: no limit).
 
@@ -178,8 +178,8 @@ def pricing_for(settings: Settings, gpu_type: str | None = None) -> Pricing:
     """The GPU type and rate a new job is billed at under `settings`."""
     gpu = gpu_type or settings.gpu_type
     try:
-        rate = costs.rate_per_second(gpu, settings.price_tier, settings.gpu_prices)
-    except costs.UnknownGpuType as e:
+        rate = planner.rate_per_second(gpu, settings.price_tier, settings.gpu_prices)
+    except planner.UnknownGpuType as e:
         raise InvalidInput(f"gpu_type: {e}") from None
     if settings.is_local_endpoint or _is_loopback(settings.gpu_cluster_api_url):
         return Pricing(LOCAL_GPU, LOCAL_TIER, rate, gpu)
@@ -302,14 +302,13 @@ def _plan_check(
     default utilisation in the time estimate. Returns what it said (for the job's log line)
     and the planner's bound on a healthy run's length in seconds (None for local jobs,
     whose CPU time says nothing about a GPU estimate)."""
-    from core import catalog, estimate
 
     gpu = pricing.priced_as
     try:
-        facts = catalog.describe(
+        facts = planner.describe(
             spec.model.name_or_path, local_models_dir=settings.data_dir / "models"
         )
-    except catalog.ModelNotDescribable as e:
+    except planner.ModelNotDescribable as e:
         log.warning(
             "job %s: the planner cannot estimate the model (%s); the budget cap still applies",
             spec.job_id,
@@ -318,7 +317,7 @@ def _plan_check(
         return {"estimate": f"not available: {e}"}, None
     tokens = _token_stats(dataset)
     tier = settings.price_tier
-    p = estimate.plan(
+    p = planner.plan(
         spec, facts, tokens=tokens, gpus=[gpu], measured=measured, tier=tier,
         price_overrides=settings.gpu_prices,
     )
@@ -336,7 +335,7 @@ def _plan_check(
     }
     cap_s = None
     if p.costs:
-        check = estimate.check_budget(p.costs[0], budget_usd)
+        check = planner.check_budget(p.costs[0], budget_usd)
         if not check.ok:
             raise PlanRefused(check.message)
         said.update(
@@ -346,13 +345,13 @@ def _plan_check(
             time_basis=p.times[0].basis_text,
         )
         if pricing.gpu_type != LOCAL_GPU:
-            cap_s = estimate.execution_timeout_ms(p.times[0], budget_usd, pricing.rate_per_s) / 1000
+            cap_s = planner.execution_timeout_ms(p.times[0], budget_usd, pricing.rate_per_s) / 1000
     return said, cap_s
 
 
 def _token_stats(dataset: Any) -> Any:
     """The planner's token statistics from the dataset's inspection report, if measured."""
-    from core.estimate import TokenStats
+    from core.planner import TokenStats
 
     stats = dataset.stats or {}
     per_row = (stats.get("tokens") or {}).get("per_row") or {}
@@ -499,7 +498,7 @@ def worker_model(settings: Settings, model: str, pricing: Pricing) -> str:
     """What the worker is told to load. On the local endpoint the tiny demo model's id means
     its folder under the data directory (built there on first use, as `brightrun up` does
     for the local inference server); everything else is passed as given."""
-    from core.catalog import TINY_DIR_NAME, TINY_ID
+    from core.planner import TINY_DIR_NAME, TINY_ID
 
     if pricing.gpu_type != LOCAL_GPU or model.lower() != TINY_ID:
         return model
@@ -511,10 +510,10 @@ def worker_model(settings: Settings, model: str, pricing: Pricing) -> str:
     return str(folder)
 
 
-def _limits(budget: float, rate_per_s: float, cap_s: float | None = None) -> costs.ExecutionLimits:
+def _limits(budget: float, rate_per_s: float, cap_s: float | None = None) -> planner.ExecutionLimits:
     try:
-        return costs.execution_limits(budget, rate_per_s, max_s=cap_s)
-    except costs.BudgetTooSmall as e:
+        return planner.execution_limits(budget, rate_per_s, max_s=cap_s)
+    except planner.BudgetTooSmall as e:
         raise InvalidInput(f"budget: {e}") from None
 
 
@@ -541,7 +540,7 @@ def _send(
     job_id: str,
     spec: JobSpec,
     keys: tuple[str, str | None],
-    limits: costs.ExecutionLimits,
+    limits: planner.ExecutionLimits,
     window: UploadWindow,
     client: RunPodClient,
     store: BlobStore,
@@ -819,7 +818,7 @@ def _running_fields(job: Job, pulled: _Pulled, progress: Mapping[str, Any]) -> d
         fields["started_at"] = utcnow()
     elapsed = _elapsed_s(job, {**progress, **fields})
     if elapsed is not None:
-        fields["cost_usd"] = _prior_cost(job) + costs.live_cost_usd(elapsed, job.rate_per_s)
+        fields["cost_usd"] = _prior_cost(job) + planner.live_cost_usd(elapsed, job.rate_per_s)
     return fields
 
 
@@ -850,13 +849,13 @@ def _billed_s(actor: Actor, s: Session, job: Job, pulled: _Pulled) -> float:
     if pulled.execution_ms is not None:
         woke = pulled.delay_ms is not None and boot_s * 1000 <= pulled.delay_ms
         boot_ms = boot_s * 1000 if woke else 0.0
-        return costs.billed_seconds(pulled.execution_ms, cold_start_ms=boot_ms)
+        return planner.billed_seconds(pulled.execution_ms, cold_start_ms=boot_ms)
     if started:
         later = repo.list_events(actor, s, job.id, after_seq=started[-1].seq - 1)
         last_ts = max(e.ts for e in later)
-        return costs.billed_seconds((setup_s + last_ts - started[-1].ts) * 1000)
+        return planner.billed_seconds((setup_s + last_ts - started[-1].ts) * 1000)
     if job.started_at is not None:
-        return costs.billed_seconds((utcnow() - job.started_at).total_seconds() * 1000)
+        return planner.billed_seconds((utcnow() - job.started_at).total_seconds() * 1000)
     return 0
 
 
@@ -914,7 +913,7 @@ def _finish(
     if pulled.execution_ms is not None:
         fields["execution_ms"] = pulled.execution_ms
     billed = _billed_s(actor, s, job, pulled)
-    usd = costs.job_cost_usd(billed, job.rate_per_s)
+    usd = planner.job_cost_usd(billed, job.rate_per_s)
     repo.record_cost(actor, s, job_id=job.id, seconds=billed, usd=usd, attempt=job.attempt)
     fields["billed_s"] = int(billed)
     fields["cost_usd"] = _prior_cost(job) + usd
@@ -940,7 +939,7 @@ def _finish(
 def _measured_rate(actor: Actor, s: Session, job: Job, final: Any) -> float | None:
     """The tokens/s a completed train job achieved (`estimate.measured_tokens_per_s`): from
     its summary, else the median of its metrics events; what the planner learns from."""
-    from core.estimate import measured_tokens_per_s
+    from core.planner import measured_tokens_per_s
 
     summary = ((final.data or {}) if final is not None else {}).get("summary")
     rate = measured_tokens_per_s(summary)
@@ -1029,9 +1028,9 @@ def _after_end(actor: Actor, settings: Settings, job_id: str, *, store: BlobStor
 
 def oom_settings(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     """Lighter settings after an out-of-memory failure, as the planner suggests them
-    (`core.estimate.oom_suggestion`: {"training": ..., "quantization": ...}), or None when
+    (`core.planner.oom_suggestion`: {"training": ..., "quantization": ...}), or None when
     nothing lighter is left."""
-    from core.estimate import oom_suggestion
+    from core.planner import oom_suggestion
 
     return oom_suggestion(spec)
 
@@ -1057,7 +1056,7 @@ def relaunch_after_oom(
     if claimed != 1:
         return None  # already relaunched, or itself the relaunch
     left = (job.budget_usd or 0.0) - (job.cost_usd or 0.0)
-    if left <= costs.MIN_BUDGET_GPU_S * job.rate_per_s:
+    if left <= planner.MIN_BUDGET_GPU_S * job.rate_per_s:
         log.info("job %s: no budget left to relaunch after running out of memory", job_id)
         return None
     spec = job.spec or {}
@@ -1142,8 +1141,8 @@ def retry(
     spent = float(job.cost_usd or 0.0)
     left = total - spent
     try:
-        limits = costs.execution_limits(left, job.rate_per_s)
-    except (costs.BudgetTooSmall, ValueError):
+        limits = planner.execution_limits(left, job.rate_per_s)
+    except (planner.BudgetTooSmall, ValueError):
         raise QuotaExceeded(
             f"job {job_id} has spent ${spent:.2f} of its ${total:.2f} budget; retry with a larger budget"
         ) from None
@@ -1250,7 +1249,7 @@ def live_cost_usd(job: Job, now: dt.datetime | None = None) -> float:
     if job.status in TERMINAL_STATUSES or job.started_at is None:
         return float(job.cost_usd or 0.0)
     elapsed = ((now or utcnow()) - job.started_at).total_seconds()
-    return _prior_cost(job) + costs.live_cost_usd(elapsed, job.rate_per_s)
+    return _prior_cost(job) + planner.live_cost_usd(elapsed, job.rate_per_s)
 
 
 def eta_text(job: Job) -> str:

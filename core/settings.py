@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     hf_token: SecretStr = SecretStr("")
     notify_webhook_url: SecretStr = SecretStr("")
 
-    # Prices and budgets. `gpu_prices` overrides the table in core/costs.py, $/hour per GPU
+    # Prices and budgets. `gpu_prices` overrides the table in core/planner/pricing.py, $/hour per GPU
     # type id, e.g. GPU_PRICES='{"H100_80GB_SXM": 4.18}'.
     gpu_type: str = "H100_80GB_PCIE"
     gpu_prices: dict[str, float] = Field(default_factory=dict)

@@ -34,7 +34,7 @@ from core.errors import InvalidInput
 from core.settings import Settings
 
 if TYPE_CHECKING:
-    from core.catalog import ModelFacts
+    from core.planner import ModelFacts
 
 MAX_FILENAME_CHARS = 255
 MAX_MODEL_CHARS = 300
@@ -108,7 +108,7 @@ def _looks_like_path(model: str) -> bool:
 def check_base_model(settings: Settings, model: str) -> ModelFacts | None:
     """Refuse a base model a job may not use (see the module doc); the planner's facts
     about an accepted one, or None when this machine cannot read them."""
-    from core import catalog
+    from core import planner
 
     if not isinstance(model, str) or not model.strip():
         raise ModelRefused("base model: give a catalog model id, a hub id or a model folder")
@@ -123,11 +123,11 @@ def check_base_model(settings: Settings, model: str) -> ModelFacts | None:
             "or a model folder, not a URL"
         )
     models_dir = settings.data_dir / "models"
-    if m.lower() == catalog.TINY_ID:
-        built = (models_dir / catalog.TINY_DIR_NAME / "config.json").is_file()
-        return catalog.describe(m, local_models_dir=models_dir) if built else None
-    if m.lower() in {i.lower() for i in catalog.CATALOG}:
-        return catalog.describe(m)
+    if m.lower() == planner.TINY_ID:
+        built = (models_dir / planner.TINY_DIR_NAME / "config.json").is_file()
+        return planner.describe(m, local_models_dir=models_dir) if built else None
+    if m.lower() in {i.lower() for i in planner.CATALOG}:
+        return planner.describe(m)
     if _looks_like_path(m):
         return _check_model_folder(settings, m)
     if not _HUB_ID.match(m) or ".." in m or "--" in m:
@@ -135,8 +135,8 @@ def check_base_model(settings: Settings, model: str) -> ModelFacts | None:
             f"base model {m!r} is neither a hub id like 'Qwen/Qwen2.5-7B-Instruct' nor a model folder"
         )
     try:
-        return catalog.describe(m)
-    except catalog.ModelNotDescribable:
+        return planner.describe(m)
+    except planner.ModelNotDescribable:
         raise ModelRefused(
             f"unknown base model {m!r}: it is not in BrightRun's catalog and not in this "
             "machine's Hugging Face cache. Pick a catalog model, or put the model's folder under "
@@ -145,7 +145,7 @@ def check_base_model(settings: Settings, model: str) -> ModelFacts | None:
 
 
 def _check_model_folder(settings: Settings, model: str) -> ModelFacts | None:
-    from core import catalog
+    from core import planner
 
     folders = allowed_model_dirs(settings)
     where = ", ".join(str(d) for d in folders)
@@ -172,7 +172,7 @@ def _check_model_folder(settings: Settings, model: str) -> ModelFacts | None:
         raise ModelRefused(
             f"base model folder {model!r} has no config.json (a folder as save_pretrained writes it is needed)"
         )
-    return catalog.describe(str(real))
+    return planner.describe(str(real))
 
 
 def check_max_length(facts: ModelFacts | None, max_length: int, model: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core import costs
+from core import planner
 from core.db import repo
 from core.db.tables import Job
 from core.errors import InvalidInput
@@ -78,7 +78,7 @@ def relaunch(actor: Actor, settings: Settings, job_id: str, *, client: Any = Non
         actor, settings, dataset_id=job.dataset_id, model=job.base_model, adapter_name=job.adapter_name,
         lora=changed["lora"], training=changed["training"], quantization=changed["quantization"],
         eval_fraction=(spec.get("data") or {}).get("eval_fraction", 0.0),
-        gpu_type=job.gpu_type if job.gpu_type in costs.GPU_TYPES else None,
+        gpu_type=job.gpu_type if job.gpu_type in planner.GPU_TYPES else None,
         budget_usd=job.budget_usd, parent_job_id=job.id, client=client, store=store,
     )  # fmt: skip
 
@@ -106,10 +106,10 @@ class TrainPlan:
 
     gpu: str  # the GPU type the job is priced as (and runs on, in the cloud)
     pricing_note: str
-    plan: Any | None  # core.estimate.Plan; None when the model or settings cannot be planned
+    plan: Any | None  # core.planner.Plan; None when the model or settings cannot be planned
     memory_terms: list[tuple[str, float]]  # (label, GiB) of the peak
-    time: Any | None  # core.estimate.TimeEstimate on `gpu`
-    cost: Any | None  # core.estimate.CostEstimate on `gpu`
+    time: Any | None  # core.planner.TimeEstimate on `gpu`
+    cost: Any | None  # core.planner.CostEstimate on `gpu`
     budget_message: str
     blockers: list[str]  # why Launch is disabled; empty: it may launch
     notes: list[str]
@@ -145,7 +145,7 @@ def train_plan(
     quantisation per GPU type where there are any (`repo.measured_throughput`, as
     `core.jobs.submit` plans), else on the default utilisation; `time.basis_text` says which.
     """
-    from core import catalog, estimate, jobs
+    from core import jobs
     from core.errors import QuotaExceeded
 
     blockers: list[str] = []
@@ -164,7 +164,7 @@ def train_plan(
     if split.get("eval_rows") and split.get("eval_key"):
         notes.append(f"eval loss is measured on the dataset's own eval split ({split['eval_rows']} rows)")
     try:
-        costs.execution_limits(budget_usd, pricing.rate_per_s)
+        planner.execution_limits(budget_usd, pricing.rate_per_s)
     except ValueError as e:  # BudgetTooSmall, or a rate of zero
         blockers.append(f"budget: {e}")
     try:
@@ -176,15 +176,15 @@ def train_plan(
     try:
         spec = jobs.build_spec(job_id="job-preview", model=model, adapter_name=adapter_name or "preview",
                                lora=lora, training=training, quantization=quantization, eval_fraction=eval_fraction)  # fmt: skip
-        facts = catalog.describe(model, local_models_dir=settings.data_dir / "models")
-    except catalog.ModelNotDescribable as e:  # launching stays possible: the budget cap holds
+        facts = planner.describe(model, local_models_dir=settings.data_dir / "models")
+    except planner.ModelNotDescribable as e:  # launching stays possible: the budget cap holds
         notes.append(f"no memory or time estimate: {e}")
     except InvalidInput as e:
         blockers.append(str(e))
     else:
         if spec.training.max_length > facts.context_length:
             blockers.append(f"max length {spec.training.max_length} is beyond {model}'s context of {facts.context_length} tokens")
-        tokens = estimate.token_stats_from_report(ds.stats, ds.valid_rows) if ds is not None else None
+        tokens = planner.token_stats_from_report(ds.stats, ds.valid_rows) if ds is not None else None
         if ds is not None and tokens is None:
             notes.append("no time or cost estimate: the dataset's tokens were not measured (choose a model "
                          "whose tokenizer is available when uploading)")  # fmt: skip
@@ -192,7 +192,7 @@ def train_plan(
             notes.append(f"token counts were measured with {ds.stats['tokens']['model']}'s tokenizer")
         measured = repo.measured_throughput(actor, session, model, spec.quantization) if tokens is not None else None
         try:
-            p = estimate.plan(spec, facts, tokens=tokens, measured=measured, tier=settings.price_tier,
+            p = planner.plan(spec, facts, tokens=tokens, measured=measured, tier=settings.price_tier,
                               price_overrides=settings.gpu_prices)  # fmt: skip
         except InvalidInput as e:
             blockers.append(str(e))
@@ -204,7 +204,7 @@ def train_plan(
         time = next((t for t in p.times if t.gpu == gpu), None)
         cost = next((c for c in p.costs if c.gpu == gpu), None)
         if cost is not None:
-            check = estimate.check_budget(cost, budget_usd)
+            check = planner.check_budget(cost, budget_usd)
             budget_message = check.message
             if not check.ok:
                 blockers.append(check.message)
@@ -217,14 +217,14 @@ def train_plan(
 def _upload_window_blockers(settings: Settings, pricing: Any, budget_usd: float, time: Any) -> list[str]:
     """`core.jobs.upload_window`'s refusal for this budget on the configured store, with the
     execution timeout `submit` would set (the planner's cap from `time` on a cloud GPU)."""
-    from core import estimate, jobs
+    from core import jobs
     from core.clients.storage import upload_url_limit_s
 
     cap_s = None
     if time is not None and pricing.gpu_type != jobs.LOCAL_GPU:
-        cap_s = estimate.execution_timeout_ms(time, budget_usd, pricing.rate_per_s) / 1000
+        cap_s = planner.execution_timeout_ms(time, budget_usd, pricing.rate_per_s) / 1000
     try:
-        limits = costs.execution_limits(budget_usd, pricing.rate_per_s, max_s=cap_s)
+        limits = planner.execution_limits(budget_usd, pricing.rate_per_s, max_s=cap_s)
         jobs.upload_window(limits, upload_url_limit_s(settings))
     except jobs.UploadUrlsExpire as e:
         return [str(e)]

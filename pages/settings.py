@@ -5,7 +5,7 @@ import streamlit as st
 
 from components import session
 from components import widgets as w
-from core import costs, queries
+from core import planner, queries
 
 st.title("Settings")
 session.init_state()
@@ -35,9 +35,9 @@ c3.metric("Jobs at once", limits.max_concurrent_jobs)
 st.caption(f"New jobs run on {settings.gpu_type}, Serverless {settings.price_tier} tier.")
 st.dataframe(
     [{"GPU type": g.id, "name": g.name, "memory (GB)": g.memory_gb,
-      "Serverless flex ($/h)": round(costs.rate_per_second(g.id, "flex", settings.gpu_prices) * 3600, 2),
+      "Serverless flex ($/h)": round(planner.rate_per_second(g.id, "flex", settings.gpu_prices) * 3600, 2),
       "Serverless active ($/h)": round(g.active_per_s * 3600, 2), "pod ($/h)": g.pod_per_h,
-      "override": "yes" if g.id in settings.gpu_prices else ""} for g in costs.GPU_TYPES.values()],
+      "override": "yes" if g.id in settings.gpu_prices else ""} for g in planner.GPU_TYPES.values()],
     hide_index=True, width="stretch",
 )  # fmt: skip
 

@@ -1,6 +1,6 @@
 """What BrightRun knows about each model architecture, as data. Imports no torch.
 
-The trainer and the planner (`core/estimate.py`) read the same facts from here, so the
+The trainer and the planner (`core/planner/`) read the same facts from here, so the
 next dense, MoE or hybrid model is one `ArchCaps` entry rather than a new code path.
 
 - `capabilities(x)` takes a transformers config object, a `config.json` dict, a

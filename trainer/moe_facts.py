@@ -1,6 +1,6 @@
 """Memory facts about Mixture-of-Experts models, from a config alone. Imports no torch.
 
-The planner (`core/estimate.py`) and `trainer.moe` use the same arithmetic, so that what
+The planner (`core/planner/`) and `trainer.moe` use the same arithmetic, so that what
 is predicted before launch is what the worker then allocates.
 
 - `nf4_bytes(numel, blocksize=64)`: bytes of one tensor stored in NF4 with double

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from core.catalog import TINY_DIR_NAME, TINY_ID
 from core.errors import InvalidInput
+from core.planner import TINY_DIR_NAME, TINY_ID
 from trainer.data import chat_token_masks, text_token_ids, text_windows
 
 DEFAULT_MAX_LENGTH = 2048

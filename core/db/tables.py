@@ -188,7 +188,7 @@ class Job(Base):
     auto_relaunched: Mapped[bool] = mapped_column(Boolean, default=False)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the worker's final output
     # Real (non-padding) tokens trained per second of training, set when a train job
-    # completes (`core.estimate.measured_tokens_per_s`); the planner's measured history.
+    # completes (`core.planner.measured_tokens_per_s`); the planner's measured history.
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
     last_seq: Mapped[int] = mapped_column(Integer, default=-1)  # highest stored event seq
     notified_at: Mapped[dt.datetime | None] = mapped_column()  # end-of-job webhook sent

@@ -10,7 +10,7 @@ What it manages, each found by name so that a second run changes nothing:
   `HF_TOKEN` only as a RunPod secret reference (`{{ RUNPOD_SECRET_<name> }}`), never a
   token value;
 - a queue-based Serverless endpoint made from that template (`<prefix>-trainer`): GPU
-  pools in order of preference (from `core.costs.GPU_TYPES[...].runpod_pool`), 0 workers
+  pools in order of preference (from `core.planner.GPU_TYPES[...].runpod_pool`), 0 workers
   when idle, max workers, idle timeout, FlashBoot, the default execution timeout, a CUDA
   floor, the volume attached and its data centre;
 - optionally a vLLM template and endpoint (`<prefix>-vllm`, RunPod's worker-vllm image)

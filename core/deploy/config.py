@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.costs import GPU_TYPES
+from core.planner import GPU_TYPES
 
 VOLUME_MOUNT = "/runpod-volume"
 ADAPTERS_ON_VOLUME = f"{VOLUME_MOUNT}/adapters"

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from core import costs
+from core import planner
 from core.db.tables import ACTIVE_STATUSES, JOB_STATUSES, Dataset, Job, utcnow
 from core.errors import InvalidInput
 from core.users import Actor
@@ -173,5 +173,5 @@ def live_cost_usd(job: Job, now: dt.datetime | None = None) -> float:
         return float(job.cost_usd or 0.0)
     elapsed = ((now or utcnow()) - job.started_at).total_seconds()
     prior = float((job.result or {}).get("prior_cost_usd", 0.0)) if job.attempt else 0.0
-    return max(float(job.cost_usd or 0.0), prior + costs.live_cost_usd(elapsed, job.rate_per_s))
+    return max(float(job.cost_usd or 0.0), prior + planner.live_cost_usd(elapsed, job.rate_per_s))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from core import costs
+from core import planner
 from core.db import repo
 from core.db.tables import CostRecord, Job, utcnow
 from core.errors import InvalidInput
@@ -43,7 +43,7 @@ class SpendView:
     busy_hours: float  # billed GPU hours in the month
     period_hours: float  # hours of the month so far (a pod would have been on)
     compared_gpu: str  # the GPU type whose rates the comparison uses
-    comparison: costs.PodComparison | None  # None when nothing ran
+    comparison: planner.PodComparison | None  # None when nothing ran
 
     @property
     def budget_share(self) -> float:
@@ -98,12 +98,12 @@ def spend_view(
     busy_s = session.execute(select(func.coalesce(func.sum(CostRecord.seconds), 0.0)).where(in_month)).scalar_one()
     period_h = max(0.0, (min(now, end) - start).total_seconds() / 3600)
     busy_h = float(busy_s) / 3600
-    gpu = next((g for g in by_gpu if g in costs.GPU_TYPES), settings.gpu_type)
+    gpu = next((g for g in by_gpu if g in planner.GPU_TYPES), settings.gpu_type)
     comparison = None
     if busy_h > 0 and period_h > 0:
-        comparison = costs.compare_for_gpu(
+        comparison = planner.compare_for_gpu(
             gpu, busy_h, tier=settings.price_tier, pod_hours_on=period_h, overrides=settings.gpu_prices,
-            pods=costs.pods_needed(busy_h, period_h),
+            pods=planner.pods_needed(busy_h, period_h),
         )
     limits = repo.user_limits(actor, session, settings)
     return SpendView(

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.catalog import CATALOG, TINY_ID
+from core.planner import CATALOG, TINY_ID
 from core.settings import Settings
 
 

@@ -14,7 +14,7 @@ import pytest
 from huggingface_hub import HfApi
 from pydantic import SecretStr
 
-from core import catalog, db, export
+from core import db, export, planner
 from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.db import repo
 from core.errors import InvalidInput, NotFound
@@ -163,13 +163,13 @@ def test_push_refusals_name_the_problem_and_never_echo_the_token(settings: Setti
 
 
 def test_merge_plan_memory_and_cost_per_gpu() -> None:
-    seven = catalog.describe("Qwen/Qwen2.5-7B-Instruct")
+    seven = planner.describe("Qwen/Qwen2.5-7B-Instruct")
     plan = export.plan_merge(seven, gpus=["H100_80GB_PCIE", "A40_48GB"], adapter_bytes=80 * 2**20)
     assert plan.weights_bytes == seven.params.total * 2
     assert plan.weights_bytes < plan.need_bytes < plan.weights_bytes * 1.2 + 2**31
     assert [v["verdict"] for v in plan.verdicts] == ["fits", "fits"]
     assert 0 < plan.costs[0]["usd_low"] < plan.costs[0]["usd_high"]
-    big = catalog.describe("Qwen/Qwen2.5-72B-Instruct")
+    big = planner.describe("Qwen/Qwen2.5-72B-Instruct")
     assert export.plan_merge(big, gpus=["H100_80GB_PCIE"]).verdicts[0]["verdict"] == "does_not_fit"
     # 72.7 B parameters in bf16 are 145 GB: more than even an H200 holds.
     assert big.params.total * 2 > 141e9

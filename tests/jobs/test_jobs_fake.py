@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import update
 
-from core import costs, db, jobs
+from core import db, jobs, planner
 from core.db import repo
 from core.db.tables import Job
 from core.errors import InvalidInput, NotFound, QuotaExceeded
@@ -98,7 +98,7 @@ def test_submit_sends_the_budget_as_execution_timeout_and_no_secret(env) -> None
     f, settings, ds, model = env
     f.script = lambda inp: {"chunks": 1, "hang_s": 30}
     job = _submit(settings, ds, model, budget_usd=2.0)
-    rate = costs.rate_per_second(settings.gpu_type, settings.price_tier)
+    rate = planner.rate_per_second(settings.gpu_type, settings.price_tier)
     assert f.jobs[job.runpod_job_id].timeout_s == pytest.approx(
         int(2.0 / rate * 1000) / 1000, abs=1e-3
     )
@@ -170,7 +170,7 @@ def test_platform_timeout_is_recorded_with_its_cost(env) -> None:
     f.script = lambda inp: {"chunks": 2, "interval_s": 0.1, "hang_s": 600}
     f.timeout_scale = 0.05  # the 60+ s limit strikes after ~3 s on the fake's clock
     job = _submit(
-        settings, ds, model, budget_usd=60 * costs.rate_per_second(settings.gpu_type) * 1.01
+        settings, ds, model, budget_usd=60 * planner.rate_per_second(settings.gpu_type) * 1.01
     )
     job = _end(settings, job.id)
     assert (

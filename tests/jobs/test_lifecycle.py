@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from core import costs, db, jobs
+from core import db, jobs, planner
 from core.clients.runpod import JobNotFound, RunPodClient
 from core.clients.storage import make_blob_store
 from core.db import repo
@@ -116,7 +116,7 @@ def stuck_job(stack: Stack) -> Iterator[StuckJob]:
     settings = stack.settings.model_copy(
         update={"gpu_cluster_api_url": ep.url, "public_base_url": ep.base}
     )
-    budget = 60 * costs.rate_per_second(settings.gpu_type, settings.price_tier) * 1.0001
+    budget = 60 * planner.rate_per_second(settings.gpu_type, settings.price_tier) * 1.0001
     job = jobs.submit(
         LOCAL_ACTOR, settings, dataset_id=stack.dataset_id, model=str(stack.model),
         lora=LORA, training=TRAINING, quantization="none", budget_usd=budget,
@@ -178,7 +178,7 @@ def test_job_runs_queue_progress_complete_with_live_metrics_adapter_and_cost(sta
     assert job.final_loss == losses[-1] < losses[0]
 
     # Billed: executionTime (plus any boot this job caused) at the configured GPU's rate.
-    rate = costs.rate_per_second(stack.settings.gpu_type, stack.settings.price_tier)
+    rate = planner.rate_per_second(stack.settings.gpu_type, stack.settings.price_tier)
     assert job.gpu_type == "LOCAL_CPU" and job.rate_per_s == pytest.approx(rate)
     assert job.billed_s >= job.execution_ms / 1000
     assert job.cost_usd == pytest.approx(job.billed_s * rate) and job.cost_usd > 0
@@ -248,9 +248,9 @@ def test_cancel_stops_the_worker_and_retry_resumes_from_the_checkpoint(stack: St
 
 
 def test_budget_cap_stops_training_and_keeps_what_it_trained(stack: Stack) -> None:
-    rate = costs.rate_per_second(stack.settings.gpu_type, stack.settings.price_tier)
+    rate = planner.rate_per_second(stack.settings.gpu_type, stack.settings.price_tier)
     budget = 60 * rate * 1.0001  # one minute of GPU: the smallest budget accepted
-    limits = costs.execution_limits(budget, rate)
+    limits = planner.execution_limits(budget, rate)
     job = stack.submit(
         training={**TRAINING, "max_steps": 100_000, "checkpoint_every": 5}, budget_usd=budget
     )

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from core import costs, db, jobs, views
+from core import db, jobs, planner, views
 from core.clients.runpod import RunPodClient
 from core.clients.storage import S3_PRESIGN_MAX_S, SUPABASE_UPLOAD_URL_MAX_S, make_blob_store
 from core.db import repo
@@ -69,7 +69,7 @@ def _submit(settings: Settings, ds: str, budget: float):
 
 
 def _rate(settings: Settings) -> float:
-    return costs.rate_per_second(settings.gpu_type, settings.price_tier)
+    return planner.rate_per_second(settings.gpu_type, settings.price_tier)
 
 
 def test_a_job_longer_than_two_hours_is_refused_on_plain_supabase_with_nothing_stored(world) -> None:
@@ -122,7 +122,7 @@ def test_with_s3_keys_the_long_job_is_sent_with_urls_that_outlive_it(world) -> N
     budget = 10.0
     job = _submit(settings, world["ds"], budget)
     payload = f.jobs[job.runpod_job_id].input
-    limits = costs.execution_limits(budget, _rate(settings))
+    limits = planner.execution_limits(budget, _rate(settings))
     want = jobs.upload_window(limits, None).url_s  # what an unlimited store gives
     assert want > SUPABASE_UPLOAD_URL_MAX_S + budget / _rate(settings)
     for name, url in payload["output"]["upload_urls"].items():
@@ -146,7 +146,7 @@ def test_with_s3_keys_the_long_job_is_sent_with_urls_that_outlive_it(world) -> N
 
 
 def test_upload_window_without_a_limit_is_unchanged() -> None:
-    limits = costs.execution_limits(2.0, 4.0 / 3600)
+    limits = planner.execution_limits(2.0, 4.0 / 3600)
     w = jobs.upload_window(limits, None)
     assert w.queue_s == jobs.QUEUE_ALLOWANCE_S
     assert w.ttl_ms == int((jobs.QUEUE_ALLOWANCE_S + limits.budget_s) * 1000)

@@ -12,9 +12,16 @@ from dataclasses import replace
 
 import pytest
 
-from core.catalog import describe, facts_from_config
-from core.costs import GPU_TYPES
-from core.estimate import TrainerFacts, estimate_memory, fit_verdicts, plan, verdict_for
+from core.planner import (
+    GPU_TYPES,
+    TrainerFacts,
+    describe,
+    estimate_memory,
+    facts_from_config,
+    fit_verdicts,
+    plan,
+    verdict_for,
+)
 from tests.planner.conftest import GIB, make_spec
 from trainer import arch
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from core.catalog import (
+from core.planner import (
     CATALOG,
     TINY_DIR_NAME,
     TINY_ID,

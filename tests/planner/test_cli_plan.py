@@ -8,7 +8,7 @@ import re
 from typer.testing import CliRunner
 
 from cli import app
-from core.catalog import TINY_DIR_NAME, TINY_ID
+from core.planner import TINY_DIR_NAME, TINY_ID
 
 
 def _plan(*args: str) -> tuple[int, str]:

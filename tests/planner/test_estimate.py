@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from core.catalog import describe
-from core.costs import GPU_TYPES, rate_per_second
 from core.errors import InvalidInput
-from core.estimate import (
+from core.planner import (
+    GPU_TYPES,
     MOE_UTILISATION_FACTOR,
     PACKING_EFFICIENCY,
     TokenStats,
     TrainerFacts,
     check_budget,
+    describe,
     device_bytes,
     estimate_cost,
     estimate_memory,
@@ -24,6 +24,7 @@ from core.estimate import (
     fit_verdicts,
     oom_suggestion,
     plan,
+    rate_per_second,
     token_stats_from_report,
     training_time_limit_s,
     verdict_for,

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from core.catalog import CATALOG, describe, facts_from_config
 from core.errors import InvalidInput
-from core.estimate import TrainerFacts, lora_count, peft_lora_params
+from core.planner import (
+    CATALOG,
+    TrainerFacts,
+    describe,
+    facts_from_config,
+    lora_count,
+    peft_lora_params,
+)
 from tests.planner.conftest import make_spec, peft_trainable
 from trainer import arch
 

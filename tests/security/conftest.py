@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, select
 
-from core import costs, db
+from core import db, planner
 from core.clients import auth
 from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.datasets import add_dataset
@@ -181,7 +181,7 @@ def build_world(data_dir: Path, gotrue: tuple[GoTrueFake, str], **extra: Any) ->
         with db.session_scope(settings) as s:
             ds, _ = add_dataset(actor, s, store, src, name, eval_fraction=0.2)
             ids[actor.user_id] = ds.id
-    rate = costs.rate_per_second("H100_80GB_PCIE", "flex")
+    rate = planner.rate_per_second("H100_80GB_PCIE", "flex")
     jobs = {}
     with db.session_scope(settings) as s:
         for status in ("COMPLETED", "FAILED", "IN_PROGRESS"):

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from core import costs, jobs
+from core import jobs, planner
 from core.clients.storage import (
     DOWNLOAD_URL_TTL_S,
     SUPABASE_UPLOAD_URL_MAX_S,
@@ -76,7 +76,7 @@ def test_signed_url_lifetimes(sent: dict[str, Any]) -> None:
     payload, t0 = sent["payload"], sent["sent_at"]
     _, _, exp = _key(payload["data"]["train_url"])
     assert DOWNLOAD_URL_TTL_S - 5 <= exp - t0 <= DOWNLOAD_URL_TTL_S + 60
-    rate = costs.rate_per_second(sent["settings"].gpu_type, sent["settings"].price_tier)
+    rate = planner.rate_per_second(sent["settings"].gpu_type, sent["settings"].price_tier)
     budget_s = 2.0 / rate
     want = min(jobs.MAX_TTL_S, max(UPLOAD_URL_TTL_S, QUEUE_ALLOWANCE_S + budget_s + 3600))
     for url in payload["output"]["upload_urls"].values():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core import db, estimate, views
+from core import db, planner, views
 from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR, Actor
@@ -47,7 +47,7 @@ def _finished(
         actor, session, job.id, status=status,
         finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago),
         result={"final": {"seq": 0, "type": "completed", "data": final}},
-        tokens_per_s=estimate.measured_tokens_per_s(summary),
+        tokens_per_s=planner.measured_tokens_per_s(summary),
     )  # fmt: skip
     return job.id
 
@@ -108,10 +108,10 @@ def test_the_train_plan_times_h100_from_the_median_and_other_gpus_from_the_defau
 
 
 def test_rate_from_the_summary_else_the_median_of_metrics_events() -> None:
-    assert estimate.measured_tokens_per_s({"tokens_seen_total": 3000, "train_seconds": 2.0}) == 1500.0
+    assert planner.measured_tokens_per_s({"tokens_seen_total": 3000, "train_seconds": 2.0}) == 1500.0
     metrics = [{"total_tokens_per_s": r} for r in (100.0, 400.0, 300.0)]
-    assert estimate.measured_tokens_per_s({"tokens_seen_total": 0, "train_seconds": 0}, metrics) == 300.0
-    assert estimate.measured_tokens_per_s(None, [{"tokens_per_s": 5.0}]) is None
+    assert planner.measured_tokens_per_s({"tokens_seen_total": 0, "train_seconds": 0}, metrics) == 300.0
+    assert planner.measured_tokens_per_s(None, [{"tokens_per_s": 5.0}]) is None
 
 
 def _backfill(s: Settings) -> None:

@@ -154,8 +154,7 @@ def test_whole_model_footprint_is_what_parameter_counts_and_bits_predict(tiny_ne
 def _planner_weight_bytes(model_dir: Path) -> int:
     import json
 
-    from core.catalog import facts_from_config
-    from core.estimate import TrainerFacts, estimate_memory
+    from core.planner import TrainerFacts, estimate_memory, facts_from_config
     from trainer.spec import JobSpec
 
     facts = facts_from_config(json.loads((model_dir / "config.json").read_text()), id="tiny-qwen3-next")

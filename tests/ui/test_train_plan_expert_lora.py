@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core import db, views
-from core.estimate import EXPERT_LORA_SERVING
+from core.planner import EXPERT_LORA_SERVING
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 

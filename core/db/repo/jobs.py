@@ -18,7 +18,6 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.costs import LOCAL_CPU
 from core.db.repo.common import insert_ignore, new_id
 from core.db.repo.datasets import get_dataset
 from core.db.repo.scope import get_owned, owned, require_admin
@@ -34,6 +33,7 @@ from core.db.tables import (
     utcnow,
 )
 from core.errors import Conflict, InvalidInput
+from core.planner import LOCAL_CPU
 from core.users import Actor
 
 # The fields `update_job` may set.
@@ -167,7 +167,7 @@ def measured_throughput(
 ) -> dict[str, list[float]]:
     """GPU type -> tokens/s (`Job.tokens_per_s`) of the actor's own COMPLETED train jobs of
     `base_model` (and `quantization`, when given: nf4 and bf16 run at different speeds), the
-    `per_gpu` most recently finished per GPU type, newest first: what `core.estimate.plan`
+    `per_gpu` most recently finished per GPU type, newest first: what `core.planner.plan`
     takes as `measured`. Local jobs (GPU type LOCAL_CPU, price tier `local`) never count: a
     CPU's speed says nothing about a GPU's. One indexed query over two columns, no events.
     """

@@ -1,0 +1,180 @@
+"""How long a job trains (`estimate_time`), and what finished jobs measured.
+
+Training tokens (rows x mean tokens capped at max_length x epochs, or max_steps) / packing
+efficiency (0.95 packed, 0.80 padded) x FLOPs per token (6 x matmul parameters -- active
+parameters without the embedding lookup -- plus 6 x a*d x mean sample length per
+softmax-attention layer; x 4/3 with gradient checkpointing, which recomputes the forward) /
+(GPU bf16 dense peak x utilisation). Utilisation defaults (`DEFAULT_UTILISATION`): 0.40
+bf16, 0.30 nf4, 0.15 int8, halved for MoE models (per-expert matmuls are small). When
+finished jobs of the same model and GPU measured their tokens/s (`measured_tokens_per_s`:
+real tokens per training second, read back by `core.db.repo.measured_throughput`), their
+median replaces the whole FLOPs formula (`TimeEstimate.basis_text` says which one an
+estimate used). Cold start: container start plus reading the 16-bit weights.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from core.errors import InvalidInput
+from core.planner.facts import ModelFacts
+from core.planner.pricing import gpu_type
+from trainer.spec import JobSpec, TrainingSpec
+
+DEFAULT_UTILISATION: dict[str, float] = {"none": 0.40, "nf4": 0.30, "int8": 0.15}
+MOE_UTILISATION_FACTOR = 0.5
+PACKING_EFFICIENCY = 0.95  # packed rows: the tail no sample fills
+PADDED_EFFICIENCY = 0.80  # length-grouped padded batches: pad up to the longest row
+TIME_RANGE = (0.75, 1.5)  # low/high around a FLOPs-based estimate
+MEASURED_RANGE = (0.9, 1.15)  # around the measured median
+# Cold start: container start plus reading the weights (16-bit safetensors) -- from the
+# network volume when the model is cached there (low), downloaded from the hub (high).
+COLD_START_FIXED_S = (30.0, 90.0)
+WEIGHT_READ_BYTES_PER_S = (2.0e9, 0.2e9)
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Token statistics of the training set (after the chat template)."""
+
+    rows: int
+    mean_tokens: float  # per row
+    loss_fraction: float = 1.0  # share of tokens that carry loss (informational)
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.mean_tokens <= 0:
+            raise InvalidInput(
+                f"dataset statistics need at least one row and a positive mean length "
+                f"(got rows={self.rows}, mean tokens={self.mean_tokens})"
+            )
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    gpu: str
+    training_tokens: int  # real tokens trained on (all epochs)
+    processed_tokens: int  # including padding / the unfilled tail of packed rows
+    flops_per_token: float
+    utilisation: float | None  # None when measured throughput was used
+    tokens_per_s: float
+    seconds: float
+    seconds_low: float
+    seconds_high: float
+    cold_start_low_s: float
+    cold_start_high_s: float
+    basis: str  # "flops" | "measured (n jobs)"
+    measured_jobs: int = 0  # finished jobs whose median throughput was used
+
+    @property
+    def basis_text(self) -> str:
+        """What the time rests on, in words a user reads next to the estimate."""
+        if self.utilisation is None:
+            return (f"measured: median of {self.measured_jobs} finished job"
+                    f"{'' if self.measured_jobs == 1 else 's'} on this GPU "
+                    f"({self.tokens_per_s:,.0f} tokens/s)")
+        return f"default utilisation {self.utilisation:.0%} of the GPU's bf16 peak"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "basis_text": self.basis_text}
+
+
+def measured_tokens_per_s(
+    summary: Mapping[str, Any] | None, metrics: Sequence[Mapping[str, Any]] = ()
+) -> float | None:
+    """The throughput a finished job achieved, in the unit `estimate_time` divides by: real
+    (non-padding) tokens per second of training -- the same tokens `training_tokens`
+    counts, so loss-bearing and prompt tokens alike.
+
+    From the `completed` event's summary (`tokens_seen_total / train_seconds`, all attempts
+    of the job, evaluation included); else the median of its `metrics` events'
+    `total_tokens_per_s`; None when neither says.
+    """
+    summary = summary or {}
+    tokens, seconds = summary.get("tokens_seen_total"), summary.get("train_seconds")
+    if isinstance(tokens, int | float) and isinstance(seconds, int | float) and tokens > 0 and seconds > 0:
+        return float(tokens) / float(seconds)
+    rates = [float(m["total_tokens_per_s"]) for m in metrics
+             if isinstance(m.get("total_tokens_per_s"), int | float) and m["total_tokens_per_s"] > 0]
+    return statistics.median(rates) if rates else None
+
+
+def token_stats_from_report(stats: Mapping[str, Any], valid_rows: int | None = None) -> TokenStats | None:
+    """`TokenStats` from a stored dataset's inspection report (`core.datasets`), if measured:
+    training rows of the split (else `valid_rows`) and the mean tokens per row."""
+    per_row = ((stats or {}).get("tokens") or {}).get("per_row") or {}
+    rows = ((stats or {}).get("split") or {}).get("train_rows") or valid_rows
+    if not per_row.get("mean") or not rows:
+        return None
+    loss_share = ((stats or {}).get("tokens") or {}).get("loss_share")
+    return TokenStats(rows=int(rows), mean_tokens=float(per_row["mean"]),
+                      loss_fraction=float(loss_share) if loss_share else 1.0)
+
+
+def _efficiency(t: TrainingSpec) -> float:
+    """Share of processed tokens that are real: packed rows, or padded batches."""
+    return PACKING_EFFICIENCY if t.packing else PADDED_EFFICIENCY
+
+
+def training_tokens(spec: JobSpec, tokens: TokenStats) -> int:
+    t = spec.training
+    per_row = min(tokens.mean_tokens, t.max_length)
+    if t.max_steps is not None:
+        by_steps = t.max_steps * t.grad_accum * t.micro_batch_size * t.max_length * _efficiency(t)
+        if t.epochs is None:
+            return int(by_steps)
+        return int(min(by_steps, tokens.rows * per_row * t.epochs))
+    return int(tokens.rows * per_row * (t.epochs or 1.0))
+
+
+def flops_per_token(spec: JobSpec, model: ModelFacts, sample_len: float) -> float:
+    """6 x matmul parameters + causal attention, x 4/3 with gradient checkpointing."""
+    p = model.params
+    matmul = p.active - (0 if model.tied_embeddings else p.embedding)
+    full_layers = model.layer_types.count("full_attention")
+    attn = 6 * full_layers * model.heads * model.head_dim * sample_len
+    f = 6 * matmul + attn
+    return f * (4 / 3 if spec.training.gradient_checkpointing else 1.0)
+
+
+def default_utilisation(spec: JobSpec, model: ModelFacts) -> float:
+    u = DEFAULT_UTILISATION[spec.quantization]
+    return u * (MOE_UTILISATION_FACTOR if model.is_moe else 1.0)
+
+
+def cold_start_s(model: ModelFacts) -> tuple[float, float]:
+    disk = model.params.total * 2
+    return (COLD_START_FIXED_S[0] + disk / WEIGHT_READ_BYTES_PER_S[0],
+            COLD_START_FIXED_S[1] + disk / WEIGHT_READ_BYTES_PER_S[1])
+
+
+def estimate_time(
+    spec: JobSpec,
+    model: ModelFacts,
+    gpu: str,
+    tokens: TokenStats,
+    measured_tokens_per_s: Sequence[float] = (),
+    utilisation: float | None = None,
+) -> TimeEstimate:
+    """Training time on `gpu`; measured tokens/s of finished jobs (same model, GPU) win."""
+    g = gpu_type(gpu)
+    trained = training_tokens(spec, tokens)
+    processed = int(trained / _efficiency(spec.training))
+    fpt = flops_per_token(spec, model, min(tokens.mean_tokens, spec.training.max_length))
+    measured = [float(x) for x in measured_tokens_per_s if x and x > 0]
+    cold = cold_start_s(model)
+    if measured:
+        tps = statistics.median(measured)
+        secs = trained / tps
+        lo = trained / max(measured) * MEASURED_RANGE[0]
+        hi = trained / min(measured) * MEASURED_RANGE[1]
+        return TimeEstimate(gpu, trained, processed, fpt, None, tps, secs, min(lo, secs),
+                            max(hi, secs), *cold, f"measured ({len(measured)} finished jobs)",
+                            len(measured))
+    u = utilisation if utilisation is not None else default_utilisation(spec, model)
+    rate = g.bf16_tflops * 1e12 * u
+    secs = processed * fpt / rate
+    return TimeEstimate(gpu, trained, processed, fpt, u, trained / secs if secs else 0.0, secs,
+                        secs * TIME_RANGE[0], secs * TIME_RANGE[1], *cold, "flops")
