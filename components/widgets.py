@@ -21,6 +21,11 @@ STATUS_COLOURS = {
 }  # fmt: skip
 
 
+def share(fraction: float) -> str:
+    """A share as a percentage; an unbounded one (spend against a $0 budget) as "over"."""
+    return f"{fraction:.0%}" if fraction != float("inf") else "over 100%"
+
+
 def money(usd: float | None) -> str:
     """Dollars with the precision small jobs need: 4 decimals under a cent, 3 under a dollar
     (a tiny job costs $0.015, not "$0.02"), cents above."""

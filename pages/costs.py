@@ -21,7 +21,7 @@ with session.db() as s:
 c1, c2, c3 = st.columns(3)
 c1.metric(f"Spent in {sv.month}", w.money(sv.month_spend_usd))
 c2.metric("Monthly budget", w.money(sv.monthly_budget_usd))
-c3.metric("Budget used", f"{sv.budget_share:.0%}")
+c3.metric("Budget used", w.share(sv.budget_share))
 if sv.budget_share >= 1:
     st.error("The monthly budget is used up: new jobs are refused until next month or a larger budget.")
 elif sv.budget_share >= 0.8:

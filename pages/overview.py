@@ -60,7 +60,7 @@ running_jobs()
 st.subheader(f"Spend in {ov.month}")
 c1, c2 = st.columns([1, 3])
 c1.metric("This month", w.money(ov.month_spend_usd), help=f"monthly budget {w.money(ov.monthly_budget_usd)}")
-c1.caption(f"{ov.month_spend_usd / ov.monthly_budget_usd:.0%} of the {w.money(ov.monthly_budget_usd)} budget")
+c1.caption(f"{w.share(ov.budget_share)} of the {w.money(ov.monthly_budget_usd)} budget")
 c2.plotly_chart(charts.budget_bar(ov.month_spend_usd, ov.monthly_budget_usd), key="overview.budget",
                 config={"displayModeBar": False})  # fmt: skip
 

@@ -14,6 +14,7 @@ from core.db.tables import Dataset, Job, utcnow
 from core.queries.adapters import AdapterRow, adapter_rows
 from core.queries.job import metric_series
 from core.queries.jobs import live_cost_usd
+from core.queries.spend import budget_share
 from core.settings import Settings
 from core.users import Actor
 
@@ -43,6 +44,10 @@ class Overview:
     recent_adapters: list[AdapterRow]
     datasets: int
     jobs: int
+
+    @property
+    def budget_share(self) -> float:
+        return budget_share(self.month_spend_usd, self.monthly_budget_usd)
 
     @property
     def is_empty(self) -> bool:

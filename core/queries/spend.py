@@ -22,6 +22,14 @@ from core.settings import Settings
 from core.users import Actor
 
 
+def budget_share(spent_usd: float, budget_usd: float) -> float:
+    """The share of a monthly budget used. A $0 budget (an admin may set one to stop a
+    user's GPU spend) counts as used up: 100%, or more once anything was spent."""
+    if budget_usd > 0:
+        return spent_usd / budget_usd
+    return 1.0 if spent_usd <= 0 else float("inf")
+
+
 @dataclass(frozen=True)
 class JobSpend:
     job_id: str
@@ -47,7 +55,7 @@ class SpendView:
 
     @property
     def budget_share(self) -> float:
-        return self.month_spend_usd / self.monthly_budget_usd if self.monthly_budget_usd else 0.0
+        return budget_share(self.month_spend_usd, self.monthly_budget_usd)
 
     @property
     def utilisation(self) -> float:

@@ -3,7 +3,7 @@ spend, the month against the budget and the newest adapters once there is data."
 
 from __future__ import annotations
 
-from core import db
+from core import admin, db
 from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
@@ -42,3 +42,19 @@ def test_running_job_shows_its_loss_sparkline_and_spend(settings: Settings, open
     at.button(key=f"overview.open.{running}").click().run()
     assert not at.exception
     assert at.title[0].value == "Jobs" and at.session_state["jobs.selected"] == running
+
+
+def test_a_zero_monthly_budget_reads_as_used_up(settings: Settings, open_page) -> None:
+    """An admin may stop a user's GPU spend with a $0 budget: the Overview and Costs pages
+    say it is used up instead of dividing by it."""
+    with db.session_scope(settings) as s:
+        repo.ensure_user(LOCAL_ACTOR, s)
+        admin.set_limits(LOCAL_ACTOR, s, LOCAL_ACTOR.user_id, monthly_budget_usd=0)
+    ds = seed_dataset(settings)
+    seed_job(settings, ds, cost=0.0)
+    assert "100% of the $0.00 budget" in text_of(open_page("overview"))
+    costs = open_page("costs")
+    assert next(m for m in costs.metric if m.label == "Budget used").value == "100%"
+    assert "The monthly budget is used up" in text_of(costs)
+    seed_job(settings, ds, cost=2.0)
+    assert "over 100% of the $0.00 budget" in text_of(open_page("overview"))
