@@ -92,9 +92,9 @@ def actions(detail: views.JobDetail) -> None:
         if detail.can_retry and c2.button("Retry (resume from checkpoint)", key="jobs.retry"):
             jobs.retry(actor, settings, job.id, **kw)
             st.rerun()
-        suggested = views.relaunch_settings(job) if job.status == "FAILED" else None
+        suggested = jobs.relaunch_settings(job) if job.status == "FAILED" else None
         if suggested and c3.button("Relaunch with suggested settings", key="jobs.relaunch", type="primary"):
-            new = views.relaunch(actor, settings, job.id, **kw)
+            new = jobs.relaunch(actor, settings, job.id, **kw)
             open_job(new.id)
             st.rerun()
     except (BrightRunError, RunPodError) as e:
