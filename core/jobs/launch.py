@@ -52,21 +52,23 @@ def submit(
     (`LaunchRequest.build`). `auto_relaunch_of` marks the job as the one automatic
     relaunch of that failed job; a request's `resume_from_version_id` starts from that
     adapter version's weights (continued training), recorded as the parent."""
+    if request is not None and settings_given:
+        raise TypeError(f"give a LaunchRequest or its settings, not both ({', '.join(settings_given)})")
     request = request or LaunchRequest.build(**settings_given)
     store = blob_store(settings, store)
     job_id = repo.new_id("job")
     with session_scope(settings) as s:
-        pre = preflight(request, actor, s, settings, job_id=job_id, max_upload_url_s=store.max_upload_url_s)
+        pre = preflight(request, actor, s, settings, job_id=job_id, store=store)
     pre.raise_first()
-    spec = with_time_limit(pre.spec, pre.limits.time_limit_s)  # type: ignore[union-attr, arg-type]
+    spec = with_time_limit(pre.spec, pre.limits.time_limit_s)
     spec = spec.model_copy(update={"model": spec.model.model_copy(
-        update={"name_or_path": worker_model(settings, request.model, pre.pricing)})})  # type: ignore[arg-type]  # fmt: skip
+        update={"name_or_path": worker_model(settings, request.model, pre.pricing)})})  # fmt: skip
     _store_job(actor, settings, pre, spec, parent_job_id=parent_job_id, auto_relaunch_of=auto_relaunch_of)
     payload = sign_training(spec.model_dump(mode="json"), store, actor.user_id,
-                            pre.dataset_keys, pre.upload_window.url_s)  # type: ignore[arg-type, union-attr]  # fmt: skip
+                            pre.dataset_keys, pre.upload_window.url_s)  # fmt: skip
     if spec.resume_from:  # the parent adapter of a continued training, signed afresh
         payload["resume_from"] = parent_source(actor, settings, job_id, store)
-    return dispatch(actor, settings, job_id, payload, pre.limits, pre.upload_window, client=client)  # type: ignore[arg-type]
+    return dispatch(actor, settings, job_id, payload, pre.limits, pre.upload_window, client=client)
 
 
 def _store_job(
@@ -90,13 +92,13 @@ def _store_job(
             dataset_id=r.dataset_id, gpu_type=pricing.gpu_type, price_tier=pricing.tier,
             rate_per_s=pricing.rate_per_s, budget_usd=budget, adapter_name=pre.adapter_name,
             parent_job_id=auto_relaunch_of or parent_job_id, resume_from_version_id=r.resume_from_version_id,
-        )  # type: ignore[union-attr]  # fmt: skip
+        )  # fmt: skip
         if auto_relaunch_of:
             repo.update_job(actor, s, spec.job_id, auto_relaunched=True)
     log.info(
         "job %s for %s: %s; budget $%.2f -> executionTimeout %d ms, training time limit "
         "%.0f s, queue allowance %.0f s, upload URLs %d s; plan %s; spec %s",
-        spec.job_id, actor.user_id, pricing.note, budget, limits.execution_timeout_ms,  # type: ignore[union-attr]
-        limits.time_limit_s, window.queue_s, window.url_s, json.dumps(pre.summary(), default=str),  # type: ignore[union-attr]
+        spec.job_id, actor.user_id, pricing.note, budget, limits.execution_timeout_ms,
+        limits.time_limit_s, window.queue_s, window.url_s, json.dumps(pre.summary(), default=str),
         json.dumps(repo.redact_spec(spec.model_dump(mode="json"))),
     )  # fmt: skip

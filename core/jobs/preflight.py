@@ -45,7 +45,7 @@ from core.jobs.quotas import check_quotas
 from core.jobs.spec import PLACEHOLDER_URL, build_spec, default_adapter_name, spec_errors
 from core.jobs.window import UploadWindow, upload_window
 from core.settings import Settings
-from core.storage import upload_url_limit_s
+from core.storage import BlobStore, upload_url_limit_s
 from core.users import Actor
 from trainer.spec import DataSpec, JobSpec, LoraSpec, TrainingSpec
 
@@ -199,7 +199,7 @@ class Preflight:
     def summary(self) -> dict[str, Any]:
         """What the planner said, for the job's log line."""
         if self.plan is None:
-            return {"estimate": "not available"}
+            return {"estimate": "not available", "notes": self.notes}
         v = self.plan.verdict(self.gpu)
         said: dict[str, Any] = {"gpu": self.gpu, "verdict": v.verdict, "need_gib": round(v.need_bytes / 2**30, 2)}
         if self.cost is not None:
@@ -214,7 +214,7 @@ class _Check:
 
     request: LaunchRequest
     settings: Settings
-    pricing: Pricing | None = None
+    pricing: Pricing
     budget: float | None = None  # None: refused
     spec: JobSpec | None = None
     adapter_name: str | None = None
@@ -235,14 +235,13 @@ def preflight(
     settings: Settings,
     *,
     job_id: str = PREVIEW_JOB_ID,
-    max_upload_url_s: int | None | str = "settings",
+    store: BlobStore | None = None,
 ) -> Preflight:
     """Check `request` for `actor` (see the module docstring). `job_id` names the spec (a
-    preview's by default); `max_upload_url_s`: the store's upload URL lifetime (default:
-    that of the store the settings configure)."""
-    c = _Check(request, settings)
+    preview's by default); the upload window is that of `store` (default: of the store the
+    settings configure, without building it)."""
     try:
-        c.pricing = pricing_for(settings, request.gpu_type)
+        c = _Check(request, settings, pricing_for(settings, request.gpu_type))
     except InvalidInput as e:
         return Preflight(request, request.gpu_type or settings.gpu_type, None, problems=[e])
     _check_budget(c)
@@ -251,8 +250,8 @@ def preflight(
     _build_spec(c, job_id)
     if c.spec is not None:
         _check_plan(c, actor, session)
-    url_s = upload_url_limit_s(settings) if max_upload_url_s == "settings" else max_upload_url_s
-    _check_window(c, url_s)  # type: ignore[arg-type]
+    url_s = store.max_upload_url_s if store is not None else upload_url_limit_s(settings)
+    _check_window(c, url_s)
     if c.budget is not None:
         try:
             check_quotas(actor, session, settings, c.budget)
@@ -269,7 +268,7 @@ def _check_budget(c: _Check) -> None:
         c.refuse(InvalidInput(f"budget must be a positive number of dollars (got {c.request.budget_usd})"))
         return
     try:
-        costs.execution_limits(budget, c.pricing.rate_per_s)  # type: ignore[union-attr]
+        costs.execution_limits(budget, c.pricing.rate_per_s)
     except ValueError as e:  # BudgetTooSmall, or a rate of zero
         c.refuse(InvalidInput(f"budget: {e}"))
         return
@@ -313,7 +312,7 @@ def _build_spec(c: _Check, job_id: str) -> None:
             job_id=job_id, model=r.model, adapter_name=validation.served_adapter_name(name, job_id),
             lora=r.lora.model_dump(exclude_unset=True), training=r.training.model_dump(exclude_unset=True),
             quantization=r.quantization, eval_fraction=0.0 if has_split else r.eval_fraction,
-            device=device_for(c.settings, c.pricing),  # type: ignore[arg-type]
+            device=device_for(c.settings, c.pricing),
             with_eval_url=has_split, resume_from=PLACEHOLDER_URL + "parent" if r.resume_from_version_id else None,
         )  # fmt: skip
     except InvalidInput as e:
@@ -322,10 +321,10 @@ def _build_spec(c: _Check, job_id: str) -> None:
 
 def _check_plan(c: _Check, actor: Actor, session: Session) -> None:
     spec, facts, ds = c.spec, c.facts, c.dataset
-    if facts is None:
+    if facts is None or spec is None:
         return
-    if facts.context_length and spec.training.max_length > facts.context_length:  # type: ignore[union-attr]
-        c.refuse(InvalidInput(f"max length {spec.training.max_length} is beyond {c.request.model}'s context of "  # type: ignore[union-attr]
+    if facts.context_length and spec.training.max_length > facts.context_length:
+        c.refuse(InvalidInput(f"max length {spec.training.max_length} is beyond {c.request.model}'s context of "
                               f"{facts.context_length} tokens; use {facts.context_length} or less"))  # fmt: skip
     tokens = estimate.token_stats_from_report(ds.stats, ds.valid_rows) if ds is not None else None
     if ds is not None and tokens is None:
@@ -333,9 +332,9 @@ def _check_plan(c: _Check, actor: Actor, session: Session) -> None:
                        "whose tokenizer is available when uploading)")  # fmt: skip
     elif ds is not None and (ds.stats.get("tokens") or {}).get("model") not in (None, c.request.model):
         c.notes.append(f"token counts were measured with {ds.stats['tokens']['model']}'s tokenizer")
-    measured = repo.measured_throughput(actor, session, c.request.model, spec.quantization) if tokens else None  # type: ignore[union-attr]
+    measured = repo.measured_throughput(actor, session, c.request.model, spec.quantization) if tokens else None
     try:
-        p = estimate.plan(spec, facts, tokens=tokens, measured=measured, tier=c.settings.price_tier,  # type: ignore[arg-type]
+        p = estimate.plan(spec, facts, tokens=tokens, measured=measured, tier=c.settings.price_tier,
                           price_overrides=c.settings.gpu_prices)  # fmt: skip
     except InvalidInput as e:
         c.refuse(e)
@@ -345,7 +344,7 @@ def _check_plan(c: _Check, actor: Actor, session: Session) -> None:
 
 def _judge_plan(c: _Check, p: Any) -> None:
     """Fit on the job's GPU, and time and cost there against the budget."""
-    gpu = c.pricing.priced_as  # type: ignore[union-attr]
+    gpu = c.pricing.priced_as
     c.fields["plan"] = p
     v = p.verdict(gpu)
     if v.verdict == "does_not_fit":
@@ -370,8 +369,8 @@ def _check_window(c: _Check, max_url_s: int | None) -> None:
     if c.budget is None:
         return
     try:
-        limits = costs.execution_limits(c.budget, c.pricing.rate_per_s,  # type: ignore[union-attr]
-                                        max_s=None if c.pricing.is_local else cap_s)  # type: ignore[union-attr]
+        limits = costs.execution_limits(c.budget, c.pricing.rate_per_s,
+                                        max_s=None if c.pricing.is_local else cap_s)
     except ValueError:  # refused above
         return
     c.fields["limits"] = limits
