@@ -169,7 +169,7 @@ def delete(
 ) -> None:
     """Delete an adapter with all its versions, or one version, and their stored files.
     Version numbers are never reused."""
-    from core import adapters, views
+    from core import adapters
     from core.clients.storage import make_blob_store
     from core.db import session_scope
 
@@ -182,7 +182,7 @@ def delete(
             if one:
                 adapters.delete_version(actor, s, make_blob_store(settings), ref)
             else:
-                views.delete_adapter(actor, s, make_blob_store(settings), ref)
+                adapters.delete_adapter(actor, s, make_blob_store(settings), ref)
     except _errors() as e:
         _fail(e)
     typer.echo(f"deleted {ref}")
@@ -225,7 +225,7 @@ def continue_command(
 ) -> None:
     """Continue training a version (new data, more epochs): a job that starts from its
     weights, with its LoRA settings; the result is recorded with it as parent."""
-    from core import adapters
+    from core import jobs
 
     settings, actor = _ctx()
     training: dict[str, Any] = {}
@@ -236,7 +236,7 @@ def continue_command(
     if max_steps is not None:
         training["max_steps"] = max_steps
     try:
-        job = adapters.continue_training(
+        job = jobs.continue_training(
             actor, settings, ref, dataset_id=dataset or None, training=training,
             adapter_name=adapter_name or None, budget_usd=budget or None, gpu_type=gpu or None,
         )  # fmt: skip

@@ -77,7 +77,9 @@ def train(
     adapter_name: str = typer.Option(
         "", "--adapter-name", help="adapter name (default: model-dataset)"
     ),
-    quant: str = typer.Option("nf4", "--quant", help="nf4 | int8 | none"),
+    preset: str = typer.Option("", "--preset", help="start from a Train page preset: "
+                               "Quick try | Balanced | Thorough"),
+    quant: str | None = typer.Option(None, "--quant", help="nf4 | int8 | none (default: nf4)"),
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank"),
     lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="LoRA alpha"),
     lora_dropout: float | None = typer.Option(None, "--lora-dropout", help="LoRA dropout"),
@@ -93,8 +95,8 @@ def train(
     max_length: int | None = typer.Option(
         None, "--max-length", help="tokens per row (longer chat rows are cut, longer text documents split into windows)"
     ),
-    eval_fraction: float = typer.Option(
-        0.0, "--eval-fraction", help="rows held out for eval when the dataset has no eval split"
+    eval_fraction: float | None = typer.Option(
+        None, "--eval-fraction", help="rows held out for eval when the dataset has no eval split (default: 0)"
     ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     budget: float = typer.Option(
@@ -104,26 +106,22 @@ def train(
         False, "--wait", help="follow the job with a live progress bar until it ends"
     ),
 ) -> None:
-    """Launch a LoRA/QLoRA training job on the GPU endpoint. Settings left out take the job
-    spec's defaults. It is refused when it cannot fit the GPU, would cost more than its
-    budget, or would exceed your quotas."""
+    """Launch a LoRA/QLoRA training job on the GPU endpoint. Settings left out take the
+    preset's values (`--preset`, as on the Train page), else the job spec's defaults. It is
+    refused, with every reason, when it cannot fit the GPU, would cost more than its budget,
+    or would exceed your quotas."""
     from core import jobs
 
     settings = _settings()
     actor = _actor(settings)
-    lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout}
-    training = {
-        "learning_rate": lr, "micro_batch_size": micro_batch, "grad_accum": grad_accum,
-        "max_length": max_length, "epochs": epochs, "max_steps": max_steps,
-    }  # fmt: skip
     try:
-        job = jobs.submit(
-            actor, settings, dataset_id=dataset, model=model, adapter_name=adapter_name or None,
-            lora={k: v for k, v in lora.items() if v is not None},
-            training={k: v for k, v in training.items() if v is not None},
-            quantization=quant, eval_fraction=eval_fraction, gpu_type=gpu or None,
-            budget_usd=budget or None,
-        )  # fmt: skip
+        job = _launch(actor, settings, preset, dict(
+            model=model, dataset_id=dataset, adapter_name=adapter_name or None, quantization=quant,
+            eval_fraction=eval_fraction, gpu_type=gpu or None, budget_usd=budget or None,
+            lora={"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout},
+            training={"learning_rate": lr, "micro_batch_size": micro_batch, "grad_accum": grad_accum,
+                      "max_length": max_length, "epochs": epochs, "max_steps": max_steps},
+        ))  # fmt: skip
     except _errors() as e:
         _fail(e)
     pricing = jobs.pricing_for(settings, gpu or None)
@@ -132,13 +130,34 @@ def train(
         raise typer.Exit(follow(actor, settings, job.id))
 
 
+def _launch(actor: Any, settings: Any, preset: str, given: dict[str, Any]) -> Any:
+    """Build the request (the preset's values under what was given), show every reason
+    the preflight blocks it, and submit it."""
+    from core import jobs
+    from core.db import session_scope
+
+    base = jobs.preset(preset) if preset else {"lora": {}, "training": {}}
+    for part in ("lora", "training"):
+        given[part] = {**base[part], **{k: v for k, v in given[part].items() if v is not None}}
+    for key in ("quantization", "eval_fraction"):
+        if given[key] is None:
+            given[key] = base.get(key, jobs.defaults()[key])
+    request = jobs.LaunchRequest.build(**given)
+    with session_scope(settings) as s:
+        pre = jobs.preflight(request, actor, s, settings)
+    for problem in pre.problems[1:]:
+        typer.echo(f"also: {problem}", err=True)
+    pre.raise_first()
+    return jobs.submit(actor, settings, request)
+
+
 def follow(actor: Any, settings: Any, job_id: str, every_s: float = 2.0) -> int:
     """Sync the job until it ends, drawing a progress bar with loss and dollars. Returns the
     exit code: 0 when it completed."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from core import jobs
-    from core.db.tables import TERMINAL_STATUSES
+    from core.db.tables import TERMINAL_STATUSES, JobStatus
 
     columns = (
         TextColumn("{task.fields[status]:<11}"),
@@ -151,7 +170,7 @@ def follow(actor: Any, settings: Any, job_id: str, every_s: float = 2.0) -> int:
     )
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(
-            job_id, total=None, status="QUEUED", steps="-", loss="-", cost="$0", eta="-"
+            job_id, total=None, status=JobStatus.QUEUED, steps="-", loss="-", cost="$0", eta="-"
         )
         while True:
             try:
@@ -170,10 +189,12 @@ def follow(actor: Any, settings: Any, job_id: str, every_s: float = 2.0) -> int:
                 break
             time.sleep(every_s)
     _print_outcome(job)
-    return 0 if job.status == "COMPLETED" else 1
+    return 0 if job.status == JobStatus.COMPLETED else 1
 
 
 def _print_outcome(job: Any) -> None:
+    from core.db.tables import JobStatus
+
     line = f"job {job.id} {job.status}: {job.step or 0} steps, cost {_money(job.cost_usd)}"
     if job.final_loss is not None:
         line += f", final loss {job.final_loss:.4f}"
@@ -186,7 +207,7 @@ def _print_outcome(job: Any) -> None:
         typer.echo(f"{job.failure_kind}: {job.failure_message}")
         if job.failure_suggestion:
             typer.echo(f"suggestion: {job.failure_suggestion}")
-    if job.status == "COMPLETED" and job.adapter_name:
+    if job.status == JobStatus.COMPLETED and job.adapter_name:
         typer.echo(f"adapter: {job.adapter_name}")
 
 

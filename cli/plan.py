@@ -22,21 +22,22 @@ import typer
 GIB = 1 << 30
 
 
-def _spec(model: str, **given: Any) -> Any:
-    from trainer.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
+def _spec(model: str, quantization: str | None, lora: dict[str, Any], training: dict[str, Any]) -> Any:
+    """The job spec a launch with these settings would plan (`core.jobs.LaunchRequest`)."""
+    from core import jobs
 
-    lora = {k: v for k, v in given.items() if k in LoraSpec.model_fields and v is not None}
-    training = {k: v for k, v in given.items() if k in TrainingSpec.model_fields and v is not None}
-    top = {k: v for k, v in given.items() if k == "quantization" and v is not None}
-    return JobSpec(
-        job_id="plan",
-        model=ModelSpec(name_or_path=model),
-        data=DataSpec(train_path="plan"),
-        output=OutputSpec(adapter_name="plan"),
-        lora=LoraSpec(**lora),
-        training=TrainingSpec(**training),
-        **top,
+    given = {k: v for k, v in (("quantization", quantization),) if v is not None}
+    request = jobs.LaunchRequest.build(
+        model=model,
+        lora={k: v for k, v in lora.items() if v is not None},
+        training={k: v for k, v in training.items() if v is not None},
+        **given,
     )
+    return jobs.build_spec(
+        job_id="plan", model=model, adapter_name="plan", quantization=request.quantization,
+        lora=request.lora.model_dump(exclude_unset=True),
+        training=request.training.model_dump(exclude_unset=True),
+    )  # fmt: skip
 
 
 def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
@@ -141,6 +142,7 @@ def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
             typer.echo(f"  - {n}")
 
 
+# Long only through its typer options; the body reads as four steps (spec, tokens, plan, print).
 def plan(
     model: str = typer.Option(..., "--model", help="catalog id, brightrun/tiny-chat, a model "
                               "folder, or a hub id whose config.json is in the local cache"),
@@ -177,55 +179,67 @@ def plan(
 ) -> None:
     """Peak GPU memory term by term, fits / tight / does not fit per GPU type (with a
     suggestion), and with token statistics the training time and cost per GPU."""
-    from core import planner
     from core.errors import InvalidInput
     from core.settings import load_settings
 
     settings = load_settings()
-    target_list: Any = None
-    if targets:
-        target_list = "all-linear" if targets == "all-linear" else [
-            t.strip() for t in targets.split(",") if t.strip()
-        ]
     try:
-        spec = _spec(
-            model, quantization=quant, max_length=max_length, micro_batch_size=batch,
-            grad_accum=grad_accum, r=lora_r, target_modules=target_list,
-            lora_on_experts=lora_on_experts, gradient_checkpointing=checkpointing,
-            packing=packing, epochs=epochs,
-        )  # fmt: skip
-        facts = planner.describe(model, local_models_dir=settings.data_dir / "models")
-        stats = None
-        if dataset:
-            stats = _dataset_tokens(dataset, settings)
-        elif rows is not None or tokens is not None:
-            if rows is None or tokens is None:
-                raise InvalidInput("give both --rows and --tokens (mean tokens per row)")
-            stats = planner.TokenStats(rows=rows, mean_tokens=tokens)
-        gpus = list(gpu) if gpu else None
-        if measured and not gpus:
-            raise InvalidInput("--measured needs --gpu: throughput is per GPU type")
-        meas = _history(model, spec.quantization, settings) if history and stats else {}
-        if measured and gpus:
-            meas[gpus[0]] = list(measured)
-        p = planner.plan(
-            spec, facts, tokens=stats, gpus=gpus, measured=meas, tier=settings.price_tier,
-            price_overrides=settings.gpu_prices,
-        )
+        spec = _spec(model, quant, {"r": lora_r, "target_modules": _targets(targets),
+                                    "lora_on_experts": lora_on_experts},
+                     {"max_length": max_length, "micro_batch_size": batch, "grad_accum": grad_accum,
+                      "gradient_checkpointing": checkpointing, "packing": packing, "epochs": epochs})  # fmt: skip
+        stats = _token_stats(dataset, rows, tokens, settings)
+        p = _plan(spec, model, stats, list(gpu) if gpu else None, measured, history, settings)
     except (InvalidInput, ValueError) as e:  # ValidationError is a ValueError
         typer.echo(f"cannot plan: {e}", err=True)
         raise typer.Exit(2) from None
-    check = timeout = None
+    verdict = None
     if budget is not None and p.costs:
-        cost = next(c for c in p.costs if c.gpu == (p.recommended_gpu or p.costs[0].gpu))
-        check = planner.check_budget(cost, budget)
-        tm = next(t for t in p.times if t.gpu == cost.gpu)
-        timeout = planner.execution_timeout_ms(tm, budget, cost.rate_per_s)
+        from core.jobs import budget_verdict
+
+        verdict = budget_verdict(p, p.recommended_gpu or p.costs[0].gpu, budget)
     if as_json:
         out = p.to_dict()
-        if check is not None:
-            out["budget"] = {"ok": check.ok, "level": check.level, "message": check.message,
-                             "execution_timeout_ms": timeout}
+        if verdict is not None:
+            out["budget"] = {"ok": verdict.check.ok, "level": verdict.check.level, "message": verdict.check.message,
+                             "execution_timeout_ms": verdict.timeout_ms}  # fmt: skip
         typer.echo(json.dumps(out, default=str))
         return
-    _print(p, check, timeout, stats)
+    _print(p, verdict.check if verdict else None, verdict.timeout_ms if verdict else None, stats)
+
+
+def _targets(targets: str | None) -> Any:
+    if not targets:
+        return None
+    return "all-linear" if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+
+
+def _token_stats(dataset: str | None, rows: int | None, tokens: float | None, settings: Any) -> Any:
+    """Token statistics from a stored dataset, from --rows and --tokens, or None."""
+    from core import planner
+    from core.errors import InvalidInput
+
+    if dataset:
+        return _dataset_tokens(dataset, settings)
+    if rows is None and tokens is None:
+        return None
+    if rows is None or tokens is None:
+        raise InvalidInput("give both --rows and --tokens (mean tokens per row)")
+    return planner.TokenStats(rows=rows, mean_tokens=tokens)
+
+
+def _plan(spec: Any, model: str, stats: Any, gpus: list[str] | None, measured: list[float] | None,
+          history: bool, settings: Any) -> Any:  # fmt: skip
+    """The planner's plan; times from the user's finished jobs unless --no-history, and
+    --measured for the first --gpu over them."""
+    from core import planner
+    from core.errors import InvalidInput
+
+    facts = planner.describe(model, local_models_dir=settings.data_dir / "models")
+    if measured and not gpus:
+        raise InvalidInput("--measured needs --gpu: throughput is per GPU type")
+    meas = _history(model, spec.quantization, settings) if history and stats else {}
+    if measured and gpus:
+        meas[gpus[0]] = list(measured)
+    return planner.plan(spec, facts, tokens=stats, gpus=gpus, measured=meas, tier=settings.price_tier,
+                         price_overrides=settings.gpu_prices)  # fmt: skip

@@ -15,7 +15,7 @@ import streamlit as st
 from components import charts, session
 from components import widgets as w
 from core import actions as job_actions
-from core import adapters, jobs, queries, views
+from core import adapters, jobs, queries
 from core.db.tables import JOB_STATUSES, TERMINAL_STATUSES
 from core.errors import BrightRunError
 from core.settings import Settings
@@ -91,9 +91,9 @@ def actions(detail: queries.JobDetail) -> None:
         if detail.can_retry and c2.button("Retry (resume from checkpoint)", key="jobs.retry"):
             jobs.retry(actor, settings, job.id, **kw)
             st.rerun()
-        suggested = views.relaunch_settings(job) if job.status == "FAILED" else None
+        suggested = jobs.relaunch_settings(job) if job.status == "FAILED" else None
         if suggested and c3.button("Relaunch with suggested settings", key="jobs.relaunch", type="primary"):
-            new = views.relaunch(actor, settings, job.id, **kw)
+            new = jobs.relaunch(actor, settings, job.id, **kw)
             open_job(new.id)
             st.rerun()
     except BrightRunError as e:

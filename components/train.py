@@ -1,7 +1,8 @@
 """Train page widgets: the settings form (grouped, with presets) and the plan it gives.
 
-Defaults come from the job spec's schema (`trainer.spec`); a preset changes only the
-fields it names. Widget keys live under `train.`.
+Defaults and presets come from the launch preflight (`core.jobs.preset`, the job spec's
+defaults with a preset's changes), shared with `brightrun train --preset`. Widget keys live
+under `train.`.
 """
 
 from __future__ import annotations
@@ -12,32 +13,25 @@ import streamlit as st
 
 from components import charts
 from components import widgets as w
-from core import planner, views
-from trainer.spec import DataSpec, LoraSpec, TrainingSpec
+from core import jobs, planner
+from core.actions import CacheState
 
-_L, _T = LoraSpec(), TrainingSpec()
-DEFAULTS: dict[str, Any] = {
-    "train.lora_r": _L.r, "train.lora_alpha": float(_L.alpha), "train.lora_dropout": _L.dropout,
-    "train.epochs": float(_T.epochs or 1.0), "train.learning_rate": _T.learning_rate,
-    "train.lr_scheduler": _T.lr_scheduler, "train.warmup_ratio": _T.warmup_ratio,
-    "train.micro_batch_size": _T.micro_batch_size, "train.grad_accum": _T.grad_accum,
-    "train.max_length": _T.max_length, "train.packing": _T.packing,
-    "train.gradient_checkpointing": _T.gradient_checkpointing, "train.quantization": "nf4",
-    "train.eval_fraction": DataSpec.model_fields["eval_fraction"].default,
-}  # fmt: skip
-PRESETS: dict[str, dict[str, Any]] = {
-    "Quick try": {"train.lora_r": 8, "train.lora_alpha": 16.0, "train.epochs": 1.0, "train.max_length": 1024},
-    "Balanced": {"train.eval_fraction": 0.05},
-    "Thorough": {"train.lora_r": 64, "train.lora_alpha": 128.0, "train.epochs": 3.0, "train.learning_rate": 1e-4,
-                 "train.eval_fraction": 0.1},
-}  # fmt: skip
+_LORA_KEYS = {"r": "train.lora_r", "alpha": "train.lora_alpha", "dropout": "train.lora_dropout"}
+PRESETS = list(jobs.PRESETS)
 
 
-STATE = {**DEFAULTS, **PRESETS["Balanced"]}  # what a new session starts with (see session.init_state)
+def widget_state(values: dict[str, Any]) -> dict[str, Any]:
+    """Widget keys and values for settings in the shape of `core.jobs.preset`."""
+    out = {key: values["lora"][name] for name, key in _LORA_KEYS.items()}
+    out.update({f"train.{k}": v for k, v in values["training"].items()})
+    return {**out, "train.quantization": values["quantization"], "train.eval_fraction": values["eval_fraction"]}
+
+
+STATE = widget_state(jobs.preset(jobs.DEFAULT_PRESET))  # what a new session starts with (session.init_state)
 
 
 def apply_preset() -> None:
-    st.session_state.update({**DEFAULTS, **PRESETS[st.session_state["train.preset"]]})
+    st.session_state.update(widget_state(jobs.preset(st.session_state["train.preset"])))
 
 
 def model_card(model: str, models_dir: Any) -> None:
@@ -60,7 +54,7 @@ CACHE_NOTES = {
 }
 
 
-def cache_note(model: str, cache: views.CacheState) -> None:
+def cache_note(model: str, cache: CacheState) -> None:
     """Whether the model is on the volume's model cache, with the command when it is not."""
     if cache.state == "unknown":
         st.caption(f"Model cache: unknown ({w.plain(cache.reason)}); a job downloads the model if it is not cached.")
@@ -72,7 +66,7 @@ def cache_note(model: str, cache: views.CacheState) -> None:
 
 def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
     """(lora, training, quantization, eval_fraction) from the grouped widgets."""
-    st.selectbox("Preset", list(PRESETS), key="train.preset", on_change=apply_preset,
+    st.selectbox("Preset", PRESETS, key="train.preset", on_change=apply_preset,
                  help="sets LoRA and training values; change any of them below")  # fmt: skip
     with st.expander("LoRA", expanded=True):
         c = st.columns(4)
@@ -103,7 +97,7 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
     return lora, training, ss["train.quantization"], float(ss["train.eval_fraction"])
 
 
-def plan_view(tp: views.TrainPlan) -> None:
+def plan_view(tp: jobs.Preflight) -> None:
     if tp.plan is None:
         return
     verdict = tp.plan.verdict(tp.gpu)

@@ -14,7 +14,9 @@ event records the cold start. `cache_status(actor, settings, model)` tells the T
 whether the model is cached: `cached` when this machine sees the cache folder complete
 (the local stack's volume) or one of the actor's `cache_model` jobs for it completed,
 `caching` while one runs, else `not cached` (a local folder or the tiny demo model is
-`local`).
+`local`). `model_cache_state` gives the Train page that answer within
+`CACHE_STATUS_TIMEOUT_S`; a database or volume that does not answer in time, or fails, is
+`unknown` with the reason.
 
 Errors: as `core.jobs.submit` (`InvalidInput`, `QuotaExceeded`, `SubmitFailed`).
 """
@@ -24,28 +26,30 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
 from core import jobs
-from core.clients.runpod import RunPodClient, RunPodError, SubmitUncertain
-from core.clients.storage import BlobStore, job_key, make_blob_store
+from core.clients.runpod import RunPodClient
+from core.clients.storage import BlobStore, make_blob_store
 from core.db import repo, session_scope
-from core.db.tables import ACTIVE_STATUSES, Job, User, utcnow
+from core.db.tables import ACTIVE_STATUSES, Job, JobStatus, User
 from core.errors import InvalidInput
+from core.planner import TINY_ID
 from core.settings import Settings
 from core.users import Actor
 from trainer.spec import JobSpec
 
-__all__ = ["send_action", "cache_model", "cache_status", "cold_start_s", "device_for"]
+__all__ = ["send_action", "cache_model", "cache_status", "model_cache_state", "CacheState", "cold_start_s"]
 
 log = logging.getLogger("brightrun.jobs")
 
 Signer = Callable[[dict[str, Any], BlobStore, int], dict[str, Any]]
-
-
-def device_for(settings: Settings, pricing: jobs.Pricing) -> str:
-    return settings.local_device if pricing.gpu_type == jobs.LOCAL_GPU else "cuda"
 
 
 def send_action(
@@ -65,12 +69,12 @@ def send_action(
     budget = settings.job_budget_usd if budget_usd is None else float(budget_usd)
     if not budget > 0:
         raise InvalidInput(f"budget must be a positive number of dollars (got {budget_usd})")
-    limits = jobs._limits(budget, pricing.rate_per_s)
+    limits = jobs.execution_limits(budget, pricing.rate_per_s)
     store = store or make_blob_store(settings)
     window = jobs.upload_window(limits, store.max_upload_url_s)  # refused before anything is stored
     with session_scope(settings) as s:
         repo.ensure_user(actor, s)
-        jobs._lock_row(s, User, actor.user_id)
+        jobs.lock_row(s, User, actor.user_id)
         jobs.check_quotas(actor, s, settings, budget)
         repo.create_job(
             actor, s, job_id=spec.job_id, base_model=base_model, spec=spec.model_dump(mode="json"),
@@ -80,34 +84,12 @@ def send_action(
     log.info("%s job %s for %s: %s; budget $%.2f -> executionTimeout %d ms; spec %s",
              spec.action, spec.job_id, actor.user_id, pricing.note, budget, limits.execution_timeout_ms,
              json.dumps(repo.redact_spec(spec.model_dump(mode="json"))))  # fmt: skip
-    ttl = window.url_s
     payload = spec.model_dump(mode="json")
     if sign is not None:
-        payload = sign(payload, store, ttl)
+        payload = sign(payload, store, window.url_s)
     if payload.get("output") is not None:
-        for name in jobs.LOG_FILES:
-            key = job_key(actor.user_id, spec.job_id, name)
-            payload["output"]["upload_urls"][name] = store.signed_upload_url("adapters", key, ttl)
-    own = client is None
-    client = client or RunPodClient.from_settings(settings)
-    try:
-        sub = client.run(payload, execution_timeout_ms=limits.execution_timeout_ms, ttl_ms=window.ttl_ms)
-    except SubmitUncertain as e:
-        jobs._fail_submit(actor, settings, spec.job_id, "submit_uncertain", str(e),
-                          "look for the job on the endpoint before launching it again")  # fmt: skip
-        raise jobs.SubmitFailed(f"job {spec.job_id}: {e}") from e
-    except RunPodError as e:
-        jobs._fail_submit(actor, settings, spec.job_id, "submit_failed", str(e),
-                          "check GPU_CLUSTER_API_URL and GPU_CLUSTER_API_KEY and that the endpoint is up")  # fmt: skip
-        raise jobs.SubmitFailed(f"job {spec.job_id} could not be sent: {e}") from e
-    finally:
-        if own:
-            client.close()
-    with session_scope(settings) as s:
-        jobs._lock_row(s, Job, spec.job_id)
-        job = repo.get_job(actor, s, spec.job_id)
-        status = job.status if job.status not in ACTIVE_STATUSES else "IN_QUEUE"
-        return repo.update_job(actor, s, spec.job_id, status=status, runpod_job_id=sub.id, submitted_at=utcnow())
+        payload["output"]["upload_urls"].update(jobs.log_upload_urls(store, actor.user_id, spec.job_id, window.url_s))
+    return jobs.dispatch(actor, settings, spec.job_id, payload, limits, window, client=client)
 
 
 def cache_model(
@@ -124,18 +106,16 @@ def cache_model(
     store: BlobStore | None = None,
 ) -> Job:
     """Launch a `cache_model` job for a hub model (see the module docstring)."""
-    from pydantic import ValidationError
-
     pricing = jobs.pricing_for(settings, gpu_type)
     job_id = repo.new_id("job")
     try:
         spec = JobSpec(
             job_id=job_id, action="cache_model", model={"name_or_path": model, "revision": revision},
             quantization=quantization, cache={"quantized_copy": quantized_copy},
-            output={"adapter_name": "model-cache"}, device=device_for(settings, pricing),
+            output={"adapter_name": "model-cache"}, device=jobs.device_for(settings, pricing),
         )  # fmt: skip
     except ValidationError as e:
-        raise InvalidInput(f"invalid cache_model settings: {jobs._spec_errors(e)}") from None
+        raise InvalidInput(f"invalid cache_model settings: {jobs.spec_errors(e)}") from None
     return send_action(actor, settings, spec, base_model=model, pricing=pricing, budget_usd=budget_usd,
                        client=client, store=store)  # fmt: skip
 
@@ -147,8 +127,6 @@ def _local_cache_folder(settings: Settings, model: str, revision: str | None) ->
 
 def cache_status(actor: Actor, settings: Settings, model: str, revision: str | None = None) -> str:
     """`local`, `cached`, `caching` or `not cached` (see the module docstring)."""
-    from core.planner import TINY_ID
-
     if model.lower() == TINY_ID or Path(model).expanduser().is_dir() or model.count("/") != 1:
         return "local"
     if (_local_cache_folder(settings, model, revision) / ".brightrun-complete").is_file():
@@ -157,7 +135,7 @@ def cache_status(actor: Actor, settings: Settings, model: str, revision: str | N
         for job in repo.list_jobs(actor, s, limit=500):
             if job.action != "cache_model" or job.base_model != model:
                 continue
-            if job.status == "COMPLETED":
+            if job.status == JobStatus.COMPLETED:
                 return "cached"
             if job.status in ACTIVE_STATUSES:
                 return "caching"
@@ -172,3 +150,34 @@ def cold_start_s(actor: Actor, settings: Settings, job_id: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+
+
+CACHE_STATUS_TIMEOUT_S = 2.0
+# Cache checks run here so a page waits at most CACHE_STATUS_TIMEOUT_S; two workers, so
+# checks stuck on an unanswering database cannot pile up threads (later ones time out).
+_cache_checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="brightrun-cache-status")
+
+
+@dataclass(frozen=True)
+class CacheState:
+    state: str  # local | cached | caching | not cached | unknown
+    reason: str = ""  # why `unknown`
+
+
+def model_cache_state(actor: Actor, settings: Settings, model: str, timeout_s: float | None = None) -> CacheState:
+    """`cache_status` of `model`, or `unknown` when it has no answer within `timeout_s`
+    (default `CACHE_STATUS_TIMEOUT_S`; the check finishes in the background and its answer
+    is dropped) or cannot read the database or the volume."""
+    timeout_s = CACHE_STATUS_TIMEOUT_S if timeout_s is None else timeout_s
+    future = _cache_checks.submit(cache_status, actor, settings, model)
+    try:
+        return CacheState(future.result(timeout=timeout_s))
+    except TimeoutError:
+        future.cancel()  # still queued behind stuck checks: never runs
+        return CacheState("unknown", f"no answer within {timeout_s:g}s")
+    except SQLAlchemyError as e:
+        log.warning("cache status of %s: database error %s", model, type(e).__name__)
+        return CacheState("unknown", "the database could not be read")
+    except OSError as e:
+        log.warning("cache status of %s: %s", model, e)
+        return CacheState("unknown", "the model cache folder could not be read")

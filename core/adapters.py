@@ -4,7 +4,8 @@ Built on `core.db.repo` (the `adapters` and `adapter_versions` tables); every fu
 the acting user and sees only their adapters (another user's version is `NotFound`).
 
 - Numbering: a completed job's adapter becomes the next version of the adapter named in
-  the job (`support-bot` v1, v2, ...), registered by `core.jobs.sync`. Numbers are never
+  the job (`support-bot` v1, v2, ...), registered by `core.jobs.sync`
+  (`register_job_version`; its id is `version_id_for(job id)`). Numbers are never
   reused: a deleted version keeps its number.
 - Checkpoints: a `checkpoint` event whose data names an `adapter_path` (a PEFT folder the
   worker wrote on the shared volume, `ADAPTER_DIR/.checkpoints/<job>/step-N`) is registered
@@ -13,12 +14,12 @@ the acting user and sees only their adapters (another user's version is `NotFoun
   `ckpt-<version id>` (`core.clients.inference.model_choices`). `promote` gives it the next number;
   when its folder is visible from here (the local stack) its files are also copied to
   storage, so it exports like any version.
-- Continued training: `continue_training` launches a job whose spec starts from the
+- Continued training: `core.jobs.continue_training` launches a job whose spec starts from the
   version's adapter weights (`JobSpec.resume_from`: a signed URL of the stored weights,
   else the folder on the volume, decided at each send by `parent_source`), on the same
   base model with the same LoRA shape (other values are refused: the weights would not
   fit); the version is recorded as the job's `resume_from_version_id` and as the parent of
-  every version and checkpoint that job registers.
+  every version and checkpoint that job registers. `continued_lora` keeps its LoRA shape.
 - References: `resolve(actor, session, ref)` accepts a version id (`av-...`), an adapter
   name (its newest version), `name:v2`, `name@2` or `name v2`.
 
@@ -37,8 +38,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.clients.storage import DOWNLOAD_URL_TTL_S, BlobStore, adapter_key, adapter_prefix
-from core.db import repo
-from core.db.tables import AdapterVersion, Job
+from core.db import repo, session_scope
+from core.db.tables import Adapter, AdapterVersion, Job
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from core.users import Actor
@@ -53,7 +54,11 @@ __all__ = [
     "register_checkpoints",
     "promote",
     "delete_version",
-    "continue_training",
+    "continued_lora",
+    "version_id_for",
+    "register_job_version",
+    "delete_adapter",
+    "adapter_name_of",
     "parent_source",
     "PEFT_FILES",
 ]
@@ -100,15 +105,13 @@ def label(adapter_name: str, v: AdapterVersion) -> str:
     return text + (f" step {v.step}" if v.is_checkpoint else "")
 
 
-def _adapter_name(session: Session, v: AdapterVersion) -> str:
-    from core.db.tables import Adapter
-
+def adapter_name_of(session: Session, v: AdapterVersion) -> str:
     a = session.get(Adapter, v.adapter_id)
     return a.name if a is not None else v.adapter_id
 
 
 def info(actor: Actor, session: Session, v: AdapterVersion) -> VersionInfo:
-    name = _adapter_name(session, v)
+    name = adapter_name_of(session, v)
     parent = None
     if v.parent_version_id:
         parent = session.get(AdapterVersion, v.parent_version_id)
@@ -118,7 +121,7 @@ def info(actor: Actor, session: Session, v: AdapterVersion) -> VersionInfo:
         id=v.id, adapter=name, label=label(name, v), version=v.version, is_checkpoint=v.is_checkpoint,
         step=v.step, base_model=v.base_model, job_id=v.job_id, dataset_id=v.dataset_id,
         parent_id=v.parent_version_id,
-        parent_label=label(_adapter_name(session, parent), parent) if parent is not None else None,
+        parent_label=label(adapter_name_of(session, parent), parent) if parent is not None else None,
         final_loss=v.final_loss, eval_loss=v.eval_loss, size_bytes=v.size_bytes,
         stored=bool(v.storage_prefix), on_volume=bool(v.volume_path), status=v.status,
         eval_status=(v.eval_scores or {}).get("status"), hub_repo=v.hub_repo, created_at=v.created_at,
@@ -195,6 +198,33 @@ def register_checkpoints(actor: Actor, session: Session, job: Job, events: Itera
     return out
 
 
+def version_id_for(job_id: str) -> str:
+    """The adapter version a job produces gets an id derived from the job's (one per job)."""
+    return "av-" + job_id.removeprefix("job-")
+
+
+def register_job_version(actor: Actor, session: Session, job: Job, final: Any, store: BlobStore) -> AdapterVersion | None:
+    """Register the adapter a completed training job uploaded as the next version of its
+    adapter (idempotent per job). None when its PEFT files are not in storage. `final` is
+    the job's `completed` event (its summary's losses win over the job's)."""
+    vid = version_id_for(job.id)
+    prefix = adapter_prefix(actor.user_id, vid)
+    files = {b.key.rsplit("/", 1)[-1]: b.size for b in store.list("adapters", prefix)}
+    if not set(PEFT_FILES) <= set(files):
+        return None
+    data = (final.data or {}) if final is not None else {}
+    summary = data.get("summary") or {}
+    metrics = repo.list_events(actor, session, job.id, types=["metrics"])
+    curve = [[m.data["step"], m.data["loss"]] for m in metrics if "step" in (m.data or {}) and "loss" in (m.data or {})]
+    return repo.create_adapter_version(
+        actor, session, adapter_name=job.adapter_name, base_model=job.base_model, job_id=job.id,
+        dataset_id=job.dataset_id, parent_version_id=job.resume_from_version_id, settings=_job_settings(job),
+        final_loss=summary.get("final_loss", job.final_loss), eval_loss=summary.get("eval_loss", job.eval_loss),
+        loss_curve=curve, size_bytes=sum(files.values()), storage_prefix=prefix,
+        volume_path=(data.get("adapter") or {}).get("adapter_dir"), version_id=vid,
+    )  # fmt: skip
+
+
 def _store_folder(actor: Actor, store: BlobStore, version_id: str, folder: Path) -> tuple[str, int]:
     """Copy a PEFT folder's files into the version's storage folder; (prefix, bytes)."""
     size = 0
@@ -230,66 +260,39 @@ def delete_version(actor: Actor, session: Session, store: BlobStore | None, ref:
     return v
 
 
-# --------------------------------------------------------------------------- continue training
+def delete_adapter(actor: Actor, session: Session, store: Any, name_or_id: str) -> int:
+    """Soft-delete the adapter and its versions and remove their stored files. Returns how
+    many files were removed. The rows stay for the lineage of jobs."""
+    versions = repo.list_versions(actor, session, name_or_id)
+    repo.delete_adapter(actor, session, name_or_id)
+    removed = 0
+    for v in versions:
+        if v.storage_prefix:
+            removed += store.delete_prefix(v.storage_bucket, v.storage_prefix)
+    return removed
 
 
-def continue_training(
-    actor: Actor,
-    settings: Settings,
-    ref: str,
-    *,
-    dataset_id: str | None = None,
-    training: Mapping[str, Any] | None = None,
-    lora: Mapping[str, Any] | None = None,
-    adapter_name: str | None = None,
-    quantization: str | None = None,
-    budget_usd: float | None = None,
-    gpu_type: str | None = None,
-    client: Any = None,
-    store: BlobStore | None = None,
-) -> Job:
-    """Launch a job that continues training version `ref` (new data, more epochs). The
-    dataset defaults to the parent's, the adapter name to the parent's (so the result is
-    its next version), LoRA settings to the parent's; training settings are the parent's
-    with `training` applied over them (without its time limit, which the budget sets)."""
-    from core import jobs
-    from core.db import session_scope
+# --------------------------------------------------------------------------- continued training
 
-    with session_scope(settings) as s:
-        parent = resolve(actor, s, ref)
-        if parent.status != "ready":
-            raise InvalidInput(f"version {ref!r} is {parent.status}; only a ready version can be continued")
-        name = adapter_name or _adapter_name(s, parent)
-        base, parent_id = parent.base_model, parent.id
-        ps = parent.settings or {}
-        dataset_id = dataset_id or parent.dataset_id
-        if dataset_id is None:
-            raise InvalidInput("the parent version has no dataset: name the dataset to continue on")
-        if not parent.storage_prefix and not parent.volume_path:
-            raise InvalidInput(f"version {ref!r} has neither stored files nor a folder on the volume")
-    parent_lora = dict(ps.get("lora") or {})
-    new_lora = {**parent_lora, **dict(lora or {})}
+
+def continued_lora(parent: Mapping[str, Any] | None, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The LoRA settings of a job continuing a version: the parent's with `given` over
+    them; a different shape (rank, targets, DoRA, experts) is `InvalidInput`, because the
+    parent's weights would not fit."""
+    parent_lora = dict(parent or {})
+    new_lora = {**parent_lora, **dict(given or {})}
     for key in ("r", "target_modules", "use_dora", "lora_on_experts"):
         if key in parent_lora and new_lora.get(key) != parent_lora.get(key):
             raise InvalidInput(
                 f"lora.{key} {new_lora.get(key)!r} differs from the parent's {parent_lora.get(key)!r}: "
                 "continued training loads the parent's weights, so the LoRA shape must stay the same"
             )
-    t = {k: v for k, v in dict(ps.get("training") or {}).items() if k != "time_limit_s"}
-    t.update(dict(training or {}))
-    return jobs.submit(
-        actor, settings, dataset_id=dataset_id, model=base, adapter_name=name, lora=new_lora,
-        training=t, quantization=quantization or ps.get("quantization") or "nf4",
-        budget_usd=budget_usd, gpu_type=gpu_type, client=client, store=store,
-        resume_from_version_id=parent_id,
-    )  # fmt: skip
+    return new_lora
 
 
 def parent_source(actor: Actor, settings: Settings, job_id: str, store: BlobStore) -> str:
     """Where the worker fetches the parent adapter of a continued-training job: a fresh
     signed URL of its stored weights, else its folder on the shared volume."""
-    from core.db import session_scope
-
     with session_scope(settings) as s:
         job = repo.get_job(actor, s, job_id)
         if not job.resume_from_version_id:

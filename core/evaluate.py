@@ -1,6 +1,7 @@
 """Evaluation of an adapter version against its base model, stored with the version.
 
-When a training job completes, `core.jobs` calls `start_after_job`: it marks the job's
+When a training job completes, `core.jobs` tells `start_after_job` (a subscriber of its
+`JobEnded` event, `core.jobs.subscribers`): it marks the job's
 version `pending` and evaluates it in a background thread, so the sync loop never waits
 for it (off with EVAL_AFTER_JOB=false). `evaluate_version` does the work, and is what
 `brightrun adapters eval` runs:
@@ -51,7 +52,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.db import repo
+from core import adapters
+from core.clients import inference
+from core.clients.storage import make_blob_store
+from core.datasets import eval_key
+from core.db import repo, session_scope
+from core.db.tables import Job
 from core.errors import BrightRunError, InvalidInput
 from core.settings import Settings
 from core.users import Actor
@@ -192,9 +198,7 @@ def judge(
 ) -> JudgeResult:
     """Ask `judge_model` which of the two answers of each row is better (order shuffled,
     seeded per row)."""
-    from core.clients.inference import Sampling
-
-    sampling = Sampling(temperature=0.0, max_tokens=4, seed=seed)
+    sampling = inference.Sampling(temperature=0.0, max_tokens=4, seed=seed)
     wins = losses = ties = invalid = 0
     for i, row in enumerate(rows):
         adapter_first = random.Random(seed * 1_000_003 + i).random() < 0.5
@@ -221,8 +225,6 @@ def _now() -> str:
 
 
 def _set_status(actor: Actor, settings: Settings, version_id: str, **fields: Any) -> None:
-    from core.db import session_scope
-
     with session_scope(settings) as s:
         repo.update_version(actor, s, version_id, eval_scores={**fields, "updated_at": _now()})
 
@@ -244,6 +246,67 @@ def differences(rows: Sequence[Any], adapter: str, base: str, per_case: Sequence
     ]
 
 
+def _cases(actor: Actor, settings: Settings, store: Any, version_id: str, max_rows: int | None) -> tuple[list[Any], str, str]:
+    """The eval split's cases with a reference, the version's folder and its base model."""
+    with session_scope(settings) as s:
+        v = repo.get_version(actor, s, version_id)
+        if not v.volume_path:
+            raise InvalidInput("this version has no folder on the volume for the inference server to load")
+        if not v.dataset_id:
+            raise InvalidInput("this version has no dataset, so no eval split to evaluate on")
+        cases = inference.eval_split_cases(actor, s, store, v.dataset_id, limit=max_rows or settings.eval_max_rows)
+        folder, trained_on = v.volume_path, v.base_model
+    cases = [c for c in cases if c.reference]
+    if not cases:
+        raise InvalidInput("the eval split has no rows with a reference answer")
+    return cases, folder, trained_on
+
+
+def _serve(client: Any, settings: Settings, served: str, folder: str) -> tuple[str, bool]:
+    """Make the server answer as the version: loaded at run time under `served`, else (a
+    server without runtime loading) under its folder's name. (name, loaded here)."""
+    if settings.inference_lora_loading == "resolver":
+        client.ensure_adapter(Path(folder).name, folder)
+        return Path(folder).name, False
+    try:
+        already = any(m.id == served for m in client.models())
+        client.load_adapter(served, folder, replace=already)
+        return served, True
+    except inference.RuntimeLoadingDisabled:
+        if settings.inference_lora_loading == "runtime":
+            raise
+        client.ensure_adapter(Path(folder).name, folder)
+        return Path(folder).name, False
+
+
+def _result(client: Any, settings: Settings, cases: Sequence[Any], served: str, base: str,
+            trained_on: str, use_judge: bool | None) -> dict[str, Any]:  # fmt: skip
+    """Answer every case with the adapter and the base, score them, and judge them."""
+    sampling = inference.Sampling(temperature=0.0, max_tokens=settings.eval_max_tokens, seed=0)
+    rows = inference.compare_on_set(client, cases, [served, base], sampling)
+    per_case = [{"adapter": score(r.answers[served], r.reference or ""),
+                 "base": score(r.answers[base], r.reference or "")} for r in rows]  # fmt: skip
+    adapter_means = mean_scores([c["adapter"] for c in per_case])
+    base_means = mean_scores([c["base"] for c in per_case])
+    judged = None
+    if settings.eval_judge if use_judge is None else use_judge:
+        judged = judge(client, settings.eval_judge_model or base, rows, served, base).to_dict()
+    return {
+        "status": "done",
+        "evaluated_at": _now(),
+        "server_base": base,
+        "trained_on": trained_on,
+        "rows": len(rows),
+        "sampling": {"temperature": 0.0, "max_tokens": settings.eval_max_tokens, "seed": 0},
+        "metrics": list(METRICS),
+        "adapter": adapter_means,
+        "base": base_means,
+        "delta": {m: round(adapter_means[m] - base_means[m], 4) for m in METRICS},
+        "judge": judged,
+        "differences": differences(rows, served, base, per_case),
+    }
+
+
 def evaluate_version(
     actor: Actor,
     settings: Settings,
@@ -257,65 +320,15 @@ def evaluate_version(
     """Evaluate one version now and store the result (see the module docstring). Returns
     the stored `eval_scores`. Raises `InvalidInput` when there is nothing to evaluate
     with, `InferenceError`s when the server fails; the failure is stored first."""
-    from core.clients import inference
-    from core.clients.storage import make_blob_store
-    from core.db import session_scope
-
-    store = store or make_blob_store(settings)
-    with session_scope(settings) as s:
-        v = repo.get_version(actor, s, version_id)
-        if not v.volume_path:
-            raise InvalidInput("this version has no folder on the volume for the inference server to load")
-        if not v.dataset_id:
-            raise InvalidInput("this version has no dataset, so no eval split to evaluate on")
-        cases = inference.eval_split_cases(actor, s, store, v.dataset_id, limit=max_rows or settings.eval_max_rows)
-        folder, trained_on = v.volume_path, v.base_model
-    cases = [c for c in cases if c.reference]
-    if not cases:
-        raise InvalidInput("the eval split has no rows with a reference answer")
+    cases, folder, trained_on = _cases(actor, settings, store or make_blob_store(settings), version_id, max_rows)
     _set_status(actor, settings, version_id, status="running", started_at=_now())
     own = client is None
     client = client or inference.InferenceClient(settings)
-    served = f"eval-{version_id}"
-    loaded = False
+    served, loaded = f"eval-{version_id}", False
     try:
         base = client.base_model()
-        if settings.inference_lora_loading == "resolver":
-            served = Path(folder).name
-            client.ensure_adapter(served, folder)
-        else:
-            try:
-                already = any(m.id == served for m in client.models())
-                client.load_adapter(served, folder, replace=already)
-                loaded = True
-            except inference.RuntimeLoadingDisabled:
-                if settings.inference_lora_loading == "runtime":
-                    raise
-                served = Path(folder).name
-                client.ensure_adapter(served, folder)
-        sampling = inference.Sampling(temperature=0.0, max_tokens=settings.eval_max_tokens, seed=0)
-        rows = inference.compare_on_set(client, cases, [served, base], sampling)
-        per_case = [{"adapter": score(r.answers[served], r.reference or ""),
-                     "base": score(r.answers[base], r.reference or "")} for r in rows]  # fmt: skip
-        adapter_means = mean_scores([c["adapter"] for c in per_case])
-        base_means = mean_scores([c["base"] for c in per_case])
-        judged = None
-        if settings.eval_judge if use_judge is None else use_judge:
-            judged = judge(client, settings.eval_judge_model or base, rows, served, base).to_dict()
-        result = {
-            "status": "done",
-            "evaluated_at": _now(),
-            "server_base": base,
-            "trained_on": trained_on,
-            "rows": len(rows),
-            "sampling": {"temperature": 0.0, "max_tokens": settings.eval_max_tokens, "seed": 0},
-            "metrics": list(METRICS),
-            "adapter": adapter_means,
-            "base": base_means,
-            "delta": {m: round(adapter_means[m] - base_means[m], 4) for m in METRICS},
-            "judge": judged,
-            "differences": differences(rows, served, base, per_case),
-        }
+        served, loaded = _serve(client, settings, served, folder)
+        result = _result(client, settings, cases, served, base, trained_on, use_judge)
     except BrightRunError as e:
         _set_status(actor, settings, version_id, status="failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -333,8 +346,6 @@ def evaluate_version(
 
 
 def _job_version(actor: Actor, settings: Settings, job_id: str) -> Any:
-    from core.db import session_scope
-
     with session_scope(settings) as s:
         versions = [v for v in repo.list_versions(actor, s, job_id=job_id) if not v.is_checkpoint]
         if not versions:
@@ -342,8 +353,6 @@ def _job_version(actor: Actor, settings: Settings, job_id: str) -> Any:
         v = versions[0]
         has_split = False
         if v.dataset_id:
-            from core.datasets import eval_key
-
             ds = repo.get_dataset(actor, s, v.dataset_id, include_deleted=True)
             has_split = bool(eval_key(ds)) and ds.deleted_at is None
         return v.id, has_split
@@ -411,9 +420,6 @@ class QualityPoint:
 
 def quality_points(actor: Actor, session: Any, metric: str = "rouge_l") -> list[QualityPoint]:
     """Every evaluated version of the actor with its cost (see the module docstring)."""
-    from core import adapters
-    from core.db.tables import Job
-
     if metric not in METRICS:
         raise InvalidInput(f"metric must be one of {', '.join(METRICS)}")
     out = []
@@ -432,7 +438,7 @@ def quality_points(actor: Actor, session: Any, metric: str = "rouge_l") -> list[
             parent = chain[1] if len(chain) > 1 else None
             out.append(QualityPoint(
                 version_id=v.id, label=adapters.label(a.name, v), adapter=a.name, job_id=v.job_id,
-                parent_label=adapters.label(adapters._adapter_name(session, parent), parent) if parent else None,
+                parent_label=adapters.label(adapters.adapter_name_of(session, parent), parent) if parent else None,
                 cost_usd=own, lineage_cost_usd=sum(costs.values()),
                 score=float(ev["adapter"][metric]), base_score=float(ev["base"][metric]),
             ))  # fmt: skip

@@ -4,8 +4,8 @@
 format; Mattermost, Discord's `/slack` endpoints and most chat tools accept it) to
 `NOTIFY_WEBHOOK_URL`. The URL is a secret: it is never logged, and an error names only the
 HTTP status or the kind of network failure. A failed post is logged and dropped (a job's
-outcome never depends on a chat server); `core.jobs` claims each job's notification once,
-so several syncers never post twice.
+outcome never depends on a chat server); `core.jobs` claims each job's end once and tells
+this module through its `JobEnded` subscribers, so several syncers never post twice.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from core.db.tables import JobStatus
 from core.settings import Settings
 
 log = logging.getLogger("brightrun.notify")
@@ -22,7 +23,7 @@ log = logging.getLogger("brightrun.notify")
 
 def message(job: Any) -> dict[str, Any]:
     """The webhook body for an ended job (no URLs, no secrets)."""
-    icon = {"COMPLETED": ":white_check_mark:", "CANCELLED": ":no_entry_sign:"}.get(
+    icon = {JobStatus.COMPLETED: ":white_check_mark:", JobStatus.CANCELLED: ":no_entry_sign:"}.get(
         job.status, ":x:"
     )
     cost = f"${(job.cost_usd or 0.0):.2f}"

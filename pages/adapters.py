@@ -5,7 +5,7 @@ import streamlit as st
 
 from components import quality, session
 from components import widgets as w
-from core import queries, views
+from core import adapters, queries
 from core.errors import BrightRunError
 
 st.title("Adapters")
@@ -57,7 +57,7 @@ if c3.button("Delete adapter", key="adapters.delete"):
 if w.confirm("adapters.confirm_delete", f"adapter {row.adapter} and all its versions", row.adapter):
     try:
         with session.db() as s:
-            views.delete_adapter(actor, s, session.store(), row.adapter)
+            adapters.delete_adapter(actor, s, session.store(), row.adapter)
         st.session_state["adapters.confirm_delete"] = None
         st.toast(f"Deleted {row.adapter}")
         st.rerun()

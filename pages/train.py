@@ -7,8 +7,7 @@ from components import jobs as jobs_ui
 from components import session
 from components import train as ui
 from components import widgets as w
-from core import datasets, jobs, queries, views
-from core.clients.runpod import RunPodError
+from core import actions, datasets, jobs, queries
 from core.errors import BrightRunError
 
 st.title("Train")
@@ -28,7 +27,7 @@ dataset_id = c1.selectbox("Dataset", list(names), format_func=names.get, key="tr
 models = queries.model_options(settings)
 model = c2.selectbox("Base model", models, key="train.model")
 ui.model_card(model, settings.data_dir / "models")
-ui.cache_note(model, views.model_cache_state(actor, settings, model))
+ui.cache_note(model, actions.model_cache_state(actor, settings, model))
 
 left, right = st.columns([3, 2])
 with left:
@@ -38,19 +37,23 @@ with right:
     budget = st.number_input("Budget cap ($)", 0.01, 10_000.0, value=float(settings.job_budget_usd), step=1.0,
                              key="train.budget", help="the job stops here and keeps what it trained")  # fmt: skip
     adapter = st.text_input("Adapter name", key="train.adapter_name", placeholder="default: <model>-<dataset>")
+    try:
+        request = jobs.LaunchRequest.build(model=model, dataset_id=dataset_id, lora=lora, training=training,
+                                           quantization=quantization, eval_fraction=eval_fraction,
+                                           budget_usd=budget, adapter_name=adapter or None)  # fmt: skip
+    except BrightRunError as e:
+        st.error(w.plain(e))
+        st.stop()
     with session.db() as s:
-        tp = views.train_plan(actor, s, settings, dataset_id=dataset_id, model=model, lora=lora, training=training,
-                              quantization=quantization, eval_fraction=eval_fraction, budget_usd=budget)  # fmt: skip
+        tp = jobs.preflight(request, actor, s, settings)
     ui.plan_view(tp)
     for reason in tp.blockers:
         st.error(w.plain(reason))
     if st.button("Launch", type="primary", disabled=not tp.can_launch, key="train.launch",
                  help="; ".join(tp.blockers) or None):  # fmt: skip
         try:
-            job = jobs.submit(actor, settings, dataset_id=dataset_id, model=model, adapter_name=adapter or None,
-                              lora=lora, training=training, quantization=quantization, eval_fraction=eval_fraction,
-                              budget_usd=budget, client=session.runpod(), store=session.store())  # fmt: skip
-        except (BrightRunError, RunPodError) as e:
+            job = jobs.submit(actor, settings, request, client=session.runpod(), store=session.store())
+        except BrightRunError as e:
             st.error(w.plain(e))
         else:
             jobs_ui.open_job(job.id)

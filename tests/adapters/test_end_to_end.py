@@ -129,7 +129,7 @@ def test_completed_job_is_evaluated_adapter_beats_base_scores_stored_and_plotted
 
 
 def test_continued_training_records_its_parent_and_starts_where_the_parent_ended(stack: Stack, v1: dict[str, Any]) -> None:
-    job = adapters.continue_training(LOCAL_ACTOR, stack.settings, "secret-words", training={"max_steps": 10})
+    job = jobs.continue_training(LOCAL_ACTOR, stack.settings, "secret-words", training={"max_steps": 10})
     assert job.resume_from_version_id == v1["id"]
     assert job.spec["resume_from"] == "<signed url>"  # the parent's weights, by a signed URL never stored
     job = stack.wait_end(job.id)

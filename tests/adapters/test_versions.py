@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core import adapters, db
+from core import adapters, db, jobs
 from core.clients.storage import make_blob_store
 from core.db import repo
 from core.errors import InvalidInput, NotFound
@@ -109,7 +109,7 @@ def test_continue_training_refuses_a_different_lora_shape_before_launching(setti
         repo.update_version(ALICE, s, v1.id, volume_path="/somewhere/bot")
         ds = repo.create_dataset(ALICE, s, name="d", file_format="jsonl", layout="messages", rows=1, valid_rows=1)
     with pytest.raises(InvalidInput, match="lora.r 16 differs from the parent's 8"):
-        adapters.continue_training(ALICE, settings, "bot", dataset_id=ds.id, lora={"r": 16})
+        jobs.continue_training(ALICE, settings, "bot", dataset_id=ds.id, lora={"r": 16})
     with db.session_scope(settings) as s:
         assert repo.list_jobs(ALICE, s) and all(j.resume_from_version_id is None for j in repo.list_jobs(ALICE, s))
         assert len(repo.list_jobs(ALICE, s)) == 1  # nothing launched

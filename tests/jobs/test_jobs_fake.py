@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from sqlalchemy import update
 
 from core import db, jobs, planner
+from core.clients import runpod
 from core.db import repo
 from core.db.tables import Job
 from core.errors import InvalidInput, NotFound, QuotaExceeded
@@ -241,7 +242,7 @@ def test_job_end_posts_one_notification_even_with_concurrent_syncs(
     settings = settings.model_copy(update={"notify_webhook_url": SecretStr(hook.url)})
     f.script = lambda inp: {"chunks": 2, "interval_s": 0.05, "raise": "worker crashed"}
     job = _submit(settings, ds, model, budget_usd=1.0)
-    with jobs.RunPodClient.from_settings(settings) as c:  # wait on the endpoint, not through sync
+    with runpod.RunPodClient.from_settings(settings) as c:  # wait on the endpoint, not through sync
         wait_until(lambda: c.status(job.runpod_job_id).status == "FAILED", what="the job to fail")
     threads = [
         threading.Thread(target=jobs.sync, args=(LOCAL_ACTOR, settings, job.id)) for _ in range(4)
@@ -263,7 +264,7 @@ def test_unreachable_endpoint_fails_the_submit_cleanly(env) -> None:
     settings = settings.model_copy(
         update={"gpu_cluster_api_url": f"http://127.0.0.1:{free_port()}/v2/x"}
     )
-    client = jobs.RunPodClient.from_settings(settings, max_attempts=2, backoff_s=0.01)
+    client = runpod.RunPodClient.from_settings(settings, max_attempts=2, backoff_s=0.01)
     with pytest.raises(jobs.SubmitFailed, match="could not be sent"):
         _submit(settings, ds, model, budget_usd=1.0, client=client)
     (job,) = jobs.list_jobs(LOCAL_ACTOR, settings)

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from core import db, jobs, planner, views
+from core import db, jobs, planner
+from core.clients import storage
 from core.clients.runpod import RunPodClient
 from core.clients.storage import S3_PRESIGN_MAX_S, SUPABASE_UPLOAD_URL_MAX_S, make_blob_store
 from core.db import repo
@@ -88,13 +89,11 @@ def test_a_job_longer_than_two_hours_is_refused_on_plain_supabase_with_nothing_s
     assert len(fake.state.requests) == storage_calls  # not even a URL was signed
     # The Train page blocks Launch with the same words.
     with db.session_scope(settings) as s:
-        tp = views.train_plan(LOCAL_ACTOR, s, settings, dataset_id=world["ds"], model=MODEL, lora={},
-                              training=TRAINING, quantization="none", eval_fraction=0.0, budget_usd=budget)  # fmt: skip
+        tp = jobs.preflight(jobs.LaunchRequest.build(dataset_id=world["ds"], model=MODEL, lora={}, training=TRAINING, quantization="none", eval_fraction=0.0, budget_usd=budget), LOCAL_ACTOR, s, settings)  # fmt: skip
     assert not tp.can_launch and message in tp.blockers
     # Within the limit it goes out, and the platform drops it before its URLs expire.
     with db.session_scope(settings) as s:
-        tp = views.train_plan(LOCAL_ACTOR, s, settings, dataset_id=world["ds"], model=MODEL, lora={},
-                              training=TRAINING, quantization="none", eval_fraction=0.0, budget_usd=1.0)  # fmt: skip
+        tp = jobs.preflight(jobs.LaunchRequest.build(dataset_id=world["ds"], model=MODEL, lora={}, training=TRAINING, quantization="none", eval_fraction=0.0, budget_usd=1.0), LOCAL_ACTOR, s, settings)  # fmt: skip
     assert not any("SUPABASE_S3" in b for b in tp.blockers)
 
 
@@ -150,5 +149,5 @@ def test_upload_window_without_a_limit_is_unchanged() -> None:
     w = jobs.upload_window(limits, None)
     assert w.queue_s == jobs.QUEUE_ALLOWANCE_S
     assert w.ttl_ms == int((jobs.QUEUE_ALLOWANCE_S + limits.budget_s) * 1000)
-    assert w.url_s == max(jobs.UPLOAD_URL_TTL_S, int(jobs.QUEUE_ALLOWANCE_S + limits.budget_s + 3600))
+    assert w.url_s == max(storage.UPLOAD_URL_TTL_S, int(jobs.QUEUE_ALLOWANCE_S + limits.budget_s + 3600))
     assert jobs.upload_window(limits, S3_PRESIGN_MAX_S) == w

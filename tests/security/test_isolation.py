@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from cli import app as cli
-from core import datasets, db, export, jobs, queries, views
+from core import adapters, datasets, db, export, jobs, queries
 from core.clients import inference
 from core.clients.storage import make_blob_store
 from core.db import repo
@@ -56,7 +56,7 @@ def _attempts(w: World, models_url: str) -> list[tuple[str, str, Callable[[str],
         ("job metrics", w.job_done, in_db(lambda x, i: queries.metric_series(b, x, i))),
         ("cancel job", w.job_running, lambda i: jobs.cancel(b, s, i)),
         ("retry job", w.job_failed, lambda i: jobs.retry(b, s, i)),
-        ("relaunch job", w.job_failed, lambda i: views.relaunch(b, s, i)),
+        ("relaunch job", w.job_failed, lambda i: jobs.relaunch(b, s, i)),
         ("read adapter by name", w.adapter, in_db(lambda x, i: repo.get_adapter(b, x, i))),
         ("read adapter by id", w.adapter_id, in_db(lambda x, i: repo.get_adapter(b, x, i))),
         ("list adapter versions", w.adapter, in_db(lambda x, i: repo.list_versions(b, x, i))),
@@ -66,7 +66,7 @@ def _attempts(w: World, models_url: str) -> list[tuple[str, str, Callable[[str],
         ("push adapter to the Hub", w.version, lambda i: export.push_to_hub(
             b, s.model_copy(update={"hf_token": SecretStr("hf_fake")}), i, "bob/stolen", api_factory=hub_calls.append)),
         ("merge adapter", w.version, lambda i: export.merge(b, s, i)),
-        ("delete adapter", w.adapter, in_db(lambda x, i: views.delete_adapter(b, x, store, i))),
+        ("delete adapter", w.adapter, in_db(lambda x, i: adapters.delete_adapter(b, x, store, i))),
         ("delete adapter version", w.version, in_db(lambda x, i: repo.delete_version(b, x, i))),
         ("chat with adapter (name)", w.adapter, chat_choice),
         ("chat with adapter (served folder)", w.served, chat_choice),

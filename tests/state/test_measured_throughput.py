@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core import db, planner, views
+from core import db, jobs, planner
 from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR, Actor
@@ -78,9 +78,8 @@ def test_only_the_most_recent_jobs_per_gpu_are_read(session) -> None:
     assert rates[0] == 1000.0 * (repo.MEASURED_JOBS_PER_GPU + 3) and 1000.0 not in rates
 
 
-def _train_plan(actor: Actor, session, settings: Settings, ds_id: str) -> views.TrainPlan:
-    return views.train_plan(actor, session, settings, dataset_id=ds_id, model=MODEL, lora={},
-                            training=TRAINING, quantization="nf4", eval_fraction=0.0, budget_usd=10.0)  # fmt: skip
+def _train_plan(actor: Actor, session, settings: Settings, ds_id: str) -> jobs.Preflight:
+    return jobs.preflight(jobs.LaunchRequest.build(dataset_id=ds_id, model=MODEL, lora={}, training=TRAINING, quantization="nf4", eval_fraction=0.0, budget_usd=10.0), actor, session, settings)  # fmt: skip
 
 
 def test_the_train_plan_times_h100_from_the_median_and_other_gpus_from_the_default(

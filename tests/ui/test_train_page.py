@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from core import actions, datasets, db, jobs, views
+from core import actions, datasets, db, jobs
 from core.clients.storage import make_blob_store
 from core.db import repo
 from core.errors import QuotaExceeded
@@ -131,7 +131,7 @@ def test_a_cache_check_that_hangs_shows_unknown_and_the_page_goes_on(
         return "cached"
 
     monkeypatch.setattr(actions, "cache_status", stuck)
-    monkeypatch.setattr(views, "CACHE_STATUS_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(actions, "CACHE_STATUS_TIMEOUT_S", 0.2)
     try:
         at = open_page("train")
         assert "Model cache: unknown (no answer within 0.2s); a job downloads the model if it is not cached." in text_of(at)

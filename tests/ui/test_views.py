@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from core import db, queries, views
+from core import actions, adapters, db, jobs, queries
 from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.db import repo
 from core.errors import InvalidInput, NotFound
@@ -100,7 +100,7 @@ def test_relaunch_settings_follow_the_failure(settings: Settings, kind: str, exp
                          "time_limit_s": 100.0}}  # fmt: skip
     job = seed_job(settings, None, status="FAILED", spec=spec, failure_kind=kind)
     with db.session_scope(settings) as s:
-        got = views.relaunch_settings(repo.get_job(LOCAL_ACTOR, s, job))
+        got = jobs.relaunch_settings(repo.get_job(LOCAL_ACTOR, s, job))
     if expect is None:
         assert got is None
         return
@@ -162,7 +162,7 @@ def test_adapter_rows_download_and_delete(settings: Settings) -> None:
     with pytest.raises(NotFound):
         queries.zip_builder(OTHER, settings, store, "av-1")()
     with db.session_scope(settings) as s:
-        assert views.delete_adapter(LOCAL_ACTOR, s, store, "support-bot") == 2
+        assert adapters.delete_adapter(LOCAL_ACTOR, s, store, "support-bot") == 2
     with db.session_scope(settings) as s:
         assert queries.adapter_rows(LOCAL_ACTOR, s) == []
     assert store.list("adapters", prefix) == []
@@ -187,6 +187,6 @@ def test_model_cache_state_is_unknown_when_the_database_cannot_be_read(data_dir)
     from core.settings import load_settings
 
     unmigrated = load_settings()  # an empty database: no jobs table to look in
-    state = views.model_cache_state(LOCAL_ACTOR, unmigrated, "Qwen/Qwen2.5-7B-Instruct")
-    assert state == views.CacheState("unknown", "the database could not be read")
-    assert views.model_cache_state(LOCAL_ACTOR, unmigrated, "brightrun/tiny-chat").state == "local"
+    state = actions.model_cache_state(LOCAL_ACTOR, unmigrated, "Qwen/Qwen2.5-7B-Instruct")
+    assert state == actions.CacheState("unknown", "the database could not be read")
+    assert actions.model_cache_state(LOCAL_ACTOR, unmigrated, "brightrun/tiny-chat").state == "local"

@@ -1,0 +1,97 @@
+"""The end of a job: which status it ends with, and what is recorded then.
+
+Status precedence when sources disagree: RunPod's own CANCELLED/TIMED_OUT win; otherwise
+the worker's last `completed`/`failed` event of this attempt decides COMPLETED/FAILED; a
+job the endpoint forgot without a final event is FAILED (`lost`), one that ended without
+reporting a result FAILED (`internal`). The billed cost is recorded, and a completed
+training job's adapter is registered as its next version (`core.adapters`); when its
+files are not in storage the job is FAILED instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core import adapters
+from core.clients.storage import BlobStore
+from core.db import repo
+from core.db.tables import Job, JobStatus, utcnow
+from core.jobs.billing import attempt_seq, measured_rate, record_cost
+from core.jobs.pull import Pulled
+from core.users import Actor
+
+
+def final_event(events: Iterable[Any]) -> Any:
+    """The last `completed` or `failed` event among `events` (None when there is none)."""
+    last = None
+    for e in events:
+        if getattr(e, "type", None) in ("completed", "failed") and (
+            last is None or e.seq > last.seq
+        ):
+            last = e
+    return last
+
+
+def _outcome(job: Job, pulled: Pulled, final: Any) -> dict[str, Any]:
+    """Status, stop reason and failure of the ended job (see the module docstring)."""
+    if pulled.status == JobStatus.CANCELLED:
+        return {"status": JobStatus.CANCELLED, "stop_reason": job.stop_reason or "user"}
+    if pulled.status == JobStatus.TIMED_OUT:
+        return dict(
+            status=JobStatus.TIMED_OUT, stop_reason="budget", failure_kind="timed_out",
+            failure_message=("the endpoint stopped the job at its time limit, derived from its budget "
+                             f"${job.budget_usd or 0:.2f}; its checkpoints stay on the volume"),
+            failure_suggestion="retry with a larger budget to continue from the last checkpoint",
+        )  # fmt: skip
+    if final is not None and final.type == "completed":
+        reason = (final.data or {}).get("reason") or "finished"
+        return {"status": JobStatus.COMPLETED, "stop_reason": reason,
+                "progress": 1.0 if reason == "finished" else job.progress}  # fmt: skip
+    if final is not None:
+        data = final.data or {}
+        return dict(
+            status=JobStatus.CANCELLED if data.get("kind") == "cancelled" else JobStatus.FAILED,
+            failure_kind=data.get("kind"), failure_message=data.get("message"),
+            failure_suggestion=data.get("suggestion"),
+        )  # fmt: skip
+    if pulled.gone:
+        return dict(
+            status=JobStatus.FAILED, failure_kind="lost",
+            failure_message="the endpoint no longer knows this job and the worker left no result",
+            failure_suggestion="retry the job; it resumes from its last checkpoint on the volume",
+        )  # fmt: skip
+    return dict(
+        status=JobStatus.FAILED, failure_kind="internal",
+        failure_message=f"the worker ended without reporting a result: {pulled.error or pulled.status}",
+        failure_suggestion="retry the job; if it fails again, look at the endpoint's logs",
+    )  # fmt: skip
+
+
+def finish(actor: Actor, s: Session, job: Job, pulled: Pulled, store: BlobStore) -> dict[str, Any]:
+    """The fields of a job that has ended; records its cost and registers its adapter."""
+    events = repo.list_events(actor, s, job.id, after_seq=attempt_seq(job) - 1, types=["completed", "failed"])
+    final = final_event(events)
+    fields: dict[str, Any] = {"finished_at": utcnow(), "eta_s": 0.0, **_outcome(job, pulled, final)}
+    if pulled.delay_ms is not None:
+        fields["delay_ms"] = pulled.delay_ms
+    if pulled.execution_ms is not None:
+        fields["execution_ms"] = pulled.execution_ms
+    fields.update(record_cost(actor, s, job, pulled.execution_ms, pulled.delay_ms))
+    result = dict(job.result or {})
+    if final is not None:
+        result["final"] = {"seq": final.seq, "type": final.type, "data": final.data}
+    if pulled.stored_result:
+        result["stored"] = pulled.stored_result
+    fields["result"] = result
+    if fields["status"] == JobStatus.COMPLETED and job.action == "train":
+        fields["tokens_per_s"] = measured_rate(actor, s, job, final)
+        if adapters.register_job_version(actor, s, job, final, store) is None:
+            fields.update(
+                status=JobStatus.FAILED, failure_kind="internal",
+                failure_message="the worker reported success but its adapter files are not in storage",
+                failure_suggestion="retry the job; it resumes from its last checkpoint",
+            )  # fmt: skip
+    return fields
