@@ -1,7 +1,8 @@
-"""BrightRun's GPU worker: turns a `trainer.spec.JobSpec` into a LoRA/QLoRA adapter.
+"""BrightRun's GPU worker: turns a `trainer.shared.spec.JobSpec` into a LoRA/QLoRA adapter.
 
 Entry points: `trainer.handler.handler` (RunPod Serverless generator handler),
 `python -m trainer --spec job.json` (the same, locally, events as JSON lines), and
-`trainer.train.run_job` (the lifecycle as a generator of `trainer.spec.Event`).
-Imports nothing from `core`; `trainer.spec` and `trainer.arch` import no torch.
+`trainer.actions.run_job` (one job of any action as a generator of `Event`s).
+Imports nothing from `core`. `trainer.shared` holds the torch-free modules the controller
+may import (see `trainer.shared`).
 """

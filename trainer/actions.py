@@ -1,8 +1,8 @@
 """The worker's actions: dispatch by `JobSpec.action`, and the lifecycle of the short ones.
 
-`run(payload, env)` yields a job's events exactly as `trainer.train.run_job` does. A `train`
+`run(payload, env)` yields a job's events exactly as `trainer.actions.run_job` does. A `train`
 job -- and a payload whose action is missing or unknown, so that the training lifecycle
-reports the validation error -- goes to `run_job`. `merge` (`trainer.merge`) and
+reports the validation error -- goes to `run_training`. `merge` (`trainer.merge`) and
 `cache_model` (`trainer.cache`) follow one small lifecycle:
 
     validate (fail fast) -> the action's setup -> `started` -> work -> `completed` | `failed`
@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from trainer.env import WorkerEnv
-from trainer.errors import describe_failure
 from trainer.output import EventLog, safe_upload_log
-from trainer.spec import SPEC_VERSION, Event, JobSpec
+from trainer.shared.errors import describe_failure
+from trainer.shared.files import LOG_FILES
+from trainer.shared.spec import SPEC_VERSION, Event, JobSpec
 
 log = logging.getLogger("brightrun.trainer")
 
 _PROCESS_START = time.monotonic()
-LOG_FILES = ("events.jsonl", "result.json")
 
 Action = Callable[[JobSpec, WorkerEnv, EventLog, float], Generator[Event, None, dict[str, Any]]]
 
@@ -98,16 +98,16 @@ def _upload_log(elog: EventLog, final: Event, job_id: str | None, urls: Mapping[
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Event]:
+def run_job(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Event]:
     """One job of any action; yields its events (see the module docstring)."""
     from pydantic import ValidationError
 
-    from trainer.train import run_job
+    from trainer.train import run_training
 
     t0 = time.monotonic()
     action = _action_of(payload)
     if action not in _actions():
-        yield from run_job(payload, env)
+        yield from run_training(payload, env)
         return
     try:
         spec = payload if isinstance(payload, JobSpec) else JobSpec.model_validate(payload)

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer.env import WorkerEnv
-from trainer.errors import BadInput, DownloadFailed, ModelUnavailable
 from trainer.output import EventLog
-from trainer.spec import Event, JobSpec, ModelSpec
+from trainer.shared.errors import BadInput, DownloadFailed, ModelUnavailable
+from trainer.shared.spec import Event, JobSpec, ModelSpec
 
 MARKER = ".brightrun-complete"
 

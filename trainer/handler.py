@@ -1,4 +1,4 @@
-"""The RunPod Serverless handler: a thin adapter around `trainer.train.run_job` (and, by
+"""The RunPod Serverless handler: a thin adapter around `trainer.actions.run_job` (and, by
 the spec's `action`, the `merge` and `cache_model` actions of `trainer.actions`).
 
 `handler(job)` takes RunPod's job dict (`{"id": ..., "input": <JobSpec JSON>}`) and yields
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from trainer.env import WorkerEnv
-from trainer.errors import describe_failure
+from trainer.shared.errors import describe_failure
 
 log = logging.getLogger("brightrun.trainer")
 
@@ -37,7 +37,7 @@ QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3")
 
 
 def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[str, Any]]:
-    from trainer.actions import run as run_job  # train, merge or cache_model
+    from trainer.actions import run_job  # train, merge or cache_model
 
     last_seq = -1
     try:

@@ -13,13 +13,9 @@ save safetensors shards of at most `merge.max_shard_size_mb` plus config, genera
 config and tokenizer -> deliver: PUT each file to `output.upload_urls[name]`, copy the
 folder to `output.local_dir`, push it to `merge.hub_repo` with the worker's own HF_TOKEN.
 
-Shard names do not depend on the shard count: `model-00001.safetensors`,
-`model-00002.safetensors`, ... with `model.safetensors.index.json` mapping every tensor
-to its file (a model small enough for one shard is the single `model.safetensors`). The
-controller can therefore sign upload URLs before the job runs: `upload_names(total_bytes,
-max_shard_bytes)` is every name the worker may write, and `max_shards` bounds the count
-(greedy sharding closes a shard only when the next tensor would not fit, so two
-neighbouring shards together hold more than the limit).
+Shard names do not depend on the shard count (`trainer.shared.files`), so the controller
+can sign upload URLs before the job runs: `upload_names(total_bytes, max_shard_bytes)` is
+every name the worker may write.
 
 Failures: a file of the merged model that has no upload URL is `bad_input` (the URLs and
 the spec disagree), an adapter whose files cannot be fetched is `download_failed`, one
@@ -30,7 +26,6 @@ ends as the job's `failed` event.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -39,43 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from trainer.env import WorkerEnv
-from trainer.errors import BadInput
 from trainer.output import EventLog, copy_folder, put_file
-from trainer.spec import Event, JobSpec
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
-# Everything but the weights that save_pretrained / a tokenizer may write.
-CONFIG_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "brightrun.json",
-)
-
-
-def shard_name(i: int) -> str:
-    return f"model-{i:05d}.safetensors"
-
-
-def max_shards(total_bytes: int, max_shard_bytes: int) -> int:
-    """An upper bound on the shard count of greedy sharding (see the module docstring)."""
-    return max(1, 2 * math.ceil(total_bytes / max(1, max_shard_bytes)) + 1)
-
-
-def upload_names(total_bytes: int, max_shard_bytes: int) -> list[str]:
-    """Every file name a merge of a model of `total_bytes` may write."""
-    n = max_shards(total_bytes, max_shard_bytes)
-    return [*CONFIG_FILES, SINGLE, INDEX, *(shard_name(i) for i in range(1, n + 1))]
+from trainer.shared.errors import BadInput
+from trainer.shared.files import INDEX, PEFT_FILES, SINGLE, shard_name
+from trainer.shared.spec import Event, JobSpec
 
 
 def _fetch_adapter(spec: JobSpec, work: Path) -> Path:
@@ -85,13 +47,13 @@ def _fetch_adapter(spec: JobSpec, work: Path) -> Path:
     assert m is not None
     if m.adapter_path:
         folder = Path(m.adapter_path)
-        missing = [f for f in ADAPTER_FILES if not (folder / f).is_file()]
+        missing = [f for f in PEFT_FILES if not (folder / f).is_file()]
         if missing:
             raise BadInput(f"merge.adapter_path {m.adapter_path!r} lacks {missing}")
         return folder
     folder = work / "adapter"
     folder.mkdir(parents=True)
-    for name in ADAPTER_FILES:
+    for name in PEFT_FILES:
         D.fetch(m.adapter_urls[name], None, folder / name, f"adapter file {name}")
     return folder
 
@@ -196,7 +158,7 @@ def merge(
             if missing:
                 raise BadInput(
                     f"the merged model has files without an upload URL: {missing}",
-                    "sign an upload URL for every file `trainer.merge.upload_names` lists",
+                    "sign an upload URL for every file `trainer.shared.files.upload_names` lists",
                 )
             for name, p in files.items():
                 put_file(out_spec.upload_urls[name], p)

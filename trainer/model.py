@@ -10,7 +10,7 @@ network failure raises `DownloadFailed`.
 
 `load_for_training(spec, path, env)` loads tokenizer and model (4-bit NF4 with double
 quantisation, or 8-bit, with bitsandbytes; or 16-bit), runs the architecture's
-`post_load` hook (`trainer.arch`), prepares it for k-bit training, enables gradient
+`post_load` hook (`trainer.shared.arch`), prepares it for k-bit training, enables gradient
 checkpointing when asked and attaches LoRA. The choices it made (device, dtype, attention
 implementation, packing mode and why) are returned as facts for the `started` event.
 
@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer import arch
+from trainer import arch_hooks
 from trainer.cache import ensure_cached
 from trainer.env import WorkerEnv
-from trainer.errors import BadInput, ModelUnavailable
-from trainer.spec import JobSpec, ModelSpec
+from trainer.shared import arch
+from trainer.shared.errors import BadInput, ModelUnavailable
+from trainer.shared.spec import JobSpec, ModelSpec
 
 
 def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
@@ -173,7 +174,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     packing, packing_why = pick_packing(spec, caps)
     attn, attn_why = pick_attention(packing, device)
     qconfig = build_quantization_config(spec, dtype, caps.keep_full_precision)
-    with arch.load_context(spec, caps, dtype):
+    with arch_hooks.load_context(spec, caps, dtype):
         model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=dtype,
@@ -183,7 +184,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
         )
     model.config.use_cache = False
     facts: dict[str, Any] = {"architecture": caps.model_type}
-    facts.update(arch.post_load(model, spec, caps))
+    facts.update(arch_hooks.post_load(model, spec, caps))
     gc_kwargs = {"use_reentrant": False}
     if qconfig is not None:
         model = prepare_model_for_kbit_training(
@@ -200,7 +201,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
         _upcast_small_params(model)
     with _peft_module_targets(caps):
         model = get_peft_model(model, build_lora_config(spec, caps))
-    facts.update(arch.post_lora(model, spec, caps))
+    facts.update(arch_hooks.post_lora(model, spec, caps))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     facts.update(
         {

@@ -35,7 +35,7 @@ closes that gap.
 - `memory_report(model)` measures bytes per tensor group (routed experts, 4-bit linear
   layers, embeddings, lm_head, routers, LoRA, other), counting each storage once;
   `predict_footprint(model)` predicts the same groups for NF4 from the parameter shapes of
-  an unquantised (e.g. meta-device) model, with `trainer.moe_facts.nf4_bytes`.
+  an unquantised (e.g. meta-device) model, with `trainer.shared.moe_facts.nf4_bytes`.
 - `build_random_nf4_model(config, device)` builds a model from a config with random
   weights directly in NF4, layer by layer from the meta device (benchmarks, no download).
 - `peft_module_targets(active)`: a context for `get_peft_model` / `PeftModel.from_pretrained`
@@ -62,7 +62,7 @@ import bitsandbytes.functional as bnbF
 import torch
 from torch import nn
 
-from trainer.moe_facts import NESTED_BLOCKSIZE, nf4_bytes
+from trainer.shared.moe_facts import NESTED_BLOCKSIZE, nf4_bytes
 
 BLOCKSIZE = 64
 PROJECTIONS = ("gate_up_proj", "down_proj")
@@ -635,7 +635,7 @@ def _kept(name: str, keep_full_precision: tuple[str, ...]) -> bool:
 
 
 def _keep_of(model: nn.Module) -> tuple[str, ...]:
-    from trainer.arch import capabilities
+    from trainer.shared.arch import capabilities
 
     config = getattr(model, "config", None)
     return capabilities(config).keep_full_precision if config is not None else ()

@@ -1,10 +1,10 @@
 """One training job as a fixed lifecycle: setup -> train -> save -> upload -> cleanup.
 
-`run_job(payload, env)` is a generator of `trainer.spec.Event`s, numbered by `seq`:
+`run_training(payload, env)` is a generator of `trainer.shared.spec.Event`s, numbered by `seq`:
 `started` once setup is done, `metrics` every `log_every` optimizer steps (and after each
 evaluation), `checkpoint` after each checkpoint, then exactly one `completed` or `failed`
 as the last event. It never raises for a job that fails: the failure becomes the final
-event (kind decided by exception type, see `trainer.errors`).
+event (kind decided by exception type, see `trainer.shared.errors`).
 
 Setup fails fast, in this order: spec validation, checkpoint folder (earlier attempts'
 events and checkpoint), base model files (cache, then hub), tokenizer, dataset
@@ -49,9 +49,10 @@ from typing import Any
 
 from trainer import data as D
 from trainer.env import WorkerEnv
-from trainer.errors import BadInput, Diverged, describe_failure
+from trainer.loss import batch_loss_sum
 from trainer.output import EventLog, copy_folder, folder_files, safe_upload_log, upload_files
-from trainer.spec import SPEC_VERSION, Event, JobSpec
+from trainer.shared.errors import BadInput, Diverged, describe_failure
+from trainer.shared.spec import SPEC_VERSION, Event, JobSpec
 
 log = logging.getLogger("brightrun.trainer")
 
@@ -650,36 +651,6 @@ class TrainingJob:
         yield final
 
 
-def batch_loss_sum(model: Any, batch: D.Batch, device: Any, compute_dtype: Any) -> Any:
-    """Summed cross-entropy over the batch's loss-bearing positions (a 0-d float32 tensor).
-
-    The decoder runs on the whole batch; the output layer only on the positions that carry
-    a label, fused with the loss (`trainer.kernels`). Models whose logits need more than
-    the output layer (soft-capping, logit scaling) take the plain full-logits path.
-    """
-    import torch
-
-    from trainer.kernels import chunked_cross_entropy, linear_cross_entropy
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    flat_targets = batch.targets.reshape(-1)
-    keep = (flat_targets != D.IGNORE).nonzero().squeeze(1)
-    targets = flat_targets.index_select(0, keep)
-    cfg = base.config
-    autocast = compute_dtype != torch.float32
-    with torch.autocast(device.type, dtype=compute_dtype, enabled=autocast):
-        if getattr(cfg, "final_logit_softcapping", None) or hasattr(cfg, "logit_scale"):
-            logits = base(**batch.model_kwargs(), use_cache=False).logits
-            picked = logits.reshape(-1, logits.shape[-1]).index_select(0, keep).float()
-            return torch.nn.functional.cross_entropy(picked, targets, reduction="sum")
-        hidden = base.get_decoder()(**batch.model_kwargs(), use_cache=False).last_hidden_state
-        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep)
-        head = base.get_output_embeddings()
-        if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
-            return linear_cross_entropy(hidden, head.weight, targets, compute_dtype)
-        return chunked_cross_entropy(hidden, head, targets)
-
-
 def _finish(log_: EventLog, final: Event, job_id: str | None, urls: dict[str, str], work: Path) -> None:
     """Write and upload events.jsonl and result.json (success or failure)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -693,7 +664,7 @@ def _finish(log_: EventLog, final: Event, job_id: str | None, urls: dict[str, st
     safe_upload_log(files, urls)
 
 
-def run_job(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Event]:
+def run_training(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Event]:
     """Run one job; yields its events (see the module docstring)."""
     from pydantic import ValidationError
 

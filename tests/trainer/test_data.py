@@ -8,7 +8,7 @@ import pytest
 
 from tests.trainer.conftest import write_jsonl
 from trainer import data as D
-from trainer.errors import BadInput
+from trainer.shared.errors import BadInput
 
 
 @pytest.fixture(scope="module")

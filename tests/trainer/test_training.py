@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.trainer.conftest import TOY_QA, make_spec
-from trainer.spec import JobSpec
+from trainer.shared.spec import JobSpec
 from trainer.train import TrainingJob
 
 pytestmark = pytest.mark.slow

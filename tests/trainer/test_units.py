@@ -9,10 +9,10 @@ import torch
 from pydantic import ValidationError
 
 from tests.trainer.conftest import make_spec
-from trainer.arch import capabilities
 from trainer.env import WorkerEnv
-from trainer.errors import Diverged, describe_failure
-from trainer.spec import JobSpec
+from trainer.shared.arch import capabilities
+from trainer.shared.errors import Diverged, describe_failure
+from trainer.shared.spec import JobSpec
 
 
 def _spec(**over) -> JobSpec:

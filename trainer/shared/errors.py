@@ -1,7 +1,7 @@
 """Typed failures of a training job, and how each becomes a `failed` event.
 
 Every failure the worker can explain is a `TrainerError` subclass carrying its kind (one of
-`trainer.spec.FAILURE_KINDS`), a message and a concrete suggestion. `describe_failure(exc)`
+`trainer.shared.spec.FAILURE_KINDS`), a message and a concrete suggestion. `describe_failure(exc)`
 maps any exception to `(kind, message, suggestion)` by its type only: torch's
 `OutOfMemoryError` is `out_of_memory`, pydantic's `ValidationError` is `bad_input`, a
 `TrainerError` says its own kind, anything else is `internal`.

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainer.shared.files import LOG_FILES
+
 SPEC_VERSION = 2  # 2: `first_seq`
 
 EVENT_TYPES = ("started", "metrics", "checkpoint", "completed", "failed")
@@ -289,7 +291,7 @@ class JobSpec(_Strict):
             raise ValueError(f"cache settings do not apply to a {a} job")
         if a == "merge":
             assert self.output is not None and self.merge is not None
-            files = set(self.output.upload_urls) - {"events.jsonl", "result.json"}
+            files = set(self.output.upload_urls) - set(LOG_FILES)
             if not (files or self.output.local_dir or self.merge.hub_repo):
                 raise ValueError(
                     "say where the merged model goes: output.upload_urls, output.local_dir or "
