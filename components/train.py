@@ -1,6 +1,6 @@
 """Train page widgets: the settings form (grouped, with presets) and the plan it gives.
 
-Defaults come from the job spec's schema (`trainer.spec`); a preset changes only the
+Defaults come from the job spec's schema (`trainer.shared.spec`); a preset changes only the
 fields it names. Widget keys live under `train.`.
 """
 
@@ -13,7 +13,7 @@ import streamlit as st
 from components import charts
 from components import widgets as w
 from core import catalog, views
-from trainer.spec import DataSpec, LoraSpec, TrainingSpec
+from trainer.shared.spec import DataSpec, LoraSpec, TrainingSpec
 
 _L, _T = LoraSpec(), TrainingSpec()
 DEFAULTS: dict[str, Any] = {

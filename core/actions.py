@@ -35,7 +35,7 @@ from core.runpod import RunPodClient, RunPodError, SubmitUncertain
 from core.settings import Settings
 from core.storage import BlobStore, job_key, make_blob_store
 from core.users import Actor
-from trainer.spec import JobSpec
+from trainer.shared.spec import JobSpec
 
 __all__ = ["send_action", "cache_model", "cache_status", "cold_start_s", "device_for"]
 

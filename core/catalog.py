@@ -10,7 +10,7 @@ model and a local copy of it can never disagree.
 - `describe(model, local_models_dir=None)` -> `ModelFacts`. `model` is, in this order:
   a catalog id (`Qwen/Qwen2.5-7B-Instruct`; case-insensitive), the tiny demo model's id
   (`brightrun/tiny-chat`, described from `<local_models_dir>/tiny-chat/config.json`, the
-  folder `trainer.tiny.build_tiny_chat_model` writes), a folder holding a `config.json`, a
+  folder `trainer.shared.tiny.build_tiny_chat_model` writes), a folder holding a `config.json`, a
   `config.json` file, or a hub id whose `config.json` is already in the local Hugging Face
   cache (no network). Anything else raises `ModelNotDescribable`, whose message says why
   the planner cannot estimate it.
@@ -319,7 +319,7 @@ TINY_ENTRY = {
     "id": TINY_ID,
     "name": "BrightRun tiny chat (local demo, random weights)",
     "family": "tiny",
-    "licence": "apache-2.0 (built locally by trainer.tiny)",
+    "licence": "apache-2.0 (built locally by trainer.shared.tiny)",
     "chat_template": "chatml",
     "card_size": "~0.2M (hidden 64, 2 layers)",
 }
@@ -730,7 +730,7 @@ def describe(model: str, *, local_models_dir: Path | str | None = None) -> Model
         if not (folder / "config.json").is_file():
             raise ModelNotDescribable(
                 f"cannot estimate {TINY_ID}: it has not been built yet ({folder} has no "
-                f"config.json); build it with `python -m trainer.tiny {folder}`"
+                f"config.json); build it with `python -m trainer.shared.tiny {folder}`"
             )
         cfg = _read_config(folder / "config.json", TINY_ID)
         return facts_from_config(

@@ -7,7 +7,7 @@ no database, no network, no torch.
 Inputs, and what wins when two sources disagree
 - What the user asked for comes from the `JobSpec` (quantisation, LoRA rank/targets,
   micro-batch, max length, checkpointing, packing, epochs).
-- What the trainer does with it comes from `trainer/arch.py` (the same capability table
+- What the trainer does with it comes from `trainer/shared/arch.py` (the same capability table
   the worker reads: which LoRA targets "all-linear" becomes, whether fused MoE experts are
   stored in NF4 under nf4, the bits per quantised weight) and from `TrainerFacts`, whose
   defaults describe BrightRun's trainer (`trainer/model.py`, `trainer/train.py`) with the
@@ -15,7 +15,7 @@ Inputs, and what wins when two sources disagree
   published anchors in the tests use that to describe other stacks.
 
 Peak GPU memory (`estimate_memory`), each term shown to the user:
-- Base weights: every `nn.Linear` weight of the decoder at `trainer.arch.bits_per_param`
+- Base weights: every `nn.Linear` weight of the decoder at `trainer.shared.arch.bits_per_param`
   (NF4 with double quantisation ~4.127 bits; LLM.int8 8 + 32/in_features bits; 16 bits
   unquantised). Fused MoE experts (transformers >= 5 stores them as 3-D parameters, which
   bitsandbytes does not quantise) count at NF4 only when `ArchCaps.experts_quantized`
@@ -81,8 +81,8 @@ from typing import Any, Literal
 from core.catalog import FUSED_EXPERT_MODEL_TYPES, ModelFacts, Weight, weights
 from core.costs import DRIVER_MEMORY_MIB, GPU_TYPES, GpuType, gpu_type, rate_per_second
 from core.errors import InvalidInput
-from trainer import arch, moe_facts
-from trainer.spec import JobSpec
+from trainer.shared import arch, moe_facts
+from trainer.shared.spec import JobSpec
 
 GIB = 1 << 30
 CUDA_CONTEXT_BYTES = 1 * GIB  # CUDA context, cuBLAS/cuDNN workspaces, kernels loaded
@@ -108,7 +108,7 @@ Verdict = Literal["fits", "tight", "does_not_fit"]
 class TrainerFacts:
     """How the trainer runs a job, beyond what the spec says. Defaults: BrightRun's trainer.
 
-    `None` fields are read from `trainer/arch.py` for the model's architecture.
+    `None` fields are read from `trainer/shared/arch.py` for the model's architecture.
     """
 
     experts_quantized: bool | None = None  # fused experts in NF4 under nf4 (ArchCaps)
@@ -125,14 +125,14 @@ class TrainerFacts:
     lora_target_parameters: tuple[str, ...] = ()
     # PEFT >= 0.18 with transformers >= 5 maps gate_proj/up_proj/down_proj/gate onto fused
     # expert parameters for qwen3_moe/qwen3_next. None: as the trainer does -- it turns that
-    # off where trainer/arch.py says the experts are fused (trainer.moe.peft_module_targets),
+    # off where trainer/shared/arch.py says the experts are fused (trainer.moe.peft_module_targets),
     # so those names adapt the shared expert.
     peft_remaps_expert_names: bool | None = None
     # transformers < 5 layout: one nn.Linear per expert (gate_proj/up_proj/down_proj), which
     # module names then match; for describing runs made with that stack.
     experts_are_linear_modules: bool = False
     # LoRA on every routed expert added by the trainer itself (trainer.moe) when the spec
-    # asks for it; None: when trainer/arch.py says the architecture has fused experts.
+    # asks for it; None: when trainer/shared/arch.py says the architecture has fused experts.
     expert_lora_by_trainer: bool | None = None
 
 
@@ -504,7 +504,7 @@ def estimate_memory(
             if quant == "nf4" and model.fused_experts:
                 why = (
                     f"{model.model_type} stores its routed experts as fused 3-D tensors, which "
-                    "bitsandbytes does not quantise, and trainer/arch.py does not (yet) say the "
+                    "bitsandbytes does not quantise, and trainer/shared/arch.py does not (yet) say the "
                     "trainer stores them in NF4"
                     + (", so prepare_model_for_kbit_training upcasts them to fp32"
                        if unq_bytes == 4 else "")

@@ -440,8 +440,8 @@ def merge(
     from core import actions, catalog, jobs
     from core.db import session_scope
     from core.storage import DOWNLOAD_URL_TTL_S, adapter_key, make_blob_store
-    from trainer.merge import upload_names
-    from trainer.spec import JobSpec
+    from trainer.shared.files import upload_names
+    from trainer.shared.spec import JobSpec
 
     if hub_repo is not None and not _REPO_ID.match(hub_repo):
         raise InvalidInput(f"Hub repo {hub_repo!r} must look like 'your-name/model-name'")

@@ -23,7 +23,7 @@ GIB = 1 << 30
 
 
 def _spec(model: str, **given: Any) -> Any:
-    from trainer.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
+    from trainer.shared.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
 
     lora = {k: v for k, v in given.items() if k in LoraSpec.model_fields and v is not None}
     training = {k: v for k, v in given.items() if k in TrainingSpec.model_fields and v is not None}

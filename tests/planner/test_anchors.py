@@ -16,7 +16,7 @@ from core.catalog import describe, facts_from_config
 from core.costs import GPU_TYPES
 from core.estimate import TrainerFacts, estimate_memory, fit_verdicts, plan, verdict_for
 from tests.planner.conftest import GIB, make_spec
-from trainer import arch
+from trainer.shared import arch
 
 QWEN3_NEXT = "Qwen/Qwen3-Next-80B-A3B-Instruct"
 GPUS_80GB = ("A100_80GB", "H100_80GB_PCIE", "H100_80GB_SXM")
