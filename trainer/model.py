@@ -263,7 +263,7 @@ def _peft_module_targets(caps: arch.ArchCaps) -> Any:
         from contextlib import nullcontext
 
         return nullcontext()
-    from trainer.moe import peft_module_targets
+    from trainer.moe.lora import peft_module_targets
 
     return peft_module_targets()
 
