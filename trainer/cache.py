@@ -34,6 +34,7 @@ from typing import Any
 
 from trainer.env import WorkerEnv
 from trainer.output import EventLog
+from trainer.report import started_data
 from trainer.shared.errors import BadInput, DownloadFailed, ModelUnavailable
 from trainer.shared.spec import Event, JobSpec, ModelSpec
 
@@ -185,8 +186,6 @@ def cache_model(
     spec: JobSpec, env: WorkerEnv, log: EventLog, t0: float
 ) -> Generator[Event, None, dict[str, Any]]:
     """The `cache_model` action (see the module docstring)."""
-    from trainer.actions import started_data
-
     given = Path(spec.model.name_or_path).expanduser()
     if given.is_dir():
         if not (given / "config.json").is_file():

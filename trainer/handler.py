@@ -1,5 +1,5 @@
-"""The RunPod Serverless handler: a thin adapter around `trainer.actions.run_job` (and, by
-the spec's `action`, the `merge` and `cache_model` actions of `trainer.actions`).
+"""The RunPod Serverless handler: a thin adapter around `trainer.actions.run_job` (which
+validates the payload and runs its action: `train`, `merge` or `cache_model`).
 
 `handler(job)` takes RunPod's job dict (`{"id": ..., "input": <JobSpec JSON>}`) and yields
 each event as a plain dict (`Event.model_dump(mode="json")`):
@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from trainer.actions import run_job
 from trainer.env import WorkerEnv
 from trainer.shared.errors import describe_failure
 
@@ -37,8 +38,6 @@ QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3")
 
 
 def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[str, Any]]:
-    from trainer.actions import run_job  # train, merge or cache_model
-
     last_seq = -1
     try:
         payload = job.get("input") if isinstance(job, dict) else None

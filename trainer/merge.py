@@ -35,6 +35,7 @@ from typing import Any
 
 from trainer.env import WorkerEnv
 from trainer.output import EventLog, copy_folder, put_file
+from trainer.report import started_data
 from trainer.shared.errors import BadInput
 from trainer.shared.files import INDEX, PEFT_FILES, SINGLE, shard_name
 from trainer.shared.spec import Event, JobSpec
@@ -96,7 +97,6 @@ def merge(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainer.actions import started_data
     from trainer.expert_lora import merge_expert_lora, read_expert_lora
     from trainer.model import load_adapter, resolve_model_path
 

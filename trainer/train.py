@@ -1,12 +1,13 @@
 """One training job as a fixed lifecycle: setup -> train -> save -> upload -> cleanup.
 
-`run_training(payload, env)` is a generator of `trainer.shared.spec.Event`s, numbered by `seq`:
+`run_training(spec, env, t0)` takes a validated spec (`trainer.actions.run_job` validates
+payloads) and is a generator of `trainer.shared.spec.Event`s, numbered by `seq`:
 `started` once setup is done, `metrics` every `log_every` optimizer steps (and after each
 evaluation), `checkpoint` after each checkpoint, then exactly one `completed` or `failed`
 as the last event. It never raises for a job that fails: the failure becomes the final
 event (kind decided by exception type, see `trainer.shared.errors`).
 
-Setup fails fast, in this order: spec validation, checkpoint folder (earlier attempts'
+Setup fails fast, in this order: checkpoint folder (earlier attempts'
 events and checkpoint), base model files (cache, then hub), tokenizer, dataset
 (download, row validation, tokenisation), model load (quantisation, LoRA), resume.
 
@@ -43,50 +44,20 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from trainer import data as D
 from trainer.env import WorkerEnv
 from trainer.loss import batch_loss_sum
-from trainer.output import EventLog, copy_folder, folder_files, safe_upload_log, upload_files
-from trainer.shared.errors import BadInput, Diverged, describe_failure
+from trainer.output import EventLog, copy_folder, folder_files, upload_files
+from trainer.report import failure_data, public_config, started_data, upload_event_log
+from trainer.shared.errors import BadInput, Diverged
 from trainer.shared.spec import SPEC_VERSION, Event, JobSpec
 
 log = logging.getLogger("brightrun.trainer")
 
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "brightrun.json")
-_PROCESS_START = time.monotonic()
-
-
-def _redact_url(url: str | None) -> str | None:
-    if not url:
-        return url
-    base, sep, _query = url.partition("?")
-    return base + ("?<signature>" if sep else "")
-
-
-def public_config(spec: JobSpec) -> dict[str, Any]:
-    """The resolved spec with signed URLs reduced to their paths (they grant access)."""
-    cfg = spec.model_dump(mode="json")
-    cfg["output"]["upload_urls"] = {k: "<signed url>" for k in spec.output.upload_urls}
-    for key in ("train_url", "eval_url"):
-        cfg["data"][key] = _redact_url(cfg["data"][key])
-    if spec.resume_from and "://" in spec.resume_from:
-        cfg["resume_from"] = _redact_url(spec.resume_from)
-    return cfg
-
-
-def _raw_upload_urls(payload: Any) -> dict[str, str]:
-    """Upload URLs from a payload that failed validation, when they are well-formed."""
-    try:
-        urls = payload["output"]["upload_urls"]
-    except (KeyError, TypeError):
-        return {}
-    if not isinstance(urls, dict):
-        return {}
-    return {k: v for k, v in urls.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def peak_memory(device: Any | None) -> tuple[int, str]:
@@ -157,18 +128,15 @@ class TrainingJob:
             dataset["eval"] = eval_stats.as_dict()
         return self.log.emit(
             "started",
-            {
-                "job_id": spec.job_id,
-                "spec_version": SPEC_VERSION,
-                "config": public_config(spec),
-                "worker": self.env.public_view(),
-                "model": model_facts,
-                "dataset": dataset,
-                "plan": self.plan,
-                "resumed_from_step": self.resumed_from,
-                "cold_start_s": round(time.monotonic() - self.t0, 3),
-                "process_uptime_s": round(time.monotonic() - _PROCESS_START, 3),
-            },
+            started_data(
+                spec,
+                self.env,
+                self.t0,
+                model=model_facts,
+                dataset=dataset,
+                plan=self.plan,
+                resumed_from_step=self.resumed_from,
+            ),
         )
 
     def _plan_recompute(self) -> None:
@@ -630,19 +598,14 @@ class TrainingJob:
                 "completed",
                 {"reason": self.stop_reason, "adapter": adapter, "summary": self.summary()},
             )
-        except Exception as exc:
-            kind, message, suggestion = describe_failure(exc, self.spec)
-            if kind == "internal":
-                log.exception("job %s failed", self.spec.job_id)
-            else:
-                log.warning("job %s failed (%s): %s", self.spec.job_id, kind, message)
-            data = {"kind": kind, "message": message, "suggestion": suggestion}
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the failed event (report.failure_data logs it)
+            data = failure_data(exc, self.spec)
             if self.step:
                 data["step"] = self.step
             final = self.log.emit("failed", data)
         finally:
             self.cleanup(completed)
-        _finish(self.log, final, self.spec.job_id, self.spec.output.upload_urls, self.work)
+        upload_event_log(self.log, final, self.spec.job_id, self.spec.output.upload_urls)
         shutil.rmtree(self.work, ignore_errors=True)
         if completed:
             (self.ckpt_root / "events.jsonl").unlink(missing_ok=True)
@@ -651,37 +614,6 @@ class TrainingJob:
         yield final
 
 
-def _finish(log_: EventLog, final: Event, job_id: str | None, urls: dict[str, str], work: Path) -> None:
-    """Write and upload events.jsonl and result.json (success or failure)."""
-    work.mkdir(parents=True, exist_ok=True)
-    result = {
-        "job_id": job_id,
-        "status": "COMPLETED" if final.type == "completed" else "FAILED",
-        "final": final.model_dump(mode="json"),
-    }
-    (work / "result.json").write_text(json.dumps(result))
-    files = {"events.jsonl": log_.write_all(work / "events.jsonl"), "result.json": work / "result.json"}
-    safe_upload_log(files, urls)
-
-
-def run_training(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Event]:
-    """Run one job; yields its events (see the module docstring)."""
-    from pydantic import ValidationError
-
-    t0 = time.monotonic()
-    if isinstance(payload, JobSpec):
-        spec = payload
-    else:
-        try:
-            spec = JobSpec.model_validate(payload)
-        except ValidationError as exc:
-            kind, message, suggestion = describe_failure(exc)
-            elog = EventLog()
-            final = elog.emit("failed", {"kind": kind, "message": message, "suggestion": suggestion})
-            job_id = payload.get("job_id") if isinstance(payload, Mapping) else None
-            work = Path(tempfile.mkdtemp(prefix="brightrun-invalid-"))
-            _finish(elog, final, job_id if isinstance(job_id, str) else None, _raw_upload_urls(payload), work)
-            shutil.rmtree(work, ignore_errors=True)
-            yield final
-            return
+def run_training(spec: JobSpec, env: WorkerEnv, t0: float) -> Iterator[Event]:
+    """Run one training job (a validated spec); yields its events (see the module docstring)."""
     yield from TrainingJob(spec, env, t0).run()
