@@ -361,7 +361,7 @@ def _logits(model, ids: torch.Tensor) -> torch.Tensor:
 @pytest.mark.slow
 @pytest.mark.parametrize("on_experts", [False, True], ids=["attention+shared", "with_experts"])
 def test_qlora_job_trains_only_lora_and_the_adapter_reloads(
-    tiny_next: Path, tmp_path: Path, worker_env, on_experts: bool
+    tiny_next: Path, tmp_path: Path, worker_env, on_experts: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The trainer's own job (packed rows, assistant-only loss) on NF4 Qwen3-Next."""
     import json
@@ -370,22 +370,31 @@ def test_qlora_job_trains_only_lora_and_the_adapter_reloads(
     from peft import PeftModel
 
     from tests.trainer.conftest import make_spec, toy_rows, write_jsonl
+    from trainer import train as lifecycle
     from trainer.moe import add_expert_lora, peft_module_targets
     from trainer.shared.moe_facts import expert_lora_params
     from trainer.shared.spec import JobSpec
-    from trainer.train import TrainingJob
 
-    class Probe(TrainingJob):
-        def setup(self):
-            event = super().setup()
-            self.before = (_state(self.loaded.model, True), _state(self.loaded.model, False))
-            return event
+    class Probe:
+        def __init__(self) -> None:
+            real_setup, real_cleanup = lifecycle.setup, lifecycle.cleanup
 
-        def cleanup(self, completed: bool) -> None:
-            model = self.loaded.model
-            self.after = (_state(model, True), _state(model, False))
-            self.logits = _logits(model, _probe_ids(model.config.vocab_size))
-            super().cleanup(completed)
+            def setup(*args):
+                run = real_setup(*args)
+                self.before = (_state(run.model, True), _state(run.model, False))
+                return run
+
+            def cleanup(run, *args) -> None:
+                model = run.model
+                self.after = (_state(model, True), _state(model, False))
+                self.logits = _logits(model, _probe_ids(model.config.vocab_size))
+                real_cleanup(run, *args)
+
+            monkeypatch.setattr(lifecycle, "setup", setup)
+            monkeypatch.setattr(lifecycle, "cleanup", cleanup)
+
+        def run(self, spec: JobSpec, env):
+            return lifecycle.run_training(spec, env, time.monotonic())
 
     data = write_jsonl(tmp_path / "toy.jsonl", toy_rows(repeat=2))
     spec = JobSpec.model_validate(
@@ -398,8 +407,8 @@ def test_qlora_job_trains_only_lora_and_the_adapter_reloads(
             output={"adapter_name": "q3n", "local_dir": str(tmp_path / "out")},
         )
     )
-    job = Probe(spec, worker_env, time.monotonic())
-    events = list(job.run())
+    job = Probe()
+    events = list(job.run(spec, worker_env))
     assert events[0].type == "started" and events[-1].type == "completed", events[-1]
     facts = events[0].data["model"]
     assert facts["packing"] == "seq_boundaries" and facts["linear_attention_layers"] == 3
