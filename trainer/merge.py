@@ -30,20 +30,20 @@ import shutil
 import tempfile
 import time
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer import data as D
 from trainer.env import WorkerEnv
-from trainer.output import EventLog, copy_folder, put_file
+from trainer.output import EventLog, copy_folder, folder_files, put_file
 from trainer.report import started_data
 from trainer.shared.errors import BadInput
-from trainer.shared.files import INDEX, PEFT_FILES, SINGLE, shard_name
+from trainer.shared.files import INDEX, LOG_FILES, PEFT_FILES, RECORD, SINGLE, shard_name
 from trainer.shared.spec import Event, JobSpec
 
 
 def _fetch_adapter(spec: JobSpec, work: Path) -> Path:
-    from trainer import data as D
-
     m = spec.merge
     assert m is not None
     if m.adapter_path:
@@ -90,95 +90,149 @@ def _push_to_hub(folder: Path, repo: str, private: bool, token: str | None) -> s
     return str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo}")
 
 
+@dataclass
+class Loaded:
+    """The base model with the adapter attached, ready to merge."""
+
+    model: Any  # the PeftModel
+    tokenizer: Any
+    adapter_cfg: dict[str, Any]
+    expert_lora_modules: int
+    source: str  # where the base model came from
+    on_gpu: bool
+
+
+def load(spec: JobSpec, env: WorkerEnv, work: Path) -> Loaded:
+    """The base model (as training resolves it) with the adapter; raises `BadInput` when
+    the adapter does not fit the base."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.expert_lora import read_expert_lora
+    from trainer.model import load_adapter, resolve_model_path
+
+    m = spec.merge
+    assert m is not None
+    path, source = resolve_model_path(spec.model, env)
+    adapter_dir = _fetch_adapter(spec, work)
+    adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    experts = read_expert_lora(adapter_dir)
+    on_gpu = spec.device != "cpu" and torch.cuda.is_available()
+    device_map = {"": 0} if on_gpu else {"": "cpu"}
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, m.dtype), device_map=device_map)
+    try:
+        model = load_adapter(base, adapter_dir, expert_lora=True)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise BadInput(
+            f"the adapter does not fit base model {spec.model.name_or_path!r}: {e}",
+            "merge an adapter into the base model it was trained on",
+        ) from e
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    n_experts = len(experts.modules) if experts else 0
+    return Loaded(model, tokenizer, adapter_cfg, n_experts, source, on_gpu)
+
+
+def _started_extra(spec: JobSpec, loaded: Loaded) -> dict[str, Any]:
+    m, cfg = spec.merge, loaded.adapter_cfg
+    assert m is not None
+    return {
+        "model": {
+            "name_or_path": spec.model.name_or_path,
+            "source": loaded.source,
+            "dtype": m.dtype,
+            "device": "cuda" if loaded.on_gpu else "cpu",
+        },
+        "adapter": {
+            "base_model_name_or_path": cfg.get("base_model_name_or_path"),
+            "r": cfg.get("r"),
+            "peft_type": cfg.get("peft_type"),
+            "expert_lora_modules": loaded.expert_lora_modules,
+        },
+    }
+
+
+def merge_and_save(spec: JobSpec, loaded: Loaded, folder: Path) -> tuple[list[str], float, float]:
+    """Merge the adapter into the base and save the model at `folder`; returns the shard
+    names and the seconds merging and saving took."""
+    from trainer.expert_lora import merge_expert_lora
+
+    m = spec.merge
+    assert m is not None
+    s0 = time.monotonic()
+    merge_expert_lora(loaded.model)  # routed experts first: PEFT's merge does not know them
+    merged = loaded.model.merge_and_unload()
+    merge_s = time.monotonic() - s0
+    s0 = time.monotonic()
+    merged.save_pretrained(folder, max_shard_size=int(m.max_shard_size_mb * 1e6), safe_serialization=True)
+    loaded.tokenizer.save_pretrained(folder)
+    shards = _rename_shards(folder)
+    record = {
+        "brightrun_spec_version": spec.version,
+        "merged_from": {
+            "base_model": spec.model.name_or_path,
+            "revision": spec.model.revision,
+            "adapter": loaded.adapter_cfg.get("base_model_name_or_path"),
+            "job_id": spec.job_id,
+        },
+        "dtype": m.dtype,
+    }
+    (folder / RECORD).write_text(json.dumps(record, indent=1))
+    del merged
+    loaded.model = None
+    return shards, merge_s, time.monotonic() - s0
+
+
+def deliver(spec: JobSpec, env: WorkerEnv, folder: Path) -> dict[str, Any]:
+    """PUT every file to its upload URL, copy the folder, push it to the hub."""
+    m, out = spec.merge, spec.output
+    assert m is not None and out is not None
+    files = folder_files(folder)
+    uploaded = []
+    if set(out.upload_urls) - set(LOG_FILES):
+        missing = [n for n in files if n not in out.upload_urls]
+        if missing:
+            raise BadInput(
+                f"the merged model has files without an upload URL: {missing}",
+                "sign an upload URL for every file `trainer.shared.files.upload_names` lists",
+            )
+        for name, p in files.items():
+            put_file(out.upload_urls[name], p)
+            uploaded.append(name)
+    result: dict[str, Any] = {
+        "name": out.adapter_name,
+        "base_model": spec.model.name_or_path,
+        "dtype": m.dtype,
+        "files": {n: p.stat().st_size for n, p in files.items()},
+        "size_bytes": sum(p.stat().st_size for p in files.values()),
+        "uploaded": uploaded,
+    }
+    if out.local_dir:
+        result["local_dir"] = str(copy_folder(folder, Path(out.local_dir)))
+    if m.hub_repo:
+        result["hub_repo"] = m.hub_repo
+        result["hub_commit"] = _push_to_hub(folder, m.hub_repo, m.hub_private, env.hf_token)
+    return result
+
+
 def merge(
     spec: JobSpec, env: WorkerEnv, log: EventLog, t0: float
 ) -> Generator[Event, None, dict[str, Any]]:
     """The `merge` action (see the module docstring)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from trainer.expert_lora import merge_expert_lora, read_expert_lora
-    from trainer.model import load_adapter, resolve_model_path
-
-    m, out_spec = spec.merge, spec.output
-    assert m is not None and out_spec is not None
     work = Path(tempfile.mkdtemp(prefix=f"brightrun-{spec.job_id}-"))
     try:
-        path, source = resolve_model_path(spec.model, env)
-        adapter_dir = _fetch_adapter(spec, work)
-        adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-        experts = read_expert_lora(adapter_dir)
-        dtype = getattr(torch, m.dtype)
-        on_gpu = spec.device != "cpu" and torch.cuda.is_available()
-        device_map = {"": 0} if on_gpu else {"": "cpu"}
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
-        try:
-            model = load_adapter(base, adapter_dir, expert_lora=True)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise BadInput(
-                f"the adapter does not fit base model {spec.model.name_or_path!r}: {e}",
-                "merge an adapter into the base model it was trained on",
-            ) from e
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        yield log.emit(
-            "started",
-            started_data(
-                spec, env, t0,
-                model={"name_or_path": spec.model.name_or_path, "source": source,
-                       "dtype": m.dtype, "device": "cuda" if on_gpu else "cpu"},
-                adapter={"base_model_name_or_path": adapter_cfg.get("base_model_name_or_path"),
-                         "r": adapter_cfg.get("r"), "peft_type": adapter_cfg.get("peft_type"),
-                         "expert_lora_modules": len(experts.modules) if experts else 0},
-            ),
-        )  # fmt: skip
-        s0 = time.monotonic()
-        merge_expert_lora(model)  # routed experts first: PEFT's merge does not know them
-        merged = model.merge_and_unload()
-        merge_s = time.monotonic() - s0
+        loaded = load(spec, env, work)
+        yield log.emit("started", started_data(spec, env, t0, **_started_extra(spec, loaded)))
         folder = work / "merged"
+        shards, merge_s, save_s = merge_and_save(spec, loaded, folder)
+        del loaded
         s0 = time.monotonic()
-        merged.save_pretrained(folder, max_shard_size=int(m.max_shard_size_mb * 1e6), safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        shards = _rename_shards(folder)
-        record = {
-            "brightrun_spec_version": spec.version,
-            "merged_from": {"base_model": spec.model.name_or_path, "revision": spec.model.revision,
-                            "adapter": adapter_cfg.get("base_model_name_or_path"), "job_id": spec.job_id},
-            "dtype": m.dtype,
-        }  # fmt: skip
-        (folder / "brightrun.json").write_text(json.dumps(record, indent=1))
-        del merged, model, base
-        save_s = time.monotonic() - s0
-        files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
-        s0 = time.monotonic()
-        uploaded = []
-        destinations = set(out_spec.upload_urls) - {"events.jsonl", "result.json"}
-        if destinations:
-            missing = [n for n in files if n not in out_spec.upload_urls]
-            if missing:
-                raise BadInput(
-                    f"the merged model has files without an upload URL: {missing}",
-                    "sign an upload URL for every file `trainer.shared.files.upload_names` lists",
-                )
-            for name, p in files.items():
-                put_file(out_spec.upload_urls[name], p)
-                uploaded.append(name)
-        result: dict[str, Any] = {
-            "name": out_spec.adapter_name,
-            "base_model": spec.model.name_or_path,
-            "dtype": m.dtype,
-            "shards": shards,
-            "files": {n: p.stat().st_size for n, p in files.items()},
-            "size_bytes": sum(p.stat().st_size for p in files.values()),
-            "uploaded": uploaded,
+        result = deliver(spec, env, folder)
+        result = {**{k: result[k] for k in ("name", "base_model", "dtype")}, "shards": shards, **result}
+        result["seconds"] = {
+            "merge": round(merge_s, 3),
+            "save": round(save_s, 3),
+            "deliver": round(time.monotonic() - s0, 3),
         }
-        if out_spec.local_dir:
-            result["local_dir"] = str(copy_folder(folder, Path(out_spec.local_dir)))
-        if m.hub_repo:
-            result["hub_repo"] = m.hub_repo
-            result["hub_commit"] = _push_to_hub(folder, m.hub_repo, m.hub_private, env.hf_token)
-        result["seconds"] = {"merge": round(merge_s, 3), "save": round(save_s, 3),
-                             "deliver": round(time.monotonic() - s0, 3)}  # fmt: skip
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
