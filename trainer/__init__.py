@@ -9,7 +9,7 @@ Layout, top to bottom:
 - `handler`, `__main__`: the edges (RunPod, command line); read the environment (`env`).
 - `actions`: validates a payload (the one place) and runs its action: `train`
   (`train.run_training`: setup -> train -> save -> deliver -> cleanup), `merge` (`merge`),
-  `cache_model` (`cache`). `report` builds what every job reports (redacted config,
+  `cache_model` (`cache_action`, over the model cache `cache`). `report` builds what every job reports (redacted config,
   `started` and `failed` data, the uploaded event log).
 - training: `setup` (model, data, optimizer, plan), `checkpoint` (progress, save, resume),
   `loop` (the optimizer steps, evaluation, the loss), `data` (rows, samples, batches),

@@ -6,7 +6,7 @@ validated first; an invalid one (a missing or unknown action included) ends as a
 to the payload's upload URLs when those are well-formed. A valid spec runs its action:
 
 - `train`: `trainer.train.run_training` (setup -> train -> save -> deliver -> cleanup).
-- `merge` (`trainer.merge`) and `cache_model` (`trainer.cache`) follow one small lifecycle:
+- `merge` (`trainer.merge`) and `cache_model` (`trainer.cache_action`) follow one small lifecycle:
 
       the action's setup -> `started` -> work -> `completed` | `failed`
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from trainer.cache import cache_model
+from trainer.cache_action import cache_model
 from trainer.env import WorkerEnv
 from trainer.merge import merge
 from trainer.output import EventLog

@@ -22,16 +22,21 @@ routed experts and the shared expert's trained LoRA is silently left out. An ada
 LoRA on the routed experts loads only into a model given that structure (`expert_lora=True`
 adds it to a base model, as merge does); elsewhere it raises
 `trainer.expert_lora.ExpertLoraNeedsMerge`: such an adapter is served by merging it.
+
+`ensure_quantized_copy(source, target, quantization)`: the model cache's pre-quantised
+copy, loaded with `build_quantization_config` as a job would load it, saved once.
 """
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trainer import arch_hooks
-from trainer.cache import ensure_cached
+from trainer.cache import ensure_cached, is_complete, publish
 from trainer.env import WorkerEnv
 from trainer.shared import arch
 from trainer.shared.errors import BadInput, ModelUnavailable
@@ -107,13 +112,14 @@ def pick_attention(packing: str, device: Any) -> tuple[str, str]:
 
 
 def build_quantization_config(
-    spec: JobSpec, compute_dtype: Any, keep_full_precision: tuple[str, ...] = ()
+    quantization: str, compute_dtype: Any, keep_full_precision: tuple[str, ...] = ()
 ) -> Any | None:
+    """bitsandbytes' config for `quantization` (nf4: double-quantised NF4; int8), or None."""
     from transformers import BitsAndBytesConfig
 
     # lm_head is never quantised; the architecture may name more (routers, gates)
     skip = ["lm_head", *keep_full_precision] if keep_full_precision else None
-    if spec.quantization == "nf4":
+    if quantization == "nf4":
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -121,7 +127,7 @@ def build_quantization_config(
             bnb_4bit_compute_dtype=compute_dtype,
             llm_int8_skip_modules=skip,
         )
-    if spec.quantization == "int8":
+    if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return None
 
@@ -173,7 +179,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     dtype = pick_compute_dtype(spec, device)
     packing, packing_why = pick_packing(spec, caps)
     attn, attn_why = pick_attention(packing, device)
-    qconfig = build_quantization_config(spec, dtype, caps.keep_full_precision)
+    qconfig = build_quantization_config(spec.quantization, dtype, caps.keep_full_precision)
     with arch_hooks.load_context(spec, caps, dtype):
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -289,3 +295,30 @@ def _logical_params(model: Any) -> int:
         qs = getattr(p, "quant_state", None)
         n += int(qs.shape.numel()) if qs is not None and hasattr(qs, "shape") else p.numel()
     return n
+
+
+def ensure_quantized_copy(source: Path, target: Path, quantization: str) -> tuple[Path, bool]:
+    """Save `source` loaded in `quantization` (nf4 | int8) to `target` once: the cache's
+    pre-quantised copy (`trainer.cache`), four times smaller to read at start. Returns
+    (folder, whether this call made it)."""
+    if is_complete(target):
+        return target, False
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bnb = build_quantization_config(quantization, torch.bfloat16)
+    if bnb is None:
+        raise BadInput(f"a quantised copy needs quantization nf4 or int8 (got {quantization!r})")
+    device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, quantization_config=bnb, dtype=torch.bfloat16, device_map=device
+        )
+        model.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+        del model
+        made = publish(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target, made

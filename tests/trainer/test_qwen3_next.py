@@ -208,7 +208,7 @@ def test_experts_quantised_while_loading_equal_those_quantised_after(tiny_next: 
 
     caps = arch.capabilities("qwen3_next")
     spec = SimpleNamespace(quantization="nf4")
-    qconfig = build_quantization_config(spec, torch.bfloat16, caps.keep_full_precision)
+    qconfig = build_quantization_config(spec.quantization, torch.bfloat16, caps.keep_full_precision)
     with arch_hooks.load_context(spec, caps, torch.bfloat16):
         streamed = AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.bfloat16, quantization_config=qconfig)
     facts = arch_hooks.post_load(streamed, spec, caps)
@@ -490,7 +490,7 @@ def test_qwen3_moe_is_one_table_entry_away(tmp_path: Path) -> None:
     with arch_hooks.load_context(spec, caps, torch.bfloat16):
         model = AutoModelForCausalLM.from_pretrained(
             tmp_path / "m", dtype=torch.bfloat16,
-            quantization_config=build_quantization_config(spec, torch.bfloat16, caps.keep_full_precision),
+            quantization_config=build_quantization_config(spec.quantization, torch.bfloat16, caps.keep_full_precision),
         )
     facts = arch_hooks.post_load(model, spec, caps)
     assert facts["expert_modules"] == 2 and facts["experts_quantized_while_loading"] == 2

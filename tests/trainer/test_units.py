@@ -87,8 +87,8 @@ def test_lora_and_quantization_factories() -> None:
     assert (cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.use_dora) == (32, 64, True, True)
     assert set(cfg.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                        "up_proj", "down_proj"}
-    q = build_quantization_config(_spec(quantization="nf4"), torch.bfloat16)
+    q = build_quantization_config("nf4", torch.bfloat16)
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
-    assert build_quantization_config(_spec(quantization="int8"), torch.bfloat16).load_in_8bit
-    assert build_quantization_config(_spec(quantization="none"), torch.bfloat16) is None
+    assert build_quantization_config("int8", torch.bfloat16).load_in_8bit
+    assert build_quantization_config("none", torch.bfloat16) is None

@@ -205,9 +205,14 @@ class NF4Experts(nn.Module):
         self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
     ) -> torch.Tensor:
         return route_to_experts(
-            hidden_states, top_k_index, top_k_weights, self.num_experts, self._project,
-            self.act_fn, self.compute_dtype,
-        )  # fmt: skip
+            hidden_states,
+            top_k_index,
+            top_k_weights,
+            self.num_experts,
+            self._project,
+            self.act_fn,
+            self.compute_dtype,
+        )
 
 
 def route_to_experts(
