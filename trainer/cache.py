@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from trainer.env import WorkerEnv
@@ -72,6 +74,18 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+@contextmanager
+def staging(folder: Path) -> Iterator[Path]:
+    """A temporary folder next to `folder` (one filesystem, so `publish` can rename it into
+    place), removed afterwards whatever happened."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def publish(tmp: Path, folder: Path) -> bool:
     """Rename a complete `tmp` into `folder`; False when another worker got there first."""
     (tmp / MARKER).write_text("ok\n")
@@ -108,9 +122,7 @@ def ensure_cached(model: ModelSpec, env: WorkerEnv) -> tuple[Path, bool]:
     folder = cache_folder(model, env)
     if is_complete(folder):
         return folder, False
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with staging(folder) as tmp:
         try:
             download_snapshot(model.name_or_path, model.revision, tmp, env.hf_token)
         except GatedRepoError as e:
@@ -134,8 +146,6 @@ def ensure_cached(model: ModelSpec, env: WorkerEnv) -> tuple[Path, bool]:
         if not (tmp / "config.json").is_file():
             raise ModelUnavailable(f"hub repo {model.name_or_path!r} has no config.json: not a model")
         publish(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder, True
 
 

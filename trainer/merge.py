@@ -91,7 +91,7 @@ def _push_to_hub(folder: Path, repo: str, private: bool, token: str | None) -> s
 
 
 @dataclass
-class Loaded:
+class Attached:
     """The base model with the adapter attached, ready to merge."""
 
     model: Any  # the PeftModel
@@ -102,7 +102,7 @@ class Loaded:
     on_gpu: bool
 
 
-def load(spec: JobSpec, env: WorkerEnv, work: Path) -> Loaded:
+def load(spec: JobSpec, env: WorkerEnv, work: Path) -> Attached:
     """The base model (as training resolves it) with the adapter; raises `BadInput` when
     the adapter does not fit the base."""
     import torch
@@ -129,29 +129,29 @@ def load(spec: JobSpec, env: WorkerEnv, work: Path) -> Loaded:
         ) from e
     tokenizer = AutoTokenizer.from_pretrained(path)
     n_experts = len(experts.modules) if experts else 0
-    return Loaded(model, tokenizer, adapter_cfg, n_experts, source, on_gpu)
+    return Attached(model, tokenizer, adapter_cfg, n_experts, source, on_gpu)
 
 
-def _started_extra(spec: JobSpec, loaded: Loaded) -> dict[str, Any]:
-    m, cfg = spec.merge, loaded.adapter_cfg
+def _started_extra(spec: JobSpec, attached: Attached) -> dict[str, Any]:
+    m, cfg = spec.merge, attached.adapter_cfg
     assert m is not None
     return {
         "model": {
             "name_or_path": spec.model.name_or_path,
-            "source": loaded.source,
+            "source": attached.source,
             "dtype": m.dtype,
-            "device": "cuda" if loaded.on_gpu else "cpu",
+            "device": "cuda" if attached.on_gpu else "cpu",
         },
         "adapter": {
             "base_model_name_or_path": cfg.get("base_model_name_or_path"),
             "r": cfg.get("r"),
             "peft_type": cfg.get("peft_type"),
-            "expert_lora_modules": loaded.expert_lora_modules,
+            "expert_lora_modules": attached.expert_lora_modules,
         },
     }
 
 
-def merge_and_save(spec: JobSpec, loaded: Loaded, folder: Path) -> tuple[list[str], float, float]:
+def merge_and_save(spec: JobSpec, attached: Attached, folder: Path) -> tuple[list[str], float, float]:
     """Merge the adapter into the base and save the model at `folder`; returns the shard
     names and the seconds merging and saving took."""
     from trainer.expert_lora import merge_expert_lora
@@ -159,26 +159,26 @@ def merge_and_save(spec: JobSpec, loaded: Loaded, folder: Path) -> tuple[list[st
     m = spec.merge
     assert m is not None
     s0 = time.monotonic()
-    merge_expert_lora(loaded.model)  # routed experts first: PEFT's merge does not know them
-    merged = loaded.model.merge_and_unload()
+    merge_expert_lora(attached.model)  # routed experts first: PEFT's merge does not know them
+    merged = attached.model.merge_and_unload()
     merge_s = time.monotonic() - s0
     s0 = time.monotonic()
     merged.save_pretrained(folder, max_shard_size=int(m.max_shard_size_mb * 1e6), safe_serialization=True)
-    loaded.tokenizer.save_pretrained(folder)
+    attached.tokenizer.save_pretrained(folder)
     shards = _rename_shards(folder)
     record = {
         "brightrun_spec_version": spec.version,
         "merged_from": {
             "base_model": spec.model.name_or_path,
             "revision": spec.model.revision,
-            "adapter": loaded.adapter_cfg.get("base_model_name_or_path"),
+            "adapter": attached.adapter_cfg.get("base_model_name_or_path"),
             "job_id": spec.job_id,
         },
         "dtype": m.dtype,
     }
     (folder / RECORD).write_text(json.dumps(record, indent=1))
     del merged
-    loaded.model = None
+    attached.model = None
     return shards, merge_s, time.monotonic() - s0
 
 
@@ -220,11 +220,11 @@ def merge(
     """The `merge` action (see the module docstring)."""
     work = Path(tempfile.mkdtemp(prefix=f"brightrun-{spec.job_id}-"))
     try:
-        loaded = load(spec, env, work)
-        yield log.emit("started", started_data(spec, env, t0, **_started_extra(spec, loaded)))
+        attached = load(spec, env, work)
+        yield log.emit("started", started_data(spec, env, t0, **_started_extra(spec, attached)))
         folder = work / "merged"
-        shards, merge_s, save_s = merge_and_save(spec, loaded, folder)
-        del loaded
+        shards, merge_s, save_s = merge_and_save(spec, attached, folder)
+        del attached
         s0 = time.monotonic()
         result = deliver(spec, env, folder)
         result = {**{k: result[k] for k in ("name", "base_model", "dtype")}, "shards": shards, **result}

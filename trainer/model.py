@@ -29,14 +29,12 @@ copy, loaded with `build_quantization_config` as a job would load it, saved once
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trainer import arch_hooks
-from trainer.cache import ensure_cached, is_complete, publish
+from trainer.cache import ensure_cached, is_complete, publish, staging
 from trainer.env import WorkerEnv
 from trainer.shared import arch
 from trainer.shared.errors import BadInput, ModelUnavailable
@@ -310,8 +308,7 @@ def ensure_quantized_copy(source: Path, target: Path, quantization: str) -> tupl
     if bnb is None:
         raise BadInput(f"a quantised copy needs quantization nf4 or int8 (got {quantization!r})")
     device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with staging(target) as tmp:
         model = AutoModelForCausalLM.from_pretrained(
             source, quantization_config=bnb, dtype=torch.bfloat16, device_map=device
         )
@@ -319,6 +316,4 @@ def ensure_quantized_copy(source: Path, target: Path, quantization: str) -> tupl
         AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
         del model
         made = publish(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target, made
