@@ -1,5 +1,8 @@
 """Training data: fetch, validate, tokenise, batch.
 
+How a row becomes tokens (chat loss masks, text ids, windows) is `trainer.shared.tokens`,
+which the controller's dataset statistics use too; this module applies it to whole files.
+
 Input: normalised JSONL (what `core.datasets` writes), one row per line, each in one of two
 shapes:
 
