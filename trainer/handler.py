@@ -29,7 +29,7 @@ from typing import Any
 
 from trainer.actions import run_job
 from trainer.env import WorkerEnv
-from trainer.shared.errors import describe_failure
+from trainer.report import failure_data
 
 log = logging.getLogger("brightrun.trainer")
 
@@ -46,13 +46,7 @@ def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[
             yield event.model_dump(mode="json")
     except Exception as exc:
         log.exception("training handler failed outside the job lifecycle")
-        kind, message, suggestion = describe_failure(exc)
-        yield {
-            "seq": last_seq + 1,
-            "type": "failed",
-            "ts": time.time(),
-            "data": {"kind": kind, "message": message, "suggestion": suggestion},
-        }
+        yield {"seq": last_seq + 1, "type": "failed", "ts": time.time(), "data": failure_data(exc)}
 
 
 def configure_logging(level: int = logging.INFO) -> None:
