@@ -4,7 +4,7 @@ For a few catalog models and settings it builds the real-size architecture with 
 weights directly on the GPU (nothing is downloaded: `trainer.moe.build_random_nf4_model`
 for nf4, `from_config` on the device for 16-bit), prepares it as the trainer does (k-bit
 preparation, gradient checkpointing, LoRA with the trainer's targets, expert LoRA when
-asked), runs two optimizer steps of the trainer's own loss (`trainer.train.batch_loss_sum`,
+asked), runs two optimizer steps of the trainer's own loss (`trainer.loss.batch_loss_sum`,
 AdamW) on micro-batch x max-length random tokens, and prints, per configuration:
 
 - predicted peak from `core.planner.estimate_memory` (what the planner shows users);
@@ -43,7 +43,7 @@ CONFIGS = {
 
 
 def spec_for(model: str, quant: str, mb: int, length: int, ckpt: bool, r: int, experts: bool):
-    from trainer.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
+    from trainer.shared.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
 
     return JobSpec(
         job_id="bench", model=ModelSpec(name_or_path=model), data=DataSpec(train_path="x"),
@@ -59,10 +59,11 @@ def run_one(name: str, cfg: tuple, device_name: str, layers: int | None) -> dict
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from core.planner import describe, estimate_memory, facts_from_config
-    from trainer import arch
+    from trainer import arch_hooks
     from trainer import data as D
+    from trainer.loss import batch_loss_sum
     from trainer.model import build_lora_config, pick_attention, pick_packing
-    from trainer.train import batch_loss_sum
+    from trainer.shared import arch
 
     model_id, quant, mb, length, ckpt, r, experts = cfg
     facts = describe(model_id)
@@ -101,7 +102,7 @@ def run_one(name: str, cfg: tuple, device_name: str, layers: int | None) -> dict
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
     model = get_peft_model(model, build_lora_config(spec, caps))
-    arch.post_lora(model, spec, caps)
+    arch_hooks.post_lora(model, spec, caps)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=on_cuda or None)
     gen = torch.Generator().manual_seed(0)

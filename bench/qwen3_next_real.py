@@ -1,7 +1,7 @@
 """Qwen3-Next-80B-A3B QLoRA on one GPU, with random weights: peak memory and tokens/s.
 
 Builds the real-size architecture (the published config.json's shapes, from
-`trainer.moe_facts.QWEN3_NEXT_80B_A3B`) directly in NF4 on the device, layer by layer
+`trainer.shared.moe_facts.QWEN3_NEXT_80B_A3B`) directly in NF4 on the device, layer by layer
 from the meta device (`trainer.moe.build_random_nf4_model`: nothing is downloaded and the
 bf16 model never exists), prepares it as the trainer does (k-bit preparation, gradient
 checkpointing, LoRA on attention, linear attention and shared expert; optionally on the
@@ -37,7 +37,7 @@ GIB = 1024**3
 def build_config(args: argparse.Namespace):
     from transformers import Qwen3NextConfig
 
-    from trainer.moe_facts import QWEN3_NEXT_80B_A3B
+    from trainer.shared.moe_facts import QWEN3_NEXT_80B_A3B
 
     fields = {k: v for k, v in QWEN3_NEXT_80B_A3B.items() if k not in ("model_type", "architectures")}
     if args.layers:
@@ -53,7 +53,7 @@ def build_config(args: argparse.Namespace):
 
 def predicted(config) -> dict:
     from trainer.moe import predict_config_footprint
-    from trainer.moe_facts import expert_lora_params
+    from trainer.shared.moe_facts import expert_lora_params
 
     fp = predict_config_footprint(config)
     return {
@@ -152,7 +152,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from trainer.arch import capabilities
     from trainer.kernels import register_attention
     from trainer.moe import (
         add_expert_lora,
@@ -161,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         peft_module_targets,
     )
     from trainer.packing_hybrid import enable_sequence_boundaries
+    from trainer.shared.arch import capabilities
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

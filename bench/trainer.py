@@ -10,7 +10,7 @@ Three ways, each in its own process (so peak RSS is its own), on the same traini
   (a) TRL `SFTTrainer` defaults: no packing, padding to the longest row of each batch,
       micro-batch 8;
   (b) TRL's best configuration: `packing=True` with best-fit-decreasing (`bfd`);
-  (c) BrightRun's default settings (`trainer.train.run_job`).
+  (c) BrightRun's default settings (`trainer.actions.run_job`).
 
 Same for all three: the model (a random Qwen2-architecture config, wide and shallow:
 hidden 1024, 2 layers, stored in bfloat16 like published checkpoints), the compute dtype
@@ -191,9 +191,9 @@ def run_trl(way: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 def run_brightrun(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     import torch
 
+    from trainer.actions import run_job
     from trainer.env import WorkerEnv
-    from trainer.spec import JobSpec
-    from trainer.train import run_job
+    from trainer.shared.spec import JobSpec
 
     adapter = work / "adapter-c"
     spec = JobSpec.model_validate(
@@ -268,7 +268,7 @@ def child(way: str, work: Path) -> None:
 def prepare(work: Path, rows: int | None, threads: int) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     subprocess.run([sys.executable, str(SKEWED), str(work / "all.jsonl")], check=True)
     data = _read_rows(work / "all.jsonl")
@@ -345,10 +345,10 @@ def gpu_real_size(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    from trainer.actions import run_job
     from trainer.env import WorkerEnv
-    from trainer.spec import JobSpec
-    from trainer.tiny import build_tiny_chat_model
-    from trainer.train import run_job
+    from trainer.shared.spec import JobSpec
+    from trainer.shared.tiny import build_tiny_chat_model
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="brightrun-gpu-bench-"))
     shape = dict(

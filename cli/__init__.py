@@ -23,7 +23,7 @@ app = typer.Typer(
 @app.command()
 def version() -> None:
     """Print the BrightRun version and the job-spec version the worker speaks."""
-    from trainer.spec import SPEC_VERSION
+    from trainer.shared.spec import SPEC_VERSION
 
     typer.echo(f"brightrun {__version__} (job spec v{SPEC_VERSION})")
 

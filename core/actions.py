@@ -43,7 +43,7 @@ from core.errors import InvalidInput
 from core.planner import TINY_ID
 from core.settings import Settings
 from core.users import Actor
-from trainer.spec import JobSpec
+from trainer.shared.spec import JobSpec
 
 __all__ = ["send_action", "cache_model", "cache_status", "model_cache_state", "CacheState", "cold_start_s"]
 

@@ -4,7 +4,7 @@ import sys
 from typer.testing import CliRunner
 
 from cli import app
-from trainer.spec import SPEC_VERSION
+from trainer.shared.spec import SPEC_VERSION
 
 
 def test_version() -> None:

@@ -1,5 +1,8 @@
 """Training data: fetch, validate, tokenise, batch.
 
+How a row becomes tokens (chat loss masks, text ids, windows) is `trainer.shared.tokens`,
+which the controller's dataset statistics use too; this module applies it to whole files.
+
 Input: normalised JSONL (what `core.datasets` writes), one row per line, each in one of two
 shapes:
 
@@ -35,7 +38,7 @@ Each sample stores `targets` already shifted (`targets[t]` is the token to predi
 position t, or -100), so samples can be concatenated without a label crossing from one
 sample into the next; text rows and chat rows are packed alike.
 
-Batching modes (see `trainer.arch`):
+Batching modes (see `trainer.shared.arch`):
 - packed (`position_ids`/`seq_boundaries`): samples go into bins of `max_length` tokens by
   best-fit decreasing; one micro-batch is `micro_batch_size` bins concatenated into one
   padding-free row, with position ids restarting per sample and the boundaries
@@ -55,7 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import BadInput, DownloadFailed
+from trainer.shared.errors import BadInput, DownloadFailed
+from trainer.shared.tokens import chat_token_masks, text_token_ids, text_windows
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant", "tool")
@@ -164,38 +168,6 @@ def read_rows(path: Path, what: str) -> list[Row]:
     return rows
 
 
-def render_with_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The chat-template text and the character spans of each assistant turn."""
-
-    def render(msgs: list[dict[str, str]], gen: bool) -> str:
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
-
-    full = render(messages, False)
-    spans: list[tuple[int, int]] = []
-    cursor = 0
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        prefix = render(messages[:i], True)
-        upto = render(messages[: i + 1], False)
-        if upto.startswith(prefix) and full.startswith(upto) and len(prefix) >= cursor:
-            start, end = len(prefix), len(prefix) + len(upto[len(prefix) :].rstrip())
-        else:
-            # Templates that rewrite earlier turns (e.g. dropping reasoning): find the
-            # content itself, plus the end-of-turn token right after it.
-            start = full.find(m["content"], cursor)
-            if start < 0:
-                continue
-            end = start + len(m["content"])
-            eos = tokenizer.eos_token or ""
-            if eos and full.startswith(eos, end):
-                end += len(eos)
-        if end > start:
-            spans.append((start, end))
-            cursor = end
-    return full, spans
-
-
 @dataclass
 class Sample:
     input_ids: list[int]
@@ -238,62 +210,6 @@ class DataStats:
             "dropped_row_examples": self.dropped_examples,
             "max_length": self.max_length,
         }
-
-
-def text_token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    """Each plain text as the model expects a document: the special tokens its tokenizer
-    adds (a BOS for Llama-style models, nothing for Qwen), the text, then EOS once."""
-    eos = tokenizer.eos_token_id
-    out = []
-    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
-        ids = list(ids)
-        if eos is not None and (not ids or ids[-1] != eos):
-            ids.append(eos)
-        out.append(ids)
-    return out
-
-
-def text_windows(n_tokens: int, max_length: int) -> list[tuple[int, int]]:
-    """The [start, end) token spans a document of `n_tokens` is split into: consecutive,
-    covering every token, each at most `max_length` long and (when the document has two
-    tokens or more, and `max_length` is 3 or more) at least two, so each window has a token
-    to predict. One span when the document fits. `core.datasets` counts windows with this."""
-    if max_length < 1:
-        raise ValueError("max_length must be at least 1 token")
-    bounds = list(range(0, n_tokens, max_length)) + [n_tokens]
-    if max_length >= 3 and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-        bounds[-2] -= 1  # no one-token tail: the window before it gives up its last token
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
-def chat_token_masks(
-    tokenizer: Any, conversations: list[list[dict[str, str]]]
-) -> list[tuple[list[int], list[bool]]]:
-    """Token ids of each rendered conversation, and which of them are assistant tokens (the
-    ones that carry loss). `core.datasets` counts a dataset's tokens with this too."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise BadInput("the base model's tokenizer has no fast (Rust) version; BrightRun needs it")
-    if not getattr(tokenizer, "chat_template", None):
-        raise BadInput(
-            "the base model's tokenizer has no chat template",
-            "pick an instruct/chat model (e.g. a '-Instruct' variant), or train on a plain-text "
-            "dataset ({\"text\": ...} rows)",
-        )
-    rendered = [render_with_spans(tokenizer, msgs) for msgs in conversations]
-    enc = tokenizer(
-        [text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
-    )
-    out = []
-    for (_, spans), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
-        mask = [False] * len(ids)
-        si = 0
-        for t, (start, _end) in enumerate(offsets):
-            while si < len(spans) and start >= spans[si][1]:
-                si += 1
-            if si < len(spans) and spans[si][0] <= start < spans[si][1]:
-                mask[t] = True
-        out.append((list(ids), mask))
-    return out
 
 
 def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[list[Sample], DataStats]:

@@ -34,8 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.errors import BadInput
-from trainer.moe import ExpertLora, NF4Experts, is_fused_experts, route_to_experts
+from trainer.moe.lora import ExpertLora
+from trainer.moe.nf4 import NF4Experts, is_fused_experts, route_to_experts
+from trainer.shared.errors import BadInput
 
 WEIGHTS = "adapter_model.safetensors"
 MARK = ".expert_lora.lora_"

@@ -1,5 +1,5 @@
-"""The RunPod Serverless handler: a thin adapter around `trainer.train.run_job` (and, by
-the spec's `action`, the `merge` and `cache_model` actions of `trainer.actions`).
+"""The RunPod Serverless handler: a thin adapter around `trainer.actions.run_job` (which
+validates the payload and runs its action: `train`, `merge` or `cache_model`).
 
 `handler(job)` takes RunPod's job dict (`{"id": ..., "input": <JobSpec JSON>}`) and yields
 each event as a plain dict (`Event.model_dump(mode="json")`):
@@ -27,8 +27,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from trainer.actions import run_job
 from trainer.env import WorkerEnv
-from trainer.errors import describe_failure
+from trainer.report import failure_data
 
 log = logging.getLogger("brightrun.trainer")
 
@@ -37,8 +38,6 @@ QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3")
 
 
 def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[str, Any]]:
-    from trainer.actions import run as run_job  # train, merge or cache_model
-
     last_seq = -1
     try:
         payload = job.get("input") if isinstance(job, dict) else None
@@ -47,13 +46,7 @@ def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[
             yield event.model_dump(mode="json")
     except Exception as exc:
         log.exception("training handler failed outside the job lifecycle")
-        kind, message, suggestion = describe_failure(exc)
-        yield {
-            "seq": last_seq + 1,
-            "type": "failed",
-            "ts": time.time(),
-            "data": {"kind": kind, "message": message, "suggestion": suggestion},
-        }
+        yield {"seq": last_seq + 1, "type": "failed", "ts": time.time(), "data": failure_data(exc)}
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -13,13 +13,9 @@ save safetensors shards of at most `merge.max_shard_size_mb` plus config, genera
 config and tokenizer -> deliver: PUT each file to `output.upload_urls[name]`, copy the
 folder to `output.local_dir`, push it to `merge.hub_repo` with the worker's own HF_TOKEN.
 
-Shard names do not depend on the shard count: `model-00001.safetensors`,
-`model-00002.safetensors`, ... with `model.safetensors.index.json` mapping every tensor
-to its file (a model small enough for one shard is the single `model.safetensors`). The
-controller can therefore sign upload URLs before the job runs: `upload_names(total_bytes,
-max_shard_bytes)` is every name the worker may write, and `max_shards` bounds the count
-(greedy sharding closes a shard only when the next tensor would not fit, so two
-neighbouring shards together hold more than the limit).
+Shard names do not depend on the shard count (`trainer.shared.files`), so the controller
+can sign upload URLs before the job runs: `upload_names(total_bytes, max_shard_bytes)` is
+every name the worker may write.
 
 Failures: a file of the merged model that has no upload URL is `bad_input` (the URLs and
 the spec disagree), an adapter whose files cannot be fetched is `download_failed`, one
@@ -30,68 +26,35 @@ ends as the job's `failed` event.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import time
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer import data as D
 from trainer.env import WorkerEnv
-from trainer.errors import BadInput
-from trainer.output import EventLog, copy_folder, put_file
-from trainer.spec import Event, JobSpec
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
-# Everything but the weights that save_pretrained / a tokenizer may write.
-CONFIG_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "brightrun.json",
-)
-
-
-def shard_name(i: int) -> str:
-    return f"model-{i:05d}.safetensors"
-
-
-def max_shards(total_bytes: int, max_shard_bytes: int) -> int:
-    """An upper bound on the shard count of greedy sharding (see the module docstring)."""
-    return max(1, 2 * math.ceil(total_bytes / max(1, max_shard_bytes)) + 1)
-
-
-def upload_names(total_bytes: int, max_shard_bytes: int) -> list[str]:
-    """Every file name a merge of a model of `total_bytes` may write."""
-    n = max_shards(total_bytes, max_shard_bytes)
-    return [*CONFIG_FILES, SINGLE, INDEX, *(shard_name(i) for i in range(1, n + 1))]
+from trainer.output import EventLog, copy_folder, folder_files, put_file
+from trainer.report import started_data
+from trainer.shared.errors import BadInput
+from trainer.shared.files import INDEX, LOG_FILES, PEFT_FILES, RECORD, SINGLE, shard_name
+from trainer.shared.spec import Event, JobSpec
 
 
 def _fetch_adapter(spec: JobSpec, work: Path) -> Path:
-    from trainer import data as D
-
     m = spec.merge
     assert m is not None
     if m.adapter_path:
         folder = Path(m.adapter_path)
-        missing = [f for f in ADAPTER_FILES if not (folder / f).is_file()]
+        missing = [f for f in PEFT_FILES if not (folder / f).is_file()]
         if missing:
             raise BadInput(f"merge.adapter_path {m.adapter_path!r} lacks {missing}")
         return folder
     folder = work / "adapter"
     folder.mkdir(parents=True)
-    for name in ADAPTER_FILES:
+    for name in PEFT_FILES:
         D.fetch(m.adapter_urls[name], None, folder / name, f"adapter file {name}")
     return folder
 
@@ -127,96 +90,149 @@ def _push_to_hub(folder: Path, repo: str, private: bool, token: str | None) -> s
     return str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo}")
 
 
+@dataclass
+class Attached:
+    """The base model with the adapter attached, ready to merge."""
+
+    model: Any  # the PeftModel
+    tokenizer: Any
+    adapter_cfg: dict[str, Any]
+    expert_lora_modules: int
+    source: str  # where the base model came from
+    on_gpu: bool
+
+
+def load(spec: JobSpec, env: WorkerEnv, work: Path) -> Attached:
+    """The base model (as training resolves it) with the adapter; raises `BadInput` when
+    the adapter does not fit the base."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.expert_lora import read_expert_lora
+    from trainer.model import load_adapter, resolve_model_path
+
+    m = spec.merge
+    assert m is not None
+    path, source = resolve_model_path(spec.model, env)
+    adapter_dir = _fetch_adapter(spec, work)
+    adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    experts = read_expert_lora(adapter_dir)
+    on_gpu = spec.device != "cpu" and torch.cuda.is_available()
+    device_map = {"": 0} if on_gpu else {"": "cpu"}
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, m.dtype), device_map=device_map)
+    try:
+        model = load_adapter(base, adapter_dir, expert_lora=True)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise BadInput(
+            f"the adapter does not fit base model {spec.model.name_or_path!r}: {e}",
+            "merge an adapter into the base model it was trained on",
+        ) from e
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    n_experts = len(experts.modules) if experts else 0
+    return Attached(model, tokenizer, adapter_cfg, n_experts, source, on_gpu)
+
+
+def _started_extra(spec: JobSpec, attached: Attached) -> dict[str, Any]:
+    m, cfg = spec.merge, attached.adapter_cfg
+    assert m is not None
+    return {
+        "model": {
+            "name_or_path": spec.model.name_or_path,
+            "source": attached.source,
+            "dtype": m.dtype,
+            "device": "cuda" if attached.on_gpu else "cpu",
+        },
+        "adapter": {
+            "base_model_name_or_path": cfg.get("base_model_name_or_path"),
+            "r": cfg.get("r"),
+            "peft_type": cfg.get("peft_type"),
+            "expert_lora_modules": attached.expert_lora_modules,
+        },
+    }
+
+
+def merge_and_save(spec: JobSpec, attached: Attached, folder: Path) -> tuple[list[str], float, float]:
+    """Merge the adapter into the base and save the model at `folder`; returns the shard
+    names and the seconds merging and saving took."""
+    from trainer.expert_lora import merge_expert_lora
+
+    m = spec.merge
+    assert m is not None
+    s0 = time.monotonic()
+    merge_expert_lora(attached.model)  # routed experts first: PEFT's merge does not know them
+    merged = attached.model.merge_and_unload()
+    merge_s = time.monotonic() - s0
+    s0 = time.monotonic()
+    merged.save_pretrained(folder, max_shard_size=int(m.max_shard_size_mb * 1e6), safe_serialization=True)
+    attached.tokenizer.save_pretrained(folder)
+    shards = _rename_shards(folder)
+    record = {
+        "brightrun_spec_version": spec.version,
+        "merged_from": {
+            "base_model": spec.model.name_or_path,
+            "revision": spec.model.revision,
+            "adapter": attached.adapter_cfg.get("base_model_name_or_path"),
+            "job_id": spec.job_id,
+        },
+        "dtype": m.dtype,
+    }
+    (folder / RECORD).write_text(json.dumps(record, indent=1))
+    del merged
+    attached.model = None
+    return shards, merge_s, time.monotonic() - s0
+
+
+def deliver(spec: JobSpec, env: WorkerEnv, folder: Path) -> dict[str, Any]:
+    """PUT every file to its upload URL, copy the folder, push it to the hub."""
+    m, out = spec.merge, spec.output
+    assert m is not None and out is not None
+    files = folder_files(folder)
+    uploaded = []
+    if set(out.upload_urls) - set(LOG_FILES):
+        missing = [n for n in files if n not in out.upload_urls]
+        if missing:
+            raise BadInput(
+                f"the merged model has files without an upload URL: {missing}",
+                "sign an upload URL for every file `trainer.shared.files.upload_names` lists",
+            )
+        for name, p in files.items():
+            put_file(out.upload_urls[name], p)
+            uploaded.append(name)
+    result: dict[str, Any] = {
+        "name": out.adapter_name,
+        "base_model": spec.model.name_or_path,
+        "dtype": m.dtype,
+        "files": {n: p.stat().st_size for n, p in files.items()},
+        "size_bytes": sum(p.stat().st_size for p in files.values()),
+        "uploaded": uploaded,
+    }
+    if out.local_dir:
+        result["local_dir"] = str(copy_folder(folder, Path(out.local_dir)))
+    if m.hub_repo:
+        result["hub_repo"] = m.hub_repo
+        result["hub_commit"] = _push_to_hub(folder, m.hub_repo, m.hub_private, env.hf_token)
+    return result
+
+
 def merge(
     spec: JobSpec, env: WorkerEnv, log: EventLog, t0: float
 ) -> Generator[Event, None, dict[str, Any]]:
     """The `merge` action (see the module docstring)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from trainer.actions import started_data
-    from trainer.expert_lora import merge_expert_lora, read_expert_lora
-    from trainer.model import load_adapter, resolve_model_path
-
-    m, out_spec = spec.merge, spec.output
-    assert m is not None and out_spec is not None
     work = Path(tempfile.mkdtemp(prefix=f"brightrun-{spec.job_id}-"))
     try:
-        path, source = resolve_model_path(spec.model, env)
-        adapter_dir = _fetch_adapter(spec, work)
-        adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-        experts = read_expert_lora(adapter_dir)
-        dtype = getattr(torch, m.dtype)
-        on_gpu = spec.device != "cpu" and torch.cuda.is_available()
-        device_map = {"": 0} if on_gpu else {"": "cpu"}
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
-        try:
-            model = load_adapter(base, adapter_dir, expert_lora=True)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise BadInput(
-                f"the adapter does not fit base model {spec.model.name_or_path!r}: {e}",
-                "merge an adapter into the base model it was trained on",
-            ) from e
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        yield log.emit(
-            "started",
-            started_data(
-                spec, env, t0,
-                model={"name_or_path": spec.model.name_or_path, "source": source,
-                       "dtype": m.dtype, "device": "cuda" if on_gpu else "cpu"},
-                adapter={"base_model_name_or_path": adapter_cfg.get("base_model_name_or_path"),
-                         "r": adapter_cfg.get("r"), "peft_type": adapter_cfg.get("peft_type"),
-                         "expert_lora_modules": len(experts.modules) if experts else 0},
-            ),
-        )  # fmt: skip
-        s0 = time.monotonic()
-        merge_expert_lora(model)  # routed experts first: PEFT's merge does not know them
-        merged = model.merge_and_unload()
-        merge_s = time.monotonic() - s0
+        attached = load(spec, env, work)
+        yield log.emit("started", started_data(spec, env, t0, **_started_extra(spec, attached)))
         folder = work / "merged"
+        shards, merge_s, save_s = merge_and_save(spec, attached, folder)
+        del attached
         s0 = time.monotonic()
-        merged.save_pretrained(folder, max_shard_size=int(m.max_shard_size_mb * 1e6), safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        shards = _rename_shards(folder)
-        record = {
-            "brightrun_spec_version": spec.version,
-            "merged_from": {"base_model": spec.model.name_or_path, "revision": spec.model.revision,
-                            "adapter": adapter_cfg.get("base_model_name_or_path"), "job_id": spec.job_id},
-            "dtype": m.dtype,
-        }  # fmt: skip
-        (folder / "brightrun.json").write_text(json.dumps(record, indent=1))
-        del merged, model, base
-        save_s = time.monotonic() - s0
-        files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
-        s0 = time.monotonic()
-        uploaded = []
-        destinations = set(out_spec.upload_urls) - {"events.jsonl", "result.json"}
-        if destinations:
-            missing = [n for n in files if n not in out_spec.upload_urls]
-            if missing:
-                raise BadInput(
-                    f"the merged model has files without an upload URL: {missing}",
-                    "sign an upload URL for every file `trainer.merge.upload_names` lists",
-                )
-            for name, p in files.items():
-                put_file(out_spec.upload_urls[name], p)
-                uploaded.append(name)
-        result: dict[str, Any] = {
-            "name": out_spec.adapter_name,
-            "base_model": spec.model.name_or_path,
-            "dtype": m.dtype,
-            "shards": shards,
-            "files": {n: p.stat().st_size for n, p in files.items()},
-            "size_bytes": sum(p.stat().st_size for p in files.values()),
-            "uploaded": uploaded,
+        result = deliver(spec, env, folder)
+        result = {**{k: result[k] for k in ("name", "base_model", "dtype")}, "shards": shards, **result}
+        result["seconds"] = {
+            "merge": round(merge_s, 3),
+            "save": round(save_s, 3),
+            "deliver": round(time.monotonic() - s0, 3),
         }
-        if out_spec.local_dir:
-            result["local_dir"] = str(copy_folder(folder, Path(out_spec.local_dir)))
-        if m.hub_repo:
-            result["hub_repo"] = m.hub_repo
-            result["hub_commit"] = _push_to_hub(folder, m.hub_repo, m.hub_private, env.hf_token)
-        result["seconds"] = {"merge": round(merge_s, 3), "save": round(save_s, 3),
-                             "deliver": round(time.monotonic() - s0, 3)}  # fmt: skip
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)

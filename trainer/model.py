@@ -10,7 +10,7 @@ network failure raises `DownloadFailed`.
 
 `load_for_training(spec, path, env)` loads tokenizer and model (4-bit NF4 with double
 quantisation, or 8-bit, with bitsandbytes; or 16-bit), runs the architecture's
-`post_load` hook (`trainer.arch`), prepares it for k-bit training, enables gradient
+`post_load` hook (`trainer.shared.arch`), prepares it for k-bit training, enables gradient
 checkpointing when asked and attaches LoRA. The choices it made (device, dtype, attention
 implementation, packing mode and why) are returned as facts for the `started` event.
 
@@ -22,6 +22,9 @@ routed experts and the shared expert's trained LoRA is silently left out. An ada
 LoRA on the routed experts loads only into a model given that structure (`expert_lora=True`
 adds it to a base model, as merge does); elsewhere it raises
 `trainer.expert_lora.ExpertLoraNeedsMerge`: such an adapter is served by merging it.
+
+`ensure_quantized_copy(source, target, quantization)`: the model cache's pre-quantised
+copy, loaded with `build_quantization_config` as a job would load it, saved once.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer import arch
-from trainer.cache import ensure_cached
+from trainer import arch_hooks
+from trainer.cache import ensure_cached, is_complete, publish, staging
 from trainer.env import WorkerEnv
-from trainer.errors import BadInput, ModelUnavailable
-from trainer.spec import JobSpec, ModelSpec
+from trainer.shared import arch
+from trainer.shared.errors import BadInput, ModelUnavailable
+from trainer.shared.spec import JobSpec, ModelSpec
 
 
 def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
@@ -106,13 +110,14 @@ def pick_attention(packing: str, device: Any) -> tuple[str, str]:
 
 
 def build_quantization_config(
-    spec: JobSpec, compute_dtype: Any, keep_full_precision: tuple[str, ...] = ()
+    quantization: str, compute_dtype: Any, keep_full_precision: tuple[str, ...] = ()
 ) -> Any | None:
+    """bitsandbytes' config for `quantization` (nf4: double-quantised NF4; int8), or None."""
     from transformers import BitsAndBytesConfig
 
     # lm_head is never quantised; the architecture may name more (routers, gates)
     skip = ["lm_head", *keep_full_precision] if keep_full_precision else None
-    if spec.quantization == "nf4":
+    if quantization == "nf4":
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -120,7 +125,7 @@ def build_quantization_config(
             bnb_4bit_compute_dtype=compute_dtype,
             llm_int8_skip_modules=skip,
         )
-    if spec.quantization == "int8":
+    if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return None
 
@@ -172,8 +177,8 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     dtype = pick_compute_dtype(spec, device)
     packing, packing_why = pick_packing(spec, caps)
     attn, attn_why = pick_attention(packing, device)
-    qconfig = build_quantization_config(spec, dtype, caps.keep_full_precision)
-    with arch.load_context(spec, caps, dtype):
+    qconfig = build_quantization_config(spec.quantization, dtype, caps.keep_full_precision)
+    with arch_hooks.load_context(spec, caps, dtype):
         model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=dtype,
@@ -183,7 +188,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
         )
     model.config.use_cache = False
     facts: dict[str, Any] = {"architecture": caps.model_type}
-    facts.update(arch.post_load(model, spec, caps))
+    facts.update(arch_hooks.post_load(model, spec, caps))
     gc_kwargs = {"use_reentrant": False}
     if qconfig is not None:
         model = prepare_model_for_kbit_training(
@@ -200,7 +205,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
         _upcast_small_params(model)
     with _peft_module_targets(caps):
         model = get_peft_model(model, build_lora_config(spec, caps))
-    facts.update(arch.post_lora(model, spec, caps))
+    facts.update(arch_hooks.post_lora(model, spec, caps))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     facts.update(
         {
@@ -262,7 +267,7 @@ def _peft_module_targets(caps: arch.ArchCaps) -> Any:
         from contextlib import nullcontext
 
         return nullcontext()
-    from trainer.moe import peft_module_targets
+    from trainer.moe.lora import peft_module_targets
 
     return peft_module_targets()
 
@@ -288,3 +293,27 @@ def _logical_params(model: Any) -> int:
         qs = getattr(p, "quant_state", None)
         n += int(qs.shape.numel()) if qs is not None and hasattr(qs, "shape") else p.numel()
     return n
+
+
+def ensure_quantized_copy(source: Path, target: Path, quantization: str) -> tuple[Path, bool]:
+    """Save `source` loaded in `quantization` (nf4 | int8) to `target` once: the cache's
+    pre-quantised copy (`trainer.cache`), four times smaller to read at start. Returns
+    (folder, whether this call made it)."""
+    if is_complete(target):
+        return target, False
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bnb = build_quantization_config(quantization, torch.bfloat16)
+    if bnb is None:
+        raise BadInput(f"a quantised copy needs quantization nf4 or int8 (got {quantization!r})")
+    device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    with staging(target) as tmp:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, quantization_config=bnb, dtype=torch.bfloat16, device_map=device
+        )
+        model.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+        del model
+        made = publish(tmp, target)
+    return target, made

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import UploadFailed
-from trainer.spec import Event
+from trainer.shared.errors import UploadFailed
+from trainer.shared.spec import Event
 
 log = logging.getLogger("brightrun.trainer")
 

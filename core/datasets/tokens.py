@@ -1,7 +1,7 @@
 """Tokens: the chosen model's tokenizer, and token statistics of normalised rows.
 
 Statistics use the chosen model's tokenizer on up to `token_rows` valid rows (all rows
-when None), tokenised as the trainer does (`trainer.data`): tokens per row
+when None), tokenised as the trainer does (`trainer.shared.tokens`): tokens per row
 (min/median/p95/max, histogram), total, the share of tokens that carry loss (the assistant
 turns of chat rows, every token of text rows), chat rows longer than `max_length`
 (`truncated_rows`) and those that would keep no assistant token after truncation, and text
@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from core.errors import InvalidInput
 from core.planner import TINY_DIR_NAME, TINY_ID
-from trainer.data import chat_token_masks, text_token_ids, text_windows
+from trainer.shared.tokens import chat_token_masks, text_token_ids, text_windows
 
 DEFAULT_MAX_LENGTH = 2048
 DEFAULT_TOKEN_ROWS = 10_000
@@ -91,10 +91,10 @@ class RowTokens(NamedTuple):
 
 def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> RowTokens:
     """The token counts of one normalised row, tokenised exactly as the trainer does
-    (`trainer.data`): a chat row's loss tokens are its assistant turns, kept up to
+    (`trainer.shared.tokens`): a chat row's loss tokens are its assistant turns, kept up to
     `max_length`; every token of a text row (BOS when the tokenizer adds one, EOS) counts,
     and a text row longer than `max_length` is split into windows, so nothing is cut. A
-    text row needs no chat template; a chat row raises `trainer.errors.BadInput` when the
+    text row needs no chat template; a chat row raises `trainer.shared.errors.BadInput` when the
     tokenizer cannot render it (see `chat_unmeasurable_reason`)."""
     if "text" in row:
         (ids,) = text_token_ids(tok, [row["text"]])

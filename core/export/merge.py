@@ -24,8 +24,8 @@ from core.errors import InvalidInput
 from core.export.hub import REPO_ID
 from core.settings import Settings
 from core.users import Actor
-from trainer.merge import upload_names
-from trainer.spec import JobSpec
+from trainer.shared.files import upload_names
+from trainer.shared.spec import JobSpec
 
 MERGE_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 SAVE_BYTES_PER_S = (2.0e9, 0.5e9)  # writing shards to local disk, fast-slow

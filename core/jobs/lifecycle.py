@@ -43,7 +43,7 @@ from core.jobs.sync import sync
 from core.jobs.window import upload_window
 from core.settings import Settings
 from core.users import Actor
-from trainer.spec import JobSpec
+from trainer.shared.spec import JobSpec
 
 log = logging.getLogger("brightrun.jobs")
 

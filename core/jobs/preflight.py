@@ -48,7 +48,7 @@ from core.jobs.spec import PLACEHOLDER_URL, build_spec, default_adapter_name, sp
 from core.jobs.window import UploadWindow, upload_window
 from core.settings import Settings
 from core.users import Actor
-from trainer.spec import DataSpec, JobSpec, LoraSpec, TrainingSpec
+from trainer.shared.spec import DataSpec, JobSpec, LoraSpec, TrainingSpec
 
 DEFAULT_QUANTIZATION = "nf4"
 PREVIEW_JOB_ID = "job-preview"

@@ -72,7 +72,7 @@ def worker_model(settings: Settings, model: str, pricing: Pricing) -> str:
         return model
     folder = (settings.data_dir / "models" / TINY_DIR_NAME).resolve()
     if not (folder / "config.json").is_file():
-        from trainer.tiny import build_tiny_chat_model
+        from trainer.shared.tiny import build_tiny_chat_model
 
         build_tiny_chat_model(folder, seed=0)
     return str(folder)

@@ -21,7 +21,7 @@ from core.clients.runpod import RunPodClient
 from core.clients.storage import BlobStore, job_key
 from core.db.tables import TERMINAL_STATUSES
 from core.errors import NotFound
-from trainer.spec import Event
+from trainer.shared.spec import Event
 
 log = logging.getLogger("brightrun.jobs")
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.errors import InvalidInput
-from trainer.spec import JobSpec
+from trainer.shared.spec import JobSpec
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "brightrun.json")
 LOG_FILES = ("events.jsonl", "result.json")

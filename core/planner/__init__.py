@@ -6,7 +6,7 @@ token statistics, measured throughputs): no database, no network, no torch.
 Inputs, and what wins when two sources disagree
 - What the user asked for comes from the `JobSpec` (quantisation, LoRA rank/targets,
   micro-batch, max length, checkpointing, packing, epochs).
-- What the trainer does with it comes from `trainer/arch.py` (the same capability table
+- What the trainer does with it comes from `trainer/shared/arch.py` (the same capability table
   the worker reads: which LoRA targets "all-linear" becomes, whether fused MoE experts are
   stored in NF4 under nf4, the bits per quantised weight) and from `TrainerFacts`, whose
   defaults describe BrightRun's trainer (`trainer/model.py`, `trainer/train.py`) with the

@@ -288,7 +288,7 @@ TINY_ENTRY = {
     "id": TINY_ID,
     "name": "BrightRun tiny chat (local demo, random weights)",
     "family": "tiny",
-    "licence": "apache-2.0 (built locally by trainer.tiny)",
+    "licence": "apache-2.0 (built locally by trainer.shared.tiny)",
     "chat_template": "chatml",
     "card_size": "~0.2M (hidden 64, 2 layers)",
 }

@@ -2,7 +2,7 @@
 
 `model` is, in this order: a catalog id (`Qwen/Qwen2.5-7B-Instruct`; case-insensitive), the
 tiny demo model's id (`brightrun/tiny-chat`, described from
-`<local_models_dir>/tiny-chat/config.json`, the folder `trainer.tiny.build_tiny_chat_model`
+`<local_models_dir>/tiny-chat/config.json`, the folder `trainer.shared.tiny.build_tiny_chat_model`
 writes), a folder holding a `config.json`, a `config.json` file, or a hub id whose
 `config.json` is already in the local Hugging Face cache (no network). Anything else raises
 `ModelNotDescribable`, whose message says why the planner cannot estimate it.
@@ -64,7 +64,7 @@ def describe(model: str, *, local_models_dir: Path | str | None = None) -> Model
         if not (folder / "config.json").is_file():
             raise ModelNotDescribable(
                 f"cannot estimate {TINY_ID}: it has not been built yet ({folder} has no "
-                f"config.json); build it with `python -m trainer.tiny {folder}`"
+                f"config.json); build it with `python -m trainer.shared.tiny {folder}`"
             )
         cfg = _read_config(folder / "config.json", TINY_ID)
         return facts_from_config(

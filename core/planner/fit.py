@@ -19,7 +19,7 @@ from core.planner.facts import ModelFacts
 from core.planner.memory import MemoryEstimate, estimate_memory
 from core.planner.pricing import DRIVER_MEMORY_MIB, GPU_TYPES, GpuType
 from core.planner.trainer_facts import TrainerFacts
-from trainer.spec import JobSpec
+from trainer.shared.spec import JobSpec
 
 FIT_FRACTION = 0.90  # above this share of the device: tight
 

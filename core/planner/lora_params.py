@@ -18,8 +18,8 @@ from core.errors import InvalidInput
 from core.planner.facts import ModelFacts, Weight
 from core.planner.trainer_facts import TrainerFacts, capabilities, experts_quantized
 from core.planner.weights import weights
-from trainer import arch, moe_facts
-from trainer.spec import JobSpec
+from trainer.shared import arch, moe_facts
+from trainer.shared.spec import JobSpec
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Peak GPU memory of one training step (`estimate_memory`), each term shown to the user.
 
-- Base weights: every `nn.Linear` weight of the decoder at `trainer.arch.bits_per_param`
+- Base weights: every `nn.Linear` weight of the decoder at `trainer.shared.arch.bits_per_param`
   (NF4 with double quantisation ~4.127 bits; LLM.int8 8 + 32/in_features bits; 16 bits
   unquantised). Fused MoE experts (transformers >= 5 stores them as 3-D parameters, which
   bitsandbytes does not quantise) count at NF4 only when `ArchCaps.experts_quantized`
@@ -38,8 +38,8 @@ from core.planner.facts import ModelFacts, Weight
 from core.planner.lora_params import LoraCount, lora_count
 from core.planner.trainer_facts import TrainerFacts, capabilities, experts_quantized
 from core.planner.weights import weights
-from trainer import arch, moe_facts
-from trainer.spec import JobSpec
+from trainer.shared import arch, moe_facts
+from trainer.shared.spec import JobSpec
 
 GIB = 1 << 30
 CUDA_CONTEXT_BYTES = 1 * GIB  # CUDA context, cuBLAS/cuDNN workspaces, kernels loaded
@@ -223,7 +223,7 @@ def _expert_term(model: ModelFacts, quant: str, trainer: TrainerFacts, unq_bytes
         if quant == "nf4" and model.fused_experts:
             why = (
                 f"{model.model_type} stores its routed experts as fused 3-D tensors, which "
-                "bitsandbytes does not quantise, and trainer/arch.py does not (yet) say the "
+                "bitsandbytes does not quantise, and trainer/shared/arch.py does not (yet) say the "
                 "trainer stores them in NF4"
                 + (", so prepare_model_for_kbit_training upcasts them to fp32"
                    if unq_bytes == 4 else "")

@@ -16,7 +16,7 @@ from core.planner.memory import MemoryEstimate, estimate_memory
 from core.planner.pricing import GPU_TYPES, GpuType, gpu_type
 from core.planner.timing import TimeEstimate, TokenStats, estimate_time
 from core.planner.trainer_facts import TrainerFacts, capabilities
-from trainer.spec import JobSpec
+from trainer.shared.spec import JobSpec
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 from core.errors import InvalidInput
 from core.planner.facts import ModelFacts
 from core.planner.pricing import gpu_type
-from trainer.spec import JobSpec, TrainingSpec
+from trainer.shared.spec import JobSpec, TrainingSpec
 
 DEFAULT_UTILISATION: dict[str, float] = {"none": 0.40, "nf4": 0.30, "int8": 0.15}
 MOE_UTILISATION_FACTOR = 0.5

@@ -1,6 +1,6 @@
 """How BrightRun's trainer runs a job beyond what the `JobSpec` says, as the planner sees it.
 
-An explicit `TrainerFacts` field wins over `trainer/arch.py` (the capability table the
+An explicit `TrainerFacts` field wins over `trainer/shared/arch.py` (the capability table the
 worker reads); `None` fields are read from that table for the model's architecture. The
 published anchors in the tests use explicit fields to describe other training stacks.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.planner.facts import ModelFacts
-from trainer import arch
+from trainer.shared import arch
 
 LOSS_CHUNK_ELEMENTS = 1 << 24  # trainer/kernels.py: logits computed 2^24 at a time
 
@@ -19,7 +19,7 @@ LOSS_CHUNK_ELEMENTS = 1 << 24  # trainer/kernels.py: logits computed 2^24 at a t
 class TrainerFacts:
     """How the trainer runs a job, beyond what the spec says. Defaults: BrightRun's trainer.
 
-    `None` fields are read from `trainer/arch.py` for the model's architecture.
+    `None` fields are read from `trainer/shared/arch.py` for the model's architecture.
     """
 
     experts_quantized: bool | None = None  # fused experts in NF4 under nf4 (ArchCaps)
@@ -36,14 +36,14 @@ class TrainerFacts:
     lora_target_parameters: tuple[str, ...] = ()
     # PEFT >= 0.18 with transformers >= 5 maps gate_proj/up_proj/down_proj/gate onto fused
     # expert parameters for qwen3_moe/qwen3_next. None: as the trainer does -- it turns that
-    # off where trainer/arch.py says the experts are fused (trainer.moe.peft_module_targets),
+    # off where trainer/shared/arch.py says the experts are fused (trainer.moe.peft_module_targets),
     # so those names adapt the shared expert.
     peft_remaps_expert_names: bool | None = None
     # transformers < 5 layout: one nn.Linear per expert (gate_proj/up_proj/down_proj), which
     # module names then match; for describing runs made with that stack.
     experts_are_linear_modules: bool = False
     # LoRA on every routed expert added by the trainer itself (trainer.moe) when the spec
-    # asks for it; None: when trainer/arch.py says the architecture has fused experts.
+    # asks for it; None: when trainer/shared/arch.py says the architecture has fused experts.
     expert_lora_by_trainer: bool | None = None
 
 

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if a.build_tiny and not (Path(a.base) / "config.json").is_file():
-        from trainer.tiny import build_tiny_chat_model
+        from trainer.shared.tiny import build_tiny_chat_model
 
         build_tiny_chat_model(a.base)
     adapters_dir = Path(a.adapters_dir or local_adapters_dir(settings))

@@ -60,7 +60,7 @@ def add_dataset(settings: Settings, actor: Actor, train: list[dict[str, Any]], e
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     return build_tiny_chat_model(tmp_path_factory.mktemp("adapters-model") / "tiny-chat", seed=0)
 

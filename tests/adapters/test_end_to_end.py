@@ -68,7 +68,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     root = tmp_path_factory.mktemp("adapters-e2e")
     model = build_tiny_chat_model(root / "tiny", seed=0)

@@ -16,7 +16,7 @@ from core.db import repo
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from tests.adapters.conftest import ALICE, BOB
-from trainer.spec import Event
+from trainer.shared.spec import Event
 
 SPEC = {"lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"}, "training": {"max_steps": 20}, "quantization": "none"}
 

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from tests.trainer.conftest import LoopbackServer, write_jsonl
 from trainer.env import WorkerEnv
 from trainer.handler import handler
-from trainer.merge import INDEX, upload_names
-from trainer.spec import JobSpec
+from trainer.shared.files import INDEX, upload_names
+from trainer.shared.spec import JobSpec
 
 IDS = [[1, 5, 9, 20, 33, 40, 2, 7, 11, 64, 3, 17]]
 
@@ -127,7 +127,7 @@ def test_merged_files_go_to_their_signed_urls_and_a_missing_url_fails_the_job(ti
 
 
 def test_an_adapter_of_another_base_is_refused(tiny: Path, tiny_adapter: Path, env: WorkerEnv, tmp_path: Path) -> None:
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     wider = build_tiny_chat_model(tmp_path / "wider", seed=0, hidden_size=96)
     events = run(merge_spec(wider, tiny_adapter) | {"output": {"adapter_name": "m", "local_dir": str(tmp_path / "o")}}, env)

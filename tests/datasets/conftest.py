@@ -16,7 +16,7 @@ from tests.state.db_fixtures import settings_for
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     return Path(build_tiny_chat_model(tmp_path_factory.mktemp("models") / "tiny-chat", seed=0))
 

@@ -306,7 +306,7 @@ def test_a_broken_adapter_is_refused_and_leaves_the_server_serving(
     client: InferenceClient, server: Server, adapters: dict[str, Path], tmp_path: Path, unique_name: str
 ) -> None:
     from tests.inference.conftest import make_adapter
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     base_before = client.chat(server.base, HI, GREEDY).text
     wrong_modules = tmp_path / "wrong-modules"

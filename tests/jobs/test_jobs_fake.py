@@ -59,7 +59,7 @@ _TINY: dict[str, Path] = {}
 
 def _tiny(tmp_path: Path) -> Path:
     if "m" not in _TINY:
-        from trainer.tiny import build_tiny_chat_model
+        from trainer.shared.tiny import build_tiny_chat_model
 
         _TINY["m"] = build_tiny_chat_model(tmp_path.parent / "tiny-shared", seed=0)
     return _TINY["m"]

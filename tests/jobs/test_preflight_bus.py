@@ -10,7 +10,7 @@ import pytest
 from core import jobs
 from core.errors import InvalidInput
 from core.jobs import bus, subscribers
-from trainer.spec import LoraSpec, TrainingSpec
+from trainer.shared.spec import LoraSpec, TrainingSpec
 
 
 def test_a_preset_changes_only_the_settings_it_names() -> None:

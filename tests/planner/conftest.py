@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from trainer.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
+from trainer.shared.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
 
 GIB = 1 << 30
 

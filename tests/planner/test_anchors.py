@@ -23,7 +23,7 @@ from core.planner import (
     verdict_for,
 )
 from tests.planner.conftest import GIB, make_spec
-from trainer import arch
+from trainer.shared import arch
 
 QWEN3_NEXT = "Qwen/Qwen3-Next-80B-A3B-Instruct"
 GPUS_80GB = ("A100_80GB", "H100_80GB_PCIE", "H100_80GB_SXM")

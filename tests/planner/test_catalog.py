@@ -72,10 +72,10 @@ def test_a_model_folder_is_described_from_its_config(tmp_path) -> None:
 
 
 def test_the_tiny_demo_model_is_described_from_its_built_folder(tmp_path) -> None:
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     models = tmp_path / "models"
-    with pytest.raises(ModelNotDescribable, match="python -m trainer.tiny"):
+    with pytest.raises(ModelNotDescribable, match="python -m trainer.shared.tiny"):
         describe(TINY_ID, local_models_dir=models)
     build_tiny_chat_model(models / TINY_DIR_NAME, seed=0)
     f = describe(TINY_ID, local_models_dir=models)

@@ -66,7 +66,7 @@ def test_what_cannot_be_planned_exits_2_with_the_reason(data_dir) -> None:
 
 
 def test_plan_takes_token_statistics_from_a_stored_dataset(data_dir, tmp_path) -> None:
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     build_tiny_chat_model(data_dir / "models" / TINY_DIR_NAME, seed=0)
     rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},

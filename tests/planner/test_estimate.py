@@ -30,7 +30,7 @@ from core.planner import (
     verdict_for,
 )
 from tests.planner.conftest import GIB, make_spec
-from trainer import arch
+from trainer.shared import arch
 
 Q7 = "Qwen/Qwen2.5-7B-Instruct"
 

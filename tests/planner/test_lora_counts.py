@@ -14,7 +14,7 @@ from core.planner import (
     peft_lora_params,
 )
 from tests.planner.conftest import make_spec, peft_trainable
-from trainer import arch
+from trainer.shared import arch
 
 R = 8
 
@@ -97,7 +97,7 @@ def test_the_trainers_lora_on_fused_expert_models_matches_peft(model_id: str) ->
     facts = describe(model_id)
     caps = arch.capabilities(facts.config)
     if not caps.fused_experts:
-        pytest.skip(f"trainer/arch.py has no fused-experts entry for {facts.model_type}")
+        pytest.skip(f"trainer/shared/arch.py has no fused-experts entry for {facts.model_type}")
     targets = arch.resolve_lora_targets(caps, "all-linear", False)
     with moe.peft_module_targets():
         expected = peft_trainable(facts.config, r=R, lora_alpha=16, target_modules=targets)

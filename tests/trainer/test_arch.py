@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from trainer.arch import BITS_PER_PARAM, bits_per_param, capabilities, resolve_lora_targets
+from trainer.shared.arch import BITS_PER_PARAM, bits_per_param, capabilities, resolve_lora_targets
 
 
 def test_importing_arch_does_not_import_torch() -> None:
-    code = "import sys, trainer.arch; print('torch' in sys.modules)"
+    code = "import sys, trainer.shared.arch; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

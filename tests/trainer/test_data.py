@@ -8,7 +8,8 @@ import pytest
 
 from tests.trainer.conftest import write_jsonl
 from trainer import data as D
-from trainer.errors import BadInput
+from trainer.shared.errors import BadInput
+from trainer.shared.tokens import text_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +172,10 @@ def _doc_of(tokenizer, n_tokens: int) -> tuple[str, list[int]]:
     """A text whose tokenisation (EOS included) is exactly `n_tokens` long, and its ids."""
     source = " ".join(f"w{i % 97}" for i in range(n_tokens * 2))
     k = 1
-    while len(D.text_token_ids(tokenizer, [source[:k]])[0]) < n_tokens:
+    while len(text_token_ids(tokenizer, [source[:k]])[0]) < n_tokens:
         k += 1
     text = source[:k]
-    (ids,) = D.text_token_ids(tokenizer, [text])
+    (ids,) = text_token_ids(tokenizer, [text])
     assert len(ids) == n_tokens
     return text, ids
 

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.trainer.conftest import make_spec, run, toy_rows, write_jsonl
 from trainer.handler import handler
-from trainer.spec import Event
+from trainer.shared.spec import Event
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +159,7 @@ def test_resume_continues_the_same_loss_curve(
 ) -> None:
     """Stop a job after its checkpoint at step 3, start it again: steps 4-6 match an
     uninterrupted run. Same float32 arithmetic in the same order, so equal to 1e-6."""
-    from trainer.train import run_job
+    from trainer.actions import run_job
 
     common = {"training": {"checkpoint_every": 3, "checkpoint_layers": "all"},
               "lora": {"dropout": 0.1}}
@@ -192,7 +192,7 @@ def test_events_the_controller_missed_are_sent_again_before_the_restart(
     """The worker is stopped right after it emitted a checkpoint event that never reached
     the controller (it stored events below that one). The next attempt first sends that
     event again, unchanged, then continues the numbering: the stored history has no gap."""
-    from trainer.train import run_job
+    from trainer.actions import run_job
 
     spec = make_spec(tiny_model, toy_data, job_id="missed", training={"checkpoint_every": 2})
     first = run_job(spec, worker_env)

@@ -16,7 +16,7 @@ from trainer import memory
 @pytest.fixture(scope="module")
 def loaded(tiny_model: Path):
     from trainer.model import load_for_training, load_tokenizer
-    from trainer.spec import JobSpec
+    from trainer.shared.spec import JobSpec
 
     spec = JobSpec.model_validate(make_spec(tiny_model, tiny_model / "config.json",
                                             lora={"dropout": 0.0}))
@@ -26,7 +26,7 @@ def loaded(tiny_model: Path):
 
 
 def _forward(lm):
-    from trainer.train import batch_loss_sum
+    from trainer.loss import batch_loss_sum
 
     def forward(n: int):
         g = torch.Generator().manual_seed(n)

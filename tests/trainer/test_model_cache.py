@@ -15,7 +15,7 @@ import pytest
 from tests.trainer.conftest import make_spec, run
 from trainer.cache import MARKER
 from trainer.model import resolve_model_path
-from trainer.spec import ModelSpec
+from trainer.shared.spec import ModelSpec
 
 HUB_ID = "tiny-org/tiny-chat"
 

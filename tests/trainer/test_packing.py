@@ -29,7 +29,7 @@ RTOL = 1e-5
 @pytest.fixture(scope="module")
 def loaded(tiny_model: Path):
     from trainer.model import load_for_training, load_tokenizer
-    from trainer.spec import JobSpec
+    from trainer.shared.spec import JobSpec
 
     spec = JobSpec.model_validate(make_spec(tiny_model, tiny_model / "config.json"))
     return load_for_training(spec, tiny_model, load_tokenizer(tiny_model))
@@ -42,7 +42,7 @@ def _only(sample: D.Sample, keep: bool) -> D.Sample:
 
 
 def test_each_samples_loss_is_the_same_packed_and_alone(loaded) -> None:
-    from trainer.train import batch_loss_sum
+    from trainer.loss import batch_loss_sum
 
     assert loaded.facts["attention"] == "brightrun_varlen"
     samples, _ = D.tokenize_rows(loaded.tokenizer, ROWS, max_length=256)
@@ -70,7 +70,7 @@ def test_each_samples_loss_is_the_same_packed_and_alone(loaded) -> None:
 
 
 def test_padded_batches_give_the_same_loss(loaded) -> None:
-    from trainer.train import batch_loss_sum
+    from trainer.loss import batch_loss_sum
 
     samples, _ = D.tokenize_rows(loaded.tokenizer, ROWS, max_length=256)
     idx = list(range(len(samples)))

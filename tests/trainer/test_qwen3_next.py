@@ -40,7 +40,7 @@ def tiny_next(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random tiny Qwen3-Next + the trained tiny chat tokenizer, saved like a checkpoint."""
     from transformers import AutoTokenizer, Qwen3NextConfig, Qwen3NextForCausalLM
 
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     root = tmp_path_factory.mktemp("qwen3_next")
     tok = AutoTokenizer.from_pretrained(build_tiny_chat_model(root / "tok", hidden_size=32, num_layers=1))
@@ -64,7 +64,8 @@ def _load_nf4(model_dir: Path, dtype=torch.float32):
 
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from trainer import arch
+    from trainer import arch_hooks
+    from trainer.shared import arch
 
     caps = arch.capabilities("qwen3_next")
     model = AutoModelForCausalLM.from_pretrained(
@@ -79,7 +80,7 @@ def _load_nf4(model_dir: Path, dtype=torch.float32):
         ),
     )
     model.config.use_cache = False
-    facts = arch.post_load(model, SimpleNamespace(quantization="nf4"), arch.capabilities(model.config))
+    facts = arch_hooks.post_load(model, SimpleNamespace(quantization="nf4"), arch.capabilities(model.config))
     return model, facts
 
 
@@ -90,8 +91,8 @@ def test_experts_load_in_nf4_at_4_13_bits_and_match_bitsandbytes(tiny_next: Path
     import bitsandbytes.functional as bnbF
     from transformers import AutoModelForCausalLM
 
-    from trainer.arch import NF4_BITS, capabilities
     from trainer.moe import NF4Experts, memory_report
+    from trainer.shared.arch import NF4_BITS, capabilities
 
     assert capabilities("qwen3_next").experts_quantized
     bf16 = AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.bfloat16)
@@ -121,9 +122,9 @@ def test_experts_load_in_nf4_at_4_13_bits_and_match_bitsandbytes(tiny_next: Path
 def test_whole_model_footprint_is_what_parameter_counts_and_bits_predict(tiny_next: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from trainer.arch import NF4_BITS, UNQUANTIZED_BITS
     from trainer.moe import memory_report, predict_footprint
-    from trainer.moe_facts import routed_expert_nf4_bytes, routed_expert_params
+    from trainer.shared.arch import NF4_BITS, UNQUANTIZED_BITS
+    from trainer.shared.moe_facts import routed_expert_nf4_bytes, routed_expert_params
 
     with torch.device("meta"):
         meta = AutoModelForCausalLM.from_config(
@@ -155,7 +156,7 @@ def _planner_weight_bytes(model_dir: Path) -> int:
     import json
 
     from core.planner import TrainerFacts, estimate_memory, facts_from_config
-    from trainer.spec import JobSpec
+    from trainer.shared.spec import JobSpec
 
     facts = facts_from_config(json.loads((model_dir / "config.json").read_text()), id="tiny-qwen3-next")
     spec = JobSpec.model_validate(
@@ -176,7 +177,11 @@ def test_real_size_qwen3_next_fits_80gb_only_with_quantized_experts() -> None:
     from transformers import Qwen3NextConfig
 
     from trainer.moe import predict_config_footprint
-    from trainer.moe_facts import QWEN3_NEXT_80B_A3B, expert_lora_params, routed_expert_params
+    from trainer.shared.moe_facts import (
+        QWEN3_NEXT_80B_A3B,
+        expert_lora_params,
+        routed_expert_params,
+    )
 
     config = Qwen3NextConfig(**{k: v for k, v in QWEN3_NEXT_80B_A3B.items() if k != "model_type"})
     fp = predict_config_footprint(config)
@@ -196,15 +201,16 @@ def test_experts_quantised_while_loading_equal_those_quantised_after(tiny_next: 
 
     from transformers import AutoModelForCausalLM
 
-    from trainer import arch
+    from trainer import arch_hooks
     from trainer.model import build_quantization_config
+    from trainer.shared import arch
 
     caps = arch.capabilities("qwen3_next")
     spec = SimpleNamespace(quantization="nf4")
-    qconfig = build_quantization_config(spec, torch.bfloat16, caps.keep_full_precision)
-    with arch.load_context(spec, caps, torch.bfloat16):
+    qconfig = build_quantization_config(spec.quantization, torch.bfloat16, caps.keep_full_precision)
+    with arch_hooks.load_context(spec, caps, torch.bfloat16):
         streamed = AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.bfloat16, quantization_config=qconfig)
-    facts = arch.post_load(streamed, spec, caps)
+    facts = arch_hooks.post_load(streamed, spec, caps)
     assert facts["experts_quantized_while_loading"] == TINY["num_hidden_layers"]
     after, _ = _load_nf4(tiny_next, torch.bfloat16)
     for (name, a), (_, b) in zip(
@@ -354,7 +360,7 @@ def _logits(model, ids: torch.Tensor) -> torch.Tensor:
 @pytest.mark.slow
 @pytest.mark.parametrize("on_experts", [False, True], ids=["attention+shared", "with_experts"])
 def test_qlora_job_trains_only_lora_and_the_adapter_reloads(
-    tiny_next: Path, tmp_path: Path, worker_env, on_experts: bool
+    tiny_next: Path, tmp_path: Path, worker_env, on_experts: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The trainer's own job (packed rows, assistant-only loss) on NF4 Qwen3-Next."""
     import json
@@ -363,22 +369,31 @@ def test_qlora_job_trains_only_lora_and_the_adapter_reloads(
     from peft import PeftModel
 
     from tests.trainer.conftest import make_spec, toy_rows, write_jsonl
+    from trainer import train as lifecycle
     from trainer.moe import add_expert_lora, peft_module_targets
-    from trainer.moe_facts import expert_lora_params
-    from trainer.spec import JobSpec
-    from trainer.train import TrainingJob
+    from trainer.shared.moe_facts import expert_lora_params
+    from trainer.shared.spec import JobSpec
 
-    class Probe(TrainingJob):
-        def setup(self):
-            event = super().setup()
-            self.before = (_state(self.loaded.model, True), _state(self.loaded.model, False))
-            return event
+    class Probe:
+        def __init__(self) -> None:
+            real_setup, real_cleanup = lifecycle.setup, lifecycle.cleanup
 
-        def cleanup(self, completed: bool) -> None:
-            model = self.loaded.model
-            self.after = (_state(model, True), _state(model, False))
-            self.logits = _logits(model, _probe_ids(model.config.vocab_size))
-            super().cleanup(completed)
+            def setup(*args):
+                run = real_setup(*args)
+                self.before = (_state(run.model, True), _state(run.model, False))
+                return run
+
+            def cleanup(run, *args) -> None:
+                model = run.model
+                self.after = (_state(model, True), _state(model, False))
+                self.logits = _logits(model, _probe_ids(model.config.vocab_size))
+                real_cleanup(run, *args)
+
+            monkeypatch.setattr(lifecycle, "setup", setup)
+            monkeypatch.setattr(lifecycle, "cleanup", cleanup)
+
+        def run(self, spec: JobSpec, env):
+            return lifecycle.run_training(spec, env, time.monotonic())
 
     data = write_jsonl(tmp_path / "toy.jsonl", toy_rows(repeat=2))
     spec = JobSpec.model_validate(
@@ -391,8 +406,8 @@ def test_qlora_job_trains_only_lora_and_the_adapter_reloads(
             output={"adapter_name": "q3n", "local_dir": str(tmp_path / "out")},
         )
     )
-    job = Probe(spec, worker_env, time.monotonic())
-    events = list(job.run())
+    job = Probe()
+    events = list(job.run(spec, worker_env))
     assert events[0].type == "started" and events[-1].type == "completed", events[-1]
     facts = events[0].data["model"]
     assert facts["packing"] == "seq_boundaries" and facts["linear_attention_layers"] == 3
@@ -456,9 +471,10 @@ def test_qwen3_moe_is_one_table_entry_away(tmp_path: Path) -> None:
     """Another fused-expert MoE (Qwen3-30B-A3B's architecture) takes the same path."""
     from transformers import AutoModelForCausalLM, Qwen3MoeConfig
 
-    from trainer import arch
+    from trainer import arch_hooks
     from trainer.model import build_quantization_config
     from trainer.moe import NF4Experts
+    from trainer.shared import arch
 
     config = Qwen3MoeConfig(
         vocab_size=512, hidden_size=128, intermediate_size=256, moe_intermediate_size=64,
@@ -470,12 +486,12 @@ def test_qwen3_moe_is_one_table_entry_away(tmp_path: Path) -> None:
     caps = arch.capabilities(config)
     assert caps.fused_experts and caps.experts_quantized and caps.packing == "position_ids"
     spec = type("Spec", (), {"quantization": "nf4"})()
-    with arch.load_context(spec, caps, torch.bfloat16):
+    with arch_hooks.load_context(spec, caps, torch.bfloat16):
         model = AutoModelForCausalLM.from_pretrained(
             tmp_path / "m", dtype=torch.bfloat16,
-            quantization_config=build_quantization_config(spec, torch.bfloat16, caps.keep_full_precision),
+            quantization_config=build_quantization_config(spec.quantization, torch.bfloat16, caps.keep_full_precision),
         )
-    facts = arch.post_load(model, spec, caps)
+    facts = arch_hooks.post_load(model, spec, caps)
     assert facts["expert_modules"] == 2 and facts["experts_quantized_while_loading"] == 2
     assert all(isinstance(layer.mlp.experts, NF4Experts) for layer in model.model.layers)
     model.train()

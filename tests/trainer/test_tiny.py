@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from trainer.tiny import build_tiny_chat_model
+from trainer.shared.tiny import build_tiny_chat_model
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tests.trainer.conftest import TOY_QA, make_spec
-from trainer.spec import JobSpec
-from trainer.train import TrainingJob
+from trainer import train as lifecycle
+from trainer.shared.spec import JobSpec
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +25,29 @@ def _snapshot(model: Any, trainable: bool) -> dict[str, torch.Tensor]:
     }
 
 
-class _Probe(TrainingJob):
+class _Probe:
     """The real job, with the model's weights recorded before and after training."""
 
-    def setup(self):
-        event = super().setup()
-        self.lora_before = _snapshot(self.loaded.model, True)
-        self.base_before = _snapshot(self.loaded.model, False)
-        return event
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real_setup, real_cleanup = lifecycle.setup, lifecycle.cleanup
 
-    def cleanup(self, completed: bool) -> None:
-        if self.loaded is not None:
-            self.lora_after = _snapshot(self.loaded.model, True)
-            self.base_after = _snapshot(self.loaded.model, False)
-        super().cleanup(completed)
+        def setup(*args: Any):
+            run = real_setup(*args)
+            self.lora_before = _snapshot(run.model, True)
+            self.base_before = _snapshot(run.model, False)
+            return run
+
+        def cleanup(run: Any, *args: Any) -> None:
+            if run is not None and run.loaded is not None:
+                self.lora_after = _snapshot(run.model, True)
+                self.base_after = _snapshot(run.model, False)
+            real_cleanup(run, *args)
+
+        monkeypatch.setattr(lifecycle, "setup", setup)
+        monkeypatch.setattr(lifecycle, "cleanup", cleanup)
+
+    def run(self, spec: JobSpec, env: Any):
+        return lifecycle.run_training(spec, env, time.monotonic())
 
 
 def _load_nf4(path: Path):
@@ -76,7 +85,7 @@ def _answers(model: Any, tok: Any) -> tuple[int, float]:
 
 
 def test_qlora_learns_the_toy_task_and_only_lora_weights_change(
-    tiny_model: Path, toy_data: Path, worker_env: Any, tmp_path: Path
+    tiny_model: Path, toy_data: Path, worker_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -96,8 +105,8 @@ def test_qlora_learns_the_toy_task_and_only_lora_weights_change(
             output={"adapter_name": "toy", "local_dir": str(tmp_path / "out")},
         )
     )
-    job = _Probe(spec, worker_env, time.monotonic())
-    events = list(job.run())
+    job = _Probe(monkeypatch)
+    events = list(job.run(spec, worker_env))
 
     assert [e.type for e in events][0] == "started" and events[-1].type == "completed", events[-1]
     started = events[0].data

@@ -9,10 +9,10 @@ import torch
 from pydantic import ValidationError
 
 from tests.trainer.conftest import make_spec
-from trainer.arch import capabilities
 from trainer.env import WorkerEnv
-from trainer.errors import Diverged, describe_failure
-from trainer.spec import JobSpec
+from trainer.shared.arch import capabilities
+from trainer.shared.errors import Diverged, describe_failure
+from trainer.shared.spec import JobSpec
 
 
 def _spec(**over) -> JobSpec:
@@ -87,8 +87,8 @@ def test_lora_and_quantization_factories() -> None:
     assert (cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.use_dora) == (32, 64, True, True)
     assert set(cfg.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                        "up_proj", "down_proj"}
-    q = build_quantization_config(_spec(quantization="nf4"), torch.bfloat16)
+    q = build_quantization_config("nf4", torch.bfloat16)
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
-    assert build_quantization_config(_spec(quantization="int8"), torch.bfloat16).load_in_8bit
-    assert build_quantization_config(_spec(quantization="none"), torch.bfloat16) is None
+    assert build_quantization_config("int8", torch.bfloat16).load_in_8bit
+    assert build_quantization_config("none", torch.bfloat16) is None

@@ -20,7 +20,7 @@ HOSTILE = "<script>alert(1)</script> **bold** [link](http://x)"
 
 @pytest.fixture
 def tiny(settings: Settings) -> Path:
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     return build_tiny_chat_model(settings.data_dir / "models" / "tiny-chat")
 

@@ -20,7 +20,7 @@ from tests.ui.conftest import seed_job, text_of
 
 @pytest.fixture
 def dataset(settings: Settings) -> str:
-    from trainer.tiny import build_tiny_chat_model
+    from trainer.shared.tiny import build_tiny_chat_model
 
     build_tiny_chat_model(settings.data_dir / "models" / "tiny-chat")
     rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(40)]

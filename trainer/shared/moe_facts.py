@@ -7,7 +7,7 @@ is predicted before launch is what the worker then allocates.
   quantisation, exactly as bitsandbytes lays it out (4-bit codes, one 8-bit absmax per
   block of `blocksize`, one fp32 scale per 256 absmax values, one fp32 offset). Per
   tensor: for a fused expert tensor BrightRun quantises every expert separately, so call it
-  once per expert. The asymptotic rate is `trainer.arch.NF4_BITS` (~4.127 bits).
+  once per expert. The asymptotic rate is `trainer.shared.arch.NF4_BITS` (~4.127 bits).
 - `routed_expert_params(config)`: parameters of the routed experts (all of them, every
   MoE layer), the part that `trainer.moe` quantises.
 - `expert_lora_params(config, r)`: trainable parameters of LoRA on the routed experts

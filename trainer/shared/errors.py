@@ -1,7 +1,7 @@
 """Typed failures of a training job, and how each becomes a `failed` event.
 
 Every failure the worker can explain is a `TrainerError` subclass carrying its kind (one of
-`trainer.spec.FAILURE_KINDS`), a message and a concrete suggestion. `describe_failure(exc)`
+`trainer.shared.spec.FAILURE_KINDS`), a message and a concrete suggestion. `describe_failure(exc)`
 maps any exception to `(kind, message, suggestion)` by its type only: torch's
 `OutOfMemoryError` is `out_of_memory`, pydantic's `ValidationError` is `bad_input`, a
 `TrainerError` says its own kind, anything else is `internal`.
@@ -12,9 +12,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from trainer.shared.spec import FailureKind
+
 
 class TrainerError(Exception):
-    kind = "internal"
+    kind: FailureKind = "internal"
     default_suggestion = "retry the job; if it fails again, report it with the job's event log"
 
     def __init__(self, message: str, suggestion: str | None = None) -> None:
@@ -24,12 +26,12 @@ class TrainerError(Exception):
 
 
 class BadInput(TrainerError):
-    kind = "bad_input"
+    kind: FailureKind = "bad_input"
     default_suggestion = "fix the dataset or setting named in the message and launch again"
 
 
 class ModelUnavailable(TrainerError):
-    kind = "model_unavailable"
+    kind: FailureKind = "model_unavailable"
     default_suggestion = (
         "check the base model id (e.g. 'Qwen/Qwen2.5-7B-Instruct') or folder; for a gated "
         "model, accept its licence on the hub and set HF_TOKEN on the endpoint"
@@ -37,7 +39,7 @@ class ModelUnavailable(TrainerError):
 
 
 class DownloadFailed(TrainerError):
-    kind = "download_failed"
+    kind: FailureKind = "download_failed"
     default_suggestion = (
         "the file could not be fetched: signed URLs expire, so launch the job again to get "
         "fresh ones; if the hub is down, retry later"
@@ -45,19 +47,19 @@ class DownloadFailed(TrainerError):
 
 
 class Diverged(TrainerError):
-    kind = "diverged"
+    kind: FailureKind = "diverged"
     default_suggestion = (
         "lower the learning rate (e.g. by 3-10x), keep max_grad_norm at 1.0, and add warmup"
     )
 
 
 class Cancelled(TrainerError):
-    kind = "cancelled"
+    kind: FailureKind = "cancelled"
     default_suggestion = "launch again to continue; the job resumes from its last checkpoint"
 
 
 class UploadFailed(TrainerError):
-    kind = "internal"
+    kind: FailureKind = "internal"
     default_suggestion = (
         "the adapter was trained but could not be stored: retry the job (it resumes from its "
         "last checkpoint); signed upload URLs expire, a retry gets fresh ones"
@@ -86,7 +88,7 @@ def oom_suggestion(spec: Any | None) -> str:
     return "out of accelerator memory: try " + "; ".join(tips)
 
 
-def describe_failure(exc: BaseException, spec: Any | None = None) -> tuple[str, str, str]:
+def describe_failure(exc: BaseException, spec: Any | None = None) -> tuple[FailureKind, str, str]:
     """`(kind, message, suggestion)` for an exception, decided by its type."""
     from pydantic import ValidationError
 

@@ -1,4 +1,4 @@
-"""What BrightRun knows about each model architecture, as data. Imports no torch.
+"""What BrightRun knows about each model architecture, as data. Imports no torch (`trainer.shared`).
 
 The trainer and the planner (`core/planner/`) read the same facts from here, so the
 next dense, MoE or hybrid model is one `ArchCaps` entry rather than a new code path.
@@ -18,18 +18,8 @@ next dense, MoE or hybrid model is one `ArchCaps` entry rather than a new code p
     Used where the boundaries cannot be handed to every layer.
 - `BITS_PER_PARAM` / `bits_per_param()` - storage bits per parameter of a quantised
   linear weight, as bitsandbytes stores it (quantisation constants included).
-- `post_load(model, spec, caps)` is called by the model loader right after
-  `from_pretrained` and before k-bit preparation and LoRA. For architectures with fused
-  3-D expert tensors and `nf4` it hands the model to `trainer.moe.quantize_experts(model)`
-  (bitsandbytes quantises only `nn.Linear`); for hybrid linear-attention models it makes
-  those layers honour sample boundaries (`trainer.packing_hybrid`). The returned dict (if
-  any) is reported in the `started` event's model facts.
-- `post_lora(model, spec, caps)` is called right after `get_peft_model`: LoRA on the
-  routed experts when the spec asks for it (`trainer.moe.add_expert_lora`).
-- `load_context(spec, caps, compute_dtype)` wraps `from_pretrained`: for fused experts in
-  nf4, each expert tensor is quantised as it is loaded (`trainer.moe.experts_load_in_nf4`),
-  so a model whose bf16 experts exceed the GPU (Qwen3-Next: ~144 GiB) loads at its NF4
-  size; `post_load` then finds them quantised.
+- The torch-side hooks that act on these facts (`load_context`, `post_load`, `post_lora`)
+  are in `trainer.arch_hooks`.
 """
 
 from __future__ import annotations
@@ -144,7 +134,7 @@ for _mt, _arch in (
 # Fused-expert MoE models (transformers stores routed experts as 3-D tensors). Routers stay
 # in full precision; LoRA on the routed experts (`lora_on_experts`) is added by
 # `post_lora` (trainer.moe), not by PEFT, so `expert_lora_targets` stays empty; its size is
-# `trainer.moe_facts.expert_lora_params(config, r)`.
+# `trainer.shared.moe_facts.expert_lora_params(config, r)`.
 register(
     ArchCaps(
         model_type="qwen3_moe",
@@ -223,59 +213,3 @@ def resolve_lora_targets(caps: ArchCaps, target_modules: list[str] | str, on_exp
     if on_experts:
         targets += [t for t in caps.expert_lora_targets if t not in targets]
     return targets
-
-
-def load_context(spec: Any, caps: ArchCaps, compute_dtype: Any = None) -> Any:
-    """A context manager for the model loader to wrap `from_pretrained` in."""
-    if caps.fused_experts and caps.experts_quantized and spec.quantization == "nf4":
-        from trainer.moe import experts_load_in_nf4
-
-        return experts_load_in_nf4(caps.model_type, compute_dtype)
-    from contextlib import nullcontext
-
-    return nullcontext()
-
-
-def post_load(model: Any, spec: Any, caps: ArchCaps) -> dict[str, Any]:
-    """Architecture-specific work right after loading; returns facts for `started`."""
-    facts: dict[str, Any] = {}
-    if caps.hybrid_linear_attention:
-        from trainer.packing_hybrid import enable_sequence_boundaries
-
-        facts.update(enable_sequence_boundaries(model))
-    if caps.fused_experts and spec.quantization == "nf4":
-        from trainer.moe import quantize_experts  # written for fused-expert MoE models
-
-        result = quantize_experts(model)
-        facts["experts_quantized"] = True
-        if isinstance(result, Mapping):
-            facts.update(result)
-    return facts
-
-
-def post_lora(model: Any, spec: Any, caps: ArchCaps) -> dict[str, Any]:
-    """Architecture-specific work right after `get_peft_model`; returns facts for `started`.
-
-    With `lora_on_experts` on a model whose experts `post_load` quantised, adds trainable
-    LoRA to every routed expert (`trainer.moe.add_expert_lora`); PEFT saves it with the
-    adapter. Raises `BadInput` when experts were asked for but cannot be adapted.
-    """
-    if not spec.lora.lora_on_experts or not caps.fused_experts:
-        return {}
-    if spec.quantization != "nf4":
-        from trainer.errors import BadInput
-
-        raise BadInput(
-            f"LoRA on the routed experts of {caps.model_type} needs quantization 'nf4' "
-            f"(got {spec.quantization!r})",
-            "turn lora_on_experts off, or use quantization nf4",
-        )
-    from trainer.moe import add_expert_lora
-
-    return add_expert_lora(
-        model,
-        r=spec.lora.r,
-        alpha=spec.lora.alpha,
-        dropout=spec.lora.dropout,
-        use_rslora=spec.lora.use_rslora,
-    )

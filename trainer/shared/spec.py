@@ -12,8 +12,10 @@ one destination: upload URLs, a local folder or `merge.hub_repo`), `cache_model`
 for its event-log upload URLs). A section that does not belong to the action is refused.
 
 `Event` is the envelope of everything the worker reports: an ordered stream numbered by
-`seq` from 0 (an attempt after the first continues at the spec's `first_seq`), one of `EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's
-data always has `kind` (one of `FAILURE_KINDS`), `message` and `suggestion`.
+`seq` from 0 (an attempt after the first continues at the spec's `first_seq`), one of
+`EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's data always has `kind`
+(one of `FAILURE_KINDS`), `message` and `suggestion`. The tuples are derived from the
+`EventType` and `FailureKind` literals, defined once.
 
 Raises pydantic's `ValidationError` with messages that name the field and say what to do.
 """
@@ -22,22 +24,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainer.shared.files import LOG_FILES
+
 SPEC_VERSION = 2  # 2: `first_seq`
 
-EVENT_TYPES = ("started", "metrics", "checkpoint", "completed", "failed")
-FAILURE_KINDS = (
-    "out_of_memory",
-    "bad_input",
-    "model_unavailable",
-    "download_failed",
-    "diverged",
-    "cancelled",
-    "internal",
-)
 EventType = Literal["started", "metrics", "checkpoint", "completed", "failed"]
 FailureKind = Literal[
     "out_of_memory",
@@ -48,6 +42,8 @@ FailureKind = Literal[
     "cancelled",
     "internal",
 ]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+FAILURE_KINDS: tuple[str, ...] = get_args(FailureKind)
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -185,9 +181,9 @@ class TrainingSpec(_Strict):
 
 class OutputSpec(_Strict):
     adapter_name: str
-    # Signed URLs the worker PUTs its results to: keys are file names inside the adapter
-    # folder ("adapter_model.safetensors", "adapter_config.json", "brightrun.json") plus
-    # "events.jsonl" and "result.json" for the full event log and final result.
+    # Signed URLs the worker PUTs its results to, by file name (`trainer.shared.files`): the
+    # adapter folder's files (ADAPTER_FILES) or a merge's (upload_names), plus LOG_FILES
+    # ("events.jsonl" and "result.json", the full event log and final result).
     upload_urls: dict[str, str] = Field(default_factory=dict)
     local_dir: str | None = None  # also write the adapter here (local runs, tests)
 
@@ -289,7 +285,7 @@ class JobSpec(_Strict):
             raise ValueError(f"cache settings do not apply to a {a} job")
         if a == "merge":
             assert self.output is not None and self.merge is not None
-            files = set(self.output.upload_urls) - {"events.jsonl", "result.json"}
+            files = set(self.output.upload_urls) - set(LOG_FILES)
             if not (files or self.output.local_dir or self.merge.hub_repo):
                 raise ValueError(
                     "say where the merged model goes: output.upload_urls, output.local_dir or "

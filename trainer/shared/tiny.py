@@ -11,7 +11,7 @@ chat template whose assistant turns are wrapped in `{% generation %}` markers (s
 Byte-level BPE encodes any text (no unknown tokens), so any dataset can be used with it.
 The same seed gives byte-identical files; nothing is downloaded. Command line:
 
-    python -m trainer.tiny OUT_DIR [--seed 0] [--hidden-size 64] [--layers 2]
+    python -m trainer.shared.tiny OUT_DIR [--seed 0] [--hidden-size 64] [--layers 2]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -133,7 +134,7 @@ def build_tiny_chat_model(
     1024 and up) want the usual 0.02. Deterministic for a given seed and arguments.
     """
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, Qwen2ForCausalLM
 
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
@@ -143,9 +144,8 @@ def build_tiny_chat_model(
     out.mkdir(parents=True, exist_ok=True)
 
     tokenizer = _train_tokenizer(vocab_size)
-    n_vocab = len(tokenizer)
-    config = Qwen2Config(
-        vocab_size=n_vocab,
+    config = _qwen2_config(
+        tokenizer,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size or 2 * hidden_size,
         num_hidden_layers=num_layers,
@@ -153,10 +153,6 @@ def build_tiny_chat_model(
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=tie_word_embeddings,
-        bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
-        pad_token_id=tokenizer.convert_tokens_to_ids(PAD),
-        rope_theta=10000.0,
         initializer_range=initializer_range,
     )
     fork_devices: list = []
@@ -173,9 +169,23 @@ def build_tiny_chat_model(
     return out
 
 
+def _qwen2_config(tokenizer: Any, **shape: Any) -> Any:
+    """A Qwen2 config of `shape` whose vocabulary and special tokens are the tokenizer's."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD),
+        rope_theta=10000.0,
+        **shape,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
-        prog="python -m trainer.tiny", description="Build a tiny random Qwen2 chat model."
+        prog="python -m trainer.shared.tiny", description="Build a tiny random Qwen2 chat model."
     )
     ap.add_argument("out_dir")
     ap.add_argument("--seed", type=int, default=0)

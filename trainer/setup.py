@@ -1,0 +1,230 @@
+"""Setup of a training job: everything the loop needs, built in order, failing fast.
+
+`setup(spec, env, work)` returns a `Setup`: base model files (cache, then hub), tokenizer,
+dataset (download, row validation, tokenisation, the eval split), the model (quantisation,
+LoRA, which layers recompute their activations), the batch plan, AdamW with the spec's
+scheduler and warmup, and a parent adapter's weights when `resume_from` names one. The
+torch and Python RNGs are seeded from `training.seed` before the model is built, so two
+runs of one spec draw the same numbers. Raises the typed failures of `trainer.shared.errors`.
+
+`BatchPlan` says which samples make each optimizer step's micro-batches: each epoch's
+order is a function of the seed, so a resumed job sees the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer import data as D
+from trainer.env import WorkerEnv
+from trainer.loss import batch_loss_sum
+from trainer.model import Loaded, load_for_training, load_tokenizer, resolve_model_path
+from trainer.shared.errors import BadInput
+from trainer.shared.spec import JobSpec, TrainingSpec
+
+
+class BatchPlan:
+    """The micro-batches of every optimizer step, and of one evaluation pass."""
+
+    def __init__(
+        self, t: TrainingSpec, train: list[D.Sample], eval_: list[D.Sample], packed: bool, pad_id: int
+    ) -> None:
+        self.t, self.train, self.eval, self.packed, self.pad_id = t, train, eval_, packed, pad_id
+        self.micro_per_epoch = len(self._micro_plan(0, train))
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / t.grad_accum)
+        if t.max_steps is not None:
+            self.total_steps = t.max_steps
+        else:
+            self.total_steps = max(1, math.ceil((t.epochs or 1.0) * self.steps_per_epoch))
+        self._epoch_cache: dict[int, list[list[int]]] = {}
+
+    def _micro_plan(self, epoch: int | None, samples: list[D.Sample]) -> list[list[int]]:
+        t = self.t
+        return D.plan_micro_batches(
+            samples,
+            packed=self.packed,
+            micro_batch_size=t.micro_batch_size,
+            max_length=t.max_length,
+            seed=t.seed,
+            epoch=epoch,
+        )
+
+    def _collate(self, samples: list[D.Sample], idx: list[int], device: Any) -> D.Batch:
+        return D.collate(samples, idx, packed=self.packed, pad_id=self.pad_id, device=device)
+
+    def step_batches(self, step: int, device: Any) -> list[D.Batch]:
+        """The micro-batches of optimizer step `step` (0-based)."""
+        ga = self.t.grad_accum
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if epoch not in self._epoch_cache:
+            self._epoch_cache = {epoch: self._micro_plan(epoch, self.train)}
+        return [self._collate(self.train, idx, device) for idx in self._epoch_cache[epoch][k * ga : (k + 1) * ga]]
+
+    def eval_batches(self, device: Any) -> Iterator[D.Batch]:
+        """The micro-batches of one evaluation pass, each collated when it is needed."""
+        for idx in self._micro_plan(None, self.eval):
+            yield self._collate(self.eval, idx, device)
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as reported in the `started` event."""
+        loss_tokens = sum(s.n_loss for s in self.train)
+        return {
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "micro_batches_per_epoch": self.micro_per_epoch,
+            "epochs": round(self.total_steps / self.steps_per_epoch, 4),
+            "loss_tokens_per_epoch": loss_tokens,
+            "avg_loss_tokens_per_step": round(loss_tokens / self.steps_per_epoch, 1),
+        }
+
+
+@dataclass
+class Setup:
+    """What a training job trains with (see the module docstring)."""
+
+    spec: JobSpec
+    loaded: Loaded  # the PEFT model, its device, compute dtype and facts
+    batches: BatchPlan
+    optimizer: Any
+    scheduler: Any
+    params: list[Any]  # the trainable parameters
+    model_facts: dict[str, Any]
+    dataset: dict[str, Any]
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    def loss_sum(self, batch: D.Batch) -> Any:
+        lm = self.loaded
+        return batch_loss_sum(lm.model, batch, lm.device, lm.compute_dtype)
+
+    def release(self) -> None:
+        """Drop the model and optimizer (the job is over) so their memory can be freed."""
+        self.loaded = self.optimizer = self.scheduler = None  # type: ignore[assignment]
+        self.params = []
+
+
+def setup(spec: JobSpec, env: WorkerEnv, work: Path) -> Setup:
+    """Build a job's `Setup` (see the module docstring); downloads go under `work`."""
+    import torch
+
+    t = spec.training
+    path, source = resolve_model_path(spec.model, env)
+    tokenizer = load_tokenizer(path)
+    train, eval_, dataset = load_data(spec, tokenizer, work)
+    torch.manual_seed(t.seed)
+    random.seed(t.seed)
+    loaded = load_for_training(spec, path, tokenizer)
+    packed = loaded.packing != "padded"
+    loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed)
+    batches = BatchPlan(t, train, eval_, packed, tokenizer.pad_token_id)
+    params = [p for p in loaded.model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(t, params, loaded.device, batches.total_steps)
+    load_parent(spec.resume_from, loaded.model, work)
+    model_facts = dict(loaded.facts, source=source, name_or_path=spec.model.name_or_path, folder=str(path))
+    return Setup(spec, loaded, batches, optimizer, scheduler, params, model_facts, dataset)
+
+
+def load_data(
+    spec: JobSpec, tokenizer: Any, work: Path
+) -> tuple[list[D.Sample], list[D.Sample], dict[str, Any]]:
+    """Train and eval samples (a separate eval file, or a share of the train rows), and the
+    dataset facts for the `started` event."""
+    data, max_length = spec.data, spec.training.max_length
+    assert data is not None  # a train spec has data
+    train_file = D.fetch(data.train_url, data.train_path, work / "train.jsonl", "train")
+    samples, stats = D.tokenize_rows(tokenizer, D.read_rows(train_file, "train"), max_length)
+    eval_stats = None
+    if data.eval_url or data.eval_path:
+        eval_file = D.fetch(data.eval_url, data.eval_path, work / "eval.jsonl", "eval")
+        eval_samples, eval_stats = D.tokenize_rows(tokenizer, D.read_rows(eval_file, "eval"), max_length)
+        train_samples = samples
+    else:
+        train_samples, eval_samples = D.split_eval(samples, data.eval_fraction, spec.training.seed)
+    dataset: dict[str, Any] = {"train": stats.as_dict(), "train_samples": len(train_samples)}
+    dataset["eval_samples"] = len(eval_samples)
+    if eval_stats is not None:
+        dataset["eval"] = eval_stats.as_dict()
+    return train_samples, eval_samples, dataset
+
+
+def plan_recompute(t: TrainingSpec, lm: Loaded, packed: bool) -> dict[str, Any]:
+    """Which layers recompute their activations (see `trainer.memory`), as facts."""
+    import torch
+
+    from trainer.memory import plan_recompute as plan
+
+    if not t.gradient_checkpointing:
+        return {"layers_recomputed": 0, "reason": "off in the job's settings"}
+    if t.checkpoint_layers == "all":
+        return {"reason": "every layer (checkpoint_layers: all)"}
+    vocab = lm.model.get_input_embeddings().weight.shape[0]
+
+    def forward(n: int) -> Any:
+        ids = torch.randint(0, vocab, (1, n), device=lm.device)
+        batch = D.Batch(
+            input_ids=ids,
+            position_ids=torch.arange(n, device=lm.device)[None],
+            targets=torch.roll(ids, -1, dims=1),
+            attention_mask=None,
+            cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=lm.device) if packed else None,
+            max_seqlen=n,
+            n_loss=n,
+            n_tokens=n,
+            n_slots=n,
+        )
+        return batch_loss_sum(lm.model, batch, lm.device, lm.compute_dtype)
+
+    devices = [lm.device] if lm.device.type == "cuda" else []
+    lm.model.train()
+    with torch.random.fork_rng(devices=devices):
+        return plan(
+            lm.model,
+            forward,
+            tokens_per_micro_batch=t.micro_batch_size * t.max_length,
+            hidden_size=lm.model.get_input_embeddings().weight.shape[1],
+            device=lm.device,
+        )
+
+
+def build_optimizer(t: TrainingSpec, params: list[Any], device: Any, total_steps: int) -> tuple[Any, Any]:
+    """AdamW on the trainable parameters, and the spec's learning-rate schedule."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(
+        params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=device.type == "cuda" or None
+    )
+    warmup = 0 if t.lr_scheduler == "constant" else math.ceil(t.warmup_ratio * total_steps)
+    scheduler = get_scheduler(
+        t.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
+    )
+    return optimizer, scheduler
+
+
+def load_parent(src: str | None, model: Any, work: Path) -> None:
+    """Start from a parent adapter's weights (`resume_from`: a folder or a URL)."""
+    if not src:
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if "://" in src:
+        file = D.fetch(src, None, work / "parent.safetensors", "parent adapter")
+    else:
+        file = Path(src) / "adapter_model.safetensors"
+        if not file.is_file():
+            raise BadInput(f"resume_from {src!r} has no adapter_model.safetensors")
+    try:
+        set_peft_model_state_dict(model, load_file(file))
+    except RuntimeError as e:  # shape mismatch: a different rank or target set
+        raise BadInput(
+            f"the parent adapter does not fit this job's LoRA settings: {e}",
+            "use the parent's rank and target modules to continue training it",
+        ) from e
