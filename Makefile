@@ -31,6 +31,7 @@ run: install migrate
 # the trainer never imports the controller, and so on.
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache --no-logo
 
 # PostgreSQL at 127.0.0.1:5432 is used by the state tests; start it when it is down.

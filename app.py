@@ -23,7 +23,11 @@ pages = {
     "Account": [
         st.Page("pages/costs.py", title="Costs", icon=":material/payments:"),
         st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
-        *([st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:")] if actor.is_admin else []),
+        *(
+            [st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:")]
+            if actor.is_admin
+            else []
+        ),
     ],
 }
 st.navigation(pages).run()

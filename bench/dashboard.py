@@ -60,31 +60,78 @@ def populate(url: str, n_jobs: int, n_points: int, seed: int = 0) -> str:
     with db.session_scope(settings) as s:
         repo.ensure_user(LOCAL_ACTOR, s)
         datasets = [f"ds-bench{i:05d}" for i in range(40)]
-        s.execute(insert(Dataset), [
-            {"id": d, "owner_id": "local", "name": f"dataset {i}", "file_format": "jsonl", "layout": "messages",
-             "rows": 1000, "valid_rows": 1000, "stats": {}, "created_at": now - dt.timedelta(days=60)}
-            for i, d in enumerate(datasets)
-        ])  # fmt: skip
+        s.execute(
+            insert(Dataset),
+            [
+                {
+                    "id": d,
+                    "owner_id": "local",
+                    "name": f"dataset {i}",
+                    "file_format": "jsonl",
+                    "layout": "messages",
+                    "rows": 1000,
+                    "valid_rows": 1000,
+                    "stats": {},
+                    "created_at": now - dt.timedelta(days=60),
+                }
+                for i, d in enumerate(datasets)
+            ],
+        )
         jobs, costs = [], []
         for i in range(n_jobs):
             started = now - dt.timedelta(minutes=10 * (n_jobs - i))
-            status = "IN_PROGRESS" if i >= n_jobs - 2 else "COMPLETED" if i == n_jobs - 3 else rng.choice(STATUSES)
+            status = (
+                "IN_PROGRESS"
+                if i >= n_jobs - 2
+                else "COMPLETED"
+                if i == n_jobs - 3
+                else rng.choice(STATUSES)
+            )
             secs = rng.uniform(300, 7200)
             usd = secs * 0.00116
             done = status != "IN_PROGRESS"
-            jobs.append({
-                "id": f"job-bench{i:05d}", "owner_id": "local", "action": "train", "dataset_id": rng.choice(datasets),
-                "base_model": rng.choice(MODELS), "adapter_name": f"bot-{i}", "spec": {"lora": {"r": 16}},
-                "status": status, "gpu_type": "H100_80GB_PCIE", "price_tier": "flex", "rate_per_s": 0.00116,
-                "budget_usd": 10.0, "created_at": started, "updated_at": started, "started_at": started,
-                "finished_at": started + dt.timedelta(seconds=secs) if done else None, "last_seq": -1,
-                "cost_usd": usd if done else 0.0, "final_loss": rng.uniform(0.5, 2.0), "progress": 1.0 if done else 0.5,
-                "step": 100, "total_steps": 200, "attempt": 0, "auto_relaunched": False,
-            })  # fmt: skip
+            jobs.append(
+                {
+                    "id": f"job-bench{i:05d}",
+                    "owner_id": "local",
+                    "action": "train",
+                    "dataset_id": rng.choice(datasets),
+                    "base_model": rng.choice(MODELS),
+                    "adapter_name": f"bot-{i}",
+                    "spec": {"lora": {"r": 16}},
+                    "status": status,
+                    "gpu_type": "H100_80GB_PCIE",
+                    "price_tier": "flex",
+                    "rate_per_s": 0.00116,
+                    "budget_usd": 10.0,
+                    "created_at": started,
+                    "updated_at": started,
+                    "started_at": started,
+                    "finished_at": started + dt.timedelta(seconds=secs) if done else None,
+                    "last_seq": -1,
+                    "cost_usd": usd if done else 0.0,
+                    "final_loss": rng.uniform(0.5, 2.0),
+                    "progress": 1.0 if done else 0.5,
+                    "step": 100,
+                    "total_steps": 200,
+                    "attempt": 0,
+                    "auto_relaunched": False,
+                }
+            )
             if done:
-                costs.append({"owner_id": "local", "job_id": jobs[-1]["id"], "attempt": 0, "gpu_type": "H100_80GB_PCIE",
-                              "price_tier": "flex", "seconds": secs, "usd": usd, "month": repo.month_of(started),
-                              "created_at": started})  # fmt: skip
+                costs.append(
+                    {
+                        "owner_id": "local",
+                        "job_id": jobs[-1]["id"],
+                        "attempt": 0,
+                        "gpu_type": "H100_80GB_PCIE",
+                        "price_tier": "flex",
+                        "seconds": secs,
+                        "usd": usd,
+                        "month": repo.month_of(started),
+                        "created_at": started,
+                    }
+                )
         long_id = jobs[-3]["id"]  # the newest finished job holds the long series
         s.execute(insert(Job), jobs)
         s.execute(insert(CostRecord), costs)
@@ -93,11 +140,25 @@ def populate(url: str, n_jobs: int, n_points: int, seed: int = 0) -> str:
             n = long_points if j["id"] == long_id else per_job
             t0 = j["started_at"].timestamp()
             for k in range(n):
-                data = {"step": k + 1, "total_steps": n, "loss": 2.5 * 0.999 ** k + rng.uniform(0, 0.05), "lr": 2e-4,
-                        "tokens_per_s": rng.uniform(900, 1100), "elapsed_s": k * 0.5}  # fmt: skip
+                data = {
+                    "step": k + 1,
+                    "total_steps": n,
+                    "loss": 2.5 * 0.999**k + rng.uniform(0, 0.05),
+                    "lr": 2e-4,
+                    "tokens_per_s": rng.uniform(900, 1100),
+                    "elapsed_s": k * 0.5,
+                }
                 if (k + 1) % 50 == 0:
                     data["eval_loss"] = data["loss"] + 0.1
-                batch.append({"job_id": j["id"], "seq": k, "type": "metrics", "ts": t0 + k * 0.5, "data": data})
+                batch.append(
+                    {
+                        "job_id": j["id"],
+                        "seq": k,
+                        "type": "metrics",
+                        "ts": t0 + k * 0.5,
+                        "data": data,
+                    }
+                )
             if len(batch) >= 20_000:
                 s.execute(insert(JobEvent), batch)
                 batch.clear()
@@ -108,7 +169,13 @@ def populate(url: str, n_jobs: int, n_points: int, seed: int = 0) -> str:
     return long_id
 
 
-def render_s(data_dir: Path, url: str, page: str, query: dict[str, str] | None = None, first_view: bool = True) -> float:
+def render_s(
+    data_dir: Path,
+    url: str,
+    page: str,
+    query: dict[str, str] | None = None,
+    first_view: bool = True,
+) -> float:
     """Seconds of one AppTest run of `page` (a fresh browser session)."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -169,7 +236,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=5000)
     ap.add_argument("--points", type=int, default=500_000)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--database-url", default=None, help="a PostgreSQL database to use (it is emptied)")
+    ap.add_argument(
+        "--database-url", default=None, help="a PostgreSQL database to use (it is emptied)"
+    )
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["GPU_CLUSTER_API_URL"] = "http://127.0.0.1:9/v2/none"  # nothing to sync against
@@ -180,8 +249,12 @@ def main() -> None:
     long_id = populate(full_url, a.jobs, a.points)
     print(f"populated {a.jobs} jobs, {a.points} metric points in {time.perf_counter() - t0:.0f} s")
 
-    cases = [("jobs table", "jobs", None), ("job detail (long job)", "jobs", {"job": long_id}),
-             ("overview", "overview", None), ("costs", "costs", None)]  # fmt: skip
+    cases = [
+        ("jobs table", "jobs", None),
+        ("job detail (long job)", "jobs", {"job": long_id}),
+        ("overview", "overview", None),
+        ("costs", "costs", None),
+    ]
     results = []
     for label, page, query in cases:
         render_s(empty_dir, empty_url, page)  # warm-up: imports, caches, engines
@@ -191,26 +264,52 @@ def main() -> None:
             empty.append(render_s(empty_dir, empty_url, page))
             full.append(render_s(full_dir, full_url, page, query))
         e, f = statistics.median(empty), statistics.median(full)
-        results.append({"case": label, "empty_s": round(e, 3), "full_s": round(f, 3), "ratio": round(f / e, 2)})
-        print(f"{label:24s} empty {e:6.3f} s   {a.jobs} jobs / {a.points} points {f:6.3f} s   ratio {f / e:5.2f}")
+        results.append(
+            {"case": label, "empty_s": round(e, 3), "full_s": round(f, 3), "ratio": round(f / e, 2)}
+        )
+        print(
+            f"{label:24s} empty {e:6.3f} s   {a.jobs} jobs / {a.points} points {f:6.3f} s   ratio {f / e:5.2f}"
+        )
         if query:  # the same job viewed again: its chart comes from the cache
-            again = statistics.median(render_s(full_dir, full_url, page, query, first_view=False) for _ in range(a.repeat))
-            results.append({"case": label + ", viewed again", "empty_s": round(e, 3), "full_s": round(again, 3),
-                            "ratio": round(again / e, 2)})  # fmt: skip
-            print(f"{label + ', again':24s} empty {e:6.3f} s   {a.jobs} jobs / {a.points} points {again:6.3f} s   ratio {again / e:5.2f}")
+            again = statistics.median(
+                render_s(full_dir, full_url, page, query, first_view=False) for _ in range(a.repeat)
+            )
+            results.append(
+                {
+                    "case": label + ", viewed again",
+                    "empty_s": round(e, 3),
+                    "full_s": round(again, 3),
+                    "ratio": round(again / e, 2),
+                }
+            )
+            print(
+                f"{label + ', again':24s} empty {e:6.3f} s   {a.jobs} jobs / {a.points} points {again:6.3f} s   ratio {again / e:5.2f}"
+            )
 
     down = [chart_read_s(full_url, long_id, True) for _ in range(a.repeat)]
     every = [chart_read_s(full_url, long_id, False) for _ in range(a.repeat)]
     d, n_d = statistics.median(x for x, _ in down), down[0][1]
     r, n_r = statistics.median(x for x, _ in every), every[0][1]
-    print(f"long job's chart read: downsampled {n_d} points {d:.3f} s; every event {n_r} points {r:.3f} s; ratio {r / d:.1f}")
+    print(
+        f"long job's chart read: downsampled {n_d} points {d:.3f} s; every event {n_r} points {r:.3f} s; ratio {r / d:.1f}"
+    )
     report = {
-        "date": dt.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "python": platform.python_version(), "database": "postgresql" if a.database_url else "sqlite",
-        "jobs": a.jobs, "points": a.points, "repeat": a.repeat, "pages": results,
-        "chart_read": {"downsampled_s": round(d, 4), "downsampled_points": n_d, "every_event_s": round(r, 4),
-                       "every_event_points": n_r, "ratio": round(r / d, 1)},
-    }  # fmt: skip
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "python": platform.python_version(),
+        "database": "postgresql" if a.database_url else "sqlite",
+        "jobs": a.jobs,
+        "points": a.points,
+        "repeat": a.repeat,
+        "pages": results,
+        "chart_read": {
+            "downsampled_s": round(d, 4),
+            "downsampled_points": n_d,
+            "every_event_s": round(r, 4),
+            "every_event_points": n_r,
+            "ratio": round(r / d, 1),
+        },
+    }
     (OUT / "dashboard.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 

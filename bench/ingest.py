@@ -50,11 +50,15 @@ def generate(path: Path, target_mb: float, seed: int = 0) -> int:
         while f.tell() < target:
             rows += 1
             if rows % 997 == 0:  # a bad row of some kind now and then
-                f.write(rng.choice([
-                    '{"messages": [{"role": "user", "content": "no answer"}]}\n',
-                    '{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
-                    '{"messages": "not a list"}\n',
-                ]))  # fmt: skip
+                f.write(
+                    rng.choice(
+                        [
+                            '{"messages": [{"role": "user", "content": "no answer"}]}\n',
+                            '{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
+                            '{"messages": "not a list"}\n',
+                        ]
+                    )
+                )
                 continue
             msgs = []
             if rng.random() < 0.3:
@@ -113,8 +117,11 @@ def measure(kind: str, path: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--file", str(path)],
-        capture_output=True, text=True, env=env, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -151,13 +158,17 @@ def main() -> None:
         r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in rs)
         results[kind] = r
         times = ", ".join(f"{x['seconds']:.1f}" for x in rs)
-        print(f"{kind:9s}: best {r['seconds']:6.1f} s ({times})  {r['mb_per_s']:6.1f} MB/s  "
-              f"peak RSS {r['peak_rss_mb']:6.0f} MB  rows {r['rows']} valid {r['valid_rows']}")  # fmt: skip
+        print(
+            f"{kind:9s}: best {r['seconds']:6.1f} s ({times})  {r['mb_per_s']:6.1f} MB/s  "
+            f"peak RSS {r['peak_rss_mb']:6.0f} MB  rows {r['rows']} valid {r['valid_rows']}"
+        )
     b, p = results["brightrun"], results["baseline"]
-    print(f"throughput ratio (brightrun / baseline): {b['mb_per_s'] / p['mb_per_s']:.2f}x; "
-          f"peak RSS ratio: {b['peak_rss_mb'] / p['peak_rss_mb']:.2f}; "
-          f"load average after: {os.getloadavg()[0]:.2f}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"throughput ratio (brightrun / baseline): {b['mb_per_s'] / p['mb_per_s']:.2f}x; "
+        f"peak RSS ratio: {b['peak_rss_mb'] / p['peak_rss_mb']:.2f}; "
+        f"load average after: {os.getloadavg()[0]:.2f}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
     if not a.keep:
         for f in OUT.glob("ingest_*"):
             f.unlink()

@@ -46,8 +46,11 @@ def spec_for(model: str, quant: str, mb: int, length: int, ckpt: bool, r: int, e
     from trainer.shared.spec import DataSpec, JobSpec, LoraSpec, ModelSpec, OutputSpec, TrainingSpec
 
     return JobSpec(
-        job_id="bench", model=ModelSpec(name_or_path=model), data=DataSpec(train_path="x"),
-        output=OutputSpec(adapter_name="bench"), quantization=quant,
+        job_id="bench",
+        model=ModelSpec(name_or_path=model),
+        data=DataSpec(train_path="x"),
+        output=OutputSpec(adapter_name="bench"),
+        quantization=quant,
         lora=LoraSpec(r=r, lora_on_experts=experts),
         training=TrainingSpec(micro_batch_size=mb, max_length=length, gradient_checkpointing=ckpt),
     )
@@ -90,7 +93,8 @@ def run_one(name: str, cfg: tuple, device_name: str, layers: int | None) -> dict
 
         model = build_random_nf4_model(config, device)
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=ckpt,
+            model,
+            use_gradient_checkpointing=ckpt,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     else:
@@ -99,7 +103,9 @@ def run_one(name: str, cfg: tuple, device_name: str, layers: int | None) -> dict
         for p in model.parameters():
             p.requires_grad_(False)
         if ckpt:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
             model.enable_input_require_grads()
     model = get_peft_model(model, build_lora_config(spec, caps))
     arch_hooks.post_lora(model, spec, caps)
@@ -109,7 +115,9 @@ def run_one(name: str, cfg: tuple, device_name: str, layers: int | None) -> dict
     samples = []
     for i in range(mb):
         ids = torch.randint(10, facts.vocab - 10, (length,), generator=gen).tolist()
-        samples.append(D.Sample(input_ids=ids, targets=ids[1:] + [D.IGNORE], n_loss=length - 1, row=i + 1))
+        samples.append(
+            D.Sample(input_ids=ids, targets=ids[1:] + [D.IGNORE], n_loss=length - 1, row=i + 1)
+        )
     batch = D.collate(samples, list(range(mb)), packed=packing != "padded", pad_id=0, device=device)
     model.train()
     for _ in range(2):
@@ -119,14 +127,21 @@ def run_one(name: str, cfg: tuple, device_name: str, layers: int | None) -> dict
         opt.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - t0
     row = {
-        "config": name, "model": model_id, "quantization": quant, "micro_batch": mb,
-        "max_length": length, "checkpointing": ckpt, "lora_r": r, "layers": facts.layers,
+        "config": name,
+        "model": model_id,
+        "quantization": quant,
+        "micro_batch": mb,
+        "max_length": length,
+        "checkpointing": ckpt,
+        "lora_r": r,
+        "layers": facts.layers,
         "trainable_measured": sum(p.numel() for p in params),
         "trainable_predicted": predicted.lora_params,
         "predicted_gib": round(predicted.total_bytes / GIB, 2),
         "predicted_tensors_gib": round((predicted.total_bytes - context - headroom) / GIB, 2),
         "predicted_reserved_gib": round((predicted.total_bytes - context) / GIB, 2),
-        "seconds": round(seconds, 1), "device": str(device),
+        "seconds": round(seconds, 1),
+        "device": str(device),
     }
     if on_cuda:
         alloc = torch.cuda.max_memory_allocated(device) / GIB
@@ -148,8 +163,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", action="append", choices=sorted(CONFIGS), help="run only these")
     ap.add_argument("--json", type=Path, help="also write the rows here")
-    ap.add_argument("--smoke", action="store_true",
-                    help="CPU, one layer, 64 tokens, two configs: checks the script, measures nothing")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU, one layer, 64 tokens, two configs: checks the script, measures nothing",
+    )
     args = ap.parse_args()
     import torch
 
@@ -158,23 +176,32 @@ def main() -> None:
     configs = {n: CONFIGS[n] for n in names}
     if args.smoke:
         device, layers = "cpu", 1
-        configs = {n: (c[0], c[1], 1, 64, c[4], c[5], c[6])
-                   for n, c in CONFIGS.items() if n in ("7b-nf4-mb1", "8b-bf16-mb1")}
+        configs = {
+            n: (c[0], c[1], 1, 64, c[4], c[5], c[6])
+            for n, c in CONFIGS.items()
+            if n in ("7b-nf4-mb1", "8b-bf16-mb1")
+        }
     elif device == "cpu":
-        sys.exit("no CUDA GPU here: measured peak memory needs one (use --smoke to check the script)")
+        sys.exit(
+            "no CUDA GPU here: measured peak memory needs one (use --smoke to check the script)"
+        )
     rows = []
     for n, c in configs.items():
         row = run_one(n, c, device, layers)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'config':16s} {'predicted':>10s} {'tensors':>9s} {'allocated':>10s} {'ratio':>6s} "
-          f"{'reserved':>9s} {'ratio':>6s}")
+    print(
+        f"\n{'config':16s} {'predicted':>10s} {'tensors':>9s} {'allocated':>10s} {'ratio':>6s} "
+        f"{'reserved':>9s} {'ratio':>6s}"
+    )
     for r in rows:
-        print(f"{r['config']:16s} {r['predicted_gib']:>9.2f}G {r['predicted_tensors_gib']:>8.2f}G "
-              f"{r.get('measured_allocated_gib', float('nan')):>9.2f}G "
-              f"{r.get('allocated_vs_predicted', float('nan')):>6.3f} "
-              f"{r.get('measured_reserved_gib', float('nan')):>8.2f}G "
-              f"{r.get('reserved_vs_predicted', float('nan')):>6.3f}")
+        print(
+            f"{r['config']:16s} {r['predicted_gib']:>9.2f}G {r['predicted_tensors_gib']:>8.2f}G "
+            f"{r.get('measured_allocated_gib', float('nan')):>9.2f}G "
+            f"{r.get('allocated_vs_predicted', float('nan')):>6.3f} "
+            f"{r.get('measured_reserved_gib', float('nan')):>8.2f}G "
+            f"{r.get('reserved_vs_predicted', float('nan')):>6.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -39,7 +39,9 @@ def build_config(args: argparse.Namespace):
 
     from trainer.shared.moe_facts import QWEN3_NEXT_80B_A3B
 
-    fields = {k: v for k, v in QWEN3_NEXT_80B_A3B.items() if k not in ("model_type", "architectures")}
+    fields = {
+        k: v for k, v in QWEN3_NEXT_80B_A3B.items() if k not in ("model_type", "architectures")
+    }
     if args.layers:
         fields["num_hidden_layers"] = args.layers
     if args.experts:
@@ -61,7 +63,13 @@ def predicted(config) -> dict:
         "params_b": {k: round(v["params"] / 1e9, 4) for k, v in fp.items()},
         "bits_per_param": {k: v["bits_per_param"] for k, v in fp.items()},
         "experts_bf16_total_gib": round(
-            (fp["total"]["bytes"] - fp["routed_experts"]["bytes"] + 2 * fp["routed_experts"]["params"]) / GIB, 2
+            (
+                fp["total"]["bytes"]
+                - fp["routed_experts"]["bytes"]
+                + 2 * fp["routed_experts"]["params"]
+            )
+            / GIB,
+            2,
         ),
         "expert_lora_params_r16": expert_lora_params(config, 16),
     }
@@ -142,9 +150,17 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     config = build_config(args)
-    result: dict = {"config": {"layers": config.num_hidden_layers, "experts": config.num_experts,
-                               "vocab": config.vocab_size, "seq": args.seq, "micro_batch": 1,
-                               "lora_r": args.r, "lora_on_experts": args.lora_on_experts}}
+    result: dict = {
+        "config": {
+            "layers": config.num_hidden_layers,
+            "experts": config.num_experts,
+            "vocab": config.vocab_size,
+            "seq": args.seq,
+            "micro_batch": 1,
+            "lora_r": args.r,
+            "lora_on_experts": args.lora_on_experts,
+        }
+    }
     result["predicted"] = predicted(config)
     if args.predict_only:
         print(json.dumps(result, indent=2))
@@ -183,11 +199,18 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     model = prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
+        model,
+        use_gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
     )
     caps = capabilities(config)
-    lora = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.0,
-                      target_modules=list(caps.lora_targets), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=args.r,
+        lora_alpha=2 * args.r,
+        lora_dropout=0.0,
+        target_modules=list(caps.lora_targets),
+        task_type="CAUSAL_LM",
+    )
     with peft_module_targets():
         model = get_peft_model(model, lora)
     if args.lora_on_experts:

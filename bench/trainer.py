@@ -150,8 +150,11 @@ def run_trl(way: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         disable_tqdm=True,
     )
     lora = LoraConfig(
-        r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-        target_modules=TARGETS, task_type="CAUSAL_LM",
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=TARGETS,
+        task_type="CAUSAL_LM",
     )
     trainer = SFTTrainer(
         model=str(work / "model"),
@@ -163,7 +166,11 @@ def run_trl(way: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     slots = real = loss_tokens = 0
     for batch in trainer.get_train_dataloader():
         slots += batch["input_ids"].numel()
-        real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        real += (
+            int(batch["attention_mask"].sum())
+            if "attention_mask" in batch
+            else batch["input_ids"].numel()
+        )
         loss_tokens += int((batch["labels"][..., 1:] != -100).sum())
     cpu0 = time.process_time()
     out = trainer.train()
@@ -281,8 +288,15 @@ def prepare(work: Path, rows: int | None, threads: int) -> dict[str, Any]:
     train = [data[i] for i in sorted(order[n_eval:])]
     _write_rows(work / "train.jsonl", train)
     build_tiny_chat_model(
-        work / "model", seed=0, hidden_size=1024, num_layers=2, intermediate_size=2816,
-        num_heads=16, num_kv_heads=4, dtype="bfloat16", initializer_range=0.02,
+        work / "model",
+        seed=0,
+        hidden_size=1024,
+        num_layers=2,
+        intermediate_size=2816,
+        num_heads=16,
+        num_kv_heads=4,
+        dtype="bfloat16",
+        initializer_range=0.02,
     )
     tok = AutoTokenizer.from_pretrained(work / "model")
     lengths = [
@@ -327,7 +341,11 @@ def summarise(cfg: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[s
             "train_cpu_seconds": round(r["train_cpu_seconds"], 2),
             "final_train_loss": round(r["final_train_loss"], 4),
             "eval_loss": round(r["eval_loss"], 4),
-            **{k: r[k] for k in ("model_dtype", "attention", "packing", "activation_checkpointing") if k in r},
+            **{
+                k: r[k]
+                for k in ("model_dtype", "attention", "packing", "activation_checkpointing")
+                if k in r
+            },
         }
     # Ratios of wall-clock rates (the headline), and of CPU-time rates: on a machine shared
     # with other work the latter is steadier, since each run is one thread.
@@ -351,18 +369,35 @@ def gpu_real_size(args: argparse.Namespace) -> dict[str, Any]:
     from trainer.shared.tiny import build_tiny_chat_model
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="brightrun-gpu-bench-"))
-    shape = dict(
-        hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-        num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-    ) if not args.shape_small else dict(
-        hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, vocab_size=4096,
+    shape = (
+        dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            vocab_size=152064,
+        )
+        if not args.shape_small
+        else dict(
+            hidden_size=256,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=4096,
+        )
     )
     model_dir = work / "model"
     if not (model_dir / "config.json").is_file():
         tiny = build_tiny_chat_model(work / "tok", hidden_size=64)  # tokenizer + template
-        cfg = Qwen2Config(**shape, max_position_embeddings=32768, tie_word_embeddings=False,
-                          eos_token_id=2, pad_token_id=0)
+        cfg = Qwen2Config(
+            **shape,
+            max_position_embeddings=32768,
+            tie_word_embeddings=False,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         with torch.device(device):
             model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
@@ -371,19 +406,33 @@ def gpu_real_size(args: argparse.Namespace) -> dict[str, Any]:
         for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
             (model_dir / f).write_bytes((tiny / f).read_bytes())
     n_params = _qwen2_params(shape)
-    subprocess.run([sys.executable, str(SKEWED), str(work / "train.jsonl"), "--rows", str(args.rows or 600)], check=True)
+    subprocess.run(
+        [sys.executable, str(SKEWED), str(work / "train.jsonl"), "--rows", str(args.rows or 600)],
+        check=True,
+    )
     results = {}
     variants = (("brightrun_defaults", {}), ("recompute_all_layers", {"checkpoint_layers": "all"}))
     for label, overrides in variants:
-        spec = JobSpec.model_validate({
-            "job_id": f"gpu-{label}",
-            "model": {"name_or_path": str(model_dir)},
-            "data": {"train_path": str(work / "train.jsonl")},
-            "quantization": "nf4",
-            "training": {"max_steps": args.gpu_steps, "micro_batch_size": 4, "grad_accum": 1,
-                         "max_length": 2048, "checkpoint_every": 0, **overrides},
-            "output": {"adapter_name": f"gpu-{label}", "local_dir": str(work / f"adapter-{label}")},
-        })
+        spec = JobSpec.model_validate(
+            {
+                "job_id": f"gpu-{label}",
+                "model": {"name_or_path": str(model_dir)},
+                "data": {"train_path": str(work / "train.jsonl")},
+                "quantization": "nf4",
+                "training": {
+                    "max_steps": args.gpu_steps,
+                    "micro_batch_size": 4,
+                    "grad_accum": 1,
+                    "max_length": 2048,
+                    "checkpoint_every": 0,
+                    **overrides,
+                },
+                "output": {
+                    "adapter_name": f"gpu-{label}",
+                    "local_dir": str(work / f"adapter-{label}"),
+                },
+            }
+        )
         events = list(run_job(spec, WorkerEnv(work / "cache", work / "ck", None)))
         if events[-1].type != "completed":
             results[label] = {"failed": events[-1].data}
@@ -422,15 +471,18 @@ def main() -> None:
     ap.add_argument("--ways", default="abc", help="which of a, b, c to run (default all)")
     ap.add_argument("--workdir", help="keep intermediate files here (default: a temp folder)")
     ap.add_argument(
-        "--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
         help="compute dtype of all three ways (default: the trainer's rule for this CPU)",
     )
     ap.add_argument("--gpu-real-size", action="store_true", help="QLoRA on 7B shapes (CUDA)")
     ap.add_argument("--gpu-steps", type=int, default=8)
     ap.add_argument("--shape-small", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
-        "--brightrun-overrides", default="{}",
-        help='JSON of training settings changed for (c) only, for ablations, e.g. '
+        "--brightrun-overrides",
+        default="{}",
+        help="JSON of training settings changed for (c) only, for ablations, e.g. "
         '\'{"checkpoint_layers": "all"}\'',
     )
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -456,7 +508,8 @@ def main() -> None:
             t = time.monotonic()
             subprocess.run(
                 [sys.executable, __file__, "--child", way, "--workdir", str(work)],
-                check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+                check=True,
+                env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
             )
             results[way] = json.loads((work / f"result-{way}.json").read_text())
             results[way]["wall_seconds"] = time.monotonic() - t

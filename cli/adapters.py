@@ -21,7 +21,9 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="Adapter versions: list, show, promote, evaluate, continue, export, push, merge, delete.")
+app = typer.Typer(
+    help="Adapter versions: list, show, promote, evaluate, continue, export, push, merge, delete."
+)
 
 
 def _ctx() -> tuple[Any, Any]:
@@ -56,8 +58,16 @@ def _print_versions(rows: list[Any]) -> None:
 
     table = Table("version", "id", "base model", "parent", "final loss", "eval", "stored", "volume")
     for r in rows:
-        table.add_row(r.label, r.id, r.base_model, r.parent_label or "-", _loss(r.final_loss),
-                      r.eval_status or "-", "yes" if r.stored else "no", "yes" if r.on_volume else "no")  # fmt: skip
+        table.add_row(
+            r.label,
+            r.id,
+            r.base_model,
+            r.parent_label or "-",
+            _loss(r.final_loss),
+            r.eval_status or "-",
+            "yes" if r.stored else "no",
+            "yes" if r.on_volume else "no",
+        )
     Console().print(table)
 
 
@@ -125,12 +135,19 @@ def show(
         _fail(e)
     me = chain[0]
     if as_json:
-        typer.echo(json.dumps({**me.to_dict(), "lineage": [c.label for c in chain[1:]], "evaluation": rep},
-                              indent=1, default=str))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {**me.to_dict(), "lineage": [c.label for c in chain[1:]], "evaluation": rep},
+                indent=1,
+                default=str,
+            )
+        )
         return
     typer.echo(f"{me.label} ({me.id}) on {me.base_model}")
-    typer.echo(f"  job {me.job_id or '-'}, dataset {me.dataset_id or '-'}; final loss {_loss(me.final_loss)}, "
-               f"eval loss {_loss(me.eval_loss)}")  # fmt: skip
+    typer.echo(
+        f"  job {me.job_id or '-'}, dataset {me.dataset_id or '-'}; final loss {_loss(me.final_loss)}, "
+        f"eval loss {_loss(me.eval_loss)}"
+    )
     if len(chain) > 1:
         typer.echo("  lineage: " + " <- ".join(c.label for c in chain))
     if rep and rep.get("status") == "done":
@@ -142,11 +159,15 @@ def show(
         if rep.get("judge"):
             typer.echo(f"    LLM judge win rate {rep['judge']['win_rate']}")
     elif rep:
-        typer.echo(f"  evaluation {rep.get('status')}: {rep.get('reason') or rep.get('error') or ''}")
+        typer.echo(
+            f"  evaluation {rep.get('status')}: {rep.get('reason') or rep.get('error') or ''}"
+        )
 
 
 @app.command("promote")
-def promote(ref: str = typer.Argument(..., help="checkpoint version id (see `versions NAME`)")) -> None:
+def promote(
+    ref: str = typer.Argument(..., help="checkpoint version id (see `versions NAME`)"),
+) -> None:
     """Make a checkpoint the adapter's next numbered version."""
     from core import adapters
     from core.clients.storage import make_blob_store
@@ -176,7 +197,10 @@ def delete(
     settings, actor = _ctx()
     one = ref.startswith("av-") or bool(adapters._REF.match(ref))
     if not yes:
-        typer.confirm(f"delete {'version' if one else 'adapter'} {ref}{'' if one else ' and all its versions'}?", abort=True)
+        typer.confirm(
+            f"delete {'version' if one else 'adapter'} {ref}{'' if one else ' and all its versions'}?",
+            abort=True,
+        )
     try:
         with session_scope(settings) as s:
             if one:
@@ -191,7 +215,9 @@ def delete(
 @app.command("eval")
 def eval_command(
     ref: str = typer.Argument(..., help="version: id, NAME, NAME:v2"),
-    judge: bool | None = typer.Option(None, "--judge/--no-judge", help="LLM judge win rate (default: EVAL_JUDGE)"),
+    judge: bool | None = typer.Option(
+        None, "--judge/--no-judge", help="LLM judge win rate (default: EVAL_JUDGE)"
+    ),
     rows: int | None = typer.Option(None, "--rows", help="eval rows (default: EVAL_MAX_ROWS)"),
 ) -> None:
     """Evaluate a version now on its dataset's eval split, adapter against base, through
@@ -207,7 +233,9 @@ def eval_command(
     except _errors() as e:
         _fail(e)
     for m in evaluate.METRICS:
-        typer.echo(f"{evaluate.METRIC_LABELS[m]:<12} adapter {rep['adapter'][m]:.3f}  base {rep['base'][m]:.3f}")
+        typer.echo(
+            f"{evaluate.METRIC_LABELS[m]:<12} adapter {rep['adapter'][m]:.3f}  base {rep['base'][m]:.3f}"
+        )
     if rep.get("judge"):
         typer.echo(f"LLM judge ({rep['judge']['model']}) win rate {rep['judge']['win_rate']}")
 
@@ -219,7 +247,9 @@ def continue_command(
     epochs: float | None = typer.Option(None, "--epochs", help="passes over the data"),
     max_steps: int | None = typer.Option(None, "--max-steps", help="optimizer steps"),
     lr: float | None = typer.Option(None, "--lr", help="learning rate"),
-    adapter_name: str = typer.Option("", "--adapter-name", help="name of the result (default: the parent's)"),
+    adapter_name: str = typer.Option(
+        "", "--adapter-name", help="name of the result (default: the parent's)"
+    ),
     budget: float = typer.Option(0.0, "--budget", help="dollar cap (default: JOB_BUDGET_USD)"),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
 ) -> None:
@@ -237,18 +267,28 @@ def continue_command(
         training["max_steps"] = max_steps
     try:
         job = jobs.continue_training(
-            actor, settings, ref, dataset_id=dataset or None, training=training,
-            adapter_name=adapter_name or None, budget_usd=budget or None, gpu_type=gpu or None,
-        )  # fmt: skip
+            actor,
+            settings,
+            ref,
+            dataset_id=dataset or None,
+            training=training,
+            adapter_name=adapter_name or None,
+            budget_usd=budget or None,
+            gpu_type=gpu or None,
+        )
     except _errors() as e:
         _fail(e)
-    typer.echo(f"job {job.id} {job.status}: continues {ref}; follow it with `brightrun jobs show {job.id}`")
+    typer.echo(
+        f"job {job.id} {job.status}: continues {ref}; follow it with `brightrun jobs show {job.id}`"
+    )
 
 
 @app.command("export")
 def export(
     ref: str = typer.Argument(..., help="version: id, NAME, NAME:v2"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="zip file to write (default: ./<label>.zip)"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="zip file to write (default: ./<label>.zip)"
+    ),
 ) -> None:
     """Download a version as a zip: PEFT files, brightrun.json and a model card."""
     from core import export as ex
@@ -288,10 +328,14 @@ def merge(
     ref: str = typer.Argument(..., help="version: id, NAME, NAME:v2"),
     dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16 | float16 | float32"),
     shard_mb: float = typer.Option(5000.0, "--shard-mb", help="largest safetensors shard, MB"),
-    hub_repo: str = typer.Option("", "--hub-repo", help="also push the merged model here (worker's HF_TOKEN)"),
+    hub_repo: str = typer.Option(
+        "", "--hub-repo", help="also push the merged model here (worker's HF_TOKEN)"
+    ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     budget: float = typer.Option(0.0, "--budget", help="dollar cap (default: JOB_BUDGET_USD)"),
-    plan_only: bool = typer.Option(False, "--plan-only", help="show memory, time and cost; launch nothing"),
+    plan_only: bool = typer.Option(
+        False, "--plan-only", help="show memory, time and cost; launch nothing"
+    ),
 ) -> None:
     """Merge a version into its base model's weights on the GPU endpoint (for serving
     without LoRA support); the shards go to storage, and to the Hub with --hub-repo."""
@@ -311,27 +355,47 @@ def merge(
                 base, size = v.base_model, v.size_bytes or 0
             facts = planner.describe(base, local_models_dir=settings.data_dir / "models")
             gpu_id = jobs.pricing_for(settings, gpu or None).priced_as
-            plan = ex.plan_merge(facts, gpus=[gpu_id], dtype=dtype, adapter_bytes=size,
-                                 tier=settings.price_tier, price_overrides=settings.gpu_prices)  # fmt: skip
+            plan = ex.plan_merge(
+                facts,
+                gpus=[gpu_id],
+                dtype=dtype,
+                adapter_bytes=size,
+                tier=settings.price_tier,
+                price_overrides=settings.gpu_prices,
+            )
         else:
-            job, plan = ex.merge(actor, settings, ref, dtype=dtype, max_shard_size_mb=shard_mb,
-                                 hub_repo=hub_repo or None, budget_usd=budget or None, gpu_type=gpu or None)  # fmt: skip
+            job, plan = ex.merge(
+                actor,
+                settings,
+                ref,
+                dtype=dtype,
+                max_shard_size_mb=shard_mb,
+                hub_repo=hub_repo or None,
+                budget_usd=budget or None,
+                gpu_type=gpu or None,
+            )
     except _errors() as e:
         _fail(e)
     if plan is not None:
         v0, c0 = plan.verdicts[0], plan.costs[0]
-        typer.echo(f"merge of {plan.model} in {plan.dtype}: needs {plan.need_bytes / 2**30:.1f} GiB on "
-                   f"{v0['name']} ({v0['verdict']}), {plan.disk_bytes / 2**30:.1f} GiB disk, "
-                   f"{plan.seconds_low / 60:.0f}-{plan.seconds_high / 60:.0f} min, "
-                   f"${c0['usd_low']:.2f}-${c0['usd_high']:.2f}")  # fmt: skip
+        typer.echo(
+            f"merge of {plan.model} in {plan.dtype}: needs {plan.need_bytes / 2**30:.1f} GiB on "
+            f"{v0['name']} ({v0['verdict']}), {plan.disk_bytes / 2**30:.1f} GiB disk, "
+            f"{plan.seconds_low / 60:.0f}-{plan.seconds_high / 60:.0f} min, "
+            f"${c0['usd_low']:.2f}-${c0['usd_high']:.2f}"
+        )
     if not plan_only:
-        typer.echo(f"job {job.id} {job.status}: merging {ref}; follow it with `brightrun jobs show {job.id}`")
+        typer.echo(
+            f"job {job.id} {job.status}: merging {ref}; follow it with `brightrun jobs show {job.id}`"
+        )
 
 
 def cache_model(
     model: str = typer.Argument(..., help="hub id, e.g. Qwen/Qwen2.5-7B-Instruct"),
     revision: str = typer.Option("", "--revision", help="branch, tag or commit"),
-    quantized_copy: bool = typer.Option(False, "--quantized-copy", help="also store a pre-quantised copy"),
+    quantized_copy: bool = typer.Option(
+        False, "--quantized-copy", help="also store a pre-quantised copy"
+    ),
     quant: str = typer.Option("nf4", "--quant", help="nf4 | int8, for --quantized-copy"),
     status: bool = typer.Option(False, "--status", help="only say whether the model is cached"),
 ) -> None:
@@ -344,8 +408,16 @@ def cache_model(
         if status:
             typer.echo(actions.cache_status(actor, settings, model, revision or None))
             return
-        job = actions.cache_model(actor, settings, model, revision=revision or None,
-                                  quantized_copy=quantized_copy, quantization=quant)  # fmt: skip
+        job = actions.cache_model(
+            actor,
+            settings,
+            model,
+            revision=revision or None,
+            quantized_copy=quantized_copy,
+            quantization=quant,
+        )
     except _errors() as e:
         _fail(e)
-    typer.echo(f"job {job.id} {job.status}: caching {model}; follow it with `brightrun jobs show {job.id}`")
+    typer.echo(
+        f"job {job.id} {job.status}: caching {model}; follow it with `brightrun jobs show {job.id}`"
+    )

@@ -52,7 +52,9 @@ def users(
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
     for r in rows:
-        budget = f"${r['monthly_budget_usd']:.2f}" + (" (default)" if r["budget_is_default"] else "")
+        budget = f"${r['monthly_budget_usd']:.2f}" + (
+            " (default)" if r["budget_is_default"] else ""
+        )
         jobs = f"{r['max_concurrent_jobs']}" + (" (default)" if r["jobs_limit_is_default"] else "")
         typer.echo(
             f"{r['email'] or r['user_id']}  {r['role']}  spent ${r['month_spend_usd']:.2f} in {r['month']}"
@@ -64,8 +66,12 @@ def users(
 def set_limits(
     user: str = typer.Argument(..., help="user id or email"),
     monthly_budget: float | None = typer.Option(None, "--monthly-budget", help="dollars per month"),
-    default_budget: bool = typer.Option(False, "--default-budget", help="back to MONTHLY_BUDGET_USD"),
-    max_jobs: int | None = typer.Option(None, "--max-jobs", help="unfinished jobs at once (0: none)"),
+    default_budget: bool = typer.Option(
+        False, "--default-budget", help="back to MONTHLY_BUDGET_USD"
+    ),
+    max_jobs: int | None = typer.Option(
+        None, "--max-jobs", help="unfinished jobs at once (0: none)"
+    ),
     default_jobs: bool = typer.Option(False, "--default-jobs", help="back to MAX_CONCURRENT_JOBS"),
 ) -> None:
     """Set a user's monthly budget and/or concurrent-job limit; applies to their next launch."""
@@ -77,10 +83,14 @@ def set_limits(
     if max_jobs is not None or default_jobs:
         changes["max_concurrent_jobs"] = None if default_jobs else max_jobs
     if not changes:
-        raise typer.BadParameter("give --monthly-budget/--default-budget and/or --max-jobs/--default-jobs")
+        raise typer.BadParameter(
+            "give --monthly-budget/--default-budget and/or --max-jobs/--default-jobs"
+        )
     u = _run(lambda a, s, st: admin.set_limits(a, s, user, **changes))
-    typer.echo(f"limits of {u.email or u.id}: budget {u.monthly_budget_usd if u.monthly_budget_usd is not None else 'default'}, "
-               f"jobs at once {u.max_concurrent_jobs if u.max_concurrent_jobs is not None else 'default'}")  # fmt: skip
+    typer.echo(
+        f"limits of {u.email or u.id}: budget {u.monthly_budget_usd if u.monthly_budget_usd is not None else 'default'}, "
+        f"jobs at once {u.max_concurrent_jobs if u.max_concurrent_jobs is not None else 'default'}"
+    )
 
 
 @app.command("set-role")

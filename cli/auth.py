@@ -31,9 +31,13 @@ def acting_user(settings: Any) -> Any:
 def login(
     email: str = typer.Option(..., "--email", prompt=True, help="your account's email address"),
     password: str = typer.Option(
-        ..., "--password", prompt=True, hide_input=True, envvar="BRIGHTRUN_PASSWORD",
+        ...,
+        "--password",
+        prompt=True,
+        hide_input=True,
+        envvar="BRIGHTRUN_PASSWORD",
         help="your password (prompted without echo when left out)",
-    ),  # fmt: skip
+    ),
 ) -> None:
     """Sign in with Supabase Auth (AUTH=supabase); later commands act as you."""
     from core.clients import auth

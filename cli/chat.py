@@ -1,8 +1,8 @@
 """`brightrun chat`: talk to an adapter (or the base) from the terminal, streamed.
 
-    brightrun chat --adapter support-bot "How do I reset my password?"
-    brightrun chat --adapter support-bot --version 1 --base "..."   # base answers too
-    brightrun chat --list
+brightrun chat --adapter support-bot "How do I reset my password?"
+brightrun chat --adapter support-bot --version 1 --base "..."   # base answers too
+brightrun chat --list
 """
 
 from __future__ import annotations
@@ -70,7 +70,11 @@ def chat(
 
 
 def _sampling(
-    temperature: float | None, top_p: float | None, max_tokens: int | None, seed: int | None, stop: list[str]
+    temperature: float | None,
+    top_p: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+    stop: list[str],
 ) -> Any:
     """The options given on the command line over BrightRun's sampling defaults."""
     from dataclasses import asdict

@@ -66,7 +66,9 @@ def _print_report(rep: dict[str, Any]) -> None:
                     f" {tok['windows']} windows, no token lost"
                 )
         if tok.get("unmeasured_chat_rows"):
-            typer.echo(f"  {tok['unmeasured_chat_rows']} chat rows not measured: {tok['unmeasured_reason']}")
+            typer.echo(
+                f"  {tok['unmeasured_chat_rows']} chat rows not measured: {tok['unmeasured_reason']}"
+            )
     elif tok:
         typer.echo(f"tokens: not measured: {tok.get('reason')}")
 

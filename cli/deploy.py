@@ -197,9 +197,7 @@ def _run(
         raise typer.Exit(1) from None
 
 
-def _report(
-    result: DeployResult, config: DeployConfig, settings: Settings, env_file: Path
-) -> None:
+def _report(result: DeployResult, config: DeployConfig, settings: Settings, env_file: Path) -> None:
     if result.env_changed:
         for k, (_, new) in result.env_changed.items():
             typer.echo(f"{env_file}: {k}={new}")

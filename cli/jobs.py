@@ -53,11 +53,32 @@ def job_summary(job: Any) -> dict[str, Any]:
     from core.jobs import live_cost_usd
 
     keys = (
-        "id", "status", "base_model", "adapter_name", "dataset_id", "gpu_type", "price_tier",
-        "rate_per_s", "budget_usd", "step", "total_steps", "progress", "eta_s", "final_loss",
-        "eval_loss", "delay_ms", "execution_ms", "billed_s", "attempt", "stop_reason",
-        "failure_kind", "failure_message", "failure_suggestion", "runpod_job_id", "parent_job_id",
-    )  # fmt: skip
+        "id",
+        "status",
+        "base_model",
+        "adapter_name",
+        "dataset_id",
+        "gpu_type",
+        "price_tier",
+        "rate_per_s",
+        "budget_usd",
+        "step",
+        "total_steps",
+        "progress",
+        "eta_s",
+        "final_loss",
+        "eval_loss",
+        "delay_ms",
+        "execution_ms",
+        "billed_s",
+        "attempt",
+        "stop_reason",
+        "failure_kind",
+        "failure_message",
+        "failure_suggestion",
+        "runpod_job_id",
+        "parent_job_id",
+    )
     out = {k: getattr(job, k) for k in keys}
     out["cost_usd"] = round(live_cost_usd(job), 6)
     for k in ("created_at", "started_at", "finished_at"):
@@ -77,8 +98,9 @@ def train(
     adapter_name: str = typer.Option(
         "", "--adapter-name", help="adapter name (default: model-dataset)"
     ),
-    preset: str = typer.Option("", "--preset", help="start from a Train page preset: "
-                               "Quick try | Balanced | Thorough"),
+    preset: str = typer.Option(
+        "", "--preset", help="start from a Train page preset: Quick try | Balanced | Thorough"
+    ),
     quant: str | None = typer.Option(None, "--quant", help="nf4 | int8 | none (default: nf4)"),
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank"),
     lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="LoRA alpha"),
@@ -93,10 +115,14 @@ def train(
         None, "--grad-accum", help="micro-batches per optimizer step"
     ),
     max_length: int | None = typer.Option(
-        None, "--max-length", help="tokens per row (longer chat rows are cut, longer text documents split into windows)"
+        None,
+        "--max-length",
+        help="tokens per row (longer chat rows are cut, longer text documents split into windows)",
     ),
     eval_fraction: float | None = typer.Option(
-        None, "--eval-fraction", help="rows held out for eval when the dataset has no eval split (default: 0)"
+        None,
+        "--eval-fraction",
+        help="rows held out for eval when the dataset has no eval split (default: 0)",
     ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     budget: float = typer.Option(
@@ -115,13 +141,29 @@ def train(
     settings = _settings()
     actor = _actor(settings)
     try:
-        job = _launch(actor, settings, preset, dict(
-            model=model, dataset_id=dataset, adapter_name=adapter_name or None, quantization=quant,
-            eval_fraction=eval_fraction, gpu_type=gpu or None, budget_usd=budget or None,
-            lora={"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout},
-            training={"learning_rate": lr, "micro_batch_size": micro_batch, "grad_accum": grad_accum,
-                      "max_length": max_length, "epochs": epochs, "max_steps": max_steps},
-        ))  # fmt: skip
+        job = _launch(
+            actor,
+            settings,
+            preset,
+            dict(
+                model=model,
+                dataset_id=dataset,
+                adapter_name=adapter_name or None,
+                quantization=quant,
+                eval_fraction=eval_fraction,
+                gpu_type=gpu or None,
+                budget_usd=budget or None,
+                lora={"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout},
+                training={
+                    "learning_rate": lr,
+                    "micro_batch_size": micro_batch,
+                    "grad_accum": grad_accum,
+                    "max_length": max_length,
+                    "epochs": epochs,
+                    "max_steps": max_steps,
+                },
+            ),
+        )
     except _errors() as e:
         _fail(e)
     pricing = jobs.pricing_for(settings, gpu or None)
@@ -180,11 +222,15 @@ def follow(actor: Any, settings: Any, job_id: str, every_s: float = 2.0) -> int:
                 time.sleep(every_s)
                 continue
             bar.update(
-                task, total=job.total_steps or None, completed=job.step or 0, status=job.status,
+                task,
+                total=job.total_steps or None,
+                completed=job.step or 0,
+                status=job.status,
                 steps=f"{job.step or 0}/{job.total_steps or '?'}",
                 loss=f"{job.final_loss:.4f}" if job.final_loss is not None else "-",
-                cost=_money(jobs.live_cost_usd(job)), eta=jobs.eta_text(job),
-            )  # fmt: skip
+                cost=_money(jobs.live_cost_usd(job)),
+                eta=jobs.eta_text(job),
+            )
             if job.status in TERMINAL_STATUSES:
                 break
             time.sleep(every_s)
@@ -352,7 +398,11 @@ def sync_command(
         typer.echo(f"synced {r.synced}, ended {r.ended}, errors {len(r.errors)}")
 
     try:
-        syncer.run(settings, interval_s=interval or None, passes=1 if once else None,
-                   on_pass=report_line if once else None)  # fmt: skip
+        syncer.run(
+            settings,
+            interval_s=interval or None,
+            passes=1 if once else None,
+            on_pass=report_line if once else None,
+        )
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

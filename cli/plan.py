@@ -22,7 +22,9 @@ import typer
 GIB = 1 << 30
 
 
-def _spec(model: str, quantization: str | None, lora: dict[str, Any], training: dict[str, Any]) -> Any:
+def _spec(
+    model: str, quantization: str | None, lora: dict[str, Any], training: dict[str, Any]
+) -> Any:
     """The job spec a launch with these settings would plan (`core.jobs.LaunchRequest`)."""
     from core import jobs
 
@@ -34,10 +36,13 @@ def _spec(model: str, quantization: str | None, lora: dict[str, Any], training: 
         **given,
     )
     return jobs.build_spec(
-        job_id="plan", model=model, adapter_name="plan", quantization=request.quantization,
+        job_id="plan",
+        model=model,
+        adapter_name="plan",
+        quantization=request.quantization,
         lora=request.lora.model_dump(exclude_unset=True),
         training=request.training.model_dump(exclude_unset=True),
-    )  # fmt: skip
+    )
 
 
 def _dataset_tokens(dataset_id: str, settings: Any) -> Any:
@@ -76,8 +81,9 @@ def _history(model: str, quantization: str, settings: Any) -> dict[str, list[flo
     try:
         actor = auth.cli_actor(settings)
     except auth.AuthError as e:
-        typer.echo(f"note: finished jobs not read ({e}); times use the default utilisation",
-                   err=True)
+        typer.echo(
+            f"note: finished jobs not read ({e}); times use the default utilisation", err=True
+        )
         return {}
     with session_scope(settings) as session:
         return repo.measured_throughput(actor, session, model, quantization)
@@ -98,7 +104,9 @@ def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
         f"{m.params.active / 1e9:.2f}B active per token, context {m.context_length:,})"
     )
     s = p.settings
-    targets = s["lora_targets"] if isinstance(s["lora_targets"], str) else ",".join(s["lora_targets"])
+    targets = (
+        s["lora_targets"] if isinstance(s["lora_targets"], str) else ",".join(s["lora_targets"])
+    )
     typer.echo(
         f"settings: {s['quantization']}, LoRA r{s['lora_r']} on {targets} "
         f"({s['lora_params'] / 1e6:.1f}M trainable{', + routed experts' if s['lora_on_experts'] else ''}), "
@@ -107,13 +115,14 @@ def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
         f"batching {s['packing']}"
     )
     mem = p.memory
-    typer.echo(f"\npeak GPU memory: {mem.total_bytes / GIB:.2f} GiB (peak at the {mem.peak_moment})")
+    typer.echo(
+        f"\npeak GPU memory: {mem.total_bytes / GIB:.2f} GiB (peak at the {mem.peak_moment})"
+    )
     for t in mem.terms:
         typer.echo(f"  {t.label:34s} {t.bytes / GIB:8.2f} GiB  {t.detail}")
     typer.echo("\nper GPU type:")
     for v in p.verdicts:
-        line = (f"  {v.name:18s} {v.memory_bytes / GIB:6.1f} GiB  "
-                f"{v.verdict.replace('_', ' '):13s}")
+        line = f"  {v.name:18s} {v.memory_bytes / GIB:6.1f} GiB  {v.verdict.replace('_', ' '):13s}"
         if v.suggestion:
             line += f"  try: {v.suggestion}"
         typer.echo(line)
@@ -144,37 +153,56 @@ def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
 
 # Long only through its typer options; the body reads as four steps (spec, tokens, plan, print).
 def plan(
-    model: str = typer.Option(..., "--model", help="catalog id, brightrun/tiny-chat, a model "
-                              "folder, or a hub id whose config.json is in the local cache"),
-    quant: str | None = typer.Option(None, "--quant", help="nf4, int8 or none (default: the "
-                                     "job spec's, nf4)"),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="catalog id, brightrun/tiny-chat, a model "
+        "folder, or a hub id whose config.json is in the local cache",
+    ),
+    quant: str | None = typer.Option(
+        None, "--quant", help="nf4, int8 or none (default: the job spec's, nf4)"
+    ),
     max_length: int | None = typer.Option(None, "--max-length", help="tokens per row"),
     batch: int | None = typer.Option(None, "--batch", help="micro-batch size (rows per step)"),
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="micro-batches per step"),
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank"),
-    targets: str | None = typer.Option(None, "--targets", help="LoRA target modules, comma "
-                                       "separated, or all-linear"),
-    lora_on_experts: bool | None = typer.Option(None, "--lora-on-experts/--no-lora-on-experts",
-                                                help="MoE: also adapt the routed experts"),
-    checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing/"
-                                              "--no-gradient-checkpointing",
-                                              help="recompute activations in backward"),
+    targets: str | None = typer.Option(
+        None, "--targets", help="LoRA target modules, comma separated, or all-linear"
+    ),
+    lora_on_experts: bool | None = typer.Option(
+        None, "--lora-on-experts/--no-lora-on-experts", help="MoE: also adapt the routed experts"
+    ),
+    checkpointing: bool | None = typer.Option(
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="recompute activations in backward",
+    ),
     packing: bool | None = typer.Option(None, "--packing/--no-packing", help="pack samples"),
     epochs: float | None = typer.Option(None, "--epochs", help="passes over the data"),
-    gpu: list[str] | None = typer.Option(None, "--gpu", help="GPU type id (repeatable; "
-                                         "default: every type in the price table)"),
-    dataset: str | None = typer.Option(None, "--dataset", help="stored dataset id: token "
-                                       "statistics from its report"),
+    gpu: list[str] | None = typer.Option(
+        None, "--gpu", help="GPU type id (repeatable; default: every type in the price table)"
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="stored dataset id: token statistics from its report"
+    ),
     rows: int | None = typer.Option(None, "--rows", help="training rows (with --tokens)"),
     tokens: float | None = typer.Option(None, "--tokens", help="mean tokens per row"),
-    measured: list[float] | None = typer.Option(None, "--measured", help="tokens/s finished "
-                                                "jobs of this model achieved on --gpu "
-                                                "(repeatable; the median replaces the formula "
-                                                "and the database's history for that GPU)"),
-    history: bool = typer.Option(True, "--history/--no-history", help="use the tokens/s your "
-                                 "finished jobs of this model measured (from the database)"),
-    budget: float | None = typer.Option(None, "--budget", help="job budget in USD: check it "
-                                        "and print the RunPod executionTimeout"),
+    measured: list[float] | None = typer.Option(
+        None,
+        "--measured",
+        help="tokens/s finished "
+        "jobs of this model achieved on --gpu "
+        "(repeatable; the median replaces the formula "
+        "and the database's history for that GPU)",
+    ),
+    history: bool = typer.Option(
+        True,
+        "--history/--no-history",
+        help="use the tokens/s your finished jobs of this model measured (from the database)",
+    ),
+    budget: float | None = typer.Option(
+        None, "--budget", help="job budget in USD: check it and print the RunPod executionTimeout"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
     """Peak GPU memory term by term, fits / tight / does not fit per GPU type (with a
@@ -184,10 +212,19 @@ def plan(
 
     settings = load_settings()
     try:
-        spec = _spec(model, quant, {"r": lora_r, "target_modules": _targets(targets),
-                                    "lora_on_experts": lora_on_experts},
-                     {"max_length": max_length, "micro_batch_size": batch, "grad_accum": grad_accum,
-                      "gradient_checkpointing": checkpointing, "packing": packing, "epochs": epochs})  # fmt: skip
+        spec = _spec(
+            model,
+            quant,
+            {"r": lora_r, "target_modules": _targets(targets), "lora_on_experts": lora_on_experts},
+            {
+                "max_length": max_length,
+                "micro_batch_size": batch,
+                "grad_accum": grad_accum,
+                "gradient_checkpointing": checkpointing,
+                "packing": packing,
+                "epochs": epochs,
+            },
+        )
         stats = _token_stats(dataset, rows, tokens, settings)
         p = _plan(spec, model, stats, list(gpu) if gpu else None, measured, history, settings)
     except (InvalidInput, ValueError) as e:  # ValidationError is a ValueError
@@ -201,8 +238,12 @@ def plan(
     if as_json:
         out = p.to_dict()
         if verdict is not None:
-            out["budget"] = {"ok": verdict.check.ok, "level": verdict.check.level, "message": verdict.check.message,
-                             "execution_timeout_ms": verdict.timeout_ms}  # fmt: skip
+            out["budget"] = {
+                "ok": verdict.check.ok,
+                "level": verdict.check.level,
+                "message": verdict.check.message,
+                "execution_timeout_ms": verdict.timeout_ms,
+            }
         typer.echo(json.dumps(out, default=str))
         return
     _print(p, verdict.check if verdict else None, verdict.timeout_ms if verdict else None, stats)
@@ -211,7 +252,11 @@ def plan(
 def _targets(targets: str | None) -> Any:
     if not targets:
         return None
-    return "all-linear" if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    return (
+        "all-linear"
+        if targets == "all-linear"
+        else [t.strip() for t in targets.split(",") if t.strip()]
+    )
 
 
 def _token_stats(dataset: str | None, rows: int | None, tokens: float | None, settings: Any) -> Any:
@@ -228,8 +273,15 @@ def _token_stats(dataset: str | None, rows: int | None, tokens: float | None, se
     return planner.TokenStats(rows=rows, mean_tokens=tokens)
 
 
-def _plan(spec: Any, model: str, stats: Any, gpus: list[str] | None, measured: list[float] | None,
-          history: bool, settings: Any) -> Any:  # fmt: skip
+def _plan(
+    spec: Any,
+    model: str,
+    stats: Any,
+    gpus: list[str] | None,
+    measured: list[float] | None,
+    history: bool,
+    settings: Any,
+) -> Any:
     """The planner's plan; times from the user's finished jobs unless --no-history, and
     --measured for the first --gpu over them."""
     from core import planner
@@ -241,5 +293,12 @@ def _plan(spec: Any, model: str, stats: Any, gpus: list[str] | None, measured: l
     meas = _history(model, spec.quantization, settings) if history and stats else {}
     if measured and gpus:
         meas[gpus[0]] = list(measured)
-    return planner.plan(spec, facts, tokens=stats, gpus=gpus, measured=meas, tier=settings.price_tier,
-                         price_overrides=settings.gpu_prices)  # fmt: skip
+    return planner.plan(
+        spec,
+        facts,
+        tokens=stats,
+        gpus=gpus,
+        measured=meas,
+        tier=settings.price_tier,
+        price_overrides=settings.gpu_prices,
+    )

@@ -19,9 +19,17 @@ _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 
 def sparkline(values: Sequence[float], *, height: int = 60) -> go.Figure:
     """A bare line of the loss, for a running job's card."""
-    fig = go.Figure(go.Scatter(y=list(values), mode="lines", line=dict(color=ACCENT, width=2), hoverinfo="y"))
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
-                      xaxis=dict(visible=False), yaxis=dict(visible=False), template="plotly_white")  # fmt: skip
+    fig = go.Figure(
+        go.Scatter(y=list(values), mode="lines", line=dict(color=ACCENT, width=2), hoverinfo="y")
+    )
+    fig.update_layout(
+        height=height,
+        margin=dict(l=0, r=0, t=0, b=0),
+        showlegend=False,
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False),
+        template="plotly_white",
+    )
     return fig
 
 
@@ -36,14 +44,47 @@ def training_curves(
     downsampled: bool = False,
 ) -> go.Figure:
     """Loss and eval loss over steps, with learning rate and tokens/s underneath."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.6, 0.2, 0.2],
-                        vertical_spacing=0.06, subplot_titles=("Loss", "Learning rate", "Tokens/s"))  # fmt: skip
-    fig.add_trace(go.Scatter(x=list(step), y=list(loss), name="train loss", mode="lines", line=dict(color=ACCENT)), 1, 1)
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.6, 0.2, 0.2],
+        vertical_spacing=0.06,
+        subplot_titles=("Loss", "Learning rate", "Tokens/s"),
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=list(step), y=list(loss), name="train loss", mode="lines", line=dict(color=ACCENT)
+        ),
+        1,
+        1,
+    )
     if eval_step:
-        fig.add_trace(go.Scatter(x=list(eval_step), y=list(eval_loss), name="eval loss",
-                                 mode="lines+markers", line=dict(color=EVAL)), 1, 1)  # fmt: skip
-    fig.add_trace(go.Scatter(x=list(step), y=list(lr), name="learning rate", mode="lines", line=dict(color=MUTED)), 2, 1)
-    fig.add_trace(go.Scatter(x=list(step), y=list(tokens_per_s), name="tokens/s", mode="lines", line=dict(color=GOOD)), 3, 1)
+        fig.add_trace(
+            go.Scatter(
+                x=list(eval_step),
+                y=list(eval_loss),
+                name="eval loss",
+                mode="lines+markers",
+                line=dict(color=EVAL),
+            ),
+            1,
+            1,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=list(step), y=list(lr), name="learning rate", mode="lines", line=dict(color=MUTED)
+        ),
+        2,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=list(step), y=list(tokens_per_s), name="tokens/s", mode="lines", line=dict(color=GOOD)
+        ),
+        3,
+        1,
+    )
     fig.update_xaxes(title_text="step", row=3, col=1)
     title = "Training" + (" (downsampled: bucket means)" if downsampled else "")
     fig.update_layout(height=520, title=title, legend=dict(orientation="h", y=-0.12), **_LAYOUT)
@@ -51,7 +92,10 @@ def training_curves(
 
 
 def token_histogram(
-    edges: Sequence[float], counts: Sequence[int], max_length: int, truncated_share: float,
+    edges: Sequence[float],
+    counts: Sequence[int],
+    max_length: int,
+    truncated_share: float,
     over: str = "truncated",
 ) -> go.Figure:
     """Rows per token length, the max-length cut-off drawn, bars past it in red. `over` says
@@ -60,36 +104,80 @@ def token_histogram(
     span = max(hi - lo, 1.0)
     mids = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
     widths = [max(b - a, span / 40) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    colours = [BAD if top > max_length else ACCENT for top in edges[1:]]  # bins holding truncated rows
-    fig = go.Figure(go.Bar(x=mids, y=list(counts), width=widths, marker_color=colours, name="rows",
-                           hovertemplate="%{x:.0f} tokens: %{y} rows<extra></extra>"))  # fmt: skip
+    colours = [
+        BAD if top > max_length else ACCENT for top in edges[1:]
+    ]  # bins holding truncated rows
+    fig = go.Figure(
+        go.Bar(
+            x=mids,
+            y=list(counts),
+            width=widths,
+            marker_color=colours,
+            name="rows",
+            hovertemplate="%{x:.0f} tokens: %{y} rows<extra></extra>",
+        )
+    )
     label = f"max length {max_length}: {truncated_share:.1%} of rows {over}"
     if max_length <= hi + span:  # the cut-off is drawn where it falls among the rows
-        fig.add_vline(x=max_length, line=dict(color=BAD, dash="dash"), annotation_text=label,
-                      annotation_position="top right")  # fmt: skip
+        fig.add_vline(
+            x=max_length,
+            line=dict(color=BAD, dash="dash"),
+            annotation_text=label,
+            annotation_position="top right",
+        )
         right = max(hi, max_length)
     else:  # far beyond the longest row: said, not drawn (it would squash the bars to nothing)
-        fig.add_annotation(text=label + " (beyond the longest row)", xref="paper", yref="paper", x=1, y=1.08,
-                           showarrow=False, font=dict(color=MUTED))  # fmt: skip
+        fig.add_annotation(
+            text=label + " (beyond the longest row)",
+            xref="paper",
+            yref="paper",
+            x=1,
+            y=1.08,
+            showarrow=False,
+            font=dict(color=MUTED),
+        )
         right = hi
-    fig.update_layout(height=320, title="Tokens per row (chat template applied)", xaxis_title="tokens",
-                      yaxis_title="rows", bargap=0.02, xaxis=dict(range=[lo - span * 0.05, right + span * 0.05]),
-                      **_LAYOUT)  # fmt: skip
+    fig.update_layout(
+        height=320,
+        title="Tokens per row (chat template applied)",
+        xaxis_title="tokens",
+        yaxis_title="rows",
+        bargap=0.02,
+        xaxis=dict(range=[lo - span * 0.05, right + span * 0.05]),
+        **_LAYOUT,
+    )
     return fig
 
 
-def memory_breakdown(terms: Sequence[tuple[str, float]], device_gib: float | None, device_name: str = "") -> go.Figure:
+def memory_breakdown(
+    terms: Sequence[tuple[str, float]], device_gib: float | None, device_name: str = ""
+) -> go.Figure:
     """The peak memory, term by term (GiB, largest first), against the device's memory."""
     ordered = sorted(terms, key=lambda t: -t[1])
     total = sum(g for _, g in ordered)
-    fig = go.Figure(go.Bar(y=[label for label, _ in ordered], x=[g for _, g in ordered], orientation="h",
-                           marker_color=ACCENT, text=[f"{g:.2f}" for _, g in ordered], textposition="outside",
-                           hovertemplate="%{y}: %{x:.2f} GiB<extra></extra>", cliponaxis=False))  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            y=[label for label, _ in ordered],
+            x=[g for _, g in ordered],
+            orientation="h",
+            marker_color=ACCENT,
+            text=[f"{g:.2f}" for _, g in ordered],
+            textposition="outside",
+            hovertemplate="%{y}: %{x:.2f} GiB<extra></extra>",
+            cliponaxis=False,
+        )
+    )
     title = f"Peak GPU memory: {total:.1f} GiB"
     if device_gib:
         title += f" of {device_gib:.0f} GiB on {device_name} ({total / device_gib:.0%})"
-    fig.update_layout(height=80 + 26 * len(ordered), title=dict(text=title, font=dict(size=14)), xaxis_title="GiB",
-                      yaxis=dict(autorange="reversed"), margin=dict(l=10, r=40, t=40, b=10), template="plotly_white")  # fmt: skip
+    fig.update_layout(
+        height=80 + 26 * len(ordered),
+        title=dict(text=title, font=dict(size=14)),
+        xaxis_title="GiB",
+        yaxis=dict(autorange="reversed"),
+        margin=dict(l=10, r=40, t=40, b=10),
+        template="plotly_white",
+    )
     return fig
 
 
@@ -111,11 +199,25 @@ def spend_bars(amounts: Mapping[str, float], title: str, *, horizontal: bool = F
 def budget_bar(spent: float, budget: float) -> go.Figure:
     """Spend against the budget as one horizontal bar."""
     colour = BAD if spent > budget else (EVAL if spent > 0.8 * budget else GOOD)
-    fig = go.Figure(go.Bar(x=[spent], y=["spent"], orientation="h", marker_color=colour,
-                           hovertemplate="$%{x:.2f}<extra></extra>"))  # fmt: skip
-    fig.add_vline(x=budget, line=dict(color=MUTED, dash="dash"), annotation_text=f"budget ${budget:,.2f}")
-    fig.update_layout(height=120, xaxis=dict(range=[0, max(budget, spent) * 1.1], tickprefix="$"),
-                      yaxis=dict(visible=False), margin=dict(l=10, r=10, t=20, b=10), template="plotly_white")  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=[spent],
+            y=["spent"],
+            orientation="h",
+            marker_color=colour,
+            hovertemplate="$%{x:.2f}<extra></extra>",
+        )
+    )
+    fig.add_vline(
+        x=budget, line=dict(color=MUTED, dash="dash"), annotation_text=f"budget ${budget:,.2f}"
+    )
+    fig.update_layout(
+        height=120,
+        xaxis=dict(range=[0, max(budget, spent) * 1.1], tickprefix="$"),
+        yaxis=dict(visible=False),
+        margin=dict(l=10, r=10, t=20, b=10),
+        template="plotly_white",
+    )
     return fig
 
 
@@ -130,17 +232,44 @@ def serverless_vs_pod(
     costs its rate ÷ utilisation; your utilisation and the break-even are marked."""
     xs = [u * 100 for u in utilisations]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=xs, y=list(serverless_per_busy_h), name="Serverless (billed while busy)",
-                             mode="lines", line=dict(color=ACCENT, width=3)))  # fmt: skip
-    fig.add_trace(go.Scatter(x=xs, y=list(pod_per_busy_h), name="Always-on pod (billed while on)",
-                             mode="lines", line=dict(color=BAD, width=3)))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=list(serverless_per_busy_h),
+            name="Serverless (billed while busy)",
+            mode="lines",
+            line=dict(color=ACCENT, width=3),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=list(pod_per_busy_h),
+            name="Always-on pod (billed while on)",
+            mode="lines",
+            line=dict(color=BAD, width=3),
+        )
+    )
     if break_even <= 1:
-        fig.add_vline(x=break_even * 100, line=dict(color=MUTED, dash="dot"),
-                      annotation_text=f"break-even {break_even:.0%}", annotation_position="bottom right")  # fmt: skip
+        fig.add_vline(
+            x=break_even * 100,
+            line=dict(color=MUTED, dash="dot"),
+            annotation_text=f"break-even {break_even:.0%}",
+            annotation_position="bottom right",
+        )
     if actual_utilisation is not None:
-        fig.add_vline(x=max(actual_utilisation, utilisations[0]) * 100, line=dict(color=GOOD, width=2),
-                      annotation_text=f"your utilisation {actual_utilisation:.1%}", annotation_position="top right")  # fmt: skip
-    fig.update_layout(height=360, title="Cost per hour of actual training", xaxis_title="utilisation (%)",
-                      yaxis=dict(title="$ per busy GPU hour", type="log", tickprefix="$"),
-                      legend=dict(orientation="h", y=-0.25), **_LAYOUT)  # fmt: skip
+        fig.add_vline(
+            x=max(actual_utilisation, utilisations[0]) * 100,
+            line=dict(color=GOOD, width=2),
+            annotation_text=f"your utilisation {actual_utilisation:.1%}",
+            annotation_position="top right",
+        )
+    fig.update_layout(
+        height=360,
+        title="Cost per hour of actual training",
+        xaxis_title="utilisation (%)",
+        yaxis=dict(title="$ per busy GPU hour", type="log", tickprefix="$"),
+        legend=dict(orientation="h", y=-0.25),
+        **_LAYOUT,
+    )
     return fig

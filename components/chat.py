@@ -70,17 +70,24 @@ def sampling_controls() -> Sampling:
     """Sampling widgets, defaulting to `Sampling()`; raises InvalidInput on bad values."""
     d = Sampling()
     temperature = st.slider(
-        "Temperature", 0.0, 2.0, d.temperature, 0.05, key="playground.temperature",
+        "Temperature",
+        0.0,
+        2.0,
+        d.temperature,
+        0.05,
+        key="playground.temperature",
         help="0 answers greedily (the same answer every time)",
-    )  # fmt: skip
-    top_p = st.slider("Top-p", 0.05, 1.0, d.top_p, 0.05, key="playground.top_p")
-    max_tokens = st.number_input(
-        "Max tokens", 1, 8192, d.max_tokens, key="playground.max_tokens"
     )
+    top_p = st.slider("Top-p", 0.05, 1.0, d.top_p, 0.05, key="playground.top_p")
+    max_tokens = st.number_input("Max tokens", 1, 8192, d.max_tokens, key="playground.max_tokens")
     seed = st.number_input(
-        "Seed", 0, 2**31 - 1, value=None, key="playground.seed",
+        "Seed",
+        0,
+        2**31 - 1,
+        value=None,
+        key="playground.seed",
         help="set it for repeatable sampled answers",
-    )  # fmt: skip
+    )
     stop = st.text_area("Stop strings, one per line", key="playground.stop", height=68)
     return Sampling(
         temperature=float(temperature),

@@ -27,11 +27,15 @@ def upload(model: str, max_length: int) -> None:
         "in memory). For a larger file run `brightrun dataset add FILE` on the server."
     )
     nonce = st.session_state["datasets.upload_nonce"]
-    f = st.file_uploader("Dataset file", type=FILE_TYPES, max_upload_size=limit, key=f"datasets.file.{nonce}")
+    f = st.file_uploader(
+        "Dataset file", type=FILE_TYPES, max_upload_size=limit, key=f"datasets.file.{nonce}"
+    )
     if f is None:
         st.session_state["datasets.rejected"] = None
         return
-    name = st.text_input("Name", value=datasets.name_from_filename(f.name), key=f"datasets.name.{nonce}")
+    name = st.text_input(
+        "Name", value=datasets.name_from_filename(f.name), key=f"datasets.name.{nonce}"
+    )
     if st.button("Add dataset", type="primary", key="datasets.add"):
         _add(f, name, model, max_length, "reject")
     rejected = st.session_state["datasets.rejected"]
@@ -40,7 +44,10 @@ def upload(model: str, max_length: int) -> None:
         st.error(w.plain(rejected["message"]))
         w.problems_table(rep.get("problem_examples", []), rep.get("problems", {}))
         if rep.get("valid_rows"):
-            if st.button(f"Drop the {rep['invalid_rows']} bad row(s) and keep {rep['valid_rows']}", key="datasets.drop"):
+            if st.button(
+                f"Drop the {rep['invalid_rows']} bad row(s) and keep {rep['valid_rows']}",
+                key="datasets.drop",
+            ):
                 _add(f, name, model, max_length, "drop")
             st.caption("…or fix the file and upload it again.")
 
@@ -97,7 +104,9 @@ def summary(ds: Any) -> None:
     c[2].metric("Valid rows", f"{ds.valid_rows:,}", help=f"of {ds.rows:,} read")
     c[3].metric("Duplicates", f"{stats.get('duplicates', 0):,}")
     split = stats.get("split") or {}
-    c[4].metric("Train / eval", f"{split.get('train_rows', ds.valid_rows)} / {split.get('eval_rows', 0)}")
+    c[4].metric(
+        "Train / eval", f"{split.get('train_rows', ds.valid_rows)} / {split.get('eval_rows', 0)}"
+    )
     if stats.get("problems"):
         st.markdown(f"**Dropped rows** ({ds.rows - ds.valid_rows}), by kind:")
         w.problems_table(stats.get("problem_examples", []), stats["problems"])
@@ -106,14 +115,19 @@ def summary(ds: Any) -> None:
 def histogram(ds: Any, max_length: int) -> None:
     tokens = (ds.stats or {}).get("tokens") or {}
     if not tokens.get("available"):
-        st.info(f"Token statistics are not available: {w.plain(tokens.get('reason') or 'not measured')}")
+        st.info(
+            f"Token statistics are not available: {w.plain(tokens.get('reason') or 'not measured')}"
+        )
         return
     if ds.layout == "text":  # long documents are split, not cut: measure those instead
         tokens = {**tokens, "truncated_rows": tokens.get("split_rows")}
     share = queries.truncated_share(tokens, max_length) or 0.0
     h = tokens["histogram"]
     over = "split into windows" if ds.layout == "text" else "truncated"
-    st.plotly_chart(charts.token_histogram(h["edges"], h["counts"], max_length, share, over), key="datasets.hist")
+    st.plotly_chart(
+        charts.token_histogram(h["edges"], h["counts"], max_length, share, over),
+        key="datasets.hist",
+    )
     pr = tokens["per_row"]
     sampled = f" (first {tokens['measured_rows']:,} rows)" if tokens.get("sampled") else ""
     long_rows = (

@@ -26,14 +26,28 @@ def filter_bar(options: queries.JobFilterOptions) -> tuple[queries.JobFilter, st
     """Filters, sort and page size from the widgets (keys under `jobs.`)."""
     c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
     first = dict(on_change=lambda: st.session_state.update({"jobs.page": 1}))
-    statuses = c1.multiselect("Status", JOB_STATUSES, key="jobs.statuses", format_func=w.status, **first)
+    statuses = c1.multiselect(
+        "Status", JOB_STATUSES, key="jobs.statuses", format_func=w.status, **first
+    )
     if st.session_state["jobs.model"] not in ["", *options.models]:
         st.session_state["jobs.model"] = ""
-    model = c2.selectbox("Model", ["", *options.models], key="jobs.model", format_func=lambda m: m or "any model", **first)
+    model = c2.selectbox(
+        "Model",
+        ["", *options.models],
+        key="jobs.model",
+        format_func=lambda m: m or "any model",
+        **first,
+    )
     ds_ids = ["", *options.datasets]
     if st.session_state["jobs.dataset"] not in ds_ids:
         st.session_state["jobs.dataset"] = ""
-    dataset = c3.selectbox("Dataset", ds_ids, key="jobs.dataset", format_func=lambda d: options.datasets.get(d, "any dataset"), **first)
+    dataset = c3.selectbox(
+        "Dataset",
+        ds_ids,
+        key="jobs.dataset",
+        format_func=lambda d: options.datasets.get(d, "any dataset"),
+        **first,
+    )
     search = c4.text_input("Search id or adapter", key="jobs.search", **first)
     s1, s2, s3 = st.columns([2, 1, 1])
     sort = s1.selectbox("Sort by", queries.JOB_SORTS, key="jobs.sort", **first)
@@ -44,19 +58,32 @@ def filter_bar(options: queries.JobFilterOptions) -> tuple[queries.JobFilter, st
 
 def table(page: queries.JobPage) -> None:
     records = [
-        {"job": r.id, "status": w.status(r.status), "model": r.model, "dataset": r.dataset,
-         "adapter": r.adapter, "started": w.when(r.started), "duration": w.duration(r.duration_s),
-         "cost ($)": round(r.cost_usd, 4), "final loss": r.final_loss, "progress": r.progress}
+        {
+            "job": r.id,
+            "status": w.status(r.status),
+            "model": r.model,
+            "dataset": r.dataset,
+            "adapter": r.adapter,
+            "started": w.when(r.started),
+            "duration": w.duration(r.duration_s),
+            "cost ($)": round(r.cost_usd, 4),
+            "final loss": r.final_loss,
+            "progress": r.progress,
+        }
         for r in page.rows
-    ]  # fmt: skip
+    ]
     st.dataframe(
-        records, hide_index=True, width="stretch",
+        records,
+        hide_index=True,
+        width="stretch",
         column_config={
             "cost ($)": st.column_config.NumberColumn(format="$%.4f"),
             "final loss": st.column_config.NumberColumn(format="%.4f"),
-            "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+            "progress": st.column_config.ProgressColumn(
+                min_value=0.0, max_value=1.0, format="percent"
+            ),
         },
-    )  # fmt: skip
+    )
 
 
 def pager(page: queries.JobPage) -> None:
@@ -92,18 +119,25 @@ def actions(detail: queries.JobDetail) -> None:
             jobs.retry(actor, settings, job.id, **kw)
             st.rerun()
         suggested = jobs.relaunch_settings(job) if job.status == "FAILED" else None
-        if suggested and c3.button("Relaunch with suggested settings", key="jobs.relaunch", type="primary"):
+        if suggested and c3.button(
+            "Relaunch with suggested settings", key="jobs.relaunch", type="primary"
+        ):
             new = jobs.relaunch(actor, settings, job.id, **kw)
             open_job(new.id)
             st.rerun()
     except BrightRunError as e:
         w.show_error(e)
     if job.status in ("FAILED", "TIMED_OUT") and job.failure_kind:
-        st.error(f"**{w.plain(job.failure_kind.replace('_', ' '))}**: {w.plain(job.failure_message or '')}")
+        st.error(
+            f"**{w.plain(job.failure_kind.replace('_', ' '))}**: {w.plain(job.failure_message or '')}"
+        )
         if job.failure_suggestion:
             st.info(f"Suggested fix: {w.plain(job.failure_suggestion)}")
         if suggested:
-            st.caption("Relaunch uses: " + json.dumps(suggested["training"] | {"quantization": suggested["quantization"]}))
+            st.caption(
+                "Relaunch uses: "
+                + json.dumps(suggested["training"] | {"quantization": suggested["quantization"]})
+            )
 
 
 def live(job_id: str, shown_status: str) -> None:
@@ -120,7 +154,9 @@ def live(job_id: str, shown_status: str) -> None:
             try:
                 jobs.sync(actor, settings, job_id, client=session.runpod(), store=session.store())
             except BrightRunError as e:
-                st.warning(f"Could not reach the GPU endpoint; showing what is stored. ({w.plain(e)})")
+                st.warning(
+                    f"Could not reach the GPU endpoint; showing what is stored. ({w.plain(e)})"
+                )
         with session.db() as s:
             d = queries.job_detail(actor, s, job_id)
             log = queries.event_log(actor, s, job_id)
@@ -128,18 +164,31 @@ def live(job_id: str, shown_status: str) -> None:
         if running and d.job.status in TERMINAL_STATUSES:
             st.rerun(scope="app")
         job = d.job
-        st.markdown(f"{w.status_badge(job.status)} · {job.id} · {w.plain(job.base_model)} · dataset "
-                    f"{w.plain(d.dataset or '–')} · started {w.when(job.started_at)}")  # fmt: skip
+        st.markdown(
+            f"{w.status_badge(job.status)} · {job.id} · {w.plain(job.base_model)} · dataset "
+            f"{w.plain(d.dataset or '–')} · started {w.when(job.started_at)}"
+        )
         metrics_row(d)
         cold_start(actor, settings, job)
         if series.empty:
             st.info("No training metrics yet: the worker reports them once the model is loaded.")
         else:
-            st.plotly_chart(charts.training_curves(series.step, series.loss, series.eval_step, series.eval_loss,
-                                                   series.lr, series.tokens_per_s, downsampled=series.downsampled),
-                            key="jobs.chart")  # fmt: skip
+            st.plotly_chart(
+                charts.training_curves(
+                    series.step,
+                    series.loss,
+                    series.eval_step,
+                    series.eval_loss,
+                    series.lr,
+                    series.tokens_per_s,
+                    downsampled=series.downsampled,
+                ),
+                key="jobs.chart",
+            )
             if series.downsampled:
-                st.caption(f"{series.points:,} logged steps drawn as {len(series.step)} bucket means.")
+                st.caption(
+                    f"{series.points:,} logged steps drawn as {len(series.step)} bucket means."
+                )
         checkpoints(actor, job.id)
         with st.expander(f"Event log ({len(log)} newest)"):
             event_log(log)
@@ -150,8 +199,10 @@ def live(job_id: str, shown_status: str) -> None:
 def cold_start(actor: Actor, settings: Settings, job: queries.JobView) -> None:
     seconds = job_actions.cold_start_s(actor, settings, job.id)
     if seconds is not None:
-        st.caption(f"Cold start {w.duration(seconds)}: from the worker taking the job until it was ready to work "
-                   "(model and data loaded)")  # fmt: skip
+        st.caption(
+            f"Cold start {w.duration(seconds)}: from the worker taking the job until it was ready to work "
+            "(model and data loaded)"
+        )
     elif job.status not in TERMINAL_STATUSES:
         st.caption("Cold start: not reported yet (the worker reports it once the model is loaded)")
     else:
@@ -174,8 +225,11 @@ def checkpoints(actor: Actor, job_id: str) -> None:
         c[1].text(f"loss {w.loss(v.final_loss)}")
         if v.version is not None:
             c[2].text(f"version v{v.version}")
-        elif c[2].button("Promote to version", key=f"jobs.promote.{v.id}",
-                         help="give this checkpoint the next version number of its adapter"):  # fmt: skip
+        elif c[2].button(
+            "Promote to version",
+            key=f"jobs.promote.{v.id}",
+            help="give this checkpoint the next version number of its adapter",
+        ):
             try:
                 with session.db() as s:
                     adapters.promote(actor, s, session.store(), v.id)
@@ -197,19 +251,37 @@ def _series(actor: Actor, job_id: str, last_seq: int) -> queries.MetricSeries:
 
 def metrics_row(d: queries.JobDetail) -> None:
     job, last = d.job, d.last
-    st.progress(min(1.0, job.progress or 0.0), text=f"{w.status(job.status)} · step {job.step or 0} of {job.total_steps or '?'}")
+    st.progress(
+        min(1.0, job.progress or 0.0),
+        text=f"{w.status(job.status)} · step {job.step or 0} of {job.total_steps or '?'}",
+    )
     c = st.columns(6)
     c[0].metric("Loss", w.loss(job.final_loss))
     c[1].metric("Eval loss", w.loss(job.eval_loss))
-    c[2].metric("Learning rate", f"{last['lr']:.2e}" if isinstance(last.get("lr"), int | float) else "–")
-    c[3].metric("Tokens/s", f"{last['tokens_per_s']:,.0f}" if isinstance(last.get("tokens_per_s"), int | float) else "–")
+    c[2].metric(
+        "Learning rate", f"{last['lr']:.2e}" if isinstance(last.get("lr"), int | float) else "–"
+    )
+    c[3].metric(
+        "Tokens/s",
+        f"{last['tokens_per_s']:,.0f}"
+        if isinstance(last.get("tokens_per_s"), int | float)
+        else "–",
+    )
     c[4].metric("ETA", jobs.eta_text(job) if job.status not in TERMINAL_STATUSES else "done")
     budget = f"budget {w.money(job.budget_usd)}" if job.budget_usd else None
-    c[5].metric("Cost" if job.status in TERMINAL_STATUSES else "Live cost", w.money(d.live_cost_usd), help=budget)
+    c[5].metric(
+        "Cost" if job.status in TERMINAL_STATUSES else "Live cost",
+        w.money(d.live_cost_usd),
+        help=budget,
+    )
 
 
 def event_log(lines: list[queries.EventLine]) -> None:
     st.dataframe(
-        [{"seq": e.seq, "time": w.when(e.time), "event": e.type, "detail": e.summary} for e in lines],
-        hide_index=True, width="stretch",
-    )  # fmt: skip
+        [
+            {"seq": e.seq, "time": w.when(e.time), "event": e.type, "detail": e.summary}
+            for e in lines
+        ],
+        hide_index=True,
+        width="stretch",
+    )

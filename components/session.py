@@ -190,14 +190,20 @@ def _runpod(_settings: Settings, fingerprint: str, probe: bool) -> Any:
     from core.clients.runpod import RunPodClient
 
     if probe:  # a health check answers at once: one attempt, short timeouts
-        return RunPodClient.from_settings(_settings, max_attempts=1, timeout=httpx.Timeout(5.0, connect=2.0))
+        return RunPodClient.from_settings(
+            _settings, max_attempts=1, timeout=httpx.Timeout(5.0, connect=2.0)
+        )
     # The page waits on these calls: fewer, shorter retries than the background syncer.
-    return RunPodClient.from_settings(_settings, max_attempts=2, backoff_s=0.25, timeout=httpx.Timeout(30.0, connect=3.0))
+    return RunPodClient.from_settings(
+        _settings, max_attempts=2, backoff_s=0.25, timeout=httpx.Timeout(30.0, connect=3.0)
+    )
 
 
 def runpod(probe: bool = False) -> Any:
     s = settings()
-    return _runpod(s, _fingerprint(s.gpu_cluster_api_url, s.gpu_cluster_api_key.get_secret_value()), probe)
+    return _runpod(
+        s, _fingerprint(s.gpu_cluster_api_url, s.gpu_cluster_api_key.get_secret_value()), probe
+    )
 
 
 def inference() -> Any:

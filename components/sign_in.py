@@ -20,12 +20,16 @@ def page() -> None:
     sign_in_tab, sign_up_tab = st.tabs(["Sign in", "Create an account"])
     with sign_in_tab, st.form("auth.sign_in_form", clear_on_submit=True):
         email = st.text_input("Email", key="auth.email", autocomplete="email")
-        password = st.text_input("Password", type="password", key="auth.password", autocomplete="current-password")
+        password = st.text_input(
+            "Password", type="password", key="auth.password", autocomplete="current-password"
+        )
         if st.form_submit_button("Sign in", type="primary", key="auth.sign_in"):
             _sign_in(email, password)
     with sign_up_tab, st.form("auth.sign_up_form", clear_on_submit=True):
         new_email = st.text_input("Email", key="auth.new_email", autocomplete="email")
-        new_password = st.text_input("Password", type="password", key="auth.new_password", autocomplete="new-password")
+        new_password = st.text_input(
+            "Password", type="password", key="auth.new_password", autocomplete="new-password"
+        )
         if st.form_submit_button("Create account", key="auth.sign_up"):
             _sign_up(new_email, new_password)
 
@@ -48,7 +52,9 @@ def _sign_up(email: str, password: str) -> None:
         st.error(w.plain(e))
         return
     if not result.signed_in:
-        st.info("Check your email: open the confirmation link Supabase sent you, then sign in here.")
+        st.info(
+            "Check your email: open the confirmation link Supabase sent you, then sign in here."
+        )
         return
     with session.db() as s:
         session.sign_in(auth.actor_for(s, result.identity))

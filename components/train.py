@@ -24,10 +24,16 @@ def widget_state(values: dict[str, Any]) -> dict[str, Any]:
     """Widget keys and values for settings in the shape of `core.jobs.preset`."""
     out = {key: values["lora"][name] for name, key in _LORA_KEYS.items()}
     out.update({f"train.{k}": v for k, v in values["training"].items()})
-    return {**out, "train.quantization": values["quantization"], "train.eval_fraction": values["eval_fraction"]}
+    return {
+        **out,
+        "train.quantization": values["quantization"],
+        "train.eval_fraction": values["eval_fraction"],
+    }
 
 
-STATE = widget_state(jobs.preset(jobs.DEFAULT_PRESET))  # what a new session starts with (session.init_state)
+STATE = widget_state(
+    jobs.preset(jobs.DEFAULT_PRESET)
+)  # what a new session starts with (session.init_state)
 
 
 def apply_preset() -> None:
@@ -43,7 +49,9 @@ def model_card(model: str, models_dir: Any) -> None:
     total = f.params.total
     size = f"{total / 1e9:.1f}B" if total >= 1e9 else f"{total / 1e6:.1f}M"
     moe = f", MoE {f.experts} experts ({f.experts_per_token} active)" if f.is_moe else ""
-    st.caption(f"{f.name} · {size} parameters{moe} · context {f.context_length:,} tokens · licence {f.licence}")
+    st.caption(
+        f"{f.name} · {size} parameters{moe} · context {f.context_length:,} tokens · licence {f.licence}"
+    )
 
 
 CACHE_NOTES = {
@@ -57,7 +65,9 @@ CACHE_NOTES = {
 def cache_note(model: str, cache: CacheState) -> None:
     """Whether the model is on the volume's model cache, with the command when it is not."""
     if cache.state == "unknown":
-        st.caption(f"Model cache: unknown ({w.plain(cache.reason)}); a job downloads the model if it is not cached.")
+        st.caption(
+            f"Model cache: unknown ({w.plain(cache.reason)}); a job downloads the model if it is not cached."
+        )
         return
     st.caption(CACHE_NOTES[cache.state])
     if cache.state == "not cached":
@@ -66,34 +76,79 @@ def cache_note(model: str, cache: CacheState) -> None:
 
 def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
     """(lora, training, quantization, eval_fraction) from the grouped widgets."""
-    st.selectbox("Preset", PRESETS, key="train.preset", on_change=apply_preset,
-                 help="sets LoRA and training values; change any of them below")  # fmt: skip
+    st.selectbox(
+        "Preset",
+        PRESETS,
+        key="train.preset",
+        on_change=apply_preset,
+        help="sets LoRA and training values; change any of them below",
+    )
     with st.expander("LoRA", expanded=True):
         c = st.columns(4)
         c[0].number_input("Rank r", 1, 1024, key="train.lora_r", help="8-64 is typical")
-        c[1].number_input("Alpha", 1.0, 4096.0, key="train.lora_alpha", help="twice the rank is typical")
+        c[1].number_input(
+            "Alpha", 1.0, 4096.0, key="train.lora_alpha", help="twice the rank is typical"
+        )
         c[2].number_input("Dropout", 0.0, 0.9, step=0.01, key="train.lora_dropout")
-        c[3].selectbox("Quantisation", ["nf4", "int8", "none"], key="train.quantization",
-                       help="nf4: QLoRA, the base model in 4 bits (least memory)")  # fmt: skip
+        c[3].selectbox(
+            "Quantisation",
+            ["nf4", "int8", "none"],
+            key="train.quantization",
+            help="nf4: QLoRA, the base model in 4 bits (least memory)",
+        )
     with st.expander("Training", expanded=True):
         c = st.columns(4)
         c[0].number_input("Epochs", 0.1, 100.0, step=0.5, key="train.epochs")
-        c[1].number_input("Learning rate", 1e-6, 0.5, format="%.1e", step=1e-5, key="train.learning_rate")
+        c[1].number_input(
+            "Learning rate", 1e-6, 0.5, format="%.1e", step=1e-5, key="train.learning_rate"
+        )
         c[2].number_input("Max length (tokens)", 16, 262144, step=256, key="train.max_length")
-        c[3].number_input("Hold out for eval", 0.0, 0.5, step=0.05, key="train.eval_fraction",
-                          help="share of rows scored for eval loss")  # fmt: skip
+        c[3].number_input(
+            "Hold out for eval",
+            0.0,
+            0.5,
+            step=0.05,
+            key="train.eval_fraction",
+            help="share of rows scored for eval loss",
+        )
         c = st.columns(4)
         c[0].number_input("Micro-batch", 1, 256, key="train.micro_batch_size")
         c[1].number_input("Gradient accumulation", 1, 1024, key="train.grad_accum")
-        c[2].selectbox("Schedule", ["cosine", "linear", "constant", "constant_with_warmup"], key="train.lr_scheduler")
+        c[2].selectbox(
+            "Schedule",
+            ["cosine", "linear", "constant", "constant_with_warmup"],
+            key="train.lr_scheduler",
+        )
         c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
         c = st.columns(2)
-        c[0].toggle("Packing", key="train.packing", help="several rows per sequence, no cross-row attention")
-        c[1].toggle("Gradient checkpointing", key="train.gradient_checkpointing", help="less memory, ~30% slower")
+        c[0].toggle(
+            "Packing", key="train.packing", help="several rows per sequence, no cross-row attention"
+        )
+        c[1].toggle(
+            "Gradient checkpointing",
+            key="train.gradient_checkpointing",
+            help="less memory, ~30% slower",
+        )
     ss = st.session_state
-    lora = {"r": int(ss["train.lora_r"]), "alpha": float(ss["train.lora_alpha"]), "dropout": float(ss["train.lora_dropout"])}
-    training = {k: ss[f"train.{k}"] for k in ("epochs", "learning_rate", "lr_scheduler", "warmup_ratio", "micro_batch_size",
-                                              "grad_accum", "max_length", "packing", "gradient_checkpointing")}  # fmt: skip
+    lora = {
+        "r": int(ss["train.lora_r"]),
+        "alpha": float(ss["train.lora_alpha"]),
+        "dropout": float(ss["train.lora_dropout"]),
+    }
+    training = {
+        k: ss[f"train.{k}"]
+        for k in (
+            "epochs",
+            "learning_rate",
+            "lr_scheduler",
+            "warmup_ratio",
+            "micro_batch_size",
+            "grad_accum",
+            "max_length",
+            "packing",
+            "gradient_checkpointing",
+        )
+    }
     return lora, training, ss["train.quantization"], float(ss["train.eval_fraction"])
 
 
@@ -101,23 +156,47 @@ def plan_view(tp: jobs.Preflight) -> None:
     if tp.plan is None:
         return
     verdict = tp.plan.verdict(tp.gpu)
-    st.plotly_chart(charts.memory_breakdown(tp.memory_terms, verdict.memory_bytes / 2**30, verdict.name), key="train.memory")
+    st.plotly_chart(
+        charts.memory_breakdown(tp.memory_terms, verdict.memory_bytes / 2**30, verdict.name),
+        key="train.memory",
+    )
     c = st.columns(2)
-    c[0].metric("Peak memory", f"{tp.plan.memory.total_bytes / 2**30:.1f} GiB", help=f"{verdict.name}: {verdict.verdict.replace('_', ' ')}")
+    c[0].metric(
+        "Peak memory",
+        f"{tp.plan.memory.total_bytes / 2**30:.1f} GiB",
+        help=f"{verdict.name}: {verdict.verdict.replace('_', ' ')}",
+    )
     if tp.time is not None:
-        c[1].metric("Training time", f"{w.duration(tp.time.seconds_low)}–{w.duration(tp.time.seconds_high)}",
-                    help="plus cold start: loading the model on a fresh worker")  # fmt: skip
+        c[1].metric(
+            "Training time",
+            f"{w.duration(tp.time.seconds_low)}–{w.duration(tp.time.seconds_high)}",
+            help="plus cold start: loading the model on a fresh worker",
+        )
         st.caption(f"Time estimate: {tp.time.basis_text}")
     if tp.cost is not None:
-        st.metric("Cost", f"{w.money(tp.cost.usd_low)} – {w.money(tp.cost.usd_high)}", help=tp.pricing_note)
+        st.metric(
+            "Cost",
+            f"{w.money(tp.cost.usd_low)} – {w.money(tp.cost.usd_high)}",
+            help=tp.pricing_note,
+        )
     st.caption(f"Priced as: {tp.pricing_note}")
     if tp.budget_message:
         st.caption(w.plain(tp.budget_message))
     st.dataframe(
-        [{"GPU": v.name, "verdict": {"fits": "fits", "tight": "tight", "does_not_fit": "does not fit"}[v.verdict],
-          "needs (GiB)": round(v.need_bytes / 2**30, 1), "has (GiB)": round(v.memory_bytes / 2**30, 1),
-          "suggestion": v.suggestion or ""} for v in tp.plan.verdicts],
-        hide_index=True, width="stretch",
-    )  # fmt: skip
+        [
+            {
+                "GPU": v.name,
+                "verdict": {"fits": "fits", "tight": "tight", "does_not_fit": "does not fit"}[
+                    v.verdict
+                ],
+                "needs (GiB)": round(v.need_bytes / 2**30, 1),
+                "has (GiB)": round(v.memory_bytes / 2**30, 1),
+                "suggestion": v.suggestion or "",
+            }
+            for v in tp.plan.verdicts
+        ],
+        hide_index=True,
+        width="stretch",
+    )
     for note in tp.notes:
         st.caption(w.plain(note))

@@ -14,11 +14,21 @@ from typing import Any
 import streamlit as st
 
 # Material icons and plain words only: emoji depend on the viewer's fonts.
-ROLE_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant", "tool": ":material/build:"}
+ROLE_AVATARS = {
+    "system": ":material/settings:",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": ":material/build:",
+}
 STATUS_COLOURS = {
-    "QUEUED": "gray", "IN_QUEUE": "gray", "IN_PROGRESS": "blue", "COMPLETED": "green",
-    "FAILED": "red", "CANCELLED": "orange", "TIMED_OUT": "orange",
-}  # fmt: skip
+    "QUEUED": "gray",
+    "IN_QUEUE": "gray",
+    "IN_PROGRESS": "blue",
+    "COMPLETED": "green",
+    "FAILED": "red",
+    "CANCELLED": "orange",
+    "TIMED_OUT": "orange",
+}
 
 
 def share(fraction: float) -> str:
@@ -87,7 +97,9 @@ def chat_bubbles(row: Mapping[str, Any]) -> None:
         return
     for m in row.get("messages", []):
         role = str(m.get("role", ""))
-        with st.chat_message(role if role in ("user", "assistant") else "ai", avatar=ROLE_AVATARS.get(role)):
+        with st.chat_message(
+            role if role in ("user", "assistant") else "ai", avatar=ROLE_AVATARS.get(role)
+        ):
             st.caption(role)
             st.text(str(m.get("content", "")))
 
@@ -98,9 +110,13 @@ def problems_table(examples: Sequence[Mapping[str, Any]], counts: Mapping[str, i
         rows = [e for e in examples if e.get("kind") == kind]
         with st.expander(f"{kind.replace('_', ' ')}: {n} row(s)", expanded=len(counts) == 1):
             st.dataframe(
-                [{"row": e["row"], "field": e.get("field", ""), "problem": e["message"]} for e in rows],
-                hide_index=True, width="stretch",
-            )  # fmt: skip
+                [
+                    {"row": e["row"], "field": e.get("field", ""), "problem": e["message"]}
+                    for e in rows
+                ],
+                hide_index=True,
+                width="stretch",
+            )
             if n > len(rows):
                 st.caption(f"showing the first {len(rows)} of {n}")
 

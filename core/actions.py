@@ -45,7 +45,14 @@ from core.settings import Settings
 from core.users import Actor
 from trainer.shared.spec import JobSpec
 
-__all__ = ["send_action", "cache_model", "cache_status", "model_cache_state", "CacheState", "cold_start_s"]
+__all__ = [
+    "send_action",
+    "cache_model",
+    "cache_status",
+    "model_cache_state",
+    "CacheState",
+    "cold_start_s",
+]
 
 log = logging.getLogger("brightrun.jobs")
 
@@ -77,18 +84,35 @@ def send_action(
         jobs.lock_row(s, User, actor.user_id)
         jobs.check_quotas(actor, s, settings, budget)
         repo.create_job(
-            actor, s, job_id=spec.job_id, base_model=base_model, spec=spec.model_dump(mode="json"),
-            gpu_type=pricing.gpu_type, price_tier=pricing.tier, rate_per_s=pricing.rate_per_s,
-            budget_usd=budget, adapter_name=adapter_name, action=spec.action,
-        )  # fmt: skip
-    log.info("%s job %s for %s: %s; budget $%.2f -> executionTimeout %d ms; spec %s",
-             spec.action, spec.job_id, actor.user_id, pricing.note, budget, limits.execution_timeout_ms,
-             json.dumps(repo.redact_spec(spec.model_dump(mode="json"))))  # fmt: skip
+            actor,
+            s,
+            job_id=spec.job_id,
+            base_model=base_model,
+            spec=spec.model_dump(mode="json"),
+            gpu_type=pricing.gpu_type,
+            price_tier=pricing.tier,
+            rate_per_s=pricing.rate_per_s,
+            budget_usd=budget,
+            adapter_name=adapter_name,
+            action=spec.action,
+        )
+    log.info(
+        "%s job %s for %s: %s; budget $%.2f -> executionTimeout %d ms; spec %s",
+        spec.action,
+        spec.job_id,
+        actor.user_id,
+        pricing.note,
+        budget,
+        limits.execution_timeout_ms,
+        json.dumps(repo.redact_spec(spec.model_dump(mode="json"))),
+    )
     payload = spec.model_dump(mode="json")
     if sign is not None:
         payload = sign(payload, store, window.url_s)
     if payload.get("output") is not None:
-        payload["output"]["upload_urls"].update(jobs.log_upload_urls(store, actor.user_id, spec.job_id, window.url_s))
+        payload["output"]["upload_urls"].update(
+            jobs.log_upload_urls(store, actor.user_id, spec.job_id, window.url_s)
+        )
     return jobs.dispatch(actor, settings, spec.job_id, payload, limits, window, client=client)
 
 
@@ -110,14 +134,26 @@ def cache_model(
     job_id = repo.new_id("job")
     try:
         spec = JobSpec(
-            job_id=job_id, action="cache_model", model={"name_or_path": model, "revision": revision},
-            quantization=quantization, cache={"quantized_copy": quantized_copy},
-            output={"adapter_name": "model-cache"}, device=jobs.device_for(settings, pricing),
-        )  # fmt: skip
+            job_id=job_id,
+            action="cache_model",
+            model={"name_or_path": model, "revision": revision},
+            quantization=quantization,
+            cache={"quantized_copy": quantized_copy},
+            output={"adapter_name": "model-cache"},
+            device=jobs.device_for(settings, pricing),
+        )
     except ValidationError as e:
         raise InvalidInput(f"invalid cache_model settings: {jobs.spec_errors(e)}") from None
-    return send_action(actor, settings, spec, base_model=model, pricing=pricing, budget_usd=budget_usd,
-                       client=client, store=store)  # fmt: skip
+    return send_action(
+        actor,
+        settings,
+        spec,
+        base_model=model,
+        pricing=pricing,
+        budget_usd=budget_usd,
+        client=client,
+        store=store,
+    )
 
 
 def _local_cache_folder(settings: Settings, model: str, revision: str | None) -> Path:
@@ -150,8 +186,6 @@ def cold_start_s(actor: Actor, settings: Settings, job_id: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-
-
 CACHE_STATUS_TIMEOUT_S = 2.0
 # Cache checks run here so a page waits at most CACHE_STATUS_TIMEOUT_S; two workers, so
 # checks stuck on an unanswering database cannot pile up threads (later ones time out).
@@ -164,7 +198,9 @@ class CacheState:
     reason: str = ""  # why `unknown`
 
 
-def model_cache_state(actor: Actor, settings: Settings, model: str, timeout_s: float | None = None) -> CacheState:
+def model_cache_state(
+    actor: Actor, settings: Settings, model: str, timeout_s: float | None = None
+) -> CacheState:
     """`cache_status` of `model`, or `unknown` when it has no answer within `timeout_s`
     (default `CACHE_STATUS_TIMEOUT_S`; the check finishes in the background and its answer
     is dropped) or cannot read the database or the volume."""

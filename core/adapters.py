@@ -118,14 +118,29 @@ def info(actor: Actor, session: Session, v: AdapterVersion) -> VersionInfo:
         if parent is not None and parent.owner_id != actor.user_id:
             parent = None
     return VersionInfo(
-        id=v.id, adapter=name, label=label(name, v), version=v.version, is_checkpoint=v.is_checkpoint,
-        step=v.step, base_model=v.base_model, job_id=v.job_id, dataset_id=v.dataset_id,
+        id=v.id,
+        adapter=name,
+        label=label(name, v),
+        version=v.version,
+        is_checkpoint=v.is_checkpoint,
+        step=v.step,
+        base_model=v.base_model,
+        job_id=v.job_id,
+        dataset_id=v.dataset_id,
         parent_id=v.parent_version_id,
-        parent_label=label(adapter_name_of(session, parent), parent) if parent is not None else None,
-        final_loss=v.final_loss, eval_loss=v.eval_loss, size_bytes=v.size_bytes,
-        stored=bool(v.storage_prefix), on_volume=bool(v.volume_path), status=v.status,
-        eval_status=(v.eval_scores or {}).get("status"), hub_repo=v.hub_repo, created_at=v.created_at,
-    )  # fmt: skip
+        parent_label=label(adapter_name_of(session, parent), parent)
+        if parent is not None
+        else None,
+        final_loss=v.final_loss,
+        eval_loss=v.eval_loss,
+        size_bytes=v.size_bytes,
+        stored=bool(v.storage_prefix),
+        on_volume=bool(v.volume_path),
+        status=v.status,
+        eval_status=(v.eval_scores or {}).get("status"),
+        hub_repo=v.hub_repo,
+        created_at=v.created_at,
+    )
 
 
 def resolve(actor: Actor, session: Session, ref: str) -> AdapterVersion:
@@ -146,7 +161,11 @@ def list_versions(
 ) -> list[VersionInfo]:
     """The actor's versions (of one adapter, or all), oldest first per adapter."""
     out = []
-    adapters = [repo.get_adapter(actor, session, adapter)] if adapter else repo.list_adapters(actor, session)
+    adapters = (
+        [repo.get_adapter(actor, session, adapter)]
+        if adapter
+        else repo.list_adapters(actor, session)
+    )
     for a in adapters:
         for v in repo.list_versions(actor, session, a.id, include_checkpoints=include_checkpoints):
             out.append(info(actor, session, v))
@@ -164,10 +183,16 @@ def lineage(actor: Actor, session: Session, ref: str) -> list[VersionInfo]:
 
 def _job_settings(job: Job) -> dict[str, Any]:
     spec = job.spec or {}
-    return {"lora": spec.get("lora"), "training": spec.get("training"), "quantization": spec.get("quantization")}
+    return {
+        "lora": spec.get("lora"),
+        "training": spec.get("training"),
+        "quantization": spec.get("quantization"),
+    }
 
 
-def register_checkpoints(actor: Actor, session: Session, job: Job, events: Iterable[Any]) -> list[AdapterVersion]:
+def register_checkpoints(
+    actor: Actor, session: Session, job: Job, events: Iterable[Any]
+) -> list[AdapterVersion]:
     """Register the checkpoints among `events` that carry a PEFT `adapter_path`
     (idempotent per job and step). Returns the versions registered or found."""
     found = [
@@ -182,19 +207,29 @@ def register_checkpoints(actor: Actor, session: Session, job: Job, events: Itera
     losses = [
         (m.data["step"], m.data["loss"])
         for m in repo.list_events(actor, session, job.id, types=["metrics"])
-        if isinstance((m.data or {}).get("step"), int) and isinstance(m.data.get("loss"), int | float)
+        if isinstance((m.data or {}).get("step"), int)
+        and isinstance(m.data.get("loss"), int | float)
     ]
     out = []
     for step, path in dict(found).items():
         curve = [[s, loss] for s, loss in losses if s <= step]
         out.append(
             repo.create_adapter_version(
-                actor, session, adapter_name=job.adapter_name, base_model=job.base_model, job_id=job.id,
-                dataset_id=job.dataset_id, parent_version_id=job.resume_from_version_id,
-                settings=_job_settings(job), final_loss=curve[-1][1] if curve else None,
-                loss_curve=curve, volume_path=path, is_checkpoint=True, step=step,
+                actor,
+                session,
+                adapter_name=job.adapter_name,
+                base_model=job.base_model,
+                job_id=job.id,
+                dataset_id=job.dataset_id,
+                parent_version_id=job.resume_from_version_id,
+                settings=_job_settings(job),
+                final_loss=curve[-1][1] if curve else None,
+                loss_curve=curve,
+                volume_path=path,
+                is_checkpoint=True,
+                step=step,
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -203,7 +238,9 @@ def version_id_for(job_id: str) -> str:
     return "av-" + job_id.removeprefix("job-")
 
 
-def register_job_version(actor: Actor, session: Session, job: Job, final: Any, store: BlobStore) -> AdapterVersion | None:
+def register_job_version(
+    actor: Actor, session: Session, job: Job, final: Any, store: BlobStore
+) -> AdapterVersion | None:
     """Register the adapter a completed training job uploaded as the next version of its
     adapter (idempotent per job). None when its PEFT files are not in storage. `final` is
     the job's `completed` event (its summary's losses win over the job's)."""
@@ -215,14 +252,28 @@ def register_job_version(actor: Actor, session: Session, job: Job, final: Any, s
     data = (final.data or {}) if final is not None else {}
     summary = data.get("summary") or {}
     metrics = repo.list_events(actor, session, job.id, types=["metrics"])
-    curve = [[m.data["step"], m.data["loss"]] for m in metrics if "step" in (m.data or {}) and "loss" in (m.data or {})]
+    curve = [
+        [m.data["step"], m.data["loss"]]
+        for m in metrics
+        if "step" in (m.data or {}) and "loss" in (m.data or {})
+    ]
     return repo.create_adapter_version(
-        actor, session, adapter_name=job.adapter_name, base_model=job.base_model, job_id=job.id,
-        dataset_id=job.dataset_id, parent_version_id=job.resume_from_version_id, settings=_job_settings(job),
-        final_loss=summary.get("final_loss", job.final_loss), eval_loss=summary.get("eval_loss", job.eval_loss),
-        loss_curve=curve, size_bytes=sum(files.values()), storage_prefix=prefix,
-        volume_path=(data.get("adapter") or {}).get("adapter_dir"), version_id=vid,
-    )  # fmt: skip
+        actor,
+        session,
+        adapter_name=job.adapter_name,
+        base_model=job.base_model,
+        job_id=job.id,
+        dataset_id=job.dataset_id,
+        parent_version_id=job.resume_from_version_id,
+        settings=_job_settings(job),
+        final_loss=summary.get("final_loss", job.final_loss),
+        eval_loss=summary.get("eval_loss", job.eval_loss),
+        loss_curve=curve,
+        size_bytes=sum(files.values()),
+        storage_prefix=prefix,
+        volume_path=(data.get("adapter") or {}).get("adapter_dir"),
+        version_id=vid,
+    )
 
 
 def _store_folder(actor: Actor, store: BlobStore, version_id: str, folder: Path) -> tuple[str, int]:
@@ -231,7 +282,9 @@ def _store_folder(actor: Actor, store: BlobStore, version_id: str, folder: Path)
     for name in PEFT_FILES:
         path = folder / name
         ctype = "application/json" if name.endswith(".json") else "application/octet-stream"
-        size += store.put_file("adapters", adapter_key(actor.user_id, version_id, name), path, ctype)
+        size += store.put_file(
+            "adapters", adapter_key(actor.user_id, version_id, name), path, ctype
+        )
     return adapter_prefix(actor.user_id, version_id), size
 
 
@@ -243,15 +296,20 @@ def promote(actor: Actor, session: Session, store: BlobStore | None, ref: str) -
         return v
     v = repo.promote_checkpoint(actor, session, v.id)
     folder = Path(v.volume_path) if v.volume_path else None
-    if store is not None and not v.storage_prefix and folder is not None and all(
-        (folder / f).is_file() for f in PEFT_FILES
+    if (
+        store is not None
+        and not v.storage_prefix
+        and folder is not None
+        and all((folder / f).is_file() for f in PEFT_FILES)
     ):
         prefix, size = _store_folder(actor, store, v.id, folder)
         v = repo.update_version(actor, session, v.id, storage_prefix=prefix, size_bytes=size)
     return v
 
 
-def delete_version(actor: Actor, session: Session, store: BlobStore | None, ref: str) -> AdapterVersion:
+def delete_version(
+    actor: Actor, session: Session, store: BlobStore | None, ref: str
+) -> AdapterVersion:
     """Soft-delete one version (its number is not reused) and remove its stored files."""
     v = resolve(actor, session, ref)
     v = repo.delete_version(actor, session, v.id)
@@ -275,7 +333,9 @@ def delete_adapter(actor: Actor, session: Session, store: Any, name_or_id: str) 
 # --------------------------------------------------------------------------- continued training
 
 
-def continued_lora(parent: Mapping[str, Any] | None, given: Mapping[str, Any] | None) -> dict[str, Any]:
+def continued_lora(
+    parent: Mapping[str, Any] | None, given: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """The LoRA settings of a job continuing a version: the parent's with `given` over
     them; a different shape (rank, targets, DoRA, experts) is `InvalidInput`, because the
     parent's weights would not fit."""
@@ -307,4 +367,6 @@ def parent_source(actor: Actor, settings: Settings, job_id: str, store: BlobStor
             return store.signed_download_url("adapters", key, DOWNLOAD_URL_TTL_S)
     if folder:
         return folder
-    raise NotFound(f"the parent version of job {job_id} has no stored weights and no folder on the volume")
+    raise NotFound(
+        f"the parent version of job {job_id} has no stored weights and no folder on the volume"
+    )

@@ -57,28 +57,40 @@ def find_user(actor: Actor, session: Session, user: str) -> User:
     repo.admin_list_users(actor, session)  # the admin check
     found = session.get(User, user)
     if found is None:
-        found = session.execute(
-            select(User).where(func.lower(User.email) == user.strip().lower())
-        ).scalars().first()
+        found = (
+            session.execute(select(User).where(func.lower(User.email) == user.strip().lower()))
+            .scalars()
+            .first()
+        )
     if found is None:
         raise NotFound(f"user {user!r} not found")
     return found
 
 
-def user_rows(actor: Actor, session: Session, settings: Settings, month: str | None = None) -> list[UserRow]:
+def user_rows(
+    actor: Actor, session: Session, settings: Settings, month: str | None = None
+) -> list[UserRow]:
     users = repo.admin_list_users(actor, session)
     month = month or repo.month_of()
     spend = repo.admin_spend_by_user(actor, session, month)
     busy = Counter(j.owner_id for j in repo.admin_list_unfinished_jobs(actor, session))
     return [
         UserRow(
-            user_id=u.id, email=u.email, role=u.role, month=month,
-            month_spend_usd=spend.get(u.id, 0.0), unfinished_jobs=busy.get(u.id, 0),
-            monthly_budget_usd=u.monthly_budget_usd if u.monthly_budget_usd is not None else settings.monthly_budget_usd,
+            user_id=u.id,
+            email=u.email,
+            role=u.role,
+            month=month,
+            month_spend_usd=spend.get(u.id, 0.0),
+            unfinished_jobs=busy.get(u.id, 0),
+            monthly_budget_usd=u.monthly_budget_usd
+            if u.monthly_budget_usd is not None
+            else settings.monthly_budget_usd,
             budget_is_default=u.monthly_budget_usd is None,
-            max_concurrent_jobs=u.max_concurrent_jobs if u.max_concurrent_jobs is not None else settings.max_concurrent_jobs,
+            max_concurrent_jobs=u.max_concurrent_jobs
+            if u.max_concurrent_jobs is not None
+            else settings.max_concurrent_jobs,
             jobs_limit_is_default=u.max_concurrent_jobs is None,
-        )  # fmt: skip
+        )
         for u in users
     ]
 
@@ -89,7 +101,9 @@ def _check_budget(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f"monthly budget must be a number of dollars (got {value!r})")
     if not 0 <= value <= MAX_BUDGET_USD:
-        raise InvalidInput(f"monthly budget must be between $0 and ${MAX_BUDGET_USD:,.0f} (got {value})")
+        raise InvalidInput(
+            f"monthly budget must be between $0 and ${MAX_BUDGET_USD:,.0f} (got {value})"
+        )
     return float(value)
 
 
@@ -99,7 +113,9 @@ def _check_jobs(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"concurrent-job limit must be a whole number (got {value!r})")
     if not 0 <= value <= MAX_JOB_LIMIT:
-        raise InvalidInput(f"concurrent-job limit must be between 0 and {MAX_JOB_LIMIT} (got {value})")
+        raise InvalidInput(
+            f"concurrent-job limit must be between 0 and {MAX_JOB_LIMIT} (got {value})"
+        )
     return value
 
 
@@ -126,5 +142,7 @@ def set_role(actor: Actor, session: Session, user: str, role: str) -> User:
     if target.role == "admin" and role != "admin":
         admins = [u for u in repo.admin_list_users(actor, session) if u.role == "admin"]
         if len(admins) <= 1:
-            raise Conflict(f"{target.email or target.id} is the only admin; make another admin first")
+            raise Conflict(
+                f"{target.email or target.id} is the only admin; make another admin first"
+            )
     return repo.admin_set_role(actor, session, target.id, role)

@@ -178,8 +178,15 @@ class JudgeResult:
         return round((self.wins + 0.5 * self.ties) / valid, 4) if valid else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "wins": self.wins, "losses": self.losses, "ties": self.ties,
-                "invalid": self.invalid, "win_rate": self.win_rate, "prompt": JUDGE_PROMPT}  # fmt: skip
+        return {
+            "model": self.model,
+            "wins": self.wins,
+            "losses": self.losses,
+            "ties": self.ties,
+            "invalid": self.invalid,
+            "win_rate": self.win_rate,
+            "prompt": JUDGE_PROMPT,
+        }
 
 
 def parse_verdict(text: str) -> str | None:
@@ -203,9 +210,15 @@ def judge(
     for i, row in enumerate(rows):
         adapter_first = random.Random(seed * 1_000_003 + i).random() < 0.5
         a, b = (adapter, base) if adapter_first else (base, adapter)
-        prompt = JUDGE_PROMPT.format(prompt=row.prompt, reference=row.reference or "(none)",
-                                     a=row.answers[a], b=row.answers[b])  # fmt: skip
-        verdict = parse_verdict(client.chat(judge_model, [{"role": "user", "content": prompt}], sampling).text)
+        prompt = JUDGE_PROMPT.format(
+            prompt=row.prompt,
+            reference=row.reference or "(none)",
+            a=row.answers[a],
+            b=row.answers[b],
+        )
+        verdict = parse_verdict(
+            client.chat(judge_model, [{"role": "user", "content": prompt}], sampling).text
+        )
         if verdict is None:
             invalid += 1
         elif verdict == "T":
@@ -229,32 +242,48 @@ def _set_status(actor: Actor, settings: Settings, version_id: str, **fields: Any
         repo.update_version(actor, s, version_id, eval_scores={**fields, "updated_at": _now()})
 
 
-def differences(rows: Sequence[Any], adapter: str, base: str, per_case: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def differences(
+    rows: Sequence[Any], adapter: str, base: str, per_case: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """The cases where the two answers differ most (see the module docstring)."""
     ranked = []
     for row, sc in zip(rows, per_case, strict=True):
         a, b = row.answers[adapter], row.answers[base]
         gap = 1.0 - rouge_l(a, b) if (a.strip() or b.strip()) else 0.0
-        ranked.append((round(gap, 4), abs(sc["adapter"]["rouge_l"] - sc["base"]["rouge_l"]), row, sc))
+        ranked.append(
+            (round(gap, 4), abs(sc["adapter"]["rouge_l"] - sc["base"]["rouge_l"]), row, sc)
+        )
     ranked.sort(key=lambda t: (t[0], t[1]), reverse=True)
     return [
-        {"prompt": row.prompt, "reference": row.reference, "adapter": row.answers[adapter],
-         "base": row.answers[base], "difference": gap, "adapter_scores": sc["adapter"],
-         "base_scores": sc["base"]}  # fmt: skip
+        {
+            "prompt": row.prompt,
+            "reference": row.reference,
+            "adapter": row.answers[adapter],
+            "base": row.answers[base],
+            "difference": gap,
+            "adapter_scores": sc["adapter"],
+            "base_scores": sc["base"],
+        }
         for gap, _, row, sc in ranked[:DIFFERENCES]
         if gap > 0
     ]
 
 
-def _cases(actor: Actor, settings: Settings, store: Any, version_id: str, max_rows: int | None) -> tuple[list[Any], str, str]:
+def _cases(
+    actor: Actor, settings: Settings, store: Any, version_id: str, max_rows: int | None
+) -> tuple[list[Any], str, str]:
     """The eval split's cases with a reference, the version's folder and its base model."""
     with session_scope(settings) as s:
         v = repo.get_version(actor, s, version_id)
         if not v.volume_path:
-            raise InvalidInput("this version has no folder on the volume for the inference server to load")
+            raise InvalidInput(
+                "this version has no folder on the volume for the inference server to load"
+            )
         if not v.dataset_id:
             raise InvalidInput("this version has no dataset, so no eval split to evaluate on")
-        cases = inference.eval_split_cases(actor, s, store, v.dataset_id, limit=max_rows or settings.eval_max_rows)
+        cases = inference.eval_split_cases(
+            actor, s, store, v.dataset_id, limit=max_rows or settings.eval_max_rows
+        )
         folder, trained_on = v.volume_path, v.base_model
     cases = [c for c in cases if c.reference]
     if not cases:
@@ -279,13 +308,25 @@ def _serve(client: Any, settings: Settings, served: str, folder: str) -> tuple[s
         return Path(folder).name, False
 
 
-def _result(client: Any, settings: Settings, cases: Sequence[Any], served: str, base: str,
-            trained_on: str, use_judge: bool | None) -> dict[str, Any]:  # fmt: skip
+def _result(
+    client: Any,
+    settings: Settings,
+    cases: Sequence[Any],
+    served: str,
+    base: str,
+    trained_on: str,
+    use_judge: bool | None,
+) -> dict[str, Any]:
     """Answer every case with the adapter and the base, score them, and judge them."""
     sampling = inference.Sampling(temperature=0.0, max_tokens=settings.eval_max_tokens, seed=0)
     rows = inference.compare_on_set(client, cases, [served, base], sampling)
-    per_case = [{"adapter": score(r.answers[served], r.reference or ""),
-                 "base": score(r.answers[base], r.reference or "")} for r in rows]  # fmt: skip
+    per_case = [
+        {
+            "adapter": score(r.answers[served], r.reference or ""),
+            "base": score(r.answers[base], r.reference or ""),
+        }
+        for r in rows
+    ]
     adapter_means = mean_scores([c["adapter"] for c in per_case])
     base_means = mean_scores([c["base"] for c in per_case])
     judged = None
@@ -320,7 +361,9 @@ def evaluate_version(
     """Evaluate one version now and store the result (see the module docstring). Returns
     the stored `eval_scores`. Raises `InvalidInput` when there is nothing to evaluate
     with, `InferenceError`s when the server fails; the failure is stored first."""
-    cases, folder, trained_on = _cases(actor, settings, store or make_blob_store(settings), version_id, max_rows)
+    cases, folder, trained_on = _cases(
+        actor, settings, store or make_blob_store(settings), version_id, max_rows
+    )
     _set_status(actor, settings, version_id, status="running", started_at=_now())
     own = client is None
     client = client or inference.InferenceClient(settings)
@@ -366,7 +409,9 @@ def _run_logged(actor: Actor, settings: Settings, version_id: str) -> None:
     except Exception as e:  # noqa: BLE001 - a background thread: record it, log the traceback
         log.exception("evaluation of %s failed", version_id)
         try:
-            _set_status(actor, settings, version_id, status="failed", error=f"{type(e).__name__}: {e}")
+            _set_status(
+                actor, settings, version_id, status="failed", error=f"{type(e).__name__}: {e}"
+            )
         except BrightRunError as again:
             log.warning("could not record the failed evaluation of %s: %s", version_id, again)
 
@@ -383,15 +428,23 @@ def start_after_job(actor: Actor, settings: Settings, job_id: str) -> threading.
             return None
         version_id, has_split = found
         if not has_split:
-            _set_status(actor, settings, version_id, status="skipped",
-                        reason="the dataset has no eval split (datasets of 20 rows or more get one when added)")  # fmt: skip
+            _set_status(
+                actor,
+                settings,
+                version_id,
+                status="skipped",
+                reason="the dataset has no eval split (datasets of 20 rows or more get one when added)",
+            )
             return None
         _set_status(actor, settings, version_id, status="pending", queued_at=_now())
     except BrightRunError as e:
         log.warning("job %s: evaluation not started: %s", job_id, e)
         return None
     thread = threading.Thread(
-        target=_run_logged, args=(actor, settings, version_id), name=f"eval-{version_id}", daemon=True
+        target=_run_logged,
+        args=(actor, settings, version_id),
+        name=f"eval-{version_id}",
+        daemon=True,
     )
     thread.start()
     return thread
@@ -415,7 +468,11 @@ class QualityPoint:
     @property
     def gain_per_dollar(self) -> float | None:
         """Score points gained over the base per dollar of lineage spend."""
-        return (self.score - self.base_score) / self.lineage_cost_usd if self.lineage_cost_usd > 0 else None
+        return (
+            (self.score - self.base_score) / self.lineage_cost_usd
+            if self.lineage_cost_usd > 0
+            else None
+        )
 
 
 def quality_points(actor: Actor, session: Any, metric: str = "rouge_l") -> list[QualityPoint]:
@@ -436,12 +493,21 @@ def quality_points(actor: Actor, session: Any, metric: str = "rouge_l") -> list[
                     costs[job.id] = float(job.cost_usd or 0.0)
             own = costs.get(v.job_id or "", 0.0)
             parent = chain[1] if len(chain) > 1 else None
-            out.append(QualityPoint(
-                version_id=v.id, label=adapters.label(a.name, v), adapter=a.name, job_id=v.job_id,
-                parent_label=adapters.label(adapters.adapter_name_of(session, parent), parent) if parent else None,
-                cost_usd=own, lineage_cost_usd=sum(costs.values()),
-                score=float(ev["adapter"][metric]), base_score=float(ev["base"][metric]),
-            ))  # fmt: skip
+            out.append(
+                QualityPoint(
+                    version_id=v.id,
+                    label=adapters.label(a.name, v),
+                    adapter=a.name,
+                    job_id=v.job_id,
+                    parent_label=adapters.label(adapters.adapter_name_of(session, parent), parent)
+                    if parent
+                    else None,
+                    cost_usd=own,
+                    lineage_cost_usd=sum(costs.values()),
+                    score=float(ev["adapter"][metric]),
+                    base_score=float(ev["base"][metric]),
+                )
+            )
     return out
 
 
@@ -450,5 +516,3 @@ def report(actor: Actor, session: Any, version_id: str) -> dict[str, Any] | None
     user's version."""
     v = repo.get_version(actor, session, version_id)
     return dict(v.eval_scores) if v.eval_scores else None
-
-

@@ -41,7 +41,9 @@ def message(job: Any) -> dict[str, Any]:
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
 
 
-def job_ended(settings: Settings, job: Any, *, transport: httpx.BaseTransport | None = None) -> bool:
+def job_ended(
+    settings: Settings, job: Any, *, transport: httpx.BaseTransport | None = None
+) -> bool:
     """Post the notification for `job`; True when the webhook accepted it.
 
     The request goes straight through an httpx transport, not an `httpx.Client`, because the
@@ -68,5 +70,3 @@ def job_ended(settings: Settings, job: Any, *, transport: httpx.BaseTransport | 
         log.warning("job %s: notification webhook answered HTTP %d", job.id, response.status_code)
         return False
     return True
-
-

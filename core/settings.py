@@ -84,7 +84,9 @@ class Settings(BaseSettings):
     local_device: Literal["auto", "cpu", "cuda"] = "auto"
     # Seconds the local endpoint keeps a finished job's result (RunPod keeps /run results 30 min).
     local_result_retention_s: float = Field(1800.0, gt=0)
-    public_base_url: str = f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}"  # where local signed URLs point
+    public_base_url: str = (
+        f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}"  # where local signed URLs point
+    )
     url_signing_key: SecretStr = SecretStr("")  # empty: generated once into <data_dir>
     max_upload_mb: int = Field(200, ge=1)
     # Folders a base model given as a path may come from, besides <data_dir>/models (always

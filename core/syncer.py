@@ -46,8 +46,12 @@ def run(
                 log.exception("sync pass failed; trying again in %.0f s", interval)
             else:
                 if report.synced or report.errors:
-                    log.info("synced %d job(s), %d ended, %d error(s)",
-                             report.synced, report.ended, len(report.errors))  # fmt: skip
+                    log.info(
+                        "synced %d job(s), %d ended, %d error(s)",
+                        report.synced,
+                        report.ended,
+                        len(report.errors),
+                    )
                 if on_pass is not None:
                     on_pass(report)
             done += 1

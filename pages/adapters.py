@@ -20,27 +20,55 @@ if not rows:
     st.stop()
 
 st.dataframe(
-    [{"adapter": r.label, "base model": r.base_model, "dataset": r.dataset, "settings": r.settings,
-      "final loss": r.final_loss, "eval loss": r.eval_loss, "size": w.size(r.size_bytes),
-      "created": w.when(r.created_at), "job": r.job_id} for r in rows],
-    hide_index=True, width="stretch",
-    column_config={"final loss": st.column_config.NumberColumn(format="%.4f"),
-                   "eval loss": st.column_config.NumberColumn(format="%.4f")},
-)  # fmt: skip
+    [
+        {
+            "adapter": r.label,
+            "base model": r.base_model,
+            "dataset": r.dataset,
+            "settings": r.settings,
+            "final loss": r.final_loss,
+            "eval loss": r.eval_loss,
+            "size": w.size(r.size_bytes),
+            "created": w.when(r.created_at),
+            "job": r.job_id,
+        }
+        for r in rows
+    ],
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "final loss": st.column_config.NumberColumn(format="%.4f"),
+        "eval loss": st.column_config.NumberColumn(format="%.4f"),
+    },
+)
 
 by_id = {r.version_id: r for r in rows}
-vid = st.selectbox("Adapter", list(by_id), format_func=lambda v: by_id[v].label, key="adapters.selected")
+vid = st.selectbox(
+    "Adapter", list(by_id), format_func=lambda v: by_id[v].label, key="adapters.selected"
+)
 row = by_id[vid]
 st.subheader(row.label)
-st.caption(f"{row.base_model} · dataset {w.plain(row.dataset or '–')} · {row.settings} · {w.size(row.size_bytes)}")
+st.caption(
+    f"{row.base_model} · dataset {w.plain(row.dataset or '–')} · {row.settings} · {w.size(row.size_bytes)}"
+)
 c1, c2, c3 = st.columns(3)
 
-c1.download_button("Download zip", queries.zip_builder(actor, settings, session.store(), vid), file_name=row.zip_name,
-                   mime="application/zip", key="adapters.download", disabled=not row.stored,
-                   help="PEFT files, brightrun.json and a model card" if row.stored else "no stored files")  # fmt: skip
+c1.download_button(
+    "Download zip",
+    queries.zip_builder(actor, settings, session.store(), vid),
+    file_name=row.zip_name,
+    mime="application/zip",
+    key="adapters.download",
+    disabled=not row.stored,
+    help="PEFT files, brightrun.json and a model card" if row.stored else "no stored files",
+)
 
-if c2.button("Open in playground", key="adapters.playground", disabled=not row.on_volume,
-             help=None if row.on_volume else "this version is not on the inference server's volume"):  # fmt: skip
+if c2.button(
+    "Open in playground",
+    key="adapters.playground",
+    disabled=not row.on_volume,
+    help=None if row.on_volume else "this version is not on the inference server's volume",
+):
     from core.clients import inference
 
     try:

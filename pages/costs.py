@@ -23,11 +23,16 @@ c1.metric(f"Spent in {sv.month}", w.money(sv.month_spend_usd))
 c2.metric("Monthly budget", w.money(sv.monthly_budget_usd))
 c3.metric("Budget used", w.share(sv.budget_share))
 if sv.budget_share >= 1:
-    st.error("The monthly budget is used up: new jobs are refused until next month or a larger budget.")
+    st.error(
+        "The monthly budget is used up: new jobs are refused until next month or a larger budget."
+    )
 elif sv.budget_share >= 0.8:
     st.warning("More than 80% of the monthly budget is used.")
-st.plotly_chart(charts.budget_bar(sv.month_spend_usd, sv.monthly_budget_usd), key="costs.budget",
-                config={"displayModeBar": False})  # fmt: skip
+st.plotly_chart(
+    charts.budget_bar(sv.month_spend_usd, sv.monthly_budget_usd),
+    key="costs.budget",
+    config={"displayModeBar": False},
+)
 
 if not sv.by_month:
     st.info("No GPU time recorded yet: costs appear here when jobs finish.")
@@ -35,15 +40,30 @@ if not sv.by_month:
 
 left, right = st.columns(2)
 left.plotly_chart(charts.spend_bars(sv.by_month, "Spend per month"), key="costs.by_month")
-right.plotly_chart(charts.spend_bars(sv.by_gpu or {"–": 0.0}, f"Per GPU type ({sv.month})"), key="costs.by_gpu")
-left.plotly_chart(charts.spend_bars(sv.by_model or {"–": 0.0}, f"Per model ({sv.month})", horizontal=True), key="costs.by_model")
+right.plotly_chart(
+    charts.spend_bars(sv.by_gpu or {"–": 0.0}, f"Per GPU type ({sv.month})"), key="costs.by_gpu"
+)
+left.plotly_chart(
+    charts.spend_bars(sv.by_model or {"–": 0.0}, f"Per model ({sv.month})", horizontal=True),
+    key="costs.by_model",
+)
 with right:
     st.markdown(f"**Per job ({sv.month}, most expensive first)**")
     st.dataframe(
-        [{"job": j.job_id, "model": j.model, "GPU": j.gpu_type, "GPU time": w.duration(j.seconds),
-          "cost ($)": round(j.usd, 4)} for j in sv.by_job],
-        hide_index=True, width="stretch", column_config={"cost ($)": st.column_config.NumberColumn(format="$%.4f")},
-    )  # fmt: skip
+        [
+            {
+                "job": j.job_id,
+                "model": j.model,
+                "GPU": j.gpu_type,
+                "GPU time": w.duration(j.seconds),
+                "cost ($)": round(j.usd, 4),
+            }
+            for j in sv.by_job
+        ],
+        hide_index=True,
+        width="stretch",
+        column_config={"cost ($)": st.column_config.NumberColumn(format="$%.4f")},
+    )
 
 st.subheader("Serverless against an always-on pod")
 cmp = sv.comparison
@@ -60,8 +80,14 @@ st.markdown(
 m1, m2, m3 = st.columns(3)
 m1.metric("Serverless", w.money(cmp.serverless_usd))
 m2.metric("Always-on pod", w.money(cmp.pod_usd))
-m3.metric("Break-even utilisation", f"{cmp.break_even_utilisation:.0%}",
-          help="above this share of busy hours an always-on pod is cheaper")  # fmt: skip
+m3.metric(
+    "Break-even utilisation",
+    f"{cmp.break_even_utilisation:.0%}",
+    help="above this share of busy hours an always-on pod is cheaper",
+)
 grid = [u / 100 for u in range(1, 101)]
 sl, pod = queries.cost_per_busy_hour(cmp.serverless_rate_h, cmp.pod_rate_h, grid)
-st.plotly_chart(charts.serverless_vs_pod(grid, sl, pod, sv.utilisation, cmp.break_even_utilisation), key="costs.pod")
+st.plotly_chart(
+    charts.serverless_vs_pod(grid, sl, pod, sv.utilisation, cmp.break_even_utilisation),
+    key="costs.pod",
+)

@@ -17,7 +17,9 @@ models = queries.model_options(settings)
 if st.session_state["datasets.model"] not in models:
     st.session_state["datasets.model"] = models[0]
 c1, c2 = st.columns([3, 1])
-model = c1.selectbox("Model whose chat template and tokenizer measure the rows", models, key="datasets.model")
+model = c1.selectbox(
+    "Model whose chat template and tokenizer measure the rows", models, key="datasets.model"
+)
 max_length = c2.number_input("Max length (tokens)", 16, 262144, step=256, key="datasets.max_length")
 
 with st.expander("Upload a dataset", expanded=True):
@@ -50,7 +52,9 @@ st.dataframe(
 by_id = {d.id: d for d in items}
 if st.session_state["datasets.selected"] not in by_id:
     st.session_state["datasets.selected"] = items[0].id
-ds_id = st.selectbox("Dataset", list(by_id), format_func=lambda i: by_id[i].name, key="datasets.selected")
+ds_id = st.selectbox(
+    "Dataset", list(by_id), format_func=lambda i: by_id[i].name, key="datasets.selected"
+)
 ds = by_id[ds_id]
 
 tab_stats, tab_preview, tab_manage = st.tabs(["Statistics", "Preview", "Rename or delete"])

@@ -26,7 +26,9 @@ if selected:
     job = detail.job
     st.subheader(f"{job.adapter_name or job.id}")
     ui.actions(detail)
-    st.toggle("Live updates", key="jobs.live", help="refresh the numbers and the chart while the job runs")
+    st.toggle(
+        "Live updates", key="jobs.live", help="refresh the numbers and the chart while the job runs"
+    )
     ui.live(job.id, job.status)
     with st.expander("Resolved settings"):
         st.json(job.spec or {})
@@ -37,8 +39,15 @@ with session.db() as s:
 filters, sort, descending, page_size = ui.filter_bar(options)
 try:
     with session.db() as s:
-        page = queries.job_page(actor, s, filters=filters, sort=sort, descending=descending,
-                              page=st.session_state["jobs.page"], page_size=page_size)  # fmt: skip
+        page = queries.job_page(
+            actor,
+            s,
+            filters=filters,
+            sort=sort,
+            descending=descending,
+            page=st.session_state["jobs.page"],
+            page_size=page_size,
+        )
 except BrightRunError as e:
     w.show_error(e, stop=True)
 st.session_state["jobs.page"] = page.page
@@ -50,8 +59,15 @@ if not page.total:
 
 ui.table(page)
 ui.pager(page)
-choice = st.selectbox("Open a job", [r.id for r in page.rows], index=None, key="jobs.open",
-                      format_func=lambda i: next(f"{r.adapter or r.id} · {r.status} · {i}" for r in page.rows if r.id == i))  # fmt: skip
+choice = st.selectbox(
+    "Open a job",
+    [r.id for r in page.rows],
+    index=None,
+    key="jobs.open",
+    format_func=lambda i: next(
+        f"{r.adapter or r.id} · {r.status} · {i}" for r in page.rows if r.id == i
+    ),
+)
 if choice:
     ui.open_job(choice)
     st.rerun()

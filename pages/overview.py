@@ -23,14 +23,26 @@ def running_jobs() -> None:
     for job in ov.running:
         with st.container(border=True):
             left, mid, right = st.columns([3, 3, 2])
-            left.markdown(f"**{w.plain(job.adapter or job.id)}**  \n{w.status_badge(job.status)} · {w.plain(job.model)}")
-            left.progress(min(1.0, job.progress), text=f"step {job.step or 0} of {job.total_steps or '?'}")
+            left.markdown(
+                f"**{w.plain(job.adapter or job.id)}**  \n{w.status_badge(job.status)} · {w.plain(job.model)}"
+            )
+            left.progress(
+                min(1.0, job.progress), text=f"step {job.step or 0} of {job.total_steps or '?'}"
+            )
             if job.loss:
-                mid.plotly_chart(charts.sparkline(job.loss), key=f"overview.spark.{job.id}", config={"displayModeBar": False})
+                mid.plotly_chart(
+                    charts.sparkline(job.loss),
+                    key=f"overview.spark.{job.id}",
+                    config={"displayModeBar": False},
+                )
             else:
                 mid.caption("waiting for the first loss")
             budget = f" of {w.money(job.budget_usd)}" if job.budget_usd else ""
-            right.metric("Spend so far", w.money(job.live_cost_usd), help=f"budget{budget}" if budget else None)
+            right.metric(
+                "Spend so far",
+                w.money(job.live_cost_usd),
+                help=f"budget{budget}" if budget else None,
+            )
             if right.button("Open", key=f"overview.open.{job.id}"):
                 jobs_ui.open_job(job.id)
                 st.switch_page("pages/jobs.py")
@@ -52,25 +64,44 @@ if ov.is_empty:
     c1.page_link("pages/datasets.py", label="1 · Upload a dataset", icon=":material/upload:")
     c2.page_link("pages/train.py", label="2 · Train", icon=":material/model_training:")
     c3.page_link("pages/playground.py", label="3 · Chat", icon=":material/chat:")
-    st.caption("Locally everything runs on this machine with a tiny demo model; no account is needed.")
+    st.caption(
+        "Locally everything runs on this machine with a tiny demo model; no account is needed."
+    )
     st.stop()
 
 running_jobs()
 
 st.subheader(f"Spend in {ov.month}")
 c1, c2 = st.columns([1, 3])
-c1.metric("This month", w.money(ov.month_spend_usd), help=f"monthly budget {w.money(ov.monthly_budget_usd)}")
+c1.metric(
+    "This month",
+    w.money(ov.month_spend_usd),
+    help=f"monthly budget {w.money(ov.monthly_budget_usd)}",
+)
 c1.caption(f"{w.share(ov.budget_share)} of the {w.money(ov.monthly_budget_usd)} budget")
-c2.plotly_chart(charts.budget_bar(ov.month_spend_usd, ov.monthly_budget_usd), key="overview.budget",
-                config={"displayModeBar": False})  # fmt: skip
+c2.plotly_chart(
+    charts.budget_bar(ov.month_spend_usd, ov.monthly_budget_usd),
+    key="overview.budget",
+    config={"displayModeBar": False},
+)
 
 st.subheader("Latest adapters")
 if not ov.recent_adapters:
     st.caption("No adapters yet: they appear here when a job completes.")
 else:
     st.dataframe(
-        [{"adapter": a.label, "base model": a.base_model, "dataset": a.dataset, "final loss": a.final_loss,
-          "eval loss": a.eval_loss, "created": w.when(a.created_at)} for a in ov.recent_adapters],
-        hide_index=True, width="stretch",
-    )  # fmt: skip
+        [
+            {
+                "adapter": a.label,
+                "base model": a.base_model,
+                "dataset": a.dataset,
+                "final loss": a.final_loss,
+                "eval loss": a.eval_loss,
+                "created": w.when(a.created_at),
+            }
+            for a in ov.recent_adapters
+        ],
+        hide_index=True,
+        width="stretch",
+    )
     st.page_link("pages/adapters.py", label="All adapters", icon=":material/extension:")

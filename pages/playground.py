@@ -23,9 +23,12 @@ by_label = {c.label: c for c in choices}
 with st.sidebar:
     default = [c.label for c in choices[:2]]
     labels = st.multiselect(
-        "Models (one, or two side by side)", list(by_label), default=default,
-        max_selections=2, key="playground.models",
-    )  # fmt: skip
+        "Models (one, or two side by side)",
+        list(by_label),
+        default=default,
+        max_selections=2,
+        key="playground.models",
+    )
     system = st.text_area("System prompt", key="playground.system")
     try:
         sampling = ui.sampling_controls()
@@ -68,26 +71,37 @@ with set_tab:
     pasted_label = "Pasted prompts"
     sources = ui.eval_sets(actor, settings)  # datasets with an eval split
     source = st.radio(
-        "Prompts from", [pasted_label, *(f"Eval split of {n}" for n in sources)],
-        horizontal=True, key="playground.set_source",
-    )  # fmt: skip
+        "Prompts from",
+        [pasted_label, *(f"Eval split of {n}" for n in sources)],
+        horizontal=True,
+        key="playground.set_source",
+    )
     pasted = ""
     if source == pasted_label:
         pasted = st.text_area(
             "Prompts: one per line, `prompt<TAB>reference`, or JSON lines with prompt/reference",
-            key="playground.set_text", height=160,
-        )  # fmt: skip
+            key="playground.set_text",
+            height=160,
+        )
     if st.button("Run the set", key="playground.run_set", type="primary"):
         try:
             if source == pasted_label:
                 cases = inf.parse_prompt_set(pasted)
             else:
-                cases = ui.eval_cases(actor, settings, sources[source.removeprefix("Eval split of ")])
+                cases = ui.eval_cases(
+                    actor, settings, sources[source.removeprefix("Eval split of ")]
+                )
             bar = st.progress(0.0, text=f"0 of {len(cases)}")
             rows = inf.compare_on_set(
-                client, cases, [c.served_name for c in chosen], sampling, system,
-                on_row=lambda i, _: bar.progress((i + 1) / len(cases), text=f"{i + 1} of {len(cases)}"),
-            )  # fmt: skip
+                client,
+                cases,
+                [c.served_name for c in chosen],
+                sampling,
+                system,
+                on_row=lambda i, _: bar.progress(
+                    (i + 1) / len(cases), text=f"{i + 1} of {len(cases)}"
+                ),
+            )
             st.session_state["playground.set_rows"] = ui.set_rows(rows, chosen)
         except BrightRunError as e:
             w.show_error(e)

@@ -34,13 +34,29 @@ with left:
     lora, training, quantization, eval_fraction = ui.settings_form()
 with right:
     st.subheader("Plan")
-    budget = st.number_input("Budget cap ($)", 0.01, 10_000.0, value=float(settings.job_budget_usd), step=1.0,
-                             key="train.budget", help="the job stops here and keeps what it trained")  # fmt: skip
-    adapter = st.text_input("Adapter name", key="train.adapter_name", placeholder="default: <model>-<dataset>")
+    budget = st.number_input(
+        "Budget cap ($)",
+        0.01,
+        10_000.0,
+        value=float(settings.job_budget_usd),
+        step=1.0,
+        key="train.budget",
+        help="the job stops here and keeps what it trained",
+    )
+    adapter = st.text_input(
+        "Adapter name", key="train.adapter_name", placeholder="default: <model>-<dataset>"
+    )
     try:
-        request = jobs.LaunchRequest.build(model=model, dataset_id=dataset_id, lora=lora, training=training,
-                                           quantization=quantization, eval_fraction=eval_fraction,
-                                           budget_usd=budget, adapter_name=adapter or None)  # fmt: skip
+        request = jobs.LaunchRequest.build(
+            model=model,
+            dataset_id=dataset_id,
+            lora=lora,
+            training=training,
+            quantization=quantization,
+            eval_fraction=eval_fraction,
+            budget_usd=budget,
+            adapter_name=adapter or None,
+        )
     except BrightRunError as e:
         st.error(w.plain(e))
         st.stop()
@@ -49,10 +65,17 @@ with right:
     ui.plan_view(tp)
     for reason in tp.blockers:
         st.error(w.plain(reason))
-    if st.button("Launch", type="primary", disabled=not tp.can_launch, key="train.launch",
-                 help="; ".join(tp.blockers) or None):  # fmt: skip
+    if st.button(
+        "Launch",
+        type="primary",
+        disabled=not tp.can_launch,
+        key="train.launch",
+        help="; ".join(tp.blockers) or None,
+    ):
         try:
-            job = jobs.submit(actor, settings, request, client=session.runpod(), store=session.store())
+            job = jobs.submit(
+                actor, settings, request, client=session.runpod(), store=session.store()
+            )
         except BrightRunError as e:
             st.error(w.plain(e))
         else:

@@ -27,7 +27,9 @@ def test_secrets_never_printed(data_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("GPU_CLUSTER_API_KEY", "rpa_SECRET_abc123")
     monkeypatch.setenv("SUPABASE_KEY", "sb_SECRET_xyz")
     monkeypatch.setenv("SUPABASE_URL", "https://example.supabase.co")
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u:pg_SECRET_pw@db.example:5432/postgres")
+    monkeypatch.setenv(
+        "DATABASE_URL", "postgresql+psycopg://u:pg_SECRET_pw@db.example:5432/postgres"
+    )
     s = Settings()
     for text in (repr(s), str(s), str(s.public_view()), s.model_dump_json()):
         assert "SECRET" not in text
@@ -37,13 +39,17 @@ def test_secrets_never_printed(data_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     assert s.gpu_cluster_api_key.get_secret_value() == "rpa_SECRET_abc123"
 
 
-def test_supabase_storage_requires_credentials(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_supabase_storage_requires_credentials(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("STORAGE", "supabase")
     with pytest.raises(ValidationError, match="SUPABASE_URL"):
         Settings()
 
 
-def test_bad_values_are_rejected_with_the_field_named(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_values_are_rejected_with_the_field_named(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("JOB_BUDGET_USD", "-1")
     with pytest.raises(ValidationError, match="job_budget_usd"):
         Settings()

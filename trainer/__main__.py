@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m trainer", description="Run one BrightRun training job locally."
     )
-    ap.add_argument("--spec", required=True, help="job spec JSON file (trainer.shared.spec.JobSpec)")
+    ap.add_argument(
+        "--spec", required=True, help="job spec JSON file (trainer.shared.spec.JobSpec)"
+    )
     a = ap.parse_args(argv)
     from trainer.handler import configure_logging, handler
 

@@ -61,7 +61,9 @@ def rejected(payload: Any, exc: ValidationError) -> Event:
     elog = EventLog()
     final = elog.emit("failed", failure_data(exc))
     job_id = payload.get("job_id") if isinstance(payload, Mapping) else None
-    upload_event_log(elog, final, job_id if isinstance(job_id, str) else None, _raw_upload_urls(payload))
+    upload_event_log(
+        elog, final, job_id if isinstance(job_id, str) else None, _raw_upload_urls(payload)
+    )
     return final
 
 

@@ -144,7 +144,9 @@ def ensure_cached(model: ModelSpec, env: WorkerEnv) -> tuple[Path, bool]:
                 "the model into MODEL_CACHE_DIR on the network volume",
             ) from e
         if not (tmp / "config.json").is_file():
-            raise ModelUnavailable(f"hub repo {model.name_or_path!r} has no config.json: not a model")
+            raise ModelUnavailable(
+                f"hub repo {model.name_or_path!r} has no config.json: not a model"
+            )
         publish(tmp, folder)
     return folder, True
 

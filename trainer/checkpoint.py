@@ -120,7 +120,9 @@ class Checkpoints:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         weights = {
-            n: p.detach().to("cpu").contiguous() for n, p in run.model.named_parameters() if p.requires_grad
+            n: p.detach().to("cpu").contiguous()
+            for n, p in run.model.named_parameters()
+            if p.requires_grad
         }
         save_file(weights, tmp / "trainable.safetensors")
         torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")

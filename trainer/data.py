@@ -80,9 +80,7 @@ def fetch(url: str | None, path: str | None, dest: Path, what: str) -> Path:
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as r:
             if r.status_code >= 400:
-                raise DownloadFailed(
-                    f"downloading the {what} data failed: HTTP {r.status_code}"
-                )
+                raise DownloadFailed(f"downloading the {what} data failed: HTTP {r.status_code}")
             with dest.open("wb") as f:
                 for chunk in r.iter_bytes(1 << 20):
                     f.write(chunk)
@@ -160,8 +158,8 @@ def read_rows(path: Path, what: str) -> list[Row]:
     if n_bad:
         raise BadInput(
             f"{what} data has {n_bad} invalid row(s): " + "; ".join(errors),
-            "fix or remove these rows (JSONL of {\"messages\": [{\"role\", \"content\"}]} or "
-            "{\"text\": \"...\"}) and upload the dataset again",
+            'fix or remove these rows (JSONL of {"messages": [{"role", "content"}]} or '
+            '{"text": "..."}) and upload the dataset again',
         )
     if not rows:
         raise BadInput(f"{what} data has no rows", "upload a dataset with at least one row")
@@ -212,7 +210,9 @@ class DataStats:
         }
 
 
-def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[list[Sample], DataStats]:
+def tokenize_rows(
+    tokenizer: Any, rows: list[Row], max_length: int
+) -> tuple[list[Sample], DataStats]:
     """Samples with their targets (assistant tokens of chat rows, every token of text rows);
     long text rows become several windows, long chat rows are truncated; splits, truncation
     and drops are counted in the stats."""
@@ -243,9 +243,9 @@ def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[lis
             pieces = [(ids[:max_length], mask[:max_length])]
         kept = 0
         for p_ids, p_mask in pieces:
-            targets = [
-                p_ids[t + 1] if p_mask[t + 1] else IGNORE for t in range(len(p_ids) - 1)
-            ] + [IGNORE]
+            targets = [p_ids[t + 1] if p_mask[t + 1] else IGNORE for t in range(len(p_ids) - 1)] + [
+                IGNORE
+            ]
             n_loss = sum(1 for x in targets if x != IGNORE)
             if n_loss == 0:
                 continue
@@ -266,7 +266,9 @@ def tokenize_rows(tokenizer: Any, rows: list[Row], max_length: int) -> tuple[lis
     return samples, stats
 
 
-def split_eval(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def split_eval(
+    samples: list[Sample], fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
     """A seeded split by row: (train, eval). The windows of one long document stay on the
     same side; at least one row stays on each side."""
     rows = list(dict.fromkeys(s.row for s in samples))
@@ -358,7 +360,9 @@ class Batch:
         return kw
 
 
-def collate(samples: list[Sample], idx: list[int], *, packed: bool, pad_id: int, device: Any) -> Batch:
+def collate(
+    samples: list[Sample], idx: list[int], *, packed: bool, pad_id: int, device: Any
+) -> Batch:
     import torch
 
     chosen = [samples[i] for i in idx]

@@ -131,7 +131,12 @@ class LoraFusedExperts(nn.Module):
         self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
     ) -> torch.Tensor:
         return route_to_experts(
-            hidden_states, top_k_index, top_k_weights, self.num_experts, self._project, self.base.act_fn
+            hidden_states,
+            top_k_index,
+            top_k_weights,
+            self.num_experts,
+            self._project,
+            self.base.act_fn,
         )
 
     def merge_into_base(self) -> nn.Module:
@@ -157,7 +162,9 @@ def _set_submodule(model: Any, name: str, module: Any) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-def add_expert_lora_structure(model: Any, info: ExpertLoraInfo, adapter_name: str = "default") -> int:
+def add_expert_lora_structure(
+    model: Any, info: ExpertLoraInfo, adapter_name: str = "default"
+) -> int:
     """Give every experts module `info` names an `ExpertLora` for `adapter_name`; returns
     how many. Call on the base model, before the adapter is loaded."""
     count = 0
@@ -185,7 +192,14 @@ def add_expert_lora_structure(model: Any, info: ExpertLoraInfo, adapter_name: st
                 )
             target, shapes, device = module, module.shapes, module.base.gate_up_proj.device
         target.expert_lora.add(
-            adapter_name, shapes, target.num_experts, info.r, info.scaling, 0.0, device, torch.float32
+            adapter_name,
+            shapes,
+            target.num_experts,
+            info.r,
+            info.scaling,
+            0.0,
+            device,
+            torch.float32,
         )
         count += 1
     return count

@@ -41,7 +41,9 @@ def handler(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[
     last_seq = -1
     try:
         payload = job.get("input") if isinstance(job, dict) else None
-        for event in run_job(payload if payload is not None else {}, env or WorkerEnv.from_environ()):
+        for event in run_job(
+            payload if payload is not None else {}, env or WorkerEnv.from_environ()
+        ):
             last_seq = event.seq
             yield event.model_dump(mode="json")
     except Exception as exc:

@@ -42,8 +42,13 @@ def varlen_sdpa_attention(
 
     def causal(s: int, e: int, b: slice) -> torch.Tensor:
         return F.scaled_dot_product_attention(
-            query[b, :, s:e], key[b, :, s:e], value[b, :, s:e],
-            dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa,
+            query[b, :, s:e],
+            key[b, :, s:e],
+            value[b, :, s:e],
+            dropout_p=dropout,
+            scale=scaling,
+            is_causal=True,
+            enable_gqa=gqa,
         )
 
     cu = kwargs.get("cu_seq_lens_q")
@@ -60,14 +65,19 @@ def varlen_sdpa_attention(
         return out.transpose(1, 2).contiguous(), None
     if cu is None or attention_mask is not None or query.shape[0] != 1 or key.shape[2] != q_len:
         return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-            is_causal=is_causal, **kwargs,
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
         )
     bounds = cu.tolist()
     outs = [
-        causal(s, e, slice(None))
-        for s, e in zip(bounds[:-1], bounds[1:], strict=True)
-        if e > s
+        causal(s, e, slice(None)) for s, e in zip(bounds[:-1], bounds[1:], strict=True) if e > s
     ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None

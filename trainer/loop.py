@@ -68,7 +68,12 @@ def peak_memory(device: Any | None) -> tuple[int, str]:
 
 
 def train(
-    run: Setup, progress: Progress, checkpoints: Checkpoints, elog: EventLog, env: WorkerEnv, work: Path
+    run: Setup,
+    progress: Progress,
+    checkpoints: Checkpoints,
+    elog: EventLog,
+    env: WorkerEnv,
+    work: Path,
 ) -> Iterator[Event]:
     """Train from `progress.step` to the plan's end (see the module docstring)."""
     import torch
@@ -83,7 +88,9 @@ def train(
             progress.stop_reason = "time_limit"
             break
         s0 = time.monotonic()
-        result = optimizer_step(run, run.batches.step_batches(progress.step, device), progress.step, attempt, env)
+        result = optimizer_step(
+            run, run.batches.step_batches(progress.step, device), progress.step, attempt, env
+        )
         _count(progress, attempt, result, s0)
         eval_loss = None
         last = progress.step == total
@@ -111,7 +118,9 @@ def _count(progress: Progress, attempt: Attempt, result: StepResult, s0: float) 
     progress.tokens_total += result.n_tokens
 
 
-def optimizer_step(run: Setup, batches: list[D.Batch], step: int, attempt: Attempt, env: WorkerEnv) -> StepResult:
+def optimizer_step(
+    run: Setup, batches: list[D.Batch], step: int, attempt: Attempt, env: WorkerEnv
+) -> StepResult:
     """One optimizer step over `batches` (step `step`, 0-based); raises `Diverged`."""
     import torch
 
@@ -137,7 +146,9 @@ def optimizer_step(run: Setup, batches: list[D.Batch], step: int, attempt: Attem
     return StepResult(loss_value, norm_value, lr, n_loss, sum(b.n_tokens for b in batches), note)
 
 
-def forward_backward(run: Setup, batches: list[D.Batch], n_loss: int, step: int, env: WorkerEnv) -> Any:
+def forward_backward(
+    run: Setup, batches: list[D.Batch], n_loss: int, step: int, env: WorkerEnv
+) -> Any:
     """Gradients of the step's mean loss, accumulated over its micro-batches."""
     import torch
 
@@ -158,8 +169,10 @@ def fall_back_to_recompute_all(run: Setup, attempt: Attempt, step: int) -> str |
     from trainer.memory import recompute_all
 
     facts = run.loaded.facts.get("activation_checkpointing", {})
-    if attempt.recompute_fallback_used or not facts.get("layers") or (
-        facts.get("layers_recomputed") == facts.get("layers")
+    if (
+        attempt.recompute_fallback_used
+        or not facts.get("layers")
+        or (facts.get("layers_recomputed") == facts.get("layers"))
     ):
         return None
     attempt.recompute_fallback_used = True

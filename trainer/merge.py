@@ -119,7 +119,9 @@ def load(spec: JobSpec, env: WorkerEnv, work: Path) -> Attached:
     experts = read_expert_lora(adapter_dir)
     on_gpu = spec.device != "cpu" and torch.cuda.is_available()
     device_map = {"": 0} if on_gpu else {"": "cpu"}
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, m.dtype), device_map=device_map)
+    base = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, m.dtype), device_map=device_map
+    )
     try:
         model = load_adapter(base, adapter_dir, expert_lora=True)
     except (RuntimeError, ValueError, KeyError) as e:
@@ -151,7 +153,9 @@ def _started_extra(spec: JobSpec, attached: Attached) -> dict[str, Any]:
     }
 
 
-def merge_and_save(spec: JobSpec, attached: Attached, folder: Path) -> tuple[list[str], float, float]:
+def merge_and_save(
+    spec: JobSpec, attached: Attached, folder: Path
+) -> tuple[list[str], float, float]:
     """Merge the adapter into the base and save the model at `folder`; returns the shard
     names and the seconds merging and saving took."""
     from trainer.expert_lora import merge_expert_lora
@@ -163,7 +167,9 @@ def merge_and_save(spec: JobSpec, attached: Attached, folder: Path) -> tuple[lis
     merged = attached.model.merge_and_unload()
     merge_s = time.monotonic() - s0
     s0 = time.monotonic()
-    merged.save_pretrained(folder, max_shard_size=int(m.max_shard_size_mb * 1e6), safe_serialization=True)
+    merged.save_pretrained(
+        folder, max_shard_size=int(m.max_shard_size_mb * 1e6), safe_serialization=True
+    )
     attached.tokenizer.save_pretrained(folder)
     shards = _rename_shards(folder)
     record = {
@@ -227,7 +233,11 @@ def merge(
         del attached
         s0 = time.monotonic()
         result = deliver(spec, env, folder)
-        result = {**{k: result[k] for k in ("name", "base_model", "dtype")}, "shards": shards, **result}
+        result = {
+            **{k: result[k] for k in ("name", "base_model", "dtype")},
+            "shards": shards,
+            **result,
+        }
         result["seconds"] = {
             "merge": round(merge_s, 3),
             "save": round(save_s, 3),

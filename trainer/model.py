@@ -48,7 +48,9 @@ def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
         if not (given / "config.json").is_file():
             raise ModelUnavailable(f"model folder {model.name_or_path!r} has no config.json")
         return given, "local"
-    looks_local = model.name_or_path.startswith(("/", ".", "~")) or model.name_or_path.count("/") != 1
+    looks_local = (
+        model.name_or_path.startswith(("/", ".", "~")) or model.name_or_path.count("/") != 1
+    )
     if looks_local:
         raise ModelUnavailable(
             f"base model {model.name_or_path!r} is neither an existing folder nor a hub id "

@@ -37,9 +37,10 @@ SEGMENTS_KWARG = "brightrun_segment_ids"
 
 def _linear_attention_layers(model: nn.Module):
     for module in model.modules():
-        if getattr(module, "layer_type", None) == "linear_attention" or getattr(
-            module, "block_type", None
-        ) == "linear_attention":
+        if (
+            getattr(module, "layer_type", None) == "linear_attention"
+            or getattr(module, "block_type", None) == "linear_attention"
+        ):
             mixer = getattr(module, "linear_attn", None)
             if isinstance(mixer, nn.Module):
                 yield module, mixer

@@ -87,7 +87,9 @@ def failure_data(exc: BaseException, spec: JobSpec | None = None) -> dict[str, A
     return {"kind": kind, "message": message, "suggestion": suggestion}
 
 
-def upload_event_log(elog: EventLog, final: Event, job_id: str | None, urls: Mapping[str, str]) -> None:
+def upload_event_log(
+    elog: EventLog, final: Event, job_id: str | None, urls: Mapping[str, str]
+) -> None:
     """Upload `events.jsonl` and `result.json` to the URLs named so (none: nothing to do)."""
     wanted = {k: v for k, v in urls.items() if k in LOG_FILES}
     if not wanted:
@@ -100,7 +102,10 @@ def upload_event_log(elog: EventLog, final: Event, job_id: str | None, urls: Map
             "final": final.model_dump(mode="json"),
         }
         (work / "result.json").write_text(json.dumps(result))
-        files = {"events.jsonl": elog.write_all(work / "events.jsonl"), "result.json": work / "result.json"}
+        files = {
+            "events.jsonl": elog.write_all(work / "events.jsonl"),
+            "result.json": work / "result.json",
+        }
         safe_upload_log(files, wanted)
     finally:
         shutil.rmtree(work, ignore_errors=True)

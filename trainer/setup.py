@@ -32,7 +32,12 @@ class BatchPlan:
     """The micro-batches of every optimizer step, and of one evaluation pass."""
 
     def __init__(
-        self, t: TrainingSpec, train: list[D.Sample], eval_: list[D.Sample], packed: bool, pad_id: int
+        self,
+        t: TrainingSpec,
+        train: list[D.Sample],
+        eval_: list[D.Sample],
+        packed: bool,
+        pad_id: int,
     ) -> None:
         self.t, self.train, self.eval, self.packed, self.pad_id = t, train, eval_, packed, pad_id
         self.micro_per_epoch = len(self._micro_plan(0, train))
@@ -63,7 +68,10 @@ class BatchPlan:
         epoch, k = divmod(step, self.steps_per_epoch)
         if epoch not in self._epoch_cache:
             self._epoch_cache = {epoch: self._micro_plan(epoch, self.train)}
-        return [self._collate(self.train, idx, device) for idx in self._epoch_cache[epoch][k * ga : (k + 1) * ga]]
+        return [
+            self._collate(self.train, idx, device)
+            for idx in self._epoch_cache[epoch][k * ga : (k + 1) * ga]
+        ]
 
     def eval_batches(self, device: Any) -> Iterator[D.Batch]:
         """The micro-batches of one evaluation pass, each collated when it is needed."""
@@ -127,7 +135,9 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path) -> Setup:
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(t, params, loaded.device, batches.total_steps)
     load_parent(spec.resume_from, loaded.model, work)
-    model_facts = dict(loaded.facts, source=source, name_or_path=spec.model.name_or_path, folder=str(path))
+    model_facts = dict(
+        loaded.facts, source=source, name_or_path=spec.model.name_or_path, folder=str(path)
+    )
     return Setup(spec, loaded, batches, optimizer, scheduler, params, model_facts, dataset)
 
 
@@ -143,7 +153,9 @@ def load_data(
     eval_stats = None
     if data.eval_url or data.eval_path:
         eval_file = D.fetch(data.eval_url, data.eval_path, work / "eval.jsonl", "eval")
-        eval_samples, eval_stats = D.tokenize_rows(tokenizer, D.read_rows(eval_file, "eval"), max_length)
+        eval_samples, eval_stats = D.tokenize_rows(
+            tokenizer, D.read_rows(eval_file, "eval"), max_length
+        )
         train_samples = samples
     else:
         train_samples, eval_samples = D.split_eval(samples, data.eval_fraction, spec.training.seed)
@@ -173,7 +185,9 @@ def plan_recompute(t: TrainingSpec, lm: Loaded, packed: bool) -> dict[str, Any]:
             position_ids=torch.arange(n, device=lm.device)[None],
             targets=torch.roll(ids, -1, dims=1),
             attention_mask=None,
-            cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=lm.device) if packed else None,
+            cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=lm.device)
+            if packed
+            else None,
             max_seqlen=n,
             n_loss=n,
             n_tokens=n,
@@ -193,7 +207,9 @@ def plan_recompute(t: TrainingSpec, lm: Loaded, packed: bool) -> dict[str, Any]:
         )
 
 
-def build_optimizer(t: TrainingSpec, params: list[Any], device: Any, total_steps: int) -> tuple[Any, Any]:
+def build_optimizer(
+    t: TrainingSpec, params: list[Any], device: Any, total_steps: int
+) -> tuple[Any, Any]:
     """AdamW on the trainable parameters, and the spec's learning-rate schedule."""
     import torch
     from transformers import get_scheduler

@@ -76,7 +76,9 @@ def run_training(spec: JobSpec, env: WorkerEnv, t0: float) -> Iterator[Event]:
         adapter = deliver(spec, env, folder)
         completed = True
         summary = progress.summary(run.batches.total_steps)
-        final = elog.emit("completed", {"reason": progress.stop_reason, "adapter": adapter, "summary": summary})
+        final = elog.emit(
+            "completed", {"reason": progress.stop_reason, "adapter": adapter, "summary": summary}
+        )
     except Exception as exc:  # noqa: BLE001 - every failure becomes the failed event (report.failure_data logs it)
         data = failure_data(exc, spec)
         if progress.step:
@@ -113,7 +115,9 @@ def deliver(spec: JobSpec, env: WorkerEnv, folder: Path) -> dict[str, Any]:
     uploaded = upload_files(files, spec.output.upload_urls)
     locations: dict[str, Any] = {"uploaded": uploaded}
     if env.adapter_dir is not None:
-        locations["adapter_dir"] = str(copy_folder(folder, env.adapter_dir / spec.output.adapter_name))
+        locations["adapter_dir"] = str(
+            copy_folder(folder, env.adapter_dir / spec.output.adapter_name)
+        )
     if spec.output.local_dir:
         locations["local_dir"] = str(copy_folder(folder, Path(spec.output.local_dir)))
     return {

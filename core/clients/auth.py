@@ -160,15 +160,25 @@ def _translate(e: Exception) -> BrightRunError:
         if code in ("user_already_exists", "email_exists"):
             return AccountExists("An account with this email already exists: sign in instead.")
         if code in ("signup_disabled", "email_provider_disabled"):
-            return SignUpClosed("This deployment does not allow signing up; ask an admin to invite you.")
-        if code in ("refresh_token_not_found", "refresh_token_already_used", "session_not_found",
-                    "session_expired", "bad_jwt", "user_not_found"):  # fmt: skip
+            return SignUpClosed(
+                "This deployment does not allow signing up; ask an admin to invite you."
+            )
+        if code in (
+            "refresh_token_not_found",
+            "refresh_token_already_used",
+            "session_not_found",
+            "session_expired",
+            "bad_jwt",
+            "user_not_found",
+        ):
             return SessionEnded("Your session has ended; sign in again.")
         if code == "over_request_rate_limit" or e.status == 429:
             return AuthUnavailable("Too many attempts; wait a minute and try again.")
         if e.status in (401, 403):
             return SessionEnded("Your session has ended; sign in again.")
-        return AuthError(f"Supabase Auth refused the request (HTTP {e.status}, {code or 'no code'})")
+        return AuthError(
+            f"Supabase Auth refused the request (HTTP {e.status}, {code or 'no code'})"
+        )
     return AuthUnavailable(f"Supabase Auth failed ({type(e).__name__})")
 
 
@@ -314,11 +324,15 @@ def _load_profile(settings: Settings) -> dict[str, Any]:
     except FileNotFoundError:
         raise NotSignedIn("not signed in: run `brightrun login` first") from None
     except (OSError, ValueError):
-        raise NotSignedIn(f"the sign-in profile {path} cannot be read: run `brightrun login` again") from None
+        raise NotSignedIn(
+            f"the sign-in profile {path} cannot be read: run `brightrun login` again"
+        ) from None
     if not isinstance(data, dict) or not data.get("refresh_token"):
         raise NotSignedIn(f"the sign-in profile {path} is incomplete: run `brightrun login` again")
     if data.get("supabase_url") != settings.supabase_url:
-        raise NotSignedIn("you are signed in to another Supabase project: run `brightrun login` again")
+        raise NotSignedIn(
+            "you are signed in to another Supabase project: run `brightrun login` again"
+        )
     return data
 
 

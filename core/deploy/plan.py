@@ -109,9 +109,7 @@ def make_plan(config: DeployConfig, observed: Observed | None) -> DeployPlan:
         tstep = plan_template(tspec, state)
         template_id: Any = tstep.resource_id or tstep.ref
         steps += [tstep, plan_endpoint(espec, tspec, template_id, volume_id, state)]
-    return DeployPlan(
-        steps, list(READS), desired.env_keys, desired.env_extra, observed is not None
-    )
+    return DeployPlan(steps, list(READS), desired.env_keys, desired.env_extra, observed is not None)
 
 
 def _by_name(items: list[dict[str, Any]], name: str, what: str, *aliases: str) -> dict | None:
@@ -271,9 +269,7 @@ def _have_settings(have: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def create_endpoint_body(
-    spec: EndpointSpec, template_id: Any, volume_id: Any
-) -> dict[str, Any]:
+def create_endpoint_body(spec: EndpointSpec, template_id: Any, volume_id: Any) -> dict[str, Any]:
     """`POST /serverless`: a queue endpoint on the template, the volume attached."""
     gpu: dict[str, Any] = {"pools": list(spec.pools), "count": spec.gpu_count}
     if spec.min_cuda:

@@ -38,7 +38,9 @@ def _fetch_files(v: AdapterVersion, store: Any, dest: Path) -> None:
     if v.storage_prefix and store is not None:
         blobs = store.list(v.storage_bucket, v.storage_prefix)
         for b in blobs:
-            store.download_to(v.storage_bucket, b.key, dest / b.key[len(v.storage_prefix):].lstrip("/"))
+            store.download_to(
+                v.storage_bucket, b.key, dest / b.key[len(v.storage_prefix) :].lstrip("/")
+            )
         if blobs:
             return
     folder = Path(v.volume_path) if v.volume_path else None
@@ -48,14 +50,18 @@ def _fetch_files(v: AdapterVersion, store: Any, dest: Path) -> None:
                 shutil.copyfile(folder / name, dest / name)
 
 
-def build_folder(actor: Actor, session: Any, store: Any, ref: str, dest: Path) -> tuple[AdapterVersion, dict[str, Any]]:
+def build_folder(
+    actor: Actor, session: Any, store: Any, ref: str, dest: Path
+) -> tuple[AdapterVersion, dict[str, Any]]:
     """Write the export of version `ref` into `dest` (see the module docstring)."""
     v = adapters.resolve(actor, session, ref)
     dest.mkdir(parents=True, exist_ok=True)
     _fetch_files(v, store, dest)
     missing = [f for f in adapters.PEFT_FILES if not (dest / f).is_file()]
     if missing:
-        raise NotFound(f"the files of {ref!r} are neither in storage nor in a folder visible here (missing {missing})")
+        raise NotFound(
+            f"the files of {ref!r} are neither in storage nor in a folder visible here (missing {missing})"
+        )
     training_record = None
     if (dest / "brightrun.json").is_file():
         try:
@@ -63,7 +69,9 @@ def build_folder(actor: Actor, session: Any, store: Any, ref: str, dest: Path) -
         except json.JSONDecodeError:
             training_record = None
     record = version_record(actor, session, v, training_record)
-    (dest / "brightrun.json").write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+    (dest / "brightrun.json").write_text(
+        json.dumps(record, indent=1, default=str), encoding="utf-8"
+    )
     (dest / "README.md").write_text(model_card(record), encoding="utf-8")
     if record["loss_curve"]:
         (dest / "loss_curve.svg").write_text(loss_curve_svg(record["loss_curve"]), encoding="utf-8")
@@ -109,7 +117,9 @@ def push_to_hub(
         raise InvalidInput(f"Hub repo {repo_id!r} must look like 'your-name/model-name'")
     token = settings.hf_token.get_secret_value()
     if not token:
-        raise InvalidInput("HF_TOKEN is not set: add a Hugging Face token with write access to the settings")
+        raise InvalidInput(
+            "HF_TOKEN is not set: add a Hugging Face token with write access to the settings"
+        )
     if api_factory is None:
         from huggingface_hub import HfApi
 
@@ -124,9 +134,15 @@ def push_to_hub(
         files = sorted(p.name for p in Path(tmp).iterdir())
         api = api_factory(token)
         try:
-            created = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-            api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=tmp,
-                              commit_message=f"{record['label']} from BrightRun")  # fmt: skip
+            created = api.create_repo(
+                repo_id=repo_id, repo_type="model", private=private, exist_ok=True
+            )
+            api.upload_folder(
+                repo_id=repo_id,
+                repo_type="model",
+                folder_path=tmp,
+                commit_message=f"{record['label']} from BrightRun",
+            )
         except HfHubHTTPError as e:
             status = e.response.status_code if e.response is not None else "no answer"
             raise ExportFailed(
@@ -134,7 +150,9 @@ def push_to_hub(
                 "HF_TOKEN has write access to that namespace"
             ) from None
         except OSError as e:
-            raise ExportFailed(f"the Hugging Face Hub could not be reached: {type(e).__name__}") from None
+            raise ExportFailed(
+                f"the Hugging Face Hub could not be reached: {type(e).__name__}"
+            ) from None
         except ValueError as e:  # the Hub's check of the model card's metadata
             raise ExportFailed(f"the Hugging Face Hub refused the model card: {e}") from None
         repo.update_version(actor, s, v.id, hub_repo=repo_id)

@@ -66,30 +66,50 @@ def plan_merge(
     shards + uploading them; the merge itself is one addition per adapted weight."""
     per = MERGE_DTYPE_BYTES[dtype]
     weights = int(facts.params.total * per)
-    largest = max((w.numel for w in planner.weights(facts) if w.role in ("linear", "routed_experts")), default=0)
+    largest = max(
+        (w.numel for w in planner.weights(facts) if w.role in ("linear", "routed_experts")),
+        default=0,
+    )
     delta = largest * 4
     raw = weights + adapter_bytes + delta
     need = int(planner.CUDA_CONTEXT_BYTES + raw * (1 + planner.ALLOCATOR_HEADROOM))
     verdicts = []
     for g in gpus:
         gt = planner.gpu_type(g)
-        verdicts.append({"gpu": g, "name": gt.name, "memory_bytes": planner.device_bytes(gt),
-                         "verdict": planner.verdict_for(need, gt)})  # fmt: skip
+        verdicts.append(
+            {
+                "gpu": g,
+                "name": gt.name,
+                "memory_bytes": planner.device_bytes(gt),
+                "verdict": planner.verdict_for(need, gt),
+            }
+        )
     cold_lo, cold_hi = planner.cold_start_s(facts)
     lo = cold_lo + weights / SAVE_BYTES_PER_S[0] + weights / UPLOAD_BYTES_PER_S[0]
     hi = cold_hi + weights / SAVE_BYTES_PER_S[1] + weights / UPLOAD_BYTES_PER_S[1]
     cost_rows = []
     for g in gpus:
         rate = planner.rate_per_second(g, tier, dict(price_overrides or {}))  # type: ignore[arg-type]
-        cost_rows.append({"gpu": g, "usd_low": round(lo * rate, 4), "usd_high": round(hi * rate, 4)})
+        cost_rows.append(
+            {"gpu": g, "usd_low": round(lo * rate, 4), "usd_high": round(hi * rate, 4)}
+        )
     return MergePlan(
-        model=facts.id, dtype=dtype, weights_bytes=weights, adapter_bytes=adapter_bytes, delta_bytes=delta,
-        need_bytes=need, disk_bytes=facts.params.total * 2 + weights, verdicts=verdicts,
-        seconds_low=round(lo, 1), seconds_high=round(hi, 1), costs=cost_rows,
-    )  # fmt: skip
+        model=facts.id,
+        dtype=dtype,
+        weights_bytes=weights,
+        adapter_bytes=adapter_bytes,
+        delta_bytes=delta,
+        need_bytes=need,
+        disk_bytes=facts.params.total * 2 + weights,
+        verdicts=verdicts,
+        seconds_low=round(lo, 1),
+        seconds_high=round(hi, 1),
+        costs=cost_rows,
+    )
 
 
-def merged_prefix(owner_id: str, job_id: str) -> str:    return job_prefix(owner_id, job_id) + "merged/"
+def merged_prefix(owner_id: str, job_id: str) -> str:
+    return job_prefix(owner_id, job_id) + "merged/"
 
 
 @dataclass(frozen=True)
@@ -109,7 +129,9 @@ def _source(actor: Actor, settings: Settings, ref: str, store: Any) -> _Source:
     with session_scope(settings) as s:
         v = adapters.resolve(actor, s, ref)
         name = adapters.adapter_name_of(s, v)
-        stored = bool(v.storage_prefix) and store.exists("adapters", v.storage_prefix + "adapter_model.safetensors")
+        stored = bool(v.storage_prefix) and store.exists(
+            "adapters", v.storage_prefix + "adapter_model.safetensors"
+        )
         src = _Source(name, v.id, v.base_model, stored, v.volume_path, v.size_bytes or 0, v.version)
         label = adapters.label(name, v)
     if not src.stored and not src.folder:
@@ -117,7 +139,9 @@ def _source(actor: Actor, settings: Settings, ref: str, store: Any) -> _Source:
     return src
 
 
-def _checked_plan(settings: Settings, src: _Source, pricing: jobs.Pricing, dtype: str, to_storage: bool) -> MergePlan | None:
+def _checked_plan(
+    settings: Settings, src: _Source, pricing: jobs.Pricing, dtype: str, to_storage: bool
+) -> MergePlan | None:
     """The merge plan on the job's GPU (None when the planner cannot describe the base);
     `PlanRefused` when it does not fit, `InvalidInput` when stored files cannot be sized."""
     try:
@@ -126,10 +150,18 @@ def _checked_plan(settings: Settings, src: _Source, pricing: jobs.Pricing, dtype
         facts = None
     if facts is None:
         if to_storage:
-            raise InvalidInput(f"the planner cannot size {src.base}'s merged files; push them to the Hub with --hub-repo instead")
+            raise InvalidInput(
+                f"the planner cannot size {src.base}'s merged files; push them to the Hub with --hub-repo instead"
+            )
         return None
-    plan = plan_merge(facts, gpus=[pricing.priced_as], dtype=dtype, adapter_bytes=src.size,
-                      tier=settings.price_tier, price_overrides=settings.gpu_prices)  # fmt: skip
+    plan = plan_merge(
+        facts,
+        gpus=[pricing.priced_as],
+        dtype=dtype,
+        adapter_bytes=src.size,
+        tier=settings.price_tier,
+        price_overrides=settings.gpu_prices,
+    )
     if not pricing.is_local and plan.verdicts[0]["verdict"] == "does_not_fit":
         raise jobs.PlanRefused(
             f"merging {src.base} in {dtype} needs about {plan.need_bytes / 2**30:.1f} GiB; it does not "
@@ -138,20 +170,34 @@ def _checked_plan(settings: Settings, src: _Source, pricing: jobs.Pricing, dtype
     return plan
 
 
-def _merge_spec(settings: Settings, src: _Source, pricing: jobs.Pricing, job_id: str,
-                merge_section: dict[str, Any], names: list[str]) -> JobSpec:  # fmt: skip
+def _merge_spec(
+    settings: Settings,
+    src: _Source,
+    pricing: jobs.Pricing,
+    job_id: str,
+    merge_section: dict[str, Any],
+    names: list[str],
+) -> JobSpec:
     section = dict(merge_section)
     if src.stored:
-        section["adapter_urls"] = {f: "https://signed-url.invalid/" + f for f in adapters.PEFT_FILES}
+        section["adapter_urls"] = {
+            f: "https://signed-url.invalid/" + f for f in adapters.PEFT_FILES
+        }
     else:
         section["adapter_path"] = src.folder
     try:
         return JobSpec(
-            job_id=job_id, action="merge", model={"name_or_path": jobs.worker_model(settings, src.base, pricing)},
-            quantization="none", merge=section, device=jobs.device_for(settings, pricing),
-            output={"adapter_name": f"{src.name}-v{src.number or 0}-merged"[:128],
-                    "upload_urls": {n: "https://signed-url.invalid/" + n for n in names}},
-        )  # fmt: skip
+            job_id=job_id,
+            action="merge",
+            model={"name_or_path": jobs.worker_model(settings, src.base, pricing)},
+            quantization="none",
+            merge=section,
+            device=jobs.device_for(settings, pricing),
+            output={
+                "adapter_name": f"{src.name}-v{src.number or 0}-merged"[:128],
+                "upload_urls": {n: "https://signed-url.invalid/" + n for n in names},
+            },
+        )
     except ValidationError as e:
         raise InvalidInput(f"invalid merge settings: {jobs.spec_errors(e)}") from None
 
@@ -181,22 +227,51 @@ def merge(
     pricing = jobs.pricing_for(settings, gpu_type)
     plan = _checked_plan(settings, src, pricing, dtype, to_storage)
     job_id = repo.new_id("job")
-    names = upload_names(plan.weights_bytes, int(max_shard_size_mb * 1e6)) if (to_storage and plan) else []
-    spec = _merge_spec(settings, src, pricing, job_id, {"dtype": dtype, "max_shard_size_mb": max_shard_size_mb,
-                       "hub_repo": hub_repo, "hub_private": hub_private}, names)  # fmt: skip
+    names = (
+        upload_names(plan.weights_bytes, int(max_shard_size_mb * 1e6))
+        if (to_storage and plan)
+        else []
+    )
+    spec = _merge_spec(
+        settings,
+        src,
+        pricing,
+        job_id,
+        {
+            "dtype": dtype,
+            "max_shard_size_mb": max_shard_size_mb,
+            "hub_repo": hub_repo,
+            "hub_private": hub_private,
+        },
+        names,
+    )
     owner, prefix = actor.user_id, merged_prefix(actor.user_id, job_id)
 
     def sign(payload: dict[str, Any], st: Any, ttl: int) -> dict[str, Any]:
         if src.stored:
             payload["merge"]["adapter_urls"] = {
-                f: st.signed_download_url("adapters", adapter_key(owner, src.version_id, f), DOWNLOAD_URL_TTL_S)
+                f: st.signed_download_url(
+                    "adapters", adapter_key(owner, src.version_id, f), DOWNLOAD_URL_TTL_S
+                )
                 for f in adapters.PEFT_FILES
             }
-        payload["output"]["upload_urls"] = {n: st.signed_upload_url("adapters", prefix + n, ttl) for n in names}
+        payload["output"]["upload_urls"] = {
+            n: st.signed_upload_url("adapters", prefix + n, ttl) for n in names
+        }
         return payload
 
-    job = actions.send_action(actor, settings, spec, base_model=src.base, pricing=pricing, adapter_name=src.name,
-                              budget_usd=budget_usd, sign=sign, client=client, store=store)  # fmt: skip
+    job = actions.send_action(
+        actor,
+        settings,
+        spec,
+        base_model=src.base,
+        pricing=pricing,
+        adapter_name=src.name,
+        budget_usd=budget_usd,
+        sign=sign,
+        client=client,
+        store=store,
+    )
     return job, plan
 
 
@@ -208,5 +283,3 @@ def merged_files(actor: Actor, settings: Settings, job_id: str, store: Any = Non
             raise InvalidInput(f"job {job_id} is a {job.action} job, not a merge")
     store = store or make_blob_store(settings)
     return store.list("adapters", merged_prefix(actor.user_id, job_id))
-
-

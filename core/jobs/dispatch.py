@@ -81,7 +81,9 @@ def sign_training(
     uploads of the adapter files to the job's version folder and of the worker's logs,
     living `upload_ttl` seconds (`UploadWindow.url_s`)."""
     job_id = payload["job_id"]
-    payload["data"]["train_url"] = store.signed_download_url("datasets", keys[0], DOWNLOAD_URL_TTL_S)
+    payload["data"]["train_url"] = store.signed_download_url(
+        "datasets", keys[0], DOWNLOAD_URL_TTL_S
+    )
     if keys[1]:
         payload["data"]["eval_url"] = store.signed_download_url(
             "datasets", keys[1], DOWNLOAD_URL_TTL_S
@@ -102,9 +104,16 @@ def fail_submit(
     with session_scope(settings) as s:
         lock_row(s, Job, job_id)
         if repo.get_job(actor, s, job_id).status not in TERMINAL_STATUSES:
-            repo.update_job(actor, s, job_id, status=JobStatus.FAILED, finished_at=utcnow(),
-                            failure_kind=kind, failure_message=message,
-                            failure_suggestion=suggestion)  # fmt: skip
+            repo.update_job(
+                actor,
+                s,
+                job_id,
+                status=JobStatus.FAILED,
+                finished_at=utcnow(),
+                failure_kind=kind,
+                failure_message=message,
+                failure_suggestion=suggestion,
+            )
 
 
 def dispatch(
@@ -125,14 +134,26 @@ def dispatch(
                 payload, execution_timeout_ms=limits.execution_timeout_ms, ttl_ms=window.ttl_ms
             )
         except SubmitUncertain as e:
-            fail_submit(actor, settings, job_id, "submit_uncertain", str(e),
-                        "look for the job on the endpoint (RunPod console, Requests) before launching "
-                        "again; if it is not there, retry it")  # fmt: skip
+            fail_submit(
+                actor,
+                settings,
+                job_id,
+                "submit_uncertain",
+                str(e),
+                "look for the job on the endpoint (RunPod console, Requests) before launching "
+                "again; if it is not there, retry it",
+            )
             raise SubmitFailed(f"job {job_id}: {e}") from e
         except RunPodError as e:
-            fail_submit(actor, settings, job_id, "submit_failed", str(e),
-                        "check GPU_CLUSTER_API_URL and GPU_CLUSTER_API_KEY and that the endpoint is up, "
-                        "then retry the job")  # fmt: skip
+            fail_submit(
+                actor,
+                settings,
+                job_id,
+                "submit_failed",
+                str(e),
+                "check GPU_CLUSTER_API_URL and GPU_CLUSTER_API_KEY and that the endpoint is up, "
+                "then retry the job",
+            )
             raise SubmitFailed(f"job {job_id} could not be sent: {e}") from e
         job, cancelled = _record_sent(actor, settings, job_id, sub.id, rp.base_url)
         if cancelled:  # cancelled while /run was in flight: stop what was just started
@@ -148,6 +169,13 @@ def _record_sent(
         job = repo.get_job(actor, s, job_id)
         status = JobStatus.IN_QUEUE if job.status not in TERMINAL_STATUSES else job.status
         result = {**(job.result or {}), "endpoint_url": endpoint_url}
-        job = repo.update_job(actor, s, job_id, status=status, runpod_job_id=runpod_id,
-                              submitted_at=utcnow(), result=result)  # fmt: skip
+        job = repo.update_job(
+            actor,
+            s,
+            job_id,
+            status=status,
+            runpod_job_id=runpod_id,
+            submitted_at=utcnow(),
+            result=result,
+        )
         return job, job.cancel_requested_at is not None

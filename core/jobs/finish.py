@@ -41,38 +41,50 @@ def _outcome(job: Job, pulled: Pulled, final: Any) -> dict[str, Any]:
         return {"status": JobStatus.CANCELLED, "stop_reason": job.stop_reason or "user"}
     if pulled.status == JobStatus.TIMED_OUT:
         return dict(
-            status=JobStatus.TIMED_OUT, stop_reason="budget", failure_kind="timed_out",
-            failure_message=("the endpoint stopped the job at its time limit, derived from its budget "
-                             f"${job.budget_usd or 0:.2f}; its checkpoints stay on the volume"),
+            status=JobStatus.TIMED_OUT,
+            stop_reason="budget",
+            failure_kind="timed_out",
+            failure_message=(
+                "the endpoint stopped the job at its time limit, derived from its budget "
+                f"${job.budget_usd or 0:.2f}; its checkpoints stay on the volume"
+            ),
             failure_suggestion="retry with a larger budget to continue from the last checkpoint",
-        )  # fmt: skip
+        )
     if final is not None and final.type == "completed":
         reason = (final.data or {}).get("reason") or "finished"
-        return {"status": JobStatus.COMPLETED, "stop_reason": reason,
-                "progress": 1.0 if reason == "finished" else job.progress}  # fmt: skip
+        return {
+            "status": JobStatus.COMPLETED,
+            "stop_reason": reason,
+            "progress": 1.0 if reason == "finished" else job.progress,
+        }
     if final is not None:
         data = final.data or {}
         return dict(
             status=JobStatus.CANCELLED if data.get("kind") == "cancelled" else JobStatus.FAILED,
-            failure_kind=data.get("kind"), failure_message=data.get("message"),
+            failure_kind=data.get("kind"),
+            failure_message=data.get("message"),
             failure_suggestion=data.get("suggestion"),
-        )  # fmt: skip
+        )
     if pulled.gone:
         return dict(
-            status=JobStatus.FAILED, failure_kind="lost",
+            status=JobStatus.FAILED,
+            failure_kind="lost",
             failure_message="the endpoint no longer knows this job and the worker left no result",
             failure_suggestion="retry the job; it resumes from its last checkpoint on the volume",
-        )  # fmt: skip
+        )
     return dict(
-        status=JobStatus.FAILED, failure_kind="internal",
+        status=JobStatus.FAILED,
+        failure_kind="internal",
         failure_message=f"the worker ended without reporting a result: {pulled.error or pulled.status}",
         failure_suggestion="retry the job; if it fails again, look at the endpoint's logs",
-    )  # fmt: skip
+    )
 
 
 def finish(actor: Actor, s: Session, job: Job, pulled: Pulled, store: BlobStore) -> dict[str, Any]:
     """The fields of a job that has ended; records its cost and registers its adapter."""
-    events = repo.list_events(actor, s, job.id, after_seq=attempt_seq(job) - 1, types=["completed", "failed"])
+    events = repo.list_events(
+        actor, s, job.id, after_seq=attempt_seq(job) - 1, types=["completed", "failed"]
+    )
     final = final_event(events)
     fields: dict[str, Any] = {"finished_at": utcnow(), "eta_s": 0.0, **_outcome(job, pulled, final)}
     if pulled.delay_ms is not None:
@@ -90,8 +102,9 @@ def finish(actor: Actor, s: Session, job: Job, pulled: Pulled, store: BlobStore)
         fields["tokens_per_s"] = measured_rate(actor, s, job, final)
         if adapters.register_job_version(actor, s, job, final, store) is None:
             fields.update(
-                status=JobStatus.FAILED, failure_kind="internal",
+                status=JobStatus.FAILED,
+                failure_kind="internal",
                 failure_message="the worker reported success but its adapter files are not in storage",
                 failure_suggestion="retry the job; it resumes from its last checkpoint",
-            )  # fmt: skip
+            )
     return fields

@@ -52,7 +52,9 @@ def submit(
     relaunch of that failed job; a request's `resume_from_version_id` starts from that
     adapter version's weights (continued training), recorded as the parent."""
     if request is not None and settings_given:
-        raise TypeError(f"give a LaunchRequest or its settings, not both ({', '.join(settings_given)})")
+        raise TypeError(
+            f"give a LaunchRequest or its settings, not both ({', '.join(settings_given)})"
+        )
     request = request or LaunchRequest.build(**settings_given)
     store = blob_store(settings, store)
     job_id = repo.new_id("job")
@@ -60,11 +62,23 @@ def submit(
         pre = preflight(request, actor, s, settings, job_id=job_id, store=store)
     pre.raise_first()
     spec = with_time_limit(pre.spec, pre.limits.time_limit_s)
-    spec = spec.model_copy(update={"model": spec.model.model_copy(
-        update={"name_or_path": worker_model(settings, request.model, pre.pricing)})})  # fmt: skip
-    _store_job(actor, settings, pre, spec, parent_job_id=parent_job_id, auto_relaunch_of=auto_relaunch_of)
-    payload = sign_training(spec.model_dump(mode="json"), store, actor.user_id,
-                            pre.dataset_keys, pre.upload_window.url_s)  # fmt: skip
+    spec = spec.model_copy(
+        update={
+            "model": spec.model.model_copy(
+                update={"name_or_path": worker_model(settings, request.model, pre.pricing)}
+            )
+        }
+    )
+    _store_job(
+        actor, settings, pre, spec, parent_job_id=parent_job_id, auto_relaunch_of=auto_relaunch_of
+    )
+    payload = sign_training(
+        spec.model_dump(mode="json"),
+        store,
+        actor.user_id,
+        pre.dataset_keys,
+        pre.upload_window.url_s,
+    )
     if spec.resume_from:  # the parent adapter of a continued training, signed afresh
         payload["resume_from"] = parent_source(actor, settings, job_id, store)
     return dispatch(actor, settings, job_id, payload, pre.limits, pre.upload_window, client=client)
@@ -87,17 +101,33 @@ def _store_job(
         lock_row(s, User, actor.user_id)
         check_quotas(actor, s, settings, budget)
         repo.create_job(
-            actor, s, job_id=spec.job_id, base_model=r.model, spec=spec.model_dump(mode="json"),
-            dataset_id=r.dataset_id, gpu_type=pricing.gpu_type, price_tier=pricing.tier,
-            rate_per_s=pricing.rate_per_s, budget_usd=budget, adapter_name=pre.adapter_name,
-            parent_job_id=auto_relaunch_of or parent_job_id, resume_from_version_id=r.resume_from_version_id,
-        )  # fmt: skip
+            actor,
+            s,
+            job_id=spec.job_id,
+            base_model=r.model,
+            spec=spec.model_dump(mode="json"),
+            dataset_id=r.dataset_id,
+            gpu_type=pricing.gpu_type,
+            price_tier=pricing.tier,
+            rate_per_s=pricing.rate_per_s,
+            budget_usd=budget,
+            adapter_name=pre.adapter_name,
+            parent_job_id=auto_relaunch_of or parent_job_id,
+            resume_from_version_id=r.resume_from_version_id,
+        )
         if auto_relaunch_of:
             repo.update_job(actor, s, spec.job_id, auto_relaunched=True)
     log.info(
         "job %s for %s: %s; budget $%.2f -> executionTimeout %d ms, training time limit "
         "%.0f s, queue allowance %.0f s, upload URLs %d s; plan %s; spec %s",
-        spec.job_id, actor.user_id, pricing.note, budget, limits.execution_timeout_ms,
-        limits.time_limit_s, window.queue_s, window.url_s, json.dumps(pre.summary(), default=str),
+        spec.job_id,
+        actor.user_id,
+        pricing.note,
+        budget,
+        limits.execution_timeout_ms,
+        limits.time_limit_s,
+        window.queue_s,
+        window.url_s,
+        json.dumps(pre.summary(), default=str),
         json.dumps(repo.redact_spec(spec.model_dump(mode="json"))),
-    )  # fmt: skip
+    )

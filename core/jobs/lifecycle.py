@@ -48,8 +48,15 @@ from trainer.shared.spec import JobSpec
 log = logging.getLogger("brightrun.jobs")
 
 
-def cancel(actor: Actor, settings: Settings, job_id: str, *, client: RunPodClient | None = None,
-           store: BlobStore | None = None, reason: str = "user") -> Job:  # fmt: skip
+def cancel(
+    actor: Actor,
+    settings: Settings,
+    job_id: str,
+    *,
+    client: RunPodClient | None = None,
+    store: BlobStore | None = None,
+    reason: str = "user",
+) -> Job:
     """Stop the job (queued or running). What it checkpointed stays on the volume."""
     with session_scope(settings) as s:
         job = repo.request_cancel(actor, s, job_id, reason=reason)
@@ -81,9 +88,15 @@ def _retryable(actor: Actor, settings: Settings, job_id: str) -> tuple[Job, tupl
         return job, (dataset.normalized_key, eval_key(dataset))
 
 
-def _retry_limits(job: Job, settings: Settings, budget_usd: float | None) -> tuple[float, planner.ExecutionLimits]:
+def _retry_limits(
+    job: Job, settings: Settings, budget_usd: float | None
+) -> tuple[float, planner.ExecutionLimits]:
     """The new total budget and the limits of what is left of it."""
-    total = float(budget_usd) if budget_usd is not None else float(job.budget_usd or settings.job_budget_usd)
+    total = (
+        float(budget_usd)
+        if budget_usd is not None
+        else float(job.budget_usd or settings.job_budget_usd)
+    )
     if not (math.isfinite(total) and total > 0):
         raise InvalidInput(f"budget must be a positive number of dollars (got {budget_usd})")
     spent = float(job.cost_usd or 0.0)
@@ -98,16 +111,23 @@ def _retry_limits(job: Job, settings: Settings, budget_usd: float | None) -> tup
 def _retry_spec(job: Job, keys: tuple[str, str | None], time_limit_s: float) -> JobSpec:
     spec = dict(job.spec or {})
     return build_spec(
-        job_id=job.id, model=(spec.get("model") or {}).get("name_or_path") or job.base_model,
-        adapter_name=validation.served_adapter_name(job.adapter_name, job.id), lora=spec.get("lora"),
-        training=without_time_limit(spec.get("training")), quantization=spec.get("quantization", "nf4"),
+        job_id=job.id,
+        model=(spec.get("model") or {}).get("name_or_path") or job.base_model,
+        adapter_name=validation.served_adapter_name(job.adapter_name, job.id),
+        lora=spec.get("lora"),
+        training=without_time_limit(spec.get("training")),
+        quantization=spec.get("quantization", "nf4"),
         eval_fraction=0.0 if keys[1] else (spec.get("data") or {}).get("eval_fraction", 0.0),
-        device=spec.get("device", "auto"), time_limit_s=time_limit_s,
-        with_eval_url=bool(keys[1]), resume_from=spec.get("resume_from"),
-    )  # fmt: skip
+        device=spec.get("device", "auto"),
+        time_limit_s=time_limit_s,
+        with_eval_url=bool(keys[1]),
+        resume_from=spec.get("resume_from"),
+    )
 
 
-def _reopen(actor: Actor, settings: Settings, job_id: str, spec: JobSpec, total: float) -> tuple[Job, JobSpec]:
+def _reopen(
+    actor: Actor, settings: Settings, job_id: str, spec: JobSpec, total: float
+) -> tuple[Job, JobSpec]:
     """Put the job back to QUEUED for its next attempt (quotas checked under the lock)."""
     with session_scope(settings) as s:
         repo.ensure_user(actor, s)
@@ -122,12 +142,30 @@ def _reopen(actor: Actor, settings: Settings, job_id: str, spec: JobSpec, total:
         result["attempt_first_seq"] = job.last_seq + 1  # the worker continues the numbering
         spec = spec.model_copy(update={"first_seq": job.last_seq + 1})
         job = repo.update_job(
-            actor, s, job_id, reopen=True, status=JobStatus.QUEUED, runpod_job_id=None, attempt=job.attempt + 1,
-            budget_usd=total, spec=spec.model_dump(mode="json"), result=result, finished_at=None,
-            started_at=None, submitted_at=None, delay_ms=None, execution_ms=None, billed_s=None,
-            failure_kind=None, failure_message=None, failure_suggestion=None, stop_reason=None,
-            cancel_requested_at=None, notified_at=None, eta_s=None,
-        )  # fmt: skip
+            actor,
+            s,
+            job_id,
+            reopen=True,
+            status=JobStatus.QUEUED,
+            runpod_job_id=None,
+            attempt=job.attempt + 1,
+            budget_usd=total,
+            spec=spec.model_dump(mode="json"),
+            result=result,
+            finished_at=None,
+            started_at=None,
+            submitted_at=None,
+            delay_ms=None,
+            execution_ms=None,
+            billed_s=None,
+            failure_kind=None,
+            failure_message=None,
+            failure_suggestion=None,
+            stop_reason=None,
+            cancel_requested_at=None,
+            notified_at=None,
+            eta_s=None,
+        )
         return job, spec
 
 
@@ -149,8 +187,12 @@ def retry(
     window = upload_window(limits, store.max_upload_url_s)  # refused before anything changes
     spec = _retry_spec(job, keys, limits.time_limit_s)
     job, spec = _reopen(actor, settings, job_id, spec, total)
-    log.info("job %s: retry (attempt %d) with $%.2f of budget left", job_id, job.attempt,
-             total - float((job.result or {}).get("prior_cost_usd", 0.0)))  # fmt: skip
+    log.info(
+        "job %s: retry (attempt %d) with $%.2f of budget left",
+        job_id,
+        job.attempt,
+        total - float((job.result or {}).get("prior_cost_usd", 0.0)),
+    )
     payload = sign_training(spec.model_dump(mode="json"), store, actor.user_id, keys, window.url_s)
     if spec.resume_from:
         payload["resume_from"] = adapters.parent_source(actor, settings, job_id, store)
@@ -186,7 +228,9 @@ def relaunch_settings(job: Job) -> dict[str, Any] | None:
     return {"lora": lora, "training": training, "quantization": quant}
 
 
-def relaunch(actor: Actor, settings: Settings, job_id: str, *, client: Any = None, store: Any = None) -> Job:
+def relaunch(
+    actor: Actor, settings: Settings, job_id: str, *, client: Any = None, store: Any = None
+) -> Job:
     """Launch a failed job again as a new job (its child) with `relaunch_settings`, the
     same dataset, model, adapter name and budget. Raises Conflict when there is nothing to
     change that would help (the failure's message says what to fix instead)."""
@@ -194,14 +238,21 @@ def relaunch(actor: Actor, settings: Settings, job_id: str, *, client: Any = Non
         job = repo.get_job(actor, s, job_id)
     changed = relaunch_settings(job)
     if changed is None or not job.dataset_id:
-        raise Conflict(f"job {job_id} cannot be relaunched as it is: "
-                       f"{job.failure_suggestion or 'change its settings on the Train page'}")  # fmt: skip
+        raise Conflict(
+            f"job {job_id} cannot be relaunched as it is: "
+            f"{job.failure_suggestion or 'change its settings on the Train page'}"
+        )
     request = LaunchRequest.build(
-        model=job.base_model, dataset_id=job.dataset_id, adapter_name=job.adapter_name,
-        lora=changed["lora"], training=changed["training"], quantization=changed["quantization"],
+        model=job.base_model,
+        dataset_id=job.dataset_id,
+        adapter_name=job.adapter_name,
+        lora=changed["lora"],
+        training=changed["training"],
+        quantization=changed["quantization"],
         eval_fraction=((job.spec or {}).get("data") or {}).get("eval_fraction", 0.0),
-        gpu_type=job.gpu_type if job.gpu_type in planner.GPU_TYPES else None, budget_usd=job.budget_usd,
-    )  # fmt: skip
+        gpu_type=job.gpu_type if job.gpu_type in planner.GPU_TYPES else None,
+        budget_usd=job.budget_usd,
+    )
     return submit(actor, settings, request, parent_job_id=job.id, client=client, store=store)
 
 
@@ -232,19 +283,27 @@ def continue_training(
     with session_scope(settings) as s:
         parent = adapters.resolve(actor, s, ref)
         if parent.status != "ready":
-            raise InvalidInput(f"version {ref!r} is {parent.status}; only a ready version can be continued")
+            raise InvalidInput(
+                f"version {ref!r} is {parent.status}; only a ready version can be continued"
+            )
         name = adapter_name or adapters.adapter_name_of(s, parent)
         base, parent_id, ps = parent.base_model, parent.id, parent.settings or {}
         dataset_id = dataset_id or parent.dataset_id
         if dataset_id is None:
             raise InvalidInput("the parent version has no dataset: name the dataset to continue on")
         if not parent.storage_prefix and not parent.volume_path:
-            raise InvalidInput(f"version {ref!r} has neither stored files nor a folder on the volume")
+            raise InvalidInput(
+                f"version {ref!r} has neither stored files nor a folder on the volume"
+            )
     request = LaunchRequest.build(
-        model=base, dataset_id=dataset_id, adapter_name=name,
+        model=base,
+        dataset_id=dataset_id,
+        adapter_name=name,
         lora=adapters.continued_lora(ps.get("lora"), lora),
         training={**without_time_limit(ps.get("training")), **dict(training or {})},
         quantization=quantization or ps.get("quantization") or "nf4",
-        budget_usd=budget_usd, gpu_type=gpu_type, resume_from_version_id=parent_id,
-    )  # fmt: skip
+        budget_usd=budget_usd,
+        gpu_type=gpu_type,
+        resume_from_version_id=parent_id,
+    )
     return submit(actor, settings, request, client=client, store=store)

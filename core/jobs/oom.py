@@ -73,15 +73,23 @@ def relaunch_after_oom(
         return None
     try:
         request = LaunchRequest.build(
-            model=job.base_model, dataset_id=job.dataset_id, adapter_name=job.adapter_name,
-            lora=spec.get("lora"), training=without_time_limit(lighter.get("training", spec.get("training"))),
+            model=job.base_model,
+            dataset_id=job.dataset_id,
+            adapter_name=job.adapter_name,
+            lora=spec.get("lora"),
+            training=without_time_limit(lighter.get("training", spec.get("training"))),
             quantization=lighter.get("quantization", spec.get("quantization", "nf4")),
             eval_fraction=(spec.get("data") or {}).get("eval_fraction", 0.0),
-            gpu_type=job.gpu_type if job.gpu_type != LOCAL_GPU else None, budget_usd=left,
-        )  # fmt: skip
+            gpu_type=job.gpu_type if job.gpu_type != LOCAL_GPU else None,
+            budget_usd=left,
+        )
         new = submit(actor, settings, request, auto_relaunch_of=job.id, client=client, store=store)
     except (QuotaExceeded, InvalidInput, SubmitFailed) as e:
-        log.warning("job %s: automatic relaunch after running out of memory not possible: %s", job_id, e)
+        log.warning(
+            "job %s: automatic relaunch after running out of memory not possible: %s", job_id, e
+        )
         return None
-    log.info("job %s ran out of memory; relaunched as %s with %s", job_id, new.id, json.dumps(lighter))
+    log.info(
+        "job %s ran out of memory; relaunched as %s with %s", job_id, new.id, json.dumps(lighter)
+    )
     return new

@@ -56,9 +56,12 @@ PREVIEW_JOB_ID = "job-preview"
 PRESETS: dict[str, dict[str, Any]] = {
     "Quick try": {"lora": {"r": 8, "alpha": 16.0}, "training": {"epochs": 1.0, "max_length": 1024}},
     "Balanced": {"eval_fraction": 0.05},
-    "Thorough": {"lora": {"r": 64, "alpha": 128.0}, "training": {"epochs": 3.0, "learning_rate": 1e-4},
-                 "eval_fraction": 0.1},
-}  # fmt: skip
+    "Thorough": {
+        "lora": {"r": 64, "alpha": 128.0},
+        "training": {"epochs": 3.0, "learning_rate": 1e-4},
+        "eval_fraction": 0.1,
+    },
+}
 DEFAULT_PRESET = "Balanced"
 
 
@@ -68,15 +71,19 @@ def defaults() -> dict[str, Any]:
     return {
         "lora": {"r": lo.r, "alpha": float(lo.alpha), "dropout": lo.dropout},
         "training": {
-            "epochs": float(tr.epochs or 1.0), "learning_rate": tr.learning_rate,
-            "lr_scheduler": tr.lr_scheduler, "warmup_ratio": tr.warmup_ratio,
-            "micro_batch_size": tr.micro_batch_size, "grad_accum": tr.grad_accum,
-            "max_length": tr.max_length, "packing": tr.packing,
+            "epochs": float(tr.epochs or 1.0),
+            "learning_rate": tr.learning_rate,
+            "lr_scheduler": tr.lr_scheduler,
+            "warmup_ratio": tr.warmup_ratio,
+            "micro_batch_size": tr.micro_batch_size,
+            "grad_accum": tr.grad_accum,
+            "max_length": tr.max_length,
+            "packing": tr.packing,
             "gradient_checkpointing": tr.gradient_checkpointing,
         },
         "quantization": DEFAULT_QUANTIZATION,
         "eval_fraction": DataSpec.model_fields["eval_fraction"].default,
-    }  # fmt: skip
+    }
 
 
 def preset(name: str) -> dict[str, Any]:
@@ -116,8 +123,13 @@ class LaunchRequest:
         **rest: Any,
     ) -> LaunchRequest:
         """A request from plain settings; a refused setting is `InvalidInput` naming it."""
-        return cls(model=model, dataset_id=dataset_id, lora=_typed(LoraSpec, lora, "lora."),
-                   training=_typed(TrainingSpec, training, "training."), **rest)  # fmt: skip
+        return cls(
+            model=model,
+            dataset_id=dataset_id,
+            lora=_typed(LoraSpec, lora, "lora."),
+            training=_typed(TrainingSpec, training, "training."),
+            **rest,
+        )
 
     def budget(self, settings: Settings) -> float:
         return settings.job_budget_usd if self.budget_usd is None else float(self.budget_usd)
@@ -150,7 +162,9 @@ def budget_verdict(plan: Any, gpu: str, budget_usd: float) -> BudgetVerdict | No
     if cost is None or time is None:
         return None
     check = planner.check_budget(cost, budget_usd)
-    return BudgetVerdict(time, cost, check, planner.execution_timeout_ms(time, budget_usd, cost.rate_per_s))
+    return BudgetVerdict(
+        time, cost, check, planner.execution_timeout_ms(time, budget_usd, cost.rate_per_s)
+    )
 
 
 @dataclass(frozen=True)
@@ -202,10 +216,17 @@ class Preflight:
         if self.plan is None:
             return {"estimate": "not available", "notes": self.notes}
         v = self.plan.verdict(self.gpu)
-        said: dict[str, Any] = {"gpu": self.gpu, "verdict": v.verdict, "need_gib": round(v.need_bytes / 2**30, 2)}
+        said: dict[str, Any] = {
+            "gpu": self.gpu,
+            "verdict": v.verdict,
+            "need_gib": round(v.need_bytes / 2**30, 2),
+        }
         if self.cost is not None:
-            said.update(usd_low=round(self.cost.usd_low, 4), usd_high=round(self.cost.usd_high, 4),
-                        time_basis=self.time.basis_text if self.time is not None else None)  # fmt: skip
+            said.update(
+                usd_low=round(self.cost.usd_low, 4),
+                usd_high=round(self.cost.usd_high, 4),
+                time_basis=self.time.basis_text if self.time is not None else None,
+            )
         return said
 
 
@@ -259,14 +280,27 @@ def preflight(
         except QuotaExceeded as e:
             c.refuse(e)
     keys = (c.dataset.normalized_key, eval_key(c.dataset)) if c.dataset is not None else None
-    return Preflight(request, c.pricing.priced_as, c.pricing, spec=c.spec, adapter_name=c.adapter_name, dataset_keys=keys,
-                     problems=c.problems, notes=c.notes, **c.fields)  # fmt: skip
+    return Preflight(
+        request,
+        c.pricing.priced_as,
+        c.pricing,
+        spec=c.spec,
+        adapter_name=c.adapter_name,
+        dataset_keys=keys,
+        problems=c.problems,
+        notes=c.notes,
+        **c.fields,
+    )
 
 
 def _check_budget(c: _Check) -> None:
     budget = c.request.budget(c.settings)
     if not (math.isfinite(budget) and budget > 0):
-        c.refuse(InvalidInput(f"budget must be a positive number of dollars (got {c.request.budget_usd})"))
+        c.refuse(
+            InvalidInput(
+                f"budget must be a positive number of dollars (got {c.request.budget_usd})"
+            )
+        )
         return
     try:
         planner.execution_limits(budget, c.pricing.rate_per_s)
@@ -300,22 +334,31 @@ def _check_dataset(c: _Check, actor: Actor, session: Session) -> None:
     c.dataset = ds
     split = (ds.stats or {}).get("split") or {}
     if split.get("eval_rows") and split.get("eval_key"):
-        c.notes.append(f"eval loss is measured on the dataset's own eval split ({split['eval_rows']} rows)")
+        c.notes.append(
+            f"eval loss is measured on the dataset's own eval split ({split['eval_rows']} rows)"
+        )
 
 
 def _build_spec(c: _Check, job_id: str) -> None:
     r = c.request
     has_split = c.dataset is not None and bool(eval_key(c.dataset))
-    name = r.adapter_name or default_adapter_name(r.model, c.dataset.name if c.dataset is not None else "preview")
+    name = r.adapter_name or default_adapter_name(
+        r.model, c.dataset.name if c.dataset is not None else "preview"
+    )
     c.adapter_name = name
     try:
         c.spec = build_spec(
-            job_id=job_id, model=r.model, adapter_name=validation.served_adapter_name(name, job_id),
-            lora=r.lora.model_dump(exclude_unset=True), training=r.training.model_dump(exclude_unset=True),
-            quantization=r.quantization, eval_fraction=0.0 if has_split else r.eval_fraction,
+            job_id=job_id,
+            model=r.model,
+            adapter_name=validation.served_adapter_name(name, job_id),
+            lora=r.lora.model_dump(exclude_unset=True),
+            training=r.training.model_dump(exclude_unset=True),
+            quantization=r.quantization,
+            eval_fraction=0.0 if has_split else r.eval_fraction,
             device=device_for(c.settings, c.pricing),
-            with_eval_url=has_split, resume_from=PLACEHOLDER_URL + "parent" if r.resume_from_version_id else None,
-        )  # fmt: skip
+            with_eval_url=has_split,
+            resume_from=PLACEHOLDER_URL + "parent" if r.resume_from_version_id else None,
+        )
     except InvalidInput as e:
         c.refuse(e)
 
@@ -325,18 +368,37 @@ def _check_plan(c: _Check, actor: Actor, session: Session) -> None:
     if facts is None or spec is None:
         return
     if facts.context_length and spec.training.max_length > facts.context_length:
-        c.refuse(InvalidInput(f"max length {spec.training.max_length} is beyond {c.request.model}'s context of "
-                              f"{facts.context_length} tokens; use {facts.context_length} or less"))  # fmt: skip
+        c.refuse(
+            InvalidInput(
+                f"max length {spec.training.max_length} is beyond {c.request.model}'s context of "
+                f"{facts.context_length} tokens; use {facts.context_length} or less"
+            )
+        )
     tokens = planner.token_stats_from_report(ds.stats, ds.valid_rows) if ds is not None else None
     if ds is not None and tokens is None:
-        c.notes.append("no time or cost estimate: the dataset's tokens were not measured (choose a model "
-                       "whose tokenizer is available when uploading)")  # fmt: skip
-    elif ds is not None and (ds.stats.get("tokens") or {}).get("model") not in (None, c.request.model):
+        c.notes.append(
+            "no time or cost estimate: the dataset's tokens were not measured (choose a model "
+            "whose tokenizer is available when uploading)"
+        )
+    elif ds is not None and (ds.stats.get("tokens") or {}).get("model") not in (
+        None,
+        c.request.model,
+    ):
         c.notes.append(f"token counts were measured with {ds.stats['tokens']['model']}'s tokenizer")
-    measured = repo.measured_throughput(actor, session, c.request.model, spec.quantization) if tokens else None
+    measured = (
+        repo.measured_throughput(actor, session, c.request.model, spec.quantization)
+        if tokens
+        else None
+    )
     try:
-        p = planner.plan(spec, facts, tokens=tokens, measured=measured, tier=c.settings.price_tier,
-                          price_overrides=c.settings.gpu_prices)  # fmt: skip
+        p = planner.plan(
+            spec,
+            facts,
+            tokens=tokens,
+            measured=measured,
+            tier=c.settings.price_tier,
+            price_overrides=c.settings.gpu_prices,
+        )
     except InvalidInput as e:
         c.refuse(e)
         return
@@ -349,8 +411,13 @@ def _judge_plan(c: _Check, p: Any) -> None:
     c.fields["plan"] = p
     v = p.verdict(gpu)
     if v.verdict == "does_not_fit":
-        c.refuse(PlanRefused(f"it does not fit a {v.name}: needs {v.need_bytes / 2**30:.1f} GiB of "
-                             f"{v.memory_bytes / 2**30:.0f} GiB" + (f"; try {v.suggestion}" if v.suggestion else "")))  # fmt: skip
+        c.refuse(
+            PlanRefused(
+                f"it does not fit a {v.name}: needs {v.need_bytes / 2**30:.1f} GiB of "
+                f"{v.memory_bytes / 2**30:.0f} GiB"
+                + (f"; try {v.suggestion}" if v.suggestion else "")
+            )
+        )
     c.fields["time"] = next((t for t in p.times if t.gpu == gpu), None)
     c.fields["cost"] = next((x for x in p.costs if x.gpu == gpu), None)
     if c.budget is not None:
@@ -370,8 +437,9 @@ def _check_window(c: _Check, max_url_s: int | None) -> None:
     if c.budget is None:
         return
     try:
-        limits = planner.execution_limits(c.budget, c.pricing.rate_per_s,
-                                        max_s=None if c.pricing.is_local else cap_s)
+        limits = planner.execution_limits(
+            c.budget, c.pricing.rate_per_s, max_s=None if c.pricing.is_local else cap_s
+        )
     except ValueError:  # refused above
         return
     c.fields["limits"] = limits

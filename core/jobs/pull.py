@@ -99,7 +99,11 @@ def pull(client: RunPodClient, store: BlobStore, owner: str, job_id: str, rid: s
     try:
         pulled.outputs = client.stream(rid).outputs
         st = client.status(rid)
-        pulled.status, pulled.delay_ms, pulled.execution_ms = st.status, st.delay_ms, st.execution_ms
+        pulled.status, pulled.delay_ms, pulled.execution_ms = (
+            st.status,
+            st.delay_ms,
+            st.execution_ms,
+        )
         pulled.error, pulled.final_output = st.error, st.output
     except EndpointForgotJob:
         pulled.status = None

@@ -34,7 +34,9 @@ def reconcile(
     store = blob_store(settings, store)
     with session_scope(settings) as s:
         pending = [(j.id, j.owner_id) for j in repo.admin_list_unfinished_jobs(SYSTEM_ACTOR, s)]
-        owners = {uid: repo.admin_actor_for(SYSTEM_ACTOR, s, uid) for uid in {o for _, o in pending}}
+        owners = {
+            uid: repo.admin_actor_for(SYSTEM_ACTOR, s, uid) for uid in {o for _, o in pending}
+        }
     ended, errors = 0, {}
     with job_client(settings, client) as rp:
         for job_id, owner in pending:

@@ -28,7 +28,11 @@ def evaluate_adapter(e: bus.JobEnded) -> None:
 
 def relaunch_lighter(e: bus.JobEnded) -> None:
     job = e.job
-    if e.settings.auto_relaunch_oom and job.status == JobStatus.FAILED and job.failure_kind == "out_of_memory":
+    if (
+        e.settings.auto_relaunch_oom
+        and job.status == JobStatus.FAILED
+        and job.failure_kind == "out_of_memory"
+    ):
         relaunch_after_oom(e.actor, e.settings, job.id, store=e.store)
 
 

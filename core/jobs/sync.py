@@ -110,12 +110,19 @@ def _sync_unsent(actor: Actor, settings: Settings, job_id: str, changed: dt.date
         if job.status in TERMINAL_STATUSES or job.runpod_job_id:
             return job
         if job.cancel_requested_at is not None:
-            return repo.update_job(actor, s, job_id, status=JobStatus.CANCELLED, finished_at=utcnow())
+            return repo.update_job(
+                actor, s, job_id, status=JobStatus.CANCELLED, finished_at=utcnow()
+            )
         return repo.update_job(
-            actor, s, job_id, status=JobStatus.FAILED, finished_at=utcnow(), failure_kind="submit_uncertain",
+            actor,
+            s,
+            job_id,
+            status=JobStatus.FAILED,
+            finished_at=utcnow(),
+            failure_kind="submit_uncertain",
             failure_message="the process sending this job stopped before recording the endpoint's answer",
             failure_suggestion="look for the job on the endpoint before retrying it",
-        )  # fmt: skip
+        )
 
 
 def _after_end(actor: Actor, settings: Settings, job_id: str, store: BlobStore) -> Job:
@@ -149,7 +156,11 @@ def _progress_fields(actor: Actor, s: Session, job: Job) -> dict[str, Any]:
         fields["total_steps"] = int(total)
     if isinstance(last.get("loss"), int | float):
         fields["final_loss"] = float(last["loss"])
-    evals = [m.data["eval_loss"] for m in metrics if isinstance((m.data or {}).get("eval_loss"), int | float)]
+    evals = [
+        m.data["eval_loss"]
+        for m in metrics
+        if isinstance((m.data or {}).get("eval_loss"), int | float)
+    ]
     if evals:
         fields["eval_loss"] = float(evals[-1])
     if isinstance(step, int) and total:
@@ -191,9 +202,15 @@ def _running_fields(job: Job, pulled: Pulled, progress: Mapping[str, Any]) -> di
     fields: dict[str, Any] = {}
     if pulled.status in (JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS):
         fields["status"] = pulled.status
-    if pulled.status == JobStatus.IN_PROGRESS and job.started_at is None and "started_at" not in progress:
+    if (
+        pulled.status == JobStatus.IN_PROGRESS
+        and job.started_at is None
+        and "started_at" not in progress
+    ):
         fields["started_at"] = utcnow()
-    cost = running_cost_usd(job, progress.get("started_at") or fields.get("started_at") or job.started_at)
+    cost = running_cost_usd(
+        job, progress.get("started_at") or fields.get("started_at") or job.started_at
+    )
     if cost is not None:
         fields["cost_usd"] = cost
     over = job.budget_usd is not None and fields.get("cost_usd", 0.0) >= job.budget_usd

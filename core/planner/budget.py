@@ -54,15 +54,30 @@ class BudgetCheck:
 def check_budget(cost: CostEstimate, budget_usd: float) -> BudgetCheck:
     """Compare a cost range with a budget: within, may exceed (high above), exceeds (low above)."""
     if cost.usd_low > budget_usd:
-        return BudgetCheck(False, "exceeds", (
-            f"the job is estimated at ${cost.usd_low:.2f}-${cost.usd_high:.2f}, above its budget "
-            f"of ${budget_usd:.2f}: raise the budget, train fewer tokens or pick a cheaper GPU"))
+        return BudgetCheck(
+            False,
+            "exceeds",
+            (
+                f"the job is estimated at ${cost.usd_low:.2f}-${cost.usd_high:.2f}, above its budget "
+                f"of ${budget_usd:.2f}: raise the budget, train fewer tokens or pick a cheaper GPU"
+            ),
+        )
     if cost.usd_high > budget_usd:
-        return BudgetCheck(True, "may_exceed", (
-            f"the job may reach its ${budget_usd:.2f} budget (estimate ${cost.usd_low:.2f}-"
-            f"${cost.usd_high:.2f}); it stops at the budget and keeps what it trained"))
-    return BudgetCheck(True, "within", (
-        f"estimated ${cost.usd_low:.2f}-${cost.usd_high:.2f}, within the ${budget_usd:.2f} budget"))
+        return BudgetCheck(
+            True,
+            "may_exceed",
+            (
+                f"the job may reach its ${budget_usd:.2f} budget (estimate ${cost.usd_low:.2f}-"
+                f"${cost.usd_high:.2f}); it stops at the budget and keeps what it trained"
+            ),
+        )
+    return BudgetCheck(
+        True,
+        "within",
+        (
+            f"estimated ${cost.usd_low:.2f}-${cost.usd_high:.2f}, within the ${budget_usd:.2f} budget"
+        ),
+    )
 
 
 def execution_timeout_ms(time: TimeEstimate | None, budget_usd: float, rate_per_s: float) -> int:

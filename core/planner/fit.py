@@ -57,11 +57,13 @@ def _with(spec: JobSpec, **changes: Any) -> JobSpec:
     training = {k: v for k, v in changes.items() if k in type(spec.training).model_fields}
     lora = {k: v for k, v in changes.items() if k in type(spec.lora).model_fields}
     top = {k: v for k, v in changes.items() if k in ("quantization",)}
-    return spec.model_copy(update={
-        **top,
-        "training": spec.training.model_copy(update=training),
-        "lora": spec.lora.model_copy(update=lora),
-    })
+    return spec.model_copy(
+        update={
+            **top,
+            "training": spec.training.model_copy(update=training),
+            "lora": spec.lora.model_copy(update=lora),
+        }
+    )
 
 
 def _fits(spec: JobSpec, model: ModelFacts, g: GpuType, trainer: TrainerFacts) -> bool:
@@ -71,8 +73,9 @@ def _fits(spec: JobSpec, model: ModelFacts, g: GpuType, trainer: TrainerFacts) -
         return False
 
 
-def _ladder(spec: JobSpec, model: ModelFacts, g: GpuType,
-            trainer: TrainerFacts) -> tuple[str, dict[str, Any]] | None:
+def _ladder(
+    spec: JobSpec, model: ModelFacts, g: GpuType, trainer: TrainerFacts
+) -> tuple[str, dict[str, Any]] | None:
     """The planner's settings ladder, applied cumulatively until the job fits `g`."""
     steps: list[tuple[str, dict[str, Any]]] = []
     t = spec.training
@@ -83,9 +86,13 @@ def _ladder(spec: JobSpec, model: ModelFacts, g: GpuType,
     if not t.gradient_checkpointing:
         steps.append(("gradient checkpointing", {"gradient_checkpointing": True}))
     if t.micro_batch_size > 1:
-        steps.append((f"micro-batch 1 with gradient accumulation "
-                       f"{t.grad_accum * t.micro_batch_size} (same effective batch)",
-                       {"micro_batch_size": 1, "grad_accum": t.grad_accum * t.micro_batch_size}))
+        steps.append(
+            (
+                f"micro-batch 1 with gradient accumulation "
+                f"{t.grad_accum * t.micro_batch_size} (same effective batch)",
+                {"micro_batch_size": 1, "grad_accum": t.grad_accum * t.micro_batch_size},
+            )
+        )
     current = spec
     said: list[str] = []
     changes: dict[str, Any] = {}
@@ -102,8 +109,13 @@ def _ladder(spec: JobSpec, model: ModelFacts, g: GpuType,
     return None
 
 
-def suggest(spec: JobSpec, model: ModelFacts, g: GpuType, trainer: TrainerFacts | None = None,
-            gpus: Mapping[str, GpuType] | None = None) -> tuple[str, dict[str, Any]] | None:
+def suggest(
+    spec: JobSpec,
+    model: ModelFacts,
+    g: GpuType,
+    trainer: TrainerFacts | None = None,
+    gpus: Mapping[str, GpuType] | None = None,
+) -> tuple[str, dict[str, Any]] | None:
     """Settings that make the job fit `g` (nf4, LoRA off the experts, gradient checkpointing,
     micro-batch 1 with more accumulation, then halving the max length), else the cheapest
     bigger GPU of `gpus` (default: every type in the price table) it fits as it is, else a
@@ -140,13 +152,25 @@ def fit_verdicts(
     for g in (gpus or GPU_TYPES).values():
         v = verdict_for(memory.total_bytes, g)
         s = suggest(spec, model, g, trainer) if v != "fits" else None
-        out.append(GpuVerdict(
-            gpu=g.id, name=g.name, memory_bytes=device_bytes(g), need_bytes=memory.total_bytes,
-            verdict=v,
-            suggestion=(s[0] if s else ("no setting BrightRun offers makes it fit one GPU"
-                                        if v == "does_not_fit" else None)),
-            suggested=s[1] if s else None,
-        ))
+        out.append(
+            GpuVerdict(
+                gpu=g.id,
+                name=g.name,
+                memory_bytes=device_bytes(g),
+                need_bytes=memory.total_bytes,
+                verdict=v,
+                suggestion=(
+                    s[0]
+                    if s
+                    else (
+                        "no setting BrightRun offers makes it fit one GPU"
+                        if v == "does_not_fit"
+                        else None
+                    )
+                ),
+                suggested=s[1] if s else None,
+            )
+        )
     return out
 
 

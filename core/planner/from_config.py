@@ -71,7 +71,10 @@ def facts_from_config(
         layer_types=layer_types,
         linear_attention=lin,
         context_length=int(
-            cfg.get("max_position_embeddings") or cfg.get("seq_length") or cfg.get("n_positions") or 0
+            cfg.get("max_position_embeddings")
+            or cfg.get("seq_length")
+            or cfg.get("n_positions")
+            or 0
         ),
         params=ParamCounts(0, 0, 0, 0, 0, 0, 0),
         config=dict(cfg),
@@ -108,8 +111,15 @@ def _dense_shape(cfg: Mapping[str, Any], model_type: str, id: str) -> dict[str, 
     if model_type == "qwen":
         inter //= 2  # first-generation Qwen states the w1+w2 width
         kv = heads
-    return {"layers": layers, "hidden": hidden, "intermediate": inter, "heads": heads,
-            "kv_heads": kv, "head_dim": head_dim, "vocab": vocab}
+    return {
+        "layers": layers,
+        "hidden": hidden,
+        "intermediate": inter,
+        "heads": heads,
+        "kv_heads": kv,
+        "head_dim": head_dim,
+        "vocab": vocab,
+    }
 
 
 def _moe_shape(cfg: Mapping[str, Any], model_type: str, layers: int) -> dict[str, Any]:

@@ -31,8 +31,12 @@ class LoraCount:
     notes: tuple[str, ...] = ()
 
 
-_MOE_NAME_MAP = (("gate", "gate.weight"), ("gate_proj", "gate_up_proj"),
-                 ("up_proj", "gate_up_proj"), ("down_proj", "down_proj"))
+_MOE_NAME_MAP = (
+    ("gate", "gate.weight"),
+    ("gate_proj", "gate_up_proj"),
+    ("up_proj", "gate_up_proj"),
+    ("down_proj", "down_proj"),
+)
 
 # The trainer's LoRA on fused routed experts is no LoRA vLLM can load (trainer.expert_lora).
 EXPERT_LORA_SERVING = (
@@ -95,8 +99,12 @@ def peft_lora_params(
             notes.append(
                 f"PEFT maps {', '.join(moved_names)} onto the routed experts and the router on "
                 f"{model.model_type}, not onto the shared expert"
-                + ("" if experts_are_parameters else "; the trainer's NF4 experts have no such "
-                   "parameters, so those targets adapt nothing")
+                + (
+                    ""
+                    if experts_are_parameters
+                    else "; the trainer's NF4 experts have no such "
+                    "parameters, so those targets adapt nothing"
+                )
             )
     by, adapted = _count_modules(modules, tm, r, use_dora)
     _count_parameters(params, tp, r, gate_up_rank, use_dora, by)
@@ -105,8 +113,13 @@ def peft_lora_params(
     unmatched = sorted(t for t in tm if not any(_matches(n, {t}) for n in modules))
     if unmatched:
         notes.append(f"LoRA targets {', '.join(unmatched)} match no layer of {model.id}")
-    return LoraCount(sum(by.values()), by, sorted(given) if not isinstance(target_modules, str)
-                     else target_modules, tuple(adapted), tuple(notes))
+    return LoraCount(
+        sum(by.values()),
+        by,
+        sorted(given) if not isinstance(target_modules, str) else target_modules,
+        tuple(adapted),
+        tuple(notes),
+    )
 
 
 def _targetable(
@@ -136,11 +149,13 @@ def _per_expert_modules(ws: list[Weight]) -> dict[str, Weight]:
             base = w.name.rsplit(".", 1)[0]
             if w.name.endswith("gate_up_proj"):
                 for proj in ("gate_proj", "up_proj"):
-                    modules[f"{base}.{proj}"] = Weight(base + f".{proj}.weight",
-                                                       (e, out_f // 2, in_f), "routed_experts")
+                    modules[f"{base}.{proj}"] = Weight(
+                        base + f".{proj}.weight", (e, out_f // 2, in_f), "routed_experts"
+                    )
             else:
-                modules[f"{base}.down_proj"] = Weight(base + ".down_proj.weight",
-                                                      (e, out_f, in_f), "routed_experts")
+                modules[f"{base}.down_proj"] = Weight(
+                    base + ".down_proj.weight", (e, out_f, in_f), "routed_experts"
+                )
         if w.role == "router":
             modules[w.name.removesuffix(".weight")] = w
     return modules
@@ -210,7 +225,11 @@ def _count_modules(
 
 
 def _count_parameters(
-    params: dict[str, Weight], tp: set[str], r: int, gate_up_rank: int, use_dora: bool,
+    params: dict[str, Weight],
+    tp: set[str],
+    r: int,
+    gate_up_rank: int,
+    use_dora: bool,
     by: dict[str, int],
 ) -> None:
     """Add the LoRA parameters on targeted parameters (fused experts, router) to `by`."""
@@ -238,8 +257,7 @@ def _refuse_nothing_adapted(
             f"the LoRA targets {sorted(given)} adapt nothing on {model.id}: PEFT moves them "
             "onto routed-expert parameters this model does not have as loaded"
         )
-    linear_leaves = sorted({n.rsplit('.', 1)[-1] for n, w in modules.items()
-                            if w.role == "linear"})
+    linear_leaves = sorted({n.rsplit(".", 1)[-1] for n, w in modules.items() if w.role == "linear"})
     raise InvalidInput(
         f"none of the LoRA targets {sorted(given)} is a linear layer of {model.id}; its "
         f"linear layers are {', '.join(linear_leaves)}"
@@ -265,8 +283,11 @@ def lora_count(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts | None = 
         target_parameters=trainer.lora_target_parameters,
         use_dora=lora.use_dora,
         experts_are_parameters=not (model.fused_experts and q_experts),
-        remap_expert_names=(not caps.fused_experts if trainer.peft_remaps_expert_names is None
-                            else trainer.peft_remaps_expert_names),
+        remap_expert_names=(
+            not caps.fused_experts
+            if trainer.peft_remaps_expert_names is None
+            else trainer.peft_remaps_expert_names
+        ),
         experts_as_modules=trainer.experts_are_linear_modules,
     )
     notes = list(count.notes)
@@ -274,8 +295,11 @@ def lora_count(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts | None = 
     if lora.lora_on_experts:
         if not model.is_moe:
             notes.append("LoRA on experts is ignored: the model has no routed experts")
-        elif (caps.fused_experts if trainer.expert_lora_by_trainer is None
-              else trainer.expert_lora_by_trainer):
+        elif (
+            caps.fused_experts
+            if trainer.expert_lora_by_trainer is None
+            else trainer.expert_lora_by_trainer
+        ):
             by["experts (trainer LoRA)"] = _trainer_expert_lora(spec, model, notes)
     elif model.is_moe and any(k.startswith("experts.") for k in by):
         notes.append(

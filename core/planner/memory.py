@@ -106,8 +106,12 @@ def layer_activation_bytes(model: ModelFacts, i: int, adapted_in: int, dropout: 
         if gated:
             mixer += 4 * a * d
     if model.moe_layers[i]:
-        e, k, m, ms = model.experts, model.experts_per_token, model.moe_intermediate, \
-            model.shared_expert_intermediate
+        e, k, m, ms = (
+            model.experts,
+            model.experts_per_token,
+            model.moe_intermediate,
+            model.shared_expert_intermediate,
+        )
         ffn = norm + 8 * e + k * (4 * h + 8 * m) + ((8 * ms + 2 * h) if ms else 0)
     else:
         ffn = norm + 8 * model.intermediate
@@ -130,12 +134,24 @@ def estimate_memory(
     activations, moment = _activation_terms(spec, model, trainer, lc, unq_bytes)
     terms += activations
     subtotal = sum(x.bytes for x in terms)
-    terms.append(MemoryTerm("cuda_context", "CUDA context and workspaces", CUDA_CONTEXT_BYTES,
-                            "CUDA context, cuBLAS workspaces and loaded kernels"))
+    terms.append(
+        MemoryTerm(
+            "cuda_context",
+            "CUDA context and workspaces",
+            CUDA_CONTEXT_BYTES,
+            "CUDA context, cuBLAS workspaces and loaded kernels",
+        )
+    )
     headroom = int(ALLOCATOR_HEADROOM * subtotal)
-    terms.append(MemoryTerm("headroom", "Allocator headroom", headroom,
-                            f"{ALLOCATOR_HEADROOM:.0%} of the above: fragmentation and cached "
-                            "blocks of PyTorch's caching allocator"))
+    terms.append(
+        MemoryTerm(
+            "headroom",
+            "Allocator headroom",
+            headroom,
+            f"{ALLOCATOR_HEADROOM:.0%} of the above: fragmentation and cached "
+            "blocks of PyTorch's caching allocator",
+        )
+    )
     return MemoryEstimate(
         terms=tuple(terms),
         total_bytes=sum(x.bytes for x in terms),
@@ -150,28 +166,50 @@ def estimate_memory(
 # --- weights ------------------------------------------------------------------------------
 
 
-def _weight_terms(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts, unq_bytes: int,
-                  q_experts: bool, notes: list[str]) -> list[MemoryTerm]:
+def _weight_terms(
+    spec: JobSpec,
+    model: ModelFacts,
+    trainer: TrainerFacts,
+    unq_bytes: int,
+    q_experts: bool,
+    notes: list[str],
+) -> list[MemoryTerm]:
     """Base weights, routed experts, embeddings and the rest; adds notes to `notes`."""
     quant = spec.quantization
     linear_b, linear_n, embed_b, embed_n, other_b, other_n = _dense_weight_bytes(
-        model, quant, trainer, unq_bytes)
+        model, quant, trainer, unq_bytes
+    )
     qdesc = {"nf4": "NF4 + double quantisation", "int8": "LLM.int8", "none": "16-bit"}[quant]
     terms = [
-        MemoryTerm("base_weights", "Base weights (linear layers)", int(linear_b),
-                   f"{linear_n / 1e9:.2f}B parameters, {qdesc} "
-                   f"({8 * linear_b / max(linear_n, 1):.3f} bits each)"),
+        MemoryTerm(
+            "base_weights",
+            "Base weights (linear layers)",
+            int(linear_b),
+            f"{linear_n / 1e9:.2f}B parameters, {qdesc} "
+            f"({8 * linear_b / max(linear_n, 1):.3f} bits each)",
+        ),
     ]
     if model.is_moe:
         terms.append(_expert_term(model, quant, trainer, unq_bytes, q_experts, notes))
     kbit = quant in ("nf4", "int8")
-    terms.append(MemoryTerm(
-        "embeddings", "Embeddings and LM head", int(embed_b),
-        f"{embed_n / 1e9:.2f}B parameters ({model.vocab:,} x {model.hidden}"
-        f"{', tied' if model.tied_embeddings else ' x 2'}) at {8 * unq_bytes} bits"
-        + (" (fp32 after k-bit preparation)" if unq_bytes == 4 and kbit else "")))
-    terms.append(MemoryTerm("other_weights", "Norms, routers, biases", int(other_b),
-                            f"{other_n / 1e6:.1f}M parameters at {8 * unq_bytes} bits"))
+    terms.append(
+        MemoryTerm(
+            "embeddings",
+            "Embeddings and LM head",
+            int(embed_b),
+            f"{embed_n / 1e9:.2f}B parameters ({model.vocab:,} x {model.hidden}"
+            f"{', tied' if model.tied_embeddings else ' x 2'}) at {8 * unq_bytes} bits"
+            + (" (fp32 after k-bit preparation)" if unq_bytes == 4 and kbit else ""),
+        )
+    )
+    terms.append(
+        MemoryTerm(
+            "other_weights",
+            "Norms, routers, biases",
+            int(other_b),
+            f"{other_n / 1e6:.1f}M parameters at {8 * unq_bytes} bits",
+        )
+    )
     return terms
 
 
@@ -206,8 +244,14 @@ def _dense_weight_bytes(
     return linear_b, linear_n, embed_b, embed_n, other_b, other_n
 
 
-def _expert_term(model: ModelFacts, quant: str, trainer: TrainerFacts, unq_bytes: int,
-                 q_experts: bool, notes: list[str]) -> MemoryTerm:
+def _expert_term(
+    model: ModelFacts,
+    quant: str,
+    trainer: TrainerFacts,
+    unq_bytes: int,
+    q_experts: bool,
+    notes: list[str],
+) -> MemoryTerm:
     """Every routed expert, resident whether active or not."""
     n_exp = model.params.routed_experts
     if not q_experts:
@@ -225,27 +269,44 @@ def _expert_term(model: ModelFacts, quant: str, trainer: TrainerFacts, unq_bytes
                 f"{model.model_type} stores its routed experts as fused 3-D tensors, which "
                 "bitsandbytes does not quantise, and trainer/shared/arch.py does not (yet) say the "
                 "trainer stores them in NF4"
-                + (", so prepare_model_for_kbit_training upcasts them to fp32"
-                   if unq_bytes == 4 else "")
+                + (
+                    ", so prepare_model_for_kbit_training upcasts them to fp32"
+                    if unq_bytes == 4
+                    else ""
+                )
             )
             notes.append(f"routed experts are not quantised: {why}")
             how += f" ({why})"
     return MemoryTerm(
-        "routed_experts", "Routed experts (all of them)", int(expert_b),
+        "routed_experts",
+        "Routed experts (all of them)",
+        int(expert_b),
         f"{n_exp / 1e9:.2f}B parameters ({model.experts} experts x "
         f"{sum(model.moe_layers)} layers; every expert is resident, not only the "
-        f"{model.experts_per_token} active per token), {how}")
+        f"{model.experts_per_token} active per token), {how}",
+    )
 
 
 def _lora_terms(spec: JobSpec, p: int, trainer: TrainerFacts) -> list[MemoryTerm]:
     return [
-        MemoryTerm("lora_weights", "LoRA weights", int(p * trainer.adapter_bytes),
-                   f"{p / 1e6:.1f}M parameters (rank {spec.lora.r}) x "
-                   f"{trainer.adapter_bytes:g} bytes"),
-        MemoryTerm("lora_grads", "LoRA gradients", int(p * trainer.grad_bytes),
-                   f"{p / 1e6:.1f}M x {trainer.grad_bytes:g} bytes"),
-        MemoryTerm("optimizer", "Optimizer state (AdamW)", int(p * trainer.optimizer_bytes),
-                   f"{p / 1e6:.1f}M x {trainer.optimizer_bytes:g} bytes"),
+        MemoryTerm(
+            "lora_weights",
+            "LoRA weights",
+            int(p * trainer.adapter_bytes),
+            f"{p / 1e6:.1f}M parameters (rank {spec.lora.r}) x {trainer.adapter_bytes:g} bytes",
+        ),
+        MemoryTerm(
+            "lora_grads",
+            "LoRA gradients",
+            int(p * trainer.grad_bytes),
+            f"{p / 1e6:.1f}M x {trainer.grad_bytes:g} bytes",
+        ),
+        MemoryTerm(
+            "optimizer",
+            "Optimizer state (AdamW)",
+            int(p * trainer.optimizer_bytes),
+            f"{p / 1e6:.1f}M x {trainer.optimizer_bytes:g} bytes",
+        ),
     ]
 
 
@@ -260,15 +321,25 @@ def _activation_terms(
     stored, stored_detail, working, working_detail = _kept_and_working(spec, model, lc)
     logits, logits_detail = _loss_peak(spec, model, trainer, unq_bytes)
     moment: Literal["loss", "backward"] = "loss" if logits >= working else "backward"
-    terms = [MemoryTerm("activations", "Activations kept for backward", int(stored),
-                        stored_detail)]
+    terms = [MemoryTerm("activations", "Activations kept for backward", int(stored), stored_detail)]
     if moment == "loss":
-        terms.append(MemoryTerm("logits", "Logits and loss", int(logits),
-                                logits_detail + f" (exceeds the backward working set, "
-                                f"{_gib(working)})"))
+        terms.append(
+            MemoryTerm(
+                "logits",
+                "Logits and loss",
+                int(logits),
+                logits_detail + f" (exceeds the backward working set, {_gib(working)})",
+            )
+        )
     else:
-        terms.append(MemoryTerm("recompute", "Layer in backward", int(working),
-                                working_detail + f" (exceeds logits and loss, {_gib(logits)})"))
+        terms.append(
+            MemoryTerm(
+                "recompute",
+                "Layer in backward",
+                int(working),
+                working_detail + f" (exceeds logits and loss, {_gib(logits)})",
+            )
+        )
     return terms, moment
 
 
@@ -277,8 +348,11 @@ def _adapted_inputs(lc: LoraCount) -> dict[int, int]:
     adapted_in: dict[int, int] = {}
     for w in lc.adapted_linear:
         if ".layers." in w.name or ".h." in w.name:
-            idx = int(w.name.split(".layers.")[-1].split(".")[0]) if ".layers." in w.name \
+            idx = (
+                int(w.name.split(".layers.")[-1].split(".")[0])
+                if ".layers." in w.name
                 else int(w.name.split(".h.")[-1].split(".")[0])
+            )
             adapted_in[idx] = adapted_in.get(idx, 0) + w.shape[1]
     return adapted_in
 
@@ -299,15 +373,21 @@ def _kept_and_working(
     grad_buffers = 3 * act * model.hidden * n_tok
     if t.gradient_checkpointing:
         stored = model.layers * act * model.hidden * n_tok
-        stored_detail = (f"checkpointed layer inputs: {model.layers} layers x {n_tok:,} tokens "
-                         f"x {model.hidden} x {act} bytes")
+        stored_detail = (
+            f"checkpointed layer inputs: {model.layers} layers x {n_tok:,} tokens "
+            f"x {model.hidden} x {act} bytes"
+        )
         working = max(per_layer) * n_tok + grad_buffers
-        working_detail = (f"one layer recomputed in backward: {max(per_layer) / 1024:.1f} KiB "
-                          f"per token x {n_tok:,} tokens, plus gradient buffers")
+        working_detail = (
+            f"one layer recomputed in backward: {max(per_layer) / 1024:.1f} KiB "
+            f"per token x {n_tok:,} tokens, plus gradient buffers"
+        )
     else:
         stored = sum(per_layer) * n_tok
-        stored_detail = (f"all {model.layers} layers' activations: {sum(per_layer) / 2**20:.2f} "
-                         f"MiB per token x {n_tok:,} tokens (no gradient checkpointing)")
+        stored_detail = (
+            f"all {model.layers} layers' activations: {sum(per_layer) / 2**20:.2f} "
+            f"MiB per token x {n_tok:,} tokens (no gradient checkpointing)"
+        )
         working = grad_buffers
         working_detail = "gradient buffers of the layer in backward"
     if not t.packing or capabilities(model).packing == "padded":
@@ -325,15 +405,19 @@ def _loss_peak(
     head_copy = model.vocab * model.hidden * 2 if unq_bytes == 4 else 0
     if trainer.loss_chunk_elements is None:
         logits = int(trainer.logit_bytes * n_tok * model.vocab)
-        logits_detail = (f"full logits: {n_tok:,} tokens x {model.vocab:,} vocabulary x "
-                         f"{trainer.logit_bytes:g} bytes (logits, fp32 copy, log-softmax and "
-                         "its gradient)")
+        logits_detail = (
+            f"full logits: {n_tok:,} tokens x {model.vocab:,} vocabulary x "
+            f"{trainer.logit_bytes:g} bytes (logits, fp32 copy, log-softmax and "
+            "its gradient)"
+        )
     else:
         chunk = min(trainer.loss_chunk_elements, n_tok * model.vocab)
         logits = int(trainer.logit_bytes * chunk) + 2 * act * model.hidden * n_tok
-        logits_detail = (f"loss in chunks of {chunk:,} logits x {trainer.logit_bytes:g} bytes "
-                         "(fp32 logits, exp, gradient) plus the labelled hidden states and "
-                         "their gradient")
+        logits_detail = (
+            f"loss in chunks of {chunk:,} logits x {trainer.logit_bytes:g} bytes "
+            "(fp32 logits, exp, gradient) plus the labelled hidden states and "
+            "their gradient"
+        )
     logits += head_copy
     if head_copy:
         logits_detail += f"; bf16 copy of the fp32 LM head ({_gib(head_copy)})"

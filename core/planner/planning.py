@@ -75,15 +75,25 @@ def plan(
             tm = estimate_time(spec, model, gid, tokens, (measured or {}).get(gid, ()))
             times.append(tm)
             costs.append(estimate_cost(tm, tier, price_overrides))
-    return Plan(model, _settings(spec, model, trainer, memory), memory, tuple(verdicts),
-                tuple(times), tuple(costs), _recommended(verdicts, costs, table), memory.notes)
+    return Plan(
+        model,
+        _settings(spec, model, trainer, memory),
+        memory,
+        tuple(verdicts),
+        tuple(times),
+        tuple(costs),
+        _recommended(verdicts, costs, table),
+        memory.notes,
+    )
 
 
-def _recommended(verdicts: list[GpuVerdict], costs: list[CostEstimate],
-                 table: Mapping[str, GpuType]) -> str | None:
+def _recommended(
+    verdicts: list[GpuVerdict], costs: list[CostEstimate], table: Mapping[str, GpuType]
+) -> str | None:
     """The cheapest GPU the job fits (else is tight on): by high cost estimate, else rate."""
-    usable = [v.gpu for v in verdicts if v.verdict == "fits"] or \
-             [v.gpu for v in verdicts if v.verdict == "tight"]
+    usable = [v.gpu for v in verdicts if v.verdict == "fits"] or [
+        v.gpu for v in verdicts if v.verdict == "tight"
+    ]
     if not usable:
         return None
     if costs:
@@ -92,8 +102,9 @@ def _recommended(verdicts: list[GpuVerdict], costs: list[CostEstimate],
     return min(usable, key=lambda gid: table[gid].flex_per_s)
 
 
-def _settings(spec: JobSpec, model: ModelFacts, trainer: TrainerFacts,
-              memory: MemoryEstimate) -> dict[str, Any]:
+def _settings(
+    spec: JobSpec, model: ModelFacts, trainer: TrainerFacts, memory: MemoryEstimate
+) -> dict[str, Any]:
     """The settings the plan was made for, as the trainer will apply them."""
     lc = lora_count(spec, model, trainer)
     return {

@@ -36,12 +36,18 @@ GPU_TYPES: dict[str, GpuType] = {
     g.id: g
     for g in (
         GpuType("A40_48GB", "A40 48 GB", 48, 149.7, 0.00034, 0.00024, 0.40, "AMPERE_48", True),
-        GpuType("A6000_48GB", "RTX A6000 48 GB", 48, 154.8, 0.00034, 0.00024, 0.49, "AMPERE_48", True),
+        GpuType(
+            "A6000_48GB", "RTX A6000 48 GB", 48, 154.8, 0.00034, 0.00024, 0.49, "AMPERE_48", True
+        ),
         GpuType("L40S_48GB", "L40S 48 GB", 48, 362.1, 0.00053, 0.00037, 0.86, "ADA_48_PRO", True),
         GpuType("A100_80GB", "A100 80 GB", 80, 312.0, 0.00076, 0.00060, 1.19, "AMPERE_80"),
-        GpuType("H100_80GB_PCIE", "H100 PCIe 80 GB", 80, 756.0, 0.00116, 0.00093, 1.99, "ADA_80_PRO"),
+        GpuType(
+            "H100_80GB_PCIE", "H100 PCIe 80 GB", 80, 756.0, 0.00116, 0.00093, 1.99, "ADA_80_PRO"
+        ),
         GpuType("H100_80GB_SXM", "H100 SXM 80 GB", 80, 989.4, 0.00116, 0.00093, 2.69, "ADA_80_PRO"),
-        GpuType("H200_141GB", "H200 141 GB", 141, 989.4, 0.00155, 0.00124, 3.59, "HOPPER_141", True),
+        GpuType(
+            "H200_141GB", "H200 141 GB", 141, 989.4, 0.00155, 0.00124, 3.59, "HOPPER_141", True
+        ),
     )
 }
 
@@ -76,7 +82,9 @@ def gpu_type(gpu_id: str) -> GpuType:
         ) from None
 
 
-def rate_per_second(gpu_id: str, tier: Tier = "flex", overrides: dict[str, float] | None = None) -> float:
+def rate_per_second(
+    gpu_id: str, tier: Tier = "flex", overrides: dict[str, float] | None = None
+) -> float:
     """$/s for `gpu_id` on `tier`. An override ($/hour) replaces the flex rate and the pod rate."""
     g = gpu_type(gpu_id)
     if overrides and gpu_id in overrides:
@@ -88,7 +96,9 @@ def rate_per_second(gpu_id: str, tier: Tier = "flex", overrides: dict[str, float
     return g.pod_per_h / 3600.0
 
 
-def billed_seconds(execution_ms: int | float, delay_ms: int | float = 0, cold_start_ms: int | float = 0) -> int:
+def billed_seconds(
+    execution_ms: int | float, delay_ms: int | float = 0, cold_start_ms: int | float = 0
+) -> int:
     """Seconds RunPod bills: the worker's run time (cold start included), rounded up.
 
     `delayTime` is queue time plus cold start; only the cold-start part is billed, and it is
@@ -188,7 +198,9 @@ class SpendTotal:
     records: int
 
 
-def aggregate_spend(records, by: Literal["owner_id", "month", "gpu_type", "job_id"]) -> dict[str, SpendTotal]:
+def aggregate_spend(
+    records, by: Literal["owner_id", "month", "gpu_type", "job_id"]
+) -> dict[str, SpendTotal]:
     """Sum cost records (objects or mappings with `owner_id`, `month`, `gpu_type`, `job_id`,
     `usd`, `seconds`, e.g. `core.db.tables.CostRecord` rows) per user, month, GPU type or job.
     Keys come back sorted."""
@@ -200,7 +212,9 @@ def aggregate_spend(records, by: Literal["owner_id", "month", "gpu_type", "job_i
         acc[0] += float(get("usd"))
         acc[1] += float(get("seconds"))
         acc[2] += 1
-    return {k: SpendTotal(usd=v[0], seconds=v[1], records=int(v[2])) for k, v in sorted(sums.items())}
+    return {
+        k: SpendTotal(usd=v[0], seconds=v[1], records=int(v[2])) for k, v in sorted(sums.items())
+    }
 
 
 # --- Serverless against an always-on pod --------------------------------------------------

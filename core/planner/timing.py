@@ -72,9 +72,11 @@ class TimeEstimate:
     def basis_text(self) -> str:
         """What the time rests on, in words a user reads next to the estimate."""
         if self.utilisation is None:
-            return (f"measured: median of {self.measured_jobs} finished job"
-                    f"{'' if self.measured_jobs == 1 else 's'} on this GPU "
-                    f"({self.tokens_per_s:,.0f} tokens/s)")
+            return (
+                f"measured: median of {self.measured_jobs} finished job"
+                f"{'' if self.measured_jobs == 1 else 's'} on this GPU "
+                f"({self.tokens_per_s:,.0f} tokens/s)"
+            )
         return f"default utilisation {self.utilisation:.0%} of the GPU's bf16 peak"
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,14 +96,24 @@ def measured_tokens_per_s(
     """
     summary = summary or {}
     tokens, seconds = summary.get("tokens_seen_total"), summary.get("train_seconds")
-    if isinstance(tokens, int | float) and isinstance(seconds, int | float) and tokens > 0 and seconds > 0:
+    if (
+        isinstance(tokens, int | float)
+        and isinstance(seconds, int | float)
+        and tokens > 0
+        and seconds > 0
+    ):
         return float(tokens) / float(seconds)
-    rates = [float(m["total_tokens_per_s"]) for m in metrics
-             if isinstance(m.get("total_tokens_per_s"), int | float) and m["total_tokens_per_s"] > 0]
+    rates = [
+        float(m["total_tokens_per_s"])
+        for m in metrics
+        if isinstance(m.get("total_tokens_per_s"), int | float) and m["total_tokens_per_s"] > 0
+    ]
     return statistics.median(rates) if rates else None
 
 
-def token_stats_from_report(stats: Mapping[str, Any], valid_rows: int | None = None) -> TokenStats | None:
+def token_stats_from_report(
+    stats: Mapping[str, Any], valid_rows: int | None = None
+) -> TokenStats | None:
     """`TokenStats` from a stored dataset's inspection report (`core.datasets`), if measured:
     training rows of the split (else `valid_rows`) and the mean tokens per row."""
     per_row = ((stats or {}).get("tokens") or {}).get("per_row") or {}
@@ -109,8 +121,11 @@ def token_stats_from_report(stats: Mapping[str, Any], valid_rows: int | None = N
     if not per_row.get("mean") or not rows:
         return None
     loss_share = ((stats or {}).get("tokens") or {}).get("loss_share")
-    return TokenStats(rows=int(rows), mean_tokens=float(per_row["mean"]),
-                      loss_fraction=float(loss_share) if loss_share else 1.0)
+    return TokenStats(
+        rows=int(rows),
+        mean_tokens=float(per_row["mean"]),
+        loss_fraction=float(loss_share) if loss_share else 1.0,
+    )
 
 
 def _efficiency(t: TrainingSpec) -> float:
@@ -146,8 +161,10 @@ def default_utilisation(spec: JobSpec, model: ModelFacts) -> float:
 
 def cold_start_s(model: ModelFacts) -> tuple[float, float]:
     disk = model.params.total * 2
-    return (COLD_START_FIXED_S[0] + disk / WEIGHT_READ_BYTES_PER_S[0],
-            COLD_START_FIXED_S[1] + disk / WEIGHT_READ_BYTES_PER_S[1])
+    return (
+        COLD_START_FIXED_S[0] + disk / WEIGHT_READ_BYTES_PER_S[0],
+        COLD_START_FIXED_S[1] + disk / WEIGHT_READ_BYTES_PER_S[1],
+    )
 
 
 def estimate_time(
@@ -170,11 +187,33 @@ def estimate_time(
         secs = trained / tps
         lo = trained / max(measured) * MEASURED_RANGE[0]
         hi = trained / min(measured) * MEASURED_RANGE[1]
-        return TimeEstimate(gpu, trained, processed, fpt, None, tps, secs, min(lo, secs),
-                            max(hi, secs), *cold, f"measured ({len(measured)} finished jobs)",
-                            len(measured))
+        return TimeEstimate(
+            gpu,
+            trained,
+            processed,
+            fpt,
+            None,
+            tps,
+            secs,
+            min(lo, secs),
+            max(hi, secs),
+            *cold,
+            f"measured ({len(measured)} finished jobs)",
+            len(measured),
+        )
     u = utilisation if utilisation is not None else default_utilisation(spec, model)
     rate = g.bf16_tflops * 1e12 * u
     secs = processed * fpt / rate
-    return TimeEstimate(gpu, trained, processed, fpt, u, trained / secs if secs else 0.0, secs,
-                        secs * TIME_RANGE[0], secs * TIME_RANGE[1], *cold, "flops")
+    return TimeEstimate(
+        gpu,
+        trained,
+        processed,
+        fpt,
+        u,
+        trained / secs if secs else 0.0,
+        secs,
+        secs * TIME_RANGE[0],
+        secs * TIME_RANGE[1],
+        *cold,
+        "flops",
+    )

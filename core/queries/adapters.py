@@ -46,7 +46,6 @@ class AdapterRow:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", self.label).strip("-") + ".zip"
 
 
-
 def _settings_line(s: Mapping[str, Any]) -> str:
     lora = s.get("lora") or {}
     t = s.get("training") or {}
@@ -64,7 +63,9 @@ def _settings_line(s: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def adapter_rows(actor: Actor, session: Session, limit: int | None = None, include_checkpoints: bool = False) -> list[AdapterRow]:
+def adapter_rows(
+    actor: Actor, session: Session, limit: int | None = None, include_checkpoints: bool = False
+) -> list[AdapterRow]:
     """The actor's adapter versions, newest first."""
     stmt = (
         select(AdapterVersion, Dataset.name, repo_adapter_name())
@@ -85,13 +86,24 @@ def adapter_rows(actor: Actor, session: Session, limit: int | None = None, inclu
             label += f" step {v.step}"
         out.append(
             AdapterRow(
-                version_id=v.id, adapter=name, version=v.version, label=label, base_model=v.base_model,
-                dataset=ds_name or "", settings=_settings_line(v.settings or {}), final_loss=v.final_loss,
-                eval_loss=v.eval_loss, size_bytes=v.size_bytes, created_at=v.created_at, job_id=v.job_id,
-                status=v.status, is_checkpoint=v.is_checkpoint, on_volume=bool(v.volume_path),
+                version_id=v.id,
+                adapter=name,
+                version=v.version,
+                label=label,
+                base_model=v.base_model,
+                dataset=ds_name or "",
+                settings=_settings_line(v.settings or {}),
+                final_loss=v.final_loss,
+                eval_loss=v.eval_loss,
+                size_bytes=v.size_bytes,
+                created_at=v.created_at,
+                job_id=v.job_id,
+                status=v.status,
+                is_checkpoint=v.is_checkpoint,
+                on_volume=bool(v.volume_path),
                 stored=bool(v.storage_prefix),
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -104,7 +116,9 @@ def repo_adapter_name() -> Any:
     )
 
 
-def zip_builder(actor: Actor, settings: Settings, store: Any, version_id: str) -> Callable[[], bytes]:
+def zip_builder(
+    actor: Actor, settings: Settings, store: Any, version_id: str
+) -> Callable[[], bytes]:
     """A function that builds the version's export zip (`core.export.export_zip`: PEFT
     files, brightrun.json, model card) when called: a download builds it on the click, not
     on every page view."""
@@ -114,4 +128,3 @@ def zip_builder(actor: Actor, settings: Settings, store: Any, version_id: str) -
             return export.export_zip(actor, s, store, version_id)[1]
 
     return build
-

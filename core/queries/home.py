@@ -34,7 +34,6 @@ class RunningJob:
     loss: list[float]  # downsampled, for a sparkline
 
 
-
 @dataclass(frozen=True)
 class Overview:
     running: list[RunningJob]
@@ -55,7 +54,11 @@ class Overview:
 
 
 def overview(
-    actor: Actor, session: Session, settings: Settings, now: dt.datetime | None = None, sparkline_points: int = 60
+    actor: Actor,
+    session: Session,
+    settings: Settings,
+    now: dt.datetime | None = None,
+    sparkline_points: int = 60,
 ) -> Overview:
     now = now or utcnow()
     running = []
@@ -63,12 +66,19 @@ def overview(
         series = metric_series(actor, session, job.id, max_points=sparkline_points)
         running.append(
             RunningJob(
-                id=job.id, status=job.status, model=job.base_model, adapter=job.adapter_name,
-                progress=float(job.progress or 0.0), step=job.step, total_steps=job.total_steps,
-                eta_s=job.eta_s, live_cost_usd=live_cost_usd(job, now), budget_usd=job.budget_usd,
+                id=job.id,
+                status=job.status,
+                model=job.base_model,
+                adapter=job.adapter_name,
+                progress=float(job.progress or 0.0),
+                step=job.step,
+                total_steps=job.total_steps,
+                eta_s=job.eta_s,
+                live_cost_usd=live_cost_usd(job, now),
+                budget_usd=job.budget_usd,
                 loss=[v for v in series.loss if v is not None],
             )
-        )  # fmt: skip
+        )
     limits = repo.user_limits(actor, session, settings)
     count = lambda model, *extra: session.execute(  # noqa: E731
         select(func.count()).select_from(model).where(model.owner_id == actor.user_id, *extra)
@@ -76,10 +86,10 @@ def overview(
     return Overview(
         running=running,
         month=repo.month_of(now),
-        month_spend_usd=repo.month_spend(actor, session, include_running=False) + sum(j.live_cost_usd for j in running),
+        month_spend_usd=repo.month_spend(actor, session, include_running=False)
+        + sum(j.live_cost_usd for j in running),
         monthly_budget_usd=limits.monthly_budget_usd,
         recent_adapters=adapter_rows(actor, session, limit=5),
         datasets=count(Dataset, Dataset.deleted_at.is_(None)),
         jobs=count(Job),
     )
-

@@ -50,10 +50,16 @@ class MetricSeries:
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+    return (
+        float(v)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        else None
+    )
 
 
-def metric_series(actor: Actor, session: Session, job_id: str, max_points: int = 400) -> MetricSeries:
+def metric_series(
+    actor: Actor, session: Session, job_id: str, max_points: int = 400
+) -> MetricSeries:
     """The job's metrics for charts, at most `max_points` points (see the module doc).
 
     One query either way. Up to `max_points` events (by the job's highest sequence number)
@@ -72,14 +78,27 @@ def metric_series(actor: Actor, session: Session, job_id: str, max_points: int =
     is_metric = and_(JobEvent.job_id == job_id, JobEvent.type == "metrics")
     downsampled = job.last_seq + 1 > max_points
     if not downsampled:
-        stmt = select(step, loss, lr, tps, step, ev, literal(1)).where(is_metric).order_by(JobEvent.seq)
+        stmt = (
+            select(step, loss, lr, tps, step, ev, literal(1))
+            .where(is_metric)
+            .order_by(JobEvent.seq)
+        )
     else:
         bucket = JobEvent.seq // math.ceil((job.last_seq + 1) / max_points)
         stmt = (
-            select(func.max(step), func.avg(loss), func.avg(lr), func.avg(tps),
-                   func.max(case((ev.is_not(None), step))), func.avg(ev), func.count())
-            .where(is_metric).group_by(bucket).order_by(func.min(JobEvent.seq))
-        )  # fmt: skip
+            select(
+                func.max(step),
+                func.avg(loss),
+                func.avg(lr),
+                func.avg(tps),
+                func.max(case((ev.is_not(None), step))),
+                func.avg(ev),
+                func.count(),
+            )
+            .where(is_metric)
+            .group_by(bucket)
+            .order_by(func.min(JobEvent.seq))
+        )
     rows = session.execute(stmt).all()
     points = sum(int(r[6]) for r in rows)
     rows = [r for r in rows if r[0] is not None]
@@ -119,8 +138,12 @@ class EventLine:
 def _event_summary(type_: str, d: Mapping[str, Any]) -> str:
     if type_ == "metrics":
         parts = [f"step {d.get('step')}/{d.get('total_steps')}"]
-        for k, label, fmt in (("loss", "loss", ".4f"), ("eval_loss", "eval loss", ".4f"),
-                              ("lr", "lr", ".2e"), ("tokens_per_s", "tokens/s", ".1f")):  # fmt: skip
+        for k, label, fmt in (
+            ("loss", "loss", ".4f"),
+            ("eval_loss", "eval loss", ".4f"),
+            ("lr", "lr", ".2e"),
+            ("tokens_per_s", "tokens/s", ".1f"),
+        ):
             if _num(d.get(k)) is not None:
                 parts.append(f"{label} {d[k]:{fmt}}")
         return ", ".join(parts)
@@ -135,7 +158,9 @@ def _event_summary(type_: str, d: Mapping[str, Any]) -> str:
     if type_ == "completed":
         summary = d.get("summary") or {}
         loss = _num(summary.get("final_loss"))
-        return f"completed ({d.get('reason') or 'finished'})" + (f", final loss {loss:.4f}" if loss is not None else "")
+        return f"completed ({d.get('reason') or 'finished'})" + (
+            f", final loss {loss:.4f}" if loss is not None else ""
+        )
     if type_ == "failed":
         return f"failed ({d.get('kind')}): {d.get('message')}"
     return type_
@@ -148,7 +173,12 @@ def event_log(actor: Actor, session: Session, job_id: str, limit: int = 200) -> 
         select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc()).limit(limit)
     ).scalars()
     return [
-        EventLine(e.seq, dt.datetime.fromtimestamp(e.ts, dt.UTC), e.type, _event_summary(e.type, e.data or {}))
+        EventLine(
+            e.seq,
+            dt.datetime.fromtimestamp(e.ts, dt.UTC),
+            e.type,
+            _event_summary(e.type, e.data or {}),
+        )
         for e in rows
     ]
 
@@ -185,14 +215,28 @@ class JobView:
     @classmethod
     def of(cls, job: Job) -> JobView:
         return cls(
-            id=job.id, status=job.status, base_model=job.base_model, adapter_name=job.adapter_name,
-            dataset_id=job.dataset_id, spec=copy.deepcopy(dict(job.spec or {})), gpu_type=job.gpu_type,
-            budget_usd=job.budget_usd, created_at=job.created_at, started_at=job.started_at,
-            finished_at=job.finished_at, progress=float(job.progress or 0.0), step=job.step,
-            total_steps=job.total_steps, eta_s=job.eta_s, final_loss=job.final_loss, eval_loss=job.eval_loss,
-            failure_kind=job.failure_kind, failure_message=job.failure_message,
-            failure_suggestion=job.failure_suggestion, last_seq=job.last_seq,
-        )  # fmt: skip
+            id=job.id,
+            status=job.status,
+            base_model=job.base_model,
+            adapter_name=job.adapter_name,
+            dataset_id=job.dataset_id,
+            spec=copy.deepcopy(dict(job.spec or {})),
+            gpu_type=job.gpu_type,
+            budget_usd=job.budget_usd,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            progress=float(job.progress or 0.0),
+            step=job.step,
+            total_steps=job.total_steps,
+            eta_s=job.eta_s,
+            final_loss=job.final_loss,
+            eval_loss=job.eval_loss,
+            failure_kind=job.failure_kind,
+            failure_message=job.failure_message,
+            failure_suggestion=job.failure_suggestion,
+            last_seq=job.last_seq,
+        )
 
 
 @dataclass(frozen=True)
@@ -205,7 +249,9 @@ class JobDetail:
     can_retry: bool
 
 
-def job_detail(actor: Actor, session: Session, job_id: str, now: dt.datetime | None = None) -> JobDetail:
+def job_detail(
+    actor: Actor, session: Session, job_id: str, now: dt.datetime | None = None
+) -> JobDetail:
     job = repo.get_job(actor, session, job_id)
     dataset = ""
     if job.dataset_id:
@@ -229,4 +275,3 @@ def job_checkpoints(actor: Actor, session: Session, job_id: str) -> list[adapter
     repo.get_job(actor, session, job_id)  # another user's job is NotFound, not an empty list
     found = [v for v in repo.list_versions(actor, session, job_id=job_id) if v.is_checkpoint]
     return [adapters.info(actor, session, v) for v in sorted(found, key=lambda v: -(v.step or 0))]
-

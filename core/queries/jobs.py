@@ -71,7 +71,9 @@ def _job_filter_clauses(actor: Actor, f: JobFilter) -> list[ColumnElement[bool]]
     clauses: list[ColumnElement[bool]] = [Job.owner_id == actor.user_id]
     unknown = set(f.statuses) - set(JOB_STATUSES)
     if unknown:
-        raise InvalidInput(f"unknown job status {sorted(unknown)}; one of {', '.join(JOB_STATUSES)}")
+        raise InvalidInput(
+            f"unknown job status {sorted(unknown)}; one of {', '.join(JOB_STATUSES)}"
+        )
     if f.statuses:
         clauses.append(Job.status.in_(list(f.statuses)))
     if f.model:
@@ -80,7 +82,9 @@ def _job_filter_clauses(actor: Actor, f: JobFilter) -> list[ColumnElement[bool]]
         clauses.append(Job.dataset_id == f.dataset_id)
     if f.search.strip():
         needle = f"%{f.search.strip().lower()}%"
-        clauses.append(or_(func.lower(Job.id).like(needle), func.lower(Job.adapter_name).like(needle)))
+        clauses.append(
+            or_(func.lower(Job.id).like(needle), func.lower(Job.adapter_name).like(needle))
+        )
     return clauses
 
 
@@ -155,15 +159,19 @@ class JobFilterOptions:
 
 def job_filter_options(actor: Actor, session: Session) -> JobFilterOptions:
     models = session.execute(
-        select(Job.base_model).where(Job.owner_id == actor.user_id).distinct().order_by(Job.base_model)
+        select(Job.base_model)
+        .where(Job.owner_id == actor.user_id)
+        .distinct()
+        .order_by(Job.base_model)
     ).scalars()
     datasets = session.execute(
         select(Dataset.id, Dataset.name)
-        .where(Dataset.owner_id == actor.user_id, Dataset.id.in_(
-            select(Job.dataset_id).where(Job.owner_id == actor.user_id)
-        ))
+        .where(
+            Dataset.owner_id == actor.user_id,
+            Dataset.id.in_(select(Job.dataset_id).where(Job.owner_id == actor.user_id)),
+        )
         .order_by(Dataset.name)
-    )  # fmt: skip
+    )
     return JobFilterOptions(models=list(models), datasets={i: n for i, n in datasets})
 
 
@@ -174,4 +182,3 @@ def live_cost_usd(job: Job, now: dt.datetime | None = None) -> float:
     elapsed = ((now or utcnow()) - job.started_at).total_seconds()
     prior = float((job.result or {}).get("prior_cost_usd", 0.0)) if job.attempt else 0.0
     return max(float(job.cost_usd or 0.0), prior + planner.live_cost_usd(elapsed, job.rate_per_s))
-

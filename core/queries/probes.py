@@ -41,7 +41,9 @@ def health(settings: Settings, *, store: Any, runpod: Any, inference: Any) -> li
             raise RuntimeError(f"cannot connect ({type(e).__name__})") from None
         head = db.head_revision()
         if current != head:
-            raise RuntimeError(f"schema at {current or 'nothing'}, code expects {head}: run `brightrun db upgrade`")
+            raise RuntimeError(
+                f"schema at {current or 'nothing'}, code expects {head}: run `brightrun db upgrade`"
+            )
         return f"connected, schema {current} (up to date)"
 
     def storage() -> str:
@@ -57,13 +59,22 @@ def health(settings: Settings, *, store: Any, runpod: Any, inference: Any) -> li
     def serving() -> str:
         models = inference.models()
         base = [m.id for m in models if not m.is_adapter]
-        return f"serving {', '.join(base) or 'no base model'} and {len(models) - len(base)} adapter(s)"
+        return (
+            f"serving {', '.join(base) or 'no base model'} and {len(models) - len(base)} adapter(s)"
+        )
 
-    storage_cfg = f"local folder {settings.data_dir / 'blobs'}" if settings.storage == "local" else f"Supabase Storage at {settings.supabase_url} (key {view['supabase_key']})"
+    storage_cfg = (
+        f"local folder {settings.data_dir / 'blobs'}"
+        if settings.storage == "local"
+        else f"Supabase Storage at {settings.supabase_url} (key {view['supabase_key']})"
+    )
     return [
         _check("database", view["database_url"], database),
         _check("storage", storage_cfg, storage),
-        _check("GPU endpoint", f"{settings.gpu_cluster_api_url} (key {view['gpu_cluster_api_key']})", endpoint),
+        _check(
+            "GPU endpoint",
+            f"{settings.gpu_cluster_api_url} (key {view['gpu_cluster_api_key']})",
+            endpoint,
+        ),
         _check("inference", f"{settings.inference_url} (key {view['inference_api_key']})", serving),
-    ]  # fmt: skip
-
+    ]

@@ -75,7 +75,11 @@ def _month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:
 
 
 def spend_view(
-    actor: Actor, session: Session, settings: Settings, month: str | None = None, now: dt.datetime | None = None,
+    actor: Actor,
+    session: Session,
+    settings: Settings,
+    month: str | None = None,
+    now: dt.datetime | None = None,
     top_jobs: int = 50,
 ) -> SpendView:
     """Spend for `month` (default: this month) and the actor's whole history by month."""
@@ -85,7 +89,12 @@ def spend_view(
     in_month = and_(CostRecord.owner_id == actor.user_id, CostRecord.month == month)
     group = lambda col: {  # noqa: E731
         str(k): float(v)
-        for k, v in session.execute(select(col, func.sum(CostRecord.usd)).where(in_month).group_by(col).order_by(func.sum(CostRecord.usd).desc()))
+        for k, v in session.execute(
+            select(col, func.sum(CostRecord.usd))
+            .where(in_month)
+            .group_by(col)
+            .order_by(func.sum(CostRecord.usd).desc())
+        )
     }
     by_gpu = group(CostRecord.gpu_type)
     model_rows = session.execute(
@@ -96,21 +105,33 @@ def spend_view(
         .order_by(func.sum(CostRecord.usd).desc())
     )
     job_rows = session.execute(
-        select(CostRecord.job_id, Job.base_model, func.max(CostRecord.gpu_type), func.sum(CostRecord.seconds), func.sum(CostRecord.usd))
+        select(
+            CostRecord.job_id,
+            Job.base_model,
+            func.max(CostRecord.gpu_type),
+            func.sum(CostRecord.seconds),
+            func.sum(CostRecord.usd),
+        )
         .join(Job, Job.id == CostRecord.job_id)
         .where(in_month)
         .group_by(CostRecord.job_id, Job.base_model)
         .order_by(func.sum(CostRecord.usd).desc())
         .limit(top_jobs)
-    )  # fmt: skip
-    busy_s = session.execute(select(func.coalesce(func.sum(CostRecord.seconds), 0.0)).where(in_month)).scalar_one()
+    )
+    busy_s = session.execute(
+        select(func.coalesce(func.sum(CostRecord.seconds), 0.0)).where(in_month)
+    ).scalar_one()
     period_h = max(0.0, (min(now, end) - start).total_seconds() / 3600)
     busy_h = float(busy_s) / 3600
     gpu = next((g for g in by_gpu if g in planner.GPU_TYPES), settings.gpu_type)
     comparison = None
     if busy_h > 0 and period_h > 0:
         comparison = planner.compare_for_gpu(
-            gpu, busy_h, tier=settings.price_tier, pod_hours_on=period_h, overrides=settings.gpu_prices,
+            gpu,
+            busy_h,
+            tier=settings.price_tier,
+            pod_hours_on=period_h,
+            overrides=settings.gpu_prices,
             pods=planner.pods_needed(busy_h, period_h),
         )
     limits = repo.user_limits(actor, session, settings)
@@ -129,7 +150,9 @@ def spend_view(
     )
 
 
-def month_spend_live(actor: Actor, session: Session, month: str, now: dt.datetime | None = None) -> float:
+def month_spend_live(
+    actor: Actor, session: Session, month: str, now: dt.datetime | None = None
+) -> float:
     """Recorded spend of `month`, plus, for the current month, what unfinished jobs have
     cost so far (elapsed × rate, as their pages show it)."""
     now = now or utcnow()
@@ -153,7 +176,6 @@ def cost_per_busy_hour(
     """Dollars per hour of actual GPU work at each utilisation: Serverless bills only busy
     time (flat), a pod bills every hour it is on (rate ÷ utilisation)."""
     return [serverless_rate_h] * len(utilisations), [pod_rate_h / u for u in utilisations]
-
 
 
 def user_limits(actor: Actor, session: Session, settings: Settings) -> repo.Limits:

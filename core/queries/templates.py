@@ -57,4 +57,3 @@ def truncated_share(tokens: Mapping[str, Any], max_length: int) -> float | None:
         elif hi > max_length:
             over += n * (hi - max_length) / (hi - lo)
     return min(1.0, over / rows)
-

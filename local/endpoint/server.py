@@ -179,4 +179,3 @@ def main(argv: list[str] | None = None) -> None:
         args.handler,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-

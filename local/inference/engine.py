@@ -130,7 +130,9 @@ class Engine:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise bad_request(f"adapter '{name}': {cfg_path} is not readable JSON ({e})") from e
         if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
-            raise bad_request(f"adapter '{name}': {cfg_path} is not a LoRA adapter (peft_type LORA)")
+            raise bad_request(
+                f"adapter '{name}': {cfg_path} is not a LoRA adapter (peft_type LORA)"
+            )
         trained_on = str(cfg.get("base_model_name_or_path") or "")
         if not self._same_base(trained_on):
             raise bad_request(
@@ -210,7 +212,9 @@ class Engine:
                 _drop_adapter_layers(self.model, internal)
             else:
                 _strip_lora_layers(self.model)
-            raise bad_request(f"adapter '{name}' at {path} could not be loaded: {e}", "lora_path") from e
+            raise bad_request(
+                f"adapter '{name}' at {path} could not be loaded: {e}", "lora_path"
+            ) from e
         self.model.eval()
 
     def _peft_delete(self, internal: str) -> None:
@@ -263,7 +267,9 @@ class Engine:
     def prepare(self, req: ChatRequest) -> Prepared:
         adapter = self.resolve(req.model)
         if not getattr(self.tokenizer, "chat_template", None):
-            raise bad_request(f"the base model '{self.served_name}' has no chat template", "messages")
+            raise bad_request(
+                f"the base model '{self.served_name}' has no chat template", "messages"
+            )
         messages = [{"role": m.role, "content": _text_content(m.content)} for m in req.messages]
         text = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True

@@ -30,7 +30,9 @@ def not_found(message: str, param: str | None = None) -> ServerError:
     return ServerError(404, "NotFoundError", message, param)
 
 
-def bad_request(message: str, param: str | None = None, err_type: str = "BadRequestError") -> ServerError:
+def bad_request(
+    message: str, param: str | None = None, err_type: str = "BadRequestError"
+) -> ServerError:
     return ServerError(400, err_type, message, param)
 
 

@@ -256,4 +256,3 @@ def main(argv: list[str] | None = None) -> None:
         runtime_loading=not a.no_runtime_loading,
     )
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
-

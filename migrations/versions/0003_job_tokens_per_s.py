@@ -56,9 +56,7 @@ def upgrade() -> None:
     for job_id, result in rows:
         rate = _rate(result)
         if rate is not None:
-            conn.execute(
-                sa.update(_jobs).where(_jobs.c.id == job_id).values(tokens_per_s=rate)
-            )
+            conn.execute(sa.update(_jobs).where(_jobs.c.id == job_id).values(tokens_per_s=rate))
 
 
 def downgrade() -> None:

@@ -32,29 +32,62 @@ QA = [
 
 
 def chat_rows(pairs: list[tuple[str, str]] = QA) -> list[dict[str, Any]]:
-    return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in pairs]
+    return [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in pairs
+    ]
 
 
-def add_dataset(settings: Settings, actor: Actor, train: list[dict[str, Any]], eval_rows: list[dict[str, Any]] | None = None,
-                name: str = "toy") -> str:  # fmt: skip
+def add_dataset(
+    settings: Settings,
+    actor: Actor,
+    train: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]] | None = None,
+    name: str = "toy",
+) -> str:
     """Store chat rows as the actor's dataset, with an eval split when `eval_rows` are given,
     under the keys and stats `core.datasets` writes."""
     store = make_blob_store(settings)
     dataset_id = repo.new_id("ds")
     key = dataset_normalized_key(actor.user_id, dataset_id)
-    store.put_bytes("datasets", key, "".join(json.dumps(r) + "\n" for r in train).encode(), "application/x-ndjson")
-    split: dict[str, Any] = {"train_rows": len(train), "eval_rows": len(eval_rows or []), "eval_key": None}
+    store.put_bytes(
+        "datasets",
+        key,
+        "".join(json.dumps(r) + "\n" for r in train).encode(),
+        "application/x-ndjson",
+    )
+    split: dict[str, Any] = {
+        "train_rows": len(train),
+        "eval_rows": len(eval_rows or []),
+        "eval_key": None,
+    }
     if eval_rows:
         split["eval_key"] = f"{actor.user_id}/{dataset_id}/eval.jsonl"
         body = "".join(json.dumps(r) + "\n" for r in eval_rows).encode()
         store.put_bytes("datasets", split["eval_key"], body, "application/x-ndjson")
     with db.session_scope(settings) as s:
         repo.create_dataset(
-            actor, s, name=name, file_format="jsonl", layout="messages", rows=len(train) + len(eval_rows or []),
-            valid_rows=len(train) + len(eval_rows or []), normalized_key=key, dataset_id=dataset_id,
-            stats={"split": split, "tokens": {"available": True, "per_row": {"mean": 20.0, "median": 20.0, "p95": 24.0, "max": 25},
-                                              "total": 480, "loss_share": 0.2, "truncated_rows": 0, "max_length": 96}},
-        )  # fmt: skip
+            actor,
+            s,
+            name=name,
+            file_format="jsonl",
+            layout="messages",
+            rows=len(train) + len(eval_rows or []),
+            valid_rows=len(train) + len(eval_rows or []),
+            normalized_key=key,
+            dataset_id=dataset_id,
+            stats={
+                "split": split,
+                "tokens": {
+                    "available": True,
+                    "per_row": {"mean": 20.0, "median": 20.0, "p95": 24.0, "max": 25},
+                    "total": 480,
+                    "loss_share": 0.2,
+                    "truncated_rows": 0,
+                    "max_length": 96,
+                },
+            },
+        )
     return dataset_id
 
 

@@ -78,32 +78,63 @@ class HubFake:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", "0")))
                 ctype = self.headers.get("content-type", "")
-                body: Any = [json.loads(line) for line in raw.splitlines() if line.strip()] if "ndjson" in ctype else (json.loads(raw) if raw else None)
-                fake.requests.append(Request("POST", self.path, self.headers.get("authorization", ""), body))
+                body: Any = (
+                    [json.loads(line) for line in raw.splitlines() if line.strip()]
+                    if "ndjson" in ctype
+                    else (json.loads(raw) if raw else None)
+                )
+                fake.requests.append(
+                    Request("POST", self.path, self.headers.get("authorization", ""), body)
+                )
                 if fake.refuse_with:
                     self._reply(fake.refuse_with, {"error": "refused"})
                     return
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if parts[:3] == ["api", "repos", "create"]:
-                    repo_id = f"{body.get('organization')}/{body['name']}" if body.get("organization") else body["name"]
+                    repo_id = (
+                        f"{body.get('organization')}/{body['name']}"
+                        if body.get("organization")
+                        else body["name"]
+                    )
                     if repo_id in fake.repos:
-                        self._reply(409, {"error": "You already created this model repo", "url": f"{fake.url}/{repo_id}"})
+                        self._reply(
+                            409,
+                            {
+                                "error": "You already created this model repo",
+                                "url": f"{fake.url}/{repo_id}",
+                            },
+                        )
                         return
                     fake.repos[repo_id] = body
                     self._reply(200, {"url": f"{fake.url}/{repo_id}", "name": repo_id})
                 elif parts == ["api", "validate-yaml"]:
                     errors = _card_errors(body["content"])
-                    self._reply(400 if errors else 200, {"errors": [{"message": m} for m in errors], "warnings": []})
+                    self._reply(
+                        400 if errors else 200,
+                        {"errors": [{"message": m} for m in errors], "warnings": []},
+                    )
                 elif parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "preupload":
-                    self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                                for f in body["files"]]})  # fmt: skip
+                    self._reply(
+                        200,
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                for f in body["files"]
+                            ]
+                        },
+                    )
                 elif parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "commit":
                     repo_id = f"{parts[2]}/{parts[3]}"
                     store = fake.files.setdefault(repo_id, {})
                     for line in body:
                         if line["key"] == "file":
-                            store[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
-                    self._reply(200, {"commitUrl": f"{fake.url}/{repo_id}/commit/abc123", "commitOid": "abc123"})
+                            store[line["value"]["path"]] = base64.b64decode(
+                                line["value"]["content"]
+                            )
+                    self._reply(
+                        200,
+                        {"commitUrl": f"{fake.url}/{repo_id}/commit/abc123", "commitOid": "abc123"},
+                    )
                 else:
                     self._reply(404, {"error": f"no route {self.path}"})  # pragma: no cover
 

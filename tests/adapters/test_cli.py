@@ -24,18 +24,48 @@ def _seed(settings: Settings, tiny_adapter: Path, tmp_path: Path) -> dict[str, s
     ck_folder = tmp_path / "ck" / "step-3"
     shutil.copytree(tiny_adapter, ck_folder)
     with db.session_scope(settings) as s:
-        j1 = repo.create_job(LOCAL_ACTOR, s, base_model="Qwen/Qwen2.5-7B-Instruct", spec=spec, adapter_name="bot")
+        j1 = repo.create_job(
+            LOCAL_ACTOR, s, base_model="Qwen/Qwen2.5-7B-Instruct", spec=spec, adapter_name="bot"
+        )
         vid = "av-cli0000001"
         for name in ("adapter_config.json", "adapter_model.safetensors"):
-            store.put_file("adapters", adapter_key("local", vid, name), tiny_adapter / name, "application/octet-stream")
-        v1 = repo.create_adapter_version(LOCAL_ACTOR, s, adapter_name="bot", base_model="Qwen/Qwen2.5-7B-Instruct",
-                                         job_id=j1.id, settings=spec, final_loss=0.5, version_id=vid,
-                                         storage_prefix=adapter_prefix("local", vid), size_bytes=1000)  # fmt: skip
-        j2 = repo.create_job(LOCAL_ACTOR, s, base_model="Qwen/Qwen2.5-7B-Instruct", spec=spec, adapter_name="bot",
-                             resume_from_version_id=v1.id)  # fmt: skip
-        ck = repo.create_adapter_version(LOCAL_ACTOR, s, adapter_name="bot", base_model="Qwen/Qwen2.5-7B-Instruct",
-                                         job_id=j2.id, parent_version_id=v1.id, is_checkpoint=True, step=3,
-                                         volume_path=str(ck_folder))  # fmt: skip
+            store.put_file(
+                "adapters",
+                adapter_key("local", vid, name),
+                tiny_adapter / name,
+                "application/octet-stream",
+            )
+        v1 = repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name="bot",
+            base_model="Qwen/Qwen2.5-7B-Instruct",
+            job_id=j1.id,
+            settings=spec,
+            final_loss=0.5,
+            version_id=vid,
+            storage_prefix=adapter_prefix("local", vid),
+            size_bytes=1000,
+        )
+        j2 = repo.create_job(
+            LOCAL_ACTOR,
+            s,
+            base_model="Qwen/Qwen2.5-7B-Instruct",
+            spec=spec,
+            adapter_name="bot",
+            resume_from_version_id=v1.id,
+        )
+        ck = repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name="bot",
+            base_model="Qwen/Qwen2.5-7B-Instruct",
+            job_id=j2.id,
+            parent_version_id=v1.id,
+            is_checkpoint=True,
+            step=3,
+            volume_path=str(ck_folder),
+        )
         return {"v1": v1.id, "ck": ck.id}
 
 
@@ -55,16 +85,24 @@ def test_adapters_commands(settings: Settings, tiny_adapter: Path, tmp_path: Pat
 
     r = run(app, ["adapters", "show", "bot:v2", "--json"])
     shown = json.loads(r.output)
-    assert shown["label"] == "bot v2 step 3" and shown["lineage"] == ["bot v1"] and shown["stored"] is True
+    assert (
+        shown["label"] == "bot v2 step 3"
+        and shown["lineage"] == ["bot v1"]
+        and shown["stored"] is True
+    )
 
     out = tmp_path / "bot.zip"
     r = run(app, ["adapters", "export", "bot:v1", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert {"README.md", "brightrun.json", "adapter_model.safetensors"} <= set(zipfile.ZipFile(out).namelist())
+    assert {"README.md", "brightrun.json", "adapter_model.safetensors"} <= set(
+        zipfile.ZipFile(out).namelist()
+    )
 
     r = run(app, ["adapters", "merge", "bot:v1", "--plan-only", "--gpu", "H100_80GB_PCIE"])
     assert r.exit_code == 0, r.output
-    assert "merge of Qwen/Qwen2.5-7B-Instruct in bfloat16: needs" in r.output and "(fits)" in r.output
+    assert (
+        "merge of Qwen/Qwen2.5-7B-Instruct in bfloat16: needs" in r.output and "(fits)" in r.output
+    )
 
     r = run(app, ["adapters", "show", "bot:v7"])
     assert r.exit_code == 2 and r.output.strip() == "error: adapter 'bot' has no version 7"

@@ -38,10 +38,20 @@ pytestmark = pytest.mark.slow
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
 TRAINING = {
-    "epochs": None, "max_steps": 60, "learning_rate": 1e-2, "lr_scheduler": "constant", "warmup_ratio": 0.0,
-    "micro_batch_size": 6, "grad_accum": 1, "max_length": 64, "packing": False, "gradient_checkpointing": False,
-    "checkpoint_every": 0, "compute_dtype": "float32", "log_every": 1,
-}  # fmt: skip
+    "epochs": None,
+    "max_steps": 60,
+    "learning_rate": 1e-2,
+    "lr_scheduler": "constant",
+    "warmup_ratio": 0.0,
+    "micro_batch_size": 6,
+    "grad_accum": 1,
+    "max_length": 64,
+    "packing": False,
+    "gradient_checkpointing": False,
+    "checkpoint_every": 0,
+    "compute_dtype": "float32",
+    "log_every": 1,
+}
 
 
 @dataclass
@@ -53,17 +63,33 @@ class Stack:
 
     def submit(self, name: str, **kw: Any) -> Any:
         kw.setdefault("training", TRAINING)
-        return jobs.submit(LOCAL_ACTOR, self.settings, dataset_id=self.dataset_id, model=str(self.model),
-                           adapter_name=name, lora=LORA, quantization="none", **kw)  # fmt: skip
+        return jobs.submit(
+            LOCAL_ACTOR,
+            self.settings,
+            dataset_id=self.dataset_id,
+            model=str(self.model),
+            adapter_name=name,
+            lora=LORA,
+            quantization="none",
+            **kw,
+        )
 
     def wait_end(self, job_id: str) -> Any:
         return wait_until(
-            lambda: (j := jobs.sync(LOCAL_ACTOR, self.settings, job_id)).status in TERMINAL_STATUSES and j,
-            timeout_s=240, every_s=0.3, what=f"job {job_id} to end",
-        )  # fmt: skip
+            lambda: (
+                (j := jobs.sync(LOCAL_ACTOR, self.settings, job_id)).status in TERMINAL_STATUSES
+                and j
+            ),
+            timeout_s=240,
+            every_s=0.3,
+            what=f"job {job_id} to end",
+        )
 
     def losses(self, job_id: str) -> list[float]:
-        return [e.data["loss"] for e in jobs.events(LOCAL_ACTOR, self.settings, job_id, types=["metrics"])]
+        return [
+            e.data["loss"]
+            for e in jobs.events(LOCAL_ACTOR, self.settings, job_id, types=["metrics"])
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +99,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("adapters-e2e")
     model = build_tiny_chat_model(root / "tiny", seed=0)
     data = root / "data"
-    ep = start_endpoint(data, handler="trainer.handler:handler", workers=2, extra_env={"LOCAL_DEVICE": "cpu"})
+    ep = start_endpoint(
+        data, handler="trainer.handler:handler", workers=2, extra_env={"LOCAL_DEVICE": "cpu"}
+    )
     proc, server = start_server(model, root / "inference")
     settings = Settings(
-        data_dir=data, gpu_cluster_api_url=ep.url, gpu_cluster_api_key=ENDPOINT_KEY, public_base_url=ep.base,
-        local_device="cpu", max_concurrent_jobs=4, model_dirs=[root], inference_url=server.url,
-        inference_api_key=API_KEY, eval_max_tokens=8,
-    )  # fmt: skip
+        data_dir=data,
+        gpu_cluster_api_url=ep.url,
+        gpu_cluster_api_key=ENDPOINT_KEY,
+        public_base_url=ep.base,
+        local_device="cpu",
+        max_concurrent_jobs=4,
+        model_dirs=[root],
+        inference_url=server.url,
+        inference_api_key=API_KEY,
+        eval_max_tokens=8,
+    )
     db.upgrade(settings)
     try:
         # Train and eval rows are the same questions: the toy task is memorising them.
-        yield Stack(settings, ep, model, add_dataset(settings, LOCAL_ACTOR, chat_rows(), chat_rows()))
+        yield Stack(
+            settings, ep, model, add_dataset(settings, LOCAL_ACTOR, chat_rows(), chat_rows())
+        )
     finally:
         stop_all([proc])
         ep.stop()
@@ -99,7 +136,9 @@ def v1(stack: Stack) -> dict[str, Any]:
         return {"id": v.id, "version": v.version, "job": job}
 
 
-def test_completed_job_is_evaluated_adapter_beats_base_scores_stored_and_plotted(stack: Stack, v1: dict[str, Any]) -> None:
+def test_completed_job_is_evaluated_adapter_beats_base_scores_stored_and_plotted(
+    stack: Stack, v1: dict[str, Any]
+) -> None:
     assert v1["version"] == 1
 
     def report() -> Any:
@@ -128,38 +167,61 @@ def test_completed_job_is_evaluated_adapter_beats_base_scores_stored_and_plotted
     assert list(trace.y) == [rep["adapter"]["rouge_l"]] and list(trace.text) == ["secret-words v1"]
 
 
-def test_continued_training_records_its_parent_and_starts_where_the_parent_ended(stack: Stack, v1: dict[str, Any]) -> None:
-    job = jobs.continue_training(LOCAL_ACTOR, stack.settings, "secret-words", training={"max_steps": 10})
+def test_continued_training_records_its_parent_and_starts_where_the_parent_ended(
+    stack: Stack, v1: dict[str, Any]
+) -> None:
+    job = jobs.continue_training(
+        LOCAL_ACTOR, stack.settings, "secret-words", training={"max_steps": 10}
+    )
     assert job.resume_from_version_id == v1["id"]
-    assert job.spec["resume_from"] == "<signed url>"  # the parent's weights, by a signed URL never stored
+    assert (
+        job.spec["resume_from"] == "<signed url>"
+    )  # the parent's weights, by a signed URL never stored
     job = stack.wait_end(job.id)
     assert job.status == "COMPLETED", job.failure_message
     with db.session_scope(stack.settings) as s:
         (v2,) = repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
         assert v2.version == 2 and v2.parent_version_id == v1["id"]
-        assert [c.label for c in adapters.lineage(LOCAL_ACTOR, s, "secret-words:v2")] == ["secret-words v2", "secret-words v1"]
+        assert [c.label for c in adapters.lineage(LOCAL_ACTOR, s, "secret-words:v2")] == [
+            "secret-words v2",
+            "secret-words v1",
+        ]
     parent, child = stack.losses(v1["job"].id), stack.losses(job.id)
-    print(f"\nparent loss {parent[0]:.3f} -> {parent[-1]:.4f}; continued job's first loss {child[0]:.4f}")
+    print(
+        f"\nparent loss {parent[0]:.3f} -> {parent[-1]:.4f}; continued job's first loss {child[0]:.4f}"
+    )
     # Within a tenth of the parent's whole descent from its last loss (a fresh start would
     # begin near the parent's first loss).
     assert abs(child[0] - parent[-1]) <= 0.1 * (parent[0] - parent[-1])
 
 
 def test_a_checkpoint_answers_in_the_playground_while_its_job_still_runs(stack: Stack) -> None:
-    job = stack.submit("live-bot", training={**TRAINING, "max_steps": 100_000, "checkpoint_every": 5})
+    job = stack.submit(
+        "live-bot", training={**TRAINING, "max_steps": 100_000, "checkpoint_every": 5}
+    )
 
     def checkpoint() -> Any:
         jobs.sync(LOCAL_ACTOR, stack.settings, job.id)
         with db.session_scope(stack.settings) as s:
-            return [(v.id, v.step) for v in repo.list_versions(LOCAL_ACTOR, s, job_id=job.id) if v.is_checkpoint]
+            return [
+                (v.id, v.step)
+                for v in repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
+                if v.is_checkpoint
+            ]
 
     (ck_id, step), *_ = wait_until(checkpoint, timeout_s=180, every_s=0.3, what="a checkpoint")
     try:
         with InferenceClient(stack.settings) as client, db.session_scope(stack.settings) as s:
-            choice = find_choice(model_choices(LOCAL_ACTOR, s, stack.settings, client), f"live-bot step {step}")
+            choice = find_choice(
+                model_choices(LOCAL_ACTOR, s, stack.settings, client), f"live-bot step {step}"
+            )
             assert choice.served_name == f"ckpt-{ck_id}"
             assert client.ensure_adapter(choice.served_name, choice.path).mode is LoadMode.RUNTIME
-            answer = client.chat(choice.served_name, [{"role": "user", "content": QA[0][0]}], Sampling(temperature=0.0, max_tokens=8))
+            answer = client.chat(
+                choice.served_name,
+                [{"role": "user", "content": QA[0][0]}],
+                Sampling(temperature=0.0, max_tokens=8),
+            )
         assert answer.text and answer.finish_reason in ("stop", "length")
         running = jobs.sync(LOCAL_ACTOR, stack.settings, job.id)
         assert running.status == "IN_PROGRESS", "the job ended before its checkpoint was used"
@@ -170,17 +232,23 @@ def test_a_checkpoint_answers_in_the_playground_while_its_job_still_runs(stack: 
         jobs.cancel(LOCAL_ACTOR, stack.settings, job.id)
 
 
-def test_a_merge_job_stores_shards_whose_logits_equal_base_plus_adapter(stack: Stack, v1: dict[str, Any], tmp_path: Path) -> None:
+def test_a_merge_job_stores_shards_whose_logits_equal_base_plus_adapter(
+    stack: Stack, v1: dict[str, Any], tmp_path: Path
+) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    job, plan = export.merge(LOCAL_ACTOR, stack.settings, "secret-words:v1", dtype="float32", max_shard_size_mb=0.2)
+    job, plan = export.merge(
+        LOCAL_ACTOR, stack.settings, "secret-words:v1", dtype="float32", max_shard_size_mb=0.2
+    )
     assert plan is not None and plan.weights_bytes > 0 and job.action == "merge"
     job = stack.wait_end(job.id)
     assert job.status == "COMPLETED", job.failure_message
     with db.session_scope(stack.settings) as s:
-        assert not repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)  # a merge is no adapter version
+        assert not repo.list_versions(
+            LOCAL_ACTOR, s, job_id=job.id
+        )  # a merge is no adapter version
     store = make_blob_store(stack.settings)
     merged, adapter = tmp_path / "merged", tmp_path / "adapter"
     merged.mkdir()
@@ -193,6 +261,10 @@ def test_a_merge_job_stores_shards_whose_logits_equal_base_plus_adapter(stack: S
         store.download_to("adapters", blob.key, adapter / blob.key.rsplit("/", 1)[-1])
     ids = torch.tensor([[1, 5, 9, 20, 33, 40, 2, 7]])
     with torch.no_grad():
-        want = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(stack.model), adapter).eval()(ids).logits
+        want = (
+            PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(stack.model), adapter)
+            .eval()(ids)
+            .logits
+        )
         got = AutoModelForCausalLM.from_pretrained(merged).eval()(ids).logits
     assert (got - want).abs().max() <= 1e-4

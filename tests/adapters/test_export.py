@@ -24,10 +24,16 @@ from tests.adapters.hub_fake import HubFake
 
 TOKEN = "hf_TESTtokenNeverStored0123456789"
 EVAL = {
-    "status": "done", "rows": 6, "server_base": "tiny", "metrics": ["exact_match", "f1", "rouge_l"],
-    "adapter": {"exact_match": 1.0, "f1": 1.0, "rouge_l": 1.0}, "base": {"exact_match": 0.0, "f1": 0.0, "rouge_l": 0.0},
-    "delta": {"exact_match": 1.0, "f1": 1.0, "rouge_l": 1.0}, "judge": None, "differences": [],
-}  # fmt: skip
+    "status": "done",
+    "rows": 6,
+    "server_base": "tiny",
+    "metrics": ["exact_match", "f1", "rouge_l"],
+    "adapter": {"exact_match": 1.0, "f1": 1.0, "rouge_l": 1.0},
+    "base": {"exact_match": 0.0, "f1": 0.0, "rouge_l": 0.0},
+    "delta": {"exact_match": 1.0, "f1": 1.0, "rouge_l": 1.0},
+    "judge": None,
+    "differences": [],
+}
 
 
 @pytest.fixture
@@ -36,53 +42,121 @@ def version(settings: Settings, tiny_adapter: Path) -> str:
     brightrun.json, a loss curve, a cost and an evaluation."""
     store = make_blob_store(settings)
     ds = add_dataset(settings, ALICE, chat_rows() * 4, chat_rows(), name="support-faq")
-    spec = {"lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-            "training": {"max_steps": 30, "learning_rate": 0.01}, "quantization": "nf4",
-            "data": {"train_url": "<signed url>"}}  # fmt: skip
+    spec = {
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "training": {"max_steps": 30, "learning_rate": 0.01},
+        "quantization": "nf4",
+        "data": {"train_url": "<signed url>"},
+    }
     with db.session_scope(settings) as s:
-        j1 = repo.create_job(ALICE, s, base_model="tiny", spec=spec, adapter_name="support-bot", dataset_id=ds)
-        v1 = repo.create_adapter_version(ALICE, s, adapter_name="support-bot", base_model="tiny", job_id=j1.id, dataset_id=ds)
-        j2 = repo.create_job(ALICE, s, base_model="tiny", spec=spec, adapter_name="support-bot", dataset_id=ds,
-                             resume_from_version_id=v1.id)  # fmt: skip
-        repo.update_job(ALICE, s, j2.id, cost_usd=0.0123, status="COMPLETED", gpu_type="H100_80GB_PCIE")
+        j1 = repo.create_job(
+            ALICE, s, base_model="tiny", spec=spec, adapter_name="support-bot", dataset_id=ds
+        )
+        v1 = repo.create_adapter_version(
+            ALICE, s, adapter_name="support-bot", base_model="tiny", job_id=j1.id, dataset_id=ds
+        )
+        j2 = repo.create_job(
+            ALICE,
+            s,
+            base_model="tiny",
+            spec=spec,
+            adapter_name="support-bot",
+            dataset_id=ds,
+            resume_from_version_id=v1.id,
+        )
+        repo.update_job(
+            ALICE, s, j2.id, cost_usd=0.0123, status="COMPLETED", gpu_type="H100_80GB_PCIE"
+        )
         vid = "av-export0001"
         for name in ("adapter_config.json", "adapter_model.safetensors"):
-            store.put_file("adapters", adapter_key(ALICE.user_id, vid, name), tiny_adapter / name, "application/octet-stream")
-        worker_record = {"spec": spec, "summary": {"final_loss": 0.02}, "metrics": [{"step": 1, "loss": 3.1}]}
-        store.put_bytes("adapters", adapter_key(ALICE.user_id, vid, "brightrun.json"), json.dumps(worker_record).encode(), "application/json")
+            store.put_file(
+                "adapters",
+                adapter_key(ALICE.user_id, vid, name),
+                tiny_adapter / name,
+                "application/octet-stream",
+            )
+        worker_record = {
+            "spec": spec,
+            "summary": {"final_loss": 0.02},
+            "metrics": [{"step": 1, "loss": 3.1}],
+        }
+        store.put_bytes(
+            "adapters",
+            adapter_key(ALICE.user_id, vid, "brightrun.json"),
+            json.dumps(worker_record).encode(),
+            "application/json",
+        )
         repo.create_adapter_version(
-            ALICE, s, adapter_name="support-bot", base_model="tiny", job_id=j2.id, dataset_id=ds,
-            parent_version_id=v1.id, settings={k: spec[k] for k in ("lora", "training", "quantization")},
-            final_loss=0.02, eval_loss=0.05, loss_curve=[[i, 3.0 / i] for i in range(1, 31)],
-            storage_prefix=adapter_prefix(ALICE.user_id, vid), version_id=vid,
-        )  # fmt: skip
+            ALICE,
+            s,
+            adapter_name="support-bot",
+            base_model="tiny",
+            job_id=j2.id,
+            dataset_id=ds,
+            parent_version_id=v1.id,
+            settings={k: spec[k] for k in ("lora", "training", "quantization")},
+            final_loss=0.02,
+            eval_loss=0.05,
+            loss_curve=[[i, 3.0 / i] for i in range(1, 31)],
+            storage_prefix=adapter_prefix(ALICE.user_id, vid),
+            version_id=vid,
+        )
         repo.update_version(ALICE, s, vid, eval_scores=EVAL)
     return vid
 
 
-def test_the_zip_holds_peft_files_record_model_card_and_loss_curve(settings: Settings, version: str, tiny_adapter: Path) -> None:
+def test_the_zip_holds_peft_files_record_model_card_and_loss_curve(
+    settings: Settings, version: str, tiny_adapter: Path
+) -> None:
     with db.session_scope(settings) as s:
         name, data = export.export_zip(ALICE, s, make_blob_store(settings), "support-bot:v2")
         with pytest.raises(NotFound):
             export.export_zip(BOB, s, make_blob_store(settings), version)
     assert name == "support-bot-v2.zip"
     zf = zipfile.ZipFile(io.BytesIO(data))
-    assert sorted(zf.namelist()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
-                                     "brightrun.json", "loss_curve.svg"]  # fmt: skip
-    assert zf.read("adapter_model.safetensors") == (tiny_adapter / "adapter_model.safetensors").read_bytes()
+    assert sorted(zf.namelist()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "brightrun.json",
+        "loss_curve.svg",
+    ]
+    assert (
+        zf.read("adapter_model.safetensors")
+        == (tiny_adapter / "adapter_model.safetensors").read_bytes()
+    )
     record = json.loads(zf.read("brightrun.json"))
-    assert record["label"] == "support-bot v2" and record["version_id"] == version and record["base_model"] == "tiny"
+    assert (
+        record["label"] == "support-bot v2"
+        and record["version_id"] == version
+        and record["base_model"] == "tiny"
+    )
     assert [x["label"] for x in record["lineage"]] == ["support-bot v1"]
     assert record["job"]["cost_usd"] == 0.0123 and record["dataset"]["name"] == "support-faq"
-    assert record["dataset"]["eval_rows"] == 6 and record["evaluation"]["adapter"]["exact_match"] == 1.0
-    assert record["training_record"]["summary"]["final_loss"] == 0.02  # the worker's own record kept
+    assert (
+        record["dataset"]["eval_rows"] == 6
+        and record["evaluation"]["adapter"]["exact_match"] == 1.0
+    )
+    assert (
+        record["training_record"]["summary"]["final_loss"] == 0.02
+    )  # the worker's own record kept
     assert len(record["loss_curve"]) == 30
     card = zf.read("README.md").decode()
     assert card.startswith('---\nbase_model: "tiny"\nlibrary_name: peft\n')
-    assert "- qlora" in card and "# support-bot v2" in card and "Continued from support-bot v1." in card
-    assert "Dataset **support-faq** (messages): 30 valid rows of 30, 24 for training and 6 held out" in card
+    assert (
+        "- qlora" in card
+        and "# support-bot v2" in card
+        and "Continued from support-bot v1." in card
+    )
+    assert (
+        "Dataset **support-faq** (messages): 30 valid rows of 30, 24 for training and 6 held out"
+        in card
+    )
     assert "| LoRA rank | 4 |" in card and "| learning rate | 0.01 |" in card
-    assert "![Training loss](loss_curve.svg)" in card and "Final training loss: 0.0200; eval loss: 0.0500." in card
+    assert (
+        "![Training loss](loss_curve.svg)" in card
+        and "Final training loss: 0.0200; eval loss: 0.0500." in card
+    )
     assert "| exact match | 1.000 | 0.000 | +1.000 |" in card
     svg = zf.read("loss_curve.svg").decode()
     assert svg.startswith("<svg") and "<polyline" in svg and "step 30" in svg
@@ -107,10 +181,14 @@ def _client(hub: HubFake, seen: list[str]):  # noqa: ANN202
     return factory
 
 
-def test_push_to_hub_uploads_the_folder_with_the_token_only_in_the_client(settings: Settings, version: str, hub: HubFake) -> None:
+def test_push_to_hub_uploads_the_folder_with_the_token_only_in_the_client(
+    settings: Settings, version: str, hub: HubFake
+) -> None:
     settings = settings.model_copy(update={"hf_token": SecretStr(TOKEN)})
     seen: list[str] = []
-    pushed = export.push_to_hub(ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen))
+    pushed = export.push_to_hub(
+        ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen)
+    )
     assert seen == [TOKEN]
     calls = [(r.method, r.path) for r in hub.requests]
     assert calls == [
@@ -120,11 +198,28 @@ def test_push_to_hub_uploads_the_folder_with_the_token_only_in_the_client(settin
         ("POST", "/api/models/alice/support-bot/commit/main"),
     ]
     assert all(r.authorization == f"Bearer {TOKEN}" for r in hub.requests)
-    assert hub.requests[0].body == {"name": "support-bot", "organization": "alice", "visibility": "private", "type": "model"}
+    assert hub.requests[0].body == {
+        "name": "support-bot",
+        "organization": "alice",
+        "visibility": "private",
+        "type": "model",
+    }
     header, *files = hub.requests[3].body
-    assert header == {"key": "header", "value": {"summary": "support-bot v2 from BrightRun", "description": ""}}
-    assert sorted(f["value"]["path"] for f in files) == pushed.files == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "brightrun.json", "loss_curve.svg"]  # fmt: skip
+    assert header == {
+        "key": "header",
+        "value": {"summary": "support-bot v2 from BrightRun", "description": ""},
+    }
+    assert (
+        sorted(f["value"]["path"] for f in files)
+        == pushed.files
+        == [
+            "README.md",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "brightrun.json",
+            "loss_curve.svg",
+        ]
+    )
     received = hub.files["alice/support-bot"]
     assert received["README.md"].decode().startswith('---\nbase_model: "tiny"')
     for path, body in received.items():
@@ -137,7 +232,9 @@ def test_push_to_hub_uploads_the_folder_with_the_token_only_in_the_client(settin
         assert TOKEN.encode() not in stored
         assert TOKEN not in json.dumps(v.eval_scores) + json.dumps(v.settings)
     # Pushing again to the existing repo is a new commit, not an error.
-    export.push_to_hub(ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen))
+    export.push_to_hub(
+        ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen)
+    )
     assert [r.path for r in hub.requests].count("/api/models/alice/support-bot/commit/main") == 2
 
 
@@ -146,17 +243,25 @@ def _stored(settings: Settings, prefix: str) -> list[bytes]:
     return [store.get_bytes("adapters", b.key) for b in store.list("adapters", prefix)]
 
 
-def test_push_refusals_name_the_problem_and_never_echo_the_token(settings: Settings, version: str, hub: HubFake) -> None:
+def test_push_refusals_name_the_problem_and_never_echo_the_token(
+    settings: Settings, version: str, hub: HubFake
+) -> None:
     seen: list[str] = []
     with pytest.raises(InvalidInput, match="HF_TOKEN is not set"):
-        export.push_to_hub(ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen))
+        export.push_to_hub(
+            ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen)
+        )
     settings = settings.model_copy(update={"hf_token": SecretStr(TOKEN)})
     with pytest.raises(InvalidInput, match="your-name/model-name"):
-        export.push_to_hub(ALICE, settings, version, "https://huggingface.co/x", api_factory=_client(hub, seen))
+        export.push_to_hub(
+            ALICE, settings, version, "https://huggingface.co/x", api_factory=_client(hub, seen)
+        )
     assert not hub.requests and not seen
     hub.refuse_with = 403
     with pytest.raises(export.ExportFailed, match="HTTP 403") as e:
-        export.push_to_hub(ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen))
+        export.push_to_hub(
+            ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen)
+        )
     assert TOKEN not in str(e.value)
     with db.session_scope(settings) as s:
         assert repo.get_version(ALICE, s, version).hub_repo is None

@@ -22,9 +22,13 @@ def test_exact_match_f1_and_rouge_l_follow_their_definitions() -> None:
     # ROUGE-L (rouge_score, stemmed): LCS 3 of 4 and 3 tokens -> P 0.75, R 1 -> 6/7.
     assert evaluate.rouge_l("the cat sat down", "the cat sat") == pytest.approx(6 / 7)
     assert evaluate.rouge_l("cats running", "cat runs") == pytest.approx(1.0)  # Porter stemming
-    assert evaluate.mean_scores([evaluate.score("Zebra.", "Zebra."), evaluate.score("no", "Zebra.")]) == {
-        "exact_match": 0.5, "f1": 0.5, "rouge_l": 0.5,
-    }  # fmt: skip
+    assert evaluate.mean_scores(
+        [evaluate.score("Zebra.", "Zebra."), evaluate.score("no", "Zebra.")]
+    ) == {
+        "exact_match": 0.5,
+        "f1": 0.5,
+        "rouge_l": 0.5,
+    }
 
 
 @dataclass
@@ -62,10 +66,18 @@ def test_the_judge_sees_shuffled_answers_and_its_verdicts_count_for_the_adapter(
 
 
 def test_differences_rank_the_cases_where_the_answers_diverge_most() -> None:
-    rows = [Row("same", "x", {"ad": "same answer", "base": "same answer"}),
-            Row("far", "Zebra.", {"ad": "Zebra.", "base": "I do not know the word"}),
-            Row("near", "blue sky", {"ad": "blue sky", "base": "blue skies today"})]  # fmt: skip
-    per_case = [{"adapter": evaluate.score(r.answers["ad"], r.reference), "base": evaluate.score(r.answers["base"], r.reference)} for r in rows]
+    rows = [
+        Row("same", "x", {"ad": "same answer", "base": "same answer"}),
+        Row("far", "Zebra.", {"ad": "Zebra.", "base": "I do not know the word"}),
+        Row("near", "blue sky", {"ad": "blue sky", "base": "blue skies today"}),
+    ]
+    per_case = [
+        {
+            "adapter": evaluate.score(r.answers["ad"], r.reference),
+            "base": evaluate.score(r.answers["base"], r.reference),
+        }
+        for r in rows
+    ]
     diffs = evaluate.differences(rows, "ad", "base", per_case)
     assert [d["prompt"] for d in diffs] == ["far", "near"]  # identical answers are left out
     assert diffs[0]["difference"] == 1.0 and diffs[0]["adapter_scores"]["exact_match"] == 1.0
@@ -87,6 +99,9 @@ def test_quality_per_dollar_figure_places_versions_by_lineage_cost() -> None:
     assert len(lineage_lines) == 1 and list(lineage_lines[0].x) == [0.10, 0.15]
     assert "+5.000 per $" in by_name["bot"].customdata[1]
     assert fig.layout.xaxis.tickprefix == "$"
-    report = {"adapter": {"exact_match": 1.0, "f1": 1.0, "rouge_l": 1.0},
-              "base": {"exact_match": 0.0, "f1": 0.1, "rouge_l": 0.2}, "delta": {"exact_match": 1.0, "f1": 0.9, "rouge_l": 0.8}}  # fmt: skip
+    report = {
+        "adapter": {"exact_match": 1.0, "f1": 1.0, "rouge_l": 1.0},
+        "base": {"exact_match": 0.0, "f1": 0.1, "rouge_l": 0.2},
+        "delta": {"exact_match": 1.0, "f1": 0.9, "rouge_l": 0.8},
+    }
     assert [r["metric"] for r in score_rows(report)] == ["exact match", "token F1", "ROUGE-L"]

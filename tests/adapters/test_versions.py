@@ -18,19 +18,35 @@ from core.settings import Settings
 from tests.adapters.conftest import ALICE, BOB
 from trainer.shared.spec import Event
 
-SPEC = {"lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"}, "training": {"max_steps": 20}, "quantization": "none"}
+SPEC = {
+    "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
+    "training": {"max_steps": 20},
+    "quantization": "none",
+}
 
 
 def _job(s, actor=ALICE, name="bot", resume_from=None):
-    return repo.create_job(actor, s, base_model="tiny", spec=SPEC, adapter_name=name,
-                           resume_from_version_id=resume_from)  # fmt: skip
+    return repo.create_job(
+        actor,
+        s,
+        base_model="tiny",
+        spec=SPEC,
+        adapter_name=name,
+        resume_from_version_id=resume_from,
+    )
 
 
 def _final(s, job, name="bot", actor=ALICE, loss=0.5):
     return repo.create_adapter_version(
-        actor, s, adapter_name=name, base_model="tiny", job_id=job.id, final_loss=loss,
-        parent_version_id=job.resume_from_version_id, settings=SPEC,
-    )  # fmt: skip
+        actor,
+        s,
+        adapter_name=name,
+        base_model="tiny",
+        job_id=job.id,
+        final_loss=loss,
+        parent_version_id=job.resume_from_version_id,
+        settings=SPEC,
+    )
 
 
 def test_versions_are_numbered_and_continued_training_is_the_parent(settings: Settings) -> None:
@@ -57,7 +73,11 @@ def test_versions_are_numbered_and_continued_training_is_the_parent(settings: Se
         # A deleted version keeps its number: the next one is v4.
         adapters.delete_version(ALICE, s, None, "bot:v3")
         assert _final(s, _job(s)).version == 4
-        assert [r.label for r in adapters.list_versions(ALICE, s, "bot")] == ["bot v1", "bot v2", "bot v4"]
+        assert [r.label for r in adapters.list_versions(ALICE, s, "bot")] == [
+            "bot v1",
+            "bot v2",
+            "bot v4",
+        ]
 
         # Bob sees none of it.
         with pytest.raises(NotFound):
@@ -66,7 +86,9 @@ def test_versions_are_numbered_and_continued_training_is_the_parent(settings: Se
             adapters.lineage(BOB, s, "bot")
 
 
-def test_checkpoints_from_events_are_registered_once_and_promoted_with_their_files(settings: Settings, tmp_path: Path, tiny_adapter: Path) -> None:
+def test_checkpoints_from_events_are_registered_once_and_promoted_with_their_files(
+    settings: Settings, tmp_path: Path, tiny_adapter: Path
+) -> None:
     store = make_blob_store(settings)
     folder = tmp_path / "volume" / "adapters" / ".checkpoints" / "job-x" / "step-4"
     shutil.copytree(tiny_adapter, folder)
@@ -75,9 +97,18 @@ def test_checkpoints_from_events_are_registered_once_and_promoted_with_their_fil
         job = _job(s, resume_from=parent.id)
         events = [
             Event(seq=0, type="started", data={}),
-            *[Event(seq=i, type="metrics", data={"step": i, "loss": 3.0 - 0.5 * i}) for i in range(1, 5)],
-            Event(seq=5, type="checkpoint", data={"step": 4, "path": "/ck/step-0000004", "adapter_path": str(folder)}),
-            Event(seq=6, type="checkpoint", data={"step": 8, "path": "/ck/step-0000008"}),  # no adapter: skipped
+            *[
+                Event(seq=i, type="metrics", data={"step": i, "loss": 3.0 - 0.5 * i})
+                for i in range(1, 5)
+            ],
+            Event(
+                seq=5,
+                type="checkpoint",
+                data={"step": 4, "path": "/ck/step-0000004", "adapter_path": str(folder)},
+            ),
+            Event(
+                seq=6, type="checkpoint", data={"step": 8, "path": "/ck/step-0000008"}
+            ),  # no adapter: skipped
         ]
         repo.append_events(ALICE, s, job.id, events)
         first = adapters.register_checkpoints(ALICE, s, job, events)
@@ -87,7 +118,10 @@ def test_checkpoints_from_events_are_registered_once_and_promoted_with_their_fil
         assert ck.is_checkpoint and ck.version is None and ck.step == 4
         assert ck.parent_version_id == parent.id and ck.volume_path == str(folder)
         assert ck.loss_curve == [[1, 2.5], [2, 2.0], [3, 1.5], [4, 1.0]] and ck.final_loss == 1.0
-        assert [r.label for r in adapters.list_versions(ALICE, s, "bot")] == ["bot v1", "bot step 4"]
+        assert [r.label for r in adapters.list_versions(ALICE, s, "bot")] == [
+            "bot v1",
+            "bot step 4",
+        ]
 
         promoted = adapters.promote(ALICE, s, store, ck.id)
         assert promoted.version == 2 and promoted.is_checkpoint
@@ -100,18 +134,28 @@ def test_checkpoints_from_events_are_registered_once_and_promoted_with_their_fil
         cont = _job(s, resume_from=promoted.id)
         s.commit()
     url = adapters.parent_source(ALICE, settings, cont.id, store)
-    assert url.startswith(settings.public_base_url) and "adapter_model.safetensors" in url and "sig=" in url
+    assert (
+        url.startswith(settings.public_base_url)
+        and "adapter_model.safetensors" in url
+        and "sig=" in url
+    )
 
 
-def test_continue_training_refuses_a_different_lora_shape_before_launching(settings: Settings) -> None:
+def test_continue_training_refuses_a_different_lora_shape_before_launching(
+    settings: Settings,
+) -> None:
     with db.session_scope(settings) as s:
         v1 = _final(s, _job(s))
         repo.update_version(ALICE, s, v1.id, volume_path="/somewhere/bot")
-        ds = repo.create_dataset(ALICE, s, name="d", file_format="jsonl", layout="messages", rows=1, valid_rows=1)
+        ds = repo.create_dataset(
+            ALICE, s, name="d", file_format="jsonl", layout="messages", rows=1, valid_rows=1
+        )
     with pytest.raises(InvalidInput, match="lora.r 16 differs from the parent's 8"):
         jobs.continue_training(ALICE, settings, "bot", dataset_id=ds.id, lora={"r": 16})
     with db.session_scope(settings) as s:
-        assert repo.list_jobs(ALICE, s) and all(j.resume_from_version_id is None for j in repo.list_jobs(ALICE, s))
+        assert repo.list_jobs(ALICE, s) and all(
+            j.resume_from_version_id is None for j in repo.list_jobs(ALICE, s)
+        )
         assert len(repo.list_jobs(ALICE, s)) == 1  # nothing launched
 
 

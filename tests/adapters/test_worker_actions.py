@@ -29,12 +29,23 @@ def run(spec: dict[str, Any], env: WorkerEnv) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> WorkerEnv:
-    return WorkerEnv(model_cache_dir=tmp_path / "models", checkpoint_dir=tmp_path / "ck", adapter_dir=tmp_path / "adapters")
+    return WorkerEnv(
+        model_cache_dir=tmp_path / "models",
+        checkpoint_dir=tmp_path / "ck",
+        adapter_dir=tmp_path / "adapters",
+    )
 
 
 def merge_spec(tiny: Path, adapter: Path, **merge: Any) -> dict[str, Any]:
-    return {"job_id": "job-merge", "action": "merge", "model": {"name_or_path": str(tiny)}, "quantization": "none",
-            "device": "cpu", "merge": {"adapter_path": str(adapter), **merge}, "output": {"adapter_name": "merged"}}  # fmt: skip
+    return {
+        "job_id": "job-merge",
+        "action": "merge",
+        "model": {"name_or_path": str(tiny)},
+        "quantization": "none",
+        "device": "cpu",
+        "merge": {"adapter_path": str(adapter), **merge},
+        "output": {"adapter_name": "merged"},
+    }
 
 
 def test_actions_take_only_their_own_sections() -> None:
@@ -47,12 +58,19 @@ def test_actions_take_only_their_own_sections() -> None:
     with pytest.raises(ValidationError, match="say where the merged model goes"):
         JobSpec(**base, action="merge", merge={"adapter_path": "/a"}, output=out)
     with pytest.raises(ValidationError, match="exactly one of adapter_path or adapter_urls"):
-        JobSpec(**base, action="merge", merge={"adapter_path": "/a", "adapter_urls": {"x": "y"}}, output={**out, "local_dir": "/o"})
+        JobSpec(
+            **base,
+            action="merge",
+            merge={"adapter_path": "/a", "adapter_urls": {"x": "y"}},
+            output={**out, "local_dir": "/o"},
+        )
     with pytest.raises(ValidationError, match="takes no training data"):
         JobSpec(**base, action="cache_model", data={"train_path": "/d"})
     with pytest.raises(ValidationError, match="merge settings do not apply to a train job"):
         JobSpec(**base, data={"train_path": "/d"}, output=out, merge={"adapter_path": "/a"})
-    assert JobSpec(**base, action="cache_model").data is None  # a cache job needs neither data nor output
+    assert (
+        JobSpec(**base, action="cache_model").data is None
+    )  # a cache job needs neither data nor output
 
 
 def _logits(model: Any) -> Any:
@@ -62,23 +80,34 @@ def _logits(model: Any) -> Any:
         return model(torch.tensor(IDS)).logits.float()
 
 
-def test_merged_model_logits_equal_base_plus_adapter(tiny: Path, tiny_adapter: Path, env: WorkerEnv, tmp_path: Path) -> None:
+def test_merged_model_logits_equal_base_plus_adapter(
+    tiny: Path, tiny_adapter: Path, env: WorkerEnv, tmp_path: Path
+) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32), tiny_adapter).eval()
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32), tiny_adapter
+    ).eval()
     base_only = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
     want = _logits(reference)
-    assert (want - _logits(base_only)).abs().max() > 0.1, "the adapter must change the logits for this test to mean anything"
+    assert (want - _logits(base_only)).abs().max() > 0.1, (
+        "the adapter must change the logits for this test to mean anything"
+    )
 
     # float32: the merge is exact up to float rounding. Shards of at most 0.1 MB.
     out32 = tmp_path / "merged-fp32"
-    events = run(merge_spec(tiny, tiny_adapter, dtype="float32", max_shard_size_mb=0.1) | {
-        "output": {"adapter_name": "merged", "local_dir": str(out32)}}, env)  # fmt: skip
+    events = run(
+        merge_spec(tiny, tiny_adapter, dtype="float32", max_shard_size_mb=0.1)
+        | {"output": {"adapter_name": "merged", "local_dir": str(out32)}},
+        env,
+    )
     assert [e["type"] for e in events] == ["started", "completed"], events[-1]
     done = events[-1]["data"]
-    assert events[0]["data"]["cold_start_s"] > 0 and events[0]["data"]["model"]["dtype"] == "float32"
+    assert (
+        events[0]["data"]["cold_start_s"] > 0 and events[0]["data"]["model"]["dtype"] == "float32"
+    )
     assert len(done["shards"]) > 1 and done["shards"][0] == "model-00001.safetensors"
     index = json.loads((out32 / INDEX).read_text())
     assert set(index["weight_map"].values()) == set(done["shards"])
@@ -88,28 +117,45 @@ def test_merged_model_logits_equal_base_plus_adapter(tiny: Path, tiny_adapter: P
 
     # bfloat16 (the default): weights rounded to bf16, so within 3% of the largest logit.
     out16 = tmp_path / "merged-bf16"
-    events = run(merge_spec(tiny, tiny_adapter) | {"output": {"adapter_name": "merged", "local_dir": str(out16)}}, env)
+    events = run(
+        merge_spec(tiny, tiny_adapter)
+        | {"output": {"adapter_name": "merged", "local_dir": str(out16)}},
+        env,
+    )
     assert events[-1]["type"] == "completed", events[-1]
     merged16 = AutoModelForCausalLM.from_pretrained(out16)
     assert merged16.dtype == torch.bfloat16
     assert (_logits(merged16.float().eval()) - want).abs().max() <= 0.03 * want.abs().max()
 
 
-def test_merged_files_go_to_their_signed_urls_and_a_missing_url_fails_the_job(tiny: Path, tiny_adapter: Path, env: WorkerEnv) -> None:
+def test_merged_files_go_to_their_signed_urls_and_a_missing_url_fails_the_job(
+    tiny: Path, tiny_adapter: Path, env: WorkerEnv
+) -> None:
     server = LoopbackServer()
     try:
         # The adapter comes by signed URLs too, as the controller sends it from storage.
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             server.store.files[f"/adapter/{name}"] = (tiny_adapter / name).read_bytes()
         # As the controller signs them: every name a merge of this many float32 bytes may write.
-        names = upload_names(total_bytes=(tiny / "model.safetensors").stat().st_size, max_shard_bytes=100_000)
+        names = upload_names(
+            total_bytes=(tiny / "model.safetensors").stat().st_size, max_shard_bytes=100_000
+        )
         spec = merge_spec(tiny, tiny_adapter, dtype="float32", max_shard_size_mb=0.1)
         spec["merge"] = {k: v for k, v in spec["merge"].items() if k != "adapter_path"}
-        spec["merge"]["adapter_urls"] = {n: server.url(f"/adapter/{n}") for n in ("adapter_config.json", "adapter_model.safetensors")}
-        spec["output"]["upload_urls"] = {n: server.url(f"/out/{n}") for n in names} | {"result.json": server.url("/log/result.json")}
+        spec["merge"]["adapter_urls"] = {
+            n: server.url(f"/adapter/{n}")
+            for n in ("adapter_config.json", "adapter_model.safetensors")
+        }
+        spec["output"]["upload_urls"] = {n: server.url(f"/out/{n}") for n in names} | {
+            "result.json": server.url("/log/result.json")
+        }
         events = run(spec, env)
         assert events[-1]["type"] == "completed", events[-1]
-        got = {p.removeprefix("/out/"): body for p, (_, body) in server.store.puts.items() if p.startswith("/out/")}
+        got = {
+            p.removeprefix("/out/"): body
+            for p, (_, body) in server.store.puts.items()
+            if p.startswith("/out/")
+        }
         assert set(got) == set(events[-1]["data"]["files"]) == set(events[-1]["data"]["uploaded"])
         assert {"config.json", "tokenizer.json", INDEX, "brightrun.json"} <= set(got)
         index = json.loads(got[INDEX])
@@ -118,7 +164,9 @@ def test_merged_files_go_to_their_signed_urls_and_a_missing_url_fails_the_job(ti
 
         # Too few shard URLs: the job fails as bad input and says what is missing.
         spec["job_id"] = "job-merge-2"
-        spec["output"]["upload_urls"] = {n: u for n, u in spec["output"]["upload_urls"].items() if n != "model-00003.safetensors"}
+        spec["output"]["upload_urls"] = {
+            n: u for n, u in spec["output"]["upload_urls"].items() if n != "model-00003.safetensors"
+        }
         events = run(spec, env)
         assert events[-1]["type"] == "failed" and events[-1]["data"]["kind"] == "bad_input"
         assert "model-00003.safetensors" in events[-1]["data"]["message"]
@@ -126,11 +174,17 @@ def test_merged_files_go_to_their_signed_urls_and_a_missing_url_fails_the_job(ti
         server.close()
 
 
-def test_an_adapter_of_another_base_is_refused(tiny: Path, tiny_adapter: Path, env: WorkerEnv, tmp_path: Path) -> None:
+def test_an_adapter_of_another_base_is_refused(
+    tiny: Path, tiny_adapter: Path, env: WorkerEnv, tmp_path: Path
+) -> None:
     from trainer.shared.tiny import build_tiny_chat_model
 
     wider = build_tiny_chat_model(tmp_path / "wider", seed=0, hidden_size=96)
-    events = run(merge_spec(wider, tiny_adapter) | {"output": {"adapter_name": "m", "local_dir": str(tmp_path / "o")}}, env)
+    events = run(
+        merge_spec(wider, tiny_adapter)
+        | {"output": {"adapter_name": "m", "local_dir": str(tmp_path / "o")}},
+        env,
+    )
     assert events[-1]["type"] == "failed" and events[-1]["data"]["kind"] == "bad_input"
     assert "does not fit base model" in events[-1]["data"]["message"]
 
@@ -147,26 +201,60 @@ def test_cache_model_downloads_once_and_a_later_job_starts_from_the_cache(
         shutil.copytree(tiny, dest)
 
     monkeypatch.setattr(trainer.cache, "download_snapshot", fake_download)
-    spec = {"job_id": "job-cache-1", "action": "cache_model", "model": {"name_or_path": "tiny-org/tiny-chat"}, "device": "cpu"}
+    spec = {
+        "job_id": "job-cache-1",
+        "action": "cache_model",
+        "model": {"name_or_path": "tiny-org/tiny-chat"},
+        "device": "cpu",
+    }
     first = run(spec, env)
     assert [e["type"] for e in first] == ["started", "completed"], first[-1]
     assert first[0]["data"]["cached"] is False and first[0]["data"]["cold_start_s"] >= 0
     assert first[-1]["data"]["downloaded"] is True and first[-1]["data"]["size_bytes"] > 0
     folder = Path(first[-1]["data"]["folder"])
-    assert folder == env.model_cache_dir / "tiny-org--tiny-chat" and (folder / ".brightrun-complete").is_file()
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "a temporary folder was left behind"
+    assert (
+        folder == env.model_cache_dir / "tiny-org--tiny-chat"
+        and (folder / ".brightrun-complete").is_file()
+    )
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], (
+        "a temporary folder was left behind"
+    )
 
     second = run(spec | {"job_id": "job-cache-2"}, env)
     assert second[0]["data"]["cached"] is True and second[-1]["data"]["downloaded"] is False
     assert downloads == ["tiny-org/tiny-chat"], "the second job downloaded again"
 
     # A training job on the hub id starts from the cache (no download), its cold start recorded.
-    data = write_jsonl(tmp_path / "toy.jsonl", [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Zebra."}]}] * 4)
-    train = {"job_id": "job-train", "model": {"name_or_path": "tiny-org/tiny-chat"}, "data": {"train_path": str(data)},
-             "quantization": "none", "device": "cpu", "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-             "training": {"max_steps": 2, "micro_batch_size": 2, "grad_accum": 1, "max_length": 64,
-                          "checkpoint_every": 0, "compute_dtype": "float32", "gradient_checkpointing": False},
-             "output": {"adapter_name": "from-cache"}}  # fmt: skip
+    data = write_jsonl(
+        tmp_path / "toy.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "Zebra."},
+                ]
+            }
+        ]
+        * 4,
+    )
+    train = {
+        "job_id": "job-train",
+        "model": {"name_or_path": "tiny-org/tiny-chat"},
+        "data": {"train_path": str(data)},
+        "quantization": "none",
+        "device": "cpu",
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "training": {
+            "max_steps": 2,
+            "micro_batch_size": 2,
+            "grad_accum": 1,
+            "max_length": 64,
+            "checkpoint_every": 0,
+            "compute_dtype": "float32",
+            "gradient_checkpointing": False,
+        },
+        "output": {"adapter_name": "from-cache"},
+    }
     events = run(train, env)
     assert events[-1]["type"] == "completed", events[-1]
     started = events[0]["data"]
@@ -174,7 +262,9 @@ def test_cache_model_downloads_once_and_a_later_job_starts_from_the_cache(
     assert downloads == ["tiny-org/tiny-chat"]
 
 
-def test_a_failed_download_leaves_no_half_model(env: WorkerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_download_leaves_no_half_model(
+    env: WorkerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import trainer.cache
 
     def broken(repo_id: str, revision: str | None, dest: Path, token: str | None) -> None:
@@ -183,23 +273,39 @@ def test_a_failed_download_leaves_no_half_model(env: WorkerEnv, monkeypatch: pyt
         raise OSError("connection reset")
 
     monkeypatch.setattr(trainer.cache, "download_snapshot", broken)
-    events = run({"job_id": "job-c", "action": "cache_model", "model": {"name_or_path": "org/model"}}, env)
+    events = run(
+        {"job_id": "job-c", "action": "cache_model", "model": {"name_or_path": "org/model"}}, env
+    )
     assert events[-1]["type"] == "failed" and events[-1]["data"]["kind"] == "download_failed"
     assert not env.model_cache_dir.exists() or not any(env.model_cache_dir.iterdir())
 
 
-def test_cache_model_can_store_a_pre_quantised_copy_once(tiny: Path, env: WorkerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_model_can_store_a_pre_quantised_copy_once(
+    tiny: Path, env: WorkerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from transformers import AutoModelForCausalLM
 
     import trainer.cache
 
-    monkeypatch.setattr(trainer.cache, "download_snapshot", lambda repo, rev, dest, token: shutil.copytree(tiny, dest))
-    spec = {"job_id": "job-q", "action": "cache_model", "model": {"name_or_path": "tiny-org/tiny-chat"},
-            "quantization": "nf4", "cache": {"quantized_copy": True}, "device": "cpu"}  # fmt: skip
+    monkeypatch.setattr(
+        trainer.cache,
+        "download_snapshot",
+        lambda repo, rev, dest, token: shutil.copytree(tiny, dest),
+    )
+    spec = {
+        "job_id": "job-q",
+        "action": "cache_model",
+        "model": {"name_or_path": "tiny-org/tiny-chat"},
+        "quantization": "nf4",
+        "cache": {"quantized_copy": True},
+        "device": "cpu",
+    }
     events = run(spec, env)
     assert events[-1]["type"] == "completed", events[-1]
     copy = events[-1]["data"]["quantized_copy"]
-    assert copy["made_now"] is True and copy["folder"] == str(env.model_cache_dir / "tiny-org--tiny-chat.nf4")
+    assert copy["made_now"] is True and copy["folder"] == str(
+        env.model_cache_dir / "tiny-org--tiny-chat.nf4"
+    )
     assert 0 < copy["size_bytes"] < events[-1]["data"]["size_bytes"]
     model = AutoModelForCausalLM.from_pretrained(copy["folder"])
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"

@@ -32,12 +32,34 @@ EXPECTED = [
 
 LAYOUT_ROWS = {
     "messages": [
-        {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]},
-        {"system": "Be brief.", "messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "What is 2+2?"},
+                {"role": "assistant", "content": "4"},
+            ]
+        },
+        {
+            "system": "Be brief.",
+            "messages": [
+                {"role": "user", "content": "Capital of France?"},
+                {"role": "assistant", "content": "Paris"},
+            ],
+        },
     ],
     "sharegpt": [
-        {"conversations": [{"from": "human", "value": "What is 2+2?"}, {"from": "gpt", "value": "4"}]},
-        {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Capital of France?"}, {"from": "gpt", "value": "Paris"}]},
+        {
+            "conversations": [
+                {"from": "human", "value": "What is 2+2?"},
+                {"from": "gpt", "value": "4"},
+            ]
+        },
+        {
+            "conversations": [
+                {"from": "system", "value": "Be brief."},
+                {"from": "human", "value": "Capital of France?"},
+                {"from": "gpt", "value": "Paris"},
+            ]
+        },
     ],
     "alpaca": [
         {"instruction": "What is 2+2?", "input": "", "output": "4"},
@@ -47,7 +69,7 @@ LAYOUT_ROWS = {
         {"prompt": "What is 2+2?", "completion": "4"},
         {"prompt": "Capital of France?", "completion": "Paris", "system": "Be brief."},
     ],
-}  # fmt: skip
+}
 
 WRITERS = {
     "jsonl": (write_jsonl, ".jsonl"),
@@ -101,20 +123,32 @@ def test_alpaca_input_and_history_become_turns():
         1,
     )
     assert problems == []
-    assert row == {"messages": [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "Translate\n\nchat"}, {"role": "assistant", "content": "cat"},
-    ]}  # fmt: skip
+    assert row == {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "Translate\n\nchat"},
+            {"role": "assistant", "content": "cat"},
+        ]
+    }
 
 
 def test_openai_text_parts_and_multi_turn():
     row, problems = normalise_row(
-        {"messages": [
-            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-            {"role": "assistant", "content": "c"}, {"role": "user", "content": "d"},
-            {"role": "assistant", "content": "e", "tool_calls": None},
-        ]}, "messages", 1,
-    )  # fmt: skip
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                },
+                {"role": "assistant", "content": "c"},
+                {"role": "user", "content": "d"},
+                {"role": "assistant", "content": "e", "tool_calls": None},
+            ]
+        },
+        "messages",
+        1,
+    )
     assert problems == []
     assert [m["content"] for m in row["messages"]] == ["ab", "c", "d", "e"]
 
@@ -142,18 +176,46 @@ def test_byte_order_marks_and_utf16_are_read(tmp_path: Path):
 BAD_ROWS = [
     (chat("ok", "fine"), None, None),
     ('{"messages": [{"role": "user", "content": "x"}]}', "missing_assistant", "messages"),
-    ('{"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]}', "unknown_role", "messages[0].role"),
-    ('{"messages": [{"role": "user", "content": "   "}, {"role": "assistant", "content": "y"}]}', "empty_content", "messages[0].content"),
-    ('{"messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "y"}]}', "wrong_type", "messages[0].content"),
+    (
+        '{"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+        "unknown_role",
+        "messages[0].role",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": "   "}, {"role": "assistant", "content": "y"}]}',
+        "empty_content",
+        "messages[0].content",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "y"}]}',
+        "wrong_type",
+        "messages[0].content",
+    ),
     ('{"messages": "hello"}', "wrong_type", "messages"),
-    ('{"messages": [{"role": "assistant", "content": "y"}, {"role": "user", "content": "x"}]}', "role_order", "messages[0]"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}', "role_order", "messages[1]"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "y"}]}', "role_order", "messages[1]"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "user", "content": "z"}]}', "role_order", "messages[2]"),
+    (
+        '{"messages": [{"role": "assistant", "content": "y"}, {"role": "user", "content": "x"}]}',
+        "role_order",
+        "messages[0]",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+        "role_order",
+        "messages[1]",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "y"}]}',
+        "role_order",
+        "messages[1]",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "user", "content": "z"}]}',
+        "role_order",
+        "messages[2]",
+    ),
     ('{"prompt": "x"}', "missing_field", "messages"),
     ("[1, 2, 3]", "not_an_object", ""),
     ("{not json", "invalid_json", ""),
-]  # fmt: skip
+]
 
 
 def test_every_bad_row_is_named_by_row_field_and_kind(tmp_path: Path):
@@ -291,7 +353,9 @@ def test_the_split_follows_split_of(tmp_path: Path):
     rows = [chat(f"q{i}", f"a{i}") for i in range(300)]
     out_t, out_e = tmp_path / "t", tmp_path / "e"
     with open(out_t, "wb") as t, open(out_e, "wb") as e:
-        process_file(write_jsonl(tmp_path / "d.jsonl", rows), train_out=t, eval_out=e, eval_fraction=0.2)
+        process_file(
+            write_jsonl(tmp_path / "d.jsonl", rows), train_out=t, eval_out=e, eval_fraction=0.2
+        )
     for path, side in ((out_t, "train"), (out_e, "eval")):
         lines = path.read_bytes().splitlines(keepends=True)
         assert lines and all(split_of(line, 0.2) == side for line in lines)

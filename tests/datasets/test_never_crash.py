@@ -14,8 +14,22 @@ from hypothesis import strategies as st
 from core.datasets import inspect_file
 from tests.datasets.helpers import write_csv, write_json_array, write_jsonl, write_parquet
 
-FIELDS = ["messages", "conversations", "instruction", "input", "output", "prompt", "completion",
-          "text", "system", "history", "role", "content", "from", "value"]  # fmt: skip
+FIELDS = [
+    "messages",
+    "conversations",
+    "instruction",
+    "input",
+    "output",
+    "prompt",
+    "completion",
+    "text",
+    "system",
+    "history",
+    "role",
+    "content",
+    "from",
+    "value",
+]
 ROLES = ["user", "assistant", "system", "tool", "human", "gpt", "wizard", "", "USER"]
 
 scalars = st.one_of(
@@ -24,11 +38,15 @@ scalars = st.one_of(
 messages = st.lists(
     st.fixed_dictionaries(
         {},
-        optional={"role": st.sampled_from(ROLES) | scalars, "content": st.text(max_size=20) | scalars,
-                  "from": st.sampled_from(ROLES), "value": st.text(max_size=20)},
+        optional={
+            "role": st.sampled_from(ROLES) | scalars,
+            "content": st.text(max_size=20) | scalars,
+            "from": st.sampled_from(ROLES),
+            "value": st.text(max_size=20),
+        },
     ),
     max_size=5,
-)  # fmt: skip
+)
 values = st.recursive(
     scalars,
     lambda inner: (
@@ -128,13 +146,16 @@ def test_random_rows_in_parquet(data: list):
 
 
 turns = st.lists(
-    st.fixed_dictionaries({
-        "role": st.sampled_from(["user", "assistant", "system", "tool", "gpt", "human"]),
-        "from": st.sampled_from(["human", "gpt", "system", "tool", " Human", "user"]),
-        "content": st.sampled_from(["hi", "ok", " ", ""]), "value": st.sampled_from(["hi", "ok", " "]),
-    }),
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant", "system", "tool", "gpt", "human"]),
+            "from": st.sampled_from(["human", "gpt", "system", "tool", " Human", "user"]),
+            "content": st.sampled_from(["hi", "ok", " ", ""]),
+            "value": st.sampled_from(["hi", "ok", " "]),
+        }
+    ),
     max_size=6,
-)  # fmt: skip
+)
 chat_rows = st.fixed_dictionaries(
     {"messages": messages | turns, "conversations": messages | turns},
     optional={"system": st.sampled_from(["", "be brief"])},

@@ -26,12 +26,16 @@ def test_loss_tokens_match_the_templates_assistant_mask(tmp_path: Path, tiny):
     tok = tiny.tokenizer
     rows = [
         chat("What is the capital of France?", "The capital of France is Paris."),
-        {"messages": [
-            {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Colors?"}, {"role": "assistant", "content": "red green blue"},
-            {"role": "user", "content": "Animals?"}, {"role": "assistant", "content": "cat dog bird"},
-        ]},
-    ]  # fmt: skip
+        {
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "Colors?"},
+                {"role": "assistant", "content": "red green blue"},
+                {"role": "user", "content": "Animals?"},
+                {"role": "assistant", "content": "cat dog bird"},
+            ]
+        },
+    ]
     rep = inspect_file(write_jsonl(tmp_path / "d.jsonl", rows), tiny, max_length=4096)
     t = rep.tokens
     assert t["available"] and t["measured_rows"] == 2
@@ -61,7 +65,6 @@ def test_truncation_counts_and_rows_that_lose_every_answer_token(tmp_path: Path,
 def test_text_rows_carry_loss_on_every_token(tmp_path: Path, tiny):
     rep = inspect_file(write_jsonl(tmp_path / "t.jsonl", [{"text": "The quick brown fox."}]), tiny)
     assert rep.tokens["loss_share"] == 1.0
-
 
 
 def test_token_counts_are_the_trainers(tmp_path: Path, tiny):
@@ -120,7 +123,11 @@ def test_add_stores_original_and_normalised_files_per_user(tmp_path: Path, env):
     src = write_jsonl(tmp_path / "my data.jsonl", rows)
     with db.session_scope(settings) as s:
         ds, rep = datasets.add_dataset(
-            ALICE, s, store, src, original_filename="passwd.jsonl"  # a path is refused: tests/security
+            ALICE,
+            s,
+            store,
+            src,
+            original_filename="passwd.jsonl",  # a path is refused: tests/security
         )
         ds_id = ds.id
     with db.session_scope(settings) as s:

@@ -39,8 +39,9 @@ def test_a_text_dataset_is_measured_without_a_chat_template(tmp_path: Path, base
 def test_long_documents_are_reported_as_the_trainers_windows(tmp_path: Path, base_model):
     long_doc = " ".join(DOCS * 12)
     rows = [long_doc, DOCS[0], long_doc + " Again."]
-    rep = inspect_file(write_jsonl(tmp_path / "t.jsonl", [{"text": r} for r in rows]), base_model,
-                       max_length=32)  # fmt: skip
+    rep = inspect_file(
+        write_jsonl(tmp_path / "t.jsonl", [{"text": r} for r in rows]), base_model, max_length=32
+    )
     _, stats = trainer_data.tokenize_rows(base_model.tokenizer, rows, max_length=32)
     t = rep.tokens
     assert stats.split_rows == 2 and stats.windows > 2 * 4
@@ -50,14 +51,20 @@ def test_long_documents_are_reported_as_the_trainers_windows(tmp_path: Path, bas
 
 
 def test_long_chat_rows_are_still_reported_as_truncated(tiny):
-    t = token_statistics([chat("word " * 100, "an answer"), {"text": "word " * 100}], tiny,
-                         max_length=32)  # fmt: skip
+    t = token_statistics(
+        [chat("word " * 100, "an answer"), {"text": "word " * 100}], tiny, max_length=32
+    )
     assert t["measured_rows"] == 2 and t["truncated_rows"] == 1 and t["split_rows"] == 1
     assert t["rows_without_loss_after_truncation"] == 1
 
 
 def test_chat_rows_without_a_template_are_reported_as_not_measurable(tmp_path: Path, base_model):
-    rows = [{"text": DOCS[0]}, chat("Name a fruit.", "Mango."), {"text": DOCS[1]}, chat("Hi", "Hello")]
+    rows = [
+        {"text": DOCS[0]},
+        chat("Name a fruit.", "Mango."),
+        {"text": DOCS[1]},
+        chat("Hi", "Hello"),
+    ]
     t = token_statistics(rows, base_model)
     assert t["available"] and t["measured_rows"] == 2
     assert t["unmeasured_chat_rows"] == 2

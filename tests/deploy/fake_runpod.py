@@ -34,18 +34,37 @@ from urllib.parse import urlsplit
 from tests.deploy.contract import Contract
 
 GPU_POOLS = {
-    "AMPERE_16", "AMPERE_24", "ADA_24", "AMPERE_48", "ADA_48_PRO", "AMPERE_80", "ADA_80_PRO",
-    "HOPPER_141", "ADA_32_PRO", "BLACKWELL_96", "BLACKWELL_180",
+    "AMPERE_16",
+    "AMPERE_24",
+    "ADA_24",
+    "AMPERE_48",
+    "ADA_48_PRO",
+    "AMPERE_80",
+    "ADA_80_PRO",
+    "HOPPER_141",
+    "ADA_32_PRO",
+    "BLACKWELL_96",
+    "BLACKWELL_180",
 }
 TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
-    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 CONTAINER = ("image", "args", "disk", "ports", "env", "registry")
 HEALTH = {
     "jobs": {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0},
     "workers": {
-        "idle": 0, "initializing": 0, "ready": 0, "running": 0, "throttled": 0, "unhealthy": 0,
+        "idle": 0,
+        "initializing": 0,
+        "ready": 0,
+        "running": 0,
+        "throttled": 0,
+        "unhealthy": 0,
     },
 }
 
@@ -119,7 +138,11 @@ class FakeRunPod:
         ]
         for kind in ("network-volumes", "templates", "serverless"):
             self._routes += [
-                ("GET", rf"/v2/{kind}/(\w+)", lambda rid, _b, k=kind: Answer(200, self._get(k, rid))),
+                (
+                    "GET",
+                    rf"/v2/{kind}/(\w+)",
+                    lambda rid, _b, k=kind: Answer(200, self._get(k, rid)),
+                ),
                 ("DELETE", rf"/v2/{kind}/(\w+)", lambda rid, _b, k=kind: self._delete(k, rid)),
             ]
 
@@ -190,7 +213,11 @@ class FakeRunPod:
     def add_volume(self, name: str, size: int, data_center: str, type: str = "STANDARD") -> str:
         vid = _new_id(10)
         self.volumes[vid] = {
-            "id": vid, "name": name, "size": size, "dataCenter": data_center, "type": type,
+            "id": vid,
+            "name": name,
+            "size": size,
+            "dataCenter": data_center,
+            "type": type,
         }
         return vid
 
@@ -300,10 +327,21 @@ class FakeRunPod:
             raise Problem(400, f"template name {body['name']!r} is already taken")
         tid = _new_id(10)
         self.templates[tid] = {
-            "id": tid, "name": body["name"], "image": body["image"], "args": "",
-            "disk": 10, "mounts": {}, "ports": [], "env": {}, "registry": None,
-            "serverless": False, "public": False, "category": "NVIDIA", "startSsh": True,
-            "startJupyter": True, "allowedCudaVersions": [],
+            "id": tid,
+            "name": body["name"],
+            "image": body["image"],
+            "args": "",
+            "disk": 10,
+            "mounts": {},
+            "ports": [],
+            "env": {},
+            "registry": None,
+            "serverless": False,
+            "public": False,
+            "category": "NVIDIA",
+            "startSsh": True,
+            "startJupyter": True,
+            "allowedCudaVersions": [],
         }
         self.templates[tid].update(body)
         return Answer(201, self.templates[tid])
@@ -321,10 +359,14 @@ class FakeRunPod:
     def _request_urls(self, eid: str) -> dict[str, str]:
         base = f"{self.url}/v2/{eid}"
         return {
-            "run": f"{base}/run", "runSync": f"{base}/runsync",
-            "status": f"{base}/status/{{job_id}}", "stream": f"{base}/stream/{{job_id}}",
-            "cancel": f"{base}/cancel/{{job_id}}", "retry": f"{base}/retry/{{job_id}}",
-            "purgeQueue": f"{base}/purge-queue", "health": f"{base}/health",
+            "run": f"{base}/run",
+            "runSync": f"{base}/runsync",
+            "status": f"{base}/status/{{job_id}}",
+            "stream": f"{base}/stream/{{job_id}}",
+            "cancel": f"{base}/cancel/{{job_id}}",
+            "retry": f"{base}/retry/{{job_id}}",
+            "purgeQueue": f"{base}/purge-queue",
+            "health": f"{base}/health",
         }
 
     def _template_container(self, template_id: str) -> dict[str, Any]:
@@ -338,7 +380,13 @@ class FakeRunPod:
     def _create_endpoint(self, body: dict) -> Answer:
         if ("gpu" in body) == ("cpu" in body):
             raise Problem(400, "specify exactly one of gpu or cpu")
-        container: dict[str, Any] = {"args": "", "disk": 10, "ports": [], "env": {}, "registry": None}
+        container: dict[str, Any] = {
+            "args": "",
+            "disk": 10,
+            "ports": [],
+            "env": {},
+            "registry": None,
+        }
         gpu = {"count": 1, "allowedCudaVersions": [], "minCudaVersion": None, **body["gpu"]}
         if "templateId" in body:
             container = self._template_container(body["templateId"])
@@ -349,13 +397,19 @@ class FakeRunPod:
         container.update({k: body[k] for k in CONTAINER if k in body}, env=env)
         eid = _new_id(14)
         endpoint = {
-            "id": eid, "name": body["name"], "type": body["type"],
-            "requestUrls": self._request_urls(eid), "gpu": gpu,
+            "id": eid,
+            "name": body["name"],
+            "type": body["type"],
+            "requestUrls": self._request_urls(eid),
+            "gpu": gpu,
             "workers": {"min": 0, "max": 3, "idleTimeout": 10, **body.get("workers", {})},
-            "scaling": body["scaling"], "dataCenterIds": body.get("dataCenterIds", []),
+            "scaling": body["scaling"],
+            "dataCenterIds": body.get("dataCenterIds", []),
             "networkVolumes": body.get("networkVolumes", []),
-            "timeout": body.get("timeout", 300_000), "flashboot": body.get("flashboot", "OFF"),
-            "createdAt": "2026-12-01T00:00:00Z", **container,
+            "timeout": body.get("timeout", 300_000),
+            "flashboot": body.get("flashboot", "OFF"),
+            "createdAt": "2026-12-01T00:00:00Z",
+            **container,
         }
         self._check_endpoint(endpoint)
         self.endpoints[eid] = endpoint

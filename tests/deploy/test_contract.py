@@ -49,14 +49,34 @@ def test_every_request_of_a_full_deploy_matches_the_v2_contract(deploy, fake):
     first = deploy("--image", IMAGE, *VLLM)
     assert first.exit_code == 0, first.output
     update = deploy(
-        "--image", "docker.io/acme/brightrun-trainer:0.2.0", *VLLM, "--volume-size", "300",
-        "--max-workers", "4", "--gpu", "A100_80GB", "--min-cuda", "12.4",
+        "--image",
+        "docker.io/acme/brightrun-trainer:0.2.0",
+        *VLLM,
+        "--volume-size",
+        "300",
+        "--max-workers",
+        "4",
+        "--gpu",
+        "A100_80GB",
+        "--min-cuda",
+        "12.4",
     )
     assert update.exit_code == 0, update.output
     assert "~ update endpoint brightrun-trainer" in update.output
     writes = len(fake.writes())
-    again = deploy("--image", "docker.io/acme/brightrun-trainer:0.2.0", *VLLM, "--volume-size",
-                   "300", "--max-workers", "4", "--gpu", "A100_80GB", "--min-cuda", "12.4")
+    again = deploy(
+        "--image",
+        "docker.io/acme/brightrun-trainer:0.2.0",
+        *VLLM,
+        "--volume-size",
+        "300",
+        "--max-workers",
+        "4",
+        "--gpu",
+        "A100_80GB",
+        "--min-cuda",
+        "12.4",
+    )
     assert again.exit_code == 0, again.output
     assert "Nothing to change" in again.output and len(fake.writes()) == writes
 
@@ -70,9 +90,16 @@ def test_every_request_of_a_full_deploy_matches_the_v2_contract(deploy, fake):
         assert CONTRACT.request_errors(r.method, r.path, r.json()) == [], (r.method, r.path)
         operations.add(CONTRACT.operation(r.method, r.path)[1]["operationId"])
     assert operations == {
-        "listNetworkVolumes", "createNetworkVolume", "updateNetworkVolume",
-        "listTemplates", "createTemplate", "updateTemplate",
-        "listEndpoints", "createEndpoint", "getEndpoint", "updateEndpoint",
+        "listNetworkVolumes",
+        "createNetworkVolume",
+        "updateNetworkVolume",
+        "listTemplates",
+        "createTemplate",
+        "updateTemplate",
+        "listEndpoints",
+        "createEndpoint",
+        "getEndpoint",
+        "updateEndpoint",
     }
     env = Path(".env").read_text()
     trainer = next(e for e in fake.endpoints.values() if e["name"] == "brightrun-trainer")
@@ -88,10 +115,19 @@ def urlpath(url: str) -> str:
 def test_a_v1_style_body_is_refused_with_the_schemas_own_message(fake):
     v1 = [
         ("POST", "/v2/network-volumes", {"name": "b", "size": 50, "dataCenterId": "EU-RO-1"}),
-        ("POST", "/v2/serverless", {
-            "name": "b-trainer", "templateId": "t1", "gpuIds": "AMPERE_80", "workersMax": 2,
-            "networkVolumeId": "v1", "flashBootType": "FLASHBOOT", "executionTimeoutMs": 60000,
-        }),
+        (
+            "POST",
+            "/v2/serverless",
+            {
+                "name": "b-trainer",
+                "templateId": "t1",
+                "gpuIds": "AMPERE_80",
+                "workersMax": 2,
+                "networkVolumeId": "v1",
+                "flashBootType": "FLASHBOOT",
+                "executionTimeoutMs": 60000,
+            },
+        ),
         ("PATCH", "/v2/templates/t1", {"imageName": IMAGE, "containerDiskInGb": 100}),
     ]
     with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}) as http:

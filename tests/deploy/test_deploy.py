@@ -95,9 +95,7 @@ def test_dry_run_prints_every_call_with_the_key_masked_and_changes_nothing(deplo
     assert "GET <requestUrls.health of endpoint brightrun-trainer>" in out
     assert "GET <requestUrls.health of endpoint brightrun-vllm>" in out
     assert "GPU_CLUSTER_API_URL=<requestUrls.run of endpoint brightrun-trainer, less /run>" in out
-    assert (
-        "INFERENCE_URL=<requestUrls.run of endpoint brightrun-vllm, less /run>/openai/v1" in out
-    )
+    assert "INFERENCE_URL=<requestUrls.run of endpoint brightrun-vllm, less /run>/openai/v1" in out
     assert '"HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}"' in out
     assert out.count("Authorization: Bearer ****") >= 7
     assert KEY not in out and HF_TOKEN not in out
@@ -131,10 +129,21 @@ def test_apply_creates_everything_checks_health_and_writes_env(deploy, fake):
     env.chmod(0o640)
     result = deploy(
         *VLLM,
-        "--gpu", "H100_80GB_SXM", "--gpu", "H100_80GB_PCIE", "--gpu", "A100_80GB",
-        "--max-workers", "3", "--idle-timeout", "7", "--volume-size", "150",
-        "--data-center", "US-KS-2",
-    )  # fmt: skip
+        "--gpu",
+        "H100_80GB_SXM",
+        "--gpu",
+        "H100_80GB_PCIE",
+        "--gpu",
+        "A100_80GB",
+        "--max-workers",
+        "3",
+        "--idle-timeout",
+        "7",
+        "--volume-size",
+        "150",
+        "--data-center",
+        "US-KS-2",
+    )
     assert result.exit_code == 0, result.output
 
     vol = _one(fake.volumes, name="brightrun")
@@ -222,9 +231,10 @@ def test_changed_options_update_in_place_and_keep_the_rest(deploy, fake):
         ("PATCH", f"/v2/templates/{template_id}"),
         ("PATCH", f"/v2/serverless/{endpoint_id}"),
     ]
-    assert new[1].json() == {"workers": {"min": 0, "max": 5, "idleTimeout": 5}, "image": (
-        "docker.io/acme/brightrun-trainer:0.2.0"
-    )}
+    assert new[1].json() == {
+        "workers": {"min": 0, "max": 5, "idleTimeout": 5},
+        "image": ("docker.io/acme/brightrun-trainer:0.2.0"),
+    }
 
 
 def test_key_travels_only_in_the_authorization_header_and_hf_token_never(deploy, fake):

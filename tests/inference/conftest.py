@@ -28,7 +28,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_adapter(base: Path, out: Path, *, rank: int = 4, seed: int = 0, base_name: str | None = None) -> Path:
+def make_adapter(
+    base: Path, out: Path, *, rank: int = 4, seed: int = 0, base_name: str | None = None
+) -> Path:
     """A LoRA adapter with random (non-zero) weights, so it visibly changes the answers.
     `base_name` overrides the recorded base_model_name_or_path."""
     import json
@@ -39,7 +41,9 @@ def make_adapter(base: Path, out: Path, *, rank: int = 4, seed: int = 0, base_na
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
-    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    cfg = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
     peft_model = get_peft_model(model, cfg)
     with torch.no_grad():  # larger than peft's random init, so the answers clearly change
         for name, p in peft_model.named_parameters():
@@ -75,7 +79,9 @@ def adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {
         "a": make_adapter(tiny_model, d / "a", rank=4, seed=1),
         "b": make_adapter(tiny_model, d / "b", rank=8, seed=2),
-        "other-base": make_adapter(tiny_model, d / "other", rank=4, seed=3, base_name="Qwen/Qwen2.5-7B-Instruct"),
+        "other-base": make_adapter(
+            tiny_model, d / "other", rank=4, seed=3, base_name="Qwen/Qwen2.5-7B-Instruct"
+        ),
     }
 
 
@@ -92,13 +98,19 @@ def start_server(tiny_model: Path, root: Path, *extra: str) -> tuple[subprocess.
         "TRANSFORMERS_OFFLINE": "1",
     }
     argv = [
-        sys.executable, "-m", "local.inference",
-        "--base", str(tiny_model),
-        "--adapters-dir", str(adapters_dir),
-        "--port", str(port),
-        "--device", "cpu",
+        sys.executable,
+        "-m",
+        "local.inference",
+        "--base",
+        str(tiny_model),
+        "--adapters-dir",
+        str(adapters_dir),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
         *extra,
-    ]  # fmt: skip
+    ]
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

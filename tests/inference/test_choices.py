@@ -30,7 +30,9 @@ def alice_versions(server: Server, data_dir: Path, adapters: dict[str, Path], un
     shutil.copytree(adapters["a"], final)
     ckpt = server.work / unique_name / "checkpoints" / "step-10"
     shutil.copytree(adapters["b"], ckpt)
-    settings = settings_for(server, data_dir, auth="supabase", supabase_url="https://example.supabase.co")
+    settings = settings_for(
+        server, data_dir, auth="supabase", supabase_url="https://example.supabase.co"
+    )
     db.upgrade(settings)
     with db.session_scope(settings) as s:
         for actor in (ALICE, BOB):
@@ -39,9 +41,14 @@ def alice_versions(server: Server, data_dir: Path, adapters: dict[str, Path], un
             ALICE, s, adapter_name="support-bot", base_model=server.base, volume_path=str(final)
         )
         ck = repo.create_adapter_version(
-            ALICE, s, adapter_name="support-bot", base_model=server.base, volume_path=str(ckpt),
-            is_checkpoint=True, step=10,
-        )  # fmt: skip
+            ALICE,
+            s,
+            adapter_name="support-bot",
+            base_model=server.base,
+            volume_path=str(ckpt),
+            is_checkpoint=True,
+            step=10,
+        )
         ids = (v1.id, ck.id)
     yield settings, final, ckpt, ids
     db.dispose_engines()
@@ -52,7 +59,11 @@ def test_each_user_sees_only_their_own_adapters(server: Server, alice_versions) 
     with InferenceClient(settings) as client, db.session_scope(settings) as s:
         alice = model_choices(ALICE, s, settings, client)
         bob = model_choices(BOB, s, settings, client)
-    assert [c.label for c in alice] == [f"{server.base} (base)", "support-bot v1", "support-bot step 10"]
+    assert [c.label for c in alice] == [
+        f"{server.base} (base)",
+        "support-bot v1",
+        "support-bot step 10",
+    ]
     assert [c.served_name for c in alice] == [server.base, final.name, f"ckpt-{ck_id}"]
     assert [c.path for c in alice] == [None, str(final), str(ckpt)]
     # Bob sees the base only: not Alice's versions, not the folders on the shared volume.
@@ -68,7 +79,10 @@ def test_a_checkpoint_is_loaded_at_run_time_and_answers(server: Server, alice_ve
         ck = find_choice(choices, "support-bot step 10")
         assert ck.served_name == f"ckpt-{ck_id}"
         assert client.ensure_adapter(ck.served_name, ck.path).mode is LoadMode.RUNTIME
-        assert client.chat(ck.served_name, HI, GREEDY).text != client.chat(server.base, HI, GREEDY).text
+        assert (
+            client.chat(ck.served_name, HI, GREEDY).text
+            != client.chat(server.base, HI, GREEDY).text
+        )
         client.unload_adapter(ck.served_name)
 
 
@@ -83,7 +97,9 @@ def test_find_choice_by_name_version_and_label(server: Server, alice_versions) -
         find_choice(choices, "support-bot", version=2)
 
 
-def test_the_one_local_user_also_sees_adapter_folders(server: Server, data_dir: Path, adapters, unique_name) -> None:
+def test_the_one_local_user_also_sees_adapter_folders(
+    server: Server, data_dir: Path, adapters, unique_name
+) -> None:
     shutil.copytree(adapters["a"], server.adapters_dir / unique_name)
     settings = settings_for(server, data_dir)
     with InferenceClient(settings) as client:

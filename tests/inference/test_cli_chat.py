@@ -26,7 +26,11 @@ def cli_env(server: Server, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_chat_streams_the_adapters_answer_and_compares_with_the_base(
-    cli_env: None, server: Server, client: InferenceClient, adapters: dict[str, Path], unique_name: str
+    cli_env: None,
+    server: Server,
+    client: InferenceClient,
+    adapters: dict[str, Path],
+    unique_name: str,
 ) -> None:
     shutil.copytree(adapters["a"], server.adapters_dir / unique_name)
     args = ["chat", "--adapter", unique_name, "--temperature", "0", "--max-tokens", "10", Q]

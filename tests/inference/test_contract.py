@@ -42,7 +42,9 @@ def test_models_lists_the_base_without_parent(client: InferenceClient, server: S
     assert client.base_model() == server.base
 
 
-def test_non_streamed_chat_answers_and_counts_tokens(client: InferenceClient, server: Server) -> None:
+def test_non_streamed_chat_answers_and_counts_tokens(
+    client: InferenceClient, server: Server
+) -> None:
     r = client.chat(server.base, HI, GREEDY)
     assert r.text
     assert r.finish_reason in ("length", "stop")
@@ -50,7 +52,9 @@ def test_non_streamed_chat_answers_and_counts_tokens(client: InferenceClient, se
     assert client.chat(server.base, HI, GREEDY).text == r.text  # greedy is deterministic
 
 
-def test_streaming_yields_pieces_that_add_up_to_the_answer(client: InferenceClient, server: Server) -> None:
+def test_streaming_yields_pieces_that_add_up_to_the_answer(
+    client: InferenceClient, server: Server
+) -> None:
     whole = client.chat(server.base, HI, GREEDY)
     stream = client.stream_chat(server.base, HI, GREEDY)
     pieces = list(stream)
@@ -68,7 +72,9 @@ def test_max_tokens_caps_the_answer(client: InferenceClient, server: Server) -> 
 def test_seed_makes_sampling_repeatable(client: InferenceClient, server: Server) -> None:
     s1 = Sampling(temperature=1.0, top_p=1.0, max_tokens=16, seed=1234)
     a, b = client.chat(server.base, HI, s1).text, client.chat(server.base, HI, s1).text
-    c = client.chat(server.base, HI, Sampling(temperature=1.0, top_p=1.0, max_tokens=16, seed=99)).text
+    c = client.chat(
+        server.base, HI, Sampling(temperature=1.0, top_p=1.0, max_tokens=16, seed=99)
+    ).text
     assert a == b
     assert a != c
 
@@ -189,10 +195,20 @@ def no_runtime_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 
     root = tmp_path_factory.mktemp("noruntime")
     (root / "resolver").mkdir()
-    engine = Engine(base=str(tiny_model), served_name=str(tiny_model), adapters_dir=root / "resolver", device="cpu")
+    engine = Engine(
+        base=str(tiny_model),
+        served_name=str(tiny_model),
+        adapters_dir=root / "resolver",
+        device="cpu",
+    )
     port = free_port()
     srv = uvicorn.Server(
-        uvicorn.Config(create_app(engine, API_KEY, runtime_loading=False), host="127.0.0.1", port=port, log_level="error")
+        uvicorn.Config(
+            create_app(engine, API_KEY, runtime_loading=False),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+        )
     )
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
@@ -236,16 +252,23 @@ def test_wrong_key_and_unreachable_server_are_told_apart(server: Server, data_di
             c.models()
 
 
-def test_context_overflow_is_rejected_with_the_limit(client: InferenceClient, server: Server) -> None:
+def test_context_overflow_is_rejected_with_the_limit(
+    client: InferenceClient, server: Server
+) -> None:
     with pytest.raises(RequestRejected, match="maximum context length is 4096"):
         client.chat(server.base, HI, Sampling(max_tokens=5000))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"temperature": 3.0}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"max_tokens": 0}, "max_tokens"),
-     ({"seed": -1}, "seed"), ({"stop": ("",)}, "stop")],
-)  # fmt: skip
+    [
+        ({"temperature": 3.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"seed": -1}, "seed"),
+        ({"stop": ("",)}, "stop"),
+    ],
+)
 def test_bad_sampling_values_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(InvalidInput, match=field):
         Sampling(**kwargs)
@@ -255,10 +278,17 @@ def test_compare_on_set_gives_one_row_per_prompt(
     client: InferenceClient, server: Server, adapters: dict[str, Path], unique_name: str
 ) -> None:
     client.load_adapter(unique_name, str(adapters["a"]))
-    cases = parse_prompt_set("What is the capital of France?\tParis\n\nHow many legs does a spider have?\n")
+    cases = parse_prompt_set(
+        "What is the capital of France?\tParis\n\nHow many legs does a spider have?\n"
+    )
     seen = []
-    rows = compare_on_set(client, cases, [server.base, unique_name], GREEDY, on_row=lambda i, r: seen.append(i))
-    assert [r.prompt for r in rows] == ["What is the capital of France?", "How many legs does a spider have?"]
+    rows = compare_on_set(
+        client, cases, [server.base, unique_name], GREEDY, on_row=lambda i, r: seen.append(i)
+    )
+    assert [r.prompt for r in rows] == [
+        "What is the capital of France?",
+        "How many legs does a spider have?",
+    ]
     assert [r.reference for r in rows] == ["Paris", None]
     assert rows[0].answers[server.base] == client.chat(server.base, HI, GREEDY).text
     assert rows[0].answers[unique_name] != rows[0].answers[server.base]
@@ -273,7 +303,11 @@ def test_prompt_set_parsing_names_the_bad_line() -> None:
         ' {"role": "assistant", "content": "a"}]}\n'
     )
     assert (cases[0].prompt, cases[0].reference) == ("hi", "hello")
-    assert cases[1].prompt == "q" and cases[1].reference == "a" and cases[1].messages[0]["role"] == "system"
+    assert (
+        cases[1].prompt == "q"
+        and cases[1].reference == "a"
+        and cases[1].messages[0]["role"] == "system"
+    )
     with pytest.raises(InvalidInput, match="line 2"):
         parse_prompt_set('plain prompt\n{"prompt": 3}\n')
     with pytest.raises(InvalidInput, match="line 1"):
@@ -295,15 +329,27 @@ def test_conversation_export_is_one_chat_dataset_row_per_model() -> None:
         {"role": "assistant", "content": "great"},
         {"role": "user", "content": "bye"},
     ]
-    lines = export_conversation_jsonl("be brief", turns, ["base", "bot"], {"bot": "support-bot v1"}).splitlines()
+    lines = export_conversation_jsonl(
+        "be brief", turns, ["base", "bot"], {"bot": "support-bot v1"}
+    ).splitlines()
     rows = [json.loads(line) for line in lines]
     assert [r["model"] for r in rows] == ["base", "bot"]
     assert rows[1]["label"] == "support-bot v1"
-    assert [m["content"] for m in rows[0]["messages"]] == ["be brief", "hi", "hello", "and you?", "fine"]
+    assert [m["content"] for m in rows[0]["messages"]] == [
+        "be brief",
+        "hi",
+        "hello",
+        "and you?",
+        "fine",
+    ]
 
 
 def test_a_broken_adapter_is_refused_and_leaves_the_server_serving(
-    client: InferenceClient, server: Server, adapters: dict[str, Path], tmp_path: Path, unique_name: str
+    client: InferenceClient,
+    server: Server,
+    adapters: dict[str, Path],
+    tmp_path: Path,
+    unique_name: str,
 ) -> None:
     from tests.inference.conftest import make_adapter
     from trainer.shared.tiny import build_tiny_chat_model
@@ -312,7 +358,9 @@ def test_a_broken_adapter_is_refused_and_leaves_the_server_serving(
     wrong_modules = tmp_path / "wrong-modules"
     shutil.copytree(adapters["a"], wrong_modules)
     cfg = json.loads((wrong_modules / "adapter_config.json").read_text())
-    (wrong_modules / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["no_such_proj"]}))
+    (wrong_modules / "adapter_config.json").write_text(
+        json.dumps({**cfg, "target_modules": ["no_such_proj"]})
+    )
     # Same recorded base name, but weights of another shape (a narrower model).
     narrow = build_tiny_chat_model(tmp_path / "narrow", hidden_size=32)
     wrong_shape = make_adapter(narrow, tmp_path / "wrong-shape", base_name=server.base)

@@ -28,11 +28,18 @@ def toy_dataset(server: Server, data_dir: Path, tmp_path: Path):
     src = tmp_path / "toy-qa.jsonl"
     src.write_text(
         "".join(
-            json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
-                                     {"role": "assistant", "content": f"Answer {i}."}]}) + "\n"
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"Question {i}?"},
+                        {"role": "assistant", "content": f"Answer {i}."},
+                    ]
+                }
+            )
+            + "\n"
             for i in range(40)
         )
-    )  # fmt: skip
+    )
     store = make_blob_store(settings)
     with db.session_scope(settings) as s:
         ds, _ = datasets.add_dataset(LOCAL_ACTOR, s, store, src, "toy-qa", eval_fraction=0.5)

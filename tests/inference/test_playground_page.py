@@ -45,7 +45,11 @@ def texts(at: AppTest, role: str) -> list[str]:
 
 
 def test_side_by_side_chat_clear_and_compare_on_a_set(
-    page_env: None, server: Server, client: InferenceClient, adapters: dict[str, Path], unique_name: str
+    page_env: None,
+    server: Server,
+    client: InferenceClient,
+    adapters: dict[str, Path],
+    unique_name: str,
 ) -> None:
     shutil.copytree(adapters["a"], server.adapters_dir / unique_name)
     base_label = f"{server.base} (base)"
@@ -76,7 +80,9 @@ def test_side_by_side_chat_clear_and_compare_on_a_set(
     at.button(key="playground.clear").click().run()
     assert texts(at, "user") == [] and texts(at, "assistant") == []
 
-    at.text_area(key="playground.set_text").input(f"{Q}\tParis\nHow many legs does a spider have?").run()
+    at.text_area(key="playground.set_text").input(
+        f"{Q}\tParis\nHow many legs does a spider have?"
+    ).run()
     at.button(key="playground.run_set").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
@@ -97,7 +103,9 @@ def test_bad_prompt_set_line_is_named(page_env: None) -> None:
     assert any("line 1" in e.value for e in at.error)
 
 
-def test_unreachable_server_says_how_to_start_it(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_server_says_how_to_start_it(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("INFERENCE_URL", f"http://127.0.0.1:{free_port()}/v1")
     at = open_playground(ready=False)
     assert any("not reachable" in e.value and "brightrun up" in e.value for e in at.error)

@@ -18,9 +18,15 @@ def test_up_serves_the_tiny_demo_model_by_default(data_dir: Path) -> None:
 
 
 def test_up_serves_the_configured_base_model(data_dir: Path) -> None:
-    services = {s.name: s for s in local_services(Settings(inference_base_model="Qwen/Qwen2.5-0.5B-Instruct"), 8599)}
+    services = {
+        s.name: s
+        for s in local_services(Settings(inference_base_model="Qwen/Qwen2.5-0.5B-Instruct"), 8599)
+    }
     argv = services["inference"].argv
-    assert argv[argv.index("--base") + 1] == "Qwen/Qwen2.5-0.5B-Instruct" and "--build-tiny" not in argv
+    assert (
+        argv[argv.index("--base") + 1] == "Qwen/Qwen2.5-0.5B-Instruct"
+        and "--build-tiny" not in argv
+    )
 
 
 def test_up_starts_no_inference_server_for_a_remote_vllm(data_dir: Path) -> None:

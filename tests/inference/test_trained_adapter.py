@@ -62,13 +62,20 @@ def test_trained_adapter_beats_the_base_through_the_server(
     data = tmp_path / "toy.jsonl"
     data.write_text(
         "".join(
-            json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+            json.dumps(
+                {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            )
+            + "\n"
             for q, a in QA
         )
     )
     # The worker copies the finished adapter to ADAPTER_DIR/<adapter name>: here, the
     # folder the inference server's filesystem resolver watches (the shared volume).
-    env = WorkerEnv(model_cache_dir=tmp_path / "models", checkpoint_dir=tmp_path / "ck", adapter_dir=server.adapters_dir)
+    env = WorkerEnv(
+        model_cache_dir=tmp_path / "models",
+        checkpoint_dir=tmp_path / "ck",
+        adapter_dir=server.adapters_dir,
+    )
     events = list(handler({"id": "rp-toy", "input": toy_job(tiny_model, data, unique_name)}, env))
     assert events[-1]["type"] == "completed", events[-1]
     assert (server.adapters_dir / unique_name / "adapter_config.json").is_file()
@@ -77,14 +84,20 @@ def test_trained_adapter_beats_the_base_through_the_server(
     with InferenceClient(settings) as client:
         assert client.ensure_adapter(unique_name).mode is LoadMode.RESOLVER
         cases = [PromptCase(({"role": "user", "content": q},), a) for q, a in QA]
-        rows = compare_on_set(client, cases, [server.base, unique_name], Sampling(temperature=0.0, max_tokens=8))
+        rows = compare_on_set(
+            client, cases, [server.base, unique_name], Sampling(temperature=0.0, max_tokens=8)
+        )
 
     def correct(model: str) -> int:
         return sum(r.answers[model].strip() == r.reference for r in rows)
 
     adapter_ok, base_ok = correct(unique_name), correct(server.base)
-    print(f"\ntrained questions answered correctly: adapter {adapter_ok}/{len(QA)}, base {base_ok}/{len(QA)}")
+    print(
+        f"\ntrained questions answered correctly: adapter {adapter_ok}/{len(QA)}, base {base_ok}/{len(QA)}"
+    )
     for r in rows:
-        print(f"  {r.prompt!r}: want {r.reference!r}, adapter {r.answers[unique_name]!r}, base {r.answers[server.base]!r}")
+        print(
+            f"  {r.prompt!r}: want {r.reference!r}, adapter {r.answers[unique_name]!r}, base {r.answers[server.base]!r}"
+        )
     assert adapter_ok > base_ok
     assert adapter_ok >= len(QA) - 1

@@ -66,10 +66,22 @@ def start_endpoint(
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "local.endpoint", "--handler", handler,
-             "--workers", str(workers), "--retention-s", str(retention_s)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "local.endpoint",
+                "--handler",
+                handler,
+                "--workers",
+                str(workers),
+                "--retention-s",
+                str(retention_s),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     ep = EndpointProcess(url=f"{base}/v2/local", base=base, proc=proc, log_path=log_path, env=env)
     deadline = time.monotonic() + 60
     while True:

@@ -27,7 +27,15 @@ def add_dataset(
     store.put_bytes("datasets", key, body, "application/x-ndjson")
     with db.session_scope(settings) as s:
         repo.create_dataset(
-            actor, s, name=name, file_format="jsonl", layout="messages", rows=len(rows),
-            valid_rows=len(rows), normalized_key=key, dataset_id=dataset_id, stats=stats,
-        )  # fmt: skip
+            actor,
+            s,
+            name=name,
+            file_format="jsonl",
+            layout="messages",
+            rows=len(rows),
+            valid_rows=len(rows),
+            normalized_key=key,
+            dataset_id=dataset_id,
+            stats=stats,
+        )
     return dataset_id

@@ -28,8 +28,14 @@ from tests.jobs.helpers import add_dataset
 from tests.jobs.runpod_fake import RunPodFake, ServedFake, free_port
 
 TINY_TRAINING = {"max_steps": 5, "micro_batch_size": 4, "grad_accum": 2, "max_length": 128}
-OOM = {"type": "failed", "data": {"kind": "out_of_memory", "message": "CUDA out of memory",
-                                  "suggestion": "micro_batch_size 2 with grad_accum 4"}}  # fmt: skip
+OOM = {
+    "type": "failed",
+    "data": {
+        "kind": "out_of_memory",
+        "message": "CUDA out of memory",
+        "suggestion": "micro_batch_size 2 with grad_accum 4",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +50,14 @@ def env(fake, tmp_path: Path) -> Iterator[tuple[RunPodFake, Settings, str, str]]
     f, url = fake
     f.script, f.timeout_scale, f.faults[:] = None, 1.0, []
     settings = Settings(
-        data_dir=tmp_path / "data", gpu_cluster_api_url=url, gpu_cluster_api_key="fake-key",
-        max_concurrent_jobs=2, monthly_budget_usd=25.0, job_budget_usd=10.0,
+        data_dir=tmp_path / "data",
+        gpu_cluster_api_url=url,
+        gpu_cluster_api_key="fake-key",
+        max_concurrent_jobs=2,
+        monthly_budget_usd=25.0,
+        job_budget_usd=10.0,
         model_dirs=[tmp_path.parent],  # the shared tiny model lives beside the test folders
-    )  # fmt: skip
+    )
     db.upgrade(settings)
     model = str(_tiny(tmp_path))
     yield f, settings, add_dataset(settings, LOCAL_ACTOR, _rows()), model
@@ -90,9 +100,15 @@ def _count_jobs(settings: Settings) -> int:
 
 def _end(settings: Settings, job_id: str, actor: Actor = LOCAL_ACTOR):
     return wait_until(
-        lambda: (j := jobs.sync(actor, settings, job_id)).status in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT") and j,
-        timeout_s=30, every_s=0.1, what="the job to end",
-    )  # fmt: skip
+        lambda: (
+            (j := jobs.sync(actor, settings, job_id)).status
+            in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+            and j
+        ),
+        timeout_s=30,
+        every_s=0.1,
+        what="the job to end",
+    )
 
 
 def test_submit_sends_the_budget_as_execution_timeout_and_no_secret(env) -> None:
@@ -149,8 +165,13 @@ def test_budget_below_a_minute_of_gpu_is_refused(env) -> None:
 
 def test_planner_refuses_what_cannot_fit_or_costs_more_than_the_budget(env) -> None:
     _, settings, _, _ = env
-    big = add_dataset(settings, LOCAL_ACTOR, _rows(), name="big",
-                      stats={"tokens": {"per_row": {"mean": 1500.0}}, "split": {"train_rows": 200_000}})  # fmt: skip
+    big = add_dataset(
+        settings,
+        LOCAL_ACTOR,
+        _rows(),
+        name="big",
+        stats={"tokens": {"per_row": {"mean": 1500.0}}, "split": {"train_rows": 200_000}},
+    )
     settings = settings.model_copy(update={"gpu_type": "L40S_48GB"})
     with pytest.raises(jobs.PlanRefused, match="does not fit"):
         _submit(
@@ -161,8 +182,14 @@ def test_planner_refuses_what_cannot_fit_or_costs_more_than_the_budget(env) -> N
             training={"max_length": 4096},
         )
     with pytest.raises(jobs.PlanRefused, match="above its budget"):
-        _submit(settings, big, "Qwen/Qwen2.5-7B-Instruct", quantization="nf4",
-                training={"epochs": 3, "max_length": 2048}, budget_usd=1.0)  # fmt: skip
+        _submit(
+            settings,
+            big,
+            "Qwen/Qwen2.5-7B-Instruct",
+            quantization="nf4",
+            training={"epochs": 3, "max_length": 2048},
+            budget_usd=1.0,
+        )
     assert _count_jobs(settings) == 0
 
 
@@ -320,7 +347,9 @@ def test_other_users_cannot_see_or_touch_a_job(env) -> None:
     jobs.cancel(LOCAL_ACTOR, settings, job.id)
 
 
-def test_command_line_train_wait_list_show_events_cancel(env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_line_train_wait_list_show_events_cancel(
+    env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from cli import app
@@ -333,8 +362,23 @@ def test_command_line_train_wait_list_show_events_cancel(env, monkeypatch: pytes
     monkeypatch.setenv("MODEL_DIRS", json.dumps([str(Path(model).parent)]))
     runner = CliRunner()
     f.script = lambda inp: {"chunks": 3, "interval_s": 0.05, "final": OOM}
-    r = runner.invoke(app, ["train", "--dataset", ds, "--model", model, "--quant", "none",
-                            "--max-steps", "5", "--budget", "1", "--wait"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            ds,
+            "--model",
+            model,
+            "--quant",
+            "none",
+            "--max-steps",
+            "5",
+            "--budget",
+            "1",
+            "--wait",
+        ],
+    )
     assert r.exit_code == 1, r.output  # it ran out of memory
     assert "FAILED" in r.output and "out_of_memory" in r.output and "suggestion:" in r.output
     (job,) = jobs.list_jobs(LOCAL_ACTOR, settings)
@@ -353,7 +397,9 @@ def test_command_line_train_wait_list_show_events_cancel(env, monkeypatch: pytes
     assert missing.exit_code == 2 and "not found" in missing.output
 
     f.script = lambda inp: {"chunks": 1, "hang_s": 60}
-    r = runner.invoke(app, ["train", "--dataset", ds, "--model", model, "--quant", "none", "--budget", "1"])
+    r = runner.invoke(
+        app, ["train", "--dataset", ds, "--model", model, "--quant", "none", "--budget", "1"]
+    )
     assert r.exit_code == 0 and "IN_QUEUE" in r.output
     new_id = r.output.split()[1]
     r = runner.invoke(app, ["jobs", "cancel", new_id])
@@ -368,8 +414,13 @@ def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_i
     caplog.set_level(logging.INFO, logger="brightrun.jobs")
     f, settings, _, model = env
     settings = settings.model_copy(update={"eval_after_job": False})
-    ds = add_dataset(settings, LOCAL_ACTOR, _rows(), name="measured",
-                     stats={"tokens": {"per_row": {"mean": 20.0}}, "split": {"train_rows": 8}})  # fmt: skip
+    ds = add_dataset(
+        settings,
+        LOCAL_ACTOR,
+        _rows(),
+        name="measured",
+        stats={"tokens": {"per_row": {"mean": 20.0}}, "split": {"train_rows": 8}},
+    )
     summary = {"steps": 5, "tokens_seen": 300, "tokens_seen_total": 1200, "train_seconds": 4.0}
     done = {"type": "completed", "data": {"reason": "finished", "adapter": {}, "summary": summary}}
     f.script = lambda inp: {"chunks": 2, "interval_s": 0.05, "final": done}
@@ -377,15 +428,26 @@ def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_i
     assert '"time_basis": "default utilisation' in caplog.text
     store = make_blob_store(settings)
     for name in ("adapter_config.json", "adapter_model.safetensors"):  # what the worker uploads
-        store.put_bytes("adapters", adapter_key(LOCAL_ACTOR.user_id, jobs.version_id_for(job.id), name),
-                        b"{}", "application/octet-stream")  # fmt: skip
+        store.put_bytes(
+            "adapters",
+            adapter_key(LOCAL_ACTOR.user_id, jobs.version_id_for(job.id), name),
+            b"{}",
+            "application/octet-stream",
+        )
     job = _end(settings, job.id)
     assert job.status == "COMPLETED" and job.tokens_per_s == 1200 / 4.0
-    with db.session_scope(settings) as s:  # it ran on this machine's CPU: no GPU estimate learns from it
+    with db.session_scope(
+        settings
+    ) as s:  # it ran on this machine's CPU: no GPU estimate learns from it
         assert repo.measured_throughput(LOCAL_ACTOR, s, model, "none") == {}
-        repo.update_job(LOCAL_ACTOR, s, job.id, gpu_type=settings.gpu_type, price_tier="flex")  # as on a GPU
+        repo.update_job(
+            LOCAL_ACTOR, s, job.id, gpu_type=settings.gpu_type, price_tier="flex"
+        )  # as on a GPU
     caplog.clear()
     f.script = lambda inp: {"chunks": 1, "hang_s": 60}
     again = _submit(settings, ds, model, budget_usd=1.0)
-    assert '"time_basis": "measured: median of 1 finished job on this GPU (300 tokens/s)"' in caplog.text
+    assert (
+        '"time_basis": "measured: median of 1 finished job on this GPU (300 tokens/s)"'
+        in caplog.text
+    )
     jobs.cancel(LOCAL_ACTOR, settings, again.id)

@@ -85,14 +85,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     model = build_tiny_chat_model(root / "tiny", seed=0)
     data = root / "data"
     ep = start_endpoint(
-        data, handler="trainer.handler:handler", workers=2, retention_s=RETENTION_S,
+        data,
+        handler="trainer.handler:handler",
+        workers=2,
+        retention_s=RETENTION_S,
         extra_env={"LOCAL_DEVICE": "cpu"},
-    )  # fmt: skip
+    )
     settings = Settings(
-        data_dir=data, gpu_cluster_api_url=ep.url, gpu_cluster_api_key=ENDPOINT_KEY,
-        public_base_url=ep.base, local_device="cpu", max_concurrent_jobs=4, model_dirs=[root],
+        data_dir=data,
+        gpu_cluster_api_url=ep.url,
+        gpu_cluster_api_key=ENDPOINT_KEY,
+        public_base_url=ep.base,
+        local_device="cpu",
+        max_concurrent_jobs=4,
+        model_dirs=[root],
         eval_after_job=False,  # the adapter evaluation is tested with the evaluator
-    )  # fmt: skip
+    )
     db.upgrade(settings)
     try:
         yield Stack(settings, ep, model, add_dataset(settings, LOCAL_ACTOR, toy_rows()))
@@ -118,9 +126,15 @@ def stuck_job(stack: Stack) -> Iterator[StuckJob]:
     )
     budget = 60 * planner.rate_per_second(settings.gpu_type, settings.price_tier) * 1.0001
     job = jobs.submit(
-        LOCAL_ACTOR, settings, dataset_id=stack.dataset_id, model=str(stack.model),
-        lora=LORA, training=TRAINING, quantization="none", budget_usd=budget,
-    )  # fmt: skip
+        LOCAL_ACTOR,
+        settings,
+        dataset_id=stack.dataset_id,
+        model=str(stack.model),
+        lora=LORA,
+        training=TRAINING,
+        quantization="none",
+        budget_usd=budget,
+    )
     try:
         yield StuckJob(settings, job.id, budget)
     finally:
@@ -129,7 +143,9 @@ def stuck_job(stack: Stack) -> Iterator[StuckJob]:
 
 def final_versions(session, job_id: str) -> list:
     """The adapter versions a job registered as its result (checkpoints left out)."""
-    return [v for v in repo.list_versions(LOCAL_ACTOR, session, job_id=job_id) if not v.is_checkpoint]
+    return [
+        v for v in repo.list_versions(LOCAL_ACTOR, session, job_id=job_id) if not v.is_checkpoint
+    ]
 
 
 def stored_events(stack: Stack, job_id: str) -> list:
@@ -213,9 +229,13 @@ def test_cancel_stops_the_worker_and_retry_resumes_from_the_checkpoint(stack: St
     long = {**TRAINING, "max_steps": 100_000, "checkpoint_every": 2}
     job = stack.submit(training=long)
     wait_until(
-        lambda: any(e.type == "checkpoint" for e in (stack.sync(job.id) and stored_events(stack, job.id))),
-        timeout_s=180, every_s=0.3, what="a checkpoint",
-    )  # fmt: skip
+        lambda: any(
+            e.type == "checkpoint" for e in (stack.sync(job.id) and stored_events(stack, job.id))
+        ),
+        timeout_s=180,
+        every_s=0.3,
+        what="a checkpoint",
+    )
     job = jobs.cancel(LOCAL_ACTOR, stack.settings, job.id)
     assert job.status == "CANCELLED" and job.stop_reason == "user"
     assert job.cost_usd > 0
@@ -298,13 +318,20 @@ def test_controller_down_until_the_endpoint_forgot_the_job_history_stays_complet
 def test_restart_and_reconcile(stack: Stack) -> None:
     job = stack.submit()
     env = {**stack.endpoint.env, "SYNC_INTERVAL_S": "0.5", "LOCAL_DEVICE": "cpu"}
-    syncer = subprocess.Popen([sys.executable, "-m", "core.syncer"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    syncer = subprocess.Popen(
+        [sys.executable, "-m", "core.syncer"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(
             lambda: jobs.get(LOCAL_ACTOR, stack.settings, job.id).last_seq >= 0,
-            timeout_s=180, every_s=0.3, what="the background syncer to store events",
-        )  # fmt: skip
+            timeout_s=180,
+            every_s=0.3,
+            what="the background syncer to store events",
+        )
     finally:
         os.kill(syncer.pid, signal.SIGKILL)  # the controller dies mid-job
         syncer.wait()
@@ -323,10 +350,15 @@ def test_restart_and_reconcile(stack: Stack) -> None:
 
 def test_platform_timeout_stops_a_stuck_worker_at_the_budget(stuck_job: StuckJob) -> None:
     job = wait_until(
-        lambda: (j := jobs.sync(LOCAL_ACTOR, stuck_job.settings, stuck_job.job_id)).status
-        in TERMINAL_STATUSES and j,
-        timeout_s=180, every_s=0.5, what="the platform timeout",
-    )  # fmt: skip
+        lambda: (
+            (j := jobs.sync(LOCAL_ACTOR, stuck_job.settings, stuck_job.job_id)).status
+            in TERMINAL_STATUSES
+            and j
+        ),
+        timeout_s=180,
+        every_s=0.5,
+        what="the platform timeout",
+    )
     assert job.status == "TIMED_OUT" and job.stop_reason == "budget"
     assert job.execution_ms >= 60_000 * 0.99
     assert 0 < job.cost_usd <= stuck_job.budget_usd * 1.02  # whole seconds, rounded up

@@ -31,7 +31,9 @@ def test_a_launch_request_names_the_setting_it_refuses() -> None:
     assert request.training.max_steps == 5 and request.training.model_fields_set == {"max_steps"}
 
 
-def test_every_subscriber_hears_a_job_end_even_when_one_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_subscriber_hears_a_job_end_even_when_one_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     heard: list[str] = []
 
     def broken(e: bus.JobEnded) -> None:
@@ -41,10 +43,18 @@ def test_every_subscriber_hears_a_job_end_even_when_one_fails(monkeypatch: pytes
         heard.append(e.job.id)
 
     monkeypatch.setattr(bus, "_handlers", [broken, listening])
-    bus.publish(bus.JobEnded(actor=None, settings=None, job=SimpleNamespace(id="job-1"), first=True, store=None))  # type: ignore[arg-type]
+    bus.publish(
+        bus.JobEnded(
+            actor=None, settings=None, job=SimpleNamespace(id="job-1"), first=True, store=None
+        )
+    )  # type: ignore[arg-type]
     assert heard == ["job-1"]
 
 
 def test_notification_evaluation_and_the_oom_relaunch_listen_in_that_order() -> None:
-    wanted: list[Any] = [subscribers.notify_owner, subscribers.evaluate_adapter, subscribers.relaunch_lighter]
+    wanted: list[Any] = [
+        subscribers.notify_owner,
+        subscribers.evaluate_adapter,
+        subscribers.relaunch_lighter,
+    ]
     assert [h for h in bus._handlers if h in wanted] == wanted

@@ -27,8 +27,10 @@ from trainer.output import put_file
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 TRAINING = {"max_steps": 5, "micro_batch_size": 4, "grad_accum": 2, "max_length": 128}
-ROWS = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-        for i in range(8)]  # fmt: skip
+ROWS = [
+    {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+    for i in range(8)
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +46,23 @@ def world(runpod, tmp_path: Path) -> Iterator[dict[str, Any]]:
     f.script = lambda inp: {"chunks": 1, "hang_s": 60}
     with FakeSupabaseStorage(tmp_path / "supabase") as fake:
         base = Settings(
-            _env_file=None, data_dir=tmp_path / "data", gpu_cluster_api_url=url, gpu_cluster_api_key="fake-key",
-            storage="supabase", supabase_url=fake.url, supabase_key=fake.state.service_key,
-            max_concurrent_jobs=2, monthly_budget_usd=100.0,
-        )  # fmt: skip
-        s3 = base.model_copy(update={
-            "supabase_s3_access_key_id": SecretStr(fake.state.s3_access_key_id),
-            "supabase_s3_secret_access_key": SecretStr(fake.state.s3_secret),
-            "supabase_s3_region": fake.state.region,
-        })  # fmt: skip
+            _env_file=None,
+            data_dir=tmp_path / "data",
+            gpu_cluster_api_url=url,
+            gpu_cluster_api_key="fake-key",
+            storage="supabase",
+            supabase_url=fake.url,
+            supabase_key=fake.state.service_key,
+            max_concurrent_jobs=2,
+            monthly_budget_usd=100.0,
+        )
+        s3 = base.model_copy(
+            update={
+                "supabase_s3_access_key_id": SecretStr(fake.state.s3_access_key_id),
+                "supabase_s3_secret_access_key": SecretStr(fake.state.s3_secret),
+                "supabase_s3_region": fake.state.region,
+            }
+        )
         db.upgrade(base)
         ds = add_dataset(base, LOCAL_ACTOR, ROWS)
         yield {"runpod": f, "fake": fake, "plain": base, "s3": s3, "ds": ds}
@@ -65,15 +75,24 @@ def _jobs(settings: Settings) -> int:
 
 
 def _submit(settings: Settings, ds: str, budget: float):
-    return jobs.submit(LOCAL_ACTOR, settings, dataset_id=ds, model=MODEL, training=TRAINING,
-                       quantization="none", budget_usd=budget)  # fmt: skip
+    return jobs.submit(
+        LOCAL_ACTOR,
+        settings,
+        dataset_id=ds,
+        model=MODEL,
+        training=TRAINING,
+        quantization="none",
+        budget_usd=budget,
+    )
 
 
 def _rate(settings: Settings) -> float:
     return planner.rate_per_second(settings.gpu_type, settings.price_tier)
 
 
-def test_a_job_longer_than_two_hours_is_refused_on_plain_supabase_with_nothing_stored(world) -> None:
+def test_a_job_longer_than_two_hours_is_refused_on_plain_supabase_with_nothing_stored(
+    world,
+) -> None:
     settings, f, fake = world["plain"], world["runpod"], world["fake"]
     assert make_blob_store(settings).max_upload_url_s == SUPABASE_UPLOAD_URL_MAX_S
     sent_before, storage_calls = len(f.jobs), len(fake.state.requests)
@@ -81,7 +100,9 @@ def test_a_job_longer_than_two_hours_is_refused_on_plain_supabase_with_nothing_s
     assert budget / _rate(settings) > 7200
     with pytest.raises(jobs.UploadUrlsExpire) as e:
         _submit(settings, world["ds"], budget)
-    most = (SUPABASE_UPLOAD_URL_MAX_S - jobs.UPLOAD_URL_MARGIN_S - jobs.MIN_QUEUE_ALLOWANCE_S) * _rate(settings)
+    most = (
+        SUPABASE_UPLOAD_URL_MAX_S - jobs.UPLOAD_URL_MARGIN_S - jobs.MIN_QUEUE_ALLOWANCE_S
+    ) * _rate(settings)
     message = str(e.value)
     assert "SUPABASE_S3_ACCESS_KEY_ID" in message and "SUPABASE_S3_SECRET_ACCESS_KEY" in message
     assert f"at most ${int(most * 100) / 100:.2f} so the job ends within 2 h" in message
@@ -89,15 +110,43 @@ def test_a_job_longer_than_two_hours_is_refused_on_plain_supabase_with_nothing_s
     assert len(fake.state.requests) == storage_calls  # not even a URL was signed
     # The Train page blocks Launch with the same words.
     with db.session_scope(settings) as s:
-        tp = jobs.preflight(jobs.LaunchRequest.build(dataset_id=world["ds"], model=MODEL, lora={}, training=TRAINING, quantization="none", eval_fraction=0.0, budget_usd=budget), LOCAL_ACTOR, s, settings)  # fmt: skip
+        tp = jobs.preflight(
+            jobs.LaunchRequest.build(
+                dataset_id=world["ds"],
+                model=MODEL,
+                lora={},
+                training=TRAINING,
+                quantization="none",
+                eval_fraction=0.0,
+                budget_usd=budget,
+            ),
+            LOCAL_ACTOR,
+            s,
+            settings,
+        )
     assert not tp.can_launch and message in tp.blockers
     # Within the limit it goes out, and the platform drops it before its URLs expire.
     with db.session_scope(settings) as s:
-        tp = jobs.preflight(jobs.LaunchRequest.build(dataset_id=world["ds"], model=MODEL, lora={}, training=TRAINING, quantization="none", eval_fraction=0.0, budget_usd=1.0), LOCAL_ACTOR, s, settings)  # fmt: skip
+        tp = jobs.preflight(
+            jobs.LaunchRequest.build(
+                dataset_id=world["ds"],
+                model=MODEL,
+                lora={},
+                training=TRAINING,
+                quantization="none",
+                eval_fraction=0.0,
+                budget_usd=1.0,
+            ),
+            LOCAL_ACTOR,
+            s,
+            settings,
+        )
     assert not any("SUPABASE_S3" in b for b in tp.blockers)
 
 
-def test_a_short_job_on_plain_supabase_is_dropped_by_the_platform_before_its_urls_expire(world, monkeypatch) -> None:
+def test_a_short_job_on_plain_supabase_is_dropped_by_the_platform_before_its_urls_expire(
+    world, monkeypatch
+) -> None:
     settings, f = world["plain"], world["runpod"]
     seen: dict[str, Any] = {}
     original = RunPodClient.run
@@ -133,7 +182,9 @@ def test_with_s3_keys_the_long_job_is_sent_with_urls_that_outlive_it(world) -> N
     result = fake.state.root.parent / "result.json"
     result.write_text('{"status": "completed"}')
     put_file(payload["output"]["upload_urls"]["result.json"], result)
-    stored = make_blob_store(settings).get_bytes("adapters", f"{LOCAL_ACTOR.user_id}/jobs/{job.id}/result.json")
+    stored = make_blob_store(settings).get_bytes(
+        "adapters", f"{LOCAL_ACTOR.user_id}/jobs/{job.id}/result.json"
+    )
     assert stored == b'{"status": "completed"}'
     jobs.cancel(LOCAL_ACTOR, settings, job.id)
     # Retried on a store whose URLs are too short, it is refused and left as it was.
@@ -149,5 +200,7 @@ def test_upload_window_without_a_limit_is_unchanged() -> None:
     w = jobs.upload_window(limits, None)
     assert w.queue_s == jobs.QUEUE_ALLOWANCE_S
     assert w.ttl_ms == int((jobs.QUEUE_ALLOWANCE_S + limits.budget_s) * 1000)
-    assert w.url_s == max(storage.UPLOAD_URL_TTL_S, int(jobs.QUEUE_ALLOWANCE_S + limits.budget_s + 3600))
+    assert w.url_s == max(
+        storage.UPLOAD_URL_TTL_S, int(jobs.QUEUE_ALLOWANCE_S + limits.budget_s + 3600)
+    )
     assert jobs.upload_window(limits, S3_PRESIGN_MAX_S) == w

@@ -48,7 +48,8 @@ def peft_trainable(config: Mapping[str, Any], **lora_config: Any) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm = get_peft_model(
-            meta_model(config), LoraConfig(task_type="CAUSAL_LM", **lora_config),
+            meta_model(config),
+            LoraConfig(task_type="CAUSAL_LM", **lora_config),
             low_cpu_mem_usage=True,
         )
         return pm.get_nb_trainable_parameters()[0]

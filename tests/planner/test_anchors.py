@@ -38,17 +38,36 @@ def test_qlora_paper_65b_fits_one_48gb_gpu() -> None:
     breakdown), embeddings back in bf16. Expected: fits or tight on a 48 GB card.
     """
     llama_65b = facts_from_config(
-        {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192,
-         "intermediate_size": 22016, "num_hidden_layers": 80, "num_attention_heads": 64,
-         "num_key_value_heads": 64, "vocab_size": 32000, "tie_word_embeddings": False,
-         "max_position_embeddings": 2048},
+        {
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_size": 8192,
+            "intermediate_size": 22016,
+            "num_hidden_layers": 80,
+            "num_attention_heads": 64,
+            "num_key_value_heads": 64,
+            "vocab_size": 32000,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 2048,
+        },
         id="huggyllama/llama-65b",
     )
     assert llama_65b.params.total / 1e9 == pytest.approx(65.2, rel=0.01)
-    spec = make_spec("huggyllama/llama-65b", "nf4", lora={"r": 64, "dropout": 0.05},
-                     micro_batch_size=1, max_length=512, gradient_checkpointing=True)
-    qlora_stack = TrainerFacts(adapter_bytes=2, grad_bytes=2, optimizer_bytes=8,
-                               upcast_unquantized_fp32=False, loss_chunk_elements=None)
+    spec = make_spec(
+        "huggyllama/llama-65b",
+        "nf4",
+        lora={"r": 64, "dropout": 0.05},
+        micro_batch_size=1,
+        max_length=512,
+        gradient_checkpointing=True,
+    )
+    qlora_stack = TrainerFacts(
+        adapter_bytes=2,
+        grad_bytes=2,
+        optimizer_bytes=8,
+        upcast_unquantized_fp32=False,
+        loss_chunk_elements=None,
+    )
     mem = estimate_memory(spec, llama_65b, qlora_stack)
     a6000 = GPU_TYPES["A6000_48GB"]
     assert verdict_for(mem.total_bytes, a6000) in ("fits", "tight")
@@ -69,21 +88,40 @@ def test_qwen_72b_qlora_profile_within_15_percent(length: int) -> None:
     moments: 2 + 2 + 12 bytes), rows padded to the length, fp16 full-logits loss (8 bytes a
     logit: logits, shifted copy, log-softmax, gradient). Tolerance: 15%."""
     qwen_72b = facts_from_config(
-        {"model_type": "qwen", "architectures": ["QWenLMHeadModel"], "hidden_size": 8192,
-         "intermediate_size": 49152, "kv_channels": 128, "num_hidden_layers": 80,
-         "num_attention_heads": 64, "vocab_size": 152064, "tie_word_embeddings": False,
-         "seq_length": 32768},
+        {
+            "model_type": "qwen",
+            "architectures": ["QWenLMHeadModel"],
+            "hidden_size": 8192,
+            "intermediate_size": 49152,
+            "kv_channels": 128,
+            "num_hidden_layers": 80,
+            "num_attention_heads": 64,
+            "vocab_size": 152064,
+            "tie_word_embeddings": False,
+            "seq_length": 32768,
+        },
         id="Qwen/Qwen-72B-Chat-Int4",
     )
     assert qwen_72b.params.total / 1e9 == pytest.approx(72.3, rel=0.01)
     qwen_stack = TrainerFacts(
-        quantized_bits=4 + 20 / 128, upcast_unquantized_fp32=False, adapter_bytes=2,
-        grad_bytes=2, optimizer_bytes=12, loss_chunk_elements=None, logit_bytes=8,
+        quantized_bits=4 + 20 / 128,
+        upcast_unquantized_fp32=False,
+        adapter_bytes=2,
+        grad_bytes=2,
+        optimizer_bytes=12,
+        loss_chunk_elements=None,
+        logit_bytes=8,
         lora_target_modules=("c_attn", "c_proj", "w1", "w2"),
     )
-    spec = make_spec("Qwen/Qwen-72B-Chat-Int4", "nf4", lora={"r": 64, "dropout": 0.05},
-                     micro_batch_size=1, max_length=length, gradient_checkpointing=True,
-                     packing=False)
+    spec = make_spec(
+        "Qwen/Qwen-72B-Chat-Int4",
+        "nf4",
+        lora={"r": 64, "dropout": 0.05},
+        micro_batch_size=1,
+        max_length=length,
+        gradient_checkpointing=True,
+        packing=False,
+    )
     predicted = estimate_memory(spec, qwen_72b, qwen_stack).total_bytes / GIB
     assert predicted == pytest.approx(QWEN_72B_QLORA_GIB[length], rel=0.15)
 
@@ -92,9 +130,18 @@ def test_qwen_72b_qlora_profile_within_15_percent(length: int) -> None:
 # LoRA r=16 on attention, linear attention, the shared expert and the routers; micro-batch
 # 2 x 2048 packed tokens, gradient checkpointing, 8-bit AdamW, cut cross-entropy.
 AXOLOTL_TARGETS = (
-    "linear_attn.in_proj_ba", "linear_attn.in_proj_qkvz", "linear_attn.out_proj",
-    "shared_expert.up_proj", "shared_expert.down_proj", "shared_expert.gate_proj",
-    "shared_expert_gate", "mlp.gate", "q_proj", "v_proj", "k_proj", "o_proj",
+    "linear_attn.in_proj_ba",
+    "linear_attn.in_proj_qkvz",
+    "linear_attn.out_proj",
+    "shared_expert.up_proj",
+    "shared_expert.down_proj",
+    "shared_expert.gate_proj",
+    "shared_expert_gate",
+    "mlp.gate",
+    "q_proj",
+    "v_proj",
+    "k_proj",
+    "o_proj",
 )
 
 
@@ -107,11 +154,21 @@ def test_axolotl_qwen3_next_with_quantised_experts_within_15_percent(
     expert, no PEFT remapping onto fused parameters). Tolerance: 15%."""
     facts = describe(QWEN3_NEXT)
     axolotl_stack = TrainerFacts(
-        experts_quantized=True, expert_lora_by_trainer=True, peft_remaps_expert_names=False,
-        experts_are_linear_modules=True, optimizer_bytes=2, lora_target_modules=AXOLOTL_TARGETS,
+        experts_quantized=True,
+        expert_lora_by_trainer=True,
+        peft_remaps_expert_names=False,
+        experts_are_linear_modules=True,
+        optimizer_bytes=2,
+        lora_target_modules=AXOLOTL_TARGETS,
     )
-    spec = make_spec(QWEN3_NEXT, "nf4", lora={"r": 16, "alpha": 8, "lora_on_experts": on_experts},
-                     micro_batch_size=2, max_length=2048, gradient_checkpointing=True)
+    spec = make_spec(
+        QWEN3_NEXT,
+        "nf4",
+        lora={"r": 16, "alpha": 8, "lora_on_experts": on_experts},
+        micro_batch_size=2,
+        max_length=2048,
+        gradient_checkpointing=True,
+    )
     predicted = estimate_memory(spec, facts, axolotl_stack).total_bytes / GIB
     assert predicted == pytest.approx(published_gib, rel=0.15)
 
@@ -119,8 +176,9 @@ def test_axolotl_qwen3_next_with_quantised_experts_within_15_percent(
 def test_qwen3_next_in_bf16_does_not_fit_an_80gb_gpu() -> None:
     facts = describe(QWEN3_NEXT)
     mem = estimate_memory(make_spec(QWEN3_NEXT, "none"), facts)
-    weights = sum(mem.term(k) for k in ("base_weights", "routed_experts", "embeddings",
-                                        "other_weights"))
+    weights = sum(
+        mem.term(k) for k in ("base_weights", "routed_experts", "embeddings", "other_weights")
+    )
     assert weights / 1e9 == pytest.approx(160, rel=0.05)  # ~160 GB of bf16 weights
     verdicts = {v.gpu: v for v in fit_verdicts(make_spec(QWEN3_NEXT, "none"), facts, mem)}
     for gpu in GPUS_80GB:
@@ -142,11 +200,13 @@ def test_the_expert_flag_is_read_from_the_trainers_capability_table(monkeypatch)
     facts = describe(QWEN3_NEXT)
     spec = make_spec(QWEN3_NEXT, "nf4", micro_batch_size=1, max_length=2048)
     caps = arch.capabilities(facts.config)
-    monkeypatch.setitem(arch.ARCH_TABLE, "qwen3_next",
-                        replace(caps, fused_experts=True, experts_quantized=False))
+    monkeypatch.setitem(
+        arch.ARCH_TABLE, "qwen3_next", replace(caps, fused_experts=True, experts_quantized=False)
+    )
     assert plan(spec, facts).verdict("H100_80GB_SXM").verdict == "does_not_fit"
-    monkeypatch.setitem(arch.ARCH_TABLE, "qwen3_next",
-                        replace(caps, fused_experts=True, experts_quantized=True))
+    monkeypatch.setitem(
+        arch.ARCH_TABLE, "qwen3_next", replace(caps, fused_experts=True, experts_quantized=True)
+    )
     quantised = plan(spec, facts)
     assert quantised.verdict("H100_80GB_SXM").verdict == "fits"
     assert quantised.settings["experts_quantized"] is True

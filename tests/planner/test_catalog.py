@@ -89,8 +89,15 @@ def test_the_tiny_demo_model_is_described_from_its_built_folder(tmp_path) -> Non
     ("config", "reason"),
     [
         ({"model_type": "gpt_bigcode", "hidden_size": 64}, "does not know the architecture"),
-        ({"model_type": "qwen2", "num_hidden_layers": 2, "num_attention_heads": 4,
-          "vocab_size": 100}, "no 'hidden_size'"),
+        (
+            {
+                "model_type": "qwen2",
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "vocab_size": 100,
+            },
+            "no 'hidden_size'",
+        ),
         ({"model_type": "qwen2_5_vl", "text_config": {"hidden_size": 64}}, "multimodal"),
     ],
 )

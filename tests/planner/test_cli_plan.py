@@ -17,9 +17,22 @@ def _plan(*args: str) -> tuple[int, str]:
 
 
 def test_plan_prints_the_breakdown_verdicts_time_and_cost(data_dir) -> None:
-    code, out = _plan("--model", "Qwen/Qwen2.5-7B-Instruct", "--quant", "nf4",
-                      "--max-length", "2048", "--batch", "2", "--rows", "2000",
-                      "--tokens", "600", "--budget", "5")
+    code, out = _plan(
+        "--model",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--quant",
+        "nf4",
+        "--max-length",
+        "2048",
+        "--batch",
+        "2",
+        "--rows",
+        "2000",
+        "--tokens",
+        "600",
+        "--budget",
+        "5",
+    )
     assert code == 0, out
     assert "peak GPU memory:" in out and "Base weights (linear layers)" in out
     assert "Optimizer state (AdamW)" in out and "H100 SXM 80 GB" in out
@@ -28,9 +41,25 @@ def test_plan_prints_the_breakdown_verdicts_time_and_cost(data_dir) -> None:
 
 
 def test_plan_json_for_the_dashboard(data_dir) -> None:
-    code, out = _plan("--model", "Qwen/Qwen3-8B", "--quant", "none", "--batch", "1",
-                      "--lora-r", "32", "--gpu", "A100_80GB", "--rows", "100", "--tokens",
-                      "1000", "--measured", "1500", "--json")
+    code, out = _plan(
+        "--model",
+        "Qwen/Qwen3-8B",
+        "--quant",
+        "none",
+        "--batch",
+        "1",
+        "--lora-r",
+        "32",
+        "--gpu",
+        "A100_80GB",
+        "--rows",
+        "100",
+        "--tokens",
+        "1000",
+        "--measured",
+        "1500",
+        "--json",
+    )
     assert code == 0, out
     p = json.loads(out)
     assert p["settings"]["quantization"] == "none" and p["settings"]["lora_r"] == 32
@@ -40,15 +69,15 @@ def test_plan_json_for_the_dashboard(data_dir) -> None:
 
 
 def test_a_model_that_does_not_fit_gets_a_suggestion(data_dir) -> None:
-    code, out = _plan("--model", "Qwen/Qwen2.5-72B-Instruct", "--quant", "none",
-                      "--gpu", "H100_80GB_SXM")
+    code, out = _plan(
+        "--model", "Qwen/Qwen2.5-72B-Instruct", "--quant", "none", "--gpu", "H100_80GB_SXM"
+    )
     assert code == 0
     assert "does not fit" in out and "try: 4-bit (nf4)" in out
 
 
 def test_qwen3_next_nf4_explains_the_experts(data_dir) -> None:
-    code, out = _plan("--model", "Qwen/Qwen3-Next-80B-A3B-Instruct", "--quant", "nf4",
-                      "--json")
+    code, out = _plan("--model", "Qwen/Qwen3-Next-80B-A3B-Instruct", "--quant", "nf4", "--json")
     assert code == 0
     p = json.loads(out)
     experts = next(t for t in p["memory"]["terms"] if t["key"] == "routed_experts")
@@ -69,9 +98,15 @@ def test_plan_takes_token_statistics_from_a_stored_dataset(data_dir, tmp_path) -
     from trainer.shared.tiny import build_tiny_chat_model
 
     build_tiny_chat_model(data_dir / "models" / TINY_DIR_NAME, seed=0)
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                          {"role": "assistant", "content": f"It is {2 * i}."}]}
-            for i in range(40)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} plus {i}?"},
+                {"role": "assistant", "content": f"It is {2 * i}."},
+            ]
+        }
+        for i in range(40)
+    ]
     f = tmp_path / "sums.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     r = CliRunner().invoke(app, ["dataset", "add", str(f), "--model", TINY_ID])
@@ -93,12 +128,15 @@ def test_plan_times_from_the_users_finished_jobs_unless_measured_or_no_history(d
     settings = load_settings()
     db.upgrade(settings)
     with db.session_scope(settings) as s:
-        job = repo.create_job(LOCAL_ACTOR, s, base_model=model, spec={"quantization": "nf4"},
-                              gpu_type="H100_80GB_SXM")  # fmt: skip
+        job = repo.create_job(
+            LOCAL_ACTOR, s, base_model=model, spec={"quantization": "nf4"}, gpu_type="H100_80GB_SXM"
+        )
         repo.update_job(LOCAL_ACTOR, s, job.id, status="COMPLETED", tokens_per_s=1200.0)
 
     def times(*extra: str) -> list[dict]:
-        code, out = _plan("--model", model, "--gpu", "H100_80GB_SXM", "--gpu", "A100_80GB", *args, *extra)
+        code, out = _plan(
+            "--model", model, "--gpu", "H100_80GB_SXM", "--gpu", "A100_80GB", *args, *extra
+        )
         assert code == 0, out
         return json.loads(out)["times"]
 

@@ -38,19 +38,29 @@ Q7 = "Qwen/Qwen2.5-7B-Instruct"
 def _apply(spec, suggested: dict[str, Any]):
     training = {k: v for k, v in suggested.items() if k in type(spec.training).model_fields}
     lora = {k: v for k, v in suggested.items() if k in type(spec.lora).model_fields}
-    return spec.model_copy(update={
-        "quantization": suggested.get("quantization", spec.quantization),
-        "training": spec.training.model_copy(update=training),
-        "lora": spec.lora.model_copy(update=lora),
-    })
+    return spec.model_copy(
+        update={
+            "quantization": suggested.get("quantization", spec.quantization),
+            "training": spec.training.model_copy(update=training),
+            "lora": spec.lora.model_copy(update=lora),
+        }
+    )
 
 
 def test_the_breakdown_adds_up_and_names_every_term() -> None:
     mem = estimate_memory(make_spec(Q7), describe(Q7))
     keys = [t.key for t in mem.terms]
     assert len(keys) == len(set(keys))
-    assert {"base_weights", "embeddings", "lora_weights", "lora_grads", "optimizer",
-            "activations", "cuda_context", "headroom"} <= set(keys)
+    assert {
+        "base_weights",
+        "embeddings",
+        "lora_weights",
+        "lora_grads",
+        "optimizer",
+        "activations",
+        "cuda_context",
+        "headroom",
+    } <= set(keys)
     assert mem.total_bytes == sum(t.bytes for t in mem.terms)
     assert all(t.bytes >= 0 and t.label and t.detail for t in mem.terms)
     d = json.loads(json.dumps(mem.to_dict()))
@@ -59,8 +69,10 @@ def test_the_breakdown_adds_up_and_names_every_term() -> None:
 
 def test_base_weights_follow_the_quantisation() -> None:
     facts = describe(Q7)
-    by = {q: estimate_memory(make_spec(Q7, q), facts).term("base_weights")
-          for q in ("nf4", "int8", "none")}
+    by = {
+        q: estimate_memory(make_spec(Q7, q), facts).term("base_weights")
+        for q in ("nf4", "int8", "none")
+    }
     assert by["nf4"] < by["int8"] < by["none"]
     assert by["nf4"] == pytest.approx(facts.params.linear * arch.NF4_BITS / 8, rel=1e-6)
     assert by["none"] == facts.params.linear * 2
@@ -70,8 +82,10 @@ def test_lora_state_is_sixteen_bytes_a_parameter_by_default() -> None:
     mem = estimate_memory(make_spec(Q7, lora={"r": 32}), describe(Q7))
     state = mem.term("lora_weights") + mem.term("lora_grads") + mem.term("optimizer")
     assert state == 16 * mem.lora_params
-    assert mem.lora_params == 2 * estimate_memory(make_spec(Q7, lora={"r": 16}),
-                                                  describe(Q7)).lora_params
+    assert (
+        mem.lora_params
+        == 2 * estimate_memory(make_spec(Q7, lora={"r": 16}), describe(Q7)).lora_params
+    )
 
 
 def test_activations_grow_with_tokens_and_shrink_with_checkpointing() -> None:
@@ -100,16 +114,21 @@ def test_moe_weights_count_every_expert() -> None:
     facts = describe("Qwen/Qwen3-30B-A3B")
     mem = estimate_memory(make_spec(facts.id, "none"), facts)
     assert mem.term("routed_experts") == facts.params.routed_experts * 2
-    assert "every expert is resident" in next(t.detail for t in mem.terms
-                                              if t.key == "routed_experts")
+    assert "every expert is resident" in next(
+        t.detail for t in mem.terms if t.key == "routed_experts"
+    )
 
 
 @pytest.mark.parametrize(
     ("model", "quant", "training", "gpu"),
     [
         ("Qwen/Qwen2.5-72B-Instruct", "none", {}, "H100_80GB_SXM"),
-        ("Qwen/Qwen2.5-32B-Instruct", "nf4",
-         {"micro_batch_size": 8, "max_length": 8192, "gradient_checkpointing": False}, "A40_48GB"),
+        (
+            "Qwen/Qwen2.5-32B-Instruct",
+            "nf4",
+            {"micro_batch_size": 8, "max_length": 8192, "gradient_checkpointing": False},
+            "A40_48GB",
+        ),
         ("Qwen/Qwen3-8B", "none", {"micro_batch_size": 16, "max_length": 4096}, "A40_48GB"),
     ],
 )
@@ -153,8 +172,9 @@ def test_time_follows_the_flops_formula_and_its_documented_utilisation() -> None
     assert double.seconds == pytest.approx(2 * t.seconds)
     assert t.seconds_low < t.seconds < t.seconds_high
     moe = describe("Qwen/Qwen3-30B-A3B")
-    assert estimate_time(make_spec(moe.id), moe, "A100_80GB", tokens).utilisation == \
-        pytest.approx(0.30 * MOE_UTILISATION_FACTOR)
+    assert estimate_time(make_spec(moe.id), moe, "A100_80GB", tokens).utilisation == pytest.approx(
+        0.30 * MOE_UTILISATION_FACTOR
+    )
 
 
 def test_measured_throughput_of_finished_jobs_replaces_the_formula() -> None:
@@ -180,8 +200,9 @@ def test_cost_is_time_plus_cold_start_at_the_serverless_rate() -> None:
 
 def test_budget_check_levels() -> None:
     facts = describe(Q7)
-    c = estimate_cost(estimate_time(make_spec(Q7), facts, "A100_80GB",
-                                    TokenStats(rows=5000, mean_tokens=800)))
+    c = estimate_cost(
+        estimate_time(make_spec(Q7), facts, "A100_80GB", TokenStats(rows=5000, mean_tokens=800))
+    )
     assert check_budget(c, c.usd_high * 2).level == "within"
     may = check_budget(c, (c.usd_low + c.usd_high) / 2)
     assert may.ok and may.level == "may_exceed"
@@ -215,22 +236,27 @@ def test_plan_recommends_the_cheapest_gpu_that_fits_and_serialises() -> None:
 
 
 def test_oom_suggestion_walks_the_ladder() -> None:
-    spec = make_spec(Q7, "none", micro_batch_size=4, grad_accum=2,
-                     gradient_checkpointing=False).model_dump(mode="json")
+    spec = make_spec(
+        Q7, "none", micro_batch_size=4, grad_accum=2, gradient_checkpointing=False
+    ).model_dump(mode="json")
     step1 = oom_suggestion(spec)
     assert step1["training"]["gradient_checkpointing"] and step1["quantization"] == "none"
     step2 = oom_suggestion({**spec, **step1})
     assert step2["quantization"] == "nf4"
     step3 = oom_suggestion({**spec, **step2})
     assert (step3["training"]["micro_batch_size"], step3["training"]["grad_accum"]) == (2, 4)
-    last = {"quantization": "nf4", "training": {"micro_batch_size": 1, "max_length": 256,
-                                                "gradient_checkpointing": True}}
+    last = {
+        "quantization": "nf4",
+        "training": {"micro_batch_size": 1, "max_length": 256, "gradient_checkpointing": True},
+    }
     assert oom_suggestion(last) is None
 
 
 def test_token_stats_come_from_a_dataset_report() -> None:
-    report = {"tokens": {"per_row": {"mean": 321.5}, "loss_share": 0.4},
-              "split": {"train_rows": 900}}
+    report = {
+        "tokens": {"per_row": {"mean": 321.5}, "loss_share": 0.4},
+        "split": {"train_rows": 900},
+    }
     stats = token_stats_from_report(report, valid_rows=1000)
     assert (stats.rows, stats.mean_tokens, stats.loss_fraction) == (900, 321.5, 0.4)
     assert token_stats_from_report({"tokens": {"available": False}}, 1000) is None

@@ -36,22 +36,33 @@ def test_lora_parameters_match_peft(model_id: str, which: str) -> None:
     [
         ("Qwen/Qwen2.5-0.5B-Instruct", {"target_modules": ["q_proj", "v_proj"]}),
         ("Qwen/Qwen2.5-0.5B-Instruct", {"target_modules": ["lm_head", "q_proj"]}),  # tied head
-        ("Qwen/Qwen2.5-0.5B-Instruct", {"target_modules": ["q_proj", "down_proj"],
-                                        "use_dora": True}),
-        ("Qwen/Qwen3-30B-A3B", {"target_modules": ["q_proj"],
-                                "target_parameters": ["mlp.experts.gate_up_proj",
-                                                      "mlp.experts.down_proj"]}),
+        (
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            {"target_modules": ["q_proj", "down_proj"], "use_dora": True},
+        ),
+        (
+            "Qwen/Qwen3-30B-A3B",
+            {
+                "target_modules": ["q_proj"],
+                "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+            },
+        ),
         ("Qwen/Qwen3-30B-A3B", {"target_modules": ["q_proj", "gate"]}),  # the router
-        ("Qwen/Qwen3-Next-80B-A3B-Instruct",
-         {"target_modules": ["q_proj", "shared_expert.gate_proj", "shared_expert.up_proj"]}),
+        (
+            "Qwen/Qwen3-Next-80B-A3B-Instruct",
+            {"target_modules": ["q_proj", "shared_expert.gate_proj", "shared_expert.up_proj"]},
+        ),
     ],
 )
 def test_special_targets_match_peft(model_id: str, lora: dict) -> None:
     facts = describe(model_id)
     expected = peft_trainable(facts.config, r=R, lora_alpha=16, **lora)
     got = peft_lora_params(
-        facts, lora["target_modules"], R,
-        target_parameters=lora.get("target_parameters", ()), use_dora=lora.get("use_dora", False),
+        facts,
+        lora["target_modules"],
+        R,
+        target_parameters=lora.get("target_parameters", ()),
+        use_dora=lora.get("use_dora", False),
     )
     assert got.params == expected
 
@@ -114,13 +125,26 @@ def test_with_nf4_experts_peft_adapts_only_what_the_planner_says(tmp_path) -> No
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = {
-        "model_type": "qwen3_next", "architectures": ["Qwen3NextForCausalLM"],
-        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 256,
-        "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
-        "shared_expert_intermediate_size": 32, "linear_num_key_heads": 2,
-        "linear_key_head_dim": 16, "linear_num_value_heads": 4, "linear_value_head_dim": 16,
-        "linear_conv_kernel_dim": 4, "full_attention_interval": 4, "tie_word_embeddings": False,
+        "model_type": "qwen3_next",
+        "architectures": ["Qwen3NextForCausalLM"],
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "vocab_size": 256,
+        "num_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "shared_expert_intermediate_size": 32,
+        "linear_num_key_heads": 2,
+        "linear_key_head_dim": 16,
+        "linear_num_value_heads": 4,
+        "linear_value_head_dim": 16,
+        "linear_conv_kernel_dim": 4,
+        "full_attention_interval": 4,
+        "tie_word_embeddings": False,
     }
     facts = facts_from_config(cfg, id="tiny-next")
     caps = arch.capabilities(cfg)
@@ -130,5 +154,7 @@ def test_with_nf4_experts_peft_adapts_only_what_the_planner_says(tmp_path) -> No
     with moe.peft_module_targets(caps.fused_experts):
         pm = get_peft_model(model, LoraConfig(r=4, target_modules=targets, task_type="CAUSAL_LM"))
     spec = make_spec("tiny-next", "nf4", lora={"r": 4})
-    assert lora_count(spec, facts, TrainerFacts(experts_quantized=True)).params == \
-        pm.get_nb_trainable_parameters()[0]
+    assert (
+        lora_count(spec, facts, TrainerFacts(experts_quantized=True)).params
+        == pm.get_nb_trainable_parameters()[0]
+    )

@@ -55,15 +55,36 @@ class ModelListFake:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 outer.requests.append(f"GET {self.path}")
                 if self.path.rstrip("/") != "/v1/models":
-                    self._send(404, {"error": {"message": "not found", "type": "NotFoundError", "code": 404}})
+                    self._send(
+                        404,
+                        {"error": {"message": "not found", "type": "NotFoundError", "code": 404}},
+                    )
                     return
-                self._send(200, {"object": "list", "data": [{"id": base, "object": "model", "created": 0,
-                                                             "owned_by": "test", "root": base, "parent": None}]})  # fmt: skip
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": base,
+                                "object": "model",
+                                "created": 0,
+                                "owned_by": "test",
+                                "root": base,
+                                "parent": None,
+                            }
+                        ],
+                    },
+                )
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length") or 0)
-                outer.requests.append(f"POST {self.path} {self.rfile.read(length).decode(errors='replace')}")
-                self._send(404, {"error": {"message": "not served", "type": "NotFoundError", "code": 404}})
+                outer.requests.append(
+                    f"POST {self.path} {self.rfile.read(length).decode(errors='replace')}"
+                )
+                self._send(
+                    404, {"error": {"message": "not served", "type": "NotFoundError", "code": 404}}
+                )
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -111,8 +132,10 @@ def snapshot(settings: Settings) -> dict[str, Any]:
     rows: dict[str, list[str]] = {}
     with engine.connect() as conn:
         for name, table in sorted(meta.tables.items()):
-            rows[name] = sorted(json.dumps(dict(r._mapping), default=str, sort_keys=True)
-                                for r in conn.execute(select(table)))  # fmt: skip
+            rows[name] = sorted(
+                json.dumps(dict(r._mapping), default=str, sort_keys=True)
+                for r in conn.execute(select(table))
+            )
     files = {}
     root = Path(settings.data_dir)
     for p in sorted(root.rglob("*")):
@@ -125,8 +148,15 @@ def snapshot(settings: Settings) -> dict[str, Any]:
 
 
 def chat_rows(n: int, tag: str) -> list[dict[str, Any]]:
-    return [{"messages": [{"role": "user", "content": f"{tag} question {i}"},
-                          {"role": "assistant", "content": f"{tag} answer {i}"}]} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"{tag} question {i}"},
+                {"role": "assistant", "content": f"{tag} answer {i}"},
+            ]
+        }
+        for i in range(n)
+    ]
 
 
 @dataclass
@@ -146,15 +176,30 @@ class World:
 
     def alice_marks(self) -> list[str]:
         """Strings that identify Alice's things; none may reach Bob."""
-        return [self.ds_alice, "alpha secret set", "alpha question", self.job_done, self.job_failed,
-                self.job_running, self.adapter, self.adapter_id, self.version, self.served]  # fmt: skip
+        return [
+            self.ds_alice,
+            "alpha secret set",
+            "alpha question",
+            self.job_done,
+            self.job_failed,
+            self.job_running,
+            self.adapter,
+            self.adapter_id,
+            self.version,
+            self.served,
+        ]
 
 
 def settings_for(data_dir: Path, gotrue_url: str, **extra: Any) -> Settings:
     return Settings(
-        _env_file=None, data_dir=data_dir, auth="supabase", supabase_url=gotrue_url,  # type: ignore[call-arg]
-        supabase_anon_key=ANON_KEY, max_concurrent_jobs=5, **extra,
-    )  # fmt: skip
+        _env_file=None,
+        data_dir=data_dir,
+        auth="supabase",
+        supabase_url=gotrue_url,  # type: ignore[call-arg]
+        supabase_anon_key=ANON_KEY,
+        max_concurrent_jobs=5,
+        **extra,
+    )
 
 
 def sign_up_both(fake: GoTrueFake, settings: Settings) -> tuple[Actor, Actor]:
@@ -185,11 +230,26 @@ def build_world(data_dir: Path, gotrue: tuple[GoTrueFake, str], **extra: Any) ->
     jobs = {}
     with db.session_scope(settings) as s:
         for status in ("COMPLETED", "FAILED", "IN_PROGRESS"):
-            job = repo.create_job(alice, s, base_model="tiny-base", spec={"output": {"adapter_name": "alpha-bot"}},
-                                  dataset_id=ids[alice.user_id], adapter_name="alpha-bot", gpu_type="H100_80GB_PCIE",
-                                  rate_per_s=rate, budget_usd=5.0)  # fmt: skip
-            repo.update_job(alice, s, job.id, status=status, runpod_job_id=f"rp-{job.id}", cost_usd=0.25,
-                            failure_kind="internal" if status == "FAILED" else None)  # fmt: skip
+            job = repo.create_job(
+                alice,
+                s,
+                base_model="tiny-base",
+                spec={"output": {"adapter_name": "alpha-bot"}},
+                dataset_id=ids[alice.user_id],
+                adapter_name="alpha-bot",
+                gpu_type="H100_80GB_PCIE",
+                rate_per_s=rate,
+                budget_usd=5.0,
+            )
+            repo.update_job(
+                alice,
+                s,
+                job.id,
+                status=status,
+                runpod_job_id=f"rp-{job.id}",
+                cost_usd=0.25,
+                failure_kind="internal" if status == "FAILED" else None,
+            )
             jobs[status] = job.id
         repo.append_event(alice, s, jobs["COMPLETED"], 0, "metrics", {"step": 1, "loss": 2.5})
         repo.record_cost(alice, s, job_id=jobs["COMPLETED"], seconds=0.25 / rate, usd=0.25)
@@ -197,23 +257,48 @@ def build_world(data_dir: Path, gotrue: tuple[GoTrueFake, str], **extra: Any) ->
     served = f"alpha-bot-{jobs['COMPLETED'].removeprefix('job-')}"
     volume = data_dir / "volume" / "adapters" / served
     volume.mkdir(parents=True)
-    for name, body in (("adapter_config.json", b'{"base_model_name_or_path": "tiny-base"}'),
-                       ("adapter_model.safetensors", b"\x00" * 64)):  # fmt: skip
-        store.put_bytes("adapters", adapter_key(alice.user_id, vid, name), body, "application/octet-stream")
+    for name, body in (
+        ("adapter_config.json", b'{"base_model_name_or_path": "tiny-base"}'),
+        ("adapter_model.safetensors", b"\x00" * 64),
+    ):
+        store.put_bytes(
+            "adapters", adapter_key(alice.user_id, vid, name), body, "application/octet-stream"
+        )
         (volume / name).write_bytes(body)
     with db.session_scope(settings) as s:
         v = repo.create_adapter_version(
-            alice, s, adapter_name="alpha-bot", base_model="tiny-base", job_id=jobs["COMPLETED"],
-            dataset_id=ids[alice.user_id], storage_prefix=adapter_prefix(alice.user_id, vid),
-            volume_path=str(volume), version_id=vid, size_bytes=100,
-        )  # fmt: skip
+            alice,
+            s,
+            adapter_name="alpha-bot",
+            base_model="tiny-base",
+            job_id=jobs["COMPLETED"],
+            dataset_id=ids[alice.user_id],
+            storage_prefix=adapter_prefix(alice.user_id, vid),
+            volume_path=str(volume),
+            version_id=vid,
+            size_bytes=100,
+        )
         adapter_id = v.adapter_id
-    return World(settings, alice, bob, ids[alice.user_id], ids[bob.user_id], jobs["COMPLETED"], jobs["FAILED"],
-                 jobs["IN_PROGRESS"], "alpha-bot", adapter_id, vid, served)  # fmt: skip
+    return World(
+        settings,
+        alice,
+        bob,
+        ids[alice.user_id],
+        ids[bob.user_id],
+        jobs["COMPLETED"],
+        jobs["FAILED"],
+        jobs["IN_PROGRESS"],
+        "alpha-bot",
+        adapter_id,
+        vid,
+        served,
+    )
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, gotrue: tuple[GoTrueFake, str]) -> Iterator[World]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, gotrue: tuple[GoTrueFake, str]
+) -> Iterator[World]:
     w = build_world(tmp_path_factory.mktemp("world") / "data", gotrue)
     yield w
     db.dispose_engines()
@@ -243,7 +328,9 @@ def through_app_py(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from streamlit.runtime.scriptrunner import script_runner
 
-    monkeypatch.setattr(script_runner, "_mpa_v1", lambda path: runpy.run_path(str(path), run_name="__main__"))
+    monkeypatch.setattr(
+        script_runner, "_mpa_v1", lambda path: runpy.run_path(str(path), run_name="__main__")
+    )
 
 
 # --------------------------------------------------------------------------- pages

@@ -54,10 +54,17 @@ def render(data: dict) -> str:
     lines += ["", "Counts from the other security tests:", "", "| what | count |", "|---|---:|"]
     for k, v in data["figures"].items():
         lines.append(f"| {k} | {v} |")
-    lines += ["", "<details><summary>Every input and the error it got</summary>", "",
-              "| category | input | error | message |", "|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "<details><summary>Every input and the error it got</summary>",
+        "",
+        "| category | input | error | message |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['category']} | {_cell(r['input'])} | {r['got']} | {_cell(r['message'][:120])} |")
+        lines.append(
+            f"| {r['category']} | {_cell(r['input'])} | {r['got']} | {_cell(r['message'][:120])} |"
+        )
     lines += ["", "</details>", END]
     return "\n".join(lines)
 
@@ -66,7 +73,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
         env = {**os.environ, "BRIGHTRUN_SECURITY_FIGURES": str(out), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/security"], cwd=ROOT, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "tests/security"], cwd=ROOT, env=env
+        )
         if proc.returncode != 0 or not out.exists():
             print("the security tests failed: docs/security.md left as it was", file=sys.stderr)
             return 1

@@ -64,7 +64,9 @@ class GoTrueFake:
     signup_open: bool = True
     expires_in: int = 3600
     accounts: dict[str, _Account] = field(default_factory=dict)  # by email
-    refresh_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (user id, session id)
+    refresh_tokens: dict[str, tuple[str, str]] = field(
+        default_factory=dict
+    )  # token -> (user id, session id)
     used_refresh_tokens: set[str] = field(default_factory=set)
     sessions: set[str] = field(default_factory=set)  # live session ids
     requests: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
@@ -82,13 +84,21 @@ class GoTrueFake:
     def _user(self, acc: _Account) -> dict[str, Any]:
         confirmed = _iso(acc.created) if acc.confirmed else None
         return {
-            "id": acc.id, "aud": "authenticated", "role": "authenticated", "email": acc.email,
-            "email_confirmed_at": confirmed, "confirmed_at": confirmed, "phone": "",
+            "id": acc.id,
+            "aud": "authenticated",
+            "role": "authenticated",
+            "email": acc.email,
+            "email_confirmed_at": confirmed,
+            "confirmed_at": confirmed,
+            "phone": "",
             "confirmation_sent_at": None if acc.confirmed else _iso(acc.created),
-            "app_metadata": {"provider": "email", "providers": ["email"]}, "user_metadata": {},
-            "identities": [], "created_at": _iso(acc.created), "updated_at": _iso(acc.created),
+            "app_metadata": {"provider": "email", "providers": ["email"]},
+            "user_metadata": {},
+            "identities": [],
+            "created_at": _iso(acc.created),
+            "updated_at": _iso(acc.created),
             "is_anonymous": False,
-        }  # fmt: skip
+        }
 
     def _by_id(self, user_id: str) -> _Account | None:
         return next((a for a in self.accounts.values() if a.id == user_id), None)
@@ -96,9 +106,17 @@ class GoTrueFake:
     # tokens -------------------------------------------------------------------------
     def _jwt(self, acc: _Account, session_id: str, exp: int) -> str:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        claims = {"sub": acc.id, "email": acc.email, "exp": exp, "iat": int(time.time()),
-                  "role": "authenticated", "aal": "aal1", "session_id": session_id, "aud": "authenticated",
-                  "jti": secrets.token_hex(8)}  # fmt: skip
+        claims = {
+            "sub": acc.id,
+            "email": acc.email,
+            "exp": exp,
+            "iat": int(time.time()),
+            "role": "authenticated",
+            "aal": "aal1",
+            "session_id": session_id,
+            "aud": "authenticated",
+            "jti": secrets.token_hex(8),
+        }
         payload = _b64(json.dumps(claims).encode())
         sig = hmac.new(_JWT_SECRET, f"{header}.{payload}".encode(), hashlib.sha256).digest()
         return f"{header}.{payload}.{_b64(sig)}"
@@ -122,14 +140,23 @@ class GoTrueFake:
         refresh = secrets.token_urlsafe(16)
         self.refresh_tokens[refresh] = (acc.id, session_id)
         return {
-            "access_token": self._jwt(acc, session_id, exp), "token_type": "bearer",
-            "expires_in": self.expires_in, "expires_at": exp, "refresh_token": refresh,
+            "access_token": self._jwt(acc, session_id, exp),
+            "token_type": "bearer",
+            "expires_in": self.expires_in,
+            "expires_at": exp,
+            "refresh_token": refresh,
             "user": self._user(acc),
-        }  # fmt: skip
+        }
 
     # requests -----------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
-               body: dict[str, Any]) -> tuple[int, Any]:  # fmt: skip
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: Any,
+        body: dict[str, Any],
+    ) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path, headers.get("apikey", ""), tuple(sorted(body))))
             if headers.get("apikey") != self.anon_key:
@@ -155,7 +182,9 @@ class GoTrueFake:
             if method == "POST" and path == "/logout":
                 scope = (query.get("scope") or ["global"])[0]
                 for tok, (uid, sid) in list(self.refresh_tokens.items()):
-                    if (scope == "global" and uid == acc.id) or (scope == "local" and sid == claims["session_id"]):
+                    if (scope == "global" and uid == acc.id) or (
+                        scope == "local" and sid == claims["session_id"]
+                    ):
                         del self.refresh_tokens[tok]
                         self.sessions.discard(sid)
                 return 204, None
@@ -166,8 +195,10 @@ class GoTrueFake:
             return 422, _err(422, "signup_disabled", "Signups not allowed for this instance")
         email, password = str(body.get("email", "")).lower(), str(body.get("password", ""))
         if len(password) < 6:
-            return 422, {**_err(422, "weak_password", "Password should be at least 6 characters."),
-                         "weak_password": {"reasons": ["length"]}}  # fmt: skip
+            return 422, {
+                **_err(422, "weak_password", "Password should be at least 6 characters."),
+                "weak_password": {"reasons": ["length"]},
+            }
         if email in self.accounts:
             return 422, _err(422, "user_already_exists", "User already registered")
         acc = _Account(str(uuid.uuid4()), email, password, time.time(), not self.confirm_emails)
@@ -185,14 +216,20 @@ class GoTrueFake:
     def _refresh(self, body: dict[str, Any]) -> tuple[int, Any]:
         token = str(body.get("refresh_token", ""))
         if token in self.used_refresh_tokens:
-            return 400, _err(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used")
+            return 400, _err(
+                400, "refresh_token_already_used", "Invalid Refresh Token: Already Used"
+            )
         if token not in self.refresh_tokens:
-            return 400, _err(400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
+            return 400, _err(
+                400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
+            )
         user_id, session_id = self.refresh_tokens.pop(token)
         self.used_refresh_tokens.add(token)
         acc = self._by_id(user_id)
         if acc is None:
-            return 400, _err(400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
+            return 400, _err(
+                400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
+            )
         return 200, self._session(acc, session_id)
 
     def count(self, path: str) -> int:
@@ -222,9 +259,12 @@ class ServedGoTrue:
                     status, payload = 404, _err(404, "not_found", "no such route")
                 else:
                     status, payload = fake_ref.handle(
-                        self.command, parts.path[len(PREFIX):], parse_qs(parts.query),
-                        {k.lower(): v for k, v in self.headers.items()}, body if isinstance(body, dict) else {},
-                    )  # fmt: skip
+                        self.command,
+                        parts.path[len(PREFIX) :],
+                        parse_qs(parts.query),
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body if isinstance(body, dict) else {},
+                    )
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("X-Supabase-Api-Version", "2024-01-01")

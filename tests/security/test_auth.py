@@ -61,7 +61,9 @@ def test_sign_up_sign_in_and_the_user_id_owns_the_data(env) -> None:
     ("who", "password"),
     [("known", "not-the-password"), ("unknown", "whatever-pass")],
 )
-def test_wrong_credentials_get_one_clear_message_that_does_not_tell_accounts_apart(env, who, password) -> None:
+def test_wrong_credentials_get_one_clear_message_that_does_not_tell_accounts_apart(
+    env, who, password
+) -> None:
     fake, settings = env
     known = email()
     fake.add_user(known, "right-password")
@@ -122,8 +124,16 @@ def _profile_with(settings: Settings, refresh_token: str) -> Settings:
     import json
 
     path = Path(settings.data_dir) / f"profile-{uuid.uuid4().hex[:6]}.json"
-    path.write_text(json.dumps({"refresh_token": refresh_token, "access_token": "", "expires_at": 0,
-                                "supabase_url": settings.supabase_url}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "refresh_token": refresh_token,
+                "access_token": "",
+                "expires_at": 0,
+                "supabase_url": settings.supabase_url,
+            }
+        )
+    )
     return settings.model_copy(update={"cli_profile": path})
 
 
@@ -156,7 +166,9 @@ def test_roles_come_from_the_database_and_admin_functions_need_an_admin(env) -> 
         repo.admin_set_role(LOCAL_ACTOR, s, member.user_id, "admin")
     with db.session_scope(settings) as s:
         assert auth.actor_for(s, identity).role == "admin"  # read again on every sign-in check
-        assert any(r.email == who for r in admin.user_rows(auth.actor_for(s, identity), s, settings))
+        assert any(
+            r.email == who for r in admin.user_rows(auth.actor_for(s, identity), s, settings)
+        )
 
 
 def test_auth_none_is_the_local_user(tmp_path: Path) -> None:
@@ -212,10 +224,15 @@ def test_admin_command_line(env, tmp_path: Path) -> None:
         target = auth.actor_for(s, auth.sign_in(auth.make_client(settings), who, "right-password"))
     runner = CliRunner()
     local = {"BRIGHTRUN_DATA_DIR": str(settings.data_dir), "AUTH": "none"}
-    out = runner.invoke(cli, ["admin", "set-limits", who, "--monthly-budget", "33", "--max-jobs", "1"], env=local)
+    out = runner.invoke(
+        cli, ["admin", "set-limits", who, "--monthly-budget", "33", "--max-jobs", "1"], env=local
+    )
     assert out.exit_code == 0, out.output
     out = runner.invoke(cli, ["admin", "users"], env=local)
-    assert f"{who}  member  spent $0.00" in out.output and "budget $33.00  jobs at once 1" in out.output
+    assert (
+        f"{who}  member  spent $0.00" in out.output
+        and "budget $33.00  jobs at once 1" in out.output
+    )
     out = runner.invoke(cli, ["admin", "set-limits", who, "--monthly-budget", "-5"], env=local)
     assert out.exit_code == 2 and "monthly budget must be between" in out.output
     out = runner.invoke(cli, ["admin", "set-role", "nobody@example.com", "admin"], env=local)
@@ -228,14 +245,21 @@ def test_admin_command_line(env, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def app_env(env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, through_app_py: None) -> Iterator[tuple[GoTrueFake, Settings]]:
+def app_env(
+    env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, through_app_py: None
+) -> Iterator[tuple[GoTrueFake, Settings]]:
     from components import session as ui_session
 
     fake, settings = env
     ui_session._per_session.clear()  # every AppTest shares one session id
     monkeypatch.chdir(tmp_path)
-    for k, v in {"AUTH": "supabase", "SUPABASE_URL": settings.supabase_url, "SUPABASE_ANON_KEY": ANON_KEY,
-                 "BRIGHTRUN_DATA_DIR": str(settings.data_dir), "INFERENCE_URL": "http://127.0.0.1:9/v1"}.items():  # fmt: skip
+    for k, v in {
+        "AUTH": "supabase",
+        "SUPABASE_URL": settings.supabase_url,
+        "SUPABASE_ANON_KEY": ANON_KEY,
+        "BRIGHTRUN_DATA_DIR": str(settings.data_dir),
+        "INFERENCE_URL": "http://127.0.0.1:9/v1",
+    }.items():
         monkeypatch.setenv(k, v)
     yield fake, settings
     ui_session._per_session.clear()
@@ -249,11 +273,16 @@ def sign_in_page(who: str, password: str) -> AppTest:
 
 
 def shown(at: AppTest) -> str:
-    return "\n".join(str(e.value) for kind in ("title", "error", "info", "caption", "markdown")
-                     for e in getattr(at, kind)).replace("\\", "")  # fmt: skip
+    return "\n".join(
+        str(e.value)
+        for kind in ("title", "error", "info", "caption", "markdown")
+        for e in getattr(at, kind)
+    ).replace("\\", "")
 
 
-def test_sign_in_page_wrong_password_then_success_refresh_and_sign_out(app_env, monkeypatch) -> None:
+def test_sign_in_page_wrong_password_then_success_refresh_and_sign_out(
+    app_env, monkeypatch
+) -> None:
     from components import session as ui_session
 
     fake, settings = app_env
@@ -333,7 +362,9 @@ def test_admin_page_only_for_admins_and_it_sets_limits(app_env) -> None:
         assert repo.get_user(repo.sign_in_actor(s, member_id, member), s).monthly_budget_usd == 42.0
 
 
-def test_a_page_run_without_app_py_checks_the_session_itself(env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_page_run_without_app_py_checks_the_session_itself(
+    env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Streamlit may run a page script alone (see `through_app_py`): the page still checks
     the Supabase session through `session.actor()` and shows nothing once it has ended."""
     from components import session as ui_session
@@ -341,8 +372,12 @@ def test_a_page_run_without_app_py_checks_the_session_itself(env, monkeypatch: p
     fake, settings = env
     ui_session._per_session.clear()
     monkeypatch.chdir(tmp_path)
-    for k, v in {"AUTH": "supabase", "SUPABASE_URL": settings.supabase_url, "SUPABASE_ANON_KEY": ANON_KEY,
-                 "BRIGHTRUN_DATA_DIR": str(settings.data_dir)}.items():  # fmt: skip
+    for k, v in {
+        "AUTH": "supabase",
+        "SUPABASE_URL": settings.supabase_url,
+        "SUPABASE_ANON_KEY": ANON_KEY,
+        "BRIGHTRUN_DATA_DIR": str(settings.data_dir),
+    }.items():
         monkeypatch.setenv(k, v)
     who = email()
     fake.add_user(who, "right-password")

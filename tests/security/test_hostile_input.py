@@ -50,12 +50,18 @@ def check(case: Case, settings: Settings) -> None:
         got = e
     after = snapshot(settings)
     lost = after != before
-    RESULTS.append({
-        "category": case.category, "input": case.label, "expected": case.error.__name__,
-        "got": type(got).__name__ if got else "accepted", "message": str(got or "")[:160],
-        "rejected_correctly": isinstance(got, case.error) and case.says.lower() in str(got).lower(),
-        "stored_changed": lost,
-    })  # fmt: skip
+    RESULTS.append(
+        {
+            "category": case.category,
+            "input": case.label,
+            "expected": case.error.__name__,
+            "got": type(got).__name__ if got else "accepted",
+            "message": str(got or "")[:160],
+            "rejected_correctly": isinstance(got, case.error)
+            and case.says.lower() in str(got).lower(),
+            "stored_changed": lost,
+        }
+    )
     assert isinstance(got, case.error), (case.label, got)
     assert case.says.lower() in str(got).lower(), (case.label, str(got))
     assert not lost, f"{case.label}: stored data changed"
@@ -64,7 +70,9 @@ def check(case: Case, settings: Settings) -> None:
 @pytest.fixture(scope="module")
 def endpoint(world: World, runpod: tuple[Any, str]) -> Settings:
     fake, url = runpod
-    return world.settings.model_copy(update={"gpu_cluster_api_url": url, "gpu_cluster_api_key": "fake-key"})
+    return world.settings.model_copy(
+        update={"gpu_cluster_api_url": url, "gpu_cluster_api_key": "fake-key"}
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -78,40 +86,96 @@ def _upload_cases(world: World, tmp: Path) -> list[Case]:
     big = tmp / "big.jsonl"
     big.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(3000, "big")))
 
-    def add(filename: str, path: Path = src, name: str | None = None, **kw: Any) -> Callable[[], Any]:
+    def add(
+        filename: str, path: Path = src, name: str | None = None, **kw: Any
+    ) -> Callable[[], Any]:
         def call() -> Any:
             with db.session_scope(s) as x:
-                return datasets.add_dataset(alice, x, store, path, name, original_filename=filename, **kw)
+                return datasets.add_dataset(
+                    alice, x, store, path, name, original_filename=filename, **kw
+                )
 
         return call
 
     f = "file name"
     return [
-        Case(f, "../../etc/passwd.jsonl", add("../../etc/passwd.jsonl"), validation.BadFileName, "path"),
-        Case(f, "..\\..\\windows\\win.ini", add("..\\..\\windows\\win.ini"), validation.BadFileName, "path"),
-        Case(f, "/absolute/data.jsonl", add("/absolute/data.jsonl"), validation.BadFileName, "path"),
+        Case(
+            f,
+            "../../etc/passwd.jsonl",
+            add("../../etc/passwd.jsonl"),
+            validation.BadFileName,
+            "path",
+        ),
+        Case(
+            f,
+            "..\\..\\windows\\win.ini",
+            add("..\\..\\windows\\win.ini"),
+            validation.BadFileName,
+            "path",
+        ),
+        Case(
+            f, "/absolute/data.jsonl", add("/absolute/data.jsonl"), validation.BadFileName, "path"
+        ),
         Case(f, "..", add(".."), validation.BadFileName, "path"),
         Case(f, "NUL byte in the name", add("data\x00.jsonl"), validation.BadFileName, "control"),
         Case(f, "newline in the name", add("data\n.jsonl"), validation.BadFileName, "control"),
-        Case(f, "escape sequence in the name", add("\x1b[31mred.jsonl"), validation.BadFileName, "control"),
-        Case(f, "right-to-left override (lnpj.exe)", add("data\u202eexe.jsonl"), validation.BadFileName, "direction"),
+        Case(
+            f,
+            "escape sequence in the name",
+            add("\x1b[31mred.jsonl"),
+            validation.BadFileName,
+            "control",
+        ),
+        Case(
+            f,
+            "right-to-left override (lnpj.exe)",
+            add("data\u202eexe.jsonl"),
+            validation.BadFileName,
+            "direction",
+        ),
         Case(f, "300-character name", add("a" * 300 + ".jsonl"), validation.BadFileName, "255"),
         Case(f, "empty name", add("   "), validation.BadFileName, "no file name"),
-        Case("dataset name", "control characters", add("ok.jsonl", name="bad\x07name"), InvalidInput, "control"),
-        Case("dataset name", "201 characters", add("ok.jsonl", name="n" * 201), InvalidInput, "at most 200"),
-        Case("dataset name", "a name the user already has", add("ok.jsonl", name="alpha secret set"),
-             Conflict, "already have"),  # fmt: skip
-        Case("upload size", f"{big.stat().st_size // 1000} kB over a 100 kB limit",
-             add("big.jsonl", path=big, max_bytes=100_000), InvalidInput, "upload limit"),  # fmt: skip
+        Case(
+            "dataset name",
+            "control characters",
+            add("ok.jsonl", name="bad\x07name"),
+            InvalidInput,
+            "control",
+        ),
+        Case(
+            "dataset name",
+            "201 characters",
+            add("ok.jsonl", name="n" * 201),
+            InvalidInput,
+            "at most 200",
+        ),
+        Case(
+            "dataset name",
+            "a name the user already has",
+            add("ok.jsonl", name="alpha secret set"),
+            Conflict,
+            "already have",
+        ),
+        Case(
+            "upload size",
+            f"{big.stat().st_size // 1000} kB over a 100 kB limit",
+            add("big.jsonl", path=big, max_bytes=100_000),
+            InvalidInput,
+            "upload limit",
+        ),
     ]
 
 
-def test_hostile_file_names_and_oversized_uploads_are_refused_and_store_nothing(world: World, tmp_path: Path) -> None:
+def test_hostile_file_names_and_oversized_uploads_are_refused_and_store_nothing(
+    world: World, tmp_path: Path
+) -> None:
     for case in _upload_cases(world, tmp_path):
         check(case, world.settings)
 
 
-def test_a_unicode_file_name_is_kept_for_display_and_never_used_as_a_path(world: World, tmp_path: Path) -> None:
+def test_a_unicode_file_name_is_kept_for_display_and_never_used_as_a_path(
+    world: World, tmp_path: Path
+) -> None:
     s = world.settings
     src = tmp_path / "x.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(3, "unicode")))
@@ -121,18 +185,44 @@ def test_a_unicode_file_name_is_kept_for_display_and_never_used_as_a_path(world:
         assert ds.original_filename == "données d’été 日本語 ✓.jsonl"
         assert ds.original_key == f"{world.bob.user_id}/{ds.id}/original"
         datasets.delete_dataset(world.bob, x, make_blob_store(s), ds.id)
-    RESULTS.append({"category": "file name", "input": "unicode name (accepted)", "expected": "accepted",
-                    "got": "accepted", "message": "", "rejected_correctly": True, "stored_changed": False})  # fmt: skip
+    RESULTS.append(
+        {
+            "category": "file name",
+            "input": "unicode name (accepted)",
+            "expected": "accepted",
+            "got": "accepted",
+            "message": "",
+            "rejected_correctly": True,
+            "stored_changed": False,
+        }
+    )
 
 
 def test_storage_keys_and_ids_from_hostile_input_never_leave_their_folder(world: World) -> None:
     store = LocalBlobStore.from_settings(world.settings)
     s = world.settings
-    keys = ["../outside", "a/../../b", "/etc/passwd", "a//b", ".hidden/x", "a/\x00/b", "ok/" + "x" * 800]
+    keys = [
+        "../outside",
+        "a/../../b",
+        "/etc/passwd",
+        "a//b",
+        ".hidden/x",
+        "a/\x00/b",
+        "ok/" + "x" * 800,
+    ]
     for key in keys:
-        check(Case("storage key", repr(key)[:40], lambda k=key: store.put_bytes("datasets", k, b"x", "text/plain"),
-                   InvalidInput, "storage key"), s)  # fmt: skip
+        check(
+            Case(
+                "storage key",
+                repr(key)[:40],
+                lambda k=key: store.put_bytes("datasets", k, b"x", "text/plain"),
+                InvalidInput,
+                "storage key",
+            ),
+            s,
+        )
     for ident in ("../../etc/passwd", "ds-%2e%2e", "' OR '1'='1", "ds-\x00"):
+
         def get(i: str = ident) -> Any:
             with db.session_scope(s) as x:
                 return datasets.get_dataset(world.alice, x, i)
@@ -157,30 +247,107 @@ def _setting_cases(endpoint: Settings, world: World) -> list[Case]:
     return [
         Case(c, "LoRA rank 0", _submit(endpoint, world, lora={"r": 0}), InvalidInput, "rank"),
         Case(c, "LoRA rank 5000", _submit(endpoint, world, lora={"r": 5000}), InvalidInput, "rank"),
-        Case(c, "LoRA alpha -1", _submit(endpoint, world, lora={"alpha": -1}), InvalidInput, "alpha"),
-        Case(c, "LoRA dropout 1.0", _submit(endpoint, world, lora={"dropout": 1.0}), InvalidInput, "dropout"),
-        Case(c, "learning rate -0.001", _submit(endpoint, world, training=t(learning_rate=-0.001)), InvalidInput, "learning rate"),
-        Case(c, "learning rate 5", _submit(endpoint, world, training=t(learning_rate=5)), InvalidInput, "learning rate"),
-        Case(c, "epochs 0", _submit(endpoint, world, training={"epochs": 0}), InvalidInput, "epochs"),
-        Case(c, "micro-batch 0", _submit(endpoint, world, training=t(micro_batch_size=0)), InvalidInput, "micro_batch_size"),
-        Case(c, "max length 65536 > context 32768", _submit(endpoint, world, training=t(max_length=65536)),
-             InvalidInput, "context"),  # fmt: skip
-        Case(c, "an unknown setting", _submit(endpoint, world, training=t(rm_rf=True)), InvalidInput, "rm_rf"),
-        Case(c, "quantization 'fp2'", _submit(endpoint, world, quantization="fp2"), InvalidInput, "quantization"),
-        Case("budget", "$0.01 (under a minute of GPU)", _submit(endpoint, world, budget_usd=0.01), InvalidInput, "one minute"),
+        Case(
+            c, "LoRA alpha -1", _submit(endpoint, world, lora={"alpha": -1}), InvalidInput, "alpha"
+        ),
+        Case(
+            c,
+            "LoRA dropout 1.0",
+            _submit(endpoint, world, lora={"dropout": 1.0}),
+            InvalidInput,
+            "dropout",
+        ),
+        Case(
+            c,
+            "learning rate -0.001",
+            _submit(endpoint, world, training=t(learning_rate=-0.001)),
+            InvalidInput,
+            "learning rate",
+        ),
+        Case(
+            c,
+            "learning rate 5",
+            _submit(endpoint, world, training=t(learning_rate=5)),
+            InvalidInput,
+            "learning rate",
+        ),
+        Case(
+            c, "epochs 0", _submit(endpoint, world, training={"epochs": 0}), InvalidInput, "epochs"
+        ),
+        Case(
+            c,
+            "micro-batch 0",
+            _submit(endpoint, world, training=t(micro_batch_size=0)),
+            InvalidInput,
+            "micro_batch_size",
+        ),
+        Case(
+            c,
+            "max length 65536 > context 32768",
+            _submit(endpoint, world, training=t(max_length=65536)),
+            InvalidInput,
+            "context",
+        ),
+        Case(
+            c,
+            "an unknown setting",
+            _submit(endpoint, world, training=t(rm_rf=True)),
+            InvalidInput,
+            "rm_rf",
+        ),
+        Case(
+            c,
+            "quantization 'fp2'",
+            _submit(endpoint, world, quantization="fp2"),
+            InvalidInput,
+            "quantization",
+        ),
+        Case(
+            "budget",
+            "$0.01 (under a minute of GPU)",
+            _submit(endpoint, world, budget_usd=0.01),
+            InvalidInput,
+            "one minute",
+        ),
         Case("budget", "$0", _submit(endpoint, world, budget_usd=0.0), InvalidInput, "budget"),
         Case("budget", "-$5", _submit(endpoint, world, budget_usd=-5.0), InvalidInput, "budget"),
-        Case("budget", "NaN", _submit(endpoint, world, budget_usd=math.nan), InvalidInput, "budget"),
-        Case("budget", "infinity", _submit(endpoint, world, budget_usd=math.inf), InvalidInput, "budget"),
-        Case("adapter name", "../evil", _submit(endpoint, world, adapter_name="../evil"), InvalidInput, "adapter name"),
-        Case("adapter name", "with spaces and <b>", _submit(endpoint, world, adapter_name="my <b>bot</b>"),
-             InvalidInput, "adapter name"),  # fmt: skip
-        Case("adapter name", "200 characters", _submit(endpoint, world, adapter_name="a" * 200), InvalidInput, "adapter name"),
+        Case(
+            "budget", "NaN", _submit(endpoint, world, budget_usd=math.nan), InvalidInput, "budget"
+        ),
+        Case(
+            "budget",
+            "infinity",
+            _submit(endpoint, world, budget_usd=math.inf),
+            InvalidInput,
+            "budget",
+        ),
+        Case(
+            "adapter name",
+            "../evil",
+            _submit(endpoint, world, adapter_name="../evil"),
+            InvalidInput,
+            "adapter name",
+        ),
+        Case(
+            "adapter name",
+            "with spaces and <b>",
+            _submit(endpoint, world, adapter_name="my <b>bot</b>"),
+            InvalidInput,
+            "adapter name",
+        ),
+        Case(
+            "adapter name",
+            "200 characters",
+            _submit(endpoint, world, adapter_name="a" * 200),
+            InvalidInput,
+            "adapter name",
+        ),
     ]
 
 
-def test_settings_out_of_range_are_refused_before_anything_is_stored(endpoint: Settings, world: World,
-                                                                     runpod: tuple[Any, str]) -> None:  # fmt: skip
+def test_settings_out_of_range_are_refused_before_anything_is_stored(
+    endpoint: Settings, world: World, runpod: tuple[Any, str]
+) -> None:
     sent = len(runpod[0].jobs)
     for case in _setting_cases(endpoint, world):
         check(case, endpoint)
@@ -198,29 +365,106 @@ def _model_cases(endpoint: Settings, world: World, tmp: Path) -> list[Case]:
         link.symlink_to(outside, target_is_directory=True)
     m = "base model"
     return [
-        Case(m, "https://evil.example/model.safetensors", _submit(endpoint, world, model="https://evil.example/model.safetensors"),
-             validation.ModelRefused, "not a URL"),  # fmt: skip
-        Case(m, "hf://Qwen/Qwen2.5-0.5B", _submit(endpoint, world, model="hf://Qwen/Qwen2.5-0.5B"), validation.ModelRefused, "URL"),
-        Case(m, "file:///etc", _submit(endpoint, world, model="file:///etc"), validation.ModelRefused, "URL"),
-        Case(m, "/etc (outside the model folders)", _submit(endpoint, world, model="/etc"), validation.ModelRefused, "outside"),
-        Case(m, "a folder with a config.json outside", _submit(endpoint, world, model=str(outside)), validation.ModelRefused, "outside"),
-        Case(m, "../../etc/passwd", _submit(endpoint, world, model="../../etc/passwd"), validation.ModelRefused, ".."),
-        Case(m, "<data>/models/../../secret", _submit(endpoint, world, model=f"{models}/../../secret"), validation.ModelRefused, ".."),
-        Case(m, "a symlink in the models folder to outside", _submit(endpoint, world, model=str(link)),
-             validation.ModelRefused, "outside"),  # fmt: skip
-        Case(m, "a models subfolder without config.json", _submit(endpoint, world, model=str(models / "empty")),
-             validation.ModelRefused, "config.json"),  # fmt: skip
-        Case(m, "unknown hub id nobody/no-such-model", _submit(endpoint, world, model="nobody/no-such-model"),
-             validation.ModelRefused, "unknown base model"),  # fmt: skip
-        Case(m, "'org/name/extra' (neither)", _submit(endpoint, world, model="org/name/extra"), validation.ModelRefused, "outside"),
-        Case(m, "control characters", _submit(endpoint, world, model="Qwen/Qwen\n2.5"), validation.ModelRefused, "control"),
-        Case(m, "400 characters", _submit(endpoint, world, model="q/" + "x" * 398), validation.ModelRefused, "at most 300"),
-        Case(m, "empty", _submit(endpoint, world, model="  "), validation.ModelRefused, "base model"),
+        Case(
+            m,
+            "https://evil.example/model.safetensors",
+            _submit(endpoint, world, model="https://evil.example/model.safetensors"),
+            validation.ModelRefused,
+            "not a URL",
+        ),
+        Case(
+            m,
+            "hf://Qwen/Qwen2.5-0.5B",
+            _submit(endpoint, world, model="hf://Qwen/Qwen2.5-0.5B"),
+            validation.ModelRefused,
+            "URL",
+        ),
+        Case(
+            m,
+            "file:///etc",
+            _submit(endpoint, world, model="file:///etc"),
+            validation.ModelRefused,
+            "URL",
+        ),
+        Case(
+            m,
+            "/etc (outside the model folders)",
+            _submit(endpoint, world, model="/etc"),
+            validation.ModelRefused,
+            "outside",
+        ),
+        Case(
+            m,
+            "a folder with a config.json outside",
+            _submit(endpoint, world, model=str(outside)),
+            validation.ModelRefused,
+            "outside",
+        ),
+        Case(
+            m,
+            "../../etc/passwd",
+            _submit(endpoint, world, model="../../etc/passwd"),
+            validation.ModelRefused,
+            "..",
+        ),
+        Case(
+            m,
+            "<data>/models/../../secret",
+            _submit(endpoint, world, model=f"{models}/../../secret"),
+            validation.ModelRefused,
+            "..",
+        ),
+        Case(
+            m,
+            "a symlink in the models folder to outside",
+            _submit(endpoint, world, model=str(link)),
+            validation.ModelRefused,
+            "outside",
+        ),
+        Case(
+            m,
+            "a models subfolder without config.json",
+            _submit(endpoint, world, model=str(models / "empty")),
+            validation.ModelRefused,
+            "config.json",
+        ),
+        Case(
+            m,
+            "unknown hub id nobody/no-such-model",
+            _submit(endpoint, world, model="nobody/no-such-model"),
+            validation.ModelRefused,
+            "unknown base model",
+        ),
+        Case(
+            m,
+            "'org/name/extra' (neither)",
+            _submit(endpoint, world, model="org/name/extra"),
+            validation.ModelRefused,
+            "outside",
+        ),
+        Case(
+            m,
+            "control characters",
+            _submit(endpoint, world, model="Qwen/Qwen\n2.5"),
+            validation.ModelRefused,
+            "control",
+        ),
+        Case(
+            m,
+            "400 characters",
+            _submit(endpoint, world, model="q/" + "x" * 398),
+            validation.ModelRefused,
+            "at most 300",
+        ),
+        Case(
+            m, "empty", _submit(endpoint, world, model="  "), validation.ModelRefused, "base model"
+        ),
     ]
 
 
-def test_base_models_that_are_urls_outside_paths_or_unknown_are_refused(endpoint: Settings, world: World,
-                                                                        tmp_path: Path) -> None:  # fmt: skip
+def test_base_models_that_are_urls_outside_paths_or_unknown_are_refused(
+    endpoint: Settings, world: World, tmp_path: Path
+) -> None:
     for case in _model_cases(endpoint, world, tmp_path):
         check(case, endpoint)
     # Accepted: a catalog id, and a model folder inside MODEL_DIRS (the worker's volume).
@@ -234,28 +478,65 @@ def test_base_models_that_are_urls_outside_paths_or_unknown_are_refused(endpoint
 # --------------------------------------------------------------------------- quotas
 
 
-def test_quotas_are_enforced_at_submit(endpoint: Settings, world: World, runpod: tuple[Any, str]) -> None:
+def test_quotas_are_enforced_at_submit(
+    endpoint: Settings, world: World, runpod: tuple[Any, str]
+) -> None:
     fake, _ = runpod
     s = endpoint
     with db.session_scope(s) as x:
-        admin.set_limits(LOCAL_ACTOR, x, world.bob.user_id, max_concurrent_jobs=1, monthly_budget_usd=3.0)
+        admin.set_limits(
+            LOCAL_ACTOR, x, world.bob.user_id, max_concurrent_jobs=1, monthly_budget_usd=3.0
+        )
 
     def bob_submits(budget: float) -> Callable[[], Any]:
-        return lambda: jobs.submit(world.bob, s, dataset_id=world.ds_bob, model=MODEL,
-                                   training={"max_steps": 5}, budget_usd=budget)  # fmt: skip
+        return lambda: jobs.submit(
+            world.bob,
+            s,
+            dataset_id=world.ds_bob,
+            model=MODEL,
+            training={"max_steps": 5},
+            budget_usd=budget,
+        )
 
     first = bob_submits(2.0)()
     assert first.status == "IN_QUEUE" and fake.jobs[first.runpod_job_id]
-    check(Case("quota", "a 2nd job while the limit is 1 at once", bob_submits(0.5), QuotaExceeded, "at once"), s)
+    check(
+        Case(
+            "quota",
+            "a 2nd job while the limit is 1 at once",
+            bob_submits(0.5),
+            QuotaExceeded,
+            "at once",
+        ),
+        s,
+    )
     with db.session_scope(s) as x:
         admin.set_limits(LOCAL_ACTOR, x, world.bob.user_id, max_concurrent_jobs=2)
-    check(Case("quota", "$2 more when $2 of a $3 month is reserved", bob_submits(2.0), QuotaExceeded, "monthly budget"), s)
+    check(
+        Case(
+            "quota",
+            "$2 more when $2 of a $3 month is reserved",
+            bob_submits(2.0),
+            QuotaExceeded,
+            "monthly budget",
+        ),
+        s,
+    )
     second = bob_submits(1.0)()  # what fits is still accepted
     assert second.status == "IN_QUEUE"
     with db.session_scope(s) as x:
         admin.set_limits(LOCAL_ACTOR, x, world.bob.user_id, max_concurrent_jobs=0)
     jobs.cancel(world.bob, s, first.id)
-    check(Case("quota", "any job when an admin set 0 jobs at once", bob_submits(0.5), QuotaExceeded, "at once"), s)
+    check(
+        Case(
+            "quota",
+            "any job when an admin set 0 jobs at once",
+            bob_submits(0.5),
+            QuotaExceeded,
+            "at once",
+        ),
+        s,
+    )
     jobs.cancel(world.bob, s, second.id)
     with db.session_scope(s) as x:  # Alice's own limits were never touched by Bob's
         assert repo.user_limits(world.alice, x, s).max_concurrent_jobs == s.max_concurrent_jobs
@@ -282,17 +563,39 @@ def local_app(data_dir: Path) -> Iterator[Settings]:
 
 
 def _markdown_like(at: AppTest) -> list[Any]:
-    kinds = ("markdown", "caption", "error", "warning", "info", "success", "title", "header", "subheader", "exception")
+    kinds = (
+        "markdown",
+        "caption",
+        "error",
+        "warning",
+        "info",
+        "success",
+        "title",
+        "header",
+        "subheader",
+        "exception",
+    )
     return [e for k in kinds for e in getattr(at, k)]
 
 
-def test_dataset_content_with_html_markdown_and_script_is_shown_as_text(local_app: Settings, tmp_path: Path) -> None:
-    rows = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": t}]} for t in HOSTILE_TEXT]
+def test_dataset_content_with_html_markdown_and_script_is_shown_as_text(
+    local_app: Settings, tmp_path: Path
+) -> None:
+    rows = [
+        {"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": t}]}
+        for t in HOSTILE_TEXT
+    ]
     src = tmp_path / "hostile.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with db.session_scope(local_app) as x:
-        ds, _ = datasets.add_dataset(LOCAL_ACTOR, x, make_blob_store(local_app), src, "<b>x</b> **name** <script>",
-                                     original_filename="ok.jsonl")  # fmt: skip
+        ds, _ = datasets.add_dataset(
+            LOCAL_ACTOR,
+            x,
+            make_blob_store(local_app),
+            src,
+            "<b>x</b> **name** <script>",
+            original_filename="ok.jsonl",
+        )
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("pages/datasets.py").run()
     assert not at.exception, at.exception
@@ -307,9 +610,17 @@ def test_dataset_content_with_html_markdown_and_script_is_shown_as_text(local_ap
                 assert h not in str(el.value), (h, el.value)  # only ever escaped in markdown
     assert shown_as_text >= 5  # the rows were on the page, as text
     assert not at.get("html")  # no st.html anywhere
-    RESULTS.append({"category": "rendering", "input": f"{len(HOSTILE_TEXT)} HTML/markdown/script rows and name",
-                    "expected": "shown as text", "got": "shown as text", "message": "",
-                    "rejected_correctly": True, "stored_changed": False})  # fmt: skip
+    RESULTS.append(
+        {
+            "category": "rendering",
+            "input": f"{len(HOSTILE_TEXT)} HTML/markdown/script rows and name",
+            "expected": "shown as text",
+            "got": "shown as text",
+            "message": "",
+            "rejected_correctly": True,
+            "stored_changed": False,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- sign-in input
@@ -326,6 +637,14 @@ def test_sign_in_input_is_checked_before_it_is_sent(world: World, gotrue: tuple[
         ("empty password", "a@example.com", "", "password"),
         ("100-byte password", "a@example.com", "p" * 100, "password"),
     ]:
-        check(Case("sign-in", label, lambda e=email, p=password: auth.sign_in(client, e, p), InvalidInput, says),
-              world.settings)  # fmt: skip
+        check(
+            Case(
+                "sign-in",
+                label,
+                lambda e=email, p=password: auth.sign_in(client, e, p),
+                InvalidInput,
+                says,
+            ),
+            world.settings,
+        )
     assert len(fake.requests) == sent

@@ -40,16 +40,34 @@ def _attempts(w: World, models_url: str) -> list[tuple[str, str, Callable[[str],
         return call
 
     def chat_choice(name: str) -> Any:
-        with inference.InferenceClient(s.model_copy(update={"inference_url": models_url})) as client:
+        with inference.InferenceClient(
+            s.model_copy(update={"inference_url": models_url})
+        ) as client:
             return inference.find_choice(inference.actor_choices(b, s, client), name)
 
     return [
         ("read dataset", w.ds_alice, in_db(lambda x, i: datasets.get_dataset(b, x, i))),
-        ("preview dataset rows", w.ds_alice, in_db(lambda x, i: datasets.preview_rows(b, x, store, i))),
-        ("rename dataset", w.ds_alice, in_db(lambda x, i: datasets.rename_dataset(b, x, i, "mine now"))),
+        (
+            "preview dataset rows",
+            w.ds_alice,
+            in_db(lambda x, i: datasets.preview_rows(b, x, store, i)),
+        ),
+        (
+            "rename dataset",
+            w.ds_alice,
+            in_db(lambda x, i: datasets.rename_dataset(b, x, i, "mine now")),
+        ),
         ("delete dataset", w.ds_alice, in_db(lambda x, i: datasets.delete_dataset(b, x, store, i))),
-        ("eval split for chat", w.ds_alice, in_db(lambda x, i: inference.eval_split_cases(b, x, store, i))),
-        ("train on dataset", w.ds_alice, lambda i: jobs.submit(b, s, dataset_id=i, model="Qwen/Qwen2.5-0.5B-Instruct")),
+        (
+            "eval split for chat",
+            w.ds_alice,
+            in_db(lambda x, i: inference.eval_split_cases(b, x, store, i)),
+        ),
+        (
+            "train on dataset",
+            w.ds_alice,
+            lambda i: jobs.submit(b, s, dataset_id=i, model="Qwen/Qwen2.5-0.5B-Instruct"),
+        ),
         ("read job", w.job_done, lambda i: jobs.get(b, s, i)),
         ("job detail page data", w.job_done, in_db(lambda x, i: queries.job_detail(b, x, i))),
         ("job events", w.job_done, lambda i: jobs.events(b, s, i)),
@@ -61,10 +79,27 @@ def _attempts(w: World, models_url: str) -> list[tuple[str, str, Callable[[str],
         ("read adapter by id", w.adapter_id, in_db(lambda x, i: repo.get_adapter(b, x, i))),
         ("list adapter versions", w.adapter, in_db(lambda x, i: repo.list_versions(b, x, i))),
         ("read adapter version", w.version, in_db(lambda x, i: repo.get_version(b, x, i))),
-        ("download adapter zip (by version)", w.version, in_db(lambda x, i: export.export_zip(b, x, store, i))),
-        ("download adapter zip (by name)", w.adapter, in_db(lambda x, i: export.export_zip(b, x, store, i))),
-        ("push adapter to the Hub", w.version, lambda i: export.push_to_hub(
-            b, s.model_copy(update={"hf_token": SecretStr("hf_fake")}), i, "bob/stolen", api_factory=hub_calls.append)),
+        (
+            "download adapter zip (by version)",
+            w.version,
+            in_db(lambda x, i: export.export_zip(b, x, store, i)),
+        ),
+        (
+            "download adapter zip (by name)",
+            w.adapter,
+            in_db(lambda x, i: export.export_zip(b, x, store, i)),
+        ),
+        (
+            "push adapter to the Hub",
+            w.version,
+            lambda i: export.push_to_hub(
+                b,
+                s.model_copy(update={"hf_token": SecretStr("hf_fake")}),
+                i,
+                "bob/stolen",
+                api_factory=hub_calls.append,
+            ),
+        ),
         ("merge adapter", w.version, lambda i: export.merge(b, s, i)),
         ("delete adapter", w.adapter, in_db(lambda x, i: adapters.delete_adapter(b, x, store, i))),
         ("delete adapter version", w.version, in_db(lambda x, i: repo.delete_version(b, x, i))),
@@ -89,23 +124,35 @@ def test_bob_gets_not_found_for_everything_of_alices_exactly_as_for_a_guessed_id
             call(real)
         with pytest.raises(NotFound) as got_guess:
             call(guess)
-        assert str(got_real.value).replace(real, "<id>") == str(got_guess.value).replace(guess, "<id>"), what
+        assert str(got_real.value).replace(real, "<id>") == str(got_guess.value).replace(
+            guess, "<id>"
+        ), what
         tried += 2
-    assert not any(world.adapter in r or world.served in r for r in models.requests)  # never asked the server
+    assert not any(
+        world.adapter in r or world.served in r for r in models.requests
+    )  # never asked the server
     unchanged()
-    FIGURES["isolation: core calls by user B on A's things and on guessed ids (all not found)"] = tried
+    FIGURES["isolation: core calls by user B on A's things and on guessed ids (all not found)"] = (
+        tried
+    )
 
 
 def test_lists_and_spend_show_bob_only_his_own(world: World, models: ModelListFake) -> None:
     s, b, a = world.settings, world.bob, world.alice
     with db.session_scope(s) as x:
         assert [d.id for d in datasets.list_datasets(b, x)] == [world.ds_bob]
-        assert {d.id for d in datasets.list_datasets(a, x)} == {world.ds_alice}  # the check can fail
+        assert {d.id for d in datasets.list_datasets(a, x)} == {
+            world.ds_alice
+        }  # the check can fail
         assert repo.list_jobs(b, x) == [] and len(repo.list_jobs(a, x)) == 3
         assert repo.list_adapters(b, x) == [] and queries.adapter_rows(b, x) == []
         assert repo.month_spend(b, x) == 0.0 and repo.month_spend(a, x) > 0
         assert inference.eval_split_datasets(b, x) == {}
-        for admin_call in (repo.admin_list_users, repo.admin_spend_by_user, repo.admin_list_unfinished_jobs):
+        for admin_call in (
+            repo.admin_list_users,
+            repo.admin_spend_by_user,
+            repo.admin_list_unfinished_jobs,
+        ):
             with pytest.raises(Forbidden):
                 admin_call(b, x)
     with inference.InferenceClient(s.model_copy(update={"inference_url": models.url})) as client:
@@ -119,16 +166,23 @@ def test_lists_and_spend_show_bob_only_his_own(world: World, models: ModelListFa
 
 def _cli_env(w: World, profile: Path, models_url: str) -> dict[str, str]:
     return {
-        "AUTH": "supabase", "SUPABASE_URL": w.settings.supabase_url, "SUPABASE_ANON_KEY": ANON_KEY,
-        "BRIGHTRUN_DATA_DIR": str(w.settings.data_dir), "BRIGHTRUN_PROFILE": str(profile),
-        "INFERENCE_URL": models_url, "MAX_CONCURRENT_JOBS": "5",
-    }  # fmt: skip
+        "AUTH": "supabase",
+        "SUPABASE_URL": w.settings.supabase_url,
+        "SUPABASE_ANON_KEY": ANON_KEY,
+        "BRIGHTRUN_DATA_DIR": str(w.settings.data_dir),
+        "BRIGHTRUN_PROFILE": str(profile),
+        "INFERENCE_URL": models_url,
+        "MAX_CONCURRENT_JOBS": "5",
+    }
 
 
 def test_command_line_acts_as_the_signed_in_user_and_finds_none_of_alices(
-    world: World, models: ModelListFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    world: World,
+    models: ModelListFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     unchanged: Callable[[], None],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     env = _cli_env(world, tmp_path / "bob" / "session.json", models.url)
@@ -147,25 +201,36 @@ def test_command_line_acts_as_the_signed_in_user_and_finds_none_of_alices(
     assert "bob@example.com (member" in run("whoami").output
 
     commands = [
-        ("jobs", "show", world.job_done), ("jobs", "events", world.job_done),
-        ("jobs", "cancel", world.job_running), ("jobs", "retry", world.job_failed),
-        ("dataset", "show", world.ds_alice), ("dataset", "preview", world.ds_alice),
-        ("dataset", "rename", world.ds_alice, "mine"), ("dataset", "delete", world.ds_alice),
+        ("jobs", "show", world.job_done),
+        ("jobs", "events", world.job_done),
+        ("jobs", "cancel", world.job_running),
+        ("jobs", "retry", world.job_failed),
+        ("dataset", "show", world.ds_alice),
+        ("dataset", "preview", world.ds_alice),
+        ("dataset", "rename", world.ds_alice, "mine"),
+        ("dataset", "delete", world.ds_alice),
         ("train", "--dataset", world.ds_alice, "--model", "Qwen/Qwen2.5-0.5B-Instruct"),
-        ("chat", "--adapter", world.adapter, "hello"), ("chat", "--adapter", world.served, "hello"),
+        ("chat", "--adapter", world.adapter, "hello"),
+        ("chat", "--adapter", world.served, "hello"),
         ("plan", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--dataset", world.ds_alice),
-    ]  # fmt: skip
+    ]
     for args in commands:
         real = next(a for a in args if a in world.alice_marks())
         guess = _guess_like(real)
         out = run(*args)
         out_guess = run(*(guess if a == real else a for a in args))
-        assert out.exit_code != 0 and "not found" in out.output.lower() or "no adapter" in out.output, (args, out.output)
+        assert (
+            out.exit_code != 0 and "not found" in out.output.lower() or "no adapter" in out.output
+        ), (args, out.output)
         assert (out.exit_code, out.output.replace(real, "<id>")) == (
-            out_guess.exit_code, out_guess.output.replace(guess, "<id>")), args  # fmt: skip
+            out_guess.exit_code,
+            out_guess.output.replace(guess, "<id>"),
+        ), args
         for mark in ("alpha secret set", "alpha question", world.alice.email):
             assert mark not in out.output, (args, out.output)
-    listing = run("jobs", "list").output + run("dataset", "list").output + run("chat", "--list").output
+    listing = (
+        run("jobs", "list").output + run("dataset", "list").output + run("chat", "--list").output
+    )
     assert world.ds_bob in listing and not any(m in listing for m in world.alice_marks())
     assert run("admin", "users").exit_code == 2  # a member is no admin
 
@@ -173,15 +238,22 @@ def test_command_line_acts_as_the_signed_in_user_and_finds_none_of_alices(
     assert not (tmp_path / "bob" / "session.json").exists()
     assert run("jobs", "list").exit_code == 2
     unchanged()
-    FIGURES["isolation: commands by user B on A's things and on guessed ids (all not found)"] = 2 * len(commands)
+    FIGURES["isolation: commands by user B on A's things and on guessed ids (all not found)"] = (
+        2 * len(commands)
+    )
 
 
 # --------------------------------------------------------------------------- pages
 
 
 @pytest.fixture(params=["page scripts alone", "through app.py"])
-def bob_pages(request: pytest.FixtureRequest, world: World, models: ModelListFake,
-              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[AppTest]:  # fmt: skip
+def bob_pages(
+    request: pytest.FixtureRequest,
+    world: World,
+    models: ModelListFake,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[AppTest]:
     """An AppTest signed in as Bob through the sign-in page; runs either the page scripts
     alone (AppTest's way, and a server's first run) or app.py every time (`through_app_py`)."""
     from components import session as ui_session
@@ -205,8 +277,9 @@ def bob_pages(request: pytest.FixtureRequest, world: World, models: ModelListFak
 PAGES = ("overview", "datasets", "train", "jobs", "adapters", "playground", "costs", "settings")
 
 
-def test_pages_signed_in_as_bob_show_nothing_of_alices(bob_pages: AppTest, world: World,
-                                                       unchanged: Callable[[], None]) -> None:  # fmt: skip
+def test_pages_signed_in_as_bob_show_nothing_of_alices(
+    bob_pages: AppTest, world: World, unchanged: Callable[[], None]
+) -> None:
     at = bob_pages
     seen = []
     for page in PAGES:
@@ -219,7 +292,9 @@ def test_pages_signed_in_as_bob_show_nothing_of_alices(bob_pages: AppTest, world
     assert "bob set" in "\n".join(seen)  # Bob's own dataset is there: the check can fail
     settings_page = seen[PAGES.index("settings")]
     assert "Your monthly budget" in settings_page  # a member sees prices and budgets...
-    assert "All settings" not in settings_page and "supabase_url" not in settings_page  # ...not the deployment
+    assert (
+        "All settings" not in settings_page and "supabase_url" not in settings_page
+    )  # ...not the deployment
 
     # Opening Alice's job by its id in the URL, and choosing her dataset by id.
     at.query_params["job"] = world.job_done
@@ -237,8 +312,9 @@ def test_pages_signed_in_as_bob_show_nothing_of_alices(bob_pages: AppTest, world
     FIGURES[key] = FIGURES.get(key, 0) + len(PAGES) + 2
 
 
-def test_signed_out_pages_show_only_the_sign_in(world: World, monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:  # fmt: skip
+def test_signed_out_pages_show_only_the_sign_in(
+    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from components import session as ui_session
 
     ui_session._per_session.clear()

@@ -139,13 +139,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     webhook = Webhook()
     ep_port, inf_port = free_port(), free_port()
     env = {
-        **SECRETS, "NOTIFY_WEBHOOK_URL": webhook.url, "BRIGHTRUN_DATA_DIR": str(data),
-        "SUPABASE_URL": "http://127.0.0.1:9", "LOCAL_DEVICE": "cpu",
-        "SUPABASE_S3_ACCESS_KEY_ID": "brs-s3-key-id", "SUPABASE_S3_REGION": "us-east-1",
-        "GPU_CLUSTER_API_URL": f"http://127.0.0.1:{ep_port}/v2/local", "PUBLIC_BASE_URL": f"http://127.0.0.1:{ep_port}",
-        "INFERENCE_URL": f"http://127.0.0.1:{inf_port}/v1", "INFERENCE_ADAPTERS_DIR": str(data / "volume" / "adapters"),
-        "EVAL_MAX_ROWS": "2", "EVAL_MAX_TOKENS": "4", "OMP_NUM_THREADS": "1",
-    }  # fmt: skip
+        **SECRETS,
+        "NOTIFY_WEBHOOK_URL": webhook.url,
+        "BRIGHTRUN_DATA_DIR": str(data),
+        "SUPABASE_URL": "http://127.0.0.1:9",
+        "LOCAL_DEVICE": "cpu",
+        "SUPABASE_S3_ACCESS_KEY_ID": "brs-s3-key-id",
+        "SUPABASE_S3_REGION": "us-east-1",
+        "GPU_CLUSTER_API_URL": f"http://127.0.0.1:{ep_port}/v2/local",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{ep_port}",
+        "INFERENCE_URL": f"http://127.0.0.1:{inf_port}/v1",
+        "INFERENCE_ADAPTERS_DIR": str(data / "volume" / "adapters"),
+        "EVAL_MAX_ROWS": "2",
+        "EVAL_MAX_TOKENS": "4",
+        "OMP_NUM_THREADS": "1",
+    }
     captured = Captured()
     captured.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     root_logger = logging.getLogger()
@@ -158,15 +166,40 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     ep_log, inf_log = root / "endpoint.log", root / "inference.log"
     with open(ep_log, "wb") as out:
         endpoint = subprocess.Popen(
-            [sys.executable, "-m", "local.endpoint", "--handler", "trainer.handler:handler", "--workers", "1"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "local.endpoint",
+                "--handler",
+                "trainer.handler:handler",
+                "--workers",
+                "1",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     with open(inf_log, "wb") as out:
         inference = subprocess.Popen(
-            [sys.executable, "-m", "local.inference", "--base", str(tiny), "--adapters-dir",
-             str(data / "volume" / "adapters"), "--port", str(inf_port), "--device", "cpu"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "local.inference",
+                "--base",
+                str(tiny),
+                "--adapters-dir",
+                str(data / "volume" / "adapters"),
+                "--port",
+                str(inf_port),
+                "--device",
+                "cpu",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     recording = Recording()
     try:
         wait_healthy(f"http://127.0.0.1:{ep_port}/ping", endpoint, timeout_s=120)
@@ -188,32 +221,60 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         db.dispose_engines()
 
 
-def test_a_full_local_job_and_a_playground_chat_leak_no_secret(run: Run, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_full_local_job_and_a_playground_chat_leak_no_secret(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = run.settings
     monkeypatch.chdir(tmp_path)
     src = tmp_path / "toy.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in toy_rows(4)))
     with db.session_scope(s) as x:
         tok = datasets.load_tokenizer("brightrun/tiny-chat", s.data_dir / "models")
-        ds, _ = datasets.add_dataset(LOCAL_ACTOR, x, make_blob_store(s), src, "toy", tokenizer=tok, eval_fraction=0.2)
-    client = RunPodClient(s.gpu_cluster_api_url, s.gpu_cluster_api_key, transport=run.recording, backoff_s=0.05)
+        ds, _ = datasets.add_dataset(
+            LOCAL_ACTOR, x, make_blob_store(s), src, "toy", tokenizer=tok, eval_fraction=0.2
+        )
+    client = RunPodClient(
+        s.gpu_cluster_api_url, s.gpu_cluster_api_key, transport=run.recording, backoff_s=0.05
+    )
     job = jobs.submit(
-        LOCAL_ACTOR, s, dataset_id=ds.id, model="brightrun/tiny-chat", adapter_name="support-bot",
-        lora={"r": 8, "alpha": 16, "dropout": 0.0}, quantization="none", budget_usd=1.0,
-        training={"max_steps": 6, "learning_rate": 3e-3, "micro_batch_size": 2, "grad_accum": 1, "max_length": 96,
-                  "checkpoint_every": 3, "compute_dtype": "float32", "warmup_ratio": 0.0},
+        LOCAL_ACTOR,
+        s,
+        dataset_id=ds.id,
+        model="brightrun/tiny-chat",
+        adapter_name="support-bot",
+        lora={"r": 8, "alpha": 16, "dropout": 0.0},
+        quantization="none",
+        budget_usd=1.0,
+        training={
+            "max_steps": 6,
+            "learning_rate": 3e-3,
+            "micro_batch_size": 2,
+            "grad_accum": 1,
+            "max_length": 96,
+            "checkpoint_every": 3,
+            "compute_dtype": "float32",
+            "warmup_ratio": 0.0,
+        },
         client=client,
-    )  # fmt: skip
+    )
     run.job_id = job.id
-    done = wait_until(lambda: (j := jobs.sync(LOCAL_ACTOR, s, job.id, client=client)).status in TERMINAL_STATUSES and j,
-                      timeout_s=300, every_s=0.5, what="the job to end")  # fmt: skip
+    done = wait_until(
+        lambda: (
+            (j := jobs.sync(LOCAL_ACTOR, s, job.id, client=client)).status in TERMINAL_STATUSES
+            and j
+        ),
+        timeout_s=300,
+        every_s=0.5,
+        what="the job to end",
+    )
     assert done.status == "COMPLETED", (done.failure_kind, done.failure_message)
     wait_until(lambda: run.webhook.bodies, timeout_s=30, what="the end-of-job notification")
     with db.session_scope(s) as x:
         version = repo.list_versions(LOCAL_ACTOR, x, job_id=job.id, include_checkpoints=False)[0]
         vid = version.id
-    wait_until(lambda: _eval_settled(s, vid), timeout_s=120, every_s=0.5, what="the post-job evaluation")
+    wait_until(
+        lambda: _eval_settled(s, vid), timeout_s=120, every_s=0.5, what="the post-job evaluation"
+    )
 
     # The dashboard, page by page (AUTH=none: the local user), with a playground chat.
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
@@ -241,8 +302,15 @@ def test_a_full_local_job_and_a_playground_chat_leak_no_secret(run: Run, tmp_pat
 
     # The command line's output.
     runner = CliRunner()
-    for args in (["jobs", "show", job.id, "--json"], ["jobs", "events", job.id], ["jobs", "list"],
-                 ["dataset", "list"], ["chat", "--list"], ["whoami"], ["admin", "users"]):  # fmt: skip
+    for args in (
+        ["jobs", "show", job.id, "--json"],
+        ["jobs", "events", job.id],
+        ["jobs", "list"],
+        ["dataset", "list"],
+        ["chat", "--list"],
+        ["whoami"],
+        ["admin", "users"],
+    ):
         out = runner.invoke(cli, args)
         assert out.exit_code == 0, (args, out.output)
         run.cli.append(out.output)
@@ -277,11 +345,17 @@ def _search(run: Run) -> None:
     places["webhook bodies"] = "\n".join(b.decode() for b in run.webhook.bodies)
 
     assert run.recording.run_bodies and run.captured.lines and all(run.pages.values())
-    assert "support-bot" in places["page adapters"] and "train_url" in places["/run body 0"]  # the searches see content
+    assert (
+        "support-bot" in places["page adapters"] and "train_url" in places["/run body 0"]
+    )  # the searches see content
     leaks = [(where, n) for where, text in places.items() for n in NEEDLES if n in text]
     assert not leaks, leaks
     # A signed URL is a credential while it lives: none in any log either.
-    assert not [w for w, text in places.items() if w.startswith(("log ", "python logging")) and "sig=" in text]
+    assert not [
+        w
+        for w, text in places.items()
+        if w.startswith(("log ", "python logging")) and "sig=" in text
+    ]
     FIGURES["secrets: secret values searched for"] = len(NEEDLES)
     FIGURES["secrets: places searched"] = len(places)
     FIGURES["secrets: tables searched"] = len(snap["rows"])

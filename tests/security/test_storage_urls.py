@@ -44,16 +44,26 @@ def _key(url: str) -> tuple[str, str, int]:
 @pytest.fixture(scope="module")
 def sent(world: World, runpod: tuple[RunPodFake, str]) -> dict[str, Any]:
     fake, url = runpod
-    settings = world.settings.model_copy(update={"gpu_cluster_api_url": url, "gpu_cluster_api_key": "fake-key"})
+    settings = world.settings.model_copy(
+        update={"gpu_cluster_api_url": url, "gpu_cluster_api_key": "fake-key"}
+    )
     before = time.time()
-    job = jobs.submit(world.alice, settings, dataset_id=world.ds_alice, model="Qwen/Qwen2.5-0.5B-Instruct",
-                      training={"max_steps": 5}, budget_usd=2.0)  # fmt: skip
+    job = jobs.submit(
+        world.alice,
+        settings,
+        dataset_id=world.ds_alice,
+        model="Qwen/Qwen2.5-0.5B-Instruct",
+        training={"max_steps": 5},
+        budget_usd=2.0,
+    )
     payload = fake.jobs[job.runpod_job_id].input
     jobs.cancel(world.alice, settings, job.id)
     return {"job": job, "payload": payload, "sent_at": before, "settings": settings}
 
 
-def test_a_job_payload_carries_urls_for_the_owners_own_objects_only(world: World, sent: dict[str, Any]) -> None:
+def test_a_job_payload_carries_urls_for_the_owners_own_objects_only(
+    world: World, sent: dict[str, Any]
+) -> None:
     job, payload = sent["job"], sent["payload"]
     owner = world.alice.user_id
     bucket, key, _ = _key(payload["data"]["train_url"])
@@ -63,7 +73,12 @@ def test_a_job_payload_carries_urls_for_the_owners_own_objects_only(world: World
     vid = version_id_for(job.id)
     allowed = {f"{owner}/versions/{vid}/", f"{owner}/jobs/{job.id}/"}
     uploads = payload["output"]["upload_urls"]
-    assert {"adapter_model.safetensors", "adapter_config.json", "events.jsonl", "result.json"} <= set(uploads)
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "events.jsonl",
+        "result.json",
+    } <= set(uploads)
     for name, url in uploads.items():
         bucket, key, _ = _key(url)
         assert bucket == "adapters" and any(key == p + name for p in allowed), (name, key)
@@ -95,8 +110,12 @@ def test_an_upload_url_writes_only_its_own_object(world: World, sent: dict[str, 
     parts = urlsplit(url)
     query = parts.query
     bucket, key, exp = _key(url)
-    other_version = adapter_key(owner, world.version, "adapter_model.safetensors")  # an existing version
-    bobs = f"{world.bob.user_id}/versions/{version_id_for(sent['job'].id)}/adapter_model.safetensors"
+    other_version = adapter_key(
+        owner, world.version, "adapter_model.safetensors"
+    )  # an existing version
+    bobs = (
+        f"{world.bob.user_id}/versions/{version_id_for(sent['job'].id)}/adapter_model.safetensors"
+    )
     before = {b.key: b.size for b in store.list("adapters")}
 
     tampered = [
@@ -115,7 +134,9 @@ def test_an_upload_url_writes_only_its_own_object(world: World, sent: dict[str, 
         r = http.request(method, path, content=b"not yours")
         assert r.status_code in (403, 404), (what, r.status_code)
     assert {b.key: b.size for b in store.list("adapters")} == before  # nothing was written
-    assert not list(Path(world.settings.data_dir).rglob("x")) and not list(Path(world.settings.data_dir).rglob("evil.py"))
+    assert not list(Path(world.settings.data_dir).rglob("x")) and not list(
+        Path(world.settings.data_dir).rglob("evil.py")
+    )
 
     r = http.put(f"{parts.path}?{query}", content=b"adapter bytes")
     assert r.status_code == 200 and store.get_bytes(bucket, key) == b"adapter bytes"
@@ -132,10 +153,14 @@ def test_supabase_signed_urls_are_per_object_and_short_lived(tmp_path: Path) -> 
         store.put_bytes("datasets", "u1/ds-1/normalized.jsonl", b"{}\n", "application/x-ndjson")
         t0 = time.time()
         down = store.signed_download_url("datasets", "u1/ds-1/normalized.jsonl")
-        up = store.signed_upload_url("adapters", "u1/versions/av-1/adapter_model.safetensors", SUPABASE_UPLOAD_URL_MAX_S)
+        up = store.signed_upload_url(
+            "adapters", "u1/versions/av-1/adapter_model.safetensors", SUPABASE_UPLOAD_URL_MAX_S
+        )
         # Supabase fixes its upload URLs at 2 h: a longer lifetime is refused, never cut.
         with pytest.raises(InvalidInput, match="SUPABASE_S3_ACCESS_KEY_ID"):
-            store.signed_upload_url("adapters", "u1/versions/av-1/adapter_model.safetensors", UPLOAD_URL_TTL_S)
+            store.signed_upload_url(
+                "adapters", "u1/versions/av-1/adapter_model.safetensors", UPLOAD_URL_TTL_S
+            )
         assert httpx.get(down).content == b"{}\n"
         token = parse_qs(urlsplit(down).query)["token"][0]
         import base64

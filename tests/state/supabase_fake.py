@@ -80,14 +80,25 @@ class FakeStorage:
     def check_presigned(self, method: str, raw_path: str, query: str, host: str) -> str | None:
         """None when the SigV4 query-string signature holds, else why not."""
         params = dict(parse_qsl(query, keep_blank_values=True))
-        need = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
-                "X-Amz-SignedHeaders", "X-Amz-Signature")  # fmt: skip
+        need = (
+            "X-Amz-Algorithm",
+            "X-Amz-Credential",
+            "X-Amz-Date",
+            "X-Amz-Expires",
+            "X-Amz-SignedHeaders",
+            "X-Amz-Signature",
+        )
         if missing := [k for k in need if k not in params]:
             return f"missing {missing}"
         if params["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
             return "algorithm"
         key_id, day, region, service, term = params["X-Amz-Credential"].split("/")
-        if (key_id, region, service, term) != (self.s3_access_key_id, self.region, "s3", "aws4_request"):
+        if (key_id, region, service, term) != (
+            self.s3_access_key_id,
+            self.region,
+            "s3",
+            "aws4_request",
+        ):
             return "credential scope"
         signed = params["X-Amz-SignedHeaders"].split(";")
         headers = {"host": host}
@@ -100,12 +111,25 @@ class FakeStorage:
         canonical_query = "&".join(
             f"{enc(k)}={enc(v)}" for k, v in sorted(params.items()) if k != "X-Amz-Signature"
         )
-        canonical = "\n".join([method, raw_path, canonical_query,
-                               "".join(f"{h}:{headers[h].strip()}\n" for h in signed),
-                               params["X-Amz-SignedHeaders"], "UNSIGNED-PAYLOAD"])  # fmt: skip
+        canonical = "\n".join(
+            [
+                method,
+                raw_path,
+                canonical_query,
+                "".join(f"{h}:{headers[h].strip()}\n" for h in signed),
+                params["X-Amz-SignedHeaders"],
+                "UNSIGNED-PAYLOAD",
+            ]
+        )
         scope = f"{day}/{region}/s3/aws4_request"
-        to_sign = "\n".join(["AWS4-HMAC-SHA256", params["X-Amz-Date"], scope,
-                             hashlib.sha256(canonical.encode()).hexdigest()])  # fmt: skip
+        to_sign = "\n".join(
+            [
+                "AWS4-HMAC-SHA256",
+                params["X-Amz-Date"],
+                scope,
+                hashlib.sha256(canonical.encode()).hexdigest(),
+            ]
+        )
         k = ("AWS4" + self.s3_secret).encode()
         for part in (day, region, "s3", "aws4_request"):
             k = hmac.new(k, part.encode(), hashlib.sha256).digest()
@@ -127,14 +151,23 @@ class FakeStorage:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
         self.meta[(bucket, name)] = {
-            "id": str(uuid.uuid4()), "size": len(data), "mimetype": content_type,
+            "id": str(uuid.uuid4()),
+            "size": len(data),
+            "mimetype": content_type,
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }  # fmt: skip
+        }
 
-    def token(self, kind: str, bucket: str, name: str, expires_in: int, upsert: bool = False) -> str:
+    def token(
+        self, kind: str, bucket: str, name: str, expires_in: int, upsert: bool = False
+    ) -> str:
         """A signed token; an upload token carries the `upsert` it was signed with, and the
         upload it allows may overwrite an object only when that was true (as Storage does)."""
-        claims = {"k": kind, "url": f"{bucket}/{name}", "exp": int(time.time()) + expires_in, "upsert": upsert}
+        claims = {
+            "k": kind,
+            "url": f"{bucket}/{name}",
+            "exp": int(time.time()) + expires_in,
+            "upsert": upsert,
+        }
         payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()
         sig = hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()
         return f"{payload}.{sig}"
@@ -260,10 +293,14 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._bucket_ok(meta["bucketName"]):
                 return
             upload_id = uuid.uuid4().hex
-            up = _Upload(meta["bucketName"], meta["objectName"], int(self.headers["upload-length"]),
-                         meta.get("contentType", "application/octet-stream"),
-                         (self.headers.get("x-upsert") or "false") == "true",
-                         path=self.fake.root / ".tus" / upload_id)  # fmt: skip
+            up = _Upload(
+                meta["bucketName"],
+                meta["objectName"],
+                int(self.headers["upload-length"]),
+                meta.get("contentType", "application/octet-stream"),
+                (self.headers.get("x-upsert") or "false") == "true",
+                path=self.fake.root / ".tus" / upload_id,
+            )
             up.path.parent.mkdir(parents=True, exist_ok=True)
             up.path.write_bytes(b"")
             self.fake.uploads[upload_id] = up
@@ -335,10 +372,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _s3_ok(self, parts: list[str]) -> bool:
         u = urlsplit(self.path)
-        why = self.fake.check_presigned(self.command, u.path, u.query, self.headers.get("host") or "")
+        why = self.fake.check_presigned(
+            self.command, u.path, u.query, self.headers.get("host") or ""
+        )
         if why is not None:
-            self._send(403, raw=f"<Error><Code>AccessDenied</Code><Message>{why}</Message></Error>".encode(),
-                       ctype="application/xml")  # fmt: skip
+            self._send(
+                403,
+                raw=f"<Error><Code>AccessDenied</Code><Message>{why}</Message></Error>".encode(),
+                ctype="application/xml",
+            )
             return False
         return self._bucket_ok(parts[1])
 
@@ -349,7 +391,12 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[:1] == ["s3"] and len(parts) >= 3:
             if self._s3_ok(parts):
                 bucket, name = parts[1], "/".join(parts[2:])
-                self.fake.store(bucket, name, body, self.headers.get("content-type") or "application/octet-stream")
+                self.fake.store(
+                    bucket,
+                    name,
+                    body,
+                    self.headers.get("content-type") or "application/octet-stream",
+                )
                 self._send(200, headers={"ETag": '"' + hashlib.md5(body).hexdigest() + '"'})  # noqa: S324
             return
         if parts[:3] == ["object", "upload", "sign"] and len(parts) >= 5:
@@ -358,7 +405,9 @@ class _Handler(BaseHTTPRequestHandler):
             if claims is None:
                 self._error(400, "InvalidSignature", "invalid signature")
                 return
-            self._save_upload(bucket, name, body, bool(claims.get("upsert")))  # as signed, not as sent
+            self._save_upload(
+                bucket, name, body, bool(claims.get("upsert"))
+            )  # as signed, not as sent
             return
         if parts[:1] == ["object"] and len(parts) >= 3:
             if not self._authed() or not self._bucket_ok(parts[1]):
@@ -484,8 +533,15 @@ class _Handler(BaseHTTPRequestHandler):
         if up is None:
             self._send(404)
             return
-        self._send(200, headers={"Upload-Offset": str(up.offset), "Upload-Length": str(up.length),
-                                 "Tus-Resumable": "1.0.0", "Cache-Control": "no-store"})  # fmt: skip
+        self._send(
+            200,
+            headers={
+                "Upload-Offset": str(up.offset),
+                "Upload-Length": str(up.length),
+                "Tus-Resumable": "1.0.0",
+                "Cache-Control": "no-store",
+            },
+        )
 
 
 class FakeSupabaseStorage:

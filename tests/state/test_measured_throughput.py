@@ -37,18 +37,34 @@ def _finished(
     minutes_ago: float = 10,
 ) -> str:
     """A train job that ended with the worker's `completed` event, stored as sync stores it."""
-    job = repo.create_job(actor, session, base_model=model, spec={"quantization": quantization},
-                          gpu_type=gpu, price_tier=tier)  # fmt: skip
-    summary = {"steps": 10, "tokens_seen": tokens_total // 3, "tokens_seen_total": tokens_total,
-               "train_seconds": train_seconds, "stop_reason": None}  # fmt: skip
+    job = repo.create_job(
+        actor,
+        session,
+        base_model=model,
+        spec={"quantization": quantization},
+        gpu_type=gpu,
+        price_tier=tier,
+    )
+    summary = {
+        "steps": 10,
+        "tokens_seen": tokens_total // 3,
+        "tokens_seen_total": tokens_total,
+        "train_seconds": train_seconds,
+        "stop_reason": None,
+    }
     final = {"reason": "finished", "adapter": {}, "summary": summary}
-    repo.append_events(actor, session, job.id, [{"seq": 0, "type": "completed", "ts": 1.0, "data": final}])
+    repo.append_events(
+        actor, session, job.id, [{"seq": 0, "type": "completed", "ts": 1.0, "data": final}]
+    )
     repo.update_job(
-        actor, session, job.id, status=status,
+        actor,
+        session,
+        job.id,
+        status=status,
         finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago),
         result={"final": {"seq": 0, "type": "completed", "data": final}},
         tokens_per_s=planner.measured_tokens_per_s(summary),
-    )  # fmt: skip
+    )
     return job.id
 
 
@@ -57,8 +73,12 @@ def test_only_the_actors_completed_gpu_jobs_of_the_model_count(session) -> None:
     _finished(LOCAL_ACTOR, session, tokens_total=150_000, train_seconds=60, minutes_ago=5)  # 2500/s
     _finished(LOCAL_ACTOR, session, tokens_total=60_000, train_seconds=60, gpu="A100_80GB")
     _finished(BOB, session, tokens_total=6_000_000, train_seconds=60)  # someone else's
-    _finished(LOCAL_ACTOR, session, tokens_total=600, train_seconds=60, gpu="LOCAL_CPU", tier="local")
-    _finished(LOCAL_ACTOR, session, tokens_total=600, train_seconds=60, tier="local")  # priced as H100
+    _finished(
+        LOCAL_ACTOR, session, tokens_total=600, train_seconds=60, gpu="LOCAL_CPU", tier="local"
+    )
+    _finished(
+        LOCAL_ACTOR, session, tokens_total=600, train_seconds=60, tier="local"
+    )  # priced as H100
     _finished(LOCAL_ACTOR, session, tokens_total=600, train_seconds=60, status="FAILED")
     _finished(LOCAL_ACTOR, session, tokens_total=600, train_seconds=60, quantization="none")
     _finished(LOCAL_ACTOR, session, tokens_total=600, train_seconds=60, model="Qwen/Qwen3-8B")
@@ -72,28 +92,54 @@ def test_only_the_actors_completed_gpu_jobs_of_the_model_count(session) -> None:
 
 def test_only_the_most_recent_jobs_per_gpu_are_read(session) -> None:
     for i in range(repo.MEASURED_JOBS_PER_GPU + 3):
-        _finished(LOCAL_ACTOR, session, tokens_total=1000 * (i + 1), train_seconds=1, minutes_ago=100 - i)
+        _finished(
+            LOCAL_ACTOR, session, tokens_total=1000 * (i + 1), train_seconds=1, minutes_ago=100 - i
+        )
     rates = repo.measured_throughput(LOCAL_ACTOR, session, MODEL, "nf4")[H100]
     assert len(rates) == repo.MEASURED_JOBS_PER_GPU
     assert rates[0] == 1000.0 * (repo.MEASURED_JOBS_PER_GPU + 3) and 1000.0 not in rates
 
 
 def _train_plan(actor: Actor, session, settings: Settings, ds_id: str) -> jobs.Preflight:
-    return jobs.preflight(jobs.LaunchRequest.build(dataset_id=ds_id, model=MODEL, lora={}, training=TRAINING, quantization="nf4", eval_fraction=0.0, budget_usd=10.0), actor, session, settings)  # fmt: skip
+    return jobs.preflight(
+        jobs.LaunchRequest.build(
+            dataset_id=ds_id,
+            model=MODEL,
+            lora={},
+            training=TRAINING,
+            quantization="nf4",
+            eval_fraction=0.0,
+            budget_usd=10.0,
+        ),
+        actor,
+        session,
+        settings,
+    )
 
 
 def test_the_train_plan_times_h100_from_the_median_and_other_gpus_from_the_default(
     session, settings: Settings
 ) -> None:
-    ds = repo.create_dataset(LOCAL_ACTOR, session, name="chats", file_format="jsonl", layout="messages",
-                             rows=4000, valid_rows=4000, normalized_key="k", stats=TOKENS)  # fmt: skip
+    ds = repo.create_dataset(
+        LOCAL_ACTOR,
+        session,
+        name="chats",
+        file_format="jsonl",
+        layout="messages",
+        rows=4000,
+        valid_rows=4000,
+        normalized_key="k",
+        stats=TOKENS,
+    )
     before = _train_plan(LOCAL_ACTOR, session, settings, ds.id)
     assert before.gpu == H100 and before.time.basis_text.startswith("default utilisation 30%")
 
     _finished(LOCAL_ACTOR, session, tokens_total=90_000, train_seconds=60)  # 1500/s
     _finished(LOCAL_ACTOR, session, tokens_total=210_000, train_seconds=60)  # 3500/s
     _finished(BOB, session, tokens_total=60, train_seconds=60)  # 1/s: would make it take days
-    _finished(LOCAL_ACTOR, session, tokens_total=60, train_seconds=60, gpu="LOCAL_CPU", tier="local")
+    _finished(
+        LOCAL_ACTOR, session, tokens_total=60, train_seconds=60, gpu="LOCAL_CPU", tier="local"
+    )
     tp = _train_plan(LOCAL_ACTOR, session, settings, ds.id)
 
     trained = 4000 * 500  # rows x mean tokens, one epoch
@@ -107,9 +153,14 @@ def test_the_train_plan_times_h100_from_the_median_and_other_gpus_from_the_defau
 
 
 def test_rate_from_the_summary_else_the_median_of_metrics_events() -> None:
-    assert planner.measured_tokens_per_s({"tokens_seen_total": 3000, "train_seconds": 2.0}) == 1500.0
+    assert (
+        planner.measured_tokens_per_s({"tokens_seen_total": 3000, "train_seconds": 2.0}) == 1500.0
+    )
     metrics = [{"total_tokens_per_s": r} for r in (100.0, 400.0, 300.0)]
-    assert planner.measured_tokens_per_s({"tokens_seen_total": 0, "train_seconds": 0}, metrics) == 300.0
+    assert (
+        planner.measured_tokens_per_s({"tokens_seen_total": 0, "train_seconds": 0}, metrics)
+        == 300.0
+    )
     assert planner.measured_tokens_per_s(None, [{"tokens_per_s": 5.0}]) is None
 
 
@@ -118,16 +169,22 @@ def _backfill(s: Settings) -> None:
     summary = {"tokens_seen": 100, "tokens_seen_total": 4000, "train_seconds": 2.0}
     result = json.dumps({"final": {"seq": 3, "type": "completed", "data": {"summary": summary}}})
     with db.get_engine(s).begin() as conn:
-        conn.execute(text("INSERT INTO users (id, email, role, created_at) VALUES ('local', '', 'member', CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text(
+                "INSERT INTO users (id, email, role, created_at) VALUES ('local', '', 'member', CURRENT_TIMESTAMP)"
+            )
+        )
         for job_id, gpu, res in (("job-old", H100, result), ("job-noresult", H100, None)):
             conn.execute(
-                text("INSERT INTO jobs (id, owner_id, action, base_model, adapter_name, spec, status, gpu_type,"
-                     " price_tier, rate_per_s, created_at, updated_at, finished_at, cost_usd, progress, attempt,"
-                     " auto_relaunched, last_seq, result) VALUES (:id, 'local', 'train', :m, 'bot',"
-                     " '{\"quantization\": \"nf4\"}', 'COMPLETED', :gpu, 'flex', 0, CURRENT_TIMESTAMP,"
-                     " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1.0, 1.0, 0, false, 3, :res)"),
+                text(
+                    "INSERT INTO jobs (id, owner_id, action, base_model, adapter_name, spec, status, gpu_type,"
+                    " price_tier, rate_per_s, created_at, updated_at, finished_at, cost_usd, progress, attempt,"
+                    " auto_relaunched, last_seq, result) VALUES (:id, 'local', 'train', :m, 'bot',"
+                    " '{\"quantization\": \"nf4\"}', 'COMPLETED', :gpu, 'flex', 0, CURRENT_TIMESTAMP,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1.0, 1.0, 0, false, 3, :res)"
+                ),
                 {"id": job_id, "m": MODEL, "gpu": gpu, "res": res},
-            )  # fmt: skip
+            )
     db.upgrade(s)
     with db.session_scope(s) as session:
         assert repo.get_job(LOCAL_ACTOR, session, "job-old").tokens_per_s == 2000.0

@@ -141,10 +141,18 @@ def test_events_are_idempotent_by_sequence_number(session):
     assert repo.append_event(ALICE, session, job.id, 2, "metrics", {"loss": 2.0}, ts=3.0)
     assert not repo.append_event(ALICE, session, job.id, 2, "metrics", {"loss": 999.0}, ts=9.0)
     assert repo.missing_seqs(ALICE, session, job.id) == [1]
-    assert repo.append_events(ALICE, session, job.id, [
-        {"seq": 1, "type": "metrics", "data": {"loss": 2.5}, "ts": 2.0},
-        {"seq": 2, "type": "metrics", "data": {"loss": 0.0}, "ts": 2.0},
-    ]) == 1  # fmt: skip
+    assert (
+        repo.append_events(
+            ALICE,
+            session,
+            job.id,
+            [
+                {"seq": 1, "type": "metrics", "data": {"loss": 2.5}, "ts": 2.0},
+                {"seq": 2, "type": "metrics", "data": {"loss": 0.0}, "ts": 2.0},
+            ],
+        )
+        == 1
+    )
     events = repo.list_events(ALICE, session, job.id)
     assert [(e.seq, e.data) for e in events] == [
         (0, {"a": 1}),
@@ -249,9 +257,15 @@ def test_versions_checkpoints_promotion_and_lineage(session):
     )
     j2 = _job(ALICE, session, ds_name="d2", resume_from_version_id=v1.id)
     ck = repo.create_adapter_version(
-        ALICE, session, adapter_name="bot", base_model="tiny", job_id=j2.id, is_checkpoint=True,
-        step=400, parent_version_id=v1.id,
-    )  # fmt: skip
+        ALICE,
+        session,
+        adapter_name="bot",
+        base_model="tiny",
+        job_id=j2.id,
+        is_checkpoint=True,
+        step=400,
+        parent_version_id=v1.id,
+    )
     assert ck.version is None
     v2 = repo.create_adapter_version(
         ALICE, session, adapter_name="bot", base_model="tiny", job_id=j2.id, parent_version_id=v1.id

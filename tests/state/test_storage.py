@@ -276,9 +276,13 @@ def test_a_signed_upload_overwrites_only_when_signed_with_upsert(
     its worker URLs with upsert, so a retried upload replaces the object; a URL signed
     without it uploads once and then refuses, whatever header the uploader sends."""
     key = storage.adapter_key(OWNER, "av-1", "events.jsonl")
-    headers = {"authorization": f"Bearer {fake_supabase.state.service_key}",
-               "apikey": fake_supabase.state.service_key}  # fmt: skip
-    signed = httpx.post(f"{fake_supabase.url}/storage/v1/object/upload/sign/adapters/{key}", headers=headers)
+    headers = {
+        "authorization": f"Bearer {fake_supabase.state.service_key}",
+        "apikey": fake_supabase.state.service_key,
+    }
+    signed = httpx.post(
+        f"{fake_supabase.url}/storage/v1/object/upload/sign/adapters/{key}", headers=headers
+    )
     once = f"{fake_supabase.url}/storage/v1{signed.json()['url']}"
     assert httpx.put(once, content=b"first").status_code == 200
     again = httpx.put(once, content=b"second", headers={"x-upsert": "true"})
@@ -299,9 +303,12 @@ def test_supabase_store_refuses_with_a_wrong_key(fake_supabase: FakeSupabaseStor
 def test_make_blob_store_follows_settings(tmp_path: Path, fake_supabase: FakeSupabaseStorage):
     assert isinstance(make_blob_store(settings_for(tmp_path / "d")), LocalBlobStore)
     s = Settings(
-        _env_file=None, data_dir=tmp_path / "d", storage="supabase",
-        supabase_url=fake_supabase.url, supabase_key=fake_supabase.state.service_key,
-    )  # fmt: skip
+        _env_file=None,
+        data_dir=tmp_path / "d",
+        storage="supabase",
+        supabase_url=fake_supabase.url,
+        supabase_key=fake_supabase.state.service_key,
+    )
     st = make_blob_store(s)
     assert isinstance(st, SupabaseBlobStore)
     st.put_bytes("datasets", "u/ds-1/original", b"ok", "text/csv")
@@ -335,7 +342,9 @@ def test_live_supabase_round_trip(tmp_path: Path):
 
 def _s3_store(fake: FakeSupabaseStorage) -> SupabaseBlobStore:
     st = fake.state
-    access = storage.S3Access(f"{fake.url}/storage/v1/s3", st.region, st.s3_access_key_id, st.s3_secret)
+    access = storage.S3Access(
+        f"{fake.url}/storage/v1/s3", st.region, st.s3_access_key_id, st.s3_secret
+    )
     return SupabaseBlobStore(fake.url, st.service_key, s3=access)
 
 
@@ -369,7 +378,12 @@ def test_supabase_with_s3_keys_presigns_urls_for_the_lifetime_asked(
     assert httpx.get(down).content == b'{"ok": true}'
     # A URL signs one method, one object and one lifetime.
     other = storage.job_key("user-bob", "job-9", "result.json")
-    assert httpx.put(up.replace(f"/{OWNER}/jobs/job-1/", "/user-bob/jobs/job-9/"), content=b"x").status_code == 403
+    assert (
+        httpx.put(
+            up.replace(f"/{OWNER}/jobs/job-1/", "/user-bob/jobs/job-9/"), content=b"x"
+        ).status_code
+        == 403
+    )
     assert not fake_supabase.state.meta.get(("adapters", other))
     longer = up.replace(f"X-Amz-Expires={five_days}", f"X-Amz-Expires={five_days + 3600}")
     assert httpx.put(longer, content=b"x").status_code == 403
@@ -387,16 +401,30 @@ def test_s3_settings_build_the_presigning_store(tmp_path: Path, fake_supabase: F
     from pydantic import ValidationError
 
     st = fake_supabase.state
-    base = {"_env_file": None, "data_dir": tmp_path / "d", "storage": "supabase",
-            "supabase_url": fake_supabase.url, "supabase_key": st.service_key}  # fmt: skip
+    base = {
+        "_env_file": None,
+        "data_dir": tmp_path / "d",
+        "storage": "supabase",
+        "supabase_url": fake_supabase.url,
+        "supabase_key": st.service_key,
+    }
     plain = Settings(**base)
     assert storage.upload_url_limit_s(plain) == make_blob_store(plain).max_upload_url_s == 7200
-    s3 = Settings(**base, supabase_s3_access_key_id=st.s3_access_key_id,
-                  supabase_s3_secret_access_key=st.s3_secret, supabase_s3_region=st.region)  # fmt: skip
+    s3 = Settings(
+        **base,
+        supabase_s3_access_key_id=st.s3_access_key_id,
+        supabase_s3_secret_access_key=st.s3_secret,
+        supabase_s3_region=st.region,
+    )
     assert s3.supabase_s3_url == f"{fake_supabase.url}/storage/v1/s3"
     assert storage.upload_url_limit_s(s3) == make_blob_store(s3).max_upload_url_s == 604800
-    assert st.s3_secret not in repr(make_blob_store(s3)) and s3.public_view()["supabase_s3_secret_access_key"] == "set"
-    up = make_blob_store(s3).signed_upload_url("adapters", "u/jobs/job-1/events.jsonl", 3 * 24 * 3600)
+    assert (
+        st.s3_secret not in repr(make_blob_store(s3))
+        and s3.public_view()["supabase_s3_secret_access_key"] == "set"
+    )
+    up = make_blob_store(s3).signed_upload_url(
+        "adapters", "u/jobs/job-1/events.jsonl", 3 * 24 * 3600
+    )
     assert httpx.put(up, content=b"{}\n").status_code == 200
     assert storage.upload_url_limit_s(settings_for(tmp_path / "l")) is None
     with pytest.raises(ValidationError, match="SUPABASE_S3_SECRET_ACCESS_KEY"):

@@ -27,7 +27,9 @@ def toy_rows(repeat: int = 4) -> list[dict[str, Any]]:
     rows = []
     for _ in range(repeat):
         for q, a in TOY_QA:
-            rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+            rows.append(
+                {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            )
     return rows
 
 

@@ -45,8 +45,10 @@ def test_labels_cover_exactly_the_assistant_turns(tokenizer) -> None:
     enc = tokenizer.apply_chat_template(
         CONVO, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
     )
-    expected = [enc["input_ids"][t + 1] if enc["assistant_masks"][t + 1] else D.IGNORE
-                for t in range(len(enc["input_ids"]) - 1)] + [D.IGNORE]
+    expected = [
+        enc["input_ids"][t + 1] if enc["assistant_masks"][t + 1] else D.IGNORE
+        for t in range(len(enc["input_ids"]) - 1)
+    ] + [D.IGNORE]
     assert sample.targets == expected
     assert stats.loss_tokens == sample.n_loss == sum(enc["assistant_masks"])
 
@@ -64,10 +66,14 @@ def test_template_without_generation_markers_gives_the_same_labels(tokenizer) ->
 
 
 def test_truncated_and_dropped_rows_are_counted(tokenizer) -> None:
-    long_answer = [{"role": "user", "content": "Count."},
-                   {"role": "assistant", "content": " ".join(["one two three"] * 40)}]
-    long_question = [{"role": "user", "content": " ".join(["why"] * 200)},
-                     {"role": "assistant", "content": "Because."}]
+    long_answer = [
+        {"role": "user", "content": "Count."},
+        {"role": "assistant", "content": " ".join(["one two three"] * 40)},
+    ]
+    long_question = [
+        {"role": "user", "content": " ".join(["why"] * 200)},
+        {"role": "assistant", "content": "Because."},
+    ]
     samples, stats = D.tokenize_rows(
         tokenizer, [CONVO[1:3], long_answer, long_question], max_length=48
     )
@@ -78,12 +84,15 @@ def test_truncated_and_dropped_rows_are_counted(tokenizer) -> None:
 
 
 def test_bad_rows_are_named(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "bad.jsonl", [
-        {"messages": CONVO},
-        "{not json",
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
-        {"messages": [{"role": "user", "content": "only a question"}]},
-    ])
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"messages": CONVO},
+            "{not json",
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
+            {"messages": [{"role": "user", "content": "only a question"}]},
+        ],
+    )
     with pytest.raises(BadInput) as e:
         D.read_rows(path, "train")
     msg = e.value.message
@@ -224,21 +233,26 @@ def test_windows_of_one_document_stay_on_one_side_of_the_eval_split(tokenizer) -
 
 
 def test_long_chat_rows_are_still_truncated_not_split(tokenizer) -> None:
-    long_answer = [{"role": "user", "content": "Count."},
-                   {"role": "assistant", "content": " ".join(["one two three"] * 40)}]
+    long_answer = [
+        {"role": "user", "content": "Count."},
+        {"role": "assistant", "content": " ".join(["one two three"] * 40)},
+    ]
     samples, stats = D.tokenize_rows(tokenizer, [long_answer], max_length=48)
     assert [len(s) for s in samples] == [48]
     assert stats.truncated_rows == 1 and stats.split_rows == 0 and stats.windows == 0
 
 
 def test_bad_text_rows_are_named(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "bad.jsonl", [
-        {"text": DOC},
-        {"text": 5},
-        {"text": "   "},
-        {"text": DOC, "messages": CONVO},
-        {"prompt": "hi"},
-    ])
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"text": DOC},
+            {"text": 5},
+            {"text": "   "},
+            {"text": DOC, "messages": CONVO},
+            {"prompt": "hi"},
+        ],
+    )
     with pytest.raises(BadInput) as e:
         D.read_rows(path, "train")
     msg = e.value.message

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from another test module are used as arguments)
 """Adapters with LoRA on the routed experts (`lora_on_experts`) on tiny Qwen3-Next: the merge
 action folds them into the fused expert tensors; serving refuses them with a typed error.
 
@@ -24,8 +25,13 @@ def expert_adapter(tiny_next: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from trainer.moe import add_expert_lora, peft_module_targets
 
     model, _ = _load_nf4(tiny_next, torch.float32)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "gate_proj", "up_proj", "down_proj"],
-                      init_lora_weights=False, base_model_name_or_path=str(tiny_next))  # fmt: skip
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "gate_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,
+        base_model_name_or_path=str(tiny_next),
+    )
     with peft_module_targets():
         model = get_peft_model(model, lora)
     add_expert_lora(model, r=4, alpha=8)
@@ -51,22 +57,31 @@ def _logits(model) -> torch.Tensor:
         return model(input_ids=_probe_ids(model.config.vocab_size), use_cache=False).logits
 
 
-def test_the_adapter_is_recognised_by_its_expert_weights(expert_adapter: Path, tiny_next: Path) -> None:  # noqa: F811
+def test_the_adapter_is_recognised_by_its_expert_weights(
+    expert_adapter: Path, tiny_next: Path
+) -> None:  # noqa: F811
     from trainer.expert_lora import read_expert_lora
 
     info = read_expert_lora(expert_adapter)
     assert info is not None and info.r == 4 and info.scaling == 2.0
-    assert info.modules == tuple(f"model.layers.{i}.mlp.experts" for i in range(TINY["num_hidden_layers"]))
+    assert info.modules == tuple(
+        f"model.layers.{i}.mlp.experts" for i in range(TINY["num_hidden_layers"])
+    )
     # An adapter without expert LoRA is not mistaken for one.
     from peft import LoraConfig, get_peft_model
 
     plain = tiny_next.parent / "plain_adapter"
-    get_peft_model(_base(tiny_next), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(plain)
+    get_peft_model(_base(tiny_next), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(
+        plain
+    )
     assert read_expert_lora(plain) is None
 
 
 def test_merge_folds_the_expert_lora_into_the_fused_experts(
-    expert_adapter: Path, tiny_next: Path, tmp_path: Path, worker_env  # noqa: F811
+    expert_adapter: Path,
+    tiny_next: Path,
+    tmp_path: Path,
+    worker_env,  # noqa: F811
 ) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -82,7 +97,9 @@ def test_merge_folds_the_expert_lora_into_the_fused_experts(
     assert len(wrapped) == TINY["num_hidden_layers"]
     saved = load_file(str(expert_adapter / "adapter_model.safetensors"))
     got = wrapped[1].expert_lora.lora_down_proj_B["default"]
-    torch.testing.assert_close(got, saved["base_model.model.model.layers.1.mlp.experts.expert_lora.lora_down_proj_B"])
+    torch.testing.assert_close(
+        got, saved["base_model.model.model.layers.1.mlp.experts.expert_lora.lora_down_proj_B"]
+    )
     want = _logits(with_adapter)
     # The control: the expert LoRA matters (turning it off moves the logits).
     for m in wrapped:
@@ -90,9 +107,18 @@ def test_merge_folds_the_expert_lora_into_the_fused_experts(
     assert (_logits(with_adapter) - want).abs().max() > 1e-3
 
     out = tmp_path / "merged"
-    events = run({"job_id": "merge-experts", "action": "merge", "model": {"name_or_path": str(tiny_next)},
-                  "quantization": "none", "device": "cpu", "output": {"adapter_name": "merged", "local_dir": str(out)},
-                  "merge": {"adapter_path": str(expert_adapter), "dtype": "float32"}}, worker_env)  # fmt: skip
+    events = run(
+        {
+            "job_id": "merge-experts",
+            "action": "merge",
+            "model": {"name_or_path": str(tiny_next)},
+            "quantization": "none",
+            "device": "cpu",
+            "output": {"adapter_name": "merged", "local_dir": str(out)},
+            "merge": {"adapter_path": str(expert_adapter), "dtype": "float32"},
+        },
+        worker_env,
+    )
     assert events[-1]["type"] == "completed", events[-1]
     started = next(e for e in events if e["type"] == "started")
     assert started["data"]["adapter"]["expert_lora_modules"] == TINY["num_hidden_layers"]
@@ -110,7 +136,9 @@ def test_merge_folds_the_expert_lora_into_the_fused_experts(
 
 
 def test_serving_refuses_the_adapter_and_keeps_serving_the_others(
-    expert_adapter: Path, tiny_next: Path, tmp_path: Path  # noqa: F811
+    expert_adapter: Path,
+    tiny_next: Path,
+    tmp_path: Path,  # noqa: F811
 ) -> None:
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -122,7 +150,9 @@ def test_serving_refuses_the_adapter_and_keeps_serving_the_others(
     base = _base(tiny_next)
     with pytest.raises(ExpertLoraNeedsMerge, match=r"merge it \(`brightrun adapters merge REF`\)"):
         load_adapter(base, expert_adapter)
-    assert not isinstance(base, PeftModel) and not [n for n, _ in base.named_parameters() if "lora" in n]
+    assert not isinstance(base, PeftModel) and not [
+        n for n, _ in base.named_parameters() if "lora" in n
+    ]
 
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False)
     with peft_module_targets():
@@ -137,7 +167,10 @@ def test_serving_refuses_the_adapter_and_keeps_serving_the_others(
     with pytest.raises(ServerError) as err:
         engine.load_adapter("experts", str(expert_adapter))
     assert err.value.status == 400 and err.value.err_type == "ExpertLoraNeedsMerge"
-    assert "vLLM cannot serve it as a LoRA" in err.value.message and "brightrun adapters merge" in err.value.message
+    assert (
+        "vLLM cannot serve it as a LoRA" in err.value.message
+        and "brightrun adapters merge" in err.value.message
+    )
     assert set(engine.adapters) == {"other"}
     # Per-request switching still works: the other adapter and the base answer as before.
     engine.model.set_adapter(engine.adapters["other"].internal)

@@ -58,8 +58,18 @@ def test_completed_job_yields_ordered_events_and_uploads_everything(
     assert started["cold_start_s"] >= 0
 
     m = [e["data"] for e in events if e["type"] == "metrics"][-1]
-    for key in ("step", "epoch", "loss", "lr", "grad_norm", "tokens_seen", "tokens_seen_total",
-                "tokens_per_s", "elapsed_s", "peak_memory_bytes"):
+    for key in (
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_seen",
+        "tokens_seen_total",
+        "tokens_per_s",
+        "elapsed_s",
+        "peak_memory_bytes",
+    ):
         assert key in m
     assert m["tokens_seen"] < m["tokens_seen_total"]
     ckpt = [e["data"] for e in events if e["type"] == "checkpoint"]
@@ -161,8 +171,10 @@ def test_resume_continues_the_same_loss_curve(
     uninterrupted run. Same float32 arithmetic in the same order, so equal to 1e-6."""
     from trainer.actions import run_job
 
-    common = {"training": {"checkpoint_every": 3, "checkpoint_layers": "all"},
-              "lora": {"dropout": 0.1}}
+    common = {
+        "training": {"checkpoint_every": 3, "checkpoint_layers": "all"},
+        "lora": {"dropout": 0.1},
+    }
     straight = run(make_spec(tiny_model, toy_data, job_id="straight", **common), worker_env)
     curve = {e["data"]["step"]: e["data"]["loss"] for e in straight if e["type"] == "metrics"}
 
@@ -236,11 +248,19 @@ def test_cli_prints_json_lines_and_exit_status(
 ) -> None:
     spec = tmp_path / "job.json"
     spec.write_text(json.dumps(make_spec(tmp_path / "missing", toy_data)))
-    env = {"CHECKPOINT_DIR": str(tmp_path / "ck"), "PATH": "/usr/bin:/bin",
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {
+        "CHECKPOINT_DIR": str(tmp_path / "ck"),
+        "PATH": "/usr/bin:/bin",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", "--spec", str(spec)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert proc.returncode == 1
@@ -267,7 +287,9 @@ def test_worker_logs_never_carry_a_signed_url_or_the_hf_token(
     import logging
 
     caplog.set_level(logging.DEBUG)
-    http_server.store.files["/data/train.jsonl"] = "".join(json.dumps(r) + "\n" for r in toy_rows()).encode()
+    http_server.store.files["/data/train.jsonl"] = "".join(
+        json.dumps(r) + "\n" for r in toy_rows()
+    ).encode()
     env = dataclasses.replace(worker_env, hf_token="hf_LoggedNowhere123")
     names = [*ADAPTER_FILES, "events.jsonl", "result.json"]
     spec = make_spec(
@@ -280,8 +302,11 @@ def test_worker_logs_never_carry_a_signed_url_or_the_hf_token(
     assert events[-1]["type"] == "completed", events[-1]
     assert len(http_server.store.puts) == len(names)  # every upload went through the worker
     # A failing download and a failing job log too; neither may quote the URL.
-    bad = make_spec(tiny_model, data={"train_url": http_server.url("/data/missing.jsonl")},
-                    output={"upload_urls": {"result.json": "http://127.0.0.1:9/up?token=secret-signature"}})  # fmt: skip
+    bad = make_spec(
+        tiny_model,
+        data={"train_url": http_server.url("/data/missing.jsonl")},
+        output={"upload_urls": {"result.json": "http://127.0.0.1:9/up?token=secret-signature"}},
+    )
     assert run(bad, env)[-1]["data"]["kind"] == "download_failed"
     logged = caplog.text + "".join(str(r.args) for r in caplog.records)
     assert caplog.records, "nothing was logged at all: the check below would prove nothing"

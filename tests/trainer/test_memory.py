@@ -18,8 +18,9 @@ def loaded(tiny_model: Path):
     from trainer.model import load_for_training, load_tokenizer
     from trainer.shared.spec import JobSpec
 
-    spec = JobSpec.model_validate(make_spec(tiny_model, tiny_model / "config.json",
-                                            lora={"dropout": 0.0}))
+    spec = JobSpec.model_validate(
+        make_spec(tiny_model, tiny_model / "config.json", lora={"dropout": 0.0})
+    )
     lm = load_for_training(spec, tiny_model, load_tokenizer(tiny_model))
     lm.model.train()
     return lm
@@ -31,8 +32,17 @@ def _forward(lm):
     def forward(n: int):
         g = torch.Generator().manual_seed(n)
         ids = torch.randint(0, 500, (1, n), generator=g)
-        batch = D.Batch(ids, torch.arange(n)[None], torch.roll(ids, -1, 1), None,
-                        torch.tensor([0, n], dtype=torch.int32), n, n, n, n)
+        batch = D.Batch(
+            ids,
+            torch.arange(n)[None],
+            torch.roll(ids, -1, 1),
+            None,
+            torch.tensor([0, n], dtype=torch.int32),
+            n,
+            n,
+            n,
+            n,
+        )
         return batch_loss_sum(lm.model, batch, lm.device, torch.float32)
 
     return forward

@@ -74,7 +74,11 @@ def test_two_workers_downloading_at_once_leave_one_complete_copy(
     monkeypatch.setattr(trainer.cache, "download_snapshot", slow)
     results: list[tuple[Path, str]] = []
     workers = [
-        threading.Thread(target=lambda: results.append(resolve_model_path(ModelSpec(name_or_path=HUB_ID), worker_env)))
+        threading.Thread(
+            target=lambda: results.append(
+                resolve_model_path(ModelSpec(name_or_path=HUB_ID), worker_env)
+            )
+        )
         for _ in range(2)
     ]
     for w in workers:
@@ -98,6 +102,8 @@ def test_a_broken_off_download_in_the_cache_is_replaced(hub: list[Path], worker_
     (folder / "model-00001-of-00002.safetensors").write_bytes(b"partial")
     path, source = resolve_model_path(ModelSpec(name_or_path=HUB_ID), worker_env)
     assert (path, source) == (folder, "hub")
-    assert (folder / MARKER).is_file() and not (folder / "model-00001-of-00002.safetensors").exists()
+    assert (folder / MARKER).is_file() and not (
+        folder / "model-00001-of-00002.safetensors"
+    ).exists()
     assert (folder / "config.json").read_text() != "{}"
     assert _leftovers(worker_env.model_cache_dir) == []

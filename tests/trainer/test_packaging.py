@@ -86,14 +86,25 @@ def _dockerignore_excludes(patterns: list[str], path: str) -> bool:
 def test_the_build_context_is_the_trainer_only() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-    left_out = [".env", "trainer/.env", ".venv/bin/python", "data/datasets/rows.jsonl",
-                "core/settings.py", "trainer/__pycache__/handler.cpython-311.pyc", ".git/config"]  # fmt: skip
+    left_out = [
+        ".env",
+        "trainer/.env",
+        ".venv/bin/python",
+        "data/datasets/rows.jsonl",
+        "core/settings.py",
+        "trainer/__pycache__/handler.cpython-311.pyc",
+        ".git/config",
+    ]
     for path in left_out:
         assert _dockerignore_excludes(patterns, path), f"{path} would reach the build context"
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     sent = [p for p in tracked.stdout.split() if not _dockerignore_excludes(patterns, p)]
     assert "trainer/requirements.txt" in sent and "trainer/handler.py" in sent
-    assert all(p.startswith("trainer/") for p in sent), [p for p in sent if not p.startswith("trainer/")]
+    assert all(p.startswith("trainer/") for p in sent), [
+        p for p in sent if not p.startswith("trainer/")
+    ]
 
 
 def test_dockerfile_installs_pins_first_and_refuses_a_second_torch() -> None:
@@ -124,7 +135,9 @@ def test_trainer_requirements_resolve_together() -> None:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    pins = {canonicalize_name(k): v for k, v in _pins(ROOT / "trainer" / "requirements.txt").items()}
+    pins = {
+        canonicalize_name(k): v for k, v in _pins(ROOT / "trainer" / "requirements.txt").items()
+    }
     conflicts = []
     for name, version in pins.items():
         try:
@@ -132,7 +145,9 @@ def test_trainer_requirements_resolve_together() -> None:
         except PackageNotFoundError:
             conflicts.append(f"{name}=={version} is not installed here to read its requirements")
             continue
-        assert dist.version.split("+")[0] == version, f"{name}: pinned {version}, installed {dist.version}"
+        assert dist.version.split("+")[0] == version, (
+            f"{name}: pinned {version}, installed {dist.version}"
+        )
         for raw in dist.requires or []:
             req = Requirement(raw)
             if req.marker and not req.marker.evaluate({"extra": ""}):

@@ -12,13 +12,17 @@ from tests.trainer.conftest import make_spec
 from trainer import data as D
 
 ROWS = [
-    [{"role": "user", "content": "What is the capital of France?"},
-     {"role": "assistant", "content": "The capital of France is Paris."}],
-    [{"role": "system", "content": "Be brief."},
-     {"role": "user", "content": "Colors?"},
-     {"role": "assistant", "content": "Red, green and blue."},
-     {"role": "user", "content": "Animals?"},
-     {"role": "assistant", "content": "A cat, a dog and a horse."}],
+    [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Colors?"},
+        {"role": "assistant", "content": "Red, green and blue."},
+        {"role": "user", "content": "Animals?"},
+        {"role": "assistant", "content": "A cat, a dog and a horse."},
+    ],
     [{"role": "user", "content": "Say yes."}, {"role": "assistant", "content": "Yes."}],
 ]
 # float32 throughout; the packed and the alone computations differ only in the order of
@@ -76,12 +80,16 @@ def test_padded_batches_give_the_same_loss(loaded) -> None:
     idx = list(range(len(samples)))
     with torch.no_grad():
         packed = batch_loss_sum(
-            loaded.model, D.collate(samples, idx, packed=True, pad_id=0, device="cpu"),
-            loaded.device, torch.float32,
+            loaded.model,
+            D.collate(samples, idx, packed=True, pad_id=0, device="cpu"),
+            loaded.device,
+            torch.float32,
         )
         padded = batch_loss_sum(
-            loaded.model, D.collate(samples, idx, packed=False, pad_id=0, device="cpu"),
-            loaded.device, torch.float32,
+            loaded.model,
+            D.collate(samples, idx, packed=False, pad_id=0, device="cpu"),
+            loaded.device,
+            torch.float32,
         )
     assert float(padded) == pytest.approx(float(packed), rel=RTOL)
 

@@ -43,7 +43,9 @@ def tiny_next(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trainer.shared.tiny import build_tiny_chat_model
 
     root = tmp_path_factory.mktemp("qwen3_next")
-    tok = AutoTokenizer.from_pretrained(build_tiny_chat_model(root / "tok", hidden_size=32, num_layers=1))
+    tok = AutoTokenizer.from_pretrained(
+        build_tiny_chat_model(root / "tok", hidden_size=32, num_layers=1)
+    )
     config = Qwen3NextConfig(
         vocab_size=len(tok),
         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
@@ -80,7 +82,9 @@ def _load_nf4(model_dir: Path, dtype=torch.float32):
         ),
     )
     model.config.use_cache = False
-    facts = arch_hooks.post_load(model, SimpleNamespace(quantization="nf4"), arch.capabilities(model.config))
+    facts = arch_hooks.post_load(
+        model, SimpleNamespace(quantization="nf4"), arch.capabilities(model.config)
+    )
     return model, facts
 
 
@@ -106,7 +110,9 @@ def test_experts_load_in_nf4_at_4_13_bits_and_match_bitsandbytes(tiny_next: Path
     report = memory_report(model)
     bits = report["routed_experts"]["bits_per_param"]
     assert bits == pytest.approx(NF4_BITS, rel=0.10)
-    assert facts["experts_quantized"] and facts["expert_bits_per_param"] == pytest.approx(bits, rel=0.01)
+    assert facts["experts_quantized"] and facts["expert_bits_per_param"] == pytest.approx(
+        bits, rel=0.01
+    )
 
     # Expert by expert, the storage is what bitsandbytes' own quantize_4bit gives.
     nf4 = model.model.layers[1].mlp.experts
@@ -158,7 +164,9 @@ def _planner_weight_bytes(model_dir: Path) -> int:
     from core.planner import TrainerFacts, estimate_memory, facts_from_config
     from trainer.shared.spec import JobSpec
 
-    facts = facts_from_config(json.loads((model_dir / "config.json").read_text()), id="tiny-qwen3-next")
+    facts = facts_from_config(
+        json.loads((model_dir / "config.json").read_text()), id="tiny-qwen3-next"
+    )
     spec = JobSpec.model_validate(
         {
             "job_id": "plan",
@@ -170,7 +178,9 @@ def _planner_weight_bytes(model_dir: Path) -> int:
     )
     est = estimate_memory(spec, facts, TrainerFacts(upcast_unquantized_fp32=False))
     assert est.experts_quantized
-    return sum(est.term(k) for k in ("base_weights", "routed_experts", "embeddings", "other_weights"))
+    return sum(
+        est.term(k) for k in ("base_weights", "routed_experts", "embeddings", "other_weights")
+    )
 
 
 def test_real_size_qwen3_next_fits_80gb_only_with_quantized_experts() -> None:
@@ -190,7 +200,9 @@ def test_real_size_qwen3_next_fits_80gb_only_with_quantized_experts() -> None:
     assert routed_expert_params(config) == fp["routed_experts"]["params"]
     assert fp["routed_experts"]["params"] / total_params > 0.95
     assert fp["total"]["bytes"] < 45 * GIB  # all weights, experts in NF4
-    experts_bf16 = fp["total"]["bytes"] + fp["routed_experts"]["params"] * 2 - fp["routed_experts"]["bytes"]
+    experts_bf16 = (
+        fp["total"]["bytes"] + fp["routed_experts"]["params"] * 2 - fp["routed_experts"]["bytes"]
+    )
     assert experts_bf16 > 140 * GIB  # what a stock 4-bit load needs: does not fit 80 GB
     assert expert_lora_params(config, 16) == 48 * 512 * 16 * (2048 + 1024 + 512 + 2048)
 
@@ -209,19 +221,24 @@ def test_experts_quantised_while_loading_equal_those_quantised_after(tiny_next: 
     spec = SimpleNamespace(quantization="nf4")
     qconfig = build_quantization_config(spec.quantization, torch.bfloat16, caps.keep_full_precision)
     with arch_hooks.load_context(spec, caps, torch.bfloat16):
-        streamed = AutoModelForCausalLM.from_pretrained(tiny_next, dtype=torch.bfloat16, quantization_config=qconfig)
+        streamed = AutoModelForCausalLM.from_pretrained(
+            tiny_next, dtype=torch.bfloat16, quantization_config=qconfig
+        )
     facts = arch_hooks.post_load(streamed, spec, caps)
     assert facts["experts_quantized_while_loading"] == TINY["num_hidden_layers"]
     after, _ = _load_nf4(tiny_next, torch.bfloat16)
-    for (name, a), (_, b) in zip(
-        streamed.named_buffers(), after.named_buffers(), strict=True
-    ):
+    for (name, a), (_, b) in zip(streamed.named_buffers(), after.named_buffers(), strict=True):
         if "experts" in name:
             assert torch.equal(a, b), name
-    ids = torch.randint(0, streamed.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(4))
+    ids = torch.randint(
+        0, streamed.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(4)
+    )
     streamed.train(), after.train()
     with torch.no_grad():
-        assert torch.equal(streamed(input_ids=ids, use_cache=False).logits, after(input_ids=ids, use_cache=False).logits)
+        assert torch.equal(
+            streamed(input_ids=ids, use_cache=False).logits,
+            after(input_ids=ids, use_cache=False).logits,
+        )
     # the architecture's own experts class is back once loading is done
     fresh = AutoModelForCausalLM.from_config(streamed.config)
     assert type(fresh.model.layers[0].mlp.experts).__name__ == "Qwen3NextExperts"
@@ -245,7 +262,9 @@ def test_quantized_experts_forward_matches_the_dequantized_reference(tiny_next: 
         ref.down_proj.copy_(nf4.dequantize("down_proj"))
     g = torch.Generator().manual_seed(1)
     x = torch.randn(48, TINY["hidden_size"], generator=g).to(torch.bfloat16)
-    top = torch.stack([torch.randperm(6, generator=g)[:2] for _ in range(48)])  # experts 6, 7 unused
+    top = torch.stack(
+        [torch.randperm(6, generator=g)[:2] for _ in range(48)]
+    )  # experts 6, 7 unused
     weights = torch.rand(48, 2, generator=g).to(torch.bfloat16)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     y, y_ref = nf4(x1, top, weights), ref(x2, top, weights)
@@ -341,7 +360,9 @@ def test_without_boundaries_the_linear_attention_leaks_across_samples(tiny_next:
 
 def _state(model, trainable: bool) -> dict[str, torch.Tensor]:
     """Trainable parameters, or everything frozen: parameters and buffers (the NF4 experts)."""
-    out = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad == trainable}
+    out = {
+        n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad == trainable
+    }
     if not trainable:
         out.update({n: b.detach().clone() for n, b in model.named_buffers()})
     return out
@@ -477,9 +498,16 @@ def test_qwen3_moe_is_one_table_entry_away(tmp_path: Path) -> None:
     from trainer.shared import arch
 
     config = Qwen3MoeConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=256, moe_intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-        num_experts=8, num_experts_per_tok=2,
+        vocab_size=512,
+        hidden_size=128,
+        intermediate_size=256,
+        moe_intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        num_experts=8,
+        num_experts_per_tok=2,
     )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(tmp_path / "m")
@@ -488,8 +516,11 @@ def test_qwen3_moe_is_one_table_entry_away(tmp_path: Path) -> None:
     spec = type("Spec", (), {"quantization": "nf4"})()
     with arch_hooks.load_context(spec, caps, torch.bfloat16):
         model = AutoModelForCausalLM.from_pretrained(
-            tmp_path / "m", dtype=torch.bfloat16,
-            quantization_config=build_quantization_config(spec.quantization, torch.bfloat16, caps.keep_full_precision),
+            tmp_path / "m",
+            dtype=torch.bfloat16,
+            quantization_config=build_quantization_config(
+                spec.quantization, torch.bfloat16, caps.keep_full_precision
+            ),
         )
     facts = arch_hooks.post_load(model, spec, caps)
     assert facts["expert_modules"] == 2 and facts["experts_quantized_while_loading"] == 2
@@ -502,7 +533,9 @@ def test_qwen3_moe_is_one_table_entry_away(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- adapters after training
 
 
-def test_merge_and_inference_keep_the_shared_expert_lora(tiny_next: Path, tmp_path: Path, worker_env) -> None:
+def test_merge_and_inference_keep_the_shared_expert_lora(
+    tiny_next: Path, tmp_path: Path, worker_env
+) -> None:
     """`trainer.model.load_adapter`, used by the merge action and the local inference server,
     loads a fused-expert model's adapter as training attached it, shared expert included."""
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -525,8 +558,12 @@ def test_merge_and_inference_keep_the_shared_expert_lora(tiny_next: Path, tmp_pa
 
     # An adapter as the trainer saves one: LoRA on attention and on the shared expert's
     # gate/up/down projections (non-zero, so it changes the logits).
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "gate_proj", "up_proj", "down_proj"],
-                      init_lora_weights=False)  # fmt: skip
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "gate_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,
+    )
     with peft_module_targets():
         trained = get_peft_model(base(), lora).eval()
     assert shared_expert_lora(trained)
@@ -543,9 +580,18 @@ def test_merge_and_inference_keep_the_shared_expert_lora(tiny_next: Path, tmp_pa
 
     # The merge action: the merged weights give base + adapter.
     out = tmp_path / "merged"
-    events = run({"job_id": "merge-q3n", "action": "merge", "model": {"name_or_path": str(tiny_next)},
-                  "quantization": "none", "device": "cpu", "output": {"adapter_name": "merged", "local_dir": str(out)},
-                  "merge": {"adapter_path": str(adapter), "dtype": "float32"}}, worker_env)  # fmt: skip
+    events = run(
+        {
+            "job_id": "merge-q3n",
+            "action": "merge",
+            "model": {"name_or_path": str(tiny_next)},
+            "quantization": "none",
+            "device": "cpu",
+            "output": {"adapter_name": "merged", "local_dir": str(out)},
+            "merge": {"adapter_path": str(adapter), "dtype": "float32"},
+        },
+        worker_env,
+    )
     assert events[-1]["type"] == "completed", events[-1]
     merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     # Stated tolerance: float32, the LoRA product added into the weights (round-off only).

@@ -19,9 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _snapshot(model: Any, trainable: bool) -> dict[str, torch.Tensor]:
     return {
-        n: p.detach().clone()
-        for n, p in model.named_parameters()
-        if p.requires_grad == trainable
+        n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad == trainable
     }
 
 
@@ -85,7 +83,11 @@ def _answers(model: Any, tok: Any) -> tuple[int, float]:
 
 
 def test_qlora_learns_the_toy_task_and_only_lora_weights_change(
-    tiny_model: Path, toy_data: Path, worker_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path,
+    toy_data: Path,
+    worker_env: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -131,7 +133,9 @@ def test_qlora_learns_the_toy_task_and_only_lora_weights_change(
     # The adapter as delivered: PEFT format naming the base as the spec gave it.
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "brightrun.json"
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "brightrun.json",
     ]
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str(tiny_model)
@@ -157,13 +161,17 @@ def test_qlora_learns_the_toy_task_and_only_lora_weights_change(
     assert tuned_lp > base_lp + 2.0
 
 
-def test_plain_text_rows_train_on_every_token(tiny_model: Path, worker_env: Any, tmp_path: Path) -> None:
+def test_plain_text_rows_train_on_every_token(
+    tiny_model: Path, worker_env: Any, tmp_path: Path
+) -> None:
     """Continued pretraining: `{"text"}` rows, packed, every token a target; loss goes down."""
     from tests.trainer.conftest import run, write_jsonl
 
     docs = [{"text": f"The secret word for {q.split()[-1].rstrip('?')} is {a}"} for q, a in TOY_QA]
     data = write_jsonl(tmp_path / "docs.jsonl", docs * 4)
-    spec = make_spec(tiny_model, data, training={"max_steps": 12, "learning_rate": 1e-2, "grad_accum": 1})
+    spec = make_spec(
+        tiny_model, data, training={"max_steps": 12, "learning_rate": 1e-2, "grad_accum": 1}
+    )
     events = run(spec, worker_env)
     assert events[0]["type"] == "started" and events[-1]["type"] == "completed", events[-1]
     train = events[0]["data"]["dataset"]["train"]
@@ -174,7 +182,9 @@ def test_plain_text_rows_train_on_every_token(tiny_model: Path, worker_env: Any,
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
 
 
-def test_long_documents_are_trained_on_in_windows(tiny_model: Path, worker_env: Any, tmp_path: Path) -> None:
+def test_long_documents_are_trained_on_in_windows(
+    tiny_model: Path, worker_env: Any, tmp_path: Path
+) -> None:
     """Documents several times `max_length` long are split, not cut: the started event
     reports the windows, every window trains, and loss goes down."""
     from tests.trainer.conftest import run, write_jsonl
@@ -182,9 +192,16 @@ def test_long_documents_are_trained_on_in_windows(tiny_model: Path, worker_env: 
     story = " ".join(f"The secret word for {q.split()[-1].rstrip('?')} is {a}" for q, a in TOY_QA)
     docs = [{"text": story}, {"text": " ".join(reversed(story.split()))}]
     data = write_jsonl(tmp_path / "long.jsonl", docs * 2)
-    spec = make_spec(tiny_model, data, training={
-        "max_steps": 24, "learning_rate": 1e-2, "grad_accum": 1, "max_length": 32,
-    })  # fmt: skip
+    spec = make_spec(
+        tiny_model,
+        data,
+        training={
+            "max_steps": 24,
+            "learning_rate": 1e-2,
+            "grad_accum": 1,
+            "max_length": 32,
+        },
+    )
     events = run(spec, worker_env)
     assert events[0]["type"] == "started" and events[-1]["type"] == "completed", events[-1]
     train = events[0]["data"]["dataset"]["train"]

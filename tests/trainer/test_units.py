@@ -48,7 +48,6 @@ def test_worker_environment_defaults_follow_the_volume(tmp_path: Path) -> None:
     assert explicit.checkpoint_dir == Path("/x") and explicit.adapter_dir == Path("/a")
 
 
-
 def test_an_unresolved_runpod_secret_reference_is_no_hf_token(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,8 +84,15 @@ def test_lora_and_quantization_factories() -> None:
     spec = _spec(lora={"r": 32, "alpha": 64, "use_rslora": True, "use_dora": True})
     cfg = build_lora_config(spec, capabilities("qwen2"))
     assert (cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.use_dora) == (32, 64, True, True)
-    assert set(cfg.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                       "up_proj", "down_proj"}
+    assert set(cfg.target_modules) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     q = build_quantization_config("nf4", torch.bfloat16)
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16

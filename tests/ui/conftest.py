@@ -56,8 +56,17 @@ def open_page(settings: Settings) -> Callable[..., AppTest]:
 def seed_dataset(settings: Settings, name: str = "support chats") -> str:
     with db.session_scope(settings) as s:
         ds_id = repo.new_id("ds")
-        ds = repo.create_dataset(LOCAL_ACTOR, s, name=name, file_format="jsonl", layout="messages", rows=40,
-                                 valid_rows=40, normalized_key=f"local/{ds_id}/normalized.jsonl", dataset_id=ds_id)  # fmt: skip
+        ds = repo.create_dataset(
+            LOCAL_ACTOR,
+            s,
+            name=name,
+            file_format="jsonl",
+            layout="messages",
+            rows=40,
+            valid_rows=40,
+            normalized_key=f"local/{ds_id}/normalized.jsonl",
+            dataset_id=ds_id,
+        )
         return ds.id
 
 
@@ -77,20 +86,53 @@ def seed_job(
 ) -> str:
     now = tables.utcnow()  # the test's pinned clock, when it pins one
     with db.session_scope(settings) as s:
-        job = repo.create_job(LOCAL_ACTOR, s, base_model=model, spec=spec or {}, dataset_id=dataset_id,
-                              adapter_name=adapter, gpu_type="H100_80GB_PCIE", rate_per_s=0.00116, budget_usd=10.0)  # fmt: skip
+        job = repo.create_job(
+            LOCAL_ACTOR,
+            s,
+            base_model=model,
+            spec=spec or {},
+            dataset_id=dataset_id,
+            adapter_name=adapter,
+            gpu_type="H100_80GB_PCIE",
+            rate_per_s=0.00116,
+            budget_usd=10.0,
+        )
         started = now - dt.timedelta(minutes=minutes_ago)
         done = status in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
-        repo.update_job(LOCAL_ACTOR, s, job.id, status=status, started_at=started,
-                        finished_at=started + dt.timedelta(minutes=10) if done else None,
-                        runpod_job_id=f"rp-{job.id}", cost_usd=cost, final_loss=loss, **fields)  # fmt: skip
+        repo.update_job(
+            LOCAL_ACTOR,
+            s,
+            job.id,
+            status=status,
+            started_at=started,
+            finished_at=started + dt.timedelta(minutes=10) if done else None,
+            runpod_job_id=f"rp-{job.id}",
+            cost_usd=cost,
+            final_loss=loss,
+            **fields,
+        )
         if metrics:
-            repo.append_events(LOCAL_ACTOR, s, job.id, [
-                {"seq": i, "type": "metrics", "ts": time.time(),
-                 "data": {"step": i + 1, "total_steps": metrics, "loss": 3.0 - 2.0 * i / metrics, "lr": 2e-4,
-                          "tokens_per_s": 1000.0, **({"eval_loss": 2.5 - i / metrics} if (i + 1) % 10 == 0 else {})}}
-                for i in range(metrics)
-            ])  # fmt: skip
+            repo.append_events(
+                LOCAL_ACTOR,
+                s,
+                job.id,
+                [
+                    {
+                        "seq": i,
+                        "type": "metrics",
+                        "ts": time.time(),
+                        "data": {
+                            "step": i + 1,
+                            "total_steps": metrics,
+                            "loss": 3.0 - 2.0 * i / metrics,
+                            "lr": 2e-4,
+                            "tokens_per_s": 1000.0,
+                            **({"eval_loss": 2.5 - i / metrics} if (i + 1) % 10 == 0 else {}),
+                        },
+                    }
+                    for i in range(metrics)
+                ],
+            )
         if done and cost:
             repo.record_cost(LOCAL_ACTOR, s, job_id=job.id, seconds=cost / 0.00116, usd=cost)
         return job.id
@@ -99,7 +141,18 @@ def seed_job(
 def text_of(at: AppTest) -> str:
     """Everything a user reads on the page (markdown, captions, alerts, metrics), unescaped."""
     parts: list[str] = []
-    for kind in ("title", "subheader", "markdown", "caption", "text", "error", "warning", "info", "success", "code"):
+    for kind in (
+        "title",
+        "subheader",
+        "markdown",
+        "caption",
+        "text",
+        "error",
+        "warning",
+        "info",
+        "success",
+        "code",
+    ):
         parts += [str(e.value) for e in getattr(at, kind)]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     return "\n".join(parts).replace("\\", "")

@@ -16,13 +16,35 @@ def _adapter(settings: Settings, name: str = "support-bot", volume: str | None =
     ds = seed_dataset(settings)
     job = seed_job(settings, ds, adapter=name)
     vid = "av-" + job.removeprefix("job-")
-    store.put_bytes("adapters", adapter_key("local", vid, "adapter_model.safetensors"), b"w" * 2500, "application/octet-stream")
-    store.put_bytes("adapters", adapter_key("local", vid, "adapter_config.json"), b"{}", "application/json")
+    store.put_bytes(
+        "adapters",
+        adapter_key("local", vid, "adapter_model.safetensors"),
+        b"w" * 2500,
+        "application/octet-stream",
+    )
+    store.put_bytes(
+        "adapters", adapter_key("local", vid, "adapter_config.json"), b"{}", "application/json"
+    )
     with db.session_scope(settings) as s:
-        repo.create_adapter_version(LOCAL_ACTOR, s, adapter_name=name, base_model="Qwen/Qwen3-4B", job_id=job, dataset_id=ds,
-                                    settings={"lora": {"r": 16, "alpha": 32}, "quantization": "nf4", "training": {"epochs": 1, "learning_rate": 2e-4}},
-                                    final_loss=0.75, eval_loss=0.9, size_bytes=2502, storage_prefix=adapter_prefix("local", vid),
-                                    volume_path=volume, version_id=vid)  # fmt: skip
+        repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name=name,
+            base_model="Qwen/Qwen3-4B",
+            job_id=job,
+            dataset_id=ds,
+            settings={
+                "lora": {"r": 16, "alpha": 32},
+                "quantization": "nf4",
+                "training": {"epochs": 1, "learning_rate": 2e-4},
+            },
+            final_loss=0.75,
+            eval_loss=0.9,
+            size_bytes=2502,
+            storage_prefix=adapter_prefix("local", vid),
+            volume_path=volume,
+            version_id=vid,
+        )
     return vid
 
 
@@ -31,8 +53,16 @@ def test_list_download_and_delete(settings: Settings, open_page) -> None:
     at = open_page("adapters")
     table = at.dataframe[0].value
     row = table.iloc[0].to_dict()
-    assert row["adapter"] == "support-bot v1" and row["base model"] == "Qwen/Qwen3-4B" and row["dataset"] == "support chats"
-    assert row["settings"] == "r=16 α=32, nf4, 1 epoch(s), lr 0.0002" and row["final loss"] == 0.75 and row["size"] == "2.5 KB"
+    assert (
+        row["adapter"] == "support-bot v1"
+        and row["base model"] == "Qwen/Qwen3-4B"
+        and row["dataset"] == "support chats"
+    )
+    assert (
+        row["settings"] == "r=16 α=32, nf4, 1 epoch(s), lr 0.0002"
+        and row["final loss"] == 0.75
+        and row["size"] == "2.5 KB"
+    )
     (download,) = at.get("download_button")
     assert download.proto.label == "Download zip"
     assert at.button(key="adapters.playground").disabled  # not on the inference server's volume

@@ -43,7 +43,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from core.settings import load_settings
 
     home = tmp_path_factory.mktemp("stack")
-    shutil.copytree(ROOT / ".streamlit", home / ".streamlit")  # the dashboard's config, no stray .env
+    shutil.copytree(
+        ROOT / ".streamlit", home / ".streamlit"
+    )  # the dashboard's config, no stray .env
     ep, inf, dash = _free_port(), _free_port(), _free_port()
     env = {
         "BRIGHTRUN_DATA_DIR": str(home / "data"),
@@ -68,7 +70,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert [s.name for s in services] == ["gpu-endpoint", "inference", "syncer", "dashboard"]
         for svc in services:
             out = open(logs / f"{svc.name}.log", "wb")  # noqa: SIM115 - closed with the process
-            procs.append(subprocess.Popen(svc.argv, env={**os.environ, **svc.env}, cwd=home, stdout=out, stderr=out))
+            procs.append(
+                subprocess.Popen(
+                    svc.argv, env={**os.environ, **svc.env}, cwd=home, stdout=out, stderr=out
+                )
+            )
             if svc.health_url:
                 wait_healthy(svc.health_url, procs[-1], timeout_s=180)
         yield f"http://127.0.0.1:{dash}"
@@ -80,7 +86,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             else:
                 os.environ[k] = v
         for log in sorted(logs.glob("*.log")):
-            print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+            print(
+                f"--- {log.name} (tail)\n"
+                + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            )
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +100,10 @@ def page(stack: str) -> Iterator[object]:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
+            executable_path=CHROMIUM,
+            headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )  # fmt: skip
+        )
         pg = browser.new_page(viewport={"width": 1400, "height": 1700})
         pg.set_default_timeout(60_000)
         pg.goto(stack)
@@ -105,8 +115,10 @@ def _dataset_file(tmp: Path) -> Path:
     lines = []
     for i in range(60):
         a, b = i % 7, i % 5
-        chat = [{"role": "user", "content": f"What is {a} plus {b}?"},
-                {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]  # fmt: skip
+        chat = [
+            {"role": "user", "content": f"What is {a} plus {b}?"},
+            {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+        ]
         lines.append(json.dumps({"messages": chat}))
     lines.insert(10, json.dumps({"messages": [{"role": "user", "content": "unanswered"}]}))
     path = tmp / "arithmetic.jsonl"
@@ -127,7 +139,9 @@ def _shot(page, name: str) -> None:
         "() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')].every(e => e.querySelector('.main-svg'))"
     )
     page.wait_for_timeout(500)
-    page.evaluate("() => document.querySelectorAll('[data-testid=stMain], section').forEach(e => e.scrollTo(0, 0))")
+    page.evaluate(
+        "() => document.querySelectorAll('[data-testid=stMain], section').forEach(e => e.scrollTo(0, 0))"
+    )
     page.screenshot(path=str(shots / f"{name}.png"))
 
 
@@ -176,14 +190,21 @@ def test_upload_train_watch_and_chat(page, tmp_path: Path) -> None:
     page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
     first = int(re.search(r"step (\d+)", _progress(page)).group(1))
     deadline = time.monotonic() + 120
-    while int(re.search(r"step (\d+)", _progress(page)).group(1)) == first and "completed" not in _progress(page):
+    while int(
+        re.search(r"step (\d+)", _progress(page)).group(1)
+    ) == first and "completed" not in _progress(page):
         assert time.monotonic() < deadline, _progress(page)
         page.wait_for_timeout(500)
     seen = int(re.search(r"step (\d+)", _progress(page)).group(1))
     assert seen > first, (first, seen)
     _shot(page, "job-running")
     page.get_by_test_id("stProgress").get_by_text("completed").wait_for(timeout=240_000)
-    cost = page.get_by_test_id("stMetric").filter(has_text="Cost").get_by_test_id("stMetricValue").inner_text()
+    cost = (
+        page.get_by_test_id("stMetric")
+        .filter(has_text="Cost")
+        .get_by_test_id("stMetricValue")
+        .inner_text()
+    )
     assert cost.startswith("$")
     _shot(page, "job-completed")
 
@@ -206,7 +227,9 @@ def test_upload_train_watch_and_chat(page, tmp_path: Path) -> None:
 
     _goto(page, "Settings")
     page.get_by_role("heading", name="All settings").wait_for()  # after every health probe answered
-    assert page.get_by_text("answering", exact=True).count() == 4  # database, storage, endpoint, inference
+    assert (
+        page.get_by_text("answering", exact=True).count() == 4
+    )  # database, storage, endpoint, inference
     _shot(page, "settings")
 
     # The adapter: listed, then opened in the playground beside the base model

@@ -8,7 +8,9 @@ from components import charts
 
 
 def test_token_histogram_marks_the_cut_off_and_colours_what_it_truncates() -> None:
-    fig = charts.token_histogram([0, 100, 200, 300, 400], [5, 4, 3, 2], max_length=250, truncated_share=0.2)
+    fig = charts.token_histogram(
+        [0, 100, 200, 300, 400], [5, 4, 3, 2], max_length=250, truncated_share=0.2
+    )
     bar = fig.data[0]
     assert list(bar.y) == [5, 4, 3, 2]
     assert list(bar.marker.color) == [charts.ACCENT, charts.ACCENT, charts.BAD, charts.BAD]
@@ -23,9 +25,18 @@ def test_token_histogram_marks_the_cut_off_and_colours_what_it_truncates() -> No
 
 
 def test_training_curves_draw_eval_loss_only_when_there_is_some() -> None:
-    with_eval = charts.training_curves([1, 2, 3], [3.0, 2.0, 1.0], [3], [1.5], [1e-4] * 3, [10.0] * 3)
-    without = charts.training_curves([1, 2], [3.0, 2.0], [], [], [1e-4] * 2, [10.0] * 2, downsampled=True)
-    assert [t.name for t in with_eval.data] == ["train loss", "eval loss", "learning rate", "tokens/s"]
+    with_eval = charts.training_curves(
+        [1, 2, 3], [3.0, 2.0, 1.0], [3], [1.5], [1e-4] * 3, [10.0] * 3
+    )
+    without = charts.training_curves(
+        [1, 2], [3.0, 2.0], [], [], [1e-4] * 2, [10.0] * 2, downsampled=True
+    )
+    assert [t.name for t in with_eval.data] == [
+        "train loss",
+        "eval loss",
+        "learning rate",
+        "tokens/s",
+    ]
     assert list(with_eval.data[1].y) == [1.5]
     assert "eval loss" not in [t.name for t in without.data]
     assert "downsampled" in without.layout.title.text
@@ -33,7 +44,9 @@ def test_training_curves_draw_eval_loss_only_when_there_is_some() -> None:
 
 def test_serverless_against_pod_crosses_at_the_break_even() -> None:
     grid = [0.25, 0.5, 1.0]
-    fig = charts.serverless_vs_pod(grid, [4.0] * 3, [8.0, 4.0, 2.0], actual_utilisation=0.05, break_even=0.5)
+    fig = charts.serverless_vs_pod(
+        grid, [4.0] * 3, [8.0, 4.0, 2.0], actual_utilisation=0.05, break_even=0.5
+    )
     serverless, pod = fig.data
     assert list(serverless.y) == [4.0] * 3 and list(pod.y) == [8.0, 4.0, 2.0]
     marks = {a.text: s.x0 for a, s in zip(fig.layout.annotations, fig.layout.shapes, strict=True)}
@@ -42,13 +55,20 @@ def test_serverless_against_pod_crosses_at_the_break_even() -> None:
 
 
 def test_memory_breakdown_lists_terms_largest_first_against_the_device() -> None:
-    fig = charts.memory_breakdown([("LoRA", 0.5), ("base weights", 4.0), ("activations", 1.5)], 80.0, "H100")
-    assert list(fig.data[0].y) == ["base weights", "activations", "LoRA"] and list(fig.data[0].x) == [4.0, 1.5, 0.5]
+    fig = charts.memory_breakdown(
+        [("LoRA", 0.5), ("base weights", 4.0), ("activations", 1.5)], 80.0, "H100"
+    )
+    assert list(fig.data[0].y) == ["base weights", "activations", "LoRA"] and list(
+        fig.data[0].x
+    ) == [4.0, 1.5, 0.5]
     assert fig.layout.title.text == "Peak GPU memory: 6.0 GiB of 80 GiB on H100 (8%)"
 
 
 def test_month_keys_are_categories_not_dates() -> None:
-    assert charts.spend_bars({"2026-10": 1.0, "2026-11": 2.0}, "Spend per month").layout.xaxis.type == "category"
+    assert (
+        charts.spend_bars({"2026-10": 1.0, "2026-11": 2.0}, "Spend per month").layout.xaxis.type
+        == "category"
+    )
 
 
 def test_budget_bar_turns_red_over_budget() -> None:

@@ -23,7 +23,10 @@ def test_no_spend_yet(open_page) -> None:
 
 @pytest.mark.parametrize(
     "today",
-    [dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC), dt.datetime(2026, 12, 17, 13, 0, tzinfo=dt.UTC)],
+    [
+        dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 17, 13, 0, tzinfo=dt.UTC),
+    ],
     ids=["first-hour-of-the-month", "mid-month"],
 )
 def test_spend_breakdowns_budget_and_the_pod_comparison(
@@ -36,7 +39,9 @@ def test_spend_breakdowns_budget_and_the_pod_comparison(
     first = seed_job(settings, ds, cost=150.0, model="Qwen/Qwen3-8B")
     seed_job(settings, ds, cost=20.0, model="Qwen/Qwen3-4B")
     with db.session_scope(settings) as s:
-        repo.record_cost(LOCAL_ACTOR, s, job_id=first, seconds=3600, usd=4.18, attempt=5, month="2025-12")
+        repo.record_cost(
+            LOCAL_ACTOR, s, job_id=first, seconds=3600, usd=4.18, attempt=5, month="2025-12"
+        )
     at = open_page("costs")
     text = text_of(at)
     assert next(m for m in at.metric if m.label == "Budget used").value == "85%"
@@ -45,7 +50,10 @@ def test_spend_breakdowns_budget_and_the_pod_comparison(
     titles = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("Spend per month" in t for t in titles) and any("Per model" in t for t in titles)
     per_job = at.dataframe[0].value
-    assert per_job["cost ($)"].tolist() == [150.0, 20.0] and per_job["model"].tolist()[0] == "Qwen/Qwen3-8B"
+    assert (
+        per_job["cost ($)"].tolist() == [150.0, 20.0]
+        and per_job["model"].tolist()[0] == "Qwen/Qwen3-8B"
+    )
     assert "your jobs kept a GPU busy" in text and "Always-on pod" in text
     assert any("your utilisation" in t for t in titles)
     pod = next(m for m in at.metric if m.label == "Always-on pod").value
@@ -55,10 +63,14 @@ def test_spend_breakdowns_budget_and_the_pod_comparison(
     busy = 170 / 0.00116 / 3600
     pods = math.ceil(busy / hours_so_far)
     assert (f"{pods} pods (your jobs ran side by side)" in text) == (pods > 1)
-    assert float(pod.strip("$").replace(",", "")) == pytest.approx(pods * hours_so_far * 1.99, abs=0.01)
+    assert float(pod.strip("$").replace(",", "")) == pytest.approx(
+        pods * hours_so_far * 1.99, abs=0.01
+    )
 
     at.selectbox(key="costs.month").select("2025-12").run()
     assert next(m for m in at.metric if m.label == "Spent in 2025-12").value == "$4.18"
     # a whole month with one busy hour: the pod would have been on 744 hours
     assert "**1.00 h** of the **744 h**" in text_of(at)
-    assert next(m for m in at.metric if m.label == "Always-on pod").value == "$1,480.56"  # 744 h × $1.99
+    assert (
+        next(m for m in at.metric if m.label == "Always-on pod").value == "$1,480.56"
+    )  # 744 h × $1.99

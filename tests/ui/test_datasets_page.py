@@ -26,16 +26,29 @@ def tiny(settings: Settings) -> Path:
 
 
 def _file(n_good: int = 30) -> bytes:
-    rows = [json.dumps({"messages": [{"role": "user", "content": f"question {i} {HOSTILE}"},
-                                     {"role": "assistant", "content": f"answer {i}"}]}) for i in range(n_good)]  # fmt: skip
+    rows = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"question {i} {HOSTILE}"},
+                    {"role": "assistant", "content": f"answer {i}"},
+                ]
+            }
+        )
+        for i in range(n_good)
+    ]
     rows.insert(3, json.dumps({"messages": [{"role": "user", "content": "no answer"}]}))  # line 4
     rows.insert(7, "{not json")  # line 8
     return "\n".join(rows).encode()
 
 
-def test_upload_rejects_bad_rows_by_kind_then_drops_them(settings: Settings, tiny: Path, open_page) -> None:
+def test_upload_rejects_bad_rows_by_kind_then_drops_them(
+    settings: Settings, tiny: Path, open_page
+) -> None:
     at = open_page("datasets")
-    assert "up to **200 MB** per file" in text_of(at) and "brightrun dataset add FILE" in text_of(at)
+    assert "up to **200 MB** per file" in text_of(at) and "brightrun dataset add FILE" in text_of(
+        at
+    )
     assert at.get("file_uploader")[0].proto.max_upload_size_mb == 200
     at.get("file_uploader")[0].upload("support.jsonl", _file(), "application/jsonl")
     at.run()
@@ -57,14 +70,21 @@ def test_upload_rejects_bad_rows_by_kind_then_drops_them(settings: Settings, tin
         (ds,) = repo.list_datasets(LOCAL_ACTOR, s)
     assert (ds.name, ds.rows, ds.valid_rows) == ("support", 32, 30)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Format"] == "jsonl" and metrics["Layout"] == "messages" and metrics["Valid rows"] == "30"
+    assert (
+        metrics["Format"] == "jsonl"
+        and metrics["Layout"] == "messages"
+        and metrics["Valid rows"] == "30"
+    )
     assert "Dropped rows" in text_of(at)
 
     # preview: chat bubbles of plain text, and the exact chat-template rendering
     assert f"question 0 {HOSTILE}" in [t.value for t in at.text]
     assert not any("<script>" in m.value for m in at.markdown)
     (rendered,) = [c.value for c in at.code]
-    assert rendered.rstrip() == f"<|im_start|>user\nquestion 0 {HOSTILE}<|im_end|>\n<|im_start|>assistant\nanswer 0<|im_end|>"
+    assert (
+        rendered.rstrip()
+        == f"<|im_start|>user\nquestion 0 {HOSTILE}<|im_end|>\n<|im_start|>assistant\nanswer 0<|im_end|>"
+    )
 
     # the histogram marks the cut-off and states the truncated share
     (hist,) = [c for c in at.get("plotly_chart") if "Tokens per row" in c.proto.spec]
@@ -75,7 +95,9 @@ def test_upload_rejects_bad_rows_by_kind_then_drops_them(settings: Settings, tin
 
 def test_rename_and_delete_with_confirmation(settings: Settings, tiny: Path, open_page) -> None:
     at = open_page("datasets")
-    at.get("file_uploader")[0].upload("a.jsonl", _file().replace(b"{not json", b""), "application/jsonl")
+    at.get("file_uploader")[0].upload(
+        "a.jsonl", _file().replace(b"{not json", b""), "application/jsonl"
+    )
     at.run()
     at.button(key="datasets.add").click().run()
     assert "1 of 31 rows have problems" in text_of(at)  # the unanswered row is still there
@@ -108,8 +130,9 @@ def test_a_file_with_no_known_layout_gets_a_clear_reason(settings: Settings, ope
     assert not [b for b in at.button if b.key == "datasets.drop"]
 
 
-def test_a_text_dataset_reports_long_documents_as_split_not_truncated(settings: Settings, tiny: Path,
-                                                                      open_page) -> None:
+def test_a_text_dataset_reports_long_documents_as_split_not_truncated(
+    settings: Settings, tiny: Path, open_page
+) -> None:
     docs = [json.dumps({"text": " ".join(["word"] * n)}) for n in (2, 150, 150, 3)]
     at = open_page("datasets")
     at.get("file_uploader")[0].upload("notes.jsonl", "\n".join(docs).encode(), "application/jsonl")
@@ -117,4 +140,7 @@ def test_a_text_dataset_reports_long_documents_as_split_not_truncated(settings: 
     at.button(key="datasets.add").click().run()
     assert not at.exception
     at.number_input(key="datasets.max_length").set_value(150).run()
-    assert "At max length 150, **50.0%** of rows are longer and are split into windows (no token lost)." in text_of(at)
+    assert (
+        "At max length 150, **50.0%** of rows are longer and are split into windows (no token lost)."
+        in text_of(at)
+    )

@@ -13,8 +13,14 @@ from core.settings import Settings, load_settings
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import seed_dataset, seed_job, text_of
 
-OOM = {"type": "failed", "data": {"kind": "out_of_memory", "message": "CUDA out of memory at step 2",
-                                  "suggestion": "try micro_batch_size 2 with grad_accum 8"}}  # fmt: skip
+OOM = {
+    "type": "failed",
+    "data": {
+        "kind": "out_of_memory",
+        "message": "CUDA out of memory at step 2",
+        "suggestion": "try micro_batch_size 2 with grad_accum 8",
+    },
+}
 
 
 def _wait_for(at, predicate, timeout_s: float = 20.0):
@@ -29,7 +35,13 @@ def _wait_for(at, predicate, timeout_s: float = 20.0):
 def test_table_filters_sorts_and_pages(settings: Settings, open_page) -> None:
     ds = seed_dataset(settings)
     for i in range(30):
-        seed_job(settings, ds, cost=i / 10, status="FAILED" if i % 10 == 3 else "COMPLETED", adapter=f"bot-{i}")
+        seed_job(
+            settings,
+            ds,
+            cost=i / 10,
+            status="FAILED" if i % 10 == 3 else "COMPLETED",
+            adapter=f"bot-{i}",
+        )
     at = open_page("jobs")
     table = at.dataframe[0].value
     assert len(table) == 25 and list(table.columns[:4]) == ["job", "status", "model", "dataset"]
@@ -52,12 +64,24 @@ def test_table_filters_sorts_and_pages(settings: Settings, open_page) -> None:
 
 
 def test_detail_of_a_long_job_draws_downsampled_curves(settings: Settings, open_page) -> None:
-    job = seed_job(settings, seed_dataset(settings), metrics=2000, spec={"lora": {"r": 8}}, eval_loss=0.91, step=2000,
-                   total_steps=2000, progress=1.0)  # fmt: skip
+    job = seed_job(
+        settings,
+        seed_dataset(settings),
+        metrics=2000,
+        spec={"lora": {"r": 8}},
+        eval_loss=0.91,
+        step=2000,
+        total_steps=2000,
+        progress=1.0,
+    )
     at = open_page("jobs", {"job": job})
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Eval loss"] == "0.9100" and metrics["Learning rate"] == "2.00e-04" and metrics["Tokens/s"] == "1,000"
+    assert (
+        metrics["Eval loss"] == "0.9100"
+        and metrics["Learning rate"] == "2.00e-04"
+        and metrics["Tokens/s"] == "1,000"
+    )
     assert metrics["Cost"] == "$0.50" and metrics["ETA"] == "done"
     (chart,) = at.get("plotly_chart")
     assert "eval loss" in chart.proto.spec and "learning rate" in chart.proto.spec
@@ -76,7 +100,9 @@ def test_detail_of_a_long_job_draws_downsampled_curves(settings: Settings, open_
 def test_live_detail_syncs_until_the_job_ends(settings: Settings, endpoint, open_page) -> None:
     endpoint.script = lambda spec: {"chunks": 4, "interval_s": 0.5}
     ds = seed_dataset(settings)
-    job = jobs.submit(LOCAL_ACTOR, load_settings(), dataset_id=ds, model="Qwen/Qwen2.5-0.5B-Instruct")
+    job = jobs.submit(
+        LOCAL_ACTOR, load_settings(), dataset_id=ds, model="Qwen/Qwen2.5-0.5B-Instruct"
+    )
     at = open_page("jobs", {"job": job.id})
     assert at.get("progress")
     _wait_for(at, lambda a: "failed" in str([p.proto.text for p in a.get("progress")]))
@@ -88,7 +114,12 @@ def test_live_detail_syncs_until_the_job_ends(settings: Settings, endpoint, open
 
 def test_cancel_a_running_job(settings: Settings, endpoint, open_page) -> None:
     endpoint.script = lambda spec: {"chunks": 1000, "interval_s": 1.0}
-    job = jobs.submit(LOCAL_ACTOR, load_settings(), dataset_id=seed_dataset(settings), model="Qwen/Qwen2.5-0.5B-Instruct")
+    job = jobs.submit(
+        LOCAL_ACTOR,
+        load_settings(),
+        dataset_id=seed_dataset(settings),
+        model="Qwen/Qwen2.5-0.5B-Instruct",
+    )
     at = open_page("jobs", {"job": job.id})
     at.button(key="jobs.cancel").click().run()
     assert not at.exception
@@ -98,20 +129,38 @@ def test_cancel_a_running_job(settings: Settings, endpoint, open_page) -> None:
     at.button(key="jobs.retry").click().run()  # resume under the same id
     with db.session_scope(settings) as s:
         again = repo.get_job(LOCAL_ACTOR, s, job.id)
-    assert again.attempt == 1 and again.status in ("IN_QUEUE", "IN_PROGRESS") and len(endpoint.jobs) == 2
+    assert (
+        again.attempt == 1
+        and again.status in ("IN_QUEUE", "IN_PROGRESS")
+        and len(endpoint.jobs) == 2
+    )
 
 
-def test_failure_shows_kind_and_fix_and_relaunches_with_lighter_settings(settings: Settings, endpoint, open_page) -> None:
-    endpoint.script = lambda spec: {"chunks": 2, "interval_s": 0.01, "final": OOM} if spec["training"]["micro_batch_size"] == 4 else {"chunks": 100, "interval_s": 1}
-    job = jobs.submit(LOCAL_ACTOR, load_settings(), dataset_id=seed_dataset(settings), model="Qwen/Qwen2.5-0.5B-Instruct",
-                      adapter_name="oom-bot", training={"micro_batch_size": 4, "grad_accum": 4})  # fmt: skip
+def test_failure_shows_kind_and_fix_and_relaunches_with_lighter_settings(
+    settings: Settings, endpoint, open_page
+) -> None:
+    endpoint.script = lambda spec: (
+        {"chunks": 2, "interval_s": 0.01, "final": OOM}
+        if spec["training"]["micro_batch_size"] == 4
+        else {"chunks": 100, "interval_s": 1}
+    )
+    job = jobs.submit(
+        LOCAL_ACTOR,
+        load_settings(),
+        dataset_id=seed_dataset(settings),
+        model="Qwen/Qwen2.5-0.5B-Instruct",
+        adapter_name="oom-bot",
+        training={"micro_batch_size": 4, "grad_accum": 4},
+    )
     time.sleep(0.5)
     at = open_page("jobs", {"job": job.id})
     _wait_for(at, lambda a: bool([b for b in a.button if b.key == "jobs.relaunch"]))
     text = text_of(at)
     assert "**out of memory**: CUDA out of memory at step 2" in text
     assert "Suggested fix: try micro_batch_size 2 with grad_accum 8" in text
-    assert '"micro_batch_size": 2' in text and '"grad_accum": 8' in text  # what the relaunch will use
+    assert (
+        '"micro_batch_size": 2' in text and '"grad_accum": 8' in text
+    )  # what the relaunch will use
     at.button(key="jobs.relaunch").click().run()
     assert not at.exception
     with db.session_scope(settings) as s:
@@ -133,13 +182,31 @@ def test_another_users_job_id_is_not_found(settings: Settings, open_page) -> Non
 def test_detail_shows_cold_start_and_promotes_a_checkpoint(settings: Settings, open_page) -> None:
     job = seed_job(settings, seed_dataset(settings), adapter="ck-bot")
     with db.session_scope(settings) as s:
-        repo.append_events(LOCAL_ACTOR, s, job, [{"seq": 0, "type": "started", "ts": time.time(), "data": {"cold_start_s": 42.0}}])
-        repo.create_adapter_version(LOCAL_ACTOR, s, adapter_name="ck-bot", base_model="m", job_id=job)  # the job's v1
+        repo.append_events(
+            LOCAL_ACTOR,
+            s,
+            job,
+            [{"seq": 0, "type": "started", "ts": time.time(), "data": {"cold_start_s": 42.0}}],
+        )
+        repo.create_adapter_version(
+            LOCAL_ACTOR, s, adapter_name="ck-bot", base_model="m", job_id=job
+        )  # the job's v1
         for step, loss in ((4, 2.5), (8, 1.75)):
-            repo.create_adapter_version(LOCAL_ACTOR, s, adapter_name="ck-bot", base_model="m", job_id=job,
-                                        is_checkpoint=True, step=step, final_loss=loss, volume_path=f"/ck/step-{step}")  # fmt: skip
+            repo.create_adapter_version(
+                LOCAL_ACTOR,
+                s,
+                adapter_name="ck-bot",
+                base_model="m",
+                job_id=job,
+                is_checkpoint=True,
+                step=step,
+                final_loss=loss,
+                volume_path=f"/ck/step-{step}",
+            )
     at = open_page("jobs", {"job": job})
-    assert "Cold start 42s: from the worker taking the job until it was ready to work" in text_of(at)
+    assert "Cold start 42s: from the worker taking the job until it was ready to work" in text_of(
+        at
+    )
     rows = [t.value for t in at.text]
     assert rows[:4] == ["step 8", "loss 1.7500", "step 4", "loss 2.5000"]  # newest first
     promote = [b for b in at.button if b.label == "Promote to version"]
@@ -148,14 +215,30 @@ def test_detail_shows_cold_start_and_promotes_a_checkpoint(settings: Settings, o
     assert not at.exception, at.exception
     rows = [t.value for t in at.text]
     assert rows[:5] == ["step 8", "loss 1.7500", "version v2", "step 4", "loss 2.5000"]
-    assert len([b for b in at.button if b.label == "Promote to version"]) == 1  # step 4 still can be
+    assert (
+        len([b for b in at.button if b.label == "Promote to version"]) == 1
+    )  # step 4 still can be
     with db.session_scope(settings) as s:
-        assert [(v.step, v.version) for v in repo.list_versions(LOCAL_ACTOR, s, job_id=job) if v.is_checkpoint] == [(8, 2), (4, None)]
+        assert [
+            (v.step, v.version)
+            for v in repo.list_versions(LOCAL_ACTOR, s, job_id=job)
+            if v.is_checkpoint
+        ] == [(8, 2), (4, None)]
 
 
-def test_cold_start_not_reported_yet_while_the_worker_loads(settings: Settings, endpoint, open_page) -> None:
-    endpoint.script = lambda spec: {"chunks": 1000, "interval_s": 1.0}  # metrics only, no `started` yet
-    job = jobs.submit(LOCAL_ACTOR, load_settings(), dataset_id=seed_dataset(settings), model="Qwen/Qwen2.5-0.5B-Instruct").id
+def test_cold_start_not_reported_yet_while_the_worker_loads(
+    settings: Settings, endpoint, open_page
+) -> None:
+    endpoint.script = lambda spec: {
+        "chunks": 1000,
+        "interval_s": 1.0,
+    }  # metrics only, no `started` yet
+    job = jobs.submit(
+        LOCAL_ACTOR,
+        load_settings(),
+        dataset_id=seed_dataset(settings),
+        model="Qwen/Qwen2.5-0.5B-Instruct",
+    ).id
     at = open_page("jobs", {"job": job})
     assert not at.warning  # the page reached the endpoint and synced
     assert "Cold start: not reported yet" in text_of(at)

@@ -20,16 +20,35 @@ def test_empty_install_shows_the_first_run_guide(open_page) -> None:
 
 def test_running_job_shows_its_loss_sparkline_and_spend(settings: Settings, open_page) -> None:
     ds = seed_dataset(settings)
-    running = seed_job(settings, ds, status="IN_PROGRESS", adapter="live-bot", cost=0.0, metrics=40,
-                       minutes_ago=10, progress=0.4, step=40, total_steps=100)  # fmt: skip
+    running = seed_job(
+        settings,
+        ds,
+        status="IN_PROGRESS",
+        adapter="live-bot",
+        cost=0.0,
+        metrics=40,
+        minutes_ago=10,
+        progress=0.4,
+        step=40,
+        total_steps=100,
+    )
     done = seed_job(settings, ds, cost=12.5)
     with db.session_scope(settings) as s:
-        repo.create_adapter_version(LOCAL_ACTOR, s, adapter_name="support-bot", base_model="Qwen/Qwen3-4B",
-                                    job_id=done, dataset_id=ds, final_loss=0.8123)  # fmt: skip
+        repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name="support-bot",
+            base_model="Qwen/Qwen3-4B",
+            job_id=done,
+            dataset_id=ds,
+            final_loss=0.8123,
+        )
     at = open_page("overview")
     text = text_of(at)
     assert "Welcome" not in text
-    assert "live-bot" in text and "step 40 of 100" in str([p.proto.text for p in at.get("progress")])
+    assert "live-bot" in text and "step 40 of 100" in str(
+        [p.proto.text for p in at.get("progress")]
+    )
     assert len(at.get("plotly_chart")) == 2  # the running job's sparkline and the budget bar
     spend = next(m for m in at.metric if m.label == "Spend so far")
     assert spend.value.startswith("$")  # 10 minutes at $0.00116/s, and the seconds since
@@ -38,7 +57,10 @@ def test_running_job_shows_its_loss_sparkline_and_spend(settings: Settings, open
     assert month.value.startswith("$13.")  # 12.50 recorded + the running job's live cost
     assert "% of the $200.00 budget" in text
     adapters = at.dataframe[0].value
-    assert adapters["adapter"].tolist() == ["support-bot v1"] and adapters["final loss"].item() == 0.8123
+    assert (
+        adapters["adapter"].tolist() == ["support-bot v1"]
+        and adapters["final loss"].item() == 0.8123
+    )
     at.button(key=f"overview.open.{running}").click().run()
     assert not at.exception
     assert at.title[0].value == "Jobs" and at.session_state["jobs.selected"] == running

@@ -19,7 +19,9 @@ from tests.conftest import ROOT
 
 BASE = "fake-base"
 KEY = "fake-inference-key"
-HOSTILE = 'Sure! <script>alert("x")</script> see [link](http://x) and ![img](http://x)\n**bold** `code`'
+HOSTILE = (
+    'Sure! <script>alert("x")</script> see [link](http://x) and ![img](http://x)\n**bold** `code`'
+)
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
@@ -37,7 +39,12 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        self._json({"object": "list", "data": [{"id": BASE, "object": "model", "created": 0, "owned_by": "test"}]})
+        self._json(
+            {
+                "object": "list",
+                "data": [{"id": BASE, "object": "model", "created": 0, "owned_by": "test"}],
+            }
+        )
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -47,15 +54,32 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         pieces = [answer[i : i + 7] for i in range(0, len(answer), 7)]
-        chunks = [{"delta": {"role": "assistant", "content": p}, "finish_reason": None} for p in pieces]
+        chunks = [
+            {"delta": {"role": "assistant", "content": p}, "finish_reason": None} for p in pieces
+        ]
         chunks.append({"delta": {}, "finish_reason": "stop"})
         for c in chunks:
-            body = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": request["model"],
-                    "choices": [{"index": 0, **c}]}  # fmt: skip
+            body = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": request["model"],
+                "choices": [{"index": 0, **c}],
+            }
             self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
-        usage = {"prompt_tokens": 3, "completion_tokens": len(pieces), "total_tokens": 3 + len(pieces)}
-        last = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": request["model"], "choices": [],
-                "usage": usage}  # fmt: skip
+        usage = {
+            "prompt_tokens": 3,
+            "completion_tokens": len(pieces),
+            "total_tokens": 3 + len(pieces),
+        }
+        last = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": request["model"],
+            "choices": [],
+            "usage": usage,
+        }
         self.wfile.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
 
 
@@ -82,7 +106,9 @@ def assistant_bubbles(at: AppTest) -> list[tuple[list[str], list[str]]]:
     ]
 
 
-def test_signed_out_playground_asks_to_sign_in(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signed_out_playground_asks_to_sign_in(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Run alone, as Streamlit may run a page script without app.py: the page takes the user
     from the one session source, which finds nobody signed in."""
     from components import session as ui_session
@@ -98,7 +124,9 @@ def test_signed_out_playground_asks_to_sign_in(data_dir: Path, monkeypatch: pyte
     ui_session._per_session.clear()
 
 
-def test_an_answer_with_html_links_and_images_is_shown_literally(inference: ThreadingHTTPServer) -> None:
+def test_an_answer_with_html_links_and_images_is_shown_literally(
+    inference: ThreadingHTTPServer,
+) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("pages/playground.py").run()
     assert at.multiselect(key="playground.models").value == [f"{BASE} (base)"]

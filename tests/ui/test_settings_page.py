@@ -15,14 +15,18 @@ def _health(at) -> dict[str, str]:
     return out
 
 
-def test_health_of_each_part_and_no_secret_in_sight(settings, endpoint, open_page, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_of_each_part_and_no_secret_in_sight(
+    settings, endpoint, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("INFERENCE_API_KEY", "sk-INFERENCE-SECRET")
     monkeypatch.setenv("HF_TOKEN", "hf_TOKEN_SECRET")
     at = open_page("settings")
     health = _health(at)
     assert health["database"].startswith("up") and "up to date" in health["database"]
     assert health["storage"].startswith("up")
-    assert health["GPU endpoint"].startswith("up") and "/v2/fake (key set)" in health["GPU endpoint"]
+    assert (
+        health["GPU endpoint"].startswith("up") and "/v2/fake (key set)" in health["GPU endpoint"]
+    )
     assert health["inference"].startswith("down") and "not answering" in health["inference"]
     page = text_of(at) + "".join(d.value.to_string() for d in at.dataframe)
     for secret in ("SECRET", "fake-key", "sk-INFERENCE", "hf_TOKEN"):
@@ -32,14 +36,25 @@ def test_health_of_each_part_and_no_secret_in_sight(settings, endpoint, open_pag
     prices = next(d.value for d in at.dataframe if "GPU type" in d.value.columns)
     assert prices.set_index("GPU type").loc["H100_80GB_PCIE", "Serverless flex ($/h)"] == 4.18
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Budget per job": "$10.00", "Your monthly budget": "$200.00", "Jobs at once": "2"}
+    assert metrics == {
+        "Budget per job": "$10.00",
+        "Your monthly budget": "$200.00",
+        "Jobs at once": "2",
+    }
 
 
-def test_price_override_and_budgets_come_from_settings(data_dir, open_page, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_price_override_and_budgets_come_from_settings(
+    data_dir, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GPU_PRICES", '{"H100_80GB_PCIE": 3.0}')
     monkeypatch.setenv("MONTHLY_BUDGET_USD", "55")
     at = open_page("settings")
-    prices = next(d.value for d in at.dataframe if "GPU type" in d.value.columns).set_index("GPU type")
-    assert prices.loc["H100_80GB_PCIE", "Serverless flex ($/h)"] == 3.0 and prices.loc["H100_80GB_PCIE", "override"] == "yes"
+    prices = next(d.value for d in at.dataframe if "GPU type" in d.value.columns).set_index(
+        "GPU type"
+    )
+    assert (
+        prices.loc["H100_80GB_PCIE", "Serverless flex ($/h)"] == 3.0
+        and prices.loc["H100_80GB_PCIE", "override"] == "yes"
+    )
     assert next(m for m in at.metric if m.label == "Your monthly budget").value == "$55.00"
     assert _health(at)["GPU endpoint"].startswith("down") and "cannot connect" in text_of(at)

@@ -23,12 +23,22 @@ def dataset(settings: Settings) -> str:
     from trainer.shared.tiny import build_tiny_chat_model
 
     build_tiny_chat_model(settings.data_dir / "models" / "tiny-chat")
-    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(40)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+        for i in range(40)
+    ]
     path = settings.data_dir / "toy.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     tok = datasets.load_tokenizer("brightrun/tiny-chat", settings.data_dir / "models")
     with db.session_scope(settings) as s:
-        ds, _ = datasets.add_dataset(LOCAL_ACTOR, s, make_blob_store(settings), path, "toy", tokenizer=tok)
+        ds, _ = datasets.add_dataset(
+            LOCAL_ACTOR, s, make_blob_store(settings), path, "toy", tokenizer=tok
+        )
         return ds.id
 
 
@@ -36,7 +46,9 @@ def _launch(at) -> object:
     return at.button(key="train.launch")
 
 
-def test_plan_follows_the_settings_and_launch_is_refused_with_the_reason(dataset: str, open_page) -> None:
+def test_plan_follows_the_settings_and_launch_is_refused_with_the_reason(
+    dataset: str, open_page
+) -> None:
     at = open_page("train")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Peak memory"].endswith("GiB") and " – " in metrics["Cost"]
@@ -61,7 +73,10 @@ def test_plan_follows_the_settings_and_launch_is_refused_with_the_reason(dataset
     assert after < before / 2
 
     at.number_input(key="train.max_length").set_value(65536).run()
-    assert "max length 65536 is beyond Qwen/Qwen2.5-72B-Instruct's context of 32768 tokens" in text_of(at)
+    assert (
+        "max length 65536 is beyond Qwen/Qwen2.5-72B-Instruct's context of 32768 tokens"
+        in text_of(at)
+    )
 
 
 def test_presets_set_lora_and_training_values(dataset: str, open_page) -> None:
@@ -71,10 +86,15 @@ def test_presets_set_lora_and_training_values(dataset: str, open_page) -> None:
     assert at.number_input(key="train.lora_r").value == 64
     assert at.number_input(key="train.epochs").value == 3.0
     at.selectbox(key="train.preset").select("Quick try").run()
-    assert (at.number_input(key="train.lora_r").value, at.number_input(key="train.max_length").value) == (8, 1024)
+    assert (
+        at.number_input(key="train.lora_r").value,
+        at.number_input(key="train.max_length").value,
+    ) == (8, 1024)
 
 
-def test_launch_submits_the_form_settings_and_opens_the_job(settings: Settings, dataset: str, endpoint, open_page) -> None:
+def test_launch_submits_the_form_settings_and_opens_the_job(
+    settings: Settings, dataset: str, endpoint, open_page
+) -> None:
     at = open_page("train")
     at.number_input(key="train.lora_r").set_value(4).run()
     at.number_input(key="train.learning_rate").set_value(5e-4).run()
@@ -84,20 +104,33 @@ def test_launch_submits_the_form_settings_and_opens_the_job(settings: Settings, 
     assert at.title[0].value == "Jobs"
     with db.session_scope(settings) as s:
         (job,) = repo.list_jobs(LOCAL_ACTOR, s)
-    assert job.adapter_name == "toy-bot" and job.spec["lora"]["r"] == 4 and job.spec["training"]["learning_rate"] == 5e-4
+    assert (
+        job.adapter_name == "toy-bot"
+        and job.spec["lora"]["r"] == 4
+        and job.spec["training"]["learning_rate"] == 5e-4
+    )
     (sent,) = endpoint.jobs.values()
     assert sent.input["job_id"] == job.id and sent.input["lora"]["r"] == 4
-    assert at.session_state["jobs.selected"] == job.id and "toy-bot" in [h.value for h in at.subheader]
+    assert at.session_state["jobs.selected"] == job.id and "toy-bot" in [
+        h.value for h in at.subheader
+    ]
 
 
-def test_page_and_submit_refuse_a_full_quota_with_the_same_message(settings: Settings, dataset: str, open_page) -> None:
+def test_page_and_submit_refuse_a_full_quota_with_the_same_message(
+    settings: Settings, dataset: str, open_page
+) -> None:
     for _ in range(settings.max_concurrent_jobs):
         seed_job(settings, dataset, status="IN_PROGRESS")
     with pytest.raises(QuotaExceeded) as refused:
         jobs.submit(LOCAL_ACTOR, settings, dataset_id=dataset, model="brightrun/tiny-chat")
     at = open_page("train")
-    assert str(refused.value) == "you have 2 unfinished job(s) and may run 2 at once; wait for one to finish or cancel one"
-    assert [e.value.replace("\\", "") for e in at.error] == [str(refused.value)]  # shown escaped, reads the same
+    assert (
+        str(refused.value)
+        == "you have 2 unfinished job(s) and may run 2 at once; wait for one to finish or cancel one"
+    )
+    assert [e.value.replace("\\", "") for e in at.error] == [
+        str(refused.value)
+    ]  # shown escaped, reads the same
     assert _launch(at).disabled
 
 
@@ -107,7 +140,9 @@ def test_no_dataset_yet_points_to_the_datasets_page(open_page) -> None:
     assert [e.proto.page for e in at.get("page_link")] == ["datasets"]
 
 
-def test_model_cache_status_with_the_command_when_not_cached(settings: Settings, dataset: str, open_page) -> None:
+def test_model_cache_status_with_the_command_when_not_cached(
+    settings: Settings, dataset: str, open_page
+) -> None:
     at = open_page("train")  # the tiny demo model is a local folder
     assert "Model files are on this machine: nothing to download." in text_of(at) and not at.code
     qwen = "Qwen/Qwen2.5-7B-Instruct"
@@ -118,7 +153,10 @@ def test_model_cache_status_with_the_command_when_not_cached(settings: Settings,
         job = repo.create_job(LOCAL_ACTOR, s, base_model=qwen, spec={}, action="cache_model")
         repo.update_job(LOCAL_ACTOR, s, job.id, status="COMPLETED")
     at.run()
-    assert "Cached on the volume: jobs start without downloading the model." in text_of(at) and not at.code
+    assert (
+        "Cached on the volume: jobs start without downloading the model." in text_of(at)
+        and not at.code
+    )
 
 
 def test_a_cache_check_that_hangs_shows_unknown_and_the_page_goes_on(
@@ -134,7 +172,10 @@ def test_a_cache_check_that_hangs_shows_unknown_and_the_page_goes_on(
     monkeypatch.setattr(actions, "CACHE_STATUS_TIMEOUT_S", 0.2)
     try:
         at = open_page("train")
-        assert "Model cache: unknown (no answer within 0.2s); a job downloads the model if it is not cached." in text_of(at)
+        assert (
+            "Model cache: unknown (no answer within 0.2s); a job downloads the model if it is not cached."
+            in text_of(at)
+        )
         assert not _launch(at).disabled and "Peak memory" in [m.label for m in at.metric]
     finally:
         release.set()
@@ -146,8 +187,24 @@ def test_time_estimate_says_it_rests_on_the_users_finished_jobs_once_there_are_s
     at = open_page("train")  # the tiny demo model, nf4, priced as an H100 PCIe
     assert "Time estimate: default utilisation 30% of the GPU's bf16 peak" in text_of(at)
     for rate in (1000.0, 2000.0):
-        seed_job(settings, dataset, model="brightrun/tiny-chat", spec={"quantization": "nf4"}, tokens_per_s=rate)
-    seed_job(settings, dataset, model="brightrun/tiny-chat", spec={"quantization": "nf4"}, tokens_per_s=5.0,
-             gpu_type="LOCAL_CPU", price_tier="local")  # a CPU run does not count  # fmt: skip
+        seed_job(
+            settings,
+            dataset,
+            model="brightrun/tiny-chat",
+            spec={"quantization": "nf4"},
+            tokens_per_s=rate,
+        )
+    seed_job(
+        settings,
+        dataset,
+        model="brightrun/tiny-chat",
+        spec={"quantization": "nf4"},
+        tokens_per_s=5.0,
+        gpu_type="LOCAL_CPU",
+        price_tier="local",
+    )  # a CPU run does not count
     at.run()
-    assert "Time estimate: measured: median of 2 finished jobs on this GPU (1,500 tokens/s)" in text_of(at)
+    assert (
+        "Time estimate: measured: median of 2 finished jobs on this GPU (1,500 tokens/s)"
+        in text_of(at)
+    )

@@ -89,7 +89,12 @@ def memory_report(model: nn.Module) -> dict[str, dict[str, float]]:
                 tensors = [param, *_quant_state_tensors(qs)]
                 _add(groups, "linear_nf4", qs.shape.numel(), unique_bytes(tensors, seen))
             else:
-                _add(groups, _group_of(name, module, lm_head), param.numel(), unique_bytes([param], seen))
+                _add(
+                    groups,
+                    _group_of(name, module, lm_head),
+                    param.numel(),
+                    unique_bytes([param], seen),
+                )
         if not isinstance(module, NF4Experts):
             rest = unique_bytes(module.buffers(recurse=False), seen)
             if rest:
@@ -126,9 +131,16 @@ def predict_footprint(
             expert_tables = 0
             continue
         for pname, param in module.named_parameters(recurse=False):
-            quantized = isinstance(module, nn.Linear) and module is not lm_head and not _kept(name, keep)
+            quantized = (
+                isinstance(module, nn.Linear) and module is not lm_head and not _kept(name, keep)
+            )
             if quantized and pname == "weight":
-                _add(groups, "linear_nf4", param.numel(), nf4_bytes(param.numel(), BLOCKSIZE) + tables)
+                _add(
+                    groups,
+                    "linear_nf4",
+                    param.numel(),
+                    nf4_bytes(param.numel(), BLOCKSIZE) + tables,
+                )
             else:
                 group = _group_of(name, module, lm_head)
                 _add(groups, group, param.numel(), param.numel() * param.element_size())
@@ -213,7 +225,9 @@ def _random_linear4bit(
         module=new,
     )._quantize(device)
     if module.bias is not None:
-        new.bias = nn.Parameter(torch.zeros(module.out_features, device=device, dtype=torch.bfloat16))
+        new.bias = nn.Parameter(
+            torch.zeros(module.out_features, device=device, dtype=torch.bfloat16)
+        )
     return new
 
 

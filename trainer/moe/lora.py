@@ -50,8 +50,17 @@ class ExpertLora(nn.Module, _tuner_layer_base()):
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
 
-    def add(self, adapter: str, shapes: dict[str, torch.Size], experts: int, r: int,
-            scaling: float, dropout: float, device: torch.device, dtype: torch.dtype) -> int:
+    def add(
+        self,
+        adapter: str,
+        shapes: dict[str, torch.Size],
+        experts: int,
+        r: int,
+        scaling: float,
+        dropout: float,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> int:
         count = 0
         for proj, (out_f, in_f) in shapes.items():
             bound = 1.0 / math.sqrt(in_f)  # PEFT's Kaiming-uniform start for A; B starts at 0
@@ -129,8 +138,14 @@ def add_expert_lora(
         if module.expert_lora is None:
             module.expert_lora = ExpertLora()
         count += module.expert_lora.add(
-            adapter_name, module.shapes, module.num_experts, r, scaling, dropout,
-            module.gate_up_proj_nf4.device, dtype,
+            adapter_name,
+            module.shapes,
+            module.num_experts,
+            r,
+            scaling,
+            dropout,
+            module.gate_up_proj_nf4.device,
+            dtype,
         )
     return {
         "expert_lora_params": count,

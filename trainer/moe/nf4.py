@@ -141,7 +141,9 @@ class NF4Experts(nn.Module):
     ) -> NF4Experts:
         """Quantise full-precision experts (gate_up: E x 2I x H, down: E x H x I)."""
         experts, two_inter, hidden = gate_up.shape
-        module = cls(experts, hidden, two_inter // 2, act_fn, compute_dtype, blocksize, device="meta")
+        module = cls(
+            experts, hidden, two_inter // 2, act_fn, compute_dtype, blocksize, device="meta"
+        )
         module.load_projection_("gate_up_proj", gate_up, device)
         module.load_projection_("down_proj", down, device)
         return module
@@ -271,16 +273,26 @@ class StreamingNF4Experts(NF4Experts):
 
         experts, hidden = config.num_experts, config.hidden_size
         inter = config.moe_intermediate_size
-        super().__init__(experts, hidden, inter, ACT2FN[config.hidden_act],
-                         self.default_compute_dtype, device="meta")
+        super().__init__(
+            experts,
+            hidden,
+            inter,
+            ACT2FN[config.hidden_act],
+            self.default_compute_dtype,
+            device="meta",
+        )
         self._loaded_projections: set[str] = set()
         self._pending: dict[str, torch.Tensor] = {}
         for name, buf in list(self.named_buffers(recurse=False)):  # empty until commit()
             self._buffer(name, (0,), buf.dtype, "meta")
         type(self).instances.append(self)
         placeholder = {"device": "meta", "dtype": torch.bfloat16}
-        self.gate_up_proj = nn.Parameter(torch.empty(experts, 2 * inter, hidden, **placeholder), requires_grad=False)
-        self.down_proj = nn.Parameter(torch.empty(experts, hidden, inter, **placeholder), requires_grad=False)
+        self.gate_up_proj = nn.Parameter(
+            torch.empty(experts, 2 * inter, hidden, **placeholder), requires_grad=False
+        )
+        self.down_proj = nn.Parameter(
+            torch.empty(experts, hidden, inter, **placeholder), requires_grad=False
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in PROJECTIONS and isinstance(value, torch.Tensor) and not value.is_meta:
@@ -316,7 +328,9 @@ class StreamingNF4Experts(NF4Experts):
 
 
 @contextmanager
-def experts_load_in_nf4(model_type: str, compute_dtype: torch.dtype | None = None) -> Iterator[None]:
+def experts_load_in_nf4(
+    model_type: str, compute_dtype: torch.dtype | None = None
+) -> Iterator[None]:
     """Within: `from_pretrained` of `model_type` builds its fused experts as NF4 storage.
 
     Peak memory while loading is the quantised model plus one fused expert tensor in
@@ -329,7 +343,9 @@ def experts_load_in_nf4(model_type: str, compute_dtype: torch.dtype | None = Non
     originals = {
         name: cls
         for name, cls in vars(modeling).items()
-        if isinstance(cls, type) and issubclass(cls, nn.Module) and name.endswith("Experts")
+        if isinstance(cls, type)
+        and issubclass(cls, nn.Module)
+        and name.endswith("Experts")
         and not name.endswith("SparseMoeBlock")
     }
     if not originals:
@@ -403,8 +419,12 @@ def quantize_experts(
                     f"{name} is on the meta device: pass `source` to supply its weights"
                 )
         gate_up, down = _oriented(module, gate_up, down)
-        target = device if device is not None else (gate_up.device if not gate_up.is_meta else "cpu")
-        new = NF4Experts.from_weights(gate_up, down, module.act_fn, compute_dtype, blocksize, target)
+        target = (
+            device if device is not None else (gate_up.device if not gate_up.is_meta else "cpu")
+        )
+        new = NF4Experts.from_weights(
+            gate_up, down, module.act_fn, compute_dtype, blocksize, target
+        )
         del gate_up, down
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
@@ -428,6 +448,7 @@ def nf4_experts(model: nn.Module) -> Iterator[tuple[str, NF4Experts]]:
     for name, module in model.named_modules():
         if isinstance(module, NF4Experts):
             yield name, module
+
 
 def unique_bytes(tensors, seen: set[int] | None = None) -> int:
     seen = set() if seen is None else seen

@@ -203,13 +203,17 @@ class MergeSpec(_Strict):
     adapter_urls: dict[str, str] = Field(default_factory=dict)
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     max_shard_size_mb: float = Field(5000.0, gt=0, le=50_000)
-    hub_repo: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+    hub_repo: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )
     hub_private: bool = True
 
     @model_validator(mode="after")
     def _one_adapter(self) -> MergeSpec:
         if bool(self.adapter_path) == bool(self.adapter_urls):
-            raise ValueError("give the adapter to merge as exactly one of adapter_path or adapter_urls")
+            raise ValueError(
+                "give the adapter to merge as exactly one of adapter_path or adapter_urls"
+            )
         missing = {"adapter_config.json", "adapter_model.safetensors"} - set(self.adapter_urls)
         if self.adapter_urls and missing:
             raise ValueError(f"merge.adapter_urls lacks {sorted(missing)}")
@@ -279,7 +283,9 @@ class JobSpec(_Strict):
         if (a == "merge") != (self.merge is not None):
             raise ValueError(
                 "a merge job needs a merge section naming the adapter (merge.adapter_path or "
-                "merge.adapter_urls)" if a == "merge" else f"merge settings do not apply to a {a} job"
+                "merge.adapter_urls)"
+                if a == "merge"
+                else f"merge settings do not apply to a {a} job"
             )
         if self.cache is not None and a != "cache_model":
             raise ValueError(f"cache settings do not apply to a {a} job")
@@ -291,7 +297,12 @@ class JobSpec(_Strict):
                     "say where the merged model goes: output.upload_urls, output.local_dir or "
                     "merge.hub_repo"
                 )
-        if a == "cache_model" and self.cache and self.cache.quantized_copy and self.quantization == "none":
+        if (
+            a == "cache_model"
+            and self.cache
+            and self.cache.quantized_copy
+            and self.quantization == "none"
+        ):
             raise ValueError("cache.quantized_copy needs quantization nf4 or int8")
         return self
 

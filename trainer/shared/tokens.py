@@ -21,7 +21,9 @@ from typing import Any
 from trainer.shared.errors import BadInput
 
 
-def render_with_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+def render_with_spans(
+    tokenizer: Any, messages: list[dict[str, str]]
+) -> tuple[str, list[tuple[int, int]]]:
     """The chat-template text and the character spans of each assistant turn."""
 
     def render(msgs: list[dict[str, str]], gen: bool) -> str:
@@ -90,14 +92,16 @@ def chat_token_masks(
         raise BadInput(
             "the base model's tokenizer has no chat template",
             "pick an instruct/chat model (e.g. a '-Instruct' variant), or train on a plain-text "
-            "dataset ({\"text\": ...} rows)",
+            'dataset ({"text": ...} rows)',
         )
     rendered = [render_with_spans(tokenizer, msgs) for msgs in conversations]
     enc = tokenizer(
         [text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
     )
     out = []
-    for (_, spans), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
+    for (_, spans), ids, offsets in zip(
+        rendered, enc["input_ids"], enc["offset_mapping"], strict=True
+    ):
         mask = [False] * len(ids)
         si = 0
         for t, (start, _end) in enumerate(offsets):

@@ -38,7 +38,6 @@ def local_adapters_dir(settings: Settings) -> Path:
     return (settings.data_dir / "volume" / "adapters").resolve()
 
 
-
 def _message(e: openai.APIError) -> str:
     body = e.body
     if isinstance(body, Mapping) and isinstance(body.get("message"), str):
@@ -344,4 +343,3 @@ class ChatStream:
 
 
 # --------------------------------------------------------------------------- playground
-

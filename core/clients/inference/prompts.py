@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from core.users import Actor
 
 
-
 def compare(
     client: InferenceClient,
     models: Sequence[str],

@@ -39,7 +39,6 @@ its own; Supabase: 7200 without S3 keys, 604800 with). Asking for a longer lifet
 Missing objects raise `NotFound`; other storage failures raise `StorageError`.
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -220,7 +219,6 @@ class ReadsThroughOpen:
         with self.open(bucket, key) as f, open(dest, "wb") as out:
             shutil.copyfileobj(f, out, CHUNK)
             return out.tell()
-
 
 
 def sha256_file(path: Path) -> str:

@@ -73,7 +73,6 @@ class SignatureError(StorageError):
     """A signed URL whose signature is wrong, or that has expired."""
 
 
-
 class LocalBlobStore(ReadsThroughOpen):
     """Files in a folder; signed URLs served by `local/files.py`."""
 
@@ -231,5 +230,3 @@ class LocalBlobStore(ReadsThroughOpen):
             raise SignatureError("the link's signature does not match")
         if (now if now is not None else time.time()) > exp_i:
             raise SignatureError("the link has expired")
-
-

@@ -169,9 +169,16 @@ class SupabaseBlobStore(ReadsThroughOpen):
                 f.seek(offset)
                 chunk = f.read(TUS_CHUNK)
                 try:
-                    r = self._http.patch(location, content=chunk, headers=self._tus_headers(
-                        {"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
-                    ))  # fmt: skip
+                    r = self._http.patch(
+                        location,
+                        content=chunk,
+                        headers=self._tus_headers(
+                            {
+                                "Upload-Offset": str(offset),
+                                "Content-Type": "application/offset+octet-stream",
+                            }
+                        ),
+                    )
                     ok = r.status_code == 204
                 except httpx.TransportError:
                     ok = False
@@ -204,11 +211,13 @@ class SupabaseBlobStore(ReadsThroughOpen):
             "contentType": content_type,
             "cacheControl": "3600",
         }
-        headers = self._tus_headers({
-            "Upload-Length": str(size),
-            "Upload-Metadata": ",".join(f"{k} {b64(v)}" for k, v in meta.items()),
-            "x-upsert": "true",
-        })  # fmt: skip
+        headers = self._tus_headers(
+            {
+                "Upload-Length": str(size),
+                "Upload-Metadata": ",".join(f"{k} {b64(v)}" for k, v in meta.items()),
+                "x-upsert": "true",
+            }
+        )
         r = self._retrying(lambda: self._http.post(endpoint, headers=headers))
         if r.status_code != 201 or "location" not in r.headers:
             raise StorageError(

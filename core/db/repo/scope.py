@@ -25,11 +25,7 @@ Owned = TypeVar("Owned", Dataset, Job, Adapter, AdapterVersion, CostRecord)
 def owned(actor: Actor, table: type[Owned], *columns: Any) -> Select[Any]:
     """SELECT `columns` (default: whole rows of `table`) FROM `table`, limited to the
     actor's own rows. Add further conditions with `.where(...)`."""
-    return (
-        select(*(columns or (table,)))
-        .select_from(table)
-        .where(table.owner_id == actor.user_id)
-    )
+    return select(*(columns or (table,))).select_from(table).where(table.owner_id == actor.user_id)
 
 
 def get_owned(
