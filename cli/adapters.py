@@ -340,29 +340,13 @@ def merge(
     """Merge a version into its base model's weights on the GPU endpoint (for serving
     without LoRA support); the shards go to storage, and to the Hub with --hub-repo."""
     from core import export as ex
-    from core import jobs, planner
-    from core.db import session_scope
 
     if dtype not in ex.MERGE_DTYPE_BYTES:
         _fail(ValueError(f"--dtype must be one of {', '.join(ex.MERGE_DTYPE_BYTES)}"))
     settings, actor = _ctx()
     try:
         if plan_only:
-            from core import adapters
-
-            with session_scope(settings) as s:
-                v = adapters.resolve(actor, s, ref)
-                base, size = v.base_model, v.size_bytes or 0
-            facts = planner.describe(base, local_models_dir=settings.data_dir / "models")
-            gpu_id = jobs.pricing_for(settings, gpu or None).priced_as
-            plan = ex.plan_merge(
-                facts,
-                gpus=[gpu_id],
-                dtype=dtype,
-                adapter_bytes=size,
-                tier=settings.price_tier,
-                price_overrides=settings.gpu_prices,
-            )
+            plan = _merge_plan(actor, settings, ref, dtype, gpu)
         else:
             job, plan = ex.merge(
                 actor,
@@ -377,17 +361,42 @@ def merge(
     except _errors() as e:
         _fail(e)
     if plan is not None:
-        v0, c0 = plan.verdicts[0], plan.costs[0]
-        typer.echo(
-            f"merge of {plan.model} in {plan.dtype}: needs {plan.need_bytes / 2**30:.1f} GiB on "
-            f"{v0['name']} ({v0['verdict']}), {plan.disk_bytes / 2**30:.1f} GiB disk, "
-            f"{plan.seconds_low / 60:.0f}-{plan.seconds_high / 60:.0f} min, "
-            f"${c0['usd_low']:.2f}-${c0['usd_high']:.2f}"
-        )
+        _echo_merge_plan(plan)
     if not plan_only:
         typer.echo(
             f"job {job.id} {job.status}: merging {ref}; follow it with `brightrun jobs show {job.id}`"
         )
+
+
+def _merge_plan(actor: Any, settings: Any, ref: str, dtype: str, gpu: str) -> Any:
+    """The merge plan of version `ref` on `gpu` (or GPU_TYPE), launching nothing."""
+    from core import adapters, jobs, planner
+    from core import export as ex
+    from core.db import session_scope
+
+    with session_scope(settings) as s:
+        v = adapters.resolve(actor, s, ref)
+        base, size = v.base_model, v.size_bytes or 0
+    facts = planner.describe(base, local_models_dir=settings.data_dir / "models")
+    gpu_id = jobs.pricing_for(settings, gpu or None).priced_as
+    return ex.plan_merge(
+        facts,
+        gpus=[gpu_id],
+        dtype=dtype,
+        adapter_bytes=size,
+        tier=settings.price_tier,
+        price_overrides=settings.gpu_prices,
+    )
+
+
+def _echo_merge_plan(plan: Any) -> None:
+    v0, c0 = plan.verdicts[0], plan.costs[0]
+    typer.echo(
+        f"merge of {plan.model} in {plan.dtype}: needs {plan.need_bytes / 2**30:.1f} GiB on "
+        f"{v0['name']} ({v0['verdict']}), {plan.disk_bytes / 2**30:.1f} GiB disk, "
+        f"{plan.seconds_low / 60:.0f}-{plan.seconds_high / 60:.0f} min, "
+        f"${c0['usd_low']:.2f}-${c0['usd_high']:.2f}"
+    )
 
 
 def cache_model(

@@ -27,7 +27,7 @@ def _d(name: str) -> str:
     return f"default {value!r}" if value == "" else f"default {value}"
 
 
-# typer reads every option from this signature, one parameter each; the body is short.
+# long: every option of the command is a typer parameter
 def deploy(
     image: str = typer.Option(
         ...,

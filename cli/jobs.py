@@ -90,6 +90,7 @@ def job_summary(job: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- train
 
 
+# long: every option of the command is a typer parameter
 def train(
     dataset: str = typer.Option(..., "--dataset", help="dataset id (see `brightrun dataset list`)"),
     model: str = typer.Option(

@@ -151,7 +151,7 @@ def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
             typer.echo(f"  - {n}")
 
 
-# Long only through its typer options; the body reads as four steps (spec, tokens, plan, print).
+# long: every option of the command is a typer parameter
 def plan(
     model: str = typer.Option(
         ...,
@@ -230,6 +230,11 @@ def plan(
     except (InvalidInput, ValueError) as e:  # ValidationError is a ValueError
         typer.echo(f"cannot plan: {e}", err=True)
         raise typer.Exit(2) from None
+    _output(p, stats, budget, as_json)
+
+
+def _output(p: Any, stats: Any, budget: float | None, as_json: bool) -> None:
+    """The plan (checked against `budget` when one is given) as JSON or as text."""
     verdict = None
     if budget is not None and p.costs:
         from core.jobs import budget_verdict

@@ -25,6 +25,25 @@ def quality_vs_cost(points: Sequence[Any], metric_label: str = "ROUGE-L") -> go.
     model's score on the same cases as a grey marker below it. `points` are
     `core.evaluate.QualityPoint`s or dicts with the same fields."""
     fig = go.Figure()
+    _lineage_lines(fig, points)
+    _adapter_markers(fig, points, metric_label)
+    if points:
+        _base_markers(fig, points, metric_label)
+    fig.update_layout(
+        height=360,
+        title=f"Quality per dollar ({metric_label} on the eval split)",
+        xaxis=dict(
+            title="dollars spent (the version and its parents)", tickprefix="$", rangemode="tozero"
+        ),
+        yaxis=dict(title=metric_label, range=[0, 1.05]),
+        legend=dict(orientation="h", y=-0.25),
+        **_LAYOUT,
+    )
+    return fig
+
+
+def _lineage_lines(fig: go.Figure, points: Sequence[Any]) -> None:
+    """A dotted line from each version to the parent it continued."""
     by_label = {_get(p, "label"): p for p in points}
     for label in by_label:
         p = by_label[label]
@@ -40,6 +59,10 @@ def quality_vs_cost(points: Sequence[Any], metric_label: str = "ROUGE-L") -> go.
                     hoverinfo="skip",
                 )
             )
+
+
+def _adapter_markers(fig: go.Figure, points: Sequence[Any], metric_label: str) -> None:
+    """Each adapter's versions, one colour per adapter, with the gain per dollar on hover."""
     adapters = list(dict.fromkeys(_get(p, "adapter") for p in points))
     for i, name in enumerate(adapters):
         mine = [p for p in points if _get(p, "adapter") == name]
@@ -62,29 +85,21 @@ def quality_vs_cost(points: Sequence[Any], metric_label: str = "ROUGE-L") -> go.
                 "<br>gain over base %{customdata}<extra></extra>",
             )
         )
-    if points:
-        fig.add_trace(
-            go.Scatter(
-                x=[_get(p, "lineage_cost_usd") for p in points],
-                y=[_get(p, "base_score") for p in points],
-                mode="markers",
-                name="base model",
-                marker=dict(size=9, color=MUTED, symbol="circle-open"),
-                text=[_get(p, "label") for p in points],
-                hovertemplate=f"base model on %{{text}}'s eval rows: {metric_label} %{{y:.3f}}<extra></extra>",
-            )
+
+
+def _base_markers(fig: go.Figure, points: Sequence[Any], metric_label: str) -> None:
+    """The base model's score on each version's cases, a grey marker."""
+    fig.add_trace(
+        go.Scatter(
+            x=[_get(p, "lineage_cost_usd") for p in points],
+            y=[_get(p, "base_score") for p in points],
+            mode="markers",
+            name="base model",
+            marker=dict(size=9, color=MUTED, symbol="circle-open"),
+            text=[_get(p, "label") for p in points],
+            hovertemplate=f"base model on %{{text}}'s eval rows: {metric_label} %{{y:.3f}}<extra></extra>",
         )
-    fig.update_layout(
-        height=360,
-        title=f"Quality per dollar ({metric_label} on the eval split)",
-        xaxis=dict(
-            title="dollars spent (the version and its parents)", tickprefix="$", rangemode="tozero"
-        ),
-        yaxis=dict(title=metric_label, range=[0, 1.05]),
-        legend=dict(orientation="h", y=-0.25),
-        **_LAYOUT,
     )
-    return fig
 
 
 def score_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -141,7 +156,16 @@ def evaluation_section(actor: Any, version_id: str, label: str) -> None:
             for c in ("adapter", "base", "difference")
         },
     )
-    judged = report.get("judge")
+    _judge_result(report.get("judge"))
+    _differences_table(report.get("differences") or [])
+
+
+def _judge_result(judged: Mapping[str, Any] | None) -> None:
+    """The LLM judge's win rate and its prompt, when a judge ran."""
+    import streamlit as st
+
+    from core import evaluate
+
     if judged and judged.get("win_rate") is not None:
         st.metric(
             "LLM judge: adapter preferred",
@@ -150,7 +174,12 @@ def evaluation_section(actor: Any, version_id: str, label: str) -> None:
         )
         with st.expander("Judge prompt"):
             st.code(judged.get("prompt") or evaluate.JUDGE_PROMPT, language=None)
-    diffs = report.get("differences") or []
+
+
+def _differences_table(diffs: Sequence[Mapping[str, Any]]) -> None:
+    """The cases where adapter and base answers differ most."""
+    import streamlit as st
+
     if diffs:
         st.markdown("**Where adapter and base differ most**")
         st.dataframe(

@@ -84,51 +84,9 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
         help="sets LoRA and training values; change any of them below",
     )
     with st.expander("LoRA", expanded=True):
-        c = st.columns(4)
-        c[0].number_input("Rank r", 1, 1024, key="train.lora_r", help="8-64 is typical")
-        c[1].number_input(
-            "Alpha", 1.0, 4096.0, key="train.lora_alpha", help="twice the rank is typical"
-        )
-        c[2].number_input("Dropout", 0.0, 0.9, step=0.01, key="train.lora_dropout")
-        c[3].selectbox(
-            "Quantisation",
-            ["nf4", "int8", "none"],
-            key="train.quantization",
-            help="nf4: QLoRA, the base model in 4 bits (least memory)",
-        )
+        _lora_inputs()
     with st.expander("Training", expanded=True):
-        c = st.columns(4)
-        c[0].number_input("Epochs", 0.1, 100.0, step=0.5, key="train.epochs")
-        c[1].number_input(
-            "Learning rate", 1e-6, 0.5, format="%.1e", step=1e-5, key="train.learning_rate"
-        )
-        c[2].number_input("Max length (tokens)", 16, 262144, step=256, key="train.max_length")
-        c[3].number_input(
-            "Hold out for eval",
-            0.0,
-            0.5,
-            step=0.05,
-            key="train.eval_fraction",
-            help="share of rows scored for eval loss",
-        )
-        c = st.columns(4)
-        c[0].number_input("Micro-batch", 1, 256, key="train.micro_batch_size")
-        c[1].number_input("Gradient accumulation", 1, 1024, key="train.grad_accum")
-        c[2].selectbox(
-            "Schedule",
-            ["cosine", "linear", "constant", "constant_with_warmup"],
-            key="train.lr_scheduler",
-        )
-        c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
-        c = st.columns(2)
-        c[0].toggle(
-            "Packing", key="train.packing", help="several rows per sequence, no cross-row attention"
-        )
-        c[1].toggle(
-            "Gradient checkpointing",
-            key="train.gradient_checkpointing",
-            help="less memory, ~30% slower",
-        )
+        _training_inputs()
     ss = st.session_state
     lora = {
         "r": int(ss["train.lora_r"]),
@@ -150,6 +108,58 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
         )
     }
     return lora, training, ss["train.quantization"], float(ss["train.eval_fraction"])
+
+
+def _lora_inputs() -> None:
+    """The LoRA group: rank, alpha, dropout, quantisation."""
+    c = st.columns(4)
+    c[0].number_input("Rank r", 1, 1024, key="train.lora_r", help="8-64 is typical")
+    c[1].number_input(
+        "Alpha", 1.0, 4096.0, key="train.lora_alpha", help="twice the rank is typical"
+    )
+    c[2].number_input("Dropout", 0.0, 0.9, step=0.01, key="train.lora_dropout")
+    c[3].selectbox(
+        "Quantisation",
+        ["nf4", "int8", "none"],
+        key="train.quantization",
+        help="nf4: QLoRA, the base model in 4 bits (least memory)",
+    )
+
+
+def _training_inputs() -> None:
+    """The training group: epochs, learning rate, lengths, batches, schedule, packing."""
+    c = st.columns(4)
+    c[0].number_input("Epochs", 0.1, 100.0, step=0.5, key="train.epochs")
+    c[1].number_input(
+        "Learning rate", 1e-6, 0.5, format="%.1e", step=1e-5, key="train.learning_rate"
+    )
+    c[2].number_input("Max length (tokens)", 16, 262144, step=256, key="train.max_length")
+    c[3].number_input(
+        "Hold out for eval",
+        0.0,
+        0.5,
+        step=0.05,
+        key="train.eval_fraction",
+        help="share of rows scored for eval loss",
+    )
+    c = st.columns(4)
+    c[0].number_input("Micro-batch", 1, 256, key="train.micro_batch_size")
+    c[1].number_input("Gradient accumulation", 1, 1024, key="train.grad_accum")
+    c[2].selectbox(
+        "Schedule",
+        ["cosine", "linear", "constant", "constant_with_warmup"],
+        key="train.lr_scheduler",
+    )
+    c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
+    c = st.columns(2)
+    c[0].toggle(
+        "Packing", key="train.packing", help="several rows per sequence, no cross-row attention"
+    )
+    c[1].toggle(
+        "Gradient checkpointing",
+        key="train.gradient_checkpointing",
+        help="less memory, ~30% slower",
+    )
 
 
 def plan_view(tp: jobs.Preflight) -> None:

@@ -11,7 +11,7 @@ worker with its own HF_TOKEN. `merged_files` lists what a completed merge stored
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,6 +202,28 @@ def _merge_spec(
         raise InvalidInput(f"invalid merge settings: {jobs.spec_errors(e)}") from None
 
 
+def _signer(
+    src: _Source, owner: str, prefix: str, names: list[str]
+) -> Callable[[dict[str, Any], Any, int], dict[str, Any]]:
+    """What signs a merge job's payload when it is sent: download URLs for the adapter's
+    files (when stored) and upload URLs for the merged files."""
+
+    def sign(payload: dict[str, Any], st: Any, ttl: int) -> dict[str, Any]:
+        if src.stored:
+            payload["merge"]["adapter_urls"] = {
+                f: st.signed_download_url(
+                    "adapters", adapter_key(owner, src.version_id, f), DOWNLOAD_URL_TTL_S
+                )
+                for f in adapters.PEFT_FILES
+            }
+        payload["output"]["upload_urls"] = {
+            n: st.signed_upload_url("adapters", prefix + n, ttl) for n in names
+        }
+        return payload
+
+    return sign
+
+
 def merge(
     actor: Actor,
     settings: Settings,
@@ -245,21 +267,7 @@ def merge(
         },
         names,
     )
-    owner, prefix = actor.user_id, merged_prefix(actor.user_id, job_id)
-
-    def sign(payload: dict[str, Any], st: Any, ttl: int) -> dict[str, Any]:
-        if src.stored:
-            payload["merge"]["adapter_urls"] = {
-                f: st.signed_download_url(
-                    "adapters", adapter_key(owner, src.version_id, f), DOWNLOAD_URL_TTL_S
-                )
-                for f in adapters.PEFT_FILES
-            }
-        payload["output"]["upload_urls"] = {
-            n: st.signed_upload_url("adapters", prefix + n, ttl) for n in names
-        }
-        return payload
-
+    sign = _signer(src, actor.user_id, merged_prefix(actor.user_id, job_id), names)
     job = actions.send_action(
         actor,
         settings,

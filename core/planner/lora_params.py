@@ -90,22 +90,8 @@ def peft_lora_params(
     notes: list[str] = []
     gate_up_rank = r
     if fused:
-        tm, moved, both_halves = _remap_expert_names(model, tm)
-        tp |= moved
-        if both_halves:
-            gate_up_rank = 2 * r
-        moved_names = sorted(given - tm)
-        if moved_names:
-            notes.append(
-                f"PEFT maps {', '.join(moved_names)} onto the routed experts and the router on "
-                f"{model.model_type}, not onto the shared expert"
-                + (
-                    ""
-                    if experts_are_parameters
-                    else "; the trainer's NF4 experts have no such "
-                    "parameters, so those targets adapt nothing"
-                )
-            )
+        tm, tp, gate_up_rank, note = _fused_targets(model, tm, tp, r, experts_are_parameters)
+        notes += [note] if note else []
     by, adapted = _count_modules(modules, tm, r, use_dora)
     _count_parameters(params, tp, r, gate_up_rank, use_dora, by)
     if not by:
@@ -120,6 +106,28 @@ def peft_lora_params(
         tuple(adapted),
         tuple(notes),
     )
+
+
+def _fused_targets(
+    model: ModelFacts, tm: set[str], tp: set[str], r: int, experts_are_parameters: bool
+) -> tuple[set[str], set[str], int, str | None]:
+    """PEFT's remapping of expert names on a fused-experts model: the module targets left,
+    the parameter targets, the rank of gate_up_proj, and a note on what was moved."""
+    remapped, moved, both_halves = _remap_expert_names(model, tm)
+    moved_names = sorted(tm - remapped)
+    note = None
+    if moved_names:
+        note = (
+            f"PEFT maps {', '.join(moved_names)} onto the routed experts and the router on "
+            f"{model.model_type}, not onto the shared expert"
+            + (
+                ""
+                if experts_are_parameters
+                else "; the trainer's NF4 experts have no such "
+                "parameters, so those targets adapt nothing"
+            )
+        )
+    return remapped, tp | moved, 2 * r if both_halves else r, note
 
 
 def _targetable(

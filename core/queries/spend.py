@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from core import planner
@@ -74,6 +74,53 @@ def _month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:
     return start, end
 
 
+def _by_model(session: Session, in_month: ColumnElement[bool]) -> dict[str, float]:
+    """The month's spend per base model, largest first."""
+    rows = session.execute(
+        select(Job.base_model, func.sum(CostRecord.usd))
+        .join(Job, Job.id == CostRecord.job_id)
+        .where(in_month)
+        .group_by(Job.base_model)
+        .order_by(func.sum(CostRecord.usd).desc())
+    )
+    return {str(k): float(v) for k, v in rows}
+
+
+def _top_jobs(session: Session, in_month: ColumnElement[bool], top_jobs: int) -> list[JobSpend]:
+    """The month's `top_jobs` most expensive jobs."""
+    rows = session.execute(
+        select(
+            CostRecord.job_id,
+            Job.base_model,
+            func.max(CostRecord.gpu_type),
+            func.sum(CostRecord.seconds),
+            func.sum(CostRecord.usd),
+        )
+        .join(Job, Job.id == CostRecord.job_id)
+        .where(in_month)
+        .group_by(CostRecord.job_id, Job.base_model)
+        .order_by(func.sum(CostRecord.usd).desc())
+        .limit(top_jobs)
+    )
+    return [JobSpend(j, m, g, float(s), float(u)) for j, m, g, s, u in rows]
+
+
+def _comparison(
+    settings: Settings, gpu: str, busy_h: float, period_h: float
+) -> planner.PodComparison | None:
+    """Serverless against pods for the month's busy hours (None when nothing ran)."""
+    if busy_h <= 0 or period_h <= 0:
+        return None
+    return planner.compare_for_gpu(
+        gpu,
+        busy_h,
+        tier=settings.price_tier,
+        pod_hours_on=period_h,
+        overrides=settings.gpu_prices,
+        pods=planner.pods_needed(busy_h, period_h),
+    )
+
+
 def spend_view(
     actor: Actor,
     session: Session,
@@ -97,43 +144,15 @@ def spend_view(
         )
     }
     by_gpu = group(CostRecord.gpu_type)
-    model_rows = session.execute(
-        select(Job.base_model, func.sum(CostRecord.usd))
-        .join(Job, Job.id == CostRecord.job_id)
-        .where(in_month)
-        .group_by(Job.base_model)
-        .order_by(func.sum(CostRecord.usd).desc())
-    )
-    job_rows = session.execute(
-        select(
-            CostRecord.job_id,
-            Job.base_model,
-            func.max(CostRecord.gpu_type),
-            func.sum(CostRecord.seconds),
-            func.sum(CostRecord.usd),
-        )
-        .join(Job, Job.id == CostRecord.job_id)
-        .where(in_month)
-        .group_by(CostRecord.job_id, Job.base_model)
-        .order_by(func.sum(CostRecord.usd).desc())
-        .limit(top_jobs)
-    )
+    by_model = _by_model(session, in_month)
+    by_job = _top_jobs(session, in_month, top_jobs)
     busy_s = session.execute(
         select(func.coalesce(func.sum(CostRecord.seconds), 0.0)).where(in_month)
     ).scalar_one()
     period_h = max(0.0, (min(now, end) - start).total_seconds() / 3600)
     busy_h = float(busy_s) / 3600
     gpu = next((g for g in by_gpu if g in planner.GPU_TYPES), settings.gpu_type)
-    comparison = None
-    if busy_h > 0 and period_h > 0:
-        comparison = planner.compare_for_gpu(
-            gpu,
-            busy_h,
-            tier=settings.price_tier,
-            pod_hours_on=period_h,
-            overrides=settings.gpu_prices,
-            pods=planner.pods_needed(busy_h, period_h),
-        )
+    comparison = _comparison(settings, gpu, busy_h, period_h)
     limits = repo.user_limits(actor, session, settings)
     return SpendView(
         month=month,
@@ -141,8 +160,8 @@ def spend_view(
         monthly_budget_usd=limits.monthly_budget_usd,
         by_month=repo.spend_by(actor, session, "month"),
         by_gpu=by_gpu,
-        by_model={str(k): float(v) for k, v in model_rows},
-        by_job=[JobSpend(j, m, g, float(s), float(u)) for j, m, g, s, u in job_rows],
+        by_model=by_model,
+        by_job=by_job,
         busy_hours=busy_h,
         period_hours=period_h,
         compared_gpu=gpu,
