@@ -121,7 +121,7 @@ def render_s(data_dir: Path, url: str, page: str, query: dict[str, str] | None =
     if query:
         at.query_params.update(query)
     t0 = time.perf_counter()
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"app_pages/{page}.py").run()
     elapsed = time.perf_counter() - t0
     if at.exception:
         raise RuntimeError(f"{page}: {at.exception}")

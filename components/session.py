@@ -89,9 +89,9 @@ def auth_client() -> Any:
 def signed_in_actor() -> Actor | None:
     """The acting user, or None when AUTH=supabase and nobody is signed in. The Supabase
     session is checked on every call (refreshed when due); one that ended signs the person
-    out with a notice for the sign-in page (`SIGN_IN_NOTICE`). Streamlit may run a page
-    script without app.py (a `pages/` folder beside it makes the first run after a server
-    start do so), so no page relies on the gate: `actor()` comes here."""
+    out with a notice for the sign-in page (`SIGN_IN_NOTICE`). A page script can still be
+    run on its own (AppTest.from_file on it), so no page relies on the gate: `actor()`
+    comes here."""
     if settings().auth == "none":
         return LOCAL_ACTOR
     try:

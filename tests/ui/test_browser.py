@@ -2,7 +2,8 @@
 local stack that `brightrun up` starts (GPU endpoint, inference server, syncer, dashboard)
 on free loopback ports in a temporary data folder: upload a dataset, launch a tiny job,
 watch its chart update and the job complete, see its cost in the history, open the adapter
-in the playground. Saves a screenshot of every page: into a temporary folder by default,
+in the playground. Before anything else, a new visitor opens each page's own URL (a
+bookmark after a restart) and must get the app. Saves a screenshot of every page: into a temporary folder by default,
 into docs/screenshots/ (the README's pictures) when BRIGHTRUN_SCREENSHOTS=docs/screenshots."""
 
 from __future__ import annotations
@@ -84,21 +85,52 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(stack: str) -> Iterator[object]:
+def browser(stack: str) -> Iterator[object]:
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian's chromium is missing: `make chromium` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
+        b = p.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )  # fmt: skip
-        pg = browser.new_page(viewport={"width": 1400, "height": 1700})
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, stack: str) -> Iterator[object]:
+    pg = browser.new_page(viewport={"width": 1400, "height": 1700})
+    pg.set_default_timeout(60_000)
+    pg.goto(stack)
+    yield pg
+    pg.close()
+
+
+# Every page's own URL and the heading it shows (the app's url_path: the file name).
+DEEP_LINKS = {"datasets": "Datasets", "train": "Train", "jobs": "Jobs", "adapters": "Adapters",
+              "playground": "Playground", "costs": "Costs", "settings": "Settings", "admin": "Admin",
+              "": "Overview"}  # fmt: skip
+SIDEBAR = ["Overview", "Datasets", "Train", "Jobs", "Adapters", "Playground", "Costs", "Settings", "Admin"]
+
+
+def test_every_page_url_gives_the_app_on_a_fresh_server(browser, stack: str) -> None:
+    """Runs first, before anyone has opened `/`: each page's URL, opened by a new visitor
+    (a fresh browser context), shows that page inside the app: the app's title, its
+    sidebar of page titles (never the raw file names), the page's heading."""
+    for path, heading in DEEP_LINKS.items():
+        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+        pg = ctx.new_page()
         pg.set_default_timeout(60_000)
-        pg.goto(stack)
-        yield pg
-        browser.close()
+        pg.goto(f"{stack}/{path}")
+        pg.get_by_role("heading", name=heading, level=1).wait_for()
+        nav = pg.get_by_test_id("stSidebarNav")
+        links = [t.strip() for t in nav.get_by_role("link").all_inner_texts()]
+        assert [x for x in SIDEBAR if any(x in t for t in links)] == SIDEBAR, (path, links)
+        assert not any(t in ("app", "admin", "datasets") for t in links), (path, links)  # the files
+        assert pg.title() == "BrightRun", (path, pg.title())  # app.py's page config ran
+        ctx.close()
 
 
 def _dataset_file(tmp: Path) -> Path:

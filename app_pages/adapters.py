@@ -16,7 +16,7 @@ with session.db() as s:
     rows = queries.adapter_rows(actor, s)
 if not rows:
     st.info("No adapters yet: an adapter appears here when a training job completes.")
-    st.page_link("pages/train.py", label="Train one", icon=":material/model_training:")
+    st.page_link("app_pages/train.py", label="Train one", icon=":material/model_training:")
     st.stop()
 
 st.dataframe(
@@ -49,7 +49,7 @@ if c2.button("Open in playground", key="adapters.playground", disabled=not row.o
         labels = []
     if row.label in labels:
         st.session_state["playground.models"] = [labels[0], row.label]  # the base beside it
-    st.switch_page("pages/playground.py")
+    st.switch_page("app_pages/playground.py")
 
 if c3.button("Delete adapter", key="adapters.delete"):
     st.session_state["adapters.confirm_delete"] = row.adapter

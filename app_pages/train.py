@@ -19,7 +19,7 @@ with session.db() as s:
     items = [d for d in datasets.list_datasets(actor, s) if d.valid_rows > 0]
 if not items:
     st.info("Upload a dataset first.")
-    st.page_link("pages/datasets.py", label="Go to Datasets", icon=":material/dataset:")
+    st.page_link("app_pages/datasets.py", label="Go to Datasets", icon=":material/dataset:")
     st.stop()
 
 names = {d.id: d.name for d in items}
@@ -54,4 +54,4 @@ with right:
             st.error(w.plain(e))
         else:
             jobs_ui.open_job(job.id)
-            st.switch_page("pages/jobs.py")
+            st.switch_page("app_pages/jobs.py")

@@ -45,7 +45,7 @@ st.session_state["jobs.page"] = page.page
 
 if not page.total:
     st.info("No jobs match. Launch one on the Train page.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.page_link("app_pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 ui.table(page)
