@@ -53,11 +53,13 @@ from cli import db as _db  # noqa: E402
 from cli import deploy as _deploy  # noqa: E402
 from cli import jobs as _jobs  # noqa: E402
 from cli import plan as _plan  # noqa: E402
+from cli import runs as _runs  # noqa: E402
 
 app.add_typer(_db.app, name="db")
 app.add_typer(_dataset.app, name="dataset")
 app.command("deploy")(_deploy.deploy)
 app.add_typer(_jobs.app, name="jobs")
+_jobs.app.command("compare")(_runs.compare)
 app.command("train")(_jobs.train)
 app.command("sync")(_jobs.sync_command)
 app.command("chat")(_chat.chat)

@@ -59,6 +59,9 @@ STATE_DEFAULTS: dict[str, Any] = {
     "jobs.page_size": 25,
     "jobs.selected": None,  # job id shown in detail
     "jobs.live": True,
+    "jobs.compare_pick": [],  # job ids picked for a comparison
+    "jobs.comparing": [],  # job ids being compared (also ?compare=ID,ID in the URL)
+    "jobs.compare_target": None,  # target eval loss whose cost is compared; None: automatic
     "costs.month": None,
     "adapters.confirm_delete": None,  # adapter name awaiting confirmation
 }

@@ -256,3 +256,40 @@ def test_upload_train_watch_and_chat(page, tmp_path: Path) -> None:
     _goto(page, "Overview")
     page.get_by_text("Latest adapters").wait_for()
     _shot(page, "overview")
+
+
+def test_compare_two_runs(page, stack: str) -> None:
+    """A second run of the same dataset with other settings, launched from the command line;
+    both picked in the Jobs list and compared: curves against tokens seen, the cost to reach
+    an eval loss, the settings that differ."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from core import datasets, db
+    from core.settings import load_settings
+    from core.users import LOCAL_ACTOR
+
+    with db.session_scope(load_settings()) as s:
+        ds = datasets.list_datasets(LOCAL_ACTOR, s)[0].id
+    r = CliRunner().invoke(app, ["train", "--dataset", ds, "--model", "brightrun/tiny-chat", "--adapter-name", "arith-bot-lr",
+                                 "--epochs", "10", "--micro-batch", "2", "--grad-accum", "1", "--lr", "5e-4",
+                                 "--eval-fraction", "0.05", "--wait"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+
+    _goto(page, "Jobs")
+    page.get_by_text("Page 1 of 1 · 2 job(s)").wait_for()
+    picker = page.get_by_test_id("stMultiSelect").filter(has_text="Compare runs")
+    for name in ("arith-bot-lr ·", "arith-bot ·"):
+        picker.locator("input").click()
+        page.get_by_role("option").filter(has_text=name).first.click()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Compare").click()
+    page.get_by_role("heading", name="Comparing 2 runs").wait_for()
+    page.get_by_text("Settings that differ").wait_for()
+    settings_table = page.get_by_test_id("stDataFrame").nth(1).locator("table[role=grid]")
+    settings_table.wait_for(state="attached")
+    assert "training.learning_rate" in (settings_table.text_content() or "")
+    _shot(page, "compare")
+    page.get_by_text("Settings that differ").scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(_shots_dir() / "compare-settings.png"))
