@@ -1,9 +1,10 @@
 """Adapters: every version with its base model, dataset, settings, losses and size;
-download as a zip, delete, open in the playground; its evaluation, quality per dollar."""
+download as a zip, delete, open in the playground, push to the Hub, merge into the base, evaluate, continue training;
+its evaluation, quality per dollar."""
 
 import streamlit as st
 
-from components import quality, session
+from components import publish, quality, session
 from components import widgets as w
 from core import queries, views
 from core.errors import BrightRunError
@@ -64,4 +65,6 @@ if w.confirm("adapters.confirm_delete", f"adapter {row.adapter} and all its vers
     except BrightRunError as e:
         w.show_error(e)
 
+publish.hub_and_merge(vid, row.label)
+publish.evaluate_and_continue(vid, row.label)
 quality.evaluation_section(actor, vid, row.label)

@@ -1,5 +1,5 @@
-"""Admin: every user's spend this month and their limits; set a user's monthly budget
-and concurrent-job limit. Listed in the navigation for admins only."""
+"""Admin: every user's spend this month and their limits; set a user's monthly budget,
+concurrent-job limit and role. Listed in the navigation for admins only."""
 
 import streamlit as st
 
@@ -12,7 +12,7 @@ st.title("Admin")
 session.init_state()
 actor, settings = session.actor(), session.settings()
 if not actor.is_admin:
-    st.error("This page is for admins.")
+    w.show_error("This page is for admins.")
     st.stop()
 
 with session.db() as s:
@@ -37,6 +37,15 @@ budget = c1.number_input("Monthly budget ($)", 0.0, admin.MAX_BUDGET_USD, float(
 jobs_default = c2.checkbox("Deployment default job limit", value=row.jobs_limit_is_default, key=f"admin.jobs_default.{uid}")
 jobs = c2.number_input("Jobs at once", 0, admin.MAX_JOB_LIMIT, int(row.max_concurrent_jobs),
                        disabled=jobs_default, key=f"admin.jobs.{uid}")  # fmt: skip
+role = c1.selectbox("Role", ["member", "admin"], index=int(row.role == "admin"), key=f"admin.role.{uid}")
+if c2.button("Save role", key="admin.save_role", disabled=role == row.role):
+    try:
+        with session.db() as s:
+            admin.set_role(actor, s, uid, role)
+        st.toast(f"{row.email or uid} is now {role}")
+        st.rerun()
+    except BrightRunError as e:
+        w.show_error(e)
 if st.button("Save limits", type="primary", key="admin.save"):
     try:
         with session.db() as s:

@@ -1,7 +1,8 @@
 """`brightrun train`, `brightrun jobs ...` and `brightrun sync`: launch and follow jobs.
 
-    brightrun train --dataset ID --model M [settings] [--budget USD] [--wait]
+    brightrun train --dataset ID --model M [--preset P] [settings] [--budget USD] [--wait]
     brightrun jobs list | show ID | cancel ID | retry ID | events ID
+    brightrun jobs compare ID ID ... | relaunch ID   (cli/runs.py)
     brightrun sync [--once]
 
 Errors come back as one line naming what is wrong, exit code 1 (2 for bad input).
@@ -81,6 +82,8 @@ def train(
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank"),
     lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="LoRA alpha"),
     lora_dropout: float | None = typer.Option(None, "--lora-dropout", help="LoRA dropout"),
+    target_modules: str = typer.Option("", "--target-modules", help="comma-separated, e.g. q_proj,v_proj (default: all-linear)"),
+    lora_on_experts: bool | None = typer.Option(None, "--lora-on-experts/--no-lora-on-experts", help="MoE: also adapt the routed experts"),
     epochs: float | None = typer.Option(None, "--epochs", help="passes over the data"),
     max_steps: int | None = typer.Option(
         None, "--max-steps", help="optimizer steps (instead of epochs)"
@@ -93,8 +96,15 @@ def train(
     max_length: int | None = typer.Option(
         None, "--max-length", help="tokens per row (longer chat rows are cut, longer text documents split into windows)"
     ),
-    eval_fraction: float = typer.Option(
-        0.0, "--eval-fraction", help="rows held out for eval when the dataset has no eval split"
+    eval_fraction: float | None = typer.Option(
+        None, "--eval-fraction", help="rows held out for eval when the dataset has no eval split (default 0, or the preset's)"
+    ),
+    preset: str = typer.Option("", "--preset", help="Quick try | Balanced | Thorough (given settings win)"),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="cosine | linear | constant | constant_with_warmup"),
+    warmup: float | None = typer.Option(None, "--warmup", help="share of the steps spent warming up the learning rate"),
+    packing: bool | None = typer.Option(None, "--packing/--no-packing", help="pack rows into full sequences"),
+    grad_ckpt: bool | None = typer.Option(
+        None, "--gradient-checkpointing/--no-gradient-checkpointing", help="trade compute for memory"
     ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     budget: float = typer.Option(
@@ -108,19 +118,23 @@ def train(
     spec's defaults. It is refused when it cannot fit the GPU, would cost more than its
     budget, or would exceed your quotas."""
     from core import jobs
+    from core.presets import apply_preset
 
     settings = _settings()
     actor = _actor(settings)
-    lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout}
+    lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout, "lora_on_experts": lora_on_experts,
+            "target_modules": [m.strip() for m in target_modules.split(",") if m.strip()] or None}  # fmt: skip
     training = {
         "learning_rate": lr, "micro_batch_size": micro_batch, "grad_accum": grad_accum,
-        "max_length": max_length, "epochs": epochs, "max_steps": max_steps,
+        "max_length": max_length, "epochs": epochs, "max_steps": max_steps, "lr_scheduler": scheduler,
+        "warmup_ratio": warmup, "packing": packing, "gradient_checkpointing": grad_ckpt,
     }  # fmt: skip
     try:
+        lora, training, eval_fraction = apply_preset(preset, {k: v for k, v in lora.items() if v is not None},
+                                                     {k: v for k, v in training.items() if v is not None}, eval_fraction)  # fmt: skip
         job = jobs.submit(
             actor, settings, dataset_id=dataset, model=model, adapter_name=adapter_name or None,
-            lora={k: v for k, v in lora.items() if v is not None},
-            training={k: v for k, v in training.items() if v is not None},
+            lora=lora, training=training,
             quantization=quant, eval_fraction=eval_fraction, gpu_type=gpu or None,
             budget_usd=budget or None,
         )  # fmt: skip

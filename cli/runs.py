@@ -1,6 +1,8 @@
-"""`brightrun jobs compare`: what the Jobs page does with several runs.
+"""`brightrun jobs compare` and `brightrun jobs relaunch`: what the Jobs page does with runs
+beyond one job's own buttons.
 
     brightrun jobs compare job-a job-b [--target-eval-loss 1.2] [--csv curves.csv] [--json]
+    brightrun jobs relaunch JOB [--wait]
 
 `compare`: 2 to 6 runs side by side, as the Jobs page's Compare view shows them
 (`core.queries.compare_jobs`).
@@ -56,3 +58,24 @@ def compare(
     csv_path.write_text(cmp.curves_csv())
     typer.echo(f"\ncurves (train and eval loss, learning rate, tokens/s against tokens seen): {csv_path}")
 
+
+def relaunch(
+    job_id: str = typer.Argument(..., help="a failed job's id"),
+    wait: bool = typer.Option(False, "--wait", help="follow the new job until it ends"),
+) -> None:
+    """Launch a failed job again as a new job with the settings its failure suggests
+    (lighter memory settings after running out of memory, a lower learning rate with warmup
+    after divergence), as the job page's "Relaunch with suggested settings" does."""
+    from cli.jobs import _actor, _errors, _fail, _settings, follow
+    from core import views
+
+    settings = _settings()
+    actor = _actor(settings)
+    try:
+        job = views.relaunch(actor, settings, job_id)
+    except _errors() as e:
+        _fail(e)
+    changed = {"training": (job.spec or {}).get("training", {}), "quantization": (job.spec or {}).get("quantization")}
+    typer.echo(f"job {job.id} {job.status}: relaunch of {job_id} with {json.dumps(changed)}")
+    if wait:
+        raise typer.Exit(follow(actor, settings, job.id))

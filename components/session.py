@@ -29,7 +29,8 @@ import streamlit as st
 from sqlalchemy.orm import Session
 
 from components.train import STATE as TRAIN_STATE
-from components.widgets import plain
+from components.train_options import STATE as TRAIN_OPTIONS_STATE
+from components.widgets import show_error
 from core.clients import auth
 from core.settings import Settings, load_settings
 from core.users import LOCAL_ACTOR, Actor
@@ -49,6 +50,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "datasets.upload_nonce": 0,  # bumped to clear the file uploader
     "train.preset": "Balanced",
     **TRAIN_STATE,  # LoRA and training widgets: the spec's defaults and the Balanced preset
+    **TRAIN_OPTIONS_STATE,  # LoRA targets, LoRA on the routed experts, GPU type
     "jobs.statuses": [],
     "jobs.model": "",
     "jobs.dataset": "",
@@ -104,8 +106,7 @@ def signed_in_actor() -> Actor | None:
         st.session_state[SIGN_IN_NOTICE] = str(e)
         return None
     except auth.AuthError as e:
-        st.error(plain(e))
-        st.stop()
+        show_error(e, stop=True)
     recorded = recorded_actor()
     if identity is None:
         if recorded is not None:

@@ -63,6 +63,7 @@ from core.clients.inference.prompts import (
     eval_split_cases,
     eval_split_datasets,
     export_conversation_jsonl,
+    export_set_jsonl,
     parse_prompt_set,
 )
 from core.clients.inference.types import (
@@ -81,4 +82,4 @@ from core.clients.inference.types import (
     ServedModel,
 )
 
-__all__ = ["InferenceError", "InferenceUnavailable", "InferenceAuthError", "ModelNotServed", "AdapterLoadFailed", "AdapterBaseMismatch", "RuntimeLoadingDisabled", "RequestRejected", "LoadMode", "Sampling", "ServedModel", "AdapterAvailability", "ChatResult", "ChatStream", "InferenceClient", "local_adapters_dir", "ModelChoice", "model_choices", "actor_choices", "database_ready", "find_choice", "compare", "PromptCase", "parse_prompt_set", "cases_from_conversations", "eval_split_datasets", "eval_split_cases", "CompareRow", "compare_on_set", "conversation_messages", "export_conversation_jsonl"]
+__all__ = ["InferenceError", "InferenceUnavailable", "InferenceAuthError", "ModelNotServed", "AdapterLoadFailed", "AdapterBaseMismatch", "RuntimeLoadingDisabled", "RequestRejected", "LoadMode", "Sampling", "ServedModel", "AdapterAvailability", "ChatResult", "ChatStream", "InferenceClient", "local_adapters_dir", "ModelChoice", "model_choices", "actor_choices", "database_ready", "find_choice", "compare", "PromptCase", "parse_prompt_set", "cases_from_conversations", "eval_split_datasets", "eval_split_cases", "CompareRow", "compare_on_set", "conversation_messages", "export_conversation_jsonl", "export_set_jsonl"]
