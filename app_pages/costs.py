@@ -23,7 +23,7 @@ c1.metric(f"Spent in {sv.month}", w.money(sv.month_spend_usd))
 c2.metric("Monthly budget", w.money(sv.monthly_budget_usd))
 c3.metric("Budget used", f"{sv.budget_share:.0%}")
 if sv.budget_share >= 1:
-    st.error("The monthly budget is used up: new jobs are refused until next month or a larger budget.")
+    w.show_error("The monthly budget is used up: new jobs are refused until next month or a larger budget.")
 elif sv.budget_share >= 0.8:
     st.warning("More than 80% of the monthly budget is used.")
 st.plotly_chart(charts.budget_bar(sv.month_spend_usd, sv.monthly_budget_usd), key="costs.budget",

@@ -36,7 +36,7 @@ def _sign_in(email: str, password: str) -> None:
         with session.db() as s:
             session.sign_in(auth.actor_for(s, identity))
     except (auth.AuthError, InvalidInput) as e:
-        st.error(w.plain(e))
+        w.show_error(e)
         return
     st.rerun()
 
@@ -45,7 +45,7 @@ def _sign_up(email: str, password: str) -> None:
     try:
         result = auth.sign_up(session.auth_client(), email, password)
     except (auth.AuthError, InvalidInput) as e:
-        st.error(w.plain(e))
+        w.show_error(e)
         return
     if not result.signed_in:
         st.info("Check your email: open the confirmation link Supabase sent you, then sign in here.")
