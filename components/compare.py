@@ -63,16 +63,16 @@ def view(actor: Actor, job_ids: Sequence[str]) -> None:
         if r.note:
             st.caption(f"{w.plain(r.label)}: {r.note}")
     st.plotly_chart(charts.compare_curves(cmp.runs), key="jobs.compare_curves")
+    st.markdown("**Runs and their adapters' evaluation scores**")
+    st.dataframe(cmp.summary_table(), hide_index=True, width="stretch")
     left, right = st.columns([2, 3])
     left.plotly_chart(charts.cost_to_target([r.label for r in cmp.runs], [r.cost_to_target_usd for r in cmp.runs],
                                             cmp.target_eval_loss), key="jobs.compare_cost")  # fmt: skip
     with right:
-        st.markdown("**Runs and their adapters' evaluation scores**")
-        st.dataframe(cmp.summary_table(), hide_index=True, width="stretch")
-    st.markdown("**Settings that differ**")
-    if cmp.settings:
-        st.dataframe(cmp.settings_table(), hide_index=True, width="stretch")
-    else:
-        st.caption("All settings are the same.")
+        st.markdown("**Settings that differ**")
+        if cmp.settings:
+            st.dataframe(cmp.settings_table(), hide_index=True, width="stretch")
+        else:
+            st.caption("All settings are the same.")
     st.download_button("Curves as CSV", cmp.curves_csv(), file_name="compare-" + "-".join(job_ids) + ".csv",
                        mime="text/csv", key="jobs.compare_csv")  # fmt: skip
