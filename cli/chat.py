@@ -37,12 +37,7 @@ def chat(
     import sys
 
     from cli.auth import acting_user
-    from core.clients.inference import (
-        InferenceClient,
-        actor_choices,
-        export_conversation_jsonl,
-        find_choice,
-    )
+    from core.clients.inference import InferenceClient, actor_choices, find_choice
     from core.errors import BrightRunError
 
     settings = load_settings()
@@ -73,12 +68,18 @@ def chat(
             ]
             answers = _answer(client, targets, messages, sampling)
         if export is not None:
-            turns = [{"user": text, "answers": answers}]
-            export.write_text(export_conversation_jsonl(system, turns, list(answers), {c.served_name: c.label for c in targets}))
-            typer.echo(f"[wrote {export}]", err=True)
+            _export(export, system, text, answers, {c.served_name: c.label for c in targets})
     except BrightRunError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from e
+
+
+def _export(path: Path, system: str, prompt: str, answers: dict[str, str], labels: dict[str, str]) -> None:
+    """The one-turn conversation as the playground exports it (JSONL, one line per model)."""
+    from core.clients.inference import export_conversation_jsonl
+
+    path.write_text(export_conversation_jsonl(system, [{"user": prompt, "answers": answers}], list(answers), labels))
+    typer.echo(f"[wrote {path}]", err=True)
 
 
 def _sampling(
