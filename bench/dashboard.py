@@ -188,7 +188,7 @@ def render_s(
     if query:
         at.query_params.update(query)
     t0 = time.perf_counter()
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"app_pages/{page}.py").run()
     elapsed = time.perf_counter() - t0
     if at.exception:
         raise RuntimeError(f"{page}: {at.exception}")

@@ -44,6 +44,7 @@ def up(
     raise typer.Exit(run_stack(services, echo=typer.echo))
 
 
+from cli import account as _account  # noqa: E402
 from cli import adapters as _adapters  # noqa: E402
 from cli import admin as _admin  # noqa: E402
 from cli import auth as _auth  # noqa: E402
@@ -53,14 +54,21 @@ from cli import db as _db  # noqa: E402
 from cli import deploy as _deploy  # noqa: E402
 from cli import jobs as _jobs  # noqa: E402
 from cli import plan as _plan  # noqa: E402
+from cli import playground as _playground  # noqa: E402
+from cli import runs as _runs  # noqa: E402
 
 app.add_typer(_db.app, name="db")
 app.add_typer(_dataset.app, name="dataset")
 app.command("deploy")(_deploy.deploy)
 app.add_typer(_jobs.app, name="jobs")
+_jobs.app.command("compare")(_runs.compare)
+_jobs.app.command("relaunch")(_runs.relaunch)
 app.command("train")(_jobs.train)
 app.command("sync")(_jobs.sync_command)
 app.command("chat")(_chat.chat)
+app.command("chat-set")(_playground.chat_set)
+app.command("costs")(_account.costs)
+app.command("status")(_account.status)
 app.command("plan")(_plan.plan)
 app.command("login")(_auth.login)
 app.command("logout")(_auth.logout)

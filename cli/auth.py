@@ -38,8 +38,12 @@ def login(
         envvar="BRIGHTRUN_PASSWORD",
         help="your password (prompted without echo when left out)",
     ),
+    sign_up: bool = typer.Option(
+        False, "--sign-up", help="create the account first (as the sign-in page's other tab)"
+    ),
 ) -> None:
-    """Sign in with Supabase Auth (AUTH=supabase); later commands act as you."""
+    """Sign in with Supabase Auth (AUTH=supabase); later commands act as you. With
+    --sign-up, create the account first."""
     from core.clients import auth
     from core.db import session_scope, upgrade
     from core.errors import BrightRunError
@@ -51,7 +55,12 @@ def login(
         return
     try:
         client = auth.make_client(settings)
-        identity = auth.sign_in(client, email, password)
+        if sign_up and not (created := auth.sign_up(client, email, password)).signed_in:
+            typer.echo(
+                "account created: open the confirmation link Supabase sent you, then `brightrun login`"
+            )
+            return
+        identity = created.identity if sign_up else auth.sign_in(client, email, password)
         path = auth.save_profile(settings, client)
         upgrade(settings)
         with session_scope(settings) as s:

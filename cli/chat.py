@@ -2,11 +2,13 @@
 
 brightrun chat --adapter support-bot "How do I reset my password?"
 brightrun chat --adapter support-bot --version 1 --base "..."   # base answers too
+brightrun chat --adapter support-bot --base --export talk.jsonl "..."   # also saved
 brightrun chat --list
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -28,6 +30,9 @@ def chat(
     seed: int | None = typer.Option(None, help="sampling seed, for repeatable answers"),
     stop: list[str] = typer.Option([], "--stop", help="stop string (repeatable)"),
     list_models: bool = typer.Option(False, "--list", help="list what you can chat with"),
+    export: Path | None = typer.Option(
+        None, "--export", help="also write the conversation as JSONL (as the playground exports it)"
+    ),
 ) -> None:
     """Chat with one of your adapters through the inference server (INFERENCE_URL),
     streaming the answer; with --base the base model answers the same prompt."""
@@ -63,10 +68,26 @@ def chat(
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": text}
             ]
-            _answer(client, targets, messages, sampling)
+            answers = _answer(client, targets, messages, sampling)
+        if export is not None:
+            _export(export, system, text, answers, {c.served_name: c.label for c in targets})
     except BrightRunError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from e
+
+
+def _export(
+    path: Path, system: str, prompt: str, answers: dict[str, str], labels: dict[str, str]
+) -> None:
+    """The one-turn conversation as the playground exports it (JSONL, one line per model)."""
+    from core.clients.inference import export_conversation_jsonl
+
+    path.write_text(
+        export_conversation_jsonl(
+            system, [{"user": prompt, "answers": answers}], list(answers), labels
+        )
+    )
+    typer.echo(f"[wrote {path}]", err=True)
 
 
 def _sampling(
@@ -90,14 +111,22 @@ def _sampling(
     )
 
 
-def _answer(client: Any, targets: list[Any], messages: list[dict[str, str]], sampling: Any) -> None:
-    """Stream each target's answer, one after the other, headed by its label when several."""
+def _answer(
+    client: Any, targets: list[Any], messages: list[dict[str, str]], sampling: Any
+) -> dict[str, str]:
+    """Stream each target's answer, one after the other, headed by its label when several;
+    returns {served name: answer}."""
+    answers: dict[str, str] = {}
     for c in targets:
         if len(targets) > 1:
             typer.secho(f"── {c.label} ──", bold=True)
         stream = client.stream_chat(c.served_name, messages, sampling)
+        parts = []
         for piece in stream:
+            parts.append(piece)
             typer.echo(piece, nl=False)
         typer.echo("")
+        answers[c.served_name] = "".join(parts)
         if stream.finish_reason == "length":
             typer.echo(f"[stopped at --max-tokens {sampling.max_tokens}]", err=True)
+    return answers

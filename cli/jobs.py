@@ -1,7 +1,8 @@
 """`brightrun train`, `brightrun jobs ...` and `brightrun sync`: launch and follow jobs.
 
-    brightrun train --dataset ID --model M [settings] [--budget USD] [--wait]
+    brightrun train --dataset ID --model M [--preset P] [settings] [--budget USD] [--wait]
     brightrun jobs list | show ID | cancel ID | retry ID | events ID
+    brightrun jobs compare ID ID ... | relaunch ID   (cli/runs.py)
     brightrun sync [--once]
 
 Errors come back as one line naming what is wrong, exit code 1 (2 for bad input).
@@ -106,6 +107,12 @@ def train(
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank"),
     lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="LoRA alpha"),
     lora_dropout: float | None = typer.Option(None, "--lora-dropout", help="LoRA dropout"),
+    target_modules: str = typer.Option(
+        "", "--target-modules", help="comma-separated, e.g. q_proj,v_proj (default: all-linear)"
+    ),
+    lora_on_experts: bool | None = typer.Option(
+        None, "--lora-on-experts/--no-lora-on-experts", help="MoE: also adapt the routed experts"
+    ),
     epochs: float | None = typer.Option(None, "--epochs", help="passes over the data"),
     max_steps: int | None = typer.Option(
         None, "--max-steps", help="optimizer steps (instead of epochs)"
@@ -123,7 +130,21 @@ def train(
     eval_fraction: float | None = typer.Option(
         None,
         "--eval-fraction",
-        help="rows held out for eval when the dataset has no eval split (default: 0)",
+        help="rows held out for eval when the dataset has no eval split (default 0, or the preset's)",
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="cosine | linear | constant | constant_with_warmup"
+    ),
+    warmup: float | None = typer.Option(
+        None, "--warmup", help="share of the steps spent warming up the learning rate"
+    ),
+    packing: bool | None = typer.Option(
+        None, "--packing/--no-packing", help="pack rows into full sequences"
+    ),
+    grad_ckpt: bool | None = typer.Option(
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="trade compute for memory",
     ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     budget: float = typer.Option(
@@ -141,6 +162,7 @@ def train(
 
     settings = _settings()
     actor = _actor(settings)
+    modules = [m.strip() for m in target_modules.split(",") if m.strip()] or None
     try:
         job = _launch(
             actor,
@@ -154,7 +176,13 @@ def train(
                 eval_fraction=eval_fraction,
                 gpu_type=gpu or None,
                 budget_usd=budget or None,
-                lora={"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout},
+                lora={
+                    "r": lora_r,
+                    "alpha": lora_alpha,
+                    "dropout": lora_dropout,
+                    "target_modules": modules,
+                    "lora_on_experts": lora_on_experts,
+                },
                 training={
                     "learning_rate": lr,
                     "micro_batch_size": micro_batch,
@@ -162,6 +190,10 @@ def train(
                     "max_length": max_length,
                     "epochs": epochs,
                     "max_steps": max_steps,
+                    "lr_scheduler": scheduler,
+                    "warmup_ratio": warmup,
+                    "packing": packing,
+                    "gradient_checkpointing": grad_ckpt,
                 },
             ),
         )

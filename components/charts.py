@@ -4,6 +4,7 @@ every chart can be tested by looking at its traces."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -272,4 +273,115 @@ def serverless_vs_pod(
         legend=dict(orientation="h", y=-0.25),
         **_LAYOUT,
     )
+    return fig
+
+
+RUN_COLOURS = (
+    "#4f46e5",
+    "#f59e0b",
+    "#16a34a",
+    "#dc2626",
+    "#0891b2",
+    "#9333ea",
+)  # one per compared run
+
+
+def compare_curves(runs: Sequence[Any]) -> go.Figure:
+    """Runs overlaid against tokens seen: train loss (line) and eval loss (dashed, markers)
+    on top, learning rate and tokens/s underneath; one colour per run. `runs` are
+    `core.queries.RunCurves` (label, tokens, loss, lr, tokens_per_s, eval_tokens, eval_loss)."""
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.6, 0.2, 0.2],
+        vertical_spacing=0.06,
+        subplot_titles=("Loss (solid: train, dashed: eval)", "Learning rate", "Tokens/s"),
+    )
+    for i, r in enumerate(runs):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        line = dict(color=colour)
+        fig.add_trace(
+            go.Scatter(
+                x=list(r.tokens),
+                y=list(r.loss),
+                name=f"{r.label} train",
+                mode="lines",
+                line=line,
+                legendgroup=r.job_id,
+            ),
+            1,
+            1,
+        )
+        if r.eval_tokens:
+            fig.add_trace(
+                go.Scatter(
+                    x=list(r.eval_tokens),
+                    y=list(r.eval_loss),
+                    name=f"{r.label} eval",
+                    mode="lines+markers",
+                    line=dict(color=colour, dash="dash"),
+                    legendgroup=r.job_id,
+                ),
+                1,
+                1,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=list(r.tokens),
+                y=list(r.lr),
+                name=f"{r.label} lr",
+                mode="lines",
+                line=line,
+                legendgroup=r.job_id,
+                showlegend=False,
+            ),
+            2,
+            1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=list(r.tokens),
+                y=list(r.tokens_per_s),
+                name=f"{r.label} tokens/s",
+                mode="lines",
+                line=line,
+                legendgroup=r.job_id,
+                showlegend=False,
+            ),
+            3,
+            1,
+        )
+    fig.update_xaxes(title_text="tokens seen (loss-carrying)", row=3, col=1)
+    fig.update_layout(
+        height=600,
+        title="Runs against tokens seen",
+        legend=dict(orientation="h", y=-0.12),
+        **_LAYOUT,
+    )
+    return fig
+
+
+def cost_to_target(
+    labels: Sequence[str], costs: Sequence[float | None], target: float | None
+) -> go.Figure:
+    """Dollars each run spent to first reach the target eval loss; a run that never did is
+    drawn as an empty bar labelled "not reached"."""
+    shown = [c if c is not None else 0.0 for c in costs]
+    text = [f"${c:.4f}" if c is not None else "not reached" for c in costs]
+    colours = [RUN_COLOURS[i % len(RUN_COLOURS)] for i in range(len(labels))]
+    fig = go.Figure(
+        go.Bar(
+            x=list(labels),
+            y=shown,
+            text=text,
+            textposition="outside",
+            marker_color=colours,
+            hovertemplate="%{x}: %{text}<extra></extra>",
+            cliponaxis=False,
+        )
+    )
+    title = "Cost to reach eval loss " + ("–" if target is None else f"{target:.4f}")
+    fig.update_layout(height=300, title=title, yaxis=dict(tickprefix="$"), **_LAYOUT)
+    fig.update_xaxes(type="category")
     return fig

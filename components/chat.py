@@ -37,6 +37,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "playground.turns": [],
     "playground.ready": {},
     "playground.set_rows": [],
+    "playground.set_export": "",  # the last set's answers as JSONL (core's export_set_jsonl)
     "playground.system": "",
 }
 

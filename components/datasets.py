@@ -41,7 +41,7 @@ def upload(model: str, max_length: int) -> None:
     rejected = st.session_state["datasets.rejected"]
     if rejected:
         rep = rejected["report"]
-        st.error(w.plain(rejected["message"]))
+        w.show_error(rejected["message"])
         w.problems_table(rep.get("problem_examples", []), rep.get("problems", {}))
         if rep.get("valid_rows"):
             if st.button(
@@ -86,7 +86,7 @@ def _add(f: Any, name: str, model: str, max_length: int, on_bad_rows: str) -> No
             return
         except BrightRunError as e:
             bar.empty()
-            st.error(w.plain(e))
+            w.show_error(e)
             return
     bar.progress(1.0, text="Stored")
     st.session_state["datasets.rejected"] = None

@@ -128,9 +128,7 @@ def actions(detail: queries.JobDetail) -> None:
     except BrightRunError as e:
         w.show_error(e)
     if job.status in ("FAILED", "TIMED_OUT") and job.failure_kind:
-        st.error(
-            f"**{w.plain(job.failure_kind.replace('_', ' '))}**: {w.plain(job.failure_message or '')}"
-        )
+        w.show_error(f"{job.failure_kind.replace('_', ' ')}: {job.failure_message or ''}")
         if job.failure_suggestion:
             st.info(f"Suggested fix: {w.plain(job.failure_suggestion)}")
         if suggested:

@@ -29,7 +29,8 @@ import streamlit as st
 from sqlalchemy.orm import Session
 
 from components.train import STATE as TRAIN_STATE
-from components.widgets import plain
+from components.train_options import STATE as TRAIN_OPTIONS_STATE
+from components.widgets import show_error
 from core.clients import auth
 from core.settings import Settings, load_settings
 from core.users import LOCAL_ACTOR, Actor
@@ -49,6 +50,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "datasets.upload_nonce": 0,  # bumped to clear the file uploader
     "train.preset": "Balanced",
     **TRAIN_STATE,  # LoRA and training widgets: the spec's defaults and the Balanced preset
+    **TRAIN_OPTIONS_STATE,  # LoRA targets, LoRA on the routed experts, GPU type
     "jobs.statuses": [],
     "jobs.model": "",
     "jobs.dataset": "",
@@ -59,6 +61,9 @@ STATE_DEFAULTS: dict[str, Any] = {
     "jobs.page_size": 25,
     "jobs.selected": None,  # job id shown in detail
     "jobs.live": True,
+    "jobs.compare_pick": [],  # job ids picked for a comparison
+    "jobs.comparing": [],  # job ids being compared (also ?compare=ID,ID in the URL)
+    "jobs.compare_target": None,  # target eval loss whose cost is compared; None: automatic
     "costs.month": None,
     "adapters.confirm_delete": None,  # adapter name awaiting confirmation
 }
@@ -89,9 +94,9 @@ def auth_client() -> Any:
 def signed_in_actor() -> Actor | None:
     """The acting user, or None when AUTH=supabase and nobody is signed in. The Supabase
     session is checked on every call (refreshed when due); one that ended signs the person
-    out with a notice for the sign-in page (`SIGN_IN_NOTICE`). Streamlit may run a page
-    script without app.py (a `pages/` folder beside it makes the first run after a server
-    start do so), so no page relies on the gate: `actor()` comes here."""
+    out with a notice for the sign-in page (`SIGN_IN_NOTICE`). A page script can still be
+    run on its own (AppTest.from_file on it), so no page relies on the gate: `actor()`
+    comes here."""
     if settings().auth == "none":
         return LOCAL_ACTOR
     try:
@@ -101,8 +106,7 @@ def signed_in_actor() -> Actor | None:
         st.session_state[SIGN_IN_NOTICE] = str(e)
         return None
     except auth.AuthError as e:
-        st.error(plain(e))
-        st.stop()
+        show_error(e, stop=True)
     recorded = recorded_actor()
     if identity is None:
         if recorded is not None:

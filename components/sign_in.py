@@ -40,7 +40,7 @@ def _sign_in(email: str, password: str) -> None:
         with session.db() as s:
             session.sign_in(auth.actor_for(s, identity))
     except (auth.AuthError, InvalidInput) as e:
-        st.error(w.plain(e))
+        w.show_error(e)
         return
     st.rerun()
 
@@ -49,7 +49,7 @@ def _sign_up(email: str, password: str) -> None:
     try:
         result = auth.sign_up(session.auth_client(), email, password)
     except (auth.AuthError, InvalidInput) as e:
-        st.error(w.plain(e))
+        w.show_error(e)
         return
     if not result.signed_in:
         st.info(

@@ -98,5 +98,5 @@ def test_contracts_fail_on_a_violation(tmp_path: Path) -> None:
     broken = _lint_imports(tree)
     assert broken.returncode != 0
     assert "Broken contracts" in broken.stdout
-    assert "core never imports streamlit, local, components, pages or cli" in broken.stdout
+    assert "core never imports streamlit, local, components, app_pages or cli" in broken.stdout
     assert "core.errors -> streamlit" in broken.stdout

@@ -89,7 +89,7 @@ def defaults() -> dict[str, Any]:
 def preset(name: str) -> dict[str, Any]:
     """The defaults with preset `name` applied (`InvalidInput` for an unknown one)."""
     if name not in PRESETS:
-        raise InvalidInput(f"preset {name!r}: choose one of {', '.join(PRESETS)}")
+        raise InvalidInput(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     out = defaults()
     for key, value in PRESETS[name].items():
         out[key] = {**out[key], **value} if isinstance(value, Mapping) else value

@@ -6,12 +6,20 @@ the settings, for the few that open their own), reads through the same owner sco
 values (never ORM rows), so a page only renders and a test can assert on the numbers.
 
 One module per area: `jobs` (the job table and its filters), `job` (one job: detail,
-metric series, event log, checkpoints), `home` (the Overview page), `adapters`, `spend`
+metric series, event log, checkpoints), `compare` (runs side by side), `home` (the Overview page), `adapters`, `spend`
 (the Costs page), `probes` (the health check), `templates` (models, chat templates,
 truncation). Times are UTC and timezone-aware; money is US dollars; durations are seconds.
 """
 
 from core.queries.adapters import AdapterRow, adapter_rows, repo_adapter_name, zip_builder
+from core.queries.compare import (
+    MAX_RUNS,
+    MIN_RUNS,
+    Comparison,
+    RunCurves,
+    SettingDiff,
+    compare_jobs,
+)
 from core.queries.home import Overview, RunningJob, overview
 from core.queries.job import (
     EventLine,
@@ -55,7 +63,10 @@ from core.queries.templates import (
 __all__ = [
     "JOB_SORTS",
     "PAGE_SIZES",
+    "MAX_RUNS",
+    "MIN_RUNS",
     "AdapterRow",
+    "Comparison",
     "EventLine",
     "JobDetail",
     "JobFilter",
@@ -67,10 +78,13 @@ __all__ = [
     "MetricSeries",
     "Overview",
     "PartHealth",
+    "RunCurves",
     "RunningJob",
+    "SettingDiff",
     "SpendView",
     "TemplateView",
     "adapter_rows",
+    "compare_jobs",
     "cost_per_busy_hour",
     "event_log",
     "health",

@@ -64,7 +64,10 @@ def test_the_evaluation_and_quality_per_dollar_are_shown(settings: Settings, ope
         scores["adapter"]
     ) == [0.75, 0.8, 0.82]
     assert at.metric[0].value == "79%"
-    assert JUDGE_PROMPT.splitlines()[0] in at.expander[0].code[0].value
+    assert (
+        JUDGE_PROMPT.splitlines()[0]
+        in next(e for e in at.expander if e.label == "Judge prompt").code[0].value
+    )
     diffs = at.dataframe[2].value
     assert (
         diffs.iloc[0]["base"] == "I am a language model."

@@ -72,7 +72,7 @@ def test_page_compares_on_a_datasets_eval_split(
     with db.session_scope(settings) as s:
         want = [(c.prompt, c.reference) for c in eval_split_cases(LOCAL_ACTOR, s, store, ds_id)]
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("pages/playground.py").run()
+    at.switch_page("app_pages/playground.py").run()
     at.multiselect(key="playground.models").set_value([f"{server.base} (base)"])
     at.number_input(key="playground.max_tokens").set_value(4)
     at.run()

@@ -28,7 +28,7 @@ def page_env(server: Server, data_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def open_playground(ready: bool = True) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("pages/playground.py").run()
+    at.switch_page("app_pages/playground.py").run()
     assert not at.exception, at.exception
     if ready:  # the server answered and a model is chosen: the page went all the way down
         assert not at.error, [e.value for e in at.error]

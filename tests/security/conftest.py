@@ -321,9 +321,9 @@ def unchanged(world: World) -> Iterator[Callable[[], None]]:
 @pytest.fixture
 def through_app_py(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make AppTest run app.py on every run, as a Streamlit server does once app.py has
-    called `st.navigation`. (AppTest forgets that between runs: with a `pages/` folder
-    beside app.py it then runs the page script alone, which is what a server does on its
-    first run after a start; the tests without this fixture cover that path.)"""
+    called `st.navigation`. (Kept for the tests that run both ways: AppTest used to forget
+    that between runs and run the page script alone while a `pages/` folder sat beside
+    app.py; the pages now live in `app_pages/`, so both ways run app.py.)"""
     import runpy
 
     from streamlit.runtime.scriptrunner import script_runner

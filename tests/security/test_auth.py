@@ -342,7 +342,7 @@ def test_admin_page_only_for_admins_and_it_sets_limits(app_env) -> None:
     fake.add_user(member, "member-password")
     at = sign_in_page(member, "member-password")
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/admin.py")
+        at.switch_page("app_pages/admin.py")
     with db.session_scope(settings) as s:
         repo.sign_in_actor(s, fake.accounts[boss].id, boss)
         repo.admin_set_role(LOCAL_ACTOR, s, fake.accounts[boss].id, "admin")
@@ -350,7 +350,7 @@ def test_admin_page_only_for_admins_and_it_sets_limits(app_env) -> None:
 
     ui_session._per_session.clear()
     at = sign_in_page(boss, "boss-password")
-    at.switch_page("pages/admin.py").run()
+    at.switch_page("app_pages/admin.py").run()
     assert not at.exception, at.exception
     member_id = fake.accounts[member].id
     at.selectbox(key="admin.user").set_value(member_id).run()
@@ -362,11 +362,12 @@ def test_admin_page_only_for_admins_and_it_sets_limits(app_env) -> None:
         assert repo.get_user(repo.sign_in_actor(s, member_id, member), s).monthly_budget_usd == 42.0
 
 
-def test_a_page_run_without_app_py_checks_the_session_itself(
+def test_a_session_that_ends_on_an_open_page_shows_only_the_sign_in(
     env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Streamlit may run a page script alone (see `through_app_py`): the page still checks
-    the Supabase session through `session.actor()` and shows nothing once it has ended."""
+    """The Supabase session ends while a page is open: the next run shows the sign-in page
+    and nothing of the page. (A page script run alone still checks the session itself:
+    tests/ui/test_playground_page.py.)"""
     from components import session as ui_session
 
     fake, settings = env
@@ -383,7 +384,7 @@ def test_a_page_run_without_app_py_checks_the_session_itself(
     fake.add_user(who, "right-password")
     fake.expires_in = 5
     at = sign_in_page(who, "right-password")
-    at.switch_page("pages/costs.py").run()
+    at.switch_page("app_pages/costs.py").run()
     assert not at.exception and not at.warning  # signed in: the page shows its numbers
     assert at.metric
     uid = fake.accounts[who].id
@@ -393,6 +394,7 @@ def test_a_page_run_without_app_py_checks_the_session_itself(
                 del fake.refresh_tokens[tok]
                 fake.sessions.discard(sid)
     at.run()
-    assert [x.value for x in at.warning] == ["Sign in to see your datasets, jobs and adapters."]
+    assert not at.exception, at.exception
     assert not at.metric and "auth.actor" not in at.session_state
+    assert at.text_input(key="auth.email") is not None  # the sign-in form, and only it
     ui_session._per_session.clear()

@@ -597,7 +597,7 @@ def test_dataset_content_with_html_markdown_and_script_is_shown_as_text(
             original_filename="ok.jsonl",
         )
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    at.switch_page("pages/datasets.py").run()
+    at.switch_page("app_pages/datasets.py").run()
     assert not at.exception, at.exception
     shown_as_text = 0
     for i in range(1, len(HOSTILE_TEXT) + 1):

@@ -279,15 +279,15 @@ def test_a_full_local_job_and_a_playground_chat_leak_no_secret(
     # The dashboard, page by page (AUTH=none: the local user), with a playground chat.
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     for page in ("overview", "datasets", "train", "jobs", "adapters", "costs", "settings", "admin"):
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, at.exception)
         run.pages[page] = page_text(at)
     at.query_params["job"] = job.id
-    at.switch_page("pages/jobs.py").run()
+    at.switch_page("app_pages/jobs.py").run()
     run.pages["job detail"] = page_text(at)
     at.query_params.clear()
     at.session_state["jobs.selected"] = None
-    at.switch_page("pages/playground.py").run()
+    at.switch_page("app_pages/playground.py").run()
     assert not at.exception, at.exception
     models = at.multiselect(key="playground.models")
     adapter_label = next(o for o in models.options if o.startswith("support-bot v1"))

@@ -46,7 +46,7 @@ def open_page(settings: Settings) -> Callable[..., AppTest]:
         at.run()
         if query:
             at.query_params.update(query)
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, at.exception
         return at
 

@@ -2,7 +2,8 @@
 local stack that `brightrun up` starts (GPU endpoint, inference server, syncer, dashboard)
 on free loopback ports in a temporary data folder: upload a dataset, launch a tiny job,
 watch its chart update and the job complete, see its cost in the history, open the adapter
-in the playground. Saves a screenshot of every page: into a temporary folder by default,
+in the playground. Before anything else, a new visitor opens each page's own URL (a
+bookmark after a restart) and must get the app. Saves a screenshot of every page: into a temporary folder by default,
 into docs/screenshots/ (the README's pictures) when BRIGHTRUN_SCREENSHOTS=docs/screenshots."""
 
 from __future__ import annotations
@@ -93,22 +94,71 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(stack: str) -> Iterator[object]:
+def browser(stack: str) -> Iterator[object]:
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian's chromium is missing: `make chromium` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
+        b = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        pg = browser.new_page(viewport={"width": 1400, "height": 1700})
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, stack: str) -> Iterator[object]:
+    pg = browser.new_page(viewport={"width": 1400, "height": 1700})
+    pg.set_default_timeout(60_000)
+    pg.goto(stack)
+    yield pg
+    pg.close()
+
+
+# Every page's own URL and the heading it shows (the app's url_path: the file name).
+DEEP_LINKS = {
+    "datasets": "Datasets",
+    "train": "Train",
+    "jobs": "Jobs",
+    "adapters": "Adapters",
+    "playground": "Playground",
+    "costs": "Costs",
+    "settings": "Settings",
+    "admin": "Admin",
+    "": "Overview",
+}
+SIDEBAR = [
+    "Overview",
+    "Datasets",
+    "Train",
+    "Jobs",
+    "Adapters",
+    "Playground",
+    "Costs",
+    "Settings",
+    "Admin",
+]
+
+
+def test_every_page_url_gives_the_app_on_a_fresh_server(browser, stack: str) -> None:
+    """Runs first, before anyone has opened `/`: each page's URL, opened by a new visitor
+    (a fresh browser context), shows that page inside the app: the app's title, its
+    sidebar of page titles (never the raw file names), the page's heading."""
+    for path, heading in DEEP_LINKS.items():
+        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+        pg = ctx.new_page()
         pg.set_default_timeout(60_000)
-        pg.goto(stack)
-        yield pg
-        browser.close()
+        pg.goto(f"{stack}/{path}")
+        pg.get_by_role("heading", name=heading, level=1).wait_for()
+        nav = pg.get_by_test_id("stSidebarNav")
+        links = [t.strip() for t in nav.get_by_role("link").all_inner_texts()]
+        assert [x for x in SIDEBAR if any(x in t for t in links)] == SIDEBAR, (path, links)
+        assert not any(t in ("app", "admin", "datasets") for t in links), (path, links)  # the files
+        assert pg.title() == "BrightRun", (path, pg.title())  # app.py's page config ran
+        ctx.close()
 
 
 def _dataset_file(tmp: Path) -> Path:
@@ -247,3 +297,59 @@ def test_upload_train_watch_and_chat(page, tmp_path: Path) -> None:
     _goto(page, "Overview")
     page.get_by_text("Latest adapters").wait_for()
     _shot(page, "overview")
+
+
+def test_compare_two_runs(page, stack: str) -> None:
+    """A second run of the same dataset with other settings, launched from the command line;
+    both picked in the Jobs list and compared: curves against tokens seen, the cost to reach
+    an eval loss, the settings that differ."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from core import datasets, db
+    from core.settings import load_settings
+    from core.users import LOCAL_ACTOR
+
+    with db.session_scope(load_settings()) as s:
+        ds = datasets.list_datasets(LOCAL_ACTOR, s)[0].id
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            ds,
+            "--model",
+            "brightrun/tiny-chat",
+            "--adapter-name",
+            "arith-bot-lr",
+            "--epochs",
+            "10",
+            "--micro-batch",
+            "2",
+            "--grad-accum",
+            "1",
+            "--lr",
+            "5e-4",
+            "--eval-fraction",
+            "0.05",
+            "--wait",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+
+    _goto(page, "Jobs")
+    page.get_by_text("Page 1 of 1 · 2 job(s)").wait_for()
+    picker = page.get_by_test_id("stMultiSelect").filter(has_text="Compare runs")
+    for name in ("arith-bot-lr ·", "arith-bot ·"):
+        picker.locator("input").click()
+        page.get_by_role("option").filter(has_text=name).first.click()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Compare").click()
+    page.get_by_role("heading", name="Comparing 2 runs").wait_for()
+    page.get_by_role("button", name="Curves as CSV").wait_for()  # the whole view is drawn
+    assert page.get_by_role("button", name="Compare").count() == 0  # the list is gone
+    settings_table = page.get_by_test_id("stDataFrame").nth(1).locator("table[role=grid]")
+    settings_table.wait_for(state="attached")
+    assert "training.learning_rate" in (settings_table.text_content() or "")
+    assert "tokens seen" in page.get_by_test_id("stPlotlyChart").first.inner_text()
+    _shot(page, "compare")

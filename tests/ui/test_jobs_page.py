@@ -156,7 +156,7 @@ def test_failure_shows_kind_and_fix_and_relaunches_with_lighter_settings(
     at = open_page("jobs", {"job": job.id})
     _wait_for(at, lambda a: bool([b for b in a.button if b.key == "jobs.relaunch"]))
     text = text_of(at)
-    assert "**out of memory**: CUDA out of memory at step 2" in text
+    assert "out of memory: CUDA out of memory at step 2" in text  # plain text, no markdown
     assert "Suggested fix: try micro_batch_size 2 with grad_accum 8" in text
     assert (
         '"micro_batch_size": 2' in text and '"grad_accum": 8' in text

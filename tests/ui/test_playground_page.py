@@ -117,7 +117,7 @@ def test_signed_out_playground_asks_to_sign_in(
     monkeypatch.setenv("AUTH", "supabase")
     monkeypatch.setenv("SUPABASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("SUPABASE_ANON_KEY", "fake-anon-key")
-    at = AppTest.from_file(str(ROOT / "pages" / "playground.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "playground.py"), default_timeout=60).run()
     assert not at.exception, at.exception
     assert [w.value for w in at.warning] == ["Sign in to see your datasets, jobs and adapters."]
     assert not at.chat_input and not at.multiselect
@@ -128,7 +128,7 @@ def test_an_answer_with_html_links_and_images_is_shown_literally(
     inference: ThreadingHTTPServer,
 ) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    at.switch_page("pages/playground.py").run()
+    at.switch_page("app_pages/playground.py").run()
     assert at.multiselect(key="playground.models").value == [f"{BASE} (base)"]
     prompt = "Summarise [this](http://y) *please*"
     at.chat_input(key="playground.prompt").set_value(prompt).run()

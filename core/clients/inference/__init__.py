@@ -63,6 +63,7 @@ from core.clients.inference.prompts import (
     eval_split_cases,
     eval_split_datasets,
     export_conversation_jsonl,
+    export_set_jsonl,
     parse_prompt_set,
 )
 from core.clients.inference.types import (
@@ -113,4 +114,5 @@ __all__ = [
     "compare_on_set",
     "conversation_messages",
     "export_conversation_jsonl",
+    "export_set_jsonl",
 ]

@@ -205,3 +205,20 @@ def export_conversation_jsonl(
         }
         lines.append(json.dumps(row, ensure_ascii=False))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def export_set_jsonl(rows: Sequence[CompareRow], labels: Mapping[str, str] | None = None) -> str:
+    """A compare-on-a-set run, one JSON line per case: `{"prompt", "reference", "answers":
+    {label: answer}}` (the playground's export and `brightrun chat-set --out`)."""
+    lines = [
+        json.dumps(
+            {
+                "prompt": r.prompt,
+                "reference": r.reference,
+                "answers": {(labels or {}).get(m, m): a for m, a in r.answers.items()},
+            },
+            ensure_ascii=False,
+        )
+        for r in rows
+    ]
+    return "\n".join(lines) + ("\n" if lines else "")

@@ -71,7 +71,7 @@ with tab_manage:
                 datasets.rename_dataset(actor, s, ds.id, new_name)
             st.rerun()
         except BrightRunError as e:
-            st.error(w.plain(e))
+            w.show_error(e)
     if st.button("Delete dataset", key="datasets.delete"):
         st.session_state["datasets.confirm_delete"] = ds.id
         st.rerun()
@@ -82,4 +82,4 @@ with tab_manage:
             st.session_state["datasets.confirm_delete"] = None
             st.rerun()
         except BrightRunError as e:
-            st.error(w.plain(e))
+            w.show_error(e)

@@ -1,9 +1,10 @@
-"""Jobs: the history (filtered, sorted, paginated in the database) and one job's live detail."""
+"""Jobs: the history (filtered, sorted, paginated in the database), one job's live detail,
+and 2 to 6 runs compared side by side."""
 
 import streamlit as st
 
+from components import compare, session
 from components import jobs as ui
-from components import session
 from components import widgets as w
 from core import queries
 from core.errors import BrightRunError
@@ -13,6 +14,9 @@ session.init_state()
 actor = session.actor()
 
 selected = st.query_params.get("job") or st.session_state["jobs.selected"]
+if not selected and (compared := compare.comparing()):
+    compare.view(actor, compared)
+    st.stop()
 
 if selected:
     if st.button("← All jobs", key="jobs.back"):
@@ -54,11 +58,12 @@ st.session_state["jobs.page"] = page.page
 
 if not page.total:
     st.info("No jobs match. Launch one on the Train page.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.page_link("app_pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 ui.table(page)
 ui.pager(page)
+compare.picker(page.rows)
 choice = st.selectbox(
     "Open a job",
     [r.id for r in page.rows],

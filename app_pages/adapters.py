@@ -1,9 +1,10 @@
 """Adapters: every version with its base model, dataset, settings, losses and size;
-download as a zip, delete, open in the playground; its evaluation, quality per dollar."""
+download as a zip, delete, open in the playground, push to the Hub, merge into the base, evaluate, continue training;
+its evaluation, quality per dollar."""
 
 import streamlit as st
 
-from components import quality, session
+from components import publish, quality, session
 from components import widgets as w
 from core import adapters, queries
 from core.errors import BrightRunError
@@ -16,7 +17,7 @@ with session.db() as s:
     rows = queries.adapter_rows(actor, s)
 if not rows:
     st.info("No adapters yet: an adapter appears here when a training job completes.")
-    st.page_link("pages/train.py", label="Train one", icon=":material/model_training:")
+    st.page_link("app_pages/train.py", label="Train one", icon=":material/model_training:")
     st.stop()
 
 st.dataframe(
@@ -77,7 +78,7 @@ if c2.button(
         labels = []
     if row.label in labels:
         st.session_state["playground.models"] = [labels[0], row.label]  # the base beside it
-    st.switch_page("pages/playground.py")
+    st.switch_page("app_pages/playground.py")
 
 if c3.button("Delete adapter", key="adapters.delete"):
     st.session_state["adapters.confirm_delete"] = row.adapter
@@ -92,4 +93,6 @@ if w.confirm("adapters.confirm_delete", f"adapter {row.adapter} and all its vers
     except BrightRunError as e:
         w.show_error(e)
 
+publish.hub_and_merge(vid, row.label)
+publish.evaluate_and_continue(vid, row.label)
 quality.evaluation_section(actor, vid, row.label)

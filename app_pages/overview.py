@@ -45,7 +45,7 @@ def running_jobs() -> None:
             )
             if right.button("Open", key=f"overview.open.{job.id}"):
                 jobs_ui.open_job(job.id)
-                st.switch_page("pages/jobs.py")
+                st.switch_page("app_pages/jobs.py")
 
 
 with session.db() as s:
@@ -61,9 +61,9 @@ if ov.is_empty:
         "3. **Chat** with the adapter you got, side by side with the base model."
     )
     c1, c2, c3 = st.columns(3)
-    c1.page_link("pages/datasets.py", label="1 · Upload a dataset", icon=":material/upload:")
-    c2.page_link("pages/train.py", label="2 · Train", icon=":material/model_training:")
-    c3.page_link("pages/playground.py", label="3 · Chat", icon=":material/chat:")
+    c1.page_link("app_pages/datasets.py", label="1 · Upload a dataset", icon=":material/upload:")
+    c2.page_link("app_pages/train.py", label="2 · Train", icon=":material/model_training:")
+    c3.page_link("app_pages/playground.py", label="3 · Chat", icon=":material/chat:")
     st.caption(
         "Locally everything runs on this machine with a tiny demo model; no account is needed."
     )
@@ -104,4 +104,4 @@ else:
         hide_index=True,
         width="stretch",
     )
-    st.page_link("pages/adapters.py", label="All adapters", icon=":material/extension:")
+    st.page_link("app_pages/adapters.py", label="All adapters", icon=":material/extension:")

@@ -103,7 +103,17 @@ with set_tab:
                 ),
             )
             st.session_state["playground.set_rows"] = ui.set_rows(rows, chosen)
+            st.session_state["playground.set_export"] = inf.export_set_jsonl(
+                rows, {c.served_name: c.label for c in chosen}
+            )
         except BrightRunError as e:
             w.show_error(e)
     if st.session_state["playground.set_rows"]:
         st.dataframe(st.session_state["playground.set_rows"], hide_index=True)
+        st.download_button(
+            "Export the answers (JSONL)",
+            st.session_state["playground.set_export"],
+            file_name="playground-set.jsonl",
+            mime="application/jsonl",
+            key="playground.export_set",
+        )

@@ -4,7 +4,7 @@ cost update as they change; Launch is disabled with the reason when the plan can
 import streamlit as st
 
 from components import jobs as jobs_ui
-from components import session
+from components import session, train_options
 from components import train as ui
 from components import widgets as w
 from core import actions, datasets, jobs, queries
@@ -18,7 +18,7 @@ with session.db() as s:
     items = [d for d in datasets.list_datasets(actor, s) if d.valid_rows > 0]
 if not items:
     st.info("Upload a dataset first.")
-    st.page_link("pages/datasets.py", label="Go to Datasets", icon=":material/dataset:")
+    st.page_link("app_pages/datasets.py", label="Go to Datasets", icon=":material/dataset:")
     st.stop()
 
 names = {d.id: d.name for d in items}
@@ -27,11 +27,16 @@ dataset_id = c1.selectbox("Dataset", list(names), format_func=names.get, key="tr
 models = queries.model_options(settings)
 model = c2.selectbox("Base model", models, key="train.model")
 ui.model_card(model, settings.data_dir / "models")
-ui.cache_note(model, actions.model_cache_state(actor, settings, model))
+cache = actions.model_cache_state(actor, settings, model)
+ui.cache_note(model, cache)
+if cache.state == "not cached":
+    train_options.cache_button(model)
 
 left, right = st.columns([3, 2])
 with left:
     lora, training, quantization, eval_fraction = ui.settings_form()
+    lora = {**lora, **train_options.lora_targets(model, settings.data_dir / "models")}
+    gpu = train_options.gpu_type(settings)
 with right:
     st.subheader("Plan")
     budget = st.number_input(
@@ -55,16 +60,16 @@ with right:
             quantization=quantization,
             eval_fraction=eval_fraction,
             budget_usd=budget,
+            gpu_type=gpu,
             adapter_name=adapter or None,
         )
     except BrightRunError as e:
-        st.error(w.plain(e))
-        st.stop()
+        w.show_error(e, stop=True)
     with session.db() as s:
         tp = jobs.preflight(request, actor, s, settings)
     ui.plan_view(tp)
     for reason in tp.blockers:
-        st.error(w.plain(reason))
+        w.show_error(reason)
     if st.button(
         "Launch",
         type="primary",
@@ -77,7 +82,7 @@ with right:
                 actor, settings, request, client=session.runpod(), store=session.store()
             )
         except BrightRunError as e:
-            st.error(w.plain(e))
+            w.show_error(e)
         else:
             jobs_ui.open_job(job.id)
-            st.switch_page("pages/jobs.py")
+            st.switch_page("app_pages/jobs.py")

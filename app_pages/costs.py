@@ -23,7 +23,7 @@ c1.metric(f"Spent in {sv.month}", w.money(sv.month_spend_usd))
 c2.metric("Monthly budget", w.money(sv.monthly_budget_usd))
 c3.metric("Budget used", w.share(sv.budget_share))
 if sv.budget_share >= 1:
-    st.error(
+    w.show_error(
         "The monthly budget is used up: new jobs are refused until next month or a larger budget."
     )
 elif sv.budget_share >= 0.8:

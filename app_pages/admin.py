@@ -1,5 +1,5 @@
-"""Admin: every user's spend this month and their limits; set a user's monthly budget
-and concurrent-job limit. Listed in the navigation for admins only."""
+"""Admin: every user's spend this month and their limits; set a user's monthly budget,
+concurrent-job limit and role. Listed in the navigation for admins only."""
 
 import streamlit as st
 
@@ -12,7 +12,7 @@ st.title("Admin")
 session.init_state()
 actor, settings = session.actor(), session.settings()
 if not actor.is_admin:
-    st.error("This page is for admins.")
+    w.show_error("This page is for admins.")
     st.stop()
 
 with session.db() as s:
@@ -64,6 +64,17 @@ jobs = c2.number_input(
     disabled=jobs_default,
     key=f"admin.jobs.{uid}",
 )
+role = c1.selectbox(
+    "Role", ["member", "admin"], index=int(row.role == "admin"), key=f"admin.role.{uid}"
+)
+if c2.button("Save role", key="admin.save_role", disabled=role == row.role):
+    try:
+        with session.db() as s:
+            admin.set_role(actor, s, uid, role)
+        st.toast(f"{row.email or uid} is now {role}")
+        st.rerun()
+    except BrightRunError as e:
+        w.show_error(e)
 if st.button("Save limits", type="primary", key="admin.save"):
     try:
         with session.db() as s:

@@ -1,0 +1,120 @@
+"""Adapters page: push a version to the Hugging Face Hub, and merge it into its base model's
+weights on the GPU endpoint (`core.export.push_to_hub`, `core.export.merge`; the command
+line's `brightrun adapters push` and `brightrun adapters merge`). Widget keys under
+`adapters.`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components import jobs as jobs_ui
+from components import session
+from components import widgets as w
+from core import export, jobs
+from core.errors import BrightRunError
+
+
+def hub_and_merge(version_id: str, label: str) -> None:
+    actor, settings = session.actor(), session.settings()
+    hub, merge = st.columns(2)
+    with hub.expander("Push to the Hugging Face Hub"):
+        repo = st.text_input(
+            "Hub model repo",
+            key=f"adapters.hub_repo.{version_id}",
+            placeholder="your-name/support-bot",
+        )
+        public = st.checkbox(
+            "Public repo", key=f"adapters.hub_public.{version_id}", help="default: private"
+        )
+        if st.button(
+            "Push", key="adapters.push", disabled=not repo, help="uses the deployment's HF_TOKEN"
+        ):
+            try:
+                pushed = export.push_to_hub(
+                    actor,
+                    settings,
+                    version_id,
+                    repo.strip(),
+                    private=not public,
+                    store=session.store(),
+                )
+                st.success(f"Pushed {len(pushed.files)} files to {w.plain(pushed.url)}")
+            except BrightRunError as e:
+                w.show_error(e)
+    with merge.expander("Merge into the base model"):
+        st.caption(
+            f"Merge {w.plain(label)} into its base model's weights on the GPU endpoint, for serving without LoRA."
+        )
+        dtype = st.selectbox(
+            "Precision", list(export.MERGE_DTYPE_BYTES), key=f"adapters.merge_dtype.{version_id}"
+        )
+        hub_repo = st.text_input(
+            "Also push the merged model to (optional)",
+            key=f"adapters.merge_hub.{version_id}",
+            placeholder="your-name/support-bot-merged",
+        )
+        if st.button("Merge", key="adapters.merge", type="primary"):
+            try:
+                job, _ = export.merge(
+                    actor,
+                    settings,
+                    version_id,
+                    dtype=dtype,
+                    hub_repo=hub_repo.strip() or None,
+                    client=session.runpod(),
+                    store=session.store(),
+                )
+            except BrightRunError as e:
+                w.show_error(e)
+            else:
+                jobs_ui.open_job(job.id)
+                st.switch_page("app_pages/jobs.py")
+
+
+def evaluate_and_continue(version_id: str, label: str) -> None:
+    """Evaluate the version now (`core.evaluate.evaluate_version`, as `brightrun adapters
+    eval`), and continue training it (`core.jobs.continue_training`, as `brightrun
+    adapters continue`)."""
+    from core import datasets, evaluate
+
+    actor, settings = session.actor(), session.settings()
+    ev, cont = st.columns(2)
+    with ev.expander("Evaluate now"):
+        st.caption(
+            "Adapter against base on its dataset's eval split, through the inference server."
+        )
+        if st.button("Evaluate", key="adapters.evaluate"):
+            try:
+                with st.spinner("Evaluating…"):
+                    evaluate.evaluate_version(actor, settings, version_id, store=session.store())
+                st.rerun()
+            except BrightRunError as e:
+                w.show_error(e)
+    with cont.expander("Continue training"):
+        with session.db() as s:
+            items = {d.id: d.name for d in datasets.list_datasets(actor, s) if d.valid_rows > 0}
+        ds = st.selectbox(
+            "Dataset",
+            ["", *items],
+            key=f"adapters.continue_dataset.{version_id}",
+            format_func=lambda i: items.get(i, "the same dataset"),
+        )
+        epochs = st.number_input(
+            "Epochs", 0.1, 100.0, 1.0, step=0.5, key=f"adapters.continue_epochs.{version_id}"
+        )
+        if st.button("Continue training", key="adapters.continue", type="primary"):
+            try:
+                job = jobs.continue_training(
+                    actor,
+                    settings,
+                    version_id,
+                    dataset_id=ds or None,
+                    training={"epochs": float(epochs), "max_steps": None},
+                    client=session.runpod(),
+                    store=session.store(),
+                )
+            except BrightRunError as e:
+                w.show_error(e)
+            else:
+                jobs_ui.open_job(job.id)
+                st.switch_page("app_pages/jobs.py")

@@ -1,0 +1,92 @@
+"""Train page widgets beyond the settings form: which modules LoRA adapts, LoRA on the
+routed experts (MoE models), and the GPU type the job is planned and priced for.
+
+`lora_targets(model, models_dir)` returns the LoRA fields to merge into the form's `lora`
+({"target_modules": "all-linear" | [names], "lora_on_experts": bool}); `gpu_type(settings)`
+returns the chosen GPU type id (default: the deployment's GPU_TYPE). Keys under `train.`;
+their defaults are in `STATE` (registered in `components.session`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from components import widgets as w
+from core import planner
+from core.settings import Settings
+
+# The linear modules of a Qwen decoder layer (attention, then MLP); none chosen: all of them
+# ("all-linear", the spec's default).
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+STATE: dict[str, Any] = {
+    "train.target_modules": [],
+    "train.lora_on_experts": False,
+    "train.gpu_type": None,
+}
+
+
+def lora_targets(model: str, models_dir: Any) -> dict[str, Any]:
+    """The target modules and, for a mixture-of-experts model, LoRA on its routed experts."""
+    chosen = st.multiselect(
+        "LoRA target modules",
+        TARGET_MODULES,
+        key="train.target_modules",
+        placeholder="all linear layers",
+        help="none chosen: every linear layer (all-linear); fewer modules, fewer LoRA parameters",
+    )
+    try:
+        moe = planner.describe(model, local_models_dir=models_dir).is_moe
+    except planner.ModelNotDescribable as e:
+        st.caption(f"LoRA on the routed experts: unknown for this model ({w.plain(e)})")
+        moe = False
+    on_experts = st.checkbox(
+        "LoRA on the routed experts",
+        key="train.lora_on_experts",
+        disabled=not moe,
+        help="MoE models: also adapt every routed expert (more memory and parameters)"
+        if moe
+        else "only mixture-of-experts models have routed experts",
+    )
+    return {
+        "target_modules": list(chosen) or "all-linear",
+        "lora_on_experts": bool(on_experts and moe),
+    }
+
+
+def gpu_type(settings: Settings) -> str:
+    """The GPU type to plan and price the job for (every type the planner knows)."""
+    ids = list(planner.GPU_TYPES)
+    if st.session_state["train.gpu_type"] not in ids:
+        st.session_state["train.gpu_type"] = (
+            settings.gpu_type if settings.gpu_type in ids else ids[0]
+        )
+    return st.selectbox(
+        "GPU type",
+        ids,
+        key="train.gpu_type",
+        format_func=lambda g: f"{planner.GPU_TYPES[g].name} ({planner.GPU_TYPES[g].memory_gb} GB)",
+    )
+
+
+def cache_button(model: str) -> None:
+    """Cache the model on the volume now (`core.actions.cache_model`, as `brightrun
+    cache-model`), for the Train page's cache note when the model is not cached."""
+    from components import jobs as jobs_ui
+    from components import session
+    from core import actions
+    from core.errors import BrightRunError
+
+    if st.button(
+        "Cache it now",
+        key="train.cache_model",
+        help="a job that downloads the model into the volume once",
+    ):
+        try:
+            job = actions.cache_model(session.actor(), session.settings(), model)
+        except BrightRunError as e:
+            w.show_error(e)
+        else:
+            jobs_ui.open_job(job.id)
+            st.switch_page("app_pages/jobs.py")
