@@ -23,7 +23,11 @@ PRESETS = list(jobs.PRESETS)
 def widget_state(values: dict[str, Any]) -> dict[str, Any]:
     """Widget keys and values for settings in the shape of `core.jobs.preset`."""
     out = {key: values["lora"][name] for name, key in _LORA_KEYS.items()}
-    out.update({f"train.{k}": v for k, v in values["training"].items()})
+    training = dict(values["training"])
+    early = training.pop("early_stopping", None) or {}
+    out.update({f"train.{k}": v for k, v in training.items()})
+    out["train.early_stopping_patience"] = early.get("patience", 0)  # 0: off
+    out["train.early_stopping_min_delta"] = early.get("min_delta", 0.0)
     return {
         **out,
         "train.quantization": values["quantization"],
@@ -120,6 +124,27 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             key="train.lr_scheduler",
         )
         c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
+        c = st.columns(3)
+        c[0].number_input(
+            "Evaluate every (steps)", 0, 1_000_000, key="train.eval_every", help="0: at the end"
+        )
+        c[1].number_input(
+            "Early-stop patience",
+            0,
+            1000,
+            key="train.early_stopping_patience",
+            help="stop once the eval loss has not improved for this many evaluations in a row, "
+            "keeping the best weights as the adapter; 0: off (train to the end)",
+        )
+        c[2].number_input(
+            "Min improvement",
+            0.0,
+            10.0,
+            step=0.001,
+            format="%.3f",
+            key="train.early_stopping_min_delta",
+            help="how much lower an eval loss must be to count as an improvement",
+        )
         c = st.columns(2)
         c[0].toggle(
             "Packing", key="train.packing", help="several rows per sequence, no cross-row attention"
@@ -147,8 +172,15 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             "max_length",
             "packing",
             "gradient_checkpointing",
+            "eval_every",
         )
     }
+    patience = int(ss["train.early_stopping_patience"])
+    training["early_stopping"] = (
+        {"patience": patience, "min_delta": float(ss["train.early_stopping_min_delta"])}
+        if patience
+        else None
+    )
     return lora, training, ss["train.quantization"], float(ss["train.eval_fraction"])
 
 
