@@ -523,3 +523,21 @@ def test_early_stopping_from_the_command_line_to_the_saving_on_the_job(
     assert f"stopped: {note}" in shown and "against running to the end (60 more steps" in shown
     shown = json.loads(runner.invoke(app, ["jobs", "show", job.id, "--json"]).output)
     assert shown["stop_reason"] == "early_stopping" and shown["early_stopping"] == saved
+
+
+def test_the_saving_and_the_stop_line_need_what_the_worker_measured() -> None:
+    from core.jobs.billing import early_stop_savings
+    from core.queries import stop_note
+
+    assert early_stop_savings({"steps": 0, "total_steps": 10, "train_seconds": 5.0}, 0.001) is None
+    assert early_stop_savings({"steps": 4, "total_steps": 10}, 0.001) is None
+    saved = early_stop_savings({"steps": 4, "total_steps": 10, "train_seconds": 8.0}, 0.5)
+    assert (saved["steps_left"], saved["seconds_per_step"], saved["saved_usd"]) == (6, 2.0, 6.0)
+    assert stop_note("finished", None) is None and stop_note("budget", None) is None
+    assert stop_note("time_limit", None, 12) == (
+        "Stopped at its time limit (the budget cap) at step 12; the adapter holds what it had "
+        "trained by then."
+    )
+    assert stop_note("early_stopping", None, 7) == (
+        "Stopped early at step 7 of ?: the eval loss stopped improving."
+    )

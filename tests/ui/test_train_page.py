@@ -210,7 +210,7 @@ def test_time_estimate_says_it_rests_on_the_users_finished_jobs_once_there_are_s
     )
 
 
-def test_early_stopping_needs_evaluations_and_an_eval_split_then_goes_into_the_spec(
+def test_early_stopping_needs_evaluations_during_training_then_goes_into_the_spec(
     settings: Settings, dataset: str, endpoint, open_page
 ) -> None:
     at = open_page("train")
@@ -218,10 +218,6 @@ def test_early_stopping_needs_evaluations_and_an_eval_split_then_goes_into_the_s
     at.number_input(key="train.early_stopping_patience").set_value(2).run()
     assert "early stopping compares evaluations made during training: set eval_every" in text_of(at)
     at.number_input(key="train.eval_every").set_value(5).run()
-    at.number_input(key="train.eval_fraction").set_value(0.0).run()
-    assert _launch(at).disabled
-    assert "this job has no eval split: hold out rows with data.eval_fraction" in text_of(at)
-    at.number_input(key="train.eval_fraction").set_value(0.1).run()
     at.number_input(key="train.early_stopping_min_delta").set_value(0.01).run()
     _launch(at).click().run()
     assert not at.exception and at.title[0].value == "Jobs"
