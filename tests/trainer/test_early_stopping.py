@@ -113,6 +113,24 @@ def _lora_weights(model: Any) -> dict[str, Any]:
     }
 
 
+def _rising(model: Path, train: Path, eval_: Path, out: Path, **training: Any) -> dict[str, Any]:
+    """A job on the contradicting rows with a high learning rate, evaluated every 2 steps,
+    stopping after 2 evaluations without improvement."""
+    return make_spec(
+        model,
+        training={
+            "max_steps": 40,
+            "learning_rate": 3e-2,
+            "grad_accum": 1,
+            "eval_every": 2,
+            "early_stopping": {"patience": 2},
+            **training,
+        },
+        data={"train_path": str(train), "eval_path": str(eval_)},
+        output={"adapter_name": "toy", "local_dir": str(out)},
+    )
+
+
 @pytest.mark.slow
 def test_a_run_whose_eval_loss_rises_stops_within_patience_and_keeps_the_best_weights(
     tiny_model: Path, worker_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -125,20 +143,7 @@ def test_a_run_whose_eval_loss_rises_stops_within_patience_and_keeps_the_best_we
 
     train, eval_ = _contradicting(tmp_path)
     patience, every = 2, 2
-    spec = JobSpec.model_validate(
-        make_spec(
-            tiny_model,
-            training={
-                "max_steps": 40,
-                "learning_rate": 3e-2,
-                "grad_accum": 1,
-                "eval_every": every,
-                "early_stopping": {"patience": patience},
-            },
-            data={"train_path": str(train), "eval_path": str(eval_)},
-            output={"adapter_name": "toy", "local_dir": str(tmp_path / "out")},
-        )
-    )
+    spec = JobSpec.model_validate(_rising(tiny_model, train, eval_, tmp_path / "out"))
     weights_after: dict[int, dict[str, Any]] = {}  # the LoRA weights after each step
     real_step = loop.optimizer_step
 
@@ -188,3 +193,52 @@ def test_a_run_whose_eval_loss_rises_stops_within_patience_and_keeps_the_best_we
         assert loop.evaluate(run) != pytest.approx(evals[stop], rel=1e-3)
     finally:
         run.release()
+
+
+@pytest.mark.slow
+def test_a_resumed_job_keeps_the_best_weights_and_the_count_of_its_earlier_attempt(
+    tiny_model: Path, worker_env: Any, tmp_path: Path
+) -> None:
+    """Stopped right after a checkpoint taken one evaluation past the best, the job started
+    again stops at the next evaluation, with the earlier attempt's best weights."""
+    from safetensors.torch import load_file
+
+    from tests.trainer.conftest import run
+    from trainer.actions import run_job
+
+    train, eval_ = _contradicting(tmp_path)
+    straight = run({**_rising(tiny_model, train, eval_, tmp_path / "a"), "job_id": "a"}, worker_env)
+    summary = straight[-1]["data"]["summary"]
+    best, stop = summary["best_step"], summary["steps"]
+    assert stop == best + 4 < 40
+
+    spec = {
+        **_rising(tiny_model, train, eval_, tmp_path / "b", checkpoint_every=best + 3),
+        "job_id": "b",
+    }
+    first, seen = run_job(spec, worker_env), []
+    for event in first:
+        seen.append(event)
+        if event.type == "checkpoint":
+            break
+    first.close()  # the worker goes away right after its checkpoint, before the stop
+    assert seen[-1].data["step"] == best + 3
+    again = run({**spec, "first_seq": len(seen)}, worker_env)
+    assert again[0]["data"]["resumed_from_step"] == best + 3
+    done = again[-1]["data"]
+    assert done["reason"] == "early_stopping" and done["summary"]["steps"] == stop
+    assert (done["summary"]["best_step"], done["summary"]["best_eval_loss"]) == (
+        best,
+        pytest.approx(summary["best_eval_loss"], rel=1e-6),
+    )
+    a = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch_close(a[name], b[name]), name
+
+
+def torch_close(x: Any, y: Any) -> bool:
+    import torch
+
+    return bool(torch.allclose(x, y, rtol=1e-5, atol=1e-7))
