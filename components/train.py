@@ -124,27 +124,7 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             key="train.lr_scheduler",
         )
         c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
-        c = st.columns(3)
-        c[0].number_input(
-            "Evaluate every (steps)", 0, 1_000_000, key="train.eval_every", help="0: at the end"
-        )
-        c[1].number_input(
-            "Early-stop patience",
-            0,
-            1000,
-            key="train.early_stopping_patience",
-            help="stop once the eval loss has not improved for this many evaluations in a row, "
-            "keeping the best weights as the adapter; 0: off (train to the end)",
-        )
-        c[2].number_input(
-            "Min improvement",
-            0.0,
-            10.0,
-            step=0.001,
-            format="%.3f",
-            key="train.early_stopping_min_delta",
-            help="how much lower an eval loss must be to count as an improvement",
-        )
+        evaluation = evaluation_widgets()
         c = st.columns(2)
         c[0].toggle(
             "Packing", key="train.packing", help="several rows per sequence, no cross-row attention"
@@ -172,16 +152,43 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             "max_length",
             "packing",
             "gradient_checkpointing",
-            "eval_every",
         )
     }
-    patience = int(ss["train.early_stopping_patience"])
-    training["early_stopping"] = (
-        {"patience": patience, "min_delta": float(ss["train.early_stopping_min_delta"])}
-        if patience
-        else None
-    )
+    training.update(evaluation)
     return lora, training, ss["train.quantization"], float(ss["train.eval_fraction"])
+
+
+def evaluation_widgets() -> dict[str, Any]:
+    """Evaluations during training and early stopping on them: `eval_every` and
+    `early_stopping` (None when the patience is 0: off)."""
+    c = st.columns(3)
+    c[0].number_input(
+        "Evaluate every (steps)", 0, 1_000_000, key="train.eval_every", help="0: at the end"
+    )
+    c[1].number_input(
+        "Early-stop patience",
+        0,
+        1000,
+        key="train.early_stopping_patience",
+        help="stop once the eval loss has not improved for this many evaluations in a row, "
+        "keeping the best weights as the adapter; 0: off (train to the end)",
+    )
+    c[2].number_input(
+        "Min improvement",
+        0.0,
+        10.0,
+        step=0.001,
+        format="%.3f",
+        key="train.early_stopping_min_delta",
+        help="how much lower an eval loss must be to count as an improvement",
+    )
+    ss = st.session_state
+    patience = int(ss["train.early_stopping_patience"])
+    early = {"patience": patience, "min_delta": float(ss["train.early_stopping_min_delta"])}
+    return {
+        "eval_every": int(ss["train.eval_every"]),
+        "early_stopping": early if patience else None,
+    }
 
 
 def plan_view(tp: jobs.Preflight) -> None:

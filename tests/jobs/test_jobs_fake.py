@@ -453,20 +453,39 @@ def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_i
     jobs.cancel(LOCAL_ACTOR, settings, again.id)
 
 
+def _command_line_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, model: str) -> None:
+    monkeypatch.chdir(settings.data_dir.parent)  # no stray .env
+    monkeypatch.setenv("BRIGHTRUN_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("GPU_CLUSTER_API_URL", settings.gpu_cluster_api_url)
+    monkeypatch.setenv("GPU_CLUSTER_API_KEY", "fake-key")
+    monkeypatch.setenv("MODEL_DIRS", json.dumps([str(Path(model).parent)]))
+
+
+def _worker_uploads_on_submit(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """Every job submitted finds the adapter files the worker would upload."""
+    from core.clients.storage import adapter_key, make_blob_store
+
+    store, real_submit = make_blob_store(settings), jobs.submit
+
+    def submit_and_upload(*args: Any, **kw: Any) -> Any:
+        job = real_submit(*args, **kw)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            key = adapter_key(LOCAL_ACTOR.user_id, jobs.version_id_for(job.id), name)
+            store.put_bytes("adapters", key, b"{}", "application/octet-stream")
+        return job
+
+    monkeypatch.setattr(jobs, "submit", submit_and_upload)
+
+
 def test_early_stopping_from_the_command_line_to_the_saving_on_the_job(
     env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
 
     from cli import app
-    from core.clients.storage import adapter_key, make_blob_store
 
     f, settings, ds, model = env
-    monkeypatch.chdir(settings.data_dir.parent)  # no stray .env
-    monkeypatch.setenv("BRIGHTRUN_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("GPU_CLUSTER_API_URL", settings.gpu_cluster_api_url)
-    monkeypatch.setenv("GPU_CLUSTER_API_KEY", "fake-key")
-    monkeypatch.setenv("MODEL_DIRS", json.dumps([str(Path(model).parent)]))
+    _command_line_env(monkeypatch, settings, model)
     monkeypatch.setenv("EVAL_AFTER_JOB", "false")
     runner = CliRunner()
     base = ["train", "--dataset", ds, "--model", model, "--quant", "none", "--budget", "1"]
@@ -493,17 +512,7 @@ def test_early_stopping_from_the_command_line_to_the_saving_on_the_job(
     }
     done = {"type": "completed", "data": {"reason": "early_stopping", "summary": summary}}
     f.script = lambda inp: {"chunks": 2, "interval_s": 0.05, "final": done}
-    store = make_blob_store(settings)
-    real_submit = jobs.submit
-
-    def submit_and_upload(*args: Any, **kw: Any) -> Any:  # the files the worker would upload
-        job = real_submit(*args, **kw)
-        for name in ("adapter_config.json", "adapter_model.safetensors"):
-            key = adapter_key(LOCAL_ACTOR.user_id, jobs.version_id_for(job.id), name)
-            store.put_bytes("adapters", key, b"{}", "application/octet-stream")
-        return job
-
-    monkeypatch.setattr(jobs, "submit", submit_and_upload)
+    _worker_uploads_on_submit(monkeypatch, settings)
     flags = ["--eval-every", "10", "--eval-fraction", "0.25", "--early-stopping-patience", "2"]
     r = runner.invoke(app, [*base, *flags, "--early-stopping-min-delta", "0.01", "--wait"])
     assert r.exit_code == 0, r.output
