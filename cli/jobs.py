@@ -82,10 +82,20 @@ def job_summary(job: Any) -> dict[str, Any]:
     )
     out = {k: getattr(job, k) for k in keys}
     out["cost_usd"] = round(live_cost_usd(job), 6)
+    early = (job.result or {}).get("early_stopping")
+    if early:
+        out["early_stopping"] = early
     for k in ("created_at", "started_at", "finished_at"):
         v = getattr(job, k)
         out[k] = v.isoformat() if v else None
     return out
+
+
+def _stop_note(job: Any) -> str | None:
+    """Why the job stopped before its last step, as the job page says it."""
+    from core.queries import stop_note
+
+    return stop_note(job.stop_reason, (job.result or {}).get("early_stopping"), job.step)
 
 
 # --------------------------------------------------------------------------- train
@@ -146,6 +156,21 @@ def train(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="trade compute for memory",
     ),
+    eval_every: int | None = typer.Option(
+        None, "--eval-every", help="optimizer steps between evaluations (default: 0, at the end)"
+    ),
+    es_patience: int | None = typer.Option(
+        None,
+        "--early-stopping-patience",
+        help="stop once the eval loss has not improved for this many evaluations in a row, "
+        "keeping the best weights as the adapter (needs --eval-every and an eval split; "
+        "default: off)",
+    ),
+    es_min_delta: float | None = typer.Option(
+        None,
+        "--early-stopping-min-delta",
+        help="how much lower an eval loss must be to count as an improvement (default: 0)",
+    ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     budget: float = typer.Option(
         0.0, "--budget", help="dollar cap for this job (default: JOB_BUDGET_USD)"
@@ -164,6 +189,7 @@ def train(
     actor = _actor(settings)
     modules = [m.strip() for m in target_modules.split(",") if m.strip()] or None
     try:
+        early = early_stopping_setting(es_patience, es_min_delta)
         job = _launch(
             actor,
             settings,
@@ -194,6 +220,8 @@ def train(
                     "warmup_ratio": warmup,
                     "packing": packing,
                     "gradient_checkpointing": grad_ckpt,
+                    "eval_every": eval_every,
+                    "early_stopping": early,
                 },
             ),
         )
@@ -203,6 +231,21 @@ def train(
     typer.echo(f"job {job.id} {job.status}: {pricing.note}; budget {_money(job.budget_usd)}")
     if wait:
         raise typer.Exit(follow(actor, settings, job.id))
+
+
+def early_stopping_setting(patience: int | None, min_delta: float | None) -> Any:
+    """`training.early_stopping` from the two flags (None: off); `InvalidInput` for a
+    minimum improvement given without a patience."""
+    from core.errors import InvalidInput
+
+    if patience is None:
+        if min_delta is not None:
+            raise InvalidInput(
+                "--early-stopping-min-delta needs --early-stopping-patience (evaluations "
+                "without improvement before stopping)"
+            )
+        return None
+    return {"patience": patience, **({"min_delta": min_delta} if min_delta is not None else {})}
 
 
 def _launch(actor: Any, settings: Any, preset: str, given: dict[str, Any]) -> Any:
@@ -282,6 +325,9 @@ def _print_outcome(job: Any) -> None:
     if job.stop_reason and job.stop_reason != "finished":
         line += f" (stopped: {job.stop_reason})"
     typer.echo(line)
+    note = _stop_note(job)
+    if note:
+        typer.echo(note)
     if job.failure_message:
         typer.echo(f"{job.failure_kind}: {job.failure_message}")
         if job.failure_suggestion:
@@ -341,6 +387,9 @@ def show(
     for k, v in info.items():
         if v is not None:
             typer.echo(f"{k:>18}: {v}")
+    note = _stop_note(job)
+    if note:
+        typer.echo(f"{'stopped':>18}: {note}")
     if job.gpu_type == "LOCAL_CPU":
         typer.echo(f"{'note':>18}: ran on this machine's CPU, priced at the configured GPU's rate")
 

@@ -167,6 +167,8 @@ def live(job_id: str, shown_status: str) -> None:
             f"{w.plain(d.dataset or '–')} · started {w.when(job.started_at)}"
         )
         metrics_row(d)
+        if d.stop_note:
+            st.info(w.plain(d.stop_note))
         cold_start(actor, settings, job)
         if series.empty:
             st.info("No training metrics yet: the worker reports them once the model is loaded.")

@@ -23,7 +23,11 @@ PRESETS = list(jobs.PRESETS)
 def widget_state(values: dict[str, Any]) -> dict[str, Any]:
     """Widget keys and values for settings in the shape of `core.jobs.preset`."""
     out = {key: values["lora"][name] for name, key in _LORA_KEYS.items()}
-    out.update({f"train.{k}": v for k, v in values["training"].items()})
+    training = dict(values["training"])
+    early = training.pop("early_stopping", None) or {}
+    out.update({f"train.{k}": v for k, v in training.items()})
+    out["train.early_stopping_patience"] = early.get("patience", 0)  # 0: off
+    out["train.early_stopping_min_delta"] = early.get("min_delta", 0.0)
     return {
         **out,
         "train.quantization": values["quantization"],
@@ -86,7 +90,7 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
     with st.expander("LoRA", expanded=True):
         _lora_inputs()
     with st.expander("Training", expanded=True):
-        _training_inputs()
+        evaluation = _training_inputs()
     ss = st.session_state
     lora = {
         "r": int(ss["train.lora_r"]),
@@ -107,6 +111,7 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             "gradient_checkpointing",
         )
     }
+    training.update(evaluation)
     return lora, training, ss["train.quantization"], float(ss["train.eval_fraction"])
 
 
@@ -126,8 +131,9 @@ def _lora_inputs() -> None:
     )
 
 
-def _training_inputs() -> None:
-    """The training group: epochs, learning rate, lengths, batches, schedule, packing."""
+def _training_inputs() -> dict[str, Any]:
+    """The training group: epochs, learning rate, lengths, batches, schedule, evaluations
+    and early stopping, packing. Returns `evaluation_widgets`' settings."""
     c = st.columns(4)
     c[0].number_input("Epochs", 0.1, 100.0, step=0.5, key="train.epochs")
     c[1].number_input(
@@ -151,6 +157,7 @@ def _training_inputs() -> None:
         key="train.lr_scheduler",
     )
     c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
+    evaluation = evaluation_widgets()
     c = st.columns(2)
     c[0].toggle(
         "Packing", key="train.packing", help="several rows per sequence, no cross-row attention"
@@ -160,6 +167,40 @@ def _training_inputs() -> None:
         key="train.gradient_checkpointing",
         help="less memory, ~30% slower",
     )
+    return evaluation
+
+
+def evaluation_widgets() -> dict[str, Any]:
+    """Evaluations during training and early stopping on them: `eval_every` and
+    `early_stopping` (None when the patience is 0: off)."""
+    c = st.columns(3)
+    c[0].number_input(
+        "Evaluate every (steps)", 0, 1_000_000, key="train.eval_every", help="0: at the end"
+    )
+    c[1].number_input(
+        "Early-stop patience",
+        0,
+        1000,
+        key="train.early_stopping_patience",
+        help="stop once the eval loss has not improved for this many evaluations in a row, "
+        "keeping the best weights as the adapter; 0: off (train to the end)",
+    )
+    c[2].number_input(
+        "Min improvement",
+        0.0,
+        10.0,
+        step=0.001,
+        format="%.3f",
+        key="train.early_stopping_min_delta",
+        help="how much lower an eval loss must be to count as an improvement",
+    )
+    ss = st.session_state
+    patience = int(ss["train.early_stopping_patience"])
+    early = {"patience": patience, "min_delta": float(ss["train.early_stopping_min_delta"])}
+    return {
+        "eval_every": int(ss["train.eval_every"]),
+        "early_stopping": early if patience else None,
+    }
 
 
 def plan_view(tp: jobs.Preflight) -> None:

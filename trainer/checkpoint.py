@@ -1,10 +1,12 @@
 """A training job's progress, and its checkpoints on the volume.
 
 `Progress` is what the loop advances: the step, tokens seen, training seconds across
-attempts, the metrics so far, the last eval loss, why training stopped.
+attempts, the metrics so far, the last eval loss, why training stopped, and with early
+stopping the best evaluation and a copy of its weights (`trainer.stopping`).
 
 Checkpoints (`Checkpoints(root)`, `root` = `CHECKPOINT_DIR/<job id>`) hold in `step-N`:
-LoRA weights, optimizer, scheduler, RNG states and the progress counters; `latest` names
+LoRA weights, optimizer, scheduler, RNG states and the progress counters (with early
+stopping also the best evaluation and its weights, `best.safetensors`); `latest` names
 the newest, written last, so a checkpoint is used only once complete. The data position
 follows from the step number (each epoch's batch order is a function of the seed). The
 event log of the job's attempts is `root/events.jsonl`. `resume(run)` returns the
@@ -31,6 +33,7 @@ from trainer.setup import Setup
 from trainer.shared.errors import BadInput
 from trainer.shared.files import EVENTS
 from trainer.shared.spec import JobSpec
+from trainer.stopping import BestEval, load_trainable, trainable_state
 
 
 @dataclass
@@ -43,9 +46,16 @@ class Progress:
     last_eval: float | None = None
     stop_reason: str = "finished"
     resumed_from: int | None = None
+    best: BestEval | None = None  # with early stopping: the lowest eval loss so far
+    best_weights: dict[str, Any] | None = field(default=None, repr=False)
 
     def summary(self, total_steps: int) -> dict[str, Any]:
+        """The `completed` event's summary. With early stopping, `eval_loss` is the adapter's
+        (the best evaluation's) and `best_step`/`best_eval_loss` say which step it is."""
         last = next((m for m in reversed(self.metrics) if "loss" in m), None)
+        best: dict[str, Any] = {}
+        if self.best is not None:
+            best = {"best_step": self.best.step, "best_eval_loss": self.best.loss}
         return {
             "steps": self.step,
             "total_steps": total_steps,
@@ -55,6 +65,7 @@ class Progress:
             "tokens_seen_total": self.tokens_total,
             "train_seconds": round(self.train_seconds, 3),
             "stop_reason": self.stop_reason,
+            **best,
         }
 
 
@@ -86,16 +97,12 @@ class Checkpoints:
                 f"steps, this spec plans {total}",
                 "resume with the same settings and data, or use a new job id",
             )
-        weights = load_file(folder / "trainable.safetensors")
-        named = {n: p for n, p in run.model.named_parameters() if p.requires_grad}
-        if set(weights) != set(named):
+        if not load_trainable(run.model, load_file(folder / "trainable.safetensors")):
             raise BadInput(
                 "the checkpoint's LoRA weights do not match this job's LoRA settings",
                 "resume with the same settings, or use a new job id",
             )
-        with torch.no_grad():
-            for n, p in named.items():
-                p.copy_(weights[n].to(p.device, p.dtype))
+        best_file = folder / "best.safetensors"
         run.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         run.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
         _restore_rng(torch.load(folder / "rng.pt", weights_only=False))
@@ -107,6 +114,8 @@ class Checkpoints:
             metrics=state["metrics"],
             last_eval=state.get("last_eval"),
             resumed_from=state["step"],
+            best=BestEval(**state["best"]) if state.get("best") else None,
+            best_weights=load_file(best_file) if best_file.is_file() else None,
         )
 
     def save(self, run: Setup, progress: Progress) -> Path:
@@ -119,12 +128,9 @@ class Checkpoints:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        weights = {
-            n: p.detach().to("cpu").contiguous()
-            for n, p in run.model.named_parameters()
-            if p.requires_grad
-        }
-        save_file(weights, tmp / "trainable.safetensors")
+        save_file(trainable_state(run.model), tmp / "trainable.safetensors")
+        if progress.best_weights is not None:
+            save_file(progress.best_weights, tmp / "best.safetensors")
         torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(run.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_state(), tmp / "rng.pt")
@@ -136,6 +142,7 @@ class Checkpoints:
             "train_seconds": progress.train_seconds,
             "metrics": progress.metrics,
             "last_eval": progress.last_eval,
+            "best": progress.best.as_dict() if progress.best is not None else None,
         }
         (tmp / "state.json").write_text(json.dumps(state))
         final = self.root / name

@@ -11,6 +11,12 @@ norm raises `Diverged` before the optimizer applies it; then AdamW and the sched
 step, with `progress.stop_reason` "time_limit". A step that runs out of memory while
 some layers keep their activations is run again once with every layer recomputed.
 Evaluation switches off dropout only (see `evaluate`).
+
+With `training.early_stopping` each evaluation goes through its rule (`trainer.stopping`):
+a new best eval loss has its weights copied aside; once `patience` evaluations in a row
+did not improve, the loop stops after that step's metrics with `progress.stop_reason`
+"early_stopping". However the loop ends, the best weights are then loaded back (the
+current ones evaluated first when they were not), so the adapter saved is the best one.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from trainer.checkpoint import Checkpoints, Progress, publish_adapter
 from trainer.env import WorkerEnv
 from trainer.output import EventLog
 from trainer.setup import Setup
-from trainer.shared.errors import Diverged
+from trainer.shared.errors import BadInput, Diverged
 from trainer.shared.spec import Event
+from trainer.stopping import BestEval, load_trainable, trainable_state
 
 log = logging.getLogger("brightrun.trainer")
 
@@ -83,6 +90,9 @@ def train(
     attempt = Attempt(start=time.monotonic(), base_train_seconds=progress.train_seconds)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    if t.early_stopping is not None and progress.best is None:
+        progress.best = BestEval()
+    evaluated_at = None
     while progress.step < total:
         if t.time_limit_s is not None and time.monotonic() - attempt.start >= t.time_limit_s:
             progress.stop_reason = "time_limit"
@@ -96,16 +106,53 @@ def train(
         last = progress.step == total
         if run.batches.eval and ((t.eval_every and progress.step % t.eval_every == 0) or last):
             eval_loss = progress.last_eval = evaluate(run)
+            evaluated_at = progress.step
+        stop = eval_loss is not None and judge_eval(run, progress, eval_loss) and not last
         if progress.step % t.log_every == 0 or eval_loss is not None or last:
             m = metrics_record(run, progress, attempt, result, eval_loss)
             progress.metrics.append(m)
             yield elog.emit("metrics", m)
+        if stop:
+            progress.stop_reason = "early_stopping"
+            break
         if t.checkpoint_every and progress.step % t.checkpoint_every == 0 and not last:
             path = checkpoints.save(run, progress)
             adapter = publish_adapter(run, progress.step, env, work)
             yield elog.emit("checkpoint", {"step": progress.step, "path": str(path), **adapter})
     if progress.stop_reason == "time_limit" and run.batches.eval and progress.last_eval is None:
         progress.last_eval = evaluate(run)
+        evaluated_at = progress.step
+    keep_best_weights(run, progress, evaluated_at)
+
+
+def judge_eval(run: Setup, progress: Progress, eval_loss: float) -> bool:
+    """Early stopping's rule on this evaluation (keeping the weights of a new best); True
+    when training should stop. Always False without early stopping."""
+    es = run.spec.training.early_stopping
+    if es is None or progress.best is None:
+        return False
+    if progress.best.observe(progress.step, eval_loss, es.min_delta):
+        progress.best_weights = trainable_state(run.model)
+    return progress.best.exhausted(es.patience)
+
+
+def keep_best_weights(run: Setup, progress: Progress, evaluated_at: int | None) -> None:
+    """With early stopping: the best evaluated weights back into the model (the current
+    ones evaluated first when they were not), and `last_eval` theirs."""
+    best = progress.best
+    if best is None or not run.batches.eval:
+        return
+    if evaluated_at != progress.step and best.step != progress.step:
+        progress.last_eval = evaluate(run)
+        judge_eval(run, progress, progress.last_eval)
+    if best.step != progress.step and progress.best_weights is not None:
+        if not load_trainable(run.model, progress.best_weights):
+            raise BadInput(
+                "the best weights kept in the checkpoint do not match this job's LoRA settings",
+                "retry with the job's own settings, or launch it again under a new id",
+            )
+        log.info("adapter: the weights of step %s (eval loss %.4f)", best.step, best.loss)
+    progress.last_eval = best.loss
 
 
 def _count(progress: Progress, attempt: Attempt, result: StepResult, s0: float) -> None:

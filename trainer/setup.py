@@ -5,7 +5,8 @@ dataset (download, row validation, tokenisation, the eval split), the model (qua
 LoRA, which layers recompute their activations), the batch plan, AdamW with the spec's
 scheduler and warmup, and a parent adapter's weights when `resume_from` names one. The
 torch and Python RNGs are seeded from `training.seed` before the model is built, so two
-runs of one spec draw the same numbers. Raises the typed failures of `trainer.shared.errors`.
+runs of one spec draw the same numbers. Raises the typed failures of `trainer.shared.errors`
+(early stopping with no eval rows left after the split is `BadInput`).
 
 `BatchPlan` says which samples make each optimizer step's micro-batches: each epoch's
 order is a function of the seed, so a resumed job sees the batches it would have seen.
@@ -126,6 +127,12 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path) -> Setup:
     path, source = resolve_model_path(spec.model, env)
     tokenizer = load_tokenizer(path)
     train, eval_, dataset = load_data(spec, tokenizer, work)
+    if t.early_stopping is not None and not eval_:
+        raise BadInput(
+            f"early stopping watches the eval loss, but no rows were held out for eval "
+            f"({dataset['train_samples']} training samples)",
+            "raise data.eval_fraction or give an eval file with rows, or turn early stopping off",
+        )
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     loaded = load_for_training(spec, path, tokenizer)

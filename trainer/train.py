@@ -20,7 +20,10 @@ the spec, `adapter_model.safetensors`) plus `brightrun.json` (spec without URLs,
 metrics); uploaded to `spec.output.upload_urls` by file name, copied to
 `ADAPTER_DIR/<adapter name>` and to `spec.output.local_dir` when set. `events.jsonl` and
 `result.json` are uploaded at the end, also after a failure. A job stopped by
-`time_limit_s` saves and delivers what it trained and completes with reason `time_limit`.
+`time_limit_s` saves and delivers what it trained and completes with reason `time_limit`;
+one stopped by `training.early_stopping` completes with reason `early_stopping`, and with
+early stopping on the adapter is always the best evaluated weights (the summary's
+`best_step` and `best_eval_loss`; its `eval_loss` is then the adapter's).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Cost: billed seconds (`executionTime` plus the worker's reported cold start, rou
 x the job's rate; while running, elapsed since the worker started x rate. A retried job
 keeps its earlier attempts' dollars in `result['prior_cost_usd']` and numbers this
 attempt's events from `result['attempt_first_seq']`.
+
+A job that early stopping ended records in `result['early_stopping']` what running to its
+last step would have cost on top (`early_stop_savings`): the steps left x the seconds per
+step it measured (training seconds over steps, across attempts) x its rate.
 """
 
 from __future__ import annotations
@@ -110,3 +114,25 @@ def measured_rate(actor: Actor, s: Session, job: Job, final: Any) -> float | Non
         metrics = repo.list_events(actor, s, job.id, types=["metrics"])
         rate = measured_tokens_per_s(None, [m.data or {} for m in metrics])
     return rate
+
+
+def early_stop_savings(summary: dict[str, Any] | None, rate_per_s: float) -> dict[str, Any] | None:
+    """What stopping early saved, from a `completed` event's summary: steps left, measured
+    seconds per step, dollars (None when the summary lacks the steps or the seconds)."""
+    s = summary or {}
+    steps, total, seconds = s.get("steps"), s.get("total_steps"), s.get("train_seconds")
+    if not (isinstance(steps, int) and isinstance(total, int) and steps > 0):
+        return None
+    if not isinstance(seconds, int | float) or seconds <= 0:
+        return None
+    per_step = float(seconds) / steps
+    left = max(0, total - steps)
+    return {
+        "step": steps,
+        "total_steps": total,
+        "steps_left": left,
+        "seconds_per_step": round(per_step, 4),
+        "saved_usd": round(left * per_step * rate_per_s, 6),
+        "best_step": s.get("best_step"),
+        "best_eval_loss": s.get("best_eval_loss"),
+    }

@@ -5,7 +5,10 @@ the worker's last `completed`/`failed` event of this attempt decides COMPLETED/F
 job the endpoint forgot without a final event is FAILED (`lost`), one that ended without
 reporting a result FAILED (`internal`). The billed cost is recorded, and a completed
 training job's adapter is registered as its next version (`core.adapters`); when its
-files are not in storage the job is FAILED instead.
+files are not in storage the job is FAILED instead. A completed job's eval loss is its
+summary's (the adapter's: with early stopping, the best evaluation's); one that early
+stopping ended keeps what that saved in `result['early_stopping']`
+(`billing.early_stop_savings`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from core import adapters
 from core.clients.storage import BlobStore
 from core.db import repo
 from core.db.tables import Job, JobStatus, utcnow
-from core.jobs.billing import attempt_seq, measured_rate, record_cost
+from core.jobs.billing import attempt_seq, early_stop_savings, measured_rate, record_cost
 from core.jobs.pull import Pulled
 from core.users import Actor
 
@@ -99,6 +102,7 @@ def finish(actor: Actor, s: Session, job: Job, pulled: Pulled, store: BlobStore)
         result["stored"] = pulled.stored_result
     fields["result"] = result
     if fields["status"] == JobStatus.COMPLETED and job.action == "train":
+        fields.update(_completed_training(job, final, result))
         fields["tokens_per_s"] = measured_rate(actor, s, job, final)
         if adapters.register_job_version(actor, s, job, final, store) is None:
             fields.update(
@@ -107,4 +111,18 @@ def finish(actor: Actor, s: Session, job: Job, pulled: Pulled, store: BlobStore)
                 failure_message="the worker reported success but its adapter files are not in storage",
                 failure_suggestion="retry the job; it resumes from its last checkpoint",
             )
+    return fields
+
+
+def _completed_training(job: Job, final: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """The adapter's eval loss from the summary, and what early stopping saved (in `result`)."""
+    summary = (final.data or {}).get("summary") or {}
+    fields: dict[str, Any] = {}
+    if isinstance(summary.get("eval_loss"), int | float):
+        fields["eval_loss"] = float(summary["eval_loss"])
+    if (final.data or {}).get("reason") == "early_stopping":
+        saved = early_stop_savings(summary, float(job.rate_per_s or 0.0))
+        if saved is not None:
+            given = ((job.spec or {}).get("training") or {}).get("early_stopping") or {}
+            result["early_stopping"] = {**saved, **given}
     return fields

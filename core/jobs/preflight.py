@@ -80,6 +80,8 @@ def defaults() -> dict[str, Any]:
             "max_length": tr.max_length,
             "packing": tr.packing,
             "gradient_checkpointing": tr.gradient_checkpointing,
+            "eval_every": tr.eval_every,
+            "early_stopping": tr.early_stopping,
         },
         "quantization": DEFAULT_QUANTIZATION,
         "eval_fraction": DataSpec.model_fields["eval_fraction"].default,

@@ -31,6 +31,7 @@ from core.queries.job import (
     job_detail,
     last_metrics,
     metric_series,
+    stop_note,
 )
 from core.queries.jobs import (
     JOB_SORTS,
@@ -102,6 +103,7 @@ __all__ = [
     "repo_adapter_name",
     "spend_months",
     "spend_view",
+    "stop_note",
     "truncated_share",
     "user_limits",
     "zip_builder",

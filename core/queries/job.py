@@ -1,7 +1,8 @@
 """One job's page: its detail, metric series, event log and checkpoints.
 
 - `job_detail`: the job as a `JobView` (plain values, never the ORM row), its dataset's
-  name, live cost, newest metrics and which actions apply.
+  name, live cost, newest metrics, which actions apply, and why it stopped before its last
+  step (`stop_note`: early stopping, with what it saved in dollars, or the time limit).
 - `metric_series`: a job's training metrics downsampled in the database to at most
   `max_points` buckets of consecutive events (mean loss, learning rate, tokens/s and eval
   loss per bucket, at the bucket's last step), in one query: a chart of a job with 100,000
@@ -211,6 +212,8 @@ class JobView:
     failure_message: str | None
     failure_suggestion: str | None
     last_seq: int
+    stop_reason: str | None = None
+    early_stopping: dict[str, Any] | None = None  # what early stopping saved (`finish`)
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -236,6 +239,8 @@ class JobView:
             failure_message=job.failure_message,
             failure_suggestion=job.failure_suggestion,
             last_seq=job.last_seq,
+            stop_reason=job.stop_reason,
+            early_stopping=copy.deepcopy((job.result or {}).get("early_stopping")),
         )
 
 
@@ -247,6 +252,7 @@ class JobDetail:
     last: dict[str, Any]  # newest metrics event
     can_cancel: bool
     can_retry: bool
+    stop_note: str | None = None  # why it stopped before its last step
 
 
 def job_detail(
@@ -266,7 +272,45 @@ def job_detail(
         last=last_metrics(actor, session, job_id),
         can_cancel=job.status in ACTIVE_STATUSES,
         can_retry=job.status in ("FAILED", "CANCELLED", "TIMED_OUT"),
+        stop_note=stop_note(job.stop_reason, (job.result or {}).get("early_stopping"), job.step),
     )
+
+
+def _usd(x: float) -> str:
+    return f"${x:.4f}" if x < 1 else f"${x:,.2f}"
+
+
+def stop_note(
+    stop_reason: str | None, early: Mapping[str, Any] | None, step: int | None = None
+) -> str | None:
+    """One line on why a completed job stopped before its last step (None: it did not):
+    early stopping (`early`: `result['early_stopping']`), or the time limit."""
+    if stop_reason == "time_limit":
+        return (
+            f"Stopped at its time limit (the budget cap) at step {step or 0}; the adapter "
+            "holds what it had trained by then."
+        )
+    if stop_reason != "early_stopping":
+        return None
+    e = dict(early or {})
+    text = f"Stopped early at step {e.get('step', step)} of {e.get('total_steps', '?')}: "
+    patience = e.get("patience")
+    text += (
+        f"the eval loss did not improve for {patience} evaluations in a row."
+        if patience
+        else "the eval loss stopped improving."
+    )
+    if _num(e.get("best_eval_loss")) is not None:
+        text += (
+            f" The adapter is the best checkpoint, step {e.get('best_step')} "
+            f"(eval loss {e['best_eval_loss']:.4f})."
+        )
+    if _num(e.get("saved_usd")) is not None:
+        text += (
+            f" Saved about {_usd(e['saved_usd'])} against running to the end "
+            f"({e.get('steps_left')} more steps at {e.get('seconds_per_step', 0):.2f}s each)."
+        )
+    return text
 
 
 def job_checkpoints(actor: Actor, session: Session, job_id: str) -> list[adapters.VersionInfo]:

@@ -451,3 +451,102 @@ def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_i
         in caplog.text
     )
     jobs.cancel(LOCAL_ACTOR, settings, again.id)
+
+
+def _command_line_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, model: str) -> None:
+    monkeypatch.chdir(settings.data_dir.parent)  # no stray .env
+    monkeypatch.setenv("BRIGHTRUN_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("GPU_CLUSTER_API_URL", settings.gpu_cluster_api_url)
+    monkeypatch.setenv("GPU_CLUSTER_API_KEY", "fake-key")
+    monkeypatch.setenv("MODEL_DIRS", json.dumps([str(Path(model).parent)]))
+
+
+def _worker_uploads_on_submit(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """Every job submitted finds the adapter files the worker would upload."""
+    from core.clients.storage import adapter_key, make_blob_store
+
+    store, real_submit = make_blob_store(settings), jobs.submit
+
+    def submit_and_upload(*args: Any, **kw: Any) -> Any:
+        job = real_submit(*args, **kw)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            key = adapter_key(LOCAL_ACTOR.user_id, jobs.version_id_for(job.id), name)
+            store.put_bytes("adapters", key, b"{}", "application/octet-stream")
+        return job
+
+    monkeypatch.setattr(jobs, "submit", submit_and_upload)
+
+
+def test_early_stopping_from_the_command_line_to_the_saving_on_the_job(
+    env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    f, settings, ds, model = env
+    _command_line_env(monkeypatch, settings, model)
+    monkeypatch.setenv("EVAL_AFTER_JOB", "false")
+    runner = CliRunner()
+    base = ["train", "--dataset", ds, "--model", model, "--quant", "none", "--budget", "1"]
+    base += ["--max-steps", "100"]
+
+    r = runner.invoke(app, [*base, "--early-stopping-patience", "2"])
+    assert r.exit_code == 2 and "set eval_every to the steps between them" in r.output
+    r = runner.invoke(app, [*base, "--eval-every", "5", "--early-stopping-patience", "2"])
+    assert r.exit_code == 2 and "this job has no eval split" in r.output
+    r = runner.invoke(app, [*base, "--early-stopping-min-delta", "0.1"])
+    assert r.exit_code == 2 and "needs --early-stopping-patience" in r.output
+    assert _count_jobs(settings) == 0
+
+    summary = {
+        "steps": 40,
+        "total_steps": 100,
+        "train_seconds": 100.0,
+        "tokens_seen": 4000,
+        "tokens_seen_total": 8000,
+        "eval_loss": 1.25,
+        "best_step": 30,
+        "best_eval_loss": 1.25,
+        "stop_reason": "early_stopping",
+    }
+    done = {"type": "completed", "data": {"reason": "early_stopping", "summary": summary}}
+    f.script = lambda inp: {"chunks": 2, "interval_s": 0.05, "final": done}
+    _worker_uploads_on_submit(monkeypatch, settings)
+    flags = ["--eval-every", "10", "--eval-fraction", "0.25", "--early-stopping-patience", "2"]
+    r = runner.invoke(app, [*base, *flags, "--early-stopping-min-delta", "0.01", "--wait"])
+    assert r.exit_code == 0, r.output
+    (job,) = jobs.list_jobs(LOCAL_ACTOR, settings)
+    assert job.spec["training"]["early_stopping"] == {"patience": 2, "min_delta": 0.01}
+    assert job.status == "COMPLETED" and job.stop_reason == "early_stopping"
+    assert job.eval_loss == 1.25  # the adapter's: the best evaluation's
+    saved = job.result["early_stopping"]
+    assert saved["steps_left"] == 60 and saved["seconds_per_step"] == 2.5
+    assert saved["saved_usd"] == pytest.approx(60 * 2.5 * job.rate_per_s)
+    note = (
+        "Stopped early at step 40 of 100: the eval loss did not improve for 2 evaluations in a "
+        "row. The adapter is the best checkpoint, step 30 (eval loss 1.2500). Saved about "
+    )
+    assert "(stopped: early_stopping)" in r.output and note in r.output
+    shown = runner.invoke(app, ["jobs", "show", job.id, "--no-sync"]).output
+    assert f"stopped: {note}" in shown and "against running to the end (60 more steps" in shown
+    shown = json.loads(runner.invoke(app, ["jobs", "show", job.id, "--json"]).output)
+    assert shown["stop_reason"] == "early_stopping" and shown["early_stopping"] == saved
+
+
+def test_the_saving_and_the_stop_line_need_what_the_worker_measured() -> None:
+    from core.jobs.billing import early_stop_savings
+    from core.queries import stop_note
+
+    assert early_stop_savings({"steps": 0, "total_steps": 10, "train_seconds": 5.0}, 0.001) is None
+    assert early_stop_savings({"steps": 4, "total_steps": 10}, 0.001) is None
+    saved = early_stop_savings({"steps": 4, "total_steps": 10, "train_seconds": 8.0}, 0.5)
+    assert (saved["steps_left"], saved["seconds_per_step"], saved["saved_usd"]) == (6, 2.0, 6.0)
+    assert stop_note("finished", None) is None and stop_note("budget", None) is None
+    assert stop_note("time_limit", None, 12) == (
+        "Stopped at its time limit (the budget cap) at step 12; the adapter holds what it had "
+        "trained by then."
+    )
+    assert stop_note("early_stopping", None, 7) == (
+        "Stopped early at step 7 of ?: the eval loss stopped improving."
+    )

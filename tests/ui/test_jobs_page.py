@@ -243,3 +243,38 @@ def test_cold_start_not_reported_yet_while_the_worker_loads(
     assert not at.warning  # the page reached the endpoint and synced
     assert "Cold start: not reported yet" in text_of(at)
     assert not [b for b in at.button if b.label == "Promote to version"]
+
+
+def test_an_early_stopped_job_says_why_it_stopped_and_what_it_saved(
+    settings: Settings, open_page
+) -> None:
+    saved = {
+        "step": 40,
+        "total_steps": 100,
+        "steps_left": 60,
+        "seconds_per_step": 2.5,
+        "saved_usd": 0.174,
+        "best_step": 30,
+        "best_eval_loss": 1.2345,
+        "patience": 2,
+        "min_delta": 0.0,
+    }
+    job = seed_job(
+        settings,
+        seed_dataset(settings),
+        step=40,
+        total_steps=100,
+        progress=0.4,
+        stop_reason="early_stopping",
+        result={"early_stopping": saved},
+    )
+    at = open_page("jobs", {"job": job})
+    assert not at.exception
+    assert [i.value.replace("\\", "") for i in at.info if "Stopped" in i.value] == [
+        "Stopped early at step 40 of 100: the eval loss did not improve for 2 evaluations in a "
+        "row. The adapter is the best checkpoint, step 30 (eval loss 1.2345). Saved about "
+        "$0.1740 against running to the end (60 more steps at 2.50s each)."
+    ]
+    finished = seed_job(settings, None, adapter="other")
+    at = open_page("jobs", {"job": finished})
+    assert not [i for i in at.info if "Stopped" in i.value]

@@ -208,3 +208,22 @@ def test_time_estimate_says_it_rests_on_the_users_finished_jobs_once_there_are_s
         "Time estimate: measured: median of 2 finished jobs on this GPU (1,500 tokens/s)"
         in text_of(at)
     )
+
+
+def test_early_stopping_needs_evaluations_during_training_then_goes_into_the_spec(
+    settings: Settings, dataset: str, endpoint, open_page
+) -> None:
+    at = open_page("train")
+    assert at.number_input(key="train.early_stopping_patience").value == 0  # off by default
+    at.number_input(key="train.early_stopping_patience").set_value(2).run()
+    assert "early stopping compares evaluations made during training: set eval_every" in text_of(at)
+    at.number_input(key="train.eval_every").set_value(5).run()
+    at.number_input(key="train.early_stopping_min_delta").set_value(0.01).run()
+    _launch(at).click().run()
+    assert not at.exception and at.title[0].value == "Jobs"
+    with db.session_scope(settings) as s:
+        (job,) = repo.list_jobs(LOCAL_ACTOR, s)
+    assert job.spec["training"]["eval_every"] == 5
+    assert job.spec["training"]["early_stopping"] == {"patience": 2, "min_delta": 0.01}
+    (sent,) = endpoint.jobs.values()
+    assert sent.input["training"]["early_stopping"]["patience"] == 2

@@ -22,6 +22,7 @@ Raises pydantic's `ValidationError` with messages that name the field and say wh
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any, Literal, get_args
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trainer.shared.files import LOG_FILES
 
-SPEC_VERSION = 2  # 2: `first_seq`
+SPEC_VERSION = 3  # 2: `first_seq`; 3: `training.early_stopping`
 
 EventType = Literal["started", "metrics", "checkpoint", "completed", "failed"]
 FailureKind = Literal[
@@ -123,6 +124,39 @@ class LoraSpec(_Strict):
         return v
 
 
+class EarlyStoppingSpec(_Strict):
+    """Stop training once the eval loss stops falling, keeping the best weights.
+
+    An evaluation counts as an improvement when its loss is lower than the best so far by
+    more than `min_delta`; after `patience` evaluations in a row without one, training
+    stops (reason `early_stopping`). The adapter delivered is then the weights with the
+    lowest eval loss, also when the run goes to its last step. Needs evaluations during
+    training (`eval_every`) and an eval split (`data.eval_fraction` or an eval file)."""
+
+    patience: int = Field(3, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, description="how much lower an eval loss must be to count")
+
+    @field_validator("patience")
+    @classmethod
+    def _patience(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(
+                f"early stopping patience must be at least 1 evaluation (got {v}); 2-5 is "
+                "typical; leave early_stopping out to train to the end"
+            )
+        return v
+
+    @field_validator("min_delta")
+    @classmethod
+    def _min_delta(cls, v: float) -> float:
+        if not (math.isfinite(v) and 0 <= v < 10):
+            raise ValueError(
+                f"early stopping min_delta must be a loss difference from 0 to 10 (got {v}); "
+                "0 counts any fall of the eval loss, 0.001-0.01 ignores noise"
+            )
+        return v
+
+
 Quantization = Literal["nf4", "int8", "none"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 
@@ -158,6 +192,9 @@ class TrainingSpec(_Strict):
         "ends as completed with reason 'time_limit' (the budget cap; the platform's "
         "executionTimeout is the hard stop above it)",
     )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None, description="stop when the eval loss stops falling (off when left out)"
+    )
     compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto",
         description="dtype of the frozen base weights and of the matmuls (LoRA weights and "
@@ -176,6 +213,12 @@ class TrainingSpec(_Strict):
     def _length(self) -> TrainingSpec:
         if self.max_steps is None and self.epochs is None:
             raise ValueError("set epochs or max_steps")
+        if self.early_stopping is not None and not self.eval_every:
+            raise ValueError(
+                "early stopping compares evaluations made during training: set eval_every to "
+                "the steps between them (e.g. a tenth of the run's steps), or leave "
+                "early_stopping out"
+            )
         return self
 
 
@@ -278,6 +321,12 @@ class JobSpec(_Strict):
             raise ValueError(f"a {a} job needs output.adapter_name (the {what}'s name)")
         if a != "train" and self.data is not None:
             raise ValueError(f"a {a} job takes no training data: leave out data")
+        if a == "train" and self.training.early_stopping is not None and not self._has_eval():
+            raise ValueError(
+                "early stopping watches the eval loss, and this job has no eval split: hold out "
+                "rows with data.eval_fraction (e.g. 0.05) or give an eval file, or leave "
+                "training.early_stopping out"
+            )
         if a != "train" and self.resume_from:
             raise ValueError("resume_from only applies to a train job")
         if (a == "merge") != (self.merge is not None):
@@ -305,6 +354,10 @@ class JobSpec(_Strict):
         ):
             raise ValueError("cache.quantized_copy needs quantization nf4 or int8")
         return self
+
+    def _has_eval(self) -> bool:
+        d = self.data
+        return d is not None and bool(d.eval_url or d.eval_path or d.eval_fraction > 0)
 
 
 class Event(BaseModel):
