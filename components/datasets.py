@@ -15,7 +15,7 @@ from components import widgets as w
 from core import datasets, queries
 from core.errors import BrightRunError, DatasetUnusable
 
-FILE_TYPES = ["jsonl", "json", "csv", "tsv", "parquet"]
+FILE_TYPES = ["jsonl", "json", "csv", "tsv", "parquet", "txt"]
 
 
 def upload(model: str, max_length: int) -> None:

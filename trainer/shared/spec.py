@@ -158,6 +158,11 @@ class TrainingSpec(_Strict):
         "ends as completed with reason 'time_limit' (the budget cap; the platform's "
         "executionTimeout is the hard stop above it)",
     )
+    train_on_reasoning: bool = Field(
+        True,
+        description="an assistant turn's reasoning (its <think> block) carries loss like its "
+        "answer and tool calls; off: only what follows the reasoning is learnt",
+    )
     compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto",
         description="dtype of the frozen base weights and of the matmuls (LoRA weights and "
