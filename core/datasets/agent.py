@@ -359,3 +359,41 @@ def _join_call_turns(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             out.append(m)
     return out
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class AgentCounts:
+    """Tool and reasoning counts over normalised rows (a report's `agent`)."""
+
+    def __init__(self) -> None:
+        self.rows = self.with_tools = self.with_calls = self.calls = 0
+        self.parallel = self.with_reasoning = self.tool_results = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        msgs = row.get("messages")
+        if msgs is None:
+            return
+        self.with_tools += bool(row.get("tools"))
+        calls = [len(m.get("tool_calls") or ()) for m in msgs]
+        self.calls += sum(calls)
+        self.with_calls += any(calls)
+        self.parallel += any(n > 1 for n in calls)
+        self.with_reasoning += any(m.get("reasoning_content") for m in msgs)
+        self.tool_results += sum(m["role"] == "tool" for m in msgs)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "rows_with_tools": self.with_tools,
+            "rows_with_tool_calls": self.with_calls,
+            "rows_with_parallel_calls": self.parallel,
+            "tool_calls": self.calls,
+            "calls_per_row": round(self.calls / self.rows, 3) if self.rows else 0.0,
+            "calls_per_calling_row": round(self.calls / self.with_calls, 3)
+            if self.with_calls
+            else 0.0,
+            "tool_results": self.tool_results,
+            "rows_with_reasoning": self.with_reasoning,
+        }
