@@ -28,7 +28,9 @@ for it (off with EVAL_AFTER_JOB=false). `evaluate_version` does the work, and is
 5. Stored on the version (`eval_scores`): status, when, the server's base, sampling,
    row count, `adapter` and `base` metric means, `delta`, the judge's result, and the
    `differences`: the cases where adapter and base answers differ most (1 - ROUGE-L
-   between the two answers, then by how much the scores differ), at most `DIFFERENCES`.
+   between the two answers, then by how much the scores differ), at most `DIFFERENCES`;
+   and `tools`, when eval rows call tools: function-name accuracy, exact argument match
+   and argument F1 of adapter and base (`core.tool_scores`).
 
 Status values: `pending` (queued), `running`, `done`, `failed` (with `error`),
 `skipped` (with `reason`). Failures are stored, logged and never raised into `sync`.
@@ -52,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import adapters
+from core import adapters, tool_scores
 from core.clients import inference
 from core.clients.storage import make_blob_store
 from core.datasets import eval_key
@@ -361,9 +363,8 @@ def evaluate_version(
     """Evaluate one version now and store the result (see the module docstring). Returns
     the stored `eval_scores`. Raises `InvalidInput` when there is nothing to evaluate
     with, `InferenceError`s when the server fails; the failure is stored first."""
-    cases, folder, trained_on = _cases(
-        actor, settings, store or make_blob_store(settings), version_id, max_rows
-    )
+    store = store or make_blob_store(settings)
+    cases, folder, trained_on = _cases(actor, settings, store, version_id, max_rows)
     _set_status(actor, settings, version_id, status="running", started_at=_now())
     own = client is None
     client = client or inference.InferenceClient(settings)
@@ -372,6 +373,9 @@ def evaluate_version(
         base = client.base_model()
         served, loaded = _serve(client, settings, served, folder)
         result = _result(client, settings, cases, served, base, trained_on, use_judge)
+        result["tools"] = tool_scores.for_version(
+            actor, settings, store, version_id, client, served, base
+        )
     except BrightRunError as e:
         _set_status(actor, settings, version_id, status="failed", error=f"{type(e).__name__}: {e}")
         raise
