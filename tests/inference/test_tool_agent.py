@@ -1,0 +1,147 @@
+"""The agent loop on a tiny model, end to end: a tool-calling dataset is uploaded, a job
+trains on its normalised rows through the worker's job handler, and through the local
+inference server the adapter answers with a parseable tool call more often than the base;
+a tool result pasted back continues the conversation, and the tool-calling scores of the
+evaluation show the same gain. One adapter is trained for the whole module."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import datasets, db
+from core.clients.inference import InferenceClient, Sampling, agent_chat, tool_result
+from core.clients.storage import make_blob_store
+from core.tool_scores import evaluate_tools, tool_cases
+from core.users import LOCAL_ACTOR
+from tests.inference.conftest import Server, settings_for
+from tests.inference.test_trained_adapter import toy_job
+
+pytestmark = pytest.mark.slow
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome", "Tokyo", "Oslo", "Lima", "Cairo"]
+QUESTIONS = ["What is the weather in {}?", "Is it raining in {}?", "Weather for {} please."]
+GREEDY = Sampling(temperature=0.0, max_tokens=64, seed=0)
+
+
+def toy_row(question: str, city: str) -> dict[str, Any]:
+    call = {
+        "id": f"call-{city}",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
+    }
+    return {
+        "tools": [WEATHER],
+        "messages": [
+            {"role": "user", "content": question.format(city)},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"call-{city}", "content": "sunny"},
+            {"role": "assistant", "content": f"It is sunny in {city}."},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(
+    server: Server, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """Upload the dataset, train one adapter on it, and hand over what the tests need."""
+    from trainer.env import WorkerEnv
+    from trainer.handler import handler
+
+    tmp = tmp_path_factory.mktemp("agent")
+    settings = settings_for(server, tmp / "data", inference_lora_loading="resolver")
+    db.upgrade(settings)
+    store = make_blob_store(settings)
+    src = tmp / "weather-tools.jsonl"
+    src.write_text("".join(json.dumps(toy_row(q, c)) + "\n" for q in QUESTIONS for c in CITIES))
+    with db.session_scope(settings) as s:
+        ds, report = datasets.add_dataset(
+            LOCAL_ACTOR,
+            s,
+            store,
+            src,
+            "weather-tools",
+            eval_fraction=0.2,
+            tokenizer=datasets.load_tokenizer(str(tiny_model)),
+        )
+        key, stats = ds.normalized_key, dict(ds.stats)
+        eval_rows = datasets.preview_rows(
+            LOCAL_ACTOR, s, store, ds.id, n=100, split="eval", max_chars=100_000
+        )
+    assert (
+        stats["agent"]["rows_with_tools"]
+        == report.valid_rows
+        == len(src.read_text().split("\n")) - 1
+    )
+    train_file = tmp / "train.jsonl"
+    train_file.write_bytes(store.get_bytes("datasets", key))
+    job = toy_job(tiny_model, train_file, "weather-agent")
+    job["training"].update(max_steps=80, max_length=512)
+    env = WorkerEnv(
+        model_cache_dir=tmp / "models", checkpoint_dir=tmp / "ck", adapter_dir=server.adapters_dir
+    )
+    events = list(handler({"id": "rp-agent", "input": job}, env))
+    assert events[-1]["type"] == "completed", events[-1]
+    with InferenceClient(settings) as client:
+        client.ensure_adapter("weather-agent")
+        yield {"client": client, "stats": stats, "eval_rows": eval_rows, "base": server.base}
+    db.dispose_engines()
+
+
+def parseable_calls(client: InferenceClient, model: str, prompts: list[str]) -> list[Any]:
+    replies = [
+        agent_chat(
+            client, model, [{"role": "user", "content": p}], tools=[WEATHER], sampling=GREEDY
+        )
+        for p in prompts
+    ]
+    return [r for r in replies if any(c.parsed_arguments() is not None for c in r.tool_calls)]
+
+
+def test_the_adapter_calls_the_tool_more_often_than_the_base(trained) -> None:
+    client, base = trained["client"], trained["base"]
+    prompts = [q.format(c) for q in QUESTIONS for c in CITIES]
+    adapter_ok = parseable_calls(client, "weather-agent", prompts)
+    base_ok = parseable_calls(client, base, prompts)
+    print(f"\nparseable tool calls: adapter {len(adapter_ok)}/{len(prompts)}, base {len(base_ok)}")
+    assert len(adapter_ok) > len(base_ok)
+    assert len(adapter_ok) >= len(prompts) // 2
+    assert all(c.name == "get_weather" for r in adapter_ok for c in r.tool_calls)
+    assert adapter_ok[0].finish_reason == "tool_calls" and adapter_ok[0].content == ""
+
+
+def test_a_pasted_tool_result_continues_the_conversation(trained) -> None:
+    client = trained["client"]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in Rome?"}]
+    first = agent_chat(client, "weather-agent", messages, tools=[WEATHER], sampling=GREEDY)
+    assert first.tool_calls, first
+    messages += [first.as_message(), tool_result(first.tool_calls[0].id, "sunny")]
+    second = agent_chat(client, "weather-agent", messages, tools=[WEATHER], sampling=GREEDY)
+    assert second.finish_reason in ("stop", "length", "tool_calls")
+    assert second.content or second.tool_calls
+
+
+def test_tool_scores_of_the_eval_split_favour_the_adapter(trained) -> None:
+    cases = tool_cases(trained["eval_rows"])
+    assert cases and all(c.expected[0][0] == "get_weather" for c in cases)
+    scores = evaluate_tools(trained["client"], cases, "weather-agent", trained["base"], GREEDY)
+    print(f"\ntool scores: {json.dumps(scores)}")
+    assert scores["adapter"]["name_accuracy"] > scores["base"]["name_accuracy"]
+    assert scores["delta"]["parseable"] > 0
