@@ -102,3 +102,15 @@ def test_tool_cases_send_what_comes_before_the_first_call() -> None:
     (case,) = tool_cases([row, plain])
     assert case.messages == ({"role": "user", "content": "Weather?"},)
     assert case.tools == tuple(TOOLS) and case.expected == (("get_weather", NESTED),)
+
+
+def test_vllm_parses_tool_calls_for_qwen_and_reasoning_for_qwen3() -> None:
+    from core.deploy.tool_parsing import vllm_flags, worker_vllm_env
+
+    assert vllm_flags("Qwen/Qwen2.5-7B-Instruct") == [
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+    ]
+    assert worker_vllm_env("Qwen/Qwen3-8B")["REASONING_PARSER"] == "qwen3"
+    assert worker_vllm_env("meta-llama/Llama-3.1-8B-Instruct") == {}
