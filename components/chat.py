@@ -38,6 +38,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "playground.ready": {},
     "playground.set_rows": [],
     "playground.system": "",
+    "playground.agent": {},  # the Tools tab's conversations (components.agent_chat)
 }
 
 

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
+from components import agent_chat, session
 from components import chat as ui
-from components import session
 from components import widgets as w
 from core.clients import inference as inf
 from core.errors import BrightRunError
@@ -44,7 +44,7 @@ try:
 except BrightRunError as e:
     w.show_error(e, stop=True)
 
-chat_tab, set_tab = st.tabs(["Chat", "Compare on a set"])
+chat_tab, set_tab, tools_tab = st.tabs(["Chat", "Compare on a set", "Tools"])
 
 with chat_tab:
     turns = st.session_state["playground.turns"]
@@ -107,3 +107,6 @@ with set_tab:
             w.show_error(e)
     if st.session_state["playground.set_rows"]:
         st.dataframe(st.session_state["playground.set_rows"], hide_index=True)
+
+with tools_tab:
+    agent_chat.tools_tab(client, chosen, system, sampling)

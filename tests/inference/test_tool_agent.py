@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -106,13 +107,14 @@ def trained(
 
 
 def parseable_calls(client: InferenceClient, model: str, prompts: list[str]) -> list[Any]:
-    replies = [
-        agent_chat(
-            client, model, [{"role": "user", "content": p}], tools=[WEATHER], sampling=GREEDY
-        )
-        for p in prompts
-    ]
-    return [r for r in replies if any(c.parsed_arguments() is not None for c in r.tool_calls)]
+    """The replies (each with its `prompt`) that hold a call with JSON-object arguments."""
+    out = []
+    for p in prompts:
+        msgs = [{"role": "user", "content": p}]
+        r = agent_chat(client, model, msgs, tools=[WEATHER], sampling=GREEDY)
+        if any(c.parsed_arguments() is not None for c in r.tool_calls):
+            out.append(SimpleNamespace(prompt=p, reply=r))
+    return out
 
 
 def test_the_adapter_calls_the_tool_more_often_than_the_base(trained) -> None:
@@ -123,8 +125,8 @@ def test_the_adapter_calls_the_tool_more_often_than_the_base(trained) -> None:
     print(f"\nparseable tool calls: adapter {len(adapter_ok)}/{len(prompts)}, base {len(base_ok)}")
     assert len(adapter_ok) > len(base_ok)
     assert len(adapter_ok) >= len(prompts) // 2
-    assert all(c.name == "get_weather" for r in adapter_ok for c in r.tool_calls)
-    assert adapter_ok[0].finish_reason == "tool_calls" and adapter_ok[0].content == ""
+    assert all(c.name == "get_weather" for r in adapter_ok for c in r.reply.tool_calls)
+    assert adapter_ok[0].reply.finish_reason == "tool_calls" and adapter_ok[0].reply.content == ""
 
 
 def test_a_pasted_tool_result_continues_the_conversation(trained) -> None:
@@ -145,3 +147,39 @@ def test_tool_scores_of_the_eval_split_favour_the_adapter(trained) -> None:
     print(f"\ntool scores: {json.dumps(scores)}")
     assert scores["adapter"]["name_accuracy"] > scores["base"]["name_accuracy"]
     assert scores["delta"]["parseable"] > 0
+
+
+def test_the_playground_shows_calls_takes_a_result_and_continues(
+    trained, server: Server, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+    from tests.inference.conftest import API_KEY
+
+    monkeypatch.setenv("INFERENCE_URL", server.url)
+    monkeypatch.setenv("INFERENCE_API_KEY", API_KEY)
+    monkeypatch.setenv("INFERENCE_ADAPTERS_DIR", str(server.adapters_dir))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/playground.py").run()
+    at.multiselect(key="playground.models").set_value(["weather-agent"])
+    at.slider(key="playground.temperature").set_value(0.0)
+    at.number_input(key="playground.max_tokens").set_value(64)
+    at.text_area(key="playground.tools_json").set_value(json.dumps([WEATHER]))
+    # A question the adapter answers with a well-formed call through the API.
+    prompts = [q.format(c) for q in QUESTIONS for c in CITIES]
+    prompt = parseable_calls(trained["client"], "weather-agent", prompts[:6])[0].prompt
+    at.text_area(key="playground.agent_prompt").set_value(prompt).run()
+    at.button(key="playground.agent_send").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert any(c.value.startswith("calls get") for c in at.caption)
+    (call,) = [c for c in at.code if c.language == "json"]
+    assert json.loads(call.value)["city"]
+    result_box = at.text_area(key="playground.result.weather-agent.0")
+    result_box.set_value("sunny")
+    at.button(key="playground.continue.weather-agent").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    convo = at.session_state["playground.agent"]["weather-agent"]
+    assert [m["role"] for m in convo[:3]] == ["user", "assistant", "tool"]
+    assert convo[2]["content"] == "sunny" and len(convo) == 4
+    assert "tool result" in [c.value for c in at.caption]
