@@ -124,6 +124,11 @@ def train(
         "--eval-fraction",
         help="rows held out for eval when the dataset has no eval split (default: 0)",
     ),
+    reasoning: bool | None = typer.Option(
+        None,
+        "--train-on-reasoning/--no-train-on-reasoning",
+        help="reasoning (<think> blocks) carries loss like the answer (default: on)",
+    ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     budget: float = typer.Option(
         0.0, "--budget", help="dollar cap for this job (default: JOB_BUDGET_USD)"
@@ -161,6 +166,7 @@ def train(
                     "max_length": max_length,
                     "epochs": epochs,
                     "max_steps": max_steps,
+                    "train_on_reasoning": reasoning,
                 },
             ),
         )

@@ -120,7 +120,7 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             key="train.lr_scheduler",
         )
         c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
-        c = st.columns(2)
+        c = st.columns(3)
         c[0].toggle(
             "Packing", key="train.packing", help="several rows per sequence, no cross-row attention"
         )
@@ -128,6 +128,11 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             "Gradient checkpointing",
             key="train.gradient_checkpointing",
             help="less memory, ~30% slower",
+        )
+        c[2].toggle(
+            "Train on reasoning",
+            key="train.train_on_reasoning",
+            help="the assistant's <think> blocks carry loss like its answers and tool calls",
         )
     ss = st.session_state
     lora = {
@@ -147,6 +152,7 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             "max_length",
             "packing",
             "gradient_checkpointing",
+            "train_on_reasoning",
         )
     }
     return lora, training, ss["train.quantization"], float(ss["train.eval_fraction"])

@@ -82,6 +82,7 @@ def defaults() -> dict[str, Any]:
             "max_length": tr.max_length,
             "packing": tr.packing,
             "gradient_checkpointing": tr.gradient_checkpointing,
+            "train_on_reasoning": tr.train_on_reasoning,
         },
         "quantization": DEFAULT_QUANTIZATION,
         "eval_fraction": DataSpec.model_fields["eval_fraction"].default,
