@@ -138,3 +138,38 @@ def test_a_template_without_tools_is_named(tokenizer) -> None:
     plain.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     reason = tools_unrenderable_reason(plain)
     assert reason is not None and "tools" in reason
+
+
+def test_a_template_that_drops_earlier_reasoning_still_masks_each_turn(tokenizer) -> None:
+    """Like Qwen3's template: reasoning is rendered only after the last user message, so
+    earlier turns render differently on their own; their calls and answers still carry loss
+    (matching the template's own generation mask), their dropped reasoning cannot."""
+    import copy
+
+    from trainer.shared.tiny import CHAT_TEMPLATE
+
+    qwen3_like = copy.copy(tokenizer)
+    last_user = (
+        "{%- set ns = namespace(last=-1) %}"
+        "{%- for m in messages %}{%- if m['role'] == 'user' %}"
+        "{%- set ns.last = loop.index0 %}{%- endif %}{%- endfor %}"
+    )
+    marker = "{%- if message.get('reasoning_content') %}"
+    assert marker in CHAT_TEMPLATE
+    qwen3_like.chat_template = last_user + CHAT_TEMPLATE.replace(
+        marker, "{%- if message.get('reasoning_content') and loop.index0 > ns.last %}"
+    )
+    messages = [m for m in MESSAGES if m.get("loss_weight", 1)] + [
+        {"role": "user", "content": "And tomorrow?"},
+        {"role": "assistant", "content": "Rain.", "reasoning_content": "Guessing."},
+    ]
+    row = {"messages": messages, "tools": TOOLS}
+    ((ids, mask),) = chat_token_masks(qwen3_like, [row])
+    gen = qwen3_like.apply_chat_template(
+        messages, tools=TOOLS, return_dict=True, return_assistant_tokens_mask=True
+    )
+    assert ids == gen["input_ids"] and mask == [bool(g) for g in gen["assistant_masks"]]
+    learnt = loss_text(qwen3_like, ids, mask)
+    assert "Two facts" not in learnt and "Both are back" not in learnt  # dropped by the template
+    assert learnt.startswith("<tool_call>") and "21 C at 14:00.<|im_end|>" in learnt
+    assert learnt.endswith("<think>\nGuessing.\n</think>\n\nRain.<|im_end|>")

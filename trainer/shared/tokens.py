@@ -63,25 +63,43 @@ def render_with_spans(
             continue
         prefix = render(messages[:i], True)
         upto = render(messages[: i + 1], False)
-        if upto.startswith(prefix) and full.startswith(upto) and len(prefix) >= cursor:
-            start, end = len(prefix), len(prefix) + len(upto[len(prefix) :].rstrip())
+        turn = upto[len(prefix) :].rstrip() if upto.startswith(prefix) else ""
+        if turn and full.startswith(upto) and len(prefix) >= cursor:
+            start, end = len(prefix), len(prefix) + len(turn)
         else:
-            # Templates that rewrite earlier turns (e.g. dropping reasoning): find the
-            # content itself, plus the end-of-turn token right after it.
-            content = m.get("content") or ""
-            start = full.find(content, cursor) if content else -1
-            if start < 0:
+            found = _find_turn(full, turn, m.get("content") or "", cursor, tokenizer.eos_token)
+            if found is None:
                 continue
-            end = start + len(content)
-            eos = tokenizer.eos_token or ""
-            if eos and full.startswith(eos, end):
-                end += len(eos)
+            start, end = found
         if not train_on_reasoning and m.get("reasoning_content"):
             start = _after_reasoning(full, start, end)
         if end > start:
             spans.append((start, end))
             cursor = end
     return full, spans
+
+
+def _find_turn(
+    full: str, turn: str, content: str, cursor: int, eos: str | None
+) -> tuple[int, int] | None:
+    """Where an assistant turn is in `full` when the template rewrites earlier turns (Qwen3
+    drops the reasoning of turns before the last user message): the turn as rendered on its
+    own, else what follows its `</think>` (its answer and tool calls), else its content
+    plus the end-of-turn token right after it."""
+    candidates = [turn]
+    if THINK_END in turn:
+        candidates.append(turn.split(THINK_END, 1)[1].lstrip("\n "))
+    for text in candidates:
+        at = full.find(text, cursor) if text else -1
+        if at >= 0:
+            return at, at + len(text)
+    at = full.find(content, cursor) if content else -1
+    if at < 0:
+        return None
+    end = at + len(content)
+    if eos and full.startswith(eos, end):
+        end += len(eos)
+    return at, end
 
 
 def _after_reasoning(full: str, start: int, end: int) -> int:
