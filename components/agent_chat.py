@@ -94,13 +94,38 @@ def _ask(
     messages.append({**reply.as_message(), "reasoning": reply.reasoning})
 
 
+def _dataset_tools_picker(actor: Any, settings: Any, sets: dict[str, str]) -> None:
+    """Fill the tools box with the schemas of one of the actor's datasets."""
+    from core.clients.inference import dataset_tools
+    from core.clients.storage import make_blob_store
+    from core.db import session_scope
+
+    if not sets:
+        return
+    c = st.columns([3, 1])
+    name = c[0].selectbox("Or the tools of a dataset", list(sets), key="playground.tools_from")
+    if c[1].button("Use its tools", key="playground.tools_use"):
+        with session_scope(settings) as s:
+            tools = dataset_tools(actor, s, make_blob_store(settings), sets[name])
+        if not tools:
+            st.warning(f"no row of {plain(name)} defines tools")
+            return
+        st.session_state["playground.tools_json"] = json.dumps(tools, indent=1)
+
+
 def tools_tab(
-    client: InferenceClient, chosen: Sequence[ModelChoice], system: str, sampling: Sampling
+    client: InferenceClient,
+    chosen: Sequence[ModelChoice],
+    system: str,
+    sampling: Sampling,
+    datasets: tuple[Any, Any, dict[str, str]] | None = None,
 ) -> None:
-    """The Tools tab of the Playground (module docstring)."""
+    """The Tools tab of the Playground (module docstring); `datasets` is (actor, settings,
+    {name: id}) of the datasets whose tools may fill the box."""
+    if datasets is not None:
+        _dataset_tools_picker(*datasets)
     text = st.text_area(
         "Tools: OpenAI function schemas (JSON)",
-        value=EXAMPLE_TOOLS,
         key="playground.tools_json",
         height=180,
     )

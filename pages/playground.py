@@ -109,4 +109,4 @@ with set_tab:
         st.dataframe(st.session_state["playground.set_rows"], hide_index=True)
 
 with tools_tab:
-    agent_chat.tools_tab(client, chosen, system, sampling)
+    agent_chat.tools_tab(client, chosen, system, sampling, (actor, settings, sources))

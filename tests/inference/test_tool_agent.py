@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from core import datasets, db
-from core.clients.inference import InferenceClient, Sampling, agent_chat, tool_result
+from core.clients.inference import (
+    InferenceClient,
+    Sampling,
+    agent_chat,
+    dataset_tools,
+    tool_result,
+)
 from core.clients.storage import make_blob_store
 from core.tool_scores import evaluate_tools, tool_cases
 from core.users import LOCAL_ACTOR
@@ -83,6 +89,7 @@ def trained(
             tokenizer=datasets.load_tokenizer(str(tiny_model)),
         )
         key, stats = ds.normalized_key, dict(ds.stats)
+        assert dataset_tools(LOCAL_ACTOR, s, store, ds.id) == [WEATHER]  # the Playground's
         eval_rows = datasets.preview_rows(
             LOCAL_ACTOR, s, store, ds.id, n=100, split="eval", max_chars=100_000
         )

@@ -70,6 +70,7 @@ from core.clients.inference.tools import (
     AgentReply,
     ToolCall,
     agent_chat,
+    dataset_tools,
     parse_tools_json,
     tool_result,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "AgentReply",
     "ToolCall",
     "agent_chat",
+    "dataset_tools",
     "parse_tools_json",
     "tool_result",
     "InferenceError",

@@ -151,3 +151,12 @@ def _reply(model: str, r: Any) -> AgentReply:
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
     )
+
+
+def dataset_tools(actor: Any, session: Any, store: Any, dataset_id: str) -> list[dict[str, Any]]:
+    """The function schemas of the first row of the actor's dataset that defines any (its
+    first 200 rows are looked at); [] when none does. NotFound for another user's dataset."""
+    from core import datasets
+
+    rows = datasets.preview_rows(actor, session, store, dataset_id, n=200, max_chars=10_000)
+    return next((list(r["tools"]) for r in rows if r.get("tools")), [])
