@@ -374,15 +374,24 @@ class AgentCounts:
     def add(self, row: dict[str, Any]) -> None:
         self.rows += 1
         msgs = row.get("messages")
-        if msgs is None:
+        if not msgs:
             return
-        self.with_tools += bool(row.get("tools"))
-        calls = [len(m.get("tool_calls") or ()) for m in msgs]
-        self.calls += sum(calls)
-        self.with_calls += any(calls)
-        self.parallel += any(n > 1 for n in calls)
-        self.with_reasoning += any(m.get("reasoning_content") for m in msgs)
-        self.tool_results += sum(m["role"] == "tool" for m in msgs)
+        if row.get("tools"):
+            self.with_tools += 1
+        calls = most = results = 0
+        reasoning = False
+        for m in msgs:
+            if len(m) == 2:  # {role, content}: nothing to count (the common case)
+                continue
+            n = len(m.get("tool_calls") or ())
+            calls, most = calls + n, max(most, n)
+            reasoning = reasoning or "reasoning_content" in m
+            results += m["role"] == "tool"
+        self.calls += calls
+        self.with_calls += calls > 0
+        self.parallel += most > 1
+        self.with_reasoning += reasoning
+        self.tool_results += results
 
     def result(self) -> dict[str, Any]:
         return {
