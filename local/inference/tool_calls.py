@@ -10,7 +10,8 @@ Answers: like vLLM's `hermes` tool-call parser (`--enable-auto-tool-choice
 the generated text becomes an OpenAI tool call (`id`, `type: function`,
 `function.arguments` as JSON text) when the request has `tools`; a block that is not valid
 JSON with a name stays in the content. Like vLLM's `qwen3` reasoning parser, an opening
-`<think>...</think>` becomes `reasoning_content`.
+`<think>...</think>` becomes `reasoning_content`. Only whole (non-streamed) answers are
+parsed; a streamed answer carries the generated text as it is.
 """
 
 from __future__ import annotations
