@@ -22,9 +22,11 @@ The normalised form (what the trainer reads, `trainer.data`): messages keep `rol
 `tools` as a list of `{"type": "function", "function": {...}}`.
 
 Checked, each problem naming the field: arguments that are not a JSON object, a call to a
-function the row's `tools` does not define, a tool message that answers no call, a content
-part whose keys are not understood (the keys it has are named), a loss_weight other than 0
-or 1, and a `tools` that is not a list of function schemas.
+function the row's `tools` does not define, a tool message that answers no call (in a row
+that defines tools or makes structured calls; older rows whose calls are plain text keep
+their tool messages), a content part whose keys are not understood (the keys it has are
+named), a loss_weight other than 0 or 1, and a `tools` that is not a list of function
+schemas.
 """
 
 from __future__ import annotations
