@@ -2,8 +2,8 @@
 
 import streamlit as st
 
+from components import agent_chat, session
 from components import chat as ui
-from components import session
 from components import widgets as w
 from core.clients import inference as inf
 from core.errors import BrightRunError
@@ -44,7 +44,7 @@ try:
 except BrightRunError as e:
     w.show_error(e, stop=True)
 
-chat_tab, set_tab = st.tabs(["Chat", "Compare on a set"])
+chat_tab, set_tab, tools_tab = st.tabs(["Chat", "Compare on a set", "Tools"])
 
 with chat_tab:
     turns = st.session_state["playground.turns"]
@@ -117,3 +117,6 @@ with set_tab:
             mime="application/jsonl",
             key="playground.export_set",
         )
+
+with tools_tab:
+    agent_chat.tools_tab(client, chosen, system, sampling, (actor, settings, sources))

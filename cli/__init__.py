@@ -47,6 +47,7 @@ def up(
 from cli import account as _account  # noqa: E402
 from cli import adapters as _adapters  # noqa: E402
 from cli import admin as _admin  # noqa: E402
+from cli import agent as _agent  # noqa: E402
 from cli import auth as _auth  # noqa: E402
 from cli import chat as _chat  # noqa: E402 - groups register after the app exists
 from cli import dataset as _dataset  # noqa: E402
@@ -67,6 +68,7 @@ app.command("train")(_jobs.train)
 app.command("sync")(_jobs.sync_command)
 app.command("chat")(_chat.chat)
 app.command("chat-set")(_playground.chat_set)
+app.command("agent")(_agent.agent)
 app.command("costs")(_account.costs)
 app.command("status")(_account.status)
 app.command("plan")(_plan.plan)

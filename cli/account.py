@@ -60,9 +60,17 @@ def costs(
             )
         )
         return
+    _echo_spend(sv)
+    if sv.by_month:
+        _echo_comparison(sv)
+
+
+def _echo_spend(sv: Any) -> None:
+    """The month against the budget, and spend per month, GPU type, model and job."""
+    share = f"{sv.budget_share:.0%}" if sv.budget_share != float("inf") else "over 100%"
     typer.echo(
-        f"{sv.month}: spent {_money(sv.month_spend_usd)} of the {_money(sv.monthly_budget_usd)} monthly budget "
-        f"({sv.budget_share:.0%})"
+        f"{sv.month}: spent {_money(sv.month_spend_usd)} of the {_money(sv.monthly_budget_usd)} "
+        f"monthly budget ({share})"
     )
     if sv.budget_share >= 1:
         typer.echo(
@@ -94,14 +102,19 @@ def costs(
             for j in sv.by_job
         ]
     )
+
+
+def _echo_comparison(sv: Any) -> None:
+    """Serverless against always-on pods at the utilisation the month had."""
     cmp = sv.comparison
     if cmp is None:
         typer.echo(f"\nno GPU time in {sv.month} to compare with an always-on pod")
         return
+    pods = "an always-on pod" if cmp.pods == 1 else f"{cmp.pods} always-on pods"
     typer.echo(
-        f"\nServerless against an always-on pod ({sv.compared_gpu}): busy {cmp.busy_hours:.2f} h of "
+        f"\nServerless against {pods} ({sv.compared_gpu}): busy {cmp.busy_hours:.2f} h of "
         f"{cmp.pod_hours_on:.0f} h, utilisation {sv.utilisation:.1%}; Serverless {_money(cmp.serverless_usd)}, "
-        f"always-on pod {_money(cmp.pod_usd)}; break-even utilisation {cmp.break_even_utilisation:.0%}"
+        f"pods {_money(cmp.pod_usd)}; break-even utilisation {cmp.break_even_utilisation:.0%}"
     )
 
 

@@ -171,6 +171,11 @@ def train(
         "--early-stopping-min-delta",
         help="how much lower an eval loss must be to count as an improvement (default: 0)",
     ),
+    reasoning: bool | None = typer.Option(
+        None,
+        "--train-on-reasoning/--no-train-on-reasoning",
+        help="reasoning (<think> blocks) carries loss like the answer (default: on)",
+    ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     budget: float = typer.Option(
         0.0, "--budget", help="dollar cap for this job (default: JOB_BUDGET_USD)"
@@ -222,6 +227,7 @@ def train(
                     "gradient_checkpointing": grad_ckpt,
                     "eval_every": eval_every,
                     "early_stopping": early,
+                    "train_on_reasoning": reasoning,
                 },
             ),
         )

@@ -17,6 +17,7 @@ import typer
 from core.settings import load_settings
 
 
+# long: every option of the command is a typer parameter
 def chat_set(
     adapter: str = typer.Option(
         "", "--adapter", "-a", help="adapter name (newest version), label or served name"

@@ -300,58 +300,8 @@ def compare_curves(runs: Sequence[Any]) -> go.Figure:
     )
     for i, r in enumerate(runs):
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
-        line = dict(color=colour)
-        fig.add_trace(
-            go.Scatter(
-                x=list(r.tokens),
-                y=list(r.loss),
-                name=f"{r.label} train",
-                mode="lines",
-                line=line,
-                legendgroup=r.job_id,
-            ),
-            1,
-            1,
-        )
-        if r.eval_tokens:
-            fig.add_trace(
-                go.Scatter(
-                    x=list(r.eval_tokens),
-                    y=list(r.eval_loss),
-                    name=f"{r.label} eval",
-                    mode="lines+markers",
-                    line=dict(color=colour, dash="dash"),
-                    legendgroup=r.job_id,
-                ),
-                1,
-                1,
-            )
-        fig.add_trace(
-            go.Scatter(
-                x=list(r.tokens),
-                y=list(r.lr),
-                name=f"{r.label} lr",
-                mode="lines",
-                line=line,
-                legendgroup=r.job_id,
-                showlegend=False,
-            ),
-            2,
-            1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=list(r.tokens),
-                y=list(r.tokens_per_s),
-                name=f"{r.label} tokens/s",
-                mode="lines",
-                line=line,
-                legendgroup=r.job_id,
-                showlegend=False,
-            ),
-            3,
-            1,
-        )
+        for row, trace in _run_traces(r, colour):
+            fig.add_trace(trace, row, 1)
     fig.update_xaxes(title_text="tokens seen (loss-carrying)", row=3, col=1)
     fig.update_layout(
         height=600,
@@ -360,6 +310,27 @@ def compare_curves(runs: Sequence[Any]) -> go.Figure:
         **_LAYOUT,
     )
     return fig
+
+
+def _run_traces(r: Any, colour: str) -> list[tuple[int, go.Scatter]]:
+    """(subplot row, trace) of one run: train and eval loss, learning rate, tokens/s."""
+
+    def series(x: Any, y: Any, name: str, **kw: Any) -> go.Scatter:
+        kw.setdefault("mode", "lines")
+        kw.setdefault("line", dict(color=colour))
+        return go.Scatter(
+            x=list(x), y=list(y), name=f"{r.label} {name}", legendgroup=r.job_id, **kw
+        )
+
+    traces = [(1, series(r.tokens, r.loss, "train"))]
+    if r.eval_tokens:
+        dashed = dict(color=colour, dash="dash")
+        traces.append(
+            (1, series(r.eval_tokens, r.eval_loss, "eval", mode="lines+markers", line=dashed))
+        )
+    traces.append((2, series(r.tokens, r.lr, "lr", showlegend=False)))
+    traces.append((3, series(r.tokens, r.tokens_per_s, "tokens/s", showlegend=False)))
+    return traces
 
 
 def cost_to_target(

@@ -19,6 +19,7 @@ from typing import Any
 
 import streamlit as st
 
+from components.agent_chat import EXAMPLE_TOOLS
 from components.widgets import plain, show_error
 from core.clients.inference import (
     CompareRow,
@@ -39,6 +40,8 @@ STATE_DEFAULTS: dict[str, Any] = {
     "playground.set_rows": [],
     "playground.set_export": "",  # the last set's answers as JSONL (core's export_set_jsonl)
     "playground.system": "",
+    "playground.agent": {},  # the Tools tab's conversations (components.agent_chat)
+    "playground.tools_json": EXAMPLE_TOOLS,
 }
 
 

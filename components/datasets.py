@@ -15,7 +15,7 @@ from components import widgets as w
 from core import datasets, queries
 from core.errors import BrightRunError, DatasetUnusable
 
-FILE_TYPES = ["jsonl", "json", "csv", "tsv", "parquet"]
+FILE_TYPES = ["jsonl", "json", "csv", "tsv", "parquet", "txt"]
 
 
 def upload(model: str, max_length: int) -> None:
@@ -140,6 +140,26 @@ def histogram(ds: Any, max_length: int) -> None:
         f"{pr['median']:.0f}, p95 {pr['p95']:.0f}, max {pr['max']} tokens per row; {tokens['loss_share']:.0%} "
         f"of tokens carry loss. At max length {max_length}, {long_rows}."
     )
+    agent_caption(ds.stats or {}, tokens)
+
+
+def agent_caption(stats: dict[str, Any], tokens: dict[str, Any]) -> None:
+    """Tools, calls and reasoning of a tool-calling or reasoning dataset (nothing for others)."""
+    a = stats.get("agent") or {}
+    if not (a.get("rows_with_tools") or a.get("tool_calls") or a.get("rows_with_reasoning")):
+        return
+    parts = [
+        f"{a.get('rows_with_tools', 0):,} rows define tools",
+        f"{a.get('calls_per_row', 0):.2f} tool calls per row "
+        f"({a.get('rows_with_parallel_calls', 0):,} rows with parallel calls)",
+        f"{a.get('rows_with_reasoning', 0):,} rows reason",
+    ]
+    if tokens.get("reasoning_share") is not None:
+        parts.append(
+            f"{tokens['reasoning_share']:.0%} of tokens are reasoning; without training on it "
+            f"{tokens.get('loss_share_without_reasoning', 0):.0%} of tokens carry loss"
+        )
+    st.caption("Agent data: " + "; ".join(parts) + ".")
 
 
 def preview(ds: Any, model: str) -> None:

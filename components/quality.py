@@ -103,18 +103,43 @@ def _base_markers(fig: go.Figure, points: Sequence[Any], metric_label: str) -> N
 
 
 def score_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The version's metrics as table rows: metric, adapter, base, difference."""
+    """The version's metrics as table rows: metric, adapter, base, difference; then the
+    tool-calling metrics when its eval rows call tools."""
     from core.evaluate import METRIC_LABELS, METRICS
+    from core.tool_scores import TOOL_METRIC_LABELS
 
+    blocks = [(report, METRICS, METRIC_LABELS)]
+    tools = report.get("tools")
+    if tools:
+        blocks.append((tools, tuple(tools["metrics"]), TOOL_METRIC_LABELS))
     return [
         {
-            "metric": METRIC_LABELS[m],
-            "adapter": report["adapter"][m],
-            "base": report["base"][m],
-            "difference": report["delta"][m],
+            "metric": labels[m],
+            "adapter": block["adapter"][m],
+            "base": block["base"][m],
+            "difference": block["delta"][m],
         }
-        for m in METRICS
+        for block, metrics, labels in blocks
+        for m in metrics
     ]
+
+
+def tool_scores_figure(tools: Mapping[str, Any]) -> go.Figure:
+    """Adapter and base side by side on each tool-calling metric (`eval_scores["tools"]`)."""
+    from core.tool_scores import TOOL_METRIC_LABELS
+
+    labels = [TOOL_METRIC_LABELS[m] for m in tools["metrics"]]
+    fig = go.Figure()
+    for who, colour in (("adapter", ACCENT), ("base", MUTED)):
+        values = [tools[who][m] for m in tools["metrics"]]
+        fig.add_bar(x=labels, y=values, name=who, marker_color=colour)
+    fig.update_layout(
+        title=f"Tool calls on {tools['rows']} eval rows",
+        yaxis=dict(range=[0, 1.05]),
+        barmode="group",
+        **_LAYOUT,
+    )
+    return fig
 
 
 def evaluation_section(actor: Any, version_id: str, label: str) -> None:
@@ -156,6 +181,8 @@ def evaluation_section(actor: Any, version_id: str, label: str) -> None:
             for c in ("adapter", "base", "difference")
         },
     )
+    if report.get("tools"):
+        st.plotly_chart(tool_scores_figure(report["tools"]), key="adapters.tool_scores")
     _judge_result(report.get("judge"))
     _differences_table(report.get("differences") or [])
 

@@ -109,6 +109,7 @@ def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
             "max_length",
             "packing",
             "gradient_checkpointing",
+            "train_on_reasoning",
         )
     }
     training.update(evaluation)
@@ -158,7 +159,7 @@ def _training_inputs() -> dict[str, Any]:
     )
     c[3].number_input("Warmup share", 0.0, 0.5, step=0.01, key="train.warmup_ratio")
     evaluation = evaluation_widgets()
-    c = st.columns(2)
+    c = st.columns(3)
     c[0].toggle(
         "Packing", key="train.packing", help="several rows per sequence, no cross-row attention"
     )
@@ -166,6 +167,11 @@ def _training_inputs() -> dict[str, Any]:
         "Gradient checkpointing",
         key="train.gradient_checkpointing",
         help="less memory, ~30% slower",
+    )
+    c[2].toggle(
+        "Train on reasoning",
+        key="train.train_on_reasoning",
+        help="the assistant's <think> blocks carry loss like its answers and tool calls",
     )
     return evaluation
 

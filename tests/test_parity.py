@@ -54,6 +54,12 @@ CAPABILITIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "continue training an adapter": (("adapters.continue",), ("adapters continue",)),
     "chat with base and adapter": (("playground.prompt",), ("chat",)),
     "export the conversation": (("playground.export",), ("chat",)),  # chat --export
+    "chat with tools: calls shown as calls, a result sent back": (
+        ("playground.agent_send", "playground.continue.*"),
+        ("agent",),
+    ),
+    "use a dataset's own tools": (("playground.tools_use",), ("agent",)),  # --dataset-tools
+    "clear the tool conversation": (("playground.agent_clear",), ("agent",)),  # --clear
     "compare on a set and export it": (
         ("playground.run_set", "playground.export_set"),
         ("chat-set",),
@@ -209,6 +215,7 @@ def test_widgets_built_for_a_page_are_called_by_one() -> None:
             "auth_gate",
             "widgets",
             "train_options",
+            "agent_chat",
         )
         if f"import {m}" in page_source or f", {m}" in page_source or f"{m}," in page_source
     }

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.shared.errors import BadInput, DownloadFailed
-from trainer.shared.tokens import chat_token_masks, text_token_ids, text_windows
+from trainer.shared.tokens import Conversation, chat_token_masks, text_token_ids, text_windows
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant", "tool")
@@ -89,8 +89,24 @@ def fetch(url: str | None, path: str | None, dest: Path, what: str) -> Path:
     return dest
 
 
-# One row's content: a conversation's messages, or a plain text.
-Row = list[dict[str, str]] | str
+# One row's content: a conversation (its messages, or {"messages", "tools"} when the row
+# defines functions), or a plain text.
+Row = Conversation | str
+# What a message may carry besides role and content (`core.datasets` writes these).
+MESSAGE_EXTRAS = ("tool_calls", "tool_call_id", "name", "reasoning_content", "loss_weight")
+
+
+def _message_of(m: dict[str, Any]) -> dict[str, Any]:
+    out = {"role": m["role"], "content": m["content"]}
+    out.update({k: m[k] for k in MESSAGE_EXTRAS if m.get(k) is not None})
+    return out
+
+
+def _row_of(obj: dict[str, Any]) -> Row:
+    if "messages" not in obj:
+        return obj["text"]
+    msgs = [_message_of(m) for m in obj["messages"]]
+    return {"messages": msgs, "tools": obj["tools"]} if obj.get("tools") else msgs
 
 
 def _check_row(obj: Any) -> str | None:
@@ -120,7 +136,8 @@ def _check_row(obj: Any) -> str | None:
         if role == "assistant":
             if j == 0:
                 return "messages[0] is an assistant message: start with a system or user message"
-            seen_assistant = seen_assistant or bool(content.strip())
+            produces = bool(content.strip() or m.get("tool_calls") or m.get("reasoning_content"))
+            seen_assistant = seen_assistant or produces
     if not seen_assistant:
         return "no non-empty assistant message: nothing to learn from this row"
     return None
@@ -147,12 +164,7 @@ def read_rows(path: Path, what: str) -> list[Row]:
                     if len(errors) < _MAX_REPORTED:
                         errors.append(f"row {lineno}: {problem}")
                     continue
-                if "messages" in obj:
-                    rows.append(
-                        [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
-                    )
-                else:
-                    rows.append(obj["text"])
+                rows.append(_row_of(obj))
     except UnicodeDecodeError as e:
         raise BadInput(f"{what} data is not UTF-8 text ({e.reason})") from e
     if n_bad:
@@ -211,16 +223,20 @@ class DataStats:
 
 
 def tokenize_rows(
-    tokenizer: Any, rows: list[Row], max_length: int
+    tokenizer: Any, rows: list[Row], max_length: int, *, train_on_reasoning: bool = True
 ) -> tuple[list[Sample], DataStats]:
     """Samples with their targets (assistant tokens of chat rows, every token of text rows);
     long text rows become several windows, long chat rows are truncated; splits, truncation
-    and drops are counted in the stats."""
+    and drops are counted in the stats. `train_on_reasoning` off: an assistant turn's
+    <think> block carries no loss."""
     encoded: list[tuple[list[int], list[bool]]] = [([], [])] * len(rows)
     chat = {i: r for i, r in enumerate(rows) if not isinstance(r, str)}
     text = {i: r for i, r in enumerate(rows) if isinstance(r, str)}
     if chat:
-        for i, pair in zip(chat, chat_token_masks(tokenizer, list(chat.values())), strict=True):
+        pairs = chat_token_masks(
+            tokenizer, list(chat.values()), train_on_reasoning=train_on_reasoning
+        )
+        for i, pair in zip(chat, pairs, strict=True):
             encoded[i] = pair
     if text:
         for i, ids in zip(text, text_token_ids(tokenizer, list(text.values())), strict=True):

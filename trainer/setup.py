@@ -155,13 +155,16 @@ def load_data(
     dataset facts for the `started` event."""
     data, max_length = spec.data, spec.training.max_length
     assert data is not None  # a train spec has data
+    reasoning = spec.training.train_on_reasoning
     train_file = D.fetch(data.train_url, data.train_path, work / "train.jsonl", "train")
-    samples, stats = D.tokenize_rows(tokenizer, D.read_rows(train_file, "train"), max_length)
+    samples, stats = D.tokenize_rows(
+        tokenizer, D.read_rows(train_file, "train"), max_length, train_on_reasoning=reasoning
+    )
     eval_stats = None
     if data.eval_url or data.eval_path:
         eval_file = D.fetch(data.eval_url, data.eval_path, work / "eval.jsonl", "eval")
         eval_samples, eval_stats = D.tokenize_rows(
-            tokenizer, D.read_rows(eval_file, "eval"), max_length
+            tokenizer, D.read_rows(eval_file, "eval"), max_length, train_on_reasoning=reasoning
         )
         train_samples = samples
     else:

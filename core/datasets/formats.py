@@ -19,6 +19,9 @@ Formats, in the order detection tries them:
 - CSV/TSV (extension `.csv`/`.tsv`, or a header line with a known column): one row per
   record after the header, the delimiter sniffed from the header; cells holding JSON
   lists (`messages`, `conversations`, `history`) are parsed.
+- Plain text (extension `.txt`, content not JSON): a `{"text"}` row per document, documents
+  being separated by blank lines (a file without blank lines is one document); a document
+  longer than `max_row_bytes` is skipped with a `too_long` problem.
 The extension is only a hint; the content decides. Text is UTF-8 (a UTF-8 or UTF-16 byte
 order mark is honoured); bytes that are not UTF-8 make that row's problem `not_utf8`.
 """
@@ -49,7 +52,7 @@ from core.datasets.records import (
 )
 from core.errors import DatasetUnusable
 
-FORMATS = ("jsonl", "json", "csv", "parquet")
+FORMATS = ("jsonl", "json", "csv", "parquet", "txt")
 JSON_DOC_LIMIT = 64 * 1024 * 1024
 _SNIFF = 64 * 1024
 _JSON_LIST_CELLS = ("messages", "conversations", "history")
@@ -102,12 +105,14 @@ def detect_format(path: Path) -> str:
         return "json"
     if stripped[0] == "{":
         return _jsonl_or_json(stripped, whole=len(head) < _SNIFF)
+    if ext == ".txt":
+        return "txt"
     first = stripped.split("\n", 1)[0].lower()
     if any(col in first for col in _KNOWN_COLUMNS) and any(d in first for d in ",\t;|"):
         return "csv"
     raise DatasetUnusable(
         "the format is not recognised: expected JSONL (one JSON object per line), a JSON "
-        "array, CSV with a header row, or Parquet"
+        "array, CSV with a header row, Parquet, or plain text named .txt"
     )
 
 
@@ -318,10 +323,48 @@ def read_parquet(path: Path, max_row_bytes: int, batch_rows: int = 2048) -> Iter
         )
 
 
+# --------------------------------------------------------------------------- plain text
+
+
+def read_text_documents(
+    f: IO[bytes], max_row_bytes: int, encoding: str = "utf-8", skip: int = 0
+) -> Iterator[Record]:
+    """One `{"text"}` row per document: runs of lines between blank lines."""
+    lines: list[str] = []
+    size, row, over = 0, 0, False
+    for line, n in capped_lines(text_stream(f, encoding, skip).readline, max_row_bytes, "\n"):
+        if line is not None and not line.strip():
+            if lines or over:
+                row += 1
+                yield _document(row, lines, over, max_row_bytes)
+            lines, size, over = [], 0, False
+            continue
+        size += n
+        over = over or line is None or size > max_row_bytes
+        if not over:
+            lines.append(line)
+    if lines or over:
+        yield _document(row + 1, lines, over, max_row_bytes)
+
+
+def _document(row: int, lines: list[str], over: bool, max_row_bytes: int) -> Record:
+    if over:
+        return too_long(row, max_row_bytes)
+    text = "".join(lines).strip("\n")
+    if not is_utf8(text):
+        return not_utf8(row)
+    return Record(row, {"text": text}, raw_bytes=len(text))
+
+
 # --------------------------------------------------------------------------- opening
 
 Reader = Callable[[IO[bytes], int, str, int], Iterator[Record]]
-_TEXT_READERS: dict[str, Reader] = {"json": read_json_array, "jsonl": read_jsonl, "csv": read_csv}
+_TEXT_READERS: dict[str, Reader] = {
+    "json": read_json_array,
+    "jsonl": read_jsonl,
+    "csv": read_csv,
+    "txt": read_text_documents,
+}
 
 
 def open_records(

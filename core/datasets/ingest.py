@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import orjson
 
+from core.datasets.agent import AgentCounts
 from core.datasets.formats import open_records
 from core.datasets.layouts import detect_layout, normalise_row
 from core.datasets.records import Problem, Record
@@ -63,6 +64,7 @@ class Report:
     eval_rows: int = 0
     eval_fraction: float = 0.0
     tokens: dict[str, Any] = field(default_factory=dict)
+    agent: dict[str, Any] = field(default_factory=dict)  # tools, calls, reasoning (counts)
     samples: list[dict[str, Any]] = field(default_factory=list)
     read_stopped: bool = False  # reading ended early at a row the reader could not pass
 
@@ -105,6 +107,7 @@ class Report:
                 "eval_rows": self.eval_rows,
             },
             "tokens": self.tokens,
+            "agent": self.agent,
             "samples": self.samples,
         }
 
@@ -119,7 +122,13 @@ def clip_row(row: dict[str, Any], n: int = 500) -> dict[str, Any]:
     """A normalised row with every text cut to `n` characters, to show."""
     if "text" in row:
         return {"text": row["text"][:n]}
-    return {"messages": [{"role": m["role"], "content": m["content"][:n]} for m in row["messages"]]}
+    msgs = []
+    for m in row["messages"]:
+        clipped = {**m, "content": m["content"][:n]}
+        if "reasoning_content" in m:
+            clipped["reasoning_content"] = m["reasoning_content"][:n]
+        msgs.append(clipped)
+    return {"messages": msgs, **({"tools": row["tools"]} if row.get("tools") else {})}
 
 
 def process_file(
@@ -150,7 +159,10 @@ def process_file(
         _explain_no_layout(report, head)
         return report
     stats = TokenStats(tokenizer, max_length, token_rows)
-    hashes = _stream(itertools.chain(head, rest), report, stats, (train_out, eval_out), n_samples)
+    counts = AgentCounts()
+    outputs = (train_out, eval_out)
+    hashes = _stream(itertools.chain(head, rest), report, (stats, counts), outputs, n_samples)
+    report.agent = counts.result()
     report.duplicates = _duplicates(hashes)
     report.tokens = stats.result(report.valid_rows)
     return report
@@ -205,14 +217,15 @@ def _explain_no_layout(report: Report, head: list[Record]) -> None:
 def _stream(
     records: Iterable[Record],
     report: Report,
-    stats: TokenStats,
+    measures: tuple[TokenStats, AgentCounts],
     outputs: tuple[IO[bytes] | None, IO[bytes] | None],
     n_samples: int,
 ) -> array[int]:
     """Every row into the report, the token statistics and the (train, eval) outputs; the
     64-bit hash of each valid row. The hot loop: names it calls are bound locally."""
     hashes = array("Q")
-    dumps, normalise, note = orjson.dumps, normalise_row, _note
+    stats, counts = measures
+    dumps, normalise, note, count = orjson.dumps, normalise_row, _note, counts.add
     crc32, adler32 = zlib.crc32, zlib.adler32
     layout = report.layout or ""
     measure = stats.reason is None
@@ -235,6 +248,7 @@ def _stream(
                 note(report, p)
             continue
         valid += 1
+        count(row)
         line = dumps(row) + b"\n"
         crc = crc32(line)  # see split_of
         hashes.append(crc | (adler32(line) << 32))

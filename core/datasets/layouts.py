@@ -23,6 +23,11 @@ messages only after an assistant or tool message), at least one assistant messag
 not ending on an unanswered user message. Each problem names the row (1-based: the line
 for JSONL, the element/record otherwise), the field and its kind. Never raises on row
 content; an unknown layout name raises `InvalidInput`.
+
+Tool-calling and reasoning rows (OpenAI `tools`/`tool_calls`/`tool` messages, ShareGPT
+`function_call`/`observation` turns, content parts, `reasoning_content` or inline <think>,
+per-message `loss_weight`) are read by `core.datasets.agent`; a chat row that defines
+functions normalises to `{"messages": [...], "tools": [...]}`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, NamedTuple
 
+from core.datasets import agent
 from core.datasets.records import Problem
 from core.errors import InvalidInput
 
@@ -50,8 +56,10 @@ SHAREGPT_ROLES = {
     "function_response": "tool",
 }
 _SAME_ROLES = {r: r for r in ROLES}
+_AGENT_KEYS = agent.AGENT_KEYS
+_THINK = agent.THINK_OPEN
 
-Message = dict[str, str]
+Message = dict[str, Any]
 
 
 class _ChatKeys(NamedTuple):
@@ -102,7 +110,12 @@ def detect_layout(values: list[Any]) -> str | None:
 
 def normalise_row(value: Any, layout: str, row: int) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The normalised row, or None and the problems that make it unusable."""
-    if type(value) is dict and not value.get("system") and layout in _CHATS:
+    if (
+        type(value) is dict
+        and not value.get("system")
+        and layout in _CHATS
+        and "tools" not in value
+    ):
         field_name, keys = _CHATS[layout]
         fast = _fast_messages(value.get(field_name), keys)
         if fast is not None:
@@ -126,13 +139,17 @@ def normalise_row_checked(
         text = _content(value.get("text"), "text", problems)
         return ({"text": text} if text is not None else None), list(problems)
     msgs = _chat_messages(value, layout, problems)
+    field_name = "conversations" if layout == "sharegpt" else "messages"
+    tools = None
+    if not problems and layout in _CHATS:
+        msgs, tools = agent.check_row(value, msgs, field_name, problems)
     if not problems and layout != "alpaca":
         msgs = _with_system(value, msgs, problems)
     if not problems:
-        _check_order(msgs, "conversations" if layout == "sharegpt" else "messages", problems)
+        _check_order(msgs, field_name, problems)
     if problems:
         return None, list(problems)
-    return {"messages": msgs}, []
+    return ({"messages": msgs, "tools": tools} if tools else {"messages": msgs}), []
 
 
 # --------------------------------------------------------------------------- the fast path
@@ -173,8 +190,12 @@ def _fast_messages(raw: Any, keys: _ChatKeys) -> list[Message] | None:
         elif role != "tool" or (prev != "assistant" and prev != "tool"):
             return None
         prev = role
-        if exact and len(m) != 2:
+        if len(m) != 2:
             exact = False
+            if not _AGENT_KEYS.isdisjoint(m):
+                return None
+        if role == "assistant" and _THINK in text:
+            return None
     if prev == "user" or not seen_assistant:
         return None
     if exact:
@@ -192,19 +213,13 @@ def _our_role(roles: dict[str, str], role: str) -> str:
 
 
 def _content(value: Any, where: str, problems: _Problems) -> str | None:
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # OpenAI content parts
-        bad = next(
-            (p for p in value if p.get("type") != "text" or not isinstance(p.get("text"), str)),
-            None,
-        )
-        if bad is not None:
-            problems.add(
-                "wrong_type",
-                where,
-                f"{where} has a {bad.get('type')!r} part; only text parts are supported",
-            )
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # content parts
+        parts = agent.Parts(value, where)
+        if parts.error or parts.reasoning:
+            error = parts.error or f"{where} has reasoning parts; only assistant messages reason"
+            problems.add("unknown_part", where, error)
             return None
-        value = "".join(p["text"] for p in value)
+        value = "".join(parts.text)
     if value is None:
         problems.add("empty_content", where, f"{where} is missing or null")
         return None
@@ -271,11 +286,15 @@ def _message(m: Any, where: str, problems: _Problems, keys: _ChatKeys) -> Messag
         problems.add("wrong_type", field, f"{field} must be text")
         return None
     roles = keys.roles
+    if roles and role.strip().lower() in agent.CALL_ROLES:  # ShareGPT's function_call turn
+        return agent.agent_message(m, where, role.strip().lower(), keys.content, problems)
     mapped = roles.get(role.strip().lower()) if roles else _SAME_ROLES.get(role)
     if mapped is None:
-        allowed = ", ".join(sorted(roles) if roles else ROLES)
+        allowed = ", ".join(sorted([*roles, "function_call"]) if roles else ROLES)
         problems.add("unknown_role", field, f"{field} {role[:40]!r} is not one of {allowed}")
         return None
+    if agent.is_agent_message(m, keys.role, keys.content):
+        return agent.agent_message(m, where, mapped, keys.content, problems)
     text = _content(m.get(keys.content), f"{where}.{keys.content}", problems)
     return None if text is None else {"role": mapped, "content": text}
 

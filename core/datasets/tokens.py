@@ -7,7 +7,9 @@ turns of chat rows, every token of text rows), chat rows longer than `max_length
 (`truncated_rows`) and those that would keep no assistant token after truncation, and text
 rows longer than `max_length` (`split_rows`: long documents the trainer splits into
 `windows`, none truncated). Text rows need no chat template, so a base model's tokenizer
-measures a text dataset; chat rows need a chat template and a fast tokenizer: without them
+measures a text dataset. Reasoning (assistant <think> blocks) is counted apart:
+`reasoning_share` of all tokens, and `loss_share_without_reasoning` (the share that carries
+loss when "train on reasoning" is off). Chat rows need a chat template and a fast tokenizer: without them
 chat rows are not measured, counted in `unmeasured_chat_rows` with the reason in
 `unmeasured_reason` (when no row could be measured, `available` is false and `reason` says
 why). Without a tokenizer (none chosen, or it cannot be loaded offline) the report says so
@@ -87,6 +89,7 @@ class RowTokens(NamedTuple):
     loss: int  # tokens that carry loss
     kept: int  # loss tokens the trainer keeps at max_length
     windows: int  # samples the row becomes (a long text row: its windows; else 1)
+    reasoning: int = 0  # loss tokens in the assistant's <think> blocks
 
 
 def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> RowTokens:
@@ -100,8 +103,13 @@ def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> RowToken
         (ids,) = text_token_ids(tok, [row["text"]])
         n = len(ids)
         return RowTokens(n, n, n, len(text_windows(n, max_length)))
-    ((ids, mask),) = chat_token_masks(tok, [row["messages"]])
-    return RowTokens(len(ids), sum(mask), sum(mask[:max_length]), 1)
+    conv = {"messages": row["messages"], "tools": row.get("tools")}
+    ((ids, mask),) = chat_token_masks(tok, [conv])
+    reasoning = 0
+    if any(m.get("reasoning_content") for m in row["messages"]):
+        ((_, answer_mask),) = chat_token_masks(tok, [conv], train_on_reasoning=False)
+        reasoning = sum(mask) - sum(answer_mask)
+    return RowTokens(len(ids), sum(mask), sum(mask[:max_length]), 1, reasoning)
 
 
 def chat_unmeasurable_reason(tok: Any, model: str) -> str | None:
@@ -128,7 +136,7 @@ class TokenStats:
         self.limit = limit
         self.lengths = array("I")
         self.total = self.loss = self.truncated = self.no_loss_left = 0
-        self.split = self.windows = self.chat_unmeasured = 0
+        self.split = self.windows = self.chat_unmeasured = self.reasoning = 0
         self.reason: str | None = None  # nothing can be measured
         self.chat_reason: str | None = None  # chat rows cannot be measured
         if choice is None:
@@ -150,6 +158,7 @@ class TokenStats:
         self.lengths.append(c.tokens)
         self.total += c.tokens
         self.loss += c.loss
+        self.reasoning += c.reasoning
         if c.tokens <= self.max_length:
             return
         if "text" in row:
@@ -201,6 +210,11 @@ class TokenStats:
             },
             "loss_tokens": self.loss,
             "loss_share": round(self.loss / self.total, 4) if self.total else 0.0,
+            "reasoning_tokens": self.reasoning,
+            "reasoning_share": round(self.reasoning / self.total, 4) if self.total else 0.0,
+            "loss_share_without_reasoning": (
+                round((self.loss - self.reasoning) / self.total, 4) if self.total else 0.0
+            ),
             "truncated_rows": self.truncated,
             "rows_without_loss_after_truncation": self.no_loss_left,
             "split_rows": self.split,

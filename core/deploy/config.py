@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.deploy.tool_parsing import worker_vllm_env
 from core.planner import GPU_TYPES
 
 VOLUME_MOUNT = "/runpod-volume"
@@ -273,6 +274,7 @@ def _with_vllm(desired: Desired, config: DeployConfig) -> Desired:
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true",
         "VLLM_PLUGINS": "lora_filesystem_resolver",
         "VLLM_LORA_RESOLVER_CACHE_DIR": ADAPTERS_ON_VOLUME,
+        **worker_vllm_env(config.vllm_model),  # tool calls and reasoning parsed (Qwen)
     }
     if config.max_model_len:
         vllm_env["MAX_MODEL_LEN"] = str(config.max_model_len)

@@ -28,7 +28,9 @@ for it (off with EVAL_AFTER_JOB=false). `evaluate_version` does the work, and is
 5. Stored on the version (`eval_scores`): status, when, the server's base, sampling,
    row count, `adapter` and `base` metric means, `delta`, the judge's result, and the
    `differences`: the cases where adapter and base answers differ most (1 - ROUGE-L
-   between the two answers, then by how much the scores differ), at most `DIFFERENCES`.
+   between the two answers, then by how much the scores differ), at most `DIFFERENCES`;
+   and `tools`, when eval rows call tools: function-name accuracy, exact argument match
+   and argument F1 of adapter and base (`core.tool_scores`).
 
 Status values: `pending` (queued), `running`, `done`, `failed` (with `error`),
 `skipped` (with `reason`). Failures are stored, logged and never raised into `sync`.

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core import tool_scores
 from core.clients import inference
 from core.clients.storage import make_blob_store
 from core.datasets import eval_key
@@ -134,6 +135,9 @@ def evaluate_version(
         base = client.base_model()
         served, loaded = _serve(client, settings, served, folder)
         result = _result(client, settings, cases, served, base, trained_on, use_judge)
+        result["tools"] = tool_scores.for_version(
+            actor, settings, store, version_id, client, served, base
+        )
     except BrightRunError as e:
         _set_status(actor, settings, version_id, status="failed", error=f"{type(e).__name__}: {e}")
         raise

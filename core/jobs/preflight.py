@@ -10,7 +10,8 @@ with, the notes to show, and the `problems` (typed errors) that block it.
 
 A job is blocked, in this order, when: its GPU type is unknown; the budget is not a
 positive number of dollars or buys under a minute; the base model is refused
-(`core.validation.check_base_model`); no dataset is chosen or it has no valid rows; a
+(`core.validation.check_base_model`); no dataset is chosen or it has no valid rows; the
+dataset has tool calls the model's chat template cannot render (`template_check`); a
 setting or the adapter name is refused; the max length is beyond the model's context;
 the plan does not fit the GPU the job is priced as (`PlanRefused`); even the low cost
 estimate is over the budget (`PlanRefused`); the store's upload URLs would expire before
@@ -45,6 +46,7 @@ from core.jobs.errors import PlanRefused, UploadUrlsExpire
 from core.jobs.pricing import Pricing, device_for, pricing_for
 from core.jobs.quotas import check_quotas
 from core.jobs.spec import PLACEHOLDER_URL, build_spec, default_adapter_name, spec_errors
+from core.jobs.template_check import template_problem
 from core.jobs.window import UploadWindow, upload_window
 from core.settings import Settings
 from core.users import Actor
@@ -82,6 +84,7 @@ def defaults() -> dict[str, Any]:
             "gradient_checkpointing": tr.gradient_checkpointing,
             "eval_every": tr.eval_every,
             "early_stopping": tr.early_stopping,
+            "train_on_reasoning": tr.train_on_reasoning,
         },
         "quantization": DEFAULT_QUANTIZATION,
         "eval_fraction": DataSpec.model_fields["eval_fraction"].default,
@@ -271,6 +274,7 @@ def preflight(
     _check_budget(c)
     _check_model(c)
     _check_dataset(c, actor, session)
+    _check_template(c)
     _build_spec(c, job_id)
     if c.spec is not None:
         _check_plan(c, actor, session)
@@ -339,6 +343,14 @@ def _check_dataset(c: _Check, actor: Actor, session: Session) -> None:
         c.notes.append(
             f"eval loss is measured on the dataset's own eval split ({split['eval_rows']} rows)"
         )
+
+
+def _check_template(c: _Check) -> None:
+    problem, note = template_problem(c.request.model, c.dataset, c.settings.data_dir / "models")
+    if problem is not None:
+        c.refuse(problem)
+    if note:
+        c.notes.append(note)
 
 
 def _build_spec(c: _Check, job_id: str) -> None:

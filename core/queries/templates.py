@@ -38,7 +38,10 @@ def render_with_template(settings: Settings, model: str, row: Mapping[str, Any])
         return TemplateView(str(row["text"]) + eos)
     if not getattr(tok, "chat_template", None):
         return TemplateView(None, f"the tokenizer of {model!r} has no chat template")
-    return TemplateView(tok.apply_chat_template(list(row.get("messages", [])), tokenize=False))
+    extra = {"tools": row["tools"]} if row.get("tools") else {}  # tool-calling rows
+    return TemplateView(
+        tok.apply_chat_template(list(row.get("messages", [])), tokenize=False, **extra)
+    )
 
 
 def truncated_share(tokens: Mapping[str, Any], max_length: int) -> float | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from local.inference.protocol import ChatRequest, ServerError, bad_request, not_found
+from local.inference.tool_calls import template_kwargs, template_messages
 
 log = logging.getLogger("brightrun.inference")
 
@@ -270,9 +271,11 @@ class Engine:
             raise bad_request(
                 f"the base model '{self.served_name}' has no chat template", "messages"
             )
-        messages = [{"role": m.role, "content": _text_content(m.content)} for m in req.messages]
         text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
+            template_messages(req),
+            tokenize=False,
+            add_generation_prompt=True,
+            **template_kwargs(req),
         )
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         room = self.max_model_len - len(ids)
@@ -399,19 +402,6 @@ def _drop_adapter_layers(model: Any, internal: str) -> None:
     for module in model.modules():
         if isinstance(module, BaseTunerLayer) and internal in getattr(module, "lora_A", {}):
             module.delete_adapter(internal)
-
-
-def _text_content(content: str | list[dict[str, Any]] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        if part.get("type") != "text":
-            raise bad_request("only text content parts are supported", "messages")
-        parts.append(str(part.get("text", "")))
-    return "\n".join(parts)
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

@@ -26,6 +26,7 @@ from local.inference.protocol import (
     UnloadRequest,
     bad_request,
 )
+from local.inference.tool_calls import assistant_message
 
 log = logging.getLogger("brightrun.inference")
 
@@ -98,6 +99,7 @@ def _add_chat_route(app: FastAPI, engine: Engine) -> None:
                 _sse(engine, prepared, cid, created, usage), media_type="text/event-stream"
             )
         text, last = await asyncio.to_thread(_collect, engine, prepared)
+        message, calls = assistant_message(text, req)
         return {
             "id": cid,
             "object": "chat.completion",
@@ -106,9 +108,9 @@ def _add_chat_route(app: FastAPI, engine: Engine) -> None:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": last.finish_reason,
+                    "finish_reason": "tool_calls" if calls else last.finish_reason,
                 }
             ],
             "usage": _usage(last),

@@ -158,6 +158,9 @@ def test_apply_creates_everything_checks_health_and_writes_env(deploy, fake):
     assert vllm_t["env"]["VLLM_PLUGINS"] == "lora_filesystem_resolver"
     assert vllm_t["env"]["VLLM_LORA_RESOLVER_CACHE_DIR"] == TRAINER_ENV["ADAPTER_DIR"]
     assert vllm_t["env"]["ENABLE_LORA"] == "true" and vllm_t["env"]["MAX_LORA_RANK"] == "64"
+    # Qwen writes hermes-style <tool_call> blocks: served as OpenAI tool_calls.
+    assert vllm_t["env"]["ENABLE_AUTO_TOOL_CHOICE"] == "true"
+    assert vllm_t["env"]["TOOL_CALL_PARSER"] == "hermes"
 
     trainer = _one(fake.endpoints, name="brightrun-trainer")
     assert (trainer["image"], trainer["env"], trainer["disk"]) == (IMAGE, TRAINER_ENV, 100)

@@ -144,3 +144,41 @@ def test_a_text_dataset_reports_long_documents_as_split_not_truncated(
         "At max length 150, **50.0%** of rows are longer and are split into windows (no token lost)."
         in text_of(at)
     )
+
+
+def test_a_tool_calling_dataset_shows_its_calls_and_renders_its_tools(
+    settings: Settings, tiny: Path, open_page
+) -> None:
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {}}}]
+    rows = [
+        json.dumps(
+            {
+                "tools": tools,
+                "messages": [
+                    {"role": "user", "content": f"time in city {i}?"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "reasoning_content": "A call.",
+                        "tool_calls": [
+                            {"function": {"name": "get_time", "arguments": json.dumps({"city": i})}}
+                        ],
+                    },
+                    {"role": "tool", "content": "09:00"},
+                    {"role": "assistant", "content": "Nine."},
+                ],
+            }
+        )
+        for i in range(4)
+    ]
+    at = open_page("datasets")
+    at.get("file_uploader")[0].upload("agent.jsonl", "\n".join(rows).encode(), "application/jsonl")
+    at.run()
+    at.button(key="datasets.add").click().run()
+    assert not at.exception
+    text = text_of(at)
+    assert "Agent data: 4 rows define tools; 1.00 tool calls per row" in text
+    assert "4 rows reason" in text
+    rendered = at.code[0].value
+    assert '"name": "get_time"' in rendered.split("<|im_end|>")[0]  # the tools, in the system turn
+    assert '<tool_call>\n{"name": "get_time", "arguments": {"city": 0}}\n</tool_call>' in rendered

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trainer.shared.files import LOG_FILES
 
-SPEC_VERSION = 3  # 2: `first_seq`; 3: `training.early_stopping`
+SPEC_VERSION = 3  # 2: first_seq; 3: early_stopping, eval_every settings and train_on_reasoning
 
 EventType = Literal["started", "metrics", "checkpoint", "completed", "failed"]
 FailureKind = Literal[
@@ -194,6 +194,11 @@ class TrainingSpec(_Strict):
     )
     early_stopping: EarlyStoppingSpec | None = Field(
         None, description="stop when the eval loss stops falling (off when left out)"
+    )
+    train_on_reasoning: bool = Field(
+        True,
+        description="an assistant turn's reasoning (its <think> block) carries loss like its "
+        "answer and tool calls; off: only what follows the reasoning is learnt",
     )
     compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto",

@@ -40,7 +40,8 @@ values, context too long). Bad sampling values are refused before any request wi
 `InvalidInput` naming the field.
 
 Modules: `types` (errors, sampling, results), `client` (`InferenceClient`), `choices`
-(what an actor may chat with), `prompts` (comparisons and prompt sets).
+(what an actor may chat with), `prompts` (comparisons and prompt sets), `tools` (chat
+with tools and reasoning: `agent_chat`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ from core.clients.inference.prompts import (
     export_set_jsonl,
     parse_prompt_set,
 )
+from core.clients.inference.tools import (
+    AgentReply,
+    ToolCall,
+    agent_chat,
+    dataset_tools,
+    parse_tools_json,
+    tool_result,
+)
 from core.clients.inference.types import (
     AdapterAvailability,
     AdapterBaseMismatch,
@@ -83,6 +92,12 @@ from core.clients.inference.types import (
 )
 
 __all__ = [
+    "AgentReply",
+    "ToolCall",
+    "agent_chat",
+    "dataset_tools",
+    "parse_tools_json",
+    "tool_result",
     "InferenceError",
     "InferenceUnavailable",
     "InferenceAuthError",
