@@ -90,7 +90,7 @@ def make_spec(model: Path, train: Path | None = None, **over: Any) -> dict[str, 
 
 
 def run(spec: dict[str, Any], env: Any) -> list[dict[str, Any]]:
-    from trainer.handler import handler
+    from trainer.handler import events as handler
 
     return list(handler({"id": "rp-1", "input": spec}, env))
 
