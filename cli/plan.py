@@ -244,9 +244,23 @@ def plan(
                 "message": verdict.check.message,
                 "execution_timeout_ms": verdict.timeout_ms,
             }
+        out["price_range"] = _price_range(settings)
         typer.echo(json.dumps(out, default=str))
         return
     _print(p, verdict.check if verdict else None, verdict.timeout_ms if verdict else None, stats)
+    if _price_range(settings):
+        typer.echo(f"price range: {_price_range(settings)}")
+
+
+def _price_range(settings: Any) -> str:
+    """The price range over the endpoint's GPU types (`ENDPOINT_GPU_TYPES`), "" for one."""
+    from core.errors import InvalidInput
+    from core.jobs import pricing_for
+
+    try:
+        return pricing_for(settings).range_text
+    except InvalidInput:
+        return ""
 
 
 def _targets(targets: str | None) -> Any:

@@ -63,6 +63,8 @@ with right:
     with session.db() as s:
         tp = jobs.preflight(request, actor, s, settings)
     ui.plan_view(tp)
+    if tp.price_range:
+        st.caption(tp.price_range)
     for reason in tp.blockers:
         st.error(w.plain(reason))
     if st.button(

@@ -200,6 +200,11 @@ class Preflight:
         return self.pricing.note if self.pricing is not None else ""
 
     @property
+    def price_range(self) -> str:
+        """The price range over the endpoint's GPU types, one line ("" for one price)."""
+        return self.pricing.range_text if self.pricing is not None else ""
+
+    @property
     def memory_terms(self) -> list[tuple[str, float]]:
         """(label, GiB) of the plan's peak memory."""
         if self.plan is None:
@@ -303,7 +308,7 @@ def _check_budget(c: _Check) -> None:
         )
         return
     try:
-        planner.execution_limits(budget, c.pricing.rate_per_s)
+        planner.execution_limits(budget, c.pricing.cap_rate_per_s)
     except ValueError as e:  # BudgetTooSmall, or a rate of zero
         c.refuse(InvalidInput(f"budget: {e}"))
         return
@@ -438,7 +443,7 @@ def _check_window(c: _Check, max_url_s: int | None) -> None:
         return
     try:
         limits = planner.execution_limits(
-            c.budget, c.pricing.rate_per_s, max_s=None if c.pricing.is_local else cap_s
+            c.budget, c.pricing.cap_rate_per_s, max_s=None if c.pricing.is_local else cap_s
         )
     except ValueError:  # refused above
         return

@@ -3,7 +3,7 @@
 It answers with the JSON shapes of RunPod's documentation (send-requests page) and plays
 jobs on a clock from the same inputs `tests.jobs.fakes.scripted` reads (`chunks`,
 `interval_s`, `hang_s`, `raise`, `yield_error`, `plain_raise` (an exception in a plain
-handler), and `final`: one last chunk, e.g. a `failed` event's type and data, which ends
+handler), `started` (chunk 0 is a `started` event with that data), and `final`: one last chunk, e.g. a `failed` event's type and data, which ends
 the job FAILED as `trainer.handler` does; `error` takes runpod-python's form for each): IN_QUEUE for `queue_s`, then IN_PROGRESS with chunk i
 available `i * interval_s` later, then the outcome. `script` maps a job's input to those
 keys (for inputs that are job specs); `timeout_scale` shortens `policy.executionTimeout` on
@@ -141,6 +141,8 @@ class RunPodFake:
         inp = self._script(job)
         if inp.get("final") and i == int(inp.get("chunks", 3)):
             return {"seq": i, "ts": job.submitted + i, **inp["final"]}
+        if inp.get("started") and i == 0:  # the worker's `started` event data
+            return {"seq": 0, "ts": job.submitted, "type": "started", "data": inp["started"]}
         return {
             "seq": i,
             "ts": job.submitted + i,
@@ -268,13 +270,15 @@ def free_port() -> int:
 
 
 class ServedFake:
-    """Run a `RunPodFake` with uvicorn in a daemon thread; `url` is its endpoint base URL."""
+    """Run a `RunPodFake` with uvicorn in a daemon thread; `url` is its endpoint base URL.
+    On `host` 127.0.0.2 (loopback too, on Linux) BrightRun treats it as a cloud endpoint:
+    jobs are priced at GPU rates, not as local CPU jobs."""
 
-    def __init__(self, fake: RunPodFake):
+    def __init__(self, fake: RunPodFake, host: str = "127.0.0.1"):
         self.fake = fake
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v2/fake"
-        config = uvicorn.Config(fake.app(), host="127.0.0.1", port=self.port, log_level="warning")
+        self.url = f"http://{host}:{self.port}/v2/fake"
+        config = uvicorn.Config(fake.app(), host=host, port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

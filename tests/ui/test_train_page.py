@@ -208,3 +208,14 @@ def test_time_estimate_says_it_rests_on_the_users_finished_jobs_once_there_are_s
         "Time estimate: measured: median of 2 finished jobs on this GPU (1,500 tokens/s)"
         in text_of(at)
     )
+
+
+def test_the_price_range_over_the_endpoints_gpus_is_shown_in_one_line(
+    dataset: str, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPU_CLUSTER_API_URL", "https://api.runpod.ai/v2/abc123")
+    monkeypatch.setenv("GPU_TYPE", "H100_80GB_PCIE")
+    monkeypatch.setenv("ENDPOINT_GPU_TYPES", '["A40_48GB","H100_80GB_PCIE"]')
+    at = open_page("train")
+    (line,) = [c.value for c in at.caption if "the endpoint may run it on" in c.value]
+    assert "H100_80GB_PCIE, A40_48GB: $1.22-$4.18/h" in line and "dearest" in line
