@@ -7,11 +7,12 @@ values (never ORM rows), so a page only renders and a test can assert on the num
 
 One module per area: `jobs` (the job table and its filters), `job` (one job: detail,
 metric series, event log, checkpoints), `home` (the Overview page), `adapters`, `spend`
-(the Costs page), `probes` (the health check), `templates` (models, chat templates,
-truncation). Times are UTC and timezone-aware; money is US dollars; durations are seconds.
+(the Costs page), `endpoint_bill` (RunPod's bill beside the jobs' costs), `probes`
+(the health check), `templates` (models, chat templates, truncation). Times are UTC and timezone-aware; money is US dollars; durations are seconds.
 """
 
 from core.queries.adapters import AdapterRow, adapter_rows, repo_adapter_name, zip_builder
+from core.queries.endpoint_bill import BillDay, EndpointBill, endpoint_bill
 from core.queries.home import Overview, RunningJob, overview
 from core.queries.job import (
     EventLine,
@@ -56,6 +57,8 @@ __all__ = [
     "JOB_SORTS",
     "PAGE_SIZES",
     "AdapterRow",
+    "BillDay",
+    "EndpointBill",
     "EventLine",
     "JobDetail",
     "JobFilter",
@@ -71,6 +74,7 @@ __all__ = [
     "SpendView",
     "TemplateView",
     "adapter_rows",
+    "endpoint_bill",
     "cost_per_busy_hour",
     "event_log",
     "health",
