@@ -65,6 +65,9 @@ with right:
     ui.plan_view(tp)
     if tp.price_range:
         st.caption(tp.price_range)
+    st.caption(f"Prices: {tp.price_source}")
+    if tp.scarcity:
+        st.warning(tp.scarcity)
     for reason in tp.blockers:
         st.error(w.plain(reason))
     if st.button(

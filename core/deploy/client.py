@@ -1,6 +1,6 @@
 """RunPod's REST API v2 for `brightrun deploy`: network volumes, templates, Serverless
 endpoints, and each endpoint's `/health`; and the endpoint's bill (`serverless_billing`,
-`GET /billing/serverless`) for the Costs page. Plain httpx; no GraphQL, no REST v1, no SDK.
+`GET /billing/serverless`) for the Costs page, and the GPU catalog (`serverless_gpus`). Plain httpx; no GraphQL, no REST v1, no SDK.
 
 Accepts a base URL (the setting `RUNPOD_REST_URL`, `https://api.runpod.io/v2`, or a
 stand-in) and the account key (`RUNPOD_API_KEY`), which travels only in the
@@ -165,6 +165,12 @@ class RunPodApi:
                 f"got {self.mask(repr(body))[:300]}"
             )
         return records
+
+    def serverless_gpus(self) -> list[dict[str, Any]]:
+        """`GET /catalog/gpus?include=AVAILABILITY&product=SERVERLESS`: every GPU type with
+        its Serverless list price (`price.serverless`, $/h per GPU) and availability
+        (`availability`: NONE, LOW, MEDIUM or HIGH) for Serverless workers."""
+        return self._list("/catalog/gpus?include=AVAILABILITY&product=SERVERLESS", "gpus")
 
     def get_endpoint(self, endpoint_id: str) -> dict[str, Any]:
         return self.request("GET", f"/serverless/{endpoint_id}")

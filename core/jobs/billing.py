@@ -65,6 +65,7 @@ def ran_on(actor: Actor, s: Session, job: Job, settings: Any) -> dict[str, Any]:
     event's device), when it is not the one the job was priced as: the endpoint may pick
     any of its pools, and the job is billed and its speed learned by the one that ran.
     Nothing for a local job or a device the price table does not know."""
+    from core.deploy.catalog import gpu_market, priced
     from core.jobs.pricing import LOCAL_GPU, rate_of
 
     if job.gpu_type == LOCAL_GPU:
@@ -74,7 +75,8 @@ def ran_on(actor: Actor, s: Session, job: Job, settings: Any) -> dict[str, Any]:
     gpu = planner.gpu_type_for_device(model.get("device_name"))
     if gpu is None or gpu == job.gpu_type:
         return {}
-    return {"gpu_type": gpu, "rate_per_s": rate_of(job.price_tier, gpu, settings)}
+    rate = rate_of(job.price_tier, gpu, priced(settings, gpu_market(settings)))
+    return {"gpu_type": gpu, "rate_per_s": rate}
 
 
 def billed_s(

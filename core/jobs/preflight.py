@@ -40,6 +40,7 @@ from core import planner, validation
 from core.clients.storage import BlobStore, upload_url_limit_s
 from core.datasets import eval_key
 from core.db import repo
+from core.deploy.catalog import gpu_market, priced
 from core.errors import BrightRunError, InvalidInput, QuotaExceeded
 from core.jobs.errors import PlanRefused, UploadUrlsExpire
 from core.jobs.pricing import Pricing, device_for, pricing_for
@@ -185,6 +186,8 @@ class Preflight:
     upload_window: UploadWindow | None = None
     problems: list[BrightRunError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    price_source: str = ""  # RunPod's catalog (read when) or the built-in table (of when)
+    scarcity: str = ""  # the endpoint's GPU types RunPod has little or none of now
 
     @property
     def blockers(self) -> list[str]:
@@ -267,6 +270,8 @@ def preflight(
     """Check `request` for `actor` (see the module docstring). `job_id` names the spec (a
     preview's by default); the upload window is that of `store` (default: of the store the
     settings configure, without building it)."""
+    market = gpu_market(settings)
+    settings = priced(settings, market)
     try:
         c = _Check(request, settings, pricing_for(settings, request.gpu_type))
     except InvalidInput as e:
@@ -294,6 +299,8 @@ def preflight(
         dataset_keys=keys,
         problems=c.problems,
         notes=c.notes,
+        price_source=market.source,
+        scarcity=market.scarcity_note(c.pricing.gpu_types),
         **c.fields,
     )
 

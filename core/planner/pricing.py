@@ -20,6 +20,9 @@ from typing import Literal
 Tier = Literal["flex", "active", "pod"]
 
 
+PRICES_READ_ON = "2026-11-26"  # when the Serverless rates below were read
+
+
 @dataclass(frozen=True)
 class GpuType:
     id: str

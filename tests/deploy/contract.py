@@ -53,6 +53,16 @@ def _pointer(*parts: str) -> str:
     return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def _query_value(value: str, schema: dict[str, Any]) -> Any:
+    """A query value as its schema types it: integers, and arrays in OpenAPI's default
+    `form` style without `explode` (comma-separated)."""
+    if schema.get("type") == "array":
+        return value.split(",")
+    if schema.get("type") == "integer" and value.isdigit():
+        return int(value)
+    return value
+
+
 class Contract:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
@@ -118,9 +128,7 @@ class Contract:
         for name, value in query.items():
             if name in where:
                 pointer, schema = where[name]
-                typed: Any = (
-                    int(value) if schema.get("type") == "integer" and value.isdigit() else value
-                )
+                typed = _query_value(value, schema)
                 errors += [f"query {name}: {e}" for e in self.errors_at(pointer, typed)]
         return errors
 

@@ -2,7 +2,8 @@
 under `/v2`: network volumes (`/network-volumes`), templates (`/templates`) and
 Serverless endpoints (`/serverless`): list, create, get, PATCH, DELETE; plus each
 endpoint's job API `/v2/<id>/health`, at the URL its `requestUrls.health` names; and
-the endpoint's daily bill, `GET /v2/billing/serverless` (from `bills`).
+the endpoint's daily bill, `GET /v2/billing/serverless` (from `bills`), and the GPU
+catalog, `GET /v2/catalog/gpus` (from `gpus`).
 
 Strict, given the published OpenAPI document (`contract`): a request whose method and
 path the document does not define is a 404 problem, and a body the document's schema
@@ -128,6 +129,7 @@ class FakeRunPod:
     # RunPod's serverless bill: (endpoint id, "YYYY-MM-DD") -> that day's amounts in USD
     # (`gpuAmount`, `cpuAmount`, `diskAmount`, `feeAmount`), served by /v2/billing/serverless.
     bills: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    gpus: list[dict[str, Any]] = field(default_factory=list)  # /v2/catalog/gpus entries
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -274,6 +276,8 @@ class FakeRunPod:
                 raise problem
         if rec.method == "GET" and rec.path == "/v2/billing/serverless":
             return self._billing(query)
+        if rec.method == "GET" and rec.path == "/v2/catalog/gpus":
+            return self._gpus(query)
         for method, path, fn in self._routes:
             m = re.fullmatch(path, rec.path)
             if m and method == rec.method:
@@ -320,6 +324,17 @@ class FakeRunPod:
             "totals": totals,
         }
         return Answer(200, {"records": records, "metadata": metadata})
+
+    def _gpus(self, query: dict[str, str]) -> Answer:
+        """`gpus`, with availability only when asked for (it needs a product, as RunPod says)."""
+        wants = query.get("include") == "AVAILABILITY"
+        if wants != ("product" in query):
+            raise Problem(400, "include=AVAILABILITY and product go together")
+        keep = ("availability", "dataCenters") if wants else ()
+        drop = {"availability", "dataCenters", "cudaVersions"} - set(keep)
+        return Answer(
+            200, {"gpus": [{k: v for k, v in g.items() if k not in drop} for g in self.gpus]}
+        )
 
     def _health(self, endpoint_id: str) -> Answer:
         if endpoint_id not in self.endpoints:
