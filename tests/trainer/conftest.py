@@ -58,6 +58,7 @@ def worker_env(tmp_path: Path) -> Any:
         model_cache_dir=tmp_path / "models",
         checkpoint_dir=tmp_path / "checkpoints",
         adapter_dir=tmp_path / "adapters",
+        cached_models_dir=tmp_path / "hf-hub",
     )
 
 
