@@ -71,7 +71,17 @@ def _prepare_environment(env: dict[str, str]) -> None:
 
 def run_with_runpod_loop(handler, job: dict[str, Any], conn) -> None:
     """Run `job` through runpod-python's worker loop; results go to `conn` (module doc)."""
+    import logging
+
     from runpod.serverless.modules import rp_job, rp_scale
+
+    from trainer.handler import QUIET_LOGGERS
+
+    # Importing runpod turns on INFO logging for everything (its rp_upload calls
+    # basicConfig), as in the image; there the handler's entry then quiets the HTTP
+    # clients, whose INFO lines carry signed URLs. The same here.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     async def stream_result(session, job_data, job):  # noqa: ARG001 - rp_http's signature
         conn.send(("stream", json.dumps(job_data, ensure_ascii=False)))
