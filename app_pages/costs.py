@@ -34,6 +34,35 @@ st.plotly_chart(
     config={"displayModeBar": False},
 )
 
+st.subheader("RunPod's bill for the endpoint")
+with session.db() as s:
+    bill = queries.endpoint_bill(actor, s, settings)
+if bill.message:
+    st.caption(bill.message)
+else:
+    b1, b2, b3 = st.columns(3)
+    b1.metric("RunPod billed", w.money(bill.runpod_usd), help=f"endpoint {bill.endpoint_id}")
+    b2.metric("Jobs recorded", w.money(bill.jobs_usd))
+    b3.metric("Not carried by a job", w.money(bill.difference_usd))
+    st.dataframe(
+        [
+            {
+                "day": str(d.day),
+                "RunPod ($)": d.runpod_usd,
+                "jobs ($)": d.jobs_usd,
+                "difference ($)": d.difference_usd,
+            }
+            for d in reversed(bill.days)
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption(
+        "The difference is what no job carried: idle or active workers kept warm, boots no "
+        "job started, disk and RunPod's fee"
+        + ("." if bill.all_users else "; and other users' jobs (the jobs column is yours).")
+    )
+
 if not sv.by_month:
     st.info("No GPU time recorded yet: costs appear here when jobs finish.")
     st.stop()

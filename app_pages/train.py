@@ -29,8 +29,11 @@ model = c2.selectbox("Base model", models, key="train.model")
 ui.model_card(model, settings.data_dir / "models")
 cache = actions.model_cache_state(actor, settings, model)
 ui.cache_note(model, cache)
-if cache.state == "not cached":
-    train_options.cache_button(model)
+if cache.state == "not cached" and (
+    cache_job := train_options.cache_button(model, actor, settings)
+):
+    jobs_ui.open_job(cache_job)
+    st.switch_page("app_pages/jobs.py")
 
 left, right = st.columns([3, 2])
 with left:
@@ -68,6 +71,11 @@ with right:
     with session.db() as s:
         tp = jobs.preflight(request, actor, s, settings)
     ui.plan_view(tp)
+    if tp.price_range:
+        st.caption(tp.price_range)
+    st.caption(f"Prices: {tp.price_source}")
+    if tp.scarcity:
+        st.warning(tp.scarcity)
     for reason in tp.blockers:
         w.show_error(reason)
     if st.button(

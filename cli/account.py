@@ -63,6 +63,8 @@ def costs(
     _echo_spend(sv)
     if sv.by_month:
         _echo_comparison(sv)
+    with session_scope(settings) as s:
+        _echo_bill(queries.endpoint_bill(actor, s, settings, days=14))
 
 
 def _echo_spend(sv: Any) -> None:
@@ -101,6 +103,30 @@ def _echo_spend(sv: Any) -> None:
             }
             for j in sv.by_job
         ]
+    )
+
+
+def _echo_bill(bill: Any) -> None:
+    """RunPod's own bill for the endpoint per day beside the jobs' recorded costs."""
+    if not bill.days:
+        typer.echo(f"\nRunPod's bill: {bill.message or 'nothing billed in the last 14 days'}")
+        return
+    whose = "all users' jobs" if bill.all_users else "your jobs"
+    typer.echo(f"\nRunPod's bill for endpoint {bill.endpoint_id} against {whose} (per day):")
+    echo_table(
+        [
+            {
+                "day": d.day.isoformat(),
+                "RunPod ($)": round(d.runpod_usd, 4),
+                "jobs ($)": round(d.jobs_usd, 4),
+                "difference ($)": round(d.difference_usd, 4),
+            }
+            for d in bill.days
+        ]
+    )
+    typer.echo(
+        f"total: RunPod {_money(bill.runpod_usd)}, jobs {_money(bill.jobs_usd)}, difference "
+        f"{_money(bill.difference_usd)} (idle or active workers, boots, what no job carried)"
     )
 
 

@@ -230,11 +230,14 @@ def plan(
     except (InvalidInput, ValueError) as e:  # ValidationError is a ValueError
         typer.echo(f"cannot plan: {e}", err=True)
         raise typer.Exit(2) from None
-    _output(p, stats, budget, as_json)
+    _output(p, stats, budget, as_json, _price_range(settings))
 
 
-def _output(p: Any, stats: Any, budget: float | None, as_json: bool) -> None:
-    """The plan (checked against `budget` when one is given) as JSON or as text."""
+def _output(
+    p: Any, stats: Any, budget: float | None, as_json: bool, price_range: str | None
+) -> None:
+    """The plan (checked against `budget` when one is given) and the price range over the
+    endpoint's GPU types, as JSON or as text."""
     verdict = None
     if budget is not None and p.costs:
         from core.jobs import budget_verdict
@@ -249,9 +252,23 @@ def _output(p: Any, stats: Any, budget: float | None, as_json: bool) -> None:
                 "message": verdict.check.message,
                 "execution_timeout_ms": verdict.timeout_ms,
             }
+        out["price_range"] = price_range
         typer.echo(json.dumps(out, default=str))
         return
     _print(p, verdict.check if verdict else None, verdict.timeout_ms if verdict else None, stats)
+    if price_range:
+        typer.echo(f"price range: {price_range}")
+
+
+def _price_range(settings: Any) -> str:
+    """The price range over the endpoint's GPU types (`ENDPOINT_GPU_TYPES`), "" for one."""
+    from core.errors import InvalidInput
+    from core.jobs import pricing_for
+
+    try:
+        return pricing_for(settings).range_text
+    except InvalidInput:
+        return ""
 
 
 def _targets(targets: str | None) -> Any:

@@ -207,6 +207,9 @@ def cold_start(actor: Actor, settings: Settings, job: queries.JobView) -> None:
         st.caption("Cold start: not reported yet (the worker reports it once the model is loaded)")
     else:
         st.caption("Cold start: not reported by the worker")
+    source = job_actions.model_source(actor, settings, job.id)
+    if source:
+        st.caption(f"Base model from {source}")
 
 
 CHECKPOINTS_SHOWN = 20

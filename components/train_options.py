@@ -70,23 +70,21 @@ def gpu_type(settings: Settings) -> str:
     )
 
 
-def cache_button(model: str) -> None:
-    """Cache the model on the volume now (`core.actions.cache_model`, as `brightrun
-    cache-model`), for the Train page's cache note when the model is not cached."""
-    from components import jobs as jobs_ui
-    from components import session
+def cache_button(model: str, actor: Any, settings: Settings) -> str | None:
+    """A button that caches the model on the volume now (`core.actions.cache_model`, as
+    `brightrun cache-model`), for the Train page's cache note when the model is not
+    cached. Returns the cache job's id once it was started, else None."""
     from core import actions
     from core.errors import BrightRunError
 
-    if st.button(
+    if not st.button(
         "Cache it now",
         key="train.cache_model",
         help="a job that downloads the model into the volume once",
     ):
-        try:
-            job = actions.cache_model(session.actor(), session.settings(), model)
-        except BrightRunError as e:
-            w.show_error(e)
-        else:
-            jobs_ui.open_job(job.id)
-            st.switch_page("app_pages/jobs.py")
+        return None
+    try:
+        return actions.cache_model(actor, settings, model).id
+    except BrightRunError as e:
+        w.show_error(e)
+        return None

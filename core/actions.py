@@ -186,6 +186,22 @@ def cold_start_s(actor: Actor, settings: Settings, job_id: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+MODEL_SOURCES = {
+    "runpod_cached": "RunPod's cached models on the worker's host (its download not billed)",
+    "cache": "the network volume's model cache",
+    "hub": "downloaded from the Hugging Face hub into the volume's model cache",
+    "local": "a folder on the worker",
+}
+
+
+def model_source(actor: Actor, settings: Settings, job_id: str) -> str | None:
+    """Where the job's worker got the base model, as its `started` event says (words)."""
+    with session_scope(settings) as s:
+        started = repo.list_events(actor, s, job_id, types=["started"])
+    source = ((started[-1].data or {}).get("model") or {}).get("source") if started else None
+    return MODEL_SOURCES.get(source, source) if source else None
+
+
 CACHE_STATUS_TIMEOUT_S = 2.0
 # Cache checks run here so a page waits at most CACHE_STATUS_TIMEOUT_S; two workers, so
 # checks stuck on an unanswering database cannot pile up threads (later ones time out).

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # type id, e.g. GPU_PRICES='{"H100_80GB_SXM": 4.18}'.
     gpu_type: str = "H100_80GB_PCIE"
     gpu_prices: dict[str, float] = Field(default_factory=dict)
+    # The GPU type ids the training endpoint's pools may run a job on (`brightrun deploy`
+    # writes them), e.g. ENDPOINT_GPU_TYPES='["A40_48GB","A6000_48GB"]'; empty: GPU_TYPE only.
+    # A budget's time limit is computed at the most expensive of them.
+    endpoint_gpu_types: list[str] = Field(default_factory=list)
     price_tier: Literal["flex", "active"] = "flex"
     job_budget_usd: float = Field(10.0, gt=0)
     monthly_budget_usd: float = Field(200.0, gt=0)

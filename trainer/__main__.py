@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         "--spec", required=True, help="job spec JSON file (trainer.shared.spec.JobSpec)"
     )
     a = ap.parse_args(argv)
-    from trainer.handler import configure_logging, handler
+    from trainer.handler import configure_logging, events
 
     configure_logging()
     try:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     final = None
-    for event in handler({"id": payload.get("job_id", "local"), "input": payload}):
+    for event in events({"id": payload.get("job_id", "local"), "input": payload}):
         print(json.dumps(event), flush=True)
         final = event
     return 0 if final is not None and final["type"] == "completed" else 1

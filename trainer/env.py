@@ -17,6 +17,10 @@ The trainer imports nothing from `core`, so it has its own small settings object
   exist): the hub refuses an invalid token even for public models, so it counts as unset,
   with a warning naming the variable (never the value). Hub downloads send this token or
   none, never one huggingface_hub would read from the process environment itself.
+- `CACHED_MODELS_DIR`: RunPod's cached models (a model set on the endpoint in the console,
+  placed on the host before the worker starts, its download not billed), in the Hugging
+  Face hub cache layout `models--ORG--NAME/snapshots/REV`. Default
+  `/runpod-volume/huggingface-cache/hub`; looked in before `MODEL_CACHE_DIR` and the hub.
 - `BRIGHTRUN_FORCE_NAN_AT_STEP`: test hook, makes the loss of that optimizer step NaN so
   the divergence guard can be exercised end to end.
 """
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VOLUME = Path("/runpod-volume")
+RUNPOD_CACHED_MODELS = VOLUME / "huggingface-cache" / "hub"
 
 log = logging.getLogger("brightrun.trainer")
 
@@ -54,6 +59,7 @@ class WorkerEnv:
     adapter_dir: Path | None
     hf_token: str | None = None
     force_nan_at_step: int | None = None
+    cached_models_dir: Path = RUNPOD_CACHED_MODELS
 
     def __repr__(self) -> str:  # never show the token
         return (
@@ -67,6 +73,7 @@ class WorkerEnv:
             "model_cache_dir": str(self.model_cache_dir),
             "checkpoint_dir": str(self.checkpoint_dir),
             "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
+            "cached_models_dir": str(self.cached_models_dir),
             "hf_token": "set" if self.hf_token else "not set",
         }
 
@@ -90,4 +97,5 @@ class WorkerEnv:
             adapter_dir=path("ADAPTER_DIR", volume / "adapters", None),
             hf_token=_hf_token(env.get("HF_TOKEN")),
             force_nan_at_step=int(nan_step) if nan_step else None,
+            cached_models_dir=Path(env.get("CACHED_MODELS_DIR") or RUNPOD_CACHED_MODELS),
         )

@@ -42,7 +42,9 @@ from trainer.shared.spec import JobSpec, ModelSpec
 
 
 def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
-    """The local folder of the base model and where it came from (local/cache/hub)."""
+    """The local folder of the base model and where it came from: `local` (a folder),
+    `runpod_cached` (RunPod's cached models on the host), `cache` (the volume's model
+    cache) or `hub` (downloaded into that cache now)."""
     given = Path(model.name_or_path).expanduser()
     if given.is_dir():
         if not (given / "config.json").is_file():
@@ -56,8 +58,29 @@ def resolve_model_path(model: ModelSpec, env: WorkerEnv) -> tuple[Path, str]:
             f"base model {model.name_or_path!r} is neither an existing folder nor a hub id "
             "like 'org/name'"
         )
+    cached = runpod_cached_model(model, env.cached_models_dir)
+    if cached is not None:
+        return cached, "runpod_cached"
     folder, downloaded = ensure_cached(model, env)
     return folder, "hub" if downloaded else "cache"
+
+
+def runpod_cached_model(model: ModelSpec, hub_dir: Path) -> Path | None:
+    """The snapshot folder of `model` among RunPod's cached models (the hub cache layout
+    `models--ORG--NAME/snapshots/REV`, the revision named by `refs/<revision or main>`),
+    or None when the host does not hold it (complete: with its config.json)."""
+    repo = hub_dir / ("models--" + model.name_or_path.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    wanted = model.revision or "main"
+    ref = repo / "refs" / wanted
+    commit = ref.read_text().strip() if ref.is_file() else wanted
+    folder = snapshots / commit
+    if not folder.is_dir() and model.revision is None:
+        found = [p for p in snapshots.iterdir() if p.is_dir()]
+        folder = found[0] if len(found) == 1 else folder  # one snapshot and no ref: that one
+    return folder if (folder / "config.json").is_file() else None
 
 
 def pick_device(spec: JobSpec) -> Any:

@@ -62,8 +62,9 @@ STATUSES: tuple[str, ...] = (
     "TIMED_OUT",
 )
 TERMINAL: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-# RunPod's job-states page also lists RUNNING for a job a worker is processing.
-_ALIASES = {"RUNNING": "IN_PROGRESS"}
+# RunPod's job-states page also lists RUNNING for a job a worker is processing; the
+# American spelling and a bare TIMEOUT are read as the statuses they name.
+_ALIASES = {"RUNNING": "IN_PROGRESS", "CANCELED": "CANCELLED", "TIMEOUT": "TIMED_OUT"}
 
 MAX_RUN_PAYLOAD_BYTES = 10 * 1024 * 1024
 MIN_EXECUTION_TIMEOUT_MS = 5001  # "must be > 5000 ms"
@@ -120,6 +121,49 @@ class JobState:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def job_error(self) -> JobError | None:
+        """`error` read in any of runpod-python's forms (`JobError`)."""
+        return JobError.parse(self.error)
+
+
+@dataclass(frozen=True)
+class JobError:
+    """A failed job's `error`, in the forms runpod-python produces: a JSON string with
+    `error_type`, `error_message` and `error_traceback` (an exception in a plain handler,
+    or what a BrightRun worker reports), a plain string (an exception in a generator
+    handler: `handler: <message> \ntraceback: ...`, or a yielded `{"error": "..."}`),
+    or an object of the JSON form."""
+
+    message: str
+    type: str | None = None
+    traceback: str | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> JobError | None:
+        if value is None or value == "":
+            return None
+        data = value
+        if isinstance(value, str):
+            try:
+                data = json.loads(value)
+            except ValueError:
+                return cls._plain(value)
+        if not isinstance(data, dict) or not ("error_message" in data or "error_type" in data):
+            return cls._plain(value if isinstance(value, str) else json.dumps(value))
+        return cls(
+            message=str(data.get("error_message") or data.get("error_type")),
+            type=str(data["error_type"]) if data.get("error_type") else None,
+            traceback=data.get("error_traceback") or None,
+        )
+
+    @classmethod
+    def _plain(cls, text: str) -> JobError:
+        head, sep, tail = text.partition(" \ntraceback: ")
+        if sep and head.startswith("handler: "):
+            return cls(message=head[len("handler: ") :], traceback=tail)
+        return cls(message=text)
+
 
 @dataclass(frozen=True)
 class StreamBatch:
@@ -140,7 +184,7 @@ class Health:
 
 
 def _normalise_status(value: Any) -> str:
-    s = str(value or "")
+    s = str(value or "").strip().upper()
     return _ALIASES.get(s, s)
 
 

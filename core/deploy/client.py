@@ -1,5 +1,6 @@
 """RunPod's REST API v2 for `brightrun deploy`: network volumes, templates, Serverless
-endpoints, and each endpoint's `/health`. Plain httpx; no GraphQL, no REST v1, no SDK.
+endpoints, and each endpoint's `/health`; and the endpoint's bill (`serverless_billing`,
+`GET /billing/serverless`) for the Costs page, and the GPU catalog (`serverless_gpus`). Plain httpx; no GraphQL, no REST v1, no SDK.
 
 Accepts a base URL (the setting `RUNPOD_REST_URL`, `https://api.runpod.io/v2`, or a
 stand-in) and the account key (`RUNPOD_API_KEY`), which travels only in the
@@ -16,10 +17,12 @@ a write may have landed.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -139,6 +142,36 @@ class RunPodApi:
             self._list("/serverless", "endpoints"),
         )
 
+    def serverless_billing(
+        self, endpoint_id: str, start: dt.datetime, end: dt.datetime, bucket: str = "day"
+    ) -> list[dict[str, Any]]:
+        """`GET /billing/serverless` for one endpoint: RunPod's bill per `bucket` over
+        [start, end) (RFC 3339, UTC), the records of `ListServerlessBillingResponse`
+        (`startTime`, `endTime`, `serverlessId`, `totalAmount`, `gpuAmount`, `cpuAmount`,
+        `diskAmount`, `feeAmount`, in USD)."""
+        query = urlencode(
+            {
+                "serverlessId": endpoint_id,
+                "startTime": _rfc3339(start),
+                "endTime": _rfc3339(end),
+                "bucketSize": bucket,
+            }
+        )
+        body = self.request("GET", f"/billing/serverless?{query}")
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list):
+            raise DeployError(
+                f"GET {self.base_url}/billing/serverless: expected {{'records': [...]}}, "
+                f"got {self.mask(repr(body))[:300]}"
+            )
+        return records
+
+    def serverless_gpus(self) -> list[dict[str, Any]]:
+        """`GET /catalog/gpus?include=AVAILABILITY&product=SERVERLESS`: every GPU type with
+        its Serverless list price (`price.serverless`, $/h per GPU) and availability
+        (`availability`: NONE, LOW, MEDIUM or HIGH) for Serverless workers."""
+        return self._list("/catalog/gpus?include=AVAILABILITY&product=SERVERLESS", "gpus")
+
     def get_endpoint(self, endpoint_id: str) -> dict[str, Any]:
         return self.request("GET", f"/serverless/{endpoint_id}")
 
@@ -169,6 +202,10 @@ class RunPodApi:
     def execute(self, call: ApiCall, ids: dict[Ref, str]) -> Any:
         """Make `call` with its `Ref`s resolved; returns RunPod's answer."""
         return self.request(call.method, call.path, resolve(call.body, ids))
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _problem(resp: httpx.Response) -> dict[str, Any]:

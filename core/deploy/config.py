@@ -9,6 +9,7 @@ refused. Raises pydantic's `ValidationError` with the option named.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -16,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.deploy.tool_parsing import worker_vllm_env
-from core.planner import GPU_TYPES
+from core.planner import GPU_TYPES, pool_gpu_types
 
 VOLUME_MOUNT = "/runpod-volume"
 ADAPTERS_ON_VOLUME = f"{VOLUME_MOUNT}/adapters"
@@ -257,7 +258,14 @@ def desired_state(config: DeployConfig) -> Desired:
         ),
     )
     volume = VolumeSpec(p, config.volume_size_gb, config.data_center, config.volume_type)
-    desired = Desired(volume, [trainer], {"GPU_CLUSTER_API_URL": f"{p}-trainer"}, {})
+    # What the pools may run a job on: the budget's time limit is set at the dearest.
+    gpu_types = json.dumps(pool_gpu_types(trainer[1].pools), separators=(",", ":"))
+    desired = Desired(
+        volume,
+        [trainer],
+        {"GPU_CLUSTER_API_URL": f"{p}-trainer"},
+        {"ENDPOINT_GPU_TYPES": gpu_types},
+    )
     return _with_vllm(desired, config) if config.with_vllm else desired
 
 

@@ -1,7 +1,7 @@
 """What a job costs: billed seconds, live cost, the earlier attempts' cost, and its speed.
 
 Cost: billed seconds (`executionTime` plus the worker's reported cold start, rounded up)
-x the job's rate; while running, elapsed since the worker started x rate. A retried job
+x the job's rate, the rate of the GPU that ran once the worker reported it (`ran_on`); while running, elapsed since the worker started x rate. A retried job
 keeps its earlier attempts' dollars in `result['prior_cost_usd']` and numbers this
 attempt's events from `result['attempt_first_seq']`.
 
@@ -62,6 +62,25 @@ def eta_text(job: Job) -> str:
     m, s_ = divmod(int(math.ceil(job.eta_s)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s_:02d}s"
+
+
+def ran_on(actor: Actor, s: Session, job: Job, settings: Any) -> dict[str, Any]:
+    """The GPU type and rate of the GPU this attempt's worker reported (its `started`
+    event's device), when it is not the one the job was priced as: the endpoint may pick
+    any of its pools, and the job is billed and its speed learned by the one that ran.
+    Nothing for a local job or a device the price table does not know."""
+    from core.deploy.catalog import gpu_market, priced
+    from core.jobs.pricing import LOCAL_GPU, rate_of
+
+    if job.gpu_type == LOCAL_GPU:
+        return {}
+    started = repo.list_events(actor, s, job.id, after_seq=attempt_seq(job) - 1, types=["started"])
+    model = ((started[-1].data or {}).get("model") or {}) if started else {}
+    gpu = planner.gpu_type_for_device(model.get("device_name"))
+    if gpu is None or gpu == job.gpu_type:
+        return {}
+    rate = rate_of(job.price_tier, gpu, priced(settings, gpu_market(settings)))
+    return {"gpu_type": gpu, "rate_per_s": rate}
 
 
 def billed_s(

@@ -78,9 +78,18 @@ def _outcome(job: Job, pulled: Pulled, final: Any) -> dict[str, Any]:
     return dict(
         status=JobStatus.FAILED,
         failure_kind="internal",
-        failure_message=f"the worker ended without reporting a result: {pulled.error or pulled.status}",
+        failure_message=_platform_failure(pulled),
         failure_suggestion="retry the job; if it fails again, look at the endpoint's logs",
     )
+
+
+def _platform_failure(pulled: Pulled) -> str:
+    """What the platform says of a job whose worker reported no final event."""
+    error = pulled.error
+    if error is None:
+        return f"the worker ended without reporting a result ({pulled.status})"
+    what = f"{error.type}: {error.message}" if error.type else error.message
+    return f"the worker ended without reporting a result: {what}"
 
 
 def finish(actor: Actor, s: Session, job: Job, pulled: Pulled, store: BlobStore) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from core import planner, validation
 from core.clients.storage import BlobStore, upload_url_limit_s
 from core.datasets import eval_key
 from core.db import repo
+from core.deploy.catalog import gpu_market, priced
 from core.errors import BrightRunError, InvalidInput, QuotaExceeded
 from core.jobs.errors import PlanRefused, UploadUrlsExpire
 from core.jobs.pricing import Pricing, device_for, pricing_for
@@ -190,6 +191,8 @@ class Preflight:
     upload_window: UploadWindow | None = None
     problems: list[BrightRunError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    price_source: str = ""  # RunPod's catalog (read when) or the built-in table (of when)
+    scarcity: str = ""  # the endpoint's GPU types RunPod has little or none of now
 
     @property
     def blockers(self) -> list[str]:
@@ -203,6 +206,11 @@ class Preflight:
     @property
     def pricing_note(self) -> str:
         return self.pricing.note if self.pricing is not None else ""
+
+    @property
+    def price_range(self) -> str:
+        """The price range over the endpoint's GPU types, one line ("" for one price)."""
+        return self.pricing.range_text if self.pricing is not None else ""
 
     @property
     def memory_terms(self) -> list[tuple[str, float]]:
@@ -267,6 +275,8 @@ def preflight(
     """Check `request` for `actor` (see the module docstring). `job_id` names the spec (a
     preview's by default); the upload window is that of `store` (default: of the store the
     settings configure, without building it)."""
+    market = gpu_market(settings)
+    settings = priced(settings, market)
     try:
         c = _Check(request, settings, pricing_for(settings, request.gpu_type))
     except InvalidInput as e:
@@ -295,6 +305,8 @@ def preflight(
         dataset_keys=keys,
         problems=c.problems,
         notes=c.notes,
+        price_source=market.source,
+        scarcity=market.scarcity_note(c.pricing.gpu_types),
         **c.fields,
     )
 
@@ -309,7 +321,7 @@ def _check_budget(c: _Check) -> None:
         )
         return
     try:
-        planner.execution_limits(budget, c.pricing.rate_per_s)
+        planner.execution_limits(budget, c.pricing.cap_rate_per_s)
     except ValueError as e:  # BudgetTooSmall, or a rate of zero
         c.refuse(InvalidInput(f"budget: {e}"))
         return
@@ -452,7 +464,7 @@ def _check_window(c: _Check, max_url_s: int | None) -> None:
         return
     try:
         limits = planner.execution_limits(
-            c.budget, c.pricing.rate_per_s, max_s=None if c.pricing.is_local else cap_s
+            c.budget, c.pricing.cap_rate_per_s, max_s=None if c.pricing.is_local else cap_s
         )
     except ValueError:  # refused above
         return

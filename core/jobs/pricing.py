@@ -1,6 +1,7 @@
 """What a job runs on and what it is billed at.
 
-`pricing_for(settings, gpu_type)`: the GPU type and Serverless rate of a new job. Jobs on
+`pricing_for(settings, gpu_type)`: the GPU type and Serverless rate of a new job, and the
+rate range over the GPU types the endpoint may pick (`ENDPOINT_GPU_TYPES`). Jobs on
 the local endpoint (or any endpoint on loopback) run on this machine's CPU but are priced
 at the configured GPU type's rate, recorded as GPU type `LOCAL_CPU`, tier `local`.
 `execution_limits(budget, rate, cap_s)`: the platform's and the worker's time limits for
@@ -26,6 +27,11 @@ class Pricing:
     tier: str  # flex | active | local
     rate_per_s: float
     priced_as: str  # the GPU type whose rate is used
+    # The cheapest and dearest rate over the GPU types the endpoint may pick (the budget's
+    # time limit is computed at `cap_rate_per_s`, so the cap holds on any of them).
+    low_rate_per_s: float = 0.0
+    cap_rate_per_s: float = 0.0
+    gpu_types: tuple[str, ...] = ()
 
     @property
     def is_local(self) -> bool:
@@ -40,17 +46,35 @@ class Pricing:
             )
         return f"{self.priced_as} Serverless {self.tier} at ${self.rate_per_s * 3600:.2f}/h"
 
+    @property
+    def range_text(self) -> str:
+        """One line: the price range over the endpoint's GPU types ("" for one price)."""
+        if len(self.gpu_types) < 2 or self.low_rate_per_s == self.cap_rate_per_s:
+            return ""
+        return (
+            f"the endpoint may run it on {', '.join(self.gpu_types)}: "
+            f"${self.low_rate_per_s * 3600:.2f}-${self.cap_rate_per_s * 3600:.2f}/h; "
+            f"billed at the GPU that ran, the budget's time limit set at the dearest"
+        )
+
 
 def pricing_for(settings: Settings, gpu_type: str | None = None) -> Pricing:
     """The GPU type and rate a new job is billed at under `settings`."""
     gpu = gpu_type or settings.gpu_type
+    pool = tuple(dict.fromkeys([gpu, *settings.endpoint_gpu_types]))
     try:
-        rate = planner.rate_per_second(gpu, settings.price_tier, settings.gpu_prices)
+        rates = [planner.rate_per_second(g, settings.price_tier, settings.gpu_prices) for g in pool]
     except planner.UnknownGpuType as e:
         raise InvalidInput(f"gpu_type: {e}") from None
     if settings.is_local_endpoint or _is_loopback(settings.gpu_cluster_api_url):
-        return Pricing(LOCAL_GPU, LOCAL_TIER, rate, gpu)
-    return Pricing(gpu, settings.price_tier, rate, gpu)
+        return Pricing(LOCAL_GPU, LOCAL_TIER, rates[0], gpu, rates[0], rates[0], (gpu,))
+    return Pricing(gpu, settings.price_tier, rates[0], gpu, min(rates), max(rates), pool)
+
+
+def rate_of(job_tier: str, gpu: str, settings: Settings) -> float:
+    """$/s of `gpu` on `job_tier` (a job's recorded tier) under the settings' prices."""
+    tier = job_tier if job_tier in ("flex", "active") else settings.price_tier
+    return planner.rate_per_second(gpu, tier, settings.gpu_prices)
 
 
 def _is_loopback(url: str) -> bool:

@@ -1,7 +1,9 @@
 """Reading a job's state from the endpoint, and from the worker's uploaded log.
 
 `pull` reads `/stream` first, then `/status` (so the status is at least as new as the
-events). When the job has ended, or the endpoint no longer knows it (404 once RunPod's
+events), and once the job has ended `/stream` again for what it streamed in between (a
+job that fails carries no `output`: runpod-python replaces it with its `error`, read in
+any of its forms as a `JobError`). When the job has ended, or the endpoint no longer knows it (404 once RunPod's
 30-minute retention passed), and its output lacks the final event, the `events.jsonl` and
 `result.json` the worker uploaded next to its adapter are read too.
 """
@@ -16,8 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from core.clients.runpod import JobError, RunPodClient
 from core.clients.runpod import JobNotFound as EndpointForgotJob
-from core.clients.runpod import RunPodClient
 from core.clients.storage import BlobStore, job_key
 from core.db.tables import TERMINAL_STATUSES
 from core.errors import NotFound
@@ -32,7 +34,7 @@ class Pulled:
     status: str | None = None  # RunPod status, None when the endpoint forgot the job
     delay_ms: int | None = None
     execution_ms: int | None = None
-    error: Any = None
+    error: JobError | None = None
     final_output: Any = None
     stored_events: list[dict[str, Any]] | None = None
     stored_result: dict[str, Any] | None = None
@@ -104,9 +106,12 @@ def pull(client: RunPodClient, store: BlobStore, owner: str, job_id: str, rid: s
             st.delay_ms,
             st.execution_ms,
         )
-        pulled.error, pulled.final_output = st.error, st.output
+        pulled.error, pulled.final_output = st.job_error, st.output
+        if st.terminal:
+            pulled.outputs += client.stream(rid).outputs
     except EndpointForgotJob:
         pulled.status = None
-    if pulled.ended and (pulled.gone or not _has_final(pulled.final_output or [])):
+    final_output = pulled.final_output if isinstance(pulled.final_output, list) else []
+    if pulled.ended and (pulled.gone or not _has_final(final_output)):
         pulled.stored_events, pulled.stored_result = read_stored_log(store, owner, job_id)
     return pulled

@@ -28,7 +28,7 @@ from core.clients.storage import BlobStore
 from core.db import repo, session_scope
 from core.db.tables import TERMINAL_STATUSES, Job, JobStatus, utcnow
 from core.jobs import bus
-from core.jobs.billing import attempt_seq, running_cost_usd
+from core.jobs.billing import attempt_seq, ran_on, running_cost_usd
 from core.jobs.dispatch import blob_store, job_client
 from core.jobs.finish import finish
 from core.jobs.pull import Pulled, pull
@@ -80,6 +80,10 @@ def _sync_run(
         new = pulled.events()
         repo.append_events(actor, s, job_id, new)
         adapters.register_checkpoints(actor, s, job, new)
+        ran = ran_on(actor, s, job, settings)
+        if ran:
+            log.info("job %s runs on %s (priced as %s)", job_id, ran["gpu_type"], job.gpu_type)
+            job = repo.update_job(actor, s, job_id, **ran)
         fields = _progress_fields(actor, s, job)
         if pulled.ended:
             fields.update(finish(actor, s, job, pulled, store))

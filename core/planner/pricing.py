@@ -13,10 +13,14 @@ the second, cold start included; that is the billed time used everywhere here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 Tier = Literal["flex", "active", "pod"]
+
+
+PRICES_READ_ON = "2026-11-26"  # when the Serverless rates below were read
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,32 @@ DRIVER_MEMORY_MIB: dict[str, int] = {
 
 # The local endpoint runs on this machine's CPU; it is priced at zero.
 LOCAL_CPU = GpuType("LOCAL_CPU", "local CPU", 0, 0.5, 0.0, 0.0, 0.0, "LOCAL")
+
+
+# CUDA device names (`torch.cuda.get_device_name`) to GPU type ids, the first match wins.
+_DEVICE_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"\bH200\b", "H200_141GB"),
+    (r"\bH100\b.*\b(PCIe|NVL)\b", "H100_80GB_PCIE"),
+    (r"\bH100\b", "H100_80GB_SXM"),
+    (r"\bA100\b.*80\s*GB", "A100_80GB"),
+    (r"\bL40S\b", "L40S_48GB"),
+    (r"\bRTX A6000\b", "A6000_48GB"),
+    (r"\bA40\b", "A40_48GB"),
+)
+
+
+def gpu_type_for_device(device_name: str | None) -> str | None:
+    """The GPU type id of a CUDA device name the worker reported ("NVIDIA A40",
+    "NVIDIA H100 80GB HBM3", ...); None for a device the table does not price."""
+    for pattern, gpu_id in _DEVICE_PATTERNS:
+        if device_name and re.search(pattern, device_name, re.IGNORECASE):
+            return gpu_id
+    return None
+
+
+def pool_gpu_types(pools: tuple[str, ...] | list[str]) -> list[str]:
+    """Every GPU type id of the table that RunPod may pick for an endpoint asking `pools`."""
+    return [g.id for g in GPU_TYPES.values() if g.runpod_pool in pools]
 
 
 class UnknownGpuType(ValueError):

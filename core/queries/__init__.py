@@ -7,7 +7,7 @@ values (never ORM rows), so a page only renders and a test can assert on the num
 
 One module per area: `jobs` (the job table and its filters), `job` (one job: detail,
 metric series, event log, checkpoints), `compare` (runs side by side), `home` (the Overview page), `adapters`, `spend`
-(the Costs page), `probes` (the health check), `templates` (models, chat templates,
+(the Costs page), `endpoint_bill` (RunPod's bill beside the jobs' costs), `probes` (the health check), `templates` (models, chat templates,
 truncation). Times are UTC and timezone-aware; money is US dollars; durations are seconds.
 """
 
@@ -20,6 +20,7 @@ from core.queries.compare import (
     SettingDiff,
     compare_jobs,
 )
+from core.queries.endpoint_bill import BillDay, EndpointBill, endpoint_bill
 from core.queries.home import Overview, RunningJob, overview
 from core.queries.job import (
     EventLine,
@@ -68,6 +69,8 @@ __all__ = [
     "MIN_RUNS",
     "AdapterRow",
     "Comparison",
+    "BillDay",
+    "EndpointBill",
     "EventLine",
     "JobDetail",
     "JobFilter",
@@ -86,6 +89,7 @@ __all__ = [
     "TemplateView",
     "adapter_rows",
     "compare_jobs",
+    "endpoint_bill",
     "cost_per_busy_hour",
     "event_log",
     "health",

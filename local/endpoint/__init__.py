@@ -12,11 +12,15 @@ Semantics, matched to RunPod's documentation:
   process group) without touching other jobs. The process imports the handler, then
   reports ready: that moment is IN_PROGRESS. `delayTime` = submission to ready (queue
   plus cold start), `executionTime` = ready to end.
-- A generator handler's yielded values are stream chunks: `/stream` returns those not yet
-  returned by an earlier `/stream` call; when the job ends, `output` is the list of all of
-  them (RunPod's `return_aggregate_stream`). A plain handler's return value is `output`.
-  An exception, or a yielded/returned dict with a truthy `error` key, makes the job FAILED
-  with `error`.
+- Each job runs under runpod-python's own worker loop (`local.worker`: `rp_scale`,
+  `rp_job.handle_job`, `run_job_generator`, `run_job`), so its results are what RunPod
+  records: a generator handler's yielded values are stream chunks (`/stream` returns those
+  not yet returned by an earlier `/stream` call; when the job completes, `output` is the
+  list of all of them, `return_aggregate_stream`), a plain handler's return value is
+  `output`. An exception, or a yielded/returned dict with a truthy `error`, makes the job
+  FAILED with runpod-python's `error` (a JSON string with `error_type`/`error_message`/
+  `error_traceback` for a plain handler's exception, a plain string otherwise) and no
+  `output`.
 - `policy.executionTimeout` (ms; default 600000, as on RunPod) kills a running job and
   marks it TIMED_OUT; `policy.ttl` (ms; default 24 h) bounds a job's whole life, so a job
   still queued past it is TIMED_OUT.

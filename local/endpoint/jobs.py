@@ -1,9 +1,10 @@
 """The local endpoint's job queue: FIFO jobs, each run in a fresh worker process
-(`local.worker`), with RunPod's statuses, timeouts, cancel, retry and retention (the
+(`local.worker`, runpod-python's own worker loop), with RunPod's statuses, timeouts, cancel, retry and retention (the
 semantics are listed in `local.endpoint`). No HTTP here."""
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -44,7 +45,6 @@ class LocalJob:
     output: Any = None
     has_output: bool = False
     error: str | None = None
-    generator: bool = False
     proc: Any = None
     attempt: int = 0  # bumped by /retry: output of an earlier attempt's process is dropped
 
@@ -243,10 +243,8 @@ class LocalEndpoint:
         ).start()
 
     def _read(self, job: LocalJob, attempt: int, proc, conn) -> None:
-        """Collect what the job's process reports until it exits, then settle its status."""
-        outcome: str | None = None
-        error: str | None = None
-        result: Any = None
+        """Collect what the job's process reports (`local.worker`); settle its status at
+        its result, or when it exits without one."""
         while True:
             try:
                 kind, value = conn.recv()
@@ -258,30 +256,30 @@ class LocalEndpoint:
                 if kind == "ready":
                     job.status = "IN_PROGRESS"
                     job.started = time.time()
-                elif kind == "chunk":
-                    job.generator = True
-                    job.chunks.append(value)
+                elif kind == "stream":
+                    job.chunks.append(json.loads(value).get("output"))
                 elif kind == "done":
-                    outcome = "COMPLETED"
-                elif kind == "result":
-                    outcome, result = "COMPLETED", value
+                    self._settle(job, json.loads(value))
                 elif kind == "error":
-                    outcome, error = "FAILED", value
+                    self._settle(job, {"error": value})
         proc.join()
         conn.close()
         with self._lock:
-            if job.attempt != attempt or job.status in TERMINAL:
-                return
-            if job.started is None:
-                job.started = time.time()
-            if outcome == "COMPLETED":
-                job.output = list(job.chunks) if job.generator else result
-                job.has_output = True
-            elif outcome is None:
-                outcome = "FAILED"
+            if job.attempt == attempt and job.status not in TERMINAL:
                 error = f"worker process exited with code {proc.exitcode} without a result"
-            job.error = error
-            self._finish(job, outcome)
+                self._settle(job, {"error": error})
+
+    def _settle(self, job: LocalJob, result: dict[str, Any]) -> None:
+        """End `job` with the worker's result: `{"error": ...}` FAILED, else COMPLETED."""
+        if job.started is None:
+            job.started = time.time()
+        if result.get("error"):
+            job.error = result["error"]
+            self._finish(job, "FAILED")
+            return
+        job.has_output = "output" in result
+        job.output = result.get("output")
+        self._finish(job, "COMPLETED")
 
 
 def _kill_group(proc) -> None:

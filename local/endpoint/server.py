@@ -129,6 +129,7 @@ def worker_env(settings) -> dict[str, str]:
         "MODEL_CACHE_DIR": str(volume / "models"),
         "CHECKPOINT_DIR": str(volume / "checkpoints"),
         "ADAPTER_DIR": str(volume / "adapters"),
+        "CACHED_MODELS_DIR": str(volume / "huggingface-cache" / "hub"),
     }
 
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from tests.trainer.conftest import LoopbackServer, write_jsonl
 from trainer.env import WorkerEnv
-from trainer.handler import handler
+from trainer.handler import events as handler
 from trainer.shared.files import INDEX, upload_names
 from trainer.shared.spec import JobSpec
 

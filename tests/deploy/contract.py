@@ -53,6 +53,16 @@ def _pointer(*parts: str) -> str:
     return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def _query_value(value: str, schema: dict[str, Any]) -> Any:
+    """A query value as its schema types it: integers, and arrays in OpenAPI's default
+    `form` style without `explode` (comma-separated)."""
+    if schema.get("type") == "array":
+        return value.split(",")
+    if schema.get("type") == "integer" and value.isdigit():
+        return int(value)
+    return value
+
+
 class Contract:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
@@ -98,6 +108,29 @@ class Contract:
             return ["$: a request body is required"] if spec.get("required") else []
         where = _pointer("paths", template, method.lower(), "requestBody", "content")
         return self.errors_at(f"{where}/application~1json/schema", body)
+
+    def query_errors(self, method: str, path: str, query: dict[str, str]) -> list[str]:
+        """Errors of a request's query parameters (one value each) against the operation's
+        documented parameters: an unknown name, or a value its schema refuses."""
+        found = self.operation(method, path)
+        if found is None:
+            return [f"the document defines no operation {method} {path}"]
+        template, op = found
+        where: dict[str, tuple[str, dict[str, Any]]] = {}
+        for i, param in enumerate(op.get("parameters") or []):
+            pointer = _pointer("paths", template, method.lower(), "parameters", str(i))
+            if "$ref" in param:
+                pointer = param["$ref"].removeprefix("#/")
+                param = self.doc["components"]["parameters"][pointer.rsplit("/", 1)[1]]
+            if param.get("in") == "query":
+                where[param["name"]] = (f"{pointer}/schema", param.get("schema") or {})
+        errors = [f"query: unknown parameter {name!r}" for name in query if name not in where]
+        for name, value in query.items():
+            if name in where:
+                pointer, schema = where[name]
+                typed = _query_value(value, schema)
+                errors += [f"query {name}: {e}" for e in self.errors_at(pointer, typed)]
+        return errors
 
     def response_errors(
         self, method: str, path: str, status: int, content_type: str, body: Any, headers: dict

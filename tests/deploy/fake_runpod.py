@@ -1,7 +1,9 @@
 """A loopback stand-in for RunPod's REST API v2 as `brightrun deploy` uses it, on one port
 under `/v2`: network volumes (`/network-volumes`), templates (`/templates`) and
 Serverless endpoints (`/serverless`): list, create, get, PATCH, DELETE; plus each
-endpoint's job API `/v2/<id>/health`, at the URL its `requestUrls.health` names.
+endpoint's job API `/v2/<id>/health`, at the URL its `requestUrls.health` names; and
+the endpoint's daily bill, `GET /v2/billing/serverless` (from `bills`), and the GPU
+catalog, `GET /v2/catalog/gpus` (from `gpus`).
 
 Strict, given the published OpenAPI document (`contract`): a request whose method and
 path the document does not define is a 404 problem, and a body the document's schema
@@ -14,6 +16,7 @@ a volume only grows and never moves; template names are unique; an endpoint is e
 whose container (image, disk, env, registry) it copies once; a PATCH changes only what
 it names (`gpu.pools` without `excludedTypes` clears them).
 
+Query parameters are checked against the operation's documented ones too.
 Every request is recorded (method, path, query, headers, body). Every call needs
 `Authorization: Bearer <key>`. `throttle(n, retry_after)` answers the next n requests
 with 429 and `Retry-After`; `fail_next(...)` answers one request with a given problem.
@@ -21,6 +24,7 @@ with 429 and `Retry-After`; `fail_next(...)` answers one request with a given pr
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import secrets
@@ -29,7 +33,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from tests.deploy.contract import Contract
 
@@ -55,6 +59,7 @@ TITLES = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+BILL_PARTS = ("gpuAmount", "cpuAmount", "diskAmount", "feeAmount")
 CONTAINER = ("image", "args", "disk", "ports", "env", "registry")
 HEALTH = {
     "jobs": {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0},
@@ -121,6 +126,10 @@ class FakeRunPod:
     _throttled: int = 0
     _retry_after: int = 1
     _failures: list[tuple[str, str, Problem]] = field(default_factory=list)
+    # RunPod's serverless bill: (endpoint id, "YYYY-MM-DD") -> that day's amounts in USD
+    # (`gpuAmount`, `cpuAmount`, `diskAmount`, `feeAmount`), served by /v2/billing/serverless.
+    bills: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    gpus: list[dict[str, Any]] = field(default_factory=list)  # /v2/catalog/gpus entries
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -253,16 +262,22 @@ class FakeRunPod:
             body = rec.json()
         except ValueError as e:
             raise Problem(400, f"request body is not JSON: {e}") from None
+        query = dict(parse_qsl(rec.query))
         if self.contract:
             if self.contract.operation(rec.method, rec.path) is None:
                 raise Problem(404, f"no route {rec.method} {rec.path}")
             errors = self.contract.request_errors(rec.method, rec.path, body)
+            errors += self.contract.query_errors(rec.method, rec.path, query) if query else []
             if errors:
                 raise Problem(422, "Request validation failed.", errors)
         for i, (method, path, problem) in enumerate(self._failures):
             if method == rec.method and re.fullmatch(path, rec.path):
                 del self._failures[i]
                 raise problem
+        if rec.method == "GET" and rec.path == "/v2/billing/serverless":
+            return self._billing(query)
+        if rec.method == "GET" and rec.path == "/v2/catalog/gpus":
+            return self._gpus(query)
         for method, path, fn in self._routes:
             m = re.fullmatch(path, rec.path)
             if m and method == rec.method:
@@ -274,6 +289,52 @@ class FakeRunPod:
             rec.method, rec.path, answer.status, answer.content_type, answer.body, answer.headers
         )
         self.violations += [f"{rec.method} {rec.path} -> {answer.status}: {e}" for e in errors]
+
+    def _billing(self, query: dict[str, str]) -> Answer:
+        """Daily buckets of `bills` for `serverlessId` in [startTime, endTime)."""
+        if query.get("bucketSize", "day") != "day":
+            raise Problem(400, "this stand-in bills by day only")
+        start = dt.datetime.fromisoformat(query["startTime"].replace("Z", "+00:00"))
+        end = dt.datetime.fromisoformat(query["endTime"].replace("Z", "+00:00"))
+        records = []
+        for (endpoint_id, day), amounts in sorted(self.bills.items()):
+            begins = dt.datetime.fromisoformat(f"{day}T00:00:00+00:00")
+            if endpoint_id != query.get("serverlessId") or not start <= begins < end:
+                continue
+            parts = {k: float(amounts.get(k, 0.0)) for k in BILL_PARTS}
+            records.append(
+                {
+                    "startTime": f"{day}T00:00:00Z",
+                    "endTime": (begins + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "serverlessId": endpoint_id,
+                    "totalAmount": round(sum(parts.values()), 6),
+                    **parts,
+                }
+            )
+        totals = {k: sum(r[k] for r in records) for k in ("totalAmount", *BILL_PARTS)}
+        metadata = {
+            "query": {
+                "startTime": query["startTime"],
+                "endTime": query["endTime"],
+                "bucketSize": "day",
+                "serverlessId": query.get("serverlessId"),
+            },
+            "recordCount": len(records),
+            "uniqueServerlessCount": len({r["serverlessId"] for r in records}),
+            "totals": totals,
+        }
+        return Answer(200, {"records": records, "metadata": metadata})
+
+    def _gpus(self, query: dict[str, str]) -> Answer:
+        """`gpus`, with availability only when asked for (it needs a product, as RunPod says)."""
+        wants = query.get("include") == "AVAILABILITY"
+        if wants != ("product" in query):
+            raise Problem(400, "include=AVAILABILITY and product go together")
+        keep = ("availability", "dataCenters") if wants else ()
+        drop = {"availability", "dataCenters", "cudaVersions"} - set(keep)
+        return Answer(
+            200, {"gpus": [{k: v for k, v in g.items() if k not in drop} for g in self.gpus]}
+        )
 
     def _health(self, endpoint_id: str) -> Answer:
         if endpoint_id not in self.endpoints:

@@ -181,8 +181,10 @@ def test_apply_creates_everything_checks_health_and_writes_env(deploy, fake):
     before = ENV_BEFORE.splitlines()
     assert lines[4] == f"GPU_CLUSTER_API_URL={fake.url}/v2/{trainer['id']}"  # in place
     assert lines[:4] == before[:4] and lines[5:7] == before[5:7]  # the rest as it was
-    assert lines[-3:] == [
+    assert lines[-4:] == [
         f"INFERENCE_URL={fake.url}/v2/{vllm['id']}/openai/v1",
+        # what the pools may run a job on: a budget's time limit is set at the dearest
+        'ENDPOINT_GPU_TYPES=["A100_80GB","H100_80GB_PCIE","H100_80GB_SXM"]',
         "INFERENCE_LORA_LOADING=resolver",  # workers come and go: adapters from the volume
         "INFERENCE_ADAPTERS_DIR=/runpod-volume/adapters",
     ]

@@ -57,7 +57,7 @@ def test_trained_adapter_beats_the_base_through_the_server(
     server: Server, tiny_model: Path, data_dir: Path, tmp_path: Path, unique_name: str
 ) -> None:
     from trainer.env import WorkerEnv
-    from trainer.handler import handler
+    from trainer.handler import events as handler
 
     data = tmp_path / "toy.jsonl"
     data.write_text(

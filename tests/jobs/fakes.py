@@ -1,13 +1,17 @@
 """Small handlers for endpoint contract tests, driven by the job input.
 
 `scripted` is a generator handler, like the trainer's: it yields `chunks` event-shaped dicts
-`interval_s` apart, then optionally sleeps `hang_s`, raises `raise`, or yields an
-`{"error": ...}` chunk (`yield_error`). `plain` returns `{"echo": input}`.
+`interval_s` apart, then optionally sleeps `hang_s`, yields one last event `final` (a
+`failed` one followed by the job's error, as `trainer.handler` does), raises `raise`, or
+yields an `{"error": ...}` chunk (`yield_error`). `plain` returns `{"echo": input}` or
+raises `plain_raise`.
 """
 
 from __future__ import annotations
 
 import time
+
+from trainer.handler import with_platform_error
 
 
 def scripted(job):
@@ -18,6 +22,9 @@ def scripted(job):
         yield {"seq": i, "type": "metrics", "data": {"step": i, "job": job["id"]}}
     if inp.get("hang_s"):
         time.sleep(float(inp["hang_s"]))
+    if inp.get("final"):  # one last event, ended as trainer.handler ends it
+        n = int(inp.get("chunks", 3))
+        yield from with_platform_error([{"seq": n, "ts": time.time(), **inp["final"]}])
     if inp.get("yield_error"):
         yield {"error": inp["yield_error"]}
     if inp.get("raise"):
@@ -25,6 +32,8 @@ def scripted(job):
 
 
 def plain(job):
+    if job["input"].get("plain_raise"):
+        raise RuntimeError(job["input"]["plain_raise"])
     return {"echo": job["input"]}
 
 

@@ -2,8 +2,9 @@
 
 It answers with the JSON shapes of RunPod's documentation (send-requests page) and plays
 jobs on a clock from the same inputs `tests.jobs.fakes.scripted` reads (`chunks`,
-`interval_s`, `hang_s`, `raise`, `yield_error`, and `final`: one last chunk, e.g. a
-`failed` event's type and data): IN_QUEUE for `queue_s`, then IN_PROGRESS with chunk i
+`interval_s`, `hang_s`, `raise`, `yield_error`, `plain_raise` (an exception in a plain
+handler), `started` (chunk 0 is a `started` event with that data), and `final`: one last chunk, e.g. a `failed` event's type and data, which ends
+the job FAILED as `trainer.handler` does; `error` takes runpod-python's form for each): IN_QUEUE for `queue_s`, then IN_PROGRESS with chunk i
 available `i * interval_s` later, then the outcome. `script` maps a job's input to those
 keys (for inputs that are job specs); `timeout_scale` shortens `policy.executionTimeout` on
 the fake's clock (0.05: a 60 s limit strikes after 3 s) so timeouts can be tested quickly;
@@ -11,12 +12,13 @@ the fake's clock (0.05: a 60 s limit strikes after 3 s) so timeouts can be teste
 deleted, even mid-run, and every call about it answers 404. `faults` injects what the
 real service does under load: `("503", path_prefix)`, `("429", path_prefix)` answered
 instead of the call, `("503-after", ...)` and `("slow-after", ...)` after the call took
-effect (the answer is lost), each used once, in order.
+effect (the answer is lost), each used once, in order. `aliases` renames statuses in answers (RunPod's RUNNING).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -54,6 +56,7 @@ class RunPodFake:
     retried: int = 0
     script: Any = None  # callable(input) -> script dict
     timeout_scale: float = 1.0
+    aliases: dict[str, str] = field(default_factory=dict)  # status -> what /status says
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # The job clock
@@ -68,7 +71,8 @@ class RunPodFake:
         interval = float(inp.get("interval_s", 0.05))
         start = job.submitted + self.queue_s
         run_s = max(0, n - 1) * interval + float(inp.get("hang_s", 0))
-        failed = bool(inp.get("raise") or inp.get("yield_error"))
+        failed = bool(inp.get("raise") or inp.get("yield_error") or inp.get("plain_raise"))
+        failed = failed or (inp.get("final") or {}).get("type") == "failed"
         if job.fixed is not None:
             assert job.fixed_at is not None
             now = job.fixed_at
@@ -96,7 +100,7 @@ class RunPodFake:
             return None
         if job.ttl_s is not None and now - job.submitted > job.ttl_s:
             return None  # RunPod deletes a job whose ttl passed, finished or not
-        body: dict[str, Any] = {"id": job.id, "status": status}
+        body: dict[str, Any] = {"id": job.id, "status": self.aliases.get(status, status)}
         if start is not None:
             body["delayTime"] = int((start - job.submitted) * 1000)
         if end is not None and start is not None:
@@ -104,13 +108,41 @@ class RunPodFake:
         if status == "COMPLETED":
             body["output"] = [self._chunk(job, i) for i in range(avail)]
         if status == "FAILED":
-            body["error"] = self._script(job).get("raise") or self._script(job).get("yield_error")
+            body["error"] = self._error(self._script(job))
         return body
+
+    @staticmethod
+    def _error(inp: dict[str, Any]) -> str:
+        """`error` as runpod-python (1.12) writes it for each way a job fails."""
+        if inp.get("raise"):  # an exception in a generator handler (run_job_generator)
+            return (
+                f"handler: {inp['raise']} \ntraceback: Traceback (most recent call last):\n"
+                f'  File "handler.py", line 1, in handler\nRuntimeError: {inp["raise"]}\n'
+            )
+        if inp.get("plain_raise"):  # an exception in a plain handler (run_job)
+            return json.dumps(
+                {
+                    "error_type": "<class 'RuntimeError'>",
+                    "error_message": inp["plain_raise"],
+                    "error_traceback": "Traceback (most recent call last):\n...",
+                    "hostname": "fake-host",
+                    "worker_id": "fake-worker",
+                    "runpod_version": "1.12.0",
+                }
+            )
+        if inp.get("yield_error"):
+            return str(inp["yield_error"])
+        data = inp["final"].get("data") or {}  # what trainer.handler yields after `failed`
+        return json.dumps(
+            {"error_type": data.get("kind"), "error_message": data.get("message", "")}
+        )
 
     def _chunk(self, job: FakeJob, i: int) -> dict[str, Any]:
         inp = self._script(job)
         if inp.get("final") and i == int(inp.get("chunks", 3)):
             return {"seq": i, "ts": job.submitted + i, **inp["final"]}
+        if inp.get("started") and i == 0:  # the worker's `started` event data
+            return {"seq": 0, "ts": job.submitted, "type": "started", "data": inp["started"]}
         return {
             "seq": i,
             "ts": job.submitted + i,
@@ -188,7 +220,7 @@ class RunPodFake:
                 st, avail, _, _ = self._timeline(job, time.time())
                 chunks = [{"output": self._chunk(job, i)} for i in range(job.cursor, avail)]
                 job.cursor = max(job.cursor, avail)
-            return {"status": st, "stream": chunks}
+            return {"status": self.aliases.get(st, st), "stream": chunks}
 
         @app.post("/v2/fake/cancel/{job_id}")
         def cancel(job_id: str):
@@ -238,13 +270,15 @@ def free_port() -> int:
 
 
 class ServedFake:
-    """Run a `RunPodFake` with uvicorn in a daemon thread; `url` is its endpoint base URL."""
+    """Run a `RunPodFake` with uvicorn in a daemon thread; `url` is its endpoint base URL.
+    On `host` 127.0.0.2 (loopback too, on Linux) BrightRun treats it as a cloud endpoint:
+    jobs are priced at GPU rates, not as local CPU jobs."""
 
-    def __init__(self, fake: RunPodFake):
+    def __init__(self, fake: RunPodFake, host: str = "127.0.0.1"):
         self.fake = fake
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v2/fake"
-        config = uvicorn.Config(fake.app(), host="127.0.0.1", port=self.port, log_level="warning")
+        self.url = f"http://{host}:{self.port}/v2/fake"
+        config = uvicorn.Config(fake.app(), host=host, port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

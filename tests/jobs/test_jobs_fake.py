@@ -550,3 +550,43 @@ def test_the_saving_and_the_stop_line_need_what_the_worker_measured() -> None:
     assert stop_note("early_stopping", None, 7) == (
         "Stopped early at step 7 of ?: the eval loss stopped improving."
     )
+
+
+def test_a_job_on_a_cheaper_pool_is_billed_at_the_gpu_that_ran(tmp_path: Path) -> None:
+    """The endpoint may pick any of its pools: the worker's device decides the rate, the
+    GPU type recorded and the throughput learned; the time limit holds on the dearest."""
+    f = RunPodFake(api_key="fake-key", queue_s=0.1)
+    f.script = lambda inp: {
+        "chunks": 3,
+        "interval_s": 0.05,
+        "started": {"job_id": inp.get("job_id"), "model": {"device_name": "NVIDIA A40"}},
+        "final": OOM,  # billed all the same
+    }
+    with ServedFake(f, host="127.0.0.2") as served:  # not 127.0.0.1: priced as the cloud
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            gpu_cluster_api_url=served.url,
+            gpu_cluster_api_key="fake-key",
+            gpu_type="H100_80GB_PCIE",
+            endpoint_gpu_types=["A40_48GB", "H100_80GB_PCIE"],
+            model_dirs=[tmp_path.parent],
+        )
+        db.upgrade(settings)
+        ds = add_dataset(settings, LOCAL_ACTOR, _rows())
+        pricing = jobs.pricing_for(settings)
+        h100, a40 = (planner.rate_per_second(g) for g in ("H100_80GB_PCIE", "A40_48GB"))
+        assert (pricing.low_rate_per_s, pricing.cap_rate_per_s) == (a40, h100)
+        assert "H100_80GB_PCIE, A40_48GB: $1.22-$4.18/h" in pricing.range_text
+        job = _submit(settings, ds, str(_tiny(tmp_path)), budget_usd=2.0)
+        # The hard limit is what $2 buys on the dearest GPU the endpoint may pick.
+        assert f.jobs[job.runpod_job_id].timeout_s <= 2.0 / h100 + 1e-3
+        job = _end(settings, job.id)
+    try:
+        assert job.failure_kind == "out_of_memory" and job.gpu_type == "A40_48GB"
+        assert job.rate_per_s == pytest.approx(a40)
+        assert job.cost_usd == pytest.approx(job.billed_s * a40) and job.cost_usd > 0
+        with db.session_scope(settings) as s:
+            (record,) = repo.list_cost_records(LOCAL_ACTOR, s)
+            assert record.gpu_type == "A40_48GB" and record.usd == pytest.approx(job.cost_usd)
+    finally:
+        db.dispose_engines()

@@ -22,7 +22,7 @@ import pytest
 
 from core import db, jobs, planner
 from core.clients.runpod import JobNotFound, RunPodClient
-from core.clients.storage import make_blob_store
+from core.clients.storage import job_prefix, make_blob_store
 from core.db import repo
 from core.db.tables import TERMINAL_STATUSES
 from core.settings import Settings
@@ -363,3 +363,41 @@ def test_platform_timeout_stops_a_stuck_worker_at_the_budget(stuck_job: StuckJob
     assert job.execution_ms >= 60_000 * 0.99
     assert 0 < job.cost_usd <= stuck_job.budget_usd * 1.02  # whole seconds, rounded up
     assert [e.type for e in jobs.events(LOCAL_ACTOR, stuck_job.settings, job.id)] == ["started"]
+
+
+def test_failing_training_ends_failed_on_the_endpoint_with_its_events_kept(stack: Stack) -> None:
+    """The real handler under runpod-python's worker loop: a training whose loss turns NaN
+    ends FAILED on the endpoint (its console and /health agree), not COMPLETED."""
+    ep = start_endpoint(
+        stack.settings.data_dir,
+        handler="trainer.handler:handler",
+        extra_env={"LOCAL_DEVICE": "cpu", "BRIGHTRUN_FORCE_NAN_AT_STEP": "3"},
+    )
+    settings = stack.settings.model_copy(
+        update={"gpu_cluster_api_url": ep.url, "public_base_url": ep.base}
+    )
+    try:
+        job = jobs.submit(
+            LOCAL_ACTOR,
+            settings,
+            dataset_id=stack.dataset_id,
+            model=str(stack.model),
+            lora=LORA,
+            training=TRAINING,
+            quantization="none",
+        )
+        with RunPodClient(ep.url, ENDPOINT_KEY) as c:
+            wait_until(lambda: c.status(job.runpod_job_id).terminal, timeout_s=240, what="end")
+            st = c.status(job.runpod_job_id)
+            assert st.status == "FAILED" and st.job_error.type == "diverged"
+            assert c.health().jobs["failed"] == 1
+        job = jobs.sync(LOCAL_ACTOR, settings, job.id)
+    finally:
+        ep.stop()
+    assert job.status == "FAILED" and job.failure_kind == "diverged"
+    assert "step 3" in job.failure_message and "learning rate" in job.failure_suggestion
+    evs = jobs.events(LOCAL_ACTOR, settings, job.id)
+    assert [e.seq for e in evs] == list(range(len(evs)))
+    assert [e.type for e in evs] == ["started", "metrics", "metrics", "failed"]
+    uploaded = make_blob_store(settings).list("adapters", job_prefix(LOCAL_ACTOR.user_id, job.id))
+    assert {"events.jsonl", "result.json"} <= {b.key.rsplit("/", 1)[-1] for b in uploaded}

@@ -8,6 +8,7 @@ fake; those tests are below the shared suite.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -161,12 +162,27 @@ def test_failure_then_retry_requeues_the_same_job(backend: Backend) -> None:
         seen, chunks = run_to_end(c, sub.id)
         st = c.status(sub.id)
         assert seen[-1] == "FAILED" and "boom" in str(st.error)
+        # runpod-python's form for a generator's exception: "handler: <msg> \ntraceback: ..."
+        assert st.job_error.message == "boom" and "RuntimeError" in st.job_error.traceback
         assert [ch["seq"] for ch in chunks] == [0, 1]  # what it yielded before failing
         again = c.retry(sub.id)
         assert again.id == sub.id and again.status == "IN_QUEUE"
         seen, _ = run_to_end(c, sub.id)
         assert "IN_PROGRESS" in seen and seen[-1] == "FAILED"
         assert c.health().jobs["retried"] == before + 1
+
+
+def test_failed_event_ends_the_job_failed_with_its_events_streamed(backend: Backend) -> None:
+    failed = {"type": "failed", "data": {"kind": "diverged", "message": "loss is NaN"}}
+    with backend.client() as c:
+        sub = c.run(
+            {"chunks": 2, "interval_s": 0.05, "final": failed}, execution_timeout_ms=TIMEOUT_MS
+        )
+        seen, chunks = run_to_end(c, sub.id)
+        st = c.status(sub.id)
+    assert seen[-1] == "FAILED" and st.output is None
+    assert [ch["type"] for ch in chunks] == ["metrics", "metrics", "failed"]
+    assert st.job_error.type == "diverged" and st.job_error.message == "loss is NaN"
 
 
 def test_retry_of_a_completed_job_is_refused(backend: Backend) -> None:
@@ -248,11 +264,68 @@ def test_local_plain_handler_returns_its_value(tmp_path: Path, endpoint_factory)
         assert c.status(sub.id).output == {"echo": {"x": 1}}
 
 
+def test_local_plain_handler_exception_is_runpods_json_error(
+    tmp_path: Path, endpoint_factory
+) -> None:
+    ep = endpoint_factory(handler="tests.jobs.fakes:plain", data_dir=tmp_path / "d")
+    with RunPodClient(ep.url, ENDPOINT_KEY) as c:
+        sub = c.run({"plain_raise": "no such column"}, execution_timeout_ms=TIMEOUT_MS)
+        wait_until(lambda: c.status(sub.id).terminal, what="plain job")
+        st = c.status(sub.id)
+    assert st.status == "FAILED" and json.loads(st.error)["runpod_version"]  # runpod-python's own
+    err = st.job_error
+    assert err.message == "no such column" and "RuntimeError" in err.type
+    assert "Traceback" in err.traceback
+
+
 def test_local_error_chunk_fails_the_job(local_backend: Backend) -> None:
     with local_backend.client() as c:
         sub = c.run({"chunks": 1, "yield_error": "bad input"}, execution_timeout_ms=TIMEOUT_MS)
         seen, _ = run_to_end(c, sub.id)
         assert seen[-1] == "FAILED" and c.status(sub.id).error == "bad input"
+
+
+# --- RunPod's forms, against the scripted fake ---------------------------------------------
+
+
+def test_plain_handler_error_form_is_read(fake_backend) -> None:
+    backend, _ = fake_backend
+    with backend.client() as c:
+        sub = c.run({"chunks": 0, "plain_raise": "disk full"}, execution_timeout_ms=TIMEOUT_MS)
+        run_to_end(c, sub.id)
+        err = c.status(sub.id).job_error
+    assert (err.message, err.type) == ("disk full", "<class 'RuntimeError'>")
+
+
+def test_status_aliases_are_read_as_the_statuses_they_name(fake_backend) -> None:
+    backend, fake = fake_backend
+    fake.aliases.update({"IN_PROGRESS": "RUNNING", "CANCELLED": "CANCELED"})
+    try:
+        with backend.client() as c:
+            sub = c.run({"chunks": 1, "hang_s": 30}, execution_timeout_ms=TIMEOUT_MS)
+            wait_until(lambda: c.status(sub.id).status == "IN_PROGRESS", what="RUNNING")
+            assert c.stream(sub.id).status == "IN_PROGRESS"
+            c.cancel(sub.id)
+            assert c.status(sub.id).status == "CANCELLED" and c.status(sub.id).terminal
+    finally:
+        fake.aliases.clear()
+
+
+@pytest.mark.parametrize(
+    ("error", "message", "kind"),
+    [
+        ("plain words", "plain words", None),
+        ('{"error_type": "x", "error_message": "y", "error_traceback": "t"}', "y", "x"),
+        ({"error_message": "as an object"}, "as an object", None),
+        ('["not", "the", "shape"]', '["not", "the", "shape"]', None),
+    ],
+)
+def test_job_error_forms(error, message: str, kind) -> None:
+    from core.clients.runpod import JobError
+
+    parsed = JobError.parse(error)
+    assert parsed.message == message and parsed.type == kind
+    assert JobError.parse(None) is None and JobError.parse("") is None
 
 
 # --- faults, against the scripted fake ---------------------------------------------------

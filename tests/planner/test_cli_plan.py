@@ -146,3 +146,15 @@ def test_plan_times_from_the_users_finished_jobs_unless_measured_or_no_history(d
     assert a100["basis_text"].startswith("default utilisation 30%")
     assert times("--measured", "600")[0]["tokens_per_s"] == 600.0  # given by hand wins
     assert times("--no-history")[0]["utilisation"] == 0.30
+
+
+def test_plan_shows_the_price_range_over_the_endpoints_gpu_types(data_dir, monkeypatch) -> None:
+    monkeypatch.setenv("GPU_CLUSTER_API_URL", "https://api.runpod.ai/v2/abc123")
+    monkeypatch.setenv("GPU_TYPE", "H100_80GB_PCIE")
+    monkeypatch.setenv("ENDPOINT_GPU_TYPES", '["A100_80GB","H100_80GB_PCIE"]')
+    args = ("--model", "Qwen/Qwen2.5-7B-Instruct", "--rows", "2000", "--tokens", "600")
+    code, out = _plan(*args)
+    assert code == 0, out
+    assert "price range: the endpoint may run it on H100_80GB_PCIE, A100_80GB: $2.74-$4.18/h" in out
+    code, out = _plan(*args, "--json")
+    assert "A100_80GB" in json.loads(out)["price_range"]

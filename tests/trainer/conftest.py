@@ -58,6 +58,7 @@ def worker_env(tmp_path: Path) -> Any:
         model_cache_dir=tmp_path / "models",
         checkpoint_dir=tmp_path / "checkpoints",
         adapter_dir=tmp_path / "adapters",
+        cached_models_dir=tmp_path / "hf-hub",
     )
 
 
@@ -90,7 +91,7 @@ def make_spec(model: Path, train: Path | None = None, **over: Any) -> dict[str, 
 
 
 def run(spec: dict[str, Any], env: Any) -> list[dict[str, Any]]:
-    from trainer.handler import handler
+    from trainer.handler import events as handler
 
     return list(handler({"id": "rp-1", "input": spec}, env))
 

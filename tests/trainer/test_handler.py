@@ -237,10 +237,14 @@ def _check_stream_continues(before: list[Event], after: list[dict[str, Any]]) ->
     assert seqs == list(range(len(seqs)))
 
 
-def test_unexpected_payload_is_one_failed_event() -> None:
-    events = list(handler({"id": "x", "input": ["not", "a", "spec"]}))
+def test_unexpected_payload_is_one_failed_event_then_the_platform_error() -> None:
+    *events, error = list(handler({"id": "x", "input": ["not", "a", "spec"]}))
     assert [e["type"] for e in events] == ["failed"]
     assert events[0]["data"]["kind"] == "bad_input"
+    # runpod-python ends a generator job FAILED on a yielded {"error": ...}: its own shape.
+    parsed = json.loads(error["error"])
+    assert parsed["error_type"] == "bad_input"
+    assert parsed["error_message"] == events[0]["data"]["message"]
 
 
 def test_cli_prints_json_lines_and_exit_status(

@@ -107,3 +107,39 @@ def test_a_broken_off_download_in_the_cache_is_replaced(hub: list[Path], worker_
     ).exists()
     assert (folder / "config.json").read_text() != "{}"
     assert _leftovers(worker_env.model_cache_dir) == []
+
+
+def _runpod_cached(hub_dir: Path, tiny_model: Path, commit: str = "0123abcd") -> Path:
+    """Place the tiny model where RunPod's cached models are (hub cache layout)."""
+    repo = hub_dir / ("models--" + HUB_ID.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(tiny_model, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_runpods_cached_model_is_used_before_the_volume_cache_and_the_hub(
+    hub: list[Path], tiny_model: Path, worker_env: Any, toy_data: Path
+) -> None:
+    snapshot = _runpod_cached(worker_env.cached_models_dir, tiny_model)
+    spec = make_spec(Path(HUB_ID), toy_data, training={"max_steps": 1, "grad_accum": 1})
+    events = run(spec, worker_env)
+    assert events[-1]["type"] == "completed", events[-1]
+    model = events[0]["data"]["model"]
+    assert model["source"] == "runpod_cached" and model["folder"] == str(snapshot)
+    assert hub == []  # nothing downloaded
+    assert not (worker_env.model_cache_dir / "tiny-org--tiny-chat").exists()
+
+
+def test_a_cached_model_at_another_revision_is_not_taken(
+    hub: list[Path], tiny_model: Path, worker_env: Any
+) -> None:
+    snapshot = _runpod_cached(worker_env.cached_models_dir, tiny_model)
+    at = ModelSpec(name_or_path=HUB_ID, revision="0123abcd")
+    assert resolve_model_path(at, worker_env) == (snapshot, "runpod_cached")
+    other = ModelSpec(name_or_path=HUB_ID, revision="v2")
+    path, source = resolve_model_path(other, worker_env)
+    assert source == "hub" and path != snapshot and len(hub) == 1
+    shutil.rmtree(snapshot.parents[1])  # no cached model: the volume's copy serves
+    assert resolve_model_path(other, worker_env)[1] == "cache"

@@ -74,3 +74,56 @@ def test_spend_breakdowns_budget_and_the_pod_comparison(
     assert (
         next(m for m in at.metric if m.label == "Always-on pod").value == "$1,480.56"
     )  # 744 h × $1.99
+
+
+def test_runpods_bill_beside_the_jobs_shows_what_no_job_carried(
+    settings: Settings, open_page, pin_clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RunPod billed the endpoint more than the jobs' recorded cost (workers kept warm,
+    boots): the Costs page shows both per day and the difference. The request and the
+    stand-in's answer are checked against RunPod's published v2 document."""
+    from tests.deploy.contract import SKIP_REASON, load_contract
+    from tests.deploy.fake_runpod import FakeRunPod
+
+    contract = load_contract()
+    if contract is None:
+        pytest.skip(SKIP_REASON)
+    pin_clock(dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC))
+    ds = seed_dataset(settings)
+    seed_job(settings, ds, cost=3.0)
+    seed_job(settings, ds, cost=1.5)
+    fake = FakeRunPod(api_key="rp-account-key", contract=contract).start()
+    try:
+        fake.bills[("ep123abc", "2026-12-01")] = {
+            "gpuAmount": 6.0,
+            "diskAmount": 0.25,
+            "feeAmount": 0.25,
+        }
+        fake.bills[("ep123abc", "2026-11-30")] = {"gpuAmount": 0.8}  # a warm worker, no job
+        fake.bills[("another", "2026-12-01")] = {"gpuAmount": 99.0}  # not this endpoint
+        monkeypatch.setenv("GPU_CLUSTER_API_URL", "https://api.runpod.ai/v2/ep123abc")
+        monkeypatch.setenv("RUNPOD_API_KEY", "rp-account-key")
+        monkeypatch.setenv("RUNPOD_REST_URL", fake.rest_url)
+        at = open_page("costs")
+    finally:
+        fake.stop()
+    assert fake.violations == []
+    (call,) = [r for r in fake.requests if r.path == "/v2/billing/serverless"]
+    assert "serverlessId=ep123abc" in call.query and "bucketSize=day" in call.query
+    metric = {m.label: m.value for m in at.metric}
+    assert metric["RunPod billed"] == "$7.30" and metric["Jobs recorded"] == "$4.50"
+    assert metric["Not carried by a job"] == "$2.80"
+    days = next(d.value for d in at.dataframe if "RunPod ($)" in d.value.columns)
+    assert days["day"].tolist() == ["2026-12-01", "2026-11-30"]
+    assert days["difference ($)"].tolist() == pytest.approx([2.0, 0.8])
+    assert "idle or active workers kept warm" in text_of(at)
+    assert "rp-account-key" not in text_of(at)
+
+
+def test_without_an_account_key_the_page_says_how_to_see_runpods_bill(
+    open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPU_CLUSTER_API_URL", "https://api.runpod.ai/v2/ep123abc")
+    monkeypatch.setenv("RUNPOD_API_KEY", "")
+    at = open_page("costs")
+    assert "set RUNPOD_API_KEY" in text_of(at)

@@ -186,7 +186,14 @@ def test_detail_shows_cold_start_and_promotes_a_checkpoint(settings: Settings, o
             LOCAL_ACTOR,
             s,
             job,
-            [{"seq": 0, "type": "started", "ts": time.time(), "data": {"cold_start_s": 42.0}}],
+            [
+                {
+                    "seq": 0,
+                    "type": "started",
+                    "ts": time.time(),
+                    "data": {"cold_start_s": 42.0, "model": {"source": "runpod_cached"}},
+                }
+            ],
         )
         repo.create_adapter_version(
             LOCAL_ACTOR, s, adapter_name="ck-bot", base_model="m", job_id=job
@@ -207,6 +214,7 @@ def test_detail_shows_cold_start_and_promotes_a_checkpoint(settings: Settings, o
     assert "Cold start 42s: from the worker taking the job until it was ready to work" in text_of(
         at
     )
+    assert "Base model from RunPod's cached models on the worker's host" in text_of(at)
     rows = [t.value for t in at.text]
     assert rows[:4] == ["step 8", "loss 1.7500", "step 4", "loss 2.5000"]  # newest first
     promote = [b for b in at.button if b.label == "Promote to version"]

@@ -227,3 +227,47 @@ def test_early_stopping_needs_evaluations_during_training_then_goes_into_the_spe
     assert job.spec["training"]["early_stopping"] == {"patience": 2, "min_delta": 0.01}
     (sent,) = endpoint.jobs.values()
     assert sent.input["training"]["early_stopping"]["patience"] == 2
+
+
+def test_the_price_range_over_the_endpoints_gpus_is_shown_in_one_line(
+    dataset: str, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPU_CLUSTER_API_URL", "https://api.runpod.ai/v2/abc123")
+    monkeypatch.setenv("GPU_TYPE", "H100_80GB_PCIE")
+    monkeypatch.setenv("ENDPOINT_GPU_TYPES", '["A40_48GB","H100_80GB_PCIE"]')
+    at = open_page("train")
+    (line,) = [c.value for c in at.caption if "the endpoint may run it on" in c.value]
+    assert "H100_80GB_PCIE, A40_48GB: $1.22-$4.18/h" in line and "dearest" in line
+
+
+def test_the_page_says_when_a_gpu_type_is_scarce_and_where_prices_come_from(
+    dataset: str, open_page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.deploy.contract import SKIP_REASON, load_contract
+    from tests.deploy.fake_runpod import FakeRunPod
+    from tests.deploy.test_catalog import GPUS
+
+    contract = load_contract()
+    if contract is None:
+        pytest.skip(SKIP_REASON)
+    fake = FakeRunPod(api_key="rp-key", contract=contract, gpus=GPUS).start()
+    try:
+        monkeypatch.setenv("GPU_CLUSTER_API_URL", "https://api.runpod.ai/v2/abc123")
+        monkeypatch.setenv("GPU_TYPE", "H100_80GB_PCIE")
+        monkeypatch.setenv("ENDPOINT_GPU_TYPES", '["A40_48GB"]')
+        monkeypatch.setenv("RUNPOD_API_KEY", "rp-key")
+        monkeypatch.setenv("RUNPOD_REST_URL", fake.rest_url)
+        at = open_page("train")
+    finally:
+        fake.stop()
+    assert fake.violations == []
+    assert "Prices: RunPod catalog, read" in text_of(at)
+    (warning,) = [x.value for x in at.warning if "scarce" in x.value]
+    assert "A40_48GB (low)" in warning
+    # The catalog's prices: $1.10-$4.00/h over the endpoint's two GPU types.
+    assert any("$1.10-$4.00/h" in c.value for c in at.caption)
+
+
+def test_without_an_account_key_prices_come_from_the_dated_table(dataset: str, open_page) -> None:
+    at = open_page("train")
+    assert "Prices: built-in price table of 2026-11-26" in text_of(at)

@@ -34,6 +34,7 @@ from core.db.repo.adapters import (
 from core.db.repo.common import month_of, new_id
 from core.db.repo.costs import (
     admin_spend_by_user,
+    cost_by_day,
     list_cost_records,
     month_spend,
     record_cost,
@@ -124,5 +125,6 @@ __all__ = [
     "admin_set_user_limits",
     "admin_set_role",
     "admin_spend_by_user",
+    "cost_by_day",
     "admin_list_unfinished_jobs",
 ]

@@ -4,6 +4,8 @@ live cost is `jobs.cost_usd`; `month_spend` adds it for the current month."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -118,4 +120,22 @@ def admin_spend_by_user(
     )
     for uid, usd in rows:
         out[uid] = float(usd)
+    return out
+
+
+def cost_by_day(
+    actor: Actor, session: Session, start: dt.datetime, end: dt.datetime, *, all_users: bool
+) -> dict[dt.date, float]:
+    """Recorded job dollars per UTC day of recording in [start, end): the actor's, or every
+    user's (`all_users`, admins only)."""
+    if all_users:
+        require_admin(actor)
+        stmt = select(CostRecord.created_at, CostRecord.usd)
+    else:
+        stmt = owned(actor, CostRecord, CostRecord.created_at, CostRecord.usd)
+    stmt = stmt.where(CostRecord.created_at >= start, CostRecord.created_at < end)
+    out: dict[dt.date, float] = {}
+    for created, usd in session.execute(stmt):
+        day = created.date()
+        out[day] = out.get(day, 0.0) + float(usd)
     return out
