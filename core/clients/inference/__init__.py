@@ -39,20 +39,30 @@ base) and `RuntimeLoadingDisabled` (no load route), `RequestRejected` (bad sampl
 values, context too long). Bad sampling values are refused before any request with
 `InvalidInput` naming the field.
 
-Modules: `types` (errors, sampling, results), `client` (`InferenceClient`), `choices`
-(what an actor may chat with), `prompts` (comparisons and prompt sets).
+More than one base model: one endpoint per base (INFERENCE_URLS, base name -> URL, beside
+the default INFERENCE_URL); `InferenceRouter` sends each request to the endpoint of its
+model's base, `model_choice_set` lists the adapters whose base is served and says why
+the others are not, and `client_for_base` gives the evaluation its endpoint.
+
+Modules: `types` (errors, sampling, results), `client` (`InferenceClient`), `routing`
+(endpoints per base, `InferenceRouter`), `choices` (what an actor may chat with),
+`prompts` (comparisons and prompt sets).
 """
 
 from __future__ import annotations
 
 from core.clients.inference.choices import (
+    ChoiceSet,
     ModelChoice,
+    Unserved,
+    actor_choice_set,
     actor_choices,
     database_ready,
     find_choice,
+    model_choice_set,
     model_choices,
 )
-from core.clients.inference.client import ChatStream, InferenceClient, local_adapters_dir
+from core.clients.inference.client import ChatStream, InferenceClient, local_adapters_dir, same_base
 from core.clients.inference.prompts import (
     CompareRow,
     PromptCase,
@@ -65,6 +75,7 @@ from core.clients.inference.prompts import (
     export_conversation_jsonl,
     parse_prompt_set,
 )
+from core.clients.inference.routing import InferenceRouter, client_for_base, endpoint_for
 from core.clients.inference.types import (
     AdapterAvailability,
     AdapterBaseMismatch,
@@ -81,4 +92,4 @@ from core.clients.inference.types import (
     ServedModel,
 )
 
-__all__ = ["InferenceError", "InferenceUnavailable", "InferenceAuthError", "ModelNotServed", "AdapterLoadFailed", "AdapterBaseMismatch", "RuntimeLoadingDisabled", "RequestRejected", "LoadMode", "Sampling", "ServedModel", "AdapterAvailability", "ChatResult", "ChatStream", "InferenceClient", "local_adapters_dir", "ModelChoice", "model_choices", "actor_choices", "database_ready", "find_choice", "compare", "PromptCase", "parse_prompt_set", "cases_from_conversations", "eval_split_datasets", "eval_split_cases", "CompareRow", "compare_on_set", "conversation_messages", "export_conversation_jsonl"]
+__all__ = ["InferenceError", "InferenceUnavailable", "InferenceAuthError", "ModelNotServed", "AdapterLoadFailed", "AdapterBaseMismatch", "RuntimeLoadingDisabled", "RequestRejected", "LoadMode", "Sampling", "ServedModel", "AdapterAvailability", "ChatResult", "ChatStream", "InferenceClient", "local_adapters_dir", "ModelChoice", "model_choices", "ChoiceSet", "Unserved", "model_choice_set", "actor_choice_set", "same_base", "InferenceRouter", "client_for_base", "endpoint_for", "actor_choices", "database_ready", "find_choice", "compare", "PromptCase", "parse_prompt_set", "cases_from_conversations", "eval_split_datasets", "eval_split_cases", "CompareRow", "compare_on_set", "conversation_messages", "export_conversation_jsonl"]
