@@ -275,7 +275,7 @@ def evaluate_version(
         raise InvalidInput("the eval split has no rows with a reference answer")
     _set_status(actor, settings, version_id, status="running", started_at=_now())
     own = client is None
-    client = client or inference.InferenceClient(settings)
+    client = client or inference.client_for_base(settings, trained_on)  # its base's endpoint
     served = f"eval-{version_id}"
     loaded = False
     try:
