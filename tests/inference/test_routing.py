@@ -57,8 +57,9 @@ def test_adapters_are_listed_and_chatted_with_on_their_bases_endpoint(
     )  # fmt: skip
     with InferenceRouter(settings) as router:
         got = model_choice_set(LOCAL_ACTOR, None, settings, router)
-        endpoint = {c.label: c.endpoint for c in got.available}
-        assert endpoint == {
+        # the bases (folder paths) and this test's adapters; the shared server may list others'
+        mine = {c.label: c.endpoint for c in got.available if c.label.startswith(("/", "on-"))}
+        assert mine == {
             f"{server.base} (base)": server.url, f"{second.base} (base)": second.url,
             "on-first": server.url, "on-second": second.url,
         }  # fmt: skip

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.clients.inference.fit import misfit
 from core.clients.inference.types import (
     AdapterAvailability,
     AdapterBaseMismatch,
@@ -186,8 +187,9 @@ class InferenceClient:
         return f"{self.adapters_dir()}/{name}"
 
     def _check_base(self, name: str, path: str, base: str, *, exact: bool = False) -> None:
-        """When the adapter folder is visible from here, refuse a base mismatch before the
-        server is asked: vLLM's runtime loading does not check it (it would answer with the
+        """When the adapter folder is visible from here, refuse an adapter that does not fit
+        the base (`fit.misfit`; vLLM would load it) or a base mismatch before the server is
+        asked: vLLM's runtime loading does not check it (it would answer with the
         adapter applied to the wrong model), and its resolver answers a plain 404. `exact`:
         the resolver's rule, the recorded name must equal the served name; otherwise two
         paths of the same folder match too."""
@@ -197,6 +199,8 @@ class InferenceClient:
         except (OSError, ValueError):
             return  # not visible here (a remote volume): the server decides
         trained_on = str(cfg.get("base_model_name_or_path") or "") if isinstance(cfg, dict) else ""
+        if Path(base).is_dir() and (why := misfit(path, base)):
+            raise AdapterLoadFailed(f"adapter {name!r} at {path} could not be loaded: {why}")
         if trained_on and not same_base(trained_on, base, exact=exact):
             rule = " (the filesystem resolver needs the exact served name)" if exact else ""
             raise AdapterBaseMismatch(
