@@ -182,6 +182,23 @@ def test_resolver_loads_a_named_folder_on_first_use(
         c.unload_adapter(unique_name)
 
 
+def test_a_checkpoint_is_chatted_with_through_the_resolver_under_its_served_name(
+    server: Server, data_dir: Path, adapters: dict[str, Path], unique_name: str
+) -> None:
+    """A checkpoint's folder (here: outside the resolver folder, under another name) is
+    served as `ckpt-<version id>`: in resolver mode the client copies it into the resolver
+    folder under that name, and it answers as the same adapter loaded at run time."""
+    served = f"ckpt-{unique_name}"
+    with InferenceClient(settings_for(server, data_dir, inference_lora_loading="resolver")) as c:
+        got = c.ensure_adapter(served, str(adapters["a"]))
+        assert got.mode is LoadMode.RESOLVER and (server.adapters_dir / served / "adapter_config.json").is_file()
+        answer = c.chat(served, HI, GREEDY).text
+    with InferenceClient(settings_for(server, data_dir)) as c:
+        c.load_adapter(f"{unique_name}-rt", str(adapters["a"]))
+        assert answer == c.chat(f"{unique_name}-rt", HI, GREEDY).text != c.chat(server.base, HI, GREEDY).text
+        c.unload_adapter(f"{unique_name}-rt")
+
+
 def test_resolver_refuses_a_folder_trained_on_another_base(
     server: Server, data_dir: Path, adapters: dict[str, Path], unique_name: str
 ) -> None:

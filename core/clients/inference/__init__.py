@@ -26,8 +26,8 @@ setting: `<data_dir>/volume/adapters/<name>`, where local jobs copy finished ada
 
 What a user may chat with is `model_choices(actor, ...)`: the served base, then the actor's
 own ready adapter versions that have a folder on the shared volume (served under that
-folder's name, the resolver's rule) and checkpoints (served as `ckpt-<version id>`, by
-runtime loading). Another user's versions never appear. With AUTH=none, adapters the
+folder's name, the resolver's rule) and checkpoints (served as `ckpt-<version id>`: loaded at
+run time, or in resolver mode copied into the resolver folder under that name). Another user's versions never appear. With AUTH=none, adapters the
 server lists and folders in the local adapter folder are offered too.
 
 Errors are typed (`InferenceError` and subclasses, all `BrightRunError`), decided from the

@@ -87,7 +87,8 @@ def model_choice_set(
     on the endpoint serving the base it was trained on (INFERENCE_URLS, see `routing`);
     those whose base no endpoint serves are `unserved`, with the reason. A version is
     served under its folder's name (the filesystem resolver's rule); a checkpoint, whose
-    folder name is not unique, under `ckpt-<version id>`, by runtime loading only. With
+    folder name is not unique, under `ckpt-<version id>` (resolver mode: copied into the
+    resolver folder under that name when visible from here). With
     AUTH=none (one local user) the adapters the servers already list, and folders in the
     local adapter folder, are added. `session` None (no database yet) lists no versions.
     Routes every choice on `client` when it is a router. Raises InferenceError."""

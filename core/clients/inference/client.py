@@ -230,12 +230,28 @@ class InferenceClient:
                 reason = str(e)
             if base:
                 self._check_base(name, path, base, exact=True)
+        path = self._stage_for_resolver(name, path)
         return AdapterAvailability(
             name,
             LoadMode.RESOLVER,
             f"left to the server's filesystem resolver, which loads {path} on the first "
             f"request for {name!r} ({reason})",
         )
+
+    def _stage_for_resolver(self, name: str, path: str) -> str:
+        """The resolver only finds `<adapter folder>/<name>`. An adapter kept elsewhere, or
+        under another folder name (a checkpoint, served as `ckpt-<version id>`), is copied
+        there when both folders are visible from here (the local stack); else `path`."""
+        import shutil
+
+        target = Path(self.adapters_dir()) / name
+        source = Path(path)
+        if target.exists() or not (source / "adapter_config.json").is_file():
+            return str(target) if target.exists() else path
+        if not target.parent.is_dir() or source.resolve() == target.resolve():
+            return path
+        shutil.copytree(source, target)
+        return str(target)
 
     def load_adapter(self, name: str, path: str, replace: bool = False) -> AdapterAvailability:
         """POST /v1/load_lora_adapter; `replace` reloads a name already loaded. An adapter
