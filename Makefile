@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+# vLLM's CPU build, in its own environment (it pins its own torch and transformers).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install run test lint postgres chromium migrate bench-quick
+.PHONY: install run test lint postgres chromium migrate bench-quick vllm
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,6 +23,19 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	touch $@
 
 install: $(STAMP)
+
+$(VLLM_VENV)/bin/python:
+	$(PY) -m venv $(VLLM_VENV)
+
+# It also pulls CUDA builds of torchvision, torchaudio and torchcodec that fail to import
+# on a CPU machine and break transformers there: vLLM serves text models without them.
+$(VLLM_STAMP): requirements-vllm.txt | $(VLLM_VENV)/bin/python
+	$(VLLM_VENV)/bin/pip install -q -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+# Real vLLM for the inference contract tests and `INFERENCE_ENGINE=vllm brightrun up`.
+vllm: $(VLLM_STAMP)
 
 migrate: install
 	$(BIN)/brightrun db upgrade
@@ -43,8 +59,9 @@ postgres:
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test: $(DEV_STAMP) postgres chromium lint
-	$(BIN)/python -m pytest
+# The inference contract runs against real vLLM too; here a missing vLLM fails, not skips.
+test: $(DEV_STAMP) $(VLLM_STAMP) postgres chromium lint
+	BRIGHTRUN_REQUIRE_VLLM=1 $(BIN)/python -m pytest
 
 bench-quick: $(DEV_STAMP)
 	$(BIN)/python bench/trainer.py --quick

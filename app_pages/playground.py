@@ -15,20 +15,24 @@ ui.init_state()
 client = ui.inference_client(settings)
 
 try:
-    choices = inf.actor_choices(actor, settings, client)
+    choice_set = inf.actor_choice_set(actor, settings, client)
 except BrightRunError as e:
     w.show_error(e, stop=True)
+choices = choice_set.available
 by_label = {c.label: c for c in choices}
 
 with st.sidebar:
     default = [c.label for c in choices[:2]]
     labels = st.multiselect(
-        "Models (one, or two side by side)",
-        list(by_label),
-        default=default,
-        max_selections=2,
-        key="playground.models",
-    )
+        "Models (one, or two side by side)", list(by_label), default=default,
+        max_selections=2, key="playground.models",
+    )  # fmt: skip
+    if choice_set.unserved:
+        with st.expander(
+            f"Not listed: {len(choice_set.unserved)} adapter(s) whose base is not served"
+        ):
+            for u in choice_set.unserved:
+                st.caption(f"**{w.plain(u.label)}**: {w.plain(u.reason)}")
     system = st.text_area("System prompt", key="playground.system")
     try:
         sampling = ui.sampling_controls()

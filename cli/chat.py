@@ -39,13 +39,13 @@ def chat(
     import sys
 
     from cli.auth import acting_user
-    from core.clients.inference import InferenceClient, actor_choices, find_choice
+    from core.clients.inference import InferenceRouter, actor_choices, find_choice
     from core.errors import BrightRunError
 
     settings = load_settings()
     actor = acting_user(settings)
     try:
-        with InferenceClient(settings) as client:
+        with InferenceRouter(settings) as client:  # each model on its base's endpoint
             choices = actor_choices(actor, settings, client)
             if list_models:
                 for c in choices:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from core.clients.inference import local_adapters_dir
 from core.settings import LOCAL_INFERENCE_PORT, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,21 +126,106 @@ def endpoint_service(settings: Settings) -> Service | None:
     )
 
 
+# vLLM's CPU build lives in its own virtual environment (`make vllm`): it pins its own torch.
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+# Flags that make vLLM's CPU build serve a small model on a laptop: the tiny demo model's
+# context, a small KV cache, no compiled graphs. One sequence at a time: the CPU build can
+# apply an adapter to a base-model request batched beside a LoRA request.
+VLLM_SMALL_FLAGS = ("--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
+                    "--kv-cache-memory-bytes", "64M")  # fmt: skip
+
+
+def vllm_command(
+    model: str,
+    port: int,
+    adapters_dir: Path,
+    *,
+    api_key: str = "",
+    max_lora_rank: int = 16,
+    small: bool = True,
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run real vLLM (from .venv-vllm) on loopback: `model`
+    served under its own name, LoRA on with runtime loading and the filesystem resolver
+    over `adapters_dir`. `small` adds VLLM_SMALL_FLAGS (for the tiny model)."""
+    if not VLLM_PYTHON.is_file():
+        raise StackError(f"vLLM is not installed ({VLLM_PYTHON} is missing): run `make vllm`")
+    argv = [
+        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model, "--host", "127.0.0.1", "--port", str(port),
+        "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", "2", "--max-num-seqs", "1",
+        *(VLLM_SMALL_FLAGS if small else ()),
+    ]  # fmt: skip
+    if api_key:
+        argv += ["--api-key", api_key]
+    env = {
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "VLLM_PLUGINS": "lora_filesystem_resolver",
+        "VLLM_LORA_RESOLVER_CACHE_DIR": str(adapters_dir),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+        "VLLM_NO_USAGE_STATS": "1",
+    }
+    return argv, env
+
+
 def inference_service(settings: Settings) -> Service | None:
-    """The local inference server (`python -m local.inference`), when INFERENCE_URL points
-    at this machine: it serves INFERENCE_BASE_MODEL, or the tiny demo model built into
-    <data_dir>/models/tiny-chat. None for a remote vLLM."""
+    """The local inference server, when INFERENCE_URL points at this machine: BrightRun's
+    imitation (`python -m local.inference`, INFERENCE_ENGINE=local) or real vLLM's CPU
+    build (INFERENCE_ENGINE=vllm). It serves INFERENCE_BASE_MODEL, or the tiny demo model
+    built into <data_dir>/models/tiny-chat. None for a remote vLLM."""
     if not _on_this_machine(settings.inference_url):
         return None
     url = urlsplit(settings.inference_url)
     port = url.port or LOCAL_INFERENCE_PORT  # any loopback port (tests start stacks side by side)
+    health = f"http://127.0.0.1:{port}/health"
     base = settings.inference_base_model
-    argv = python_module("local.inference", "--port", str(port), "--base")
-    if base:
-        argv.append(base)
-    else:
-        argv += [str((settings.data_dir / "models" / "tiny-chat").resolve()), "--build-tiny"]
-    return Service("inference", argv, health_url=f"http://127.0.0.1:{port}/health")
+    tiny = str((settings.data_dir / "models" / "tiny-chat").resolve())
+    if settings.inference_engine == "vllm":
+        if not base:
+            build_vllm_tiny_model(tiny)
+        adapters = local_adapters_dir(settings)
+        adapters.mkdir(parents=True, exist_ok=True)
+        key = settings.inference_api_key.get_secret_value()
+        rank = settings.inference_max_lora_rank
+        argv, env = vllm_command(
+            base or tiny, port, adapters, api_key=key, max_lora_rank=rank, small=not base
+        )
+        return Service("inference (vLLM)", argv, health_url=health, env=env)
+    argv = python_module(
+        "local.inference",
+        "--port",
+        str(port),
+        "--max-lora-rank",
+        str(settings.inference_max_lora_rank),
+        "--base",
+    )
+    argv += [base] if base else [tiny, "--build-tiny"]
+    return Service("inference", argv, health_url=health)
+
+
+def build_vllm_tiny_model(folder: str) -> None:
+    """The tiny demo model, once, with heads of 32 dimensions (vLLM's CPU attention has no
+    kernel for the default tiny model's 16)."""
+    config = Path(folder) / "config.json"
+    if config.is_file():
+        import json
+
+        c = json.loads(config.read_text(encoding="utf-8"))
+        head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+        if head_dim < 32:
+            raise StackError(
+                f"the tiny demo model in {folder} has heads of {head_dim} dimensions, which "
+                "vLLM's CPU build cannot serve (it was built for INFERENCE_ENGINE=local): "
+                "move that folder away so it is rebuilt (adapters trained on it need the "
+                "old one), or keep INFERENCE_ENGINE=local"
+            )
+        return
+    from trainer.shared.tiny import build_tiny_chat_model
+
+    build_tiny_chat_model(folder, **VLLM_TINY)
+
+
+# The tiny model's shape that vLLM's CPU build serves: head_dim = 64 / 2 = 32.
+VLLM_TINY = {"hidden_size": 64, "num_heads": 2, "num_kv_heads": 1}
 
 
 def local_services(settings: Settings, dashboard_port: int, headless: bool = True) -> list[Service]:

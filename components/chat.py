@@ -23,7 +23,7 @@ from components.agent_chat import EXAMPLE_TOOLS
 from components.widgets import plain, show_error
 from core.clients.inference import (
     CompareRow,
-    InferenceClient,
+    InferenceRouter,
     ModelChoice,
     ModelNotServed,
     PromptCase,
@@ -52,16 +52,18 @@ def init_state() -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def _client(_settings: Settings, fingerprint: str) -> InferenceClient:
-    return InferenceClient(_settings)
+def _client(_settings: Settings, fingerprint: str) -> InferenceRouter:
+    return InferenceRouter(_settings)
 
 
-def inference_client(settings: Settings) -> InferenceClient:
-    """One client per server configuration, shared: it holds no user data (the key is the
-    deployment's) and the openai client is thread-safe."""
+def inference_client(settings: Settings) -> InferenceRouter:
+    """One router per server configuration (a client per endpoint), shared: it holds no
+    user data (the key is the deployment's; routes are served names) and the openai
+    client is thread-safe."""
     key = settings.inference_api_key.get_secret_value().encode()
     parts = [
         settings.inference_url,
+        repr(sorted(settings.inference_urls.items())),
         hashlib.sha256(key).hexdigest(),
         settings.inference_lora_loading,
         settings.inference_adapters_dir,
@@ -102,7 +104,7 @@ def sampling_controls() -> Sampling:
     )
 
 
-def ensure_ready(client: InferenceClient, choices: Sequence[ModelChoice]) -> None:
+def ensure_ready(client: InferenceRouter, choices: Sequence[ModelChoice]) -> None:
     """Make each chosen adapter available once per session; show how."""
     ready: dict[str, str] = st.session_state["playground.ready"]
     for c in choices:
@@ -133,7 +135,7 @@ def stream_as_text(pieces: Iterable[str]) -> str:
 
 
 def answer_turn(
-    client: InferenceClient,
+    client: InferenceRouter,
     chosen: Sequence[ModelChoice],
     system: str,
     prompt: str,

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
 
     inference_url: str = f"http://127.0.0.1:{LOCAL_INFERENCE_PORT}/v1"
     inference_api_key: SecretStr = SecretStr("local-dev-key")
+    # One endpoint per further base model: base model name -> its server's /v1 URL, e.g.
+    # INFERENCE_URLS='{"Qwen/Qwen2.5-7B-Instruct": "https://api.runpod.ai/v2/abc/openai/v1"}'.
+    # Adapters are chatted with and evaluated on their base's endpoint; a base not named
+    # here goes to INFERENCE_URL. Every endpoint takes INFERENCE_API_KEY.
+    inference_urls: dict[str, str] = Field(default_factory=dict)
     # How an adapter the server does not list yet is made available: `runtime` posts
     # /v1/load_lora_adapter, `resolver` leaves it to vLLM's filesystem resolver, `auto`
     # tries runtime loading and falls back to the resolver when the server refuses it.
@@ -66,6 +71,13 @@ class Settings(BaseSettings):
     inference_adapters_dir: str = ""
     # The base model the local inference server serves; empty: the tiny demo model.
     inference_base_model: str = ""
+    # Which server `brightrun up` runs for a loopback INFERENCE_URL: `local`, BrightRun's
+    # light imitation of vLLM's API (transformers + peft), or `vllm`, real vLLM's CPU build
+    # from .venv-vllm (`make vllm`).
+    inference_engine: Literal["local", "vllm"] = "local"
+    # The largest adapter rank the local inference server takes (vLLM's --max-lora-rank; its
+    # default 16). A larger adapter is refused when it is loaded.
+    inference_max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = 16
 
     hf_token: SecretStr = SecretStr("")
     notify_webhook_url: SecretStr = SecretStr("")

@@ -15,7 +15,7 @@ ShareGPT rows give a call as a `function_call` turn whose value is the JSON call
 `{"name", "arguments"}` (or a list of them: parallel calls), results as `observation`
 turns, and the functions as a row-level `tools` (a JSON string or a list).
 
-The normalised form (what the trainer reads, `trainer.data`): messages keep `role` and
+The normalised form (what the trainer reads, `trainer.shared.tokens`): messages keep `role` and
 `content` (a string, "" for an assistant turn that only calls), plus `tool_calls` (each
 `{"type": "function", "function": {"name", "arguments": object}}`, with its `id` when given),
 `reasoning_content`, `loss_weight` (only when 0), `tool_call_id` / `name`; the row keeps

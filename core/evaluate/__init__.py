@@ -10,7 +10,7 @@ for it (off with EVAL_AFTER_JOB=false). `evaluate_version` does the work, and is
    (`core.clients.inference.eval_split_cases`): everything before a row's last assistant turn is
    sent, that turn is the reference. A dataset without an eval split is `skipped`.
 2. Each case goes through the adapter and through the base on the configured inference
-   server (INFERENCE_URL), greedy (temperature 0, seed 0), at most EVAL_MAX_TOKENS tokens.
+   server of the version's base (INFERENCE_URLS, else INFERENCE_URL), greedy (temperature 0, seed 0), at most EVAL_MAX_TOKENS tokens.
    The adapter is loaded at run time under its own name `eval-<version id>` from the
    version's folder on the volume (so exactly this version's weights answer, whatever else
    the server has loaded) and unloaded afterwards; a server without runtime loading

@@ -124,12 +124,11 @@ def evaluate_version(
     """Evaluate one version now and store the result (see `core.evaluate`). Returns
     the stored `eval_scores`. Raises `InvalidInput` when there is nothing to evaluate
     with, `InferenceError`s when the server fails; the failure is stored first."""
-    cases, folder, trained_on = _cases(
-        actor, settings, store or make_blob_store(settings), version_id, max_rows
-    )
+    store = store or make_blob_store(settings)
+    cases, folder, trained_on = _cases(actor, settings, store, version_id, max_rows)
     _set_status(actor, settings, version_id, status="running", started_at=_now())
     own = client is None
-    client = client or inference.InferenceClient(settings)
+    client = client or inference.client_for_base(settings, trained_on)  # its base's endpoint
     served, loaded = f"eval-{version_id}", False
     try:
         base = client.base_model()

@@ -1,5 +1,5 @@
 """The Settings page's health check: whether each configured part answers (database,
-storage, GPU endpoint, inference), with what is configured; secrets are never part of the
+storage, GPU endpoint, inference: which engine, and each INFERENCE_URLS endpoint), with what is configured; secrets are never part of the
 answer, and an unreachable part is reported, never raised."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import db
+from core.clients.inference import InferenceRouter
 from core.errors import BrightRunError
 from core.settings import Settings
 
@@ -56,12 +57,20 @@ def health(settings: Settings, *, store: Any, runpod: Any, inference: Any) -> li
         workers = ", ".join(f"{k} {v}" for k, v in sorted(h.workers.items())) or "no workers"
         return f"answering: jobs {jobs}; workers {workers}"
 
-    def serving() -> str:
-        models = inference.models()
+    def serving(client: Any = inference) -> str:
+        models = client.models()
         base = [m.id for m in models if not m.is_adapter]
-        return (
+        served = (
             f"serving {', '.join(base) or 'no base model'} and {len(models) - len(base)} adapter(s)"
         )
+        return f"{client.engine(models)} answering, {served}"
+
+    def endpoint_part(base: str, url: str) -> PartHealth:
+        # a plain client (not a router) is asked about the default endpoint only
+        client = inference.client(url) if isinstance(inference, InferenceRouter) else None
+        if client is None:
+            return PartHealth(f"inference for {base}", False, url, "not checked (no router)")
+        return _check(f"inference for {base}", url, lambda: serving(client))
 
     storage_cfg = (
         f"local folder {settings.data_dir / 'blobs'}"
@@ -71,10 +80,6 @@ def health(settings: Settings, *, store: Any, runpod: Any, inference: Any) -> li
     return [
         _check("database", view["database_url"], database),
         _check("storage", storage_cfg, storage),
-        _check(
-            "GPU endpoint",
-            f"{settings.gpu_cluster_api_url} (key {view['gpu_cluster_api_key']})",
-            endpoint,
-        ),
-        _check("inference", f"{settings.inference_url} (key {view['inference_api_key']})", serving),
-    ]
+        _check("GPU endpoint", f"{settings.gpu_cluster_api_url} (key {view['gpu_cluster_api_key']})", endpoint),
+        _check("inference", f"{settings.inference_url} (key {view['inference_api_key']}; INFERENCE_ENGINE={settings.inference_engine} for a local URL)", serving),
+    ] + [endpoint_part(base, url) for base, url in settings.inference_urls.items()]  # fmt: skip

@@ -2,7 +2,8 @@
 
     python -m local.inference --base <model folder or hub id> [--adapters-dir DIR]
         [--served-model-name NAME] [--host 127.0.0.1] [--port 8301] [--device auto]
-        [--no-resolver] [--no-runtime-loading] [--build-tiny]
+        [--no-resolver] [--no-runtime-loading] [--build-tiny] [--max-lora-rank 16]
+        [--max-model-len N]
 
 One base model, many PEFT LoRA adapters switched per request without reloading the base
 (peft multi-adapter: `load_adapter`/`set_adapter`, `disable_adapter` for the base).
@@ -24,17 +25,23 @@ Filesystem resolver (on unless `--no-resolver`, like vLLM's `lora_filesystem_res
 a chat request for a model name that is not served but is a folder `<adapters-dir>/<name>`
 holding a LoRA `adapter_config.json` loads that adapter on first use.
 
-An adapter whose `base_model_name_or_path` differs from the served base name is refused
-(the same rule as vLLM's resolver; here two paths naming the same folder also match).
+Like vLLM's resolver, a folder whose `base_model_name_or_path` is not exactly the served
+name is not found (404); runtime loading does not check the base (BrightRun's client does,
+before it posts). An adapter above `--max-lora-rank` (default 16, as vLLM) is refused with
+vLLM's 500.
 
 Errors use vLLM's envelope `{"error": {"message", "type", "param", "code"}}` with the HTTP
-status in `code`: 404 `NotFoundError` (unknown model, no adapter at the path), 400
-`BadRequestError` (bad request or unloadable adapter), 400 `InvalidUserInput` (name already
-loaded), 400 `BaseModelMismatch` (adapter trained on another base: a BrightRun
-extension), 400 `ExpertLoraNeedsMerge` (an adapter with LoRA on the routed experts of a MoE
-model: neither vLLM's multi-LoRA nor this server applies it per request; it is served by
-merging it; the base and the other adapters are untouched). When the settings carry an inference API key, `/v1/*` requires it as a bearer
-token (401 otherwise).
+status in `code`, with vLLM 0.32.0's status, type and param (tests/inference/test_contract.py
+holds both servers to them): 404 `NotFoundError` (unknown model, no adapter at the path,
+unload of a name not loaded), 400 `BadRequestError` (sampling values, context length, an
+adapter the resolver found but could not load), 400 `Bad Request` (a body that does not
+parse, param `body.<field>`), 400 `InvalidUserInput` (name already loaded, or the base's
+name), 500 `InternalServerError` (rank above `--max-lora-rank`). Beyond vLLM: 400
+`BadRequestError` for an adapter whose modules or shapes do not fit the base (vLLM loads it
+and answers with it), 400 `ExpertLoraNeedsMerge` (an adapter with LoRA on the routed
+experts of a MoE model: neither vLLM's multi-LoRA nor this server applies it per request;
+it is served by merging it). When the settings carry an inference API key, `/v1/*` requires it as a bearer
+token (401 `{"error": "Unauthorized"}` otherwise, as vLLM).
 """
 
 from local.inference.engine import Delta, Engine, Prepared

@@ -61,6 +61,8 @@ class Engine:
     adapters_dir: Path | None = None
     device: str = "auto"
     resolver: bool = True
+    max_lora_rank: int = 16  # vLLM's default
+    max_model_len: int | None = None  # None: the model's max_position_embeddings
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -73,7 +75,10 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.base)
         self.model = AutoModelForCausalLM.from_pretrained(self.base, dtype=dtype)
         self.model.to(self.device).eval()
-        self.max_model_len = int(getattr(self.model.config, "max_position_embeddings", 0) or 4096)
+        if self.max_model_len is None:
+            self.max_model_len = int(
+                getattr(self.model.config, "max_position_embeddings", 0) or 4096
+            )
         self.gen_config = getattr(self.model, "generation_config", None)
         eos = {self.tokenizer.eos_token_id}
         if self.gen_config is not None and self.gen_config.eos_token_id is not None:
@@ -108,24 +113,19 @@ class Engine:
                 "owned_by": "brightrun",
                 "root": a.path,
                 "parent": self.served_name,
+                "max_model_len": None,
                 "permission": perm,
             }
             for a in self.adapters.values()
         ]
         return cards
 
-    def _same_base(self, name: str) -> bool:
-        if name == self.served_name or name == self.base:
-            return True
-        a, b = Path(name), Path(self.base)
-        return a.is_dir() and b.is_dir() and a.resolve() == b.resolve()
-
     def _read_adapter_config(self, name: str, path: str) -> dict[str, Any]:
+        """The adapter's config. Like vLLM's runtime loading, the base it was trained on is
+        not checked here (the resolver checks it; BrightRun's client checks it first)."""
         cfg_path = Path(path) / "adapter_config.json"
         if not cfg_path.is_file():
-            raise not_found(
-                f"No adapter found for '{name}': {path} has no adapter_config.json", "lora_path"
-            )
+            raise not_found(f"Loading lora {name} failed: No adapter found for {path}")
         try:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -134,13 +134,13 @@ class Engine:
             raise bad_request(
                 f"adapter '{name}': {cfg_path} is not a LoRA adapter (peft_type LORA)"
             )
-        trained_on = str(cfg.get("base_model_name_or_path") or "")
-        if not self._same_base(trained_on):
-            raise bad_request(
-                f"adapter '{name}' was trained on base model '{trained_on}', but this server "
-                f"serves '{self.served_name}'; serve that base (or retrain on this one)",
-                "lora_path",
-                err_type="BaseModelMismatch",
+        rank = max([int(cfg.get("r") or 0), *map(int, (cfg.get("rank_pattern") or {}).values())])
+        if rank > self.max_lora_rank:  # vLLM answers this one with a 500
+            raise ServerError(
+                500,
+                "InternalServerError",
+                f"Call to add_lora method failed: LoRA rank {rank} is greater than "
+                f"max_lora_rank {self.max_lora_rank}.",
             )
         return cfg
 
@@ -150,15 +150,16 @@ class Engine:
             raise bad_request(
                 "Both 'lora_name' and 'lora_path' must be provided.", err_type="InvalidUserInput"
             )
+        if name == self.served_name:
+            raise bad_request(
+                f"The lora adapter '{name}' conflicts with a served base model.",
+                err_type="InvalidUserInput",
+            )
         if not _NAME.match(name) or ".." in name:
             raise bad_request(
                 f"adapter name {name!r} must be 1-128 letters, digits, '.', '_' or '-'",
                 "lora_name",
                 err_type="InvalidUserInput",
-            )
-        if name == self.served_name:
-            raise bad_request(
-                f"'{name}' is the base model's name", "lora_name", err_type="InvalidUserInput"
             )
         self._read_adapter_config(name, path)
         with self.lock:
@@ -166,7 +167,6 @@ class Engine:
                 raise bad_request(
                     f"The lora adapter '{name}' has already been loaded. If you want to load "
                     "the adapter in place, set 'load_inplace' to True.",
-                    "lora_name",
                     err_type="InvalidUserInput",
                 )
             old = self.adapters.get(name)
@@ -187,7 +187,7 @@ class Engine:
         with self.lock:
             adapter = self.adapters.pop(name, None)
             if adapter is None:
-                raise not_found(f"The lora adapter '{name}' cannot be found.", "lora_name")
+                raise not_found(f"The lora adapter '{name}' cannot be found.")
             self._peft_delete(adapter.internal)
         log.info("unloaded adapter %s", name)
 
@@ -246,22 +246,27 @@ class Engine:
         except ServerError as e:
             if e.err_type == "InvalidUserInput" and name in self.adapters:
                 pass  # another request loaded it meanwhile
-            else:
-                raise ServerError(
-                    e.status,
-                    e.err_type,
-                    f"LoRA adapter '{name}' was found but could not be loaded: {e.message}",
-                    "model",
+            else:  # vLLM: a 400 whatever the loader said
+                raise bad_request(
+                    f"LoRA adapter '{name}' was found but could not be loaded: {e.message}"
                 ) from e
         return self.adapters[name].internal
 
     def _resolver_folder(self, name: str) -> Path | None:
+        """vLLM's filesystem resolver: `<adapters_dir>/<name>` holding a LoRA config whose
+        `base_model_name_or_path` is exactly the served name; anything else is not found."""
         if not self.resolver or self.adapters_dir is None:
             return None
         if not _NAME.match(name) or ".." in name:
             return None
         folder = self.adapters_dir / name
-        return folder if (folder / "adapter_config.json").is_file() else None
+        try:
+            cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
+            return None
+        return folder if cfg.get("base_model_name_or_path") == self.served_name else None
 
     # -- chat --
 
@@ -278,16 +283,7 @@ class Engine:
             **template_kwargs(req),
         )
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        room = self.max_model_len - len(ids)
-        wanted = req.max_completion_tokens or req.max_tokens
-        if room <= 0 or (wanted is not None and wanted > room):
-            raise bad_request(
-                f"This model's maximum context length is {self.max_model_len} tokens. However, "
-                f"you requested {len(ids) + (wanted or 0)} tokens ({len(ids)} in the messages, "
-                f"{wanted or 0} in the completion). Please reduce the length of the messages "
-                "or completion.",
-                "max_tokens",
-            )
+        room, wanted = self._room(len(ids), req.max_completion_tokens or req.max_tokens)
         temperature = req.temperature
         top_p = req.top_p
         if temperature is None:
@@ -302,12 +298,31 @@ class Engine:
             model=req.model,
             adapter=adapter,
             input_ids=list(ids),
-            max_tokens=wanted or room,
+            max_tokens=min(wanted or room, room),  # vLLM shortens what does not fit
             temperature=temperature,
             top_p=top_p,
             seed=req.seed,
             stop=[s for s in stop if s],
         )
+
+    def _room(self, prompt_tokens: int, wanted: int | None) -> tuple[int, int | None]:
+        """Tokens left for the answer; vLLM's two refusals (answer or prompt too long)."""
+        limit = self.max_model_len
+        if wanted is not None and wanted > limit:
+            raise bad_request(
+                f"max_tokens={wanted} cannot be greater than max_model_len={limit}. Please "
+                f"request fewer output tokens. (parameter=max_tokens, value={wanted})",
+                "max_tokens",
+            )
+        if prompt_tokens >= limit:
+            raise bad_request(
+                f"This model's maximum context length is {limit} tokens. However, your prompt "
+                f"contains at least {prompt_tokens} input tokens, which exceeds this limit even "
+                "without any output tokens. Please reduce the length of the input prompt. "
+                f"(parameter=input_tokens, value={prompt_tokens})",
+                "input_tokens",
+            )
+        return limit - prompt_tokens, wanted
 
     def generate(self, p: Prepared, cancel: threading.Event) -> Iterator[Delta]:
         """Sample token by token under the lock; the last Delta has the finish reason."""

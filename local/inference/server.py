@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from local.inference.engine import Delta, Engine, Prepared
 from local.inference.protocol import (
@@ -24,7 +24,6 @@ from local.inference.protocol import (
     LoadRequest,
     ServerError,
     UnloadRequest,
-    bad_request,
 )
 from local.inference.tool_calls import assistant_message
 
@@ -50,8 +49,7 @@ def _add_errors(app: FastAPI, api_key: str) -> None:
         if api_key and request.url.path.startswith("/v1/"):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                err = ServerError(401, "AuthenticationError", "Unauthorized")
-                return JSONResponse(err.envelope(), status_code=401)
+                return JSONResponse({"error": "Unauthorized"}, status_code=401)  # as vLLM
         return await call_next(request)
 
     @app.exception_handler(ServerError)
@@ -60,10 +58,17 @@ def _add_errors(app: FastAPI, api_key: str) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        msg = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request')}"
-        return JSONResponse(bad_request(msg, loc[0] if loc else None).envelope(), status_code=400)
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        param = ".".join(str(x) for x in first.get("loc", ())) or None
+        lines = [f"  {{'type': {e.get('type')!r}, 'loc': {'.'.join(map(str, e.get('loc', ())))!r}, 'msg': {e.get('msg')!r}}}" for e in errors]  # fmt: skip
+        msg = f"{len(errors)} validation error{'s' if len(errors) != 1 else ''}:\n" + "\n".join(
+            lines
+        )
+        err = ServerError(
+            400, "Bad Request", msg, param
+        )  # vLLM's type for a body that does not parse
+        return JSONResponse(err.envelope(), status_code=400)
 
 
 def _add_model_routes(app: FastAPI, engine: Engine, runtime_loading: bool) -> None:
@@ -75,13 +80,14 @@ def _add_model_routes(app: FastAPI, engine: Engine, runtime_loading: bool) -> No
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": engine.models()}
 
-    async def load(req: LoadRequest) -> PlainTextResponse:
+    # vLLM answers a load or unload with a plain body and no content type.
+    async def load(req: LoadRequest) -> Response:
         await asyncio.to_thread(engine.load_adapter, req.lora_name, req.lora_path, req.load_inplace)
-        return PlainTextResponse(f"Success: LoRA adapter '{req.lora_name}' added successfully.")
+        return Response(f"Success: LoRA adapter '{req.lora_name}' added successfully.")
 
-    async def unload(req: UnloadRequest) -> PlainTextResponse:
+    async def unload(req: UnloadRequest) -> Response:
         await asyncio.to_thread(engine.unload_adapter, req.lora_name)
-        return PlainTextResponse(f"Success: LoRA adapter '{req.lora_name}' removed successfully.")
+        return Response(f"Success: LoRA adapter '{req.lora_name}' removed successfully.")
 
     if runtime_loading:
         app.post("/v1/load_lora_adapter")(load)
@@ -91,6 +97,7 @@ def _add_model_routes(app: FastAPI, engine: Engine, runtime_loading: bool) -> No
 def _add_chat_route(app: FastAPI, engine: Engine) -> None:
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest):
+        req.check_sampling()
         prepared = await asyncio.to_thread(engine.prepare, req)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
@@ -166,6 +173,7 @@ async def _sse(engine: Engine, p: Prepared, cid: str, created: int, include_usag
     threading.Thread(target=worker, name=f"generate-{cid}", daemon=True).start()
     try:
         yield chunk({"role": "assistant", "content": ""})
+        pending: str | None = None  # held back one piece: vLLM sends the last with the finish
         while True:
             item = await asyncio.to_thread(q.get)
             if item is _DONE:
@@ -174,9 +182,11 @@ async def _sse(engine: Engine, p: Prepared, cid: str, created: int, include_usag
                 yield f"data: {json.dumps(item.envelope())}\n\n"
                 continue
             if item.finish_reason is None:
-                yield chunk({"content": item.text})
+                if pending is not None:
+                    yield chunk({"content": pending})
+                pending = item.text
             else:
-                yield chunk({}, item.finish_reason)
+                yield chunk({"content": pending or ""}, item.finish_reason)
                 if include_usage:
                     yield chunk({}, usage=_usage(item))
         yield "data: [DONE]\n\n"
@@ -209,6 +219,15 @@ def _parser(default_port: int) -> argparse.ArgumentParser:
         action="store_true",
         help="no /v1/load_lora_adapter or /v1/unload_lora_adapter (as vLLM without "
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING)",
+    )
+    ap.add_argument(
+        "--max-lora-rank",
+        type=int,
+        default=16,
+        help="largest adapter rank served (vLLM's default 16)",
+    )
+    ap.add_argument(
+        "--max-model-len", type=int, default=None, help="context length (default: the model's)"
     )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=default_port)
@@ -243,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         adapters_dir=adapters_dir,
         device=a.device or settings.local_device,
         resolver=not a.no_resolver,
+        max_lora_rank=a.max_lora_rank,
+        max_model_len=a.max_model_len,
     )
     log.info(
         "serving %s (%s) on %s:%d; resolver %s",

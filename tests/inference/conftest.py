@@ -1,5 +1,11 @@
-"""Fixtures: a tiny chat model, LoRA adapters for it, and the real local inference server
-(`python -m local.inference`) running on a free loopback port for the whole session."""
+"""Fixtures: a tiny chat model, LoRA adapters for it, and the inference servers on free
+loopback ports, each started once for the whole session: BrightRun's local server
+(`python -m local.inference`, fixture `server`, which most tests use) and real vLLM's CPU
+build from .venv-vllm (`vllm_server`; `make vllm` installs it). Without .venv-vllm the vLLM
+tests are skipped, unless BRIGHTRUN_REQUIRE_VLLM=1 (as `make test` sets) makes that a
+failure.
+
+The tiny model has heads of 32 dimensions: vLLM's CPU attention has no smaller kernel."""
 
 from __future__ import annotations
 
@@ -14,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from cli.stack import stop_all, wait_healthy
+from cli.stack import VLLM_PYTHON, inference_service, stop_all, wait_healthy
 from core.clients.inference import InferenceClient
 from core.settings import Settings
 from tests.conftest import ROOT
 
 API_KEY = "inference-test-key"
+MAX_MODEL_LEN = 512  # both servers' context (vLLM's --max-model-len in VLLM_SMALL_FLAGS)
 
 
 def free_port() -> int:
@@ -64,13 +71,24 @@ class Server:
     base: str  # the served base model name (the folder path, as a trainer records it)
     adapters_dir: Path  # the server's filesystem-resolver folder
     work: Path  # scratch space for adapters outside that folder
+    engine: str = "local"  # "local" (BrightRun's imitation) or "vllm"
+    max_model_len: int = 4096
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer.shared.tiny import build_tiny_chat_model
+def stack_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data folder of a `brightrun up` stack: its demo model is the tiny model here."""
+    return tmp_path_factory.mktemp("stack") / "data"
 
-    return build_tiny_chat_model(tmp_path_factory.mktemp("models") / "tiny-chat", seed=0)
+
+@pytest.fixture(scope="session")
+def tiny_model(stack_data: Path) -> Path:
+    """The tiny demo model `brightrun up` serves (heads of 32 dimensions, for vLLM)."""
+    from cli.stack import build_vllm_tiny_model
+
+    folder = (stack_data / "models" / "tiny-chat").resolve()
+    build_vllm_tiny_model(str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +100,9 @@ def adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         "other-base": make_adapter(
             tiny_model, d / "other", rank=4, seed=3, base_name="Qwen/Qwen2.5-7B-Instruct"
         ),
+        "rank-32": make_adapter(
+            tiny_model, d / "rank-32", rank=32, seed=4
+        ),  # above --max-lora-rank 16
     }
 
 
@@ -109,6 +130,8 @@ def start_server(tiny_model: Path, root: Path, *extra: str) -> tuple[subprocess.
         str(port),
         "--device",
         "cpu",
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
         *extra,
     ]
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed with the process
@@ -118,14 +141,72 @@ def start_server(tiny_model: Path, root: Path, *extra: str) -> tuple[subprocess.
     except Exception:
         stop_all([proc])
         raise RuntimeError((root / "server.log").read_text(errors="replace")) from None
-    return proc, Server(f"http://127.0.0.1:{port}/v1", str(tiny_model), adapters_dir, root)
+    return proc, Server(
+        f"http://127.0.0.1:{port}/v1", str(tiny_model), adapters_dir, root, "local", MAX_MODEL_LEN
+    )
 
 
 @pytest.fixture(scope="session")
-def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def local_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     proc, info = start_server(tiny_model, tmp_path_factory.mktemp("server"))
     yield info
     stop_all([proc])
+
+
+@pytest.fixture(scope="session")
+def server(local_server: Server) -> Server:
+    """The server most tests use: BrightRun's local one (a module may override this)."""
+    return local_server
+
+
+def start_vllm(stack_data: Path, tiny_model: Path, root: Path) -> tuple[subprocess.Popen, Server]:
+    """Real vLLM exactly as `brightrun up` runs it with INFERENCE_ENGINE=vllm (the service
+    `cli.stack.inference_service` builds) on the stack's tiny demo model: LoRA with runtime
+    loading and the filesystem resolver, one sequence at a time, float32, 512 tokens."""
+    port = free_port()
+    adapters_dir = root / "resolver"
+    stack = Settings(
+        data_dir=stack_data,
+        inference_engine="vllm",
+        inference_url=f"http://127.0.0.1:{port}/v1",
+        inference_api_key=API_KEY,
+        inference_adapters_dir=str(adapters_dir),
+    )
+    svc = inference_service(stack)
+    assert svc is not None and svc.argv[svc.argv.index("--model") + 1] == str(tiny_model)
+    env = {**os.environ, **svc.env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("OMP_NUM_THREADS", None)  # vLLM binds its own threads
+    log = open(root / "vllm.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(svc.argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(svc.health_url or "", proc, timeout_s=600)
+    except Exception:
+        stop_all([proc])
+        raise RuntimeError((root / "vllm.log").read_text(errors="replace")[-6000:]) from None
+    return proc, Server(
+        stack.inference_url, str(tiny_model), adapters_dir, root, "vllm", MAX_MODEL_LEN
+    )
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    stack_data: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    if not VLLM_PYTHON.is_file():
+        why = f"real vLLM is not installed ({VLLM_PYTHON}): run `make vllm`"
+        if os.environ.get("BRIGHTRUN_REQUIRE_VLLM") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    proc, info = start_vllm(stack_data, tiny_model, tmp_path_factory.mktemp("vllm"))
+    yield info
+    stop_all([proc], grace_s=30)
+
+
+@pytest.fixture(scope="module", params=["vllm", "local"])
+def both_servers(request: pytest.FixtureRequest) -> Server:
+    """Real vLLM, then BrightRun's local server: a test that takes this runs against each
+    (ids `[vllm]` and `[local]`); each server is started once for the session."""
+    return request.getfixturevalue("vllm_server" if request.param == "vllm" else "local_server")
 
 
 def settings_for(server: Server, data_dir: Path, **overrides: object) -> Settings:

@@ -1,5 +1,9 @@
-"""The client (core.clients.inference) against the real local server, over loopback HTTP:
-the vLLM API subset BrightRun relies on, as a user of the playground would notice it."""
+"""The inference contract: the vLLM API subset BrightRun relies on, over loopback HTTP, as a
+user of the playground would notice it, and the wire format itself (status codes, error
+bodies, load answers, /v1/models, SSE chunks). Every test that takes `server` runs twice:
+against real vLLM's CPU build (`[vllm]`, the reference) and against BrightRun's local
+server (`[local]`), which must answer the same. What differs on purpose is in
+docs/inference.md."""
 
 from __future__ import annotations
 
@@ -31,6 +35,12 @@ from core.errors import InvalidInput
 from tests.inference.conftest import API_KEY, Server, free_port, settings_for
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(both_servers: Server) -> Server:
+    return both_servers
+
 
 HI = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = Sampling(temperature=0.0, max_tokens=12)
@@ -152,13 +162,15 @@ def test_unknown_adapter_gives_a_clear_error(client: InferenceClient, server: Se
         client.stream_chat("no-such-adapter", HI, GREEDY)
 
 
-def test_adapter_for_another_base_is_refused_by_client_and_server(
+def test_adapter_for_another_base_is_refused_by_the_client_before_the_call(
     client: InferenceClient, adapters: dict[str, Path], unique_name: str
 ) -> None:
+    """vLLM's runtime loading would take it (see test_runtime_loading_does_not_check_the_base):
+    the client refuses it first."""
     with pytest.raises(AdapterBaseMismatch, match="Qwen/Qwen2.5-7B-Instruct"):
-        client.ensure_adapter(unique_name, str(adapters["other-base"]))  # checked here first
+        client.ensure_adapter(unique_name, str(adapters["other-base"]))
     with pytest.raises(AdapterBaseMismatch, match="Qwen/Qwen2.5-7B-Instruct"):
-        client.load_adapter(unique_name, str(adapters["other-base"]))  # the server refuses too
+        client.load_adapter(unique_name, str(adapters["other-base"]))
     assert unique_name not in {m.id for m in client.models()}
 
 
@@ -177,12 +189,41 @@ def test_resolver_loads_a_named_folder_on_first_use(
         c.unload_adapter(unique_name)
 
 
-def test_resolver_refuses_a_folder_trained_on_another_base(
-    client: InferenceClient, server: Server, adapters: dict[str, Path], unique_name: str
+def test_a_checkpoint_is_chatted_with_through_the_resolver_under_its_served_name(
+    server: Server, data_dir: Path, adapters: dict[str, Path], unique_name: str
 ) -> None:
+    """A checkpoint's folder (here: outside the resolver folder, under another name) is
+    served as `ckpt-<version id>`: in resolver mode the client copies it into the resolver
+    folder under that name, and it answers as the same adapter loaded at run time."""
+    served = f"ckpt-{unique_name}"
+    with InferenceClient(settings_for(server, data_dir, inference_lora_loading="resolver")) as c:
+        got = c.ensure_adapter(served, str(adapters["a"]))
+        assert (
+            got.mode is LoadMode.RESOLVER
+            and (server.adapters_dir / served / "adapter_config.json").is_file()
+        )
+        answer = c.chat(served, HI, GREEDY).text
+    with InferenceClient(settings_for(server, data_dir)) as c:
+        c.load_adapter(f"{unique_name}-rt", str(adapters["a"]))
+        assert (
+            answer
+            == c.chat(f"{unique_name}-rt", HI, GREEDY).text
+            != c.chat(server.base, HI, GREEDY).text
+        )
+        c.unload_adapter(f"{unique_name}-rt")
+
+
+def test_resolver_refuses_a_folder_trained_on_another_base(
+    server: Server, data_dir: Path, adapters: dict[str, Path], unique_name: str
+) -> None:
+    """The resolver's rule (base_model_name_or_path must equal the served name): the server
+    says only "not found"; the client, which can read the folder, says why first."""
     shutil.copytree(adapters["other-base"], server.adapters_dir / unique_name)
-    with pytest.raises(AdapterBaseMismatch, match="Qwen/Qwen2.5-7B-Instruct"):
-        client.chat(unique_name, HI, GREEDY)
+    with InferenceClient(settings_for(server, data_dir, inference_lora_loading="resolver")) as c:
+        with pytest.raises(AdapterBaseMismatch, match="Qwen/Qwen2.5-7B-Instruct"):
+            c.ensure_adapter(unique_name)
+        with pytest.raises(ModelNotServed, match="base_model_name_or_path"):
+            c.chat(unique_name, HI, GREEDY)
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +296,15 @@ def test_wrong_key_and_unreachable_server_are_told_apart(server: Server, data_di
 def test_context_overflow_is_rejected_with_the_limit(
     client: InferenceClient, server: Server
 ) -> None:
-    with pytest.raises(RequestRejected, match="maximum context length is 4096"):
-        client.chat(server.base, HI, Sampling(max_tokens=5000))
+    limit = server.max_model_len
+    with pytest.raises(RequestRejected, match=f"max_model_len={limit}"):
+        client.chat(server.base, HI, Sampling(max_tokens=limit + 1))
+    long_prompt = [{"role": "user", "content": "cat " * limit}]
+    with pytest.raises(RequestRejected, match=f"maximum context length is {limit} tokens"):
+        client.chat(server.base, long_prompt, Sampling(max_tokens=5))
+    # an answer that would run past the context is shortened, not refused
+    r = client.chat(server.base, HI, Sampling(temperature=0.0, max_tokens=limit - 5))
+    assert r.prompt_tokens + r.completion_tokens <= limit
 
 
 @pytest.mark.parametrize(
@@ -351,6 +399,8 @@ def test_a_broken_adapter_is_refused_and_leaves_the_server_serving(
     tmp_path: Path,
     unique_name: str,
 ) -> None:
+    """vLLM 0.32.0 itself loads such an adapter and answers with it: the client refuses it
+    before the call (core.clients.inference.fit), the local server refuses it too."""
     from tests.inference.conftest import make_adapter
     from trainer.shared.tiny import build_tiny_chat_model
 
@@ -376,6 +426,15 @@ def test_a_broken_adapter_is_refused_and_leaves_the_server_serving(
         assert client.chat(server.base, HI, GREEDY).text == base_before
         if with_another_loaded:
             assert client.chat(good, HI, GREEDY).text == good_before
+    # Asked directly, vLLM takes it (200) and the local server refuses it (400): the
+    # difference in docs/inference.md that the client's check covers.
+    with raw(server) as h:
+        r = h.post(
+            "/load_lora_adapter", json={"lora_name": unique_name, "lora_path": str(wrong_shape)}
+        )
+        assert r.status_code == {"vllm": 200, "local": 400}[server.engine], r.text
+        if r.status_code == 200:
+            h.post("/unload_lora_adapter", json={"lora_name": unique_name})
     client.load_adapter(unique_name, str(adapters["b"]))  # a good one still loads
     assert client.chat(unique_name, HI, GREEDY).text != base_before
     client.unload_adapter(unique_name)
@@ -399,3 +458,232 @@ def test_generation_stops_when_the_reader_goes_away(tiny_model: Path) -> None:
     assert deltas[-1].finish_reason == "abort"
     assert deltas[-1].completion_tokens < 20
     assert engine.lock.acquire(blocking=False)
+
+
+# --------------------------------------------------------------------------- the wire format
+# What vLLM 0.32.0 answers, byte for byte where BrightRun reads it: both servers must agree.
+
+
+def raw(server: Server):
+    import httpx
+
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
+    )
+
+
+def error_of(r) -> tuple[int, str, str | None, int]:
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    return r.status_code, err["type"], err["param"], err["code"]
+
+
+def test_errors_come_in_vllms_envelope_with_its_status_type_and_param(
+    server: Server, adapters: dict[str, Path], unique_name: str
+) -> None:
+    chat = {"model": server.base, "messages": HI, "max_tokens": 2}
+    with raw(server) as h:
+        assert error_of(h.post("/chat/completions", json={**chat, "model": "nope"})) == (
+            404,
+            "NotFoundError",
+            "model",
+            404,
+        )
+        assert error_of(h.post("/chat/completions", json={**chat, "temperature": 3})) == (
+            400,
+            "BadRequestError",
+            "temperature",
+            400,
+        )
+        assert error_of(h.post("/chat/completions", json={**chat, "top_p": 0})) == (
+            400,
+            "BadRequestError",
+            "top_p",
+            400,
+        )
+        assert error_of(h.post("/chat/completions", json={"model": server.base})) == (
+            400,
+            "Bad Request",
+            "body.messages",
+            400,
+        )
+        assert error_of(h.post("/load_lora_adapter", json={})) == (
+            400,
+            "Bad Request",
+            "body.lora_name",
+            400,
+        )
+        missing = {"lora_name": unique_name, "lora_path": str(server.work / "nowhere")}
+        assert error_of(h.post("/load_lora_adapter", json=missing)) == (
+            404,
+            "NotFoundError",
+            None,
+            404,
+        )
+        big = {"lora_name": unique_name, "lora_path": str(adapters["rank-32"])}
+        r = h.post("/load_lora_adapter", json=big)
+        assert error_of(r) == (500, "InternalServerError", None, 500)
+        assert "LoRA rank 32 is greater than max_lora_rank 16" in r.json()["error"]["message"]
+        base_name = {"lora_name": server.base, "lora_path": str(adapters["a"])}
+        assert error_of(h.post("/load_lora_adapter", json=base_name)) == (
+            400,
+            "InvalidUserInput",
+            None,
+            400,
+        )
+        assert error_of(h.post("/unload_lora_adapter", json={"lora_name": unique_name})) == (
+            404,
+            "NotFoundError",
+            None,
+            404,
+        )
+        good = {"lora_name": unique_name, "lora_path": str(adapters["a"])}
+        assert h.post("/load_lora_adapter", json=good).status_code == 200
+        assert error_of(h.post("/load_lora_adapter", json=good)) == (
+            400,
+            "InvalidUserInput",
+            None,
+            400,
+        )
+        assert h.post("/unload_lora_adapter", json={"lora_name": unique_name}).status_code == 200
+        wrong_key = h.get("/models", headers={"Authorization": "Bearer wrong"})
+        assert (wrong_key.status_code, wrong_key.json()) == (401, {"error": "Unauthorized"})
+
+
+def test_load_and_unload_answer_plain_text(
+    server: Server, adapters: dict[str, Path], unique_name: str
+) -> None:
+    with raw(server) as h:
+        r = h.post(
+            "/load_lora_adapter", json={"lora_name": unique_name, "lora_path": str(adapters["a"])}
+        )
+        assert (r.status_code, r.text) == (
+            200,
+            f"Success: LoRA adapter '{unique_name}' added successfully.",
+        )
+        assert "json" not in r.headers.get("content-type", "")
+        again = {"lora_name": unique_name, "lora_path": str(adapters["b"]), "load_inplace": True}
+        assert h.post("/load_lora_adapter", json=again).text == r.text
+        r = h.post("/unload_lora_adapter", json={"lora_name": unique_name})
+        assert (r.status_code, r.text) == (
+            200,
+            f"Success: LoRA adapter '{unique_name}' removed successfully.",
+        )
+
+
+def test_runtime_loading_does_not_check_the_base(
+    server: Server, adapters: dict[str, Path], unique_name: str
+) -> None:
+    """vLLM takes an adapter recorded for another base at run time (its shapes fit here):
+    the base check is the client's (test_adapter_for_another_base_is_refused_...)."""
+    with raw(server) as h:
+        r = h.post(
+            "/load_lora_adapter",
+            json={"lora_name": unique_name, "lora_path": str(adapters["other-base"])},
+        )
+        assert r.status_code == 200
+        assert h.post("/unload_lora_adapter", json={"lora_name": unique_name}).status_code == 200
+
+
+def test_resolver_errors_are_not_found_or_not_loadable(
+    server: Server, adapters: dict[str, Path], unique_name: str
+) -> None:
+    other, big = f"{unique_name}-other", f"{unique_name}-big"
+    shutil.copytree(adapters["other-base"], server.adapters_dir / other)
+    shutil.copytree(adapters["rank-32"], server.adapters_dir / big)
+    chat = {"messages": HI, "max_tokens": 2}
+    with raw(server) as h:
+        assert error_of(h.post("/chat/completions", json={**chat, "model": other})) == (
+            404,
+            "NotFoundError",
+            "model",
+            404,
+        )
+        r = h.post("/chat/completions", json={**chat, "model": big})
+        assert error_of(r) == (400, "BadRequestError", None, 400)
+        assert r.json()["error"]["message"].startswith(
+            f"LoRA adapter '{big}' was found but could not be loaded"
+        )
+
+
+def test_models_list_root_and_parent(
+    server: Server, adapters: dict[str, Path], unique_name: str
+) -> None:
+    with raw(server) as h:
+        h.post(
+            "/load_lora_adapter", json={"lora_name": unique_name, "lora_path": str(adapters["a"])}
+        )
+        body = h.get("/models").json()
+        h.post("/unload_lora_adapter", json={"lora_name": unique_name})
+    assert body["object"] == "list"
+    cards = {m["id"]: m for m in body["data"]}
+    base, adapter = cards[server.base], cards[unique_name]
+    assert (base["object"], base["root"], base["parent"], base["max_model_len"]) == (
+        "model",
+        server.base,
+        None,
+        server.max_model_len,
+    )
+    assert (adapter["root"], adapter["parent"], adapter["max_model_len"]) == (
+        str(adapters["a"]),
+        server.base,
+        None,
+    )
+    assert (
+        base["owned_by"] == {"vllm": "vllm", "local": "brightrun"}[server.engine]
+    )  # how health tells them apart
+
+
+def test_sse_chunks(server: Server) -> None:
+    req = {"model": server.base, "messages": HI, "temperature": 0, "max_tokens": 5}
+    with raw(server) as h:
+        whole = h.post("/chat/completions", json=req).json()
+        with h.stream(
+            "POST",
+            "/chat/completions",
+            json={**req, "stream": True, "stream_options": {"include_usage": True}},
+        ) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith(
+                "text/event-stream"
+            )
+            events = [line.removeprefix("data: ") for line in r.iter_lines() if line]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len(
+        {c["id"] for c in chunks}
+    ) == 1
+    *answer, usage = chunks
+    assert answer[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    finishes = [c["choices"][0]["finish_reason"] for c in answer]
+    assert finishes[:-1] == [None] * (len(answer) - 1) and finishes[-1] == "length"
+    assert answer[-1]["choices"][0]["delta"]["content"], (
+        "the last piece comes with the finish reason"
+    )
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in answer)
+        == whole["choices"][0]["message"]["content"]
+    )
+    counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 5
+    assert {k: usage["usage"][k] for k in counts} == {k: whole["usage"][k] for k in counts}
+
+
+def test_health_says_which_engine_answers(
+    client: InferenceClient, settings, server: Server
+) -> None:
+    """What the Settings page shows for the inference part."""
+    from core.queries import health
+
+    class Down:
+        def __getattr__(self, name: str):
+            raise RuntimeError("not looked at here")
+
+    part = {p.part: p for p in health(settings, store=Down(), runpod=Down(), inference=client)}[
+        "inference"
+    ]
+    engine = {"vllm": "vLLM 0.32.0", "local": "BrightRun's local server (imitates vLLM's API)"}[
+        server.engine
+    ]
+    assert part.ok and part.detail.startswith(f"{engine} answering, serving {server.base}"), (
+        part.detail
+    )

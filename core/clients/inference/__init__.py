@@ -26,8 +26,8 @@ setting: `<data_dir>/volume/adapters/<name>`, where local jobs copy finished ada
 
 What a user may chat with is `model_choices(actor, ...)`: the served base, then the actor's
 own ready adapter versions that have a folder on the shared volume (served under that
-folder's name, the resolver's rule) and checkpoints (served as `ckpt-<version id>`, by
-runtime loading). Another user's versions never appear. With AUTH=none, adapters the
+folder's name, the resolver's rule) and checkpoints (served as `ckpt-<version id>`: loaded at
+run time, or in resolver mode copied into the resolver folder under that name). Another user's versions never appear. With AUTH=none, adapters the
 server lists and folders in the local adapter folder are offered too.
 
 Errors are typed (`InferenceError` and subclasses, all `BrightRunError`), decided from the
@@ -39,21 +39,31 @@ base) and `RuntimeLoadingDisabled` (no load route), `RequestRejected` (bad sampl
 values, context too long). Bad sampling values are refused before any request with
 `InvalidInput` naming the field.
 
-Modules: `types` (errors, sampling, results), `client` (`InferenceClient`), `choices`
-(what an actor may chat with), `prompts` (comparisons and prompt sets), `tools` (chat
-with tools and reasoning: `agent_chat`).
+More than one base model: one endpoint per base (INFERENCE_URLS, base name -> URL, beside
+the default INFERENCE_URL); `InferenceRouter` sends each request to the endpoint of its
+model's base, `model_choice_set` lists the adapters whose base is served and says why
+the others are not, and `client_for_base` gives the evaluation its endpoint.
+
+Modules: `types` (errors, sampling, results), `client` (`InferenceClient`), `routing`
+(endpoints per base, `InferenceRouter`), `choices` (what an actor may chat with),
+`prompts` (comparisons and prompt sets), `tools` (chat with tools and
+reasoning: `agent_chat`).
 """
 
 from __future__ import annotations
 
 from core.clients.inference.choices import (
+    ChoiceSet,
     ModelChoice,
+    Unserved,
+    actor_choice_set,
     actor_choices,
     database_ready,
     find_choice,
+    model_choice_set,
     model_choices,
 )
-from core.clients.inference.client import ChatStream, InferenceClient, local_adapters_dir
+from core.clients.inference.client import ChatStream, InferenceClient, local_adapters_dir, same_base
 from core.clients.inference.prompts import (
     CompareRow,
     PromptCase,
@@ -67,6 +77,7 @@ from core.clients.inference.prompts import (
     export_set_jsonl,
     parse_prompt_set,
 )
+from core.clients.inference.routing import InferenceRouter, client_for_base, endpoint_for
 from core.clients.inference.tools import (
     AgentReply,
     ToolCall,
@@ -130,4 +141,12 @@ __all__ = [
     "conversation_messages",
     "export_conversation_jsonl",
     "export_set_jsonl",
+    "ChoiceSet",
+    "Unserved",
+    "model_choice_set",
+    "actor_choice_set",
+    "same_base",
+    "InferenceRouter",
+    "client_for_base",
+    "endpoint_for",
 ]

@@ -1,15 +1,18 @@
-"""What a user may chat with: the served base, then the actor's own ready adapter versions
-and checkpoints (see `core.clients.inference`)."""
+"""What a user may chat with: the served bases, then the actor's own ready adapter versions
+and checkpoints on their base's endpoint, and those no endpoint serves, with the reason
+(see `core.clients.inference`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.clients.inference.client import InferenceClient, local_adapters_dir
-from core.clients.inference.types import InferenceUnavailable
+from core.clients.inference.client import InferenceClient, local_adapters_dir, same_base
+from core.clients.inference.routing import InferenceRouter
+from core.clients.inference.types import InferenceError, InferenceUnavailable, ServedModel
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -20,32 +23,99 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Something the actor can chat with: the served base, or one of their adapters."""
+    """Something the actor can chat with: a served base, or one of their adapters."""
 
     label: str  # what the user reads: "support-bot v2", "support-bot step 400"
     served_name: str  # the `model` of a request
     path: str | None = None  # the adapter folder as the server sees it; None: the base
     trained_on: str | None = None  # the base model the adapter was trained on
+    endpoint: str | None = None  # the inference endpoint that serves it
 
     @property
     def is_adapter(self) -> bool:
         return self.path is not None
 
 
+@dataclass(frozen=True)
+class Unserved:
+    """An adapter of the actor's that no endpoint can serve, and why."""
+
+    label: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChoiceSet:
+    available: list[ModelChoice]
+    unserved: list[Unserved]
+
+
 def model_choices(
-    actor: Actor, session: Session | None, settings: Settings, client: InferenceClient
+    actor: Actor,
+    session: Session | None,
+    settings: Settings,
+    client: InferenceClient | InferenceRouter,
 ) -> list[ModelChoice]:
-    """The served base first, then the actor's ready adapter versions and checkpoints that
-    have a folder on the shared volume (`volume_path`). A version is served under its
-    folder's name (the filesystem resolver's rule); a checkpoint, whose folder name is not
-    unique, under `ckpt-<version id>`, by runtime loading only. With AUTH=none (one local user) the
-    adapters the server already lists, and folders in the local adapter folder, are added.
-    `session` None (no database yet) lists no versions. Raises InferenceError."""
-    models = client.models()
-    base = next((m.id for m in models if not m.is_adapter), None)
-    if base is None:
-        raise InferenceUnavailable(f"the inference server at {client.url} lists no base model")
-    out = [ModelChoice(f"{base} (base)", base)]
+    """What the actor can chat with (`model_choice_set(...).available`)."""
+    return model_choice_set(actor, session, settings, client).available
+
+
+def _served_bases(
+    router: InferenceRouter,
+) -> tuple[dict[str, str], list[ServedModel], dict[str, str]]:
+    """Base name -> endpoint, the adapters each endpoint lists, and the endpoints that do
+    not answer (the default endpoint's failure is raised)."""
+    bases: dict[str, str] = {}
+    listed: list[tuple[str, ServedModel]] = []
+    down: dict[str, str] = {}
+    for url in router.endpoints():
+        try:
+            models = router.client(url).models()
+        except InferenceError as e:
+            if url == router.url:
+                raise
+            down[url] = str(e)
+            continue
+        for m in models:
+            if m.is_adapter:
+                listed.append((url, m))
+            else:
+                bases.setdefault(m.id, url)
+    return bases, listed, down
+
+
+def model_choice_set(
+    actor: Actor,
+    session: Session | None,
+    settings: Settings,
+    client: InferenceClient | InferenceRouter,
+) -> ChoiceSet:
+    """The served bases first (the default endpoint's first), then the actor's ready adapter
+    versions and checkpoints that have a folder on the shared volume (`volume_path`), each
+    on the endpoint serving the base it was trained on (INFERENCE_URLS, see `routing`);
+    those whose base no endpoint serves are `unserved`, with the reason. A version is
+    served under its folder's name (the filesystem resolver's rule); a checkpoint, whose
+    folder name is not unique, under `ckpt-<version id>` (resolver mode: copied into the
+    resolver folder under that name when visible from here). With
+    AUTH=none (one local user) the adapters the servers already list, and folders in the
+    local adapter folder, are added. `session` None (no database yet) lists no versions.
+    Routes every choice on `client` when it is a router. Raises InferenceError."""
+    router = (
+        client if isinstance(client, InferenceRouter) else InferenceRouter(settings, default=client)
+    )
+    bases, listed, down = _served_bases(router)
+    if not bases:
+        raise InferenceUnavailable(f"the inference server at {router.url} lists no base model")
+    out = [ModelChoice(f"{b} (base)", b, endpoint=url) for b, url in bases.items()]
+    unserved: list[Unserved] = []
+
+    def add(label: str, served: str, folder: str, trained_on: str | None) -> None:
+        url = _endpoint_of(trained_on, bases)
+        if url is None:
+            unserved.append(Unserved(label, _why_unserved(settings, trained_on or "", bases, down)))
+        else:
+            out.append(ModelChoice(label, served, folder, trained_on, url))
+
     if session is not None:
         from core.db import repo
 
@@ -58,17 +128,57 @@ def model_choices(
                 label = f"{adapter.name} v{v.version}" if v.version is not None else adapter.name
                 if v.is_checkpoint:
                     label += f" step {v.step}"
-                out.append(ModelChoice(label, served, folder, v.base_model))
+                # what the server checks: the folder's record when visible here (a job on
+                # the demo model records its folder, the version its catalog id)
+                add(label, served, folder, _recorded_base(Path(folder)) or v.base_model)
     if settings.auth == "none":
-        known = {c.served_name for c in out}
-        extra = {m.id: m.root or client.adapter_path(m.id) for m in models if m.is_adapter}
+        known = {c.served_name for c in out} | {u.label for u in unserved}
+        for url, m in listed:
+            if m.id not in known:
+                out.append(
+                    ModelChoice(
+                        m.id, m.id, m.root or router.client(url).adapter_path(m.id), m.parent, url
+                    )
+                )
+                known.add(m.id)
         folder = local_adapters_dir(settings)
-        if folder.is_dir():
-            for d in sorted(folder.iterdir()):
-                if (d / "adapter_config.json").is_file():
-                    extra.setdefault(d.name, str(d))
-        out += [ModelChoice(n, n, p) for n, p in sorted(extra.items()) if n not in known]
-    return out
+        for d in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if d.name not in known and (d / "adapter_config.json").is_file():
+                add(d.name, d.name, str(d), _recorded_base(d))
+    for c in out:
+        router.route(c.served_name, c.endpoint or router.url)
+    return ChoiceSet(out, unserved)
+
+
+def _endpoint_of(trained_on: str | None, bases: dict[str, str]) -> str | None:
+    """The endpoint serving the base an adapter was trained on (the default endpoint when
+    the base is not recorded); None when no endpoint serves it."""
+    if not trained_on:
+        return next(iter(bases.values()))
+    return next((url for b, url in bases.items() if same_base(trained_on, b)), None)
+
+
+def _why_unserved(
+    settings: Settings, trained_on: str, bases: dict[str, str], down: dict[str, str]
+) -> str:
+    url = settings.inference_urls.get(trained_on, "").rstrip("/")
+    if url in down:
+        return f"trained on {trained_on}, whose endpoint {url} is not answering ({down[url]})"
+    if url:
+        return f"trained on {trained_on}, but its endpoint {url} serves {', '.join(b for b, u in bases.items() if u == url) or 'no base'}"
+    return (
+        f"trained on {trained_on}, which no inference endpoint serves (served: "
+        f"{', '.join(bases)}): add its endpoint to INFERENCE_URLS"
+    )
+
+
+def _recorded_base(folder: Path) -> str | None:
+    try:
+        cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    base = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    return str(base) if base else None
 
 
 def database_ready(settings: Settings) -> bool:
@@ -83,15 +193,24 @@ def database_ready(settings: Settings) -> bool:
     return current_revision(settings) is not None
 
 
-def actor_choices(actor: Actor, settings: Settings, client: InferenceClient) -> list[ModelChoice]:
-    """`model_choices` in its own database session; before the database has been set up
+def actor_choice_set(
+    actor: Actor, settings: Settings, client: InferenceClient | InferenceRouter
+) -> ChoiceSet:
+    """`model_choice_set` in its own database session; before the database has been set up
     no versions are listed."""
     from core.db import session_scope
 
     if not database_ready(settings):
-        return model_choices(actor, None, settings, client)
+        return model_choice_set(actor, None, settings, client)
     with session_scope(settings) as session:
-        return model_choices(actor, session, settings, client)
+        return model_choice_set(actor, session, settings, client)
+
+
+def actor_choices(
+    actor: Actor, settings: Settings, client: InferenceClient | InferenceRouter
+) -> list[ModelChoice]:
+    """What the actor can chat with (`actor_choice_set(...).available`)."""
+    return actor_choice_set(actor, settings, client).available
 
 
 def find_choice(

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.clients.inference.fit import misfit
 from core.clients.inference.types import (
     AdapterAvailability,
     AdapterBaseMismatch,
@@ -52,13 +53,25 @@ def _has_envelope(e: openai.APIError) -> bool:
     return isinstance(e.body, Mapping) and "message" in e.body and e.type is not None
 
 
+def same_base(trained_on: str, served: str, *, exact: bool = False) -> bool:
+    """Whether an adapter recorded for `trained_on` is for the base served as `served`:
+    the same name, or (unless `exact`, the filesystem resolver's rule) the same folder."""
+    if trained_on == served:
+        return True
+    if exact or not trained_on or not served:
+        return False
+    a, b = Path(trained_on), Path(served)
+    return a.is_dir() and b.is_dir() and a.resolve() == b.resolve()
+
+
 class InferenceClient:
-    """One server at `settings.inference_url`. Build one per session; not thread-safe."""
+    """One server: `url`, else `settings.inference_url`. Build one per session."""
 
     def __init__(
         self,
         settings: Settings,
         *,
+        url: str | None = None,
         timeout_s: float = 300.0,
         client: openai.OpenAI | None = None,
     ) -> None:
@@ -66,7 +79,7 @@ class InferenceClient:
         import openai
 
         self.settings = settings
-        self.url = settings.inference_url.rstrip("/")
+        self.url = (url or settings.inference_url).rstrip("/")
         self._openai = client or openai.OpenAI(
             base_url=self.url,
             api_key=settings.inference_api_key.get_secret_value() or "none",
@@ -116,8 +129,6 @@ class InferenceClient:
                 "to the served base, and the server must load adapters at run time or "
                 "through its filesystem resolver"
             )
-        if e.type == "BaseModelMismatch":
-            return AdapterBaseMismatch(_message(e))
         if isinstance(e, openai.BadRequestError | openai.UnprocessableEntityError):
             return RequestRejected(f"the inference server refused the request: {_message(e)}")
         return InferenceError(f"the inference server failed (HTTP {e.status_code}): {_message(e)}")
@@ -134,8 +145,30 @@ class InferenceClient:
         out = []
         for m in page.data:
             extra = m.model_extra or {}
-            out.append(ServedModel(m.id, extra.get("parent"), extra.get("root")))
+            out.append(ServedModel(m.id, extra.get("parent"), extra.get("root"), m.owned_by))
         return out
+
+    def engine(self, models: list[ServedModel] | None = None) -> str:
+        """Which server answers, for the Settings page: "vLLM 0.32.0" (its /version, when
+        reachable), "BrightRun's local server" (the imitation), or the models' owner."""
+        import httpx
+
+        owners = {m.owned_by for m in (models if models is not None else self.models())}
+        if "brightrun" in owners:
+            return "BrightRun's local server (imitates vLLM's API)"
+        if "vllm" not in owners:
+            return f"an OpenAI-compatible server ({', '.join(sorted(o or '?' for o in owners))})"
+        key = self.settings.inference_api_key.get_secret_value()
+        try:
+            r = httpx.get(
+                f"{self.url.removesuffix('/v1')}/version",
+                headers={"Authorization": f"Bearer {key}"} if key else {},
+                timeout=5.0,
+            )
+            version = r.json().get("version") if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            version = None  # behind a proxy that only passes /v1 (RunPod's worker-vllm)
+        return f"vLLM {version}" if isinstance(version, str) else "vLLM"
 
     def base_model(self) -> str:
         """The served name of the (first) base model."""
@@ -152,24 +185,28 @@ class InferenceClient:
         """Where the server finds adapter `name` (its own view of the adapter folder)."""
         return f"{self.adapters_dir()}/{name}"
 
-    def _check_base(self, name: str, path: str, base: str) -> None:
-        """When the adapter folder is visible from here, refuse a base mismatch up front."""
+    def _check_base(self, name: str, path: str, base: str, *, exact: bool = False) -> None:
+        """When the adapter folder is visible from here, refuse an adapter that does not fit
+        the base (`fit.misfit`; vLLM would load it) or a base mismatch before the server is
+        asked: vLLM's runtime loading does not check it (it would answer with the
+        adapter applied to the wrong model), and its resolver answers a plain 404. `exact`:
+        the resolver's rule, the recorded name must equal the served name; otherwise two
+        paths of the same folder match too."""
         cfg_path = Path(path) / "adapter_config.json"
         try:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return  # not visible here (a remote volume): the server decides
         trained_on = str(cfg.get("base_model_name_or_path") or "") if isinstance(cfg, dict) else ""
-        same = trained_on == base or (
-            Path(trained_on).is_dir()
-            and Path(base).is_dir()
-            and Path(trained_on).resolve() == Path(base).resolve()
-        )
-        if trained_on and not same:
+        if Path(base).is_dir() and (why := misfit(path, base)):
+            raise AdapterLoadFailed(f"adapter {name!r} at {path} could not be loaded: {why}")
+        if trained_on and not same_base(trained_on, base, exact=exact):
+            rule = " (the filesystem resolver needs the exact served name)" if exact else ""
             raise AdapterBaseMismatch(
                 f"adapter {name!r} was trained on base model {trained_on!r}, but the inference "
-                f"server serves {base!r}: serve that base model (INFERENCE_BASE_MODEL for the "
-                "local server, --model for vLLM) to chat with it"
+                f"server serves {base!r}{rule}: serve that base model (INFERENCE_BASE_MODEL "
+                "for the local server, --model for vLLM, or an INFERENCE_URLS entry) to chat "
+                "with it"
             )
 
     def ensure_adapter(self, name: str, path: str | None = None) -> AdapterAvailability:
@@ -179,17 +216,20 @@ class InferenceClient:
             return AdapterAvailability(name, LoadMode.SERVED, f"{name!r} is already served")
         path = path or self.adapter_path(name)
         base = next((m.id for m in models if not m.is_adapter), "")
-        if base:
-            self._check_base(name, path, base)
         mode = self.settings.inference_lora_loading
+        if base:
+            self._check_base(name, path, base, exact=mode == "resolver")
         reason = "INFERENCE_LORA_LOADING=resolver"
         if mode in ("auto", "runtime"):
             try:
-                return self.load_adapter(name, path)
+                return self._post_load(name, path)
             except RuntimeLoadingDisabled as e:
                 if mode == "runtime":
                     raise
                 reason = str(e)
+            if base:
+                self._check_base(name, path, base, exact=True)
+        path = self._stage_for_resolver(name, path)
         return AdapterAvailability(
             name,
             LoadMode.RESOLVER,
@@ -197,8 +237,28 @@ class InferenceClient:
             f"request for {name!r} ({reason})",
         )
 
+    def _stage_for_resolver(self, name: str, path: str) -> str:
+        """The resolver only finds `<adapter folder>/<name>`. An adapter kept elsewhere, or
+        under another folder name (a checkpoint, served as `ckpt-<version id>`), is copied
+        there when both folders are visible from here (the local stack); else `path`."""
+        import shutil
+
+        target = Path(self.adapters_dir()) / name
+        source = Path(path)
+        if target.exists() or not (source / "adapter_config.json").is_file():
+            return str(target) if target.exists() else path
+        if not target.parent.is_dir() or source.resolve() == target.resolve():
+            return path
+        shutil.copytree(source, target)
+        return str(target)
+
     def load_adapter(self, name: str, path: str, replace: bool = False) -> AdapterAvailability:
-        """POST /v1/load_lora_adapter; `replace` reloads a name already loaded."""
+        """POST /v1/load_lora_adapter; `replace` reloads a name already loaded. An adapter
+        trained on another base is refused here first (AdapterBaseMismatch)."""
+        self._check_base(name, path, self.base_model())
+        return self._post_load(name, path, replace)
+
+    def _post_load(self, name: str, path: str, replace: bool = False) -> AdapterAvailability:
         import httpx
         import openai
 
@@ -217,9 +277,8 @@ class InferenceClient:
                 raise ModelNotServed(
                     f"no adapter {name!r} at {path} on the inference server: {_message(e)}"
                 ) from e
-            if e.type == "BaseModelMismatch":
-                raise AdapterBaseMismatch(_message(e)) from e
-            if isinstance(e, openai.BadRequestError):
+            if isinstance(e, openai.BadRequestError) or (e.status_code >= 500 and _has_envelope(e)):
+                # vLLM answers a rank above its --max-lora-rank with a 500
                 raise AdapterLoadFailed(
                     f"the inference server would not load adapter {name!r} from {path}: "
                     f"{_message(e)}"

@@ -94,6 +94,7 @@ class ServedModel:
     id: str
     parent: str | None = None  # the base's name for an adapter; None for a base model
     root: str | None = None  # where the server loaded it from
+    owned_by: str | None = None  # "vllm" from vLLM, "brightrun" from the local server
 
     @property
     def is_adapter(self) -> bool:
