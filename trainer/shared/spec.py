@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trainer.shared.files import LOG_FILES
 
-SPEC_VERSION = 2  # 2: `first_seq`
+SPEC_VERSION = 3  # 2: `first_seq`; 3: `method` and `preference`
 
 EventType = Literal["started", "metrics", "checkpoint", "completed", "failed"]
 FailureKind = Literal[
@@ -228,6 +228,21 @@ class CacheSpec(_Strict):
 
 
 Action = Literal["train", "merge", "cache_model"]
+Method = Literal["sft", "dpo", "orpo"]
+PreferenceLoss = Literal["sigmoid", "hinge", "ipo"]
+
+
+class PreferenceSpec(_Strict):
+    """Settings of preference tuning (`method` dpo or orpo; see `trainer.preference`).
+
+    DPO: `beta` scales the log-ratio against the reference (higher keeps the adapter
+    closer to it); `loss_type` is the DPO variant: `sigmoid` (the DPO paper), `hinge`
+    (SLiC) or `ipo`. ORPO: `orpo_lambda` weighs the odds-ratio term against the
+    chosen answers' cross-entropy; it takes no reference model."""
+
+    beta: float = Field(0.1, gt=0, le=10)
+    loss_type: PreferenceLoss = "sigmoid"
+    orpo_lambda: float = Field(0.1, gt=0, le=10)
 
 
 class JobSpec(_Strict):
@@ -243,6 +258,12 @@ class JobSpec(_Strict):
     merge: MergeSpec | None = None
     cache: CacheSpec | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    method: Method = Field(
+        "sft",
+        description="sft: learn the answers of chat/text rows; dpo or orpo: learn which of two "
+        "answers is preferred, from preference rows (prompt, chosen, rejected)",
+    )
+    preference: PreferenceSpec | None = None  # dpo/orpo settings; defaults when left out
     resume_from: str | None = Field(
         None, description="adapter folder or URL to continue training from (a parent version)"
     )
@@ -287,6 +308,13 @@ class JobSpec(_Strict):
                 if a == "merge"
                 else f"merge settings do not apply to a {a} job"
             )
+        if self.method != "sft" and a != "train":
+            raise ValueError(f"method {self.method} only applies to a train job")
+        if self.method == "sft" and self.preference is not None:
+            raise ValueError(
+                "preference settings apply to method dpo or orpo: set method, or leave out "
+                "preference"
+            )
         if self.cache is not None and a != "cache_model":
             raise ValueError(f"cache settings do not apply to a {a} job")
         if a == "merge":
@@ -305,6 +333,11 @@ class JobSpec(_Strict):
         ):
             raise ValueError("cache.quantized_copy needs quantization nf4 or int8")
         return self
+
+    @property
+    def preference_settings(self) -> PreferenceSpec:
+        """The preference settings in force (defaults when the spec leaves them out)."""
+        return self.preference or PreferenceSpec()
 
 
 class Event(BaseModel):

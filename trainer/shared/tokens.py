@@ -12,6 +12,8 @@ trainer will see. Torch-free; a tokenizer is any transformers (fast) tokenizer.
 - `text_windows(n_tokens, max_length)`: the windows a long document is split into.
 - `render_with_spans(tokenizer, messages)`: the rendered text and each assistant turn's
   character span (how `chat_token_masks` finds the loss tokens).
+- `answer_token_masks(tokenizer, prompts, answers)`: a preference row's side (prompt
+  messages, then the answer's messages) rendered, and which tokens are the answer's.
 """
 
 from __future__ import annotations
@@ -81,11 +83,7 @@ def text_windows(n_tokens: int, max_length: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def chat_token_masks(
-    tokenizer: Any, conversations: list[list[dict[str, str]]]
-) -> list[tuple[list[int], list[bool]]]:
-    """Token ids of each rendered conversation, and which of them are assistant tokens (the
-    ones that carry loss). `core.datasets` counts a dataset's tokens with this too."""
+def _require_chat_tokenizer(tokenizer: Any) -> None:
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput("the base model's tokenizer has no fast (Rust) version; BrightRun needs it")
     if not getattr(tokenizer, "chat_template", None):
@@ -94,6 +92,14 @@ def chat_token_masks(
             "pick an instruct/chat model (e.g. a '-Instruct' variant), or train on a plain-text "
             'dataset ({"text": ...} rows)',
         )
+
+
+def chat_token_masks(
+    tokenizer: Any, conversations: list[list[dict[str, str]]]
+) -> list[tuple[list[int], list[bool]]]:
+    """Token ids of each rendered conversation, and which of them are assistant tokens (the
+    ones that carry loss). `core.datasets` counts a dataset's tokens with this too."""
+    _require_chat_tokenizer(tokenizer)
     rendered = [render_with_spans(tokenizer, msgs) for msgs in conversations]
     enc = tokenizer(
         [text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
@@ -110,4 +116,34 @@ def chat_token_masks(
             if si < len(spans) and spans[si][0] <= start < spans[si][1]:
                 mask[t] = True
         out.append((list(ids), mask))
+    return out
+
+
+def answer_token_masks(
+    tokenizer: Any, prompts: list[list[dict[str, str]]], answers: list[list[dict[str, str]]]
+) -> list[tuple[list[int], list[bool]]]:
+    """Token ids of each prompt + answer conversation, and which tokens are the answer's
+    (preference tuning scores these). The answer starts where the prompt rendered with the
+    generation prompt stops matching the whole conversation, and ends at its last
+    non-whitespace character, so the end-of-turn token is in and the newline after it is
+    not (as in `chat_token_masks`)."""
+    _require_chat_tokenizer(tokenizer)
+
+    def render(msgs: list[dict[str, str]], gen: bool) -> str:
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    spans, texts = [], []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        head, full = render(prompt, True), render(prompt + answer, False)
+        start = next(
+            (i for i, (a, b) in enumerate(zip(head, full, strict=False)) if a != b), len(head)
+        )
+        spans.append((min(start, len(full)), len(full.rstrip())))
+        texts.append(full)
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for (start, end), ids, offsets in zip(
+        spans, enc["input_ids"], enc["offset_mapping"], strict=True
+    ):
+        out.append((list(ids), [start <= a < end for a, _b in offsets]))
     return out
