@@ -27,7 +27,8 @@ from typing import IO, Any
 import orjson
 
 from core.datasets.formats import open_records
-from core.datasets.layouts import detect_layout, normalise_row
+from core.datasets.preference import detect_any_layout as detect_layout
+from core.datasets.preference import normalise_any_row as normalise_row
 from core.datasets.records import Problem, Record
 from core.datasets.tokens import (
     DEFAULT_MAX_LENGTH,
@@ -119,7 +120,11 @@ def clip_row(row: dict[str, Any], n: int = 500) -> dict[str, Any]:
     """A normalised row with every text cut to `n` characters, to show."""
     if "text" in row:
         return {"text": row["text"][:n]}
-    return {"messages": [{"role": m["role"], "content": m["content"][:n]} for m in row["messages"]]}
+
+    def clip(msgs: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{"role": m["role"], "content": m["content"][:n]} for m in msgs]
+
+    return {k: clip(v) for k, v in row.items()}  # messages, or a pair's prompt/chosen/rejected
 
 
 def process_file(
@@ -197,8 +202,8 @@ def _explain_no_layout(report: Report, head: list[Record]) -> None:
     else:
         report.reason = (
             "no known layout: expected a 'messages' (OpenAI chat), 'conversations' (ShareGPT), "
-            "'instruction'+'output' (Alpaca), 'prompt'+'completion' or 'text' field; found "
-            + ", ".join(repr(f[:40]) for f in fields)
+            "'instruction'+'output' (Alpaca), 'prompt'+'completion', 'text', or preference "
+            "'prompt'+'chosen'+'rejected' fields; found " + ", ".join(repr(f[:40]) for f in fields)
         )
 
 
@@ -245,7 +250,7 @@ def _stream(
         elif write_train is not None:
             write_train(line)
         if measure:
-            stats.add(row)
+            stats.add(row, rec.row)
         if valid <= n_samples:
             report.samples.append(clip_row(row))
     report.rows, report.valid_rows, report.read_stopped = rows, valid, stopped
