@@ -38,6 +38,7 @@ from core.jobs.lifecycle import cancel, continue_training, relaunch, relaunch_se
 from core.jobs.oom import oom_settings, relaunch_after_oom
 from core.jobs.preflight import (
     DEFAULT_PRESET,
+    METHOD_PRESETS,
     PRESETS,
     LaunchRequest,
     Preflight,
@@ -77,6 +78,7 @@ __all__ = [
     "LOG_FILES",
     "MAX_TTL_S",
     "MIN_QUEUE_ALLOWANCE_S",
+    "METHOD_PRESETS",
     "PRESETS",
     "QUEUE_ALLOWANCE_S",
     "UPLOAD_URL_MARGIN_S",

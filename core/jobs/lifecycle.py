@@ -122,6 +122,8 @@ def _retry_spec(job: Job, keys: tuple[str, str | None], time_limit_s: float) -> 
         time_limit_s=time_limit_s,
         with_eval_url=bool(keys[1]),
         resume_from=spec.get("resume_from"),
+        method=spec.get("method", "sft"),
+        preference=spec.get("preference"),
     )
 
 

@@ -63,6 +63,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_PRESET = "Balanced"
+# What a preference method changes on top of a preset: DPO and ORPO learn from pairs with a
+# smaller step than SFT (the DPO and ORPO papers' LoRA settings), ORPO a little larger.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "sft": {},
+    "dpo": {"training": {"learning_rate": 5e-5}, "preference": {"beta": 0.1}},
+    "orpo": {"training": {"learning_rate": 8e-5}, "preference": {"orpo_lambda": 0.1}},
+}
 
 
 def defaults() -> dict[str, Any]:
@@ -111,6 +118,8 @@ class LaunchRequest:
     gpu_type: str | None = None
     adapter_name: str | None = None
     resume_from_version_id: str | None = None  # continued training from this version
+    method: str = "sft"  # sft | dpo | orpo (`trainer.shared.spec.JobSpec.method`)
+    preference: Mapping[str, Any] | None = None  # beta, loss_type, orpo_lambda
 
     @classmethod
     def build(
@@ -358,9 +367,35 @@ def _build_spec(c: _Check, job_id: str) -> None:
             device=device_for(c.settings, c.pricing),
             with_eval_url=has_split,
             resume_from=PLACEHOLDER_URL + "parent" if r.resume_from_version_id else None,
+            method=r.method,
+            preference=r.preference,
         )
     except InvalidInput as e:
         c.refuse(e)
+    _check_method(c)
+
+
+def _check_method(c: _Check) -> None:
+    """A preference method needs preference pairs, and SFT needs chat or text rows."""
+    layout = ((c.dataset.stats or {}).get("layout") or "") if c.dataset is not None else ""
+    if not layout:
+        return
+    pairs = layout.startswith("preference")
+    if c.request.method != "sft" and not pairs:
+        c.refuse(
+            InvalidInput(
+                f"method {c.request.method} trains on preference pairs (prompt, chosen, "
+                f"rejected); dataset {c.dataset.name!r} is {layout} data: upload a preference "
+                "dataset or use method sft"
+            )
+        )
+    elif c.request.method == "sft" and pairs:
+        c.refuse(
+            InvalidInput(
+                f"dataset {c.dataset.name!r} holds preference pairs: train it with method dpo "
+                "or orpo"
+            )
+        )
 
 
 def _check_plan(c: _Check, actor: Actor, session: Session) -> None:

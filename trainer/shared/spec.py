@@ -335,6 +335,12 @@ class JobSpec(_Strict):
         return self
 
     @property
+    def sequences_per_row(self) -> int:
+        """Sequences a training row becomes: 2 for a preference pair (chosen, rejected), so a
+        micro-batch holds up to `micro_batch_size` x this x `max_length` tokens."""
+        return 1 if self.method == "sft" else 2
+
+    @property
     def preference_settings(self) -> PreferenceSpec:
         """The preference settings in force (defaults when the spec leaves them out)."""
         return self.preference or PreferenceSpec()
