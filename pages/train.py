@@ -31,6 +31,8 @@ ui.cache_note(model, actions.model_cache_state(actor, settings, model))
 
 left, right = st.columns([3, 2])
 with left:
+    layout = next((d.layout for d in items if d.id == dataset_id), "") or ""
+    method, preference = ui.method_choice(layout)
     lora, training, quantization, eval_fraction = ui.settings_form()
 with right:
     st.subheader("Plan")
@@ -56,6 +58,8 @@ with right:
             eval_fraction=eval_fraction,
             budget_usd=budget,
             adapter_name=adapter or None,
+            method=method,
+            preference=preference,
         )
     except BrightRunError as e:
         st.error(w.plain(e))

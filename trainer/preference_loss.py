@@ -179,9 +179,12 @@ class Objective:
 def compute_reference(objective: Objective, plan: Any, has_parent: bool) -> dict[str, Any]:
     """Store each pair's reference log-probs on it (DPO; see the module docstring), for the
     train and eval pairs of `plan` (a `trainer.setup.BatchPlan`); returns facts: what the
-    reference is, and its preference accuracy on the eval pairs."""
+    reference is, the seconds its pass took, and its preference accuracy on the eval pairs."""
+    import time
+
     import torch
 
+    t0 = time.monotonic()
     model = objective.lm.model
     off = contextlib.nullcontext() if has_parent else model.disable_adapter()
     with torch.no_grad(), dropout_off(model), off:
@@ -190,7 +193,10 @@ def compute_reference(objective: Objective, plan: Any, has_parent: bool) -> dict
                 logps, _ = objective.seq_logps(batch)
                 for i, (c, r) in zip(idx, logps.tolist(), strict=True):
                     samples[i].ref = (c, r)
-    facts: dict[str, Any] = {"reference": "parent adapter" if has_parent else "base model"}
+    facts: dict[str, Any] = {
+        "reference": "parent adapter" if has_parent else "base model",
+        "reference_pass_s": round(time.monotonic() - t0, 3),
+    }
     if plan.eval:
         right = sum(1 for s in plan.eval if s.ref[0] > s.ref[1])
         facts["reference_eval_preference_accuracy"] = right / len(plan.eval)

@@ -377,7 +377,7 @@ def _build_spec(c: _Check, job_id: str) -> None:
 
 def _check_method(c: _Check) -> None:
     """A preference method needs preference pairs, and SFT needs chat or text rows."""
-    layout = ((c.dataset.stats or {}).get("layout") or "") if c.dataset is not None else ""
+    layout = (c.dataset.layout or "") if c.dataset is not None else ""
     if not layout:
         return
     pairs = layout.startswith("preference")

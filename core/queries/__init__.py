@@ -35,6 +35,7 @@ from core.queries.jobs import (
     job_page,
     live_cost_usd,
 )
+from core.queries.preference import PreferenceSeries, preference_series
 from core.queries.probes import PartHealth, health
 from core.queries.spend import (
     JobSpend,
@@ -65,6 +66,8 @@ __all__ = [
     "JobSpend",
     "JobView",
     "MetricSeries",
+    "PreferenceSeries",
+    "preference_series",
     "Overview",
     "PartHealth",
     "RunningJob",
