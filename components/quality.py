@@ -93,12 +93,12 @@ def score_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     return [
         {
-            "metric": METRIC_LABELS[m],
+            "metric": METRIC_LABELS.get(m, m.replace("_", " ")),
             "adapter": report["adapter"][m],
             "base": report["base"][m],
             "difference": report["delta"][m],
         }
-        for m in METRICS
+        for m in report.get("metrics") or METRICS
     ]
 
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import adapters
+from core import adapters, evaluate_preference
 from core.clients import inference
 from core.clients.storage import make_blob_store
 from core.datasets import eval_key
@@ -361,9 +361,9 @@ def evaluate_version(
     """Evaluate one version now and store the result (see the module docstring). Returns
     the stored `eval_scores`. Raises `InvalidInput` when there is nothing to evaluate
     with, `InferenceError`s when the server fails; the failure is stored first."""
-    cases, folder, trained_on = _cases(
-        actor, settings, store or make_blob_store(settings), version_id, max_rows
-    )
+    store = store or make_blob_store(settings)
+    pairs = evaluate_preference.cases(actor, settings, store, version_id, max_rows)
+    cases, folder, trained_on = pairs or _cases(actor, settings, store, version_id, max_rows)
     _set_status(actor, settings, version_id, status="running", started_at=_now())
     own = client is None
     client = client or inference.InferenceClient(settings)
@@ -371,7 +371,10 @@ def evaluate_version(
     try:
         base = client.base_model()
         served, loaded = _serve(client, settings, served, folder)
-        result = _result(client, settings, cases, served, base, trained_on, use_judge)
+        if pairs is not None:  # preference data: accuracy on held-out pairs
+            result = evaluate_preference.result(client, settings, cases, served, base, trained_on)
+        else:
+            result = _result(client, settings, cases, served, base, trained_on, use_judge)
     except BrightRunError as e:
         _set_status(actor, settings, version_id, status="failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -483,7 +486,7 @@ def quality_points(actor: Actor, session: Any, metric: str = "rouge_l") -> list[
     for a in repo.list_adapters(actor, session):
         for v in repo.list_versions(actor, session, a.id, include_checkpoints=False):
             ev = v.eval_scores or {}
-            if ev.get("status") != "done":
+            if ev.get("status") != "done" or metric not in (ev.get("adapter") or {}):
                 continue
             chain = repo.version_lineage(actor, session, v.id)
             costs = {}

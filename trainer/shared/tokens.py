@@ -119,31 +119,34 @@ def chat_token_masks(
     return out
 
 
-def answer_token_masks(
-    tokenizer: Any, prompts: list[list[dict[str, str]]], answers: list[list[dict[str, str]]]
-) -> list[tuple[list[int], list[bool]]]:
-    """Token ids of each prompt + answer conversation, and which tokens are the answer's
-    (preference tuning scores these). The answer starts where the prompt rendered with the
-    generation prompt stops matching the whole conversation, and ends at its last
-    non-whitespace character, so the end-of-turn token is in and the newline after it is
-    not (as in `chat_token_masks`)."""
-    _require_chat_tokenizer(tokenizer)
+def answer_span(
+    tokenizer: Any, prompt: list[dict[str, str]], answer: list[dict[str, str]]
+) -> tuple[str, int, int]:
+    """The prompt + answer conversation rendered, and the answer's [start, end) characters:
+    from where the prompt rendered with the generation prompt stops matching, to the last
+    non-whitespace character (the end-of-turn token in, the newline after it out)."""
 
     def render(msgs: list[dict[str, str]], gen: bool) -> str:
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
 
-    spans, texts = [], []
-    for prompt, answer in zip(prompts, answers, strict=True):
-        head, full = render(prompt, True), render(prompt + answer, False)
-        start = next(
-            (i for i, (a, b) in enumerate(zip(head, full, strict=False)) if a != b), len(head)
-        )
-        spans.append((min(start, len(full)), len(full.rstrip())))
-        texts.append(full)
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    head, full = render(prompt, True), render(prompt + answer, False)
+    start = next((i for i, (a, b) in enumerate(zip(head, full, strict=False)) if a != b), len(head))
+    return full, min(start, len(full)), len(full.rstrip())
+
+
+def answer_token_masks(
+    tokenizer: Any, prompts: list[list[dict[str, str]]], answers: list[list[dict[str, str]]]
+) -> list[tuple[list[int], list[bool]]]:
+    """Token ids of each prompt + answer conversation, and which tokens are the answer's
+    (preference tuning scores these; see `answer_span`)."""
+    _require_chat_tokenizer(tokenizer)
+    rendered = [answer_span(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
+    enc = tokenizer(
+        [text for text, _, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+    )
     out = []
-    for (start, end), ids, offsets in zip(
-        spans, enc["input_ids"], enc["offset_mapping"], strict=True
+    for (_, start, end), ids, offsets in zip(
+        rendered, enc["input_ids"], enc["offset_mapping"], strict=True
     ):
         out.append((list(ids), [start <= a < end for a, _b in offsets]))
     return out
