@@ -9,6 +9,10 @@ used where flash-attention is not installed (CPU, or a GPU image without it). A 
 padding mask is handled the same way (each row's real tokens as one sample); anything
 else (a 4-D mask, a KV cache) goes to plain SDPA.
 
+`linear_token_logps` / `chunked_token_logps` - each labelled position's log-probability
+(preference tuning sums them per sequence), computed the same way: in chunks, the gradient
+with respect to the hidden states in the same pass.
+
 `linear_cross_entropy` - the summed next-token loss over only the positions that carry a
 label, computed in chunks of rows so the vocabulary-wide logits never exist all at once;
 the gradient with respect to the hidden states is computed in the same pass (no logits

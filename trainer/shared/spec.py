@@ -11,6 +11,10 @@ one destination: upload URLs, a local folder or `merge.hub_repo`), `cache_model`
 `model` into the worker's model cache once; takes neither `data` nor `merge`; `output` only
 for its event-log upload URLs). A section that does not belong to the action is refused.
 
+Methods (`JobSpec.method`, train jobs only): `sft` (chat or text rows), `dpo` and `orpo`
+(preference pairs; settings in `preference`, defaults when it is left out; see
+`trainer.preference_loss`).
+
 `Event` is the envelope of everything the worker reports: an ordered stream numbered by
 `seq` from 0 (an attempt after the first continues at the spec's `first_seq`), one of
 `EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's data always has `kind`
