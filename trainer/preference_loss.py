@@ -184,7 +184,7 @@ def compute_reference(objective: Objective, plan: Any, has_parent: bool) -> dict
 
     import torch
 
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     model = objective.lm.model
     off = contextlib.nullcontext() if has_parent else model.disable_adapter()
     with torch.no_grad(), dropout_off(model), off:
@@ -196,6 +196,7 @@ def compute_reference(objective: Objective, plan: Any, has_parent: bool) -> dict
     facts: dict[str, Any] = {
         "reference": "parent adapter" if has_parent else "base model",
         "reference_pass_s": round(time.monotonic() - t0, 3),
+        "reference_pass_cpu_s": round(time.process_time() - c0, 3),
     }
     if plan.eval:
         right = sum(1 for s in plan.eval if s.ref[0] > s.ref[1])
