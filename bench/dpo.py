@@ -134,6 +134,15 @@ def run_trl(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_brightrun(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    # The libraries the trainer imports lazily, imported before the clock starts, as TRL's
+    # are (imported with `trl` before its trainer is built).
+    import peft  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import transformers  # noqa: F401
+    from peft import LoraConfig, get_peft_model  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler  # noqa: F401
+
+    import trainer.kernels  # noqa: F401
     from trainer.actions import run_job
     from trainer.env import WorkerEnv
 
