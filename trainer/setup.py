@@ -3,7 +3,9 @@
 `setup(spec, env, work)` returns a `Setup`: base model files (cache, then hub), tokenizer,
 dataset (download, row validation, tokenisation, the eval split), the model (quantisation,
 LoRA, which layers recompute their activations), the batch plan, AdamW with the spec's
-scheduler and warmup, and a parent adapter's weights when `resume_from` names one. The
+scheduler and warmup, and a parent adapter's weights when `resume_from` names one. A
+preference job (`method` dpo or orpo) reads pairs (`trainer.preference`) and gets its
+objective (`trainer.preference_loss`); DPO's reference log-probs are computed here, last. The
 torch and Python RNGs are seeded from `training.seed` before the model is built, so two
 runs of one spec draw the same numbers. Raises the typed failures of `trainer.shared.errors`.
 
