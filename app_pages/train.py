@@ -37,6 +37,8 @@ if cache.state == "not cached" and (
 
 left, right = st.columns([3, 2])
 with left:
+    layout = next((d.layout for d in items if d.id == dataset_id), "") or ""
+    method, preference = ui.method_choice(layout)
     lora, training, quantization, eval_fraction = ui.settings_form()
     lora = {**lora, **train_options.lora_targets(model, settings.data_dir / "models")}
     gpu = train_options.gpu_type(settings)
@@ -65,6 +67,8 @@ with right:
             budget_usd=budget,
             gpu_type=gpu,
             adapter_name=adapter or None,
+            method=method,
+            preference=preference,
         )
     except BrightRunError as e:
         w.show_error(e, stop=True)

@@ -183,6 +183,16 @@ def train(
     wait: bool = typer.Option(
         False, "--wait", help="follow the job with a live progress bar until it ends"
     ),
+    method: str = typer.Option(
+        "sft", "--method", help="sft | dpo | orpo (dpo/orpo train on a preference dataset)"
+    ),
+    beta: float | None = typer.Option(None, "--beta", help="DPO beta (default 0.1)"),
+    loss_type: str | None = typer.Option(
+        None, "--loss-type", help="DPO loss: sigmoid | hinge | ipo (default sigmoid)"
+    ),
+    orpo_lambda: float | None = typer.Option(
+        None, "--orpo-lambda", help="ORPO's odds-ratio weight (default 0.1)"
+    ),
 ) -> None:
     """Launch a LoRA/QLoRA training job on the GPU endpoint. Settings left out take the
     preset's values (`--preset`, as on the Train page), else the job spec's defaults. It is
@@ -229,6 +239,8 @@ def train(
                     "early_stopping": early,
                     "train_on_reasoning": reasoning,
                 },
+                method=method,
+                preference={"beta": beta, "loss_type": loss_type, "orpo_lambda": orpo_lambda},
             ),
         )
     except _errors() as e:
@@ -261,8 +273,21 @@ def _launch(actor: Any, settings: Any, preset: str, given: dict[str, Any]) -> An
     from core.db import session_scope
 
     base = jobs.preset(preset) if preset else {"lora": {}, "training": {}}
-    for part in ("lora", "training"):
-        given[part] = {**base[part], **{k: v for k, v in given[part].items() if v is not None}}
+    method = given.get("method", "sft")
+    if method not in jobs.METHOD_PRESETS:
+        from core.errors import InvalidInput
+
+        raise InvalidInput(f"method {method!r}: choose one of sft, dpo, orpo")
+    extra = jobs.METHOD_PRESETS[method]
+    base["training"] = {**base["training"], **extra.get("training", {})}
+    base["preference"] = extra.get("preference")
+    given.setdefault("preference", None)
+    parts = ("lora", "training", "preference") if method != "sft" else ("lora", "training")
+    for part in parts:
+        mine = {k: v for k, v in (given[part] or {}).items() if v is not None}
+        given[part] = {**(base[part] or {}), **mine}
+    if method == "sft":
+        given["preference"] = None
     for key in ("quantization", "eval_fraction"):
         if given[key] is None:
             given[key] = base.get(key, jobs.defaults()[key])

@@ -4,7 +4,7 @@ every chart can be tested by looking at its traces."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -355,4 +355,64 @@ def cost_to_target(
     title = "Cost to reach eval loss " + ("–" if target is None else f"{target:.4f}")
     fig.update_layout(height=300, title=title, yaxis=dict(tickprefix="$"), **_LAYOUT)
     fig.update_xaxes(type="category")
+    return fig
+
+
+class PreferenceLike(Protocol):
+    step: list[int]
+    reward_margin: list[float]
+    accuracy: list[float]
+    eval_step: list[int]
+    eval_accuracy: list[float]
+
+
+def preference_curves(series: PreferenceLike) -> go.Figure:
+    """A DPO/ORPO job's reward margin and preference accuracy (train, and eval pairs) over
+    steps, from `core.queries.PreferenceSeries`."""
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        subplot_titles=("Reward margin (chosen - rejected)", "Preference accuracy"),
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=series.step,
+            y=series.reward_margin,
+            name="reward margin",
+            mode="lines",
+            line=dict(color=ACCENT),
+        ),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=series.step,
+            y=series.accuracy,
+            name="train pairs",
+            mode="lines",
+            line=dict(color=MUTED),
+        ),
+        2,
+        1,
+    )
+    if series.eval_step:
+        fig.add_trace(
+            go.Scatter(
+                x=series.eval_step,
+                y=series.eval_accuracy,
+                name="eval pairs",
+                mode="lines+markers",
+                line=dict(color=EVAL),
+            ),
+            2,
+            1,
+        )
+    fig.update_yaxes(range=[0, 1], row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(
+        height=360, title="Preference", legend=dict(orientation="h", y=-0.2), **_LAYOUT
+    )
     return fig

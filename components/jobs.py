@@ -189,6 +189,10 @@ def live(job_id: str, shown_status: str) -> None:
                 st.caption(
                     f"{series.points:,} logged steps drawn as {len(series.step)} bucket means."
                 )
+            with session.db() as s:
+                pref = queries.preference_series(actor, s, job_id)
+            if not pref.empty:
+                st.plotly_chart(charts.preference_curves(pref), key="jobs.preference_chart")
         checkpoints(actor, job.id)
         with st.expander(f"Event log ({len(log)} newest)"):
             event_log(log)

@@ -108,13 +108,13 @@ def score_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     from core.evaluate import METRIC_LABELS, METRICS
     from core.tool_scores import TOOL_METRIC_LABELS
 
-    blocks = [(report, METRICS, METRIC_LABELS)]
+    blocks = [(report, tuple(report.get("metrics") or METRICS), METRIC_LABELS)]
     tools = report.get("tools")
     if tools:
         blocks.append((tools, tuple(tools["metrics"]), TOOL_METRIC_LABELS))
     return [
         {
-            "metric": labels[m],
+            "metric": labels.get(m, m.replace("_", " ")),
             "adapter": block["adapter"][m],
             "base": block["base"][m],
             "difference": block["delta"][m],

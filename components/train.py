@@ -78,6 +78,60 @@ def cache_note(model: str, cache: CacheState) -> None:
         st.code(f"brightrun cache-model {model}", language="bash")
 
 
+METHODS = {
+    "sft": "SFT: learn the answers",
+    "dpo": "DPO: prefer the chosen answer",
+    "orpo": "ORPO: SFT and preference in one",
+}
+
+
+def _apply_method() -> None:
+    """A method's preset learning rate (`core.jobs.METHOD_PRESETS`), else the preset's."""
+    method = st.session_state["train.method"]
+    lr = jobs.METHOD_PRESETS[method].get("training", {}).get("learning_rate")
+    if lr is None:
+        lr = jobs.preset(st.session_state.get("train.preset", jobs.DEFAULT_PRESET))["training"][
+            "learning_rate"
+        ]
+    st.session_state["train.learning_rate"] = lr
+
+
+def method_choice(layout: str) -> tuple[str, dict[str, Any] | None]:
+    """(method, preference settings) for a dataset of `layout`: preference data trains
+    with DPO or ORPO, chat and text data with SFT."""
+    options = ["dpo", "orpo"] if layout.startswith("preference") else ["sft"]
+    if st.session_state.get("train.method") not in options:
+        st.session_state["train.method"] = options[0]
+        _apply_method()
+    c = st.columns(2)
+    method = c[0].selectbox(
+        "Method", options, format_func=METHODS.get, key="train.method", on_change=_apply_method
+    )
+    if method == "sft":
+        return method, None
+    if method == "dpo":
+        beta = c[1].number_input(
+            "Beta",
+            0.01,
+            10.0,
+            value=0.1,
+            step=0.05,
+            key="train.beta",
+            help="higher keeps the adapter closer to the reference (the base, or the parent)",
+        )
+        return method, {"beta": beta}
+    lam = c[1].number_input(
+        "Lambda",
+        0.01,
+        10.0,
+        value=0.1,
+        step=0.05,
+        key="train.orpo_lambda",
+        help="weight of the preference term against the chosen answers' loss",
+    )
+    return method, {"orpo_lambda": lam}
+
+
 def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:
     """(lora, training, quantization, eval_fraction) from the grouped widgets."""
     st.selectbox(

@@ -82,6 +82,7 @@ class VersionInfo:
     dataset_id: str | None
     parent_id: str | None
     parent_label: str | None
+    method: str  # sft | dpo | orpo: how the version was trained
     final_loss: float | None
     eval_loss: float | None
     size_bytes: int | None
@@ -131,6 +132,7 @@ def info(actor: Actor, session: Session, v: AdapterVersion) -> VersionInfo:
         parent_label=label(adapter_name_of(session, parent), parent)
         if parent is not None
         else None,
+        method=(v.settings or {}).get("method") or "sft",
         final_loss=v.final_loss,
         eval_loss=v.eval_loss,
         size_bytes=v.size_bytes,
@@ -187,6 +189,8 @@ def _job_settings(job: Job) -> dict[str, Any]:
         "lora": spec.get("lora"),
         "training": spec.get("training"),
         "quantization": spec.get("quantization"),
+        "method": spec.get("method", "sft"),
+        "preference": spec.get("preference"),
     }
 
 

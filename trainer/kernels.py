@@ -9,6 +9,10 @@ used where flash-attention is not installed (CPU, or a GPU image without it). A 
 padding mask is handled the same way (each row's real tokens as one sample); anything
 else (a 4-D mask, a KV cache) goes to plain SDPA.
 
+`linear_token_logps` / `chunked_token_logps` - each labelled position's log-probability
+(preference tuning sums them per sequence), computed the same way: in chunks, the gradient
+with respect to the hidden states in the same pass.
+
 `linear_cross_entropy` - the summed next-token loss over only the positions that carry a
 label, computed in chunks of rows so the vocabulary-wide logits never exist all at once;
 the gradient with respect to the hidden states is computed in the same pass (no logits
@@ -158,3 +162,61 @@ def chunked_cross_entropy(
         logits = head(hidden[i : i + step]).float()
         total = total + F.cross_entropy(logits, targets[i : i + step], reduction="sum")
     return total
+
+
+class _LinearTokenLogps(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, compute_dtype, need_grad):  # noqa: D401
+        w = weight.to(compute_dtype)
+        n = hidden.shape[0]
+        step = _chunk_rows(w.shape[0])
+        acc = torch.promote_types(compute_dtype, torch.float32)
+        out = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_grad else None
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            for i in range(0, n, step):
+                h = hidden[i : i + step].to(compute_dtype)
+                t = targets[i : i + step]
+                logits = (h @ w.t()).to(acc)
+                lse = torch.logsumexp(logits, dim=-1)
+                out[i : i + step] = logits.gather(1, t[:, None]).squeeze(1) - lse
+                if need_grad:  # d logp / d h = w[t] - softmax @ w
+                    probs = torch.exp(logits.sub_(lse[:, None]))
+                    probs[torch.arange(probs.shape[0], device=probs.device), t] -= 1.0
+                    grad_h[i : i + step] = (-(probs.to(compute_dtype) @ w)).to(hidden.dtype)
+        if need_grad:
+            ctx.save_for_backward(grad_h)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_h,) = ctx.saved_tensors
+        return grad_h * grad_out.to(grad_h.dtype)[:, None], None, None, None, None
+
+
+def linear_token_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    compute_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Log-probability of each row's target under `hidden @ weight.T` (float32, one per
+    row), in chunks, the gradient with respect to `hidden` computed in the same pass (as
+    `linear_cross_entropy`). `weight` must be frozen."""
+    if weight.requires_grad:
+        raise ValueError("linear_token_logps needs a frozen output weight")
+    need_grad = torch.is_grad_enabled() and hidden.requires_grad
+    return _LinearTokenLogps.apply(hidden, weight, targets, compute_dtype, need_grad)
+
+
+def chunked_token_logps(
+    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor
+) -> torch.Tensor:
+    """Log-probability of each row's target under `head(hidden)`, in chunks, any module."""
+    step = _chunk_rows(int(getattr(head, "out_features", 0) or 32768))
+    parts = []
+    for i in range(0, hidden.shape[0], step):
+        logits = head(hidden[i : i + step]).float()
+        t = targets[i : i + step]
+        parts.append(logits.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(logits, -1))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)

@@ -10,7 +10,8 @@ norm raises `Diverged` before the optimizer applies it; then AdamW and the sched
 `time_limit_s` (seconds of training in this attempt) stops the loop after the current
 step, with `progress.stop_reason` "time_limit". A step that runs out of memory while
 some layers keep their activations is run again once with every layer recomputed.
-Evaluation switches off dropout only (see `evaluate`).
+Evaluation switches off dropout only (`trainer.preference_loss.dropout_off`). Preference
+jobs (DPO, ORPO) take their loss and extra metrics from `run.preference`.
 
 With `training.early_stopping` each evaluation goes through its rule (`trainer.stopping`):
 a new best eval loss has its weights copied aside; once `patience` evaluations in a row
@@ -34,6 +35,7 @@ from trainer import data as D
 from trainer.checkpoint import Checkpoints, Progress, publish_adapter
 from trainer.env import WorkerEnv
 from trainer.output import EventLog
+from trainer.preference_loss import dropout_off
 from trainer.setup import Setup
 from trainer.shared.errors import BadInput, Diverged
 from trainer.shared.spec import Event
@@ -174,12 +176,12 @@ def optimizer_step(
     n_loss = sum(b.n_loss for b in batches)
     note = None
     try:
-        step_loss = forward_backward(run, batches, n_loss, step, env)
+        step_loss = forward_backward(run, batches, step, env)
     except torch.OutOfMemoryError:
         note = fall_back_to_recompute_all(run, attempt, step)
         if note is None:
             raise
-        step_loss = forward_backward(run, batches, n_loss, step, env)
+        step_loss = forward_backward(run, batches, step, env)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, run.spec.training.max_grad_norm)
     loss_value, norm_value = float(step_loss), float(grad_norm)
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -193,15 +195,13 @@ def optimizer_step(
     return StepResult(loss_value, norm_value, lr, n_loss, sum(b.n_tokens for b in batches), note)
 
 
-def forward_backward(
-    run: Setup, batches: list[D.Batch], n_loss: int, step: int, env: WorkerEnv
-) -> Any:
+def forward_backward(run: Setup, batches: list[D.Batch], step: int, env: WorkerEnv) -> Any:
     """Gradients of the step's mean loss, accumulated over its micro-batches."""
     import torch
 
     step_loss = torch.zeros((), device=run.loaded.device)
     for b in batches:
-        loss = run.loss_sum(b) / n_loss
+        loss = run.step_loss(b, batches)
         if env.force_nan_at_step == step + 1:
             loss = loss * float("nan")
         loss.backward()
@@ -233,25 +233,19 @@ def fall_back_to_recompute_all(run: Setup, attempt: Attempt, step: int) -> str |
 
 
 def evaluate(run: Setup) -> float | None:
-    """Mean loss per loss-bearing token over the eval samples (None without any)."""
+    """Mean loss per loss-bearing token over the eval samples (per pair for preference
+    tuning, whose other eval metrics go to the next metrics event); None without any."""
     import torch
 
     if not run.batches.eval:
         return None
-    # Only dropout is switched off: bitsandbytes' CPU 4-bit layers repack their weights
-    # for inference, irreversibly, when put into eval mode, which breaks training after.
-    dropouts = [m for m in run.model.modules() if isinstance(m, torch.nn.Dropout)]
-    for m in dropouts:
-        m.eval()
+    if run.preference is not None:
+        return run.preference.evaluate(run.batches.eval_batches(run.loaded.device))
     total, n = 0.0, 0
-    try:
-        with torch.no_grad():
-            for batch in run.batches.eval_batches(run.loaded.device):
-                total += float(run.loss_sum(batch))
-                n += batch.n_loss
-    finally:
-        for m in dropouts:
-            m.train()
+    with torch.no_grad(), dropout_off(run.model):
+        for batch in run.batches.eval_batches(run.loaded.device):
+            total += float(run.loss_sum(batch))
+            n += batch.n_loss
     return total / max(n, 1)
 
 
@@ -276,6 +270,8 @@ def metrics_record(
         "peak_memory_bytes": mem,
         "memory_kind": mem_kind,
     }
+    if run.preference is not None:
+        m.update(run.preference.take_metrics())
     if eval_loss is not None:
         m["eval_loss"] = eval_loss
     if result.note:

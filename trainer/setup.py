@@ -3,7 +3,9 @@
 `setup(spec, env, work)` returns a `Setup`: base model files (cache, then hub), tokenizer,
 dataset (download, row validation, tokenisation, the eval split), the model (quantisation,
 LoRA, which layers recompute their activations), the batch plan, AdamW with the spec's
-scheduler and warmup, and a parent adapter's weights when `resume_from` names one. The
+scheduler and warmup, and a parent adapter's weights when `resume_from` names one. A
+preference job (`method` dpo or orpo) reads pairs (`trainer.preference`) and gets its
+objective (`trainer.preference_loss`); DPO's reference log-probs are computed here, last. The
 torch and Python RNGs are seeded from `training.seed` before the model is built, so two
 runs of one spec draw the same numbers. Raises the typed failures of `trainer.shared.errors`
 (early stopping with no eval rows left after the split is `BadInput`).
@@ -22,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from trainer import data as D
+from trainer import preference as P
 from trainer.env import WorkerEnv
 from trainer.loss import batch_loss_sum
 from trainer.model import Loaded, load_for_training, load_tokenizer, resolve_model_path
+from trainer.preference_loss import Objective, compute_reference
 from trainer.shared.errors import BadInput
 from trainer.shared.spec import JobSpec, TrainingSpec
 
@@ -39,8 +43,12 @@ class BatchPlan:
         eval_: list[D.Sample],
         packed: bool,
         pad_id: int,
+        pairs: bool = False,
     ) -> None:
         self.t, self.train, self.eval, self.packed, self.pad_id = t, train, eval_, packed, pad_id
+        # Preference pairs (`trainer.preference`): a pair is one unit of up to two sequences.
+        self.capacity = 2 * t.max_length if pairs else t.max_length
+        self._collate_fn: Any = P.collate_pairs if pairs else D.collate
         self.micro_per_epoch = len(self._micro_plan(0, train))
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / t.grad_accum)
         if t.max_steps is not None:
@@ -55,13 +63,13 @@ class BatchPlan:
             samples,
             packed=self.packed,
             micro_batch_size=t.micro_batch_size,
-            max_length=t.max_length,
+            max_length=self.capacity,
             seed=t.seed,
             epoch=epoch,
         )
 
-    def _collate(self, samples: list[D.Sample], idx: list[int], device: Any) -> D.Batch:
-        return D.collate(samples, idx, packed=self.packed, pad_id=self.pad_id, device=device)
+    def _collate(self, samples: list[Any], idx: list[int], device: Any) -> D.Batch:
+        return self._collate_fn(samples, idx, packed=self.packed, pad_id=self.pad_id, device=device)
 
     def step_batches(self, step: int, device: Any) -> list[D.Batch]:
         """The micro-batches of optimizer step `step` (0-based)."""
@@ -76,8 +84,13 @@ class BatchPlan:
 
     def eval_batches(self, device: Any) -> Iterator[D.Batch]:
         """The micro-batches of one evaluation pass, each collated when it is needed."""
-        for idx in self._micro_plan(None, self.eval):
-            yield self._collate(self.eval, idx, device)
+        for _idx, batch in self.unshuffled(self.eval, device):
+            yield batch
+
+    def unshuffled(self, samples: list[Any], device: Any) -> Iterator[tuple[list[int], D.Batch]]:
+        """Each micro-batch of `samples` in plan order (no shuffle), with its indices."""
+        for idx in self._micro_plan(None, samples):
+            yield idx, self._collate(samples, idx, device)
 
     def summary(self) -> dict[str, Any]:
         """The plan as reported in the `started` event."""
@@ -104,6 +117,7 @@ class Setup:
     params: list[Any]  # the trainable parameters
     model_facts: dict[str, Any]
     dataset: dict[str, Any]
+    preference: Any = None  # trainer.preference_loss.Objective for method dpo/orpo
 
     @property
     def model(self) -> Any:
@@ -112,6 +126,12 @@ class Setup:
     def loss_sum(self, batch: D.Batch) -> Any:
         lm = self.loaded
         return batch_loss_sum(lm.model, batch, lm.device, lm.compute_dtype)
+
+    def step_loss(self, batch: D.Batch, step_batches: list[D.Batch]) -> Any:
+        """`batch`'s share of its optimizer step's mean loss (the step's is their sum)."""
+        if self.preference is not None:
+            return self.preference.step_loss(batch, step_batches)
+        return self.loss_sum(batch) / sum(b.n_loss for b in step_batches)
 
     def release(self) -> None:
         """Drop the model and optimizer (the job is over) so their memory can be freed."""
@@ -126,7 +146,9 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path) -> Setup:
     t = spec.training
     path, source = resolve_model_path(spec.model, env)
     tokenizer = load_tokenizer(path)
-    train, eval_, dataset = load_data(spec, tokenizer, work)
+    pairs = spec.method != "sft"
+    load = P.load_pairs if pairs else load_data
+    train, eval_, dataset = load(spec, tokenizer, work)
     if t.early_stopping is not None and not eval_:
         raise BadInput(
             f"early stopping watches the eval loss, but no rows were held out for eval "
@@ -137,15 +159,23 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path) -> Setup:
     random.seed(t.seed)
     loaded = load_for_training(spec, path, tokenizer)
     packed = loaded.packing != "padded"
-    loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed)
-    batches = BatchPlan(t, train, eval_, packed, tokenizer.pad_token_id)
+    loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed, pairs)
+    batches = BatchPlan(t, train, eval_, packed, tokenizer.pad_token_id, pairs)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(t, params, loaded.device, batches.total_steps)
     load_parent(spec.resume_from, loaded.model, work)
+    objective = None
+    if pairs:
+        objective = Objective(spec.method, spec.preference_settings, loaded)
+        dataset["method"] = spec.method
+        if spec.method == "dpo":
+            dataset.update(compute_reference(objective, batches, bool(spec.resume_from)))
     model_facts = dict(
         loaded.facts, source=source, name_or_path=spec.model.name_or_path, folder=str(path)
     )
-    return Setup(spec, loaded, batches, optimizer, scheduler, params, model_facts, dataset)
+    return Setup(
+        spec, loaded, batches, optimizer, scheduler, params, model_facts, dataset, objective
+    )
 
 
 def load_data(
@@ -176,8 +206,11 @@ def load_data(
     return train_samples, eval_samples, dataset
 
 
-def plan_recompute(t: TrainingSpec, lm: Loaded, packed: bool) -> dict[str, Any]:
-    """Which layers recompute their activations (see `trainer.memory`), as facts."""
+def plan_recompute(
+    t: TrainingSpec, lm: Loaded, packed: bool, pairs: bool = False
+) -> dict[str, Any]:
+    """Which layers recompute their activations (see `trainer.memory`), as facts; a
+    preference micro-batch (`pairs`) holds two sequences per pair."""
     import torch
 
     from trainer.memory import plan_recompute as plan
@@ -211,7 +244,7 @@ def plan_recompute(t: TrainingSpec, lm: Loaded, packed: bool) -> dict[str, Any]:
         return plan(
             lm.model,
             forward,
-            tokens_per_micro_batch=t.micro_batch_size * t.max_length,
+            tokens_per_micro_batch=t.micro_batch_size * t.max_length * (2 if pairs else 1),
             hidden_size=lm.model.get_input_embeddings().weight.shape[1],
             device=lm.device,
         )

@@ -28,7 +28,8 @@ import orjson
 
 from core.datasets.agent import AgentCounts
 from core.datasets.formats import open_records
-from core.datasets.layouts import detect_layout, normalise_row
+from core.datasets.preference import detect_any_layout as detect_layout
+from core.datasets.preference import normalise_any_row as normalise_row
 from core.datasets.records import Problem, Record
 from core.datasets.tokens import (
     DEFAULT_MAX_LENGTH,
@@ -122,13 +123,18 @@ def clip_row(row: dict[str, Any], n: int = 500) -> dict[str, Any]:
     """A normalised row with every text cut to `n` characters, to show."""
     if "text" in row:
         return {"text": row["text"][:n]}
-    msgs = []
-    for m in row["messages"]:
-        clipped = {**m, "content": m["content"][:n]}
-        if "reasoning_content" in m:
-            clipped["reasoning_content"] = m["reasoning_content"][:n]
-        msgs.append(clipped)
-    return {"messages": msgs, **({"tools": row["tools"]} if row.get("tools") else {})}
+
+    def clip(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for m in msgs:
+            clipped = {**m, "content": m["content"][:n]}
+            if "reasoning_content" in m:
+                clipped["reasoning_content"] = m["reasoning_content"][:n]
+            out.append(clipped)
+        return out
+
+    # messages (with the row's tools), or a preference pair's prompt/chosen/rejected
+    return {k: (v if k == "tools" else clip(v)) for k, v in row.items()}
 
 
 def process_file(
@@ -209,8 +215,8 @@ def _explain_no_layout(report: Report, head: list[Record]) -> None:
     else:
         report.reason = (
             "no known layout: expected a 'messages' (OpenAI chat), 'conversations' (ShareGPT), "
-            "'instruction'+'output' (Alpaca), 'prompt'+'completion' or 'text' field; found "
-            + ", ".join(repr(f[:40]) for f in fields)
+            "'instruction'+'output' (Alpaca), 'prompt'+'completion', 'text', or preference "
+            "'prompt'+'chosen'+'rejected' fields; found " + ", ".join(repr(f[:40]) for f in fields)
         )
 
 
@@ -259,7 +265,7 @@ def _stream(
         elif write_train is not None:
             write_train(line)
         if measure:
-            stats.add(row)
+            stats.add(row, rec.row)
         if valid <= n_samples:
             report.samples.append(clip_row(row))
     report.rows, report.valid_rows, report.read_stopped = rows, valid, stopped

@@ -139,6 +139,7 @@ class TokenStats:
         self.split = self.windows = self.chat_unmeasured = self.reasoning = 0
         self.reason: str | None = None  # nothing can be measured
         self.chat_reason: str | None = None  # chat rows cannot be measured
+        self.pairs: Any = None  # PairTokenStats, once a preference pair is measured
         if choice is None:
             self.reason = "no tokenizer chosen: pass a model to see token statistics"
         elif self.tok is None:
@@ -146,13 +147,16 @@ class TokenStats:
         else:
             self.chat_reason = chat_unmeasurable_reason(self.tok, choice.model)
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], row_number: int | None = None) -> None:
         if self.reason is not None:
             return
-        if self.chat_reason is not None and "messages" in row:
+        if self.chat_reason is not None and ("messages" in row or "chosen" in row):
             self.chat_unmeasured += 1  # counted past the limit too: it scales the estimate
             return
         if self.limit is not None and len(self.lengths) >= self.limit:
+            return
+        if "chosen" in row:  # a preference pair (`core.datasets.preference`)
+            self._add_pair(row, row_number)
             return
         c = count_row_tokens(self.tok, row, self.max_length)
         self.lengths.append(c.tokens)
@@ -169,7 +173,24 @@ class TokenStats:
             if c.kept == 0 and c.loss > 0:
                 self.no_loss_left += 1
 
+    def _add_pair(self, row: dict[str, Any], row_number: int | None) -> None:
+        from core.datasets.preference import PairTokenStats
+
+        if self.pairs is None:
+            self.pairs = PairTokenStats(self.tok, self.max_length)
+        self.pairs.add(row, row_number)
+        n = self.pairs.prompt[-1] + max(self.pairs.chosen[-1], self.pairs.rejected[-1])
+        self.lengths.append(n)
+        self.total += n
+        self.loss += self.pairs.chosen[-1] + self.pairs.rejected[-1]
+
     def result(self, valid_rows: int) -> dict[str, Any]:
+        out = self._result(valid_rows)
+        if self.pairs is not None and out.get("available"):
+            out["preference"] = self.pairs.result()
+        return out
+
+    def _result(self, valid_rows: int) -> dict[str, Any]:
         base: dict[str, Any] = {
             "model": self.choice.model if self.choice else None,
             "max_length": self.max_length,

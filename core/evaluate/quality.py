@@ -44,7 +44,7 @@ def quality_points(actor: Actor, session: Any, metric: str = "rouge_l") -> list[
     for a in repo.list_adapters(actor, session):
         for v in repo.list_versions(actor, session, a.id, include_checkpoints=False):
             ev = v.eval_scores or {}
-            if ev.get("status") != "done":
+            if ev.get("status") != "done" or metric not in (ev.get("adapter") or {}):
                 continue
             chain = repo.version_lineage(actor, session, v.id)
             costs = {}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core import tool_scores
+from core import evaluate_preference, tool_scores
 from core.clients import inference
 from core.clients.storage import make_blob_store
 from core.datasets import eval_key
@@ -125,7 +125,8 @@ def evaluate_version(
     the stored `eval_scores`. Raises `InvalidInput` when there is nothing to evaluate
     with, `InferenceError`s when the server fails; the failure is stored first."""
     store = store or make_blob_store(settings)
-    cases, folder, trained_on = _cases(actor, settings, store, version_id, max_rows)
+    pairs = evaluate_preference.cases(actor, settings, store, version_id, max_rows)
+    cases, folder, trained_on = pairs or _cases(actor, settings, store, version_id, max_rows)
     _set_status(actor, settings, version_id, status="running", started_at=_now())
     own = client is None
     client = client or inference.client_for_base(settings, trained_on)  # its base's endpoint
@@ -133,10 +134,13 @@ def evaluate_version(
     try:
         base = client.base_model()
         served, loaded = _serve(client, settings, served, folder)
-        result = _result(client, settings, cases, served, base, trained_on, use_judge)
-        result["tools"] = tool_scores.for_version(
-            actor, settings, store, version_id, client, served, base
-        )
+        if pairs is not None:  # preference data: accuracy on held-out pairs
+            result = evaluate_preference.result(client, settings, cases, served, base, trained_on)
+        else:
+            result = _result(client, settings, cases, served, base, trained_on, use_judge)
+            result["tools"] = tool_scores.for_version(
+                actor, settings, store, version_id, client, served, base
+            )
     except BrightRunError as e:
         _set_status(actor, settings, version_id, status="failed", error=f"{type(e).__name__}: {e}")
         raise

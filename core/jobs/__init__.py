@@ -5,7 +5,7 @@ Every function takes the acting user and scopes to them (another user's job is
 
 - `preflight`: `LaunchRequest` and `preflight(...) -> Preflight`, the one place that
   decides whether a job may launch (plan, pricing, limits, upload window, blockers,
-  notes), with the presets and defaults the Train page and the command line share.
+  notes); `presets`: the presets and defaults the Train page and the command line share.
 - `launch`: `submit`, which raises the preflight's first blocker and sends the job.
 - `dispatch`: `dispatch`, the one function that sends a spec to the endpoint (training,
   merge and cache jobs), and the signed URLs a training job gets.
@@ -36,16 +36,8 @@ from core.jobs.errors import PlanRefused, SubmitFailed, UploadUrlsExpire
 from core.jobs.launch import submit
 from core.jobs.lifecycle import cancel, continue_training, relaunch, relaunch_settings, retry
 from core.jobs.oom import oom_settings, relaunch_after_oom
-from core.jobs.preflight import (
-    DEFAULT_PRESET,
-    PRESETS,
-    LaunchRequest,
-    Preflight,
-    budget_verdict,
-    defaults,
-    preflight,
-    preset,
-)
+from core.jobs.preflight import LaunchRequest, Preflight, budget_verdict, preflight
+from core.jobs.presets import DEFAULT_PRESET, METHOD_PRESETS, PRESETS, defaults, preset
 from core.jobs.pricing import (
     LOCAL_GPU,
     Pricing,
@@ -77,6 +69,7 @@ __all__ = [
     "LOG_FILES",
     "MAX_TTL_S",
     "MIN_QUEUE_ALLOWANCE_S",
+    "METHOD_PRESETS",
     "PRESETS",
     "QUEUE_ALLOWANCE_S",
     "UPLOAD_URL_MARGIN_S",

@@ -122,6 +122,8 @@ def _retry_spec(job: Job, keys: tuple[str, str | None], time_limit_s: float) -> 
         time_limit_s=time_limit_s,
         with_eval_url=bool(keys[1]),
         resume_from=spec.get("resume_from"),
+        method=spec.get("method", "sft"),
+        preference=spec.get("preference"),
     )
 
 
@@ -273,13 +275,17 @@ def continue_training(
     gpu_type: str | None = None,
     client: Any = None,
     store: BlobStore | None = None,
+    method: str = "sft",
+    preference: Mapping[str, Any] | None = None,
 ) -> Job:
     """Launch a job that continues training version `ref` (new data, more epochs) from its
     weights (`JobSpec.resume_from`, signed afresh at each send by
     `core.adapters.parent_source`), on the same base model with the same LoRA shape. The
     dataset defaults to the parent's, the adapter name to the parent's (so the result is
     its next version), LoRA settings to the parent's; training settings are the parent's
-    with `training` applied over them (without its time limit, which the budget sets)."""
+    with `training` applied over them (without its time limit, which the budget sets).
+    `method` dpo on a preference dataset tunes the version's preferences with the version
+    itself as the reference (see `trainer.preference_loss`)."""
     with session_scope(settings) as s:
         parent = adapters.resolve(actor, s, ref)
         if parent.status != "ready":
@@ -305,5 +311,7 @@ def continue_training(
         budget_usd=budget_usd,
         gpu_type=gpu_type,
         resume_from_version_id=parent_id,
+        method=method,
+        preference=preference,
     )
     return submit(actor, settings, request, client=client, store=store)

@@ -23,8 +23,8 @@ actor's finished jobs of this model and quantisation per GPU type where there ar
 which.
 
 `core.jobs.submit` raises the first problem; the Train page, `brightrun plan` and
-`brightrun train` only show them. Presets and defaults (`PRESETS`, `preset`) live here
-too, so the page and the command line offer the same ones.
+`brightrun train` only show them. The presets and defaults they offer are in
+`core.jobs.presets`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from core.db import repo
 from core.deploy.catalog import gpu_market, priced
 from core.errors import BrightRunError, InvalidInput, QuotaExceeded
 from core.jobs.errors import PlanRefused, UploadUrlsExpire
+from core.jobs.presets import DEFAULT_QUANTIZATION
 from core.jobs.pricing import Pricing, device_for, pricing_for
 from core.jobs.quotas import check_quotas
 from core.jobs.spec import PLACEHOLDER_URL, build_spec, default_adapter_name, spec_errors
@@ -51,55 +52,9 @@ from core.jobs.template_check import template_problem
 from core.jobs.window import UploadWindow, upload_window
 from core.settings import Settings
 from core.users import Actor
-from trainer.shared.spec import DataSpec, JobSpec, LoraSpec, TrainingSpec
+from trainer.shared.spec import JobSpec, LoraSpec, TrainingSpec
 
-DEFAULT_QUANTIZATION = "nf4"
 PREVIEW_JOB_ID = "job-preview"
-# Each preset changes only the settings it names; the rest keep the spec's defaults.
-PRESETS: dict[str, dict[str, Any]] = {
-    "Quick try": {"lora": {"r": 8, "alpha": 16.0}, "training": {"epochs": 1.0, "max_length": 1024}},
-    "Balanced": {"eval_fraction": 0.05},
-    "Thorough": {
-        "lora": {"r": 64, "alpha": 128.0},
-        "training": {"epochs": 3.0, "learning_rate": 1e-4},
-        "eval_fraction": 0.1,
-    },
-}
-DEFAULT_PRESET = "Balanced"
-
-
-def defaults() -> dict[str, Any]:
-    """Every setting the Train page and `brightrun train` offer, at the job spec's defaults."""
-    lo, tr = LoraSpec(), TrainingSpec()
-    return {
-        "lora": {"r": lo.r, "alpha": float(lo.alpha), "dropout": lo.dropout},
-        "training": {
-            "epochs": float(tr.epochs or 1.0),
-            "learning_rate": tr.learning_rate,
-            "lr_scheduler": tr.lr_scheduler,
-            "warmup_ratio": tr.warmup_ratio,
-            "micro_batch_size": tr.micro_batch_size,
-            "grad_accum": tr.grad_accum,
-            "max_length": tr.max_length,
-            "packing": tr.packing,
-            "gradient_checkpointing": tr.gradient_checkpointing,
-            "eval_every": tr.eval_every,
-            "early_stopping": tr.early_stopping,
-            "train_on_reasoning": tr.train_on_reasoning,
-        },
-        "quantization": DEFAULT_QUANTIZATION,
-        "eval_fraction": DataSpec.model_fields["eval_fraction"].default,
-    }
-
-
-def preset(name: str) -> dict[str, Any]:
-    """The defaults with preset `name` applied (`InvalidInput` for an unknown one)."""
-    if name not in PRESETS:
-        raise InvalidInput(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    out = defaults()
-    for key, value in PRESETS[name].items():
-        out[key] = {**out[key], **value} if isinstance(value, Mapping) else value
-    return out
 
 
 @dataclass(frozen=True)
@@ -117,6 +72,8 @@ class LaunchRequest:
     gpu_type: str | None = None
     adapter_name: str | None = None
     resume_from_version_id: str | None = None  # continued training from this version
+    method: str = "sft"  # sft | dpo | orpo (`trainer.shared.spec.JobSpec.method`)
+    preference: Mapping[str, Any] | None = None  # beta, loss_type, orpo_lambda
 
     @classmethod
     def build(
@@ -384,9 +341,35 @@ def _build_spec(c: _Check, job_id: str) -> None:
             device=device_for(c.settings, c.pricing),
             with_eval_url=has_split,
             resume_from=PLACEHOLDER_URL + "parent" if r.resume_from_version_id else None,
+            method=r.method,
+            preference=r.preference,
         )
     except InvalidInput as e:
         c.refuse(e)
+    _check_method(c)
+
+
+def _check_method(c: _Check) -> None:
+    """A preference method needs preference pairs, and SFT needs chat or text rows."""
+    layout = (c.dataset.layout or "") if c.dataset is not None else ""
+    if not layout:
+        return
+    pairs = layout.startswith("preference")
+    if c.request.method != "sft" and not pairs:
+        c.refuse(
+            InvalidInput(
+                f"method {c.request.method} trains on preference pairs (prompt, chosen, "
+                f"rejected); dataset {c.dataset.name!r} is {layout} data: upload a preference "
+                "dataset or use method sft"
+            )
+        )
+    elif c.request.method == "sft" and pairs:
+        c.refuse(
+            InvalidInput(
+                f"dataset {c.dataset.name!r} holds preference pairs: train it with method dpo "
+                "or orpo"
+            )
+        )
 
 
 def _check_plan(c: _Check, actor: Actor, session: Session) -> None:

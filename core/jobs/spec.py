@@ -49,6 +49,8 @@ def build_spec(
     with_eval_url: bool = False,
     resume_from: str | None = None,
     first_seq: int = 0,
+    method: str = "sft",
+    preference: Mapping[str, Any] | None = None,
 ) -> JobSpec:
     """The `JobSpec` for these settings; bad values raise `InvalidInput` naming the field.
     `resume_from` (continued training) is replaced by a fresh source at each send;
@@ -73,6 +75,8 @@ def build_spec(
             device=device,
             resume_from=resume_from,
             first_seq=first_seq,
+            method=method,
+            preference=dict(preference) if preference else None,
         )
     except ValidationError as e:
         raise InvalidInput(f"invalid job settings: {spec_errors(e)}") from None

@@ -155,7 +155,9 @@ def estimate_memory(
     return MemoryEstimate(
         terms=tuple(terms),
         total_bytes=sum(x.bytes for x in terms),
-        tokens_per_micro_batch=spec.training.micro_batch_size * spec.training.max_length,
+        tokens_per_micro_batch=spec.training.micro_batch_size
+        * spec.training.max_length
+        * spec.sequences_per_row,
         lora_params=lc.params,
         experts_quantized=q_experts if model.is_moe else None,
         peak_moment=moment,
@@ -362,7 +364,7 @@ def _kept_and_working(
 ) -> tuple[float, str, float, str]:
     """Bytes kept for backward and bytes of the backward working set, with their details."""
     t = spec.training
-    n_tok = t.micro_batch_size * t.max_length
+    n_tok = t.micro_batch_size * t.max_length * spec.sequences_per_row
     act = _act_bytes(spec)
     dropout = spec.lora.dropout > 0
     adapted_in = _adapted_inputs(lc)
@@ -400,7 +402,7 @@ def _loss_peak(
     spec: JobSpec, model: ModelFacts, trainer: TrainerFacts, unq_bytes: int
 ) -> tuple[int, str]:
     """Bytes at the loss: logits (full or chunked) plus a bf16 copy of an fp32 LM head."""
-    n_tok = spec.training.micro_batch_size * spec.training.max_length
+    n_tok = spec.training.micro_batch_size * spec.training.max_length * spec.sequences_per_row
     act = _act_bytes(spec)
     head_copy = model.vocab * model.hidden * 2 if unq_bytes == 4 else 0
     if trainer.loss_chunk_elements is None:

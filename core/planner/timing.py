@@ -134,10 +134,14 @@ def _efficiency(t: TrainingSpec) -> float:
 
 
 def training_tokens(spec: JobSpec, tokens: TokenStats) -> int:
-    t = spec.training
-    per_row = min(tokens.mean_tokens, t.max_length)
+    """Tokens the job trains on; a preference pair is two sequences (prompt + chosen,
+    prompt + rejected; a pair's measured length is its prompt and longer answer)."""
+    t, seqs = spec.training, spec.sequences_per_row
+    per_row = min(tokens.mean_tokens, t.max_length) * seqs
     if t.max_steps is not None:
-        by_steps = t.max_steps * t.grad_accum * t.micro_batch_size * t.max_length * _efficiency(t)
+        by_steps = (
+            t.max_steps * t.grad_accum * t.micro_batch_size * t.max_length * seqs * _efficiency(t)
+        )
         if t.epochs is None:
             return int(by_steps)
         return int(min(by_steps, tokens.rows * per_row * t.epochs))
@@ -145,13 +149,17 @@ def training_tokens(spec: JobSpec, tokens: TokenStats) -> int:
 
 
 def flops_per_token(spec: JobSpec, model: ModelFacts, sample_len: float) -> float:
-    """6 x matmul parameters + causal attention, x 4/3 with gradient checkpointing."""
+    """6 x matmul parameters + causal attention, x 4/3 with gradient checkpointing; DPO
+    adds its reference pass (a forward without gradients, once per pair per job)."""
     p = model.params
     matmul = p.active - (0 if model.tied_embeddings else p.embedding)
     full_layers = model.layer_types.count("full_attention")
     attn = 6 * full_layers * model.heads * model.head_dim * sample_len
     f = 6 * matmul + attn
-    return f * (4 / 3 if spec.training.gradient_checkpointing else 1.0)
+    f *= 4 / 3 if spec.training.gradient_checkpointing else 1.0
+    if spec.method == "dpo":  # the reference pass: one forward per pair per job
+        f += (2 * matmul + attn / 3) / max(spec.training.epochs or 1.0, 1.0)
+    return f
 
 
 def default_utilisation(spec: JobSpec, model: ModelFacts) -> float:

@@ -45,6 +45,7 @@ from core.queries.jobs import (
     job_page,
     live_cost_usd,
 )
+from core.queries.preference import PreferenceSeries, preference_series
 from core.queries.probes import PartHealth, health
 from core.queries.spend import (
     JobSpend,
@@ -80,6 +81,8 @@ __all__ = [
     "JobSpend",
     "JobView",
     "MetricSeries",
+    "PreferenceSeries",
+    "preference_series",
     "Overview",
     "PartHealth",
     "RunCurves",

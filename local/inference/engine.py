@@ -382,6 +382,27 @@ class Engine:
                 completion_tokens=len(out_ids),
             )
 
+    def score(self, model: str, text: str) -> dict[str, Any]:
+        """`text` tokenised as is, each token with its log-probability under `model` (the
+        first has none), in the OpenAI completions `logprobs` shape."""
+        import torch
+
+        internal = self.resolve(model)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        if not ids or len(ids) > self.max_model_len:
+            raise bad_request(f"the prompt must be 1 to {self.max_model_len} tokens", "prompt")
+        with self.lock, torch.inference_mode(), self._adapter_context(internal):
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0]
+            logps = torch.log_softmax(logits[:-1].float(), -1)
+            picked = logps.gather(1, torch.tensor(ids[1:], device=self.device)[:, None])
+        return {
+            "tokens": self.tokenizer.convert_ids_to_tokens(ids),
+            "token_logprobs": [None, *(float(x) for x in picked.squeeze(1).tolist())],
+            "text_offset": [int(a) for a, _ in enc["offset_mapping"]],
+            "top_logprobs": None,
+        }
+
     def _adapter_context(self, internal: str | None):
         from contextlib import nullcontext
 

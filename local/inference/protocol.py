@@ -93,4 +93,16 @@ class LoadRequest(_Body):
 
 
 class UnloadRequest(_Body):
-    lora_name: str
+    lora_name: str = ""
+
+
+class CompletionRequest(_Body):
+    """`/v1/completions` as used for scoring: the prompt echoed with each token's
+    log-probability (vLLM: `echo` with `logprobs`); the local server generates nothing."""
+
+    model: str
+    prompt: str = Field(min_length=1)
+    max_tokens: int | None = Field(16, ge=0)
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=5)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)

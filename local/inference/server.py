@@ -21,9 +21,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from local.inference.engine import Delta, Engine, Prepared
 from local.inference.protocol import (
     ChatRequest,
+    CompletionRequest,
     LoadRequest,
     ServerError,
     UnloadRequest,
+    bad_request,
 )
 from local.inference.tool_calls import assistant_message
 
@@ -38,7 +40,31 @@ def create_app(engine: Engine, api_key: str = "", runtime_loading: bool = True) 
     _add_errors(app, api_key)
     _add_model_routes(app, engine, runtime_loading)
     _add_chat_route(app, engine)
+    _add_completion_route(app, engine)
     return app
+
+
+def _add_completion_route(app: FastAPI, engine: Engine) -> None:
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        if not (req.echo and req.logprobs is not None and (req.max_tokens or 0) <= 1):
+            raise bad_request(
+                "this server answers /v1/completions for scoring only: echo true, logprobs set, "
+                "max_tokens 0 or 1",
+                "echo",
+            )
+        scored = await asyncio.to_thread(engine.score, req.model, req.prompt)
+        n = len(scored["tokens"])
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": req.model,
+            "choices": [
+                {"index": 0, "text": req.prompt, "logprobs": scored, "finish_reason": "length"}
+            ],
+            "usage": {"prompt_tokens": n, "completion_tokens": 0, "total_tokens": n},
+        }
 
 
 def _add_errors(app: FastAPI, api_key: str) -> None:

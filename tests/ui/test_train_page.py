@@ -271,3 +271,33 @@ def test_the_page_says_when_a_gpu_type_is_scarce_and_where_prices_come_from(
 def test_without_an_account_key_prices_come_from_the_dated_table(dataset: str, open_page) -> None:
     at = open_page("train")
     assert "Prices: built-in price table of 2026-11-26" in text_of(at)
+
+
+def test_a_preference_dataset_trains_with_dpo_or_orpo(
+    settings: Settings, endpoint, open_page
+) -> None:
+    from trainer.shared.tiny import build_tiny_chat_model
+
+    build_tiny_chat_model(settings.data_dir / "models" / "tiny-chat")
+    rows = [
+        {"prompt": f"q{i}?", "chosen": f"good answer {i}", "rejected": f"bad {i}"}
+        for i in range(40)
+    ]
+    path = settings.data_dir / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    tok = datasets.load_tokenizer("brightrun/tiny-chat", settings.data_dir / "models")
+    with db.session_scope(settings) as s:
+        datasets.add_dataset(
+            LOCAL_ACTOR, s, make_blob_store(settings), path, "pairs", tokenizer=tok
+        )
+    at = open_page("train")
+    method = at.selectbox(key="train.method")
+    assert method.options == ["DPO: prefer the chosen answer", "ORPO: SFT and preference in one"]
+    assert at.number_input(key="train.learning_rate").value == pytest.approx(5e-5)
+    assert not _launch(at).disabled
+    method.set_value("orpo").run()
+    assert at.number_input(key="train.learning_rate").value == pytest.approx(8e-5)
+    _launch(at).click().run()
+    with db.session_scope(settings) as s:
+        (job,) = repo.list_jobs(LOCAL_ACTOR, s)
+        assert job.spec["method"] == "orpo" and job.spec["preference"]["orpo_lambda"] == 0.1

@@ -11,6 +11,10 @@ one destination: upload URLs, a local folder or `merge.hub_repo`), `cache_model`
 `model` into the worker's model cache once; takes neither `data` nor `merge`; `output` only
 for its event-log upload URLs). A section that does not belong to the action is refused.
 
+Methods (`JobSpec.method`, train jobs only): `sft` (chat or text rows), `dpo` and `orpo`
+(preference pairs; settings in `preference`, defaults when it is left out; see
+`trainer.preference_loss`).
+
 `Event` is the envelope of everything the worker reports: an ordered stream numbered by
 `seq` from 0 (an attempt after the first continues at the spec's `first_seq`), one of
 `EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's data always has `kind`
@@ -31,7 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trainer.shared.files import LOG_FILES
 
-SPEC_VERSION = 3  # 2: first_seq; 3: early_stopping, eval_every settings and train_on_reasoning
+SPEC_VERSION = (
+    3  # 2: first_seq; 3: early stopping, eval_every, train_on_reasoning, method and preference
+)
 
 EventType = Literal["started", "metrics", "checkpoint", "completed", "failed"]
 FailureKind = Literal[
@@ -276,6 +282,21 @@ class CacheSpec(_Strict):
 
 
 Action = Literal["train", "merge", "cache_model"]
+Method = Literal["sft", "dpo", "orpo"]
+PreferenceLoss = Literal["sigmoid", "hinge", "ipo"]
+
+
+class PreferenceSpec(_Strict):
+    """Settings of preference tuning (`method` dpo or orpo; see `trainer.preference`).
+
+    DPO: `beta` scales the log-ratio against the reference (higher keeps the adapter
+    closer to it); `loss_type` is the DPO variant: `sigmoid` (the DPO paper), `hinge`
+    (SLiC) or `ipo`. ORPO: `orpo_lambda` weighs the odds-ratio term against the
+    chosen answers' cross-entropy; it takes no reference model."""
+
+    beta: float = Field(0.1, gt=0, le=10)
+    loss_type: PreferenceLoss = "sigmoid"
+    orpo_lambda: float = Field(0.1, gt=0, le=10)
 
 
 class JobSpec(_Strict):
@@ -291,6 +312,12 @@ class JobSpec(_Strict):
     merge: MergeSpec | None = None
     cache: CacheSpec | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    method: Method = Field(
+        "sft",
+        description="sft: learn the answers of chat/text rows; dpo or orpo: learn which of two "
+        "answers is preferred, from preference rows (prompt, chosen, rejected)",
+    )
+    preference: PreferenceSpec | None = None  # dpo/orpo settings; defaults when left out
     resume_from: str | None = Field(
         None, description="adapter folder or URL to continue training from (a parent version)"
     )
@@ -341,6 +368,13 @@ class JobSpec(_Strict):
                 if a == "merge"
                 else f"merge settings do not apply to a {a} job"
             )
+        if self.method != "sft" and a != "train":
+            raise ValueError(f"method {self.method} only applies to a train job")
+        if self.method == "sft" and self.preference is not None:
+            raise ValueError(
+                "preference settings apply to method dpo or orpo: set method, or leave out "
+                "preference"
+            )
         if self.cache is not None and a != "cache_model":
             raise ValueError(f"cache settings do not apply to a {a} job")
         if a == "merge":
@@ -363,6 +397,17 @@ class JobSpec(_Strict):
     def _has_eval(self) -> bool:
         d = self.data
         return d is not None and bool(d.eval_url or d.eval_path or d.eval_fraction > 0)
+
+    @property
+    def sequences_per_row(self) -> int:
+        """Sequences a training row becomes: 2 for a preference pair (chosen, rejected), so a
+        micro-batch holds up to `micro_batch_size` x this x `max_length` tokens."""
+        return 1 if self.method == "sft" else 2
+
+    @property
+    def preference_settings(self) -> PreferenceSpec:
+        """The preference settings in force (defaults when the spec leaves them out)."""
+        return self.preference or PreferenceSpec()
 
 
 class Event(BaseModel):

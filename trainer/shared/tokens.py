@@ -12,6 +12,8 @@ trainer will see. Torch-free; a tokenizer is any transformers (fast) tokenizer.
 - `text_windows(n_tokens, max_length)`: the windows a long document is split into.
 - `render_with_spans(tokenizer, messages, tools)`: the rendered text and each assistant
   turn's character span (how `chat_token_masks` finds the loss tokens).
+- `answer_token_masks(tokenizer, prompts, answers)`: a preference row's side (prompt
+  messages, then the answer's messages) rendered, and which tokens are the answer's.
 
 A conversation is a list of messages, or `{"messages": [...], "tools": [...]}` when the row
 defines functions: `tools` goes to the template as it expects (Qwen's renders them in the
@@ -140,11 +142,7 @@ def text_windows(n_tokens: int, max_length: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def chat_token_masks(
-    tokenizer: Any, conversations: list[Conversation], *, train_on_reasoning: bool = True
-) -> list[tuple[list[int], list[bool]]]:
-    """Token ids of each rendered conversation, and which of them are assistant tokens (the
-    ones that carry loss). `core.datasets` counts a dataset's tokens with this too."""
+def _require_chat_tokenizer(tokenizer: Any) -> None:
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput("the base model's tokenizer has no fast (Rust) version; BrightRun needs it")
     if not getattr(tokenizer, "chat_template", None):
@@ -153,6 +151,14 @@ def chat_token_masks(
             "pick an instruct/chat model (e.g. a '-Instruct' variant), or train on a plain-text "
             'dataset ({"text": ...} rows)',
         )
+
+
+def chat_token_masks(
+    tokenizer: Any, conversations: list[Conversation], *, train_on_reasoning: bool = True
+) -> list[tuple[list[int], list[bool]]]:
+    """Token ids of each rendered conversation, and which of them are assistant tokens (the
+    ones that carry loss). `core.datasets` counts a dataset's tokens with this too."""
+    _require_chat_tokenizer(tokenizer)
     rendered = [
         render_with_spans(
             tokenizer, *conversation_parts(conv), train_on_reasoning=train_on_reasoning
@@ -208,3 +214,36 @@ def tools_unrenderable_reason(tokenizer: Any) -> str | None:
     if "brightrun_probe_call" not in text:
         return "its chat template does not render an assistant's tool calls"
     return None
+
+
+def answer_span(
+    tokenizer: Any, prompt: list[dict[str, str]], answer: list[dict[str, str]]
+) -> tuple[str, int, int]:
+    """The prompt + answer conversation rendered, and the answer's [start, end) characters:
+    from where the prompt rendered with the generation prompt stops matching, to the last
+    non-whitespace character (the end-of-turn token in, the newline after it out)."""
+
+    def render(msgs: list[dict[str, str]], gen: bool) -> str:
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    head, full = render(prompt, True), render(prompt + answer, False)
+    start = next((i for i, (a, b) in enumerate(zip(head, full, strict=False)) if a != b), len(head))
+    return full, min(start, len(full)), len(full.rstrip())
+
+
+def answer_token_masks(
+    tokenizer: Any, prompts: list[list[dict[str, str]]], answers: list[list[dict[str, str]]]
+) -> list[tuple[list[int], list[bool]]]:
+    """Token ids of each prompt + answer conversation, and which tokens are the answer's
+    (preference tuning scores these; see `answer_span`)."""
+    _require_chat_tokenizer(tokenizer)
+    rendered = [answer_span(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
+    enc = tokenizer(
+        [text for text, _, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+    )
+    out = []
+    for (_, start, end), ids, offsets in zip(
+        rendered, enc["input_ids"], enc["offset_mapping"], strict=True
+    ):
+        out.append((list(ids), [start <= a < end for a, _b in offsets]))
+    return out

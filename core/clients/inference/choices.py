@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.clients.inference.client import InferenceClient, local_adapters_dir, same_base
 from core.clients.inference.routing import InferenceRouter
@@ -117,37 +117,46 @@ def model_choice_set(
             out.append(ModelChoice(label, served, folder, trained_on, url))
 
     if session is not None:
-        from core.db import repo
-
-        for adapter in repo.list_adapters(actor, session):
-            for v in repo.list_versions(actor, session, adapter.id):
-                if v.status != "ready" or not v.volume_path:
-                    continue
-                folder = v.volume_path.rstrip("/")
-                served = f"ckpt-{v.id}" if v.is_checkpoint else Path(folder).name
-                label = f"{adapter.name} v{v.version}" if v.version is not None else adapter.name
-                if v.is_checkpoint:
-                    label += f" step {v.step}"
-                # what the server checks: the folder's record when visible here (a job on
-                # the demo model records its folder, the version its catalog id)
-                add(label, served, folder, _recorded_base(Path(folder)) or v.base_model)
+        _add_versions(actor, session, add)
     if settings.auth == "none":
-        known = {c.served_name for c in out} | {u.label for u in unserved}
-        for url, m in listed:
-            if m.id not in known:
-                out.append(
-                    ModelChoice(
-                        m.id, m.id, m.root or router.client(url).adapter_path(m.id), m.parent, url
-                    )
-                )
-                known.add(m.id)
-        folder = local_adapters_dir(settings)
-        for d in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if d.name not in known and (d / "adapter_config.json").is_file():
-                add(d.name, d.name, str(d), _recorded_base(d))
+        _add_unrecorded(settings, router, listed, out, unserved, add)
     for c in out:
         router.route(c.served_name, c.endpoint or router.url)
     return ChoiceSet(out, unserved)
+
+
+def _add_versions(actor: Actor, session: Session, add: Any) -> None:
+    """The actor's ready versions and checkpoints with a folder on the volume."""
+    from core.db import repo
+
+    for adapter in repo.list_adapters(actor, session):
+        for v in repo.list_versions(actor, session, adapter.id):
+            if v.status != "ready" or not v.volume_path:
+                continue
+            folder = v.volume_path.rstrip("/")
+            served = f"ckpt-{v.id}" if v.is_checkpoint else Path(folder).name
+            label = f"{adapter.name} v{v.version}" if v.version is not None else adapter.name
+            if v.is_checkpoint:
+                label += f" step {v.step}"
+            # what the server checks: the folder's record when visible here (a job on
+            # the demo model records its folder, the version its catalog id)
+            add(label, served, folder, _recorded_base(Path(folder)) or v.base_model)
+
+
+def _add_unrecorded(
+    settings: Settings, router: Any, listed: Any, out: list[Any], unserved: list[Any], add: Any
+) -> None:
+    """One local user: adapters the servers already list, and the local adapter folder's."""
+    known = {c.served_name for c in out} | {u.label for u in unserved}
+    for url, m in listed:
+        if m.id not in known:
+            path = m.root or router.client(url).adapter_path(m.id)
+            out.append(ModelChoice(m.id, m.id, path, m.parent, url))
+            known.add(m.id)
+    folder = local_adapters_dir(settings)
+    for d in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if d.name not in known and (d / "adapter_config.json").is_file():
+            add(d.name, d.name, str(d), _recorded_base(d))
 
 
 def _endpoint_of(trained_on: str | None, bases: dict[str, str]) -> str | None:

@@ -330,6 +330,19 @@ class InferenceClient:
             raise self._translate(e, model) from e
         return ChatStream(model, raw, self)
 
+    def prompt_logprobs(self, model: str, prompt: str) -> list[tuple[int, float]]:
+        """Each token of `prompt` (after the first) as (character offset, log-probability)
+        under `model`: a completion with `echo` and `logprobs`, as vLLM answers it."""
+        import openai
+
+        try:
+            r = self._openai.completions.create(
+                model=model, prompt=prompt, max_tokens=1, echo=True, logprobs=0, temperature=0.0
+            )
+        except openai.APIError as e:
+            raise self._translate(e, model) from e
+        return _prompt_logprobs_result(r.choices[0])
+
     def chat(
         self, model: str, messages: Sequence[Mapping[str, str]], sampling: Sampling | None = None
     ) -> ChatResult:
@@ -354,6 +367,17 @@ class InferenceClient:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
+
+
+def _prompt_logprobs_result(choice: Any) -> list[tuple[int, float]]:
+    lp = choice.logprobs
+    if lp is None or not lp.token_logprobs:
+        return []
+    return [
+        (int(o), float(x))
+        for o, x in zip(lp.text_offset, lp.token_logprobs, strict=True)
+        if x is not None
+    ]
 
 
 class ChatStream:
