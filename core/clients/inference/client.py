@@ -343,6 +343,32 @@ class InferenceClient:
             raise self._translate(e, model) from e
         return _prompt_logprobs_result(r.choices[0])
 
+    def chat_completion(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        sampling: Sampling | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """One non-streamed chat completion with the messages as given (tool calls, tool
+        results) and OpenAI `tools`; the server's answer as the openai package returns it
+        (`core.clients.inference.tools` reads its calls and reasoning)."""
+        import openai
+
+        fields: dict[str, Any] = {"tools": list(tools), "tool_choice": "auto"} if tools else {}
+        try:
+            return self._openai.chat.completions.create(
+                model=model,
+                messages=[dict(m) for m in messages],
+                extra_body=dict(extra_body) if extra_body else None,
+                **fields,
+                **(sampling or Sampling()).request_fields(),
+            )
+        except openai.APIError as e:
+            raise self._translate(e, model) from e
+
     def chat(
         self, model: str, messages: Sequence[Mapping[str, str]], sampling: Sampling | None = None
     ) -> ChatResult:

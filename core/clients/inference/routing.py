@@ -14,7 +14,7 @@ endpoint once `model_choices` has listed it (`route`), anything else to the defa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.clients.inference.client import ChatStream, InferenceClient
 from core.clients.inference.types import AdapterAvailability, ChatResult, Sampling, ServedModel
@@ -91,6 +91,11 @@ class InferenceRouter:
         self, model: str, messages: Sequence[Mapping[str, str]], sampling: Sampling | None = None
     ) -> ChatResult:
         return self.for_model(model).chat(model, messages, sampling)
+
+    def chat_completion(
+        self, model: str, messages: Sequence[Mapping[str, Any]], *a: Any, **kw: Any
+    ) -> Any:
+        return self.for_model(model).chat_completion(model, messages, *a, **kw)
 
     def stream_chat(
         self, model: str, messages: Sequence[Mapping[str, str]], sampling: Sampling | None = None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.clients.inference.client import InferenceClient
+from core.clients.inference.routing import InferenceRouter
 from core.clients.inference.types import Sampling
 from core.errors import InvalidInput
 
@@ -101,7 +102,7 @@ def tool_result(call_id: str, content: str) -> dict[str, Any]:
 
 
 def agent_chat(
-    client: InferenceClient,
+    client: InferenceClient | InferenceRouter,
     model: str,
     messages: Sequence[Mapping[str, Any]],
     *,
@@ -110,22 +111,14 @@ def agent_chat(
     enable_thinking: bool | None = None,
 ) -> AgentReply:
     """One non-streamed chat completion with tools and reasoning (module docstring)."""
-    import openai
-
-    extra: dict[str, Any] = {}
-    if enable_thinking is not None:
-        extra["chat_template_kwargs"] = {"enable_thinking": enable_thinking}
-    kwargs: dict[str, Any] = {"tools": list(tools), "tool_choice": "auto"} if tools else {}
-    try:
-        r = client._openai.chat.completions.create(
-            model=model,
-            messages=[dict(m) for m in messages],
-            extra_body=extra or None,
-            **kwargs,
-            **(sampling or Sampling()).request_fields(),
-        )
-    except openai.APIError as e:
-        raise client._translate(e, model) from e
+    extra = {"chat_template_kwargs": {"enable_thinking": enable_thinking}}
+    r = client.chat_completion(
+        model,
+        messages,
+        sampling,
+        tools=tools,
+        extra_body=extra if enable_thinking is not None else None,
+    )
     return _reply(model, r)
 
 
