@@ -3,7 +3,9 @@ refusals, submit failures, platform timeout, OOM relaunch, notification, isolati
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import importlib
 import json
 import logging
 import threading
@@ -451,3 +453,34 @@ def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_i
         in caplog.text
     )
     jobs.cancel(LOCAL_ACTOR, settings, again.id)
+
+
+def test_a_job_deleted_mid_run_when_its_ttl_passed_ends_timed_out_and_retries(
+    env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RunPod deletes a job whose `policy.ttl` passed, even mid-run (then 404 on every path):
+    the job ends TIMED_OUT saying so, its cost is recorded once, and it can be retried."""
+    preflight = importlib.import_module("core.jobs.preflight")
+
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 2, "interval_s": 0.1, "hang_s": 600}
+    f.timeout_scale = 0.1  # the 10 s ttl below passes after 1 s on the fake's clock
+    real_window = preflight.upload_window
+    monkeypatch.setattr(
+        preflight,
+        "upload_window",
+        lambda *a, **kw: dataclasses.replace(real_window(*a, **kw), ttl_ms=10_000),
+    )
+    job = _submit(settings, ds, model, budget_usd=1.0)
+    assert job.result["ttl_ms"] == 10_000
+    job = _end(settings, job.id)
+    assert job.status == "TIMED_OUT" and job.failure_kind == "ttl_expired"
+    assert "time to live" in job.failure_message and "retry" in job.failure_suggestion
+    assert [e.seq for e in jobs.events(LOCAL_ACTOR, settings, job.id)] == [0, 1]
+    jobs.sync(LOCAL_ACTOR, settings, job.id)  # a second look changes nothing
+    with db.session_scope(settings) as s:
+        records = [r for r in repo.list_cost_records(LOCAL_ACTOR, s) if r.job_id == job.id]
+    assert len(records) == 1 and records[0].usd == pytest.approx(job.cost_usd) and job.cost_usd > 0
+    again = jobs.retry(LOCAL_ACTOR, settings, job.id)
+    assert again.status == "IN_QUEUE" and again.attempt == 1
+    assert again.result["attempt_first_seq"] == 2

@@ -197,6 +197,31 @@ def test_unknown_and_expired_jobs_are_not_found(backend: Backend) -> None:
         wait_until(gone, timeout_s=RETENTION_S + 30, every_s=0.5, what="the result to expire")
 
 
+def test_a_job_whose_ttl_passes_is_deleted_even_mid_run(backend: Backend) -> None:
+    """`policy.ttl` covers queue plus execution: when it passes the job is deleted, running
+    or not (its worker stopped), and every path about it answers 404."""
+    with backend.client() as c:
+        sub = c.run(
+            {"chunks": 2, "interval_s": 0.1, "hang_s": 120},
+            execution_timeout_ms=TIMEOUT_MS,
+            ttl_ms=10_000,
+        )
+        wait_until(lambda: c.status(sub.id).status == "IN_PROGRESS", what="start")
+
+        def deleted() -> bool:
+            try:
+                c.status(sub.id)
+            except JobNotFound:
+                return True
+            return False
+
+        wait_until(deleted, timeout_s=30, every_s=0.2, what="the ttl to delete the job")
+        with pytest.raises(JobNotFound):
+            c.stream(sub.id)
+        if backend.name == "local":
+            wait_until(lambda: c.health().workers["running"] == 0, what="the worker to stop")
+
+
 def test_wrong_key_is_refused_and_never_echoed(
     backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
