@@ -150,3 +150,35 @@ def test_syncers_killed_while_they_write_lose_and_repeat_nothing(stack: Stack) -
     assert evs[0].type == "started" and evs[-1].type == "completed"
     (record,) = stack.cost_records(job.id)
     assert record.usd == pytest.approx(job.cost_usd)
+
+
+def test_uploads_failing_end_the_job_failed_and_the_retry_delivers(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every upload URL of the first attempt points at a port where nothing answers (the
+    store down): the worker trains, cannot deliver, says so; the retry resumes from the
+    volume's checkpoint and delivers the adapter."""
+    from core.clients.storage import LocalBlobStore
+    from tests.jobs.runpod_fake import free_port
+
+    real = LocalBlobStore.signed_upload_url
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    def unreachable(self, bucket: str, key: str, expires_s: int = 3600) -> str:
+        return dead + "/" + real(self, bucket, key, expires_s).split("/", 3)[3]
+
+    monkeypatch.setattr(LocalBlobStore, "signed_upload_url", unreachable)
+    job = stack.wait_end(stack.submit().id)
+    assert job.status == "FAILED" and "upload" in (job.failure_message or "").lower()
+    assert_whole_history(stack, job.id)
+    assert len(stack.cost_records(job.id)) == 1
+    monkeypatch.undo()
+    step = _volume_step(stack, job.id)
+    again = jobs.retry(LOCAL_ACTOR, stack.settings, job.id)
+    assert again.attempt == 1
+    job = stack.wait_end(job.id)
+    assert job.status == "COMPLETED"
+    evs = assert_whole_history(stack, job.id)
+    started = [e for e in evs if e.type == "started"]
+    assert len(started) == 2 and started[-1].data["resumed_from_step"] >= step > 0
+    assert sorted(r.attempt for r in stack.cost_records(job.id)) == [0, 1]
