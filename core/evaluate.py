@@ -3,7 +3,8 @@
 When a training job completes, `core.jobs` tells `start_after_job` (a subscriber of its
 `JobEnded` event, `core.jobs.subscribers`): it marks the job's
 version `pending` and evaluates it in a background thread, so the sync loop never waits
-for it (off with EVAL_AFTER_JOB=false). `evaluate_version` does the work, and is what
+for it (off with EVAL_AFTER_JOB=false); the process that runs it is named on the version,
+and the syncer takes over one whose process is gone (`core.eval_owner`). `evaluate_version` does the work, and is what
 `brightrun adapters eval` runs:
 
 1. The cases are the first EVAL_MAX_ROWS chat rows of the version's dataset's eval split
@@ -52,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import adapters
+from core import adapters, eval_owner
 from core.clients import inference
 from core.clients.storage import make_blob_store
 from core.datasets import eval_key
@@ -238,6 +239,8 @@ def _now() -> str:
 
 
 def _set_status(actor: Actor, settings: Settings, version_id: str, **fields: Any) -> None:
+    if fields.get("status") in eval_owner.IN_FLIGHT:
+        fields.setdefault("owner", eval_owner.owner_tag())  # who runs it (`core.eval_owner`)
     with session_scope(settings) as s:
         repo.update_version(actor, s, version_id, eval_scores={**fields, "updated_at": _now()})
 
@@ -436,10 +439,17 @@ def start_after_job(actor: Actor, settings: Settings, job_id: str) -> threading.
                 reason="the dataset has no eval split (datasets of 20 rows or more get one when added)",
             )
             return None
-        _set_status(actor, settings, version_id, status="pending", queued_at=_now())
+        room = eval_owner.has_room(settings)
+        owner = eval_owner.owner_tag() if room else None  # no room: the syncer starts it later
+        _set_status(actor, settings, version_id, status="pending", queued_at=_now(), owner=owner)
     except BrightRunError as e:
         log.warning("job %s: evaluation not started: %s", job_id, e)
         return None
+    return run_in_background(actor, settings, version_id) if room else None
+
+
+def run_in_background(actor: Actor, settings: Settings, version_id: str) -> threading.Thread:
+    """Evaluate `version_id` in a daemon thread of this process (failures are stored)."""
     thread = threading.Thread(
         target=_run_logged,
         args=(actor, settings, version_id),

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     eval_max_tokens: int = Field(128, ge=1, le=4096)
     eval_judge: bool = False
     eval_judge_model: str = ""
+    # At most EVAL_MAX_RUNNING evaluations run at once (others wait, pending, for the
+    # syncer); one whose owning process is gone (same host: its pid; another host: no word
+    # for EVAL_LEASE_S seconds) is taken over by the syncer (`core.eval_owner`).
+    eval_max_running: int = Field(2, ge=1, le=64)
+    eval_lease_s: float = Field(1800.0, gt=0)
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

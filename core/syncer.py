@@ -5,8 +5,9 @@ minutes, so this loop (`brightrun sync`, started by `brightrun up`, or `python -
 core.syncer` as a service) syncs each unfinished job every `SYNC_INTERVAL_S` seconds,
 backfilling from the worker's uploaded event log when the endpoint has forgotten a job,
 and posts end-of-job notifications. The first pass on start is the reconcile after a
-restart. Several syncers (and dashboards) may run at once: `core.jobs.sync` is safe for
-that. One job's error is logged and retried on the next pass; it never stops the loop.
+restart. Each pass also takes over the evaluations whose process is gone
+(`core.eval_owner`). Several syncers (and dashboards) may run at once: `core.jobs.sync` is
+safe for that. One job's error is logged and retried on the next pass; it never stops the loop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from core import jobs
+from core import eval_owner, evaluate, jobs
 from core.clients.runpod import RunPodClient
 from core.clients.storage import make_blob_store
 from core.settings import Settings
@@ -54,6 +55,7 @@ def run(
                     )
                 if on_pass is not None:
                     on_pass(report)
+            _adopt_evaluations(settings)
             done += 1
             if passes is not None and done >= passes:
                 break
@@ -61,6 +63,21 @@ def run(
     finally:
         client.close()
     return done
+
+
+def _adopt_evaluations(settings: Settings) -> None:
+    """Run or settle the evaluations whose process is gone (`core.eval_owner`)."""
+    try:
+        adopted = eval_owner.adopt(settings, evaluate.run_in_background)
+    except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
+        log.exception("taking over evaluations failed; trying again next pass")
+        return
+    if adopted.started or adopted.failed:
+        log.info(
+            "evaluations taken over: %d started, %d marked failed",
+            len(adopted.started),
+            len(adopted.failed),
+        )
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ package: `from core.db import repo` then `repo.create_job(actor, session, ...)`.
 """
 
 from core.db.repo.adapters import (
+    admin_list_evaluations_in_flight,
     create_adapter_version,
     delete_adapter,
     delete_version,
@@ -76,6 +77,7 @@ from core.db.repo.users import (
 )
 
 __all__ = [
+    "admin_list_evaluations_in_flight",
     "Limits",
     "MEASURED_JOBS_PER_GPU",
     "new_id",
