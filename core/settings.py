@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     eval_max_running: int = Field(2, ge=1, le=64)
     eval_lease_s: float = Field(1800.0, gt=0)
 
+    # Checkpoints on the volume (`core.retention`, applied by the syncer to the local volume
+    # folder): each job keeps its last CHECKPOINT_KEEP_LAST; a finished job's are dropped
+    # CHECKPOINT_RETENTION_DAYS after it ended, promoted ones excepted. The volume is billed
+    # per GB-month (RunPod network volume: $0.07/GB-month under 1 TB).
+    checkpoint_keep_last: int = Field(3, ge=1, le=1000)
+    checkpoint_retention_days: float = Field(14.0, gt=0)
+    volume_usd_per_gb_month: float = Field(0.07, ge=0)
+
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         if not self.database_url.get_secret_value():

@@ -6,7 +6,8 @@ core.syncer` as a service) syncs each unfinished job every `SYNC_INTERVAL_S` sec
 backfilling from the worker's uploaded event log when the endpoint has forgotten a job,
 and posts end-of-job notifications. The first pass on start is the reconcile after a
 restart. Each pass also takes over the evaluations whose process is gone
-(`core.eval_owner`). Several syncers (and dashboards) may run at once: `core.jobs.sync` is
+(`core.eval_owner`), and every `RETENTION_EVERY_S` the checkpoint retention rule
+(`core.retention`). Several syncers (and dashboards) may run at once: `core.jobs.sync` is
 safe for that. One job's error is logged and retried on the next pass; it never stops the loop.
 """
 
@@ -15,14 +16,17 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 
-from core import eval_owner, evaluate, jobs
+from core import eval_owner, evaluate, jobs, retention
 from core.clients.runpod import RunPodClient
 from core.clients.storage import make_blob_store
 from core.settings import Settings
 
 log = logging.getLogger("brightrun.syncer")
+
+RETENTION_EVERY_S = 600.0  # how often a syncer applies the checkpoint retention rule
 
 
 def run(
@@ -39,6 +43,7 @@ def run(
     client = RunPodClient.from_settings(settings)
     store = make_blob_store(settings)
     done = 0
+    next_retention = time.monotonic()
     try:
         while not stop.is_set():
             try:
@@ -56,6 +61,9 @@ def run(
                 if on_pass is not None:
                     on_pass(report)
             _adopt_evaluations(settings)
+            if time.monotonic() >= next_retention:
+                _apply_retention(settings)
+                next_retention = time.monotonic() + RETENTION_EVERY_S
             done += 1
             if passes is not None and done >= passes:
                 break
@@ -63,6 +71,14 @@ def run(
     finally:
         client.close()
     return done
+
+
+def _apply_retention(settings: Settings) -> None:
+    """Drop the checkpoints the retention rule no longer keeps (`core.retention`)."""
+    try:
+        retention.apply(settings)
+    except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
+        log.exception("checkpoint retention failed; trying again later")
 
 
 def _adopt_evaluations(settings: Settings) -> None:

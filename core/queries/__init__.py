@@ -51,6 +51,7 @@ from core.queries.templates import (
     render_with_template,
     truncated_share,
 )
+from core.queries.volume import volume_costs
 
 __all__ = [
     "JOB_SORTS",
@@ -88,6 +89,7 @@ __all__ = [
     "repo_adapter_name",
     "spend_months",
     "spend_view",
+    "volume_costs",
     "truncated_share",
     "user_limits",
     "zip_builder",

@@ -49,6 +49,7 @@ from core.db.repo.datasets import (
 )
 from core.db.repo.jobs import (
     MEASURED_JOBS_PER_GPU,
+    admin_find_job,
     admin_list_unfinished_jobs,
     append_event,
     append_events,
@@ -126,5 +127,6 @@ __all__ = [
     "admin_set_user_limits",
     "admin_set_role",
     "admin_spend_by_user",
+    "admin_find_job",
     "admin_list_unfinished_jobs",
 ]
