@@ -152,14 +152,19 @@ def assert_whole_history(stack: Stack, job_id: str) -> list:
     return evs
 
 
-def make_stack(root: Path, database_url: str = "", workers: int = 2) -> Iterator[Stack]:
+def make_stack(
+    root: Path,
+    database_url: str = "",
+    workers: int = 2,
+    handler: str = "trainer.handler:handler",
+) -> Iterator[Stack]:
     from trainer.shared.tiny import build_tiny_chat_model
 
     model = build_tiny_chat_model(root / "tiny", seed=0)
     data = root / "data"
     ep = start_endpoint(
         data,
-        handler="trainer.handler:handler",
+        handler=handler,
         workers=workers,
         retention_s=1800.0,
         extra_env={"LOCAL_DEVICE": "cpu", "DATABASE_URL": database_url},
