@@ -182,3 +182,55 @@ def test_uploads_failing_end_the_job_failed_and_the_retry_delivers(
     started = [e for e in evs if e.type == "started"]
     assert len(started) == 2 and started[-1].data["resumed_from_step"] >= step > 0
     assert sorted(r.attempt for r in stack.cost_records(job.id)) == [0, 1]
+
+
+def test_worker_killed_mid_upload_ends_failed_and_the_retry_delivers(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt's uploads go to a loopback server that takes the request and
+    never answers; the worker is killed while it waits there, mid-upload."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from core.clients.storage import LocalBlobStore
+
+    arrived = threading.Event()
+    release = threading.Event()
+
+    class Stall(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - the http.server hook
+            arrived.set()
+            release.wait(60)
+
+        def log_message(self, *a) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    real = LocalBlobStore.signed_upload_url
+
+    def stalling(self, bucket: str, key: str, expires_s: int = 3600) -> str:
+        path = real(self, bucket, key, expires_s).split("/", 3)[3]
+        return f"http://127.0.0.1:{httpd.server_address[1]}/{path}"
+
+    monkeypatch.setattr(LocalBlobStore, "signed_upload_url", stalling)
+    try:
+        job = stack.submit()
+        wait_until(arrived.is_set, timeout_s=180, what="the worker to start its upload")
+        _kill_worker(stack)
+    finally:
+        release.set()
+        httpd.shutdown()
+    monkeypatch.undo()
+    job = stack.wait_end(job.id)
+    assert job.status == "FAILED" and job.failure_kind == "internal"
+    assert_whole_history(stack, job.id)
+    assert len(stack.cost_records(job.id)) == 1
+    step = _volume_step(stack, job.id)
+    jobs.retry(LOCAL_ACTOR, stack.settings, job.id)
+    job = stack.wait_end(job.id)
+    assert job.status == "COMPLETED"
+    evs = assert_whole_history(stack, job.id)
+    started = [e for e in evs if e.type == "started"]
+    assert len(started) == 2 and started[-1].data["resumed_from_step"] >= step > 0
+    assert sorted(r.attempt for r in stack.cost_records(job.id)) == [0, 1]
