@@ -92,17 +92,23 @@ class FaultProxy:
                     self.end_headers()
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                r = client.request(
-                    self.command,
-                    proxy.upstream + self.path,
-                    content=body,
-                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
-                )
-                self.send_response(r.status_code)
-                self.send_header("Content-Type", r.headers.get("content-type", "application/json"))
-                self.send_header("Content-Length", str(len(r.content)))
-                self.end_headers()
-                self.wfile.write(r.content)
+                try:
+                    r = client.request(
+                        self.command,
+                        proxy.upstream + self.path,
+                        content=body,
+                        headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+                    )
+                    self.send_response(r.status_code)
+                    kind = r.headers.get("content-type", "application/json")
+                    self.send_header("Content-Type", kind)
+                    self.send_header("Content-Length", str(len(r.content)))
+                    self.end_headers()
+                    self.wfile.write(r.content)
+                except httpx.TransportError:
+                    self.send_error(502)  # the endpoint did not answer: a gateway would say so
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the caller (a syncer just killed) is gone
 
             do_GET = do_POST = _any
 
@@ -326,7 +332,12 @@ def _measure(settings, stack: Stack, submitted: list[tuple[Any, str]]) -> dict[s
         job = jobs.get(actor, settings, job_id)
         statuses[f"{job.status}:{job.failure_kind or job.stop_reason or '-'}"] += 1
         report["stuck_jobs"] += job.status not in TERMINAL_STATUSES
-        stored = {e.seq for e in jobs.events(actor, settings, job_id)}
+        events = jobs.events(actor, settings, job_id)
+        stored = {e.seq for e in events}
+        starts = [e for e in events if e.type == "started"]
+        report["retried_jobs_resumed_from_a_checkpoint"] += len(starts) > 1 and bool(
+            (starts[-1].data or {}).get("resumed_from_step")
+        )
         expected, source = _expected_events(settings, store, stack, actor.user_id, job_id)
         report[f"expected_from_{source}"] += 1
         report["events_expected"] += len(expected)
