@@ -396,6 +396,26 @@ def _until_ended(settings, submitted: list[tuple[Any, str]], counts: Counter, de
         time.sleep(1.0)
 
 
+def _submit_all(settings, stack: Stack, users, per_user: int) -> list[tuple[Any, str]]:
+    from core import jobs
+
+    submitted = []
+    for actor, dataset_id in users:
+        for _ in range(per_user):
+            job = jobs.submit(
+                actor,
+                settings,
+                dataset_id=dataset_id,
+                model=str(stack.model),
+                lora={"r": 8, "alpha": 16, "dropout": 0.0},
+                training=TRAINING,
+                quantization="none",
+                budget_usd=1.0,
+            )
+            submitted.append((actor, job.id))
+    return submitted
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from core import db, jobs
 
@@ -412,20 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         users = _add_users(settings, args.users)
         for _ in range(3):
             stack.start_syncer()
-        submitted = []
-        for actor, dataset_id in users:
-            for _ in range(args.jobs):
-                job = jobs.submit(
-                    actor,
-                    settings,
-                    dataset_id=dataset_id,
-                    model=str(stack.model),
-                    lora={"r": 8, "alpha": 16, "dropout": 0.0},
-                    training=TRAINING,
-                    quantization="none",
-                    budget_usd=1.0,
-                )
-                submitted.append((actor, job.id))
+        submitted = _submit_all(settings, stack, users, args.jobs)
         kills = max(1, len(submitted) // 3)
         injector = threading.Thread(
             target=_inject, args=(stack, rng, stop, counts, kills), daemon=True
