@@ -34,6 +34,16 @@ st.plotly_chart(
     config={"displayModeBar": False},
 )
 
+vol = queries.volume_costs(settings)
+with st.expander(f"Volume: {w.size(vol.total_bytes)}, {w.money(vol.usd_per_month)} a month"):
+    st.caption(
+        f"Models, checkpoints and adapters kept on the volume, billed at "
+        f"${vol.usd_per_gb_month:.2f} per GB-month. Each job keeps its last "
+        f"{settings.checkpoint_keep_last} checkpoints; a finished job's are dropped after "
+        f"{settings.checkpoint_retention_days:g} days unless promoted."
+    )
+    st.markdown(" · ".join(f"{part}: {w.size(n)}" for part, n in vol.bytes_by_part.items()))
+
 st.subheader("RunPod's bill for the endpoint")
 with session.db() as s:
     bill = queries.endpoint_bill(actor, s, settings)

@@ -128,6 +128,19 @@ class Settings(BaseSettings):
     eval_max_tokens: int = Field(128, ge=1, le=4096)
     eval_judge: bool = False
     eval_judge_model: str = ""
+    # At most EVAL_MAX_RUNNING evaluations run at once (others wait, pending, for the
+    # syncer); one whose owning process is gone (same host: its pid; another host: no word
+    # for EVAL_LEASE_S seconds) is taken over by the syncer (`core.eval_owner`).
+    eval_max_running: int = Field(2, ge=1, le=64)
+    eval_lease_s: float = Field(1800.0, gt=0)
+
+    # Checkpoints on the volume (`core.retention`, applied by the syncer to the local volume
+    # folder): each job keeps its last CHECKPOINT_KEEP_LAST; a finished job's are dropped
+    # CHECKPOINT_RETENTION_DAYS after it ended, promoted ones excepted. The volume is billed
+    # per GB-month (RunPod network volume: $0.07/GB-month under 1 TB).
+    checkpoint_keep_last: int = Field(3, ge=1, le=1000)
+    checkpoint_retention_days: float = Field(14.0, gt=0)
+    volume_usd_per_gb_month: float = Field(0.07, ge=0)
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

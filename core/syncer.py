@@ -5,8 +5,10 @@ minutes, so this loop (`brightrun sync`, started by `brightrun up`, or `python -
 core.syncer` as a service) syncs each unfinished job every `SYNC_INTERVAL_S` seconds,
 backfilling from the worker's uploaded event log when the endpoint has forgotten a job,
 and posts end-of-job notifications. The first pass on start is the reconcile after a
-restart. Several syncers (and dashboards) may run at once: `core.jobs.sync` is safe for
-that. One job's error is logged and retried on the next pass; it never stops the loop.
+restart. Each pass also takes over the evaluations whose process is gone
+(`core.eval_owner`), and every `RETENTION_EVERY_S` the checkpoint retention rule
+(`core.retention`). Several syncers (and dashboards) may run at once: `core.jobs.sync` is
+safe for that. One job's error is logged and retried on the next pass; it never stops the loop.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 
-from core import jobs
+from core import eval_owner, evaluate, jobs, retention
 from core.clients.runpod import RunPodClient
 from core.clients.storage import make_blob_store
 from core.settings import Settings
 
 log = logging.getLogger("brightrun.syncer")
+
+RETENTION_EVERY_S = 600.0  # how often a syncer applies the checkpoint retention rule
 
 
 def run(
@@ -38,6 +43,7 @@ def run(
     client = RunPodClient.from_settings(settings)
     store = make_blob_store(settings)
     done = 0
+    next_retention = time.monotonic()
     try:
         while not stop.is_set():
             try:
@@ -54,6 +60,10 @@ def run(
                     )
                 if on_pass is not None:
                     on_pass(report)
+            _adopt_evaluations(settings)
+            if time.monotonic() >= next_retention:
+                _apply_retention(settings)
+                next_retention = time.monotonic() + RETENTION_EVERY_S
             done += 1
             if passes is not None and done >= passes:
                 break
@@ -61,6 +71,29 @@ def run(
     finally:
         client.close()
     return done
+
+
+def _apply_retention(settings: Settings) -> None:
+    """Drop the checkpoints the retention rule no longer keeps (`core.retention`)."""
+    try:
+        retention.apply(settings)
+    except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
+        log.exception("checkpoint retention failed; trying again later")
+
+
+def _adopt_evaluations(settings: Settings) -> None:
+    """Run or settle the evaluations whose process is gone (`core.eval_owner`)."""
+    try:
+        adopted = eval_owner.adopt(settings, evaluate.run_in_background)
+    except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
+        log.exception("taking over evaluations failed; trying again next pass")
+        return
+    if adopted.started or adopted.failed:
+        log.info(
+            "evaluations taken over: %d started, %d marked failed",
+            len(adopted.started),
+            len(adopted.failed),
+        )
 
 
 def main() -> None:

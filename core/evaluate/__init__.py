@@ -3,7 +3,8 @@
 When a training job completes, `core.jobs` tells `start_after_job` (a subscriber of its
 `JobEnded` event, `core.jobs.subscribers`): it marks the job's
 version `pending` and evaluates it in a background thread, so the sync loop never waits
-for it (off with EVAL_AFTER_JOB=false). `evaluate_version` does the work, and is what
+for it (off with EVAL_AFTER_JOB=false); the process that runs it is named on the version,
+and the syncer takes over one whose process is gone (`core.eval_owner`). `evaluate_version` does the work, and is what
 `brightrun adapters eval` runs:
 
 1. The cases are the first EVAL_MAX_ROWS chat rows of the version's dataset's eval split
@@ -44,7 +45,7 @@ version, now or after its job), `quality` (reading stored evaluations).
 """
 
 from core.evaluate.quality import QualityPoint, quality_points, report
-from core.evaluate.run import evaluate_version, start_after_job
+from core.evaluate.run import evaluate_version, run_in_background, start_after_job
 from core.evaluate.scores import (
     JUDGE_PROMPT,
     METRIC_LABELS,
@@ -77,6 +78,7 @@ __all__ = [
     "differences",
     "evaluate_version",
     "start_after_job",
+    "run_in_background",
     "QualityPoint",
     "quality_points",
     "report",

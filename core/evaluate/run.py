@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core import evaluate_preference, tool_scores
+from core import eval_owner, evaluate_preference, tool_scores
 from core.clients import inference
 from core.clients.storage import make_blob_store
 from core.datasets import eval_key
@@ -28,6 +28,8 @@ def _now() -> str:
 
 
 def _set_status(actor: Actor, settings: Settings, version_id: str, **fields: Any) -> None:
+    if fields.get("status") in eval_owner.IN_FLIGHT:
+        fields.setdefault("owner", eval_owner.owner_tag())  # who runs it (`core.eval_owner`)
     with session_scope(settings) as s:
         repo.update_version(actor, s, version_id, eval_scores={**fields, "updated_at": _now()})
 
@@ -205,10 +207,17 @@ def start_after_job(actor: Actor, settings: Settings, job_id: str) -> threading.
                 reason="the dataset has no eval split (datasets of 20 rows or more get one when added)",
             )
             return None
-        _set_status(actor, settings, version_id, status="pending", queued_at=_now())
+        room = eval_owner.has_room(settings)
+        owner = eval_owner.owner_tag() if room else None  # no room: the syncer starts it later
+        _set_status(actor, settings, version_id, status="pending", queued_at=_now(), owner=owner)
     except BrightRunError as e:
         log.warning("job %s: evaluation not started: %s", job_id, e)
         return None
+    return run_in_background(actor, settings, version_id) if room else None
+
+
+def run_in_background(actor: Actor, settings: Settings, version_id: str) -> threading.Thread:
+    """Evaluate `version_id` in a daemon thread of this process (failures are stored)."""
     thread = threading.Thread(
         target=_run_logged,
         args=(actor, settings, version_id),

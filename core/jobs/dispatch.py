@@ -155,20 +155,23 @@ def dispatch(
                 "then retry the job",
             )
             raise SubmitFailed(f"job {job_id} could not be sent: {e}") from e
-        job, cancelled = _record_sent(actor, settings, job_id, sub.id, rp.base_url)
+        job, cancelled = _record_sent(
+            actor, settings, job_id, sub.id, {"endpoint_url": rp.base_url, "ttl_ms": window.ttl_ms}
+        )
         if cancelled:  # cancelled while /run was in flight: stop what was just started
             rp.cancel(sub.id)
     return job
 
 
 def _record_sent(
-    actor: Actor, settings: Settings, job_id: str, runpod_id: str, endpoint_url: str
+    actor: Actor, settings: Settings, job_id: str, runpod_id: str, sent: dict[str, Any]
 ) -> tuple[Job, bool]:
+    """Record the endpoint's id and, in `result`, where it went and its `policy.ttl`."""
     with session_scope(settings) as s:
         lock_row(s, Job, job_id)
         job = repo.get_job(actor, s, job_id)
         status = JobStatus.IN_QUEUE if job.status not in TERMINAL_STATUSES else job.status
-        result = {**(job.result or {}), "endpoint_url": endpoint_url}
+        result = {**(job.result or {}), **sent}
         job = repo.update_job(
             actor,
             s,

@@ -2,8 +2,9 @@
 
 Status precedence when sources disagree: RunPod's own CANCELLED/TIMED_OUT win; otherwise
 the worker's last `completed`/`failed` event of this attempt decides COMPLETED/FAILED; a
-job the endpoint forgot without a final event is FAILED (`lost`), one that ended without
-reporting a result FAILED (`internal`). The billed cost is recorded, and a completed
+job the endpoint forgot without a final event is TIMED_OUT (`ttl_expired`) once its
+`policy.ttl` had passed (the platform deletes such a job even mid-run, killing its worker),
+else FAILED (`lost`); one that ended without reporting a result is FAILED (`internal`). The billed cost is recorded, and a completed
 training job's adapter is registered as its next version (`core.adapters`); when its
 files are not in storage the job is FAILED instead. A completed job's eval loss is its
 summary's (the adapter's: with early stopping, the best evaluation's); one that early
@@ -13,6 +14,7 @@ stopping ended keeps what that saved in `result['early_stopping']`
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +26,7 @@ from core.db import repo
 from core.db.tables import Job, JobStatus, utcnow
 from core.jobs.billing import attempt_seq, early_stop_savings, measured_rate, record_cost
 from core.jobs.pull import Pulled
+from core.jobs.window import hours
 from core.users import Actor
 
 
@@ -36,6 +39,23 @@ def final_event(events: Iterable[Any]) -> Any:
         ):
             last = e
     return last
+
+
+# The endpoint starts a job's ttl when it takes the job, a little before BrightRun records
+# it as sent, and clocks differ: a job gone this close to its ttl was deleted for it.
+TTL_SLACK_S = 30.0
+
+
+def ttl_passed(job: Job, now: dt.datetime | None = None) -> bool:
+    """Whether the job's `policy.ttl` (recorded when it was sent) has passed since then."""
+    ttl_ms = (job.result or {}).get("ttl_ms")
+    if not ttl_ms or job.submitted_at is None:
+        return False
+    submitted = job.submitted_at
+    if submitted.tzinfo is None:
+        submitted = submitted.replace(tzinfo=dt.UTC)
+    age_s = ((now or utcnow()) - submitted).total_seconds()
+    return age_s + TTL_SLACK_S >= float(ttl_ms) / 1000
 
 
 def _outcome(job: Job, pulled: Pulled, final: Any) -> dict[str, Any]:
@@ -67,6 +87,19 @@ def _outcome(job: Job, pulled: Pulled, final: Any) -> dict[str, Any]:
             failure_kind=data.get("kind"),
             failure_message=data.get("message"),
             failure_suggestion=data.get("suggestion"),
+        )
+    if pulled.gone and ttl_passed(job):
+        ttl_s = float((job.result or {})["ttl_ms"]) / 1000
+        return dict(
+            status=JobStatus.TIMED_OUT,
+            stop_reason="ttl",
+            failure_kind="ttl_expired",
+            failure_message=(
+                f"the endpoint deleted the job when its time to live ({hours(ttl_s)}, waiting "
+                "plus running) passed, before the worker reported a result; its checkpoints "
+                "stay on the volume"
+            ),
+            failure_suggestion="retry the job; it resumes from its last checkpoint on the volume",
         )
     if pulled.gone:
         return dict(

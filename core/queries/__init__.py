@@ -62,6 +62,7 @@ from core.queries.templates import (
     render_with_template,
     truncated_share,
 )
+from core.queries.volume import volume_costs
 
 __all__ = [
     "JOB_SORTS",
@@ -111,6 +112,7 @@ __all__ = [
     "spend_months",
     "spend_view",
     "stop_note",
+    "volume_costs",
     "truncated_share",
     "user_limits",
     "zip_builder",

@@ -22,8 +22,9 @@ Semantics, matched to RunPod's documentation:
   `error_traceback` for a plain handler's exception, a plain string otherwise) and no
   `output`.
 - `policy.executionTimeout` (ms; default 600000, as on RunPod) kills a running job and
-  marks it TIMED_OUT; `policy.ttl` (ms; default 24 h) bounds a job's whole life, so a job
-  still queued past it is TIMED_OUT.
+  marks it TIMED_OUT; `policy.ttl` (ms; default 24 h) bounds a job's whole life from
+  submission: when it passes the job is deleted, queued, running (its worker is killed) or
+  finished, and every job path answers 404 (RunPod deletes such a job the same way).
 - `/cancel` kills a queued or running job (CANCELLED); `/retry` requeues a FAILED or
   TIMED_OUT job under the same id with the same input, clearing its previous output.
 - A finished job is kept `retention_s` (default 30 minutes, RunPod's `/run` retention)

@@ -24,7 +24,7 @@ DEFAULT_HANDLER = "trainer.handler:handler"
 DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
 DEFAULT_TTL_MS = 24 * 3600 * 1000
 DEFAULT_RETENTION_S = 30 * 60
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT", "DELETED"})
 
 
 # --- the endpoint ---------------------------------------------------------------------
@@ -187,6 +187,17 @@ class LocalEndpoint:
             self._counts["failed"] += 1
         log.info("job %s %s", job.id, status)
 
+    def _delete(self, job: LocalJob) -> None:
+        """`policy.ttl` passed: RunPod deletes the job, queued or running (its worker is
+        stopped), and every job path answers 404 from then on."""
+        if job.id in self._queue:
+            self._queue.remove(job.id)
+        if job.proc is not None:
+            _kill_group(job.proc)
+        job.status, job.finished = "DELETED", time.time()  # late output of its process is dropped
+        del self._jobs[job.id]
+        log.info("job %s deleted: its ttl of %.0f s passed", job.id, job.ttl_s)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -200,19 +211,16 @@ class LocalEndpoint:
         with self._lock:
             for job in list(self._jobs.values()):
                 if job.status in TERMINAL:
-                    if job.finished is not None and now - job.finished > self.retention_s:
+                    expired = job.finished is not None and now - job.finished > self.retention_s
+                    if expired or now - job.submitted > job.ttl_s:
                         del self._jobs[job.id]
                     continue
-                if job.status == "IN_PROGRESS" and job.started is not None:
+                if now - job.submitted > job.ttl_s:
+                    self._delete(job)
+                elif job.status == "IN_PROGRESS" and job.started is not None:
                     if now - job.started > job.execution_timeout_s:
                         _kill_group(job.proc)
                         self._finish(job, "TIMED_OUT")
-                elif now - job.submitted > job.ttl_s:
-                    if job.id in self._queue:
-                        self._queue.remove(job.id)
-                    if job.proc is not None:
-                        _kill_group(job.proc)
-                    self._finish(job, "TIMED_OUT")
             running = sum(
                 1 for j in self._jobs.values() if j.proc is not None and j.status not in TERMINAL
             )

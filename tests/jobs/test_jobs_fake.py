@@ -3,7 +3,9 @@ refusals, submit failures, platform timeout, OOM relaunch, notification, isolati
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import importlib
 import json
 import logging
 import threading
@@ -26,6 +28,7 @@ from core.users import LOCAL_ACTOR, Actor
 from tests.jobs.conftest import wait_until
 from tests.jobs.helpers import add_dataset
 from tests.jobs.runpod_fake import RunPodFake, ServedFake, free_port
+from tests.state.db_fixtures import postgres_database, settings_for, truncate_all
 
 TINY_TRAINING = {"max_steps": 5, "micro_batch_size": 4, "grad_accum": 2, "max_length": 128}
 OOM = {
@@ -47,10 +50,35 @@ def fake() -> Iterator[tuple[RunPodFake, str]]:
 
 @pytest.fixture
 def env(fake, tmp_path: Path) -> Iterator[tuple[RunPodFake, Settings, str, str]]:
+    yield from _env(fake, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def pg_migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with postgres_database() as url:
+        db.upgrade(settings_for(tmp_path_factory.mktemp("pg"), url))
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env_db(
+    request: pytest.FixtureRequest, fake, tmp_path: Path
+) -> Iterator[tuple[RunPodFake, Settings, str, str]]:
+    """`env` on SQLite and on the real PostgreSQL (production's database): for the
+    guarantees that rest on the database's locks under concurrency."""
+    url = ""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_migrated")
+        truncate_all(settings_for(tmp_path, url))
+    yield from _env(fake, tmp_path, url)
+
+
+def _env(fake, tmp_path: Path, database_url: str = ""):
     f, url = fake
     f.script, f.timeout_scale, f.faults[:] = None, 1.0, []
     settings = Settings(
         data_dir=tmp_path / "data",
+        database_url=database_url,
         gpu_cluster_api_url=url,
         gpu_cluster_api_key="fake-key",
         max_concurrent_jobs=2,
@@ -132,8 +160,8 @@ def test_submit_sends_the_budget_as_execution_timeout_and_no_secret(env) -> None
     jobs.cancel(LOCAL_ACTOR, settings, job.id)
 
 
-def test_concurrent_job_quota(env) -> None:
-    f, settings, ds, model = env
+def test_concurrent_job_quota(env_db) -> None:
+    f, settings, ds, model = env_db
     f.script = lambda inp: {"chunks": 1, "hang_s": 60}
     a = _submit(settings, ds, model, budget_usd=1.0)
     b = _submit(settings, ds, model, budget_usd=1.0)
@@ -144,6 +172,30 @@ def test_concurrent_job_quota(env) -> None:
     c = _submit(settings, ds, model, budget_usd=1.0)  # room again
     for j in (b, c):
         jobs.cancel(LOCAL_ACTOR, settings, j.id)
+
+
+def test_two_launches_at_once_get_one_place_under_the_quota(env_db) -> None:
+    f, settings, ds, model = env_db
+    f.script = lambda inp: {"chunks": 1, "hang_s": 60}
+    settings = settings.model_copy(update={"max_concurrent_jobs": 1})
+    barrier = threading.Barrier(2)
+    outcomes: list[Any] = []
+
+    def launch() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(_submit(settings, ds, model, budget_usd=1.0))
+        except QuotaExceeded as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=launch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    launched = [o for o in outcomes if not isinstance(o, QuotaExceeded)]
+    assert len(launched) == 1 and len(outcomes) == 2 and _count_jobs(settings) == 1
+    jobs.cancel(LOCAL_ACTOR, settings, launched[0].id)
 
 
 def test_monthly_budget_counts_spend_and_reserved_budgets(env) -> None:
@@ -212,11 +264,15 @@ def test_platform_timeout_is_recorded_with_its_cost(env) -> None:
     assert [e.seq for e in jobs.events(LOCAL_ACTOR, settings, job.id)] == [0, 1]
 
 
-def test_out_of_memory_relaunches_once_with_lighter_settings(env) -> None:
-    f, settings, ds, model = env
+def test_out_of_memory_relaunches_once_with_lighter_settings(env_db) -> None:
+    f, settings, ds, model = env_db
     f.script = lambda inp: {"chunks": 1, "interval_s": 0.05, "final": OOM}
     settings = settings.model_copy(update={"auto_relaunch_oom": True})
-    job = _end(settings, _submit(settings, ds, model, budget_usd=5.0, quantization="nf4").id)
+    job = _submit(settings, ds, model, budget_usd=5.0, quantization="nf4")
+    with runpod.RunPodClient.from_settings(settings) as c:
+        wait_until(lambda: c.status(job.runpod_job_id).terminal, what="the job to fail")
+    _sync_at_once(settings, job.id, 4)  # four syncers see the end together: one relaunch
+    job = _end(settings, job.id)
     assert job.status == "FAILED" and job.failure_kind == "out_of_memory" and job.auto_relaunched
     children = [j for j in jobs.list_jobs(LOCAL_ACTOR, settings) if j.parent_job_id == job.id]
     assert len(children) == 1
@@ -260,24 +316,32 @@ class _Hook:
         )
 
 
+def _sync_at_once(settings: Settings, job_id: str, n: int) -> None:
+    barrier = threading.Barrier(n)
+
+    def one() -> None:
+        barrier.wait()
+        jobs.sync(LOCAL_ACTOR, settings, job_id)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_job_end_posts_one_notification_even_with_concurrent_syncs(
-    env, caplog: pytest.LogCaptureFixture
+    env_db, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    f, settings, ds, model = env
+    f, settings, ds, model = env_db
     hook = _Hook()
     settings = settings.model_copy(update={"notify_webhook_url": SecretStr(hook.url)})
     f.script = lambda inp: {"chunks": 2, "interval_s": 0.05, "raise": "worker crashed"}
     job = _submit(settings, ds, model, budget_usd=1.0)
     with runpod.RunPodClient.from_settings(settings) as c:  # wait on the endpoint, not through sync
         wait_until(lambda: c.status(job.runpod_job_id).status == "FAILED", what="the job to fail")
-    threads = [
-        threading.Thread(target=jobs.sync, args=(LOCAL_ACTOR, settings, job.id)) for _ in range(4)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _sync_at_once(settings, job.id, 4)
     job = jobs.get(LOCAL_ACTOR, settings, job.id)
     assert job.status == "FAILED" and "worker crashed" in job.failure_message
     assert len(hook.posts) == 1
@@ -590,3 +654,34 @@ def test_a_job_on_a_cheaper_pool_is_billed_at_the_gpu_that_ran(tmp_path: Path) -
             assert record.gpu_type == "A40_48GB" and record.usd == pytest.approx(job.cost_usd)
     finally:
         db.dispose_engines()
+
+
+def test_a_job_deleted_mid_run_when_its_ttl_passed_ends_timed_out_and_retries(
+    env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RunPod deletes a job whose `policy.ttl` passed, even mid-run (then 404 on every path):
+    the job ends TIMED_OUT saying so, its cost is recorded once, and it can be retried."""
+    preflight = importlib.import_module("core.jobs.preflight")
+
+    f, settings, ds, model = env
+    f.script = lambda inp: {"chunks": 2, "interval_s": 0.1, "hang_s": 600}
+    f.timeout_scale = 0.1  # the 10 s ttl below passes after 1 s on the fake's clock
+    real_window = preflight.upload_window
+    monkeypatch.setattr(
+        preflight,
+        "upload_window",
+        lambda *a, **kw: dataclasses.replace(real_window(*a, **kw), ttl_ms=10_000),
+    )
+    job = _submit(settings, ds, model, budget_usd=1.0)
+    assert job.result["ttl_ms"] == 10_000
+    job = _end(settings, job.id)
+    assert job.status == "TIMED_OUT" and job.failure_kind == "ttl_expired"
+    assert "time to live" in job.failure_message and "retry" in job.failure_suggestion
+    assert [e.seq for e in jobs.events(LOCAL_ACTOR, settings, job.id)] == [0, 1]
+    jobs.sync(LOCAL_ACTOR, settings, job.id)  # a second look changes nothing
+    with db.session_scope(settings) as s:
+        records = [r for r in repo.list_cost_records(LOCAL_ACTOR, s) if r.job_id == job.id]
+    assert len(records) == 1 and records[0].usd == pytest.approx(job.cost_usd) and job.cost_usd > 0
+    again = jobs.retry(LOCAL_ACTOR, settings, job.id)
+    assert again.status == "IN_QUEUE" and again.attempt == 1
+    assert again.result["attempt_first_seq"] == 2

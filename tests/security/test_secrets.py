@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -124,6 +123,7 @@ class Run:
     captured: Captured
     recording: Recording
     webhook: Webhook
+    processes: list[subprocess.Popen] = field(default_factory=list)
     job_id: str = ""
     pages: dict[str, str] = field(default_factory=dict)
     cli: list[str] = field(default_factory=list)
@@ -206,7 +206,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         wait_healthy(f"http://127.0.0.1:{inf_port}/health", inference, timeout_s=180)
         settings = Settings(_env_file=None)  # type: ignore[call-arg] - from the environment above
         db.upgrade(settings)
-        yield Run(settings, env, [ep_log, inf_log], captured, recording, webhook)
+        yield Run(
+            settings, env, [ep_log, inf_log], captured, recording, webhook, [inference, endpoint]
+        )
     finally:
         stop_all([inference, endpoint])
         webhook.close()
@@ -324,7 +326,7 @@ def _eval_settled(settings: Settings, version_id: str) -> bool:
 
 
 def _search(run: Run) -> None:
-    time.sleep(0.5)  # let the processes flush their last log lines
+    stop_all(run.processes)  # stopped, the processes have written their last log lines
     places: dict[str, str] = {}
     snap = snapshot(run.settings)
     for table, rows in snap["rows"].items():

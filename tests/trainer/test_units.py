@@ -98,3 +98,16 @@ def test_lora_and_quantization_factories() -> None:
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
     assert build_quantization_config("int8", torch.bfloat16).load_in_8bit
     assert build_quantization_config("none", torch.bfloat16) is None
+
+
+def test_a_full_volume_is_its_own_failure_with_what_to_do() -> None:
+    import errno
+
+    from trainer.shared.errors import describe_failure
+
+    kind, message, suggestion = describe_failure(
+        OSError(errno.ENOSPC, "No space left on device", "/runpod-volume/checkpoints/j/x.pt")
+    )
+    assert kind == "volume_full" and message.startswith("the volume is full") and "x.pt" in message
+    assert "free space" in suggestion and "retry" in suggestion
+    assert describe_failure(OSError(errno.EACCES, "Permission denied"))[0] == "internal"

@@ -127,3 +127,17 @@ def test_without_an_account_key_the_page_says_how_to_see_runpods_bill(
     monkeypatch.setenv("RUNPOD_API_KEY", "")
     at = open_page("costs")
     assert "set RUNPOD_API_KEY" in text_of(at)
+
+
+def test_the_volume_shows_its_usage_and_monthly_cost(settings: Settings, open_page) -> None:
+    volume = settings.data_dir / "volume"
+    (volume / "checkpoints" / "job-x" / "step-0000002").mkdir(parents=True)
+    (volume / "checkpoints" / "job-x" / "step-0000002" / "w.bin").write_bytes(b"0" * 3_000_000)
+    (volume / "models").mkdir()
+    (volume / "models" / "m.bin").write_bytes(b"0" * 1_000_000)
+    at = open_page("costs")
+    text = text_of(at)
+    # 4 MB at RunPod's $0.07 per GB-month
+    assert at.expander[0].label == "Volume: 4.0 MB, $0.0003 a month"
+    assert "models: 1.0 MB" in text and "checkpoints: 3.0 MB" in text
+    assert "$0.07 per GB-month" in text and "dropped after 14 days unless promoted" in text

@@ -11,6 +11,7 @@ from core import db, jobs
 from core.db import repo
 from core.settings import Settings, load_settings
 from core.users import LOCAL_ACTOR
+from tests.jobs.conftest import wait_until
 from tests.ui.conftest import seed_dataset, seed_job, text_of
 
 OOM = {
@@ -152,7 +153,10 @@ def test_failure_shows_kind_and_fix_and_relaunches_with_lighter_settings(
         adapter_name="oom-bot",
         training={"micro_batch_size": 4, "grad_accum": 4},
     )
-    time.sleep(0.5)
+    wait_until(
+        lambda: jobs.sync(LOCAL_ACTOR, load_settings(), job.id).status == "FAILED",
+        what="the job to run out of memory",
+    )
     at = open_page("jobs", {"job": job.id})
     _wait_for(at, lambda a: bool([b for b in a.button if b.key == "jobs.relaunch"]))
     text = text_of(at)

@@ -9,7 +9,9 @@ maps any exception to `(kind, message, suggestion)` by its type only: torch's
 
 from __future__ import annotations
 
+import errno
 import sys
+from pathlib import Path
 from typing import Any
 
 from trainer.shared.spec import FailureKind
@@ -88,6 +90,18 @@ def oom_suggestion(spec: Any | None) -> str:
     return "out of accelerator memory: try " + "; ".join(tips)
 
 
+VOLUME_FULL_SUGGESTION = (
+    "free space on the volume (fewer checkpoints are kept with a lower CHECKPOINT_KEEP_LAST, "
+    "or promote what you need and let CHECKPOINT_RETENTION_DAYS drop the rest) or make it "
+    "larger, then retry the job: it resumes from its last complete checkpoint"
+)
+
+
+def _volume_full_message(exc: OSError) -> str:
+    where = f" writing {Path(exc.filename).name}" if exc.filename else ""
+    return f"the volume is full: no space left{where} ({exc.strerror or 'disk full'})"
+
+
 def describe_failure(exc: BaseException, spec: Any | None = None) -> tuple[FailureKind, str, str]:
     """`(kind, message, suggestion)` for an exception, decided by its type."""
     from pydantic import ValidationError
@@ -106,6 +120,8 @@ def describe_failure(exc: BaseException, spec: Any | None = None) -> tuple[Failu
         oom_types += (torch.OutOfMemoryError,)
     if isinstance(exc, oom_types):
         return "out_of_memory", f"out of memory: {exc}".strip(), oom_suggestion(spec)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "volume_full", _volume_full_message(exc), VOLUME_FULL_SUGGESTION
     return (
         "internal",
         f"{type(exc).__name__}: {exc}",

@@ -47,6 +47,7 @@ FailureKind = Literal[
     "download_failed",
     "diverged",
     "cancelled",
+    "volume_full",
     "internal",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

@@ -17,6 +17,7 @@ package: `from core.db import repo` then `repo.create_job(actor, session, ...)`.
 """
 
 from core.db.repo.adapters import (
+    admin_list_evaluations_in_flight,
     create_adapter_version,
     delete_adapter,
     delete_version,
@@ -49,6 +50,7 @@ from core.db.repo.datasets import (
 )
 from core.db.repo.jobs import (
     MEASURED_JOBS_PER_GPU,
+    admin_find_job,
     admin_list_unfinished_jobs,
     append_event,
     append_events,
@@ -77,6 +79,7 @@ from core.db.repo.users import (
 )
 
 __all__ = [
+    "admin_list_evaluations_in_flight",
     "Limits",
     "MEASURED_JOBS_PER_GPU",
     "new_id",
@@ -126,5 +129,6 @@ __all__ = [
     "admin_set_role",
     "admin_spend_by_user",
     "cost_by_day",
+    "admin_find_job",
     "admin_list_unfinished_jobs",
 ]

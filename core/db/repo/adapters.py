@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from core.db.repo.common import insert_ignore, new_id
 from core.db.repo.datasets import get_dataset
 from core.db.repo.jobs import get_job
-from core.db.repo.scope import get_owned, owned
+from core.db.repo.scope import get_owned, owned, require_admin
 from core.db.repo.users import ensure_user
 from core.db.tables import Adapter, AdapterVersion, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
@@ -318,3 +318,14 @@ def version_lineage(actor: Actor, session: Session, version_id: str) -> list[Ada
         seen.add(parent.id)
         chain.append(parent)
     return chain
+
+
+def admin_list_evaluations_in_flight(actor: Actor, session: Session) -> list[AdapterVersion]:
+    """Every user's versions whose evaluation is `pending` or `running` (the syncer's list)."""
+    require_admin(actor)
+    rows = session.execute(
+        select(AdapterVersion)
+        .where(AdapterVersion.eval_scores.is_not(None), AdapterVersion.deleted_at.is_(None))
+        .order_by(AdapterVersion.created_at, AdapterVersion.id)
+    ).scalars()
+    return [v for v in rows if (v.eval_scores or {}).get("status") in ("pending", "running")]

@@ -250,6 +250,12 @@ def admin_list_unfinished_jobs(actor: Actor, session: Session) -> list[Job]:
     )
 
 
+def admin_find_job(actor: Actor, session: Session, job_id: str) -> Job | None:
+    """Any user's job by id (None when there is none): the volume's retention rule."""
+    require_admin(actor)
+    return session.get(Job, job_id)
+
+
 # --------------------------------------------------------------------------- events
 
 
