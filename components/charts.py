@@ -34,6 +34,18 @@ def sparkline(values: Sequence[float], *, height: int = 60) -> go.Figure:
     return fig
 
 
+def _loss_lr_speed(loss_title: str) -> go.Figure:
+    """Three panels sharing the x axis: loss on top, learning rate and tokens/s under it."""
+    return make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.6, 0.2, 0.2],
+        vertical_spacing=0.06,
+        subplot_titles=(loss_title, "Learning rate", "Tokens/s"),
+    )
+
+
 def training_curves(
     step: Sequence[int],
     loss: Sequence[float | None],
@@ -45,14 +57,7 @@ def training_curves(
     downsampled: bool = False,
 ) -> go.Figure:
     """Loss and eval loss over steps, with learning rate and tokens/s underneath."""
-    fig = make_subplots(
-        rows=3,
-        cols=1,
-        shared_xaxes=True,
-        row_heights=[0.6, 0.2, 0.2],
-        vertical_spacing=0.06,
-        subplot_titles=("Loss", "Learning rate", "Tokens/s"),
-    )
+    fig = _loss_lr_speed("Loss")
     fig.add_trace(
         go.Scatter(
             x=list(step), y=list(loss), name="train loss", mode="lines", line=dict(color=ACCENT)
@@ -290,14 +295,7 @@ def compare_curves(runs: Sequence[Any]) -> go.Figure:
     """Runs overlaid against tokens seen: train loss (line) and eval loss (dashed, markers)
     on top, learning rate and tokens/s underneath; one colour per run. `runs` are
     `core.queries.RunCurves` (label, tokens, loss, lr, tokens_per_s, eval_tokens, eval_loss)."""
-    fig = make_subplots(
-        rows=3,
-        cols=1,
-        shared_xaxes=True,
-        row_heights=[0.6, 0.2, 0.2],
-        vertical_spacing=0.06,
-        subplot_titles=("Loss (solid: train, dashed: eval)", "Learning rate", "Tokens/s"),
-    )
+    fig = _loss_lr_speed("Loss (solid: train, dashed: eval)")
     for i, r in enumerate(runs):
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
         for row, trace in _run_traces(r, colour):
