@@ -94,6 +94,12 @@ def deploy(
     vllm_model: str | None = typer.Option(
         None, help="base model the vLLM endpoint serves (hub id)"
     ),
+    base: list[str] | None = typer.Option(
+        None,
+        "--base",
+        help="with --with-vllm: one more vLLM endpoint serving this base model (hub id), "
+        "merged into INFERENCE_URLS; repeat for more",
+    ),
     vllm_image: str | None = typer.Option(None, help=f"worker-vllm image ({_d('vllm_image')})"),
     vllm_gpu: list[str] | None = typer.Option(
         None, "--vllm-gpu", help="GPU types for the vLLM endpoint (default: the trainer's)"
@@ -115,8 +121,8 @@ def deploy(
 ) -> None:
     """Create or update the RunPod network volume, trainer template and endpoint (and with
     --with-vllm a vLLM endpoint) through RunPod's REST API v2, check each endpoint's
-    /health, and write GPU_CLUSTER_API_URL / INFERENCE_URL into .env. Idempotent: a second
-    run changes nothing. Needs RUNPOD_API_KEY (except --dry-run)."""
+    /health, and write GPU_CLUSTER_API_URL / INFERENCE_URL (with --base also INFERENCE_URLS)
+    into .env. Idempotent: a second run changes nothing. Needs RUNPOD_API_KEY (except --dry-run)."""
     settings = _settings()
     given = {
         "image": image,
@@ -134,6 +140,7 @@ def deploy(
         "min_cuda": min_cuda,
         "with_vllm": with_vllm,
         "vllm_model": vllm_model,
+        "bases": tuple(base) if base else None,
         "vllm_image": vllm_image,
         "vllm_gpus": tuple(vllm_gpu) if vllm_gpu else None,
         "vllm_max_workers": vllm_max_workers,

@@ -6,13 +6,14 @@ reported and a second run continues from there (deploy finds resources by name).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.deploy.client import RunPodApi
-from core.deploy.envfile import update_env_file
+from core.deploy.envfile import read_env_value, update_env_file
 from core.deploy.errors import DeployError
 from core.deploy.plan import DeployPlan, Ref, Step
 
@@ -41,14 +42,35 @@ def request_urls(name: str, endpoint: dict[str, Any]) -> tuple[str, str]:
     return run.removesuffix("/run"), health
 
 
-def env_values(plan: DeployPlan, job_urls: dict[str, str]) -> dict[str, str]:
+def env_values(
+    plan: DeployPlan, job_urls: dict[str, str], current_urls: str = ""
+) -> dict[str, str]:
     """What deploy writes into .env: endpoint URLs (by endpoint name in `job_urls`) and
-    plain settings, never a key."""
+    plain settings, never a key. The further bases' URLs are merged into `current_urls`
+    (INFERENCE_URLS as .env has it), keeping the entries of other bases."""
     out = {}
     for key, endpoint in plan.env_keys.items():
         base = job_urls[endpoint]
         out[key] = f"{base}/openai/v1" if key == "INFERENCE_URL" else base
+    if plan.base_endpoints:
+        ours = {m: f"{job_urls[e]}/openai/v1" for m, e in plan.base_endpoints.items()}
+        out["INFERENCE_URLS"] = merge_inference_urls(current_urls, ours)
     return {**out, **plan.env_extra}
+
+
+def merge_inference_urls(current: str, ours: dict[str, str]) -> str:
+    """INFERENCE_URLS with `ours` merged in; `current` itself when that changes nothing."""
+    try:
+        have = json.loads(current) if current.strip() else {}
+    except ValueError:
+        have = None
+    if not isinstance(have, dict):
+        raise DeployError(
+            f"INFERENCE_URLS in .env is not a JSON object ({current!r}); make it one like "
+            '{"<base model>": "<its /v1 URL>"} or remove it, then run deploy again'
+        )
+    merged = {**have, **ours}
+    return current if merged == have else json.dumps(merged, separators=(",", ":"))
 
 
 def _apply_step(step: Step, api: RunPodApi, ids: dict[Ref, str], echo: Callable) -> None:
@@ -90,7 +112,8 @@ def apply_plan(
             f"endpoint {step.name} ({eid}) answers /health: {up} workers up "
             "(flex: workers start with the first job)"
         )
-    result.endpoint_urls = env_values(plan, job_urls)
+    current = read_env_value(env_file, "INFERENCE_URLS") or ""
+    result.endpoint_urls = env_values(plan, job_urls, current)
     result.env_changed = update_env_file(env_file, result.endpoint_urls)
     result.applied = True
     return result

@@ -9,9 +9,10 @@ refused. Raises pydantic's `ValidationError` with the option named.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -80,6 +81,9 @@ class DeployConfig(BaseModel):
 
     with_vllm: bool = False
     vllm_model: str | None = Field(None, description="base model the vLLM endpoint serves")
+    bases: tuple[str, ...] = Field(
+        (), description="further base models, each on its own vLLM endpoint (INFERENCE_URLS)"
+    )
     vllm_image: str = DEFAULT_VLLM_IMAGE
     vllm_gpus: tuple[str, ...] | None = Field(None, description="default: the trainer's GPUs")
     vllm_max_workers: int = Field(1, ge=1, le=100)
@@ -162,15 +166,38 @@ class DeployConfig(BaseModel):
     @field_validator("vllm_model")
     @classmethod
     def _model(cls, v: str | None) -> str | None:
-        if v is not None and (not v.strip() or "://" in v or '"' in v):
-            raise ValueError(f"vllm_model {v!r} must be a hub id like 'Qwen/Qwen2.5-7B-Instruct'")
+        if v is not None:
+            _check_model_id("vllm_model", v)
         return v
+
+    @field_validator("bases")
+    @classmethod
+    def _bases(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for model in v:
+            _check_model_id("base", model)
+        return tuple(dict.fromkeys(v))
 
     @model_validator(mode="after")
     def _vllm(self) -> DeployConfig:
-        if self.with_vllm and not self.vllm_model:
-            raise ValueError("--with-vllm needs --vllm-model, the base model to serve")
+        if self.bases and not self.with_vllm:
+            raise ValueError("--base needs --with-vllm: each base is one more vLLM endpoint")
+        if self.with_vllm and not (self.vllm_model or self.bases):
+            raise ValueError("--with-vllm needs --vllm-model or --base, the base model to serve")
         return self
+
+
+def _check_model_id(option: str, v: str) -> None:
+    if not v.strip() or "://" in v or '"' in v or "\n" in v:
+        raise ValueError(f"{option} {v!r} must be a hub id like 'Qwen/Qwen2.5-7B-Instruct'")
+
+
+def base_endpoint_name(prefix: str, model: str) -> str:
+    """The vLLM endpoint (and template) name of a further base: `<prefix>-vllm-<slug>-<hash>`,
+    the slug readable, the hash of the exact model id so that two ids never share a name."""
+    digest = hashlib.sha256(model.encode()).hexdigest()[:6]
+    room = max(0, 48 - len(prefix) - len("-vllm-") - len(digest) - 1)
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower())[:room].strip("-")
+    return f"{prefix}-vllm-{slug}-{digest}" if slug else f"{prefix}-vllm-{digest}"
 
 
 def gpu_pools(gpu_ids: tuple[str, ...]) -> tuple[str, ...]:
@@ -221,6 +248,8 @@ class Desired:
     services: list[tuple[TemplateSpec, EndpointSpec]]
     env_keys: dict[str, str]  # .env key -> endpoint name whose URL it gets
     env_extra: dict[str, str]  # plain .env settings that go with these endpoints
+    # further bases: served model -> endpoint name; merged into INFERENCE_URLS
+    base_endpoints: dict[str, str] = field(default_factory=dict)
 
 
 def secret_ref(name: str) -> str:
@@ -269,12 +298,10 @@ def desired_state(config: DeployConfig) -> Desired:
     return _with_vllm(desired, config) if config.with_vllm else desired
 
 
-def _with_vllm(desired: Desired, config: DeployConfig) -> Desired:
-    """`desired` plus the vLLM template and endpoint on the same volume."""
-    assert config.vllm_model is not None  # checked by the model validator
-    p = config.prefix
+def _vllm_service(config: DeployConfig, name: str, model: str) -> tuple[TemplateSpec, EndpointSpec]:
+    """A vLLM template and endpoint named `name` that serve `model` from the volume."""
     vllm_env = {
-        "MODEL_NAME": config.vllm_model,
+        "MODEL_NAME": model,
         "BASE_PATH": VOLUME_MOUNT,
         "ENABLE_LORA": "true",
         "MAX_LORA_RANK": str(config.max_lora_rank),
@@ -282,16 +309,16 @@ def _with_vllm(desired: Desired, config: DeployConfig) -> Desired:
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true",
         "VLLM_PLUGINS": "lora_filesystem_resolver",
         "VLLM_LORA_RESOLVER_CACHE_DIR": ADAPTERS_ON_VOLUME,
-        **worker_vllm_env(config.vllm_model),  # tool calls and reasoning parsed (Qwen)
+        **worker_vllm_env(model),  # tool calls and reasoning parsed (Qwen)
     }
     if config.max_model_len:
         vllm_env["MAX_MODEL_LEN"] = str(config.max_model_len)
     if config.hf_secret:
         vllm_env["HF_TOKEN"] = secret_ref(config.hf_secret)
-    vllm = (
-        TemplateSpec(f"{p}-vllm", config.vllm_image, config.vllm_container_disk_gb, vllm_env),
+    return (
+        TemplateSpec(name, config.vllm_image, config.vllm_container_disk_gb, vllm_env),
         EndpointSpec(
-            name=f"{p}-vllm",
+            name=name,
             pools=gpu_pools(config.vllm_gpus or config.gpus),
             workers_max=config.vllm_max_workers,
             idle_timeout_s=config.vllm_idle_timeout_s,
@@ -300,12 +327,22 @@ def _with_vllm(desired: Desired, config: DeployConfig) -> Desired:
             data_center=config.data_center,
         ),
     )
+
+
+def _with_vllm(desired: Desired, config: DeployConfig) -> Desired:
+    """`desired` plus the vLLM templates and endpoints on the same volume: `<prefix>-vllm`
+    for --vllm-model (INFERENCE_URL), one per further base (INFERENCE_URLS)."""
+    p = config.prefix
+    services, env_keys = list(desired.services), dict(desired.env_keys)
+    if config.vllm_model:
+        services.append(_vllm_service(config, f"{p}-vllm", config.vllm_model))
+        env_keys["INFERENCE_URL"] = f"{p}-vllm"
+    bases = {}
+    for model in config.bases:
+        if model != config.vllm_model:  # that one is the default endpoint's already
+            bases[model] = base_endpoint_name(p, model)
+            services.append(_vllm_service(config, bases[model], model))
     # Workers come and go, so adapters are found on the volume by the resolver, not
     # loaded into one worker at run time.
     extra = {"INFERENCE_LORA_LOADING": "resolver", "INFERENCE_ADAPTERS_DIR": ADAPTERS_ON_VOLUME}
-    return Desired(
-        desired.volume,
-        [*desired.services, vllm],
-        {**desired.env_keys, "INFERENCE_URL": f"{p}-vllm"},
-        {**desired.env_extra, **extra},
-    )
+    return Desired(desired.volume, services, env_keys, {**desired.env_extra, **extra}, bases)

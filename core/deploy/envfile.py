@@ -17,6 +17,22 @@ from core.deploy.errors import DeployError
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 
 
+def _value(line: str) -> str:
+    return line.split("=", 1)[1].strip().strip("'\"")
+
+
+def read_env_value(path: Path, key: str) -> str | None:
+    """`key`'s value in the dotenv file at `path` (its last occurrence); None if absent."""
+    if not path.exists():
+        return None
+    found = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = _ENV_LINE.match(line)
+        if m and m.group(1) == key:
+            found = _value(line)
+    return found
+
+
 def update_env_file(path: Path, values: dict[str, str]) -> dict[str, tuple[str | None, str]]:
     """Set `values` in the dotenv file at `path`, keeping every other line as it is.
 
@@ -36,7 +52,7 @@ def update_env_file(path: Path, values: dict[str, str]) -> dict[str, tuple[str |
         m = _ENV_LINE.match(line)
         if m and m.group(1) in values:
             key = m.group(1)
-            old.setdefault(key, line.split("=", 1)[1].strip().strip("'\""))
+            old.setdefault(key, _value(line))
             if key not in seen:
                 out.append(f"{key}={values[key]}")
                 seen.add(key)

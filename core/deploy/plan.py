@@ -82,6 +82,7 @@ class DeployPlan:
     env_keys: dict[str, str]  # .env key -> endpoint name
     env_extra: dict[str, str]  # plain settings written with the URLs
     observed: bool  # False: planned without reading the account (no key)
+    base_endpoints: dict[str, str] = field(default_factory=dict)  # model -> endpoint name
 
     @property
     def has_changes(self) -> bool:
@@ -109,7 +110,14 @@ def make_plan(config: DeployConfig, observed: Observed | None) -> DeployPlan:
         tstep = plan_template(tspec, state)
         template_id: Any = tstep.resource_id or tstep.ref
         steps += [tstep, plan_endpoint(espec, tspec, template_id, volume_id, state)]
-    return DeployPlan(steps, list(READS), desired.env_keys, desired.env_extra, observed is not None)
+    return DeployPlan(
+        steps,
+        list(READS),
+        desired.env_keys,
+        desired.env_extra,
+        observed is not None,
+        desired.base_endpoints,
+    )
 
 
 def _by_name(items: list[dict[str, Any]], name: str, what: str, *aliases: str) -> dict | None:

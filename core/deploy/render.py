@@ -71,6 +71,8 @@ def _afterwards(plan: DeployPlan, base_url: str) -> list[str]:
         out += [_indent(f"GET {health}", 4), _indent(f"Authorization: Bearer {MASK}", 4)]
     out.append("and writes into .env (other lines kept as they are):")
     out += [_indent(f"{k}={v}", 4) for k, v in env_values(plan, job_urls).items()]
+    if plan.base_endpoints:
+        out.append(_indent("(INFERENCE_URLS merged with the entries .env has for other bases)", 4))
     return out
 
 
