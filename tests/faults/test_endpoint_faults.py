@@ -1,9 +1,11 @@
 """The endpoint misbehaving (the scripted RunPod fake, fast): bursts of 429 and 5xx answers,
 answers lost after the call took effect (a `/stream` batch read but never delivered), and
-hanging connections. The job still ends with its whole history and its cost once."""
+hanging connections. The job still ends with its whole history (what the stream lost comes
+back from the event log the worker uploads) and its cost once."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from core import db, jobs
 from core.clients.runpod import RunPodClient, RunPodError
+from core.clients.storage import job_key, make_blob_store
 from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
@@ -68,6 +71,13 @@ def test_the_job_ends_whole_through_endpoint_faults(fake, burst) -> None:
         training={"max_steps": 5},
         quantization="none",
     )
+    # The worker uploads its whole event log next to the adapter before it ends (as
+    # trainer.report does): RunPod keeps no output for a FAILED job, so what a lost /stream
+    # answer carried comes back from there.
+    played = f.jobs[job.runpod_job_id]
+    log = "".join(json.dumps(f._chunk(played, i)) + "\n" for i in range(CHUNKS))
+    key = job_key(LOCAL_ACTOR.user_id, job.id, "events.jsonl")
+    make_blob_store(settings).put_bytes("adapters", key, log.encode(), "application/x-ndjson")
     f.faults[:] = [(kind, prefix.replace("/v2", "")) for kind, prefix in burst]
     client = RunPodClient(
         settings.gpu_cluster_api_url, "fake-key", backoff_s=0.01, timeout=httpx.Timeout(0.5)
