@@ -7,6 +7,7 @@ once, and a retry that resumes from the checkpoint where there is one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -137,10 +138,9 @@ def cmdline(pid: int) -> bytes:
 
 
 def kill(pid: int) -> None:
-    try:
+    """SIGKILL `pid`; one that has already exited is what the caller wanted anyway."""
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def assert_whole_history(stack: Stack, job_id: str) -> list:
