@@ -3,6 +3,7 @@ the base) with OpenAI function schemas, see its tool calls as calls and its reas
 answer a call with its result and continue.
 
     brightrun agent --adapter weather-bot --tools tools.json "Weather in Oslo?"
+    brightrun agent --adapter weather-bot --tools tools.json --temperature 0 "..."  # greedy
     brightrun agent --adapter weather-bot --dataset-tools ds-1 --conversation talk.jsonl "..."
     brightrun agent --adapter weather-bot --conversation talk.jsonl --result call_0='{"c": 3}'
     brightrun agent --conversation talk.jsonl --clear
@@ -42,6 +43,9 @@ def agent(
     thinking: bool | None = typer.Option(
         None, "--thinking/--no-thinking", help="Qwen3 templates: reason before answering"
     ),
+    temperature: float | None = typer.Option(None, help="0 = greedy; default from BrightRun"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="answer length cap"),
+    seed: int | None = typer.Option(None, help="sampling seed, for repeatable answers"),
     clear: bool = typer.Option(False, "--clear", help="empty the conversation file and stop"),
 ) -> None:
     """Chat with tools: tool calls are printed as calls, reasoning above the answer."""
@@ -53,9 +57,21 @@ def agent(
         conversation.write_text("")
         typer.echo(f"[cleared {conversation}]", err=True)
         return
+    from cli.chat import _sampling
+
     try:
+        sampling = _sampling(temperature, None, max_tokens, seed, [])
         reply = _turn(
-            prompt, adapter, version, base, tools, dataset_tools, conversation, result, thinking
+            prompt,
+            adapter,
+            version,
+            base,
+            tools,
+            dataset_tools,
+            conversation,
+            result,
+            thinking,
+            sampling,
         )
     except BrightRunError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
@@ -73,6 +89,7 @@ def _turn(
     conversation: Path | None,
     results: list[str],
     thinking: bool | None,
+    sampling: Any,
 ) -> Any:
     """Send the conversation plus this turn's prompt or tool results; keep the reply."""
     from cli.auth import acting_user
@@ -103,7 +120,12 @@ def _turn(
         if not base:
             client.ensure_adapter(target.served_name, target.path)
         reply = agent_chat(
-            client, target.served_name, messages, tools=schemas, enable_thinking=thinking
+            client,
+            target.served_name,
+            messages,
+            tools=schemas,
+            sampling=sampling,
+            enable_thinking=thinking,
         )
     if conversation is not None:
         _save(conversation, [*messages, reply.as_message()])

@@ -209,7 +209,9 @@ def test_the_agent_command_shows_calls_takes_a_result_and_clears(
     tools.write_text(json.dumps([WEATHER]))
     prompts = [q.format(c) for q in QUESTIONS for c in CITIES]
     prompt = parseable_calls(trained["client"], "weather-agent", prompts[:6])[0].prompt
+    # Greedy, as the prompt was picked: the same call comes back through the command.
     common = ["agent", "--adapter", "weather-agent", "--conversation", str(talk)]
+    common += ["--temperature", "0", "--max-tokens", "64", "--seed", "0"]
     first = CliRunner().invoke(app, [*common, "--tools", str(tools), prompt])
     assert first.exit_code == 0, first.output
     (line,) = [x for x in first.output.splitlines() if x.startswith("call ")]
@@ -223,5 +225,9 @@ def test_the_agent_command_shows_calls_takes_a_result_and_clears(
     assert roles == ["user", "assistant", "tool", "assistant"]
     bad = CliRunner().invoke(app, [*common, "--result", "no-equals-sign"])
     assert bad.exit_code == 1 and "CALL_ID=TEXT" in bad.output
+    bad_sampling = CliRunner().invoke(app, [*common, "--temperature", "3", "hi"])
+    assert bad_sampling.exit_code == 1 and "temperature 3.0 must be between 0 and 2" in (
+        bad_sampling.output
+    )
     cleared = CliRunner().invoke(app, ["agent", "--conversation", str(talk), "--clear"])
     assert cleared.exit_code == 0 and talk.read_text() == ""
