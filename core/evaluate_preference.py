@@ -9,6 +9,9 @@ inference server returns every token's log-probability (`/v1/completions` with `
 `logprobs`, as vLLM answers it). A pair counts as right for a model when the chosen
 answer's tokens have the higher summed log-probability. Adapter and base are both scored,
 so the result says how much the adapter moved the preference, not only where it is.
+With a judge (EVAL_JUDGE), adapter and base also answer each pair's prompt and the judge
+compares them, the chosen answer given as the reference (`prompt_cases`): the win rate
+against the base that `core.evaluate` stores for supervised versions too.
 
 The result has the shape of `core.evaluate`'s: `metrics` (["preference_accuracy",
 "mean_margin"]), `adapter`, `base`, `delta`, `rows`; `kind` is "preference". Raises
@@ -56,6 +59,19 @@ def cases(
     if not pairs:
         raise InvalidInput("this dataset has no eval split of preference pairs to score")
     return pairs, folder, base
+
+
+def prompt_cases(pairs: Sequence[dict[str, Any]]) -> list[Any]:
+    """Each pair's prompt as a case to answer, its chosen answer as the reference."""
+    from core.clients.inference import PromptCase
+
+    return [
+        PromptCase(
+            tuple(p["prompt"]),
+            reference="\n".join(m.get("content") or "" for m in p["chosen"]).strip() or None,
+        )
+        for p in pairs
+    ]
 
 
 def answer_logprob(client: Any, model: str, text: str, start: int, end: int) -> float:

@@ -32,6 +32,7 @@ schemas.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -287,28 +288,37 @@ def _loss_weight(m: dict[str, Any], msg: dict[str, Any], where: str, problems: A
 
 
 def check_row(
-    value: dict[str, Any], msgs: list[dict[str, Any]], field: str, problems: Any
+    value: dict[str, Any],
+    msgs: list[dict[str, Any]],
+    field: str | Callable[[int], str],
+    problems: Any,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """(messages, tools) of a row once its calls are checked against its `tools` and its
     tool messages against its calls; a call-only assistant turn right after an assistant
-    text turn (ShareGPT's gpt then function_call) joins it."""
+    text turn (ShareGPT's gpt then function_call) joins it. `field` names the messages in
+    problems: the row's field, or a function from a message's index to where it is (a
+    prompt/completion row's messages come from two fields)."""
     tools, problem = parse_tools(value.get("tools"))
     if problem:
         problems.add("invalid_tools", "tools", problem)
         return msgs, None
     structured = tools is not None or any(m.get("tool_calls") for m in msgs)
     if structured:
-        _check_calls(msgs, field, tool_names(tools) if tools is not None else None, problems)
+        where = field if callable(field) else lambda i: f"{field}[{i}]"
+        _check_calls(msgs, where, tool_names(tools) if tools is not None else None, problems)
     return _join_call_turns(msgs), tools
 
 
 def _check_calls(
-    msgs: list[dict[str, Any]], field: str, names: set[str] | None, problems: Any
+    msgs: list[dict[str, Any]],
+    locate: Callable[[int], str],
+    names: set[str] | None,
+    problems: Any,
 ) -> None:
     ids: set[str] = set()
     open_calls = 0  # calls of the last assistant turn not yet answered
     for i, m in enumerate(msgs):
-        where = f"{field}[{i}]"
+        where = locate(i)
         if m["role"] == "assistant":
             calls = m.get("tool_calls") or []
             open_calls = len(calls)

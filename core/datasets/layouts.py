@@ -143,6 +143,8 @@ def normalise_row_checked(
     tools = None
     if not problems and layout in _CHATS:
         msgs, tools = agent.check_row(value, msgs, field_name, problems)
+    elif not problems and layout == "prompt_completion":
+        msgs, tools = agent.check_row(value, msgs, _prompt_completion_at(value), problems)
     if not problems and layout != "alpaca":
         msgs = _with_system(value, msgs, problems)
     if not problems:
@@ -414,6 +416,21 @@ def _prompt_completion(value: dict[str, Any], problems: _Problems) -> list[Messa
     msgs = [*_side(prompt, "prompt", "user", problems)]
     msgs += _side(completion, "completion", "assistant", problems)
     return msgs if not problems else []
+
+
+def _prompt_completion_at(value: dict[str, Any]) -> Any:
+    """Where a prompt/completion row's i-th message is: `prompt[i]`, or `completion[j]`
+    after the prompt's messages (a text prompt is one message)."""
+    prompt = value.get("prompt")
+    n = len(prompt) if isinstance(prompt, list) else 1
+
+    def at(i: int) -> str:
+        if i < n:
+            return f"prompt[{i}]" if isinstance(prompt, list) else "prompt"
+        completion = value.get("completion")
+        return f"completion[{i - n}]" if isinstance(completion, list) else "completion"
+
+    return at
 
 
 def _side(value: Any, key: str, role: str, problems: _Problems) -> list[Message]:

@@ -33,6 +33,11 @@ and the syncer takes over one whose process is gone (`core.eval_owner`). `evalua
    and `tools`, when eval rows call tools: function-name accuracy, exact argument match
    and argument F1 of adapter and base (`core.tool_scores`).
 
+A version trained on preference pairs is scored on held-out pairs instead
+(`core.evaluate_preference`: preference accuracy and mean margin); with the judge on,
+adapter and base answer the pairs' prompts and the judge compares them as in 4, with the
+chosen answer as the reference.
+
 Status values: `pending` (queued), `running`, `done`, `failed` (with `error`),
 `skipped` (with `reason`). Failures are stored, logged and never raised into `sync`.
 

@@ -94,9 +94,9 @@ def _result(
     ]
     adapter_means = mean_scores([c["adapter"] for c in per_case])
     base_means = mean_scores([c["base"] for c in per_case])
-    judged = None
-    if settings.eval_judge if use_judge is None else use_judge:
-        judged = judge(client, settings.eval_judge_model or base, rows, served, base).to_dict()
+    judged = (
+        _judged(client, settings, rows, served, base) if _judging(settings, use_judge) else None
+    )
     return {
         "status": "done",
         "evaluated_at": _now(),
@@ -111,6 +111,29 @@ def _result(
         "judge": judged,
         "differences": differences(rows, served, base, per_case),
     }
+
+
+def _judging(settings: Settings, use_judge: bool | None) -> bool:
+    return settings.eval_judge if use_judge is None else use_judge
+
+
+def _judged(
+    client: Any, settings: Settings, rows: Sequence[Any], served: str, base: str
+) -> dict[str, Any]:
+    """The judge's verdicts on answered rows (EVAL_JUDGE_MODEL, or the base itself)."""
+    return judge(client, settings.eval_judge_model or base, rows, served, base).to_dict()
+
+
+def _judged_pairs(
+    client: Any, settings: Settings, pairs: Sequence[dict[str, Any]], served: str, base: str
+) -> dict[str, Any]:
+    """Win rate against the base on held-out preference prompts: adapter and base answer
+    each pair's prompt greedily, the judge compares them with the chosen answer as the
+    reference."""
+    sampling = inference.Sampling(temperature=0.0, max_tokens=settings.eval_max_tokens, seed=0)
+    cases = evaluate_preference.prompt_cases(pairs)
+    rows = inference.compare_on_set(client, cases, [served, base], sampling)
+    return _judged(client, settings, rows, served, base)
 
 
 def evaluate_version(
@@ -138,6 +161,8 @@ def evaluate_version(
         served, loaded = _serve(client, settings, served, folder)
         if pairs is not None:  # preference data: accuracy on held-out pairs
             result = evaluate_preference.result(client, settings, cases, served, base, trained_on)
+            if _judging(settings, use_judge):
+                result["judge"] = _judged_pairs(client, settings, cases, served, base)
         else:
             result = _result(client, settings, cases, served, base, trained_on, use_judge)
             result["tools"] = tool_scores.for_version(

@@ -271,6 +271,37 @@ def test_a_bad_row_is_refused_with_its_real_problem(tmp_path: Path, case: str) -
     assert problem.row == 2 and message in problem.message, problem.message
 
 
+def test_prompt_completion_rows_keep_their_tools_and_their_calls_are_checked(
+    tmp_path: Path,
+) -> None:
+    """A prompt/completion row whose completion calls a tool: its `tools` reach the
+    normalised row (the template renders them) and its calls are checked against them,
+    the problem located in the field the message came from."""
+    call = {"id": "c1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    completion = [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "09:00"},
+        {"role": "assistant", "content": "It is nine."},
+    ]
+    good = {"tools": [TIME], "prompt": "What time is it?", "completion": completion}
+    undefined = {**good, "tools": [WEATHER]}
+    listed = {
+        "tools": [TIME],
+        "prompt": [{"role": "user", "content": "Time?"}],
+        "completion": [completion[0], {**completion[1], "tool_call_id": "zz"}, completion[2]],
+    }
+    report, rows = normalise(write_jsonl(tmp_path / "pc.jsonl", [good, good]))
+    assert report.layout == "prompt_completion" and report.valid_rows == 2
+    assert rows[0]["tools"] == [TIME]
+    assert rows[0]["messages"][1]["tool_calls"][0]["function"]["name"] == "get_time"
+    report = inspect_file(write_jsonl(tmp_path / "bad.jsonl", [good, undefined, listed]))
+    assert report.valid_rows == 1
+    assert report.problem_counts == {"unknown_function": 1, "unanswered_tool_message": 1}
+    by_row = {p.row: p.message for p in report.problem_examples}
+    assert by_row[2].startswith("completion[0].tool_calls[0] calls 'get_time'")
+    assert by_row[3].startswith("completion[1] is a tool result for call 'zz'")
+
+
 def test_a_txt_file_is_plain_text_split_on_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("First document,\nover two lines.\n\n\nSecond one.\n\nThird.\n")

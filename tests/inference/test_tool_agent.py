@@ -88,7 +88,7 @@ def trained(
             eval_fraction=0.2,
             tokenizer=datasets.load_tokenizer(str(tiny_model)),
         )
-        key, stats = ds.normalized_key, dict(ds.stats)
+        key, stats, dataset_id = ds.normalized_key, dict(ds.stats), ds.id
         assert dataset_tools(LOCAL_ACTOR, s, store, ds.id) == [WEATHER]  # the Playground's
         eval_rows = datasets.preview_rows(
             LOCAL_ACTOR, s, store, ds.id, n=100, split="eval", max_chars=100_000
@@ -109,7 +109,15 @@ def trained(
     assert events[-1]["type"] == "completed", events[-1]
     with InferenceClient(settings) as client:
         client.ensure_adapter("weather-agent")
-        yield {"client": client, "stats": stats, "eval_rows": eval_rows, "base": server.base}
+        yield {
+            "client": client,
+            "stats": stats,
+            "eval_rows": eval_rows,
+            "base": server.base,
+            "settings": settings,
+            "dataset_id": dataset_id,
+            "folder": server.adapters_dir / "weather-agent",
+        }
     db.dispose_engines()
 
 
@@ -154,6 +162,34 @@ def test_tool_scores_of_the_eval_split_favour_the_adapter(trained) -> None:
     print(f"\ntool scores: {json.dumps(scores)}")
     assert scores["adapter"]["name_accuracy"] > scores["base"]["name_accuracy"]
     assert scores["delta"]["parseable"] > 0
+
+
+def test_a_tool_version_is_evaluated_and_its_tool_scores_stored(trained) -> None:
+    """The evaluation a finished job gets, on a version of the tool-calling dataset: the
+    tool scores sit beside the text metrics in the version's stored scores."""
+    from core import evaluate
+    from core.db import repo
+
+    settings = trained["settings"].model_copy(update={"eval_max_tokens": GREEDY.max_tokens})
+    with db.session_scope(settings) as s:
+        v = repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name="weather-agent-evaluated",
+            base_model=trained["base"],
+            dataset_id=trained["dataset_id"],
+            volume_path=str(trained["folder"]),
+        )
+        version_id = v.id
+    result = evaluate.evaluate_version(LOCAL_ACTOR, settings, version_id, client=trained["client"])
+    tools = result["tools"]
+    assert tools["rows"] == len(tool_cases(trained["eval_rows"])) > 0
+    assert tools["adapter"]["name_accuracy"] > tools["base"]["name_accuracy"]
+    assert tools["delta"]["parseable"] > 0
+    assert result["status"] == "done" and result["rows"] > 0
+    with db.session_scope(settings) as s:
+        stored = repo.get_version(LOCAL_ACTOR, s, version_id).eval_scores
+    assert stored["tools"] == tools and stored["adapter"] == result["adapter"]
 
 
 def test_the_playground_shows_calls_takes_a_result_and_continues(

@@ -15,7 +15,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,87 +25,25 @@ from core.clients.storage import job_prefix, make_blob_store
 from core.db import repo
 from core.db.tables import TERMINAL_STATUSES
 from core.settings import Settings
-from core.users import LOCAL_ACTOR, Actor
-from tests.jobs.conftest import ENDPOINT_KEY, ROOT, EndpointProcess, start_endpoint, wait_until
-from tests.jobs.helpers import add_dataset
-from tests.trainer.conftest import toy_rows
+from core.users import LOCAL_ACTOR
+from tests.jobs import stack as stack_module
+from tests.jobs.conftest import ENDPOINT_KEY, ROOT, start_endpoint, wait_until
+from tests.jobs.stack import LORA, Stack, make_stack
 
 pytestmark = pytest.mark.slow
 
 RETENTION_S = 6.0
-LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
-TRAINING = {
-    "max_steps": 8,
-    "learning_rate": 3e-3,
-    "micro_batch_size": 2,
-    "grad_accum": 1,
-    "max_length": 96,
-    "checkpoint_every": 4,
-    "compute_dtype": "float32",
-    "warmup_ratio": 0.0,
-}
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    endpoint: EndpointProcess
-    model: Path
-    dataset_id: str
-
-    def client(self) -> RunPodClient:
-        return RunPodClient(self.endpoint.url, ENDPOINT_KEY, backoff_s=0.05)
-
-    def submit(self, actor: Actor = LOCAL_ACTOR, **kw: Any):
-        kw.setdefault("lora", LORA)
-        kw.setdefault("training", TRAINING)
-        kw.setdefault("quantization", "none")
-        return jobs.submit(
-            actor, self.settings, dataset_id=self.dataset_id, model=str(self.model), **kw
-        )
-
-    def sync(self, job_id: str, actor: Actor = LOCAL_ACTOR):
-        return jobs.sync(actor, self.settings, job_id)
-
-    def wait_end(self, job_id: str, timeout_s: float = 240):
-        return wait_until(
-            lambda: (j := self.sync(job_id)).status in TERMINAL_STATUSES and j,
-            timeout_s=timeout_s,
-            every_s=0.3,
-            what=f"job {job_id} to end",
-        )
+TRAINING = {**stack_module.TRAINING, "max_steps": 8, "checkpoint_every": 4}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from trainer.shared.tiny import build_tiny_chat_model
-
-    root = tmp_path_factory.mktemp("jobs")
-    model = build_tiny_chat_model(root / "tiny", seed=0)
-    data = root / "data"
-    ep = start_endpoint(
-        data,
-        handler="trainer.handler:handler",
-        workers=2,
+    yield from make_stack(
+        tmp_path_factory.mktemp("jobs"),
         retention_s=RETENTION_S,
-        extra_env={"LOCAL_DEVICE": "cpu"},
-    )
-    settings = Settings(
-        data_dir=data,
-        gpu_cluster_api_url=ep.url,
-        gpu_cluster_api_key=ENDPOINT_KEY,
-        public_base_url=ep.base,
-        local_device="cpu",
         max_concurrent_jobs=4,
-        model_dirs=[root],
-        eval_after_job=False,  # the adapter evaluation is tested with the evaluator
+        training=TRAINING,
     )
-    db.upgrade(settings)
-    try:
-        yield Stack(settings, ep, model, add_dataset(settings, LOCAL_ACTOR, toy_rows()))
-    finally:
-        ep.stop()
-        db.dispose_engines()
 
 
 @dataclass
@@ -148,12 +85,8 @@ def final_versions(session, job_id: str) -> list:
     ]
 
 
-def stored_events(stack: Stack, job_id: str) -> list:
-    return jobs.events(LOCAL_ACTOR, stack.settings, job_id)
-
-
 def assert_complete_history(stack: Stack, job_id: str) -> list:
-    evs = stored_events(stack, job_id)
+    evs = stack.events(job_id)
     assert [e.seq for e in evs] == list(range(len(evs))), "events missing from the history"
     assert evs[0].type == "started" and evs[-1].type == "completed"
     assert sum(e.type == "metrics" for e in evs) >= TRAINING["max_steps"]
@@ -229,9 +162,7 @@ def test_cancel_stops_the_worker_and_retry_resumes_from_the_checkpoint(stack: St
     long = {**TRAINING, "max_steps": 100_000, "checkpoint_every": 2}
     job = stack.submit(training=long)
     wait_until(
-        lambda: any(
-            e.type == "checkpoint" for e in (stack.sync(job.id) and stored_events(stack, job.id))
-        ),
+        lambda: any(e.type == "checkpoint" for e in (stack.sync(job.id) and stack.events(job.id))),
         timeout_s=180,
         every_s=0.3,
         what="a checkpoint",
@@ -241,22 +172,20 @@ def test_cancel_stops_the_worker_and_retry_resumes_from_the_checkpoint(stack: St
     assert job.cost_usd > 0
     with stack.client() as c:
         wait_until(lambda: c.health().workers["running"] == 0, what="the worker to be stopped")
-    checkpoint_step = max(
-        e.data["step"] for e in stored_events(stack, job.id) if e.type == "checkpoint"
-    )
+    checkpoint_step = max(e.data["step"] for e in stack.events(job.id) if e.type == "checkpoint")
 
     again = jobs.retry(LOCAL_ACTOR, stack.settings, job.id)
     assert again.id == job.id and again.attempt == 1 and again.status == "IN_QUEUE"
 
     def resumed() -> Any:
         stack.sync(job.id)
-        starts = [e for e in stored_events(stack, job.id) if e.type == "started"]
+        starts = [e for e in stack.events(job.id) if e.type == "started"]
         return len(starts) == 2 and starts[-1]
 
     second_start = wait_until(resumed, timeout_s=180, every_s=0.3, what="the retried run to start")
     assert second_start.data["resumed_from_step"] >= checkpoint_step
     # The retried run continues the event numbering: one history, no gaps.
-    seqs = [e.seq for e in stored_events(stack, job.id)]
+    seqs = [e.seq for e in stack.events(job.id)]
     assert seqs == list(range(len(seqs))) and second_start.seq > 0
     job = jobs.cancel(LOCAL_ACTOR, stack.settings, job.id)
     assert job.status == "CANCELLED"
