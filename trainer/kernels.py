@@ -7,7 +7,9 @@ sample, so it costs what the samples cost, not (row length)^2 as a block-diagona
 over the whole row would. Registered as the attention implementation `brightrun_varlen`;
 used where flash-attention is not installed (CPU, or a GPU image without it). A 2-D
 padding mask is handled the same way (each row's real tokens as one sample); anything
-else (a 4-D mask, a KV cache) goes to plain SDPA.
+else (a 4-D mask, a KV cache) goes to plain SDPA. A row of preference pairs laid out with
+shared prompts (`brightrun_pairs`, `trainer.preference`) goes to
+`shared_prompt_attention`.
 
 `linear_token_logps` / `chunked_token_logps` - each labelled position's log-probability
 (preference tuning sums them per sequence), computed the same way: in chunks, the gradient
@@ -43,6 +45,10 @@ def varlen_sdpa_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     gqa = query.shape[1] != key.shape[1]
+    pairs = kwargs.get("brightrun_pairs")
+    if pairs is not None and query.shape[0] == 1 and key.shape[2] == query.shape[2]:
+        out = shared_prompt_attention(query, key, value, pairs, dropout, scaling)
+        return out.transpose(1, 2).contiguous(), None
 
     def causal(s: int, e: int, b: slice) -> torch.Tensor:
         return F.scaled_dot_product_attention(
@@ -85,6 +91,52 @@ def varlen_sdpa_attention(
     ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+def shared_prompt_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    layout: list[tuple[int, int, int, int]],
+    dropout: float = 0.0,
+    scaling: float | None = None,
+) -> torch.Tensor:
+    """Attention over one row of pairs, each laid out as [shared][chosen tail][rejected
+    tail] (`layout`: start, shared, chosen tail, rejected tail). The shared prefix and the
+    chosen tail are one causal sequence; the rejected tail attends to the shared prefix and,
+    causally, to itself: the attention each side would get alone. [1, heads, row, dim]."""
+    gqa = query.shape[1] != key.shape[1]
+    outs = []
+    for start, k, lc, lr in layout:
+        a, b = start, start + k + lc
+        outs.append(
+            F.scaled_dot_product_attention(
+                query[:, :, a:b],
+                key[:, :, a:b],
+                value[:, :, a:b],
+                dropout_p=dropout,
+                scale=scaling,
+                is_causal=True,
+                enable_gqa=gqa,
+            )
+        )
+        if lr:
+            keys = torch.cat([key[:, :, a : a + k], key[:, :, b : b + lr]], dim=2)
+            values = torch.cat([value[:, :, a : a + k], value[:, :, b : b + lr]], dim=2)
+            # query i of the tail sees the whole prefix and tail tokens 0..i
+            mask = torch.ones(lr, k + lr, dtype=torch.bool, device=query.device).tril(k)
+            outs.append(
+                F.scaled_dot_product_attention(
+                    query[:, :, b : b + lr],
+                    keys,
+                    values,
+                    attn_mask=mask,
+                    dropout_p=dropout,
+                    scale=scaling,
+                    enable_gqa=gqa,
+                )
+            )
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
 def register_attention() -> str:

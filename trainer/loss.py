@@ -63,15 +63,18 @@ def batch_loss_sum(model: Any, batch: D.Batch, device: Any, compute_dtype: Any) 
         return chunked_cross_entropy(hidden, head, targets)
 
 
-def token_logps(model: Any, batch: D.Batch, device: Any, compute_dtype: Any) -> tuple[Any, Any]:
+def token_logps(
+    model: Any, batch: D.Batch, device: Any, compute_dtype: Any, pick: tuple[Any, Any] | None = None
+) -> tuple[Any, Any]:
     """(log-probability of each labelled position's target, float32; the positions' indices
-    in the flattened batch)."""
+    in the flattened batch). `pick` = (positions, targets) names them instead of the
+    batch's `targets` (a position may predict several targets: shared prompts)."""
     import torch
 
     from trainer.kernels import chunked_token_logps, linear_token_logps
 
     base = _base(model)
-    keep, targets = _kept_targets(batch)
+    keep, targets = pick if pick is not None else _kept_targets(batch)
     autocast = compute_dtype != torch.float32
     with torch.autocast(device.type, dtype=compute_dtype, enabled=autocast):
         if _full_logits(base):

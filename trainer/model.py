@@ -124,11 +124,13 @@ def pick_packing(spec: JobSpec, caps: arch.ArchCaps) -> tuple[str, str]:
     return caps.packing, caps.packing_reason
 
 
-def pick_attention(packing: str, device: Any) -> tuple[str, str]:
+def pick_attention(packing: str, device: Any, shared_prompts: bool = False) -> tuple[str, str]:
     from trainer.kernels import register_attention
 
     if packing == "padded":
         return "sdpa", "padded batches with an attention mask"
+    if shared_prompts:
+        return register_attention(), "SDPA per pair: chosen and rejected share the prompt"
     if device.type == "cuda" and _flash_attn_available():
         return "flash_attention_2", "flash-attention varlen over padding-free rows"
     return register_attention(), "SDPA per sample over padding-free rows (no flash-attn)"
@@ -180,6 +182,7 @@ class Loaded:
     compute_dtype: Any
     packing: str
     facts: dict[str, Any] = field(default_factory=dict)
+    shared_prompts: bool = False  # preference pairs: prompt laid out once (arch.shares_prompts)
 
 
 def load_tokenizer(path: Path) -> Any:
@@ -191,9 +194,29 @@ def load_tokenizer(path: Path) -> Any:
     return tok
 
 
+def _prepare_for_training(model: Any, spec: JobSpec, *, quantized: bool) -> Any:
+    """Activation checkpointing as the spec says (non-reentrant), and a quantised model
+    readied for k-bit training."""
+    from peft import prepare_model_for_kbit_training
+
+    gc_kwargs = {"use_reentrant": False}
+    if quantized:
+        return prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=spec.training.gradient_checkpointing,
+            gradient_checkpointing_kwargs=gc_kwargs,
+        )
+    if spec.training.gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    return model
+
+
 def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     import torch
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(path)
@@ -201,7 +224,8 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     device = pick_device(spec)
     dtype = pick_compute_dtype(spec, device)
     packing, packing_why = pick_packing(spec, caps)
-    attn, attn_why = pick_attention(packing, device)
+    shared = arch.shares_prompts(spec.method, packing, config)
+    attn, attn_why = pick_attention(packing, device, shared)
     qconfig = build_quantization_config(spec.quantization, dtype, caps.keep_full_precision)
     with arch_hooks.load_context(spec, caps, dtype):
         model = AutoModelForCausalLM.from_pretrained(
@@ -214,18 +238,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
     model.config.use_cache = False
     facts: dict[str, Any] = {"architecture": caps.model_type}
     facts.update(arch_hooks.post_load(model, spec, caps))
-    gc_kwargs = {"use_reentrant": False}
-    if qconfig is not None:
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=spec.training.gradient_checkpointing,
-            gradient_checkpointing_kwargs=gc_kwargs,
-        )
-    elif spec.training.gradient_checkpointing:
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    model = _prepare_for_training(model, spec, quantized=qconfig is not None)
     if qconfig is None and dtype != torch.float32:
         _upcast_small_params(model)
     with _peft_module_targets(caps):
@@ -245,11 +258,12 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
             "attention_reason": attn_why,
             "packing": packing,
             "packing_reason": packing_why,
+            "shared_prompts": shared,
             "gradient_checkpointing": spec.training.gradient_checkpointing,
             "lora_targets": sorted(model.peft_config["default"].target_modules),
         }
     )
-    return Loaded(model, tokenizer, caps, device, dtype, packing, facts)
+    return Loaded(model, tokenizer, caps, device, dtype, packing, facts, shared)
 
 
 def load_adapter(

@@ -23,6 +23,16 @@ as SFT rows, `trainer.data.plan_micro_batches`), each sequence with its own posi
 `cu_seqlens` boundary, so no sequence attends to another; padded mode pads every sequence
 to the longest of the micro-batch. `PairBatch.seq_index` says which sequence (2i chosen,
 2i + 1 rejected of the batch's i-th pair) each position belongs to.
+
+Shared prompts (packed mode, models whose every layer is softmax attention;
+`trainer.shared.arch.shares_prompts`): chosen and rejected begin with the same tokens (the
+rendered prompt, often more), and a causal model computes those tokens the same way for
+both. So a pair is laid out once as [shared prefix][chosen tail][rejected tail]: the
+rejected tail attends to the shared prefix and to itself, not to the chosen tail
+(`trainer.kernels`), with the positions the rejected sequence has on its own. Every answer
+token keeps its own prediction (`PairBatch.pick`: the position whose output predicts it,
+which for the first token after the prefix is the prefix's last, for both answers), so
+the log-probabilities are those of the two sequences computed apart, from fewer tokens.
 """
 
 from __future__ import annotations
@@ -121,9 +131,10 @@ class PairSample:
     rejected: D.Sample
     row: int
     ref: tuple[float, float] | None = None
+    shared: int = 0  # leading tokens laid out once for both sides (`share_prompts`)
 
     def __len__(self) -> int:
-        return len(self.chosen) + len(self.rejected)
+        return len(self.chosen) + len(self.rejected) - self.shared
 
     @property
     def n_loss(self) -> int:
@@ -226,22 +237,113 @@ def load_pairs(
     return train_samples, eval_samples, dataset
 
 
+def share_prompts(samples: list[PairSample]) -> int:
+    """Set each pair's `shared` to the tokens its two sides begin with (at least one token
+    of each side is left to it); returns the tokens saved."""
+    saved = 0
+    for s in samples:
+        c, r = s.chosen.input_ids, s.rejected.input_ids
+        limit, k = min(len(c), len(r)) - 1, 0
+        while k < limit and c[k] == r[k]:
+            k += 1
+        s.shared = k
+        saved += k
+    return saved
+
+
 @dataclass
 class PairBatch(D.Batch):
-    """A micro-batch of pairs: `seq_index` has the shape of `targets` (-1 on padding)."""
+    """A micro-batch of pairs: `seq_index` has the shape of `targets` (-1 on padding).
+
+    With shared prompts, `pick` / `pick_targets` / `pick_seq` list each answer token: the
+    flattened position whose output predicts it, the token, and its sequence (2i, 2i + 1);
+    `layout` gives each pair's (start, shared, chosen tail, rejected tail) in the row."""
 
     seq_index: Any = None
     n_pairs: int = 0
     n_chosen_loss: int = 0  # the chosen answers' tokens (ORPO's cross-entropy)
     ref: Any = None  # [n_pairs, 2] float32 reference log-probs, or None (ORPO)
+    pick: Any = None
+    pick_targets: Any = None
+    pick_seq: Any = None
+    layout: list[tuple[int, int, int, int]] | None = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        if self.layout is None:
+            return super().model_kwargs()
+        # `brightrun_varlen` reads the layout (`trainer.kernels.shared_prompt_attention`).
+        return {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "brightrun_pairs": self.layout,
+        }
+
+
+def _collate_shared(samples: list[PairSample], idx: list[int], device: Any) -> PairBatch:
+    """The pairs `idx` as one row of [shared][chosen tail][rejected tail] per pair."""
+    import torch
+
+    ids: list[int] = []
+    pos: list[int] = []
+    layout, pick, pick_targets, pick_seq = [], [], [], []
+    for j, i in enumerate(idx):
+        c, r, k = samples[i].chosen, samples[i].rejected, samples[i].shared
+        start = len(ids)
+        ids += c.input_ids + r.input_ids[k:]
+        pos += [*range(len(c)), *range(k, len(r))]
+        layout.append((start, k, len(c) - k, len(r) - k))
+        r_tail = start + len(c) - k  # where the rejected side's position k is
+        for seq, side, tail in ((2 * j, c, start), (2 * j + 1, r, r_tail)):
+            for t, y in enumerate(side.targets):
+                if y != D.IGNORE:
+                    pick.append(start + t if t < k else tail + t)
+                    pick_targets.append(y)
+                    pick_seq.append(seq)
+    n = len(ids)
+    return PairBatch(
+        input_ids=torch.tensor([ids], device=device),
+        position_ids=torch.tensor([pos], device=device),
+        targets=torch.full((1, n), D.IGNORE, device=device),
+        attention_mask=None,
+        cu_seqlens=None,
+        max_seqlen=max(k + max(lc, lr) for _, k, lc, lr in layout),
+        n_loss=len(pick),
+        n_tokens=n,
+        n_slots=n,
+        n_pairs=len(idx),
+        n_chosen_loss=sum(samples[i].chosen.n_loss for i in idx),
+        ref=_refs(samples, idx, device),
+        pick=torch.tensor(pick, device=device),
+        pick_targets=torch.tensor(pick_targets, device=device),
+        pick_seq=torch.tensor(pick_seq, device=device),
+        layout=layout,
+    )
+
+
+def _refs(samples: list[PairSample], idx: list[int], device: Any) -> Any:
+    import torch
+
+    refs = [samples[i].ref for i in idx]
+    if any(r is None for r in refs):
+        return None
+    return torch.tensor(refs, dtype=torch.float32, device=device)
 
 
 def collate_pairs(
-    samples: list[PairSample], idx: list[int], *, packed: bool, pad_id: int, device: Any
+    samples: list[PairSample],
+    idx: list[int],
+    *,
+    packed: bool,
+    pad_id: int,
+    device: Any,
+    share: bool = False,
 ) -> PairBatch:
-    """The pairs `idx` as one micro-batch: chosen then rejected of each pair, in order."""
+    """The pairs `idx` as one micro-batch: chosen then rejected of each pair, in order;
+    `share` (packed only): each pair's shared prefix laid out once (module docstring)."""
     import torch
 
+    if share and packed:
+        return _collate_shared(samples, idx, device)
     seqs = [s for i in idx for s in (samples[i].chosen, samples[i].rejected)]
     base = D.collate(seqs, list(range(len(seqs))), packed=packed, pad_id=pad_id, device=device)
     if packed:
@@ -251,11 +353,11 @@ def collate_pairs(
         width = base.input_ids.shape[1]
         rows = [[k] * len(s) + [-1] * (width - len(s)) for k, s in enumerate(seqs)]
         seq_index = torch.tensor(rows, device=device)
-    refs = [samples[i].ref for i in idx]
-    ref = None
-    if all(r is not None for r in refs):
-        ref = torch.tensor(refs, dtype=torch.float32, device=device)
     n_chosen = sum(samples[i].chosen.n_loss for i in idx)
     return PairBatch(
-        **vars(base), seq_index=seq_index, n_pairs=len(idx), n_chosen_loss=n_chosen, ref=ref
+        **vars(base),
+        seq_index=seq_index,
+        n_pairs=len(idx),
+        n_chosen_loss=n_chosen,
+        ref=_refs(samples, idx, device),
     )

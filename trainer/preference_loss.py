@@ -106,8 +106,12 @@ class Objective:
         import torch
 
         lm = self.lm
-        logps, keep = token_logps(lm.model, batch, lm.device, lm.compute_dtype)
-        seg = batch.seq_index.reshape(-1).index_select(0, keep)
+        pick = None if batch.pick is None else (batch.pick, batch.pick_targets)
+        logps, keep = token_logps(lm.model, batch, lm.device, lm.compute_dtype, pick)
+        if pick is not None:  # shared prompts: each answer token names its sequence
+            seg = batch.pick_seq
+        else:
+            seg = batch.seq_index.reshape(-1).index_select(0, keep)
         n = 2 * batch.n_pairs
         sums = torch.zeros(n, dtype=torch.float32, device=logps.device).index_add(0, seg, logps)
         counts = torch.bincount(seg, minlength=n).to(torch.float32)

@@ -16,6 +16,7 @@ order is a function of the seed, so a resumed job sees the batches it would have
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterator
@@ -44,11 +45,18 @@ class BatchPlan:
         packed: bool,
         pad_id: int,
         pairs: bool = False,
+        share: bool = False,
     ) -> None:
         self.t, self.train, self.eval, self.packed, self.pad_id = t, train, eval_, packed, pad_id
-        # Preference pairs (`trainer.preference`): a pair is one unit of up to two sequences.
+        # Preference pairs (`trainer.preference`): a pair is one unit of up to two sequences,
+        # with `share` (packed) their common prefix laid out once.
         self.capacity = 2 * t.max_length if pairs else t.max_length
-        self._collate_fn: Any = P.collate_pairs if pairs else D.collate
+        self._collate_fn: Any = D.collate
+        self.shared_tokens = 0
+        if pairs:
+            self._collate_fn = functools.partial(P.collate_pairs, share=share and packed)
+            if share and packed:
+                self.shared_tokens = P.share_prompts(train) + P.share_prompts(eval_)
         self.micro_per_epoch = len(self._micro_plan(0, train))
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / t.grad_accum)
         if t.max_steps is not None:
@@ -160,7 +168,11 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path) -> Setup:
     loaded = load_for_training(spec, path, tokenizer)
     packed = loaded.packing != "padded"
     loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed, pairs)
-    batches = BatchPlan(t, train, eval_, packed, tokenizer.pad_token_id, pairs)
+    batches = BatchPlan(
+        t, train, eval_, packed, tokenizer.pad_token_id, pairs, loaded.shared_prompts
+    )
+    if batches.shared_tokens:
+        dataset["shared_prompt_tokens"] = batches.shared_tokens
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(t, params, loaded.device, batches.total_steps)
     load_parent(spec.resume_from, loaded.model, work)

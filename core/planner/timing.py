@@ -22,6 +22,7 @@ from typing import Any
 from core.errors import InvalidInput
 from core.planner.facts import ModelFacts
 from core.planner.pricing import gpu_type
+from trainer.shared import arch
 from trainer.shared.spec import JobSpec, TrainingSpec
 
 DEFAULT_UTILISATION: dict[str, float] = {"none": 0.40, "nf4": 0.30, "int8": 0.15}
@@ -43,6 +44,7 @@ class TokenStats:
     rows: int
     mean_tokens: float  # per row
     loss_fraction: float = 1.0  # share of tokens that carry loss (informational)
+    shared_tokens: float = 0.0  # preference pairs: the prompt's tokens (median), both sides'
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.mean_tokens <= 0:
@@ -120,11 +122,14 @@ def token_stats_from_report(
     rows = ((stats or {}).get("split") or {}).get("train_rows") or valid_rows
     if not per_row.get("mean") or not rows:
         return None
-    loss_share = ((stats or {}).get("tokens") or {}).get("loss_share")
+    measured = (stats or {}).get("tokens") or {}
+    loss_share = measured.get("loss_share")
+    prompt = ((measured.get("preference") or {}).get("prompt_tokens") or {}).get("median")
     return TokenStats(
         rows=int(rows),
         mean_tokens=float(per_row["mean"]),
         loss_fraction=float(loss_share) if loss_share else 1.0,
+        shared_tokens=float(prompt or 0.0),
     )
 
 
@@ -133,11 +138,14 @@ def _efficiency(t: TrainingSpec) -> float:
     return PACKING_EFFICIENCY if t.packing else PADDED_EFFICIENCY
 
 
-def training_tokens(spec: JobSpec, tokens: TokenStats) -> int:
+def training_tokens(spec: JobSpec, tokens: TokenStats, shared_prompts: bool = False) -> int:
     """Tokens the job trains on; a preference pair is two sequences (prompt + chosen,
-    prompt + rejected; a pair's measured length is its prompt and longer answer)."""
+    prompt + rejected; a pair's measured length is its prompt and longer answer), its
+    prompt computed once where the trainer shares it (`shared_prompts`)."""
     t, seqs = spec.training, spec.sequences_per_row
     per_row = min(tokens.mean_tokens, t.max_length) * seqs
+    if shared_prompts and seqs == 2:
+        per_row -= min(tokens.shared_tokens, tokens.mean_tokens, t.max_length)
     if t.max_steps is not None:
         by_steps = (
             t.max_steps * t.grad_accum * t.micro_batch_size * t.max_length * seqs * _efficiency(t)
@@ -185,7 +193,8 @@ def estimate_time(
 ) -> TimeEstimate:
     """Training time on `gpu`; measured tokens/s of finished jobs (same model, GPU) win."""
     g = gpu_type(gpu)
-    trained = training_tokens(spec, tokens)
+    packing = arch.capabilities(model.config).packing if spec.training.packing else "padded"
+    trained = training_tokens(spec, tokens, arch.shares_prompts(spec.method, packing, model.config))
     processed = int(trained / _efficiency(spec.training))
     fpt = flops_per_token(spec, model, min(tokens.mean_tokens, spec.training.max_length))
     measured = [float(x) for x in measured_tokens_per_s if x and x > 0]

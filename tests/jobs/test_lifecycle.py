@@ -8,10 +8,6 @@ Each job trains a few steps; the budget test trains for the half minute its budg
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +23,7 @@ from core.db.tables import TERMINAL_STATUSES
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.jobs import stack as stack_module
-from tests.jobs.conftest import ENDPOINT_KEY, ROOT, start_endpoint, wait_until
+from tests.jobs.conftest import ENDPOINT_KEY, start_endpoint, wait_until
 from tests.jobs.stack import LORA, Stack, make_stack
 
 pytestmark = pytest.mark.slow
@@ -246,14 +242,7 @@ def test_controller_down_until_the_endpoint_forgot_the_job_history_stays_complet
 
 def test_restart_and_reconcile(stack: Stack) -> None:
     job = stack.submit()
-    env = {**stack.endpoint.env, "SYNC_INTERVAL_S": "0.5", "LOCAL_DEVICE": "cpu"}
-    syncer = subprocess.Popen(
-        [sys.executable, "-m", "core.syncer"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    stack.start_syncer(interval_s=0.5)
     try:
         wait_until(
             lambda: jobs.get(LOCAL_ACTOR, stack.settings, job.id).last_seq >= 0,
@@ -262,8 +251,7 @@ def test_restart_and_reconcile(stack: Stack) -> None:
             what="the background syncer to store events",
         )
     finally:
-        os.kill(syncer.pid, signal.SIGKILL)  # the controller dies mid-job
-        syncer.wait()
+        stack.stop_syncers()  # SIGKILL: the controller dies mid-job
     assert jobs.get(LOCAL_ACTOR, stack.settings, job.id).status not in TERMINAL_STATUSES
     with stack.client() as c:
         wait_until(

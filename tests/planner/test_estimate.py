@@ -259,6 +259,36 @@ def test_token_stats_come_from_a_dataset_report() -> None:
     }
     stats = token_stats_from_report(report, valid_rows=1000)
     assert (stats.rows, stats.mean_tokens, stats.loss_fraction) == (900, 321.5, 0.4)
+    assert stats.shared_tokens == 0.0
     assert token_stats_from_report({"tokens": {"available": False}}, 1000) is None
     with pytest.raises(InvalidInput):
         TokenStats(rows=0, mean_tokens=10)
+
+
+def test_a_preference_pair_counts_its_prompt_once_where_the_trainer_shares_it() -> None:
+    """DPO on a dense model: chosen and rejected share the prompt's tokens, so a pair costs
+    prompt + both answers; on a hybrid model (linear-attention layers) both whole sides."""
+    report = {
+        "tokens": {
+            "per_row": {"mean": 500.0},
+            "preference": {"prompt_tokens": {"min": 10, "median": 300.0, "max": 900}},
+        },
+        "split": {"train_rows": 1000},
+    }
+    stats = token_stats_from_report(report, valid_rows=1000)
+    assert stats.shared_tokens == 300.0
+    dense, hybrid = describe(Q7), describe("Qwen/Qwen3-Next-80B-A3B-Instruct")
+
+    def spec(model: str, method: str, **training: Any) -> Any:
+        s = make_spec(model, max_length=1024, epochs=1, **training)
+        return s.model_copy(update={"method": method})
+
+    for method in ("dpo", "orpo"):
+        t = estimate_time(spec(Q7, method), dense, "H100_80GB_SXM", stats)
+        assert t.training_tokens == 1000 * 700
+        t = estimate_time(spec(hybrid.id, method), hybrid, "H100_80GB_SXM", stats)
+        assert t.training_tokens == 1000 * 1000
+    padded = spec(Q7, "dpo", packing=False)
+    assert estimate_time(padded, dense, "H100_80GB_SXM", stats).training_tokens == 1000 * 1000
+    sft = make_spec(Q7, max_length=1024, epochs=1)
+    assert estimate_time(sft, dense, "H100_80GB_SXM", stats).training_tokens == 1000 * 500

@@ -86,3 +86,50 @@ def test_each_sequence_scores_the_same_batched_and_alone(loaded, packed: bool) -
     alone = torch.cat([logps([i]) for i in range(3)])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
     assert (together < 0).all()
+
+
+def test_shared_prompts_score_and_train_as_the_two_sequences_apart(loaded) -> None:
+    """A pair's common prefix laid out once: the same log-probabilities and LoRA gradients
+    as chosen and rejected computed as separate sequences, from fewer tokens."""
+    from trainer.preference import collate_pairs, share_prompts, tokenize_pairs
+    from trainer.preference_loss import Objective, dropout_off
+    from trainer.shared.spec import PreferenceSpec
+
+    assert loaded.shared_prompts and loaded.facts["shared_prompts"]
+    pairs = [
+        _pair("Which animal barks? Answer briefly.", "A dog.", "A fish that swims."),
+        _pair("Say yes.", "Yes.", "No."),
+        # the answers' first words are shared too: the prefix reaches into them
+        _pair("Name a fruit.", "An apple, red and sweet.", "An apple-shaped hammer."),
+    ]
+    samples, _ = tokenize_pairs(loaded.tokenizer, pairs, max_length=128)
+    obj = Objective("dpo", PreferenceSpec(), loaded)
+    model = loaded.model
+    idx = [0, 1, 2]
+    apart = collate_pairs(samples, idx, packed=True, pad_id=0, device="cpu")
+    saved = share_prompts(samples)
+    together = collate_pairs(samples, idx, packed=True, pad_id=0, device="cpu", share=True)
+    assert saved > 0 and together.n_tokens == apart.n_tokens - saved
+    assert together.n_loss == apart.n_loss
+    prompt_only = share_prompts(samples[:2])
+    assert samples[2].shared > len(loaded.tokenizer("Name a fruit.")["input_ids"]) > 0
+    assert prompt_only < saved
+
+    def run(batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        with dropout_off(model):
+            logps = obj.seq_logps(batch)[0]
+        (logps[:, 0] - 2 * logps[:, 1]).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return logps.detach(), grads
+
+    with torch.no_grad():  # a LoRA B that is not zero, so its A gets gradients too
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    want, want_grads = run(apart)
+    got, got_grads = run(together)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    assert set(got_grads) == set(want_grads) and got_grads
+    for name, g in want_grads.items():
+        torch.testing.assert_close(got_grads[name], g, rtol=1e-4, atol=1e-5)

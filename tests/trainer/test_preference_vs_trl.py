@@ -111,17 +111,29 @@ def _brightrun_samples(trainer: Any) -> list[Any]:
     return out
 
 
-def _objective(loaded: Any, method: str, samples: list[Any], parent: bool = False, **prefs: Any):
-    from trainer.preference import collate_pairs
+def _objective(
+    loaded: Any,
+    method: str,
+    samples: list[Any],
+    parent: bool = False,
+    share: bool = False,
+    **prefs: Any,
+):
+    from trainer.preference import collate_pairs, share_prompts
     from trainer.preference_loss import Objective, compute_reference
     from trainer.setup import BatchPlan
     from trainer.shared.spec import PreferenceSpec, TrainingSpec
 
     obj = Objective(method, PreferenceSpec(**prefs), loaded)
+    if share:
+        share_prompts(samples)
     if method == "dpo":
         t = TrainingSpec(max_length=256, micro_batch_size=len(samples))
-        compute_reference(obj, BatchPlan(t, samples, [], True, 0, pairs=True), parent)
-    batch = collate_pairs(samples, list(range(len(samples))), packed=True, pad_id=0, device="cpu")
+        plan = BatchPlan(t, samples, [], True, 0, pairs=True, share=share)
+        compute_reference(obj, plan, parent)
+    every = list(range(len(samples)))
+    batch = collate_pairs(samples, every, packed=True, pad_id=0, device="cpu", share=share)
+    assert (batch.layout is not None) == share
     return obj, batch
 
 
@@ -160,11 +172,13 @@ def test_dpo_sigmoid_loss_and_gradients_equal_trl(loaded, trl_dpo) -> None:
     obj, batch = _objective(loaded, "dpo", samples, parent=True, beta=0.1)
     _perturb_b(loaded.model, 1)
     _compare(loaded, trl_dpo, obj, batch)
-    # Reference = the frozen base (adapter disabled) on both sides.
+    # Reference = the frozen base (adapter disabled) on both sides; and the same with each
+    # pair's prompt laid out once (shared prompts, what a DPO job on this model does).
     loaded.model.delete_adapter("ref")
     loaded.model.set_adapter("default")
-    obj, batch = _objective(loaded, "dpo", samples, beta=0.1)
-    _compare(loaded, trl_dpo, obj, batch)
+    for share in (False, True):
+        obj, batch = _objective(loaded, "dpo", _brightrun_samples(trl_dpo), share=share, beta=0.1)
+        _compare(loaded, trl_dpo, obj, batch)
 
 
 def test_orpo_loss_equals_trls_formula(loaded, trl_dpo) -> None:

@@ -210,6 +210,20 @@ def capabilities(x: Any) -> ArchCaps:
     return replace(UNKNOWN_CAPS, model_type=model_type or (archs[0] if archs else "unknown"))
 
 
+def shares_prompts(method: str, packing: str, config: Any) -> bool:
+    """Whether a preference job lays out each pair's common prefix once (the prompt, laid
+    out for chosen and rejected together; `trainer.preference`): exact for packed rows
+    (`packing` "position_ids": every layer is softmax attention) without a sliding window.
+    `config` is a transformers config object or a `config.json` dict."""
+    if isinstance(config, Mapping):
+        window = config.get("sliding_window") and config.get("use_sliding_window", True)
+    else:
+        window = getattr(config, "sliding_window", None) and getattr(
+            config, "use_sliding_window", True
+        )
+    return method != "sft" and packing == "position_ids" and not window
+
+
 def resolve_lora_targets(caps: ArchCaps, target_modules: list[str] | str, on_experts: bool) -> Any:
     """What to pass to peft's `LoraConfig(target_modules=...)` for the spec's setting."""
     if target_modules != "all-linear":
