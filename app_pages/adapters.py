@@ -27,6 +27,7 @@ st.dataframe(
             "base model": r.base_model,
             "dataset": r.dataset,
             "settings": r.settings,
+            "continued from": r.parent,
             "final loss": r.final_loss,
             "eval loss": r.eval_loss,
             "size": w.size(r.size_bytes),
@@ -49,8 +50,10 @@ vid = st.selectbox(
 )
 row = by_id[vid]
 st.subheader(row.label)
+parent = f" · continued from {w.plain(row.parent)}" if row.parent else ""
 st.caption(
-    f"{row.base_model} · dataset {w.plain(row.dataset or '–')} · {row.settings} · {w.size(row.size_bytes)}"
+    f"{row.base_model} · dataset {w.plain(row.dataset or '–')} · {row.settings} · "
+    f"{w.size(row.size_bytes)}{parent}"
 )
 c1, c2, c3 = st.columns(3)
 

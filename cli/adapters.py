@@ -56,12 +56,15 @@ def _print_versions(rows: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("version", "id", "base model", "parent", "final loss", "eval", "stored", "volume")
+    table = Table(
+        "version", "id", "base model", "method", "parent", "final loss", "eval", "stored", "volume"
+    )
     for r in rows:
         table.add_row(
             r.label,
             r.id,
             r.base_model,
+            r.method,
             r.parent_label or "-",
             _loss(r.final_loss),
             r.eval_status or "-",

@@ -30,7 +30,7 @@ class AdapterRow:
     label: str  # "support-bot v2" (as the playground lists it)
     base_model: str
     dataset: str
-    settings: str  # one line: rank, alpha, quantisation, epochs, learning rate
+    settings: str  # one line: method, rank, alpha, quantisation, epochs, learning rate
     final_loss: float | None
     eval_loss: float | None
     size_bytes: int | None
@@ -40,16 +40,29 @@ class AdapterRow:
     is_checkpoint: bool
     on_volume: bool  # the inference server can load it
     stored: bool  # its files are in storage (downloadable)
+    parent: str = ""  # the version it continued ("support-bot v1"), e.g. DPO on an SFT version
 
     @property
     def zip_name(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", self.label).strip("-") + ".zip"
 
 
+def _method(s: Mapping[str, Any]) -> str:
+    """The method's words ("DPO β=0.1 (sigmoid)", "ORPO λ=0.1"); "" for SFT."""
+    method = s.get("method") or "sft"
+    if method == "sft":
+        return ""
+    p = s.get("preference") or {}
+    if method == "orpo":
+        return "ORPO" + (f" λ={p['orpo_lambda']:g}" if p.get("orpo_lambda") is not None else "")
+    out = method.upper() + (f" β={p['beta']:g}" if p.get("beta") is not None else "")
+    return out + (f" ({p['loss_type']})" if p.get("loss_type") else "")
+
+
 def _settings_line(s: Mapping[str, Any]) -> str:
     lora = s.get("lora") or {}
     t = s.get("training") or {}
-    parts = []
+    parts = [_method(s)] if _method(s) else []
     if lora.get("r") is not None:
         parts.append(f"r={lora['r']} α={lora.get('alpha')}")
     if s.get("quantization"):
@@ -78,7 +91,9 @@ def adapter_rows(
     if limit is not None:
         stmt = stmt.limit(limit)
     out = []
-    for v, ds_name, name in session.execute(stmt):
+    found = list(session.execute(stmt))
+    parents = _labels(actor, session, {v.parent_version_id for v, _, _ in found} - {None})
+    for v, ds_name, name in found:
         if name is None:
             continue
         label = f"{name} v{v.version}" if v.version is not None else name
@@ -102,9 +117,24 @@ def adapter_rows(
                 is_checkpoint=v.is_checkpoint,
                 on_volume=bool(v.volume_path),
                 stored=bool(v.storage_prefix),
+                parent=parents.get(v.parent_version_id, ""),
             )
         )
     return out
+
+
+def _labels(actor: Actor, session: Session, version_ids: set[str]) -> dict[str, str]:
+    """The label ("name vN") of each of the actor's versions `version_ids`."""
+    if not version_ids:
+        return {}
+    stmt = (
+        select(AdapterVersion.id, AdapterVersion.version, Adapter.name)
+        .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
+        .where(AdapterVersion.id.in_(version_ids), AdapterVersion.owner_id == actor.user_id)
+    )
+    return {
+        vid: f"{name} v{n}" if n is not None else name for vid, n, name in session.execute(stmt)
+    }
 
 
 def repo_adapter_name() -> Any:
