@@ -192,6 +192,9 @@ class Job(Base):
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
     last_seq: Mapped[int] = mapped_column(Integer, default=-1)  # highest stored event seq
     notified_at: Mapped[dt.datetime | None] = mapped_column()  # end-of-job webhook sent
+    # Until when one process reads this job's /stream (`core.jobs.sync`): RunPod hands each
+    # streamed item out once, so two readers at once would split the events between them.
+    pull_lease_until: Mapped[dt.datetime | None] = mapped_column()
 
 
 class JobEvent(Base):

@@ -6,9 +6,13 @@ decides), registers the checkpoints they report, updates status, step, progress,
 live cost, and cancels a job that reached its budget. When the job ends it backfills
 every event from the final output and the worker's uploaded log, records the billed cost
 and registers the adapter (`core.jobs.finish`), then publishes `JobEnded`
-(`core.jobs.bus`). Any number of processes may sync the same job at once: each holds
-the job's row lock while it writes, a finished job is never reopened (a job leaves a
-terminal status only through `retry`), and the end of a job is claimed once.
+(`core.jobs.bus`). Any number of processes may sync the same job at once: one at a time
+reads the endpoint for it (a pull lease of PULL_LEASE_S on the job's row: RunPod's
+`/stream` hands each item out once, so two readers would split the events, and the one
+that stored first could end the job without the final event the other holds; a process
+that finds the lease taken returns the job as stored), each holds the job's row lock
+while it writes, a finished job is never reopened (a job leaves a terminal status only
+through `retry`), and the end of a job is claimed once.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from core.users import Actor
 log = logging.getLogger("brightrun.jobs")
 
 UNSUBMITTED_GRACE_S = 120.0  # a QUEUED job without a RunPod id older than this never got sent
+# A pull takes a second or two; a process that dies holding the lease holds the job up
+# this long at most (then another process may read the endpoint for it).
+PULL_LEASE_S = 20.0
 
 
 def sync(
@@ -58,8 +65,41 @@ def sync(
         return job
     if not rid:
         return _sync_unsent(actor, settings, job_id, changed)
-    with job_client(settings, client, endpoint_url) as rp:
-        return _sync_run(actor, settings, job_id, rid, attempt, rp, blob_store(settings, store))
+    lease = _take_pull_lease(actor, settings, job_id)
+    if lease is None:  # another process is reading the endpoint for this job right now
+        with session_scope(settings) as s:
+            return repo.get_job(actor, s, job_id)
+    try:
+        with job_client(settings, client, endpoint_url) as rp:
+            return _sync_run(actor, settings, job_id, rid, attempt, rp, blob_store(settings, store))
+    finally:
+        _release_pull_lease(actor, settings, job_id, lease)
+
+
+def _take_pull_lease(actor: Actor, settings: Settings, job_id: str) -> dt.datetime | None:
+    """The job's pull lease until when it is ours, or None when another process holds it."""
+    now = utcnow()
+    until = now + dt.timedelta(seconds=PULL_LEASE_S)
+    free = (Job.pull_lease_until.is_(None)) | (Job.pull_lease_until < now)
+    with session_scope(settings) as s:
+        taken = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.owner_id == actor.user_id, free)
+            .values(pull_lease_until=until)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return until if taken == 1 else None
+
+
+def _release_pull_lease(actor: Actor, settings: Settings, job_id: str, lease: dt.datetime) -> None:
+    """Give the lease back, unless it ran out and another process holds it now."""
+    with session_scope(settings) as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.owner_id == actor.user_id, Job.pull_lease_until == lease)
+            .values(pull_lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _sync_run(
