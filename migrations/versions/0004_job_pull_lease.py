@@ -19,7 +19,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch_op:
-        batch_op.add_column(sa.Column("pull_lease_until", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("pull_lease_until", sa.DateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:
