@@ -194,6 +194,19 @@ def _job_settings(job: Job) -> dict[str, Any]:
     }
 
 
+def _from_job(job: Job) -> dict[str, Any]:
+    """What a version (or checkpoint) takes from the job that made it: its adapter, base,
+    dataset, parent version and settings."""
+    return {
+        "adapter_name": job.adapter_name,
+        "base_model": job.base_model,
+        "job_id": job.id,
+        "dataset_id": job.dataset_id,
+        "parent_version_id": job.resume_from_version_id,
+        "settings": _job_settings(job),
+    }
+
+
 def register_checkpoints(
     actor: Actor, session: Session, job: Job, events: Iterable[Any]
 ) -> list[AdapterVersion]:
@@ -221,12 +234,7 @@ def register_checkpoints(
             repo.create_adapter_version(
                 actor,
                 session,
-                adapter_name=job.adapter_name,
-                base_model=job.base_model,
-                job_id=job.id,
-                dataset_id=job.dataset_id,
-                parent_version_id=job.resume_from_version_id,
-                settings=_job_settings(job),
+                **_from_job(job),
                 final_loss=curve[-1][1] if curve else None,
                 loss_curve=curve,
                 volume_path=path,
@@ -264,12 +272,7 @@ def register_job_version(
     return repo.create_adapter_version(
         actor,
         session,
-        adapter_name=job.adapter_name,
-        base_model=job.base_model,
-        job_id=job.id,
-        dataset_id=job.dataset_id,
-        parent_version_id=job.resume_from_version_id,
-        settings=_job_settings(job),
+        **_from_job(job),
         final_loss=summary.get("final_loss", job.final_loss),
         eval_loss=summary.get("eval_loss", job.eval_loss),
         loss_curve=curve,

@@ -11,15 +11,14 @@ else (a 4-D mask, a KV cache) goes to plain SDPA. A row of preference pairs laid
 shared prompts (`brightrun_pairs`, `trainer.preference`) goes to
 `shared_prompt_attention`.
 
-`linear_token_logps` / `chunked_token_logps` - each labelled position's log-probability
-(preference tuning sums them per sequence), computed the same way: in chunks, the gradient
-with respect to the hidden states in the same pass.
+`linear_token_logps` - each labelled position's log-probability of its target (preference
+tuning sums them per sequence), computed in chunks of rows so the vocabulary-wide logits
+never exist all at once; the gradient with respect to the hidden states is computed in the
+same pass (no logits kept for backward, no recomputation). Used when the output layer is a
+frozen plain `nn.Linear` (the LoRA case); otherwise `chunked_token_logps` calls the module.
 
-`linear_cross_entropy` - the summed next-token loss over only the positions that carry a
-label, computed in chunks of rows so the vocabulary-wide logits never exist all at once;
-the gradient with respect to the hidden states is computed in the same pass (no logits
-kept for backward, no recomputation). Used when the output layer is a frozen plain
-`nn.Linear` (the LoRA case); otherwise `chunked_cross_entropy` calls the module.
+`linear_cross_entropy` / `chunked_cross_entropy` - the summed next-token loss over the
+positions that carry a label (SFT): minus the sum of those log-probabilities.
 """
 
 from __future__ import annotations
@@ -158,64 +157,6 @@ def _chunk_rows(vocab: int, budget_elems: int = 1 << 26) -> int:
     return max(64, budget_elems // max(vocab, 1))
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, compute_dtype, need_grad):  # noqa: D401
-        w = weight.to(compute_dtype)
-        n = hidden.shape[0]
-        step = _chunk_rows(w.shape[0])
-        acc = torch.promote_types(compute_dtype, torch.float32)  # softmax in >= float32
-        total = torch.zeros((), dtype=acc, device=hidden.device)
-        grad_h = torch.empty_like(hidden) if need_grad else None
-        with torch.autocast(device_type=hidden.device.type, enabled=False):
-            for i in range(0, n, step):
-                h = hidden[i : i + step].to(compute_dtype)
-                t = targets[i : i + step]
-                logits = (h @ w.t()).to(acc)
-                lse = torch.logsumexp(logits, dim=-1)
-                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-                if need_grad:
-                    probs = torch.exp(logits.sub_(lse[:, None]))
-                    probs[torch.arange(probs.shape[0], device=probs.device), t] -= 1.0
-                    grad_h[i : i + step] = (probs.to(compute_dtype) @ w).to(hidden.dtype)
-        if need_grad:
-            ctx.save_for_backward(grad_h)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (grad_h,) = ctx.saved_tensors
-        return grad_h * grad_out.to(grad_h.dtype), None, None, None, None
-
-
-def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    compute_dtype: torch.dtype,
-) -> torch.Tensor:
-    """Sum of cross-entropy of `hidden @ weight.T` against `targets` (rows: positions).
-
-    `weight` must be frozen (its gradient is not computed).
-    """
-    if weight.requires_grad:
-        raise ValueError("linear_cross_entropy needs a frozen output weight")
-    need_grad = torch.is_grad_enabled() and hidden.requires_grad
-    return _LinearCrossEntropy.apply(hidden, weight, targets, compute_dtype, need_grad)
-
-
-def chunked_cross_entropy(
-    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor
-) -> torch.Tensor:
-    """Sum of cross-entropy of `head(hidden)`, in chunks, for any output module."""
-    step = _chunk_rows(int(getattr(head, "out_features", 0) or 32768))
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for i in range(0, hidden.shape[0], step):
-        logits = head(hidden[i : i + step]).float()
-        total = total + F.cross_entropy(logits, targets[i : i + step], reduction="sum")
-    return total
-
-
 class _LinearTokenLogps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, compute_dtype, need_grad):  # noqa: D401
@@ -223,7 +164,7 @@ class _LinearTokenLogps(torch.autograd.Function):
         n = hidden.shape[0]
         step = _chunk_rows(w.shape[0])
         acc = torch.promote_types(compute_dtype, torch.float32)
-        out = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        out = torch.empty(n, dtype=acc, device=hidden.device)  # float32 unless float64
         grad_h = torch.empty_like(hidden) if need_grad else None
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             for i in range(0, n, step):
@@ -252,11 +193,11 @@ def linear_token_logps(
     targets: torch.Tensor,
     compute_dtype: torch.dtype,
 ) -> torch.Tensor:
-    """Log-probability of each row's target under `hidden @ weight.T` (float32, one per
-    row), in chunks, the gradient with respect to `hidden` computed in the same pass (as
-    `linear_cross_entropy`). `weight` must be frozen."""
+    """Log-probability of each row's target under `hidden @ weight.T` (one per row; float32,
+    float64 for a float64 compute dtype), in chunks, the gradient with respect to `hidden`
+    computed in the same pass. `weight` must be frozen."""
     if weight.requires_grad:
-        raise ValueError("linear_token_logps needs a frozen output weight")
+        raise ValueError("the fused output-layer kernels need a frozen output weight")
     need_grad = torch.is_grad_enabled() and hidden.requires_grad
     return _LinearTokenLogps.apply(hidden, weight, targets, compute_dtype, need_grad)
 
@@ -272,3 +213,23 @@ def chunked_token_logps(
         t = targets[i : i + step]
         parts.append(logits.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(logits, -1))
     return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    compute_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Sum of cross-entropy of `hidden @ weight.T` against `targets` (rows: positions):
+    minus the summed log-probabilities of `linear_token_logps`, so the vocabulary-wide
+    logits never exist all at once and the gradient comes from the same pass.
+    `weight` must be frozen (its gradient is not computed)."""
+    return -linear_token_logps(hidden, weight, targets, compute_dtype).sum()
+
+
+def chunked_cross_entropy(
+    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor
+) -> torch.Tensor:
+    """Sum of cross-entropy of `head(hidden)`, in chunks, for any output module."""
+    return -chunked_token_logps(hidden, head, targets).sum()

@@ -15,11 +15,11 @@ controller through `core`, SQLite and the local file store behind signed URLs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from cli.stack import stop_all
 from components.quality import quality_vs_cost
@@ -27,16 +27,15 @@ from core import adapters, db, evaluate, export, jobs
 from core.clients.inference import InferenceClient, LoadMode, Sampling, find_choice, model_choices
 from core.clients.storage import make_blob_store
 from core.db import repo
-from core.db.tables import TERMINAL_STATUSES
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.adapters.conftest import QA, add_dataset, chat_rows
 from tests.inference.conftest import API_KEY, start_server
-from tests.jobs.conftest import ENDPOINT_KEY, EndpointProcess, start_endpoint, wait_until
+from tests.jobs.conftest import wait_until
+from tests.jobs.stack import Stack, make_stack
 
 pytestmark = pytest.mark.slow
 
-LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
 TRAINING = {
     "epochs": None,
     "max_steps": 60,
@@ -54,82 +53,34 @@ TRAINING = {
 }
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    endpoint: EndpointProcess
-    model: Path
-    dataset_id: str
-
-    def submit(self, name: str, **kw: Any) -> Any:
-        kw.setdefault("training", TRAINING)
-        return jobs.submit(
-            LOCAL_ACTOR,
-            self.settings,
-            dataset_id=self.dataset_id,
-            model=str(self.model),
-            adapter_name=name,
-            lora=LORA,
-            quantization="none",
-            **kw,
-        )
-
-    def wait_end(self, job_id: str) -> Any:
-        return wait_until(
-            lambda: (
-                (j := jobs.sync(LOCAL_ACTOR, self.settings, job_id)).status in TERMINAL_STATUSES
-                and j
-            ),
-            timeout_s=240,
-            every_s=0.3,
-            what=f"job {job_id} to end",
-        )
-
-    def losses(self, job_id: str) -> list[float]:
-        return [
-            e.data["loss"]
-            for e in jobs.events(LOCAL_ACTOR, self.settings, job_id, types=["metrics"])
-        ]
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from trainer.shared.tiny import build_tiny_chat_model
+    # Train and eval rows are the same questions: the toy task is memorising them.
+    def toy(settings: Settings) -> str:
+        return add_dataset(settings, LOCAL_ACTOR, chat_rows(), chat_rows())
 
     root = tmp_path_factory.mktemp("adapters-e2e")
-    model = build_tiny_chat_model(root / "tiny", seed=0)
-    data = root / "data"
-    ep = start_endpoint(
-        data, handler="trainer.handler:handler", workers=2, extra_env={"LOCAL_DEVICE": "cpu"}
+    stacked = make_stack(root, max_concurrent_jobs=4, training=TRAINING, dataset=toy)
+    stack = next(stacked)
+    proc, server = start_server(stack.model, root / "inference")
+    stack.settings = stack.settings.model_copy(
+        update={
+            "inference_url": server.url,
+            "inference_api_key": SecretStr(API_KEY),
+            "eval_max_tokens": 8,
+            "eval_after_job": True,
+        }
     )
-    proc, server = start_server(model, root / "inference")
-    settings = Settings(
-        data_dir=data,
-        gpu_cluster_api_url=ep.url,
-        gpu_cluster_api_key=ENDPOINT_KEY,
-        public_base_url=ep.base,
-        local_device="cpu",
-        max_concurrent_jobs=4,
-        model_dirs=[root],
-        inference_url=server.url,
-        inference_api_key=API_KEY,
-        eval_max_tokens=8,
-    )
-    db.upgrade(settings)
     try:
-        # Train and eval rows are the same questions: the toy task is memorising them.
-        yield Stack(
-            settings, ep, model, add_dataset(settings, LOCAL_ACTOR, chat_rows(), chat_rows())
-        )
+        yield stack
     finally:
         stop_all([proc])
-        ep.stop()
-        db.dispose_engines()
+        stacked.close()
 
 
 @pytest.fixture(scope="module")
 def v1(stack: Stack) -> dict[str, Any]:
-    job = stack.wait_end(stack.submit("secret-words").id)
+    job = stack.wait_end(stack.submit(adapter_name="secret-words").id)
     assert job.status == "COMPLETED", job.failure_message
     with db.session_scope(stack.settings) as s:
         (v,) = repo.list_versions(LOCAL_ACTOR, s, job_id=job.id)
@@ -197,7 +148,7 @@ def test_continued_training_records_its_parent_and_starts_where_the_parent_ended
 
 def test_a_checkpoint_answers_in_the_playground_while_its_job_still_runs(stack: Stack) -> None:
     job = stack.submit(
-        "live-bot", training={**TRAINING, "max_steps": 100_000, "checkpoint_every": 5}
+        adapter_name="live-bot", training={**TRAINING, "max_steps": 100_000, "checkpoint_every": 5}
     )
 
     def checkpoint() -> Any:

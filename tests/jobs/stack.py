@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,9 @@ class Stack:
 
     def events(self, job_id: str) -> list:
         return jobs.events(LOCAL_ACTOR, self.settings, job_id)
+
+    def losses(self, job_id: str) -> list[float]:
+        return [e.data["loss"] for e in self.events(job_id) if e.type == "metrics"]
 
     def wait_end(self, job_id: str, timeout_s: float = 240):
         return wait_until(
@@ -158,8 +161,10 @@ def make_stack(
     retention_s: float = 1800.0,
     max_concurrent_jobs: int = 8,
     training: dict[str, Any] | None = None,
+    dataset: Callable[[Settings], str] | None = None,
 ) -> Iterator[Stack]:
-    """The stack in `root`, torn down (syncers, endpoint, database engines) after use."""
+    """The stack in `root`, torn down (syncers, endpoint, database engines) after use.
+    `dataset` adds the jobs' dataset (default: the tiny toy rows) and returns its id."""
     from trainer.shared.tiny import build_tiny_chat_model
 
     model = build_tiny_chat_model(root / "tiny", seed=0)
@@ -184,7 +189,7 @@ def make_stack(
         eval_after_job=False,
     )
     db.upgrade(settings)
-    dataset_id = add_dataset(settings, LOCAL_ACTOR, toy_rows())
+    dataset_id = dataset(settings) if dataset else add_dataset(settings, LOCAL_ACTOR, toy_rows())
     stack = Stack(settings, ep, model, dataset_id, dict(training or TRAINING))
     try:
         yield stack
