@@ -1,4 +1,5 @@
-"""Playground: chat with your adapters, base and adapter side by side, compare on a set."""
+"""Playground: chat with your adapters, the base and up to three versions side by side
+(e.g. base, SFT and DPO), compare on a set."""
 
 import streamlit as st
 
@@ -22,11 +23,13 @@ choices = choice_set.available
 by_label = {c.label: c for c in choices}
 
 with st.sidebar:
-    default = [c.label for c in choices[:2]]
     labels = st.multiselect(
-        "Models (one, or two side by side)", list(by_label), default=default,
-        max_selections=2, key="playground.models",
-    )  # fmt: skip
+        f"Models (one, or up to {ui.SIDE_BY_SIDE} side by side)",
+        list(by_label),
+        default=[c.label for c in choices[:2]],
+        max_selections=ui.SIDE_BY_SIDE,
+        key="playground.models",
+    )
     if choice_set.unserved:
         with st.expander(
             f"Not listed: {len(choice_set.unserved)} adapter(s) whose base is not served"
@@ -41,7 +44,7 @@ with st.sidebar:
 
 chosen = [by_label[label] for label in labels if label in by_label]
 if not chosen:
-    st.info("Choose a model in the sidebar: the base, one of your adapters, or two of them.")
+    st.info("Choose a model in the sidebar: the base, one of your adapters, or several.")
     st.stop()
 try:
     ui.ensure_ready(client, chosen)

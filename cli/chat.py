@@ -3,6 +3,7 @@
 brightrun chat --adapter support-bot "How do I reset my password?"
 brightrun chat --adapter support-bot --version 1 --base "..."   # base answers too
 brightrun chat --adapter support-bot --base --export talk.jsonl "..."   # also saved
+brightrun chat --base -a "support-bot v1" -a "support-bot v2" "..."   # base, SFT and DPO
 brightrun chat --list
 """
 
@@ -18,10 +19,16 @@ from core.settings import load_settings
 
 def chat(
     prompt: str = typer.Argument("", help="what to ask; read from stdin when empty"),
-    adapter: str = typer.Option(
-        "", "--adapter", "-a", help="adapter name (newest version), label or served name"
+    adapter: list[str] = typer.Option(
+        [],
+        "--adapter",
+        "-a",
+        help="adapter name (newest version), label ('bot v2') or served name; repeat it to "
+        "compare versions side by side",
     ),
-    version: int | None = typer.Option(None, "--version", "-v", help="adapter version number"),
+    version: int | None = typer.Option(
+        None, "--version", "-v", help="adapter version number (with one --adapter)"
+    ),
     base: bool = typer.Option(False, "--base", help="also ask the base model, side by side"),
     system: str = typer.Option("", "--system", "-s", help="system prompt"),
     temperature: float | None = typer.Option(None, help="0 = greedy; default from BrightRun"),
@@ -39,7 +46,7 @@ def chat(
     import sys
 
     from cli.auth import acting_user
-    from core.clients.inference import InferenceRouter, actor_choices, find_choice
+    from core.clients.inference import InferenceRouter, actor_choices
     from core.errors import BrightRunError
 
     settings = load_settings()
@@ -60,8 +67,7 @@ def chat(
             targets = []
             if base:
                 targets.append(choices[0])
-            if adapter:
-                chosen = find_choice(choices, adapter, version)
+            for chosen in chosen_adapters(choices, adapter, version):
                 got = client.ensure_adapter(chosen.served_name, chosen.path)
                 typer.echo(f"[{chosen.label}: {got.detail}]", err=True)
                 targets.append(chosen)
@@ -74,6 +80,16 @@ def chat(
     except BrightRunError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from e
+
+
+def chosen_adapters(choices: list[Any], names: list[str], version: int | None) -> list[Any]:
+    """The choices `--adapter` names, in order (`--version` picks among one adapter's)."""
+    from core.clients.inference import find_choice
+    from core.errors import InvalidInput
+
+    if version is not None and len(names) > 1:
+        raise InvalidInput("--version goes with one --adapter; name versions as 'NAME vN'")
+    return [find_choice(choices, name, version) for name in names]
 
 
 def _export(

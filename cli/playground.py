@@ -19,10 +19,15 @@ from core.settings import load_settings
 
 # long: every option of the command is a typer parameter
 def chat_set(
-    adapter: str = typer.Option(
-        "", "--adapter", "-a", help="adapter name (newest version), label or served name"
+    adapter: list[str] = typer.Option(
+        [],
+        "--adapter",
+        "-a",
+        help="adapter name (newest version), label ('bot v2') or served name; repeatable",
     ),
-    version: int | None = typer.Option(None, "--version", "-v", help="adapter version number"),
+    version: int | None = typer.Option(
+        None, "--version", "-v", help="adapter version number (with one --adapter)"
+    ),
     base: bool = typer.Option(False, "--base", help="the base model answers too (or alone)"),
     prompts: Path | None = typer.Option(None, "--prompts", help="file of prompts (see above)"),
     eval_split: str = typer.Option(
@@ -38,7 +43,7 @@ def chat_set(
 ) -> None:
     """Run a set of prompts through the base and/or an adapter and export the answers."""
     from cli.auth import acting_user
-    from cli.chat import _sampling
+    from cli.chat import _sampling, chosen_adapters
     from core.clients import inference as inf
     from core.clients.storage import make_blob_store
     from core.db import session_scope
@@ -59,8 +64,7 @@ def chat_set(
         with inf.InferenceClient(settings) as client:
             choices = inf.actor_choices(actor, settings, client)
             targets = [choices[0]] if base else []
-            if adapter:
-                chosen = inf.find_choice(choices, adapter, version)
+            for chosen in chosen_adapters(choices, adapter, version):
                 client.ensure_adapter(chosen.served_name, chosen.path)
                 targets.append(chosen)
             rows = inf.compare_on_set(

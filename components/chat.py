@@ -34,6 +34,8 @@ from core.errors import BrightRunError
 from core.settings import Settings
 from core.users import Actor
 
+SIDE_BY_SIDE = 4  # models answering side by side: e.g. the base, an SFT and a DPO version
+
 STATE_DEFAULTS: dict[str, Any] = {
     "playground.turns": [],
     "playground.ready": {},

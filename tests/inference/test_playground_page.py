@@ -109,3 +109,81 @@ def test_unreachable_server_says_how_to_start_it(
     monkeypatch.setenv("INFERENCE_URL", f"http://127.0.0.1:{free_port()}/v1")
     at = open_playground(ready=False)
     assert any("not reachable" in e.value and "brightrun up" in e.value for e in at.error)
+
+
+def test_base_sft_and_dpo_versions_answer_side_by_side_on_the_page_and_the_command_line(
+    page_env: None,
+    server: Server,
+    client: InferenceClient,
+    adapters: dict[str, Path],
+    data_dir: Path,
+    unique_name: str,
+) -> None:
+    """A DPO version continued from an SFT version: the playground lists both versions of
+    the adapter, and base, SFT and DPO answer the same prompt side by side; so does
+    `brightrun chat --base -a NAME v1 -a NAME v2`."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from core import db
+    from core.db import repo
+    from core.settings import load_settings
+    from core.users import LOCAL_ACTOR
+
+    settings = load_settings()
+    db.upgrade(settings)
+    folders = {}
+    for key, tag in (("a", "sft"), ("b", "dpo")):
+        folders[tag] = server.adapters_dir / f"{unique_name}-{tag}"
+        shutil.copytree(adapters[key], folders[tag])
+    with db.session_scope(settings) as s:
+        sft = repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name=unique_name,
+            base_model=server.base,
+            volume_path=str(folders["sft"]),
+            settings={"method": "sft"},
+        )
+        repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name=unique_name,
+            base_model=server.base,
+            volume_path=str(folders["dpo"]),
+            parent_version_id=sft.id,
+            settings={"method": "dpo", "preference": {"beta": 0.1}},
+        )
+    labels = [f"{server.base} (base)", f"{unique_name} v1", f"{unique_name} v2"]
+    at = open_playground()
+    assert set(labels) <= set(at.multiselect(key="playground.models").options)
+    at.multiselect(key="playground.models").set_value(labels)
+    at.slider(key="playground.temperature").set_value(0.0)
+    at.number_input(key="playground.max_tokens").set_value(10)
+    at.run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert not at.warning and not at.info, (
+        [w.value for w in at.warning],
+        [i.value for i in at.info],
+    )
+    at.chat_input(key="playground.prompt").set_value(Q).run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    msgs = [{"role": "user", "content": Q}]
+    served = [server.base, folders["sft"].name, folders["dpo"].name]
+    want = [client.chat(m, msgs, GREEDY).text.strip() for m in served]
+    assert len(set(want)) == 3  # three different models answered
+    assert [t.strip() for t in texts(at, "assistant")] == want
+
+    sampling = ["--temperature", "0", "--max-tokens", "10"]
+    versions = ["-a", labels[1], "-a", labels[2]]
+    r = CliRunner().invoke(app, ["chat", "--base", *versions, *sampling, Q])
+    assert r.exit_code == 0, r.output
+    heads = [f"── {label} ──" for label in labels]
+    at_ = [r.stdout.index(h) for h in heads]
+    assert at_ == sorted(at_)  # base, v1, v2 in that order
+    for i, answer in enumerate(want):
+        end = at_[i + 1] if i + 1 < len(at_) else len(r.stdout)
+        assert answer in r.stdout[at_[i] : end]
+    r = CliRunner().invoke(app, ["chat", *versions, "--version", "1", Q])
+    assert r.exit_code == 1 and "--version goes with one --adapter" in r.output
+    db.dispose_engines()
