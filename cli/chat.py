@@ -17,6 +17,7 @@ import typer
 from core.settings import load_settings
 
 
+# long: every option of the command is a typer parameter
 def chat(
     prompt: str = typer.Argument("", help="what to ask; read from stdin when empty"),
     adapter: list[str] = typer.Option(

@@ -131,8 +131,9 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 # Flags that make vLLM's CPU build serve a small model on a laptop: the tiny demo model's
 # context, a small KV cache, no compiled graphs. One sequence at a time: the CPU build can
 # apply an adapter to a base-model request batched beside a LoRA request.
-VLLM_SMALL_FLAGS = ("--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
-                    "--kv-cache-memory-bytes", "64M")  # fmt: skip
+VLLM_SMALL_FLAGS = tuple(
+    "--dtype float32 --max-model-len 512 --enforce-eager --kv-cache-memory-bytes 64M".split()
+)
 
 
 def vllm_command(
@@ -149,12 +150,10 @@ def vllm_command(
     over `adapters_dir`. `small` adds VLLM_SMALL_FLAGS (for the tiny model)."""
     if not VLLM_PYTHON.is_file():
         raise StackError(f"vLLM is not installed ({VLLM_PYTHON} is missing): run `make vllm`")
-    argv = [
-        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model, "--host", "127.0.0.1", "--port", str(port),
-        "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", "2", "--max-num-seqs", "1",
-        *(VLLM_SMALL_FLAGS if small else ()),
-    ]  # fmt: skip
+    argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", "2"]
+    argv += ["--max-num-seqs", "1", *(VLLM_SMALL_FLAGS if small else ())]
     if api_key:
         argv += ["--api-key", api_key]
     env = {

@@ -6,6 +6,7 @@ above it (above its first decorator, when it has some) is a `# long: <reason>` c
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +81,19 @@ def test_the_checker_accepts_a_long_function_with_a_reason() -> None:
     assert long_functions(_function(61, above="# long: a table", decorated=True)) == []
     # the decorator does not count towards the length
     assert long_functions(_function(60, decorated=True)) == []
+
+
+def test_the_formatter_formats_everything() -> None:
+    """`ruff format --check` runs in `make test`; no code opts out of it."""
+    marks = ("fmt: " + "skip", "fmt: " + "off")  # spelled apart so this file has none
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    found = [
+        f"{name}:{n}"
+        for name in tracked
+        if (ROOT / name).is_file()
+        for n, line in enumerate((ROOT / name).read_text().splitlines(), start=1)
+        if any(m in line for m in marks)
+    ]
+    assert not found, f"formatter exemptions: {found}"

@@ -80,6 +80,14 @@ def health(settings: Settings, *, store: Any, runpod: Any, inference: Any) -> li
     return [
         _check("database", view["database_url"], database),
         _check("storage", storage_cfg, storage),
-        _check("GPU endpoint", f"{settings.gpu_cluster_api_url} (key {view['gpu_cluster_api_key']})", endpoint),
-        _check("inference", f"{settings.inference_url} (key {view['inference_api_key']}; INFERENCE_ENGINE={settings.inference_engine} for a local URL)", serving),
-    ] + [endpoint_part(base, url) for base, url in settings.inference_urls.items()]  # fmt: skip
+        _check(
+            "GPU endpoint",
+            f"{settings.gpu_cluster_api_url} (key {view['gpu_cluster_api_key']})",
+            endpoint,
+        ),
+        _check(
+            "inference",
+            f"{settings.inference_url} (key {view['inference_api_key']}; INFERENCE_ENGINE={settings.inference_engine} for a local URL)",
+            serving,
+        ),
+    ] + [endpoint_part(base, url) for base, url in settings.inference_urls.items()]

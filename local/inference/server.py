@@ -87,7 +87,12 @@ def _add_errors(app: FastAPI, api_key: str) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {}
         param = ".".join(str(x) for x in first.get("loc", ())) or None
-        lines = [f"  {{'type': {e.get('type')!r}, 'loc': {'.'.join(map(str, e.get('loc', ())))!r}, 'msg': {e.get('msg')!r}}}" for e in errors]  # fmt: skip
+        lines = []
+        for e in errors:
+            loc = ".".join(map(str, e.get("loc", ())))
+            lines.append(
+                f"  {{'type': {e.get('type')!r}, 'loc': {loc!r}, 'msg': {e.get('msg')!r}}}"
+            )
         msg = f"{len(errors)} validation error{'s' if len(errors) != 1 else ''}:\n" + "\n".join(
             lines
         )

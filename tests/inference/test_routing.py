@@ -52,17 +52,22 @@ def test_adapters_are_listed_and_chatted_with_on_their_bases_endpoint(
     server: Server, second: Server, folders: Path, data_dir: Path
 ) -> None:
     settings = settings_for(
-        server, data_dir, inference_adapters_dir=str(folders), inference_lora_loading="runtime",
+        server,
+        data_dir,
+        inference_adapters_dir=str(folders),
+        inference_lora_loading="runtime",
         inference_urls={second.base: second.url},
-    )  # fmt: skip
+    )
     with InferenceRouter(settings) as router:
         got = model_choice_set(LOCAL_ACTOR, None, settings, router)
         # the bases (folder paths) and this test's adapters; the shared server may list others'
         mine = {c.label: c.endpoint for c in got.available if c.label.startswith(("/", "on-"))}
         assert mine == {
-            f"{server.base} (base)": server.url, f"{second.base} (base)": second.url,
-            "on-first": server.url, "on-second": second.url,
-        }  # fmt: skip
+            f"{server.base} (base)": server.url,
+            f"{second.base} (base)": second.url,
+            "on-first": server.url,
+            "on-second": second.url,
+        }
         [unserved] = got.unserved
         assert unserved.label == "on-unserved"
         assert "Qwen/Qwen2.5-7B-Instruct" in unserved.reason and "INFERENCE_URLS" in unserved.reason
@@ -83,8 +88,12 @@ def test_a_base_whose_endpoint_is_down_is_named_in_the_reason(
     server: Server, folders: Path, data_dir: Path
 ) -> None:
     down = f"http://127.0.0.1:{free_port()}/v1"
-    settings = settings_for(server, data_dir, inference_adapters_dir=str(folders),
-                            inference_urls={"Qwen/Qwen2.5-7B-Instruct": down})  # fmt: skip
+    settings = settings_for(
+        server,
+        data_dir,
+        inference_adapters_dir=str(folders),
+        inference_urls={"Qwen/Qwen2.5-7B-Instruct": down},
+    )
     with InferenceRouter(settings) as router:
         got = model_choice_set(LOCAL_ACTOR, None, settings, router)
     reasons = {u.label: u.reason for u in got.unserved}

@@ -26,10 +26,14 @@ def _widths(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     inter = int(cfg["intermediate_size"])
     return {
-        "q_proj": (hidden, heads * head_dim), "k_proj": (hidden, kv * head_dim),
-        "v_proj": (hidden, kv * head_dim), "o_proj": (heads * head_dim, hidden),
-        "gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden),
-    }  # fmt: skip
+        "q_proj": (hidden, heads * head_dim),
+        "k_proj": (hidden, kv * head_dim),
+        "v_proj": (hidden, kv * head_dim),
+        "o_proj": (heads * head_dim, hidden),
+        "gate_proj": (hidden, inter),
+        "up_proj": (hidden, inter),
+        "down_proj": (inter, hidden),
+    }
 
 
 def _tensor_shapes(path: Path) -> dict[str, list[int]]:
