@@ -29,11 +29,16 @@ from core.clients.inference import (
     PromptCase,
     Sampling,
     conversation_messages,
+    holds_tool_call,
 )
 from core.errors import BrightRunError
 from core.settings import Settings
 from core.users import Actor
 
+TOOL_CALL_HINT = (
+    "This answer calls a tool, written out as text: the Tools tab sends function schemas, "
+    "shows calls as calls and takes their results."
+)
 SIDE_BY_SIDE = 4  # models answering side by side: e.g. the base, an SFT and a DPO version
 
 STATE_DEFAULTS: dict[str, Any] = {
@@ -124,6 +129,13 @@ def render_conversation(turns: Sequence[dict[str, Any]], chosen: Sequence[ModelC
             with col, st.chat_message("assistant"):
                 st.caption(plain(c.label))
                 st.text(turn["answers"].get(c.served_name, "—"), width="stretch")
+                tool_call_hint(turn["answers"].get(c.served_name, ""))
+
+
+def tool_call_hint(answer: str) -> None:
+    """Under an answer that is a tool call written as text: where calls are shown as calls."""
+    if holds_tool_call(answer):
+        st.caption(TOOL_CALL_HINT)
 
 
 def stream_as_text(pieces: Iterable[str]) -> str:
@@ -156,6 +168,7 @@ def answer_turn(
                 stream = client.stream_chat(c.served_name, messages, sampling)
                 stream_as_text(stream)
                 answers[c.served_name] = stream.text
+                tool_call_hint(stream.text)
             except ModelNotServed as e:
                 st.session_state["playground.ready"].pop(c.served_name, None)  # reload next time
                 show_error(e)

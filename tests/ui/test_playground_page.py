@@ -141,3 +141,25 @@ def test_an_answer_with_html_links_and_images_is_shown_literally(
     at.run()  # the kept conversation, drawn again on the next rerun
     assert assistant_bubbles(at) == [([HOSTILE], [])]
     assert not at.get("image")
+
+
+def test_a_tool_call_written_as_text_points_to_the_tools_tab(
+    inference: ThreadingHTTPServer,
+) -> None:
+    """The Chat tab sends no tools: a tool-trained adapter writes its call as text. It is
+    shown literally, with a line saying where calls are shown as calls."""
+    from components.chat import TOOL_CALL_HINT
+
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    inference.answer = call  # type: ignore[attr-defined]
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("app_pages/playground.py").run()
+    at.chat_input(key="playground.prompt").set_value("Weather in Oslo?").run()
+    assert not at.exception, at.exception
+    assert assistant_bubbles(at) == [([call], [])]
+    assert TOOL_CALL_HINT in [c.value for c in at.caption]
+    at.run()  # the kept turn says it again
+    assert TOOL_CALL_HINT in [c.value for c in at.caption]
+    inference.answer = "It is sunny."  # type: ignore[attr-defined]
+    at.chat_input(key="playground.prompt").set_value("And now?").run()
+    assert [c.value for c in at.caption].count(TOOL_CALL_HINT) == 1  # only under the call

@@ -83,6 +83,7 @@ from core.clients.inference.tools import (
     ToolCall,
     agent_chat,
     dataset_tools,
+    holds_tool_call,
     parse_tools_json,
     tool_result,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "ToolCall",
     "agent_chat",
     "dataset_tools",
+    "holds_tool_call",
     "parse_tools_json",
     "tool_result",
     "InferenceError",

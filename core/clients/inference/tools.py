@@ -75,6 +75,13 @@ def split_reasoning(text: str) -> tuple[str | None, str]:
     return inner.strip("\n") or None, rest.lstrip("\n")
 
 
+def holds_tool_call(text: str) -> bool:
+    """Whether a plain-text answer holds a tool call as Qwen's template writes one
+    (`<tool_call>...</tool_call>`, what the Tools tab's request turns into `tool_calls`)."""
+    start = text.find("<tool_call>")
+    return start >= 0 and text.find("</tool_call>", start) > start
+
+
 def parse_tools_json(text: str) -> list[dict[str, Any]]:
     """Function schemas pasted as JSON (a list, or one schema; bare `{"name", ...}`
     schemas are wrapped as OpenAI tools). Raises `InvalidInput` saying what is wrong."""
