@@ -54,8 +54,9 @@ class BatchPlan:
         self._collate_fn: Any = D.collate
         self.shared_tokens = 0
         if pairs:
-            self._collate_fn = functools.partial(P.collate_pairs, share=share and packed)
-            if share and packed:
+            share = share and packed
+            self._collate_fn = functools.partial(P.collate_pairs, share=share)
+            if share:
                 self.shared_tokens = P.share_prompts(train) + P.share_prompts(eval_)
         self.micro_per_epoch = len(self._micro_plan(0, train))
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / t.grad_accum)

@@ -57,18 +57,19 @@ def sync(
     store: BlobStore | None = None,
 ) -> Job:
     """Bring one job up to date with the endpoint (see the module doc). Returns the job."""
+    lease = None
     with session_scope(settings) as s:
         job = repo.get_job(actor, s, job_id)
         status, rid, changed, attempt = job.status, job.runpod_job_id, job.updated_at, job.attempt
         endpoint_url = (job.result or {}).get("endpoint_url")
+        if status not in TERMINAL_STATUSES and rid:
+            lease = _take_pull_lease(actor, s, job_id)
     if status in TERMINAL_STATUSES:
         return job
     if not rid:
         return _sync_unsent(actor, settings, job_id, changed)
-    lease = _take_pull_lease(actor, settings, job_id)
     if lease is None:  # another process is reading the endpoint for this job right now
-        with session_scope(settings) as s:
-            return repo.get_job(actor, s, job_id)
+        return job
     try:
         with job_client(settings, client, endpoint_url) as rp:
             return _sync_run(actor, settings, job_id, rid, attempt, rp, blob_store(settings, store))
@@ -76,18 +77,17 @@ def sync(
         _release_pull_lease(actor, settings, job_id, lease)
 
 
-def _take_pull_lease(actor: Actor, settings: Settings, job_id: str) -> dt.datetime | None:
+def _take_pull_lease(actor: Actor, s: Session, job_id: str) -> dt.datetime | None:
     """The job's pull lease until when it is ours, or None when another process holds it."""
     now = utcnow()
     until = now + dt.timedelta(seconds=PULL_LEASE_S)
     free = (Job.pull_lease_until.is_(None)) | (Job.pull_lease_until < now)
-    with session_scope(settings) as s:
-        taken = s.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.owner_id == actor.user_id, free)
-            .values(pull_lease_until=until)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    taken = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.owner_id == actor.user_id, free)
+        .values(pull_lease_until=until)
+        .execution_options(synchronize_session=False)
+    ).rowcount
     return until if taken == 1 else None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import export
+from core import adapters, export
 from core.db import session_scope
 from core.db.tables import Adapter, AdapterVersion, Dataset
 from core.settings import Settings
@@ -62,7 +62,8 @@ def _method(s: Mapping[str, Any]) -> str:
 def _settings_line(s: Mapping[str, Any]) -> str:
     lora = s.get("lora") or {}
     t = s.get("training") or {}
-    parts = [_method(s)] if _method(s) else []
+    method = _method(s)
+    parts = [method] if method else []
     if lora.get("r") is not None:
         parts.append(f"r={lora['r']} α={lora.get('alpha')}")
     if s.get("quantization"):
@@ -96,9 +97,7 @@ def adapter_rows(
     for v, ds_name, name in found:
         if name is None:
             continue
-        label = f"{name} v{v.version}" if v.version is not None else name
-        if v.is_checkpoint:
-            label += f" step {v.step}"
+        label = adapters.label(name, v)
         out.append(
             AdapterRow(
                 version_id=v.id,
@@ -128,13 +127,11 @@ def _labels(actor: Actor, session: Session, version_ids: set[str]) -> dict[str, 
     if not version_ids:
         return {}
     stmt = (
-        select(AdapterVersion.id, AdapterVersion.version, Adapter.name)
+        select(AdapterVersion, Adapter.name)
         .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
         .where(AdapterVersion.id.in_(version_ids), AdapterVersion.owner_id == actor.user_id)
     )
-    return {
-        vid: f"{name} v{n}" if n is not None else name for vid, n, name in session.execute(stmt)
-    }
+    return {v.id: adapters.label(name, v) for v, name in session.execute(stmt)}
 
 
 def repo_adapter_name() -> Any:
