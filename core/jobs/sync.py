@@ -13,16 +13,29 @@ that stored first could end the job without the final event the other holds; a p
 that finds the lease taken returns the job as stored), each holds the job's row lock
 while it writes, a finished job is never reopened (a job leaves a terminal status only
 through `retry`), and the end of a job is claimed once.
+
+The lease is renewed while the pull runs: a thread moves it PULL_LEASE_S ahead every
+quarter of that, from the moment it is taken until the pulled events are stored, then
+gives it back. A pull is usually a second or two, but it is up to three requests
+(`/stream`, `/status`, `/stream`), each retried up to five times with a 30 s read timeout
+and backoff, then the uploaded log: minutes in the worst case. Bounding it below the lease
+instead would abandon reads the endpoint is only slow to answer, and items a `/stream`
+read has handed out exist nowhere else live, so whoever read them must hold the job until
+they are stored. A process that dies stops renewing, so it holds the job up for
+PULL_LEASE_S at most; one that cannot renew (the database unreachable for longer than the
+lease) logs it and still stores what it read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core import adapters
@@ -43,8 +56,8 @@ from core.users import Actor
 log = logging.getLogger("brightrun.jobs")
 
 UNSUBMITTED_GRACE_S = 120.0  # a QUEUED job without a RunPod id older than this never got sent
-# A pull takes a second or two; a process that dies holding the lease holds the job up
-# this long at most (then another process may read the endpoint for it).
+# A pull takes a second or two, and the lease is renewed while it runs (module doc); a
+# process that dies holding it holds the job up this long at most.
 PULL_LEASE_S = 20.0
 
 
@@ -70,11 +83,15 @@ def sync(
         return _sync_unsent(actor, settings, job_id, changed)
     if lease is None:  # another process is reading the endpoint for this job right now
         return job
+    keeper = _LeaseKeeper(actor, settings, job_id, lease)
+    keeper.start()
     try:
         with job_client(settings, client, endpoint_url) as rp:
             return _sync_run(actor, settings, job_id, rid, attempt, rp, blob_store(settings, store))
     finally:
-        _release_pull_lease(actor, settings, job_id, lease)
+        keeper.stop.set()
+        keeper.join()
+        _release_pull_lease(actor, settings, job_id, keeper.until)
 
 
 def _take_pull_lease(actor: Actor, s: Session, job_id: str) -> dt.datetime | None:
@@ -91,15 +108,54 @@ def _take_pull_lease(actor: Actor, s: Session, job_id: str) -> dt.datetime | Non
     return until if taken == 1 else None
 
 
-def _release_pull_lease(actor: Actor, settings: Settings, job_id: str, lease: dt.datetime) -> None:
-    """Give the lease back, unless it ran out and another process holds it now."""
+def _move_pull_lease(
+    actor: Actor, settings: Settings, job_id: str, lease: dt.datetime, to: dt.datetime | None
+) -> bool:
+    """Move our lease (`lease`, the value we set) to `to` (None: give it back). False when
+    it is not ours any more (it ran out and another process took it)."""
     with session_scope(settings) as s:
-        s.execute(
+        moved = s.execute(
             update(Job)
             .where(Job.id == job_id, Job.owner_id == actor.user_id, Job.pull_lease_until == lease)
-            .values(pull_lease_until=None)
+            .values(pull_lease_until=to)
             .execution_options(synchronize_session=False)
-        )
+        ).rowcount
+    return moved == 1
+
+
+def _release_pull_lease(actor: Actor, settings: Settings, job_id: str, lease: dt.datetime) -> None:
+    """Give the lease back, unless it ran out and another process holds it now."""
+    _move_pull_lease(actor, settings, job_id, lease, None)
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews the job's pull lease every PULL_LEASE_S / 4 until `stop` is set; `until` is
+    the lease's current value (read it after `join`)."""
+
+    def __init__(self, actor: Actor, settings: Settings, job_id: str, until: dt.datetime):
+        super().__init__(name=f"pull-lease-{job_id}", daemon=True)
+        self.actor, self.settings, self.job_id, self.until = actor, settings, job_id, until
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(PULL_LEASE_S / 4):
+            to = utcnow() + dt.timedelta(seconds=PULL_LEASE_S)
+            try:
+                kept = _move_pull_lease(self.actor, self.settings, self.job_id, self.until, to)
+            except SQLAlchemyError:
+                log.warning(
+                    "job %s: the pull lease could not be renewed; trying again",
+                    self.job_id,
+                    exc_info=True,
+                )
+                continue
+            if not kept:
+                log.warning(
+                    "job %s: the pull lease ran out while pulling; another process holds it",
+                    self.job_id,
+                )
+                return
+            self.until = to
 
 
 def _sync_run(

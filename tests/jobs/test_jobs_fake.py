@@ -9,6 +9,7 @@ import importlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -685,3 +686,42 @@ def test_a_job_deleted_mid_run_when_its_ttl_passed_ends_timed_out_and_retries(
     again = jobs.retry(LOCAL_ACTOR, settings, job.id)
     assert again.status == "IN_QUEUE" and again.attempt == 1
     assert again.result["attempt_first_seq"] == 2
+
+
+def test_a_pull_that_outlasts_the_lease_keeps_the_job_and_splits_no_event(
+    env_db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pull lease is renewed while a pull runs: a `/stream` answer that takes 2 s
+    against a 0.4 s lease does not let a second syncer read the endpoint meanwhile, and
+    every event is stored once. The job ends FAILED, so it has no output, and nothing was
+    uploaded: the stream is the only source, and a second reader would have split it."""
+    sync_module = importlib.import_module("core.jobs.sync")
+    monkeypatch.setattr(sync_module, "PULL_LEASE_S", 0.4)
+    f, settings, ds, model = env_db
+    final = {
+        "type": "failed",
+        "data": {"kind": "bad_input", "message": "row 3 is empty", "suggestion": "fix row 3"},
+    }
+    f.script = lambda inp: {"chunks": 4, "interval_s": 0.05, "final": final}
+    job = _submit(settings, ds, model, budget_usd=1.0)
+    with runpod.RunPodClient.from_settings(settings) as c:
+        wait_until(lambda: c.status(job.runpod_job_id).terminal, what="the job to end")
+
+    def stream_reads() -> int:
+        return sum(1 for _, path in list(f.calls) if path.startswith("/stream/"))
+
+    before = stream_reads()
+    f.faults.append(("slow-after", f"/stream/{job.runpod_job_id}"))  # answered 2 s late
+    first = threading.Thread(target=jobs.sync, args=(LOCAL_ACTOR, settings, job.id))
+    first.start()
+    wait_until(lambda: stream_reads() > before, what="the first syncer's /stream read")
+    time.sleep(3 * 0.4)  # the lease's original length has passed three times over
+    assert first.is_alive(), "the slow answer should still be on its way"
+    second = jobs.sync(LOCAL_ACTOR, settings, job.id)
+    assert second.status not in ("COMPLETED", "FAILED") and stream_reads() == before + 1
+    first.join()
+    job = jobs.get(LOCAL_ACTOR, settings, job.id)
+    assert job.status == "FAILED" and job.failure_message == "row 3 is empty"
+    assert [e.seq for e in jobs.events(LOCAL_ACTOR, settings, job.id)] == [0, 1, 2, 3, 4]
+    with db.session_scope(settings) as s:
+        assert repo.get_job(LOCAL_ACTOR, s, job.id).pull_lease_until is None  # given back
