@@ -23,8 +23,10 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 # Dependencies before the code, so a code change reuses this layer.
-COPY trainer/requirements.txt /app/trainer/requirements.txt
-RUN python -m pip install -r /app/trainer/requirements.txt \
+# trainer/requirements.lock (from trainer/requirements.txt by `make lock`): every package at an
+# exact version with hashes, torch left out (the base image's is kept); nothing is resolved here.
+COPY trainer/requirements.lock /app/trainer/requirements.lock
+RUN python -m pip install --require-hashes --no-deps -r /app/trainer/requirements.lock \
     && python -c "import torch; assert torch.__version__.startswith('2.13.0') and torch.version.cuda == '12.8', ('a second torch was installed over the base image', torch.__version__, torch.version.cuda)" \
     && python -c "import torch, bitsandbytes, peft, transformers, hf_xet; print(torch.__version__, torch.version.cuda)"
 

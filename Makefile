@@ -8,18 +8,24 @@ DEV_STAMP := $(VENV)/.installed-dev
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install run test lint postgres chromium migrate bench-quick vllm
+.PHONY: install run test lint lock postgres chromium migrate bench-quick vllm
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): requirements.txt pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps -e .
+# Every environment installs from its lock only (tools/lock.py): exact versions with hashes,
+# transitive packages included, nothing resolved at install time. The editable install
+# builds with the locked setuptools, not a newest one fetched into an isolated build.
+LOCKED := --require-hashes --no-deps -r
+
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(LOCKED) requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-$(DEV_STAMP): $(STAMP) requirements-dev.txt
-	$(BIN)/pip install -q -r requirements-dev.txt
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(BIN)/pip install -q $(LOCKED) requirements-dev.lock
+	$(BIN)/pip check
 	touch $@
 
 install: $(STAMP)
@@ -27,15 +33,18 @@ install: $(STAMP)
 $(VLLM_VENV)/bin/python:
 	$(PY) -m venv $(VLLM_VENV)
 
-# It also pulls CUDA builds of torchvision, torchaudio and torchcodec that fail to import
-# on a CPU machine and break transformers there: vLLM serves text models without them.
-$(VLLM_STAMP): requirements-vllm.txt | $(VLLM_VENV)/bin/python
-	$(VLLM_VENV)/bin/pip install -q -r requirements-vllm.txt
-	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+# Its lock leaves out the CUDA builds of torchvision, torchaudio and torchcodec that vLLM
+# asks for: they fail to import on a CPU machine, and vLLM serves text models without them.
+$(VLLM_STAMP): requirements-vllm.lock | $(VLLM_VENV)/bin/python
+	$(VLLM_VENV)/bin/pip install -q $(LOCKED) requirements-vllm.lock
 	touch $@
 
 # Real vLLM for the inference contract tests and `INFERENCE_ENGINE=vllm brightrun up`.
 vllm: $(VLLM_STAMP)
+
+# Resolve every lock anew from the requirements*.txt files (newest versions they admit).
+lock: $(DEV_STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/lock.py
 
 migrate: install
 	$(BIN)/brightrun db upgrade

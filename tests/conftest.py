@@ -13,6 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Finalizer exceptions are reported at safe points, never formatted mid-AST (see the module).
+pytest_plugins = ("tests.unraisable",)
+
 # Keep torch to one thread per test process so parallel tiers do not fight over 2 cores,
 # and make sure nothing tries a hub.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -37,7 +37,7 @@ def test_trainer_pins_match_the_dashboard_for_shared_packages() -> None:
 def test_dockerfile_runs_the_handler_and_carries_no_secrets() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert 'CMD ["python", "-u", "-m", "trainer.handler"]' in text
-    assert "trainer/requirements.txt" in text and "HF_HOME=/runpod-volume" in text
+    assert "trainer/requirements.lock" in text and "HF_HOME=/runpod-volume" in text
     assert not re.search(r"(HF_TOKEN|API_KEY|SUPABASE_KEY)\s*=", text)
 
 
@@ -101,7 +101,7 @@ def test_the_build_context_is_the_trainer_only() -> None:
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     sent = [p for p in tracked.stdout.split() if not _dockerignore_excludes(patterns, p)]
-    assert "trainer/requirements.txt" in sent and "trainer/handler.py" in sent
+    assert "trainer/requirements.lock" in sent and "trainer/handler.py" in sent
     assert all(p.startswith("trainer/") for p in sent), [
         p for p in sent if not p.startswith("trainer/")
     ]
@@ -109,8 +109,9 @@ def test_the_build_context_is_the_trainer_only() -> None:
 
 def test_dockerfile_installs_pins_first_and_refuses_a_second_torch() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    # Dependencies are a layer of their own, before the code.
-    reqs, install = text.index("COPY trainer/requirements.txt"), text.index("pip install -r")
+    # Dependencies are a layer of their own, before the code, installed from the lock alone.
+    reqs = text.index("COPY trainer/requirements.lock")
+    install = text.index("pip install --require-hashes --no-deps -r /app/trainer/requirements.lock")
     code = text.index("COPY trainer /app/trainer")
     assert reqs < install < code < text.index("python -m compileall -q /app/trainer")
     # The torch check names the pinned version and the base image's CUDA.

@@ -75,7 +75,6 @@ class InferenceClient:
         timeout_s: float = 300.0,
         client: openai.OpenAI | None = None,
     ) -> None:
-        import httpx
         import openai
 
         self.settings = settings
@@ -83,7 +82,9 @@ class InferenceClient:
         self._openai = client or openai.OpenAI(
             base_url=self.url,
             api_key=settings.inference_api_key.get_secret_value() or "none",
-            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            # openai's own Timeout: the type of whichever HTTP library this openai is built on
+            # (an httpx.Timeout is refused by an openai built on httpx2).
+            timeout=openai.Timeout(timeout_s, connect=5.0),
             max_retries=0,
         )
 
@@ -259,14 +260,14 @@ class InferenceClient:
         return self._post_load(name, path, replace)
 
     def _post_load(self, name: str, path: str, replace: bool = False) -> AdapterAvailability:
-        import httpx
         import openai
 
         body: dict[str, Any] = {"lora_name": name, "lora_path": path}
         if replace:
             body["load_inplace"] = True
         try:
-            self._openai.post("/load_lora_adapter", body=body, cast_to=httpx.Response)
+            # The body is a line of text; `str` reads it whatever HTTP library openai is built on.
+            self._openai.post("/load_lora_adapter", body=body, cast_to=str)
         except openai.APIStatusError as e:
             if e.status_code in (404, 405) and not _has_envelope(e):
                 raise RuntimeLoadingDisabled(
@@ -291,13 +292,10 @@ class InferenceClient:
         )
 
     def unload_adapter(self, name: str) -> None:
-        import httpx
         import openai
 
         try:
-            self._openai.post(
-                "/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response
-            )
+            self._openai.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=str)
         except openai.APIStatusError as e:
             if e.status_code in (404, 405) and not _has_envelope(e):
                 raise RuntimeLoadingDisabled(
