@@ -123,3 +123,29 @@ def test_this_environment_is_exactly_the_dev_lock() -> None:
         if installed != entry.version:
             wrong.append(f"{name}: locked {entry.version}, installed {installed}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_vllm_environment_is_exactly_its_lock() -> None:
+    """.venv-vllm holds its lock's versions and none of the packages the lock leaves out."""
+    import json
+
+    python = ROOT / ".venv-vllm" / "bin" / "python"
+    if not python.exists():
+        pytest.skip(".venv-vllm is not installed (`make vllm`); the inference tests say so too")
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = {lock.canonicalize_name(p["name"]): p["version"] for p in json.loads(listed)}
+    env = next(e for e in lock.ENVS if e.lock == "requirements-vllm.lock")
+    wrong = [
+        f"{name}: locked {entry.version}, installed {installed.get(name, 'nothing')}"
+        for name, entry in lock.read_lock(ROOT / env.lock).items()
+        if installed.get(name) != entry.version
+    ]
+    wrong += [
+        f"{name} is installed, the lock leaves it out" for name in env.left_out if name in installed
+    ]
+    assert not wrong, "\n".join(wrong)
