@@ -256,7 +256,9 @@ def continue_command(
     budget: float = typer.Option(0.0, "--budget", help="dollar cap (default: JOB_BUDGET_USD)"),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
     method: str = typer.Option(
-        "sft", "--method", help="sft | dpo | orpo (dpo: the version is the reference)"
+        "",
+        "--method",
+        help="sft | dpo | orpo (default: the parent's; dpo: the version is the reference)",
     ),
 ) -> None:
     """Continue training a version (new data, more epochs): a job that starts from its
@@ -281,7 +283,7 @@ def continue_command(
             adapter_name=adapter_name or None,
             budget_usd=budget or None,
             gpu_type=gpu or None,
-            method=method,
+            method=method or None,
         )
     except _errors() as e:
         _fail(e)

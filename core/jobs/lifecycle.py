@@ -8,7 +8,7 @@
   the original input, whose signed URLs and time limit may be stale, works only for 30
   minutes, and not on CANCELLED jobs.
 - `relaunch` launches a failed job again as a new job (its child) with
-  `relaunch_settings`: lighter memory settings after running out of memory, a third of the
+  `relaunch_settings` (everything else, the method and its settings included, as stored): lighter memory settings after running out of memory, a third of the
   learning rate with warmup after divergence, the same settings after a download failure
   or a cancel.
 - `continue_training` launches a job that starts from an adapter version's weights (see
@@ -33,10 +33,10 @@ from core.datasets import eval_key
 from core.db import repo, session_scope
 from core.db.tables import RETRYABLE_STATUSES, Job, JobStatus, User
 from core.errors import Conflict, InvalidInput, QuotaExceeded
+from core.jobs.again import request_for_job, request_from_spec
 from core.jobs.dispatch import blob_store, dispatch, job_client, sign_training
 from core.jobs.launch import submit
 from core.jobs.oom import oom_settings
-from core.jobs.preflight import LaunchRequest
 from core.jobs.quotas import check_quotas, lock_row
 from core.jobs.spec import build_spec, without_time_limit
 from core.jobs.sync import sync
@@ -109,21 +109,17 @@ def _retry_limits(
 
 
 def _retry_spec(job: Job, keys: tuple[str, str | None], time_limit_s: float) -> JobSpec:
+    """The job's stored spec, rebuilt (`core.jobs.again`), with a fresh time limit; the
+    model path and device stay those the job was first sent with."""
     spec = dict(job.spec or {})
     return build_spec(
         job_id=job.id,
         model=(spec.get("model") or {}).get("name_or_path") or job.base_model,
         adapter_name=validation.served_adapter_name(job.adapter_name, job.id),
-        lora=spec.get("lora"),
-        training=without_time_limit(spec.get("training")),
-        quantization=spec.get("quantization", "nf4"),
-        eval_fraction=0.0 if keys[1] else (spec.get("data") or {}).get("eval_fraction", 0.0),
         device=spec.get("device", "auto"),
         time_limit_s=time_limit_s,
         with_eval_url=bool(keys[1]),
-        resume_from=spec.get("resume_from"),
-        method=spec.get("method", "sft"),
-        preference=spec.get("preference"),
+        **request_for_job(job).spec_settings(bool(keys[1])),
     )
 
 
@@ -244,21 +240,22 @@ def relaunch(
             f"job {job_id} cannot be relaunched as it is: "
             f"{job.failure_suggestion or 'change its settings on the Train page'}"
         )
-    request = LaunchRequest.build(
-        model=job.base_model,
-        dataset_id=job.dataset_id,
-        adapter_name=job.adapter_name,
-        lora=changed["lora"],
-        training=changed["training"],
-        quantization=changed["quantization"],
-        eval_fraction=((job.spec or {}).get("data") or {}).get("eval_fraction", 0.0),
-        gpu_type=job.gpu_type if job.gpu_type in planner.GPU_TYPES else None,
-        budget_usd=job.budget_usd,
-    )
+    request = request_for_job(job, **changed)
     return submit(actor, settings, request, parent_job_id=job.id, client=client, store=store)
 
 
 # --------------------------------------------------------------------------- continue
+
+
+def _continued_method(
+    parent: Mapping[str, Any], method: str | None, preference: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The method changes over the parent's settings: none, unless `method` names another
+    method (then it comes with `preference`, or that method's defaults) or `preference` is
+    given."""
+    if method and method != (parent.get("method") or "sft"):
+        return {"method": method, "preference": preference}
+    return {"preference": preference} if preference is not None else {}
 
 
 def continue_training(
@@ -275,7 +272,7 @@ def continue_training(
     gpu_type: str | None = None,
     client: Any = None,
     store: BlobStore | None = None,
-    method: str = "sft",
+    method: str | None = None,
     preference: Mapping[str, Any] | None = None,
 ) -> Job:
     """Launch a job that continues training version `ref` (new data, more epochs) from its
@@ -284,8 +281,11 @@ def continue_training(
     dataset defaults to the parent's, the adapter name to the parent's (so the result is
     its next version), LoRA settings to the parent's; training settings are the parent's
     with `training` applied over them (without its time limit, which the budget sets).
-    `method` dpo on a preference dataset tunes the version's preferences with the version
-    itself as the reference (see `trainer.preference_loss`)."""
+    The method and its preference settings are the parent's unless `method` names another
+    one (then `preference`, or that method's defaults); `method` dpo on a preference
+    dataset tunes the version's preferences with the version itself as the reference (see
+    `trainer.preference_loss`). The request is rebuilt from the version's settings by
+    `core.jobs.again`, as every launch from a stored spec is."""
     with session_scope(settings) as s:
         parent = adapters.resolve(actor, s, ref)
         if parent.status != "ready":
@@ -301,17 +301,19 @@ def continue_training(
             raise InvalidInput(
                 f"version {ref!r} has neither stored files nor a folder on the volume"
             )
-    request = LaunchRequest.build(
+    changes = _continued_method(ps, method, preference)
+    if quantization:
+        changes["quantization"] = quantization
+    request = request_from_spec(
+        ps,
         model=base,
         dataset_id=dataset_id,
         adapter_name=name,
-        lora=adapters.continued_lora(ps.get("lora"), lora),
-        training={**without_time_limit(ps.get("training")), **dict(training or {})},
-        quantization=quantization or ps.get("quantization") or "nf4",
         budget_usd=budget_usd,
         gpu_type=gpu_type,
         resume_from_version_id=parent_id,
-        method=method,
-        preference=preference,
+        lora=adapters.continued_lora(ps.get("lora"), lora),
+        training={**without_time_limit(ps.get("training")), **dict(training or {})},
+        **changes,
     )
     return submit(actor, settings, request, client=client, store=store)

@@ -2,7 +2,8 @@
 
 A training job that failed with `out_of_memory` is launched again, once, as a new job
 (its child) with lighter settings as the planner suggests them
-(`core.planner.oom_suggestion`) and the budget it has left.
+(`core.planner.oom_suggestion`) and the budget it has left; everything else (the method
+and its settings, the version it continues) as stored (`core.jobs.again`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from core.clients.storage import BlobStore
 from core.db import repo, session_scope
 from core.db.tables import Job
 from core.errors import InvalidInput, QuotaExceeded
+from core.jobs.again import request_for_job
 from core.jobs.errors import SubmitFailed
 from core.jobs.launch import submit
-from core.jobs.preflight import LaunchRequest
-from core.jobs.pricing import LOCAL_GPU
 from core.jobs.spec import without_time_limit
 from core.planner import oom_suggestion
 from core.settings import Settings
@@ -36,6 +36,14 @@ def oom_settings(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     """Lighter settings after an out-of-memory failure, as the planner suggests them
     ({"training": ..., "quantization": ...}), or None when nothing lighter is left."""
     return oom_suggestion(spec)
+
+
+def _lighter(spec: Mapping[str, Any], lighter: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings `oom_settings` changes, as `LaunchRequest` fields."""
+    return {
+        "training": without_time_limit(lighter.get("training", spec.get("training"))),
+        "quantization": lighter.get("quantization", spec.get("quantization", "nf4")),
+    }
 
 
 def _claim(actor: Actor, settings: Settings, job_id: str) -> tuple[bool, Job]:
@@ -72,17 +80,7 @@ def relaunch_after_oom(
         log.info("job %s ran out of memory with the lightest settings; not relaunched", job_id)
         return None
     try:
-        request = LaunchRequest.build(
-            model=job.base_model,
-            dataset_id=job.dataset_id,
-            adapter_name=job.adapter_name,
-            lora=spec.get("lora"),
-            training=without_time_limit(lighter.get("training", spec.get("training"))),
-            quantization=lighter.get("quantization", spec.get("quantization", "nf4")),
-            eval_fraction=(spec.get("data") or {}).get("eval_fraction", 0.0),
-            gpu_type=job.gpu_type if job.gpu_type != LOCAL_GPU else None,
-            budget_usd=left,
-        )
+        request = request_for_job(job, **_lighter(spec, lighter), budget_usd=left)
         new = submit(actor, settings, request, auto_relaunch_of=job.id, client=client, store=store)
     except (QuotaExceeded, InvalidInput, SubmitFailed) as e:
         log.warning(

@@ -97,6 +97,19 @@ class LaunchRequest:
     def budget(self, settings: Settings) -> float:
         return settings.job_budget_usd if self.budget_usd is None else float(self.budget_usd)
 
+    def spec_settings(self, has_eval_split: bool) -> dict[str, Any]:
+        """What the request puts in its `JobSpec` (`build_spec`'s settings keywords); a
+        dataset with its own eval split takes no eval fraction."""
+        return {
+            "lora": self.lora.model_dump(exclude_unset=True),
+            "training": self.training.model_dump(exclude_unset=True),
+            "quantization": self.quantization,
+            "eval_fraction": 0.0 if has_eval_split else self.eval_fraction,
+            "resume_from": PLACEHOLDER_URL + "parent" if self.resume_from_version_id else None,
+            "method": self.method,
+            "preference": self.preference,
+        }
+
 
 def _typed(kind: Any, given: Any, prefix: str) -> Any:
     if isinstance(given, kind):
@@ -334,15 +347,9 @@ def _build_spec(c: _Check, job_id: str) -> None:
             job_id=job_id,
             model=r.model,
             adapter_name=validation.served_adapter_name(name, job_id),
-            lora=r.lora.model_dump(exclude_unset=True),
-            training=r.training.model_dump(exclude_unset=True),
-            quantization=r.quantization,
-            eval_fraction=0.0 if has_split else r.eval_fraction,
             device=device_for(c.settings, c.pricing),
             with_eval_url=has_split,
-            resume_from=PLACEHOLDER_URL + "parent" if r.resume_from_version_id else None,
-            method=r.method,
-            preference=r.preference,
+            **r.spec_settings(has_split),
         )
     except InvalidInput as e:
         c.refuse(e)
