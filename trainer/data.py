@@ -59,7 +59,13 @@ from pathlib import Path
 from typing import Any
 
 from trainer.shared.errors import BadInput, DownloadFailed
-from trainer.shared.tokens import Conversation, chat_token_masks, text_token_ids, text_windows
+from trainer.shared.tokens import (
+    Conversation,
+    TemplateRefused,
+    chat_token_masks,
+    text_token_ids,
+    text_windows,
+)
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant", "tool")
@@ -222,6 +228,20 @@ class DataStats:
         }
 
 
+def _chat_masks(
+    tokenizer: Any, chat: dict[int, Conversation], train_on_reasoning: bool
+) -> list[tuple[list[int], list[bool]]]:
+    """The chat rows' ids and loss masks; a row the chat template refuses is a `BadInput`
+    naming it (1-based)."""
+    try:
+        return chat_token_masks(
+            tokenizer, list(chat.values()), train_on_reasoning=train_on_reasoning
+        )
+    except TemplateRefused as e:
+        row = list(chat)[e.index or 0] + 1
+        raise BadInput(f"row {row}: {e.message}", e.suggestion) from e
+
+
 def tokenize_rows(
     tokenizer: Any, rows: list[Row], max_length: int, *, train_on_reasoning: bool = True
 ) -> tuple[list[Sample], DataStats]:
@@ -233,10 +253,7 @@ def tokenize_rows(
     chat = {i: r for i, r in enumerate(rows) if not isinstance(r, str)}
     text = {i: r for i, r in enumerate(rows) if isinstance(r, str)}
     if chat:
-        pairs = chat_token_masks(
-            tokenizer, list(chat.values()), train_on_reasoning=train_on_reasoning
-        )
-        for i, pair in zip(chat, pairs, strict=True):
+        for i, pair in zip(chat, _chat_masks(tokenizer, chat, train_on_reasoning), strict=True):
             encoded[i] = pair
     if text:
         for i, ids in zip(text, text_token_ids(tokenizer, list(text.values())), strict=True):
