@@ -8,7 +8,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install run test lint lock postgres chromium migrate bench-quick vllm
+.PHONY: install run test lint lock lock-upgrade postgres chromium migrate bench-quick vllm
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,9 +42,13 @@ $(VLLM_STAMP): requirements-vllm.lock | $(VLLM_VENV)/bin/python
 # Real vLLM for the inference contract tests and `INFERENCE_ENGINE=vllm brightrun up`.
 vllm: $(VLLM_STAMP)
 
-# Resolve every lock anew from the requirements*.txt files (newest versions they admit).
+# Bring the locks in line with the requirements*.txt files, keeping locked versions where
+# they still fit; lock-upgrade moves every package to the newest version they admit.
 lock: $(DEV_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/lock.py
+
+lock-upgrade: $(DEV_STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/lock.py --upgrade
 
 migrate: install
 	$(BIN)/brightrun db upgrade

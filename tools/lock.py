@@ -12,7 +12,10 @@ so a package published after the lock was written can never reach an install.
 | `.venv-vllm` | `requirements-vllm.txt` | `requirements-vllm.lock` |
 | the trainer image | `trainer/requirements.txt` | `trainer/requirements.lock` |
 
-`python tools/lock.py` (`make lock`) resolves every lock anew with uv; `--check` (and
+`python tools/lock.py` (`make lock`) brings every lock in line with its `.txt` with uv,
+keeping the locked version of every package it can (like `pip-compile`); `--upgrade`
+(`make lock-upgrade`) resolves everything to the newest versions the `.txt` files admit;
+`--check` (and
 `tests/test_locks.py`) compares each lock with what it was made from, offline:
 - every requirement of the `.txt` is in the lock at a version its specifier admits;
 - every package the lock says a `.txt` asked for is still asked for there;
@@ -182,15 +185,17 @@ def _included(path: Path, root: Path) -> list[str]:
     return names
 
 
-def compile_all(root: Path = ROOT) -> None:
-    """Resolve every lock anew (newest versions the `.txt` files admit), in table order so
-    that a lock resolved under another reads that one's new versions."""
+def compile_all(root: Path = ROOT, *, upgrade: bool = False) -> None:
+    """Resolve every lock (keeping locked versions unless `upgrade`), in table order so that
+    a lock resolved under another reads that one's new versions."""
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     if uv is None:
         raise SystemExit("uv is not installed: `make lock` installs it with the dev tools")
     for env in ENVS:
         cmd = [uv, "pip", "compile", env.source, "-o", env.lock, "--generate-hashes"]
-        cmd += ["--upgrade", "--quiet", "--custom-compile-command", "make lock", *PLATFORM]
+        cmd += ["--quiet", "--custom-compile-command", "make lock", *PLATFORM]
+        if upgrade:
+            cmd.append("--upgrade")
         cmd += ["--find-links", WHEELS]
         for name in env.left_out:
             cmd += ["--no-emit-package", name]
@@ -203,9 +208,10 @@ def compile_all(root: Path = ROOT) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="compare, do not resolve")
+    parser.add_argument("--upgrade", action="store_true", help="newest versions allowed")
     args = parser.parse_args(argv)
     if not args.check:
-        compile_all()
+        compile_all(upgrade=args.upgrade)
     problems = check()
     for p in problems:
         print(p, file=sys.stderr)
