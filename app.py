@@ -14,7 +14,7 @@ the deep link and the raw page list was served before the hand-over.)
 
 import streamlit as st
 
-from components import auth_gate, sign_in
+from components import auth_gate, sections, sign_in
 
 st.set_page_config(page_title="BrightRun", page_icon=":material/bolt:", layout="wide")
 
@@ -50,4 +50,6 @@ for section, name, title, icon in PAGES:
                 default=name == "overview",
             )
         )
-st.navigation(pages).run()
+# An unexpected error shows one line with an error id (the traceback goes to the log).
+with sections.section("this page"):
+    st.navigation(pages).run()

@@ -6,6 +6,7 @@ import streamlit as st
 from components import datasets as ui
 from components import session
 from components import widgets as w
+from components.sections import section
 from core import datasets, queries
 from core.errors import BrightRunError
 
@@ -22,7 +23,7 @@ model = c1.selectbox(
 )
 max_length = c2.number_input("Max length (tokens)", 16, 262144, step=256, key="datasets.max_length")
 
-with st.expander("Upload a dataset", expanded=True):
+with st.expander("Upload a dataset", expanded=True), section("the upload"):
     ui.upload(model, int(max_length))
 
 with session.db() as s:
@@ -58,12 +59,12 @@ ds_id = st.selectbox(
 ds = by_id[ds_id]
 
 tab_stats, tab_preview, tab_manage = st.tabs(["Statistics", "Preview", "Rename or delete"])
-with tab_stats:
+with tab_stats, section("the statistics"):
     ui.summary(ds)
     ui.histogram(ds, int(max_length))
-with tab_preview:
+with tab_preview, section("the preview"):
     ui.preview(ds, model)
-with tab_manage:
+with tab_manage, section("rename and delete"):
     new_name = st.text_input("New name", value=ds.name, key=f"datasets.rename.{ds.id}")
     if st.button("Rename", key="datasets.rename"):
         try:

@@ -6,6 +6,7 @@ import streamlit as st
 from components import charts, session
 from components import jobs as jobs_ui
 from components import widgets as w
+from components.sections import section
 from core import queries
 
 st.title("Overview")
@@ -14,6 +15,7 @@ actor, settings = session.actor(), session.settings()
 
 
 @st.fragment(run_every=settings.sync_interval_s)
+@section("the running jobs")
 def running_jobs() -> None:
     with session.db() as s:
         ov = queries.overview(actor, s, settings)

@@ -178,5 +178,10 @@ def preview(ds: Any, model: str) -> None:
         st.caption(f"As {w.plain(model)}'s chat template renders it (what training tokenizes):")
         if view.text is None:
             st.info(w.plain(view.reason))
-        else:
+        elif view.rejected is None:
             st.code(view.text, language=None, wrap_lines=True)
+        else:  # a preference pair: both sides, each the prompt and its answer
+            st.caption("Prompt + chosen answer")
+            st.code(view.text, language=None, wrap_lines=True)
+            st.caption("Prompt + rejected answer")
+            st.code(view.rejected, language=None, wrap_lines=True)

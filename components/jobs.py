@@ -14,6 +14,7 @@ import streamlit as st
 
 from components import charts, session
 from components import widgets as w
+from components.sections import section
 from core import actions as job_actions
 from core import adapters, jobs, queries
 from core.db.tables import JOB_STATUSES, TERMINAL_STATUSES
@@ -139,13 +140,13 @@ def actions(detail: queries.JobDetail) -> None:
 
 
 def live(job_id: str, shown_status: str) -> None:
-    """The job's numbers and curves; refreshes itself while the job runs. `shown_status` is
-    the status the page was drawn with: when the job has ended since (synced here or by
-    the background syncer), the whole page is drawn again so its buttons match."""
+    """The job's numbers and curves, refreshed while it runs; when the job has ended since
+    the page was drawn with `shown_status`, the whole page is drawn again (buttons match)."""
     every = session.settings().sync_interval_s
     running = shown_status not in TERMINAL_STATUSES
 
     @st.fragment(run_every=every if running and st.session_state["jobs.live"] else None)
+    @section("the job's progress")
     def _live() -> None:
         actor, settings = session.actor(), session.settings()
         if running:

@@ -89,18 +89,28 @@ def status_badge(s: str) -> str:
 
 
 def chat_bubbles(row: Mapping[str, Any]) -> None:
-    """A normalised row as chat bubbles; contents shown as plain text only."""
+    """A normalised row as chat bubbles (a preference pair: the prompt, then each answer
+    under its label); contents shown as plain text only."""
     if "text" in row:
         with st.chat_message("assistant", avatar=":material/description:"):
             st.caption("text (loss on every token)")
             st.text(row["text"])
         return
-    for m in row.get("messages", []):
+    if "chosen" in row and "rejected" in row:
+        _bubbles(row.get("prompt") or [])
+        _bubbles(row.get("chosen") or [], "chosen")
+        _bubbles(row.get("rejected") or [], "rejected")
+        return
+    _bubbles(row.get("messages") or [])
+
+
+def _bubbles(messages: Sequence[Mapping[str, Any]], side: str = "") -> None:
+    for m in messages:
         role = str(m.get("role", ""))
         with st.chat_message(
             role if role in ("user", "assistant") else "ai", avatar=ROLE_AVATARS.get(role)
         ):
-            st.caption(role)
+            st.caption(f"{role} ({side} answer)" if side else role)
             st.text(str(m.get("content", "")))
 
 

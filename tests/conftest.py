@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import logging
 import os
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,40 @@ def pin_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[dt.datetime], dt.dat
         return when
 
     return pin
+
+
+class _PageErrors(logging.Handler):
+    """ERROR records of `brightrun.pages`: the errors the dashboard's page sections caught."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+        self.expected = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _no_hidden_page_errors() -> Iterator[_PageErrors]:
+    """A page section turns an unexpected error into one line on the page, so `at.exception`
+    stays empty: this fails any test during which a section caught one, unless the test
+    asked for `page_errors` (then it gets them to check)."""
+    handler, logger = _PageErrors(), logging.getLogger("brightrun.pages")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+    if handler.records and not handler.expected:
+        r = handler.records[0]
+        detail = "".join(traceback.format_exception(*r.exc_info)) if r.exc_info else ""
+        pytest.fail(f"a page section caught an error: {r.getMessage()}\n{detail}")
+
+
+@pytest.fixture
+def page_errors(_no_hidden_page_errors: _PageErrors) -> list[logging.LogRecord]:
+    """The unexpected errors the dashboard's page sections caught during the test (each
+    shown to the user as "error <id>"). A test that asks for this fixture expects some."""
+    _no_hidden_page_errors.expected = True
+    return _no_hidden_page_errors.records

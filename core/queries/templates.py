@@ -1,5 +1,12 @@
 """What the Datasets and Train pages read about models: the base models a user can pick,
-a row through a model's chat template, and the share of rows a max length truncates."""
+a row through a model's chat template, and the share of rows a max length truncates.
+
+`render_with_template` takes any normalised row `core.datasets` stores: `{"text"}` (the
+text and EOS), `{"messages", "tools"?}` (the conversation), or a preference pair
+`{"prompt", "chosen", "rejected"}` (prompt + chosen and prompt + rejected, each as the
+trainer renders a side). A row the template cannot render (no tokenizer, no chat template,
+no messages, the template itself refusing the row) comes back with `text=None` and the
+reason; it never raises for a row's content."""
 
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ def model_options(settings: Settings) -> list[str]:
 class TemplateView:
     text: str | None  # the row exactly as the model's chat template renders it
     reason: str | None = None  # why it could not be rendered
+    rejected: str | None = None  # a preference pair: prompt + rejected (`text`: + chosen)
 
 
 def render_with_template(settings: Settings, model: str, row: Mapping[str, Any]) -> TemplateView:
@@ -38,10 +46,26 @@ def render_with_template(settings: Settings, model: str, row: Mapping[str, Any])
         return TemplateView(str(row["text"]) + eos)
     if not getattr(tok, "chat_template", None):
         return TemplateView(None, f"the tokenizer of {model!r} has no chat template")
-    extra = {"tools": row["tools"]} if row.get("tools") else {}  # tool-calling rows
-    return TemplateView(
-        tok.apply_chat_template(list(row.get("messages", [])), tokenize=False, **extra)
-    )
+    if "chosen" in row and "rejected" in row:  # a preference pair: each side as trained
+        prompt = list(row.get("prompt") or [])
+        chosen = _render(tok, prompt + list(row.get("chosen") or []), None)
+        rejected = _render(tok, prompt + list(row.get("rejected") or []), None)
+        if chosen.text is None or rejected.text is None:
+            return chosen if chosen.text is None else rejected
+        return TemplateView(chosen.text, rejected=rejected.text)
+    return _render(tok, list(row.get("messages") or []), row.get("tools") or None)
+
+
+def _render(tok: Any, messages: list[Any], tools: list[Any] | None) -> TemplateView:
+    from jinja2 import TemplateError
+
+    if not messages:
+        return TemplateView(None, "the row has no messages to render")
+    extra = {"tools": tools} if tools else {}  # tool-calling rows
+    try:
+        return TemplateView(tok.apply_chat_template(messages, tokenize=False, **extra))
+    except TemplateError as e:  # the model's template refuses this row (raise_exception)
+        return TemplateView(None, f"the chat template could not render this row: {e}")
 
 
 def truncated_share(tokens: Mapping[str, Any], max_length: int) -> float | None:
