@@ -273,13 +273,14 @@ def _turns(
 def _turn_start(full: str, prompt: str, lo: int, hi: int) -> int | None:
     """Where the assistant's own text starts in `full[lo:hi]` (the template's text between
     the previous message's fields and this turn's first field): after the last occurrence
-    of the generation prompt, or of its longest beginning that is there (a turn rendered in
-    context may lack the <think> the prompt opens), never shorter than its first line."""
+    of the generation prompt, or of its longest beginning made of whole lines that is there
+    (a turn rendered in context may lack the <think> block the prompt opens); its first line
+    at least."""
     if not prompt:
         return None
-    cut = prompt.find("\n") + 1 or len(prompt)
+    lines = sorted({len(prompt)} | {i + 1 for i, c in enumerate(prompt) if c == "\n"})
     region = full[lo:hi]
-    for k in range(len(prompt), cut - 1, -1):
+    for k in reversed(lines):
         at = region.rfind(prompt[:k])
         if at >= 0:
             return lo + at + k
