@@ -15,6 +15,7 @@ from components import charts
 from components import widgets as w
 from core import jobs, planner
 from core.actions import CacheState
+from core.datasets.methods import methods_for, untrainable_reason
 
 _LORA_KEYS = {"r": "train.lora_r", "alpha": "train.lora_alpha", "dropout": "train.lora_dropout"}
 PRESETS = list(jobs.PRESETS)
@@ -54,7 +55,7 @@ def model_card(model: str, models_dir: Any) -> None:
     size = f"{total / 1e9:.1f}B" if total >= 1e9 else f"{total / 1e6:.1f}M"
     moe = f", MoE {f.experts} experts ({f.experts_per_token} active)" if f.is_moe else ""
     st.caption(
-        f"{f.name} · {size} parameters{moe} · context {f.context_length:,} tokens · licence {f.licence}"
+        f"{w.plain(f.name)} · {size} parameters{moe} · context {f.context_length:,} tokens · licence {f.licence}"
     )
 
 
@@ -98,8 +99,12 @@ def _apply_method() -> None:
 
 def method_choice(layout: str) -> tuple[str, dict[str, Any] | None]:
     """(method, preference settings) for a dataset of `layout`: preference data trains
-    with DPO or ORPO, chat and text data with SFT."""
-    options = ["dpo", "orpo"] if layout.startswith("preference") else ["sft"]
+    with DPO or ORPO, chat and text data with SFT (`core.datasets.methods`). A layout no
+    method trains (KTO data) stops the page with the reason."""
+    options = list(methods_for(layout))
+    if not options:
+        st.error(f"This dataset cannot be trained: {untrainable_reason(layout)}.")
+        st.stop()
     if st.session_state.get("train.method") not in options:
         st.session_state["train.method"] = options[0]
         _apply_method()

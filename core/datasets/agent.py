@@ -2,14 +2,20 @@
 
 What a chat message may carry besides its role and text, as the layouts give it:
 
-    content             a string, or parts: {"type": "text", "text"|"value"}, and
-                        {"type": "reasoning"|"thinking", "text"|"value"|"thinking"}
+    content             a string, or parts: {"type": "text", "text"|"value"},
+                        {"type": "reasoning"|"thinking", "text"|"value"|"thinking"}, and
+                        (assistant) {"type": "tool_call", "value": JSON call {"name",
+                        "arguments"}} (LLaMA-Factory v1)
     tool_calls          (assistant) [{"id"?, "type": "function", "function": {"name",
                         "arguments": JSON text or object}}], or [{"name", "arguments"}]
     tool_call_id, name  (tool) which call a result answers
     reasoning_content   (assistant; `reasoning` and `thinking` are read the same), or an
                         inline "<think>...</think>" opening its content
-    loss_weight         0 or 1 (0: the message is context only, it carries no loss)
+    loss_weight         0 or 1 (0: the message is context only, it carries no loss);
+    weight              the same, as OpenAI's chat fine-tuning format names it (an
+                        assistant message with weight 0 is not trained on). 1 on a message
+                        that is not the assistant's is refused: only assistant turns carry
+                        loss here, so that meaning could not be honoured.
 
 ShareGPT rows give a call as a `function_call` turn whose value is the JSON call
 `{"name", "arguments"}` (or a list of them: parallel calls), results as `observation`
@@ -25,8 +31,8 @@ Checked, each problem naming the field: arguments that are not a JSON object, a 
 function the row's `tools` does not define, a tool message that answers no call (in a row
 that defines tools or makes structured calls; older rows whose calls are plain text keep
 their tool messages), a content part whose keys are not understood (the keys it has are
-named), a loss_weight other than 0 or 1, and a `tools` that is not a list of function
-schemas.
+named), a loss_weight or weight other than 0 or 1 (or the two disagreeing), and a `tools`
+that is not a list of function schemas.
 """
 
 from __future__ import annotations
@@ -39,17 +45,20 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_ROLES = frozenset({"function_call", "tool_call", "tool_calls"})
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 # Keys that make a message an agent message (the layouts' fast path leaves these alone).
-AGENT_KEYS = frozenset({"tool_calls", "tool_call_id", "loss_weight", *REASONING_KEYS})
+WEIGHT_KEYS = ("loss_weight", "weight")
+AGENT_KEYS = frozenset({"tool_calls", "tool_call_id", *WEIGHT_KEYS, *REASONING_KEYS})
 _TEXT_PART_KEYS = ("text", "value", "content")
 _REASONING_PART_KEYS = ("value", "text", "reasoning", "thinking")
 
 
 class Parts:
-    """Content parts read as (text, reasoning); `error` names what was not understood."""
+    """Content parts read as (text, reasoning, calls); `error` names what was not
+    understood. `calls` holds each `tool_call` part's value and where it is."""
 
     def __init__(self, value: list[Any], where: str) -> None:
         self.text: list[str] = []
         self.reasoning: list[str] = []
+        self.calls: list[tuple[Any, str]] = []
         self.error: str | None = None
         for i, part in enumerate(value):
             self._read(part, f"{where}[{i}]")
@@ -61,10 +70,14 @@ class Parts:
             self.error = f"{where} must be an object like {{'type': 'text', 'text': ...}}"
             return
         kind = part.get("type", "text")
+        if kind == "tool_call":
+            self.calls.append((part.get("value", part.get("text")), f"{where}.value"))
+            return
         keys = _TEXT_PART_KEYS if kind == "text" else _REASONING_PART_KEYS
         if kind not in ("text", "reasoning", "thinking"):
             self.error = (
-                f"{where} is a {str(kind)[:30]!r} part; only text and reasoning parts are supported"
+                f"{where} is a {str(kind)[:30]!r} part; only text, reasoning and tool_call parts "
+                "are supported"
             )
             return
         key = next((k for k in keys if isinstance(part.get(k), str)), None)
@@ -179,15 +192,19 @@ def agent_message(
     problem added to `problems` (anything with `add(kind, field, message)`)."""
     at = f"{where}.{content_key}"
     if role in CALL_ROLES:
-        return _call_turn(m.get(content_key), at, problems)
+        call = _call_turn(m.get(content_key), at, problems)
+        return call if call is not None and _loss_weight(m, call, where, problems) else None
     raw = m.get(content_key)
     reasoning: str | None = None
+    part_calls: list[dict[str, Any]] = []
     if isinstance(raw, list):
         parts = Parts(raw, at)
         if parts.error:
             problems.add("unknown_part", at, parts.error)
             return None
         text, reasoning = "".join(parts.text), "\n".join(parts.reasoning) or None
+        if parts.calls and not _part_calls(parts, role, at, part_calls, problems):
+            return None
     elif raw is None or isinstance(raw, str):
         text = raw or ""
     else:
@@ -199,6 +216,8 @@ def agent_message(
     if role == "assistant":
         if not _assistant_extras(m, msg, reasoning, where, problems):
             return None
+        if part_calls:
+            msg["tool_calls"] = [*msg.get("tool_calls", ()), *part_calls]
     elif reasoning is not None or _reasoning_field(m) is not None:
         problems.add(
             "wrong_type", at, f"{where} is a {role} message; only assistant messages reason"
@@ -214,6 +233,35 @@ def agent_message(
         problems.add("empty_content", at, f"{at} is empty")
         return None
     return msg
+
+
+def _part_calls(parts: Parts, role: str, at: str, out: list[dict[str, Any]], problems: Any) -> bool:
+    """The calls of `tool_call` content parts (LLaMA-Factory v1: each value is the JSON
+    call) into `out`; False with the problem when one is wrong or the role cannot call."""
+    if role != "assistant":
+        problems.add(
+            "invalid_tool_call", at, f"{at} has tool_call parts; only assistant messages call"
+        )
+        return False
+    for raw, where in parts.calls:
+        value = raw
+        if isinstance(raw, str):
+            try:
+                value = json.loads(raw)
+            except ValueError as e:
+                problems.add(
+                    "invalid_tool_call",
+                    where,
+                    f"{where} is not a JSON tool call ({e.msg} at character {e.pos}); expected "
+                    '{"name": ..., "arguments": {...}}',
+                )
+                return False
+        calls, problem = parse_calls(value, where)
+        if problem:
+            problems.add("invalid_tool_call", where, problem)
+            return False
+        out.extend(calls)
+    return True
 
 
 def _reasoning_field(m: dict[str, Any]) -> str | None:
@@ -269,18 +317,37 @@ def _call_turn(raw: Any, at: str, problems: Any) -> dict[str, Any] | None:
 
 
 def _loss_weight(m: dict[str, Any], msg: dict[str, Any], where: str, problems: Any) -> bool:
-    w = m.get("loss_weight")
-    if w is None:
+    """A message's `loss_weight` or `weight` (OpenAI's name for it): 0 is kept as
+    `loss_weight` 0 (no loss on the message); 1 is the default for an assistant message
+    and cannot be honoured on another (only assistant turns carry loss). False with the
+    problem when a weight is not 0 or 1, the two keys disagree, or 1 is on another role."""
+    given = [(k, m[k]) for k in WEIGHT_KEYS if m.get(k) is not None]
+    if not given:
         return True
-    if isinstance(w, bool) or w not in (0, 1):
+    for key, w in given:
+        if isinstance(w, bool) or not isinstance(w, int | float) or w not in (0, 1):
+            field = f"{where}.{key}"
+            problems.add("wrong_type", field, f"{field} must be 0 or 1, not {w!r}"[:200])
+            return False
+    if len({w for _, w in given}) > 1:
         problems.add(
             "wrong_type",
-            f"{where}.loss_weight",
-            f"{where}.loss_weight must be 0 or 1, not {w!r}"[:200],
+            f"{where}.weight",
+            f"{where} has loss_weight {given[0][1]!r} and weight {given[1][1]!r}; they disagree",
         )
         return False
+    key, w = given[0]
     if w == 0:
         msg["loss_weight"] = 0
+    elif msg["role"] != "assistant":
+        field = f"{where}.{key}"
+        problems.add(
+            "unhonoured_key",
+            field,
+            f"{field} is 1 on a {msg['role']} message: only assistant messages are trained on "
+            "here; set it to 0 or remove it",
+        )
+        return False
     return True
 
 

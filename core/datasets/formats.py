@@ -19,8 +19,10 @@ Formats, in the order detection tries them:
 - CSV/TSV (extension `.csv`/`.tsv`, or a header line with a known column): one row per
   record after the header, the delimiter sniffed from the header; cells holding JSON
   lists (`messages`, `conversations`, `history`) are parsed.
-- Plain text (extension `.txt`, content not JSON): a `{"text"}` row per document, documents
-  being separated by blank lines (a file without blank lines is one document); a document
+- Plain text (extension `.txt`, content not JSON): a `{"text"}` row per document. The rule
+  is the file's (`text_rule`): when blank lines separate paragraphs, documents are the
+  runs of lines between blank lines ("paragraphs"; rows are counted by document);
+  otherwise each line is one document ("lines"; rows are line numbers). A document
   longer than `max_row_bytes` is skipped with a `too_long` problem.
 The extension is only a hint; the content decides. Text is UTF-8 (a UTF-8 or UTF-16 byte
 order mark is honoured); bytes that are not UTF-8 make that row's problem `not_utf8`.
@@ -38,6 +40,7 @@ import orjson
 
 from core.datasets.json_array import read_json_array
 from core.datasets.records import (
+    PIECE,
     Problem,
     Record,
     bad_record,
@@ -326,6 +329,41 @@ def read_parquet(path: Path, max_row_bytes: int, batch_rows: int = 2048) -> Iter
 # --------------------------------------------------------------------------- plain text
 
 
+TEXT_RULES = {
+    "lines": "one document per line (the file has no blank lines between paragraphs)",
+    "paragraphs": "one document per paragraph (blank lines separate the documents)",
+}
+
+
+def text_rule(path: Path) -> str:
+    """ "paragraphs" when a blank line stands between two non-blank lines of the text file
+    at `path`, else "lines" (see `TEXT_RULES`). Reads the file once, a line at a time."""
+    seen_text = blank_after_text = False
+    with open(path, "rb") as f:
+        encoding, skip = encoding_of(f.read(4))
+        text = text_stream(f, encoding, skip)
+        for line, _n in capped_lines(text.readline, PIECE, "\n"):
+            if line is not None and not line.strip():
+                blank_after_text = seen_text
+            elif blank_after_text:
+                return "paragraphs"
+            else:
+                seen_text = True
+    return "lines"
+
+
+def read_text_lines(
+    f: IO[bytes], max_row_bytes: int, encoding: str = "utf-8", skip: int = 0
+) -> Iterator[Record]:
+    """One `{"text"}` row per non-blank line; the row is the line number."""
+    lines = capped_lines(text_stream(f, encoding, skip).readline, max_row_bytes, "\n")
+    for lineno, (line, _n) in enumerate(lines, start=1):
+        if line is None:
+            yield too_long(lineno, max_row_bytes)
+        elif line.strip():
+            yield _document(lineno, [line], False, max_row_bytes)
+
+
 def read_text_documents(
     f: IO[bytes], max_row_bytes: int, encoding: str = "utf-8", skip: int = 0
 ) -> Iterator[Record]:
@@ -350,7 +388,7 @@ def read_text_documents(
 def _document(row: int, lines: list[str], over: bool, max_row_bytes: int) -> Record:
     if over:
         return too_long(row, max_row_bytes)
-    text = "".join(lines).strip("\n")
+    text = "".join(lines).strip("\r\n")
     if not is_utf8(text):
         return not_utf8(row)
     return Record(row, {"text": text}, raw_bytes=len(text))
@@ -368,10 +406,13 @@ _TEXT_READERS: dict[str, Reader] = {
 
 
 def open_records(
-    path: Path, max_row_bytes: int, file_format: str | None = None
+    path: Path, max_row_bytes: int, file_format: str | None = None, rule: str | None = None
 ) -> tuple[str, Iterator[Record]]:
-    """(format, records). Raises DatasetUnusable when the file cannot be read at all."""
+    """(format, records). Raises DatasetUnusable when the file cannot be read at all.
+    `rule` is a text file's (`text_rule`, found here when not given)."""
     fmt = file_format or detect_format(path)
+    if fmt == "txt" and (rule or text_rule(path)) == "lines":
+        return fmt, _with_file(path, read_text_lines, max_row_bytes)
     if fmt == "parquet":
         return fmt, read_parquet(path, max_row_bytes)
     if fmt == "json" and _decode(_sniff(path)).lstrip().startswith("{"):

@@ -7,6 +7,12 @@ examples), counts exact duplicates and measures tokens (`core.datasets.tokens`).
 row (raw) may be at most `max_row_bytes` characters. It never raises on file content: a
 file that cannot be used gets a `Report.reason`.
 
+Nothing a row says is dropped in silence (`core.datasets.census`): a key the layout does
+not read is listed in `ignored_keys` with its count, and a key known to carry training
+meaning that is not honoured here is the row's problem (`unhonoured_key`). The report
+also says how a text file was cut into documents (`text_rule`) and sums up the scores
+preference rows carry (`scores`).
+
 Rows are split into train and eval by a hash of the normalised row (`eval_fraction`,
 default 5%), so duplicates never straddle the split. Memory stays bounded: rows stream
 through one at a time; per row only an 8-byte hash is kept (for exact duplicates), plus
@@ -27,7 +33,9 @@ from typing import IO, Any
 import orjson
 
 from core.datasets.agent import AgentCounts
-from core.datasets.formats import open_records
+from core.datasets.census import KeyCensus, describe
+from core.datasets.formats import TEXT_RULES, detect_format, open_records, text_rule
+from core.datasets.preference import ScoreCounts
 from core.datasets.preference import detect_any_layout as detect_layout
 from core.datasets.preference import normalise_any_row as normalise_row
 from core.datasets.records import Problem, Record
@@ -66,6 +74,9 @@ class Report:
     eval_fraction: float = 0.0
     tokens: dict[str, Any] = field(default_factory=dict)
     agent: dict[str, Any] = field(default_factory=dict)  # tools, calls, reasoning (counts)
+    ignored_keys: list[dict[str, Any]] = field(default_factory=list)  # {key, where, count}
+    text_rule: str | None = None  # a text file's documents: "lines" or "paragraphs"
+    scores: dict[str, Any] = field(default_factory=dict)  # preference rows' scores
     samples: list[dict[str, Any]] = field(default_factory=list)
     read_stopped: bool = False  # reading ended early at a row the reader could not pass
 
@@ -88,6 +99,12 @@ class Report:
             )
         return ""
 
+    def notes(self) -> list[str]:
+        """What the report says besides problems: how text was cut into documents, and the
+        keys no row's training reads."""
+        out = [f"text: {TEXT_RULES[self.text_rule]}"] if self.text_rule else []
+        return out + [f"not used: {describe(e)}" for e in self.ignored_keys]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": self.file_format,
@@ -109,6 +126,10 @@ class Report:
             },
             "tokens": self.tokens,
             "agent": self.agent,
+            "ignored_keys": self.ignored_keys,
+            "notes": self.notes(),
+            "text_rule": self.text_rule,
+            "scores": self.scores,
             "samples": self.samples,
         }
 
@@ -133,8 +154,9 @@ def clip_row(row: dict[str, Any], n: int = 500) -> dict[str, Any]:
             out.append(clipped)
         return out
 
-    # messages (with the row's tools), or a preference pair's prompt/chosen/rejected
-    return {k: (v if k == "tools" else clip(v)) for k, v in row.items()}
+    # messages (with the row's tools), a preference pair's prompt/chosen/rejected (and
+    # scores), or a KTO row's prompt/completion and label
+    return {k: (clip(v) if isinstance(v, list) and k != "tools" else v) for k, v in row.items()}
 
 
 def process_file(
@@ -165,10 +187,13 @@ def process_file(
         _explain_no_layout(report, head)
         return report
     stats = TokenStats(tokenizer, max_length, token_rows)
-    counts = AgentCounts()
+    counts, census, scores = AgentCounts(), KeyCensus(report.layout), ScoreCounts()
     outputs = (train_out, eval_out)
-    hashes = _stream(itertools.chain(head, rest), report, (stats, counts), outputs, n_samples)
+    measures = (stats, counts, census, scores)
+    hashes = _stream(itertools.chain(head, rest), report, measures, outputs, n_samples)
     report.agent = counts.result()
+    report.ignored_keys = census.result()
+    report.scores = scores.result()
     report.duplicates = _duplicates(hashes)
     report.tokens = stats.result(report.valid_rows)
     return report
@@ -182,7 +207,9 @@ def _open(
     reason, when the file cannot be read at all."""
     try:
         report.size_bytes = path.stat().st_size
-        report.file_format, records = open_records(path, max_row_bytes)
+        fmt = detect_format(path)
+        report.text_rule = text_rule(path) if fmt == "txt" else None
+        report.file_format, records = open_records(path, max_row_bytes, fmt, report.text_rule)
         rest = iter(records)
         head: list[Record] = []
         readable = 0
@@ -215,23 +242,26 @@ def _explain_no_layout(report: Report, head: list[Record]) -> None:
     else:
         report.reason = (
             "no known layout: expected a 'messages' (OpenAI chat), 'conversations' (ShareGPT), "
-            "'instruction'+'output' (Alpaca), 'prompt'+'completion', 'text', or preference "
-            "'prompt'+'chosen'+'rejected' fields; found " + ", ".join(repr(f[:40]) for f in fields)
+            "'instruction'+'output' (Alpaca), 'prompt'+'completion', 'text', preference "
+            "'chosen'+'rejected' (with a 'prompt', or whole conversations), "
+            "'chosen_messages'+'rejected_messages', or a KTO 'label' fields; found "
+            + ", ".join(repr(f[:40]) for f in fields)
         )
 
 
 def _stream(
     records: Iterable[Record],
     report: Report,
-    measures: tuple[TokenStats, AgentCounts],
+    measures: tuple[TokenStats, AgentCounts, KeyCensus, ScoreCounts],
     outputs: tuple[IO[bytes] | None, IO[bytes] | None],
     n_samples: int,
 ) -> array[int]:
     """Every row into the report, the token statistics and the (train, eval) outputs; the
     64-bit hash of each valid row. The hot loop: names it calls are bound locally."""
     hashes = array("Q")
-    stats, counts = measures
+    stats, counts, census, scores = measures
     dumps, normalise, note, count = orjson.dumps, normalise_row, _note, counts.add
+    check_keys, count_scores = census.check, scores.add
     crc32, adler32 = zlib.crc32, zlib.adler32
     layout = report.layout or ""
     measure = stats.reason is None
@@ -248,13 +278,16 @@ def _stream(
             note(report, problem)
             continue
         rows += 1
-        row, problems = normalise(rec.value, layout, rec.row)
+        unhonoured = check_keys(rec.value, rec.row)
+        row, problems = (None, unhonoured) if unhonoured else normalise(rec.value, layout, rec.row)
         if row is None:
             for p in problems:
                 note(report, p)
             continue
         valid += 1
         count(row)
+        if "scores" in row:
+            count_scores(row)
         line = dumps(row) + b"\n"
         crc = crc32(line)  # see split_of
         hashes.append(crc | (adler32(line) << 32))

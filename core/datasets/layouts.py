@@ -217,8 +217,11 @@ def _our_role(roles: dict[str, str], role: str) -> str:
 def _content(value: Any, where: str, problems: _Problems) -> str | None:
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # content parts
         parts = agent.Parts(value, where)
-        if parts.error or parts.reasoning:
-            error = parts.error or f"{where} has reasoning parts; only assistant messages reason"
+        if parts.error or parts.reasoning or parts.calls:
+            error = parts.error or (
+                f"{where} has {'reasoning' if parts.reasoning else 'tool_call'} parts; only "
+                "assistant messages reason or call tools"
+            )
             problems.add("unknown_part", where, error)
             return None
         value = "".join(parts.text)

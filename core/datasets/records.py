@@ -31,6 +31,13 @@ PROBLEM_KINDS = (
     "wrong_columns",
     "invalid_csv",
     "invalid_parquet",
+    "unknown_part",
+    "invalid_tool_call",
+    "unknown_function",
+    "unanswered_tool_message",
+    "invalid_tools",
+    "identical_answers",
+    "unhonoured_key",
 )
 PIECE = 1 << 20  # characters read at a time where no row is being kept
 

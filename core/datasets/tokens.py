@@ -3,7 +3,7 @@
 Statistics use the chosen model's tokenizer on up to `token_rows` valid rows (all rows
 when None), tokenised as the trainer does (`trainer.shared.tokens`): tokens per row
 (min/median/p95/max, histogram), total, the share of tokens that carry loss (the assistant
-turns of chat rows, every token of text rows), chat rows longer than `max_length`
+turns of chat rows and KTO completions, every token of text rows), chat rows longer than `max_length`
 (`truncated_rows`) and those that would keep no assistant token after truncation, and text
 rows longer than `max_length` (`split_rows`: long documents the trainer splits into
 `windows`, none truncated). Text rows need no chat template, so a base model's tokenizer
@@ -150,7 +150,7 @@ class TokenStats:
     def add(self, row: dict[str, Any], row_number: int | None = None) -> None:
         if self.reason is not None:
             return
-        if self.chat_reason is not None and ("messages" in row or "chosen" in row):
+        if self.chat_reason is not None and "text" not in row:
             self.chat_unmeasured += 1  # counted past the limit too: it scales the estimate
             return
         if self.limit is not None and len(self.lengths) >= self.limit:
@@ -158,6 +158,8 @@ class TokenStats:
         if "chosen" in row:  # a preference pair (`core.datasets.preference`)
             self._add_pair(row, row_number)
             return
+        if "completion" in row:  # a KTO row (`core.datasets.kto`): loss on its completion
+            row = {"messages": row["prompt"] + row["completion"], "tools": row.get("tools")}
         c = count_row_tokens(self.tok, row, self.max_length)
         self.lengths.append(c.tokens)
         self.total += c.tokens

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from core import planner, validation
 from core.clients.storage import BlobStore, upload_url_limit_s
 from core.datasets import eval_key
+from core.datasets.methods import methods_for, untrainable_reason
 from core.db import repo
 from core.deploy.catalog import gpu_market, priced
 from core.errors import BrightRunError, InvalidInput, QuotaExceeded
@@ -361,7 +362,14 @@ def _check_method(c: _Check) -> None:
     layout = (c.dataset.layout or "") if c.dataset is not None else ""
     if not layout:
         return
-    pairs = layout.startswith("preference")
+    if not methods_for(layout):
+        c.refuse(
+            InvalidInput(
+                f"dataset {c.dataset.name!r} cannot be trained: {untrainable_reason(layout)}"
+            )
+        )
+        return
+    pairs = "dpo" in methods_for(layout)
     if c.request.method != "sft" and not pairs:
         c.refuse(
             InvalidInput(

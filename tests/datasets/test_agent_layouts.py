@@ -302,7 +302,7 @@ def test_prompt_completion_rows_keep_their_tools_and_their_calls_are_checked(
     assert by_row[3].startswith("completion[1] is a tool result for call 'zz'")
 
 
-def test_a_txt_file_is_plain_text_split_on_blank_lines(tmp_path: Path) -> None:
+def test_a_txt_file_with_paragraphs_is_split_on_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("First document,\nover two lines.\n\n\nSecond one.\n\nThird.\n")
     report, rows = normalise(path)
@@ -312,9 +312,21 @@ def test_a_txt_file_is_plain_text_split_on_blank_lines(tmp_path: Path) -> None:
         {"text": "Second one."},
         {"text": "Third."},
     ]
-    one = tmp_path / "one.txt"
-    one.write_text("A single document\nwithout blank lines.")
-    assert normalise(one)[1] == [{"text": "A single document\nwithout blank lines."}]
+    assert report.to_dict()["text_rule"] == "paragraphs"
+    assert "blank lines separate the documents" in report.notes()[0]
+
+
+def test_a_txt_file_without_blank_lines_is_one_document_per_line(tmp_path: Path) -> None:
+    one = tmp_path / "lines.txt"
+    one.write_text("\nFirst document.\r\nSecond document.\nThird one\n\n")
+    report, rows = normalise(one)
+    assert rows == [
+        {"text": "First document."},
+        {"text": "Second document."},
+        {"text": "Third one"},
+    ]
+    assert (report.rows, report.valid_rows, report.text_rule) == (3, 3, "lines")
+    assert "one document per line" in report.notes()[0]
 
 
 def test_statistics_count_reasoning_and_loss_with_and_without_it(
