@@ -1,24 +1,33 @@
 """Soak: many users' short jobs through the local stack while faults are injected, then a
 full reconcile; what was expected against what was stored.
 
-    python bench/soak.py [--quick] [--users N] [--jobs M] [--json FILE] [--seed S]
+    python bench/soak.py [--quick] [--users N] [--jobs M] [--backfill off|on|both]
+                         [--json FILE] [--seed S]
 
 - stack: the local endpoint (`python -m local.endpoint`, the real trainer handler on the
-  tiny model, CPU, 2 workers) behind a loopback fault proxy, three syncer processes
-  (`python -m core.syncer`), SQLite (or `--database-url`), the local store.
+  tiny model, CPU, 2 workers, with the soak's ledger: `bench.soak_ledger`) behind a
+  loopback fault proxy, three syncer processes (`core.syncer`, recording what each pull
+  hands them), SQLite (or `--database-url`), the local store.
 - load: N users x M jobs (a few training steps each), submitted at once.
 - faults, at random every few seconds until every job ended: a worker process SIGKILLed
   (at most a third of the jobs; each such job is retried once, resuming from its
   checkpoint), a syncer SIGKILLed (and a new one started), a burst of 429/503 answers
   from the proxy.
 - then the syncers stop and one full reconcile (`core.jobs.reconcile`) runs.
-- expected: each job's events from the `events.jsonl` the worker uploaded (a worker killed
-  before its upload leaves only its log on the volume, used then); stored: the database.
-  Lost = expected and not stored; duplicated = a (job, seq) stored twice; stuck = a job not
-  ended after the reconcile; dollars: the job's cost against its cost records (one per
-  attempt).
+- expected: every event a worker emitted, from the workers' own ledger, which the product
+  never reads (not the `events.jsonl` the worker uploads: the syncer itself falls back to
+  that at a job's end); stored: the database. Lost = emitted and not stored; duplicated =
+  a (job, seq) that `/stream` delivered to the syncers more than once, counted from their
+  own records before the database's unique (job, seq) absorbs it; stuck = a job not ended
+  after the reconcile; dollars: the job's cost against its cost records (one per attempt).
+  The counts are `bench.soak_ledger.tally`.
+- `--backfill`: each run once with the end-of-job backfill (the final output's events and
+  the uploaded `events.jsonl`) switched off, so that what is stored is what the live path
+  delivered, and once with it on, as the product runs (`both`, the default, reports both).
 
-`--quick`: 2 users x 2 jobs (a few minutes). `--json FILE` writes the report.
+`--quick`: 2 users x 2 jobs per run (a few minutes). `--json FILE` writes the report. The
+exit status is 1 when any run lost, duplicated or stored an event no worker emitted, left
+a job stuck, or its dollars do not match.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the project's packages before bench/ (bench/trainer.py is a script)
+
+from bench import soak_ledger  # noqa: E402 - after the path is set
 
 KEY = "soak-endpoint-key"
 TRAINING = {
@@ -122,11 +133,14 @@ class FaultProxy:
 
 
 class Stack:
-    def __init__(self, root: Path, database_url: str, workers: int) -> None:
+    def __init__(self, root: Path, database_url: str, workers: int, backfill: bool) -> None:
         from trainer.shared.tiny import build_tiny_chat_model
 
         self.root, self.data = root, root / "data"
-        self.data.mkdir(parents=True)
+        self.ledger, self.deliveries = root / "ledger", root / "deliveries"
+        for folder in (self.data, self.ledger, self.deliveries):
+            folder.mkdir(parents=True)
+        self.backfill = backfill
         self.model = build_tiny_chat_model(root / "tiny", seed=0)
         port = _free_port()
         self.base = f"http://127.0.0.1:{port}"
@@ -141,10 +155,11 @@ class Stack:
             "DATABASE_URL": database_url,
             "EVAL_AFTER_JOB": "false",
             "MAX_CONCURRENT_JOBS": "50",
+            "SOAK_LEDGER_DIR": str(self.ledger),
         }
         log = open(root / "endpoint.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.endpoint = subprocess.Popen(
-            [sys.executable, "-m", "local.endpoint", "--handler", "trainer.handler:handler"]
+            [sys.executable, "-m", "local.endpoint", "--handler", "bench.soak_ledger:handler"]
             + ["--workers", str(workers)],
             cwd=ROOT,
             env=self.env,
@@ -156,6 +171,8 @@ class Stack:
             **self.env,
             "GPU_CLUSTER_API_URL": f"http://127.0.0.1:{self.proxy.port}/v2/local",
             "SYNC_INTERVAL_S": "0.5",
+            "SOAK_DELIVERY_DIR": str(self.deliveries),
+            "SOAK_BACKFILL": "on" if backfill else "off",
         }
         self.syncers: list[subprocess.Popen] = []
 
@@ -174,7 +191,7 @@ class Stack:
     def start_syncer(self) -> None:
         self.syncers.append(
             subprocess.Popen(
-                [sys.executable, "-m", "core.syncer"],
+                [sys.executable, "-m", "bench.soak_ledger"],
                 cwd=ROOT,
                 env=self.syncer_env,
                 stdout=subprocess.DEVNULL,
@@ -304,75 +321,39 @@ def _inject(
         counts[fault] += 1
 
 
-def _expected_events(settings, store, stack: Stack, owner: str, job_id: str):
-    from core.jobs.pull import read_stored_log
-
-    uploaded, _ = read_stored_log(store, owner, job_id)
-    if uploaded is not None:
-        return {int(e["seq"]) for e in uploaded}, "uploaded"
-    local = stack.data / "volume" / "checkpoints" / job_id / "events.jsonl"
-    if local.is_file():
-        lines = [ln for ln in local.read_text().splitlines() if ln.strip()]
-        return {int(json.loads(ln)["seq"]) for ln in lines}, "volume"
-    return set(), "none"
-
-
 def _measure(settings, stack: Stack, submitted: list[tuple[Any, str]]) -> dict[str, Any]:
-    from sqlalchemy import func, select
-
     from core import jobs
-    from core.clients.storage import make_blob_store
     from core.db import repo, session_scope
-    from core.db.tables import TERMINAL_STATUSES, CostRecord, JobEvent
 
-    store = make_blob_store(settings)
     report: dict[str, Any] = Counter()
     statuses: Counter = Counter()
+    stored: dict[str, list[int]] = {}
+    ended: dict[str, str] = {}
     for actor, job_id in submitted:
         job = jobs.get(actor, settings, job_id)
         statuses[f"{job.status}:{job.failure_kind or job.stop_reason or '-'}"] += 1
-        report["stuck_jobs"] += job.status not in TERMINAL_STATUSES
+        ended[job_id] = job.status
         events = jobs.events(actor, settings, job_id)
-        stored = {e.seq for e in events}
+        stored[job_id] = [e.seq for e in events]
         starts = [e for e in events if e.type == "started"]
         report["retried_jobs_resumed_from_a_checkpoint"] += len(starts) > 1 and bool(
             (starts[-1].data or {}).get("resumed_from_step")
         )
-        expected, source = _expected_events(settings, store, stack, actor.user_id, job_id)
-        report[f"expected_from_{source}"] += 1
-        report["events_expected"] += len(expected)
-        report["events"] += len(stored)
-        report["lost_events"] += len(expected - stored)
-        report["events_not_in_the_log"] += len(stored - expected)
         with session_scope(settings) as s:
             records = [r for r in repo.list_cost_records(actor, s) if r.job_id == job_id]
         report["dollars_jobs"] += float(job.cost_usd or 0.0)
         report["dollars_cost_records"] += sum(r.usd for r in records)
         report["cost_mismatches"] += abs(sum(r.usd for r in records) - (job.cost_usd or 0)) > 1e-6
-    with session_scope(settings) as s:
-        dup_events = s.execute(
-            select(func.count()).select_from(
-                select(JobEvent.job_id, JobEvent.seq)
-                .group_by(JobEvent.job_id, JobEvent.seq)
-                .having(func.count() > 1)
-                .subquery()
-            )
-        ).scalar_one()
-        dup_costs = s.execute(
-            select(func.count()).select_from(
-                select(CostRecord.job_id, CostRecord.attempt)
-                .group_by(CostRecord.job_id, CostRecord.attempt)
-                .having(func.count() > 1)
-                .subquery()
-            )
-        ).scalar_one()
+    ledger = soak_ledger.read_ledger(stack.ledger)
+    emitted = {job: stages["emitted"] for job, stages in ledger.items()}
+    deliveries = soak_ledger.read_deliveries(stack.deliveries)
     out = dict(report)
-    out.update(jobs=len(submitted), duplicated_events=dup_events, duplicated_cost_records=dup_costs)
-    out["statuses"] = dict(statuses)
+    out.update(soak_ledger.tally(emitted, deliveries, stored, ended))
+    out["lost_never_handed_over"] = soak_ledger.lost_never_handed(ledger, stored)
+    out.update(jobs=len(submitted), statuses=dict(statuses))
     for k in ("dollars_jobs", "dollars_cost_records"):
         out[k] = round(out.get(k, 0.0), 6)
-    for k in ("stuck_jobs", "lost_events", "events", "cost_mismatches"):
-        out.setdefault(k, 0)
+    out.setdefault("cost_mismatches", 0)
     return out
 
 
@@ -416,12 +397,13 @@ def _submit_all(settings, stack: Stack, users, per_user: int) -> list[tuple[Any,
     return submitted
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, backfill: bool) -> dict[str, Any]:
+    """One soak run (module docstring), the end-of-job backfill on or off."""
     from core import db, jobs
 
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="brightrun-soak-"))
-    stack = Stack(root, args.database_url, workers=2)
+    stack = Stack(root, args.database_url, workers=2, backfill=backfill)
     counts: Counter = Counter()
     stop = threading.Event()
     t0 = time.monotonic()
@@ -445,9 +427,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             p.kill()
             p.wait()
         stack.syncers.clear()
-        reconcile = jobs.reconcile(settings)
+        with soak_ledger.installed(stack.deliveries, backfill):
+            reconcile = jobs.reconcile(settings)
         report = _measure(settings, stack, submitted)
         report.update(
+            backfill="on" if backfill else "off",
             users=args.users,
             jobs_per_user=args.jobs,
             faults=dict(counts),
@@ -474,17 +458,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--timeout-s", type=float, default=1800.0)
     p.add_argument("--database-url", default="", help="empty: SQLite in a throwaway folder")
+    p.add_argument(
+        "--backfill",
+        choices=("off", "on", "both"),
+        default="both",
+        help="the end-of-job backfill (final output, uploaded log) in each run",
+    )
     p.add_argument("--json", type=Path, help="write the report to this file")
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.jobs, args.timeout_s = 2, 2, min(args.timeout_s, 600.0)
-    report = run(args)
-    text = json.dumps(report, indent=2, sort_keys=True)
+    modes = ("off", "on") if args.backfill == "both" else (args.backfill,)
+    reports = {f"backfill_{mode}": run(args, backfill=mode == "on") for mode in modes}
+    text = json.dumps(reports, indent=2, sort_keys=True)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
-    bad = report["lost_events"] or report["duplicated_events"] or report["stuck_jobs"]
-    sys.exit(1 if bad or report["cost_mismatches"] else 0)
+    checks = ("lost", "duplicated", "stored_not_emitted", "stuck", "cost_mismatches")
+    sys.exit(1 if any(r[k] for r in reports.values() for k in checks) else 0)
 
 
 if __name__ == "__main__":
