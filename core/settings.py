@@ -24,8 +24,14 @@ DASHBOARD_PORT = 8501
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: a validation error would otherwise print every value it was given,
+    # secrets included, wherever the error is shown or logged.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Field(
@@ -37,8 +43,20 @@ class Settings(BaseSettings):
     auth: Literal["none", "supabase"] = "none"
 
     supabase_url: str = ""
-    supabase_key: SecretStr = SecretStr("")
-    supabase_anon_key: SecretStr = SecretStr("")
+    # The project's secret key (sb_secret_...; the legacy service_role JWT is still read, as
+    # is the old variable name SUPABASE_KEY): server side only, storage and signed URLs.
+    supabase_key: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("SUPABASE_SECRET_KEY", "SUPABASE_KEY", "supabase_key"),
+    )
+    # The publishable key (sb_publishable_...; legacy: the anon JWT, SUPABASE_ANON_KEY): the
+    # sign-in client's key, used on the server only.
+    supabase_anon_key: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices(
+            "SUPABASE_PUBLISHABLE_KEY", "SUPABASE_ANON_KEY", "supabase_anon_key"
+        ),
+    )
     # Supabase Storage's S3 protocol (Storage > Settings > S3 access keys): with both keys
     # set, job upload URLs are SigV4 presigned URLs that last as long as a job needs (up to
     # 7 days) instead of Supabase's fixed 2-hour signed upload URLs. The endpoint defaults
@@ -151,7 +169,21 @@ class Settings(BaseSettings):
         if self.storage == "supabase" and not (
             self.supabase_url and self.supabase_key.get_secret_value()
         ):
-            raise ValueError("STORAGE=supabase needs SUPABASE_URL and SUPABASE_KEY")
+            raise ValueError("STORAGE=supabase needs SUPABASE_URL and SUPABASE_SECRET_KEY")
+        secret = supabase_key_kind(self.supabase_key.get_secret_value())
+        if secret in ("publishable", "legacy anon"):
+            raise ValueError(
+                f"SUPABASE_SECRET_KEY holds the project's {secret} key: the server's storage "
+                "client needs the secret key (sb_secret_..., Project Settings > API Keys; "
+                "or the legacy service_role key)"
+            )
+        public = supabase_key_kind(self.supabase_anon_key.get_secret_value())
+        if public in ("secret", "legacy service_role"):
+            raise ValueError(
+                f"SUPABASE_PUBLISHABLE_KEY holds the project's {public} key, which bypasses "
+                "every row-level policy: use the publishable key (sb_publishable_...; or the "
+                "legacy anon key) for sign-in"
+            )
         s3 = (self.supabase_s3_access_key_id, self.supabase_s3_secret_access_key)
         if bool(s3[0].get_secret_value()) != bool(s3[1].get_secret_value()):
             raise ValueError(
@@ -162,7 +194,7 @@ class Settings(BaseSettings):
                 "SUPABASE_S3_ACCESS_KEY_ID needs SUPABASE_S3_REGION (Storage > S3 in the dashboard)"
             )
         if self.auth == "supabase" and not self.supabase_url:
-            raise ValueError("AUTH=supabase needs SUPABASE_URL and SUPABASE_ANON_KEY")
+            raise ValueError("AUTH=supabase needs SUPABASE_URL and SUPABASE_PUBLISHABLE_KEY")
         return self
 
     @property
@@ -187,11 +219,43 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name == "database_url":
                 out[name] = _mask_url_password(self.db_url)
+            elif name in ("supabase_key", "supabase_anon_key") and value.get_secret_value():
+                out[name] = f"set ({supabase_key_kind(value.get_secret_value())} key)"
             elif isinstance(value, SecretStr):
                 out[name] = "set" if value.get_secret_value() else "not set"
             else:
                 out[name] = str(value)
         return out
+
+
+SupabaseKeyKind = Literal["secret", "publishable", "legacy service_role", "legacy anon", "other"]
+
+
+def supabase_key_kind(key: str) -> SupabaseKeyKind:
+    """Which of a Supabase project's API keys `key` is, by its published shape: the new keys
+    by their `sb_secret_` / `sb_publishable_` prefixes; a legacy key by the `role` claim of a
+    JWT (read, never verified: BrightRun does not treat keys as JWTs or check signatures).
+    Anything else (a self-hosted or test key) is "other" and accepted as given."""
+    if key.startswith("sb_secret_"):
+        return "secret"
+    if key.startswith("sb_publishable_"):
+        return "publishable"
+    parts = key.split(".")
+    if len(parts) == 3:
+        import base64
+        import binascii
+        import json
+
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (binascii.Error, ValueError):
+            return "other"
+        role = claims.get("role") if isinstance(claims, dict) else None
+        if role == "service_role":
+            return "legacy service_role"
+        if role == "anon":
+            return "legacy anon"
+    return "other"
 
 
 def _mask_url_password(url: str) -> str:

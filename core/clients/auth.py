@@ -4,7 +4,8 @@
 own install; nothing here is called.
 
 `AUTH=supabase`: people sign up, in and out with email and password through the
-`supabase` client, built with the project's anon key (`SUPABASE_ANON_KEY`):
+`supabase` client, built with the project's publishable key (`SUPABASE_PUBLISHABLE_KEY`;
+the legacy anon key, `SUPABASE_ANON_KEY`, is read too):
 
 - `make_client(settings)` builds a new client for ONE person: one per browser session
   (the dashboard keeps it with `components.session.per_session`, never in
@@ -119,7 +120,9 @@ def make_client(settings: Settings) -> Client:
 
     key = settings.supabase_anon_key.get_secret_value()
     if not settings.supabase_url or not key:
-        raise AuthUnavailable("AUTH=supabase needs SUPABASE_URL and SUPABASE_ANON_KEY in .env")
+        raise AuthUnavailable(
+            "AUTH=supabase needs SUPABASE_URL and SUPABASE_PUBLISHABLE_KEY in .env"
+        )
     options = ClientOptions(auto_refresh_token=False, persist_session=False)
     return create_client(settings.supabase_url, key, options=options)
 
