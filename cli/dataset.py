@@ -50,6 +50,17 @@ def _print_report(rep: dict[str, Any]) -> None:
         for p in rep["problem_examples"][:10]:
             where = f" [{p['field']}]" if p["field"] else ""
             typer.echo(f"  row {p['row']}{where}: {p['message']}")
+    for note in rep.get("notes", []):
+        typer.echo(f"note: {note}")
+    scores = rep.get("scores") or {}
+    if scores.get("chosen"):
+        c = scores["chosen"]
+        typer.echo(
+            f"scores on {scores['rows']} pairs: chosen {c['min']}..{c['max']} (mean {c['mean']}),"
+            f" rejected scored higher in {scores['rows_rejected_scored_higher']}"
+        )
+    for line in rep.get("notes") or []:
+        typer.echo(f"note: {line}")
     tok = rep["tokens"]
     if tok.get("available"):
         if tok.get("measured_rows"):

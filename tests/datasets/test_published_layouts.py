@@ -330,3 +330,15 @@ def test_a_key_with_training_meaning_that_is_not_honoured_is_a_problem(tmp_path:
     report = inspect_file(write_jsonl(tmp_path / "p.jsonl", pairs))
     assert report.valid_rows == 1
     assert [(p.row, p.field) for p in report.problem_examples] == [(2, "tools")]
+
+
+def test_inspect_prints_the_notes_and_scores(tmp_path: Path) -> None:
+    from cli import app
+
+    rows = [PUBLISHED_PAIRS["preference_ultrafeedback"]] * 2
+    r = CliRunner().invoke(
+        app, ["dataset", "inspect", str(write_jsonl(tmp_path / "u.jsonl", rows))]
+    )
+    assert r.exit_code == 0, r.output
+    assert "note: not used: `prompt_id` on 2 rows" in r.output
+    assert "scores on 2 pairs: chosen 8.0..8.0" in r.output
