@@ -50,8 +50,6 @@ def _print_report(rep: dict[str, Any]) -> None:
         for p in rep["problem_examples"][:10]:
             where = f" [{p['field']}]" if p["field"] else ""
             typer.echo(f"  row {p['row']}{where}: {p['message']}")
-    for note in rep.get("notes", []):
-        typer.echo(f"note: {note}")
     scores = rep.get("scores") or {}
     if scores.get("chosen"):
         c = scores["chosen"]

@@ -100,10 +100,12 @@ class Report:
         return ""
 
     def notes(self) -> list[str]:
-        """What the report says besides problems: how text was cut into documents, and the
-        keys no row's training reads."""
+        """What the report says besides problems: how text was cut into documents, the
+        keys no row's training reads, and what the tokens say (reasoning the model's chat
+        template does not render)."""
         out = [f"text: {TEXT_RULES[self.text_rule]}"] if self.text_rule else []
-        return out + [f"not used: {describe(e)}" for e in self.ignored_keys]
+        out += [f"not used: {describe(e)}" for e in self.ignored_keys]
+        return out + [f"tokens: {n}" for n in self.tokens.get("notes") or []]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -284,6 +286,11 @@ def _stream(
             for p in problems:
                 note(report, p)
             continue
+        if measure:
+            refused = stats.add(row, rec.row)
+            if refused is not None:  # the chat template refuses the row: not trained on
+                note(report, refused)
+                continue
         valid += 1
         count(row)
         if "scores" in row:
@@ -297,8 +304,6 @@ def _stream(
                 write_eval(line)
         elif write_train is not None:
             write_train(line)
-        if measure:
-            stats.add(row, rec.row)
         if valid <= n_samples:
             report.samples.append(clip_row(row))
     report.rows, report.valid_rows, report.read_stopped = rows, valid, stopped

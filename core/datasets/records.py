@@ -38,6 +38,7 @@ PROBLEM_KINDS = (
     "invalid_tools",
     "identical_answers",
     "unhonoured_key",
+    "template_refused",
 )
 PIECE = 1 << 20  # characters read at a time where no row is being kept
 

@@ -9,7 +9,11 @@ rows longer than `max_length` (`split_rows`: long documents the trainer splits i
 `windows`, none truncated). Text rows need no chat template, so a base model's tokenizer
 measures a text dataset. Reasoning (assistant <think> blocks) is counted apart:
 `reasoning_share` of all tokens, and `loss_share_without_reasoning` (the share that carries
-loss when "train on reasoning" is off). Chat rows need a chat template and a fast tokenizer: without them
+loss when "train on reasoning" is off). A template that does not render an assistant's
+`reasoning_content` (Qwen2.5 and Qwen3-Instruct-2507 never do, Qwen3 and Qwen3.5 only after
+the last user message) is counted: `reasoning_dropped_rows` and `_turns`, example rows, and
+a line in `notes`. A row the chat template refuses (Qwen3.5 raises on a row without a user
+message) is a `template_refused` problem naming the row (`TokenStats.add` returns it). Chat rows need a chat template and a fast tokenizer: without them
 chat rows are not measured, counted in `unmeasured_chat_rows` with the reason in
 `unmeasured_reason` (when no row could be measured, `available` is false and `reason` says
 why). Without a tokenizer (none chosen, or it cannot be loaded offline) the report says so
@@ -25,13 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from core.datasets.records import Problem
 from core.errors import InvalidInput
 from core.planner import TINY_DIR_NAME, TINY_ID
-from trainer.shared.tokens import chat_token_masks, text_token_ids, text_windows
+from trainer.shared.tokens import TemplateRefused, chat_row_tokens, text_token_ids, text_windows
 
 DEFAULT_MAX_LENGTH = 2048
 DEFAULT_TOKEN_ROWS = 10_000
 HISTOGRAM_BINS = 20
+_EXAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class RowTokens(NamedTuple):
     kept: int  # loss tokens the trainer keeps at max_length
     windows: int  # samples the row becomes (a long text row: its windows; else 1)
     reasoning: int = 0  # loss tokens in the assistant's <think> blocks
+    reasoning_dropped: int = 0  # assistant turns whose reasoning the template did not render
 
 
 def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> RowTokens:
@@ -98,18 +105,17 @@ def count_row_tokens(tok: Any, row: dict[str, Any], max_length: int) -> RowToken
     `max_length`; every token of a text row (BOS when the tokenizer adds one, EOS) counts,
     and a text row longer than `max_length` is split into windows, so nothing is cut. A
     text row needs no chat template; a chat row raises `trainer.shared.errors.BadInput` when the
-    tokenizer cannot render it (see `chat_unmeasurable_reason`)."""
+    tokenizer cannot render it (see `chat_unmeasurable_reason`), `TemplateRefused` when its
+    template refuses this row."""
     if "text" in row:
         (ids,) = text_token_ids(tok, [row["text"]])
         n = len(ids)
         return RowTokens(n, n, n, len(text_windows(n, max_length)))
     conv = {"messages": row["messages"], "tools": row.get("tools")}
-    ((ids, mask),) = chat_token_masks(tok, [conv])
-    reasoning = 0
-    if any(m.get("reasoning_content") for m in row["messages"]):
-        ((_, answer_mask),) = chat_token_masks(tok, [conv], train_on_reasoning=False)
-        reasoning = sum(mask) - sum(answer_mask)
-    return RowTokens(len(ids), sum(mask), sum(mask[:max_length]), 1, reasoning)
+    c = chat_row_tokens(tok, conv)
+    loss = sum(c.mask)
+    reasoning = loss - sum(c.answer_mask)
+    return RowTokens(len(c.ids), loss, sum(c.mask[:max_length]), 1, reasoning, c.reasoning_dropped)
 
 
 def chat_unmeasurable_reason(tok: Any, model: str) -> str | None:
@@ -140,6 +146,8 @@ class TokenStats:
         self.reason: str | None = None  # nothing can be measured
         self.chat_reason: str | None = None  # chat rows cannot be measured
         self.pairs: Any = None  # PairTokenStats, once a preference pair is measured
+        self.dropped_rows = self.dropped_turns = 0  # reasoning the template did not render
+        self.dropped_examples: list[int] = []
         if choice is None:
             self.reason = "no tokenizer chosen: pass a model to see token statistics"
         elif self.tok is None:
@@ -147,24 +155,38 @@ class TokenStats:
         else:
             self.chat_reason = chat_unmeasurable_reason(self.tok, choice.model)
 
-    def add(self, row: dict[str, Any], row_number: int | None = None) -> None:
+    def add(self, row: dict[str, Any], row_number: int | None = None) -> Problem | None:
+        """Measure one row; the row's problem when its chat template refuses it (then it is
+        not measured), else None."""
         if self.reason is not None:
-            return
+            return None
         if self.chat_reason is not None and "text" not in row:
             self.chat_unmeasured += 1  # counted past the limit too: it scales the estimate
-            return
+            return None
         if self.limit is not None and len(self.lengths) >= self.limit:
-            return
+            return None
         if "chosen" in row:  # a preference pair (`core.datasets.preference`)
             self._add_pair(row, row_number)
-            return
+            return None
         if "completion" in row:  # a KTO row (`core.datasets.kto`): loss on its completion
             row = {"messages": row["prompt"] + row["completion"], "tools": row.get("tools")}
-        c = count_row_tokens(self.tok, row, self.max_length)
+        try:
+            c = count_row_tokens(self.tok, row, self.max_length)
+        except TemplateRefused as e:
+            return Problem(row_number or 0, "template_refused", "messages", e.message)
+        self._count(c, row, row_number)
+        return None
+
+    def _count(self, c: RowTokens, row: dict[str, Any], row_number: int | None) -> None:
         self.lengths.append(c.tokens)
         self.total += c.tokens
         self.loss += c.loss
         self.reasoning += c.reasoning
+        if c.reasoning_dropped:
+            self.dropped_rows += 1
+            self.dropped_turns += c.reasoning_dropped
+            if row_number is not None and len(self.dropped_examples) < _EXAMPLES:
+                self.dropped_examples.append(row_number)
         if c.tokens <= self.max_length:
             return
         if "text" in row:
@@ -244,7 +266,23 @@ class TokenStats:
             "windows": self.windows,
             "unmeasured_chat_rows": self.chat_unmeasured,
             "unmeasured_reason": self.chat_reason if self.chat_unmeasured else None,
+            "reasoning_dropped_rows": self.dropped_rows,
+            "reasoning_dropped_turns": self.dropped_turns,
+            "reasoning_dropped_examples": self.dropped_examples,
+            "notes": self._notes(),
         }
+
+    def _notes(self) -> list[str]:
+        if not self.dropped_rows:
+            return []
+        model = self.choice.model if self.choice else "the model"
+        return [
+            f"{model}'s chat template does not render the reasoning of "
+            f"{self.dropped_turns} assistant turns in {self.dropped_rows} measured rows "
+            f"(e.g. rows {', '.join(map(str, self.dropped_examples[:5]))}): that reasoning "
+            "is not trained on (some templates keep reasoning only after the last user "
+            "message, some never render it)"
+        ]
 
 
 def token_statistics(
