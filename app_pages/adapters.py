@@ -49,10 +49,10 @@ vid = st.selectbox(
     "Adapter", list(by_id), format_func=lambda v: by_id[v].label, key="adapters.selected"
 )
 row = by_id[vid]
-st.subheader(row.label)
+st.subheader(w.plain(row.label))
 parent = f" · continued from {w.plain(row.parent)}" if row.parent else ""
 st.caption(
-    f"{row.base_model} · dataset {w.plain(row.dataset or '–')} · {row.settings} · "
+    f"{w.plain(row.base_model)} · dataset {w.plain(row.dataset or '–')} · {row.settings} · "
     f"{w.size(row.size_bytes)}{parent}"
 )
 c1, c2, c3 = st.columns(3)
@@ -91,7 +91,7 @@ if w.confirm("adapters.confirm_delete", f"adapter {row.adapter} and all its vers
         with session.db() as s:
             adapters.delete_adapter(actor, s, session.store(), row.adapter)
         st.session_state["adapters.confirm_delete"] = None
-        st.toast(f"Deleted {row.adapter}")
+        st.toast(f"Deleted {w.plain(row.adapter)}")
         st.rerun()
     except BrightRunError as e:
         w.show_error(e)

@@ -71,7 +71,7 @@ if c2.button("Save role", key="admin.save_role", disabled=role == row.role):
     try:
         with session.db() as s:
             admin.set_role(actor, s, uid, role)
-        st.toast(f"{row.email or uid} is now {role}")
+        st.toast(f"{w.plain(row.email or uid)} is now {role}")
         st.rerun()
     except BrightRunError as e:
         w.show_error(e)

@@ -28,7 +28,7 @@ if selected:
     except BrightRunError as e:
         w.show_error(e, stop=True)
     job = detail.job
-    st.subheader(f"{job.adapter_name or job.id}")
+    st.subheader(w.plain(job.adapter_name or job.id))
     ui.actions(detail)
     st.toggle(
         "Live updates", key="jobs.live", help="refresh the numbers and the chart while the job runs"

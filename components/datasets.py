@@ -92,7 +92,7 @@ def _add(f: Any, name: str, model: str, max_length: int, on_bad_rows: str) -> No
     st.session_state["datasets.rejected"] = None
     st.session_state["datasets.selected"] = ds.id
     st.session_state["datasets.upload_nonce"] += 1
-    st.toast(f"Added {report.valid_rows} rows as {ds.name}")
+    st.toast(f"Added {report.valid_rows} rows as {w.plain(ds.name)}")
     st.rerun()
 
 

@@ -214,7 +214,7 @@ def cold_start(actor: Actor, settings: Settings, job: queries.JobView) -> None:
         st.caption("Cold start: not reported by the worker")
     source = job_actions.model_source(actor, settings, job.id)
     if source:
-        st.caption(f"Base model from {source}")
+        st.caption(f"Base model from {w.plain(source)}")
 
 
 CHECKPOINTS_SHOWN = 20

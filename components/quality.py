@@ -165,12 +165,12 @@ def evaluation_section(actor: Any, version_id: str, label: str) -> None:
     if status != "done":
         reason = (report or {}).get("reason") or (report or {}).get("error") or ""
         st.caption(
-            f"{label}: evaluation {status or 'not run'}"
+            f"{w.plain(label)}: evaluation {status or 'not run'}"
             + (f" ({w.plain(reason)})" if reason else "")
         )
         return
     st.caption(
-        f"{report['rows']} eval rows, greedy answers from {label} and the base model "
+        f"{report['rows']} eval rows, greedy answers from {w.plain(label)} and the base model "
         f"({w.plain(report.get('server_base'))}), scored against the references."
     )
     st.dataframe(
@@ -191,13 +191,14 @@ def _judge_result(judged: Mapping[str, Any] | None) -> None:
     """The LLM judge's win rate and its prompt, when a judge ran."""
     import streamlit as st
 
+    from components import widgets as w
     from core import evaluate
 
     if judged and judged.get("win_rate") is not None:
         st.metric(
             "LLM judge: adapter preferred",
             f"{judged['win_rate']:.0%}",
-            help=f"{judged['wins']} wins, {judged['ties']} ties, {judged['losses']} losses; judge {judged['model']}",
+            help=f"{judged['wins']} wins, {judged['ties']} ties, {judged['losses']} losses; judge {w.plain(judged['model'])}",
         )
         with st.expander("Judge prompt"):
             st.code(judged.get("prompt") or evaluate.JUDGE_PROMPT, language=None)
