@@ -1,5 +1,13 @@
 """RunPod's REST API v2 contract: the OpenAPI 3.1 document RunPod publishes, and a real
-JSON Schema (Draft 2020-12) validator over it (`jsonschema` + `referencing`).
+JSON Schema (Draft 2020-12) validator over it (`jsonschema` + `referencing`), formats
+included: a `date-time` or `uri` value that is not one is refused like a wrong type. Every
+JSON Schema format the document uses must be checkable here (jsonschema checks `date-time`
+with rfc3339-validator and `uri` with rfc3986-validator): `Contract(doc)` raises
+`MissingFormatChecker` naming the ones it cannot check, rather than pass them unchecked.
+OpenAPI's own formats (`double`, `float`, ...) only describe numbers and are not checked.
+Where the document contradicts itself (a schema whose own examples fail its format) the
+value is checked as a string, for the schemas in `TEMPLATED_URIS` only: `Contract(doc)`
+raises `ContractError` when the contradictions are any others.
 
 The document is looked for in `$BRIGHTRUN_CONTRACTS_DIR` if set, else in
 `<repository>/../shared/contracts` (where CI has it). A clone on its own lacks it:
@@ -12,14 +20,16 @@ document defines at `method` + `path` (a path as sent, e.g. `/v2/serverless/abc`
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -27,6 +37,29 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_NAME = "runpod-rest-v2.openapi.json"
 _URI = "urn:runpod:rest-v2"
 _METHODS = ("get", "post", "put", "patch", "delete")
+# The formats JSON Schema Draft 2020-12 defines (Validation, section 7.3).
+JSON_SCHEMA_FORMATS = frozenset(
+    "date-time date time duration email idn-email hostname idn-hostname ipv4 ipv6 uri "
+    "uri-reference iri iri-reference uuid uri-template json-pointer relative-json-pointer "
+    "regex".split()
+)
+FORMAT_CHECKER: FormatChecker = Draft202012Validator.FORMAT_CHECKER
+
+
+# RunPod's document says `format: uri` for these, but their examples (as RunPod answers)
+# are URI templates, `https://api.runpod.ai/v2/<id>/status/{job_id}`, which RFC 3986 refuses.
+TEMPLATED_URIS = frozenset(
+    f"components/schemas/QueueBasedRequestUrls/properties/{name}"
+    for name in ("status", "stream", "cancel", "retry")
+)
+
+
+class ContractError(RuntimeError):
+    """The document cannot be checked as this module checks it."""
+
+
+class MissingFormatChecker(ContractError):
+    """The document uses a JSON Schema format that jsonschema cannot check here."""
 
 
 def contract_path() -> Path:
@@ -53,6 +86,52 @@ def _pointer(*parts: str) -> str:
     return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def formatted(node: Any, where: tuple[str, ...] = ()) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(JSON pointer, schema) of every schema in `node` with a `format`."""
+    if isinstance(node, dict):
+        if isinstance(node.get("format"), str):
+            yield _pointer(*where), node
+        for key, value in node.items():
+            yield from formatted(value, (*where, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from formatted(value, (*where, str(i)))
+
+
+def _checkable(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` as it is checked: every JSON Schema format it uses checked, but for the
+    schemas in TEMPLATED_URIS."""
+    schemas = list(formatted(doc))
+    used = {schema["format"] for _, schema in schemas} & JSON_SCHEMA_FORMATS
+    if unchecked := used - set(FORMAT_CHECKER.checkers):
+        raise MissingFormatChecker(
+            f"the contract uses the formats {sorted(unchecked)}, which jsonschema cannot "
+            "check without their optional packages (date-time: rfc3339-validator, uri: "
+            "rfc3986-validator; requirements-dev.txt)"
+        )
+    contradictions = {
+        where
+        for where, schema in schemas
+        if schema["format"] in used
+        and any(
+            isinstance(example, str) and not FORMAT_CHECKER.conforms(example, schema["format"])
+            for example in schema.get("examples") or []
+        )
+    }
+    if contradictions != TEMPLATED_URIS:
+        raise ContractError(
+            f"the schemas whose own examples fail their format are {sorted(contradictions)}, "
+            f"not TEMPLATED_URIS {sorted(TEMPLATED_URIS)}: see which is right, and update it"
+        )
+    checked = copy.deepcopy(doc)
+    for where in TEMPLATED_URIS:
+        node = checked
+        for part in where.split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        del node["format"]
+    return checked
+
+
 def _query_value(value: str, schema: dict[str, Any]) -> Any:
     """A query value as its schema types it: integers, and arrays in OpenAPI's default
     `form` style without `explode` (comma-separated)."""
@@ -66,7 +145,7 @@ def _query_value(value: str, schema: dict[str, Any]) -> Any:
 class Contract:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
-        resource = Resource.from_contents(doc, default_specification=DRAFT202012)
+        resource = Resource.from_contents(_checkable(doc), default_specification=DRAFT202012)
         self._registry = Registry().with_resource(_URI, resource)
         self._ops: list[tuple[str, str, re.Pattern[str]]] = []
         for template, item in doc["paths"].items():
@@ -86,7 +165,9 @@ class Contract:
 
     @functools.cache  # noqa: B019 - one validator per location, for the contract's lifetime
     def _validator(self, pointer: str) -> Draft202012Validator:
-        return Draft202012Validator({"$ref": f"{_URI}#/{pointer}"}, registry=self._registry)
+        return Draft202012Validator(
+            {"$ref": f"{_URI}#/{pointer}"}, registry=self._registry, format_checker=FORMAT_CHECKER
+        )
 
     def errors_at(self, pointer: str, instance: Any) -> list[str]:
         found = self._validator(pointer).iter_errors(instance)

@@ -228,3 +228,32 @@ def test_what_deploy_made_can_be_read_and_deleted_through_the_same_client(deploy
             assert api.request("DELETE", path) is None  # 204, no body
         observed = api.observe()
     assert (observed.volumes, observed.templates, observed.endpoints) == ([], [], [])
+
+
+@needs_contract
+def test_a_malformed_date_time_or_uri_is_refused(deploy, fake):
+    """The document's formats are checked, not only its types: an endpoint answer whose
+    `createdAt` is no RFC 3339 date-time, or whose request URL is no URI, is refused like a
+    missing field; so is a bill asked for from a date without its time."""
+    assert deploy("--image", IMAGE).exit_code == 0
+    ((eid, endpoint),) = fake.endpoints.items()
+
+    def errors(body: dict) -> list[str]:
+        path = f"/v2/serverless/{eid}"
+        return CONTRACT.response_errors("GET", path, 200, "application/json", body, {})
+
+    assert errors(endpoint) == []
+    bad_time = {**endpoint, "createdAt": "2026-12-01 00:00"}
+    assert errors(bad_time) == ["$.createdAt: '2026-12-01 00:00' is not a 'date-time'"]
+    urls = endpoint["requestUrls"]  # one of two shapes: the message names neither field
+    bad_urls = {**urls, "run": "not a url"}
+    assert errors({**endpoint, "requestUrls": bad_urls}) != []
+    assert CONTRACT.schema_errors("QueueBasedRequestUrls", urls) == []
+    assert CONTRACT.schema_errors("QueueBasedRequestUrls", bad_urls) == [
+        "$.run: 'not a url' is not a 'uri'"
+    ]
+    query = {"serverlessId": eid, "startTime": "2026-12-01", "endTime": "2026-12-02T00:00:00Z"}
+    with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}) as http:
+        resp = http.get(f"{fake.url}/v2/billing/serverless", params=query)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"] == ["query startTime: $: '2026-12-01' is not a 'date-time'"]
