@@ -47,7 +47,7 @@ if not chosen:
     st.info("Choose a model in the sidebar: the base, one of your adapters, or several.")
     st.stop()
 try:
-    ui.ensure_ready(client, chosen)
+    ui.ensure_ready(client, chosen, actor)
 except BrightRunError as e:
     w.show_error(e, stop=True)
 
@@ -66,7 +66,11 @@ with chat_tab:
     right.download_button(
         "Export JSONL",
         inf.export_conversation_jsonl(
-            system, turns, [c.served_name for c in chosen], {c.served_name: c.label for c in chosen}
+            system,
+            turns,
+            [c.served_name for c in chosen],
+            {c.served_name: c.label for c in chosen},
+            {c.served_name: c.name for c in chosen},
         ),
         file_name="playground-conversation.jsonl",
         mime="application/jsonl",

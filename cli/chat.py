@@ -57,7 +57,7 @@ def chat(
             choices = actor_choices(actor, settings, client)
             if list_models:
                 for c in choices:
-                    typer.echo(f"{c.label}\t{c.served_name}")
+                    typer.echo(f"{c.label}\t{c.name}")  # a member never reads a folder
                 return
             if not adapter and not base:
                 raise typer.BadParameter("give --adapter NAME, or --base for the base model")
@@ -70,14 +70,15 @@ def chat(
                 targets.append(choices[0])
             for chosen in chosen_adapters(choices, adapter, version):
                 got = client.ensure_adapter(chosen.served_name, chosen.path)
-                typer.echo(f"[{chosen.label}: {got.detail}]", err=True)
+                detail = got.detail if actor.is_admin else got.summary  # no folder
+                typer.echo(f"[{chosen.label}: {detail}]", err=True)
                 targets.append(chosen)
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": text}
             ]
             answers = _answer(client, targets, messages, sampling)
         if export is not None:
-            _export(export, system, text, answers, {c.served_name: c.label for c in targets})
+            _export(export, system, text, answers, targets)
     except BrightRunError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from e
@@ -94,14 +95,18 @@ def chosen_adapters(choices: list[Any], names: list[str], version: int | None) -
 
 
 def _export(
-    path: Path, system: str, prompt: str, answers: dict[str, str], labels: dict[str, str]
+    path: Path, system: str, prompt: str, answers: dict[str, str], targets: list[Any]
 ) -> None:
     """The one-turn conversation as the playground exports it (JSONL, one line per model)."""
     from core.clients.inference import export_conversation_jsonl
 
     path.write_text(
         export_conversation_jsonl(
-            system, [{"user": prompt, "answers": answers}], list(answers), labels
+            system,
+            [{"user": prompt, "answers": answers}],
+            list(answers),
+            {c.served_name: c.label for c in targets},
+            {c.served_name: c.name for c in targets},
         )
     )
     typer.echo(f"[wrote {path}]", err=True)

@@ -111,12 +111,14 @@ def sampling_controls() -> Sampling:
     )
 
 
-def ensure_ready(client: InferenceRouter, choices: Sequence[ModelChoice]) -> None:
-    """Make each chosen adapter available once per session; show how."""
+def ensure_ready(client: InferenceRouter, choices: Sequence[ModelChoice], actor: Actor) -> None:
+    """Make each chosen adapter available once per session; show how (the detail, which
+    may name the adapter's folder, to admins only)."""
     ready: dict[str, str] = st.session_state["playground.ready"]
     for c in choices:
         if c.is_adapter and c.served_name not in ready:
-            ready[c.served_name] = client.ensure_adapter(c.served_name, c.path).detail
+            got = client.ensure_adapter(c.served_name, c.path)
+            ready[c.served_name] = got.detail if actor.is_admin else got.summary
         if c.is_adapter:
             st.caption(f"**{plain(c.label)}**: {plain(ready[c.served_name])}")
 

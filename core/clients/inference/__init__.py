@@ -62,6 +62,7 @@ from core.clients.inference.choices import (
     find_choice,
     model_choice_set,
     model_choices,
+    shown_model,
 )
 from core.clients.inference.client import ChatStream, InferenceClient, local_adapters_dir, same_base
 from core.clients.inference.prompts import (
@@ -129,6 +130,7 @@ __all__ = [
     "local_adapters_dir",
     "ModelChoice",
     "model_choices",
+    "shown_model",
     "actor_choices",
     "database_ready",
     "find_choice",

@@ -1,13 +1,19 @@
 """What a user may chat with: the served bases, then the actor's own ready adapter versions
 and checkpoints on their base's endpoint, and those no endpoint serves, with the reason
-(see `core.clients.inference`)."""
+(see `core.clients.inference`).
+
+Folders are the deployment's business (docs/security.md): a base served from a folder
+(vLLM serves `--model /volume/models/x` under that path) reaches an admin as that path and
+a member as the folder's name only (`shown_model`), in its label, its `name` and the
+reasons an adapter is not served. `served_name` (the `model` of a request) and `path` stay
+the server's, for the requests; what a page or command prints is `label` and `name`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from core.clients.inference.client import InferenceClient, local_adapters_dir, same_base
@@ -30,10 +36,26 @@ class ModelChoice:
     path: str | None = None  # the adapter folder as the server sees it; None: the base
     trained_on: str | None = None  # the base model the adapter was trained on
     endpoint: str | None = None  # the inference endpoint that serves it
+    shown_name: str = ""  # the model's name as the actor may read it ("": `served_name`)
 
     @property
     def is_adapter(self) -> bool:
         return self.path is not None
+
+    @property
+    def name(self) -> str:
+        """The model's name to print or export (a member never reads a folder path)."""
+        return self.shown_name or self.served_name
+
+
+def shown_model(model: str, actor: Actor) -> str:
+    """A model as `actor` may read it: an admin as the server names it, a member without
+    the folder when it is served from one (`/volume/models/Qwen3-4B` -> `Qwen3-4B`). Hub
+    ids (`org/name`) are not folders and are kept."""
+    folder = model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
+    if actor.is_admin or not folder:
+        return model
+    return PurePosixPath(model.replace("\\", "/").rstrip("/")).name or model
 
 
 @dataclass(frozen=True)
@@ -106,13 +128,19 @@ def model_choice_set(
     bases, listed, down = _served_bases(router)
     if not bases:
         raise InferenceUnavailable(f"the inference server at {router.url} lists no base model")
-    out = [ModelChoice(f"{b} (base)", b, endpoint=url) for b, url in bases.items()]
+    out = [
+        ModelChoice(
+            f"{shown_model(b, actor)} (base)", b, endpoint=url, shown_name=shown_model(b, actor)
+        )
+        for b, url in bases.items()
+    ]
     unserved: list[Unserved] = []
 
     def add(label: str, served: str, folder: str, trained_on: str | None) -> None:
         url = _endpoint_of(trained_on, bases)
         if url is None:
-            unserved.append(Unserved(label, _why_unserved(settings, trained_on or "", bases, down)))
+            why = _why_unserved(settings, actor, trained_on or "", bases, down)
+            unserved.append(Unserved(label, why))
         else:
             out.append(ModelChoice(label, served, folder, trained_on, url))
 
@@ -168,16 +196,18 @@ def _endpoint_of(trained_on: str | None, bases: dict[str, str]) -> str | None:
 
 
 def _why_unserved(
-    settings: Settings, trained_on: str, bases: dict[str, str], down: dict[str, str]
+    settings: Settings, actor: Actor, trained_on: str, bases: dict[str, str], down: dict[str, str]
 ) -> str:
     url = settings.inference_urls.get(trained_on, "").rstrip("/")
+    base = shown_model(trained_on, actor)
+    served = [shown_model(b, actor) for b, u in bases.items() if u == url or not url]
     if url in down:
-        return f"trained on {trained_on}, whose endpoint {url} is not answering ({down[url]})"
+        return f"trained on {base}, whose endpoint {url} is not answering ({down[url]})"
     if url:
-        return f"trained on {trained_on}, but its endpoint {url} serves {', '.join(b for b, u in bases.items() if u == url) or 'no base'}"
+        return f"trained on {base}, but its endpoint {url} serves {', '.join(served) or 'no base'}"
     return (
-        f"trained on {trained_on}, which no inference endpoint serves (served: "
-        f"{', '.join(bases)}): add its endpoint to INFERENCE_URLS"
+        f"trained on {base}, which no inference endpoint serves (served: "
+        f"{', '.join(served)}): add its endpoint to INFERENCE_URLS"
     )
 
 

@@ -191,14 +191,16 @@ def export_conversation_jsonl(
     turns: Sequence[Mapping[str, Any]],
     models: Sequence[str],
     labels: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> str:
     """One JSON line per model: `{"model", "label", "exported_at", "messages"}`; the
-    `messages` are in the chat format BrightRun imports as a dataset."""
+    `messages` are in the chat format BrightRun imports as a dataset. `model` is
+    `names[m]` when given (`ModelChoice.name`: no folder for a member), else `m`."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     lines = []
     for m in models:
         row = {
-            "model": m,
+            "model": (names or {}).get(m, m),
             "label": (labels or {}).get(m, m),
             "exported_at": now,
             "messages": conversation_messages(system, turns, m),

@@ -105,7 +105,16 @@ class ServedModel:
 class AdapterAvailability:
     name: str
     mode: LoadMode
-    detail: str  # for the user: which mode, and why
+    detail: str  # for an admin: which mode, and why (may name the adapter's folder)
+
+    @property
+    def summary(self) -> str:
+        """Which mode, in words that name no folder (what a member reads)."""
+        return {
+            LoadMode.SERVED: "already served",
+            LoadMode.RUNTIME: "loaded on the inference server",
+            LoadMode.RESOLVER: "loaded by the inference server on the first request",
+        }[self.mode]
 
 
 @dataclass(frozen=True)
