@@ -3,35 +3,43 @@
     python bench/trainer.py [--quick] [--json FILE] [--rows N] [--threads T] [--dtype D]
     python bench/trainer.py --gpu-real-size [--json FILE]      # on a CUDA machine
 
-Three ways, each in its own process (so peak RSS is its own), on the same training rows
+Four ways, each in its own process (so peak RSS is its own), on the same training rows
 (the length-skewed chat set `../shared/bench/skewed_chat.py` writes, default arguments;
 `--quick` takes its first 200 rows) and the same held-out evaluation rows:
 
   (a) TRL `SFTTrainer` defaults: no packing, padding to the longest row of each batch,
-      micro-batch 8;
-  (b) TRL's best configuration: `packing=True` with best-fit-decreasing (`bfd`);
-  (c) BrightRun's default settings (`trainer.actions.run_job`).
+      micro-batch 8, every layer recomputed in the backward (TRL's configs default
+      `gradient_checkpointing` to on);
+  (b) TRL packing: `packing=True` with best-fit-decreasing (`bfd`, which makes the rows
+      padding-free), gradient checkpointing left on;
+  (d) TRL's best configuration on a machine with memory to spare: (b) with gradient
+      checkpointing off;
+  (c) BrightRun's default settings (`trainer.actions.run_job`): packed, padding-free, and
+      only the layers whose activations do not fit recomputed (`checkpoint_layers:
+      as_needed`; on this model, none).
 
-Same for all three: the model (a random Qwen2-architecture config, wide and shallow:
+Same for all four: the model (a random Qwen2-architecture config, wide and shallow:
 hidden 1024, 2 layers, stored in bfloat16 like published checkpoints), the compute dtype
 (chosen once per run by the trainer's own rule, `trainer.model.pick_compute_dtype` with
 "auto": bfloat16 on a CPU with native bf16 (AMX or AVX512-BF16), float32 elsewhere, where a
 bf16 matmul is tens of times slower; all three ways load and train in it), LoRA (r 16, alpha
 32, dropout 0.05, all linear layers of the blocks), learning rate 2e-4 with cosine decay
 and the same warmup, one epoch, loss on assistant tokens only (TRL:
-`assistant_only_loss=True`), gradient checkpointing as each library defaults it (on),
-no truncation (every max length >= the longest row), and on average the same real tokens
-per optimizer step: (a) takes 8 rows per step, (b) and (c) pack rows of
+`assistant_only_loss=True`), no truncation (every max length >= the longest row), and on
+average the same real tokens per optimizer step: (a) takes 8 rows per step, (b), (c) and
+(d) pack rows of
 L = max(longest row, 8 x mean row length) tokens, one per step. Departures from the
 libraries' defaults are only these: learning rate, warmup, epochs, max length, batch
-shape, assistant-only loss, no checkpoints saved, CPU.
+shape, assistant-only loss, no checkpoints saved, CPU, and (d)'s checkpointing.
 
 Measured: real (loss-bearing) tokens per second of training (TRL: `train_runtime`;
 BrightRun: from its `started` to its last `metrics` event), padding slots per real token,
 optimizer steps, peak RSS, final train loss (mean of the last 10 optimizer steps) and eval
 loss (one evaluator for all three: the saved adapter on the base model, token-mean
-cross-entropy on the assistant tokens of the held-out rows). Prints JSON with
-`ratio_vs_trl_defaults` = (c)/(a) and `ratio_vs_trl_packing` = (c)/(b) tokens per second.
+cross-entropy on the assistant tokens of the held-out rows). Prints the compute dtype
+and why (stderr), then JSON with `ratio_vs_trl_best` = (c)/(d), the headline,
+`ratio_vs_trl_defaults` = (c)/(a) and `ratio_vs_trl_packing` = (c)/(b) real tokens per
+second (and per CPU-second, `_cpu_time`), all measured in the same run.
 
 `--gpu-real-size`: QLoRA (NF4) on a randomly initialised Qwen2.5-7B-shaped model (written
 to a local folder first, then loaded through the trainer's real path), reporting tokens/s,
@@ -93,6 +101,24 @@ def compute_dtype_name() -> str:
     return str(pick_compute_dtype(auto, torch.device("cpu"))).removeprefix("torch.")
 
 
+def describe_compute_dtype(choice: str = "auto") -> tuple[str, str]:
+    """The run's one compute dtype and why: `choice`, or the trainer's rule for this CPU."""
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    native = sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16"})
+    cpu = f"CPU bf16 flags: {', '.join(native) or 'none'}"
+    if choice != "auto":
+        return choice, f"set with --dtype; {cpu}"
+    dtype = compute_dtype_name()
+    rule = "native bf16" if dtype == "bfloat16" else "no native bf16: float32"
+    return dtype, f"the trainer's rule, {rule}; {cpu}"
+
+
 def eval_loss(model_dir: Path, adapter_dir: Path, rows: list[dict[str, Any]], dtype: str) -> float:
     """Token-mean cross-entropy on assistant tokens (the template's generation mask)."""
     import torch
@@ -125,7 +151,7 @@ def run_trl(way: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    packing = way == "b"
+    packing = way in "bd"
     rows = _read_rows(work / "train.jsonl")
     tok = AutoTokenizer.from_pretrained(work / "model")
     args = SFTConfig(
@@ -138,10 +164,11 @@ def run_trl(way: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         num_train_epochs=1,
         learning_rate=LR,
         lr_scheduler_type="cosine",
-        warmup_steps=cfg["warmup_steps_" + way],
+        warmup_steps=cfg["warmup_steps_a" if way == "a" else "warmup_steps_packed"],
         max_length=cfg["row_length"],
         packing=packing,
         packing_strategy="bfd",
+        gradient_checkpointing=way != "d",  # TRL's default (on) but in its best configuration
         assistant_only_loss=True,
         save_strategy="no",
         logging_steps=1,  # so the final loss covers the same last 10 steps as (c)
@@ -190,6 +217,7 @@ def run_trl(way: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         "peak_rss_bytes": rss,
         "final_train_loss": sum(losses[-10:]) / len(losses[-10:]),
         "model_dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+        "recomputed_layers": "all" if args.gradient_checkpointing else "none",
         "adapter": str(adapter),
         "threads": torch.get_num_threads(),
     }
@@ -251,6 +279,9 @@ def run_brightrun(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         "model_dtype": started["model"]["compute_dtype"],
         "attention": started["model"]["attention"],
         "packing": started["model"]["packing"],
+        "recomputed_layers": started["model"]
+        .get("activation_checkpointing", {})
+        .get("layers_recomputed", "all"),
         "activation_checkpointing": started["model"].get("activation_checkpointing"),
         "adapter": str(adapter),
         "threads": torch.get_num_threads(),
@@ -306,7 +337,7 @@ def prepare(work: Path, rows: int | None, threads: int) -> dict[str, Any]:
     mean = sum(lengths) / len(lengths)
     row_length = max(max(lengths), round(ROWS_PER_STEP * mean))
     steps_a = math.ceil(len(train) / ROWS_PER_STEP)
-    # (b)/(c) have about sum(lengths)/row_length steps; the same warmup share for all.
+    # (b)/(c)/(d) have about sum(lengths)/row_length steps; the same warmup share for all.
     steps_packed = math.ceil(sum(lengths) / row_length)
     cfg = {
         "rows_train": len(train),
@@ -316,7 +347,7 @@ def prepare(work: Path, rows: int | None, threads: int) -> dict[str, Any]:
         "max_row_tokens": max(lengths),
         "row_length": row_length,
         "warmup_steps_a": math.ceil(WARMUP_RATIO * steps_a),
-        "warmup_steps_b": math.ceil(WARMUP_RATIO * steps_packed),
+        "warmup_steps_packed": math.ceil(WARMUP_RATIO * steps_packed),
         "threads": threads,
         "dtype": compute_dtype_name(),
     }
@@ -326,7 +357,12 @@ def prepare(work: Path, rows: int | None, threads: int) -> dict[str, Any]:
 
 def summarise(cfg: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"setup": cfg, "ways": {}}
-    names = {"a": "trl_defaults", "b": "trl_packing_bfd", "c": "brightrun_defaults"}
+    names = {
+        "a": "trl_defaults",
+        "b": "trl_packing_bfd",
+        "c": "brightrun_defaults",
+        "d": "trl_best_packing_bfd_no_recompute",
+    }
     for way, r in results.items():
         out["ways"][names[way]] = {
             "real_tokens_per_s": round(r["loss_tokens"] / r["train_seconds"], 2),
@@ -343,7 +379,13 @@ def summarise(cfg: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[s
             "eval_loss": round(r["eval_loss"], 4),
             **{
                 k: r[k]
-                for k in ("model_dtype", "attention", "packing", "activation_checkpointing")
+                for k in (
+                    "model_dtype",
+                    "recomputed_layers",
+                    "attention",
+                    "packing",
+                    "activation_checkpointing",
+                )
                 if k in r
             },
         }
@@ -351,10 +393,9 @@ def summarise(cfg: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[s
     # with other work the latter is steadier, since each run is one thread.
     for key, suffix in (("real_tokens_per_s", ""), ("real_tokens_per_cpu_s", "_cpu_time")):
         tps = {w: out["ways"][names[w]][key] for w in results}
-        if "c" in tps and "a" in tps:
-            out["ratio_vs_trl_defaults" + suffix] = round(tps["c"] / tps["a"], 3)
-        if "c" in tps and "b" in tps:
-            out["ratio_vs_trl_packing" + suffix] = round(tps["c"] / tps["b"], 3)
+        for label, way in (("best", "d"), ("defaults", "a"), ("packing", "b")):
+            if "c" in tps and way in tps:
+                out[f"ratio_vs_trl_{label}{suffix}"] = round(tps["c"] / tps[way], 3)
     return out
 
 
@@ -464,17 +505,17 @@ def _qwen2_params(s: dict[str, int]) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="200 rows: under ~3 minutes on 2 cores")
+    ap.add_argument("--quick", action="store_true", help="200 rows: a few minutes on 2 cores")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--rows", type=int, help="use the first N rows of the data set")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    ap.add_argument("--ways", default="abc", help="which of a, b, c to run (default all)")
+    ap.add_argument("--ways", default="abdc", help="which of a, b, c, d to run (default all)")
     ap.add_argument("--workdir", help="keep intermediate files here (default: a temp folder)")
     ap.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16"],
         default="auto",
-        help="compute dtype of all three ways (default: the trainer's rule for this CPU)",
+        help="compute dtype of every way (default: the trainer's rule for this CPU)",
     )
     ap.add_argument("--gpu-real-size", action="store_true", help="QLoRA on 7B shapes (CUDA)")
     ap.add_argument("--gpu-steps", type=int, default=8)
@@ -499,8 +540,8 @@ def main() -> None:
         rows = args.rows or (200 if args.quick else None)
         cfg = prepare(work, rows, args.threads)
         cfg["brightrun_overrides"] = json.loads(args.brightrun_overrides)
-        if args.dtype != "auto":
-            cfg["dtype"] = args.dtype
+        cfg["dtype"], cfg["dtype_reason"] = describe_compute_dtype(args.dtype)
+        print(f"compute dtype: {cfg['dtype']} ({cfg['dtype_reason']})", file=sys.stderr)
         (work / "config.json").write_text(json.dumps(cfg))
         cfg["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
         results = {}
