@@ -144,12 +144,40 @@ def _check_password(password: str) -> str:
     return password
 
 
+def _answer_code(e: Exception) -> str:
+    """The error code in the Auth answer behind a client exception ("" when none): `code`
+    in GoTrue's 2024-01-01 envelope, `error_code` in the initial one."""
+    import httpx
+
+    cause = e.__cause__
+    if not isinstance(cause, httpx.HTTPStatusError):
+        return ""
+    try:
+        body = cause.response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    code = body.get("code") if isinstance(body.get("code"), str) else body.get("error_code")
+    return code if isinstance(code, str) else ""
+
+
 def _translate(e: Exception) -> BrightRunError:
     """A BrightRun error for an exception of the supabase auth client."""
-    from supabase_auth.errors import AuthApiError, AuthRetryableError, AuthWeakPasswordError
+    from supabase_auth.errors import (
+        AuthApiError,
+        AuthRetryableError,
+        AuthUnknownError,
+        AuthWeakPasswordError,
+    )
 
     if isinstance(e, AuthWeakPasswordError):
         return WeakPassword(f"password: too weak ({', '.join(e.reasons) or 'choose a longer one'})")
+    # GoTrue's 2024-01-01 envelope (the version the client asks for) carries no
+    # `weak_password.reasons`; the client then fails reading them (AuthUnknownError), so
+    # the code is read from the answer itself.
+    if isinstance(e, AuthUnknownError) and _answer_code(e) == "weak_password":
+        return WeakPassword("password: too weak (choose a longer one)")
     if isinstance(e, AuthRetryableError):
         return AuthUnavailable("Supabase Auth cannot be reached right now; try again in a moment")
     if isinstance(e, AuthApiError):

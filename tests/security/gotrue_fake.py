@@ -11,14 +11,28 @@ BrightRun makes through the `supabase` client (paths under /auth/v1):
     GET  /user                            Bearer access token -> the user
 
 A session is `{"access_token", "token_type": "bearer", "expires_in", "expires_at",
-"refresh_token", "user"}`; access tokens are HS256 JWTs with `sub`, `email`, `exp`,
-`session_id`. Errors are GoTrue's envelope `{"code", "error_code", "msg"}` with the
-`X-Supabase-Api-Version: 2024-01-01` header, so the client reads `code`:
-`invalid_credentials` (400), `email_not_confirmed` (400), `user_already_exists` (422),
-`signup_disabled` (422), `refresh_token_not_found` / `refresh_token_already_used` (400),
-`bad_jwt` (403), `no_authorization` (401). Every request must carry the anon key as
-`apikey`. `requests` records (method, path, apikey, body keys) for assertions;
-`expires_in` sets the lifetime of new access tokens (a small value forces refreshes).
+"refresh_token", "user"}`; access tokens are HS256 JWTs with `sub`, `email`, `exp`, `aud`
+(`authenticated`), `session_id`. A user object leaves out the fields that have no value
+(GoTrue's `omitempty`: an unconfirmed user has no `email_confirmed_at`).
+
+Errors follow GoTrue's API versions, as the live service does: a request whose
+`X-Supabase-Api-Version` header is 2024-01-01 or later (the `supabase` client always sends
+it) gets `{"code": "<error code>", "message"}` and the header echoed back; any other gets
+the initial envelope, the one Auth's published document describes, `{"code": <HTTP
+status>, "error_code": "<error code>", "msg"}`. Codes: `invalid_credentials` (400),
+`email_not_confirmed` (400), `user_already_exists` (422), `signup_disabled` (422),
+`weak_password` (422; its `weak_password.reasons` only in the initial envelope, as GoTrue
+does), `refresh_token_not_found` / `refresh_token_already_used` (400),
+`bad_jwt` (403: a token that does not verify, has expired by the server's clock or whose
+session has ended), `unexpected_audience` (403, GET /user: a token issued for another
+audience), `no_authorization` (401). Every request must carry the publishable (anon) key
+as `apikey`, else 401 `{"message": "Invalid API key"}` (the API gateway's answer).
+
+`requests` records (method, path, apikey, body keys) for assertions, `exchanges` every
+request and answer in full (`tests.supabase_contract.Exchange`, validated against Auth's
+published document by the contract tests); `expires_in` sets the lifetime of new access
+tokens (a small value forces refreshes) and `skew_s` moves the server's clock ahead of the
+client's; `access_token(email, aud=...)` mints a token for an existing session's user.
 """
 
 from __future__ import annotations
@@ -35,6 +49,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.supabase_contract import Exchange
 
 PREFIX = "/auth/v1"
 _JWT_SECRET = b"gotrue-fake-jwt-secret"
@@ -63,6 +79,7 @@ class GoTrueFake:
     confirm_emails: bool = False  # signup answers the user only; sign-in needs confirmation
     signup_open: bool = True
     expires_in: int = 3600
+    skew_s: float = 0.0  # the server's clock runs this far ahead of the client's
     accounts: dict[str, _Account] = field(default_factory=dict)  # by email
     refresh_tokens: dict[str, tuple[str, str]] = field(
         default_factory=dict
@@ -70,6 +87,7 @@ class GoTrueFake:
     used_refresh_tokens: set[str] = field(default_factory=set)
     sessions: set[str] = field(default_factory=set)  # live session ids
     requests: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
+    exchanges: list[Exchange] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # accounts -----------------------------------------------------------------------
@@ -82,16 +100,16 @@ class GoTrueFake:
         self.accounts[email.lower()].confirmed = True
 
     def _user(self, acc: _Account) -> dict[str, Any]:
-        confirmed = _iso(acc.created) if acc.confirmed else None
+        stamp = (
+            {"email_confirmed_at", "confirmed_at"} if acc.confirmed else {"confirmation_sent_at"}
+        )
         return {
             "id": acc.id,
             "aud": "authenticated",
             "role": "authenticated",
             "email": acc.email,
-            "email_confirmed_at": confirmed,
-            "confirmed_at": confirmed,
+            **dict.fromkeys(sorted(stamp), _iso(acc.created)),
             "phone": "",
-            "confirmation_sent_at": None if acc.confirmed else _iso(acc.created),
             "app_metadata": {"provider": "email", "providers": ["email"]},
             "user_metadata": {},
             "identities": [],
@@ -104,7 +122,13 @@ class GoTrueFake:
         return next((a for a in self.accounts.values() if a.id == user_id), None)
 
     # tokens -------------------------------------------------------------------------
-    def _jwt(self, acc: _Account, session_id: str, exp: int) -> str:
+    def access_token(self, email: str, aud: str = "authenticated", exp_in: int = 3600) -> str:
+        """A token for `email`'s latest live session, for audience `aud` (a test's own)."""
+        acc = self.accounts[email.lower()]
+        session_id = next(sid for uid, sid in self.refresh_tokens.values() if uid == acc.id)
+        return self._jwt(acc, session_id, int(time.time()) + exp_in, aud)
+
+    def _jwt(self, acc: _Account, session_id: str, exp: int, aud: str = "authenticated") -> str:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         claims = {
             "sub": acc.id,
@@ -114,7 +138,7 @@ class GoTrueFake:
             "role": "authenticated",
             "aal": "aal1",
             "session_id": session_id,
-            "aud": "authenticated",
+            "aud": aud,
             "jti": secrets.token_hex(8),
         }
         payload = _b64(json.dumps(claims).encode())
@@ -129,7 +153,8 @@ class GoTrueFake:
         if not hmac.compare_digest(_b64(sig), parts[2]):
             return None
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        if claims["exp"] <= time.time() or claims["session_id"] not in self.sessions:
+        expired = claims["exp"] <= time.time() + self.skew_s
+        if expired or claims["session_id"] not in self.sessions:
             return None
         return claims
 
@@ -161,44 +186,64 @@ class GoTrueFake:
             self.requests.append((method, path, headers.get("apikey", ""), tuple(sorted(body))))
             if headers.get("apikey") != self.anon_key:
                 return 401, {"message": "Invalid API key"}
-            grant = (query.get("grant_type") or [""])[0]
-            if method == "POST" and path == "/signup":
-                return self._signup(body)
-            if method == "POST" and path == "/token" and grant == "password":
-                return self._password(body)
-            if method == "POST" and path == "/token" and grant == "refresh_token":
-                return self._refresh(body)
-            bearer = headers.get("authorization", "")
-            if not bearer.lower().startswith("bearer "):
-                return 401, _err(401, "no_authorization", "This endpoint requires a Bearer token")
-            claims = self._claims(bearer[7:])
-            if claims is None:
-                return 403, _err(403, "bad_jwt", "invalid JWT: unable to parse or verify signature")
-            acc = self._by_id(claims["sub"])
-            if acc is None:
-                return 404, _err(404, "user_not_found", "User not found")
-            if method == "GET" and path == "/user":
-                return 200, self._user(acc)
-            if method == "POST" and path == "/logout":
-                scope = (query.get("scope") or ["global"])[0]
-                for tok, (uid, sid) in list(self.refresh_tokens.items()):
-                    if (scope == "global" and uid == acc.id) or (
-                        scope == "local" and sid == claims["session_id"]
-                    ):
-                        del self.refresh_tokens[tok]
-                        self.sessions.discard(sid)
-                return 204, None
-            return 404, _err(404, "not_found", "no such route")
+            status, payload = self._route(method, path, query, headers, body)
+            if status >= 400 and isinstance(payload, tuple):
+                code, msg = payload[0], payload[1]
+                if _versioned(headers):  # GoTrue's 2024-01-01 envelope has no reasons
+                    payload = {"code": code, "message": msg}
+                else:
+                    payload = {"code": status, "error_code": code, "msg": msg}
+                    if code == "weak_password":
+                        payload["weak_password"] = {"reasons": ["length"]}
+            return status, payload
+
+    def _route(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: Any,
+        body: dict[str, Any],
+    ) -> tuple[int, Any]:
+        grant = (query.get("grant_type") or [""])[0]
+        if method == "POST" and path == "/signup":
+            return self._signup(body)
+        if method == "POST" and path == "/token" and grant == "password":
+            return self._password(body)
+        if method == "POST" and path == "/token" and grant == "refresh_token":
+            return self._refresh(body)
+        bearer = headers.get("authorization", "")
+        if not bearer.lower().startswith("bearer "):
+            return 401, _err(401, "no_authorization", "This endpoint requires a Bearer token")
+        claims = self._claims(bearer[7:])
+        if claims is None:
+            return 403, _err(403, "bad_jwt", "invalid JWT: unable to parse or verify signature")
+        acc = self._by_id(claims["sub"])
+        if acc is None:
+            return 404, _err(404, "user_not_found", "User not found")
+        if method == "GET" and path == "/user":
+            if claims["aud"] != "authenticated":
+                return 403, _err(
+                    403, "unexpected_audience", "Token audience doesn't match request audience"
+                )
+            return 200, self._user(acc)
+        if method == "POST" and path == "/logout":
+            scope = (query.get("scope") or ["global"])[0]
+            for tok, (uid, sid) in list(self.refresh_tokens.items()):
+                if (scope == "global" and uid == acc.id) or (
+                    scope == "local" and sid == claims["session_id"]
+                ):
+                    del self.refresh_tokens[tok]
+                    self.sessions.discard(sid)
+            return 204, None
+        return 404, _err(404, "not_found", "no such route")
 
     def _signup(self, body: dict[str, Any]) -> tuple[int, Any]:
         if not self.signup_open:
             return 422, _err(422, "signup_disabled", "Signups not allowed for this instance")
         email, password = str(body.get("email", "")).lower(), str(body.get("password", ""))
         if len(password) < 6:
-            return 422, {
-                **_err(422, "weak_password", "Password should be at least 6 characters."),
-                "weak_password": {"reasons": ["length"]},
-            }
+            return 422, _err(422, "weak_password", "Password should be at least 6 characters.")
         if email in self.accounts:
             return 422, _err(422, "user_already_exists", "User already registered")
         acc = _Account(str(uuid.uuid4()), email, password, time.time(), not self.confirm_emails)
@@ -236,8 +281,15 @@ class GoTrueFake:
         return sum(1 for _, p, _, _ in self.requests if p == path)
 
 
-def _err(status: int, code: str, msg: str) -> dict[str, Any]:
-    return {"code": code, "error_code": code, "msg": msg}
+def _err(status: int, code: str, msg: str) -> tuple[str, str]:
+    """An error; `GoTrueFake.handle` writes it in the envelope the request's version asks for."""
+    return code, msg
+
+
+def _versioned(headers: Any) -> bool:
+    """True when the request asks for API version 2024-01-01 or later."""
+    version = str(headers.get("x-supabase-api-version") or "")
+    return len(version) == 10 and version >= "2024-01-01"
 
 
 class ServedGoTrue:
@@ -255,21 +307,38 @@ class ServedGoTrue:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw.strip() else {}
+                headers = {k.lower(): v for k, v in self.headers.items()}
                 if not parts.path.startswith(PREFIX):
-                    status, payload = 404, _err(404, "not_found", "no such route")
+                    status, payload = 404, {"message": "no such route"}
                 else:
                     status, payload = fake_ref.handle(
                         self.command,
                         parts.path[len(PREFIX) :],
                         parse_qs(parts.query),
-                        {k.lower(): v for k, v in self.headers.items()},
+                        headers,
                         body if isinstance(body, dict) else {},
                     )
                 data = b"" if payload is None else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("X-Supabase-Api-Version", "2024-01-01")
+                sent = {}
+                if _versioned(headers):  # GoTrue echoes the version it answered in
+                    sent["X-Supabase-Api-Version"] = "2024-01-01"
                 if payload is not None:
-                    self.send_header("Content-Type", "application/json")
+                    sent["Content-Type"] = "application/json"
+                with fake_ref.lock:
+                    fake_ref.exchanges.append(
+                        Exchange(
+                            self.command,
+                            self.path,
+                            headers,
+                            raw,
+                            status,
+                            {k.lower(): v for k, v in sent.items()},
+                            data,
+                        )
+                    )
+                self.send_response(status)
+                for k, v in sent.items():
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

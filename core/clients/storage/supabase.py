@@ -55,6 +55,42 @@ class _ResponseStream(io.RawIOBase):
         return n
 
 
+def _refusal(status: str, error: str, message: str, bucket: str, key: str) -> Exception:
+    """The BrightRun error for Storage's refusal (`{"statusCode", "error", "message"}`)."""
+    where = f"{bucket}/{key}"
+    if status == "404" or (status == "400" and error.lower() in ("not_found", "nosuchkey")):
+        return NotFound(f"no stored file {where}")
+    if status in ("401", "403"):
+        return StorageError(
+            f"Supabase Storage refused BrightRun's key for {where} ({message or error}): "
+            "SUPABASE_SECRET_KEY must be the project's secret key (sb_secret_..., or the "
+            "legacy service_role key; Project Settings > API Keys), not the publishable one"
+        )
+    if status == "413":
+        return StorageError(
+            f"{where} is larger than the bucket's file size limit: raise the project's upload "
+            "file size limit (Project Settings > Storage) above it (docs/supabase.md)"
+        )
+    return StorageError(f"storage refused {where} (HTTP {status}, {error or 'no error'})")
+
+
+def _refusal_of(response: Any, bucket: str, key: str) -> Exception:
+    """`_refusal` for a raw HTTP response (its JSON error body when it has one)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    return _refusal(
+        str(response.status_code),
+        str(body.get("error") or ""),
+        str(body.get("message") or ""),
+        bucket,
+        key,
+    )
+
+
 class SupabaseBlobStore(ReadsThroughOpen):
     """Supabase Storage through the `supabase` client (service-role key, server side only).
 
@@ -111,18 +147,8 @@ class SupabaseBlobStore(ReadsThroughOpen):
     def _raise(exc: Exception, bucket: str, key: str) -> None:
         from storage3.exceptions import StorageApiError
 
-        if (
-            isinstance(exc, StorageApiError)
-            and str(exc.status) in ("404", "400")
-            and str(exc.code).lower()
-            in (
-                "not_found",
-                "notfound",
-                "nosuchkey",
-                "404",
-            )
-        ):
-            raise NotFound(f"no stored file {bucket}/{key}") from None
+        if isinstance(exc, StorageApiError):
+            raise _refusal(str(exc.status), str(exc.code), exc.message, bucket, key) from None
         raise StorageError(f"storage refused {bucket}/{key}: {type(exc).__name__}") from exc
 
     # writes
@@ -220,9 +246,7 @@ class SupabaseBlobStore(ReadsThroughOpen):
         )
         r = self._retrying(lambda: self._http.post(endpoint, headers=headers))
         if r.status_code != 201 or "location" not in r.headers:
-            raise StorageError(
-                f"storage refused the resumable upload of {bucket}/{key} (HTTP {r.status_code})"
-            )
+            raise _refusal_of(r, bucket, key)
         return str(httpx.URL(endpoint).join(r.headers["location"]))
 
     def _tus_offset(self, location: str, bucket: str, key: str, offset: int) -> int:
@@ -256,10 +280,9 @@ class SupabaseBlobStore(ReadsThroughOpen):
         check_key(key)
         url = f"{self.url}/storage/v1/object/{bucket}/{quote(key)}"
         with self._http.stream("GET", url, headers=self._auth()) as r:
-            if r.status_code in (400, 404):
-                raise NotFound(f"no stored file {bucket}/{key}")
             if r.status_code != 200:
-                raise StorageError(f"storage refused {bucket}/{key} (HTTP {r.status_code})")
+                r.read()
+                raise _refusal_of(r, bucket, key)
             yield io.BufferedReader(_ResponseStream(r), CHUNK)
 
     def exists(self, bucket: str, key: str) -> bool:
@@ -327,20 +350,25 @@ class SupabaseBlobStore(ReadsThroughOpen):
     def signed_download_url(
         self, bucket: str, key: str, expires_s: int = DOWNLOAD_URL_TTL_S
     ) -> str:
-        from storage3.exceptions import StorageApiError
-
+        """Signed here rather than through storage3's `create_signed_url`, which sends
+        `expiresIn` as a string: Storage's published schema says an integer."""
         if self._presigner is not None:
             return self._presigner.url("GET", bucket, key, expires_s)
+        check_bucket(bucket)
         check_key(key)
-        try:
-            res = self._bucket(bucket).create_signed_url(key, int(expires_s))
-        except StorageApiError as e:
-            self._raise(e, bucket, key)
-            raise
-        url = res.get("signedURL") or res.get("signedUrl")
+        r = self._retrying(
+            lambda: self._http.post(
+                f"{self.url}/storage/v1/object/sign/{bucket}/{quote(key)}",
+                json={"expiresIn": int(expires_s)},
+                headers=self._auth(),
+            )
+        )
+        if r.status_code != 200:
+            raise _refusal_of(r, bucket, key)
+        url = r.json().get("signedURL")
         if not url:
             raise StorageError(f"storage gave no signed URL for {bucket}/{key}")
-        return str(url)
+        return f"{self.url}/storage/v1/{str(url).lstrip('/')}"
 
     def signed_upload_url(self, bucket: str, key: str, expires_s: int = UPLOAD_URL_TTL_S) -> str:
         """A PUT of the raw body to the URL stores (or replaces) its one object. With S3 keys
