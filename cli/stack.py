@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from core.clients.inference import local_adapters_dir
+from core.deploy.tool_parsing import vllm_flags
 from core.settings import LOCAL_INFERENCE_PORT, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,13 +148,15 @@ def vllm_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that run real vLLM (from .venv-vllm) on loopback: `model`
     served under its own name, LoRA on with runtime loading and the filesystem resolver
-    over `adapters_dir`. `small` adds VLLM_SMALL_FLAGS (for the tiny model)."""
+    over `adapters_dir`, tool calls (and reasoning) parsed as the deployed vLLM endpoint
+    parses them for `model` (`core.deploy.tool_parsing`). `small` adds VLLM_SMALL_FLAGS
+    (for the tiny model)."""
     if not VLLM_PYTHON.is_file():
         raise StackError(f"vLLM is not installed ({VLLM_PYTHON} is missing): run `make vllm`")
     argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
     argv += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", "2"]
-    argv += ["--max-num-seqs", "1", *(VLLM_SMALL_FLAGS if small else ())]
+    argv += ["--max-num-seqs", "1", *(VLLM_SMALL_FLAGS if small else ()), *vllm_flags(model)]
     if api_key:
         argv += ["--api-key", api_key]
     env = {

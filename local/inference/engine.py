@@ -339,8 +339,9 @@ class Engine:
             else:
                 gen.seed()
             ctx = self._adapter_context(p.adapter)
-            emitted, final = "", None
+            emitted, final, whole = "", None, ""
             out_ids: list[int] = []
+            eos = 0  # vLLM counts the end-of-sequence token among the completion tokens
             # Hold back enough characters that a stop string split across tokens is never
             # half-sent.
             hold = max((len(s) for s in p.stop), default=1) - 1
@@ -355,7 +356,7 @@ class Engine:
                     past = out.cache
                     token = _sample(out.logits[0, -1].float(), p.temperature, p.top_p, gen)
                     if token in self.eos_ids:
-                        finish = "stop"
+                        finish, eos = "stop", 1
                         break
                     out_ids.append(token)
                     cur = torch.tensor([[token]], device=self.device)
@@ -366,20 +367,21 @@ class Engine:
                         break
                     if text.endswith("\ufffd"):
                         continue  # an incomplete multi-byte character: wait for the rest
+                    whole = text
                     safe = len(text) - hold
                     if safe > len(emitted):
                         yield Delta(text[len(emitted) : safe])
                         emitted = text[:safe]
                 else:
                     finish = "length"
-            if final is None:
-                final = self.tokenizer.decode(out_ids, skip_special_tokens=True)
+            if final is None:  # as vLLM: a character still incomplete at the end is dropped
+                final = whole
             if len(final) > len(emitted):
                 yield Delta(final[len(emitted) :])
             yield Delta(
                 finish_reason=finish,
                 prompt_tokens=len(p.input_ids),
-                completion_tokens=len(out_ids),
+                completion_tokens=len(out_ids) + eos,
             )
 
     def score(self, model: str, text: str) -> dict[str, Any]:

@@ -2,8 +2,7 @@
 loopback ports, each started once for the whole session: BrightRun's local server
 (`python -m local.inference`, fixture `server`, which most tests use) and real vLLM's CPU
 build from .venv-vllm (`vllm_server`; `make vllm` installs it). Without .venv-vllm the vLLM
-tests are skipped, unless BRIGHTRUN_REQUIRE_VLLM=1 (as `make test` sets) makes that a
-failure.
+tests fail; BRIGHTRUN_SKIP_VLLM=1 skips them instead (`need_vllm`), on purpose only.
 
 The tiny model has heads of 32 dimensions: vLLM's CPU attention has no smaller kernel."""
 
@@ -188,15 +187,22 @@ def start_vllm(stack_data: Path, tiny_model: Path, root: Path) -> tuple[subproce
     )
 
 
+def need_vllm() -> None:
+    """Skips the calling test when BRIGHTRUN_SKIP_VLLM=1; fails it when real vLLM is missing."""
+    if os.environ.get("BRIGHTRUN_SKIP_VLLM") == "1":
+        pytest.skip("BRIGHTRUN_SKIP_VLLM=1: the tests against real vLLM are skipped")
+    if not VLLM_PYTHON.is_file():
+        pytest.fail(
+            f"real vLLM is not installed ({VLLM_PYTHON}): run `make vllm`, or set "
+            "BRIGHTRUN_SKIP_VLLM=1 to skip the tests against it"
+        )
+
+
 @pytest.fixture(scope="session")
 def vllm_server(
     stack_data: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    if not VLLM_PYTHON.is_file():
-        why = f"real vLLM is not installed ({VLLM_PYTHON}): run `make vllm`"
-        if os.environ.get("BRIGHTRUN_REQUIRE_VLLM") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
+    need_vllm()
     proc, info = start_vllm(stack_data, tiny_model, tmp_path_factory.mktemp("vllm"))
     yield info
     stop_all([proc], grace_s=30)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from cli.stack import local_services
 from core.settings import Settings
 
@@ -40,9 +38,10 @@ def test_up_starts_no_inference_server_for_a_remote_vllm(data_dir: Path) -> None
 
 def test_up_with_inference_engine_vllm_runs_vllms_cpu_build(data_dir: Path) -> None:
     from cli.stack import VLLM_PYTHON
+    from core.deploy.tool_parsing import vllm_flags
+    from tests.inference.conftest import need_vllm
 
-    if not VLLM_PYTHON.is_file():
-        pytest.skip("real vLLM is not installed: run `make vllm`")
+    need_vllm()
     svc = {s.name: s for s in local_services(Settings(inference_engine="vllm"), 8599)}[
         "inference (vLLM)"
     ]
@@ -50,6 +49,10 @@ def test_up_with_inference_engine_vllm_runs_vllms_cpu_build(data_dir: Path) -> N
     assert svc.argv[:3] == [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server"]
     assert svc.argv[svc.argv.index("--model") + 1] == tiny and "--enable-lora" in svc.argv
     assert svc.env["VLLM_PLUGINS"] == "lora_filesystem_resolver"
+    # Tool calls parsed as the deployed endpoint parses them (the tiny model writes hermes).
+    hermes = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+    i = svc.argv.index("--tool-call-parser")
+    assert svc.argv[i - 1 : i + 2] == vllm_flags(tiny) == hermes
     assert svc.env["VLLM_LORA_RESOLVER_CACHE_DIR"] == str(
         (data_dir / "volume" / "adapters").resolve()
     )

@@ -1,12 +1,15 @@
 """The agent loop on a tiny model, end to end: a tool-calling dataset is uploaded, a job
-trains on its normalised rows through the worker's job handler, and through the local
-inference server the adapter answers with a parseable tool call more often than the base;
-a tool result pasted back continues the conversation, and the tool-calling scores of the
-evaluation show the same gain. One adapter is trained for the whole module."""
+trains on its normalised rows through the worker's job handler, and through the inference
+server the adapter answers with a parseable tool call more often than the base; a tool
+result pasted back continues the conversation, and the tool-calling scores of the
+evaluation show the same gain. Each test runs against real vLLM started with the deployed
+endpoint's tool-call parser (`[vllm]`) and the local server (`[local]`); one adapter is
+trained for the whole module and copied into each server's adapter folder."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +26,7 @@ from core.clients.inference import (
     tool_result,
 )
 from core.clients.storage import make_blob_store
+from core.settings import Settings
 from core.tool_scores import evaluate_tools, tool_cases
 from core.users import LOCAL_ACTOR
 from tests.inference.conftest import Server, settings_for
@@ -65,15 +69,18 @@ def toy_row(question: str, city: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def trained(
-    server: Server, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
-    """Upload the dataset, train one adapter on it, and hand over what the tests need."""
+def server(both_servers: Server) -> Server:
+    return both_servers
+
+
+@pytest.fixture(scope="module")
+def agent(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Upload the dataset and train one adapter on it (into a volume of its own), once."""
     from trainer.env import WorkerEnv
     from trainer.handler import handler
 
     tmp = tmp_path_factory.mktemp("agent")
-    settings = settings_for(server, tmp / "data", inference_lora_loading="resolver")
+    settings = Settings(data_dir=tmp / "data")
     db.upgrade(settings)
     store = make_blob_store(settings)
     src = tmp / "weather-tools.jsonl"
@@ -103,22 +110,35 @@ def trained(
     job = toy_job(tiny_model, train_file, "weather-agent")
     job["training"].update(max_steps=80, max_length=512)
     env = WorkerEnv(
-        model_cache_dir=tmp / "models", checkpoint_dir=tmp / "ck", adapter_dir=server.adapters_dir
+        model_cache_dir=tmp / "models", checkpoint_dir=tmp / "ck", adapter_dir=tmp / "volume"
     )
     events = list(handler({"id": "rp-agent", "input": job}, env))
     assert events[-1]["type"] == "completed", events[-1]
+    yield {
+        "data": tmp / "data",
+        "eval_rows": eval_rows,
+        "dataset_id": dataset_id,
+        "folder": tmp / "volume" / "weather-agent",
+    }
+    db.dispose_engines()
+
+
+@pytest.fixture(scope="module")
+def trained(server: Server, agent: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The adapter in `server`'s adapter folder (as the worker copies it to the volume),
+    and what the tests need."""
+    folder = server.adapters_dir / "weather-agent"
+    shutil.copytree(agent["folder"], folder)
+    settings = settings_for(server, agent["data"], inference_lora_loading="resolver")
     with InferenceClient(settings) as client:
         client.ensure_adapter("weather-agent")
         yield {
+            **agent,
             "client": client,
-            "stats": stats,
-            "eval_rows": eval_rows,
             "base": server.base,
             "settings": settings,
-            "dataset_id": dataset_id,
-            "folder": server.adapters_dir / "weather-agent",
+            "folder": folder,
         }
-    db.dispose_engines()
 
 
 def parseable_calls(client: InferenceClient, model: str, prompts: list[str]) -> list[Any]:
