@@ -4,6 +4,7 @@
     brightrun admin set-limits USER [--monthly-budget USD | --default-budget]
                                     [--max-jobs N | --default-jobs]
     brightrun admin set-role USER member|admin
+    brightrun admin set-hub USER [NAMESPACE...]   (Hub namespaces for the deployment's token)
 
 USER is a user id or an email address. The command acts as the signed-in user (see
 `brightrun login`); with AUTH=none that is the local user, an admin. Errors print one line
@@ -91,6 +92,22 @@ def set_limits(
         f"limits of {u.email or u.id}: budget {u.monthly_budget_usd if u.monthly_budget_usd is not None else 'default'}, "
         f"jobs at once {u.max_concurrent_jobs if u.max_concurrent_jobs is not None else 'default'}"
     )
+
+
+@app.command("set-hub")
+def set_hub(
+    user: str = typer.Argument(..., help="user id or email"),
+    namespaces: list[str] = typer.Argument(
+        None, help="Hub users or organisations; none: allow none"
+    ),
+) -> None:
+    """Set the Hugging Face Hub namespaces a member may push versions to with the
+    deployment's HF_TOKEN (replacing the ones set before)."""
+    from core import admin
+
+    u = _run(lambda a, s, st: admin.set_hub_namespaces(a, s, user, list(namespaces or [])))
+    allowed = u.hub_namespaces.replace(",", ", ") if u.hub_namespaces else "none"
+    typer.echo(f"{u.email or u.id} may push with the deployment's token to: {allowed}")
 
 
 @app.command("set-role")

@@ -26,9 +26,14 @@ def hub_and_merge(version_id: str, label: str) -> None:
         public = st.checkbox(
             "Public repo", key=f"adapters.hub_public.{version_id}", help="default: private"
         )
-        if st.button(
-            "Push", key="adapters.push", disabled=not repo, help="uses the deployment's HF_TOKEN"
-        ):
+        own = st.text_input(
+            "Your own Hugging Face token (optional)",
+            type="password",
+            key=f"adapters.hub_token.{version_id}",
+            help="Without it the deployment's token pushes, only into the namespaces an "
+            "admin allowed for you. Used for this push only, never stored.",
+        )
+        if st.button("Push", key="adapters.push", disabled=not repo):
             try:
                 pushed = export.push_to_hub(
                     actor,
@@ -37,6 +42,7 @@ def hub_and_merge(version_id: str, label: str) -> None:
                     repo.strip(),
                     private=not public,
                     store=session.store(),
+                    token=own.strip() or None,
                 )
                 st.success(f"Pushed {len(pushed.files)} files to {w.plain(pushed.url)}")
             except BrightRunError as e:

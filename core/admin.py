@@ -15,11 +15,15 @@ Every function takes the acting user and raises `Forbidden` unless they are an a
   launch; running jobs are not stopped.
 - `set_role(actor, session, user, role)`: member or admin; the last admin cannot be
   demoted (nobody could set limits any more).
+- `set_hub_namespaces(actor, session, user, namespaces)`: the Hugging Face Hub users or
+  organisations the user may push versions to with the deployment's `HF_TOKEN` (a member
+  with none set pushes only with their own token; admins push anywhere the token can).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +139,22 @@ def set_limits(
         changes["max_concurrent_jobs"] = _check_jobs(max_concurrent_jobs)
     target = find_user(actor, session, user)
     return repo.admin_set_user_limits(actor, session, target.id, **changes)
+
+
+HUB_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def set_hub_namespaces(actor: Actor, session: Session, user: str, namespaces: list[str]) -> User:
+    """Replace the user's allowed Hub namespaces (an empty list allows none)."""
+    clean = sorted({n.strip() for n in namespaces if n.strip()})
+    bad = [n for n in clean if not HUB_NAMESPACE.match(n)]
+    if bad:
+        raise InvalidInput(
+            f"Hub namespace {bad[0]!r} is not a Hugging Face user or organisation name "
+            "(letters, digits, '.', '_' and '-')"
+        )
+    target = find_user(actor, session, user)
+    return repo.admin_set_user_hub_namespaces(actor, session, target.id, clean)
 
 
 def set_role(actor: Actor, session: Session, user: str, role: str) -> User:

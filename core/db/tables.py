@@ -109,6 +109,9 @@ class User(Base):
     # NULL: the deployment default from settings (MONTHLY_BUDGET_USD, MAX_CONCURRENT_JOBS).
     monthly_budget_usd: Mapped[float | None] = mapped_column(Float)
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    # Hub namespaces (users or organisations) this user may push to with the deployment's
+    # HF_TOKEN, comma-separated; NULL or empty: none (core.export.hub).
+    hub_namespaces: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

@@ -3,6 +3,12 @@
 The files come from storage, else from the version's folder on the volume when it is
 visible here. The Hub token is `settings.hf_token`, handed to the `HfApi` client only: it
 is never written into a file, the database or a log.
+
+Who may push where: the deployment's `HF_TOKEN` can usually write to more than one
+namespace (its owner's, an organisation's), so a member pushes with it only into the
+namespaces an admin allowed for them (`core.admin.set_hub_namespaces`); admins push
+wherever the token can. A person who brings their own token (`token=`) pushes wherever that
+token can write: the Hub itself decides. A refusal names the allowed namespaces.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from core import adapters
 from core.clients.storage import make_blob_store
 from core.db import repo, session_scope
 from core.db.tables import AdapterVersion
-from core.errors import BrightRunError, InvalidInput, NotFound
+from core.errors import BrightRunError, Forbidden, InvalidInput, NotFound
 from core.export.card import loss_curve_svg, model_card, version_record
 from core.settings import Settings
 from core.users import Actor
@@ -93,6 +99,32 @@ def export_zip(actor: Actor, session: Any, store: Any, ref: str) -> tuple[str, b
 # --------------------------------------------------------------------------- the hub
 
 
+def allowed_namespaces(actor: Actor, session: Any) -> list[str]:
+    """The Hub namespaces the actor may push to with the deployment's token."""
+    user = repo.ensure_user(actor, session)
+    return [n for n in (user.hub_namespaces or "").split(",") if n]
+
+
+def check_namespace(actor: Actor, session: Any, repo_id: str) -> None:
+    """Raise `Forbidden` unless the actor may push `repo_id` with the deployment's token."""
+    if actor.is_admin:
+        return
+    namespace = repo_id.split("/", 1)[0]
+    allowed = allowed_namespaces(actor, session)
+    if namespace in allowed:
+        return
+    where = (
+        f"you may push only to {', '.join(allowed)}"
+        if allowed
+        else "no namespace is allowed for you"
+    )
+    raise Forbidden(
+        f"the deployment's Hugging Face token does not push to {namespace!r} for you: {where} "
+        "(an admin sets them with `brightrun admin set-hub USER NAMESPACE...`). Or push with "
+        "your own Hugging Face token"
+    )
+
+
 @dataclass(frozen=True)
 class HubPush:
     repo_id: str
@@ -109,17 +141,22 @@ def push_to_hub(
     private: bool = True,
     store: Any = None,
     api_factory: Callable[[str], Any] | None = None,
+    token: str | None = None,
 ) -> HubPush:
     """Upload version `ref` (PEFT files, brightrun.json, model card) to the Hub model repo
-    `repo_id` (created if missing). `api_factory(token)` builds the client (default:
-    `huggingface_hub.HfApi(token=token)`)."""
+    `repo_id` (created if missing), with the person's own `token` if given, else the
+    deployment's HF_TOKEN within the namespaces allowed to them (see the module doc).
+    `api_factory(token)` builds the client (default: `huggingface_hub.HfApi(token=token)`)."""
     if not REPO_ID.match(repo_id or ""):
         raise InvalidInput(f"Hub repo {repo_id!r} must look like 'your-name/model-name'")
-    token = settings.hf_token.get_secret_value()
+    own_token = bool(token)
     if not token:
-        raise InvalidInput(
-            "HF_TOKEN is not set: add a Hugging Face token with write access to the settings"
-        )
+        token = settings.hf_token.get_secret_value()
+        if not token:
+            raise InvalidInput(
+                "HF_TOKEN is not set: add a Hugging Face token with write access to the "
+                "settings, or push with your own token"
+            )
     if api_factory is None:
         from huggingface_hub import HfApi
 
@@ -130,6 +167,9 @@ def push_to_hub(
 
     store = store or make_blob_store(settings)
     with tempfile.TemporaryDirectory(prefix="brightrun-hub-") as tmp, session_scope(settings) as s:
+        adapters.resolve(actor, s, ref)  # another person's version is not found, first
+        if not own_token:
+            check_namespace(actor, s, repo_id)
         v, record = build_folder(actor, s, store, ref, Path(tmp))
         files = sorted(p.name for p in Path(tmp).iterdir())
         api = api_factory(token)

@@ -21,7 +21,7 @@ from core import actions, adapters, jobs, planner
 from core.clients.storage import DOWNLOAD_URL_TTL_S, adapter_key, job_prefix, make_blob_store
 from core.db import repo, session_scope
 from core.errors import InvalidInput
-from core.export.hub import REPO_ID
+from core.export.hub import REPO_ID, check_namespace
 from core.settings import Settings
 from core.users import Actor
 from trainer.shared.files import upload_names
@@ -246,6 +246,9 @@ def merge(
         raise InvalidInput(f"Hub repo {hub_repo!r} must look like 'your-name/model-name'")
     store = store or make_blob_store(settings)
     src = _source(actor, settings, ref, store)
+    if hub_repo is not None:  # the worker pushes with the deployment's HF_TOKEN
+        with session_scope(settings) as s:
+            check_namespace(actor, s, hub_repo)
     pricing = jobs.pricing_for(settings, gpu_type)
     plan = _checked_plan(settings, src, pricing, dtype, to_storage)
     job_id = repo.new_id("job")

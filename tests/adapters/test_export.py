@@ -17,8 +17,9 @@ from pydantic import SecretStr
 from core import db, export, planner
 from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.db import repo
-from core.errors import InvalidInput, NotFound
+from core.errors import Forbidden, InvalidInput, NotFound
 from core.settings import Settings
+from core.users import Actor
 from tests.adapters.conftest import ALICE, BOB, add_dataset, chat_rows
 from tests.adapters.hub_fake import HubFake
 
@@ -185,6 +186,7 @@ def test_push_to_hub_uploads_the_folder_with_the_token_only_in_the_client(
     settings: Settings, version: str, hub: HubFake
 ) -> None:
     settings = settings.model_copy(update={"hf_token": SecretStr(TOKEN)})
+    _allow(settings, ALICE, "alice")
     seen: list[str] = []
     pushed = export.push_to_hub(
         ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen)
@@ -252,6 +254,7 @@ def test_push_refusals_name_the_problem_and_never_echo_the_token(
             ALICE, settings, version, "alice/support-bot", api_factory=_client(hub, seen)
         )
     settings = settings.model_copy(update={"hf_token": SecretStr(TOKEN)})
+    _allow(settings, ALICE, "alice")
     with pytest.raises(InvalidInput, match="your-name/model-name"):
         export.push_to_hub(
             ALICE, settings, version, "https://huggingface.co/x", api_factory=_client(hub, seen)
@@ -265,6 +268,90 @@ def test_push_refusals_name_the_problem_and_never_echo_the_token(
     assert TOKEN not in str(e.value)
     with db.session_scope(settings) as s:
         assert repo.get_version(ALICE, s, version).hub_repo is None
+
+
+ADMIN = Actor(user_id="root", email="root@example.com", role="admin")
+
+
+def _allow(settings: Settings, who: Actor, *namespaces: str) -> None:
+    from core import admin
+
+    with db.session_scope(settings) as s:
+        repo.ensure_user(who, s)
+        repo.ensure_user(ADMIN, s)
+        admin.set_hub_namespaces(ADMIN, s, who.user_id, list(namespaces))
+
+
+def test_a_member_pushes_with_the_deployments_token_only_where_an_admin_allowed(
+    settings: Settings, version: str, hub: HubFake
+) -> None:
+    settings = settings.model_copy(update={"hf_token": SecretStr(TOKEN)})
+    seen: list[str] = []
+    with pytest.raises(Forbidden, match="no namespace is allowed for you") as e:
+        export.push_to_hub(ALICE, settings, version, "acme/bot", api_factory=_client(hub, seen))
+    assert "brightrun admin set-hub" in str(e.value) and TOKEN not in str(e.value)
+    _allow(settings, ALICE, "alice", "acme-research")
+    with pytest.raises(Forbidden, match="you may push only to acme-research, alice"):
+        export.push_to_hub(ALICE, settings, version, "acme/bot", api_factory=_client(hub, seen))
+    assert not hub.requests and not seen  # nothing reached the Hub
+    export.push_to_hub(
+        ALICE, settings, version, "acme-research/bot", api_factory=_client(hub, seen)
+    )
+    assert seen == [TOKEN] and "acme-research/bot" in hub.files
+
+
+def test_a_members_own_token_pushes_where_it_can_and_is_never_stored(
+    settings: Settings, version: str, hub: HubFake
+) -> None:
+    own = "hf_own_token_of_alice_9f3"
+    seen: list[str] = []
+    export.push_to_hub(
+        ALICE, settings, version, "acme/bot", api_factory=_client(hub, seen), token=own
+    )
+    assert seen == [own]
+    with db.session_scope(settings) as s:
+        v = repo.get_version(ALICE, s, version)
+        assert own not in json.dumps(v.settings) + json.dumps(v.eval_scores)
+        assert repo.ensure_user(ALICE, s).hub_namespaces is None
+
+
+def test_admins_push_wherever_the_deployments_token_can(
+    settings: Settings, version: str, hub: HubFake
+) -> None:
+    settings = settings.model_copy(update={"hf_token": SecretStr(TOKEN)})
+    with db.session_scope(settings) as s:
+        v = repo.get_version(ALICE, s, version)
+    # an admin pushing their own version: the admin's namespace list does not apply
+    admin_alice = Actor(user_id=ALICE.user_id, email=ALICE.email, role="admin")
+    seen: list[str] = []
+    export.push_to_hub(admin_alice, settings, v.id, "acme/bot", api_factory=_client(hub, seen))
+    assert seen == [TOKEN]
+
+
+def test_a_merge_pushed_by_the_worker_keeps_to_the_same_namespaces(
+    settings: Settings, version: str
+) -> None:
+    with db.session_scope(settings) as s:
+        before = len(repo.list_jobs(ALICE, s))
+    with pytest.raises(Forbidden, match="no namespace is allowed for you"):
+        export.merge(ALICE, settings, version, hub_repo="acme/merged")
+    with db.session_scope(settings) as s:
+        assert len(repo.list_jobs(ALICE, s)) == before  # refused before a job was launched
+
+
+def test_hub_namespaces_are_checked_and_set_by_admins_only(settings: Settings) -> None:
+    from core import admin
+
+    with db.session_scope(settings) as s:
+        repo.ensure_user(ALICE, s)
+        repo.ensure_user(ADMIN, s)
+        with pytest.raises(InvalidInput, match="not a Hugging Face user or organisation"):
+            admin.set_hub_namespaces(ADMIN, s, "alice", ["acme/bot"])
+        with pytest.raises(Forbidden):
+            admin.set_hub_namespaces(ALICE, s, "alice", ["alice"])
+        u = admin.set_hub_namespaces(ADMIN, s, "alice", [" b ", "a", "a"])
+        assert u.hub_namespaces == "a,b"
+        assert admin.set_hub_namespaces(ADMIN, s, "alice", []).hub_namespaces is None
 
 
 def test_merge_plan_memory_and_cost_per_gpu() -> None:

@@ -93,6 +93,17 @@ def admin_actor_for(actor: Actor, session: Session, user_id: str) -> Actor:
     return _actor_of(_user(session, user_id))
 
 
+def admin_set_user_hub_namespaces(
+    actor: Actor, session: Session, user_id: str, namespaces: list[str]
+) -> User:
+    """Set the Hub namespaces a user may push to with the deployment's token ([]: none)."""
+    require_admin(actor)
+    user = _user(session, user_id)
+    user.hub_namespaces = ",".join(namespaces) or None
+    session.flush()
+    return user
+
+
 def admin_list_users(actor: Actor, session: Session) -> list[User]:
     require_admin(actor)
     return list(session.execute(select(User).order_by(User.created_at, User.id)).scalars())
