@@ -24,6 +24,8 @@ What this module bends, each time because the document cannot say it otherwise:
   keyword; Auth's `/settings` answer uses `patternProperties`), so both are loaded without
   the spec validator (`spec_validator_cls=None`); their schemas are still applied in full,
   Storage's with openapi-core's 3.1 validators, as its schemas are written (`type: "null"`).
+- Auth's `/signup` answer is a `oneOf` that no object can satisfy (see `SIGNUP_ONE_OF`): it
+  is read as `anyOf`.
 - A trailing slash is not significant to Storage (Fastify's `ignoreTrailingSlash`; the
   clients call `/upload/resumable`, the document says `/upload/resumable/`).
 
@@ -222,16 +224,32 @@ def load_storage() -> SupabaseContract | None:
     return SupabaseContract(spec, doc, AUTH_HOST, STORAGE_MOUNT, keep_mount=False)
 
 
+# Auth's /signup answer is a `oneOf` of a session and a user, two schemas with no required
+# property: every object is valid under both, so `oneOf` refuses every answer. It is read as
+# `anyOf` (either one), the document's evident meaning; `load_auth` checks it is still there.
+SIGNUP_ONE_OF = ("paths", "/signup", "post", "responses", "200", "content", "application/json")
+
+
 @functools.cache
 def load_auth() -> SupabaseContract | None:
+    import json
+
     import yaml
     from openapi_core import Config, OpenAPI
 
     path = contracts_dir() / AUTH_DOC
     if not path.is_file():
         return None
+    # YAML reads status codes as numbers; openapi-core takes the JSON form (string keys).
+    doc = json.loads(json.dumps(yaml.safe_load(path.read_text(encoding="utf-8"))))
+    node = doc
+    for part in SIGNUP_ONE_OF:
+        node = node[part]
+    schema = node["schema"]
+    if "oneOf" not in schema:
+        raise AssertionError("Auth's /signup answer is no longer a oneOf: drop SIGNUP_ONE_OF")
+    schema["anyOf"] = schema.pop("oneOf")
     # Auth's document is not strictly valid 3.0 either (`/settings` uses `patternProperties`
-    # and an `optional` keyword): loaded the same way.
-    spec = OpenAPI.from_file_path(str(path), config=Config(spec_validator_cls=None))
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # and an `optional` keyword): loaded without the spec validator too.
+    spec = OpenAPI.from_dict(doc, config=Config(spec_validator_cls=None))
     return SupabaseContract(spec, doc, AUTH_HOST, AUTH_MOUNT, keep_mount=True)

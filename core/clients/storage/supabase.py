@@ -99,6 +99,15 @@ class SupabaseBlobStore(ReadsThroughOpen):
     the server's offset (HEAD) after a failed chunk. Downloads stream from
     `/storage/v1/object/<bucket>/<key>`. With `s3`, signed URLs are presigned on the S3
     endpoint (see the module doc).
+
+    The TUS client is written here rather than taken from `tuspy`: BrightRun needs only
+    creation, PATCH and HEAD (about 60 lines), each on the one httpx client that already
+    carries the timeouts and keys, with each refusal turned into a BrightRun error naming the
+    object. tuspy speaks HTTP through `requests` (and aiohttp), with its own retry policy
+    and exception types to translate, for no protocol feature BrightRun uses; it would be a
+    new dependency in the lock for less control. The contract tests
+    (`tests/state/test_supabase_contract.py`) hold these requests to TUS 1.0.0 and Supabase's
+    resumable-upload guide.
     """
 
     def __init__(
