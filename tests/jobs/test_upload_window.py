@@ -1,7 +1,10 @@
 """A job is never sent when its upload URLs could expire before it ends: on Supabase Storage
 without S3 keys (2-hour upload URLs) a long job is refused before anything is stored, with
 the fix named, and the Train page blocks Launch with the same words; with S3 keys the same
-job goes out with presigned URLs that last as long as it may run."""
+job goes out with presigned URLs that last as long as it may run. Each test runs with the
+project's new-format keys (`sb_secret_...` as SUPABASE_SECRET_KEY, `sb_publishable_...` as
+SUPABASE_PUBLISHABLE_KEY) and with keys of no published shape; the Storage stand-in takes
+only the secret key for the uploads and signing."""
 
 from __future__ import annotations
 
@@ -40,11 +43,21 @@ def runpod() -> Iterator[tuple[RunPodFake, str]]:
         yield f, served.url
 
 
-@pytest.fixture
-def world(runpod, tmp_path: Path) -> Iterator[dict[str, Any]]:
+# The project's keys: new-format (sb_secret_/sb_publishable_) and a self-hosted style key.
+KEYS = {
+    "new-format keys": ("sb_secret_" + "s" * 32, "sb_publishable_" + "p" * 32),
+    "other keys": ("fake-service-key", "fake-publishable-key"),
+}
+
+
+@pytest.fixture(params=sorted(KEYS))
+def world(request: pytest.FixtureRequest, runpod, tmp_path: Path) -> Iterator[dict[str, Any]]:
     f, url = runpod
     f.script = lambda inp: {"chunks": 1, "hang_s": 60}
-    with FakeSupabaseStorage(tmp_path / "supabase") as fake:
+    secret, publishable = KEYS[request.param]
+    with FakeSupabaseStorage(
+        tmp_path / "supabase", service_key=secret, publishable_key=publishable
+    ) as fake:
         base = Settings(
             _env_file=None,
             data_dir=tmp_path / "data",
@@ -53,6 +66,7 @@ def world(runpod, tmp_path: Path) -> Iterator[dict[str, Any]]:
             storage="supabase",
             supabase_url=fake.url,
             supabase_key=fake.state.service_key,
+            supabase_anon_key=fake.state.publishable_key,
             max_concurrent_jobs=2,
             monthly_budget_usd=100.0,
         )
