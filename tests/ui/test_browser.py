@@ -3,7 +3,9 @@ local stack that `brightrun up` starts (GPU endpoint, inference server, syncer, 
 on free loopback ports in a temporary data folder: upload a dataset, launch a tiny job,
 watch its chart update and the job complete, see its cost in the history, open the adapter
 in the playground. Before anything else, a new visitor opens each page's own URL (a
-bookmark after a restart) and must get the app. Saves a screenshot of every page: into a temporary folder by default,
+bookmark after a restart) and must get the app; a shared link to one job or to a comparison
+(`/jobs?job=ID`, `/jobs?compare=A,B`) must open it as the first visit to a dashboard just
+started. Saves a screenshot of every page: into a temporary folder by default,
 into docs/screenshots/ (the README's pictures) when BRIGHTRUN_SCREENSHOTS=docs/screenshots."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -94,7 +97,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser(stack: str) -> Iterator[object]:
+def browser() -> Iterator[object]:
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian's chromium is missing: `make chromium` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -353,3 +356,99 @@ def test_compare_two_runs(page, stack: str) -> None:
     assert "training.learning_rate" in (settings_table.text_content() or "")
     assert "tokens seen" in page.get_by_test_id("stPlotlyChart").first.inner_text()
     _shot(page, "compare")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A data folder holding two finished runs of one dataset, with curves and settings that
+    differ (no dashboard has opened it yet); their adapter names and job ids."""
+    from core import db
+    from core.settings import Settings
+    from tests.ui.conftest import seed_dataset, seed_job
+
+    data = tmp_path_factory.mktemp("shared-links") / "data"
+    settings = Settings(data_dir=data)
+    db.upgrade(settings)
+    ds = seed_dataset(settings)
+    runs = {
+        name: seed_job(
+            settings, ds, adapter=name, metrics=20, spec={"training": {"learning_rate": lr}}
+        )
+        for name, lr in (("linked-bot", 2e-4), ("linked-bot-lr", 5e-4))
+    }
+    db.dispose_engines()
+    return data, runs
+
+
+@contextmanager
+def fresh_dashboard(data: Path, home: Path) -> Iterator[str]:
+    """Only the dashboard of `brightrun up`, just started on `data`; yields its URL."""
+    from cli.stack import local_services, stop_all, wait_healthy
+    from core.settings import Settings
+
+    shutil.copytree(ROOT / ".streamlit", home / ".streamlit")
+    port = _free_port()
+    env = {**os.environ, "BRIGHTRUN_DATA_DIR": str(data), "OMP_NUM_THREADS": "1"}
+    (svc,) = [s for s in local_services(Settings(data_dir=data), port) if s.name == "dashboard"]
+    with open(home / "dashboard.log", "wb") as log:
+        proc = subprocess.Popen(svc.argv, env=env, cwd=home, stdout=log, stderr=log)
+        try:
+            wait_healthy(svc.health_url or "", proc, timeout_s=180)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_all([proc])
+
+
+def _first_visit(browser, url: str) -> tuple[object, list[str]]:
+    """A new visitor's page at `url`, and the errors its scripts raise."""
+    pg = browser.new_context(viewport={"width": 1400, "height": 1200}).new_page()
+    pg.set_default_timeout(60_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(url)
+    return pg, errors
+
+
+def _nothing_failed(pg, errors: list[str], home: Path) -> None:
+    """No exception box, no error (a page section's "Could not show ... (error id)"
+    included), no traceback on the page or in the dashboard's log, no script error."""
+    body = pg.locator("body").inner_text()
+    assert pg.get_by_test_id("stException").count() == 0, body
+    assert pg.get_by_test_id("stAlertContentError").count() == 0, body
+    assert "Traceback" not in body and "Exception" not in body, body
+    assert "Traceback" not in (home / "dashboard.log").read_text(errors="replace")
+    assert errors == []
+
+
+def test_a_link_to_one_job_opens_it_as_the_first_visit(browser, two_runs, tmp_path: Path) -> None:
+    data, runs = two_runs
+    with fresh_dashboard(data, tmp_path) as url:
+        pg, errors = _first_visit(browser, f"{url}/jobs?job={runs['linked-bot-lr']}")
+        pg.get_by_role("heading", name="Jobs", level=1).wait_for()
+        pg.get_by_role("heading", name="linked-bot-lr").wait_for()
+        pg.get_by_text("Resolved settings").wait_for()
+        assert pg.get_by_role("button", name="← All jobs").count() == 1
+        assert pg.get_by_role("heading", name="linked-bot", exact=True).count() == 0
+        assert pg.get_by_role("button", name="Compare").count() == 0  # not the list
+        _nothing_failed(pg, errors, tmp_path)
+        pg.context.close()
+
+
+def test_a_link_to_a_comparison_opens_it_as_the_first_visit(
+    browser, two_runs, tmp_path: Path
+) -> None:
+    data, runs = two_runs
+    with fresh_dashboard(data, tmp_path) as url:
+        pg, errors = _first_visit(browser, f"{url}/jobs?compare={','.join(runs.values())}")
+        pg.get_by_role("heading", name="Jobs", level=1).wait_for()
+        pg.get_by_role("heading", name="Comparing 2 runs").wait_for()
+        pg.get_by_role("button", name="Curves as CSV").wait_for()  # the whole view is drawn
+        table = pg.get_by_test_id("stDataFrame").nth(1).locator("table[role=grid]")
+        table.wait_for(state="attached")
+        differ = table.text_content() or ""
+        assert "training.learning_rate" in differ, differ
+        for name, job_id in runs.items():  # each run, as the legend labels it
+            assert f"{name} ({job_id[-6:]})" in differ, (name, differ)
+        assert pg.get_by_role("button", name="Compare").count() == 0  # not the list
+        _nothing_failed(pg, errors, tmp_path)
+        pg.context.close()
