@@ -21,6 +21,8 @@ from typing import Any
 
 import typer
 
+from trainer.shared.methods import METHODS
+
 app = typer.Typer(
     help="Adapter versions: list, show, promote, evaluate, continue, export, push, merge, delete."
 )
@@ -258,7 +260,8 @@ def continue_command(
     method: str = typer.Option(
         "",
         "--method",
-        help="sft | dpo | orpo (default: the parent's; dpo: the version is the reference)",
+        help=" | ".join(m for m, i in METHODS.items() if i.trains)
+        + " (default: the parent's; with a reference pass, the version is the reference)",
     ),
 ) -> None:
     """Continue training a version (new data, more epochs): a job that starts from its

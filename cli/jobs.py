@@ -16,6 +16,18 @@ from typing import Any
 
 import typer
 
+from trainer.shared.methods import METHODS, SETTINGS, Method, info
+
+METHOD_HELP = "; ".join(f"{m}: {i.help}" for m, i in METHODS.items() if i.trains)
+
+
+def setting_help(name: str) -> str:
+    """A method setting's help for its option, with the methods that read it and its default."""
+    users = "/".join(m.upper() for m, i in METHODS.items() if name in i.settings)
+    s = SETTINGS[name]
+    return f"{users}: {s.help} (default {s.default})"
+
+
 app = typer.Typer(help="Training jobs: list, show, cancel, retry, and their event history.")
 
 
@@ -183,15 +195,17 @@ def train(
     wait: bool = typer.Option(
         False, "--wait", help="follow the job with a live progress bar until it ends"
     ),
-    method: str = typer.Option(
-        "sft", "--method", help="sft | dpo | orpo (dpo/orpo train on a preference dataset)"
-    ),
-    beta: float | None = typer.Option(None, "--beta", help="DPO beta (default 0.1)"),
-    loss_type: str | None = typer.Option(
-        None, "--loss-type", help="DPO loss: sigmoid | hinge | ipo (default sigmoid)"
-    ),
+    method: Method = typer.Option(Method.SFT, "--method", help=METHOD_HELP),
+    beta: float | None = typer.Option(None, "--beta", help=setting_help("beta")),
+    loss_type: str | None = typer.Option(None, "--loss-type", help=setting_help("loss_type")),
     orpo_lambda: float | None = typer.Option(
-        None, "--orpo-lambda", help="ORPO's odds-ratio weight (default 0.1)"
+        None, "--orpo-lambda", help=setting_help("orpo_lambda")
+    ),
+    desirable_weight: float | None = typer.Option(
+        None, "--desirable-weight", help=setting_help("desirable_weight")
+    ),
+    undesirable_weight: float | None = typer.Option(
+        None, "--undesirable-weight", help=setting_help("undesirable_weight")
     ),
 ) -> None:
     """Launch a LoRA/QLoRA training job on the GPU endpoint. Settings left out take the
@@ -240,7 +254,13 @@ def train(
                     "train_on_reasoning": reasoning,
                 },
                 method=method,
-                preference={"beta": beta, "loss_type": loss_type, "orpo_lambda": orpo_lambda},
+                preference={
+                    "beta": beta,
+                    "loss_type": loss_type,
+                    "orpo_lambda": orpo_lambda,
+                    "desirable_weight": desirable_weight,
+                    "undesirable_weight": undesirable_weight,
+                },
             ),
         )
     except _errors() as e:
@@ -271,22 +291,27 @@ def _launch(actor: Any, settings: Any, preset: str, given: dict[str, Any]) -> An
     the preflight blocks it, and submit it."""
     from core import jobs
     from core.db import session_scope
+    from core.errors import InvalidInput
 
     base = jobs.preset(preset) if preset else {"lora": {}, "training": {}}
-    method = given.get("method", "sft")
-    if method not in jobs.METHOD_PRESETS:
-        from core.errors import InvalidInput
-
-        raise InvalidInput(f"method {method!r}: choose one of sft, dpo, orpo")
-    extra = jobs.METHOD_PRESETS[method]
+    method = info(given.get("method") or Method.SFT)
+    if not method.trains:
+        raise InvalidInput(method.not_trained)
+    stray = [k for k, v in (given.get("preference") or {}).items() if v is not None]
+    stray = [k for k in stray if k not in method.settings]
+    if stray:
+        raise InvalidInput(
+            f"method {method.method} takes no {', '.join(stray)} "
+            f"(it takes: {', '.join(method.settings) or 'no method settings'})"
+        )
+    extra = jobs.METHOD_PRESETS[method.method]
     base["training"] = {**base["training"], **extra.get("training", {})}
     base["preference"] = extra.get("preference")
     given.setdefault("preference", None)
-    parts = ("lora", "training", "preference") if method != "sft" else ("lora", "training")
-    for part in parts:
+    for part in ("lora", "training", "preference"):
         mine = {k: v for k, v in (given[part] or {}).items() if v is not None}
         given[part] = {**(base[part] or {}), **mine}
-    if method == "sft":
+    if not method.settings:
         given["preference"] = None
     for key in ("quantization", "eval_fraction"):
         if given[key] is None:

@@ -16,6 +16,7 @@ from components import widgets as w
 from core import jobs, planner
 from core.actions import CacheState
 from core.datasets.methods import methods_for, untrainable_reason
+from trainer.shared import methods
 
 _LORA_KEYS = {"r": "train.lora_r", "alpha": "train.lora_alpha", "dropout": "train.lora_dropout"}
 PRESETS = list(jobs.PRESETS)
@@ -79,13 +80,6 @@ def cache_note(model: str, cache: CacheState) -> None:
         st.code(f"brightrun cache-model {model}", language="bash")
 
 
-METHODS = {
-    "sft": "SFT: learn the answers",
-    "dpo": "DPO: prefer the chosen answer",
-    "orpo": "ORPO: SFT and preference in one",
-}
-
-
 def _apply_method() -> None:
     """A method's preset learning rate (`core.jobs.METHOD_PRESETS`), else the preset's."""
     method = st.session_state["train.method"]
@@ -98,9 +92,10 @@ def _apply_method() -> None:
 
 
 def method_choice(layout: str) -> tuple[str, dict[str, Any] | None]:
-    """(method, preference settings) for a dataset of `layout`: preference data trains
-    with DPO or ORPO, chat and text data with SFT (`core.datasets.methods`). A layout no
-    method trains (KTO data) stops the page with the reason."""
+    """(method, its settings) for a dataset of `layout`: the methods that train its kind of
+    data (`core.datasets.methods`), each with its settings' widgets (labels, defaults,
+    bounds and help from `trainer.shared.methods`). A layout no method trains stops the
+    page with the reason."""
     options = list(methods_for(layout))
     if not options:
         st.error(f"This dataset cannot be trained: {untrainable_reason(layout)}.")
@@ -110,31 +105,34 @@ def method_choice(layout: str) -> tuple[str, dict[str, Any] | None]:
         _apply_method()
     c = st.columns(2)
     method = c[0].selectbox(
-        "Method", options, format_func=METHODS.get, key="train.method", on_change=_apply_method
+        "Method",
+        options,
+        format_func=lambda m: methods.info(m).label,
+        key="train.method",
+        on_change=_apply_method,
     )
-    if method == "sft":
+    m = methods.info(method)
+    if not m.settings:
         return method, None
-    if method == "dpo":
-        beta = c[1].number_input(
-            "Beta",
-            0.01,
-            10.0,
-            value=0.1,
-            step=0.05,
-            key="train.beta",
-            help="higher keeps the adapter closer to the reference (the base, or the parent)",
-        )
-        return method, {"beta": beta}
-    lam = c[1].number_input(
-        "Lambda",
-        0.01,
-        10.0,
-        value=0.1,
-        step=0.05,
-        key="train.orpo_lambda",
-        help="weight of the preference term against the chosen answers' loss",
+    values: dict[str, Any] = {}
+    for k, name in enumerate(m.settings):
+        values[name] = _setting_input(c[1] if k == 0 else st, methods.SETTINGS[name])
+    return method, values
+
+
+def _setting_input(where: Any, s: methods.Setting) -> Any:
+    """One method setting's widget, at its default and within its bounds (the table's)."""
+    if s.choices:
+        return where.selectbox(s.label, s.choices, key=f"train.{s.name}", help=s.help)
+    return where.number_input(
+        s.label,
+        min_value=0.01 if s.gt is not None else None,
+        max_value=None if s.le is None else float(s.le),
+        value=float(s.default),
+        step=s.step,
+        key=f"train.{s.name}",
+        help=s.help,
     )
-    return method, {"orpo_lambda": lam}
 
 
 def settings_form() -> tuple[dict[str, Any], dict[str, Any], str, float]:

@@ -43,6 +43,7 @@ from core.db.tables import Adapter, AdapterVersion, Job
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings
 from core.users import Actor
+from trainer.shared.methods import Method
 
 __all__ = [
     "VersionInfo",
@@ -132,7 +133,7 @@ def info(actor: Actor, session: Session, v: AdapterVersion) -> VersionInfo:
         parent_label=label(adapter_name_of(session, parent), parent)
         if parent is not None
         else None,
-        method=(v.settings or {}).get("method") or "sft",
+        method=(v.settings or {}).get("method") or Method.SFT,
         final_loss=v.final_loss,
         eval_loss=v.eval_loss,
         size_bytes=v.size_bytes,
@@ -189,7 +190,7 @@ def _job_settings(job: Job) -> dict[str, Any]:
         "lora": spec.get("lora"),
         "training": spec.get("training"),
         "quantization": spec.get("quantization"),
-        "method": spec.get("method", "sft"),
+        "method": spec.get("method", Method.SFT),
         "preference": spec.get("preference"),
     }
 

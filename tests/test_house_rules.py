@@ -97,3 +97,37 @@ def test_the_formatter_formats_everything() -> None:
         if any(m in line for m in marks)
     ]
     assert not found, f"formatter exemptions: {found}"
+
+
+# One table of methods (`trainer.shared.methods`): a method's name is written there, and in
+# the worker's loss modules, nowhere else; everything else reads the table.
+METHOD_TABLE = "trainer/shared/methods.py"
+LOSS_MODULES = ("trainer/preference_loss.py", "trainer/kto_loss.py")
+METHOD_FOLDERS = ("core", "trainer", "local", "cli", "components", "app_pages")
+
+
+def method_literals(source: str, name: str = "<source>") -> list[str]:
+    """`name:line 'method'` for every string constant that is exactly a method's name."""
+    from trainer.shared.methods import Method
+
+    names = {m.value for m in Method}
+    return [
+        f"{name}:{node.lineno} {node.value!r}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+    ]
+
+
+def test_method_names_are_written_only_in_the_table_and_the_losses() -> None:
+    found = []
+    for path in _modules(METHOD_FOLDERS) + [ROOT / "app.py"]:
+        rel = str(path.relative_to(ROOT))
+        if rel == METHOD_TABLE or rel in LOSS_MODULES:
+            continue
+        found += method_literals(path.read_text(), rel)
+    assert not found, "method names outside trainer/shared/methods.py:\n" + "\n".join(found)
+
+
+def test_the_method_checker_finds_a_literal() -> None:
+    assert method_literals('x = "dpo"\ny = f"{x} dpo"\n') == ["<source>:1 'dpo'"]
+    assert method_literals('x = "dpo2"') == []

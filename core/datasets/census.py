@@ -24,6 +24,7 @@ from collections import Counter
 from typing import Any
 
 from core.datasets.records import Problem
+from trainer.shared.methods import KTO_LAYOUT
 
 _SCORES = ("score_chosen", "score_rejected")
 ROW_KEYS: dict[str, frozenset[str]] = {
@@ -39,7 +40,7 @@ ROW_KEYS: dict[str, frozenset[str]] = {
     "preference_ultrafeedback": frozenset({"prompt", "chosen", "rejected", "system", *_SCORES}),
     "preference_hh": frozenset({"chosen", "rejected", *_SCORES}),
     "preference_llamafactory": frozenset({"chosen_messages", "rejected_messages", *_SCORES}),
-    "kto": frozenset(
+    KTO_LAYOUT: frozenset(
         {"messages", "conversations", "prompt", "completion", "system", "tools", "label"}
         | {"kto_tag"}
     ),

@@ -15,9 +15,8 @@ message:
 
     {"prompt": [messages], "completion": [messages], "label": bool, "tools"?: [...]}
 
-No method trains KTO yet: `core.datasets.methods` names no method for this layout, and
-launching a job on it is refused with `NO_METHOD` as the reason, so such data is never
-trained as if every answer were a good one. Never raises on content.
+Such data trains with method `kto` only (`trainer.shared.methods`: the `labelled` kind), so
+it is never trained as if every answer were a good one. Never raises on content.
 """
 
 from __future__ import annotations
@@ -28,11 +27,6 @@ from core.datasets.layouts import _Problems, normalise_row_checked
 from core.datasets.records import Problem
 
 LABEL_KEYS = ("label", "kto_tag")
-NO_METHOD = (
-    "it holds KTO data (single answers labelled desirable or undesirable), and no method "
-    "trains KTO yet; pair the answers (prompt, chosen, rejected) for DPO or ORPO, or keep "
-    "only the desirable answers as chat data for SFT"
-)
 _TRUTH = {"true": True, "false": False}
 
 

@@ -65,6 +65,7 @@ from core.datasets.whole_pairs import (
     is_conversation,
     split_pair,
 )
+from trainer.shared.methods import KTO_LAYOUT
 
 PREFERENCE_LAYOUTS = (
     "preference",
@@ -96,7 +97,7 @@ def preference_layout(v: dict[str, Any]) -> str | None:
 
 def _special_layout(v: dict[str, Any]) -> str | None:
     """The preference or KTO layout one row follows, or None."""
-    return preference_layout(v) or ("kto" if is_kto_row(v) else None)
+    return preference_layout(v) or (KTO_LAYOUT if is_kto_row(v) else None)
 
 
 def detect_any_layout(values: list[Any]) -> str | None:
@@ -115,7 +116,7 @@ def normalise_any_row(
     else `layouts.normalise_row`."""
     if layout in PREFERENCE_LAYOUTS:
         return normalise_preference(value, layout, row)
-    if layout == "kto":
+    if layout == KTO_LAYOUT:
         return normalise_kto(value, row)
     return normalise_row(value, layout, row)
 

@@ -25,6 +25,7 @@ from core.db.tables import Job
 from core.jobs.preflight import LaunchRequest
 from core.jobs.presets import DEFAULT_QUANTIZATION
 from core.jobs.spec import without_time_limit
+from trainer.shared.methods import Method
 
 
 def spec_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def spec_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
         "training": without_time_limit(spec.get("training")),
         "quantization": spec.get("quantization") or DEFAULT_QUANTIZATION,
         "eval_fraction": (spec.get("data") or {}).get("eval_fraction", 0.0),
-        "method": spec.get("method") or "sft",
+        "method": spec.get("method") or Method.SFT,
         "preference": spec.get("preference"),
     }
 

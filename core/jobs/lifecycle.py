@@ -43,6 +43,7 @@ from core.jobs.sync import sync
 from core.jobs.window import upload_window
 from core.settings import Settings
 from core.users import Actor
+from trainer.shared.methods import Method
 from trainer.shared.spec import JobSpec
 
 log = logging.getLogger("brightrun.jobs")
@@ -253,7 +254,7 @@ def _continued_method(
     """The method changes over the parent's settings: none, unless `method` names another
     method (then it comes with `preference`, or that method's defaults) or `preference` is
     given."""
-    if method and method != (parent.get("method") or "sft"):
+    if method and method != (parent.get("method") or Method.SFT):
         return {"method": method, "preference": preference}
     return {"preference": preference} if preference is not None else {}
 

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from core import planner, validation
 from core.clients.storage import BlobStore, upload_url_limit_s
 from core.datasets import eval_key
-from core.datasets.methods import methods_for, untrainable_reason
+from core.datasets.methods import data_kind, methods_for, untrainable_reason
 from core.db import repo
 from core.deploy.catalog import gpu_market, priced
 from core.errors import BrightRunError, InvalidInput, QuotaExceeded
@@ -53,6 +53,7 @@ from core.jobs.template_check import template_problem
 from core.jobs.window import UploadWindow, upload_window
 from core.settings import Settings
 from core.users import Actor
+from trainer.shared.methods import Method, info
 from trainer.shared.spec import JobSpec, LoraSpec, TrainingSpec
 
 PREVIEW_JOB_ID = "job-preview"
@@ -73,8 +74,8 @@ class LaunchRequest:
     gpu_type: str | None = None
     adapter_name: str | None = None
     resume_from_version_id: str | None = None  # continued training from this version
-    method: str = "sft"  # sft | dpo | orpo (`trainer.shared.spec.JobSpec.method`)
-    preference: Mapping[str, Any] | None = None  # beta, loss_type, orpo_lambda
+    method: Method = Method.SFT  # `trainer.shared.methods`
+    preference: Mapping[str, Any] | None = None  # the method's settings (its table row)
 
     @classmethod
     def build(
@@ -87,11 +88,16 @@ class LaunchRequest:
         **rest: Any,
     ) -> LaunchRequest:
         """A request from plain settings; a refused setting is `InvalidInput` naming it."""
+        try:
+            method = info(rest.pop("method", None) or Method.SFT).method
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
         return cls(
             model=model,
             dataset_id=dataset_id,
             lora=_typed(LoraSpec, lora, "lora."),
             training=_typed(TrainingSpec, training, "training."),
+            method=method,
             **rest,
         )
 
@@ -358,31 +364,24 @@ def _build_spec(c: _Check, job_id: str) -> None:
 
 
 def _check_method(c: _Check) -> None:
-    """A preference method needs preference pairs, and SFT needs chat or text rows."""
+    """The method must train the dataset's kind of data (`core.datasets.methods`)."""
     layout = (c.dataset.layout or "") if c.dataset is not None else ""
     if not layout:
         return
-    if not methods_for(layout):
+    fits = methods_for(layout)
+    if not fits:
         c.refuse(
             InvalidInput(
                 f"dataset {c.dataset.name!r} cannot be trained: {untrainable_reason(layout)}"
             )
         )
-        return
-    pairs = "dpo" in methods_for(layout)
-    if c.request.method != "sft" and not pairs:
+    elif c.request.method not in fits:
         c.refuse(
             InvalidInput(
-                f"method {c.request.method} trains on preference pairs (prompt, chosen, "
-                f"rejected); dataset {c.dataset.name!r} is {layout} data: upload a preference "
-                "dataset or use method sft"
-            )
-        )
-    elif c.request.method == "sft" and pairs:
-        c.refuse(
-            InvalidInput(
-                f"dataset {c.dataset.name!r} holds preference pairs: train it with method dpo "
-                "or orpo"
+                f"method {c.request.method} trains on {info(c.request.method).data} data; "
+                f"dataset {c.dataset.name!r} is {layout} ({data_kind(layout)} data): train it "
+                f"with method {' or '.join(fits)}, or upload a dataset for "
+                f"{c.request.method}"
             )
         )
 

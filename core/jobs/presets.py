@@ -2,8 +2,8 @@
 
 `defaults()` is every setting the two offer at the job spec's defaults; `preset(name)` is
 those with preset `name` applied (a preset changes only the settings it names; given
-settings win over it, which the callers apply); `METHOD_PRESETS` is what a preference
-method (DPO, ORPO) changes on top. Raises `InvalidInput` for an unknown preset.
+settings win over it, which the callers apply); `METHOD_PRESETS` is what each method
+changes on top. Raises `InvalidInput` for an unknown preset.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.errors import InvalidInput
+from trainer.shared.methods import METHODS, setting_defaults
 from trainer.shared.spec import DataSpec, LoraSpec, TrainingSpec
 
 DEFAULT_QUANTIZATION = "nf4"
@@ -26,12 +27,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_PRESET = "Balanced"
-# What a preference method changes on top of a preset: DPO and ORPO learn from pairs with a
-# smaller step than SFT (the DPO and ORPO papers' LoRA settings), ORPO a little larger.
+# What a method changes on top of a preset (`trainer.shared.methods`: its preset, and its
+# settings at their defaults): DPO, ORPO and KTO take a smaller step than SFT.
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "sft": {},
-    "dpo": {"training": {"learning_rate": 5e-5}, "preference": {"beta": 0.1}},
-    "orpo": {"training": {"learning_rate": 8e-5}, "preference": {"orpo_lambda": 0.1}},
+    m: {**i.preset, **({"preference": setting_defaults(m)} if i.settings else {})}
+    for m, i in METHODS.items()
+    if i.trains
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.errors import InvalidInput
+from trainer.shared.methods import Method
 from trainer.shared.spec import JobSpec
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "brightrun.json")
@@ -49,7 +50,7 @@ def build_spec(
     with_eval_url: bool = False,
     resume_from: str | None = None,
     first_seq: int = 0,
-    method: str = "sft",
+    method: str = Method.SFT,
     preference: Mapping[str, Any] | None = None,
 ) -> JobSpec:
     """The `JobSpec` for these settings; bad values raise `InvalidInput` naming the field.

@@ -23,6 +23,7 @@ from core.errors import InvalidInput
 from core.planner.facts import ModelFacts
 from core.planner.pricing import gpu_type
 from trainer.shared import arch
+from trainer.shared.methods import METHODS
 from trainer.shared.spec import JobSpec, TrainingSpec
 
 DEFAULT_UTILISATION: dict[str, float] = {"none": 0.40, "nf4": 0.30, "int8": 0.15}
@@ -157,17 +158,20 @@ def training_tokens(spec: JobSpec, tokens: TokenStats, shared_prompts: bool = Fa
 
 
 def flops_per_token(spec: JobSpec, model: ModelFacts, sample_len: float) -> float:
-    """6 x matmul parameters + causal attention, x 4/3 with gradient checkpointing; DPO
-    adds its reference pass (a forward without gradients, once per pair per job)."""
+    """6 x matmul parameters + causal attention, x 4/3 with gradient checkpointing; a
+    method's forwards without gradients (`trainer.shared.methods`) add 2 x matmul + a third
+    of the attention per token they score: the reference pass's sequences once per job,
+    and the sequences scored at every step (KTO's mismatched answers)."""
     p = model.params
     matmul = p.active - (0 if model.tied_embeddings else p.embedding)
     full_layers = model.layer_types.count("full_attention")
     attn = 6 * full_layers * model.heads * model.head_dim * sample_len
     f = 6 * matmul + attn
     f *= 4 / 3 if spec.training.gradient_checkpointing else 1.0
-    if spec.method == "dpo":  # the reference pass: one forward per pair per job
-        f += (2 * matmul + attn / 3) / max(spec.training.epochs or 1.0, 1.0)
-    return f
+    m = METHODS[spec.method]
+    forward = (2 * matmul + attn / 3) / m.grad_sequences  # per trained token
+    f += forward * m.reference_sequences / max(spec.training.epochs or 1.0, 1.0)
+    return f + forward * m.step_sequences
 
 
 def default_utilisation(spec: JobSpec, model: ModelFacts) -> float:

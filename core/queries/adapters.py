@@ -20,6 +20,7 @@ from core.db import session_scope
 from core.db.tables import Adapter, AdapterVersion, Dataset
 from core.settings import Settings
 from core.users import Actor
+from trainer.shared import methods
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,7 @@ class AdapterRow:
 
 def _method(s: Mapping[str, Any]) -> str:
     """The method's words ("DPO β=0.1 (sigmoid)", "ORPO λ=0.1"); "" for SFT."""
-    method = s.get("method") or "sft"
-    if method == "sft":
-        return ""
-    p = s.get("preference") or {}
-    if method == "orpo":
-        return "ORPO" + (f" λ={p['orpo_lambda']:g}" if p.get("orpo_lambda") is not None else "")
-    out = method.upper() + (f" β={p['beta']:g}" if p.get("beta") is not None else "")
-    return out + (f" ({p['loss_type']})" if p.get("loss_type") else "")
+    return methods.words(s.get("method") or methods.Method.SFT, s.get("preference"))
 
 
 def _settings_line(s: Mapping[str, Any]) -> str:

@@ -27,7 +27,7 @@ def test_spec_rules_for_methods(tiny_model: Path) -> None:
 
     spec = JobSpec.model_validate(make_spec(tiny_model, tiny_model / "x.jsonl", method="orpo"))
     assert spec.sequences_per_row == 2 and spec.preference_settings.orpo_lambda == 0.1
-    with pytest.raises(ValidationError, match="apply to method dpo or orpo"):
+    with pytest.raises(ValidationError, match="apply to method dpo, orpo or kto"):
         JobSpec.model_validate(
             make_spec(tiny_model, tiny_model / "x.jsonl", preference={"beta": 0.2})
         )

@@ -1,5 +1,5 @@
-"""The Train page with a KTO dataset: it names why the data cannot be trained and offers
-no method to launch."""
+"""The Train page with a KTO dataset offers method kto only, with its settings (beta and
+the two weights) at the table's defaults."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from core import datasets, db
 from core.clients.storage import make_blob_store
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
-from tests.ui.conftest import text_of
+from trainer.shared.methods import SETTINGS
 
 
-def test_a_kto_dataset_is_refused_on_the_train_page_with_the_reason(
-    settings: Settings, open_page
-) -> None:
+def test_a_kto_dataset_trains_with_kto_on_the_train_page(settings: Settings, open_page) -> None:
     rows = [
         {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
         | {"label": i % 2 == 0}
@@ -26,7 +24,10 @@ def test_a_kto_dataset_is_refused_on_the_train_page_with_the_reason(
         ds, _ = datasets.add_dataset(LOCAL_ACTOR, s, make_blob_store(settings), path, "labelled")
         assert ds.layout == "kto"
     at = open_page("train")
-    assert "This dataset cannot be trained" in text_of(at)
-    assert "no method trains KTO" in text_of(at)
-    assert not [b for b in at.button if "Launch" in (b.label or "")]
-    assert "train.method" not in at.session_state
+    assert not at.exception
+    (method,) = [b for b in at.selectbox if b.key == "train.method"]
+    assert method.options == ["KTO: good and bad answers, unpaired"]
+    inputs = {n.key: n.value for n in at.number_input}
+    for name in ("beta", "desirable_weight", "undesirable_weight"):
+        assert inputs[f"train.{name}"] == SETTINGS[name].default
+    assert "train.orpo_lambda" not in inputs

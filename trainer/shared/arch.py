@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from trainer.shared.methods import METHODS, Method
+
 PackingMode = Literal["position_ids", "seq_boundaries", "padded"]
 
 # NF4 with double quantisation: 4-bit codes, one 8-bit absmax per block of 64 weights,
@@ -221,7 +223,8 @@ def shares_prompts(method: str, packing: str, config: Any) -> bool:
         window = getattr(config, "sliding_window", None) and getattr(
             config, "use_sliding_window", True
         )
-    return method != "sft" and packing == "position_ids" and not window
+    pairs = METHODS[Method(method)].data == "pairs"
+    return pairs and packing == "position_ids" and not window
 
 
 def resolve_lora_targets(caps: ArchCaps, target_modules: list[str] | str, on_experts: bool) -> Any:

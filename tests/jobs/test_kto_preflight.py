@@ -1,6 +1,6 @@
-"""KTO data (single answers labelled desirable or not) is stored as what it is, and no
-method may launch on it: preflight refuses every method with the reason, so it is never
-trained as if every answer were a good one."""
+"""KTO data (single answers labelled desirable or not) trains with method kto only: the
+preflight passes a kto launch on it, and refuses SFT and DPO with the reason, so it is never
+trained as if every answer were a good one (nor as pairs)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo"])
-def test_preflight_refuses_a_kto_dataset_with_the_reason(tmp_path: Path, method: str) -> None:
+def _preflight(tmp_path: Path, method: str) -> jobs.Preflight:
     settings = Settings(_env_file=None, data_dir=tmp_path / "data")
     db.upgrade(settings)
     path = tmp_path / "kto.jsonl"
@@ -41,9 +40,26 @@ def test_preflight_refuses_a_kto_dataset_with_the_reason(tmp_path: Path, method:
             method=method,
         )
         with db.session_scope(settings) as s:
-            pre = jobs.preflight(request, LOCAL_ACTOR, s, settings)
+            return jobs.preflight(request, LOCAL_ACTOR, s, settings)
     finally:
         db.dispose_engines()
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_preflight_refuses_other_methods_on_a_kto_dataset(tmp_path: Path, method: str) -> None:
+    pre = _preflight(tmp_path, method)
     assert not pre.can_launch
     (refusal,) = [b for b in pre.blockers if "labelled" in b]
-    assert "cannot be trained" in refusal and "no method trains KTO" in refusal
+    assert f"method {method} trains on" in refusal and "with method kto" in refusal
+
+
+def test_preflight_passes_kto_on_a_kto_dataset(tmp_path: Path) -> None:
+    pre = _preflight(tmp_path, "kto")
+    assert pre.can_launch, pre.blockers
+
+
+def test_an_unknown_method_is_refused_naming_the_choices() -> None:
+    from core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="choose one of sft, dpo, orpo, kto, grpo"):
+        jobs.LaunchRequest.build(model=planner.TINY_ID, method="ppo")
