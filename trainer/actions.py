@@ -5,7 +5,9 @@ validated first; an invalid one (a missing or unknown action included) ends as a
 `failed` event of kind `bad_input` numbered 0, and `events.jsonl`/`result.json` still go
 to the payload's upload URLs when those are well-formed. A valid spec runs its action:
 
-- `train`: `trainer.train.run_training` (setup -> train -> save -> deliver -> cleanup).
+- `train`: `trainer.train.run_training` (setup -> train -> save -> deliver -> cleanup);
+  with `gpus` > 1, `trainer.multi.run_multi` (the same lifecycle in one process per GPU
+  under torchrun, the same events).
 - `merge` (`trainer.merge`) and `cache_model` (`trainer.cache_action`) follow one small lifecycle:
 
       the action's setup -> `started` -> work -> `completed` | `failed`
@@ -33,6 +35,7 @@ from pydantic import ValidationError
 from trainer.cache_action import cache_model
 from trainer.env import WorkerEnv
 from trainer.merge import merge
+from trainer.multi import run_multi
 from trainer.output import EventLog
 from trainer.report import failure_data, upload_event_log
 from trainer.shared.spec import Event, JobSpec
@@ -50,7 +53,9 @@ def run_job(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Ev
     except ValidationError as exc:
         yield rejected(payload, exc)
         return
-    if spec.action == "train":
+    if spec.action == "train" and spec.gpus > 1:
+        yield from run_multi(spec, env, t0)
+    elif spec.action == "train":
         yield from run_training(spec, env, t0)
     else:
         yield from run_action(ACTIONS[spec.action], spec, env, t0)

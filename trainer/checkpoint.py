@@ -16,6 +16,12 @@ made for other settings.
 
 `publish_adapter(run, step, ...)` also writes a checkpoint as a PEFT adapter folder that an
 inference server sharing the volume can load while the job runs.
+
+A job on several GPUs (`run.group`) checkpoints with `torch.distributed.checkpoint`
+(`trainer.sharded`): each rank writes its own shards of the LoRA weights and optimizer
+state to `step-N/shards`, rank 0 the rest, and only rank 0 moves `latest`, after every rank
+has written. The adapter it saves or publishes is one ordinary PEFT folder, written by
+rank 0 from the weights gathered whole.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 from trainer.env import WorkerEnv
 from trainer.output import copy_folder
+from trainer.parallel import Group
 from trainer.setup import Setup
 from trainer.shared.errors import BadInput
 from trainer.shared.files import EVENTS
@@ -90,6 +97,10 @@ class Checkpoints:
         if folder is None:
             return Progress()
         state = json.loads((folder / "state.json").read_text())
+        if run.group is not None or state.get("gpus", 1) != 1:
+            from trainer.sharded import resume
+
+            return resume(run, folder, state)
         total = run.batches.total_steps
         if state.get("total_steps") != total:
             raise BadInput(
@@ -123,6 +134,10 @@ class Checkpoints:
         import torch
         from safetensors.torch import save_file
 
+        if run.group is not None:
+            from trainer.sharded import save
+
+            return save(self, run, progress)
         name = f"step-{progress.step:07d}"
         tmp = self.root / f".{name}.tmp"
         if tmp.exists():
@@ -145,6 +160,10 @@ class Checkpoints:
             "best": progress.best.as_dict() if progress.best is not None else None,
         }
         (tmp / "state.json").write_text(json.dumps(state))
+        return self.publish(tmp, name)
+
+    def publish(self, tmp: Path, name: str) -> Path:
+        """`tmp` becomes `step-N`, named by `latest`; older checkpoints are removed."""
         final = self.root / name
         if final.exists():
             shutil.rmtree(final)
@@ -188,11 +207,20 @@ def _restore_rng(rng: dict[str, Any]) -> None:
     random.setstate(rng["python"])
 
 
-def save_adapter(model: Any, spec: JobSpec, dest: Path) -> Path:
-    """The PEFT adapter folder at `dest`, its config naming the base model as the spec does."""
+def save_adapter(model: Any, spec: JobSpec, dest: Path, group: Group | None = None) -> Path:
+    """The PEFT adapter folder at `dest`, its config naming the base model as the spec does.
+    With `group` every rank must call it; rank 0 writes the folder from the gathered weights."""
     cfg = model.peft_config["default"]
     cfg.base_model_name_or_path, cfg.revision = spec.model.name_or_path, spec.model.revision
-    model.save_pretrained(dest, safe_serialization=True)
+    if group is not None:
+        from trainer.parallel import full_trainable_state
+
+        whole = full_trainable_state(model)
+        if not group.main:
+            return dest
+        model.save_pretrained(dest, safe_serialization=True, state_dict=whole)
+    else:
+        model.save_pretrained(dest, safe_serialization=True)
     (dest / "README.md").unlink(missing_ok=True)
     return dest
 
@@ -203,7 +231,9 @@ def publish_adapter(run: Setup, step: int, env: WorkerEnv, work: Path) -> dict[s
     after later checkpoints, so that any of them can be promoted to a version)."""
     if env.adapter_dir is None:
         return {}
-    tmp = save_adapter(run.model, run.spec, work / f"checkpoint-adapter-{step}")
+    tmp = save_adapter(run.model, run.spec, work / f"checkpoint-adapter-{step}", run.group)
+    if run.group is not None and not run.group.main:
+        return {}
     dest = env.adapter_dir / ".checkpoints" / run.spec.job_id / f"step-{step}"
     copy_folder(tmp, dest)
     shutil.rmtree(tmp, ignore_errors=True)

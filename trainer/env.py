@@ -21,6 +21,11 @@ The trainer imports nothing from `core`, so it has its own small settings object
   placed on the host before the worker starts, its download not billed), in the Hugging
   Face hub cache layout `models--ORG--NAME/snapshots/REV`. Default
   `/runpod-volume/huggingface-cache/hub`; looked in before `MODEL_CACHE_DIR` and the hub.
+- `BRIGHTRUN_NO_ADAPTER_DIR`: set (to anything) for no adapter copy even on the volume;
+  how `to_environ` passes `adapter_dir=None` to a multi-GPU job's processes.
+- `COLLECTIVE_TIMEOUT_S`: a multi-GPU job's bound on any one collective (all-gather,
+  reduce-scatter, barrier): a rank that stops answering makes the others fail after this
+  many seconds instead of hanging. Default 600 (a checkpoint's save is one collective).
 - `BRIGHTRUN_FORCE_NAN_AT_STEP`: test hook, makes the loss of that optimizer step NaN so
   the divergence guard can be exercised end to end.
 """
@@ -60,6 +65,7 @@ class WorkerEnv:
     hf_token: str | None = None
     force_nan_at_step: int | None = None
     cached_models_dir: Path = RUNPOD_CACHED_MODELS
+    collective_timeout_s: float = 600.0
 
     def __repr__(self) -> str:  # never show the token
         return (
@@ -76,6 +82,22 @@ class WorkerEnv:
             "cached_models_dir": str(self.cached_models_dir),
             "hf_token": "set" if self.hf_token else "not set",
         }
+
+    def to_environ(self) -> dict[str, str]:
+        """The variables `from_environ` reads back as this object (for the processes of a
+        multi-GPU job; the token only travels in their environment, never in a file)."""
+        env = {
+            "MODEL_CACHE_DIR": str(self.model_cache_dir),
+            "CHECKPOINT_DIR": str(self.checkpoint_dir),
+            "ADAPTER_DIR": str(self.adapter_dir) if self.adapter_dir else "",
+            "CACHED_MODELS_DIR": str(self.cached_models_dir),
+            "COLLECTIVE_TIMEOUT_S": str(self.collective_timeout_s),
+            "HF_TOKEN": self.hf_token or "",
+            "BRIGHTRUN_FORCE_NAN_AT_STEP": str(self.force_nan_at_step or ""),
+        }
+        if self.adapter_dir is None:
+            env["BRIGHTRUN_NO_ADAPTER_DIR"] = "1"
+        return env
 
     @classmethod
     def from_environ(
@@ -94,8 +116,11 @@ class WorkerEnv:
         return cls(
             model_cache_dir=path("MODEL_CACHE_DIR", volume / "models", local / "models"),
             checkpoint_dir=path("CHECKPOINT_DIR", volume / "checkpoints", local / "checkpoints"),
-            adapter_dir=path("ADAPTER_DIR", volume / "adapters", None),
+            adapter_dir=None
+            if env.get("BRIGHTRUN_NO_ADAPTER_DIR")
+            else path("ADAPTER_DIR", volume / "adapters", None),
             hf_token=_hf_token(env.get("HF_TOKEN")),
             force_nan_at_step=int(nan_step) if nan_step else None,
             cached_models_dir=Path(env.get("CACHED_MODELS_DIR") or RUNPOD_CACHED_MODELS),
+            collective_timeout_s=float(env.get("COLLECTIVE_TIMEOUT_S") or 600.0),
         )

@@ -35,6 +35,7 @@ from trainer import data as D
 from trainer.checkpoint import Checkpoints, Progress, publish_adapter
 from trainer.env import WorkerEnv
 from trainer.output import EventLog
+from trainer.parallel import local_share, scalar
 from trainer.preference_loss import dropout_off
 from trainer.setup import Setup
 from trainer.shared.errors import BadInput, Diverged
@@ -183,7 +184,9 @@ def optimizer_step(
             raise
         step_loss = forward_backward(run, batches, step, env)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, run.spec.training.max_grad_norm)
-    loss_value, norm_value = float(step_loss), float(grad_norm)
+    if run.group is not None:  # each rank summed its own micro-batches' share
+        step_loss = run.group.sum(step_loss)
+    loss_value, norm_value = float(step_loss), scalar(grad_norm)
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
         raise Diverged(
             f"training diverged at step {step + 1}: loss {loss_value}, gradient norm {norm_value}"
@@ -196,16 +199,18 @@ def optimizer_step(
 
 
 def forward_backward(run: Setup, batches: list[D.Batch], step: int, env: WorkerEnv) -> Any:
-    """Gradients of the step's mean loss, accumulated over its micro-batches."""
+    """Gradients of the step's mean loss, accumulated over its micro-batches (this rank's
+    share of them when the job runs on several GPUs: `trainer.parallel.local_share`)."""
     import torch
 
     step_loss = torch.zeros((), device=run.loaded.device)
-    for b in batches:
+    for b, scale in local_share(run.group, batches):
         loss = run.step_loss(b, batches)
         if env.force_nan_at_step == step + 1:
             loss = loss * float("nan")
-        loss.backward()
-        step_loss += loss.detach()
+        (loss * scale if scale != 1.0 else loss).backward()
+        if scale:
+            step_loss += loss.detach()
     return step_loss
 
 

@@ -89,7 +89,7 @@ def pick_device(spec: JobSpec) -> Any:
     if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise BadInput("device 'cuda' was asked for but this worker has no CUDA GPU")
-        return torch.device("cuda", 0)
+        return torch.device("cuda", torch.cuda.current_device())  # a rank's own GPU
     return torch.device("cpu")
 
 

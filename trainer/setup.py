@@ -3,11 +3,9 @@
 `setup(spec, env, work)` returns a `Setup`: base model files (cache, then hub), tokenizer,
 dataset (download, row validation, tokenisation, the eval split), the model (quantisation,
 LoRA, which layers recompute their activations), the batch plan, AdamW with the spec's
-scheduler and warmup, and a parent adapter's weights when `resume_from` names one. The
-method's row of `trainer.shared.methods` says what it reads and whether it has a reference
-pass: DPO and ORPO read pairs (`trainer.preference`, objective in
-`trainer.preference_loss`), KTO labelled answers (`trainer.kto`, `trainer.kto_loss`); the
-reference log-probs (DPO, KTO) are computed here, last. The
+scheduler and warmup, and a parent adapter's weights when `resume_from` names one. A
+preference job (`method` dpo or orpo) reads pairs (`trainer.preference`) and gets its
+objective (`trainer.preference_loss`); DPO's reference log-probs are computed here, last. The
 torch and Python RNGs are seeded from `training.seed` before the model is built, so two
 runs of one spec draw the same numbers. Raises the typed failures of `trainer.shared.errors`
 (early stopping with no eval rows left after the split is `BadInput`).
@@ -27,16 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from trainer import data as D
-from trainer import kto as K
 from trainer import preference as P
 from trainer.env import WorkerEnv
-from trainer.kto_loss import Objective as KtoObjective
-from trainer.kto_loss import compute_reference as kto_reference
 from trainer.loss import batch_loss_sum
 from trainer.model import Loaded, load_for_training, load_tokenizer, resolve_model_path
+from trainer.parallel import Group
 from trainer.preference_loss import Objective, compute_reference
 from trainer.shared.errors import BadInput
-from trainer.shared.methods import METHODS
 from trainer.shared.spec import JobSpec, TrainingSpec
 
 
@@ -52,13 +47,12 @@ class BatchPlan:
         pad_id: int,
         pairs: bool = False,
         share: bool = False,
-        collate: Any = None,
     ) -> None:
         self.t, self.train, self.eval, self.packed, self.pad_id = t, train, eval_, packed, pad_id
         # Preference pairs (`trainer.preference`): a pair is one unit of up to two sequences,
         # with `share` (packed) their common prefix laid out once.
         self.capacity = 2 * t.max_length if pairs else t.max_length
-        self._collate_fn: Any = collate or D.collate
+        self._collate_fn: Any = D.collate
         self.shared_tokens = 0
         if pairs:
             share = share and packed
@@ -133,7 +127,8 @@ class Setup:
     params: list[Any]  # the trainable parameters
     model_facts: dict[str, Any]
     dataset: dict[str, Any]
-    preference: Any = None  # the objective of a method that is not SFT (`_objective`)
+    preference: Any = None  # trainer.preference_loss.Objective for method dpo/orpo
+    group: Group | None = None  # one process of several (`trainer.parallel`); None: alone
 
     @property
     def model(self) -> Any:
@@ -155,16 +150,17 @@ class Setup:
         self.params = []
 
 
-def setup(spec: JobSpec, env: WorkerEnv, work: Path) -> Setup:
-    """Build a job's `Setup` (see the module docstring); downloads go under `work`."""
+def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None) -> Setup:
+    """Build a job's `Setup` (see the module docstring); downloads go under `work`. With
+    `group` (one process of several), the model is sharded (`trainer.parallel.shard`)
+    before the optimizer sees its parameters."""
     import torch
 
     t = spec.training
     path, source = resolve_model_path(spec.model, env)
     tokenizer = load_tokenizer(path)
-    method = METHODS[spec.method]
-    pairs, labelled = method.data == "pairs", method.data == "labelled"
-    load = P.load_pairs if pairs else K.load_kto if labelled else load_data
+    pairs = spec.method != "sft"
+    load = P.load_pairs if pairs else load_data
     train, eval_, dataset = load(spec, tokenizer, work)
     if t.early_stopping is not None and not eval_:
         raise BadInput(
@@ -176,43 +172,43 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path) -> Setup:
     random.seed(t.seed)
     loaded = load_for_training(spec, path, tokenizer)
     packed = loaded.packing != "padded"
-    seqs = spec.sequences_per_row
-    loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed, seqs)
-    collate = K.collate_kto if labelled else None
+    loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed, pairs)
     batches = BatchPlan(
-        t, train, eval_, packed, tokenizer.pad_token_id, pairs, loaded.shared_prompts, collate
+        t, train, eval_, packed, tokenizer.pad_token_id, pairs, loaded.shared_prompts
     )
     if batches.shared_tokens:
         dataset["shared_prompt_tokens"] = batches.shared_tokens
+    if group is not None:
+        group = shard_model(spec, loaded, group)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(t, params, loaded.device, batches.total_steps)
     load_parent(spec.resume_from, loaded.model, work)
-    objective = _objective(spec, loaded, batches, dataset)
+    objective = None
+    if pairs:
+        objective = Objective(spec.method, spec.preference_settings, loaded)
+        dataset["method"] = spec.method
+        if spec.method == "dpo":
+            dataset.update(compute_reference(objective, batches, bool(spec.resume_from)))
     model_facts = dict(
         loaded.facts, source=source, name_or_path=spec.model.name_or_path, folder=str(path)
     )
     return Setup(
-        spec, loaded, batches, optimizer, scheduler, params, model_facts, dataset, objective
+        spec, loaded, batches, optimizer, scheduler, params, model_facts, dataset, objective, group
     )
 
 
-def _objective(spec: JobSpec, loaded: Loaded, batches: BatchPlan, dataset: dict[str, Any]) -> Any:
-    """The objective of a method that is not SFT (None for SFT), with its reference pass
-    done (its facts go to `dataset`)."""
-    method = METHODS[spec.method]
-    if method.data == "chat":
-        return None
-    dataset["method"] = spec.method
-    objective: Any
-    if method.data == "labelled":
-        objective = KtoObjective(spec.preference_settings, loaded)
-        reference = kto_reference
-    else:
-        objective = Objective(spec.method, spec.preference_settings, loaded)
-        reference = compute_reference
-    if method.reference:
-        dataset.update(reference(objective, batches, bool(spec.resume_from)))
-    return objective
+def shard_model(spec: JobSpec, loaded: Loaded, group: Group) -> Group:
+    """FSDP2 on the loaded model as `trainer.shared.parallel.choose` says; facts noted."""
+    from trainer.parallel import shard
+    from trainer.shared.parallel import choose
+
+    frozen = sum(
+        p.numel() * p.element_size() for p in loaded.model.parameters() if not p.requires_grad
+    )
+    strategy, reason = choose(group.world, spec.sharding, spec.quantization, frozen)
+    group = shard(loaded.model, group, strategy, reason)
+    loaded.facts.update(group.facts())
+    return group
 
 
 def load_data(
@@ -243,9 +239,11 @@ def load_data(
     return train_samples, eval_samples, dataset
 
 
-def plan_recompute(t: TrainingSpec, lm: Loaded, packed: bool, seqs: int = 1) -> dict[str, Any]:
+def plan_recompute(
+    t: TrainingSpec, lm: Loaded, packed: bool, pairs: bool = False
+) -> dict[str, Any]:
     """Which layers recompute their activations (see `trainer.memory`), as facts; a
-    micro-batch row is `seqs` sequences with gradients (2 for a preference pair)."""
+    preference micro-batch (`pairs`) holds two sequences per pair."""
     import torch
 
     from trainer.memory import plan_recompute as plan
@@ -279,7 +277,7 @@ def plan_recompute(t: TrainingSpec, lm: Loaded, packed: bool, seqs: int = 1) -> 
         return plan(
             lm.model,
             forward,
-            tokens_per_micro_batch=t.micro_batch_size * t.max_length * seqs,
+            tokens_per_micro_batch=t.micro_batch_size * t.max_length * (2 if pairs else 1),
             hidden_size=lm.model.get_input_embeddings().weight.shape[1],
             device=lm.device,
         )

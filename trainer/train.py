@@ -97,8 +97,11 @@ def run_training(spec: JobSpec, env: WorkerEnv, t0: float) -> Iterator[Event]:
 
 
 def save(run: Setup, progress: Progress, started: dict[str, Any], out: Path) -> Path:
-    """The adapter folder at `out`: PEFT's files and `brightrun.json`."""
-    save_adapter(run.model, run.spec, out)
+    """The adapter folder at `out`: PEFT's files and `brightrun.json` (on several GPUs every
+    rank calls it, and rank 0 alone writes the folder)."""
+    save_adapter(run.model, run.spec, out, run.group)
+    if run.group is not None and not run.group.main:
+        return out
     record = {
         "brightrun_spec_version": SPEC_VERSION,
         "spec": public_config(run.spec),

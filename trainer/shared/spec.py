@@ -11,10 +11,9 @@ one destination: upload URLs, a local folder or `merge.hub_repo`), `cache_model`
 `model` into the worker's model cache once; takes neither `data` nor `merge`; `output` only
 for its event-log upload URLs). A section that does not belong to the action is refused.
 
-Methods (`JobSpec.method`, train jobs only): the table `trainer.shared.methods` (SFT on
-chat or text rows, DPO and ORPO on preference pairs, KTO on labelled single answers;
-settings in `preference`, defaults when it is left out). A method the worker does not
-train yet is refused with the table's reason.
+Methods (`JobSpec.method`, train jobs only): `sft` (chat or text rows), `dpo` and `orpo`
+(preference pairs; settings in `preference`, defaults when it is left out; see
+`trainer.preference_loss`).
 
 `Event` is the envelope of everything the worker reports: an ordered stream numbered by
 `seq` from 0 (an attempt after the first continues at the spec's `first_seq`), one of
@@ -30,12 +29,12 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainer.shared.files import LOG_FILES
-from trainer.shared.methods import METHODS, SETTINGS, Method
+from trainer.shared.parallel import MAX_GPUS, Sharding
 
 SPEC_VERSION = (
     3  # 2: first_seq; 3: early stopping, eval_every, train_on_reasoning, method and preference
@@ -285,30 +284,21 @@ class CacheSpec(_Strict):
 
 
 Action = Literal["train", "merge", "cache_model"]
+Method = Literal["sft", "dpo", "orpo"]
 PreferenceLoss = Literal["sigmoid", "hinge", "ipo"]
 
 
-def _setting(name: str) -> Any:
-    """A preference setting's field, its default and bounds from the methods' table."""
-    s = SETTINGS[name]
-    return Field(s.default, gt=s.gt, le=s.le, description=s.help)
-
-
 class PreferenceSpec(_Strict):
-    """Settings of preference tuning (`method` dpo, orpo or kto; defaults, bounds and help
-    in `trainer.shared.methods.SETTINGS`, which settings each method reads in its table).
+    """Settings of preference tuning (`method` dpo or orpo; see `trainer.preference`).
 
     DPO: `beta` scales the log-ratio against the reference (higher keeps the adapter
     closer to it); `loss_type` is the DPO variant: `sigmoid` (the DPO paper), `hinge`
     (SLiC) or `ipo`. ORPO: `orpo_lambda` weighs the odds-ratio term against the
-    chosen answers' cross-entropy; it takes no reference model. KTO: `beta`, and
-    `desirable_weight` / `undesirable_weight` weigh the two kinds of answers."""
+    chosen answers' cross-entropy; it takes no reference model."""
 
-    beta: float = _setting("beta")
-    loss_type: PreferenceLoss = cast(PreferenceLoss, SETTINGS["loss_type"].default)
-    orpo_lambda: float = _setting("orpo_lambda")
-    desirable_weight: float = _setting("desirable_weight")
-    undesirable_weight: float = _setting("undesirable_weight")
+    beta: float = Field(0.1, gt=0, le=10)
+    loss_type: PreferenceLoss = "sigmoid"
+    orpo_lambda: float = Field(0.1, gt=0, le=10)
 
 
 class JobSpec(_Strict):
@@ -325,10 +315,11 @@ class JobSpec(_Strict):
     cache: CacheSpec | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     method: Method = Field(
-        Method.SFT,
-        description="; ".join(f"{m}: {i.help}" for m, i in METHODS.items()),
+        "sft",
+        description="sft: learn the answers of chat/text rows; dpo or orpo: learn which of two "
+        "answers is preferred, from preference rows (prompt, chosen, rejected)",
     )
-    preference: PreferenceSpec | None = None  # dpo/orpo/kto settings; defaults when left out
+    preference: PreferenceSpec | None = None  # dpo/orpo settings; defaults when left out
     resume_from: str | None = Field(
         None, description="adapter folder or URL to continue training from (a parent version)"
     )
@@ -337,6 +328,18 @@ class JobSpec(_Strict):
         ge=0,
         description="the controller holds every event numbered below this; the worker numbers "
         "from here and first re-sends the earlier attempt's logged events at or above it",
+    )
+    gpus: int = Field(
+        1,
+        ge=1,
+        le=MAX_GPUS,
+        description="GPUs the job trains on, one process each (torchrun, FSDP2; see "
+        "trainer.shared.parallel): the global batch is the same on any count",
+    )
+    sharding: Sharding = Field(
+        "auto",
+        description="with gpus > 1: fsdp shards the base too, ddp replicates it on each GPU; "
+        "auto chooses (trainer.shared.parallel.choose)",
     )
 
     @field_validator("version")
@@ -379,16 +382,12 @@ class JobSpec(_Strict):
                 if a == "merge"
                 else f"merge settings do not apply to a {a} job"
             )
-        m = METHODS[self.method]
-        if m.method is not Method.SFT and a != "train":
+        if self.method != "sft" and a != "train":
             raise ValueError(f"method {self.method} only applies to a train job")
-        if not m.trains:
-            raise ValueError(m.not_trained)
-        if not m.settings and self.preference is not None:
-            takes = [str(k) for k, i in METHODS.items() if i.settings]
-            takes = ", ".join(takes[:-1]) + " or " + takes[-1]
+        if self.method == "sft" and self.preference is not None:
             raise ValueError(
-                f"preference settings apply to method {takes}: set method, or leave out preference"
+                "preference settings apply to method dpo or orpo: set method, or leave out "
+                "preference"
             )
         if self.cache is not None and a != "cache_model":
             raise ValueError(f"cache settings do not apply to a {a} job")
@@ -409,16 +408,41 @@ class JobSpec(_Strict):
             raise ValueError("cache.quantized_copy needs quantization nf4 or int8")
         return self
 
+    @model_validator(mode="after")
+    def _multi_gpu(self) -> JobSpec:
+        if self.gpus == 1:
+            if self.sharding != "auto":
+                raise ValueError(
+                    "sharding applies to jobs on several GPUs: set gpus or leave it out"
+                )
+            return self
+        if self.action != "train":
+            raise ValueError(f"a {self.action} job runs on one GPU: leave gpus out")
+        if self.method != "sft":
+            raise ValueError(
+                f"method {self.method} trains on one GPU for now: set gpus to 1, or train sft"
+            )
+        if self.training.early_stopping is not None:
+            raise ValueError(
+                "early stopping runs on one GPU for now: set gpus to 1 or leave "
+                "training.early_stopping out"
+            )
+        if self.sharding == "fsdp" and self.quantization != "none":
+            raise ValueError(
+                f"FSDP2 cannot shard {self.quantization} (bitsandbytes) weights: use sharding "
+                "ddp or auto (the quantised base replicated on each GPU), or quantization none"
+            )
+        return self
+
     def _has_eval(self) -> bool:
         d = self.data
         return d is not None and bool(d.eval_url or d.eval_path or d.eval_fraction > 0)
 
     @property
     def sequences_per_row(self) -> int:
-        """Sequences with gradients a training row becomes (the methods' table): 2 for a
-        preference pair (chosen, rejected), so a micro-batch holds up to `micro_batch_size`
-        x this x `max_length` tokens."""
-        return METHODS[self.method].grad_sequences
+        """Sequences a training row becomes: 2 for a preference pair (chosen, rejected), so a
+        micro-batch holds up to `micro_batch_size` x this x `max_length` tokens."""
+        return 1 if self.method == "sft" else 2
 
     @property
     def preference_settings(self) -> PreferenceSpec:

@@ -1,0 +1,170 @@
+"""Multi-GPU training on the CPU: torchrun with 2 processes (gloo) on the tiny model.
+
+What a user would notice: 2 processes train the same adapter as 1 with the same global
+batch (loss curve within 1e-4 relative, LoRA weights within 1e-3 absolute: float sums in
+another order, amplified by Adam); a job stopped mid-run resumes from its sharded
+checkpoint to the same adapter as an uninterrupted run, and a different GPU count is
+refused with the reason; a rank killed mid-step ends the job FAILED naming it, well within
+the collective timeout, with no process left. Events come once, from rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.trainer.conftest import make_spec, run
+
+pytestmark = pytest.mark.slow
+
+LOSS_RTOL = 1e-4
+WEIGHT_ATOL = 1e-3
+
+
+def _env(tmp: Path, **over: Any) -> Any:
+    from trainer.env import WorkerEnv
+
+    fields = {
+        "model_cache_dir": tmp / "models",
+        "checkpoint_dir": tmp / "checkpoints",
+        "adapter_dir": None,
+        "cached_models_dir": tmp / "hf-hub",
+        "collective_timeout_s": 60.0,
+        **over,
+    }
+    return WorkerEnv(**fields)
+
+
+def _spec(model: Path, data: Path, out: Path, gpus: int, **over: Any) -> dict[str, Any]:
+    extra: dict[str, Any] = {"gpus": gpus, "sharding": "fsdp"} if gpus > 1 else {}
+    return make_spec(
+        model,
+        data,
+        device="cpu",
+        output={"adapter_name": "toy-adapter", "local_dir": str(out)},
+        **{**extra, **over},
+    )
+
+
+def _losses(events: list[dict[str, Any]]) -> list[float]:
+    return [e["data"]["loss"] for e in events if e["type"] == "metrics"]
+
+
+def _weights(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _assert_same_adapter(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and wa
+    worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    assert worst < WEIGHT_ATOL, worst
+
+
+@pytest.fixture(scope="module")
+def single(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list, Path]:
+    from tests.trainer.conftest import toy_rows, write_jsonl
+
+    tmp = tmp_path_factory.mktemp("single")
+    data = write_jsonl(tmp / "toy.jsonl", toy_rows())
+    events = run(_spec(tiny_model, data, tmp / "out", 1, job_id="one"), _env(tmp))
+    assert events[-1]["type"] == "completed", events[-1]
+    return events, tmp / "out"
+
+
+def test_two_processes_train_the_adapter_one_does(
+    tiny_model: Path, toy_data: Path, tmp_path: Path, single: tuple[list, Path]
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    events = run(_spec(tiny_model, toy_data, tmp_path / "out", 2, job_id="two"), _env(tmp_path))
+    assert events[-1]["type"] == "completed", events[-1]
+    assert [e["seq"] for e in events] == list(range(len(events)))  # once each, rank 0's
+    started = [e for e in events if e["type"] == "started"]
+    assert len(started) == 1
+    assert started[0]["data"]["model"]["gpus"] == 2
+    assert started[0]["data"]["model"]["sharding"] == "fsdp"
+    one, two = _losses(single[0]), _losses(events)
+    assert len(one) == len(two) == 6 and two[-1] < two[0]
+    assert two == pytest.approx(one, rel=LOSS_RTOL)
+    _assert_same_adapter(single[1], tmp_path / "out")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    PeftModel.from_pretrained(base, tmp_path / "out")  # one ordinary PEFT folder
+
+
+def test_resume_from_a_sharded_checkpoint_equals_an_uninterrupted_run(
+    tiny_model: Path, toy_data: Path, tmp_path: Path, single: tuple[list, Path]
+) -> None:
+    out = tmp_path / "out"
+    spec = _spec(tiny_model, toy_data, out, 2, job_id="cut", training={"checkpoint_every": 2})
+    first = run(spec, _env(tmp_path, force_nan_at_step=5))  # stops at step 5, saved at 4
+    assert first[-1]["type"] == "failed" and first[-1]["data"]["kind"] == "diverged"
+    assert first[-1]["data"]["gpus"] == 2
+    ckpts = tmp_path / "checkpoints" / "cut"
+    assert (ckpts / "latest").read_text() == "step-0000004"
+    assert any((ckpts / "step-0000004" / "shards").iterdir())
+
+    one_gpu = _spec(tiny_model, toy_data, out, 1, job_id="cut", training={"checkpoint_every": 2})
+    refused = run(one_gpu, _env(tmp_path))[-1]
+    assert refused["type"] == "failed" and refused["data"]["kind"] == "bad_input"
+    assert "2 GPU" in refused["data"]["message"] and "gpus 2" in refused["data"]["suggestion"]
+
+    again = run(spec, _env(tmp_path))
+    assert again[-1]["type"] == "completed", again[-1]
+    started = [e for e in again if e["type"] == "started"][-1]  # earlier attempts' re-sent first
+    assert started["data"]["resumed_from_step"] == 4
+    assert _losses(again)[-2:] == pytest.approx(_losses(single[0])[-2:], rel=LOSS_RTOL)
+    _assert_same_adapter(single[1], out)
+
+
+def _rank_pids(job_id: str) -> dict[int, int]:
+    """Rank processes of `job_id` still alive, by rank (their command line names both)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            b"trainer.rank" in cmd
+            and b"trainer.torchrun" not in cmd
+            and any(f"brightrun-{job_id}-gpus-".encode() in c for c in cmd)
+        ):
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            rank = next(int(v[5:]) for v in environ if v.startswith(b"RANK="))
+            found[rank] = int(proc.name)
+    return found
+
+
+def test_a_rank_killed_mid_step_fails_the_job_naming_it(
+    tiny_model: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    from trainer.handler import events as handler
+
+    timeout = 30.0
+    spec = _spec(tiny_model, toy_data, tmp_path / "out", 2, job_id="killed")
+    spec["training"]["max_steps"] = 200
+    seen, killed_at = [], None
+    for event in handler({"id": "rp", "input": spec}, _env(tmp_path, collective_timeout_s=timeout)):
+        seen.append(event)
+        if event["type"] == "metrics" and event["data"]["step"] == 2:
+            pids = _rank_pids("killed")
+            assert set(pids) == {0, 1}
+            os.kill(pids[1], signal.SIGKILL)
+            killed_at = time.monotonic()
+    assert killed_at is not None
+    final = seen[-1]
+    assert final["type"] == "failed", final
+    assert final["data"]["rank"] == 1, final
+    assert final["data"]["gpus"] == 2
+    assert "rank 1 of 2" in final["data"]["message"] and "SIGKILL" in final["data"]["message"]
+    assert time.monotonic() - killed_at < timeout
+    assert _rank_pids("killed") == {}

@@ -1,0 +1,206 @@
+"""A training job on several GPUs, from the handler's side: torchrun, watched.
+
+`run_multi(spec, env, t0)` is `trainer.train.run_training` for `spec.gpus` > 1, with the
+same event contract: it writes the spec to a fresh run folder, starts
+`python -m trainer.torchrun` (torchrun itself: one `trainer.rank` process per GPU,
+`--max-restarts 0`) and yields rank 0's events as rank 0 appends them to the run folder.
+When torchrun has exited it emits the one final event itself, into the volume's event log
+(after rank 0's events), and uploads `events.jsonl` and `result.json`:
+
+- `completed` with rank 0's data when every rank completed;
+- else `failed`, naming the rank (`rank`, `gpus`; the message says "rank R of N"): the
+  earliest rank that failed on its own (an exception that is not a collective failing
+  because of another rank), else the rank torchrun saw end first (killed by a signal other
+  than the SIGTERM torchrun stops the others with, or gone without a word), else rank 0. Its kind, suggestion and step are that rank's when
+  it reported them.
+
+Nothing is left running: torchrun stops the other ranks when one fails, every collective
+is bounded by `collective_timeout_s` (so a rank that hangs makes the others fail), and
+afterwards (also when the consumer stops early, e.g. a cancelled job) any rank process
+still alive is killed by the pid it recorded, and torchrun with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from trainer.checkpoint import Checkpoints
+from trainer.env import WorkerEnv
+from trainer.output import EventLog
+from trainer.rank import EVENTS_STREAM, outcome_file
+from trainer.report import upload_event_log
+from trainer.shared.spec import Event, JobSpec
+
+log = logging.getLogger("brightrun.trainer")
+RECORD = "torchrun.json"
+POLL_S = 0.2
+
+
+def torchrun_command(run_dir: Path, gpus: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "trainer.torchrun",
+        str(run_dir / RECORD),
+        "--",
+        "--standalone",
+        "--nnodes=1",
+        f"--nproc-per-node={gpus}",
+        "--max-restarts=0",
+        "--monitor-interval=0.2",
+        "-m",
+        "trainer.rank",
+        str(run_dir),
+    ]
+
+
+def run_multi(spec: JobSpec, env: WorkerEnv, t0: float) -> Iterator[Event]:
+    """Run `spec` on `spec.gpus` processes; yields its events (see the module docstring)."""
+    assert spec.output is not None
+    run_dir = Path(tempfile.mkdtemp(prefix=f"brightrun-{spec.job_id}-gpus-"))
+    (run_dir / "spec.json").write_text(spec.model_dump_json(), encoding="utf-8")
+    logged = run_dir / "torchrun.log"
+    with logged.open("wb") as out:
+        proc = subprocess.Popen(
+            torchrun_command(run_dir, spec.gpus),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env.to_environ()},
+        )
+    seen: list[Event] = []
+    try:
+        yield from _follow(run_dir / EVENTS_STREAM, proc, seen)
+        final_type, data = decide(run_dir, spec.gpus, seen)
+    finally:
+        stop_everything(run_dir, spec.gpus, proc)
+    checkpoints = Checkpoints(env.checkpoint_dir / spec.job_id)
+    elog = EventLog(checkpoints.events, spec.first_seq)
+    final = elog.emit(final_type, data)
+    upload_event_log(elog, final, spec.job_id, spec.output.upload_urls)
+    if final_type == "completed":
+        checkpoints.remove_log()
+    if final_type == "failed":
+        log.warning("torchrun's log:\n%s", logged.read_text(errors="replace")[-4000:])
+    shutil.rmtree(run_dir, ignore_errors=True)
+    yield final
+
+
+def _follow(stream: Path, proc: subprocess.Popen[bytes], seen: list[Event]) -> Iterator[Event]:
+    """Rank 0's events as they are appended, until torchrun has exited and all are read."""
+    offset, pending = 0, b""
+    while True:
+        done = proc.poll() is not None
+        if stream.is_file():
+            with stream.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    event = Event.model_validate_json(line)
+                    seen.append(event)
+                    yield event
+        if done:
+            return
+        time.sleep(POLL_S)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def decide(run_dir: Path, gpus: int, seen: list[Event]) -> tuple[str, dict[str, Any]]:
+    """The final event's type and data from the ranks' outcomes and torchrun's record."""
+    outcomes = {r: _read(outcome_file(run_dir, r)) for r in range(gpus)}
+    if all(o is not None and o.get("ok") for o in outcomes.values()):
+        return "completed", dict(outcomes[0]["data"])  # type: ignore[index]
+    failures = (_read(run_dir / RECORD) or {}).get("failures", {})
+    own = sorted(
+        (o["ts"], r)
+        for r, o in outcomes.items()
+        if o is not None and not o.get("ok") and not o.get("peer_lost")
+    )
+    # torchrun stops the other ranks with SIGTERM once one failed: those come last
+    died = sorted(
+        (f.get("signal") == "SIGTERM", f.get("ts") or 0.0, int(r)) for r, f in failures.items()
+    )
+    silent = [r for r in range(gpus) if outcomes[r] is None]
+    rank = own[0][1] if own else died[0][2] if died else silent[0] if silent else 0
+    return "failed", failed_data(rank, gpus, outcomes[rank], failures.get(str(rank)), seen)
+
+
+def failed_data(
+    rank: int,
+    gpus: int,
+    outcome: dict[str, Any] | None,
+    failure: dict[str, Any] | None,
+    seen: list[Event],
+) -> dict[str, Any]:
+    """The `failed` data naming `rank`: its own report, or how torchrun saw it end."""
+    steps = [e.data["step"] for e in seen if e.type == "metrics" and "step" in e.data]
+    if outcome is not None and not outcome.get("ok"):
+        own = dict(outcome["data"])
+        own["message"] = f"rank {rank} of {gpus} failed: {own['message']}"
+        return {**own, "rank": rank, "gpus": gpus}
+    how = "without reporting"
+    if failure and failure.get("signal"):
+        how = f"killed by {failure['signal']}"
+    elif failure:
+        how = f"with exit code {failure['exitcode']} without reporting"
+    data: dict[str, Any] = {
+        "kind": "internal",
+        "message": f"rank {rank} of {gpus} ended {how}; the other ranks were stopped",
+        "suggestion": "a rank killed by SIGKILL is most often the host running out of memory: "
+        "retry, and if it repeats lower micro_batch_size or max_length, or use sharding fsdp",
+        "rank": rank,
+        "gpus": gpus,
+    }
+    if steps:
+        data["step"] = steps[-1]
+    return data
+
+
+def stop_everything(run_dir: Path, gpus: int, proc: subprocess.Popen[bytes]) -> None:
+    """torchrun and every rank process it started: stopped (killed when still alive)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for r in range(gpus):
+        pid_file = run_dir / f"pid-{r}"
+        if pid_file.is_file():
+            _kill(int(pid_file.read_text()))
+
+
+def _kill(pid: int) -> None:
+    """Kill `pid` if it is still one of this job's rank processes (pids are reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"trainer.rank" not in cmdline:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    log.warning("rank process %d was still running after torchrun ended; killed", pid)

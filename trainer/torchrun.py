@@ -1,0 +1,45 @@
+"""torchrun, recording which rank failed: `python -m trainer.torchrun RECORD -- ARGS...`.
+
+Runs `torch.distributed.run` (the code behind the `torchrun` command) with `ARGS` as is.
+When a worker process fails, torchrun stops the others and raises `ChildFailedError`,
+whose `failures` say which global rank ended first, with its exit code (a negative code is
+the signal that ended it) and when; this module writes them to the JSON file `RECORD`:
+
+    {"failures": {"1": {"exitcode": -9, "signal": "SIGKILL", "ts": 1767225600.0}}}
+
+and exits 1 (0, and no file, when every worker succeeded). `trainer.multi` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    args = sys.argv[1:] if argv is None else argv
+    record, rest = Path(args[0]), args[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    try:
+        run(parse_args(rest))
+    except ChildFailedError as e:
+        failures = {
+            str(rank): {
+                "exitcode": f.exitcode,
+                "signal": f.signal_name() if f.exitcode < 0 else None,
+                "ts": f.timestamp,
+            }
+            for rank, f in e.failures.items()
+        }
+        record.write_text(json.dumps({"failures": failures}))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
