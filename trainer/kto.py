@@ -8,8 +8,8 @@ The prompt is a non-empty conversation that does not end with an assistant messa
 completion is a non-empty list of messages starting with a non-empty assistant message;
 `label` is a boolean (true: desirable). A row with tools, tool calls or reasoning is
 refused (KTO reads each message's role and text). Any other shape raises `BadInput` naming the file,
-the row and the field; so does a file whose answers are all of one label or has fewer than
-two rows (the KL estimate pairs each prompt with another row's answer).
+the row and the field; so does train data whose answers are all of one label or that has
+fewer than two rows (the KL estimate pairs each prompt with another row's answer).
 
 Each row is rendered with the chat template and tokenised as a preference side
 (`trainer.shared.tokens.answer_token_masks`, kept from the start up to `max_length`; a row
@@ -102,9 +102,9 @@ def read_rows(path: Path, what: str) -> list[KtoRow]:
             "KTO trains on labelled answers (prompt, completion, label); fix or remove these "
             "rows and upload the dataset again",
         )
-    if len(rows) < 2:
+    if not rows or (what == "train" and len(rows) < 2):
         raise BadInput(
-            f"{what} data has {len(rows)} row(s); KTO needs at least two",
+            f"{what} data has {len(rows)} row(s); KTO trains on at least two",
             "KTO's KL estimate pairs each prompt with another row's answer: add rows",
         )
     return rows
