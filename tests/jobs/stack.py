@@ -1,6 +1,7 @@
 """A whole local stack for the jobs and fault tests: the real local endpoint (a process
 running the real trainer handler on the tiny model, CPU), syncer processes (`python -m
-core.syncer`), SQLite or a given PostgreSQL database, the local store, and the tiny
+core.syncer`), SQLite or a given PostgreSQL database, the local store (or a loopback
+Supabase project's Storage and Auth, `tests.state.supabase_project`), and the tiny
 dataset. `make_stack` builds one (a module's fixture yields from it); `Stack` submits,
 syncs and waits the way a user's session does."""
 
@@ -24,6 +25,7 @@ from core.settings import Settings
 from core.users import LOCAL_ACTOR, Actor
 from tests.jobs.conftest import ENDPOINT_KEY, ROOT, EndpointProcess, start_endpoint, wait_until
 from tests.jobs.helpers import add_dataset
+from tests.state.supabase_project import SupabaseProject
 from tests.trainer.conftest import toy_rows
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
@@ -62,15 +64,15 @@ class Stack:
     def sync(self, job_id: str, actor: Actor = LOCAL_ACTOR):
         return jobs.sync(actor, self.settings, job_id)
 
-    def events(self, job_id: str) -> list:
-        return jobs.events(LOCAL_ACTOR, self.settings, job_id)
+    def events(self, job_id: str, actor: Actor = LOCAL_ACTOR) -> list:
+        return jobs.events(actor, self.settings, job_id)
 
     def losses(self, job_id: str) -> list[float]:
         return [e.data["loss"] for e in self.events(job_id) if e.type == "metrics"]
 
-    def wait_end(self, job_id: str, timeout_s: float = 240):
+    def wait_end(self, job_id: str, timeout_s: float = 240, actor: Actor = LOCAL_ACTOR):
         return wait_until(
-            lambda: (j := self.sync(job_id)).status in TERMINAL_STATUSES and j,
+            lambda: (j := self.sync(job_id, actor)).status in TERMINAL_STATUSES and j,
             timeout_s=timeout_s,
             every_s=0.3,
             what=f"job {job_id} to end",
@@ -162,9 +164,13 @@ def make_stack(
     max_concurrent_jobs: int = 8,
     training: dict[str, Any] | None = None,
     dataset: Callable[[Settings], str] | None = None,
+    supabase: SupabaseProject | None = None,
 ) -> Iterator[Stack]:
     """The stack in `root`, torn down (syncers, endpoint, database engines) after use.
-    `dataset` adds the jobs' dataset (default: the tiny toy rows) and returns its id."""
+    `dataset` adds the jobs' dataset (default: the tiny toy rows) and returns its id.
+    `supabase`: the controller keeps its files in that project's Storage and signs people
+    in with its Auth (STORAGE=supabase, AUTH=supabase, its keys), instead of the local
+    store and the one local user; the endpoint's processes are given none of its keys."""
     from trainer.shared.tiny import build_tiny_chat_model
 
     model = build_tiny_chat_model(root / "tiny", seed=0)
@@ -187,6 +193,7 @@ def make_stack(
         max_concurrent_jobs=max_concurrent_jobs,
         model_dirs=[root],
         eval_after_job=False,
+        **(supabase.settings() if supabase else {}),
     )
     db.upgrade(settings)
     dataset_id = dataset(settings) if dataset else add_dataset(settings, LOCAL_ACTOR, toy_rows())

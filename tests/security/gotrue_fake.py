@@ -292,60 +292,65 @@ def _versioned(headers: Any) -> bool:
     return len(version) == 10 and version >= "2024-01-01"
 
 
+def handler_class(fake: GoTrueFake) -> type[BaseHTTPRequestHandler]:
+    """The request handler that serves `fake` (paths under /auth/v1; others 404)."""
+    fake_ref = fake
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:  # quiet
+            return
+
+        def _do(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body = json.loads(raw) if raw.strip() else {}
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            if not parts.path.startswith(PREFIX):
+                status, payload = 404, {"message": "no such route"}
+            else:
+                status, payload = fake_ref.handle(
+                    self.command,
+                    parts.path[len(PREFIX) :],
+                    parse_qs(parts.query),
+                    headers,
+                    body if isinstance(body, dict) else {},
+                )
+            data = b"" if payload is None else json.dumps(payload).encode()
+            sent = {}
+            if _versioned(headers):  # GoTrue echoes the version it answered in
+                sent["X-Supabase-Api-Version"] = "2024-01-01"
+            if payload is not None:
+                sent["Content-Type"] = "application/json"
+            with fake_ref.lock:
+                fake_ref.exchanges.append(
+                    Exchange(
+                        self.command,
+                        self.path,
+                        headers,
+                        raw,
+                        status,
+                        {k.lower(): v for k, v in sent.items()},
+                        data,
+                    )
+                )
+            self.send_response(status)
+            for k, v in sent.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = _do
+
+    return Handler
+
+
 class ServedGoTrue:
     """Serve a `GoTrueFake` on a free loopback port; `url` is the Supabase project URL."""
 
     def __init__(self, fake: GoTrueFake) -> None:
-        fake_ref = fake
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # quiet
-                return
-
-            def _do(self) -> None:
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw.strip() else {}
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                if not parts.path.startswith(PREFIX):
-                    status, payload = 404, {"message": "no such route"}
-                else:
-                    status, payload = fake_ref.handle(
-                        self.command,
-                        parts.path[len(PREFIX) :],
-                        parse_qs(parts.query),
-                        headers,
-                        body if isinstance(body, dict) else {},
-                    )
-                data = b"" if payload is None else json.dumps(payload).encode()
-                sent = {}
-                if _versioned(headers):  # GoTrue echoes the version it answered in
-                    sent["X-Supabase-Api-Version"] = "2024-01-01"
-                if payload is not None:
-                    sent["Content-Type"] = "application/json"
-                with fake_ref.lock:
-                    fake_ref.exchanges.append(
-                        Exchange(
-                            self.command,
-                            self.path,
-                            headers,
-                            raw,
-                            status,
-                            {k.lower(): v for k, v in sent.items()},
-                            data,
-                        )
-                    )
-                self.send_response(status)
-                for k, v in sent.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = _do
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class(fake))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
