@@ -15,66 +15,73 @@ from core.errors import BrightRunError
 
 
 def hub_and_merge(version_id: str, label: str) -> None:
-    actor, settings = session.actor(), session.settings()
     hub, merge = st.columns(2)
     with hub.expander("Push to the Hugging Face Hub"):
-        repo = st.text_input(
-            "Hub model repo",
-            key=f"adapters.hub_repo.{version_id}",
-            placeholder="your-name/support-bot",
-        )
-        public = st.checkbox(
-            "Public repo", key=f"adapters.hub_public.{version_id}", help="default: private"
-        )
-        own = st.text_input(
-            "Your own Hugging Face token (optional)",
-            type="password",
-            key=f"adapters.hub_token.{version_id}",
-            help="Without it the deployment's token pushes, only into the namespaces an "
-            "admin allowed for you. Used for this push only, never stored.",
-        )
-        if st.button("Push", key="adapters.push", disabled=not repo):
-            try:
-                pushed = export.push_to_hub(
-                    actor,
-                    settings,
-                    version_id,
-                    repo.strip(),
-                    private=not public,
-                    store=session.store(),
-                    token=own.strip() or None,
-                )
-                st.success(f"Pushed {len(pushed.files)} files to {w.plain(pushed.url)}")
-            except BrightRunError as e:
-                w.show_error(e)
+        _hub_push(version_id)
     with merge.expander("Merge into the base model"):
-        st.caption(
-            f"Merge {w.plain(label)} into its base model's weights on the GPU endpoint, for serving without LoRA."
-        )
-        dtype = st.selectbox(
-            "Precision", list(export.MERGE_DTYPE_BYTES), key=f"adapters.merge_dtype.{version_id}"
-        )
-        hub_repo = st.text_input(
-            "Also push the merged model to (optional)",
-            key=f"adapters.merge_hub.{version_id}",
-            placeholder="your-name/support-bot-merged",
-        )
-        if st.button("Merge", key="adapters.merge", type="primary"):
-            try:
-                job, _ = export.merge(
-                    actor,
-                    settings,
-                    version_id,
-                    dtype=dtype,
-                    hub_repo=hub_repo.strip() or None,
-                    client=session.runpod(),
-                    store=session.store(),
-                )
-            except BrightRunError as e:
-                w.show_error(e)
-            else:
-                jobs_ui.open_job(job.id)
-                st.switch_page("app_pages/jobs.py")
+        _merge(version_id, label)
+
+
+def _hub_push(version_id: str) -> None:
+    repo = st.text_input(
+        "Hub model repo",
+        key=f"adapters.hub_repo.{version_id}",
+        placeholder="your-name/support-bot",
+    )
+    public = st.checkbox(
+        "Public repo", key=f"adapters.hub_public.{version_id}", help="default: private"
+    )
+    own = st.text_input(
+        "Your own Hugging Face token (optional)",
+        type="password",
+        key=f"adapters.hub_token.{version_id}",
+        help="Without it the deployment's token pushes, only into the namespaces an "
+        "admin allowed for you. Used for this push only, never stored.",
+    )
+    if st.button("Push", key="adapters.push", disabled=not repo):
+        try:
+            pushed = export.push_to_hub(
+                session.actor(),
+                session.settings(),
+                version_id,
+                repo.strip(),
+                private=not public,
+                store=session.store(),
+                token=own.strip() or None,
+            )
+            st.success(f"Pushed {len(pushed.files)} files to {w.plain(pushed.url)}")
+        except BrightRunError as e:
+            w.show_error(e)
+
+
+def _merge(version_id: str, label: str) -> None:
+    st.caption(
+        f"Merge {w.plain(label)} into its base model's weights on the GPU endpoint, for serving without LoRA."
+    )
+    dtype = st.selectbox(
+        "Precision", list(export.MERGE_DTYPE_BYTES), key=f"adapters.merge_dtype.{version_id}"
+    )
+    hub_repo = st.text_input(
+        "Also push the merged model to (optional)",
+        key=f"adapters.merge_hub.{version_id}",
+        placeholder="your-name/support-bot-merged",
+    )
+    if st.button("Merge", key="adapters.merge", type="primary"):
+        try:
+            job, _ = export.merge(
+                session.actor(),
+                session.settings(),
+                version_id,
+                dtype=dtype,
+                hub_repo=hub_repo.strip() or None,
+                client=session.runpod(),
+                store=session.store(),
+            )
+        except BrightRunError as e:
+            w.show_error(e)
+        else:
+            jobs_ui.open_job(job.id)
+            st.switch_page("app_pages/jobs.py")
 
 
 def evaluate_and_continue(version_id: str, label: str) -> None:

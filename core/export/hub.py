@@ -132,6 +132,35 @@ class HubPush:
     files: list[str]
 
 
+def _upload(api: Any, repo_id: str, folder: str, label: str, private: bool) -> Any:
+    """Create the repo if missing and commit the folder; the Hub's refusals as ExportFailed."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        created = api.create_repo(
+            repo_id=repo_id, repo_type="model", private=private, exist_ok=True
+        )
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=folder,
+            commit_message=f"{label} from BrightRun",
+        )
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else "no answer"
+        raise ExportFailed(
+            f"the Hugging Face Hub refused the push to {repo_id} (HTTP {status}); check that "
+            "the token has write access to that namespace"
+        ) from None
+    except OSError as e:
+        raise ExportFailed(
+            f"the Hugging Face Hub could not be reached: {type(e).__name__}"
+        ) from None
+    except ValueError as e:  # the Hub's check of the model card's metadata
+        raise ExportFailed(f"the Hugging Face Hub refused the model card: {e}") from None
+    return created
+
+
 def push_to_hub(
     actor: Actor,
     settings: Settings,
@@ -163,8 +192,6 @@ def push_to_hub(
         def api_factory(t: str) -> Any:
             return HfApi(token=t)
 
-    from huggingface_hub.errors import HfHubHTTPError
-
     store = store or make_blob_store(settings)
     with tempfile.TemporaryDirectory(prefix="brightrun-hub-") as tmp, session_scope(settings) as s:
         adapters.resolve(actor, s, ref)  # another person's version is not found, first
@@ -172,29 +199,7 @@ def push_to_hub(
             check_namespace(actor, s, repo_id)
         v, record = build_folder(actor, s, store, ref, Path(tmp))
         files = sorted(p.name for p in Path(tmp).iterdir())
-        api = api_factory(token)
-        try:
-            created = api.create_repo(
-                repo_id=repo_id, repo_type="model", private=private, exist_ok=True
-            )
-            api.upload_folder(
-                repo_id=repo_id,
-                repo_type="model",
-                folder_path=tmp,
-                commit_message=f"{record['label']} from BrightRun",
-            )
-        except HfHubHTTPError as e:
-            status = e.response.status_code if e.response is not None else "no answer"
-            raise ExportFailed(
-                f"the Hugging Face Hub refused the push to {repo_id} (HTTP {status}); check that "
-                "HF_TOKEN has write access to that namespace"
-            ) from None
-        except OSError as e:
-            raise ExportFailed(
-                f"the Hugging Face Hub could not be reached: {type(e).__name__}"
-            ) from None
-        except ValueError as e:  # the Hub's check of the model card's metadata
-            raise ExportFailed(f"the Hugging Face Hub refused the model card: {e}") from None
+        created = _upload(api_factory(token), repo_id, tmp, record["label"], private)
         repo.update_version(actor, s, v.id, hub_repo=repo_id)
     url = str(getattr(created, "url", "") or f"https://huggingface.co/{repo_id}")
     return HubPush(repo_id=repo_id, url=url, files=files)
