@@ -17,10 +17,10 @@ made for other settings.
 `publish_adapter(run, step, ...)` also writes a checkpoint as a PEFT adapter folder that an
 inference server sharing the volume can load while the job runs.
 
-A job on several GPUs (`run.group`) checkpoints with `torch.distributed.checkpoint`
-(`trainer.sharded`): each rank writes its own shards of the LoRA weights and optimizer
-state to `step-N/shards`, rank 0 the rest, and only rank 0 moves `latest`, after every rank
-has written. The adapter it saves or publishes is one ordinary PEFT folder, written by
+A job on several GPUs checkpoints with `torch.distributed.checkpoint`
+(`trainer.sharded.ShardedCheckpoints`, the same folders): each rank writes its own shards
+of the LoRA weights and optimizer state to `step-N/shards`, rank 0 the rest, and only rank
+0 moves `latest`, after every rank has written. This class refuses to resume one. The adapter it saves or publishes is one ordinary PEFT folder, written by
 rank 0 from the weights gathered whole.
 """
 
@@ -97,10 +97,13 @@ class Checkpoints:
         if folder is None:
             return Progress()
         state = json.loads((folder / "state.json").read_text())
-        if run.group is not None or state.get("gpus", 1) != 1:
-            from trainer.sharded import resume
-
-            return resume(run, folder, state)
+        if state.get("gpus", 1) != 1:
+            raise BadInput(
+                f"the checkpoint of job {run.spec.job_id} was made on {state['gpus']} GPUs "
+                f"({state.get('sharding')}); this run has 1: each GPU's random state and shards "
+                "belong to the layout they were saved with",
+                f"resume with gpus {state['gpus']} (and the same sharding), or use a new job id",
+            )
         total = run.batches.total_steps
         if state.get("total_steps") != total:
             raise BadInput(
@@ -134,10 +137,6 @@ class Checkpoints:
         import torch
         from safetensors.torch import save_file
 
-        if run.group is not None:
-            from trainer.sharded import save
-
-            return save(self, run, progress)
         name = f"step-{progress.step:07d}"
         tmp = self.root / f".{name}.tmp"
         if tmp.exists():

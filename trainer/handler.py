@@ -32,12 +32,10 @@ from typing import Any
 
 from trainer.actions import run_job
 from trainer.env import WorkerEnv
+from trainer.logs import QUIET_LOGGERS, configure_logging  # noqa: F401 - QUIET_LOGGERS: read here too
 from trainer.report import failure_data
 
 log = logging.getLogger("brightrun.trainer")
-
-# Loggers that write request URLs (signed URLs are credentials): WARNING and above only.
-QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3")
 
 
 def events(job: dict[str, Any], env: WorkerEnv | None = None) -> Iterator[dict[str, Any]]:
@@ -83,13 +81,6 @@ def job_error(data: dict[str, Any]) -> str:
             "suggestion": data.get("suggestion"),
         }
     )
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """The worker's logging: `level` to stderr, the HTTP clients quiet (see the docstring)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main() -> None:

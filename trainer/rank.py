@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import Checkpoints, Progress
+from trainer.checkpoint import Progress
 from trainer.env import WorkerEnv
 from trainer.output import EventLog
 from trainer.shared.spec import Event, JobSpec
@@ -79,11 +79,12 @@ def lifecycle(
     from trainer.loop import train
     from trainer.report import started_data
     from trainer.setup import setup
+    from trainer.sharded import ShardedCheckpoints
     from trainer.train import cleanup, deliver, save
 
     assert spec.output is not None
     t0 = time.monotonic()
-    checkpoints = Checkpoints(env.checkpoint_dir / spec.job_id)
+    checkpoints = ShardedCheckpoints(env.checkpoint_dir / spec.job_id)
     elog = EventLog(checkpoints.events if group.main else None, spec.first_seq)
     if group.main:
         yield from elog.unreported
@@ -123,7 +124,7 @@ def lifecycle(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.handler import configure_logging
+    from trainer.logs import configure_logging
 
     args = sys.argv[1:] if argv is None else argv
     run_dir = Path(args[0])

@@ -1,14 +1,15 @@
 """Checkpoints of a job on several GPUs, with `torch.distributed.checkpoint` (DCP).
 
-`save(checkpoints, run, progress)` (every rank calls it): DCP writes the sharded LoRA
+`ShardedCheckpoints` is `trainer.checkpoint.Checkpoints` for a job on several GPUs.
+`save(run, progress)` (every rank calls it): DCP writes the sharded LoRA
 weights and optimizer state (`get_state_dict(..., ignore_frozen_params=True)`: the frozen
 base is never saved) to `step-N/shards`, each rank its own part; each rank writes its RNG
 state (`rng-R.pt`); rank 0 writes the scheduler and `state.json` (the progress counters,
 plus `gpus` and `sharding`), then, after a barrier that every rank's files are written,
 moves `latest`. Returns the folder.
 
-`resume(run, folder, state)` restores them into `run` (every rank calls it) and returns
-the `Progress`. A checkpoint is only resumed by the same number of GPUs and the same
+`resume(run)` restores the latest into `run` (every rank calls it) and returns the
+`Progress` (a fresh one when there is none). A checkpoint is only resumed by the same number of GPUs and the same
 sharding it was made with, else `BadInput` says why: DCP could reshard the weights, but
 the RNG states are per rank, and a single-GPU checkpoint holds none of this layout.
 """
@@ -30,6 +31,19 @@ def _state(run: Setup) -> tuple[Any, Any]:
     return get_state_dict(
         run.model, run.optimizer, options=StateDictOptions(ignore_frozen_params=True)
     )
+
+
+class ShardedCheckpoints(Checkpoints):
+    def save(self, run: Setup, progress: Progress) -> Path:
+        """Write `step-N` from every rank (see the module docstring)."""
+        return save(self, run, progress)
+
+    def resume(self, run: Setup) -> Progress:
+        """The latest checkpoint's progress, restored into `run`; else a fresh one."""
+        folder = self.latest()
+        if folder is None:
+            return Progress()
+        return resume(run, folder, json.loads((folder / "state.json").read_text()))
 
 
 def save(checkpoints: Checkpoints, run: Setup, progress: Progress) -> Path:

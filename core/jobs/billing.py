@@ -80,7 +80,7 @@ def ran_on(actor: Actor, s: Session, job: Job, settings: Any) -> dict[str, Any]:
     if gpu is None or gpu == job.gpu_type:
         return {}
     rate = rate_of(job.price_tier, gpu, priced(settings, gpu_market(settings)))
-    return {"gpu_type": gpu, "rate_per_s": rate}
+    return {"gpu_type": gpu, "rate_per_s": rate * int((job.spec or {}).get("gpus") or 1)}
 
 
 def billed_s(

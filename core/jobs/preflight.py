@@ -76,6 +76,7 @@ class LaunchRequest:
     resume_from_version_id: str | None = None  # continued training from this version
     method: Method = Method.SFT  # `trainer.shared.methods`
     preference: Mapping[str, Any] | None = None  # the method's settings (its table row)
+    gpus: int = 1  # GPUs the job trains on (`trainer.shared.parallel`); billed per GPU
 
     @classmethod
     def build(
@@ -115,6 +116,7 @@ class LaunchRequest:
             "resume_from": PLACEHOLDER_URL + "parent" if self.resume_from_version_id else None,
             "method": self.method,
             "preference": self.preference,
+            "gpus": self.gpus,
         }
 
 
@@ -255,7 +257,7 @@ def preflight(
     market = gpu_market(settings)
     settings = priced(settings, market)
     try:
-        c = _Check(request, settings, pricing_for(settings, request.gpu_type))
+        c = _Check(request, settings, pricing_for(settings, request.gpu_type, request.gpus))
     except InvalidInput as e:
         return Preflight(request, request.gpu_type or settings.gpu_type, None, problems=[e])
     _check_budget(c)

@@ -1,7 +1,9 @@
 """What a job runs on and what it is billed at.
 
-`pricing_for(settings, gpu_type)`: the GPU type and Serverless rate of a new job, and the
-rate range over the GPU types the endpoint may pick (`ENDPOINT_GPU_TYPES`). Jobs on
+`pricing_for(settings, gpu_type, gpus)`: the GPU type and Serverless rate of a new job, and
+the rate range over the GPU types the endpoint may pick (`ENDPOINT_GPU_TYPES`); a job on
+`gpus` GPUs is billed `gpus` times the per-GPU rate (its `rate_per_s`, and so its live and
+billed cost and the time its budget buys, count every GPU). Jobs on
 the local endpoint (or any endpoint on loopback) run on this machine's CPU but are priced
 at the configured GPU type's rate, recorded as GPU type `LOCAL_CPU`, tier `local`.
 `execution_limits(budget, rate, cap_s)`: the platform's and the worker's time limits for
@@ -10,7 +12,7 @@ a budget (`core.planner.execution_limits`), a budget under a minute being `Inval
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from core import planner
@@ -32,6 +34,7 @@ class Pricing:
     low_rate_per_s: float = 0.0
     cap_rate_per_s: float = 0.0
     gpu_types: tuple[str, ...] = ()
+    gpus: int = 1  # the rates above are for all of them
 
     @property
     def is_local(self) -> bool:
@@ -39,6 +42,9 @@ class Pricing:
 
     @property
     def note(self) -> str:
+        if self.gpus > 1:
+            one = replace(self, gpus=1, rate_per_s=self.rate_per_s / self.gpus)
+            return f"{self.gpus} x {one.note} = ${self.rate_per_s * 3600:.2f}/h"
         if self.is_local:
             return (
                 f"runs on this machine's CPU, priced at {self.priced_as} Serverless rates "
@@ -58,17 +64,20 @@ class Pricing:
         )
 
 
-def pricing_for(settings: Settings, gpu_type: str | None = None) -> Pricing:
-    """The GPU type and rate a new job is billed at under `settings`."""
+def pricing_for(settings: Settings, gpu_type: str | None = None, gpus: int = 1) -> Pricing:
+    """The GPU type and rate a new job on `gpus` GPUs is billed at under `settings`."""
     gpu = gpu_type or settings.gpu_type
     pool = tuple(dict.fromkeys([gpu, *settings.endpoint_gpu_types]))
     try:
-        rates = [planner.rate_per_second(g, settings.price_tier, settings.gpu_prices) for g in pool]
+        rates = [
+            gpus * planner.rate_per_second(g, settings.price_tier, settings.gpu_prices)
+            for g in pool
+        ]
     except planner.UnknownGpuType as e:
         raise InvalidInput(f"gpu_type: {e}") from None
     if settings.is_local_endpoint or _is_loopback(settings.gpu_cluster_api_url):
-        return Pricing(LOCAL_GPU, LOCAL_TIER, rates[0], gpu, rates[0], rates[0], (gpu,))
-    return Pricing(gpu, settings.price_tier, rates[0], gpu, min(rates), max(rates), pool)
+        return Pricing(LOCAL_GPU, LOCAL_TIER, rates[0], gpu, rates[0], rates[0], (gpu,), gpus)
+    return Pricing(gpu, settings.price_tier, rates[0], gpu, min(rates), max(rates), pool, gpus)
 
 
 def rate_of(job_tier: str, gpu: str, settings: Settings) -> float:

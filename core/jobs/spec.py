@@ -52,6 +52,7 @@ def build_spec(
     first_seq: int = 0,
     method: str = Method.SFT,
     preference: Mapping[str, Any] | None = None,
+    gpus: int = 1,
 ) -> JobSpec:
     """The `JobSpec` for these settings; bad values raise `InvalidInput` naming the field.
     `resume_from` (continued training) is replaced by a fresh source at each send;
@@ -76,6 +77,7 @@ def build_spec(
             device=device,
             resume_from=resume_from,
             first_seq=first_seq,
+            gpus=gpus,
             method=method,
             preference=dict(preference) if preference else None,
         )

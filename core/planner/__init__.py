@@ -22,7 +22,8 @@ The parts, each a module with one job (its docstring states its contract):
 - `trainer_facts`: how the trainer runs a job beyond the spec; `lora_params`: LoRA
   parameters equal to PEFT's; `memory`: peak GPU memory term by term; `fit`: verdict per
   GPU type and the settings that make a job fit; `timing`: training time and measured
-  throughput; `budget`: cost range, budget check, execution timeout; `planning`: all of
+  throughput; `budget`: cost range, budget check, execution timeout; `multi_gpu`: memory per GPU
+  with sharding, the smallest GPU count per type, its time and cost; `planning`: all of
   it for one job (`plan`).
 
 Everything public is re-exported here: callers write `from core import planner` and
@@ -85,6 +86,10 @@ from core.planner.memory import (
     MemoryTerm,
     estimate_memory,
     layer_activation_bytes,
+)
+from core.planner.multi_gpu import (
+    GpuCount,
+    per_gpu_memory,
 )
 from core.planner.planning import (
     Plan,
@@ -199,6 +204,8 @@ __all__ = [
     "CUDA_CONTEXT_BYTES",
     "GIB",
     "MemoryEstimate",
+    "GpuCount",
+    "per_gpu_memory",
     "MemoryTerm",
     "estimate_memory",
     "layer_activation_bytes",

@@ -1,5 +1,11 @@
 """The whole plan for one job: memory, a verdict per GPU type, and (with token statistics)
-time and cost per GPU, with the GPU the planner recommends."""
+time and cost per GPU, with the GPU the planner recommends.
+
+A spec with `gpus` > 1 is planned per GPU (`core.planner.multi_gpu`): its memory is one
+GPU's under the sharding the worker will use, its times are for that many GPUs and its
+costs count every GPU. Every plan also carries `gpu_counts`: for each GPU type the
+smallest count that fits, with its sharding, time and cost, and `recommended_count`, the
+cheapest of them (the one to launch with when the job fits no single GPU)."""
 
 from __future__ import annotations
 
@@ -12,7 +18,16 @@ from core.planner.budget import CostEstimate, estimate_cost
 from core.planner.facts import ModelFacts
 from core.planner.fit import GpuVerdict, fit_verdicts
 from core.planner.lora_params import lora_count
-from core.planner.memory import MemoryEstimate, estimate_memory
+from core.planner.memory import MemoryEstimate
+from core.planner.multi_gpu import (
+    GpuCount,
+    cheapest,
+    counts,
+    per_gpu_memory,
+    scaled_cost,
+    scaled_time,
+    sharding,
+)
 from core.planner.pricing import GPU_TYPES, GpuType, gpu_type
 from core.planner.timing import TimeEstimate, TokenStats, estimate_time
 from core.planner.trainer_facts import TrainerFacts, capabilities
@@ -29,6 +44,8 @@ class Plan:
     costs: tuple[CostEstimate, ...]
     recommended_gpu: str | None
     notes: tuple[str, ...]
+    gpu_counts: tuple[GpuCount, ...] = ()  # per GPU type: the smallest count that fits
+    recommended_count: GpuCount | None = None  # the cheapest of them
 
     def verdict(self, gpu: str) -> GpuVerdict:
         for v in self.verdicts:
@@ -46,6 +63,13 @@ class Plan:
             "costs": [c.to_dict() for c in self.costs],
             "recommended_gpu": self.recommended_gpu,
             "notes": list(self.notes),
+            "gpus": self.settings.get("gpus", 1),
+            "gpu_counts": [c.to_dict() for c in self.gpu_counts],
+            "recommended_count": (
+                {"gpu": self.recommended_count.gpu, "count": self.recommended_count.count}
+                if self.recommended_count
+                else None
+            ),
         }
 
 
@@ -66,15 +90,33 @@ def plan(
     """
     trainer = trainer or TrainerFacts()
     table = {g: gpu_type(g) for g in gpus} if gpus else dict(GPU_TYPES)
-    memory = estimate_memory(spec, model, trainer)
+    n = spec.gpus
+    memory = per_gpu_memory(spec, model, n, trainer)
+    strategy = sharding(spec, model, n, trainer)[0]
     verdicts = fit_verdicts(spec, model, memory, trainer, table)
     times: list[TimeEstimate] = []
     costs: list[CostEstimate] = []
     if tokens is not None:
         for gid in table:
             tm = estimate_time(spec, model, gid, tokens, (measured or {}).get(gid, ()))
+            if n > 1:
+                tm = scaled_time(tm, n, strategy)
             times.append(tm)
-            costs.append(estimate_cost(tm, tier, price_overrides))
+            costs.append(
+                scaled_cost(tm, n, tier, price_overrides)
+                if n > 1
+                else estimate_cost(tm, tier, price_overrides)
+            )
+    options = counts(
+        spec,
+        model,
+        tokens=tokens,
+        gpus=list(table),
+        measured=measured,
+        trainer=trainer,
+        tier=tier,
+        price_overrides=price_overrides,
+    )
     return Plan(
         model,
         _settings(spec, model, trainer, memory),
@@ -84,6 +126,8 @@ def plan(
         tuple(costs),
         _recommended(verdicts, costs, table),
         memory.notes,
+        options,
+        cheapest(options),
     )
 
 
@@ -119,4 +163,6 @@ def _settings(
         "gradient_checkpointing": spec.training.gradient_checkpointing,
         "packing": capabilities(model).packing if spec.training.packing else "padded",
         "experts_quantized": memory.experts_quantized,
+        "gpus": spec.gpus,
+        "sharding": sharding(spec, model, spec.gpus, trainer)[0],
     }

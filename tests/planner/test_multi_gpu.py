@@ -1,0 +1,99 @@
+"""Plans past one GPU: memory per GPU with sharding, the smallest count per GPU type, and
+time and cost for that count (`core.planner.multi_gpu`).
+
+The published sizes: Qwen2.5-72B in bf16 is 145 GB of weights and Qwen3-Next-80B 159 GB,
+neither fits one 80 GB GPU; sharded by FSDP2 they need 3 H100s at 2k tokens, and
+Qwen2.5-72B 4 at 8k (activations and its untied 2.5 GB embeddings and head, kept whole on
+every GPU, leave too little of a third). One H200 is too small, two are enough.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core import planner
+from core.planner.multi_gpu import counts, per_gpu_memory
+from trainer.shared.spec import JobSpec
+
+GIB = 1 << 30
+
+
+def _spec(model: str, max_length: int, **over: Any) -> JobSpec:
+    return JobSpec(
+        job_id="plan",
+        model={"name_or_path": model},
+        data={"train_path": "rows.jsonl"},
+        output={"adapter_name": "a"},
+        quantization="none",
+        training={"max_length": max_length, "micro_batch_size": 1},
+        **over,
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "max_length", "h100s"),
+    [
+        ("Qwen/Qwen2.5-72B-Instruct", 2048, 3),
+        ("Qwen/Qwen2.5-72B-Instruct", 8192, 4),
+        ("Qwen/Qwen3-Next-80B-A3B-Instruct", 2048, 3),
+        ("Qwen/Qwen3-Next-80B-A3B-Instruct", 8192, 3),
+    ],
+)
+def test_big_bf16_lora_jobs_get_the_gpu_count_that_fits(
+    model: str, max_length: int, h100s: int
+) -> None:
+    spec, facts = _spec(model, max_length), planner.describe(model)
+    by_gpu = {c.gpu: c for c in counts(spec, facts)}
+    h100, h200 = by_gpu["H100_80GB_SXM"], by_gpu["H200_141GB"]
+    assert (h100.count, h200.count) == (h100s, 2)
+    assert h100.sharding == "fsdp"
+    assert planner.estimate_memory(spec, facts).total_bytes > 141e9  # no single GPU
+    fewer = per_gpu_memory(spec, facts, h100s - 1)
+    assert fewer.total_bytes > 0.9 * h100.memory_bytes > h100.memory.total_bytes
+
+
+def test_sharding_divides_weights_and_lora_state_but_not_activations() -> None:
+    model = "Qwen/Qwen2.5-72B-Instruct"
+    spec, facts = _spec(model, 2048), planner.describe(model)
+    one, four = planner.estimate_memory(spec, facts), per_gpu_memory(spec, facts, 4)
+    for key in ("base_weights", "lora_weights", "lora_grads", "optimizer"):
+        assert four.term(key) == one.term(key) // 4
+    for key in ("embeddings", "cuda_context"):
+        assert four.term(key) == one.term(key)
+    layer = one.term("base_weights") / facts.layers
+    assert four.term("communication") > 2 * layer  # two layers gathered whole, and NCCL's
+    assert "4 GPUs, fsdp" in four.notes[-1]
+
+
+def test_small_and_quantised_bases_are_replicated_with_the_reason() -> None:
+    small = "Qwen/Qwen2.5-1.5B-Instruct"
+    spec = _spec(small, 2048, gpus=2)
+    p = planner.plan(spec, planner.describe(small), gpus=["H100_80GB_SXM"])
+    assert p.settings["gpus"] == 2 and p.settings["sharding"] == "ddp"
+    assert "fit on every GPU" in p.memory.notes[-1]
+    one = planner.estimate_memory(spec, planner.describe(small))
+    assert p.memory.term("base_weights") == one.term("base_weights")  # whole on each GPU
+    q = _spec("Qwen/Qwen2.5-72B-Instruct", 2048, gpus=2).model_copy(update={"quantization": "nf4"})
+    mem = per_gpu_memory(q, planner.describe("Qwen/Qwen2.5-72B-Instruct"), 2)
+    assert "bitsandbytes" in mem.notes[-1]
+
+
+def test_time_and_cost_count_every_gpu() -> None:
+    model = "Qwen/Qwen2.5-72B-Instruct"
+    facts, tokens = planner.describe(model), planner.TokenStats(rows=2000, mean_tokens=800)
+    one = planner.plan(_spec(model, 2048), facts, tokens=tokens, gpus=["H100_80GB_SXM"])
+    three = planner.plan(_spec(model, 2048, gpus=3), facts, tokens=tokens, gpus=["H100_80GB_SXM"])
+    assert three.verdicts[0].verdict == "fits" and one.verdicts[0].verdict == "does_not_fit"
+    rate = planner.rate_per_second("H100_80GB_SXM", "flex", {})
+    cost, time = three.costs[0], three.times[0]
+    assert cost.rate_per_s == pytest.approx(3 * rate)
+    assert cost.usd_high == pytest.approx(3 * rate * (time.seconds_high + time.cold_start_high_s))
+    assert time.seconds < one.times[0].seconds / 2  # 3 GPUs at 85% each
+    best = one.recommended_count
+    assert best is not None and best.count is not None and best.count >= 2
+    assert best.cost is not None and best.cost.rate_per_s == pytest.approx(
+        best.count * planner.rate_per_second(best.gpu, "flex", {})
+    )
+    assert one.to_dict()["recommended_count"] == {"gpu": best.gpu, "count": best.count}
