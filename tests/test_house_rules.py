@@ -102,7 +102,7 @@ def test_the_formatter_formats_everything() -> None:
 # One table of methods (`trainer.shared.methods`): a method's name is written there, and in
 # the worker's loss modules, nowhere else; everything else reads the table.
 METHOD_TABLE = "trainer/shared/methods.py"
-LOSS_MODULES = ("trainer/preference_loss.py", "trainer/kto_loss.py")
+LOSS_MODULES = ("trainer/preference_loss.py", "trainer/kto_loss.py", "trainer/grpo_loss.py")
 METHOD_FOLDERS = ("core", "trainer", "local", "cli", "components", "app_pages")
 
 
