@@ -42,6 +42,7 @@ with left:
     lora, training, quantization, eval_fraction = ui.settings_form()
     lora = {**lora, **train_options.lora_targets(model, settings.data_dir / "models")}
     gpu = train_options.gpu_type(settings)
+    gpus = train_options.gpu_count()
 with right:
     st.subheader("Plan")
     budget = st.number_input(
@@ -66,6 +67,7 @@ with right:
             eval_fraction=eval_fraction,
             budget_usd=budget,
             gpu_type=gpu,
+            gpus=gpus,
             adapter_name=adapter or None,
             method=method,
             preference=preference,
@@ -75,6 +77,8 @@ with right:
     with session.db() as s:
         tp = jobs.preflight(request, actor, s, settings)
     ui.plan_view(tp)
+    if tp.plan is not None and (hint := train_options.count_hint(tp.plan, gpu)):
+        st.caption(hint)
     if tp.price_range:
         st.caption(tp.price_range)
     st.caption(f"Prices: {tp.price_source}")

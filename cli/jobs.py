@@ -189,6 +189,11 @@ def train(
         help="reasoning (<think> blocks) carries loss like the answer (default: on)",
     ),
     gpu: str = typer.Option("", "--gpu", help="GPU type id (default: GPU_TYPE)"),
+    gpus: int = typer.Option(
+        1,
+        "--gpus",
+        help="GPUs to train on, 1-8 (billed for each; `brightrun plan` says how many fit)",
+    ),
     budget: float = typer.Option(
         0.0, "--budget", help="dollar cap for this job (default: JOB_BUDGET_USD)"
     ),
@@ -230,6 +235,7 @@ def train(
                 quantization=quant,
                 eval_fraction=eval_fraction,
                 gpu_type=gpu or None,
+                gpus=gpus,
                 budget_usd=budget or None,
                 lora={
                     "r": lora_r,
@@ -265,7 +271,7 @@ def train(
         )
     except _errors() as e:
         _fail(e)
-    pricing = jobs.pricing_for(settings, gpu or None)
+    pricing = jobs.pricing_for(settings, gpu or None, gpus)
     typer.echo(f"job {job.id} {job.status}: {pricing.note}; budget {_money(job.budget_usd)}")
     if wait:
         raise typer.Exit(follow(actor, settings, job.id))

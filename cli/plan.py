@@ -1,7 +1,8 @@
 """`brightrun plan`: will a job fit, how long will it take, what will it cost.
 
     brightrun plan --model M [--quant nf4] [--max-length N] [--batch B] [--lora-r R]
-                   [--gpu G] [--dataset ID | --rows N --tokens N] [--budget USD] [--json]
+                   [--gpu G] [--gpus N] [--dataset ID | --rows N --tokens N] [--budget USD]
+                   [--json]
 
 Settings not given take the job spec's defaults. Token statistics come from a stored
 dataset (`--dataset`) or from `--rows` and `--tokens` (mean tokens per row); without
@@ -10,6 +11,10 @@ finished jobs of the model and quantisation on each GPU type, read from the data
 (`--no-history` skips it), else on the default utilisation; `--measured` given with one
 `--gpu` replaces that GPU's history. Each time line says which basis it used. Exits 2
 when the model cannot be estimated or a setting is invalid (the reason is printed).
+
+`--gpus N` plans the job on N GPUs (memory per GPU, time and cost for all N); every plan
+also prints, per GPU type, the smallest count that fits with its sharding and cost, and
+the cheapest of them.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ GIB = 1 << 30
 
 
 def _spec(
-    model: str, quantization: str | None, lora: dict[str, Any], training: dict[str, Any]
+    model: str,
+    quantization: str | None,
+    lora: dict[str, Any],
+    training: dict[str, Any],
+    gpus: int = 1,
 ) -> Any:
     """The job spec a launch with these settings would plan (`core.jobs.LaunchRequest`)."""
     from core import jobs
@@ -33,6 +42,7 @@ def _spec(
         model=model,
         lora={k: v for k, v in lora.items() if v is not None},
         training={k: v for k, v in training.items() if v is not None},
+        gpus=gpus,
         **given,
     )
     return jobs.build_spec(
@@ -42,6 +52,7 @@ def _spec(
         quantization=request.quantization,
         lora=request.lora.model_dump(exclude_unset=True),
         training=request.training.model_dump(exclude_unset=True),
+        gpus=request.gpus,
     )
 
 
@@ -113,6 +124,7 @@ def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
         f"micro-batch {s['micro_batch_size']} x {s['max_length']} tokens, grad accum "
         f"{s['grad_accum']}, gradient checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, "
         f"batching {s['packing']}"
+        + (f", {s['gpus']} GPUs ({s['sharding']})" if s.get("gpus", 1) > 1 else "")
     )
     mem = p.memory
     typer.echo(
@@ -139,6 +151,7 @@ def _print(p: Any, budget: Any, timeout_ms: int | None, tokens: Any) -> None:
                 f"{_hours(t.cold_start_high_s)}   ${c.usd_low:,.2f}-${c.usd_high:,.2f}   "
                 f"{t.basis_text}"
             )
+    _print_counts(p)
     if p.recommended_gpu:
         typer.echo(f"\nrecommended GPU: {p.recommended_gpu}")
     if budget is not None:
@@ -204,6 +217,7 @@ def plan(
         None, "--budget", help="job budget in USD: check it and print the RunPod executionTimeout"
     ),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    gpus: int = typer.Option(1, "--gpus", help="GPUs the job trains on (1-8)"),
 ) -> None:
     """Peak GPU memory term by term, fits / tight / does not fit per GPU type (with a
     suggestion), and with token statistics the training time and cost per GPU."""
@@ -224,6 +238,7 @@ def plan(
                 "packing": packing,
                 "epochs": epochs,
             },
+            gpus,
         )
         stats = _token_stats(dataset, rows, tokens, settings)
         p = _plan(spec, model, stats, list(gpu) if gpu else None, measured, history, settings)
@@ -258,6 +273,23 @@ def _output(
     _print(p, verdict.check if verdict else None, verdict.timeout_ms if verdict else None, stats)
     if price_range:
         typer.echo(f"price range: {price_range}")
+
+
+def _print_counts(p: Any) -> None:
+    """Per GPU type the smallest count that fits, its sharding and cost; the cheapest."""
+    typer.echo("\nGPUs needed (smallest count that fits, per GPU type):")
+    for c in p.gpu_counts:
+        if c.count is None:
+            typer.echo(f"  {c.name:18s} more than 8 do not fit")
+            continue
+        cost = f"  ${c.cost.usd_low:,.2f}-${c.cost.usd_high:,.2f}" if c.cost else ""
+        typer.echo(
+            f"  {c.name:18s} {c.count} x  {c.memory.total_bytes / GIB:6.1f} GiB each  "
+            f"{c.sharding}{cost}"
+        )
+    best = p.recommended_count
+    if best is not None and best.count and best.count > 1:
+        typer.echo(f"  fewest GPUs at the lowest cost: {best.count} x {best.name} ({best.reason})")
 
 
 def _price_range(settings: Any) -> str:

@@ -3,7 +3,9 @@ routed experts (MoE models), and the GPU type the job is planned and priced for.
 
 `lora_targets(model, models_dir)` returns the LoRA fields to merge into the form's `lora`
 ({"target_modules": "all-linear" | [names], "lora_on_experts": bool}); `gpu_type(settings)`
-returns the chosen GPU type id (default: the deployment's GPU_TYPE). Keys under `train.`;
+returns the chosen GPU type id (default: the deployment's GPU_TYPE); `gpu_count()` how many
+of them the job trains on (1-8), `count_hint(plan, gpu)` the planner's smallest count that
+fits that type. Keys under `train.`;
 their defaults are in `STATE` (registered in `components.session`).
 """
 
@@ -24,6 +26,7 @@ STATE: dict[str, Any] = {
     "train.target_modules": [],
     "train.lora_on_experts": False,
     "train.gpu_type": None,
+    "train.gpus": 1,
 }
 
 
@@ -68,6 +71,33 @@ def gpu_type(settings: Settings) -> str:
         key="train.gpu_type",
         format_func=lambda g: f"{planner.GPU_TYPES[g].name} ({planner.GPU_TYPES[g].memory_gb} GB)",
     )
+
+
+def gpu_count() -> int:
+    """How many GPUs the job trains on (one process each; billed for every one)."""
+    return int(
+        st.number_input(
+            "GPUs",
+            1,
+            8,
+            step=1,
+            key="train.gpus",
+            help="more than one: the job runs on that many GPUs of the type (FSDP2), the "
+            "same global batch, billed count x the GPU's rate",
+        )
+    )
+
+
+def count_hint(plan: Any, gpu: str) -> str | None:
+    """The planner's smallest count of `gpu` that fits the job, when it is more than one."""
+    option = next((c for c in plan.gpu_counts if c.gpu == gpu), None)
+    if option is None:
+        return None
+    if option.count is None:
+        return f"even 8 x {option.name} are too small for these settings"
+    if option.count == 1:
+        return None
+    return f"fits on {option.count} x {option.name} ({option.sharding}: {option.reason})"
 
 
 def cache_button(model: str, actor: Any, settings: Settings) -> str | None:
