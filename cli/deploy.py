@@ -59,6 +59,13 @@ def deploy(
     max_workers: int | None = typer.Option(
         None, help=f"most trainer workers at once ({_d('max_workers')})"
     ),
+    gpu_count: list[int] | None = typer.Option(
+        None,
+        "--gpu-count",
+        help="GPUs per trainer worker; repeat for one trainer endpoint per count in use "
+        "(e.g. --gpu-count 1 --gpu-count 4; default 1). Multi-GPU jobs go to the endpoint "
+        "of their count (GPU_CLUSTER_API_URLS)",
+    ),
     idle_timeout: int | None = typer.Option(
         None, help=f"seconds a worker stays up after its last job ({_d('idle_timeout_s')})"
     ),
@@ -121,8 +128,8 @@ def deploy(
 ) -> None:
     """Create or update the RunPod network volume, trainer template and endpoint (and with
     --with-vllm a vLLM endpoint) through RunPod's REST API v2, check each endpoint's
-    /health, and write GPU_CLUSTER_API_URL / INFERENCE_URL (with --base also INFERENCE_URLS)
-    into .env. Idempotent: a second run changes nothing. Needs RUNPOD_API_KEY (except --dry-run)."""
+    /health, and write GPU_CLUSTER_API_URL / INFERENCE_URL (with --base also INFERENCE_URLS,
+    with --gpu-count above 1 GPU_CLUSTER_API_URLS) into .env. Idempotent: a second run changes nothing. Needs RUNPOD_API_KEY (except --dry-run)."""
     settings = _settings()
     given = {
         "image": image,
@@ -130,6 +137,7 @@ def deploy(
         "volume_type": volume_type,
         "data_center": data_center,
         "max_workers": max_workers,
+        "gpu_counts": tuple(gpu_count) if gpu_count else None,
         "idle_timeout_s": idle_timeout,
         "execution_timeout_s": execution_timeout,
         "container_disk_gb": container_disk,

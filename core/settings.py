@@ -68,6 +68,11 @@ class Settings(BaseSettings):
 
     gpu_cluster_api_url: str = f"http://127.0.0.1:{LOCAL_ENDPOINT_PORT}/v2/local"
     gpu_cluster_api_key: SecretStr = SecretStr("local-dev-key")
+    # Multi-GPU jobs: GPU count -> the trainer endpoint whose workers have that many GPUs,
+    # e.g. GPU_CLUSTER_API_URLS='{"4": "https://api.runpod.ai/v2/xyz"}' (`brightrun deploy
+    # --gpu-count 4` writes it). A one-GPU job goes to GPU_CLUSTER_API_URL; the local
+    # endpoint runs any count on the CPU.
+    gpu_cluster_api_urls: dict[str, str] = Field(default_factory=dict)
     runpod_api_key: SecretStr = SecretStr("")  # account-level key, only for `brightrun deploy`
     # RunPod's REST API v2, which `brightrun deploy` manages volumes, templates and endpoints
     # through (a stand-in server in tests).

@@ -55,6 +55,9 @@ def env_values(
     if plan.base_endpoints:
         ours = {m: f"{job_urls[e]}/openai/v1" for m, e in plan.base_endpoints.items()}
         out["INFERENCE_URLS"] = merge_inference_urls(current_urls, ours)
+    if plan.count_endpoints:  # multi-GPU trainers: where jobs of each count go
+        by_count = {c: job_urls[e] for c, e in plan.count_endpoints.items()}
+        out["GPU_CLUSTER_API_URLS"] = json.dumps(by_count, separators=(",", ":"))
     return {**out, **plan.env_extra}
 
 

@@ -2,7 +2,10 @@
 from it (`desired_state`). Pure: no network. Defaults live in `DeployConfig` only.
 
 Names: the network volume is `<prefix>`, the trainer template and endpoint
-`<prefix>-trainer`, the optional vLLM ones `<prefix>-vllm`. `HF_TOKEN` is only ever a
+`<prefix>-trainer`, the optional vLLM ones `<prefix>-vllm`. Each further count in
+`gpu_counts` (multi-GPU jobs) is one more trainer template and endpoint,
+`<prefix>-trainer-x<count>`, whose workers get that many GPUs (`gpu.count`); their URLs go
+to .env as GPU_CLUSTER_API_URLS (`{"<count>": "<URL>"}`), where jobs of that count go. `HF_TOKEN` is only ever a
 RunPod secret reference (`{{ RUNPOD_SECRET_<name> }}`); a value that looks like a token is
 refused. Raises pydantic's `ValidationError` with the option named.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -62,6 +65,9 @@ class DeployConfig(BaseModel):
     data_center: str = Field("EU-RO-1", description="RunPod data centre id of the volume")
     gpus: tuple[str, ...] = Field(DEFAULT_GPUS, description="GPU type ids, most preferred first")
     max_workers: int = Field(2, ge=1, le=100)
+    gpu_counts: tuple[int, ...] = Field(
+        (1,), description="GPUs per trainer worker: one trainer endpoint per count (1-8)"
+    )
     idle_timeout_s: int = Field(5, ge=1, le=3600)
     execution_timeout_s: int = Field(
         86_400, ge=60, le=7 * 86_400, description="endpoint default; each job sends its own"
@@ -147,6 +153,14 @@ class DeployConfig(BaseModel):
                 f"unknown GPU type {', '.join(unknown)}; known: {', '.join(sorted(GPU_TYPES))}"
             )
         return tuple(dict.fromkeys(v))
+
+    @field_validator("gpu_counts")
+    @classmethod
+    def _counts(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [c for c in v if not 1 <= c <= 8]
+        if not v or bad:
+            raise ValueError(f"gpu_counts {list(v)}: each a GPU count from 1 to 8 (1: one GPU)")
+        return tuple(sorted(set(v)))
 
     @field_validator("hf_secret")
     @classmethod
@@ -250,6 +264,8 @@ class Desired:
     env_extra: dict[str, str]  # plain .env settings that go with these endpoints
     # further bases: served model -> endpoint name; merged into INFERENCE_URLS
     base_endpoints: dict[str, str] = field(default_factory=dict)
+    # multi-GPU trainers: GPU count -> endpoint name; GPU_CLUSTER_API_URLS
+    count_endpoints: dict[str, str] = field(default_factory=dict)
 
 
 def secret_ref(name: str) -> str:
@@ -286,14 +302,23 @@ def desired_state(config: DeployConfig) -> Desired:
             min_cuda=config.min_cuda,
         ),
     )
+    counts = {str(c): f"{p}-trainer-x{c}" for c in config.gpu_counts if c > 1}
+    more = [
+        (
+            replace(trainer[0], name=name),
+            replace(trainer[1], name=name, gpu_count=int(c)),
+        )
+        for c, name in counts.items()
+    ]
     volume = VolumeSpec(p, config.volume_size_gb, config.data_center, config.volume_type)
     # What the pools may run a job on: the budget's time limit is set at the dearest.
     gpu_types = json.dumps(pool_gpu_types(trainer[1].pools), separators=(",", ":"))
     desired = Desired(
         volume,
-        [trainer],
+        [trainer, *more],
         {"GPU_CLUSTER_API_URL": f"{p}-trainer"},
         {"ENDPOINT_GPU_TYPES": gpu_types},
+        count_endpoints=counts,
     )
     return _with_vllm(desired, config) if config.with_vllm else desired
 
@@ -345,4 +370,11 @@ def _with_vllm(desired: Desired, config: DeployConfig) -> Desired:
     # Workers come and go, so adapters are found on the volume by the resolver, not
     # loaded into one worker at run time.
     extra = {"INFERENCE_LORA_LOADING": "resolver", "INFERENCE_ADAPTERS_DIR": ADAPTERS_ON_VOLUME}
-    return Desired(desired.volume, services, env_keys, {**desired.env_extra, **extra}, bases)
+    return Desired(
+        desired.volume,
+        services,
+        env_keys,
+        {**desired.env_extra, **extra},
+        bases,
+        desired.count_endpoints,
+    )

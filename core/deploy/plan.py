@@ -83,6 +83,7 @@ class DeployPlan:
     env_extra: dict[str, str]  # plain settings written with the URLs
     observed: bool  # False: planned without reading the account (no key)
     base_endpoints: dict[str, str] = field(default_factory=dict)  # model -> endpoint name
+    count_endpoints: dict[str, str] = field(default_factory=dict)  # GPU count -> endpoint
 
     @property
     def has_changes(self) -> bool:
@@ -117,6 +118,7 @@ def make_plan(config: DeployConfig, observed: Observed | None) -> DeployPlan:
         desired.env_extra,
         observed is not None,
         desired.base_endpoints,
+        desired.count_endpoints,
     )
 
 

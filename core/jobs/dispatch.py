@@ -30,6 +30,7 @@ from core.clients.storage import (
 from core.db import repo, session_scope
 from core.db.tables import TERMINAL_STATUSES, Job, JobStatus, utcnow
 from core.jobs.errors import SubmitFailed
+from core.jobs.pricing import trainer_endpoint
 from core.jobs.quotas import lock_row
 from core.jobs.spec import ADAPTER_FILES, LOG_FILES
 from core.jobs.window import UploadWindow
@@ -128,7 +129,7 @@ def dispatch(
 ) -> Job:
     """POST /run with the signed `payload` of the stored job `job_id`; see the module
     docstring. Returns the job, IN_QUEUE."""
-    with job_client(settings, client) as rp:
+    with job_client(settings, client, trainer_endpoint(settings, payload.get("gpus") or 1)) as rp:
         try:
             sub = rp.run(
                 payload, execution_timeout_ms=limits.execution_timeout_ms, ttl_ms=window.ttl_ms

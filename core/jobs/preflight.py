@@ -46,7 +46,7 @@ from core.deploy.catalog import gpu_market, priced
 from core.errors import BrightRunError, InvalidInput, QuotaExceeded
 from core.jobs.errors import PlanRefused, UploadUrlsExpire
 from core.jobs.presets import DEFAULT_QUANTIZATION
-from core.jobs.pricing import Pricing, device_for, pricing_for
+from core.jobs.pricing import Pricing, device_for, pricing_for, trainer_endpoint
 from core.jobs.quotas import check_quotas
 from core.jobs.spec import PLACEHOLDER_URL, build_spec, default_adapter_name, spec_errors
 from core.jobs.template_check import template_problem
@@ -265,6 +265,10 @@ def preflight(
     _check_dataset(c, actor, session)
     _check_template(c)
     _build_spec(c, job_id)
+    try:
+        trainer_endpoint(settings, request.gpus)
+    except InvalidInput as e:
+        c.refuse(e)
     if c.spec is not None:
         _check_plan(c, actor, session)
     url_s = store.max_upload_url_s if store is not None else upload_url_limit_s(settings)

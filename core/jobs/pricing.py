@@ -7,7 +7,9 @@ billed cost and the time its budget buys, count every GPU). Jobs on
 the local endpoint (or any endpoint on loopback) run on this machine's CPU but are priced
 at the configured GPU type's rate, recorded as GPU type `LOCAL_CPU`, tier `local`.
 `execution_limits(budget, rate, cap_s)`: the platform's and the worker's time limits for
-a budget (`core.planner.execution_limits`), a budget under a minute being `InvalidInput`.
+a budget (`core.planner.execution_limits`), a budget under a minute being `InvalidInput`. `trainer_endpoint(settings, gpus)`: the
+endpoint a multi-GPU job goes to (GPU_CLUSTER_API_URLS), `InvalidInput` naming the deploy
+command when none has that many GPUs per worker.
 """
 
 from __future__ import annotations
@@ -119,3 +121,20 @@ def execution_limits(
         return planner.execution_limits(budget, rate_per_s, max_s=cap_s)
     except planner.BudgetTooSmall as e:
         raise InvalidInput(f"budget: {e}") from None
+
+
+def trainer_endpoint(settings: Settings, gpus: int) -> str | None:
+    """The endpoint a job on `gpus` GPUs goes to (None: the configured one, which serves
+    one-GPU jobs, and any count on the local endpoint); `InvalidInput` when no endpoint
+    has workers with that many GPUs."""
+    if gpus <= 1 or settings.is_local_endpoint:
+        return None
+    url = settings.gpu_cluster_api_urls.get(str(gpus))
+    if not url:
+        have = ", ".join(sorted(settings.gpu_cluster_api_urls, key=int)) or "none"
+        raise InvalidInput(
+            f"no trainer endpoint has workers with {gpus} GPUs (GPU_CLUSTER_API_URLS has: "
+            f"{have}): run `brightrun deploy --gpu-count {gpus}` (keeping the counts in use), "
+            "or train on one GPU"
+        )
+    return url
