@@ -3,9 +3,11 @@
 `setup(spec, env, work)` returns a `Setup`: base model files (cache, then hub), tokenizer,
 dataset (download, row validation, tokenisation, the eval split), the model (quantisation,
 LoRA, which layers recompute their activations), the batch plan, AdamW with the spec's
-scheduler and warmup, and a parent adapter's weights when `resume_from` names one. A
-preference job (`method` dpo or orpo) reads pairs (`trainer.preference`) and gets its
-objective (`trainer.preference_loss`); DPO's reference log-probs are computed here, last. The
+scheduler and warmup, and a parent adapter's weights when `resume_from` names one. The
+method's row of `trainer.shared.methods` says what it reads and whether it has a reference
+pass: DPO and ORPO read pairs (`trainer.preference`, objective in
+`trainer.preference_loss`), KTO labelled answers (`trainer.kto`, `trainer.kto_loss`); the
+reference log-probs (DPO, KTO) are computed here, last. The
 torch and Python RNGs are seeded from `training.seed` before the model is built, so two
 runs of one spec draw the same numbers. Raises the typed failures of `trainer.shared.errors`
 (early stopping with no eval rows left after the split is `BadInput`).
@@ -25,13 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from trainer import data as D
+from trainer import grpo as R
+from trainer import kto as K
 from trainer import preference as P
 from trainer.env import WorkerEnv
+from trainer.kto_loss import Objective as KtoObjective
+from trainer.kto_loss import compute_reference as kto_reference
 from trainer.loss import batch_loss_sum
 from trainer.model import Loaded, load_for_training, load_tokenizer, resolve_model_path
 from trainer.parallel import Group
 from trainer.preference_loss import Objective, compute_reference
 from trainer.shared.errors import BadInput
+from trainer.shared.methods import METHODS
 from trainer.shared.spec import JobSpec, TrainingSpec
 
 
@@ -47,12 +54,13 @@ class BatchPlan:
         pad_id: int,
         pairs: bool = False,
         share: bool = False,
+        collate: Any = None,
     ) -> None:
         self.t, self.train, self.eval, self.packed, self.pad_id = t, train, eval_, packed, pad_id
         # Preference pairs (`trainer.preference`): a pair is one unit of up to two sequences,
         # with `share` (packed) their common prefix laid out once.
         self.capacity = 2 * t.max_length if pairs else t.max_length
-        self._collate_fn: Any = D.collate
+        self._collate_fn: Any = collate or D.collate
         self.shared_tokens = 0
         if pairs:
             share = share and packed
@@ -127,7 +135,7 @@ class Setup:
     params: list[Any]  # the trainable parameters
     model_facts: dict[str, Any]
     dataset: dict[str, Any]
-    preference: Any = None  # trainer.preference_loss.Objective for method dpo/orpo
+    preference: Any = None  # the objective of a method that is not SFT (`_objective`)
     group: Group | None = None  # one process of several (`trainer.parallel`); None: alone
 
     @property
@@ -159,8 +167,10 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     t = spec.training
     path, source = resolve_model_path(spec.model, env)
     tokenizer = load_tokenizer(path)
-    pairs = spec.method != "sft"
-    load = P.load_pairs if pairs else load_data
+    method = METHODS[spec.method]
+    pairs, labelled = method.data == "pairs", method.data == "labelled"
+    prompts = method.data == "prompts"
+    load = LOADERS[method.data]
     train, eval_, dataset = load(spec, tokenizer, work)
     if t.early_stopping is not None and not eval_:
         raise BadInput(
@@ -171,10 +181,17 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     loaded = load_for_training(spec, path, tokenizer)
-    packed = loaded.packing != "padded"
-    loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed, pairs)
+    packed = loaded.packing != "padded" and not prompts  # GRPO: micro_batch_size prompts
+    seqs = spec.sequences_per_row
+    loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed, seqs)
+    collate = K.collate_kto if labelled else None
+    rollout = None
+    if prompts:
+        assert spec.grpo is not None
+        rollout = R.Objective(spec.grpo, loaded, bool(spec.resume_from))
+        collate = rollout.rollout
     batches = BatchPlan(
-        t, train, eval_, packed, tokenizer.pad_token_id, pairs, loaded.shared_prompts
+        t, train, eval_, packed, tokenizer.pad_token_id, pairs, loaded.shared_prompts, collate
     )
     if batches.shared_tokens:
         dataset["shared_prompt_tokens"] = batches.shared_tokens
@@ -183,12 +200,7 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(t, params, loaded.device, batches.total_steps)
     load_parent(spec.resume_from, loaded.model, work)
-    objective = None
-    if pairs:
-        objective = Objective(spec.method, spec.preference_settings, loaded)
-        dataset["method"] = spec.method
-        if spec.method == "dpo":
-            dataset.update(compute_reference(objective, batches, bool(spec.resume_from)))
+    objective = rollout or _objective(spec, loaded, batches, dataset)
     model_facts = dict(
         loaded.facts, source=source, name_or_path=spec.model.name_or_path, folder=str(path)
     )
@@ -209,6 +221,25 @@ def shard_model(spec: JobSpec, loaded: Loaded, group: Group) -> Group:
     group = shard(loaded.model, group, strategy, reason)
     loaded.facts.update(group.facts())
     return group
+
+
+def _objective(spec: JobSpec, loaded: Loaded, batches: BatchPlan, dataset: dict[str, Any]) -> Any:
+    """The objective of a method that is not SFT (None for SFT), with its reference pass
+    done (its facts go to `dataset`)."""
+    method = METHODS[spec.method]
+    if method.data == "chat":
+        return None
+    dataset["method"] = spec.method
+    objective: Any
+    if method.data == "labelled":
+        objective = KtoObjective(spec.preference_settings, loaded)
+        reference = kto_reference
+    else:
+        objective = Objective(spec.method, spec.preference_settings, loaded)
+        reference = compute_reference
+    if method.reference:
+        dataset.update(reference(objective, batches, bool(spec.resume_from)))
+    return objective
 
 
 def load_data(
@@ -239,11 +270,9 @@ def load_data(
     return train_samples, eval_samples, dataset
 
 
-def plan_recompute(
-    t: TrainingSpec, lm: Loaded, packed: bool, pairs: bool = False
-) -> dict[str, Any]:
+def plan_recompute(t: TrainingSpec, lm: Loaded, packed: bool, seqs: int = 1) -> dict[str, Any]:
     """Which layers recompute their activations (see `trainer.memory`), as facts; a
-    preference micro-batch (`pairs`) holds two sequences per pair."""
+    micro-batch row is `seqs` sequences with gradients (2 for a preference pair)."""
     import torch
 
     from trainer.memory import plan_recompute as plan
@@ -277,7 +306,7 @@ def plan_recompute(
         return plan(
             lm.model,
             forward,
-            tokens_per_micro_batch=t.micro_batch_size * t.max_length * (2 if pairs else 1),
+            tokens_per_micro_batch=t.micro_batch_size * t.max_length * seqs,
             hidden_size=lm.model.get_input_embeddings().weight.shape[1],
             device=lm.device,
         )
@@ -320,3 +349,12 @@ def load_parent(src: str | None, model: Any, work: Path) -> None:
             f"the parent adapter does not fit this job's LoRA settings: {e}",
             "use the parent's rank and target modules to continue training it",
         ) from e
+
+
+# Each kind of data (`trainer.shared.methods.DataKind`) and what reads it.
+LOADERS: dict[str, Any] = {
+    "chat": load_data,
+    "pairs": P.load_pairs,
+    "labelled": K.load_kto,
+    "prompts": R.load_prompts,
+}

@@ -129,12 +129,11 @@ def test_kto_labels_from_csv_text_and_bad_labels_are_located(
     assert measured["measured_rows"] == 2 and 0 < measured["loss_share"] < 1
 
 
-def test_kto_data_trains_with_kto_only_and_prompts_wait_for_grpo() -> None:
+def test_each_kind_of_data_trains_with_its_methods() -> None:
     assert methods_for("kto") == ("kto",) and untrainable_reason("kto") is None
     assert methods_for("preference_hh") == ("dpo", "orpo")
     assert methods_for("messages") == ("sft",) and untrainable_reason("messages") is None
-    assert methods_for("prompts") == ()
-    assert "GRPO" in (untrainable_reason("prompts") or "")
+    assert methods_for("prompts") == ("grpo",)
 
 
 # --------------------------------------------------------------------------- pairs

@@ -1,6 +1,6 @@
 """Graders: how a sampled answer is scored, in OpenAI's reinforcement fine-tuning grader JSON.
 
-`parse(obj)` reads one grader (raises `BadGrader`, a `BadInput`, naming the field); `grade(g,
+`parse(obj)` reads one grader (raises `BadGrader`, a `ValueError`, naming the field); `grade(g,
 sample, item, runners)` scores one sample and never raises on what the grader does: a
 failure is a `Score` of 0 with its `error`. A sample is what the model answered
 (`output_text`; `output_json` is that text parsed as JSON, or None); an item is the dataset
@@ -41,8 +41,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.shared.errors import BadInput
-
 TYPES = ("string_check", "text_similarity", "python", "score_model", "multi")
 OPERATIONS = ("eq", "ne", "like", "ilike")
 METRICS = ("fuzzy_match", "bleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l")
@@ -50,8 +48,16 @@ _TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
-class BadGrader(BadInput):
-    default_suggestion = "fix the grader JSON named in the message (OpenAI's grader format)"
+class BadGrader(ValueError):
+    """A grader that cannot be used; `suggestion` says what to do (the worker reports it as
+    `bad_input`)."""
+
+    def __init__(self, message: str, suggestion: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.suggestion = suggestion or (
+            "fix the grader JSON named in the message (OpenAI's grader format)"
+        )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class Method(StrEnum):
 
 
 DataKind = Literal["chat", "pairs", "labelled", "prompts"]
+# GRPO's loss normalisations (`trainer.grpo_loss`; TRL's names)
+GrpoLoss = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 Evaluation = Literal["answers", "pairs", "rewards"]
 KTO_LAYOUT = "kto"  # the layout of labelled single answers (`core.datasets.kto`)
 PROMPTS_LAYOUT = "prompts"  # prompts with grader fields (reinforcement fine-tuning data)
@@ -206,13 +208,11 @@ METHODS: dict[Method, MethodInfo] = {
             generates=True,
             settings=(),
             preset={"training": {"learning_rate": 1e-5}},
-            grad_sequences=1,
+            grad_sequences=1,  # per completion: a row is a prompt, `grpo.num_generations` of them
             reference_sequences=0,
             step_sequences=0,
             metrics=("reward", "completion_length", "kl", "clip_ratio"),
             evaluation="rewards",
-            trains=False,
-            not_trained="GRPO (prompts graded while training) is not trained by this worker yet",
         ),
     )
 }

@@ -11,9 +11,10 @@ one destination: upload URLs, a local folder or `merge.hub_repo`), `cache_model`
 `model` into the worker's model cache once; takes neither `data` nor `merge`; `output` only
 for its event-log upload URLs). A section that does not belong to the action is refused.
 
-Methods (`JobSpec.method`, train jobs only): `sft` (chat or text rows), `dpo` and `orpo`
-(preference pairs; settings in `preference`, defaults when it is left out; see
-`trainer.preference_loss`).
+Methods (`JobSpec.method`, train jobs only): the table `trainer.shared.methods` (SFT on
+chat or text rows, DPO and ORPO on preference pairs, KTO on labelled single answers;
+settings in `preference`, defaults when it is left out). A method the worker does not
+train yet is refused with the table's reason.
 
 `Event` is the envelope of everything the worker reports: an ordered stream numbered by
 `seq` from 0 (an attempt after the first continues at the spec's `first_seq`), one of
@@ -29,11 +30,13 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainer.shared.files import LOG_FILES
+from trainer.shared.grpo_spec import GrpoSpec
+from trainer.shared.methods import METHODS, SETTINGS, Method
 from trainer.shared.parallel import MAX_GPUS, Sharding
 
 SPEC_VERSION = (
@@ -284,21 +287,30 @@ class CacheSpec(_Strict):
 
 
 Action = Literal["train", "merge", "cache_model"]
-Method = Literal["sft", "dpo", "orpo"]
 PreferenceLoss = Literal["sigmoid", "hinge", "ipo"]
 
 
+def _setting(name: str) -> Any:
+    """A preference setting's field, its default and bounds from the methods' table."""
+    s = SETTINGS[name]
+    return Field(s.default, gt=s.gt, le=s.le, description=s.help)
+
+
 class PreferenceSpec(_Strict):
-    """Settings of preference tuning (`method` dpo or orpo; see `trainer.preference`).
+    """Settings of preference tuning (`method` dpo, orpo or kto; defaults, bounds and help
+    in `trainer.shared.methods.SETTINGS`, which settings each method reads in its table).
 
     DPO: `beta` scales the log-ratio against the reference (higher keeps the adapter
     closer to it); `loss_type` is the DPO variant: `sigmoid` (the DPO paper), `hinge`
     (SLiC) or `ipo`. ORPO: `orpo_lambda` weighs the odds-ratio term against the
-    chosen answers' cross-entropy; it takes no reference model."""
+    chosen answers' cross-entropy; it takes no reference model. KTO: `beta`, and
+    `desirable_weight` / `undesirable_weight` weigh the two kinds of answers."""
 
-    beta: float = Field(0.1, gt=0, le=10)
-    loss_type: PreferenceLoss = "sigmoid"
-    orpo_lambda: float = Field(0.1, gt=0, le=10)
+    beta: float = _setting("beta")
+    loss_type: PreferenceLoss = cast(PreferenceLoss, SETTINGS["loss_type"].default)
+    orpo_lambda: float = _setting("orpo_lambda")
+    desirable_weight: float = _setting("desirable_weight")
+    undesirable_weight: float = _setting("undesirable_weight")
 
 
 class JobSpec(_Strict):
@@ -315,11 +327,11 @@ class JobSpec(_Strict):
     cache: CacheSpec | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     method: Method = Field(
-        "sft",
-        description="sft: learn the answers of chat/text rows; dpo or orpo: learn which of two "
-        "answers is preferred, from preference rows (prompt, chosen, rejected)",
+        Method.SFT,
+        description="; ".join(f"{m}: {i.help}" for m, i in METHODS.items()),
     )
-    preference: PreferenceSpec | None = None  # dpo/orpo settings; defaults when left out
+    preference: PreferenceSpec | None = None  # dpo/orpo/kto settings; defaults when left out
+    grpo: GrpoSpec | None = None  # method grpo: its graders and sampling (required there)
     resume_from: str | None = Field(
         None, description="adapter folder or URL to continue training from (a parent version)"
     )
@@ -382,12 +394,22 @@ class JobSpec(_Strict):
                 if a == "merge"
                 else f"merge settings do not apply to a {a} job"
             )
-        if self.method != "sft" and a != "train":
+        m = METHODS[self.method]
+        if m.method is not Method.SFT and a != "train":
             raise ValueError(f"method {self.method} only applies to a train job")
-        if self.method == "sft" and self.preference is not None:
+        if not m.trains:
+            raise ValueError(m.not_trained)
+        if (self.grpo is not None) != m.generates:
             raise ValueError(
-                "preference settings apply to method dpo or orpo: set method, or leave out "
-                "preference"
+                "method grpo needs a grpo section (its graders)"
+                if m.generates
+                else f"grpo settings do not apply to method {self.method}"
+            )
+        if not m.settings and self.preference is not None:
+            takes = [str(k) for k, i in METHODS.items() if i.settings]
+            takes = ", ".join(takes[:-1]) + " or " + takes[-1]
+            raise ValueError(
+                f"preference settings apply to method {takes}: set method, or leave out preference"
             )
         if self.cache is not None and a != "cache_model":
             raise ValueError(f"cache settings do not apply to a {a} job")
@@ -418,7 +440,7 @@ class JobSpec(_Strict):
             return self
         if self.action != "train":
             raise ValueError(f"a {self.action} job runs on one GPU: leave gpus out")
-        if self.method != "sft":
+        if self.method is not Method.SFT:
             raise ValueError(
                 f"method {self.method} trains on one GPU for now: set gpus to 1, or train sft"
             )
@@ -440,9 +462,11 @@ class JobSpec(_Strict):
 
     @property
     def sequences_per_row(self) -> int:
-        """Sequences a training row becomes: 2 for a preference pair (chosen, rejected), so a
-        micro-batch holds up to `micro_batch_size` x this x `max_length` tokens."""
-        return 1 if self.method == "sft" else 2
+        """Sequences with gradients a training row becomes (the methods' table): 2 for a
+        preference pair (chosen, rejected), so a micro-batch holds up to `micro_batch_size`
+        x this x `max_length` tokens."""
+        per_row = self.grpo.num_generations if self.grpo is not None else 1
+        return METHODS[self.method].grad_sequences * per_row
 
     @property
     def preference_settings(self) -> PreferenceSpec:

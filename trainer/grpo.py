@@ -1,0 +1,322 @@
+"""GRPO: prompts in, graded samples, the policy update (method grpo; settings `JobSpec.grpo`).
+
+Input: normalised prompts JSONL (OpenAI's reinforcement fine-tuning rows), one per line:
+
+    {"messages": [{"role", "content"}, ...ending with a user message], ...other fields}
+
+The other fields are the row as graders see it (`{{item.field}}`; `item` is the whole
+row). A row without messages, or whose messages do not end with a user message, raises
+`BadInput` naming it.
+
+A micro-batch is `micro_batch_size` prompts (`PromptSample`). Collating one is the
+rollout (`Objective.rollout`, given to the batch plan as its collate): without gradients
+and with dropout off, the model samples `num_generations` completions of each prompt
+(transformers' `generate`, at the spec's temperature, up to `max_completion_length` new
+tokens, ending at the end-of-turn token); each completion is decoded, scored by every
+grader (`trainer.shared.graders`; python graders in `trainer.sandbox`), its reward is the
+sum of their scores, and the advantages are normalised within each prompt's group
+(`trainer.grpo_loss.advantages`). The reference log-probabilities (the adapter disabled,
+or the parent's weights) are computed there too when `beta` > 0. The completions become
+packed sequences (the prompt carries no loss), so the step's loss is
+`trainer.grpo_loss.policy_loss` on their tokens (one update per generation: the sampling
+log-probabilities are the current ones).
+
+Metrics (`take_metrics`): `reward` (mean), `reward_<grader>` for each grader,
+`completion_length` (mean tokens), `clip_ratio`, `kl` (beta > 0) and `grader_failures`;
+on evaluation, the same over the eval prompts prefixed `eval_`, and the eval "loss" is
+minus the mean reward. A grader failing on most samples stops the job (`BadInput`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer import data as D
+from trainer.grpo_loss import GrpoSettings, advantages, policy_loss
+from trainer.loss import token_logps
+from trainer.preference_loss import dropout_off
+from trainer.sandbox import Limits, run_python
+from trainer.shared import graders as G
+from trainer.shared.errors import BadInput
+from trainer.shared.grpo_spec import GrpoSpec
+
+
+@dataclass
+class PromptSample:
+    messages: list[dict[str, str]]
+    item: dict[str, Any]
+    row: int
+    ids: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_loss(self) -> int:
+        return 0
+
+
+def read_prompts(path: Path, what: str, tokenizer: Any) -> list[PromptSample]:
+    """Every prompt row of a file, tokenised with the generation prompt; `BadInput` names
+    the first bad rows."""
+    out, bad = [], []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad.append(f"row {lineno}: not valid JSON ({e.msg})")
+            continue
+        msgs = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict):
+            bad.append(f"row {lineno}: needs 'messages', a list ending with a user message")
+            continue
+        if msgs[-1].get("role") != "user":
+            bad.append(f"row {lineno}: the messages end with {msgs[-1].get('role')!r}, not user")
+            continue
+        messages = [{"role": m["role"], "content": str(m.get("content", ""))} for m in msgs]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        out.append(PromptSample(messages, row, lineno, list(ids)))
+    if bad or not out:
+        raise BadInput(
+            f"{what} data: " + ("; ".join(bad[:5]) if bad else "no rows"),
+            "GRPO trains on prompts: rows with 'messages' ending with a user turn",
+        )
+    return out
+
+
+def load_prompts(
+    spec: Any, tokenizer: Any, work: Path
+) -> tuple[list[PromptSample], list[PromptSample], dict[str, Any]]:
+    data = spec.data
+    train_file = D.fetch(data.train_url, data.train_path, work / "train.jsonl", "train")
+    train = read_prompts(train_file, "train", tokenizer)
+    if data.eval_url or data.eval_path:
+        eval_file = D.fetch(data.eval_url, data.eval_path, work / "eval.jsonl", "eval")
+        eval_ = read_prompts(eval_file, "eval", tokenizer)
+    else:
+        train, eval_ = D.split_eval(train, data.eval_fraction, spec.training.seed)  # type: ignore[arg-type,assignment]
+    facts = {"kind": "prompts", "train": {"rows": len(train)}, "train_samples": len(train)}
+    facts["eval_samples"] = len(eval_)
+    return train, eval_, facts  # type: ignore[return-value]
+
+
+@dataclass
+class GrpoBatch(D.Batch):
+    completion_mask: Any = None  # [completions, longest completion] bool
+    advantages: Any = None  # [completions]
+    ref: Any = None  # [completions, longest] reference log-probs (beta > 0)
+    rewards: Any = None  # [completions, graders]
+    n_completions: int = 0
+
+
+@dataclass
+class Tally:
+    completions: int = 0
+    reward: float = 0.0
+    per_grader: dict[str, float] = field(default_factory=dict)
+    length: int = 0
+    clip: float = 0.0
+    kl: float = 0.0
+    batches: int = 0
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        n, b = max(self.completions, 1), max(self.batches, 1)
+        out = {f"{prefix}reward": self.reward / n, f"{prefix}completion_length": self.length / n}
+        out.update({f"{prefix}reward_{k}": v / n for k, v in self.per_grader.items()})
+        if self.batches:
+            out.update({f"{prefix}clip_ratio": self.clip / b, f"{prefix}kl": self.kl / b})
+        return out
+
+
+class Objective:
+    """GRPO for one job (see the module docstring)."""
+
+    def __init__(self, s: GrpoSpec, loaded: Any, has_parent: bool) -> None:
+        self.s, self.lm, self.has_parent = s, loaded, has_parent
+        self.graders = [G.parse(g) for g in s.graders]
+        self.settings = GrpoSettings(
+            loss_type=s.loss_type,
+            epsilon=s.epsilon,
+            beta=s.beta,
+            max_completion_length=s.max_completion_length,
+            scale_rewards=s.scale_rewards,
+        )
+        limits = Limits(wall_s=s.python_wall_s, cpu_s=s.python_cpu_s)
+        self.runners = G.Runners(python=lambda src, smp, item: run_python(src, smp, item, limits))
+        self.health = G.Health()
+        self.tallies = {"train": Tally(), "eval": Tally()}
+        self._eval_ready = False
+        self._which = "train"
+
+    # ----------------------------------------------------------------- rollout
+
+    def rollout(
+        self, samples: list[PromptSample], idx: list[int], *, packed: bool, pad_id: int, device: Any
+    ) -> GrpoBatch:
+        """The micro-batch of prompts `idx`: sampled, graded, collated (module docstring)."""
+        prompts = [samples[i] for i in idx]
+        completions = self._generate(prompts, pad_id, device)
+        texts = self.lm.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        rewards = self._grade(prompts, texts)
+        g = self.s.num_generations
+        seqs = []
+        for k, ids in enumerate(completions):
+            prompt = prompts[k // g].ids
+            full = prompt + ids
+            targets = [
+                full[t + 1] if t + 1 >= len(prompt) else D.IGNORE for t in range(len(full) - 1)
+            ]
+            seqs.append(D.Sample(full, targets + [D.IGNORE], len(ids), prompts[k // g].row))
+        return self._collate(seqs, completions, rewards, packed, pad_id, device)
+
+    def _generate(self, prompts: list[PromptSample], pad_id: int, device: Any) -> list[list[int]]:
+        import torch
+
+        tok, model = self.lm.tokenizer, self.lm.model
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p.ids for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        with torch.no_grad(), dropout_off(model):
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=self.s.temperature,
+                max_new_tokens=self.s.max_completion_length,
+                num_return_sequences=self.s.num_generations,
+                pad_token_id=pad_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        completions = []
+        for row in out[:, width:].tolist():
+            if tok.eos_token_id in row:  # keep the end of turn: the model learns to stop
+                row = row[: row.index(tok.eos_token_id) + 1]
+            completions.append(row or [tok.eos_token_id])
+        return completions
+
+    def _grade(self, prompts: list[PromptSample], texts: list[str]) -> Any:
+        import torch
+
+        g = self.s.num_generations
+        rewards = torch.zeros(len(texts), len(self.graders))
+        for k, text in enumerate(texts):
+            sample = G.make_sample(text)
+            for j, grader in enumerate(self.graders):
+                score = G.grade(grader, sample, prompts[k // g].item, self.runners)
+                self.health.record(grader.name, score)
+                rewards[k, j] = score.value
+        try:
+            self.health.check()
+        except G.GraderFailing as e:
+            raise BadInput(e.message, e.suggestion) from e
+        return rewards
+
+    def _collate(
+        self,
+        seqs: list[D.Sample],
+        completions: list[list[int]],
+        rewards: Any,
+        packed: bool,
+        pad_id: int,
+        device: Any,
+    ) -> GrpoBatch:
+        import torch
+
+        every = list(range(len(seqs)))
+        base = D.collate(seqs, every, packed=packed, pad_id=pad_id, device=device)
+        longest = max(len(c) for c in completions)
+        mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in completions])
+        adv = advantages(rewards.sum(1), self.s.num_generations, self.s.scale_rewards)
+        batch = GrpoBatch(
+            **vars(base),
+            completion_mask=mask.bool().to(device),
+            advantages=adv.to(device),
+            rewards=rewards,
+            n_completions=len(seqs),
+        )
+        if self.s.beta > 0:
+            import contextlib
+
+            off = contextlib.nullcontext() if self.has_parent else self.lm.model.disable_adapter()
+            with torch.no_grad(), dropout_off(self.lm.model), off:
+                batch.ref = self.token_matrix(batch)
+        return batch
+
+    # ----------------------------------------------------------------- loss
+
+    def token_matrix(self, batch: GrpoBatch) -> Any:
+        """Per-token log-probs of each completion, [completions, longest] (0 past its end)."""
+        import torch
+
+        lm = self.lm
+        flat, _ = token_logps(lm.model, batch, lm.device, lm.compute_dtype)
+        out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32, device=flat.device)
+        return out.masked_scatter(batch.completion_mask, flat)
+
+    def _terms(self, batch: GrpoBatch, step_tokens: int) -> Any:
+        logps = self.token_matrix(batch)
+        loss, m = policy_loss(
+            logps,
+            None,
+            batch.ref,
+            batch.advantages,
+            batch.completion_mask,
+            self.settings,
+            step_tokens=step_tokens,
+        )
+        t = self.tallies[self._which]
+        t.completions += batch.n_completions
+        t.reward += float(batch.rewards.sum())
+        for j, grader in enumerate(self.graders):
+            t.per_grader[grader.name] = t.per_grader.get(grader.name, 0.0) + float(
+                batch.rewards[:, j].sum()
+            )
+        t.length += int(batch.completion_mask.sum())
+        t.clip += m["clip_ratio"]
+        t.kl += m.get("kl", 0.0)
+        t.batches += 1
+        return loss
+
+    def step_loss(self, batch: GrpoBatch, step_batches: list[D.Batch]) -> Any:
+        """This micro-batch's share of the step's loss (the step's is their sum)."""
+        self._which = "train"
+        tokens = sum(int(b.completion_mask.sum()) for b in step_batches)  # type: ignore[attr-defined]
+        loss = self._terms(batch, tokens)
+        if self.settings.loss_type != "dapo":
+            loss = loss / len(step_batches)
+        return loss
+
+    def evaluate(self, batches: Any) -> float:
+        """Minus the mean reward over the eval prompts; their metrics go to the next
+        `take_metrics`."""
+        import torch
+
+        self.tallies["eval"] = Tally()
+        self._which = "eval"
+        with torch.no_grad(), dropout_off(self.lm.model):
+            for batch in batches:
+                self._terms(batch, int(batch.completion_mask.sum()))
+        self._which = "train"
+        self._eval_ready = True
+        t = self.tallies["eval"]
+        return -t.reward / max(t.completions, 1)
+
+    def take_metrics(self) -> dict[str, Any]:
+        """The train metrics since the last call, and the last evaluation's once."""
+        out: dict[str, Any] = {}
+        if self.tallies["train"].completions:
+            out.update(self.tallies["train"].metrics(""))
+        self.tallies["train"] = Tally()
+        if self._eval_ready:
+            out.update(self.tallies["eval"].metrics("eval_"))
+            self._eval_ready = False
+        failures = {k: v for k, v in self.health.failed.items() if v}
+        if failures:
+            out["grader_failures"] = failures
+        return out
