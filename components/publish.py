@@ -1,6 +1,7 @@
-"""Adapters page: push a version to the Hugging Face Hub, and merge it into its base model's
-weights on the GPU endpoint (`core.export.push_to_hub`, `core.export.merge`; the command
-line's `brightrun adapters push` and `brightrun adapters merge`). Widget keys under
+"""Adapters page: push a version to the Hugging Face Hub, merge it into its base model's
+weights on the GPU endpoint, and export it as GGUF (`core.export.push_to_hub`,
+`core.export.merge`, `core.export.export_gguf`; the command line's `brightrun adapters
+push`, `brightrun adapters merge` and `brightrun export gguf`). Widget keys under
 `adapters.`."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def hub_and_merge(version_id: str, label: str) -> None:
         _hub_push(version_id)
     with merge.expander("Merge into the base model"):
         _merge(version_id, label)
+    with st.expander("Export → GGUF (llama.cpp, Ollama)"):
+        gguf_export(version_id)
 
 
 def _hub_push(version_id: str) -> None:
@@ -131,3 +134,41 @@ def evaluate_and_continue(version_id: str, label: str) -> None:
             else:
                 jobs_ui.open_job(job.id)
                 st.switch_page("app_pages/jobs.py")
+
+
+def gguf_export(version_id: str) -> None:
+    """Export → GGUF: the variant with its expected size (`core.export.gguf_plans`), then
+    `core.export.export_gguf` (as `brightrun export gguf`); the stored files as signed links."""
+    try:
+        plans = export.gguf_plans(session.actor(), session.settings(), version_id)
+    except BrightRunError as e:
+        st.caption(f"GGUF export unavailable: {w.plain(str(e))}")
+        return
+    labels = {
+        i: ("adapter only (GGUF LoRA)" if p.adapter_only else f"merged, {p.variant}")
+        + f" — about {w.size(p.expected_bytes)}"
+        for i, p in enumerate(plans)
+    }
+    i = st.selectbox(
+        "Variant", list(labels), format_func=labels.get, key=f"adapters.gguf.{version_id}"
+    )
+    plan = plans[i]
+    if plan.refusal:
+        st.warning(plan.refusal)
+    st.caption("Written here (llama.cpp quantises), with an Ollama Modelfile beside it.")
+    if st.button("Export GGUF", key="adapters.gguf_export", disabled=bool(plan.refusal)):
+        try:
+            with st.spinner("Writing GGUF…"):
+                done = export.export_gguf(
+                    session.actor(),
+                    session.settings(),
+                    version_id,
+                    variant=plan.variant,
+                    adapter_only=plan.adapter_only,
+                    store=session.store(),
+                )
+        except BrightRunError as e:
+            w.show_error(e)
+        else:
+            for f in done.files:
+                st.markdown(f"[{w.plain(f.name)}]({f.url}) — {w.size(f.size)}")

@@ -1,7 +1,8 @@
 """Taking an adapter version elsewhere: a zip, the Hugging Face Hub, or merged weights.
 
 Modules: `card` (the record and the model card), `hub` (the folder, the zip, the Hub),
-`merge` (the merge planner and the `merge` job).
+`merge` (the merge planner and the `merge` job), `gguf` and `gguf_write` (GGUF files for
+llama.cpp and Ollama).
 
 - `export_zip(actor, session, store, ref)` -> (file name, bytes). The zip holds the PEFT
   files (`adapter_config.json`, `adapter_model.safetensors`), `brightrun.json` (the version's
@@ -22,6 +23,11 @@ Modules: `card` (the record and the model card), `hub` (the folder, the zip, the
   signed for every name the worker may write), and to `hub_repo` when given, pushed by the
   worker with its own HF_TOKEN. `merged_files` lists what a completed merge stored.
 
+- `export_gguf(actor, settings, ref, variant=..., adapter_only=...)` writes the version as
+  GGUF in the controller (merged f16, bf16, Q8_0 or Q4_K_M, or the adapter alone as a GGUF
+  LoRA) with an Ollama `Modelfile`, stores both and signs links (`gguf`, `gguf_write`);
+  `plan_gguf` gives the expected size and the refusal (architecture, size) first.
+
 Nothing here puts a secret or a signed URL into a file: `brightrun.json` is built from the
 stored (redacted) spec and the database. Errors: `NotFound` (no such version, or its files
 are gone), `InvalidInput` (a bad repo id, HF_TOKEN not set), `ExportFailed` (the Hub
@@ -29,6 +35,15 @@ refused or could not be reached; the message never contains the token).
 """
 
 from core.export.card import EXPORT_VERSION, loss_curve_svg, model_card, version_record
+from core.export.gguf import VARIANTS as GGUF_VARIANTS
+from core.export.gguf import (
+    GgufExport,
+    GgufPlan,
+    export_gguf,
+    gguf_plans,
+    plan_gguf,
+)
+from core.export.gguf_write import ExportRefused
 from core.export.hub import ExportFailed, HubPush, build_folder, export_zip, push_to_hub
 from core.export.merge import (
     MERGE_DTYPE_BYTES,
@@ -55,4 +70,11 @@ __all__ = [
     "merge",
     "merged_prefix",
     "merged_files",
+    "GGUF_VARIANTS",
+    "GgufExport",
+    "GgufPlan",
+    "ExportRefused",
+    "export_gguf",
+    "gguf_plans",
+    "plan_gguf",
 ]

@@ -1,0 +1,287 @@
+"""Writing GGUF files for llama.cpp and Ollama from a Hugging Face model folder and a PEFT
+adapter, with the `gguf` library's writer and tensor-name maps and llama.cpp's own
+quantiser. No database, no storage: folders in, files out.
+
+- `refusal(model_type, peft_config=None)` -> None when the model (and adapter) can be
+  written, else the reason in words. Written: dense Qwen2/Qwen2.5 (`qwen2`) and Qwen3
+  (`qwen3`). Refused: MoE (`qwen3_moe`) and hybrid-attention (`qwen3_next`) models, any
+  other architecture, and for the adapter-only file DoRA, per-module rank/alpha patterns,
+  LoRA biases and fully trained modules (`modules_to_save`) a GGUF LoRA cannot carry.
+- `merged_model(base_dir, adapter_dir)` -> the base in float32 with the adapter merged by
+  PEFT's `merge_and_unload`.
+- `write_model(model, base_dir, out, dtype="f16")` writes the model as GGUF: the
+  architecture's hyperparameters, every weight under llama.cpp's name (1-D tensors, norms
+  and biases, stay float32 as llama.cpp's converter keeps them; the rest f16 or bf16; a tied
+  `lm_head` is left out and llama.cpp reuses `token_embd`), and the tokenizer as llama.cpp
+  reads a Qwen2 one: `tokenizer.ggml.model` "gpt2", `pre` "qwen2" for Qwen's split regex
+  ("gpt-2" for a plain byte-level tokenizer), tokens padded to the embedding's rows with
+  `[PAD<i>]`, token types (added special tokens CONTROL, other added tokens USER_DEFINED),
+  merges, bos/eos/padding ids and the chat template (Hugging Face's training-only
+  `{% generation %}` markers removed; llama.cpp's template engine does not know them).
+- `write_lora(adapter_dir, out, model_type, n_layers)` writes the adapter alone as a GGUF
+  LoRA (`general.type` "adapter", `adapter.type` "lora", `adapter.lora.alpha`; tensors
+  `<llama.cpp name>.weight.lora_a` (r x in) and `.lora_b` (out x r), f32), which llama.cpp
+  applies to the base model's GGUF with scale alpha/r, as PEFT does (rsLoRA's alpha/sqrt(r)
+  is written as the equivalent alpha).
+- `quantize(src, dst, quant)` runs `llama_cpp.llama_model_quantize` with llama.cpp's Q8_0
+  or Q4_K_M file type. llama.cpp quantises a tensor only when its rows fit the type's blocks
+  (32 values for Q8_0, 256 for Q4_K); a tensor that does not fit falls back to a type that
+  does, which llama.cpp chooses.
+
+Errors: `ExportRefused` (an `InvalidInput`) with the reason; `ExportFailed` when llama.cpp's
+quantiser reports a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidInput
+from core.export.hub import ExportFailed
+
+ARCHITECTURES = {"qwen2": "QWEN2", "qwen3": "QWEN3"}  # model_type -> gguf.MODEL_ARCH member
+REFUSED = {
+    "qwen3_moe": "a mixture-of-experts model; the GGUF export handles dense models only",
+    "qwen3_next": "a hybrid linear/full-attention model; the GGUF export handles dense models only",
+}
+DTYPES = ("f16", "bf16")
+QUANTS = ("Q8_0", "Q4_K_M")
+_GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
+
+
+class ExportRefused(InvalidInput):
+    """This model or adapter cannot be exported as asked; the message says why."""
+
+
+def _adapter_refusal(cfg: dict[str, Any]) -> str | None:
+    if cfg.get("use_dora"):
+        return "a DoRA adapter has magnitude vectors a GGUF LoRA cannot carry; export it merged"
+    if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        return "per-module ranks or alphas do not fit a GGUF LoRA's single alpha; export it merged"
+    if cfg.get("modules_to_save"):
+        return "fully trained modules (modules_to_save) are not LoRA weights; export it merged"
+    if cfg.get("lora_bias"):
+        return "LoRA biases do not fit a GGUF LoRA; export it merged"
+    return None
+
+
+def refusal(model_type: str, peft_config: dict[str, Any] | None = None) -> str | None:
+    """None when `model_type` (and the adapter config, for an adapter-only file) can be
+    written as GGUF, else why not."""
+    if model_type in REFUSED:
+        return f"{model_type} is {REFUSED[model_type]}"
+    if model_type not in ARCHITECTURES:
+        supported = ", ".join(ARCHITECTURES)
+        return f"the GGUF export does not handle the {model_type!r} architecture (only {supported})"
+    return _adapter_refusal(peft_config) if peft_config is not None else None
+
+
+def merged_model(base_dir: Path, adapter_dir: Path) -> Any:
+    """The base model (float32, CPU) with the adapter merged into its weights."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().eval()
+
+
+def _arch(model_type: str) -> Any:
+    import gguf
+
+    reason = refusal(model_type)
+    if reason:
+        raise ExportRefused(reason)
+    return getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type])
+
+
+def _hparams(w: Any, cfg: Any, dtype: str) -> None:
+    import gguf
+
+    heads = cfg.num_attention_heads
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(heads)
+    w.add_head_count_kv(getattr(cfg, "num_key_value_heads", None) or heads)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_freq_base(float(getattr(cfg, "rope_theta", 10000.0)))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    scaling = getattr(cfg, "rope_scaling", None) or {}
+    if scaling.get("rope_type", scaling.get("type")) == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(scaling["factor"])
+        w.add_rope_scaling_orig_ctx_len(scaling["original_max_position_embeddings"])
+    ftype = {"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16}
+    w.add_file_type(ftype[dtype])
+
+
+def _tensors(w: Any, model: Any, arch: Any, dtype: str) -> None:
+    import gguf
+    import numpy as np
+
+    cfg = model.config
+    names = gguf.get_tensor_name_map(arch, cfg.num_hidden_layers)
+    qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16}
+    for hf_name, tensor in model.state_dict().items():
+        if hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise ExportRefused(f"no llama.cpp tensor name for {hf_name!r}")
+        data = tensor.detach().float().cpu().numpy()
+        if data.ndim <= 1:
+            w.add_tensor(name, data.astype(np.float32))
+        elif dtype == "f16":
+            w.add_tensor(name, data.astype(np.float16))
+        else:
+            raw = gguf.quants.quantize(data, qtype[dtype])
+            w.add_tensor(name, raw, raw_dtype=qtype[dtype])
+
+
+def _token_type(tok: Any, token_id: int, added: dict[str, int]) -> int:
+    import gguf
+
+    token = tok.convert_ids_to_tokens(token_id)
+    if token not in added:
+        return gguf.TokenType.NORMAL
+    special = tok.added_tokens_decoder[token_id].special
+    return gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
+
+
+def _pre_tokenizer(base_dir: Path) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenizer: Qwen's split regex, or GPT-2's."""
+    data = json.loads((base_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    pre = data.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [p.get("type") for p in parts]
+    if "Split" in kinds:
+        return "qwen2"
+    if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
+        return "gpt-2"
+    raise ExportRefused(
+        f"the tokenizer's pre-tokenizer {kinds} is not one llama.cpp reads as Qwen2's"
+    )
+
+
+def chat_template_for_gguf(template: str) -> str:
+    """The chat template without Hugging Face's `{% generation %}` training markers."""
+    return _GENERATION_TAG.sub("", template)
+
+
+def _tokenizer(w: Any, base_dir: Path, n_vocab: int) -> None:
+    import gguf
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    added = tok.get_added_vocab()
+    known = len(tok)
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(n_vocab):
+        if i >= known:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        else:
+            tokens.append(tok.convert_ids_to_tokens(i))
+            types.append(_token_type(tok, i, added))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(_pre_tokenizer(base_dir))
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    special = gguf.SpecialVocab(base_dir, load_merges=True, n_vocab=n_vocab)
+    template = tok.chat_template if isinstance(tok.chat_template, str) else None
+    special.chat_template = chat_template_for_gguf(template) if template else None
+    special.add_to_gguf(w)
+
+
+def write_model(model: Any, base_dir: Path, out: Path, dtype: str = "f16") -> int:
+    """Write `model` (a transformers causal LM; `base_dir` holds its tokenizer) as GGUF at
+    `out` in `dtype` ("f16" or "bf16"); returns the file's size in bytes."""
+    import gguf
+
+    if dtype not in DTYPES:
+        raise ExportRefused(f"GGUF precision {dtype!r} is not one of {', '.join(DTYPES)}")
+    cfg = model.config
+    arch = _arch(cfg.model_type)
+    w = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name(Path(base_dir).name)
+    _hparams(w, cfg, dtype)
+    _tokenizer(w, Path(base_dir), cfg.vocab_size)
+    _tensors(w, model, arch, dtype)
+    _finish(w)
+    return out.stat().st_size
+
+
+def _finish(w: Any) -> None:
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _lora_tensors(adapter_dir: Path) -> dict[str, Any]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def write_lora(adapter_dir: Path, out: Path, model_type: str, n_layers: int) -> int:
+    """Write the PEFT adapter in `adapter_dir` alone as a GGUF LoRA at `out` (see the
+    module docstring); returns the file's size in bytes."""
+    import gguf
+    import numpy as np
+
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    reason = refusal(model_type, cfg)
+    if reason:
+        raise ExportRefused(reason)
+    arch = _arch(model_type)
+    names = gguf.get_tensor_name_map(arch, n_layers)
+    r = int(cfg["r"])
+    alpha = float(cfg.get("lora_alpha", r))
+    if cfg.get("use_rslora"):  # PEFT scales by alpha/sqrt(r); llama.cpp by alpha/r
+        alpha = alpha * math.sqrt(r)
+    w = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    for key, data in sorted(_lora_tensors(adapter_dir).items()):
+        match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])\.weight", key)
+        name = names.get_name(match.group(1)) if match else None
+        if name is None:
+            raise ExportRefused(f"adapter tensor {key!r} has no llama.cpp counterpart")
+        suffix = ".weight.lora_a" if match.group(2) == "A" else ".weight.lora_b"
+        w.add_tensor(name + suffix, data.astype(np.float32))
+    _finish(w)
+    return out.stat().st_size
+
+
+def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> int:
+    """llama.cpp's quantiser: `src` (an f16/bf16 GGUF) to `dst` in `quant` (Q8_0 or
+    Q4_K_M); returns the file's size in bytes."""
+    import ctypes
+
+    import llama_cpp
+
+    ftypes = {
+        "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+        "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+    }
+    if quant not in ftypes:
+        raise ExportRefused(f"GGUF quantisation {quant!r} is not one of {', '.join(ftypes)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftypes[quant]
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0 or not dst.is_file():
+        raise ExportFailed(f"llama.cpp could not quantise the model to {quant} (code {rc})")
+    return dst.stat().st_size
