@@ -54,6 +54,7 @@ from cli import dataset as _dataset  # noqa: E402
 from cli import db as _db  # noqa: E402
 from cli import deploy as _deploy  # noqa: E402
 from cli import export as _export  # noqa: E402
+from cli import grader as _grader  # noqa: E402
 from cli import jobs as _jobs  # noqa: E402
 from cli import plan as _plan  # noqa: E402
 from cli import playground as _playground  # noqa: E402
@@ -61,6 +62,7 @@ from cli import runs as _runs  # noqa: E402
 
 app.add_typer(_db.app, name="db")
 app.add_typer(_dataset.app, name="dataset")
+app.add_typer(_grader.app, name="grader")
 app.command("deploy")(_deploy.deploy)
 app.add_typer(_jobs.app, name="jobs")
 _jobs.app.command("compare")(_runs.compare)
