@@ -125,9 +125,9 @@ def execution_limits(
 
 def trainer_endpoint(settings: Settings, gpus: int) -> str | None:
     """The endpoint a job on `gpus` GPUs goes to (None: the configured one, which serves
-    one-GPU jobs, and any count on the local endpoint); `InvalidInput` when no endpoint
+    one-GPU jobs, and any count on the local endpoint or any endpoint on loopback); `InvalidInput` when no endpoint
     has workers with that many GPUs."""
-    if gpus <= 1 or settings.is_local_endpoint:
+    if gpus <= 1 or settings.is_local_endpoint or _is_loopback(settings.gpu_cluster_api_url):
         return None
     url = settings.gpu_cluster_api_urls.get(str(gpus))
     if not url:
