@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU measurements in one run, for a machine with one H100/H200 lent for a short time.
+# The GPU measurements in one run, for a machine with one H100/H200 lent for a short time
+# (multi_gpu needs at least two GPUs; on one it records that it was skipped).
 # The image there has torch, transformers, peft and accelerate; bitsandbytes and trl come as
 # wheels carried in WHEELS_DIR (default bench/wheels). Results: JSON files under OUT (default
 # bench/out), then copy the numbers into bench/RESULTS.md with the date and the card.
 #
-#   bash bench/gpu.sh            # all three, each with its own time limit
+#   bash bench/gpu.sh            # all four, each with its own time limit
 #   ONLY=planner bash bench/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,3 +29,4 @@ run() {  # name, limit in seconds, command...
 run planner 150 python bench/plan_vs_measured.py --json "$OUT/plan_vs_measured.json"
 run qwen3_next 200 python bench/qwen3_next_real.py --json "$OUT/qwen3_next_real.json"
 run trainer 240 python bench/trainer.py --gpu-real-size --json "$OUT/trainer-gpu.json"
+run multi_gpu 300 python bench/multi_gpu.py --json "$OUT/multi_gpu.json"
