@@ -150,7 +150,7 @@ def gguf_export(version_id: str) -> None:
         for i, p in enumerate(plans)
     }
     i = st.selectbox(
-        "Variant", list(labels), format_func=labels.get, key=f"adapters.gguf.{version_id}"
+        "Variant", list(labels), format_func=lambda n: labels[n], key=f"adapters.gguf.{version_id}"
     )
     plan = plans[i]
     if plan.refusal:

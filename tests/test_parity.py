@@ -50,6 +50,7 @@ CAPABILITIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "delete an adapter": (("adapters.delete",), ("adapters delete",)),
     "push an adapter to the Hub": (("adapters.push",), ("adapters push",)),
     "merge an adapter into its base": (("adapters.merge",), ("adapters merge",)),
+    "export a version as GGUF (llama.cpp, Ollama)": (("adapters.gguf_export",), ("export gguf",)),
     "evaluate an adapter now": (("adapters.evaluate",), ("adapters eval",)),
     "continue training an adapter": (("adapters.continue",), ("adapters continue",)),
     "chat with base and adapter": (("playground.prompt",), ("chat",)),

@@ -1,0 +1,70 @@
+"""The Adapters page's "Export → GGUF" (AppTest): each variant with its expected size, a
+refused base with its reason and the button off, and an export whose stored files come
+back as signed links."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import db
+from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
+from core.db import repo
+from core.settings import Settings
+from core.users import LOCAL_ACTOR
+from tests.adapters.test_gguf import base, lora  # noqa: F401 - fixtures
+from tests.ui.conftest import open_page, seed_dataset, seed_job  # noqa: F401 - fixture
+
+
+def _version(settings: Settings, base_model: str, files: Path | None = None) -> str:
+    ds = seed_dataset(settings)
+    job = seed_job(settings, ds, adapter="support-bot", cost=0.5)
+    vid = "av-ggufpage01"
+    if files is not None:
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            make_blob_store(settings).put_file(
+                "adapters", adapter_key("local", vid, name), files / name, "application/json"
+            )
+    with db.session_scope(settings) as s:
+        return repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name="support-bot",
+            base_model=base_model,
+            job_id=job,
+            dataset_id=ds,
+            version_id=vid,
+            storage_prefix=adapter_prefix("local", vid) if files else None,
+            size_bytes=40_000,
+        ).id
+
+
+def test_variants_show_their_expected_size(settings: Settings, open_page) -> None:  # noqa: F811
+    vid = _version(settings, "Qwen/Qwen2.5-1.5B-Instruct")
+    at = open_page("adapters")
+    box = at.selectbox(key=f"adapters.gguf.{vid}")
+    assert "merged, Q4_K_M — about 945.5 MB" in box.options, box.options
+    assert not at.button(key="adapters.gguf_export").disabled
+
+
+def test_a_moe_base_is_refused_with_the_reason(settings: Settings, open_page) -> None:  # noqa: F811
+    _version(settings, "Qwen/Qwen3-30B-A3B")
+    at = open_page("adapters")
+    assert any("mixture-of-experts" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.button(key="adapters.gguf_export").disabled
+
+
+@pytest.mark.slow
+def test_export_gguf_lists_signed_links(
+    settings: Settings,
+    open_page,  # noqa: F811
+    base: Path,  # noqa: F811
+    lora: Path,  # noqa: F811
+) -> None:
+    _version(settings, str(base), lora)
+    at = open_page("adapters")
+    at.button(key="adapters.gguf_export").click().run()
+    assert not at.exception, at.exception
+    links = [m.value for m in at.markdown if ".gguf](" in m.value]
+    assert links and "support-bot-v1-f16.gguf" in links[0] and "sig=" in links[0], links
