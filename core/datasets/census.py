@@ -24,7 +24,7 @@ from collections import Counter
 from typing import Any
 
 from core.datasets.records import Problem
-from trainer.shared.methods import KTO_LAYOUT
+from trainer.shared.methods import KTO_LAYOUT, PROMPTS_LAYOUT
 
 _SCORES = ("score_chosen", "score_rejected")
 ROW_KEYS: dict[str, frozenset[str]] = {
@@ -100,11 +100,12 @@ class KeyCensus:
         self.row_keys = ROW_KEYS.get(layout, frozenset())
         self.message_fields = tuple(f for f in _MESSAGE_FIELDS if f in self.row_keys)
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.keeps_every_key = layout == PROMPTS_LAYOUT  # the graders read the other fields
 
     def check(self, value: Any, row: int) -> list[Problem]:
         """Count the keys `value` has that are not read; the `unhonoured_key` problems of
         the row (usually none)."""
-        if type(value) is not dict:
+        if type(value) is not dict or self.keeps_every_key:
             return []
         problems: list[Problem] = []
         extra = value.keys() - self.row_keys

@@ -58,6 +58,7 @@ from core.datasets.layouts import (
     detect_layout,
     normalise_row,
 )
+from core.datasets.prompts import is_prompt_row, normalise_prompt
 from core.datasets.records import Problem
 from core.datasets.whole_pairs import (
     HH_MARK,
@@ -65,7 +66,7 @@ from core.datasets.whole_pairs import (
     is_conversation,
     split_pair,
 )
-from trainer.shared.methods import KTO_LAYOUT
+from trainer.shared.methods import KTO_LAYOUT, PROMPTS_LAYOUT
 
 PREFERENCE_LAYOUTS = (
     "preference",
@@ -97,7 +98,11 @@ def preference_layout(v: dict[str, Any]) -> str | None:
 
 def _special_layout(v: dict[str, Any]) -> str | None:
     """The preference or KTO layout one row follows, or None."""
-    return preference_layout(v) or (KTO_LAYOUT if is_kto_row(v) else None)
+    if preference_layout(v):
+        return preference_layout(v)
+    if is_kto_row(v):
+        return KTO_LAYOUT
+    return PROMPTS_LAYOUT if is_prompt_row(v) else None
 
 
 def detect_any_layout(values: list[Any]) -> str | None:
@@ -116,6 +121,8 @@ def normalise_any_row(
     else `layouts.normalise_row`."""
     if layout in PREFERENCE_LAYOUTS:
         return normalise_preference(value, layout, row)
+    if layout == PROMPTS_LAYOUT:
+        return normalise_prompt(value, row)
     if layout == KTO_LAYOUT:
         return normalise_kto(value, row)
     return normalise_row(value, layout, row)
