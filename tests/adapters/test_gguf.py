@@ -5,7 +5,9 @@ The tiny model has hidden size 256 and MLP width 512 so that every weight fits Q
 256-value blocks (llama.cpp would otherwise fall back to another type for those tensors).
 References are transformers + PEFT (the unmerged adapter) in float32; prompts go in as the
 Hugging Face tokenizer's ids so that the weights, not the tokenizers, are compared (the
-tokenizers are compared on their own).
+tokenizers are compared on their own). A tiny Qwen3 (q/k norms) whose tokenizer carries
+Qwen's own split regex checks the `qwen3` architecture and the `qwen2` pre-tokenizer:
+llama.cpp's token ids equal transformers' for code, digits, newlines and Chinese.
 
 Tolerances, and why:
 - f16 merged, and the f16 base with the GGUF LoRA: greedy tokens equal, every logit within
@@ -366,3 +368,91 @@ def test_cli_exports_gguf_and_plans(
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["Modelfile", "bot-v1-lora.gguf"]
     bad = run(app, ["export", "gguf", "bot", "--quant", "Q5_K_M"])
     assert bad.exit_code == 2 and "Q5_K_M" in bad.output
+
+
+# --------------------------------------------------------------------------- Qwen3, Qwen's tokenizer
+
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+@pytest.fixture(scope="module")
+def qwen3(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3 (q/k norms, explicit head_dim, no attention biases) with the tiny
+    tokenizer given Qwen's own pre-tokenizer (its split regex, then byte-level)."""
+    import json
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, Qwen3Config, Qwen3ForCausalLM
+
+    out = tmp_path_factory.mktemp("gguf-qwen3") / "tiny-qwen3"
+    out.mkdir()
+    for f in base.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(f, out / f.name)
+    tok = json.loads((out / "tokenizer.json").read_text())
+    tok["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {
+                "type": "Split",
+                "pattern": {"Regex": QWEN2_SPLIT},
+                "behavior": "Isolated",
+                "invert": False,
+            },
+            {
+                "type": "ByteLevel",
+                "add_prefix_space": False,
+                "trim_offsets": False,
+                "use_regex": False,
+            },
+        ],
+    }
+    (out / "tokenizer.json").write_text(json.dumps(tok))
+    src = AutoConfig.from_pretrained(base)
+    cfg = Qwen3Config(
+        vocab_size=src.vocab_size,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        eos_token_id=src.eos_token_id,
+        pad_token_id=src.pad_token_id,
+        tie_word_embeddings=True,
+        initializer_range=0.05,
+    )
+    torch.manual_seed(0)
+    Qwen3ForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_qwen3_with_qwens_tokenizer_answers_like_transformers_and_peft(
+    qwen3: Path, tmp_path: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.inference.conftest import make_adapter
+
+    adapter = make_adapter(qwen3, tmp_path / "lora", rank=4, seed=2)
+    gguf_write.write_model(gguf_write.merged_model(qwen3, adapter), qwen3, tmp_path / "m.gguf")
+    tok = AutoTokenizer.from_pretrained(qwen3)
+    ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(qwen3), adapter).eval()
+    texts = ["Code: def main(): return 12345", "Tell me about Paris.\n\n  It rains 3 days!", "你好"]
+    with llama(tmp_path / "m.gguf") as model:
+        assert model.metadata["general.architecture"] == "qwen3"
+        assert model.metadata["tokenizer.ggml.pre"] == "qwen2"
+        for text in texts:
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            assert model.tokenize(text.encode(), add_bos=False, special=True) == ids, text
+            with torch.no_grad():
+                out = ref.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)
+            answer = out[0, len(ids) :].tolist()
+            assert _greedy(model, ids, len(answer)) == answer
