@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -212,6 +213,15 @@ def train(
     undesirable_weight: float | None = typer.Option(
         None, "--undesirable-weight", help=setting_help("undesirable_weight")
     ),
+    graders: Path | None = typer.Option(
+        None, "--graders", help="GRPO: a JSON file of graders (one, or a list; OpenAI's format)"
+    ),
+    generations: int | None = typer.Option(
+        None, "--num-generations", help="GRPO: completions sampled per prompt (default 4)"
+    ),
+    completion_length: int | None = typer.Option(
+        None, "--max-completion-length", help="GRPO: new tokens per completion (default 64)"
+    ),
 ) -> None:
     """Launch a LoRA/QLoRA training job on the GPU endpoint. Settings left out take the
     preset's values (`--preset`, as on the Train page), else the job spec's defaults. It is
@@ -267,6 +277,7 @@ def train(
                     "desirable_weight": desirable_weight,
                     "undesirable_weight": undesirable_weight,
                 },
+                grpo=grpo_setting(graders, generations, completion_length),
             ),
         )
     except _errors() as e:
@@ -275,6 +286,27 @@ def train(
     typer.echo(f"job {job.id} {job.status}: {pricing.note}; budget {_money(job.budget_usd)}")
     if wait:
         raise typer.Exit(follow(actor, settings, job.id))
+
+
+def grpo_setting(graders: Path | None, generations: int | None, length: int | None) -> Any:
+    """`grpo` from the GRPO flags (None when no graders file is given); `InvalidInput` for a
+    file that is not JSON, or GRPO flags without graders."""
+    from core.errors import InvalidInput
+
+    if graders is None:
+        if generations is not None or length is not None:
+            raise InvalidInput("--num-generations and --max-completion-length need --graders")
+        return None
+    try:
+        given = json.loads(graders.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InvalidInput(f"--graders {graders}: not a readable JSON file ({e})") from None
+    out: dict[str, Any] = {"graders": given if isinstance(given, list) else [given]}
+    if generations is not None:
+        out["num_generations"] = generations
+    if length is not None:
+        out["max_completion_length"] = length
+    return out
 
 
 def early_stopping_setting(patience: int | None, min_delta: float | None) -> Any:

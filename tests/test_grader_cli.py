@@ -71,3 +71,20 @@ def test_a_broken_or_python_grader(data_dir: Path, tmp_path: Path) -> None:
         r.exit_code == 0
         and "score 0  failed: python grader 'python' runs only in the worker" in r.output
     )
+
+
+def test_train_takes_graders_from_a_file(tmp_path: Path) -> None:
+    import pytest
+
+    from cli.jobs import grpo_setting
+    from core.errors import InvalidInput
+
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(CHECK))
+    assert grpo_setting(one, 8, None) == {"graders": [CHECK], "num_generations": 8}
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps([CHECK, {**CHECK, "name": "other"}]))
+    assert len(grpo_setting(many, None, 16)["graders"]) == 2
+    assert grpo_setting(None, None, None) is None
+    with pytest.raises(InvalidInput, match="need --graders"):
+        grpo_setting(None, 4, None)
