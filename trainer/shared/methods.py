@@ -210,7 +210,7 @@ METHODS: dict[Method, MethodInfo] = {
             preset={"training": {"learning_rate": 1e-5}},
             grad_sequences=1,  # per completion: a row is a prompt, `grpo.num_generations` of them
             reference_sequences=0,
-            step_sequences=0,
+            step_sequences=1,  # sampling each completion (and the reference pass when beta > 0)
             metrics=("reward", "completion_length", "kl", "clip_ratio"),
             evaluation="rewards",
         ),
