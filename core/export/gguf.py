@@ -53,7 +53,9 @@ VARIANTS = ("f16", "bf16", "Q8_0", "Q4_K_M")
 # Bytes per weight: f16/bf16 2; Q8_0 34 bytes per 32; Q4_K_M mixes Q4_K (4.5 bits) with
 # Q6_K (6.56 bits) for half the attention V and FFN down weights: about 4.9 bits.
 BYTES_PER_PARAM = {"f16": 2.0, "bf16": 2.0, "Q8_0": 34 / 32, "Q4_K_M": 4.9 / 8}
-LOCAL_MAX_PARAMS = 4_100_000_000  # Qwen3-4B; a float32 merge on the controller: ~17 GB of memory
+# Up to Qwen3-4B: the float32 merge plus the f16 copies held until written take about 6
+# bytes per parameter of controller memory (about 25 GB at 4B).
+LOCAL_MAX_PARAMS = 4_100_000_000
 QWEN_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repeat_penalty": 1.05}
 STOPS = ("<|im_end|>", "<|endoftext|>")
 OLLAMA_CHATML = """{{- if .System }}<|im_start|>system

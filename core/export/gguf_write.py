@@ -16,7 +16,8 @@ quantiser. No database, no storage: folders in, files out.
   reads a Qwen2 one: `tokenizer.ggml.model` "gpt2", `pre` "qwen2" for Qwen's split regex
   ("gpt-2" for a plain byte-level tokenizer), tokens padded to the embedding's rows with
   `[PAD<i>]`, token types (added special tokens CONTROL, other added tokens USER_DEFINED),
-  merges, bos/eos/padding ids and the chat template (Hugging Face's training-only
+  merges, bos/eos/padding ids, whether a bos/eos is added (as transformers encodes) and the
+  chat template (Hugging Face's training-only
   `{% generation %}` markers removed; llama.cpp's template engine does not know them).
 - `write_lora(adapter_dir, out, model_type, n_layers)` writes the adapter alone as a GGUF
   LoRA (`general.type` "adapter", `adapter.type` "lora", `adapter.lora.alpha`; tensors
@@ -197,6 +198,9 @@ def _tokenizer(w: Any, base_dir: Path, n_vocab: int) -> None:
     w.add_token_list(tokens)
     w.add_token_types(types)
     special = gguf.SpecialVocab(base_dir, load_merges=True, n_vocab=n_vocab)
+    plain, marked = tok("a", add_special_tokens=False)["input_ids"], tok("a")["input_ids"]
+    special.add_special_token["bos"] = marked[:1] != plain[:1]  # as transformers encodes
+    special.add_special_token["eos"] = marked[-1:] != plain[-1:]
     template = tok.chat_template if isinstance(tok.chat_template, str) else None
     special.chat_template = chat_template_for_gguf(template) if template else None
     special.add_to_gguf(w)

@@ -184,6 +184,7 @@ def test_f16_answers_like_transformers_and_peft(files: dict[str, Path], referenc
     assert meta["tokenizer.ggml.pre"] == "gpt-2"  # the tiny tokenizer is plain byte-level BPE
     assert meta["tokenizer.ggml.eos_token_id"] == "2"  # <|im_end|>
     assert meta["tokenizer.ggml.padding_token_id"] == "0"  # <|endoftext|>
+    assert meta["tokenizer.ggml.add_bos_token"] == "false"  # transformers adds none
     assert "<|im_start|>" in meta["tokenizer.chat_template"]
     assert "{% generation %}" not in meta["tokenizer.chat_template"]
 
