@@ -26,6 +26,9 @@ The trainer imports nothing from `core`, so it has its own small settings object
 - `COLLECTIVE_TIMEOUT_S`: a multi-GPU job's bound on any one collective (all-gather,
   reduce-scatter, barrier): a rank that stops answering makes the others fail after this
   many seconds instead of hanging. Default 600 (a checkpoint's save is one collective).
+- `GRADER_BASE_URL`, `GRADER_API_KEY`: the OpenAI-compatible endpoint (`.../v1`) a GRPO
+  job's `score_model` graders ask; unset, such a grader scores 0 with that reason. The
+  key is never logged or reported, and a python grader's process never sees it.
 - `BRIGHTRUN_FORCE_NAN_AT_STEP`: test hook, makes the loss of that optimizer step NaN so
   the divergence guard can be exercised end to end.
 """
@@ -66,6 +69,8 @@ class WorkerEnv:
     force_nan_at_step: int | None = None
     cached_models_dir: Path = RUNPOD_CACHED_MODELS
     collective_timeout_s: float = 600.0
+    grader_base_url: str | None = None
+    grader_api_key: str | None = None
 
     def __repr__(self) -> str:  # never show the token
         return (
@@ -94,6 +99,8 @@ class WorkerEnv:
             "COLLECTIVE_TIMEOUT_S": str(self.collective_timeout_s),
             "HF_TOKEN": self.hf_token or "",
             "BRIGHTRUN_FORCE_NAN_AT_STEP": str(self.force_nan_at_step or ""),
+            "GRADER_BASE_URL": self.grader_base_url or "",
+            "GRADER_API_KEY": self.grader_api_key or "",
         }
         if self.adapter_dir is None:
             env["BRIGHTRUN_NO_ADAPTER_DIR"] = "1"
@@ -123,4 +130,6 @@ class WorkerEnv:
             force_nan_at_step=int(nan_step) if nan_step else None,
             cached_models_dir=Path(env.get("CACHED_MODELS_DIR") or RUNPOD_CACHED_MODELS),
             collective_timeout_s=float(env.get("COLLECTIVE_TIMEOUT_S") or 600.0),
+            grader_base_url=env.get("GRADER_BASE_URL") or None,
+            grader_api_key=env.get("GRADER_API_KEY") or None,
         )

@@ -134,10 +134,39 @@ class Tally:
         return out
 
 
+def score_model_client(env: Any) -> Any:
+    """`score_model` graders' runner: the chat completion of the grader's `model` at the
+    worker's `GRADER_BASE_URL` (`trainer.env`), its `sampling_params` passed on; None
+    when no endpoint is set. An endpoint error is the grader's failure on that sample."""
+    base = getattr(env, "grader_base_url", None)
+    if not base:
+        return None
+    import urllib.request
+
+    key = env.grader_api_key or ""
+
+    def ask(grader: Any, messages: list[dict[str, str]]) -> str:
+        body = {
+            "model": grader["model"],
+            "messages": messages,
+            **(grader.get("sampling_params") or {}),
+        }
+        req = urllib.request.Request(
+            base.rstrip("/") + "/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 (the worker's setting)
+            answer = json.loads(r.read())
+        return str(answer["choices"][0]["message"]["content"] or "")
+
+    return ask
+
+
 class Objective:
     """GRPO for one job (see the module docstring)."""
 
-    def __init__(self, s: GrpoSpec, loaded: Any, has_parent: bool) -> None:
+    def __init__(self, s: GrpoSpec, loaded: Any, has_parent: bool, env: Any = None) -> None:
         self.s, self.lm, self.has_parent = s, loaded, has_parent
         self.graders = [G.parse(g) for g in s.graders]
         self.settings = GrpoSettings(
@@ -148,7 +177,10 @@ class Objective:
             scale_rewards=s.scale_rewards,
         )
         limits = Limits(wall_s=s.python_wall_s, cpu_s=s.python_cpu_s)
-        self.runners = G.Runners(python=lambda src, smp, item: run_python(src, smp, item, limits))
+        self.runners = G.Runners(
+            python=lambda src, smp, item: run_python(src, smp, item, limits),
+            model=score_model_client(env),
+        )
         self.health = G.Health()
         self.tallies = {"train": Tally(), "eval": Tally()}
         self._eval_ready = False

@@ -188,7 +188,7 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     rollout = None
     if prompts:
         assert spec.grpo is not None
-        rollout = R.Objective(spec.grpo, loaded, bool(spec.resume_from))
+        rollout = R.Objective(spec.grpo, loaded, bool(spec.resume_from), env)
         collate = rollout.rollout
     batches = BatchPlan(
         t, train, eval_, packed, tokenizer.pad_token_id, pairs, loaded.shared_prompts, collate

@@ -154,3 +154,51 @@ def test_a_grader_failing_on_most_samples_stops_the_job() -> None:
     with pytest.raises(G.GraderFailing, match="'py' failed on 3 of 4 samples: TypeError: boom"):
         health.check()
     assert health.report()["ok"] == {"scored": 1, "failed": 0, "reasons": []}
+
+
+def test_the_worker_asks_its_grader_endpoint_for_score_model_graders() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from trainer.env import WorkerEnv
+    from trainer.grpo import score_model_client
+
+    seen: list[tuple[str, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.headers["Authorization"], body))
+            answer = {"choices": [{"message": {"role": "assistant", "content": "score: 0.8"}}]}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        env = WorkerEnv.from_environ({"GRADER_BASE_URL": url, "GRADER_API_KEY": "sekrit"})
+        assert "sekrit" not in repr(env) and "sekrit" not in str(env.public_view())
+        grader = {
+            "type": "score_model",
+            "name": "judge",
+            "model": "judge-model",
+            "input": [{"role": "user", "content": "Grade {{sample.output_text}}"}],
+            "sampling_params": {"temperature": 0},
+        }
+        runners = G.Runners(model=score_model_client(env))
+        assert _score(grader, "42", runners=runners) == G.Score(0.8)
+        auth, body = seen[0]
+        assert auth == "Bearer sekrit" and body["model"] == "judge-model"
+        assert body["messages"] == [{"role": "user", "content": "Grade 42"}]
+        assert body["temperature"] == 0
+        assert score_model_client(WorkerEnv.from_environ({})) is None
+    finally:
+        server.shutdown()
