@@ -39,6 +39,7 @@ left, right = st.columns([3, 2])
 with left:
     layout = next((d.layout for d in items if d.id == dataset_id), "") or ""
     method, preference = ui.method_choice(layout)
+    grpo = ui.grpo_choice(method)
     lora, training, quantization, eval_fraction = ui.settings_form()
     lora = {**lora, **train_options.lora_targets(model, settings.data_dir / "models")}
     gpu = train_options.gpu_type(settings)
@@ -71,6 +72,7 @@ with right:
             adapter_name=adapter or None,
             method=method,
             preference=preference,
+            grpo=grpo,
         )
     except BrightRunError as e:
         w.show_error(e, stop=True)

@@ -7,6 +7,7 @@ under `train.`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import streamlit as st
@@ -118,6 +119,49 @@ def method_choice(layout: str) -> tuple[str, dict[str, Any] | None]:
     for k, name in enumerate(m.settings):
         values[name] = _setting_input(c[1] if k == 0 else st, methods.SETTINGS[name])
     return method, values
+
+
+EXAMPLE_GRADERS = [
+    {
+        "type": "string_check",
+        "name": "exact",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.answer}}",
+        "operation": "eq",
+    }
+]
+
+
+def grpo_choice(method: str) -> dict[str, Any] | None:
+    """GRPO's settings (`trainer.shared.grpo_spec`) when `method` samples completions: the
+    graders as OpenAI's grader JSON (a list; checked here, each error shown with its field),
+    completions per prompt and their length. None for other methods."""
+    if not methods.info(method).generates:
+        return None
+    from trainer.shared.graders import BadGrader, parse
+
+    text = st.text_area(
+        "Graders (JSON list)",
+        value=json.dumps(EXAMPLE_GRADERS, indent=2),
+        height=220,
+        key="train.graders",
+        help="OpenAI's grader format: string_check, text_similarity, python, score_model, "
+        "multi; {{item.field}} reads the row, {{sample.output_text}} the answer. Try one "
+        "with `brightrun grader test FILE --dataset ID`.",
+    )
+    try:
+        graders = json.loads(text)
+        graders = graders if isinstance(graders, list) else [graders]
+        for k, g in enumerate(graders):
+            parse(g, f"graders[{k}]")
+    except (json.JSONDecodeError, BadGrader) as e:
+        w.show_error(f"The graders cannot be used: {e}", stop=True)
+    c = st.columns(2)
+    n = c[0].number_input("Completions per prompt", 2, 64, value=4, key="train.num_generations")
+    length = c[1].number_input(
+        "Max completion tokens", 1, 32768, value=64, key="train.max_completion_length"
+    )
+    return {"graders": graders, "num_generations": int(n), "max_completion_length": int(length)}
 
 
 def _setting_input(where: Any, s: methods.Setting) -> Any:

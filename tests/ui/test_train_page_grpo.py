@@ -1,0 +1,42 @@
+"""The Train page with a prompts dataset offers GRPO with its graders (an example string
+check to edit) and sampling settings; a broken grader is shown with its field and the
+page launches nothing."""
+
+from __future__ import annotations
+
+import json
+
+from core import datasets, db
+from core.clients.storage import make_blob_store
+from core.settings import Settings
+from core.users import LOCAL_ACTOR
+from tests.ui.conftest import text_of
+
+
+def _prompts(settings: Settings) -> None:
+    rows = [
+        {"messages": [{"role": "user", "content": f"What is {i} + {i}?"}], "answer": str(2 * i)}
+        for i in range(6)
+    ]
+    path = settings.data_dir / "rft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with db.session_scope(settings) as s:
+        ds, _ = datasets.add_dataset(LOCAL_ACTOR, s, make_blob_store(settings), path, "sums")
+        assert ds.layout == "prompts"
+
+
+def test_a_prompts_dataset_trains_with_grpo_and_its_graders(settings: Settings, open_page) -> None:
+    _prompts(settings)
+    at = open_page("train")
+    assert not at.exception
+    (method,) = [b for b in at.selectbox if b.key == "train.method"]
+    assert method.options == ["GRPO: learn from graded samples"]
+    (graders,) = [t for t in at.text_area if t.key == "train.graders"]
+    assert json.loads(graders.value)[0]["reference"] == "{{item.answer}}"
+    inputs = {n.key: n.value for n in at.number_input}
+    assert inputs["train.num_generations"] == 4 and inputs["train.max_completion_length"] == 64
+    assert "cannot be used" not in text_of(at)
+
+    graders.set_value(json.dumps([{"type": "string_check", "input": "x", "reference": "y"}]))
+    at.run()
+    assert "The graders cannot be used" in text_of(at) and "operation" in text_of(at)
