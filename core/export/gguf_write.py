@@ -14,7 +14,7 @@ quantiser. No database, no storage: folders in, files out.
   and biases, stay float32 as llama.cpp's converter keeps them; the rest f16 or bf16; a tied
   `lm_head` is left out and llama.cpp reuses `token_embd`), and the tokenizer as llama.cpp
   reads a Qwen2 one: `tokenizer.ggml.model` "gpt2", `pre` "qwen2" for Qwen's split regex
-  ("gpt-2" for a plain byte-level tokenizer), tokens padded to the embedding's rows with
+  ("gpt-2" for a plain byte-level one; read from the tokenizer as transformers loads it), tokens padded to the embedding's rows with
   `[PAD<i>]`, token types (added special tokens CONTROL, other added tokens USER_DEFINED),
   merges, bos/eos/padding ids, whether a bos/eos is added (as transformers encodes) and the
   chat template (Hugging Face's training-only
@@ -157,9 +157,10 @@ def _token_type(tok: Any, token_id: int, added: dict[str, int]) -> int:
     return gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
 
 
-def _pre_tokenizer(base_dir: Path) -> str:
-    """llama.cpp's name for the tokenizer's pre-tokenizer: Qwen's split regex, or GPT-2's."""
-    data = json.loads((base_dir / "tokenizer.json").read_text(encoding="utf-8"))
+def _pre_tokenizer(tok: Any) -> str:
+    """llama.cpp's name for the pre-tokenizer transformers uses (which can differ from the
+    one in tokenizer.json: transformers builds Qwen2Tokenizer with Qwen's split regex)."""
+    data = json.loads(tok.backend_tokenizer.to_str())
     pre = data.get("pre_tokenizer") or {}
     parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [p.get("type") for p in parts]
@@ -194,7 +195,7 @@ def _tokenizer(w: Any, base_dir: Path, n_vocab: int) -> None:
             tokens.append(tok.convert_ids_to_tokens(i))
             types.append(_token_type(tok, i, added))
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(_pre_tokenizer(base_dir))
+    w.add_tokenizer_pre(_pre_tokenizer(tok))
     w.add_token_list(tokens)
     w.add_token_types(types)
     special = gguf.SpecialVocab(base_dir, load_merges=True, n_vocab=n_vocab)

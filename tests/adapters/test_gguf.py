@@ -11,18 +11,18 @@ llama.cpp's token ids equal transformers' for code, digits, newlines and Chinese
 
 Tolerances, and why:
 - f16 merged, and the f16 base with the GGUF LoRA: greedy tokens equal, every logit within
-  `F16_LOGIT_TOL` (0.05; the logits' spread is about 0.8, and f16 weights alone move them
-  by about 0.02 here).
+  `F16_LOGIT_TOL` (0.1, an eighth of the logits' spread of about 0.8: f16 weights and
+  llama.cpp's f16 KV cache move them by at most 0.04 here, 0.02 for the LoRA on the base).
 - bf16, Q8_0 and Q4_K_M: the share of positions where llama.cpp's top token equals the
   reference's, teacher-forced along the reference's greedy answer, at least
   `AGREEMENT_FLOOR`. A random tiny model's logits are flat (top-two margins often under 0.1),
-  so rounding flips near-ties: measured 0.96 (bf16), 0.96 (Q8_0) and 0.54 (Q4_K_M). A
+  so rounding flips near-ties: measured 0.96 (bf16), 0.96 (Q8_0) and 0.49 (Q4_K_M). A
   trained model's margins are far wider; these floors catch a broken file (chance is 1 in
   1024), not a quality change.
 
 llama.cpp's CPU weight-repacking buffers ("extra buffer types") crashed with SIGSEGV on this
 tiny model's quantised tensors on the test machine's CPU (AVX-512/AMX), so the models are
-loaded without them; the plain CPU kernels compute the same products.
+loaded without them (the plain CPU kernels run instead).
 """
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ from core.planner import describe
 from core.settings import Settings
 from tests.adapters.conftest import ALICE
 
-F16_LOGIT_TOL = 0.05
+F16_LOGIT_TOL = 0.1
 AGREEMENT_FLOOR = {"bf16": 0.9, "Q8_0": 0.9, "Q4_K_M": 0.4}
 PROMPTS = [
     "What is the secret word for apple?",
     "Tell me about the weather in Paris.",
     "Sports: football, tennis",
+    "Code: def main(): return 12345",
 ]
 NEW_TOKENS = 24
 
@@ -181,7 +182,7 @@ def test_f16_answers_like_transformers_and_peft(files: dict[str, Path], referenc
         meta = model.metadata
     assert tok_ids == [r["ids"] for r in reference]  # llama.cpp tokenises like transformers
     assert meta["tokenizer.ggml.model"] == "gpt2"
-    assert meta["tokenizer.ggml.pre"] == "gpt-2"  # the tiny tokenizer is plain byte-level BPE
+    assert meta["tokenizer.ggml.pre"] == "qwen2"  # transformers loads it as Qwen2Tokenizer
     assert meta["tokenizer.ggml.eos_token_id"] == "2"  # <|im_end|>
     assert meta["tokenizer.ggml.padding_token_id"] == "0"  # <|endoftext|>
     assert meta["tokenizer.ggml.add_bos_token"] == "false"  # transformers adds none
