@@ -214,7 +214,9 @@ def _prepare_for_training(model: Any, spec: JobSpec, *, quantized: bool) -> Any:
     return model
 
 
-def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
+def load_for_training(spec: JobSpec, path: Path, tokenizer: Any, *, on_cpu: bool = False) -> Loaded:
+    """The PEFT model ready to train on the spec's device (`on_cpu`: its weights left in
+    host memory, for FSDP to move each GPU's shard there; see `trainer.parallel.shard`)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -232,7 +234,7 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any) -> Loaded:
             path,
             dtype=dtype,
             quantization_config=qconfig,
-            device_map={"": device},
+            device_map={"": "cpu" if on_cpu else device},
             attn_implementation=attn,
         )
     model.config.use_cache = False

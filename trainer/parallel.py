@@ -11,7 +11,10 @@ each decoder layer is one FSDP unit, then the decoder. `fsdp` shards every param
 those units; `ddp` leaves the frozen base weights out of FSDP (each process keeps its whole
 copy) and shards the trainable ones. The embedding and output head are never sharded
 (the loss reads the head's weight directly, and small models tie the two). Activation
-checkpointing stays as set on each layer before sharding.
+checkpointing stays as set on each layer before sharding. The model may come loaded in
+host memory (an FSDP job on GPUs: `trainer.model.load_for_training(on_cpu=True)`): FSDP
+moves each GPU's shards to it, and what FSDP does not manage (embeddings, head, buffers
+outside its units) is moved after.
 
 `local_share(group, batches)` deals a step's micro-batches round-robin: (batch, scale)
 pairs, the same number on every rank (a rank short of batches runs one of the step's
@@ -100,6 +103,7 @@ def decoder_layers(model: Any) -> tuple[Any, list[Any]]:
 def shard(model: Any, group: Group, strategy: str, reason: str) -> Group:
     """FSDP2 on `model` in place (see the module docstring); returns the group with its
     strategy."""
+    import torch
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -117,8 +121,22 @@ def shard(model: Any, group: Group, strategy: str, reason: str) -> Group:
         if strategy == "ddp":
             ignored |= {p for p in own if not p.requires_grad}
         fully_shard(unit, mesh=mesh, ignored_params=ignored or None, reshard_after_forward=True)
+    device = torch.device("cpu") if group.device_type == "cpu" else _current_cuda()
+    for p in never:  # FSDP moved what it shards to the device; the rest follows (a CPU load)
+        if p.device != device:
+            p.data = p.data.to(device)
+    for m in model.modules():  # buffers of modules outside the FSDP units (rotary tables)
+        for name, buf in list(m.named_buffers(recurse=False)):
+            if buf is not None and buf.device != device:
+                setattr(m, name, buf.to(device))
     log.info("rank %d of %d: %s (%s)", group.rank, group.world, strategy, reason)
     return Group(group.rank, group.world, group.device_type, strategy, reason)
+
+
+def _current_cuda() -> Any:
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def local_share(group: Group | None, batches: list[Any]) -> list[tuple[Any, float]]:

@@ -180,10 +180,19 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
         )
     torch.manual_seed(t.seed)
     random.seed(t.seed)
-    loaded = load_for_training(spec, path, tokenizer)
+    sharding = choose_sharding(spec, path, group) if group is not None else None
+    # FSDP on GPUs: the base is read into host memory and each GPU receives its shard only
+    on_cpu = sharding is not None and sharding[0] == "fsdp" and group.device_type == "cuda"
+    loaded = load_for_training(spec, path, tokenizer, on_cpu=on_cpu)
     packed = loaded.packing != "padded" and not prompts  # GRPO: micro_batch_size prompts
     seqs = spec.sequences_per_row
-    loaded.facts["activation_checkpointing"] = plan_recompute(t, loaded, packed, seqs)
+    if on_cpu and t.gradient_checkpointing:  # nothing to measure before the shards are placed
+        recompute = {"reason": "every layer (a base sharded across GPUs is not measured)"}
+    else:
+        recompute = plan_recompute(t, loaded, packed, seqs)
+    loaded.facts["activation_checkpointing"] = recompute
+    if group is not None and sharding is not None:  # after the measuring forward passes
+        group = shard_model(loaded, group, *sharding)
     collate = K.collate_kto if labelled else None
     rollout = None
     if prompts:
@@ -195,8 +204,6 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     )
     if batches.shared_tokens:
         dataset["shared_prompt_tokens"] = batches.shared_tokens
-    if group is not None:
-        group = shard_model(spec, loaded, group)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(t, params, loaded.device, batches.total_steps)
     load_parent(spec.resume_from, loaded.model, work)
@@ -209,15 +216,21 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     )
 
 
-def shard_model(spec: JobSpec, loaded: Loaded, group: Group) -> Group:
-    """FSDP2 on the loaded model as `trainer.shared.parallel.choose` says; facts noted."""
-    from trainer.parallel import shard
+def choose_sharding(spec: JobSpec, path: Path, group: Group) -> tuple[str, str]:
+    """`trainer.shared.parallel.choose` for this job, the base's size read from its weight
+    files (decided before loading: an FSDP base is loaded into host memory)."""
     from trainer.shared.parallel import choose
 
-    frozen = sum(
-        p.numel() * p.element_size() for p in loaded.model.parameters() if not p.requires_grad
-    )
-    strategy, reason = choose(group.world, spec.sharding, spec.quantization, frozen)
+    files = list(Path(path).glob("*.safetensors")) or list(Path(path).glob("*.bin"))
+    size = sum(f.stat().st_size for f in files)
+    return choose(group.world, spec.sharding, spec.quantization, size)
+
+
+def shard_model(loaded: Loaded, group: Group, strategy: str, reason: str) -> Group:
+    """FSDP2 on the loaded model (`trainer.parallel.shard`), once the recompute plan has
+    measured it whole (its saved-tensor hooks cannot read FSDP's freed shards); facts noted."""
+    from trainer.parallel import shard
+
     group = shard(loaded.model, group, strategy, reason)
     loaded.facts.update(group.facts())
     return group
