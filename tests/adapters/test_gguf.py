@@ -20,9 +20,10 @@ Tolerances, and why:
   trained model's margins are far wider; these floors catch a broken file (chance is 1 in
   1024), not a quality change.
 
-llama.cpp's CPU weight-repacking buffers ("extra buffer types") crashed with SIGSEGV on this
-tiny model's quantised tensors on the test machine's CPU (AVX-512/AMX), so the models are
-loaded without them (the plain CPU kernels run instead).
+llama_cpp 0.3.36's CPU weight-repacking buffers ("extra buffer types") crash with SIGSEGV on
+the first evaluation of any Q8_0 or Q4_K_M model on the test machine's CPU (AVX-512, AMX;
+a 1024-wide model as well as this one; f16 and bf16 load fine), so the models are loaded
+without them (the plain CPU kernels run instead).
 """
 
 from __future__ import annotations
