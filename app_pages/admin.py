@@ -1,5 +1,6 @@
 """Admin: every user's spend this month and their limits; set a user's monthly budget,
-concurrent-job limit and role. Listed in the navigation for admins only."""
+concurrent-job limit, role and the Hub namespaces they may push to with the deployment's
+token. Listed in the navigation for admins only."""
 
 import streamlit as st
 
@@ -29,6 +30,7 @@ st.dataframe(
             "unfinished jobs": r.unfinished_jobs,
             "jobs at once": f"{r.max_concurrent_jobs}"
             + (" (default)" if r.jobs_limit_is_default else ""),
+            "Hub namespaces": ", ".join(r.hub_namespaces) or "none",
         }
         for r in rows
     ],
@@ -86,6 +88,22 @@ if st.button("Save limits", type="primary", key="admin.save"):
                 max_concurrent_jobs=None if jobs_default else int(jobs),
             )
         st.toast("Limits saved; they apply to the next launch")
+        st.rerun()
+    except BrightRunError as e:
+        w.show_error(e)
+
+hub = st.text_input(
+    "Hub namespaces this user may push to with the deployment's HF_TOKEN",
+    ", ".join(row.hub_namespaces),
+    key=f"admin.hub.{uid}",
+    help="Hugging Face users or organisations, separated by commas; empty: none. Admins "
+    "push anywhere the token can; anyone may push with their own token.",
+)
+if st.button("Save Hub namespaces", key="admin.save_hub"):
+    try:
+        with session.db() as s:
+            admin.set_hub_namespaces(actor, s, uid, hub.split(","))
+        st.toast("Hub namespaces saved")
         st.rerun()
     except BrightRunError as e:
         w.show_error(e)

@@ -54,6 +54,7 @@ class UserRow:
     budget_is_default: bool
     max_concurrent_jobs: int
     jobs_limit_is_default: bool
+    hub_namespaces: tuple[str, ...] = ()
 
 
 def find_user(actor: Actor, session: Session, user: str) -> User:
@@ -94,6 +95,7 @@ def user_rows(
             if u.max_concurrent_jobs is not None
             else settings.max_concurrent_jobs,
             jobs_limit_is_default=u.max_concurrent_jobs is None,
+            hub_namespaces=tuple(n for n in (u.hub_namespaces or "").split(",") if n),
         )
         for u in users
     ]

@@ -69,6 +69,7 @@ CAPABILITIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "health of each part": (("settings.recheck",), ("status",)),
     "users' spend and limits": (("admin.save",), ("admin users", "admin set-limits")),
     "a user's role": (("admin.save_role",), ("admin set-role",)),
+    "a user's Hub namespaces": (("admin.save_hub",), ("admin set-hub",)),
     "sign in": (("auth.sign_in",), ("login",)),
     "create an account": (("auth.sign_up",), ("login",)),  # login --sign-up
     "sign out": (("auth.sign_out",), ("logout",)),

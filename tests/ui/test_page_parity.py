@@ -51,6 +51,19 @@ def test_the_admin_page_sets_a_role(settings: Settings, open_page) -> None:  # n
     assert at.selectbox(key=f"admin.role.{LOCAL_ACTOR.user_id}").value == "admin"
 
 
+def test_the_admin_page_sets_a_users_hub_namespaces(settings: Settings, open_page) -> None:  # noqa: F811
+    at = open_page("admin")
+    uid = LOCAL_ACTOR.user_id
+    at.text_input(key=f"admin.hub.{uid}").input("acme, acme/x").run()
+    at.button(key="admin.save_hub").click().run()
+    assert any("not a Hugging Face user or organisation" in e.value for e in at.error)
+    at.text_input(key=f"admin.hub.{uid}").input("acme, my-lab").run()
+    at.button(key="admin.save_hub").click().run()
+    assert not at.exception and not at.error
+    with db.session_scope(settings) as s:
+        assert repo.ensure_user(LOCAL_ACTOR, s).hub_namespaces == "acme,my-lab"
+
+
 def test_the_train_options_give_lora_targets_experts_and_a_gpu(settings: Settings) -> None:
     def page() -> None:
         import streamlit as st
