@@ -72,7 +72,7 @@ with right:
             adapter_name=adapter or None,
             method=method,
             preference=preference,
-            grpo=grpo,
+            grading=grpo,
         )
     except BrightRunError as e:
         w.show_error(e, stop=True)

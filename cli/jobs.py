@@ -277,7 +277,7 @@ def train(
                     "desirable_weight": desirable_weight,
                     "undesirable_weight": undesirable_weight,
                 },
-                grpo=grpo_setting(graders, generations, completion_length),
+                grading=grpo_setting(graders, generations, completion_length),
             ),
         )
     except _errors() as e:

@@ -1,4 +1,4 @@
-"""GRPO: prompts in, graded samples, the policy update (method grpo; settings `JobSpec.grpo`).
+"""GRPO: prompts in, graded samples, the policy update (method grpo; settings `JobSpec.grading`).
 
 Input: normalised prompts JSONL (OpenAI's reinforcement fine-tuning rows), one per line:
 

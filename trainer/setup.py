@@ -196,8 +196,8 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     collate = K.collate_kto if labelled else None
     rollout = None
     if prompts:
-        assert spec.grpo is not None
-        rollout = R.Objective(spec.grpo, loaded, bool(spec.resume_from), env)
+        assert spec.grading is not None
+        rollout = R.Objective(spec.grading, loaded, bool(spec.resume_from), env)
         collate = rollout.rollout
     batches = BatchPlan(
         t, train, eval_, packed, tokenizer.pad_token_id, pairs, loaded.shared_prompts, collate

@@ -19,6 +19,7 @@ from core.errors import BrightRunError, InvalidInput
 from core.evaluate.scores import METRICS, differences, judge, mean_scores, score
 from core.settings import Settings
 from core.users import Actor
+from trainer.shared.methods import METHODS, Method
 
 log = logging.getLogger("brightrun.evaluate")
 
@@ -197,6 +198,17 @@ def _job_version(actor: Actor, settings: Settings, job_id: str) -> Any:
         return v.id, has_split
 
 
+def _evaluated_by_job(actor: Actor, settings: Settings, version_id: str) -> str | None:
+    """Why the version is not evaluated here (its method's table row says its job's eval
+    metrics score it: KTO, GRPO), else None."""
+    with session_scope(settings) as s:
+        method = (repo.get_version(actor, s, version_id).settings or {}).get("method")
+    m = METHODS.get(method or Method.SFT)
+    if m is None or m.evaluation != "job":
+        return None
+    return f"{m.method.upper()} versions are scored by {m.job_evaluation}"
+
+
 def _run_logged(actor: Actor, settings: Settings, version_id: str) -> None:
     try:
         evaluate_version(actor, settings, version_id)
@@ -223,6 +235,10 @@ def start_after_job(actor: Actor, settings: Settings, job_id: str) -> threading.
         if found is None:
             return None
         version_id, has_split = found
+        by_job = _evaluated_by_job(actor, settings, version_id)
+        if by_job:
+            _set_status(actor, settings, version_id, status="skipped", reason=by_job)
+            return None
         if not has_split:
             _set_status(
                 actor,

@@ -37,7 +37,7 @@ def spec_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
         "eval_fraction": (spec.get("data") or {}).get("eval_fraction", 0.0),
         "method": spec.get("method") or Method.SFT,
         "preference": spec.get("preference"),
-        "grpo": spec.get("grpo"),
+        "grading": spec.get("grading"),
         "gpus": spec.get("gpus") or 1,
     }
 

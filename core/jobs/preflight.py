@@ -76,7 +76,7 @@ class LaunchRequest:
     resume_from_version_id: str | None = None  # continued training from this version
     method: Method = Method.SFT  # `trainer.shared.methods`
     preference: Mapping[str, Any] | None = None  # the method's settings (its table row)
-    grpo: Mapping[str, Any] | None = None  # method grpo: graders and sampling (`GrpoSpec`)
+    grading: Mapping[str, Any] | None = None  # method grpo: graders and sampling (`GrpoSpec`)
     gpus: int = 1  # GPUs the job trains on (`trainer.shared.parallel`); billed per GPU
 
     @classmethod
@@ -117,7 +117,7 @@ class LaunchRequest:
             "resume_from": PLACEHOLDER_URL + "parent" if self.resume_from_version_id else None,
             "method": self.method,
             "preference": self.preference,
-            "grpo": self.grpo,
+            "grading": self.grading,
             "gpus": self.gpus,
         }
 

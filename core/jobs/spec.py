@@ -52,7 +52,7 @@ def build_spec(
     first_seq: int = 0,
     method: str = Method.SFT,
     preference: Mapping[str, Any] | None = None,
-    grpo: Mapping[str, Any] | None = None,
+    grading: Mapping[str, Any] | None = None,
     gpus: int = 1,
 ) -> JobSpec:
     """The `JobSpec` for these settings; bad values raise `InvalidInput` naming the field.
@@ -81,7 +81,7 @@ def build_spec(
             gpus=gpus,
             method=method,
             preference=dict(preference) if preference else None,
-            grpo=dict(grpo) if grpo else None,
+            grading=dict(grading) if grading else None,
         )
     except ValidationError as e:
         raise InvalidInput(f"invalid job settings: {spec_errors(e)}") from None

@@ -46,7 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_a_grpo_job_raises_the_mean_reward(stack: Stack) -> None:
     grpo = {"graders": GRADERS, "num_generations": 8, "max_completion_length": 8}
-    job = stack.submit(method="grpo", grpo=grpo, lora={"r": 16, "alpha": 32, "dropout": 0.0})
+    job = stack.submit(method="grpo", grading=grpo, lora={"r": 16, "alpha": 32, "dropout": 0.0})
     job = stack.wait_end(job.id, timeout_s=400)
     assert job.status == "COMPLETED", [e.data for e in stack.events(job.id)][-1:]
     metrics = [e.data for e in stack.events(job.id) if e.type == "metrics"]

@@ -79,3 +79,12 @@ def test_a_kto_job_separates_desirable_from_undesirable_answers(stack: Stack) ->
         ]
         assert (version.settings or {}).get("method") == "kto"
     assert jobs.get(LOCAL_ACTOR, stack.settings, job.id).final_loss is not None
+    # The version is scored by its job's eval metrics (the methods' table), not evaluated
+    # again as chat answers.
+    from core.evaluate.run import start_after_job
+
+    on = stack.settings.model_copy(update={"eval_after_job": True})
+    assert start_after_job(LOCAL_ACTOR, on, job.id) is None
+    with db.session_scope(stack.settings) as s:
+        scores = repo.get_version(LOCAL_ACTOR, s, version.id).eval_scores or {}
+    assert scores["status"] == "skipped" and "eval_reward_margin" in scores["reason"]

@@ -48,7 +48,7 @@ def test_grpo_raises_the_mean_reward(tiny_model: Path, tmp_path: Path, worker_en
         tiny_model,
         train,
         method="grpo",
-        grpo={
+        grading={
             "graders": GRADERS,
             "num_generations": 8,
             "max_completion_length": 8,

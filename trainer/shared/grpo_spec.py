@@ -1,4 +1,4 @@
-"""Settings of a GRPO job (`JobSpec.grpo`, method grpo): the graders and how to sample.
+"""Settings of a GRPO job (`JobSpec.grading`, method grpo): the graders and how to sample.
 
 `graders`: one or more graders in OpenAI's grader JSON (`trainer.shared.graders`; each is
 parsed here, so a broken one is refused before the job starts); a completion's reward is

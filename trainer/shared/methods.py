@@ -39,7 +39,10 @@ class Method(StrEnum):
 DataKind = Literal["chat", "pairs", "labelled", "prompts"]
 # GRPO's loss normalisations (`trainer.grpo_loss`; TRL's names)
 GrpoLoss = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
-Evaluation = Literal["answers", "pairs", "rewards"]
+# How a version is evaluated: `answers` (the eval split's answers as references,
+# `core.evaluate`), `pairs` (held-out pairs, `core.evaluate_preference`), `job` (by the
+# job's own eval metrics only: `job_evaluation` says which; the evaluator skips it)
+Evaluation = Literal["answers", "pairs", "job"]
 KTO_LAYOUT = "kto"  # the layout of labelled single answers (`core.datasets.kto`)
 PROMPTS_LAYOUT = "prompts"  # prompts with grader fields (reinforcement fine-tuning data)
 
@@ -124,6 +127,7 @@ class MethodInfo:
     evaluation: Evaluation
     trains: bool = True
     not_trained: str = ""
+    job_evaluation: str = ""  # with evaluation "job": what the job's eval metrics say
 
 
 _PAIR_METRICS = (
@@ -197,7 +201,9 @@ METHODS: dict[Method, MethodInfo] = {
             reference_sequences=2,  # the answer, and a mismatched one for the KL estimate
             step_sequences=1,  # the mismatched answer under the adapter (KL estimate)
             metrics=KTO_METRICS,
-            evaluation="answers",
+            evaluation="job",
+            job_evaluation="its job's eval split: the eval rewards of desirable and "
+            "undesirable answers and their margin (eval_reward_margin)",
         ),
         MethodInfo(
             Method.GRPO,
@@ -212,7 +218,9 @@ METHODS: dict[Method, MethodInfo] = {
             reference_sequences=0,
             step_sequences=1,  # sampling each completion (and the reference pass when beta > 0)
             metrics=("reward", "completion_length", "kl", "clip_ratio"),
-            evaluation="rewards",
+            evaluation="job",
+            job_evaluation="its job's eval prompts: the graders' mean reward (eval_reward, "
+            "and per grader)",
         ),
     )
 }

@@ -331,7 +331,7 @@ class JobSpec(_Strict):
         description="; ".join(f"{m}: {i.help}" for m, i in METHODS.items()),
     )
     preference: PreferenceSpec | None = None  # dpo/orpo/kto settings; defaults when left out
-    grpo: GrpoSpec | None = None  # method grpo: its graders and sampling (required there)
+    grading: GrpoSpec | None = None  # method grpo: its graders and sampling (required there)
     resume_from: str | None = Field(
         None, description="adapter folder or URL to continue training from (a parent version)"
     )
@@ -399,11 +399,11 @@ class JobSpec(_Strict):
             raise ValueError(f"method {self.method} only applies to a train job")
         if not m.trains:
             raise ValueError(m.not_trained)
-        if (self.grpo is not None) != m.generates:
+        if (self.grading is not None) != m.generates:
             raise ValueError(
-                "method grpo needs a grpo section (its graders)"
+                f"method {self.method} needs a grading section (its graders)"
                 if m.generates
-                else f"grpo settings do not apply to method {self.method}"
+                else f"grading settings (graders) do not apply to method {self.method}"
             )
         if not m.settings and self.preference is not None:
             takes = [str(k) for k, i in METHODS.items() if i.settings]
@@ -465,7 +465,7 @@ class JobSpec(_Strict):
         """Sequences with gradients a training row becomes (the methods' table): 2 for a
         preference pair (chosen, rejected), so a micro-batch holds up to `micro_batch_size`
         x this x `max_length` tokens."""
-        per_row = self.grpo.num_generations if self.grpo is not None else 1
+        per_row = self.grading.num_generations if self.grading is not None else 1
         return METHODS[self.method].grad_sequences * per_row
 
     @property
