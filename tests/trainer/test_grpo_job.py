@@ -74,3 +74,24 @@ def test_grpo_raises_the_mean_reward(tiny_model: Path, tmp_path: Path, worker_en
     last = sum(m["reward"] for m in metrics[-4:]) / 4
     print(f"GRPO mean reward: first 4 steps {first:.3f}, last 4 steps {last:.3f}")
     assert last > first + 0.2
+
+
+def test_a_grader_failing_on_most_samples_stops_the_job(
+    tiny_model: Path, tmp_path: Path, worker_env
+) -> None:
+    from trainer.actions import run_job
+
+    broken = {"type": "python", "name": "broken", "source": "def grade(sample, item):\n  return {}"}
+    spec = make_spec(
+        tiny_model,
+        write_jsonl(tmp_path / "prompts.jsonl", _rows(4)),
+        method="grpo",
+        grading={"graders": [GRADERS[0], broken], "num_generations": 4, "max_completion_length": 4},
+        training={"max_steps": 4, "micro_batch_size": 2, "grad_accum": 1},
+        output={"adapter_name": "grpo", "local_dir": str(tmp_path / "out")},
+    )
+    failed = list(run_job(spec, worker_env))[-1]
+    assert failed.type == "failed" and failed.data["kind"] == "bad_input"
+    assert "grader 'broken' failed on 8 of 8 samples" in failed.data["message"]
+    assert "returned dict, not a finite number" in failed.data["message"]
+    assert "brightrun grader test" in failed.data["suggestion"]
