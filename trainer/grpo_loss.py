@@ -97,7 +97,7 @@ def policy_loss(
         if s.bias_correction_kl:
             kl = kl * ratio
         per_token = per_token + s.beta * kl
-        metrics["kl"] = float((kl * mask).sum() / mask.sum().clamp(min=1.0))
+        metrics["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1.0))
     tokens = mask.sum().clamp(min=1.0)
     if s.loss_type == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / grad_accum
