@@ -8,10 +8,12 @@ When torchrun has exited it emits the one final event itself, into the volume's 
 (after rank 0's events), and uploads `events.jsonl` and `result.json`:
 
 - `completed` with rank 0's data when every rank completed;
-- else `failed`, naming the rank (`rank`, `gpus`; the message says "rank R of N"): the
-  earliest rank that failed on its own (an exception that is not a collective failing
-  because of another rank), else the rank torchrun saw end first (killed by a signal other
-  than the SIGTERM torchrun stops the others with, or gone without a word), else rank 0. Its kind, suggestion and step are that rank's when
+- else `failed`, naming the rank (`rank`, `gpus`; the message says "rank R of N"), the
+  first of: a rank that failed on its own with a definite kind (out of memory, diverged,
+  bad input...); a rank killed by a signal other than the SIGTERM torchrun stops the
+  others with; a rank that failed on its own (kind internal; not a collective failing
+  under it, see `trainer.rank`); the one rank that never reported (it hung until the
+  others' collectives timed out); the rank torchrun saw end first; rank 0. Its kind, suggestion and step are that rank's when
   it reported them.
 
 Nothing is left running: torchrun stops the other ranks when one fails, every collective
@@ -131,17 +133,20 @@ def decide(run_dir: Path, gpus: int, seen: list[Event]) -> tuple[str, dict[str, 
     if all(o is not None and o.get("ok") for o in outcomes.values()):
         return "completed", dict(outcomes[0]["data"])  # type: ignore[index]
     failures = (_read(run_dir / RECORD) or {}).get("failures", {})
-    own = sorted(
-        (o["ts"], r)
-        for r, o in outcomes.items()
-        if o is not None and not o.get("ok") and not o.get("peer_lost")
-    )
-    # torchrun stops the other ranks with SIGTERM once one failed: those come last
-    died = sorted(
-        (f.get("signal") == "SIGTERM", f.get("ts") or 0.0, int(r)) for r, f in failures.items()
+    failed = {r: o for r, o in outcomes.items() if o is not None and not o.get("ok")}
+    own = sorted((o["ts"], r) for r, o in failed.items() if not o.get("peer_lost"))
+    definite = [r for _, r in own if failed[r]["data"]["kind"] != "internal"]
+    # ended by a signal that was not torchrun's own SIGTERM to the others
+    killed = sorted(
+        (f.get("ts") or 0.0, int(r))
+        for r, f in failures.items()
+        if outcomes[int(r)] is None and f.get("signal") not in (None, "SIGTERM")
     )
     silent = [r for r in range(gpus) if outcomes[r] is None]
-    rank = own[0][1] if own else died[0][2] if died else silent[0] if silent else 0
+    died = sorted((f.get("ts") or 0.0, int(r)) for r, f in failures.items())
+    order = [*definite, *(r for _, r in killed), *(r for _, r in own)]
+    order += silent if len(silent) == 1 else []
+    rank = next(iter(order), died[0][1] if died else 0)
     return "failed", failed_data(rank, gpus, outcomes[rank], failures.get(str(rank)), seen)
 
 

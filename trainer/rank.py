@@ -13,7 +13,8 @@ lifecycle as a one-GPU job (`trainer.train`): setup (the model sharded, see
 
 The final event is not emitted here: each rank writes its outcome to `RUN_DIR/rank-R.json`
 (`ok`, the `completed` data or the `failed` data, `peer_lost` when the failure is a
-collective failing because of another rank, `ts`), and `trainer.multi` decides the job's
+collective failing because of another rank: a `DistError`, or any failure that came a
+collective timeout's length after the rank's last event, `ts`), and `trainer.multi` decides the job's
 final event from all of them and from torchrun's own record. The process exits 0 when the
 rank completed, 1 when it failed.
 """
@@ -52,8 +53,10 @@ def run_rank(spec: JobSpec, env: WorkerEnv, run_dir: Path) -> bool:
     stream = (run_dir / EVENTS_STREAM).open("a", encoding="utf-8") if group.main else None
     outcome: dict[str, Any] = {"rank": group.rank}
     progress = Progress()
+    last = time.monotonic()  # when this rank last made progress (an event, every rank)
     try:
         for event in lifecycle(spec, env, group, progress, outcome):
+            last = time.monotonic()
             if stream is not None:
                 stream.write(event.model_dump_json() + "\n")
                 stream.flush()
@@ -62,7 +65,10 @@ def run_rank(spec: JobSpec, env: WorkerEnv, run_dir: Path) -> bool:
         data = failure_data(exc, spec)
         if progress.step:
             data["step"] = progress.step
-        outcome.update(ok=False, data=data, peer_lost=peer_lost(exc))
+        # gloo reports a lost peer and a timed-out collective as a plain RuntimeError: a rank
+        # that failed a collective timeout's length after its last progress was waiting
+        waited = time.monotonic() - last >= 0.9 * env.collective_timeout_s
+        outcome.update(ok=False, data=data, peer_lost=peer_lost(exc) or waited)
     finally:
         if stream is not None:
             stream.close()

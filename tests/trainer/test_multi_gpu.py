@@ -168,3 +168,25 @@ def test_a_rank_killed_mid_step_fails_the_job_naming_it(
     assert "rank 1 of 2" in final["data"]["message"] and "SIGKILL" in final["data"]["message"]
     assert time.monotonic() - killed_at < timeout
     assert _rank_pids("killed") == {}
+
+
+def test_a_rank_that_hangs_fails_the_job_after_the_collective_timeout(
+    tiny_model: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    from trainer.handler import events as handler
+
+    timeout = 8.0
+    spec = _spec(tiny_model, toy_data, tmp_path / "out", 2, job_id="hung")
+    spec["training"]["max_steps"] = 200
+    seen, stopped_at = [], None
+    for event in handler({"id": "rp", "input": spec}, _env(tmp_path, collective_timeout_s=timeout)):
+        seen.append(event)
+        if event["type"] == "metrics" and event["data"]["step"] == 2:
+            os.kill(_rank_pids("hung")[1], signal.SIGSTOP)  # alive, never answers again
+            stopped_at = time.monotonic()
+    assert stopped_at is not None
+    final = seen[-1]
+    assert final["type"] == "failed", final
+    assert final["data"]["rank"] == 1, final
+    assert time.monotonic() - stopped_at < timeout + 60  # the timeout, torchrun's grace to stop
+    assert _rank_pids("hung") == {}
