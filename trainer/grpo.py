@@ -6,7 +6,9 @@ Input: normalised prompts JSONL (OpenAI's reinforcement fine-tuning rows), one p
 
 The other fields are the row as graders see it (`{{item.field}}`; `item` is the whole
 row). A row without messages, or whose messages do not end with a user message, raises
-`BadInput` naming it.
+`BadInput` naming it. A prompt longer than `max_length` minus `max_completion_length`
+tokens is dropped (the first such rows are named in the `started` event's dataset facts),
+so no sequence is longer than the plan counted.
 
 A micro-batch is `micro_batch_size` prompts (`PromptSample`). Collating one is the
 rollout (`Objective.rollout`, given to the batch plan as its collate): without gradients
@@ -95,15 +97,33 @@ def load_prompts(
 ) -> tuple[list[PromptSample], list[PromptSample], dict[str, Any]]:
     data = spec.data
     train_file = D.fetch(data.train_url, data.train_path, work / "train.jsonl", "train")
-    train = read_prompts(train_file, "train", tokenizer)
+    room = spec.training.max_length - spec.grading.max_completion_length
+    train, long_rows = _fitting(read_prompts(train_file, "train", tokenizer), room, "train")
+    facts: dict[str, Any] = {"kind": "prompts", "train": {"rows": len(train)}}
     if data.eval_url or data.eval_path:
         eval_file = D.fetch(data.eval_url, data.eval_path, work / "eval.jsonl", "eval")
-        eval_ = read_prompts(eval_file, "eval", tokenizer)
+        eval_, _ = _fitting(read_prompts(eval_file, "eval", tokenizer), room, "eval")
     else:
         train, eval_ = D.split_eval(train, data.eval_fraction, spec.training.seed)  # type: ignore[arg-type,assignment]
-    facts = {"kind": "prompts", "train": {"rows": len(train)}, "train_samples": len(train)}
+    facts["train"]["dropped_long_prompts"] = long_rows
+    facts["train_samples"] = len(train)
     facts["eval_samples"] = len(eval_)
     return train, eval_, facts  # type: ignore[return-value]
+
+
+def _fitting(
+    prompts: list[PromptSample], room: int, what: str
+) -> tuple[list[PromptSample], list[int]]:
+    """The prompts that leave room for a whole completion within `max_length`, and the rows
+    of those that do not (dropped: a sequence never exceeds what the plan counted)."""
+    kept = [p for p in prompts if len(p) <= room]
+    if not kept:
+        raise BadInput(
+            f"no {what} prompt leaves room for a completion: each needs at most {room} tokens "
+            "(max_length minus max_completion_length)",
+            "raise training.max_length or lower grading.max_completion_length",
+        )
+    return kept, [p.row for p in prompts if len(p) > room][:5]
 
 
 @dataclass

@@ -95,3 +95,27 @@ def test_a_grader_failing_on_most_samples_stops_the_job(
     assert "grader 'broken' failed on 8 of 8 samples" in failed.data["message"]
     assert "returned dict, not a finite number" in failed.data["message"]
     assert "brightrun grader test" in failed.data["suggestion"]
+
+
+def test_prompts_too_long_for_a_completion_are_dropped(tiny_model: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from trainer.grpo import load_prompts
+    from trainer.model import load_tokenizer
+    from trainer.shared.errors import BadInput
+
+    rows = _rows(3) + [{"messages": [{"role": "user", "content": "a " * 200}], "answer": "a"}]
+    train = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    spec = SimpleNamespace(
+        data=SimpleNamespace(
+            train_url=None, train_path=str(train), eval_url=None, eval_path=None, eval_fraction=0.0
+        ),
+        training=SimpleNamespace(max_length=96, seed=0),
+        grading=SimpleNamespace(max_completion_length=32),
+    )
+    tok = load_tokenizer(tiny_model)
+    kept, _, facts = load_prompts(spec, tok, tmp_path)
+    assert len(kept) == 3 and facts["train"]["dropped_long_prompts"] == [4]
+    spec.grading.max_completion_length = 95
+    with pytest.raises(BadInput, match="leaves room for a completion"):
+        load_prompts(spec, tok, tmp_path)
