@@ -131,7 +131,9 @@ def lifecycle(
 
 def main(argv: list[str] | None = None) -> int:
     from trainer.logs import configure_logging
+    from trainer.torchrun import die_with_parent
 
+    die_with_parent()
     args = sys.argv[1:] if argv is None else argv
     run_dir = Path(args[0])
     configure_logging()

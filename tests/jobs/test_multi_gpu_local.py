@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from core import jobs
+from core.users import LOCAL_ACTOR
+from tests.jobs.conftest import wait_until
 from tests.jobs.stack import Stack, assert_whole_history, make_stack
 
 pytestmark = pytest.mark.slow
@@ -35,3 +37,31 @@ def test_a_two_gpu_job_on_the_local_endpoint_reports_once_and_costs_double(stack
     one_gpu = jobs.pricing_for(stack.settings).rate_per_s
     assert job.rate_per_s == pytest.approx(2 * one_gpu)
     assert job.cost_usd and job.cost_usd > 0
+
+
+def _rank_processes(job_id: str) -> list[int]:
+    """Live processes of the job's ranks or its torchrun (their command lines name it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().split(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if f"brightrun-{job_id}-gpus-".encode() in cmd and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_cancelling_a_two_gpu_job_leaves_no_process_behind(stack: Stack) -> None:
+    job = stack.submit(gpus=2, training={**stack.training, "max_steps": 400})
+    wait_until(
+        lambda: any(e.type == "metrics" for e in stack.events(stack.sync(job.id).id)),
+        timeout_s=180,
+        what="the job's first step",
+    )
+    assert len(_rank_processes(job.id)) >= 3  # torchrun and its two ranks
+    jobs.cancel(LOCAL_ACTOR, stack.settings, job.id)
+    job = stack.wait_end(job.id, timeout_s=60)
+    assert job.status == "CANCELLED"
+    wait_until(lambda: not _rank_processes(job.id), timeout_s=20, what="the ranks to end")
