@@ -414,3 +414,45 @@ def preference_curves(series: PreferenceLike) -> go.Figure:
         height=360, title="Preference", legend=dict(orientation="h", y=-0.2), **_LAYOUT
     )
     return fig
+
+
+class MethodLike(Protocol):
+    step: list[int]
+    groups: dict[str, dict[str, list[float | None]]]
+
+
+_METHOD_TITLES = {
+    "reward": "Reward (mean, and per grader)",
+    "completion": "Completion length (tokens)",
+    "kl": "KL to the reference",
+    "clip": "Clipped share of tokens",
+}
+
+
+def method_curves(series: MethodLike) -> go.Figure:
+    """A job's method metrics over steps (`core.queries.MethodSeries`: KTO's KL and rewards,
+    GRPO's rewards per grader, completion length, KL, clip ratio), one panel per metric."""
+    names = list(series.groups)
+    fig = make_subplots(
+        rows=len(names),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=[_METHOD_TITLES.get(n.split("_")[0], n.replace("_", " ")) for n in names],
+    )
+    for row, name in enumerate(names, start=1):
+        for k, (key, values) in enumerate(series.groups[name].items()):
+            fig.add_trace(
+                go.Scatter(
+                    x=series.step,
+                    y=values,
+                    name=key.replace("_", " "),
+                    mode="lines",
+                    line=dict(color=ACCENT if k == 0 else None),
+                    connectgaps=True,
+                ),
+                row,
+                1,
+            )
+    fig.update_layout(height=180 * len(names) + 60, margin=dict(l=10, r=10, t=40, b=10))
+    return fig

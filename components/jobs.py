@@ -192,7 +192,10 @@ def live(job_id: str, shown_status: str) -> None:
                 )
             with session.db() as s:
                 pref = queries.preference_series(actor, s, job_id)
-            if not pref.empty:
+                own = queries.method_series(actor, s, job_id)
+            if not own.empty:  # KTO, GRPO: the metrics the methods' table names
+                st.plotly_chart(charts.method_curves(own), key="jobs.method_chart")
+            elif not pref.empty:
                 st.plotly_chart(charts.preference_curves(pref), key="jobs.preference_chart")
         checkpoints(actor, job.id)
         with st.expander(f"Event log ({len(log)} newest)"):

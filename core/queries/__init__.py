@@ -45,6 +45,7 @@ from core.queries.jobs import (
     job_page,
     live_cost_usd,
 )
+from core.queries.method_metrics import MethodSeries, method_series
 from core.queries.preference import PreferenceSeries, preference_series
 from core.queries.probes import PartHealth, health
 from core.queries.spend import (
@@ -84,6 +85,8 @@ __all__ = [
     "MetricSeries",
     "PreferenceSeries",
     "preference_series",
+    "method_series",
+    "MethodSeries",
     "Overview",
     "PartHealth",
     "RunCurves",
