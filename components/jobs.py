@@ -190,18 +190,24 @@ def live(job_id: str, shown_status: str) -> None:
                 st.caption(
                     f"{series.points:,} logged steps drawn as {len(series.step)} bucket means."
                 )
-            with session.db() as s:
-                pref = queries.preference_series(actor, s, job_id)
-                own = queries.method_series(actor, s, job_id)
-            if not own.empty:  # KTO, GRPO: the metrics the methods' table names
-                st.plotly_chart(charts.method_curves(own), key="jobs.method_chart")
-            elif not pref.empty:
-                st.plotly_chart(charts.preference_curves(pref), key="jobs.preference_chart")
+            method_charts(actor, job_id)
         checkpoints(actor, job.id)
         with st.expander(f"Event log ({len(log)} newest)"):
             event_log(log)
 
     _live()
+
+
+def method_charts(actor: Actor, job_id: str) -> None:
+    """The job's method metrics: KTO's and GRPO's as the methods' table names them, else
+    DPO's and ORPO's preference curves (nothing for SFT)."""
+    with session.db() as s:
+        pref = queries.preference_series(actor, s, job_id)
+        own = queries.method_series(actor, s, job_id)
+    if not own.empty:
+        st.plotly_chart(charts.method_curves(own), key="jobs.method_chart")
+    elif not pref.empty:
+        st.plotly_chart(charts.preference_curves(pref), key="jobs.preference_chart")
 
 
 def cold_start(actor: Actor, settings: Settings, job: queries.JobView) -> None:
