@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from components.widgets import plain
 from core import db, jobs
 from core.db import repo
 from core.settings import Settings, load_settings
@@ -95,7 +96,7 @@ def test_detail_of_a_long_job_draws_downsampled_curves(settings: Settings, open_
     assert "Page 1 of 1 · 1 job(s)" in text_of(at)
     at.selectbox(key="jobs.open").select(job).run()
     assert at.query_params["job"] == job  # a link to this page opens the same job
-    assert [h.value for h in at.subheader] == ["support-bot"]
+    assert [h.value for h in at.subheader] == [plain("support-bot")]  # markdown, escaped
 
 
 def test_live_detail_syncs_until_the_job_ends(settings: Settings, endpoint, open_page) -> None:
