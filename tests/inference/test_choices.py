@@ -59,15 +59,17 @@ def test_each_user_sees_only_their_own_adapters(server: Server, alice_versions) 
     with InferenceClient(settings) as client, db.session_scope(settings) as s:
         alice = model_choices(ALICE, s, settings, client)
         bob = model_choices(BOB, s, settings, client)
+    # Members see the served base by its folder's name, never the server's path.
+    base = Path(server.base).name
     assert [c.label for c in alice] == [
-        f"{server.base} (base)",
+        f"{base} (base)",
         "support-bot v1",
         "support-bot step 10",
     ]
     assert [c.served_name for c in alice] == [server.base, final.name, f"ckpt-{ck_id}"]
     assert [c.path for c in alice] == [None, str(final), str(ckpt)]
     # Bob sees the base only: not Alice's versions, not the folders on the shared volume.
-    assert [c.label for c in bob] == [f"{server.base} (base)"]
+    assert [c.label for c in bob] == [f"{base} (base)"]
     with pytest.raises(NotFound):
         find_choice(bob, "support-bot")
 
