@@ -4,7 +4,7 @@ export, the Hub, continued training and merges.
     brightrun adapters list | versions NAME | show REF
     brightrun adapters promote REF | delete NAME|REF --yes
     brightrun adapters eval REF [--judge] | continue REF [--dataset ID] [--epochs N] ...
-    brightrun adapters export REF [--out FILE] | push REF --repo ORG/NAME [--public]
+    brightrun adapters export REF [--out FILE] | push REF --repo ORG/NAME [--public] [--own-token]
     brightrun adapters merge REF [--dtype bfloat16] [--hub-repo ORG/NAME] [--plan-only]
     brightrun cache-model MODEL [--quantized-copy]
 
@@ -323,13 +323,24 @@ def push(
     ref: str = typer.Argument(..., help="version: id, NAME, NAME:v2"),
     repo_id: str = typer.Option(..., "--repo", help="Hub model repo, e.g. your-name/support-bot"),
     public: bool = typer.Option(False, "--public", help="create the repo public (default private)"),
+    own_token: bool = typer.Option(
+        False,
+        "--own-token",
+        help="push with your own Hugging Face token (HF_USER_TOKEN, else asked for, hidden) "
+        "instead of the deployment's HF_TOKEN",
+    ),
+    user_token: str = typer.Option("", envvar="HF_USER_TOKEN", hidden=True),
 ) -> None:
-    """Push a version (adapter folder and model card) to the Hugging Face Hub with HF_TOKEN."""
+    """Push a version (adapter folder and model card) to the Hugging Face Hub: with the
+    deployment's HF_TOKEN into the namespaces an admin allowed you, or with your own token."""
     from core import export as ex
 
     settings, actor = _ctx()
+    token = None
+    if own_token:  # handed to the Hub client only, never stored or printed
+        token = user_token or typer.prompt("Your Hugging Face token", hide_input=True)
     try:
-        pushed = ex.push_to_hub(actor, settings, ref, repo_id, private=not public)
+        pushed = ex.push_to_hub(actor, settings, ref, repo_id, private=not public, token=token)
     except _errors() as e:
         _fail(e)
     typer.echo(f"pushed {len(pushed.files)} files to {pushed.url}")

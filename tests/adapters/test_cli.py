@@ -114,3 +114,29 @@ def test_adapters_commands(settings: Settings, tiny_adapter: Path, tmp_path: Pat
 
     r = run(app, ["cache-model", "org/some-model", "--status"])
     assert r.exit_code == 0 and r.output.strip() == "not cached"
+
+
+def test_push_with_your_own_token_sends_that_token_only_to_the_hub(
+    settings: Settings, tiny_adapter: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import huggingface_hub.constants
+
+    from tests.adapters.hub_fake import HubFake
+
+    _seed(settings, tiny_adapter, tmp_path)
+    hub = HubFake().start()
+    try:
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # loopback only
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_deployment_token")
+        own = "hf_own_token_cli_5e1"
+        r = CliRunner().invoke(
+            app,
+            ["adapters", "push", "bot:v1", "--repo", "someone/bot", "--own-token"],
+            env={"HF_USER_TOKEN": own},
+        )
+        assert r.exit_code == 0, r.output
+        assert "files to" in r.output and "someone/bot" in r.output and own not in r.output
+        assert hub.requests and all(q.authorization == f"Bearer {own}" for q in hub.requests)
+    finally:
+        hub.close()
