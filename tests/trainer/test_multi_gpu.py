@@ -188,5 +188,6 @@ def test_a_rank_that_hangs_fails_the_job_after_the_collective_timeout(
     final = seen[-1]
     assert final["type"] == "failed", final
     assert final["data"]["rank"] == 1, final
-    assert time.monotonic() - stopped_at < timeout + 60  # the timeout, torchrun's grace to stop
+    assert "timed out waiting for it" in final["data"]["message"]
+    assert time.monotonic() - stopped_at < timeout + 30  # the timeout, then 5 s of grace
     assert _rank_pids("hung") == {}
