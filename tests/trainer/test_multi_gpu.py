@@ -5,7 +5,8 @@ batch (loss curve within 1e-4 relative, LoRA weights within 1e-3 absolute: float
 another order, amplified by Adam); a job stopped mid-run resumes from its sharded
 checkpoint to the same adapter as an uninterrupted run, and a different GPU count is
 refused with the reason; a rank killed mid-step ends the job FAILED naming it, well within
-the collective timeout, with no process left. Events come once, from rank 0.
+the collective timeout, with no process left, and one that hangs after it; QLoRA (the
+4-bit base replicated) trains what one process trains. Events come once, from rank 0.
 """
 
 from __future__ import annotations
@@ -191,3 +192,23 @@ def test_a_rank_that_hangs_fails_the_job_after_the_collective_timeout(
     assert "timed out waiting for it" in final["data"]["message"]
     assert time.monotonic() - stopped_at < timeout + 30  # the timeout, then 5 s of grace
     assert _rank_pids("hung") == {}
+
+
+def test_qlora_on_two_processes_replicates_the_4bit_base_and_matches_one(
+    tiny_model: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    """FSDP2 cannot shard bitsandbytes' packed 4-bit weights (their quantisation state is
+    lost: "quant_state is required"), so a QLoRA job replicates the base (`ddp`) and shards
+    only the LoRA weights and optimizer state; it trains what one process trains."""
+    runs = {}
+    for gpus in (1, 2):
+        spec = _spec(tiny_model, toy_data, tmp_path / f"out{gpus}", gpus, job_id=f"q{gpus}")
+        spec["quantization"] = "nf4"
+        spec.pop("sharding", None)  # auto
+        runs[gpus] = run(spec, _env(tmp_path / f"w{gpus}"))
+        assert runs[gpus][-1]["type"] == "completed", runs[gpus][-1]
+    started = next(e for e in runs[2] if e["type"] == "started")
+    assert started["data"]["model"]["sharding"] == "ddp"
+    assert "bitsandbytes" in started["data"]["model"]["sharding_reason"]
+    assert _losses(runs[2]) == pytest.approx(_losses(runs[1]), rel=LOSS_RTOL)
+    _assert_same_adapter(tmp_path / "out1", tmp_path / "out2")
