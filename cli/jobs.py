@@ -24,7 +24,9 @@ METHOD_HELP = "; ".join(f"{m}: {i.help}" for m, i in METHODS.items() if i.trains
 
 def setting_help(name: str) -> str:
     """A method setting's help for its option, with the methods that read it and its default."""
-    users = "/".join(m.upper() for m, i in METHODS.items() if name in i.settings)
+    users = "/".join(
+        m.upper() for m, i in METHODS.items() if name in i.settings + i.grading_settings
+    )
     s = SETTINGS[name]
     return f"{users}: {s.help} (default {s.default})"
 
@@ -217,10 +219,10 @@ def train(
         None, "--graders", help="GRPO: a JSON file of graders (one, or a list; OpenAI's format)"
     ),
     generations: int | None = typer.Option(
-        None, "--num-generations", help="GRPO: completions sampled per prompt (default 4)"
+        None, "--num-generations", help=setting_help("num_generations")
     ),
     completion_length: int | None = typer.Option(
-        None, "--max-completion-length", help="GRPO: new tokens per completion (default 64)"
+        None, "--max-completion-length", help=setting_help("max_completion_length")
     ),
 ) -> None:
     """Launch a LoRA/QLoRA training job on the GPU endpoint. Settings left out take the

@@ -99,7 +99,8 @@ def method_choice(layout: str) -> tuple[str, dict[str, Any] | None]:
     page with the reason."""
     options = list(methods_for(layout))
     if not options:
-        w.show_error(f"This dataset cannot be trained: {untrainable_reason(layout)}.", stop=True)
+        st.error(f"This dataset cannot be trained: {untrainable_reason(layout)}.")
+        st.stop()
     if st.session_state.get("train.method") not in options:
         st.session_state["train.method"] = options[0]
         _apply_method()
@@ -134,7 +135,8 @@ EXAMPLE_GRADERS = [
 def grpo_choice(method: str) -> dict[str, Any] | None:
     """GRPO's settings (`trainer.shared.grpo_spec`) when `method` samples completions: the
     graders as OpenAI's grader JSON (a list; checked here, each error shown with its field),
-    completions per prompt and their length. None for other methods."""
+    and the table's grading settings (completions per prompt, their length, temperature,
+    clip epsilon, KL weight). None for other methods."""
     if not methods.info(method).generates:
         return None
     from trainer.shared.graders import BadGrader, parse
@@ -155,21 +157,30 @@ def grpo_choice(method: str) -> dict[str, Any] | None:
             parse(g, f"graders[{k}]")
     except (json.JSONDecodeError, BadGrader) as e:
         w.show_error(f"The graders cannot be used: {e}", stop=True)
-    c = st.columns(2)
-    n = c[0].number_input("Completions per prompt", 2, 64, value=4, key="train.num_generations")
-    length = c[1].number_input(
-        "Max completion tokens", 1, 32768, value=64, key="train.max_completion_length"
-    )
-    return {"graders": graders, "num_generations": int(n), "max_completion_length": int(length)}
+    names = methods.info(method).grading_settings
+    c = st.columns(len(names))
+    values = {n: _setting_input(c[k], methods.SETTINGS[n]) for k, n in enumerate(names)}
+    return {"graders": graders, **values}
 
 
 def _setting_input(where: Any, s: methods.Setting) -> Any:
     """One method setting's widget, at its default and within its bounds (the table's)."""
     if s.choices:
         return where.selectbox(s.label, s.choices, key=f"train.{s.name}", help=s.help)
+    if s.integer:
+        return where.number_input(
+            s.label,
+            min_value=int(s.gt) + 1 if s.gt is not None else None,
+            max_value=None if s.le is None else int(s.le),
+            value=int(s.default),
+            step=int(s.step),
+            key=f"train.{s.name}",
+            help=s.help,
+        )
+    low = s.ge if s.ge is not None else 0.01 if s.gt is not None else None
     return where.number_input(
         s.label,
-        min_value=0.01 if s.gt is not None else None,
+        min_value=None if low is None else float(low),
         max_value=None if s.le is None else float(s.le),
         value=float(s.default),
         step=s.step,

@@ -192,7 +192,7 @@ class Objective:
         self.settings = GrpoSettings(
             loss_type=s.loss_type,
             epsilon=s.epsilon,
-            beta=s.beta,
+            beta=s.kl_beta,
             max_completion_length=s.max_completion_length,
             scale_rewards=s.scale_rewards,
         )
@@ -292,7 +292,7 @@ class Objective:
             rewards=rewards,
             n_completions=len(seqs),
         )
-        if self.s.beta > 0:
+        if self.s.kl_beta > 0:
             import contextlib
 
             off = contextlib.nullcontext() if self.has_parent else self.lm.model.disable_adapter()

@@ -11,6 +11,7 @@ from core.clients.storage import make_blob_store
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.ui.conftest import text_of
+from trainer.shared import methods
 
 
 def _prompts(settings: Settings) -> None:
@@ -34,7 +35,8 @@ def test_a_prompts_dataset_trains_with_grpo_and_its_graders(settings: Settings, 
     (graders,) = [t for t in at.text_area if t.key == "train.graders"]
     assert json.loads(graders.value)[0]["reference"] == "{{item.answer}}"
     inputs = {n.key: n.value for n in at.number_input}
-    assert inputs["train.num_generations"] == 4 and inputs["train.max_completion_length"] == 64
+    for name in methods.info("grpo").grading_settings:  # the table's defaults
+        assert inputs[f"train.{name}"] == methods.SETTINGS[name].default
     assert "cannot be used" not in text_of(at)
 
     graders.set_value(json.dumps([{"type": "string_check", "input": "x", "reference": "y"}]))

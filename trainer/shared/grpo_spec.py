@@ -4,8 +4,9 @@
 parsed here, so a broken one is refused before the job starts); a completion's reward is
 the sum of their scores, each also reported on its own. `num_generations` completions are
 sampled per prompt (at `temperature`, at most `max_completion_length` new tokens); the
-loss is `trainer.grpo_loss`'s (`loss_type`, `epsilon`, `beta` for the KL to the
-reference: the base, or the parent version). A python grader gets `python_wall_s`
+loss is `trainer.grpo_loss`'s (`loss_type`, `epsilon`, `kl_beta` for the KL to the
+reference: the base, or the parent version). The numbers' defaults and bounds are the
+methods' table's (`trainer.shared.methods.SETTINGS`, the grpo row's `grading_settings`). A python grader gets `python_wall_s`
 seconds and `python_cpu_s` CPU seconds per sample. Torch-free.
 """
 
@@ -16,19 +17,25 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trainer.shared.graders import parse
-from trainer.shared.methods import GrpoLoss
+from trainer.shared.methods import SETTINGS, GrpoLoss
+
+
+def _setting(name: str) -> Any:
+    """A GRPO setting's field: default and bounds from the methods' table."""
+    s = SETTINGS[name]
+    return Field(s.default, gt=s.gt, ge=s.ge, le=s.le, description=s.help)
 
 
 class GrpoSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     graders: list[dict[str, Any]] = Field(min_length=1)
-    num_generations: int = Field(4, ge=2, le=64)
-    max_completion_length: int = Field(64, ge=1, le=32768)
-    temperature: float = Field(1.0, gt=0, le=5)
+    num_generations: int = _setting("num_generations")
+    max_completion_length: int = _setting("max_completion_length")
+    temperature: float = _setting("temperature")
     loss_type: GrpoLoss = "dapo"
-    epsilon: float = Field(0.2, gt=0, lt=1)
-    beta: float = Field(0.0, ge=0, le=10)
+    epsilon: float = _setting("epsilon")
+    kl_beta: float = _setting("kl_beta")
     scale_rewards: Literal["group", "batch", "none"] = "group"
     python_wall_s: float = Field(5.0, gt=0, le=120)
     python_cpu_s: int = Field(5, ge=1, le=120)

@@ -49,8 +49,9 @@ PROMPTS_LAYOUT = "prompts"  # prompts with grader fields (reinforcement fine-tun
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting of a method: its default and bounds (`gt` < value <= `le`), or its
-    `choices`; `label` and `help` as the Train page and the command line show them."""
+    """One setting of a method: its default and bounds (`gt` < value <= `le`; `ge` <=
+    value where 0 is allowed), or its `choices`; `label` and `help` as the Train page and
+    the command line show them; `integer` for a count."""
 
     name: str
     default: float | str
@@ -60,6 +61,8 @@ class Setting:
     le: float | None = None
     choices: tuple[str, ...] = ()
     step: float = 0.05
+    ge: float | None = None
+    integer: bool = False
 
 
 SETTINGS: dict[str, Setting] = {
@@ -104,6 +107,52 @@ SETTINGS: dict[str, Setting] = {
             gt=0,
             le=10,
         ),
+        Setting(
+            "num_generations",
+            4,
+            "Completions per prompt",
+            "answers sampled and graded per prompt; their rewards are compared within it",
+            gt=1,
+            le=64,
+            step=1,
+            integer=True,
+        ),
+        Setting(
+            "max_completion_length",
+            64,
+            "Max completion tokens",
+            "new tokens per sampled answer",
+            gt=0,
+            le=32768,
+            step=16,
+            integer=True,
+        ),
+        Setting(
+            "temperature",
+            1.0,
+            "Temperature",
+            "sampling temperature of the answers (higher: more varied)",
+            gt=0,
+            le=5,
+        ),
+        Setting(
+            "epsilon",
+            0.2,
+            "Clip epsilon",
+            "how far one update may move an answer's probability ratio from 1",
+            gt=0,
+            le=0.99,
+        ),
+        Setting(
+            "kl_beta",
+            0.0,
+            "KL weight",
+            "weight of the KL to the reference (the base, or the parent); 0: none, no "
+            "reference pass",
+            ge=0,
+            le=10,
+            step=0.01,
+        ),
     )
 }
 
@@ -128,6 +177,7 @@ class MethodInfo:
     trains: bool = True
     not_trained: str = ""
     job_evaluation: str = ""  # with evaluation "job": what the job's eval metrics say
+    grading_settings: tuple[str, ...] = ()  # names in SETTINGS, in `JobSpec.grading`
 
 
 _PAIR_METRICS = (
@@ -221,6 +271,13 @@ METHODS: dict[Method, MethodInfo] = {
             evaluation="job",
             job_evaluation="its job's eval prompts: the graders' mean reward (eval_reward, "
             "and per grader)",
+            grading_settings=(
+                "num_generations",
+                "max_completion_length",
+                "temperature",
+                "epsilon",
+                "kl_beta",
+            ),
         ),
     )
 }
