@@ -18,13 +18,13 @@ tokens, ending at the end-of-turn token); each completion is decoded, scored by 
 grader (`trainer.shared.graders`; python graders in `trainer.sandbox`), its reward is the
 sum of their scores, and the advantages are normalised within each prompt's group
 (`trainer.grpo_loss.advantages`). The reference log-probabilities (the adapter disabled,
-or the parent's weights) are computed there too when `beta` > 0. The completions become
+or the parent's weights) are computed there too when `kl_beta` > 0. The completions become
 packed sequences (the prompt carries no loss), so the step's loss is
 `trainer.grpo_loss.policy_loss` on their tokens (one update per generation: the sampling
 log-probabilities are the current ones).
 
 Metrics (`take_metrics`): `reward` (mean), `reward_<grader>` for each grader,
-`completion_length` (mean tokens), `clip_ratio`, `kl` (beta > 0) and `grader_failures`;
+`completion_length` (mean tokens), `clip_ratio`, `kl` (kl_beta > 0) and `grader_failures`;
 on evaluation, the same over the eval prompts prefixed `eval_`, and the eval "loss" is
 minus the mean reward. A grader failing on most samples stops the job (`BadInput`).
 """
@@ -130,7 +130,7 @@ def _fitting(
 class GrpoBatch(D.Batch):
     completion_mask: Any = None  # [completions, longest completion] bool
     advantages: Any = None  # [completions]
-    ref: Any = None  # [completions, longest] reference log-probs (beta > 0)
+    ref: Any = None  # [completions, longest] reference log-probs (kl_beta > 0)
     rewards: Any = None  # [completions, graders]
     n_completions: int = 0
 
