@@ -19,7 +19,7 @@ grader (`trainer.shared.graders`; python graders in `trainer.sandbox`), its rewa
 sum of their scores, and the advantages are normalised within each prompt's group
 (`trainer.grpo_loss.advantages`). The reference log-probabilities (the adapter disabled,
 or the parent's weights) are computed there too when `kl_beta` > 0. The completions become
-packed sequences (the prompt carries no loss), so the step's loss is
+padded sequences, one per completion (the prompt carries no loss), so the step's loss is
 `trainer.grpo_loss.policy_loss` on their tokens (one update per generation: the sampling
 log-probabilities are the current ones).
 
