@@ -99,8 +99,7 @@ def method_choice(layout: str) -> tuple[str, dict[str, Any] | None]:
     page with the reason."""
     options = list(methods_for(layout))
     if not options:
-        st.error(f"This dataset cannot be trained: {untrainable_reason(layout)}.")
-        st.stop()
+        w.show_error(f"This dataset cannot be trained: {untrainable_reason(layout)}.", stop=True)
     if st.session_state.get("train.method") not in options:
         st.session_state["train.method"] = options[0]
         _apply_method()
