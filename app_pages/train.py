@@ -40,6 +40,8 @@ with left:
     layout = next((d.layout for d in items if d.id == dataset_id), "") or ""
     method, preference = ui.method_choice(layout)
     grpo = ui.grpo_choice(method)
+    if grpo is not None:
+        train_options.grader_trial(actor, settings, dataset_id, grpo["graders"])
     lora, training, quantization, eval_fraction = ui.settings_form()
     lora = {**lora, **train_options.lora_targets(model, settings.data_dir / "models")}
     gpu = train_options.gpu_type(settings)

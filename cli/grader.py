@@ -29,26 +29,24 @@ def test_grader(
 ) -> None:
     """Grade sample answers on the first rows of a dataset and print each score."""
     from cli.dataset import _with_dataset
-    from core import datasets
-    from trainer.shared import graders as G
+    from core.errors import InvalidInput
+    from core.grader_trial import parse_graders, try_graders
 
     try:
-        grader = G.parse(file.read_text(encoding="utf-8"), file.name)
-    except (OSError, G.BadGrader) as e:
-        typer.echo(f"error: {e}", err=True)
+        graders = json.loads(file.read_text(encoding="utf-8"))
+        parse_graders(graders)
+    except (OSError, json.JSONDecodeError, InvalidInput) as e:
+        typer.echo(f"error: {file.name}: {e}", err=True)
         raise typer.Exit(2) from None
     if not answers and not answer_field:
         typer.echo("error: give --answer TEXT (repeatable) or --answer-field NAME", err=True)
         raise typer.Exit(2)
-    items = _with_dataset(
-        dataset, lambda a, s, st: datasets.preview_rows(a, s, st, dataset, rows, "train", 100_000)
+    trials = _with_dataset(
+        dataset,
+        lambda a, s, st: try_graders(
+            a, s, st, dataset, graders, list(answers), answer_field=answer_field, rows=rows
+        ),
     )
-    for k, item in enumerate(items, start=1):
-        tried = list(answers)
-        if answer_field:
-            value = item.get(answer_field)
-            tried.append(value if isinstance(value, str) else json.dumps(value))
-        for answer in tried:
-            score = G.grade(grader, G.make_sample(answer), item, G.Runners())
-            line = f"row {k}  answer {answer[:40]!r}  score {score.value:.4g}"
-            typer.echo(line + (f"  failed: {score.error}" if score.error else ""))
+    for t in trials:
+        line = f"row {t.row}  answer {t.answer[:40]!r}  score {t.score:.4g}"
+        typer.echo(line + (f"  failed: {t.error}" if t.error else ""))

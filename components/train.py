@@ -17,6 +17,7 @@ from components import widgets as w
 from core import jobs, planner
 from core.actions import CacheState
 from core.datasets.methods import methods_for, untrainable_reason
+from core.errors import BrightRunError
 from trainer.shared import methods
 
 _LORA_KEYS = {"r": "train.lora_r", "alpha": "train.lora_alpha", "dropout": "train.lora_dropout"}
@@ -138,7 +139,7 @@ def grpo_choice(method: str) -> dict[str, Any] | None:
     clip epsilon, KL weight). None for other methods."""
     if not methods.info(method).generates:
         return None
-    from trainer.shared.graders import BadGrader, parse
+    from core.grader_trial import parse_graders
 
     text = st.text_area(
         "Graders (JSON list)",
@@ -146,15 +147,14 @@ def grpo_choice(method: str) -> dict[str, Any] | None:
         height=220,
         key="train.graders",
         help="OpenAI's grader format: string_check, text_similarity, python, score_model, "
-        "multi; {{item.field}} reads the row, {{sample.output_text}} the answer. Try one "
-        "with `brightrun grader test FILE --dataset ID`.",
+        "multi; {{item.field}} reads the row, {{sample.output_text}} the answer. Try them "
+        "below, or with `brightrun grader test FILE --dataset ID`.",
     )
     try:
         graders = json.loads(text)
         graders = graders if isinstance(graders, list) else [graders]
-        for k, g in enumerate(graders):
-            parse(g, f"graders[{k}]")
-    except (json.JSONDecodeError, BadGrader) as e:
+        parse_graders(graders)
+    except (json.JSONDecodeError, BrightRunError) as e:
         w.show_error(f"The graders cannot be used: {e}", stop=True)
     names = methods.info(method).grading_settings
     c = st.columns(len(names))

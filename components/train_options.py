@@ -118,3 +118,48 @@ def cache_button(model: str, actor: Any, settings: Settings) -> str | None:
     except BrightRunError as e:
         w.show_error(e)
         return None
+
+
+def grader_trial(actor: Any, settings: Settings, dataset_id: str, graders: list[Any]) -> None:
+    """Try the graders on the dataset's first rows with sample answers (one per line), before
+    paying for a GPU: each score and any error (`core.grader_trial`)."""
+    from core.clients.storage import make_blob_store
+    from core.db import session_scope
+    from core.errors import BrightRunError
+    from core.grader_trial import try_graders
+
+    with st.expander("Try the graders on a few rows"):
+        text = st.text_area("Sample answers, one per line", key="train.grader_answers", height=90)
+        field = st.text_input(
+            "Or grade this row field as the answer (e.g. the reference)", key="train.grader_field"
+        )
+        if not st.button("Try", key="train.try_graders"):
+            return
+        answers = [a for a in text.splitlines() if a.strip()]
+        try:
+            with session_scope(settings) as s:
+                trials = try_graders(
+                    actor,
+                    s,
+                    make_blob_store(settings),
+                    dataset_id,
+                    graders,
+                    answers,
+                    answer_field=field.strip(),
+                )
+        except BrightRunError as e:
+            w.show_error(e)
+            return
+        st.dataframe(
+            [
+                {
+                    "row": t.row,
+                    "answer": t.answer[:80],
+                    "score": round(t.score, 4),
+                    "error": t.error or "",
+                }
+                for t in trials
+            ],
+            hide_index=True,
+            width="stretch",
+        )

@@ -32,6 +32,7 @@ CAPABILITIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "delete a dataset": (("datasets.delete",), ("dataset delete",)),
     "plan a job (memory, fit per GPU, time, cost)": (("view:train",), ("plan",)),
     "launch a training job": (("train.launch",), ("train",)),
+    "try GRPO graders on a dataset's rows": (("train.try_graders",), ("grader test",)),
     "cache a base model on the volume": (("train.cache_model",), ("cache-model",)),
     "job history and one job's detail and events": (
         ("view:jobs",),

@@ -42,3 +42,19 @@ def test_a_prompts_dataset_trains_with_grpo_and_its_graders(settings: Settings, 
     graders.set_value(json.dumps([{"type": "string_check", "input": "x", "reference": "y"}]))
     at.run()
     assert "The graders cannot be used" in text_of(at) and "operation" in text_of(at)
+
+
+def test_the_graders_are_tried_on_rows_before_launch(settings: Settings, open_page) -> None:
+    _prompts(settings)
+    at = open_page("train")
+    at.text_area(key="train.grader_answers").input("4\nfour").run()
+    at.text_input(key="train.grader_field").input("answer").run()
+    at.button(key="train.try_graders").click().run()
+    assert not at.exception and not at.error
+    (table,) = at.dataframe
+    rows = table.value.to_dict("records")
+    # three rows, each with the two answers and its own reference as the answer
+    assert [(r["row"], r["answer"]) for r in rows][:3] == [(1, "4"), (1, "four"), (1, "0")]
+    by = {(r["row"], r["answer"]): r["score"] for r in rows}
+    assert by[(3, "4")] == 1.0 and by[(3, "four")] == 0.0  # 2 + 2 is 4
+    assert all(by[(k, str(2 * (k - 1)))] == 1.0 for k in (1, 2, 3))  # the reference scores 1
