@@ -44,7 +44,8 @@ from trainer.checkpoint import Checkpoints
 from trainer.env import WorkerEnv
 from trainer.output import EventLog
 from trainer.rank import EVENTS_STREAM, outcome_file
-from trainer.report import upload_event_log
+from trainer.report import failure_data, upload_event_log
+from trainer.shared.errors import BadInput
 from trainer.shared.spec import Event, JobSpec
 
 log = logging.getLogger("brightrun.trainer")
@@ -74,6 +75,13 @@ def torchrun_command(run_dir: Path, gpus: int) -> list[str]:
 def run_multi(spec: JobSpec, env: WorkerEnv, t0: float) -> Iterator[Event]:
     """Run `spec` on `spec.gpus` processes; yields its events (see the module docstring)."""
     assert spec.output is not None
+    short = gpu_shortage(spec)
+    if short is not None:  # the job's one failed event, its log uploaded
+        elog = EventLog(Checkpoints(env.checkpoint_dir / spec.job_id).events, spec.first_seq)
+        final = elog.emit("failed", {**failure_data(short, spec), "gpus": spec.gpus})
+        upload_event_log(elog, final, spec.job_id, spec.output.upload_urls)
+        yield final
+        return
     run_dir = Path(tempfile.mkdtemp(prefix=f"brightrun-{spec.job_id}-gpus-"))
     (run_dir / "spec.json").write_text(spec.model_dump_json(), encoding="utf-8")
     logged = run_dir / "torchrun.log"
@@ -120,6 +128,23 @@ class Reaper:
                 if _read(outcome_file(self.run_dir, r)) is None:
                     (self.run_dir / f"reaped-{r}").touch()
                     _kill_rank(self.run_dir, r)
+
+
+def gpu_shortage(spec: JobSpec) -> BadInput | None:
+    """Why this worker cannot run the job on its GPUs (fewer than asked for), or None. A
+    job on the CPU (no CUDA, or `device: cpu`) runs its processes there."""
+    import torch
+
+    if spec.device == "cpu" or not torch.cuda.is_available():
+        return None
+    have = torch.cuda.device_count()
+    if have >= spec.gpus:
+        return None
+    return BadInput(
+        f"the job asks for {spec.gpus} GPUs and this worker has {have}",
+        f"send it to the endpoint whose workers have {spec.gpus} GPUs (`brightrun deploy "
+        f"--gpu-count {spec.gpus}`), or set gpus to {have}",
+    )
 
 
 def _follow(

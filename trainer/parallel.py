@@ -68,14 +68,17 @@ class Group:
         return {"gpus": self.world, "sharding": self.strategy, "sharding_reason": self.reason}
 
 
-def init_group(timeout_s: float, environ: Mapping[str, str] | None = None) -> Group:
-    """This process's group from torchrun's environment (see the module docstring)."""
+def init_group(
+    timeout_s: float, environ: Mapping[str, str] | None = None, *, cpu: bool = False
+) -> Group:
+    """This process's group from torchrun's environment (see the module docstring); `cpu`:
+    gloo on the CPU even where CUDA is available (a spec's `device: cpu`)."""
     import torch
     import torch.distributed as dist
 
     env = os.environ if environ is None else environ
     rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and not cpu
     if cuda:
         torch.cuda.set_device(int(env.get("LOCAL_RANK", "0")))
     dist.init_process_group(

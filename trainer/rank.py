@@ -48,7 +48,7 @@ def run_rank(spec: JobSpec, env: WorkerEnv, run_dir: Path) -> bool:
     from trainer.parallel import close_group, init_group, peer_lost
     from trainer.report import failure_data
 
-    group = init_group(env.collective_timeout_s)
+    group = init_group(env.collective_timeout_s, cpu=spec.device == "cpu")
     (run_dir / f"pid-{group.rank}").write_text(str(os.getpid()))
     stream = (run_dir / EVENTS_STREAM).open("a", encoding="utf-8") if group.main else None
     outcome: dict[str, Any] = {"rank": group.rank}

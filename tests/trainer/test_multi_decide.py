@@ -53,3 +53,21 @@ def test_every_rank_completed_is_rank_zeros_completion(tmp_path: Path) -> None:
     done = {"reason": "finished", "adapter": {}, "summary": {}}
     _write(tmp_path, {0: {"ok": True, "data": done, "ts": 1}, 1: {"ok": True, "ts": 1}}, {})
     assert decide(tmp_path, 2, []) == ("completed", done)
+
+
+def test_a_worker_with_fewer_gpus_than_asked_refuses_the_job(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    import torch
+
+    from tests.trainer.conftest import make_spec, run
+    from trainer.env import WorkerEnv
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    env = WorkerEnv(tmp_path / "m", tmp_path / "c", None, cached_models_dir=tmp_path / "h")
+    spec = make_spec(tmp_path / "model", tmp_path / "rows.jsonl", gpus=4, sharding="fsdp")
+    (final,) = run(spec, env)
+    assert final["type"] == "failed" and final["data"]["kind"] == "bad_input"
+    assert "asks for 4 GPUs and this worker has 1" in final["data"]["message"]
+    assert "--gpu-count 4" in final["data"]["suggestion"]
