@@ -4,7 +4,9 @@ Statistics use the chosen model's tokenizer on up to `token_rows` valid rows (al
 when None), tokenised as the trainer does (`trainer.shared.tokens`): tokens per row
 (min/median/p95/max, histogram), total, the share of tokens that carry loss (the assistant
 turns of chat rows and KTO completions, every token of text rows), chat rows longer than `max_length`
-(`truncated_rows`) and those that would keep no assistant token after truncation, and text
+(`truncated_rows`) and those that would keep no assistant token after truncation (a
+preference pair is measured by its longer sequence, prompt + one answer as the trainer
+renders it, in the histogram and `truncated_rows` alike), and text
 rows longer than `max_length` (`split_rows`: long documents the trainer splits into
 `windows`, none truncated). Text rows need no chat template, so a base model's tokenizer
 measures a text dataset. Reasoning (assistant <think> blocks) is counted apart:
@@ -202,11 +204,14 @@ class TokenStats:
 
         if self.pairs is None:
             self.pairs = PairTokenStats(self.tok, self.max_length)
-        self.pairs.add(row, row_number)
-        n = self.pairs.prompt[-1] + max(self.pairs.chosen[-1], self.pairs.rejected[-1])
+        # one length per pair for the histogram and the truncated share alike: its longer
+        # sequence (prompt + one answer, as the trainer renders and cuts it)
+        n = self.pairs.add(row, row_number)
         self.lengths.append(n)
         self.total += n
         self.loss += self.pairs.chosen[-1] + self.pairs.rejected[-1]
+        if n > self.max_length:
+            self.truncated += 1
 
     def result(self, valid_rows: int) -> dict[str, Any]:
         out = self._result(valid_rows)

@@ -103,3 +103,23 @@ def test_inspect_json_names_preference_layout_and_counts_valid_pairs(tmp_path: P
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["layout"] == "preference_sharegpt" and rep["valid_rows"] == 4
+
+
+def test_truncated_share_of_pairs_agrees_with_their_histogram(tmp_path: Path, tiny) -> None:
+    """A pair's length is its longer sequence (prompt + one answer) in the histogram and in
+    the truncated share alike: bars past the max length are the rows said to be truncated."""
+    from core import queries
+
+    long = "word " * 80
+    rows = [LAYOUT_ROWS["preference"]] * 3 + [
+        {"prompt": "Name a fruit.", "chosen": long + "apple", "rejected": "x"},
+        {"prompt": long, "chosen": "a", "rejected": "b"},
+    ]
+    tokens = inspect_file(write_jsonl(tmp_path / "p.jsonl", rows), tiny, max_length=48)
+    tokens = tokens.to_dict()["tokens"]
+    assert tokens["truncated_rows"] == 2 == tokens["preference"]["pairs_cut"]
+    assert queries.truncated_share(tokens, 48) == pytest.approx(2 / 5)
+    assert tokens["per_row"]["max"] > 48
+    edges, counts = tokens["histogram"]["edges"], tokens["histogram"]["counts"]
+    past = sum(n for lo, n in zip(edges[:-1], counts, strict=True) if lo >= 48)
+    assert past == 2
