@@ -97,7 +97,7 @@ def train(
         progress.best = BestEval()
     evaluated_at = None
     while progress.step < total:
-        if t.time_limit_s is not None and time.monotonic() - attempt.start >= t.time_limit_s:
+        if t.time_limit_s is not None and time_up(run, attempt, t.time_limit_s):
             progress.stop_reason = "time_limit"
             break
         s0 = time.monotonic()
@@ -126,6 +126,13 @@ def train(
         progress.last_eval = evaluate(run)
         evaluated_at = progress.step
     keep_best_weights(run, progress, evaluated_at)
+
+
+def time_up(run: Setup, attempt: Attempt, limit_s: float) -> bool:
+    """Whether this attempt's training time is spent; on several GPUs, whether any rank's
+    is (one decision for all, or a rank would wait in a collective the others left)."""
+    up = time.monotonic() - attempt.start >= limit_s
+    return run.group.any(up) if run.group is not None else up
 
 
 def judge_eval(run: Setup, progress: Progress, eval_loss: float) -> bool:

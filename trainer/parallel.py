@@ -59,6 +59,16 @@ class Group:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out
 
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true on any rank (every rank must ask)."""
+        import torch
+        import torch.distributed as dist
+
+        device = _current_cuda() if self.device_type == "cuda" else torch.device("cpu")
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def barrier(self) -> None:
         import torch.distributed as dist
 

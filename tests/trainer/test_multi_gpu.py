@@ -212,3 +212,16 @@ def test_qlora_on_two_processes_replicates_the_4bit_base_and_matches_one(
     assert "bitsandbytes" in started["data"]["model"]["sharding_reason"]
     assert _losses(runs[2]) == pytest.approx(_losses(runs[1]), rel=LOSS_RTOL)
     _assert_same_adapter(tmp_path / "out1", tmp_path / "out2")
+
+
+def test_the_time_limit_stops_every_rank_at_the_same_step(
+    tiny_model: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    spec = _spec(tiny_model, toy_data, tmp_path / "out", 2, job_id="timed")
+    spec["training"].update(max_steps=100_000, time_limit_s=4.0)
+    events = run(spec, _env(tmp_path, collective_timeout_s=30.0))
+    final = events[-1]
+    assert final["type"] == "completed", final
+    assert final["data"]["reason"] == "time_limit"
+    assert 0 < final["data"]["summary"]["steps"] < 100_000
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
