@@ -186,7 +186,8 @@ def optimizer_step(
     try:
         step_loss = forward_backward(run, batches, step, env)
     except torch.OutOfMemoryError:
-        note = fall_back_to_recompute_all(run, attempt, step)
+        # on several GPUs the others are already in the step's collectives: no retry
+        note = None if run.group is not None else fall_back_to_recompute_all(run, attempt, step)
         if note is None:
             raise
         step_loss = forward_backward(run, batches, step, env)
