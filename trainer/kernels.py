@@ -6,8 +6,10 @@ attention inside each sample, none across samples, from the sequence boundaries
 sample, so it costs what the samples cost, not (row length)^2 as a block-diagonal mask
 over the whole row would. Registered as the attention implementation `brightrun_varlen`;
 used where flash-attention is not installed (CPU, or a GPU image without it). A 2-D
-padding mask is handled the same way (each row's real tokens as one sample); anything
-else (a 4-D mask, a KV cache) goes to plain SDPA. A row of preference pairs laid out with
+padding mask is handled the same way (each row's real tokens as one sample); with a KV
+cache (generation: fewer queries than keys) it becomes a 4-D mask (the keys' padding and
+the causal order of the new queries) for plain SDPA; anything else (a 4-D mask) goes to
+plain SDPA as it is. A row of preference pairs laid out with
 shared prompts (`brightrun_pairs`, `trainer.preference`) goes to
 `shared_prompt_attention`.
 
@@ -72,6 +74,8 @@ def varlen_sdpa_attention(
                 s, e = int(idx[0]), int(idx[-1]) + 1
                 out[b : b + 1, :, s:e] = causal(s, e, slice(b, b + 1))
         return out.transpose(1, 2).contiguous(), None
+    if attention_mask is not None and attention_mask.dim() == 2:  # a KV cache: decoding
+        attention_mask, is_causal = cached_padding_mask(attention_mask, q_len, key.shape[2]), False
     if cu is None or attention_mask is not None or query.shape[0] != 1 or key.shape[2] != q_len:
         return sdpa_attention_forward(
             module,
@@ -90,6 +94,16 @@ def varlen_sdpa_attention(
     ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+def cached_padding_mask(mask: torch.Tensor, q_len: int, kv_len: int) -> torch.Tensor:
+    """A 2-D padding mask [batch, keys] as the 4-D boolean mask [batch, 1, queries, keys]
+    of the last `q_len` positions over `kv_len` cached keys: a query sees the real keys up
+    to its own position."""
+    keys = mask[:, :kv_len].bool()
+    pos = torch.arange(kv_len, device=mask.device)
+    last = kv_len - q_len + torch.arange(q_len, device=mask.device)
+    return keys[:, None, None, :] & (pos[None, :] <= last[:, None])[None, None]
 
 
 def shared_prompt_attention(

@@ -108,3 +108,29 @@ def test_fused_loss_and_gradient_match_full_logits(monkeypatch: pytest.MonkeyPat
     (g_ref,) = torch.autograd.grad(ref * 0.5, h)
     assert float(fused.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
     torch.testing.assert_close(g_fused, g_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_generation_with_left_padded_prompts_of_different_lengths(tiny_model: Path) -> None:
+    """Sampling a batch of prompts of different lengths (left-padded; GRPO's rollout) with the
+    varlen attention decodes as plain SDPA does: the KV-cache steps get the keys' padding."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainer.kernels import register_attention
+
+    ids = torch.tensor([[0, 0, 0, 11, 12, 13], [21, 22, 23, 24, 25, 26]])
+    mask = (torch.arange(6) >= torch.tensor([[3], [0]])).long()
+    out = {}
+    for impl in (register_attention(), "sdpa"):
+        model = AutoModelForCausalLM.from_pretrained(
+            tiny_model, dtype=torch.float32, attn_implementation=impl
+        ).eval()
+        with torch.no_grad():
+            out[impl] = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=6,
+                pad_token_id=0,
+            )
+    torch.testing.assert_close(out["sdpa"], out[register_attention()])
