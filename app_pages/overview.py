@@ -3,7 +3,7 @@ newest adapters; a first-run guide while there is nothing yet."""
 
 import streamlit as st
 
-from components import charts, session
+from components import charts, live, session
 from components import jobs as jobs_ui
 from components import widgets as w
 from components.sections import section
@@ -13,45 +13,49 @@ st.title("Overview")
 session.init_state()
 actor, settings = session.actor(), session.settings()
 
-
-@st.fragment(run_every=settings.sync_interval_s)
-@section("the running jobs")
-def running_jobs() -> None:
-    with session.db() as s:
-        ov = queries.overview(actor, s, settings)
-    st.subheader("Running jobs")
-    if not ov.running:
-        st.caption("Nothing is running.")
-    for job in ov.running:
-        with st.container(border=True):
-            left, mid, right = st.columns([3, 3, 2])
-            left.markdown(
-                f"**{w.plain(job.adapter or job.id)}**  \n{w.status_badge(job.status)} · {w.plain(job.model)}"
-            )
-            left.progress(
-                min(1.0, job.progress), text=f"step {job.step or 0} of {job.total_steps or '?'}"
-            )
-            if job.loss:
-                mid.plotly_chart(
-                    charts.sparkline(job.loss),
-                    key=f"overview.spark.{job.id}",
-                    config={"displayModeBar": False},
-                )
-            else:
-                mid.caption("waiting for the first loss")
-            budget = f" of {w.money(job.budget_usd)}" if job.budget_usd else ""
-            right.metric(
-                "Spend so far",
-                w.money(job.live_cost_usd),
-                help=f"budget{budget}" if budget else None,
-            )
-            if right.button("Open", key=f"overview.open.{job.id}"):
-                jobs_ui.open_job(job.id)
-                st.switch_page("app_pages/jobs.py")
-
-
 with session.db() as s:
     ov = queries.overview(actor, s, settings)
+
+
+# Live while a job runs; a slow refresh when nothing does (components.live).
+@st.fragment(
+    run_every=live.interval("overview.running", settings.sync_interval_s, bool(ov.running))
+)
+@section("the running jobs")
+def running_jobs() -> None:
+    with live.timed("overview.running"):
+        with session.db() as s:
+            ov = queries.overview(actor, s, settings)
+        st.subheader("Running jobs")
+        if not ov.running:
+            st.caption("Nothing is running.")
+        for job in ov.running:
+            with st.container(border=True):
+                left, mid, right = st.columns([3, 3, 2])
+                left.markdown(
+                    f"**{w.plain(job.adapter or job.id)}**  \n{w.status_badge(job.status)} · {w.plain(job.model)}"
+                )
+                left.progress(
+                    min(1.0, job.progress), text=f"step {job.step or 0} of {job.total_steps or '?'}"
+                )
+                if job.loss:
+                    mid.plotly_chart(
+                        charts.sparkline(job.loss),
+                        key=f"overview.spark.{job.id}",
+                        config={"displayModeBar": False},
+                    )
+                else:
+                    mid.caption("waiting for the first loss")
+                budget = f" of {w.money(job.budget_usd)}" if job.budget_usd else ""
+                right.metric(
+                    "Spend so far",
+                    w.money(job.live_cost_usd),
+                    help=f"budget{budget}" if budget else None,
+                )
+                if right.button("Open", key=f"overview.open.{job.id}"):
+                    jobs_ui.open_job(job.id)
+                    st.switch_page("app_pages/jobs.py")
+
 
 if ov.is_empty:
     st.subheader("Welcome to BrightRun")

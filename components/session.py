@@ -1,6 +1,7 @@
 """Per-session objects for the dashboard, built in one place.
 
-- `settings()`: the `Settings`, read once per browser session.
+- `settings()`: the `Settings`, read once per process (and again only when the environment
+  or `.env` changes), shared by every session: a new session does not read `.env` again.
 - `actor()`: the signed-in user, the only place pages get it from. With AUTH=none it is
   `LOCAL_ACTOR`; with AUTH=supabase the person's Supabase session (`auth_client()`) is
   checked on every call and the user recorded under `auth.actor` (`sign_in`/`sign_out`);
@@ -20,9 +21,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import streamlit as st
@@ -76,9 +79,20 @@ def init_state() -> None:
 
 
 def settings() -> Settings:
-    if "app.settings" not in st.session_state:
-        st.session_state["app.settings"] = load_settings()
-    return st.session_state["app.settings"]
+    """The deployment's settings, shared by all sessions (a read-only object)."""
+    return _settings(_environment_fingerprint())
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _settings(fingerprint: str) -> Settings:
+    return load_settings()
+
+
+def _environment_fingerprint() -> str:
+    """What the settings are read from: the environment and the `.env` file's mtime."""
+    env = Path(".env")
+    mtime = str(env.stat().st_mtime_ns) if env.is_file() else "-"
+    return _fingerprint(mtime, *sorted(f"{k}={v}" for k, v in os.environ.items()))
 
 
 # --------------------------------------------------------------------------- identity

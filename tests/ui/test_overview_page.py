@@ -80,3 +80,23 @@ def test_a_zero_monthly_budget_reads_as_used_up(settings: Settings, open_page) -
     assert "The monthly budget is used up" in text_of(costs)
     seed_job(settings, ds, cost=2.0)
     assert "over 100% of the $0.00 budget" in text_of(open_page("overview"))
+
+
+def test_a_live_section_slows_down_when_idle_or_slow() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    def script() -> None:
+        import streamlit as st
+
+        from components import live
+
+        st.session_state.setdefault("t.idle", live.interval("t", 5.0, active=False))
+        st.session_state.setdefault("t.busy", live.interval("t", 5.0, active=True))
+        st.session_state["t.render_s"] = 4.0  # the last render took 4 s
+        st.session_state.setdefault("t.slow", live.interval("t", 5.0, active=True))
+
+    at = AppTest.from_function(script).run()
+    assert not at.exception
+    assert at.session_state["t.busy"] == 5.0  # something runs: the sync interval
+    assert at.session_state["t.idle"] >= 60.0  # nothing runs: a minute or more
+    assert at.session_state["t.slow"] == 12.0  # never sooner than 3 renders' time
