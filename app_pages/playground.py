@@ -1,5 +1,5 @@
 """Playground: chat with your adapters, the base and up to three versions side by side
-(e.g. base, SFT and DPO), compare on a set."""
+(e.g. base, SFT and DPO), all answering at once; compare on a set."""
 
 import streamlit as st
 
@@ -50,6 +50,7 @@ try:
     ui.ensure_ready(client, chosen, actor)
 except BrightRunError as e:
     w.show_error(e, stop=True)
+ui.demo_notice(chosen)  # the tiny demo model's random weights: why its answers are noise
 
 chat_tab, set_tab, tools_tab = st.tabs(["Chat", "Compare on a set", "Tools"])
 

@@ -1,6 +1,10 @@
 """Playground widgets: session state, the shared inference client, sampling controls and
 the side-by-side conversation. The logic they call lives in `core.clients.inference`.
 
+Every chosen model answers at the same time (`answer_turn`: one thread per model reads its
+stream, only the script thread draws). When the base is the tiny demo model (random
+weights) the page says so (`demo_notice`).
+
 Prompts and answers are shown as plain text (`st.text`), while streaming and after: a
 model's answer can carry markdown, links, images or HTML that a prompt-injected dataset
 taught it, and none of that may render in the browser.
@@ -14,7 +18,7 @@ values (`models`, `system`, sampling).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import streamlit as st
@@ -31,13 +35,19 @@ from core.clients.inference import (
     conversation_messages,
     holds_tool_call,
 )
-from core.errors import BrightRunError
+from core.clients.inference.streams import is_demo_model, stream_together
 from core.settings import Settings
 from core.users import Actor
 
 TOOL_CALL_HINT = (
     "This answer calls a tool, written out as text: the Tools tab sends function schemas, "
     "shows calls as calls and takes their results."
+)
+DEMO_MODEL_NOTICE = (
+    "The base model here is BrightRun's tiny demo model: built on this machine with random "
+    "weights, so its answers (and those of adapters trained on it) are gibberish. It is "
+    "there to try the whole loop (upload, train, chat) without downloading a model; set "
+    "INFERENCE_BASE_MODEL to a real model (or INFERENCE_URL to a vLLM server) for real answers."
 )
 SIDE_BY_SIDE = 4  # models answering side by side: e.g. the base, an SFT and a DPO version
 
@@ -150,6 +160,12 @@ def stream_as_text(pieces: Iterable[str]) -> str:
     return text
 
 
+def demo_notice(chosen: Sequence[ModelChoice]) -> None:
+    """Say so when a chosen model is (or was trained on) the tiny demo model."""
+    if any(is_demo_model(c.trained_on or "" if c.is_adapter else c.served_name) for c in chosen):
+        st.info(DEMO_MODEL_NOTICE, icon=":material/casino:")
+
+
 def answer_turn(
     client: InferenceRouter,
     chosen: Sequence[ModelChoice],
@@ -157,26 +173,55 @@ def answer_turn(
     prompt: str,
     sampling: Sampling,
 ) -> None:
-    """Stream every chosen model's answer side by side, then keep the turn."""
+    """Stream every chosen model's answer side by side, all at once (one thread per model
+    feeds the queue `stream_together` drains here: only this thread draws), then keep the
+    turn."""
     turns: list[dict[str, Any]] = st.session_state["playground.turns"]
     with st.chat_message("user"):
         st.text(prompt, width="stretch")
-    answers: dict[str, str] = {}
+    boxes: dict[str, tuple[Any, Any]] = {}
     for col, c in zip(st.columns(len(chosen)), chosen, strict=True):
         with col, st.chat_message("assistant"):
             st.caption(plain(c.label))
-            messages = conversation_messages(system, turns, c.served_name, next_user=prompt)
-            try:
-                stream = client.stream_chat(c.served_name, messages, sampling)
-                stream_as_text(stream)
-                answers[c.served_name] = stream.text
-                tool_call_hint(stream.text)
-            except ModelNotServed as e:
-                st.session_state["playground.ready"].pop(c.served_name, None)  # reload next time
-                show_error(e)
-            except BrightRunError as e:
-                show_error(e)
-    turns.append({"user": prompt, "answers": answers})
+            boxes[c.served_name] = (st.empty(), st.container())  # the answer, notes under it
+    texts = {c.served_name: "" for c in chosen}
+    answers: dict[str, str] = {}
+    for piece in stream_together(
+        {c.served_name: _opener(client, c, system, turns, prompt, sampling) for c in chosen}
+    ):
+        box, notes = boxes[piece.model]
+        if not piece.done:
+            texts[piece.model] += piece.text
+            box.text(texts[piece.model], width="stretch")
+        elif piece.error is None:
+            answers[piece.model] = texts[piece.model]
+            with notes:
+                tool_call_hint(texts[piece.model])
+        else:
+            if isinstance(piece.error, ModelNotServed):  # loaded again next time
+                st.session_state["playground.ready"].pop(piece.model, None)
+            with notes:
+                show_error(piece.error)
+    turns.append(
+        {
+            "user": prompt,
+            "answers": {
+                c.served_name: answers[c.served_name] for c in chosen if c.served_name in answers
+            },
+        }
+    )
+
+
+def _opener(
+    client: InferenceRouter,
+    choice: ModelChoice,
+    system: str,
+    turns: Sequence[dict[str, Any]],
+    prompt: str,
+    sampling: Sampling,
+) -> Callable[[], Iterable[str]]:
+    messages = conversation_messages(system, turns, choice.served_name, next_user=prompt)
+    return lambda: client.stream_chat(choice.served_name, messages, sampling)
 
 
 def eval_sets(actor: Actor, settings: Settings) -> dict[str, str]:

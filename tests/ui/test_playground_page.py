@@ -39,17 +39,34 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        self._json(
-            {
-                "object": "list",
-                "data": [{"id": BASE, "object": "model", "created": 0, "owned_by": "test"}],
-            }
-        )
+        base: str = self.server.base  # type: ignore[attr-defined]
+        models = [{"id": base, "object": "model", "created": 0, "owned_by": "test"}]
+        models += [
+            {"id": a, "object": "model", "created": 0, "owned_by": "test", "parent": base}
+            for a in self.server.adapters  # type: ignore[attr-defined]
+        ]
+        self._json({"object": "list", "data": models})
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(request)  # type: ignore[attr-defined]
+        if request["model"] in self.server.missing:  # type: ignore[attr-defined]
+            body = {"object": "error", "message": "no such model", "type": "NotFoundError"}
+            data = json.dumps({**body, "code": 404}).encode()
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         answer: str = self.server.answer  # type: ignore[attr-defined]
+        together = self.server.together  # type: ignore[attr-defined]
+        if together is not None:  # answer only once every model has asked (or say ALONE)
+            try:
+                together.wait()
+                answer = f"{request['model']}: {answer}"
+            except threading.BrokenBarrierError:
+                answer = "ALONE"
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -88,6 +105,10 @@ def inference(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Threa
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
     server.answer = HOSTILE  # type: ignore[attr-defined]
     server.requests = []  # type: ignore[attr-defined]
+    server.base = BASE  # type: ignore[attr-defined]
+    server.adapters = []  # type: ignore[attr-defined]
+    server.together = None  # type: ignore[attr-defined]
+    server.missing = set()  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("INFERENCE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
@@ -163,3 +184,51 @@ def test_a_tool_call_written_as_text_points_to_the_tools_tab(
     inference.answer = "It is sunny."  # type: ignore[attr-defined]
     at.chat_input(key="playground.prompt").set_value("And now?").run()
     assert [c.value for c in at.caption].count(TOOL_CALL_HINT) == 1  # only under the call
+
+
+def test_the_chosen_models_answer_at_the_same_time(inference: ThreadingHTTPServer) -> None:
+    """Each model's request is answered only once the other model's request has arrived
+    too: asked one after the other, the first would wait in vain and answer ALONE."""
+    inference.adapters = ["fake-adapter"]  # type: ignore[attr-defined]
+    inference.answer = "hello"  # type: ignore[attr-defined]
+    inference.together = threading.Barrier(2, timeout=10)  # type: ignore[attr-defined]
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("app_pages/playground.py").run()
+    models = at.multiselect(key="playground.models")
+    assert models.value == [f"{BASE} (base)", "fake-adapter"]
+    at.chat_input(key="playground.prompt").set_value("Hi").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    # Each answer in its own column, in the order the models were chosen.
+    assert assistant_bubbles(at) == [([f"{BASE}: hello"], []), (["fake-adapter: hello"], [])]
+    at.run()  # the kept turn
+    assert assistant_bubbles(at) == [([f"{BASE}: hello"], []), (["fake-adapter: hello"], [])]
+
+
+def test_one_model_failing_does_not_stop_the_other(inference: ThreadingHTTPServer) -> None:
+    inference.adapters = ["fake-adapter"]  # type: ignore[attr-defined]
+    inference.answer = "hello"  # type: ignore[attr-defined]
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("app_pages/playground.py").run()
+    inference.missing = {"fake-adapter"}  # type: ignore[attr-defined]
+    at.chat_input(key="playground.prompt").set_value("Hi").run()
+    assert not at.exception, at.exception
+    bubbles = assistant_bubbles(at)
+    assert bubbles[0] == (["hello"], [])
+    assert len(at.error) == 1  # under the adapter's column, in plain words
+
+
+def test_the_demo_model_is_said_to_have_random_weights(
+    inference: ThreadingHTTPServer, data_dir: Path
+) -> None:
+    from components.chat import DEMO_MODEL_NOTICE
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("app_pages/playground.py").run()
+    assert DEMO_MODEL_NOTICE not in [i.value for i in at.info]  # a real base: no notice
+    inference.base = str(data_dir / "models" / "tiny-chat")  # type: ignore[attr-defined]
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("app_pages/playground.py").run()
+    assert not at.exception, at.exception
+    assert [i.value for i in at.info] == [DEMO_MODEL_NOTICE]
+    assert "random weights" in DEMO_MODEL_NOTICE and "gibberish" in DEMO_MODEL_NOTICE

@@ -47,7 +47,7 @@ the others are not, and `client_for_base` gives the evaluation its endpoint.
 Modules: `types` (errors, sampling, results), `client` (`InferenceClient`), `routing`
 (endpoints per base, `InferenceRouter`), `choices` (what an actor may chat with),
 `prompts` (comparisons and prompt sets), `tools` (chat with tools and
-reasoning: `agent_chat`).
+reasoning: `agent_chat`), `streams` (several models answering at once; the demo model).
 """
 
 from __future__ import annotations
