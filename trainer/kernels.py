@@ -25,6 +25,8 @@ positions that carry a label (SFT): minus the sum of those log-probabilities.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -65,15 +67,7 @@ def varlen_sdpa_attention(
     cu = kwargs.get("cu_seq_lens_q")
     q_len = query.shape[2]
     if attention_mask is not None and attention_mask.dim() == 2 and key.shape[2] == q_len:
-        # A 2-D padding mask (as for flash-attention): each row's real tokens are one
-        # contiguous run; attend within it, leave the padding's output at zero.
-        out = torch.zeros_like(query)
-        for b, row in enumerate(attention_mask.bool()):
-            idx = row.nonzero()
-            if len(idx):
-                s, e = int(idx[0]), int(idx[-1]) + 1
-                out[b : b + 1, :, s:e] = causal(s, e, slice(b, b + 1))
-        return out.transpose(1, 2).contiguous(), None
+        return _padded_rows(attention_mask, query, causal), None
     if attention_mask is not None and attention_mask.dim() == 2:  # a KV cache: decoding
         attention_mask, is_causal = cached_padding_mask(attention_mask, q_len, key.shape[2]), False
     if cu is None or attention_mask is not None or query.shape[0] != 1 or key.shape[2] != q_len:
@@ -94,6 +88,18 @@ def varlen_sdpa_attention(
     ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _padded_rows(mask: torch.Tensor, query: torch.Tensor, causal: Any) -> torch.Tensor:
+    """A 2-D padding mask (as for flash-attention): each row's real tokens are one
+    contiguous run; attend within it, leave the padding's output at zero."""
+    out = torch.zeros_like(query)
+    for b, row in enumerate(mask.bool()):
+        idx = row.nonzero()
+        if len(idx):
+            s, e = int(idx[0]), int(idx[-1]) + 1
+            out[b : b + 1, :, s:e] = causal(s, e, slice(b, b + 1))
+    return out.transpose(1, 2).contiguous()
 
 
 def cached_padding_mask(mask: torch.Tensor, q_len: int, kv_len: int) -> torch.Tensor:
