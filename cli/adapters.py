@@ -159,8 +159,9 @@ def show(
         from core.evaluate import METRIC_LABELS, METRICS
 
         typer.echo(f"  evaluation on {rep['rows']} eval rows (adapter / base):")
-        for m in METRICS:
-            typer.echo(f"    {METRIC_LABELS[m]:<12} {rep['adapter'][m]:.3f} / {rep['base'][m]:.3f}")
+        for m in rep.get("metrics") or METRICS:
+            label = METRIC_LABELS.get(m, m.replace("_", " "))
+            typer.echo(f"    {label:<12} {rep['adapter'][m]:.3f} / {rep['base'][m]:.3f}")
         if rep.get("judge"):
             typer.echo(f"    LLM judge win rate {rep['judge']['win_rate']}")
     elif rep:
@@ -237,10 +238,11 @@ def eval_command(
         rep = evaluate.evaluate_version(actor, settings, vid, max_rows=rows, use_judge=judge)
     except _errors() as e:
         _fail(e)
-    for m in evaluate.METRICS:
-        typer.echo(
-            f"{evaluate.METRIC_LABELS[m]:<12} adapter {rep['adapter'][m]:.3f}  base {rep['base'][m]:.3f}"
-        )
+    for m in rep.get("metrics") or evaluate.METRICS:
+        label = evaluate.METRIC_LABELS.get(m, m.replace("_", " "))
+        typer.echo(f"{label:<12} adapter {rep['adapter'][m]:.3f}  base {rep['base'][m]:.3f}")
+    for name, reason in (rep.get("skipped") or {}).items():
+        typer.echo(f"grader {name} left out: {reason}")
     if rep.get("judge"):
         typer.echo(f"LLM judge ({rep['judge']['model']}) win rate {rep['judge']['win_rate']}")
 

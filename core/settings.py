@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     eval_max_tokens: int = Field(128, ge=1, le=4096)
     eval_judge: bool = False
     eval_judge_model: str = ""
+    # The OpenAI-compatible endpoint `score_model` graders ask when a GRPO version is
+    # evaluated here (`core.evaluate_grpo`); empty: such graders are left out, with a reason.
+    grader_base_url: str = ""
+    grader_api_key: SecretStr = SecretStr("")
     # At most EVAL_MAX_RUNNING evaluations run at once (others wait, pending, for the
     # syncer); one whose owning process is gone (same host: its pid; another host: no word
     # for EVAL_LEASE_S seconds) is taken over by the syncer (`core.eval_owner`).

@@ -36,9 +36,12 @@ and the syncer takes over one whose process is gone (`core.eval_owner`). `evalua
 A version trained on preference pairs is scored on held-out pairs instead
 (`core.evaluate_preference`: preference accuracy and mean margin); with the judge on,
 adapter and base answer the pairs' prompts and the judge compares them as in 4, with the
-chosen answer as the reference. A version whose method is scored by its job's own eval
-metrics (`trainer.shared.methods`: KTO's reward margin, GRPO's rewards) is `skipped`
-with a reason that says which.
+chosen answer as the reference. A version whose method learns from graders
+(`trainer.shared.methods`: the row's `evaluation` is "graders") is scored on held-out
+prompts by the job's graders that can run in the controller (`core.evaluate_grpo`: the
+mean reward of adapter and base; python graders run only in the worker and are left out,
+with the reason stored). A version whose method is scored by its job's own eval metrics
+(`trainer.shared.methods`: KTO's reward margin) is `skipped` with a reason that says which.
 
 Status values: `pending` (queued), `running`, `done`, `failed` (with `error`),
 `skipped` (with `reason`). Failures are stored, logged and never raised into `sync`.

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core import eval_owner, evaluate_preference, tool_scores
+from core import eval_owner, evaluate_grpo, evaluate_preference, tool_scores
 from core.clients import inference
 from core.clients.storage import make_blob_store
 from core.datasets import eval_key
@@ -137,6 +137,44 @@ def _judged_pairs(
     return _judged(client, settings, rows, served, base)
 
 
+def _gather(
+    actor: Actor, settings: Settings, store: Any, version_id: str, max_rows: int | None
+) -> tuple[str, Any, str, str]:
+    """(kind, cases, the version's folder, its base): "graders" (held-out prompts and the
+    job's grading), "pairs" (held-out preference pairs) or "answers" (chat cases)."""
+    prompts = evaluate_grpo.cases(actor, settings, store, version_id, max_rows)
+    if prompts is not None:
+        rows, grading, folder, trained_on = prompts
+        return "graders", (rows, grading), folder, trained_on
+    pairs = evaluate_preference.cases(actor, settings, store, version_id, max_rows)
+    if pairs is not None:
+        return "pairs", *pairs
+    return "answers", *_cases(actor, settings, store, version_id, max_rows)
+
+
+def _scored(
+    found: tuple[str, Any, str, str],
+    client: Any,
+    settings: Settings,
+    served: str,
+    base: str,
+    judging: bool,
+    tools: Any,
+) -> dict[str, Any]:
+    """The result of one kind of evaluation (`_gather`'s); `tools()` adds tool scores."""
+    kind, cases, _, trained_on = found
+    if kind == "graders":  # graded by the job's graders on held-out prompts
+        return evaluate_grpo.result(client, settings, cases, served, base, trained_on)
+    if kind == "pairs":  # preference data: accuracy on held-out pairs
+        result = evaluate_preference.result(client, settings, cases, served, base, trained_on)
+        if judging:
+            result["judge"] = _judged_pairs(client, settings, cases, served, base)
+        return result
+    result = _result(client, settings, cases, served, base, trained_on, judging)
+    result["tools"] = tools()
+    return result
+
+
 def evaluate_version(
     actor: Actor,
     settings: Settings,
@@ -151,8 +189,8 @@ def evaluate_version(
     the stored `eval_scores`. Raises `InvalidInput` when there is nothing to evaluate
     with, `InferenceError`s when the server fails; the failure is stored first."""
     store = store or make_blob_store(settings)
-    pairs = evaluate_preference.cases(actor, settings, store, version_id, max_rows)
-    cases, folder, trained_on = pairs or _cases(actor, settings, store, version_id, max_rows)
+    found = _gather(actor, settings, store, version_id, max_rows)
+    folder, trained_on = found[2], found[3]
     _set_status(actor, settings, version_id, status="running", started_at=_now())
     own = client is None
     client = client or inference.client_for_base(settings, trained_on)  # its base's endpoint
@@ -160,15 +198,17 @@ def evaluate_version(
     try:
         base = client.base_model()
         served, loaded = _serve(client, settings, served, folder)
-        if pairs is not None:  # preference data: accuracy on held-out pairs
-            result = evaluate_preference.result(client, settings, cases, served, base, trained_on)
-            if _judging(settings, use_judge):
-                result["judge"] = _judged_pairs(client, settings, cases, served, base)
-        else:
-            result = _result(client, settings, cases, served, base, trained_on, use_judge)
-            result["tools"] = tool_scores.for_version(
+        result = _scored(
+            found,
+            client,
+            settings,
+            served,
+            base,
+            _judging(settings, use_judge),
+            lambda: tool_scores.for_version(
                 actor, settings, store, version_id, client, served, base
-            )
+            ),
+        )
     except BrightRunError as e:
         _set_status(actor, settings, version_id, status="failed", error=f"{type(e).__name__}: {e}")
         raise

@@ -226,8 +226,9 @@ def _card_results(record: Mapping[str, Any]) -> list[str]:
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {METRIC_LABELS[m]} | {ev['adapter'][m]:.3f} | {ev['base'][m]:.3f} | {ev['delta'][m]:+.3f} |"
-        for m in METRICS
+        f"| {METRIC_LABELS.get(m, m.replace('_', ' '))} | {ev['adapter'][m]:.3f} "
+        f"| {ev['base'][m]:.3f} | {ev['delta'][m]:+.3f} |"
+        for m in ev.get("metrics") or METRICS
     ]
     judge = ev.get("judge")
     if judge and judge.get("win_rate") is not None:

@@ -40,9 +40,11 @@ DataKind = Literal["chat", "pairs", "labelled", "prompts"]
 # GRPO's loss normalisations (`trainer.grpo_loss`; TRL's names)
 GrpoLoss = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 # How a version is evaluated: `answers` (the eval split's answers as references,
-# `core.evaluate`), `pairs` (held-out pairs, `core.evaluate_preference`), `job` (by the
-# job's own eval metrics only: `job_evaluation` says which; the evaluator skips it)
-Evaluation = Literal["answers", "pairs", "job"]
+# `core.evaluate`), `pairs` (held-out pairs, `core.evaluate_preference`), `graders` (the
+# job's graders' mean score on held-out prompts, adapter against base,
+# `core.evaluate_grpo`), `job` (by the job's own eval metrics only: `job_evaluation` says
+# which; the evaluator skips it)
+Evaluation = Literal["answers", "pairs", "graders", "job"]
 KTO_LAYOUT = "kto"  # the layout of labelled single answers (`core.datasets.kto`)
 PROMPTS_LAYOUT = "prompts"  # prompts with grader fields (reinforcement fine-tuning data)
 
@@ -268,9 +270,7 @@ METHODS: dict[Method, MethodInfo] = {
             reference_sequences=0,
             step_sequences=1,  # sampling each completion (and the reference pass when beta > 0)
             metrics=("reward", "completion_length", "kl", "clip_ratio"),
-            evaluation="job",
-            job_evaluation="its job's eval prompts: the graders' mean reward (eval_reward, "
-            "and per grader)",
+            evaluation="graders",
             grading_settings=(
                 "num_generations",
                 "max_completion_length",
