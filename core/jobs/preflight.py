@@ -142,10 +142,13 @@ class BudgetVerdict:
     timeout_ms: int
 
 
-def budget_verdict(plan: Any, gpu: str, budget_usd: float) -> BudgetVerdict | None:
-    """`BudgetVerdict` of `plan` on `gpu` (None when the plan has no cost there)."""
-    cost = next((c for c in plan.costs if c.gpu == gpu), None)
-    time = next((t for t in plan.times if t.gpu == gpu), None)
+def budget_verdict(
+    plan: Any, gpu: str, budget_usd: float, time: Any = None, cost: Any = None
+) -> BudgetVerdict | None:
+    """`BudgetVerdict` of `plan` on `gpu` (None when the plan has no cost there), or of the
+    `time` and `cost` given (the local endpoint's CPU, which the plan does not list)."""
+    cost = cost or next((c for c in plan.costs if c.gpu == gpu), None)
+    time = time or next((t for t in plan.times if t.gpu == gpu), None)
     if cost is None or time is None:
         return None
     check = planner.check_budget(cost, budget_usd)
@@ -433,11 +436,22 @@ def _check_plan(c: _Check, actor: Actor, session: Session) -> None:
     except InvalidInput as e:
         c.refuse(e)
         return
-    _judge_plan(c, p)
+    _judge_plan(c, p, tokens)
 
 
-def _judge_plan(c: _Check, p: Any) -> None:
-    """Fit on the job's GPU, and time and cost there against the budget."""
+def _local_estimate(c: _Check, tokens: Any) -> tuple[Any, Any]:
+    """Time and cost on the local endpoint's CPU, at the rate the job is billed at."""
+    if tokens is None:
+        return None, None
+    t = planner.estimate_local_time(c.spec, c.facts, tokens)
+    lo, hi = t.seconds_low + t.cold_start_low_s, t.seconds_high + t.cold_start_high_s
+    rate = c.pricing.rate_per_s
+    lo_b, hi_b = planner.billed_seconds(lo * 1000), planner.billed_seconds(hi * 1000)
+    return t, planner.CostEstimate(t.gpu, c.pricing.tier, rate, lo_b * rate, hi_b * rate, lo, hi)
+
+
+def _judge_plan(c: _Check, p: Any, tokens: Any = None) -> None:
+    """Fit on the job's GPU, and time and cost where it runs against the budget."""
     gpu = c.pricing.priced_as
     c.fields["plan"] = p
     v = p.verdict(gpu)
@@ -449,10 +463,14 @@ def _judge_plan(c: _Check, p: Any) -> None:
                 + (f"; try {v.suggestion}" if v.suggestion else "")
             )
         )
-    c.fields["time"] = next((t for t in p.times if t.gpu == gpu), None)
-    c.fields["cost"] = next((x for x in p.costs if x.gpu == gpu), None)
-    if c.budget is not None:
-        bv = budget_verdict(p, gpu, c.budget)
+    if c.pricing.is_local:  # it runs on this machine's CPU, not on the GPU it fits
+        time, cost = _local_estimate(c, tokens)
+    else:
+        time = next((t for t in p.times if t.gpu == gpu), None)
+        cost = next((x for x in p.costs if x.gpu == gpu), None)
+    c.fields["time"], c.fields["cost"] = time, cost
+    if c.budget is not None and cost is not None:
+        bv = budget_verdict(p, gpu, c.budget, time, cost)
         if bv is not None:
             c.fields["budget_message"] = bv.check.message
             c.fields["cap_s"] = bv.timeout_ms / 1000

@@ -49,8 +49,8 @@ class Pricing:
             return f"{self.gpus} x {one.note} = ${self.rate_per_s * 3600:.2f}/h"
         if self.is_local:
             return (
-                f"runs on this machine's CPU, priced at {self.priced_as} Serverless rates "
-                f"(${self.rate_per_s * 3600:.2f}/h) as if it had run there"
+                f"runs on {self.gpu_type} (this machine's CPU), billed at "
+                f"${self.rate_per_s * 3600:.2f}/h ({self.priced_as}'s Serverless rate)"
             )
         return f"{self.priced_as} Serverless {self.tier} at ${self.rate_per_s * 3600:.2f}/h"
 

@@ -10,18 +10,24 @@ finished jobs of the same model and GPU measured their tokens/s (`measured_token
 real tokens per training second, read back by `core.db.repo.measured_throughput`), their
 median replaces the whole FLOPs formula (`TimeEstimate.basis_text` says which one an
 estimate used). Cold start: container start plus reading the 16-bit weights.
+
+`estimate_local_time`: the same on the local endpoint's CPU (`LOCAL_CPU`), where a small
+model's step is mostly fixed work (the optimizer, logging, checkpoints) rather than FLOPs:
+each optimizer step adds `LOCAL_STEP_S`, and the cold start is the worker's start
+(imports, loading the model from disk), `LOCAL_COLD_START_S`.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.errors import InvalidInput
 from core.planner.facts import ModelFacts
-from core.planner.pricing import gpu_type
+from core.planner.pricing import LOCAL_CPU, gpu_type
 from trainer.shared import arch
 from trainer.shared.methods import METHODS
 from trainer.shared.spec import JobSpec, TrainingSpec
@@ -36,6 +42,9 @@ MEASURED_RANGE = (0.9, 1.15)  # around the measured median
 # network volume when the model is cached there (low), downloaded from the hub (high).
 COLD_START_FIXED_S = (30.0, 90.0)
 WEIGHT_READ_BYTES_PER_S = (2.0e9, 0.2e9)
+# The local endpoint's CPU: fixed seconds per optimizer step, and the worker's start.
+LOCAL_STEP_S = (0.05, 3.0)
+LOCAL_COLD_START_S = (1.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,11 @@ class TimeEstimate:
                 f"measured: median of {self.measured_jobs} finished job"
                 f"{'' if self.measured_jobs == 1 else 's'} on this GPU "
                 f"({self.tokens_per_s:,.0f} tokens/s)"
+            )
+        if self.gpu == LOCAL_CPU.id:
+            return (
+                f"this machine's CPU: {LOCAL_STEP_S[0]:g}-{LOCAL_STEP_S[1]:g} s per optimizer "
+                "step plus the FLOPs, and the worker's start (loading the model)"
             )
         return f"default utilisation {self.utilisation:.0%} of the GPU's bf16 peak"
 
@@ -237,4 +251,30 @@ def estimate_time(
         secs * TIME_RANGE[1],
         *cold,
         "flops",
+    )
+
+
+def optimizer_steps(spec: JobSpec, tokens: TokenStats) -> int:
+    """Optimizer steps the job takes: `max_steps` when set (fewer when its epochs end
+    first), else rows x epochs over the rows each step takes (unpacked: one per sample)."""
+    t = spec.training
+    per_step = t.micro_batch_size * t.grad_accum
+    by_epochs = math.ceil(tokens.rows * (t.epochs or 1.0) / per_step)
+    if t.max_steps is None:
+        return by_epochs
+    return t.max_steps if t.epochs is None else min(t.max_steps, by_epochs)
+
+
+def estimate_local_time(spec: JobSpec, model: ModelFacts, tokens: TokenStats) -> TimeEstimate:
+    """Training time on the local endpoint's CPU (see the module docstring)."""
+    flops = estimate_time(spec, model, LOCAL_CPU.id, tokens)
+    steps = optimizer_steps(spec, tokens)
+    lo, hi = (steps * s for s in LOCAL_STEP_S)
+    return replace(
+        flops,
+        seconds=flops.seconds + (lo + hi) / 2,
+        seconds_low=flops.seconds_low + lo,
+        seconds_high=flops.seconds_high + hi,
+        cold_start_low_s=LOCAL_COLD_START_S[0],
+        cold_start_high_s=LOCAL_COLD_START_S[1],
     )

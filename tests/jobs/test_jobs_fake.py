@@ -490,7 +490,7 @@ def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_i
     done = {"type": "completed", "data": {"reason": "finished", "adapter": {}, "summary": summary}}
     f.script = lambda inp: {"chunks": 2, "interval_s": 0.05, "final": done}
     job = _submit(settings, ds, model, budget_usd=1.0)
-    assert '"time_basis": "default utilisation' in caplog.text
+    assert '"time_basis": "this machine\'s CPU' in caplog.text  # the local endpoint's CPU
     store = make_blob_store(settings)
     for name in ("adapter_config.json", "adapter_model.safetensors"):  # what the worker uploads
         store.put_bytes(
@@ -508,14 +508,13 @@ def test_a_completed_job_keeps_its_throughput_and_later_plans_of_the_model_use_i
         repo.update_job(
             LOCAL_ACTOR, s, job.id, gpu_type=settings.gpu_type, price_tier="flex"
         )  # as on a GPU
-    caplog.clear()
-    f.script = lambda inp: {"chunks": 1, "hang_s": 60}
-    again = _submit(settings, ds, model, budget_usd=1.0)
-    assert (
-        '"time_basis": "measured: median of 1 finished job on this GPU (300 tokens/s)"'
-        in caplog.text
+    cloud = settings.model_copy(update={"gpu_cluster_api_url": "https://api.runpod.ai/v2/e"})
+    request = jobs.LaunchRequest.build(
+        dataset_id=ds, model=model, training=TINY_TRAINING, quantization="none", budget_usd=1.0
     )
-    jobs.cancel(LOCAL_ACTOR, settings, again.id)
+    with db.session_scope(settings) as s:  # a later plan of the model on that GPU
+        tp = jobs.preflight(request, LOCAL_ACTOR, s, cloud)
+    assert tp.time.basis_text == "measured: median of 1 finished job on this GPU (300 tokens/s)"
 
 
 def _command_line_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, model: str) -> None:

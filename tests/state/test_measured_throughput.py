@@ -101,6 +101,8 @@ def test_only_the_most_recent_jobs_per_gpu_are_read(session) -> None:
 
 
 def _train_plan(actor: Actor, session, settings: Settings, ds_id: str) -> jobs.Preflight:
+    """The plan of a job on a cloud endpoint (a local one runs on the CPU, timed apart)."""
+    cloud = settings.model_copy(update={"gpu_cluster_api_url": "https://api.runpod.ai/v2/e"})
     return jobs.preflight(
         jobs.LaunchRequest.build(
             dataset_id=ds_id,
@@ -113,7 +115,7 @@ def _train_plan(actor: Actor, session, settings: Settings, ds_id: str) -> jobs.P
         ),
         actor,
         session,
-        settings,
+        cloud,
     )
 
 

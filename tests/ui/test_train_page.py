@@ -184,9 +184,12 @@ def test_a_cache_check_that_hangs_shows_unknown_and_the_page_goes_on(
 
 
 def test_time_estimate_says_it_rests_on_the_users_finished_jobs_once_there_are_some(
-    settings: Settings, dataset: str, open_page
+    settings: Settings, dataset: str, open_page, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = open_page("train")  # the tiny demo model, nf4, priced as an H100 PCIe
+    local = open_page("train")  # the local endpoint: the job runs on this machine's CPU
+    assert "Priced as: runs on LOCAL_CPU (this machine's CPU), billed at $4.18/h" in text_of(local)
+    monkeypatch.setenv("GPU_CLUSTER_API_URL", "https://api.runpod.ai/v2/abc123")
+    at = open_page("train")  # the tiny demo model, nf4, on an H100 PCIe
     assert "Time estimate: default utilisation 30% of the GPU's bf16 peak" in text_of(at)
     for rate in (1000.0, 2000.0):
         seed_job(
