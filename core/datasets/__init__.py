@@ -16,6 +16,7 @@ One job per module:
 
 Public API (re-exported here): `inspect_file`, `add_dataset`, `list_datasets`,
 `get_dataset`, `rename_dataset`, `delete_dataset`, `preview_rows`, `eval_key`,
+`no_eval_split_reason`,
 `name_from_filename`, `load_tokenizer`, `token_statistics`, `TokenizerChoice`, `Report`.
 Errors: `DatasetUnusable` (with the `report`) when a file cannot be used or has bad rows
 and the caller chose to reject them; `InvalidInput` for bad arguments; `NotFound`/`Conflict`
@@ -30,6 +31,7 @@ from core.datasets.service import (
     get_dataset,
     list_datasets,
     name_from_filename,
+    no_eval_split_reason,
     preview_rows,
     rename_dataset,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "list_datasets",
     "load_tokenizer",
     "name_from_filename",
+    "no_eval_split_reason",
     "preview_rows",
     "rename_dataset",
     "token_statistics",

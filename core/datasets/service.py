@@ -243,6 +243,29 @@ def eval_key(ds: Any) -> str | None:
     return (ds.stats or {}).get("split", {}).get("eval_key")
 
 
+def no_eval_split_reason(ds: Any) -> str:
+    """Why a stored dataset has no eval split, by the rule that decided it when it was
+    added: under `MIN_ROWS_FOR_EVAL` valid rows none are held out; else each row is held
+    out by a hash of the row with the chance `eval_fraction`, so a small one may draw none."""
+    split = (ds.stats or {}).get("split") or {}
+    fraction = split.get("eval_fraction", DEFAULT_EVAL_FRACTION)
+    rows = ds.valid_rows
+    if getattr(ds, "deleted_at", None) is not None:
+        return f"dataset {ds.name!r} was deleted, and its eval split with it"
+    if rows < MIN_ROWS_FOR_EVAL:
+        return (
+            f"dataset {ds.name!r} has no eval split: it has {rows} rows, and datasets under "
+            f"{MIN_ROWS_FOR_EVAL} rows hold none out"
+        )
+    if not fraction:
+        return f"dataset {ds.name!r} has no eval split: it was added with an eval fraction of 0"
+    return (
+        f"dataset {ds.name!r} has no eval split: each of its {rows} rows was held out with a "
+        f"{fraction * 100:g}% chance (by a hash of the row) and none was; add more rows, or "
+        "evaluate on a dataset with an eval split"
+    )
+
+
 def preview_rows(
     actor: Actor,
     session: Any,

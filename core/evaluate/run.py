@@ -13,7 +13,7 @@ from typing import Any
 from core import eval_owner, evaluate_grpo, evaluate_preference, tool_scores
 from core.clients import inference
 from core.clients.storage import make_blob_store
-from core.datasets import eval_key
+from core.datasets import eval_key, no_eval_split_reason
 from core.db import repo, session_scope
 from core.errors import BrightRunError, InvalidInput
 from core.evaluate.scores import METRICS, differences, judge, mean_scores, score
@@ -231,11 +231,12 @@ def _job_version(actor: Actor, settings: Settings, job_id: str) -> Any:
         if not versions:
             return None
         v = versions[0]
-        has_split = False
+        no_split = "the version has no dataset"  # None once its dataset has an eval split
         if v.dataset_id:
             ds = repo.get_dataset(actor, s, v.dataset_id, include_deleted=True)
             has_split = bool(eval_key(ds)) and ds.deleted_at is None
-        return v.id, has_split
+            no_split = None if has_split else no_eval_split_reason(ds)
+        return v.id, no_split
 
 
 def _evaluated_by_job(actor: Actor, settings: Settings, version_id: str) -> str | None:
@@ -274,19 +275,13 @@ def start_after_job(actor: Actor, settings: Settings, job_id: str) -> threading.
         found = _job_version(actor, settings, job_id)
         if found is None:
             return None
-        version_id, has_split = found
+        version_id, no_split = found
         by_job = _evaluated_by_job(actor, settings, version_id)
         if by_job:
             _set_status(actor, settings, version_id, status="skipped", reason=by_job)
             return None
-        if not has_split:
-            _set_status(
-                actor,
-                settings,
-                version_id,
-                status="skipped",
-                reason="the dataset has no eval split (datasets of 20 rows or more get one when added)",
-            )
+        if no_split:
+            _set_status(actor, settings, version_id, status="skipped", reason=no_split)
             return None
         room = eval_owner.has_room(settings)
         owner = eval_owner.owner_tag() if room else None  # no room: the syncer starts it later

@@ -127,9 +127,8 @@ def eval_split_cases(
         actor, session, store, dataset_id, n=limit, split="eval", max_chars=1_000_000
     )
     if not rows:
-        raise InvalidInput(
-            "this dataset has no eval split (datasets of 20 rows or more get one when added)"
-        )
+        ds = datasets.get_dataset(actor, session, dataset_id)
+        raise InvalidInput(datasets.no_eval_split_reason(ds))
     chat = [r for r in rows if "messages" in r]
     if not chat:
         raise InvalidInput("this dataset holds plain text rows: there are no prompts to compare")
