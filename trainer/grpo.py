@@ -234,7 +234,9 @@ class Objective:
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[pad_id] * (width - len(p)) + p.ids for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        with torch.no_grad(), dropout_off(model):
+        dtype = self.lm.compute_dtype  # as the scoring runs (`trainer.loss`): LoRA in float32
+        autocast = torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32)
+        with torch.no_grad(), dropout_off(model), autocast:
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,

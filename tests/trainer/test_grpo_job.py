@@ -119,3 +119,23 @@ def test_prompts_too_long_for_a_completion_are_dropped(tiny_model: Path, tmp_pat
     spec.grading.max_completion_length = 95
     with pytest.raises(BadInput, match="leaves room for a completion"):
         load_prompts(spec, tok, tmp_path)
+
+
+def test_grpo_samples_in_bfloat16(tiny_model: Path, tmp_path: Path, worker_env) -> None:
+    """Sampling runs under the compute dtype's autocast, as scoring does (the LoRA weights
+    are float32, the base's bfloat16), on prompts of different lengths."""
+    from trainer.actions import run_job
+
+    rows = _rows(2) + [{"messages": [{"role": "user", "content": "Write a."}], "answer": "a"}]
+    spec = make_spec(
+        tiny_model,
+        write_jsonl(tmp_path / "prompts.jsonl", rows),
+        method="grpo",
+        grading={"graders": GRADERS[:1], "num_generations": 2, "max_completion_length": 4},
+        training={"max_steps": 2, "micro_batch_size": 3, "compute_dtype": "bfloat16"},
+        output={"adapter_name": "grpo", "local_dir": str(tmp_path / "out")},
+    )
+    events = list(run_job(spec, worker_env))
+    assert events[-1].type == "completed", events[-1].data
+    started = next(e for e in events if e.type == "started").data
+    assert started["model"]["compute_dtype"] == "bfloat16"
