@@ -49,6 +49,8 @@ def compare(
         typer.echo(json.dumps(asdict(cmp), indent=1, default=str))
         return
     echo_table(cmp.summary_table())
+    for note in cmp.metric_notes():
+        typer.echo(note)
     typer.echo("")
     if cmp.settings:
         typer.echo("settings that differ:")

@@ -372,7 +372,10 @@ def preference_curves(series: PreferenceLike) -> go.Figure:
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.1,
-        subplot_titles=("Reward margin (chosen - rejected)", "Preference accuracy"),
+        subplot_titles=(
+            "Reward margin: beta x (chosen - rejected) log-ratio to the reference",
+            "Preference accuracy",
+        ),
     )
     fig.add_trace(
         go.Scatter(

@@ -81,6 +81,8 @@ def view(actor: Actor, job_ids: Sequence[str]) -> None:
     st.plotly_chart(charts.compare_curves(cmp.runs), key="jobs.compare_curves")
     st.markdown("**Runs and their adapters' evaluation scores**")
     st.dataframe(cmp.summary_table(), hide_index=True, width="stretch")
+    for note in cmp.metric_notes():
+        st.caption(w.plain(note))
     left, right = st.columns([2, 3])
     left.plotly_chart(
         charts.cost_to_target(

@@ -43,6 +43,7 @@ from core.db.tables import Job, JobEvent
 from core.errors import InvalidInput, NotFound
 from core.queries.jobs import live_cost_usd
 from core.users import Actor
+from trainer.shared.methods import METHODS, SETTINGS, Method, info
 
 MIN_RUNS, MAX_RUNS = 2, 6
 # Spec fields that differ between any two jobs without saying anything about the run.
@@ -110,8 +111,8 @@ class Comparison:
                 "job": r.job_id,
                 "status": r.status.lower(),
                 "cost ($)": round(r.cost_usd, 4),
-                "best eval loss": r.best_eval_loss,
-                f"cost to eval loss {target} ($)": None
+                "best eval loss": "–" if r.best_eval_loss is None else r.best_eval_loss,
+                f"cost to eval loss {target} ($)": "–"
                 if r.cost_to_target_usd is None
                 else round(r.cost_to_target_usd, 4),
             }
@@ -119,7 +120,16 @@ class Comparison:
                 for metric, value in sorted(r.eval_scores.get(who, {}).items()):
                     row[f"{who} {metric}"] = round(value, 4)
             rows.append(row)
-        return rows
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        return [{k: row.get(k, "–") for k in columns} for row in rows]  # never an empty cell
+
+    def metric_notes(self) -> list[str]:
+        """What each score in `summary_table` measures (those `METRIC_MEANINGS` explains),
+        and the training reward margin's, so margins of different kinds are not compared."""
+        shown = {m for r in self.runs for who in r.eval_scores.values() for m in who}
+        if "mean_margin" in shown:
+            shown.add("reward_margin")
+        return [f"{m}: {METRIC_MEANINGS[m]}" for m in METRIC_MEANINGS if m in shown]
 
     def curve_rows(self) -> list[dict[str, Any]]:
         """Every curve point as a flat row (the CSV the command line writes): run, job,
@@ -301,14 +311,54 @@ def _scores(actor: Actor, session: Session, job_id: str) -> dict[str, dict[str, 
 
 
 def _flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Each set field as a string; a field left unset (None) is not listed (it reads "–")."""
     out: dict[str, str] = {}
     for k, v in spec.items():
         name = f"{prefix}{k}"
         if isinstance(v, Mapping):
             out.update(_flatten(v, name + "."))
+        elif v is None:
+            continue
         elif not any(name == x or (x.endswith(".") and name.startswith(x)) for x in _NOT_SETTINGS):
             out[name] = ", ".join(map(str, v)) if isinstance(v, list) else str(v)
     return out
+
+
+def _method_settings(flat: dict[str, str], method: str) -> dict[str, str]:
+    """The spec's method settings (`preference.*`, `grading.*`) under the methods' table's
+    labels, only those the job's method uses (a DPO spec carries ORPO's lambda unused)."""
+    try:
+        uses = set(info(method).settings) | set(info(method).grading_settings)
+    except ValueError:  # a method this version does not know: its settings as stored
+        return flat
+    out: dict[str, str] = {}
+    for name, value in flat.items():
+        section, _, field_name = name.partition(".")
+        if section not in ("preference", "grading") or field_name not in SETTINGS:
+            out[name] = value
+        elif field_name in uses:
+            out[_setting_label(field_name)] = value
+    return out
+
+
+def _setting_label(name: str) -> str:
+    """ "Beta (DPO, KTO)": the table's label and the methods that use the setting."""
+    users = [m.upper() for m, i in METHODS.items() if name in (*i.settings, *i.grading_settings)]
+    return f"{SETTINGS[name].label} ({', '.join(users)})"
+
+
+# What each evaluation score and training metric measures, said next to the numbers.
+METRIC_MEANINGS: dict[str, str] = {
+    "mean_margin": "the mean, over the eval split's pairs, of the chosen answer's summed "
+    "token log-probability minus the rejected one's (nats, the model's own preference; "
+    "grows with answer length, not scaled by beta)",
+    "preference_accuracy": "the share of eval pairs whose chosen answer has the higher "
+    "summed log-probability",
+    "reward_margin": "training reward margin: beta x (how much the adapter raised the chosen "
+    "answer's log-probability over the reference model, less the same for the rejected "
+    "one), per batch; it starts at 0 and stays small, so it is not comparable with "
+    "mean_margin",
+}
 
 
 def _differences(actor: Actor, session: Session, jobs: Sequence[Job]) -> list[SettingDiff]:
@@ -322,12 +372,13 @@ def _differences(actor: Actor, session: Session, jobs: Sequence[Job]) -> list[Se
             )
         except NotFound:
             dataset = j.dataset_id or ""
+        spec = j.spec or {}
         flat.append(
             {
                 "base model": j.base_model,
                 "dataset": dataset,
                 "GPU type": j.gpu_type,
-                **_flatten(j.spec or {}),
+                **_method_settings(_flatten(spec), spec.get("method") or Method.SFT),
             }
         )
     names = list(dict.fromkeys(k for f in flat for k in f))

@@ -187,3 +187,33 @@ def test_the_command_line_prints_the_same_tables_and_writes_the_curves(
         assert out.read_text() == queries.compare_jobs(LOCAL_ACTOR, s, [a, b]).curves_csv()
     bad = CliRunner().invoke(app, ["jobs", "compare", a])
     assert bad.exit_code == 2 and "compare 2 to 6 different jobs" in bad.output
+
+
+def test_method_settings_use_the_tables_labels_only_where_the_method_uses_them(
+    settings: Settings,
+) -> None:
+    ds = seed_dataset(settings)
+    pref = {"beta": 0.1, "loss_type": "sigmoid", "orpo_lambda": 0.1, "desirable_weight": 1.0}
+    dpo = {**SPEC, "method": "dpo", "preference": pref}
+    orpo = {**SPEC, "method": "orpo", "preference": {**pref, "orpo_lambda": 0.2}}
+    sft = {**SPEC, "method": "sft", "preference": None}
+    ids = [seed_job(settings, ds, adapter=n, spec=sp) for n, sp in (("d", dpo), ("o", orpo))]
+    ids.append(seed_job(settings, ds, adapter="s", spec=sft))
+    with db.session_scope(settings) as s:
+        v = repo.create_adapter_version(
+            LOCAL_ACTOR, s, adapter_name="d", base_model="m", job_id=ids[0]
+        )
+        margin = {"preference_accuracy": 0.9, "mean_margin": 215.29}
+        scores = {"status": "done", "adapter": margin, "base": margin}
+        repo.update_version(LOCAL_ACTOR, s, v.id, eval_scores=scores)
+        cmp = queries.compare_jobs(LOCAL_ACTOR, s, ids)
+    diffs = {d.name: d.values for d in cmp.settings}
+    assert diffs["method"] == ["dpo", "orpo", "sft"]
+    assert diffs["Beta (DPO, KTO)"] == ["0.1", "–", "–"]  # ORPO has no beta
+    assert diffs["Lambda (ORPO)"] == ["–", "0.2", "–"]  # DPO's unused lambda is not listed
+    assert not [n for n in diffs if n.startswith("preference")]
+    cells = [v for row in cmp.settings_table() + cmp.summary_table() for v in row.values()]
+    assert None not in cells and "None" not in cells
+    notes = " ".join(cmp.metric_notes())
+    assert "mean_margin: the mean, over the eval split's pairs" in notes
+    assert "reward_margin: training reward margin: beta x" in notes
