@@ -131,4 +131,4 @@ with set_tab:
         )
 
 with tools_tab:
-    agent_chat.tools_tab(client, chosen, system, sampling, (actor, settings, sources))
+    agent_chat.tools_tab(client, chosen, system, sampling, (actor, settings))

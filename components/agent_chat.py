@@ -94,12 +94,17 @@ def _ask(
     messages.append({**reply.as_message(), "reasoning": reply.reasoning})
 
 
-def _dataset_tools_picker(actor: Any, settings: Any, sets: dict[str, str]) -> None:
-    """Fill the tools box with the schemas of one of the actor's datasets."""
-    from core.clients.inference import dataset_tools
+def _dataset_tools_picker(actor: Any, settings: Any) -> None:
+    """Fill the tools box with the schemas of one of the actor's datasets whose rows
+    define tools."""
+    from core.clients.inference import database_ready, dataset_tools, tool_datasets
     from core.clients.storage import make_blob_store
     from core.db import session_scope
 
+    if not database_ready(settings):
+        return
+    with session_scope(settings) as s:
+        sets = tool_datasets(actor, s)
     if not sets:
         return
     c = st.columns([3, 1])
@@ -118,10 +123,10 @@ def tools_tab(
     chosen: Sequence[ModelChoice],
     system: str,
     sampling: Sampling,
-    datasets: tuple[Any, Any, dict[str, str]] | None = None,
+    datasets: tuple[Any, Any] | None = None,
 ) -> None:
-    """The Tools tab of the Playground (module docstring); `datasets` is (actor, settings,
-    {name: id}) of the datasets whose tools may fill the box."""
+    """The Tools tab of the Playground (module docstring); `datasets` is (actor, settings)
+    whose datasets that define tools may fill the box."""
     if datasets is not None:
         _dataset_tools_picker(*datasets)
     text = st.text_area(

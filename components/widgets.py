@@ -8,6 +8,7 @@ through `show_error`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,7 +112,23 @@ def _bubbles(messages: Sequence[Mapping[str, Any]], side: str = "") -> None:
             role if role in ("user", "assistant") else "ai", avatar=ROLE_AVATARS.get(role)
         ):
             st.caption(f"{role} ({side} answer)" if side else role)
-            st.text(str(m.get("content", "")))
+            _message_body(m)
+
+
+def _message_body(m: Mapping[str, Any]) -> None:
+    """A message's reasoning, text and tool calls (an assistant turn that only calls has
+    no text: its calls are what it says), all as plain text."""
+    reasoning = m.get("reasoning_content") or m.get("reasoning")
+    if reasoning:
+        with st.expander("Reasoning", expanded=False):
+            st.text(str(reasoning))
+    if m.get("content") or not m.get("tool_calls"):
+        st.text(str(m.get("content") or ""))
+    for call in m.get("tool_calls") or []:
+        fn = call.get("function") or call
+        args = fn.get("arguments")
+        st.caption(f"calls {plain(str(fn.get('name', '')))}")
+        st.code(args if isinstance(args, str) else json.dumps(args, indent=1), language="json")
 
 
 def problems_table(examples: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> None:

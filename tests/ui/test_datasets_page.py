@@ -179,6 +179,8 @@ def test_a_tool_calling_dataset_shows_its_calls_and_renders_its_tools(
     text = text_of(at)
     assert "Agent data: 4 rows define tools; 1.00 tool calls per row" in text
     assert "4 rows reason" in text
-    rendered = at.code[0].value
+    codes = [c.value for c in at.code]
+    assert '{\n "city": 0\n}' in codes  # the preview shows the turn's call, not an empty bubble
+    rendered = next(c for c in codes if "<|im_end|>" in c)
     assert '"name": "get_time"' in rendered.split("<|im_end|>")[0]  # the tools, in the system turn
     assert '<tool_call>\n{"name": "get_time", "arguments": {"city": 0}}\n</tool_call>' in rendered

@@ -86,6 +86,7 @@ from core.clients.inference.tools import (
     dataset_tools,
     holds_tool_call,
     parse_tools_json,
+    tool_datasets,
     tool_result,
 )
 from core.clients.inference.types import (
@@ -109,6 +110,7 @@ __all__ = [
     "ToolCall",
     "agent_chat",
     "dataset_tools",
+    "tool_datasets",
     "holds_tool_call",
     "parse_tools_json",
     "tool_result",

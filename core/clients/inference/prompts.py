@@ -118,8 +118,8 @@ def eval_split_datasets(actor: Actor, session: Session) -> dict[str, str]:
 def eval_split_cases(
     actor: Actor, session: Session, store: Any, dataset_id: str, limit: int = 200
 ) -> list[PromptCase]:
-    """The first `limit` chat rows of the actor's dataset's eval split as prompt cases
-    (the last assistant turn is the reference). Raises InvalidInput when the dataset has
+    """The first `limit` rows of the actor's dataset's eval split as prompt cases (the
+    last assistant turn is the reference; a preference pair's prompt and chosen answer). Raises InvalidInput when the dataset has
     no eval split or no chat rows, NotFound for another user's dataset."""
     from core import datasets
 
@@ -129,10 +129,24 @@ def eval_split_cases(
     if not rows:
         ds = datasets.get_dataset(actor, session, dataset_id)
         raise InvalidInput(datasets.no_eval_split_reason(ds))
-    chat = [r for r in rows if "messages" in r]
+    chat = [{"messages": c} for c in map(_conversation, rows) if c]
     if not chat:
         raise InvalidInput("this dataset holds plain text rows: there are no prompts to compare")
     return cases_from_conversations(chat)
+
+
+def _conversation(row: Mapping[str, Any]) -> list[Any] | None:
+    """A normalised row as a conversation to compare on: chat rows as they are; a
+    preference pair's prompt with its chosen answer (the reference); a labelled (KTO)
+    row's prompt, with its completion as the reference when it is desirable; a prompts
+    row's prompt alone. None for a text row."""
+    if "messages" in row:
+        return list(row["messages"])
+    prompt = row.get("prompt")
+    if not isinstance(prompt, list):
+        return None
+    answer = row.get("chosen") or (row.get("completion") if row.get("label") else None)
+    return [*prompt, *(answer or [])]
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,15 @@ def dataset_tools(actor: Any, session: Any, store: Any, dataset_id: str) -> list
 
     rows = datasets.preview_rows(actor, session, store, dataset_id, n=200, max_chars=10_000)
     return next((list(r["tools"]) for r in rows if r.get("tools")), [])
+
+
+def tool_datasets(actor: Any, session: Any) -> dict[str, str]:
+    """The actor's datasets whose rows define tools ({name: dataset id}), as their
+    inspection counted them (`stats["agent"]["rows_with_tools"]`)."""
+    from core import datasets
+
+    return {
+        d.name: d.id
+        for d in datasets.list_datasets(actor, session)
+        if ((d.stats or {}).get("agent") or {}).get("rows_with_tools")
+    }
