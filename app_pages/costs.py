@@ -29,7 +29,7 @@ if sv.budget_share >= 1:
 elif sv.budget_share >= 0.8:
     st.warning("More than 80% of the monthly budget is used.")
 st.plotly_chart(
-    charts.budget_bar(sv.month_spend_usd, sv.monthly_budget_usd),
+    charts.shared_figure(charts.budget_bar, round(sv.month_spend_usd, 2), sv.monthly_budget_usd),
     key="costs.budget",
     config={"displayModeBar": False},
 )
@@ -78,12 +78,17 @@ if not sv.by_month:
     st.stop()
 
 left, right = st.columns(2)
-left.plotly_chart(charts.spend_bars(sv.by_month, "Spend per month"), key="costs.by_month")
+left.plotly_chart(
+    charts.shared_figure(charts.spend_bars, sv.by_month, "Spend per month"), key="costs.by_month"
+)
 right.plotly_chart(
-    charts.spend_bars(sv.by_gpu or {"–": 0.0}, f"Per GPU type ({sv.month})"), key="costs.by_gpu"
+    charts.shared_figure(charts.spend_bars, sv.by_gpu or {"–": 0.0}, f"Per GPU type ({sv.month})"),
+    key="costs.by_gpu",
 )
 left.plotly_chart(
-    charts.spend_bars(sv.by_model or {"–": 0.0}, f"Per model ({sv.month})", horizontal=True),
+    charts.shared_figure(
+        charts.spend_bars, sv.by_model or {"–": 0.0}, f"Per model ({sv.month})", horizontal=True
+    ),
     key="costs.by_model",
 )
 with right:
@@ -127,6 +132,8 @@ m3.metric(
 grid = [u / 100 for u in range(1, 101)]
 sl, pod = queries.cost_per_busy_hour(cmp.serverless_rate_h, cmp.pod_rate_h, grid)
 st.plotly_chart(
-    charts.serverless_vs_pod(grid, sl, pod, sv.utilisation, cmp.break_even_utilisation),
+    charts.shared_figure(
+        charts.serverless_vs_pod, grid, sl, pod, sv.utilisation, cmp.break_even_utilisation
+    ),
     key="costs.pod",
 )

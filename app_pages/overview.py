@@ -40,7 +40,7 @@ def running_jobs() -> None:
                 )
                 if job.loss:
                     mid.plotly_chart(
-                        charts.sparkline(job.loss),
+                        charts.shared_figure(charts.sparkline, job.loss),
                         key=f"overview.spark.{job.id}",
                         config={"displayModeBar": False},
                     )
@@ -86,7 +86,7 @@ c1.metric(
 )
 c1.caption(f"{w.share(ov.budget_share)} of the {w.money(ov.monthly_budget_usd)} budget")
 c2.plotly_chart(
-    charts.budget_bar(ov.month_spend_usd, ov.monthly_budget_usd),
+    charts.shared_figure(charts.budget_bar, round(ov.month_spend_usd, 2), ov.monthly_budget_usd),
     key="overview.budget",
     config={"displayModeBar": False},
 )

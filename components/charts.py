@@ -1,9 +1,17 @@
 """Plotly figures built from plain data. Pure functions: no streamlit, no database, so
-every chart can be tested by looking at its traces."""
+every chart can be tested by looking at its traces.
+
+`shared_figure(build, *args)` builds a figure once per process for the same (hashable)
+arguments: building one costs tens of milliseconds (plotly validates its template on
+every figure), which many sessions opening the same page would pay again and again. The
+figure it returns is shared by every session: draw it, never change it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import plotly.graph_objects as go
@@ -16,6 +24,35 @@ BAD = "#dc2626"
 GOOD = "#16a34a"
 
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+
+
+_SHARED: OrderedDict[Any, go.Figure] = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+_SHARED_MAX = 256
+
+
+def shared_figure(build: Callable[..., go.Figure], *args: Any, **kwargs: Any) -> go.Figure:
+    """`build(*args, **kwargs)`, built once per process for equal arguments (mappings and
+    sequences compared by value, in order); the newest 256 are kept (see the module)."""
+    key = (build.__module__, build.__qualname__, _frozen(args), _frozen(kwargs))
+    with _SHARED_LOCK:
+        if key in _SHARED:
+            _SHARED.move_to_end(key)
+            return _SHARED[key]
+    fig = build(*args, **kwargs)  # outside the lock: two sessions may both build it once
+    with _SHARED_LOCK:
+        _SHARED[key] = fig
+        while len(_SHARED) > _SHARED_MAX:
+            _SHARED.popitem(last=False)
+    return fig
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return ("map", tuple((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return ("seq", tuple(_frozen(v) for v in value))
+    return value
 
 
 def sparkline(values: Sequence[float], *, height: int = 60) -> go.Figure:

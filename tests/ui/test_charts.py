@@ -74,3 +74,19 @@ def test_month_keys_are_categories_not_dates() -> None:
 def test_budget_bar_turns_red_over_budget() -> None:
     assert charts.budget_bar(250.0, 200.0).data[0].marker.color == charts.BAD
     assert charts.budget_bar(10.0, 200.0).data[0].marker.color == charts.GOOD
+
+
+def test_a_shared_figure_is_built_once_for_equal_arguments() -> None:
+    from components import charts
+
+    built = []
+
+    def build(amounts: dict, title: str, *, horizontal: bool = False):
+        built.append(title)
+        return charts.spend_bars(amounts, title, horizontal=horizontal)
+
+    a = charts.shared_figure(build, {"x": 1.0, "y": 2.0}, "t")
+    assert charts.shared_figure(build, {"x": 1.0, "y": 2.0}, "t") is a  # equal by value
+    assert charts.shared_figure(build, {"y": 2.0, "x": 1.0}, "t") is not a  # order is drawn
+    assert charts.shared_figure(build, {"x": 1.0, "y": 2.0}, "t", horizontal=True) is not a
+    assert built == ["t", "t", "t"]
