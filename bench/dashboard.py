@@ -1,7 +1,9 @@
 """Dashboard at scale: the pages over 5,000 jobs and 500,000 metric points, against the
-same pages over an empty database, measured in the same run.
+same pages over an empty database, measured in the same run; and many browser sessions at
+once against one server, against a single session in the same run.
 
     python bench/dashboard.py [--jobs 5000] [--points 500000] [--repeat 5] [--database-url URL]
+    python bench/dashboard.py --sessions 1,5,10,20,50 [--no-pages] [--compare-watcher]
 
 - data: one user's `--jobs` jobs (statuses, models, datasets, costs, finished and a few
   running) and `--points` metric events in a fresh SQLite file under bench/out/ (or the
@@ -19,6 +21,17 @@ same pages over an empty database, measured in the same run.
 Runs alternate between the two databases, after a warm-up run of each; the median of
 `--repeat` counts. Only the ratios mean something: they are against a baseline measured
 in the same run on the same machine.
+
+Sessions (`--sessions`): a real `streamlit run app.py` (the deployment's config) over a
+database of `--session-jobs` jobs (two running, so Overview's live section is on), driven
+through Streamlit's websocket protocol without a browser (`bench/ws_sessions.py`): for
+each count, that many sessions connect at the same moment, each opens its first page
+(Overview) then `--session-pages` (a navigation click each). Reported per count: the
+first page's and the next pages' p50/p95 server time (rerun request to `script_finished`),
+errors, the server's CPU seconds and peak RSS, and the ratio of the first page's p95 to the
+single session's, measured first in the same run after a warm-up session.
+`--compare-watcher` runs the same series again with Streamlit's source watcher and
+post-run garbage collection switched back on (its defaults), for a before/after.
 """
 
 from __future__ import annotations
@@ -239,9 +252,57 @@ def main() -> None:
     ap.add_argument(
         "--database-url", default=None, help="a PostgreSQL database to use (it is emptied)"
     )
+    ap.add_argument("--sessions", default="", help="session counts, e.g. 1,5,10,20,50")
+    ap.add_argument("--session-pages", default="jobs,adapters,costs")
+    ap.add_argument("--session-jobs", type=int, default=300)
+    ap.add_argument("--no-pages", action="store_true", help="only the sessions part")
+    ap.add_argument("--compare-watcher", action="store_true")
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["GPU_CLUSTER_API_URL"] = "http://127.0.0.1:9/v2/none"  # nothing to sync against
+    if a.sessions:
+        sessions_bench(a)
+    if not a.no_pages:
+        pages_bench(a)
+
+
+def sessions_bench(a: argparse.Namespace) -> None:
+    from ws_sessions import series, server
+
+    folder = OUT / "dashboard-sessions"
+    url = fresh(None, folder)
+    populate(url, a.session_jobs, a.session_jobs * 20)
+    env = {"BRIGHTRUN_DATA_DIR": str(folder), "DATABASE_URL": url}
+    counts = [int(n) for n in a.sessions.split(",")]
+    pages = [p for p in a.session_pages.split(",") if p]
+    configs = [("deployment config", [])]
+    if a.compare_watcher:
+        watcher = ["--server.fileWatcherType", "auto", "--runner.postScriptGC", "true"]
+        configs.append(("source watcher + post-run GC (Streamlit defaults)", watcher))
+    report = {"date": dt.date.today().isoformat(), "machine": machine(), "runs": []}
+    for label, flags in configs:
+        with server(ROOT / "app.py", env, flags) as (ws_url, pid):
+            rows = series(ws_url, pid, counts, pages)
+        base = rows[0]["first_p95_s"]
+        print(f"{label}:")
+        for r in rows:
+            r["first_p95_vs_single"] = round(r["first_p95_s"] / base, 2)
+            print(
+                f"  {r['sessions']:3d} sessions  first p50 {r['first_p50_s']:6.3f} s"
+                f" p95 {r['first_p95_s']:6.3f} s (x{r['first_p95_vs_single']:.2f})"
+                f"  next p50 {r['next_p50_s']:6.3f} s p95 {r['next_p95_s']:6.3f} s"
+                f"  errors {r['errors']}  server cpu {r['server_cpu_s']:5.1f} s"
+                f"  rss {r['server_peak_rss_mb']} MB"
+            )
+        report["runs"].append({"config": label, "flags": flags, "waves": rows})
+    (OUT / "dashboard_sessions.json").write_text(json.dumps(report, indent=1))
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
+def pages_bench(a: argparse.Namespace) -> None:
     empty_dir, full_dir = OUT / "dashboard-empty", OUT / "dashboard-full"
     empty_url = fresh(None, empty_dir)
     full_url = fresh(a.database_url, full_dir)
@@ -295,7 +356,7 @@ def main() -> None:
     )
     report = {
         "date": dt.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": machine(),
         "python": platform.python_version(),
         "database": "postgresql" if a.database_url else "sqlite",
         "jobs": a.jobs,
