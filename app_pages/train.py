@@ -32,8 +32,7 @@ ui.cache_note(model, cache)
 if cache.state == "not cached" and (
     cache_job := train_options.cache_button(model, actor, settings)
 ):
-    jobs_ui.open_job(cache_job)
-    st.switch_page("app_pages/jobs.py")
+    jobs_ui.go_to_job(cache_job)
 
 left, right = st.columns([3, 2])
 with left:
@@ -104,5 +103,4 @@ with right:
         except BrightRunError as e:
             w.show_error(e)
         else:
-            jobs_ui.open_job(job.id)
-            st.switch_page("app_pages/jobs.py")
+            jobs_ui.go_to_job(job.id)

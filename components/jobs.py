@@ -106,6 +106,13 @@ def open_job(job_id: str | None) -> None:
         st.query_params.pop("job", None)
 
 
+def go_to_job(job_id: str) -> None:
+    """Open the Jobs page on `job_id`, its address holding `?job=` so a reload keeps it
+    (switching pages clears the query string: it is given to the switch)."""
+    st.session_state["jobs.selected"] = job_id
+    st.switch_page("app_pages/jobs.py", query_params={"job": job_id})
+
+
 def actions(detail: queries.JobDetail) -> None:
     """Cancel, retry and (after a failure) relaunch with the suggested settings."""
     actor, settings = session.actor(), session.settings()

@@ -83,8 +83,7 @@ def _merge(version_id: str, label: str) -> None:
         except BrightRunError as e:
             w.show_error(e)
         else:
-            jobs_ui.open_job(job.id)
-            st.switch_page("app_pages/jobs.py")
+            jobs_ui.go_to_job(job.id)
 
 
 def evaluate_and_continue(version_id: str, label: str) -> None:
@@ -132,8 +131,7 @@ def evaluate_and_continue(version_id: str, label: str) -> None:
             except BrightRunError as e:
                 w.show_error(e)
             else:
-                jobs_ui.open_job(job.id)
-                st.switch_page("app_pages/jobs.py")
+                jobs_ui.go_to_job(job.id)
 
 
 def gguf_export(version_id: str) -> None:

@@ -176,9 +176,13 @@ def evaluation_section(actor: Any, version_id: str, label: str) -> None:
     st.dataframe(
         score_rows(report),
         hide_index=True,
+        width="stretch",
         column_config={
-            c: st.column_config.NumberColumn(format="%.3f")
-            for c in ("adapter", "base", "difference")
+            "metric": st.column_config.TextColumn("metric", width="large"),  # never cut
+            **{
+                c: st.column_config.NumberColumn(format="%.3f")
+                for c in ("adapter", "base", "difference")
+            },
         },
     )
     if report.get("tools"):

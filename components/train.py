@@ -364,6 +364,10 @@ def plan_view(tp: jobs.Preflight) -> None:
         ],
         hide_index=True,
         width="stretch",
+        column_config={  # the GPU names and suggestions are read whole, never cut
+            "GPU": st.column_config.TextColumn("GPU", width="medium"),
+            "suggestion": st.column_config.TextColumn("suggestion", width="large"),
+        },
     )
     for note in tp.notes:
         st.caption(w.plain(note))

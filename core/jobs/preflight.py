@@ -458,7 +458,7 @@ def _judge_plan(c: _Check, p: Any, tokens: Any = None) -> None:
     if v.verdict == "does_not_fit":
         c.refuse(
             PlanRefused(
-                f"it does not fit a {v.name}: needs {v.need_bytes / 2**30:.1f} GiB of "
+                f"it does not fit {v.a_name}: needs {v.need_bytes / 2**30:.1f} GiB of "
                 f"{v.memory_bytes / 2**30:.0f} GiB"
                 + (f"; try {v.suggestion}" if v.suggestion else "")
             )

@@ -36,6 +36,11 @@ class GpuVerdict:
     suggestion: str | None = None
     suggested: dict[str, Any] | None = None  # the settings that make it fit
 
+    @property
+    def a_name(self) -> str:
+        """The name after its article, read letter by letter: "an A40 48 GB", "a T4"."""
+        return f"{'an' if self.name[:1].upper() in 'AEFHILMNORSX' else 'a'} {self.name}"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -4,6 +4,8 @@ where adapter and base differ most."""
 
 from __future__ import annotations
 
+import json
+
 from core import db
 from core.db import repo
 from core.evaluate import JUDGE_PROMPT
@@ -60,6 +62,8 @@ def test_the_evaluation_and_quality_per_dollar_are_shown(settings: Settings, ope
     chart = at.get("plotly_chart")
     assert len(chart) == 1 and "Quality per dollar" in chart[0].proto.spec
     scores = at.dataframe[1].value
+    metric_config = json.loads(at.dataframe[1].proto.columns)["metric"]
+    assert metric_config["width"] == "large"  # "preference accuracy" is read whole, not cut
     assert list(scores["metric"]) == ["exact match", "token F1", "ROUGE-L"] and list(
         scores["adapter"]
     ) == [0.75, 0.8, 0.82]

@@ -66,7 +66,7 @@ def test_plan_follows_the_settings_and_launch_is_refused_with_the_reason(
     at.selectbox(key="train.model").select("Qwen/Qwen2.5-72B-Instruct").run()
     at.selectbox(key="train.quantization").select("none").run()
     assert _launch(at).disabled
-    assert "it does not fit a H100 PCIe 80 GB" in text_of(at)
+    assert "it does not fit an H100 PCIe 80 GB" in text_of(at)
     assert "Qwen2.5 72B Instruct" in text_of(at) and "context 32,768 tokens" in text_of(at)
     before = float(next(m for m in at.metric if m.label == "Peak memory").value.split()[0])
     at.selectbox(key="train.quantization").select("nf4").run()
@@ -105,6 +105,7 @@ def test_launch_submits_the_form_settings_and_opens_the_job(
     assert at.title[0].value == "Jobs"
     with db.session_scope(settings) as s:
         (job,) = repo.list_jobs(LOCAL_ACTOR, s)
+    assert at.query_params["job"] == job.id  # the address names the job: a reload keeps it
     assert (
         job.adapter_name == "toy-bot"
         and job.spec["lora"]["r"] == 4
@@ -306,3 +307,10 @@ def test_a_preference_dataset_trains_with_dpo_or_orpo(
     with db.session_scope(settings) as s:
         (job,) = repo.list_jobs(LOCAL_ACTOR, s)
         assert job.spec["method"] == "orpo" and job.spec["preference"]["orpo_lambda"] == 0.1
+
+
+def test_the_gpu_table_gives_names_and_suggestions_room(dataset: str, open_page) -> None:
+    at = open_page("train")
+    (table,) = [d for d in at.dataframe if "suggestion" in d.value.columns]
+    config = json.loads(table.proto.columns)
+    assert config["suggestion"]["width"] == "large" and config["GPU"]["width"] == "medium"
