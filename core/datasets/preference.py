@@ -259,9 +259,10 @@ class PairTokenStats:
         self.cut_rows: list[int] = []
         self.same_rows: list[int] = []
 
-    def add(self, pair: dict[str, Any], row: int | None) -> int:
+    def add(self, pair: dict[str, Any], row: int | None) -> tuple[int, int]:
         """Measure one pair; the tokens of its longer sequence (the prompt and one answer,
-        rendered as the trainer trains it), the length that `max_length` cuts."""
+        rendered as the trainer trains it: the length that `max_length` cuts), and of
+        both sequences (what the trainer trains on)."""
         from trainer.shared.tokens import answer_token_masks
 
         p = [pair["prompt"]] * 2
@@ -271,9 +272,9 @@ class PairTokenStats:
         self.prompt.append(c_mask.index(True) if True in c_mask else len(c_ids))
         self.chosen.append(sum(c_mask))
         self.rejected.append(sum(r_mask))
-        n, longer = self.max_length, max(len(c_ids), len(r_ids))
+        n, longer, both = self.max_length, max(len(c_ids), len(r_ids)), len(c_ids) + len(r_ids)
         if longer <= n:
-            return longer
+            return longer, both
         self.cut += 1
         if row is not None and len(self.cut_rows) < _EXAMPLES:
             self.cut_rows.append(row)
@@ -283,7 +284,7 @@ class PairTokenStats:
             self.same_after_cut += 1
             if row is not None and len(self.same_rows) < _EXAMPLES:
                 self.same_rows.append(row)
-        return longer
+        return longer, both
 
     def result(self) -> dict[str, Any]:
         import numpy as np

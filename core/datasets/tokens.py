@@ -205,10 +205,11 @@ class TokenStats:
         if self.pairs is None:
             self.pairs = PairTokenStats(self.tok, self.max_length)
         # one length per pair for the histogram and the truncated share alike: its longer
-        # sequence (prompt + one answer, as the trainer renders and cuts it)
-        n = self.pairs.add(row, row_number)
+        # sequence (prompt + one answer, as the trainer renders and cuts it); the total and
+        # the loss share count both sequences, as the trainer trains them
+        n, both = self.pairs.add(row, row_number)
         self.lengths.append(n)
-        self.total += n
+        self.total += both
         self.loss += self.pairs.chosen[-1] + self.pairs.rejected[-1]
         if n > self.max_length:
             self.truncated += 1

@@ -123,3 +123,11 @@ def test_truncated_share_of_pairs_agrees_with_their_histogram(tmp_path: Path, ti
     edges, counts = tokens["histogram"]["edges"], tokens["histogram"]["counts"]
     past = sum(n for lo, n in zip(edges[:-1], counts, strict=True) if lo >= 48)
     assert past == 2
+
+
+def test_a_pairs_loss_share_counts_both_of_its_sequences(tmp_path: Path, tiny) -> None:
+    rows = [LAYOUT_ROWS["preference"], {"prompt": "Hi.", "chosen": "Hello.", "rejected": "Go."}]
+    tokens = inspect_file(write_jsonl(tmp_path / "p.jsonl", rows), tiny).to_dict()["tokens"]
+    assert 0 < tokens["loss_share"] < 0.5  # both answers over both sequences, never over 100%
+    longer_sequences = tokens["per_row"]["mean"] * tokens["measured_rows"]
+    assert tokens["total"] > 1.5 * longer_sequences  # prompt + chosen and prompt + rejected
