@@ -43,7 +43,7 @@ MEASURED_RANGE = (0.9, 1.15)  # around the measured median
 COLD_START_FIXED_S = (30.0, 90.0)
 WEIGHT_READ_BYTES_PER_S = (2.0e9, 0.2e9)
 # The local endpoint's CPU: fixed seconds per optimizer step, and the worker's start.
-LOCAL_STEP_S = (0.05, 3.0)
+LOCAL_STEP_S = (0.005, 3.0)
 LOCAL_COLD_START_S = (1.0, 60.0)
 
 

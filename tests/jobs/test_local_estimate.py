@@ -66,3 +66,6 @@ def test_the_estimate_names_the_local_cpu_and_holds_the_jobs_time_and_cost(
     high = pre.time.seconds_high + pre.time.cold_start_high_s
     assert low <= job.billed_s <= high
     assert job.gpu_type == "LOCAL_CPU" and job.rate_per_s == pre.cost.rate_per_s
+    (done,) = [e for e in stack.events(job.id) if e.type == "completed"]
+    trained_s = done.data["summary"]["train_seconds"]  # the page's "Training time" range
+    assert pre.time.seconds_low <= trained_s <= pre.time.seconds_high
