@@ -32,6 +32,11 @@ class MethodSeries:
         return not self.step or not self.groups
 
 
+# Methods whose metrics have a chart of their own: SFT's loss curve, the pairs' preference
+# chart. Every other method's table metrics are drawn here, one panel each.
+_OWN_CHART = frozenset({"answers", "pairs"})
+
+
 def _group(key: str, names: tuple[str, ...]) -> str | None:
     if key in names:
         return key
@@ -45,7 +50,7 @@ def method_series(
     """The job's method metrics, oldest first (see the module docstring)."""
     job = repo.get_job(actor, session, job_id)
     m = METHODS.get((job.spec or {}).get("method") or Method.SFT)
-    if m is None or m.evaluation != "job":
+    if m is None or m.evaluation in _OWN_CHART:
         return MethodSeries()
     rows = (
         session.execute(
