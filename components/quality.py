@@ -148,7 +148,7 @@ def evaluation_section(actor: Any, version_id: str, label: str) -> None:
 
     from components import session
     from components import widgets as w
-    from core import evaluate
+    from core import evaluate, queries
     from core.errors import BrightRunError
 
     try:
@@ -185,6 +185,9 @@ def evaluation_section(actor: Any, version_id: str, label: str) -> None:
             },
         },
     )
+    for metric in report.get("metrics") or ():  # what a preference score measures
+        if metric in queries.METRIC_MEANINGS:
+            st.caption(w.plain(f"{metric.replace('_', ' ')}: {queries.METRIC_MEANINGS[metric]}"))
     if report.get("tools"):
         st.plotly_chart(tool_scores_figure(report["tools"]), key="adapters.tool_scores")
     _judge_result(report.get("judge"))

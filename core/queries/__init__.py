@@ -14,6 +14,7 @@ truncation). Times are UTC and timezone-aware; money is US dollars; durations ar
 from core.queries.adapters import AdapterRow, adapter_rows, repo_adapter_name, zip_builder
 from core.queries.compare import (
     MAX_RUNS,
+    METRIC_MEANINGS,
     MIN_RUNS,
     Comparison,
     RunCurves,
@@ -96,6 +97,7 @@ __all__ = [
     "TemplateView",
     "adapter_rows",
     "compare_jobs",
+    "METRIC_MEANINGS",
     "endpoint_bill",
     "cost_per_busy_hour",
     "event_log",

@@ -95,3 +95,29 @@ def test_a_version_not_evaluated_says_why(settings: Settings, open_page) -> None
     at = open_page("adapters")
     assert "support-bot v1: evaluation skipped (the dataset has no eval split)" in text_of(at)
     assert not at.get("plotly_chart")
+
+
+def test_a_preference_evaluation_says_what_its_margin_measures(
+    settings: Settings,
+    open_page,  # noqa: F811
+) -> None:
+    ds = seed_dataset(settings)
+    job = seed_job(settings, ds, adapter="pref-bot", cost=0.5)
+    scores = {"preference_accuracy": 0.9, "mean_margin": 215.29}
+    report = {
+        "status": "done",
+        "kind": "preference",
+        "rows": 8,
+        "metrics": ["preference_accuracy", "mean_margin"],
+        "adapter": scores,
+        "base": scores,
+        "delta": {"preference_accuracy": 0.0, "mean_margin": 0.0},
+    }
+    with db.session_scope(settings) as s:
+        v = repo.create_adapter_version(
+            LOCAL_ACTOR, s, adapter_name="pref-bot", base_model="m", job_id=job, dataset_id=ds
+        )
+        repo.update_version(LOCAL_ACTOR, s, v.id, eval_scores=report)
+    text = text_of(open_page("adapters")).replace("\\", "")
+    assert "mean margin: the mean, over the eval split's pairs" in text
+    assert "preference accuracy: the share of eval pairs" in text
