@@ -24,13 +24,12 @@ mismatched sequences as their own batch (`kl`, scored without gradients).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trainer import data as D
-from trainer.preference import _messages, _side
+from trainer.preference import _messages, _side, read_checked
 from trainer.shared.errors import BadInput
 from trainer.shared.tokens import answer_token_masks
 
@@ -76,32 +75,14 @@ def check_row(obj: Any) -> tuple[KtoRow | None, str | None]:
 
 def read_rows(path: Path, what: str) -> list[KtoRow]:
     """Every row of a KTO file; raises `BadInput` naming the first bad rows."""
-    rows: list[KtoRow] = []
-    errors: list[str] = []
-    n_bad = 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise BadInput(f"{what} data is not UTF-8 text ({e.reason})") from e
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row, problem = check_row(json.loads(line))
-        except json.JSONDecodeError as e:
-            row, problem = None, f"not valid JSON ({e.msg})"
-        if row is None:
-            n_bad += 1
-            if len(errors) < _MAX_REPORTED:
-                errors.append(f"row {lineno}: {problem}")
-            continue
-        rows.append(row)
-    if n_bad:
-        raise BadInput(
-            f"{what} data has {n_bad} invalid KTO row(s): " + "; ".join(errors),
-            "KTO trains on labelled answers (prompt, completion, label); fix or remove these "
-            "rows and upload the dataset again",
-        )
+    rows = read_checked(
+        path,
+        what,
+        check_row,
+        "KTO",
+        "KTO trains on labelled answers (prompt, completion, label); fix or remove these "
+        "rows and upload the dataset again",
+    )
     if not rows or (what == "train" and len(rows) < 2):
         raise BadInput(
             f"{what} data has {len(rows)} row(s); KTO trains on at least two",

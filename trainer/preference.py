@@ -38,6 +38,7 @@ the log-probabilities are those of the two sequences computed apart, from fewer 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,12 @@ def check_pair(obj: Any) -> tuple[PairRow | None, str | None]:
     return PairRow(**parts), None
 
 
-def read_pairs(path: Path, what: str) -> list[PairRow]:
-    """Every pair of a preference file; raises `BadInput` naming the first bad rows."""
-    pairs: list[PairRow] = []
+def read_checked(
+    path: Path, what: str, check: Callable[[Any], tuple[Any, str | None]], kind: str, fix: str
+) -> list[Any]:
+    """Every row of a JSONL file that `check(obj) -> (row, problem)` accepts; raises
+    `BadInput` naming the first bad rows ("<what> data has N invalid <kind> row(s)", `fix`)."""
+    rows: list[Any] = []
     errors: list[str] = []
     n_bad = 0
     try:
@@ -103,21 +107,30 @@ def read_pairs(path: Path, what: str) -> list[PairRow]:
         if not line.strip():
             continue
         try:
-            pair, problem = check_pair(json.loads(line))
+            row, problem = check(json.loads(line))
         except json.JSONDecodeError as e:
-            pair, problem = None, f"not valid JSON ({e.msg})"
-        if pair is None:
+            row, problem = None, f"not valid JSON ({e.msg})"
+        if row is None:
             n_bad += 1
             if len(errors) < _MAX_REPORTED:
                 errors.append(f"row {lineno}: {problem}")
             continue
-        pairs.append(pair)
+        rows.append(row)
     if n_bad:
-        raise BadInput(
-            f"{what} data has {n_bad} invalid preference row(s): " + "; ".join(errors),
-            "DPO and ORPO train on preference rows (prompt, chosen, rejected); fix or remove "
-            "these rows and upload the dataset again",
-        )
+        raise BadInput(f"{what} data has {n_bad} invalid {kind} row(s): " + "; ".join(errors), fix)
+    return rows
+
+
+def read_pairs(path: Path, what: str) -> list[PairRow]:
+    """Every pair of a preference file; raises `BadInput` naming the first bad rows."""
+    pairs = read_checked(
+        path,
+        what,
+        check_pair,
+        "preference",
+        "DPO and ORPO train on preference rows (prompt, chosen, rejected); fix or remove "
+        "these rows and upload the dataset again",
+    )
     if not pairs:
         raise BadInput(f"{what} data has no rows", "upload a dataset with at least one pair")
     return pairs

@@ -83,7 +83,7 @@ def lifecycle(
 ) -> Iterator[Event]:
     """setup -> resume -> train -> save -> deliver; the `completed` data goes to `outcome`."""
     from trainer.loop import train
-    from trainer.report import started_data
+    from trainer.report import training_started
     from trainer.setup import setup
     from trainer.sharded import ShardedCheckpoints
     from trainer.train import cleanup, deliver, save
@@ -101,18 +101,7 @@ def lifecycle(
         run = setup(spec, env, work, group)
         resumed = checkpoints.resume(run)
         progress.__dict__.update(resumed.__dict__)
-        started = elog.emit(
-            "started",
-            started_data(
-                spec,
-                env,
-                t0,
-                model=run.model_facts,
-                dataset=run.dataset,
-                plan=run.batches.summary(),
-                resumed_from_step=progress.resumed_from,
-            ),
-        )
+        started = elog.emit("started", training_started(spec, env, t0, run, progress.resumed_from))
         yield started
         yield from train(run, progress, checkpoints, elog, env, work)
         folder = save(run, progress, started.data, work / "adapter")

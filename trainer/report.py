@@ -76,6 +76,22 @@ def started_data(spec: JobSpec, env: WorkerEnv, t0: float, **extra: Any) -> dict
     }
 
 
+def training_started(
+    spec: JobSpec, env: WorkerEnv, t0: float, run: Any, resumed_from: Any
+) -> dict[str, Any]:
+    """The `started` event's data of a training run once it is set up: the model's facts,
+    the dataset, the batch plan and the step it resumed from."""
+    return started_data(
+        spec,
+        env,
+        t0,
+        model=run.model_facts,
+        dataset=run.dataset,
+        plan=run.batches.summary(),
+        resumed_from_step=resumed_from,
+    )
+
+
 def failure_data(exc: BaseException, spec: JobSpec | None = None) -> dict[str, Any]:
     """The `failed` event's data for `exc`, logged (see the module docstring)."""
     kind, message, suggestion = describe_failure(exc, spec)

@@ -41,7 +41,7 @@ from trainer.checkpoint import Checkpoints, Progress, save_adapter
 from trainer.env import WorkerEnv
 from trainer.loop import train
 from trainer.output import EventLog, copy_folder, folder_files, upload_files
-from trainer.report import failure_data, public_config, started_data, upload_event_log
+from trainer.report import failure_data, public_config, training_started, upload_event_log
 from trainer.setup import Setup, setup
 from trainer.shared.files import RECORD
 from trainer.shared.spec import SPEC_VERSION, Event, JobSpec
@@ -61,18 +61,7 @@ def run_training(spec: JobSpec, env: WorkerEnv, t0: float) -> Iterator[Event]:
     try:
         run = setup(spec, env, work)
         progress = checkpoints.resume(run)
-        started = elog.emit(
-            "started",
-            started_data(
-                spec,
-                env,
-                t0,
-                model=run.model_facts,
-                dataset=run.dataset,
-                plan=run.batches.summary(),
-                resumed_from_step=progress.resumed_from,
-            ),
-        )
+        started = elog.emit("started", training_started(spec, env, t0, run, progress.resumed_from))
         yield started
         yield from train(run, progress, checkpoints, elog, env, work)
         folder = save(run, progress, started.data, work / "adapter")
