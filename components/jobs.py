@@ -13,6 +13,7 @@ import json
 import streamlit as st
 
 from components import charts, session
+from components import live as live_timing
 from components import widgets as w
 from components.sections import section
 from core import actions as job_actions
@@ -147,62 +148,65 @@ def actions(detail: queries.JobDetail) -> None:
 
 
 def live(job_id: str, shown_status: str) -> None:
-    """The job's numbers and curves, refreshed while it runs; when the job has ended since
-    the page was drawn with `shown_status`, the whole page is drawn again (buttons match)."""
-    every = session.settings().sync_interval_s
+    """The job's numbers and curves, refreshed while it runs (never sooner than three times
+    the last redraw took, `components.live`); when the job has ended since the page was
+    drawn with `shown_status`, the whole page is drawn again (buttons match)."""
     running = shown_status not in TERMINAL_STATUSES
+    every = live_timing.interval("jobs.progress", session.settings().sync_interval_s, running)
 
     @st.fragment(run_every=every if running and st.session_state["jobs.live"] else None)
     @section("the job's progress")
     def _live() -> None:
-        actor, settings = session.actor(), session.settings()
-        if running:
-            try:
-                jobs.sync(actor, settings, job_id, client=session.runpod(), store=session.store())
-            except BrightRunError as e:
-                st.warning(
-                    f"Could not reach the GPU endpoint; showing what is stored. ({w.plain(e)})"
-                )
-        with session.db() as s:
-            d = queries.job_detail(actor, s, job_id)
-            log = queries.event_log(actor, s, job_id)
-        series = _series(actor, job_id, d.job.last_seq)
-        if running and d.job.status in TERMINAL_STATUSES:
-            st.rerun(scope="app")
-        job = d.job
-        st.markdown(
-            f"{w.status_badge(job.status)} · {job.id} · {w.plain(job.base_model)} · dataset "
-            f"{w.plain(d.dataset or '–')} · started {w.when(job.started_at)}"
-        )
-        metrics_row(d)
-        if d.stop_note:
-            st.info(w.plain(d.stop_note))
-        cold_start(actor, settings, job)
-        if series.empty:
-            st.info("No training metrics yet: the worker reports them once the model is loaded.")
-        else:
-            st.plotly_chart(
-                charts.training_curves(
-                    series.step,
-                    series.loss,
-                    series.eval_step,
-                    series.eval_loss,
-                    series.lr,
-                    series.tokens_per_s,
-                    downsampled=series.downsampled,
-                ),
-                key="jobs.chart",
-            )
-            if series.downsampled:
-                st.caption(
-                    f"{series.points:,} logged steps drawn as {len(series.step)} bucket means."
-                )
-            method_charts(actor, job_id)
-        checkpoints(actor, job.id)
-        with st.expander(f"Event log ({len(log)} newest)"):
-            event_log(log)
+        with live_timing.timed("jobs.progress"):
+            _progress(job_id, running)
 
     _live()
+
+
+def _progress(job_id: str, running: bool) -> None:
+    """One redraw of the job's live section (see `live`)."""
+    actor, settings = session.actor(), session.settings()
+    if running:
+        try:
+            jobs.sync(actor, settings, job_id, client=session.runpod(), store=session.store())
+        except BrightRunError as e:
+            st.warning(f"Could not reach the GPU endpoint; showing what is stored. ({w.plain(e)})")
+    with session.db() as s:
+        d = queries.job_detail(actor, s, job_id)
+        log = queries.event_log(actor, s, job_id)
+    series = _series(actor, job_id, d.job.last_seq)
+    if running and d.job.status in TERMINAL_STATUSES:
+        st.rerun(scope="app")
+    job = d.job
+    st.markdown(
+        f"{w.status_badge(job.status)} · {job.id} · {w.plain(job.base_model)} · dataset "
+        f"{w.plain(d.dataset or '–')} · started {w.when(job.started_at)}"
+    )
+    metrics_row(d)
+    if d.stop_note:
+        st.info(w.plain(d.stop_note))
+    cold_start(actor, settings, job)
+    if series.empty:
+        st.info("No training metrics yet: the worker reports them once the model is loaded.")
+    else:
+        st.plotly_chart(
+            charts.training_curves(
+                series.step,
+                series.loss,
+                series.eval_step,
+                series.eval_loss,
+                series.lr,
+                series.tokens_per_s,
+                downsampled=series.downsampled,
+            ),
+            key="jobs.chart",
+        )
+        if series.downsampled:
+            st.caption(f"{series.points:,} logged steps drawn as {len(series.step)} bucket means.")
+        method_charts(actor, job_id)
+    checkpoints(actor, job.id)
+    with st.expander(f"Event log ({len(log)} newest)"):
+        event_log(log)
 
 
 def method_charts(actor: Actor, job_id: str) -> None:

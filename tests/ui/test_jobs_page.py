@@ -107,6 +107,8 @@ def test_live_detail_syncs_until_the_job_ends(settings: Settings, endpoint, open
     )
     at = open_page("jobs", {"job": job.id})
     assert at.get("progress")
+    # the live section timed its redraw: the next one waits at least three times as long
+    assert at.session_state["jobs.progress.render_s"] > 0
     _wait_for(at, lambda a: "failed" in str([p.proto.text for p in a.get("progress")]))
     # the fake worker ends without a final event: the page tells what happened and what to do
     assert "the worker ended without reporting a result" in text_of(at)
