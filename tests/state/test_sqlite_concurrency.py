@@ -30,12 +30,15 @@ def test_concurrent_writers_and_readers_never_see_a_locked_database(tmp_path: Pa
     seen: list[int] = []
     start = threading.Barrier(WRITERS + READERS + 1)
     done = threading.Event()
+    midway = threading.Event()  # a reader has read while the writers were half way
 
     def writer(w: int) -> None:  # its own engine: a process of its own (dashboard, syncer, CLI)
         engine = create_db_engine(url)
         try:
             start.wait()
             for i in range(ROWS):
+                if i == ROWS // 2:  # wait (holding no lock) until a reader has read mid-write
+                    midway.wait(timeout=60)
                 with engine.begin() as conn:  # read, then write, in one transaction
                     n = conn.execute(
                         text("SELECT count(*) FROM events WHERE writer = :w"), {"w": w}
@@ -54,7 +57,10 @@ def test_concurrent_writers_and_readers_never_see_a_locked_database(tmp_path: Pa
             start.wait()
             while not done.is_set():
                 with engine.connect() as conn:
-                    seen.append(conn.execute(text("SELECT count(*) FROM events")).scalar())
+                    n = conn.execute(text("SELECT count(*) FROM events")).scalar()
+                seen.append(n)
+                if 0 < n < WRITERS * ROWS:
+                    midway.set()
         except BaseException as e:  # noqa: BLE001 - reported by the test below
             errors.append(e)
         finally:
@@ -74,5 +80,5 @@ def test_concurrent_writers_and_readers_never_see_a_locked_database(tmp_path: Pa
     assert not errors, errors
     with setup.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar() == WRITERS * ROWS
-    assert seen and max(seen) <= WRITERS * ROWS and len(seen) > READERS  # readers read meanwhile
+    assert midway.is_set() and max(seen) <= WRITERS * ROWS  # readers read while writers wrote
     setup.dispose()
