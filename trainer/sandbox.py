@@ -18,6 +18,7 @@ raises on what the grader does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -120,10 +121,9 @@ def run_python(source: str, sample: dict[str, Any], item: Any, limits: Limits = 
 def _kill(proc: subprocess.Popen) -> None:
     """The grader's whole session, killed (it may not start processes, but be sure)."""
     if proc.poll() is None:
-        try:
+        # it may exit between poll and kill: an already-gone session is what we wanted
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 
