@@ -59,6 +59,7 @@ from cli import jobs as _jobs  # noqa: E402
 from cli import plan as _plan  # noqa: E402
 from cli import playground as _playground  # noqa: E402
 from cli import runs as _runs  # noqa: E402
+from cli import train as _train  # noqa: E402
 
 app.add_typer(_db.app, name="db")
 app.add_typer(_dataset.app, name="dataset")
@@ -67,7 +68,7 @@ app.command("deploy")(_deploy.deploy)
 app.add_typer(_jobs.app, name="jobs")
 _jobs.app.command("compare")(_runs.compare)
 _jobs.app.command("relaunch")(_runs.relaunch)
-app.command("train")(_jobs.train)
+app.command("train")(_train.train)
 app.command("sync")(_jobs.sync_command)
 app.command("chat")(_chat.chat)
 app.command("chat-set")(_playground.chat_set)

@@ -21,6 +21,8 @@ from typing import Any
 
 import typer
 
+from cli.common import errors as _errors
+from cli.common import fail as _fail
 from trainer.shared.methods import METHODS
 
 app = typer.Typer(
@@ -34,20 +36,6 @@ def _ctx() -> tuple[Any, Any]:
 
     settings = load_settings()
     return settings, acting_user(settings)
-
-
-def _fail(e: Exception) -> None:
-    from core.errors import InvalidInput, NotFound
-
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2 if isinstance(e, InvalidInput | NotFound) else 1)
-
-
-def _errors() -> tuple[type[Exception], ...]:
-    from core.clients.runpod import RunPodError
-    from core.errors import BrightRunError
-
-    return (BrightRunError, RunPodError)
 
 
 def _loss(x: float | None) -> str:

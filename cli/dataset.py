@@ -16,17 +16,13 @@ from typing import Any
 
 import typer
 
+from cli.common import actor as _actor
+
 app = typer.Typer(help="Datasets: inspect a file, store it, list, preview, rename, delete.")
 
 _MODEL_HELP = (
     "model whose tokenizer and chat template measure the tokens (catalog id, folder or hub id)"
 )
-
-
-def _actor(settings: Any) -> Any:
-    from cli.auth import acting_user
-
-    return acting_user(settings)  # the local user, or who `brightrun login` signed in
 
 
 def _tokenizer(model: str, settings: Any) -> Any:

@@ -36,7 +36,10 @@ def compare(
 ) -> None:
     """Compare runs: losses against tokens seen, cost to reach an eval loss, the settings
     that differ and their adapters' evaluation scores."""
-    from cli.jobs import _actor, _errors, _fail, _settings
+    from cli.common import actor as _actor
+    from cli.common import errors as _errors
+    from cli.common import fail as _fail
+    from cli.common import settings as _settings
     from core import db, queries
 
     settings = _settings()
@@ -73,7 +76,11 @@ def relaunch(
     """Launch a failed job again as a new job with the settings its failure suggests
     (lighter memory settings after running out of memory, a lower learning rate with warmup
     after divergence), as the job page's "Relaunch with suggested settings" does."""
-    from cli.jobs import _actor, _errors, _fail, _settings, follow
+    from cli.common import actor as _actor
+    from cli.common import errors as _errors
+    from cli.common import fail as _fail
+    from cli.common import settings as _settings
+    from cli.follow import follow
     from core import jobs
 
     settings = _settings()

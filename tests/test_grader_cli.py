@@ -76,7 +76,7 @@ def test_a_broken_or_python_grader(data_dir: Path, tmp_path: Path) -> None:
 def test_train_takes_graders_from_a_file(tmp_path: Path) -> None:
     import pytest
 
-    from cli.jobs import grpo_setting
+    from cli.train import grpo_setting
     from core.errors import InvalidInput
 
     one = tmp_path / "one.json"
