@@ -7,8 +7,10 @@ Each job trains a few steps; the budget test trains for the half minute its budg
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,8 @@ from core import db, jobs, planner
 from core.clients.runpod import JobNotFound, RunPodClient
 from core.clients.storage import job_prefix, make_blob_store
 from core.db import repo
-from core.db.tables import TERMINAL_STATUSES
+from core.db.tables import TERMINAL_STATUSES, utcnow
+from core.jobs.sync import PULL_LEASE_S
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.jobs import stack as stack_module
@@ -257,7 +260,17 @@ def test_restart_and_reconcile(stack: Stack) -> None:
         wait_until(
             lambda: c.status(job.runpod_job_id).terminal, timeout_s=240, every_s=0.5, what="the end"
         )
-    # Back up: one reconcile pass finishes every unfinished job.
+    # A controller killed mid-pull still holds the job's pull lease: until it runs out
+    # (PULL_LEASE_S at most, as nothing renews it) the job is left as stored, then one
+    # reconcile pass finishes every unfinished job.
+    with db.session_scope(stack.settings) as s:
+        lease = repo.get_job(LOCAL_ACTOR, s, job.id).pull_lease_until
+    if lease is not None:
+        assert lease <= utcnow() + dt.timedelta(seconds=PULL_LEASE_S)
+        if (lease - utcnow()).total_seconds() > 5:
+            assert jobs.reconcile(stack.settings).ended == 0
+            assert jobs.get(LOCAL_ACTOR, stack.settings, job.id).status not in TERMINAL_STATUSES
+        time.sleep(max(0.0, (lease - utcnow()).total_seconds()) + 0.5)
     report = jobs.reconcile(stack.settings)
     assert not report.errors and report.ended >= 1
     job = jobs.get(LOCAL_ACTOR, stack.settings, job.id)
