@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from tests.trainer.conftest import make_spec
-from tests.trainer.test_preference_vs_trl import GRAD_RTOL, RTOL, _lora_grads, _perturb_b
+from tests.trainer.test_preference_vs_trl import _perturb_b, assert_equal_to_trl
 
 ROWS = [
     ("What is the capital of France?", "Paris.", True),
@@ -109,23 +109,7 @@ def _objective(loaded: Any, samples: list[Any], parent: bool, **prefs: Any) -> t
 
 
 def _compare(loaded: Any, trainer: Any, obj: Any, batch: Any) -> dict[str, float]:
-    model = loaded.model
-    model.train()
-    inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(len(ROWS))])
-    model.zero_grad()
-    theirs = trainer.compute_loss(model, inputs)
-    theirs.backward()
-    theirs_grads = _lora_grads(model)
-    model.zero_grad()
-    ours = obj.step_loss(batch, [batch])
-    ours.backward()
-    ours_grads = _lora_grads(model)
-
-    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=RTOL)
-    assert abs(float(ours.detach()) - 0.5) > 1e-4  # the adapter differs from the reference
-    assert set(ours_grads) == set(theirs_grads) and ours_grads
-    for name, g in theirs_grads.items():
-        torch.testing.assert_close(ours_grads[name], g, rtol=GRAD_RTOL, atol=1e-6)
+    assert_equal_to_trl(loaded, trainer, obj, batch, len(ROWS), (0.5, 1e-4), atol=1e-6)
     m = obj.take_metrics()
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
     assert m["kl"] == pytest.approx(logged["kl"], rel=1e-4, abs=1e-6)
