@@ -31,6 +31,24 @@ QA = [
 ]
 
 
+# Training that learns QA to the letter: 60 full-batch steps (a few seconds on one CPU core).
+LEARN_QA = {
+    "epochs": None,
+    "max_steps": 60,
+    "learning_rate": 1e-2,
+    "lr_scheduler": "constant",
+    "warmup_ratio": 0.0,
+    "micro_batch_size": 6,
+    "grad_accum": 1,
+    "max_length": 64,
+    "packing": False,
+    "gradient_checkpointing": False,
+    "checkpoint_every": 0,
+    "compute_dtype": "float32",
+    "log_every": 1,
+}
+
+
 def chat_rows(pairs: list[tuple[str, str]] = QA) -> list[dict[str, Any]]:
     return [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}

@@ -29,28 +29,14 @@ from core.clients.storage import make_blob_store
 from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
-from tests.adapters.conftest import QA, add_dataset, chat_rows
+from tests.adapters.conftest import LEARN_QA, QA, add_dataset, chat_rows
 from tests.inference.conftest import API_KEY, start_server
 from tests.jobs.conftest import wait_until
 from tests.jobs.stack import Stack, make_stack
 
 pytestmark = pytest.mark.slow
 
-TRAINING = {
-    "epochs": None,
-    "max_steps": 60,
-    "learning_rate": 1e-2,
-    "lr_scheduler": "constant",
-    "warmup_ratio": 0.0,
-    "micro_batch_size": 6,
-    "grad_accum": 1,
-    "max_length": 64,
-    "packing": False,
-    "gradient_checkpointing": False,
-    "checkpoint_every": 0,
-    "compute_dtype": "float32",
-    "log_every": 1,
-}
+TRAINING = LEARN_QA
 
 
 @pytest.fixture(scope="module")

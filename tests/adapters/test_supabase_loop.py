@@ -45,7 +45,7 @@ from core.db.tables import Job
 from core.jobs.spec import LOG_FILES
 from core.settings import Settings, supabase_key_kind
 from core.users import Actor
-from tests.adapters.conftest import QA, chat_rows
+from tests.adapters.conftest import LEARN_QA, QA, chat_rows
 from tests.inference.conftest import API_KEY, start_server
 from tests.jobs.stack import Stack, make_stack
 from tests.security.test_gotrue_contract import _as_documented
@@ -79,21 +79,7 @@ STORAGE_SILENT = {
     ("GET", "/object/{bucketName}/{wildcard}", 200),
 }
 
-TRAINING = {
-    "epochs": None,
-    "max_steps": 60,
-    "learning_rate": 1e-2,
-    "lr_scheduler": "constant",
-    "warmup_ratio": 0.0,
-    "micro_batch_size": 6,
-    "grad_accum": 1,
-    "max_length": 64,
-    "packing": False,
-    "gradient_checkpointing": False,
-    "checkpoint_every": 0,
-    "compute_dtype": "float32",
-    "log_every": 1,
-}
+TRAINING = LEARN_QA
 
 
 def _sign_up_and_in(settings: Settings) -> Actor:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.clients.inference import InferenceClient, LoadMode, PromptCase, Sampling, compare_on_set
+from tests.adapters.conftest import LEARN_QA
 from tests.inference.conftest import Server, settings_for
 
 pytestmark = pytest.mark.slow
@@ -45,21 +46,7 @@ def toy_job(model: Path, data: Path, adapter_name: str) -> dict:
         "quantization": "none",
         "device": "cpu",
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "training": {
-            "epochs": None,
-            "max_steps": 60,
-            "learning_rate": 1e-2,
-            "lr_scheduler": "constant",
-            "warmup_ratio": 0.0,
-            "micro_batch_size": 6,
-            "grad_accum": 1,
-            "max_length": 64,
-            "packing": False,
-            "gradient_checkpointing": False,
-            "checkpoint_every": 0,
-            "compute_dtype": "float32",
-            "log_every": 20,
-        },
+        "training": {**LEARN_QA, "log_every": 20},
         "output": {"adapter_name": adapter_name},
     }
 
