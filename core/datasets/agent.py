@@ -244,24 +244,33 @@ def _part_calls(parts: Parts, role: str, at: str, out: list[dict[str, Any]], pro
         )
         return False
     for raw, where in parts.calls:
-        value = raw
-        if isinstance(raw, str):
-            try:
-                value = json.loads(raw)
-            except ValueError as e:
-                problems.add(
-                    "invalid_tool_call",
-                    where,
-                    f"{where} is not a JSON tool call ({e.msg} at character {e.pos}); expected "
-                    '{"name": ..., "arguments": {...}}',
-                )
-                return False
-        calls, problem = parse_calls(value, where)
-        if problem:
-            problems.add("invalid_tool_call", where, problem)
+        calls = _json_calls(raw, where, problems)
+        if calls is None:
             return False
         out.extend(calls)
     return True
+
+
+def _json_calls(raw: Any, at: str, problems: Any) -> list[dict[str, Any]] | None:
+    """The calls in `raw` (a call, a list of calls, or either as JSON text); None with the
+    problem added when it is not one."""
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except ValueError as e:
+            problems.add(
+                "invalid_tool_call",
+                at,
+                f"{at} is not a JSON tool call ({e.msg} at character {e.pos}); expected "
+                '{"name": ..., "arguments": {...}}',
+            )
+            return None
+    calls, problem = parse_calls(value, at)
+    if problem:
+        problems.add("invalid_tool_call", at, problem)
+        return None
+    return calls
 
 
 def _reasoning_field(m: dict[str, Any]) -> str | None:
@@ -297,21 +306,8 @@ def _assistant_extras(
 
 def _call_turn(raw: Any, at: str, problems: Any) -> dict[str, Any] | None:
     """A ShareGPT `function_call` turn: its value is the JSON call (or a list of calls)."""
-    value = raw
-    if isinstance(raw, str):
-        try:
-            value = json.loads(raw)
-        except ValueError as e:
-            problems.add(
-                "invalid_tool_call",
-                at,
-                f"{at} is not a JSON tool call ({e.msg} at character {e.pos}); expected "
-                '{"name": ..., "arguments": {...}}',
-            )
-            return None
-    calls, problem = parse_calls(value, at)
-    if problem:
-        problems.add("invalid_tool_call", at, problem)
+    calls = _json_calls(raw, at, problems)
+    if calls is None:
         return None
     return {"role": "assistant", "content": "", "tool_calls": calls}
 
