@@ -25,10 +25,16 @@ WORKDIR /app
 # Dependencies before the code, so a code change reuses this layer.
 # trainer/requirements.lock (from trainer/requirements.txt by `make lock`): every package at an
 # exact version with hashes, torch left out (the base image's is kept); nothing is resolved here.
+# llama-cpp-python (the `gguf` action quantises with it) has no wheel and builds from source:
+# a C/C++ toolchain, and a portable CPU build (GGML_NATIVE=OFF: not tuned to the build
+# machine's CPU; quantising runs on the CPU, no GPU backend is needed).
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
 COPY trainer/requirements.lock /app/trainer/requirements.lock
-RUN python -m pip install --require-hashes --no-deps -r /app/trainer/requirements.lock \
+RUN CMAKE_ARGS="-DGGML_NATIVE=OFF" \
+    python -m pip install --require-hashes --no-deps -r /app/trainer/requirements.lock \
     && python -c "import torch; assert torch.__version__.startswith('2.13.0') and torch.version.cuda == '12.8', ('a second torch was installed over the base image', torch.__version__, torch.version.cuda)" \
-    && python -c "import torch, bitsandbytes, peft, transformers, hf_xet; print(torch.__version__, torch.version.cuda)"
+    && python -c "import torch, bitsandbytes, peft, transformers, hf_xet, gguf, llama_cpp; print(torch.__version__, torch.version.cuda)"
 
 # Optional: flash-attention for padding-free varlen attention on the GPU. Without it the
 # trainer runs PyTorch SDPA once per packed sample (exact, somewhat slower).

@@ -9,8 +9,10 @@ from __future__ import annotations
 import streamlit as st
 
 from components import jobs as jobs_ui
+from components import live as live_timing
 from components import session
 from components import widgets as w
+from components.sections import section
 from core import export, jobs
 from core.errors import BrightRunError
 
@@ -136,9 +138,12 @@ def evaluate_and_continue(version_id: str, label: str) -> None:
 
 def gguf_export(version_id: str) -> None:
     """Export → GGUF: the variant with its expected size (`core.export.gguf_plans`), then
-    `core.export.export_gguf` (as `brightrun export gguf`); the stored files as signed links."""
+    `core.export.export_gguf` (as `brightrun export gguf`); the stored files as signed links.
+    A base above the controller's limit is written by a job on the GPU endpoint: its
+    progress is shown live (`gguf_job_progress`) until the links come."""
+    settings = session.settings()
     try:
-        plans = export.gguf_plans(session.actor(), session.settings(), version_id)
+        plans = export.gguf_plans(session.actor(), settings, version_id)
     except BrightRunError as e:
         st.caption(f"GGUF export unavailable: {w.plain(str(e))}")
         return
@@ -153,20 +158,67 @@ def gguf_export(version_id: str) -> None:
     plan = plans[i]
     if plan.refusal:
         st.warning(plan.refusal)
-    st.caption("Written here (llama.cpp quantises), with an Ollama Modelfile beside it.")
+    if plan.where == "worker":
+        limit = settings.gguf_local_max_params / 1e9
+        st.caption(
+            f"{w.plain(plan.model)} is above the {limit:.1f}B parameters merged here: a job on "
+            "the GPU endpoint merges and writes it (llama.cpp quantises), with an Ollama "
+            "Modelfile beside it. Its progress shows below."
+        )
+    else:
+        st.caption("Written here (llama.cpp quantises), with an Ollama Modelfile beside it.")
+    job_key = f"adapters.gguf_job.{version_id}"
     if st.button("Export GGUF", key="adapters.gguf_export", disabled=bool(plan.refusal)):
         try:
-            with st.spinner("Writing GGUF…"):
+            with st.spinner("Writing GGUF…" if plan.where == "controller" else "Sending the job…"):
                 done = export.export_gguf(
                     session.actor(),
-                    session.settings(),
+                    settings,
                     version_id,
                     variant=plan.variant,
                     adapter_only=plan.adapter_only,
                     store=session.store(),
+                    client=session.runpod(),
                 )
         except BrightRunError as e:
             w.show_error(e)
         else:
-            for f in done.files:
-                st.markdown(f"[{w.plain(f.name)}]({f.url}) — {w.size(f.size)}")
+            st.session_state[job_key] = done.job_id
+            _gguf_links(done.files)
+    if st.session_state.get(job_key):
+        gguf_job_progress(st.session_state[job_key])
+
+
+def _gguf_links(files: list[export.GgufFile]) -> None:
+    for f in files:
+        st.markdown(f"[{w.plain(f.name)}]({f.url}) — {w.size(f.size)}")
+
+
+def gguf_job_progress(job_id: str) -> None:
+    """A `gguf` job's stage and share done (`core.export.gguf_job_status`), redrawn at the
+    sync interval while it runs; its files as signed links once it completed (then the
+    page is drawn again once, without the timer)."""
+    ended_key = f"adapters.gguf_ended.{job_id}"
+    running = not st.session_state.get(ended_key)
+    every = live_timing.interval("adapters.gguf_job", session.settings().sync_interval_s, running)
+
+    @st.fragment(run_every=every if running else None)
+    @section("the GGUF export's progress")
+    def _live() -> None:
+        with live_timing.timed("adapters.gguf_job"):
+            status = export.gguf_job_status(
+                session.actor(),
+                session.settings(),
+                job_id,
+                client=session.runpod(),
+                store=session.store(),
+            )
+            st.progress(status.fraction, text=f"Job {job_id}: {status.stage}")
+            if status.failure:
+                st.error(f"The GGUF export failed: {w.plain(status.failure)}")
+            _gguf_links(status.files)
+        if status.done and running:
+            st.session_state[ended_key] = True
+            st.rerun()
+
+    _live()

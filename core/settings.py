@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     sync_interval_s: float = Field(5.0, gt=0)
     auto_relaunch_oom: bool = False
 
+    # GGUF export (`core.export.gguf`): a merged model of a base with at most this many
+    # parameters is written in the controller (a float32 merge on its CPU: about 6 bytes per
+    # parameter of memory, 25 GB at 4B); a larger one by a `gguf` job on the GPU endpoint.
+    gguf_local_max_params: int = Field(4_100_000_000, ge=0)
+
     # Evaluation when a training job completes: the dataset's eval split (at most
     # EVAL_MAX_ROWS rows) through the adapter and the base on the inference server, greedy,
     # up to EVAL_MAX_TOKENS tokens an answer. EVAL_JUDGE adds an LLM judge's win rate of

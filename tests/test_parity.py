@@ -51,7 +51,10 @@ CAPABILITIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "delete an adapter": (("adapters.delete",), ("adapters delete",)),
     "push an adapter to the Hub": (("adapters.push",), ("adapters push",)),
     "merge an adapter into its base": (("adapters.merge",), ("adapters merge",)),
-    "export a version as GGUF (llama.cpp, Ollama)": (("adapters.gguf_export",), ("export gguf",)),
+    "export a version as GGUF (llama.cpp, Ollama)": (
+        ("adapters.gguf_export",),
+        ("export gguf", "export gguf-status"),  # the page shows a job's progress live
+    ),
     "evaluate an adapter now": (("adapters.evaluate",), ("adapters eval",)),
     "continue training an adapter": (("adapters.continue",), ("adapters continue",)),
     "chat with base and adapter": (("playground.prompt",), ("chat",)),

@@ -8,13 +8,14 @@ to the payload's upload URLs when those are well-formed. A valid spec runs its a
 - `train`: `trainer.train.run_training` (setup -> train -> save -> deliver -> cleanup);
   with `gpus` > 1, `trainer.multi.run_multi` (the same lifecycle in one process per GPU
   under torchrun, the same events).
-- `merge` (`trainer.merge`) and `cache_model` (`trainer.cache_action`) follow one small lifecycle:
+- `merge` (`trainer.merge`), `gguf` (`trainer.gguf_action`: the merge written as GGUF) and
+  `cache_model` (`trainer.cache_action`) follow one small lifecycle:
 
-      the action's setup -> `started` -> work -> `completed` | `failed`
+      the action's setup -> `started` -> work (`gguf`: `progress` events) -> `completed` | `failed`
 
   The `started` event carries `cold_start_s`: seconds from the handler taking the job
   until the action was ready to work (for `cache_model`: until it knew whether the model
-  is cached; for `merge`: base model and adapter loaded). The final event is exactly one
+  is cached; for `merge` and `gguf`: base model and adapter loaded). The final event is exactly one
   `completed` (with the action's result) or `failed` (kind, message, suggestion, decided
   by exception type as in training). `events.jsonl` and `result.json` are uploaded to
   `output.upload_urls` when given, also after a failure.
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 
 from trainer.cache_action import cache_model
 from trainer.env import WorkerEnv
+from trainer.gguf_action import gguf
 from trainer.merge import merge
 from trainer.multi import run_multi
 from trainer.output import EventLog
@@ -42,7 +44,7 @@ from trainer.shared.spec import Event, JobSpec
 from trainer.train import run_training
 
 Action = Callable[[JobSpec, WorkerEnv, EventLog, float], Generator[Event, None, dict[str, Any]]]
-ACTIONS: dict[str, Action] = {"merge": merge, "cache_model": cache_model}
+ACTIONS: dict[str, Action] = {"merge": merge, "gguf": gguf, "cache_model": cache_model}
 
 
 def run_job(payload: JobSpec | Mapping[str, Any], env: WorkerEnv) -> Iterator[Event]:
@@ -84,7 +86,7 @@ def _raw_upload_urls(payload: Any) -> dict[str, str]:
 
 
 def run_action(action: Action, spec: JobSpec, env: WorkerEnv, t0: float) -> Iterator[Event]:
-    """The small lifecycle of `merge` and `cache_model` (see the module docstring)."""
+    """The small lifecycle of `merge`, `gguf` and `cache_model` (see the module docstring)."""
     elog = EventLog(start_seq=spec.first_seq)
     try:
         data = yield from action(spec, env, elog, t0)

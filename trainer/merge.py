@@ -39,18 +39,25 @@ from trainer.env import WorkerEnv
 from trainer.output import EventLog, copy_folder, folder_files, put_file
 from trainer.report import started_data
 from trainer.shared.errors import BadInput
+from trainer.shared.export_spec import AdapterSource
 from trainer.shared.files import INDEX, LOG_FILES, PEFT_FILES, RECORD, SINGLE, shard_name
 from trainer.shared.spec import Event, JobSpec
 
 
+def adapter_source(spec: JobSpec) -> AdapterSource:
+    """The job's adapter section: `merge` or `gguf` (both merge an adapter first)."""
+    section = spec.gguf if spec.action == "gguf" else spec.merge
+    assert section is not None
+    return section
+
+
 def _fetch_adapter(spec: JobSpec, work: Path) -> Path:
-    m = spec.merge
-    assert m is not None
+    m = adapter_source(spec)
     if m.adapter_path:
         folder = Path(m.adapter_path)
         missing = [f for f in PEFT_FILES if not (folder / f).is_file()]
         if missing:
-            raise BadInput(f"merge.adapter_path {m.adapter_path!r} lacks {missing}")
+            raise BadInput(f"{spec.action}.adapter_path {m.adapter_path!r} lacks {missing}")
         return folder
     folder = work / "adapter"
     folder.mkdir(parents=True)
@@ -100,19 +107,19 @@ class Attached:
     expert_lora_modules: int
     source: str  # where the base model came from
     on_gpu: bool
+    folder: Path | None = None  # the base model's folder (config, tokenizer, weights)
 
 
 def load(spec: JobSpec, env: WorkerEnv, work: Path) -> Attached:
-    """The base model (as training resolves it) with the adapter; raises `BadInput` when
-    the adapter does not fit the base."""
+    """The base model (as training resolves it) with the adapter of the job's `merge` or
+    `gguf` section; raises `BadInput` when the adapter does not fit the base."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainer.expert_lora import read_expert_lora
     from trainer.model import load_adapter, resolve_model_path
 
-    m = spec.merge
-    assert m is not None
+    m = adapter_source(spec)
     path, source = resolve_model_path(spec.model, env)
     adapter_dir = _fetch_adapter(spec, work)
     adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
@@ -131,12 +138,12 @@ def load(spec: JobSpec, env: WorkerEnv, work: Path) -> Attached:
         ) from e
     tokenizer = AutoTokenizer.from_pretrained(path)
     n_experts = len(experts.modules) if experts else 0
-    return Attached(model, tokenizer, adapter_cfg, n_experts, source, on_gpu)
+    return Attached(model, tokenizer, adapter_cfg, n_experts, source, on_gpu, Path(path))
 
 
-def _started_extra(spec: JobSpec, attached: Attached) -> dict[str, Any]:
-    m, cfg = spec.merge, attached.adapter_cfg
-    assert m is not None
+def started_extra(spec: JobSpec, attached: Attached) -> dict[str, Any]:
+    """The `started` event's model and adapter facts of a `merge` or `gguf` job."""
+    m, cfg = adapter_source(spec), attached.adapter_cfg
     return {
         "model": {
             "name_or_path": spec.model.name_or_path,
@@ -227,7 +234,7 @@ def merge(
     work = Path(tempfile.mkdtemp(prefix=f"brightrun-{spec.job_id}-"))
     try:
         attached = load(spec, env, work)
-        yield log.emit("started", started_data(spec, env, t0, **_started_extra(spec, attached)))
+        yield log.emit("started", started_data(spec, env, t0, **started_extra(spec, attached)))
         folder = work / "merged"
         shards, merge_s, save_s = merge_and_save(spec, attached, folder)
         del attached

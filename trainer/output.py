@@ -79,9 +79,9 @@ def put_file(url: str, path: Path, *, attempts: int = 3, timeout: float = 300.0)
             time.sleep(min(8.0, 0.5 * 2**attempt))
         try:
             with path.open("rb") as f:
-                r = httpx.put(
+                r = httpx.put(  # the file streamed, not read into memory (a GGUF is large)
                     url,
-                    content=f.read(),
+                    content=f,
                     headers={"content-type": ctype, "x-upsert": "true"},
                     timeout=timeout,
                 )

@@ -1,8 +1,8 @@
 """Taking an adapter version elsewhere: a zip, the Hugging Face Hub, or merged weights.
 
 Modules: `card` (the record and the model card), `hub` (the folder, the zip, the Hub),
-`merge` (the merge planner and the `merge` job), `gguf` and `gguf_write` (GGUF files for
-llama.cpp and Ollama).
+`merge` (the merge planner and the `merge` job), `gguf` and `gguf_job` (GGUF files for
+llama.cpp and Ollama, written by `trainer.shared.gguf_write`).
 
 - `export_zip(actor, session, store, ref)` -> (file name, bytes). The zip holds the PEFT
   files (`adapter_config.json`, `adapter_model.safetensors`), `brightrun.json` (the version's
@@ -24,9 +24,12 @@ llama.cpp and Ollama).
   worker with its own HF_TOKEN. `merged_files` lists what a completed merge stored.
 
 - `export_gguf(actor, settings, ref, variant=..., adapter_only=...)` writes the version as
-  GGUF in the controller (merged f16, bf16, Q8_0 or Q4_K_M, or the adapter alone as a GGUF
-  LoRA) with an Ollama `Modelfile`, stores both and signs links (`gguf`, `gguf_write`);
-  `plan_gguf` gives the expected size and the refusal (architecture, size) first.
+  GGUF (merged f16, bf16, Q8_0 or Q4_K_M, or the adapter alone as a GGUF LoRA) with an
+  Ollama `Modelfile`, stores both and signs links (`gguf`): in the controller for a base of
+  at most `GGUF_LOCAL_MAX_PARAMS` parameters, else by a `gguf` job on the GPU endpoint
+  (`gguf_job`), which `gguf_job_status` follows (stage, share done, then the files).
+  `plan_gguf` gives the expected size, where it is written and the refusal (architecture)
+  first.
 
 Nothing here puts a secret or a signed URL into a file: `brightrun.json` is built from the
 stored (redacted) spec and the database. Errors: `NotFound` (no such version, or its files
@@ -37,13 +40,14 @@ refused or could not be reached; the message never contains the token).
 from core.export.card import EXPORT_VERSION, loss_curve_svg, model_card, version_record
 from core.export.gguf import VARIANTS as GGUF_VARIANTS
 from core.export.gguf import (
+    ExportRefused,
     GgufExport,
     GgufPlan,
     export_gguf,
     gguf_plans,
     plan_gguf,
 )
-from core.export.gguf_write import ExportRefused
+from core.export.gguf_job import GgufFile, GgufJobStatus, gguf_job_status
 from core.export.hub import ExportFailed, HubPush, build_folder, export_zip, push_to_hub
 from core.export.merge import (
     MERGE_DTYPE_BYTES,
@@ -77,4 +81,7 @@ __all__ = [
     "export_gguf",
     "gguf_plans",
     "plan_gguf",
+    "GgufFile",
+    "GgufJobStatus",
+    "gguf_job_status",
 ]

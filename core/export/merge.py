@@ -113,7 +113,7 @@ def merged_prefix(owner_id: str, job_id: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Source:
+class VersionSource:
     """The version to merge: its adapter, number and base, and where its files are."""
 
     name: str
@@ -125,22 +125,24 @@ class _Source:
     number: int | None
 
 
-def _source(actor: Actor, settings: Settings, ref: str, store: Any) -> _Source:
+def version_source(actor: Actor, settings: Settings, ref: str, store: Any) -> VersionSource:
     with session_scope(settings) as s:
         v = adapters.resolve(actor, s, ref)
         name = adapters.adapter_name_of(s, v)
         stored = bool(v.storage_prefix) and store.exists(
             "adapters", v.storage_prefix + "adapter_model.safetensors"
         )
-        src = _Source(name, v.id, v.base_model, stored, v.volume_path, v.size_bytes or 0, v.version)
+        src = VersionSource(
+            name, v.id, v.base_model, stored, v.volume_path, v.size_bytes or 0, v.version
+        )
         label = adapters.label(name, v)
     if not src.stored and not src.folder:
         raise InvalidInput(f"{label} has neither stored files nor a folder on the volume to merge")
     return src
 
 
-def _checked_plan(
-    settings: Settings, src: _Source, pricing: jobs.Pricing, dtype: str, to_storage: bool
+def checked_plan(
+    settings: Settings, src: VersionSource, pricing: jobs.Pricing, dtype: str, to_storage: bool
 ) -> MergePlan | None:
     """The merge plan on the job's GPU (None when the planner cannot describe the base);
     `PlanRefused` when it does not fit, `InvalidInput` when stored files cannot be sized."""
@@ -172,7 +174,7 @@ def _checked_plan(
 
 def _merge_spec(
     settings: Settings,
-    src: _Source,
+    src: VersionSource,
     pricing: jobs.Pricing,
     job_id: str,
     merge_section: dict[str, Any],
@@ -202,15 +204,15 @@ def _merge_spec(
         raise InvalidInput(f"invalid merge settings: {jobs.spec_errors(e)}") from None
 
 
-def _signer(
-    src: _Source, owner: str, prefix: str, names: list[str]
+def signer(
+    src: VersionSource, owner: str, prefix: str, names: list[str], section: str = "merge"
 ) -> Callable[[dict[str, Any], Any, int], dict[str, Any]]:
-    """What signs a merge job's payload when it is sent: download URLs for the adapter's
-    files (when stored) and upload URLs for the merged files."""
+    """What signs a merge (or gguf, `section`) job's payload when it is sent: download URLs
+    for the adapter's files (when stored) and upload URLs for the files it writes."""
 
     def sign(payload: dict[str, Any], st: Any, ttl: int) -> dict[str, Any]:
         if src.stored:
-            payload["merge"]["adapter_urls"] = {
+            payload[section]["adapter_urls"] = {
                 f: st.signed_download_url(
                     "adapters", adapter_key(owner, src.version_id, f), DOWNLOAD_URL_TTL_S
                 )
@@ -245,12 +247,12 @@ def merge(
     if hub_repo is not None and not REPO_ID.match(hub_repo):
         raise InvalidInput(f"Hub repo {hub_repo!r} must look like 'your-name/model-name'")
     store = store or make_blob_store(settings)
-    src = _source(actor, settings, ref, store)
+    src = version_source(actor, settings, ref, store)
     if hub_repo is not None:  # the worker pushes with the deployment's HF_TOKEN
         with session_scope(settings) as s:
             check_namespace(actor, s, hub_repo)
     pricing = jobs.pricing_for(settings, gpu_type)
-    plan = _checked_plan(settings, src, pricing, dtype, to_storage)
+    plan = checked_plan(settings, src, pricing, dtype, to_storage)
     job_id = repo.new_id("job")
     names = (
         upload_names(plan.weights_bytes, int(max_shard_size_mb * 1e6))
@@ -270,7 +272,7 @@ def merge(
         },
         names,
     )
-    sign = _signer(src, actor.user_id, merged_prefix(actor.user_id, job_id), names)
+    sign = signer(src, actor.user_id, merged_prefix(actor.user_id, job_id), names)
     job = actions.send_action(
         actor,
         settings,

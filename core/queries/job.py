@@ -156,6 +156,10 @@ def _event_summary(type_: str, d: Mapping[str, Any]) -> str:
         return text + (f", resumed from step {resumed}" if resumed else "")
     if type_ == "checkpoint":
         return f"checkpoint at step {d.get('step')}"
+    if type_ == "progress":
+        share = _num(d.get("fraction"))
+        done = f", {share:.0%}" if share is not None else ""
+        return f"{d.get('stage')}: stage {d.get('step')} of {d.get('steps')}{done}"
     if type_ == "completed":
         summary = d.get("summary") or {}
         loss = _num(summary.get("final_loss"))

@@ -68,3 +68,14 @@ def test_export_gguf_lists_signed_links(
     assert not at.exception, at.exception
     links = [m.value for m in at.markdown if ".gguf](" in m.value]
     assert links and "support-bot-v1-f16.gguf" in links[0] and "sig=" in links[0], links
+
+
+def test_a_base_above_the_local_limit_is_written_by_a_gpu_job(
+    settings: Settings,
+    open_page,  # noqa: F811
+) -> None:
+    _version(settings, "Qwen/Qwen3-8B")
+    at = open_page("adapters")
+    captions = [c.value for c in at.caption]
+    assert any("a job on the GPU endpoint merges and writes it" in c for c in captions), captions
+    assert not at.button(key="adapters.gguf_export").disabled

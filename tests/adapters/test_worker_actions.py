@@ -313,3 +313,65 @@ def test_cache_model_can_store_a_pre_quantised_copy_once(
     assert again["downloaded"] is False and again["quantized_copy"]["made_now"] is False
     with pytest.raises(ValidationError, match="quantized_copy needs quantization nf4 or int8"):
         JobSpec.model_validate(spec | {"quantization": "none"})
+
+
+def gguf_spec(tiny: Path, adapter: Path, out: Path, **gguf: Any) -> dict[str, Any]:
+    return {
+        "job_id": "job-gguf",
+        "action": "gguf",
+        "model": {"name_or_path": str(tiny)},
+        "quantization": "none",
+        "device": "cpu",
+        "gguf": {"adapter_path": str(adapter), "file_stem": "bot-v1", **gguf},
+        "output": {"adapter_name": "bot-gguf", "local_dir": str(out)},
+    }
+
+
+def test_gguf_action_writes_the_merged_weights_and_reports_its_stages(
+    tiny: Path, tiny_adapter: Path, env: WorkerEnv, tmp_path: Path
+) -> None:
+    import gguf
+    import numpy as np
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "gguf"
+    events = run(gguf_spec(tiny, tiny_adapter, out, dtype="float32"), env)
+    assert [events[0]["type"], events[-1]["type"]] == ["started", "completed"], events[-1]
+    stages = [e["data"]["stage"] for e in events if e["type"] == "progress"]
+    assert stages[0] == "merge" and stages[-1] == "write", stages  # a folder only: no upload
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "bot-v1-f16.gguf"]
+    assert (
+        events[-1]["data"]["files"]["bot-v1-f16.gguf"] == (out / "bot-v1-f16.gguf").stat().st_size
+    )
+
+    merged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32), tiny_adapter
+    ).merge_and_unload()
+    want = merged.model.layers[0].self_attn.q_proj.weight.detach().numpy().astype(np.float16)
+    base_q = AutoModelForCausalLM.from_pretrained(tiny).model.layers[0].self_attn.q_proj.weight
+    assert np.abs(want - base_q.detach().numpy()).max() > 1e-3  # the adapter changes q_proj
+    (got,) = [
+        t
+        for t in gguf.GGUFReader(out / "bot-v1-f16.gguf").tensors
+        if t.name == "blk.0.attn_q.weight"
+    ]
+    assert np.array_equal(np.asarray(got.data).reshape(want.shape), want)
+
+
+def test_gguf_action_fails_as_bad_input_without_an_upload_url_for_each_file(
+    tiny: Path, tiny_adapter: Path, env: WorkerEnv, tmp_path: Path
+) -> None:
+    spec = gguf_spec(tiny, tiny_adapter, tmp_path / "o", variant="f16")
+    spec["output"] = {
+        "adapter_name": "bot-gguf",
+        "upload_urls": {"bot-v1-f16.gguf": "http://127.0.0.1:9/never"},  # no Modelfile URL
+    }
+    events = run(spec, env)
+    assert events[-1]["type"] == "failed" and events[-1]["data"]["kind"] == "bad_input"
+    assert "Modelfile" in events[-1]["data"]["message"]
+    with pytest.raises(ValidationError, match="a gguf job needs a gguf section"):
+        JobSpec(
+            job_id="j", action="gguf", model={"name_or_path": "m"}, output={"adapter_name": "x"}
+        )

@@ -7,8 +7,15 @@ peft or bitsandbytes at import time, and imports nothing of `trainer` outside
 
 - `trainer.shared.spec`: the contract. `JobSpec` (what the controller sends), `Event`
   (what the worker reports), `SPEC_VERSION`, the event types and failure kinds.
+- `trainer.shared.export_spec`: the `merge` and `gguf` jobs' sections (which adapter,
+  what to make of it).
 - `trainer.shared.files`: the names of the files a worker writes (the keys of
-  `OutputSpec.upload_urls`), and `upload_names` for a merge's shards.
+  `OutputSpec.upload_urls`), `upload_names` for a merge's shards, `gguf_names` for a GGUF
+  export's files.
+- `trainer.shared.gguf_write` and `trainer.shared.modelfile`: the GGUF writer (the `gguf`
+  library's writer and tensor names, llama.cpp's quantiser) and the Ollama Modelfile, which
+  the controller's export and the worker's `gguf` action both use; `gguf` and `llama_cpp`
+  are imported when called.
 - `trainer.shared.errors`: the typed failures (`BadInput`, ...), each with its failure
   kind, and `describe_failure`.
 - `trainer.shared.tokens`: how a row becomes tokens (chat loss masks, text ids, windows),

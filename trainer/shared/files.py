@@ -14,6 +14,8 @@ of the contract, defined here once.
   with `model.safetensors.index.json` mapping every tensor to its file. `max_shards`
   bounds the count: greedy sharding closes a shard only when the next tensor would not
   fit, so two neighbouring shards together hold more than the limit.
+- A GGUF export: `gguf_names(stem, variant)`, the GGUF file (`<stem>-<variant>.gguf`, or
+  `<stem>-lora.gguf` for the adapter alone) and the Ollama `Modelfile` beside it.
 """
 
 from __future__ import annotations
@@ -60,3 +62,16 @@ def upload_names(total_bytes: int, max_shard_bytes: int) -> list[str]:
     """Every file name a merge of a model of `total_bytes` may write."""
     n = max_shards(total_bytes, max_shard_bytes)
     return [*CONFIG_FILES, SINGLE, INDEX, *(shard_name(i) for i in range(1, n + 1))]
+
+
+MODELFILE = "Modelfile"
+
+
+def gguf_name(stem: str, variant: str) -> str:
+    """The GGUF file of a merged model in `variant`, or of the adapter alone ("lora")."""
+    return f"{stem}-{variant}.gguf"
+
+
+def gguf_names(stem: str, variant: str) -> list[str]:
+    """Every file a GGUF export writes (see the module docstring)."""
+    return [gguf_name(stem, variant), MODELFILE]

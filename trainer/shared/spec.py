@@ -7,9 +7,12 @@ URLs, and the Hugging Face token comes from the worker's own environment.
 
 Actions (`JobSpec.action`): `train` (default; needs `data` and `output`), `merge` (merges
 the adapter named in `merge` into the base `model`; needs `merge` and `output` with at least
-one destination: upload URLs, a local folder or `merge.hub_repo`), `cache_model` (downloads
-`model` into the worker's model cache once; takes neither `data` nor `merge`; `output` only
-for its event-log upload URLs). A section that does not belong to the action is refused.
+one destination: upload URLs, a local folder or `merge.hub_repo`), `gguf` (the same merge
+written as GGUF with an Ollama Modelfile; needs `gguf` and `output` with upload URLs or a
+local folder), `cache_model` (downloads `model` into the worker's model cache once; takes
+neither `data` nor `merge`; `output` only for its event-log upload URLs). A section that
+does not belong to the action is refused. The `merge` and `gguf` sections are
+`trainer.shared.export_spec`'s.
 
 Methods (`JobSpec.method`, train jobs only): the table `trainer.shared.methods` (SFT on
 chat or text rows, DPO and ORPO on preference pairs, KTO on labelled single answers;
@@ -18,7 +21,8 @@ train yet is refused with the table's reason.
 
 `Event` is the envelope of everything the worker reports: an ordered stream numbered by
 `seq` from 0 (an attempt after the first continues at the spec's `first_seq`), one of
-`EVENT_TYPES`, with a type-specific `data` dict. A `failed` event's data always has `kind`
+`EVENT_TYPES`, with a type-specific `data` dict (`progress`: a long action's stage, see
+`trainer.gguf_job`). A `failed` event's data always has `kind`
 (one of `FAILURE_KINDS`), `message` and `suggestion`. The tuples are derived from the
 `EventType` and `FailureKind` literals, defined once.
 
@@ -34,6 +38,7 @@ from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainer.shared.export_spec import GgufSpec, MergeSpec
 from trainer.shared.files import LOG_FILES
 from trainer.shared.grpo_spec import GrpoSpec
 from trainer.shared.methods import METHODS, SETTINGS, Method
@@ -43,7 +48,7 @@ SPEC_VERSION = (
     3  # 2: first_seq; 3: early stopping, eval_every, train_on_reasoning, method and preference
 )
 
-EventType = Literal["started", "metrics", "checkpoint", "completed", "failed"]
+EventType = Literal["started", "metrics", "checkpoint", "progress", "completed", "failed"]
 FailureKind = Literal[
     "out_of_memory",
     "bad_input",
@@ -252,33 +257,6 @@ class OutputSpec(_Strict):
         return _slug(v, "adapter name")
 
 
-class MergeSpec(_Strict):
-    """A `merge` job: the adapter (a folder the worker sees, or signed URLs of its files by
-    file name) merged into the base model loaded in `dtype`, saved as safetensors shards of
-    at most `max_shard_size_mb`, and optionally pushed to `hub_repo` with the worker's own
-    HF_TOKEN."""
-
-    adapter_path: str | None = None
-    adapter_urls: dict[str, str] = Field(default_factory=dict)
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    max_shard_size_mb: float = Field(5000.0, gt=0, le=50_000)
-    hub_repo: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
-    )
-    hub_private: bool = True
-
-    @model_validator(mode="after")
-    def _one_adapter(self) -> MergeSpec:
-        if bool(self.adapter_path) == bool(self.adapter_urls):
-            raise ValueError(
-                "give the adapter to merge as exactly one of adapter_path or adapter_urls"
-            )
-        missing = {"adapter_config.json", "adapter_model.safetensors"} - set(self.adapter_urls)
-        if self.adapter_urls and missing:
-            raise ValueError(f"merge.adapter_urls lacks {sorted(missing)}")
-        return self
-
-
 class CacheSpec(_Strict):
     """A `cache_model` job: besides the 16-bit files, optionally store a copy quantised as
     the job's `quantization` (nf4 or int8), which 4-bit jobs can load without quantising."""
@@ -286,7 +264,7 @@ class CacheSpec(_Strict):
     quantized_copy: bool = False
 
 
-Action = Literal["train", "merge", "cache_model"]
+Action = Literal["train", "merge", "gguf", "cache_model"]
 PreferenceLoss = Literal["sigmoid", "hinge", "ipo"]
 
 
@@ -322,8 +300,9 @@ class JobSpec(_Strict):
     lora: LoraSpec = LoraSpec()
     quantization: Quantization = "nf4"
     training: TrainingSpec = TrainingSpec()
-    output: OutputSpec | None = None  # required by `train` and `merge`
+    output: OutputSpec | None = None  # required by `train`, `merge` and `gguf`
     merge: MergeSpec | None = None
+    gguf: GgufSpec | None = None
     cache: CacheSpec | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     method: Method = Field(
@@ -374,8 +353,8 @@ class JobSpec(_Strict):
         a = self.action
         if a == "train" and self.data is None:
             raise ValueError("a training job needs data: give data.train_url or data.train_path")
-        if a in ("train", "merge") and self.output is None:
-            what = "adapter" if a == "train" else "merged model"
+        if a in ("train", "merge", "gguf") and self.output is None:
+            what = {"train": "adapter", "merge": "merged model", "gguf": "GGUF export"}[a]
             raise ValueError(f"a {a} job needs output.adapter_name (the {what}'s name)")
         if a != "train" and self.data is not None:
             raise ValueError(f"a {a} job takes no training data: leave out data")
@@ -387,13 +366,14 @@ class JobSpec(_Strict):
             )
         if a != "train" and self.resume_from:
             raise ValueError("resume_from only applies to a train job")
-        if (a == "merge") != (self.merge is not None):
-            raise ValueError(
-                "a merge job needs a merge section naming the adapter (merge.adapter_path or "
-                "merge.adapter_urls)"
-                if a == "merge"
-                else f"merge settings do not apply to a {a} job"
-            )
+        for section in ("merge", "gguf"):
+            if (a == section) != (getattr(self, section) is not None):
+                raise ValueError(
+                    f"a {a} job needs a {a} section naming the adapter ({a}.adapter_path or "
+                    f"{a}.adapter_urls)"
+                    if a == section
+                    else f"{section} settings do not apply to a {a} job"
+                )
         m = METHODS[self.method]
         if m.method is not Method.SFT and a != "train":
             raise ValueError(f"method {self.method} only applies to a train job")
@@ -413,13 +393,13 @@ class JobSpec(_Strict):
             )
         if self.cache is not None and a != "cache_model":
             raise ValueError(f"cache settings do not apply to a {a} job")
-        if a == "merge":
-            assert self.output is not None and self.merge is not None
+        if a in ("merge", "gguf"):
+            assert self.output is not None
             files = set(self.output.upload_urls) - set(LOG_FILES)
-            if not (files or self.output.local_dir or self.merge.hub_repo):
+            if not (files or self.output.local_dir or (self.merge and self.merge.hub_repo)):
                 raise ValueError(
-                    "say where the merged model goes: output.upload_urls, output.local_dir or "
-                    "merge.hub_repo"
+                    "say where the merged model goes: output.upload_urls, output.local_dir"
+                    + (" or merge.hub_repo" if a == "merge" else "")
                 )
         if (
             a == "cache_model"

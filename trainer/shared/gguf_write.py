@@ -1,6 +1,7 @@
 """Writing GGUF files for llama.cpp and Ollama from a Hugging Face model folder and a PEFT
 adapter, with the `gguf` library's writer and tensor-name maps and llama.cpp's own
-quantiser. No database, no storage: folders in, files out.
+quantiser. No database, no storage: folders in, files out. Torch-free at import (the
+controller's export and the worker's `gguf` action both write with it).
 
 - `refusal(model_type, peft_config=None)` -> None when the model (and adapter) can be
   written, else the reason in words. Written: dense Qwen2/Qwen2.5 (`qwen2`) and Qwen3
@@ -9,15 +10,17 @@ quantiser. No database, no storage: folders in, files out.
   LoRA biases and fully trained modules (`modules_to_save`) a GGUF LoRA cannot carry.
 - `merged_model(base_dir, adapter_dir)` -> the base in float32 with the adapter merged by
   PEFT's `merge_and_unload`.
-- `write_model(model, base_dir, out, dtype="f16")` writes the model as GGUF: the
-  architecture's hyperparameters, every weight under llama.cpp's name (1-D tensors, norms
-  and biases, stay float32 as llama.cpp's converter keeps them; the rest f16 or bf16; a tied
-  `lm_head` is left out and llama.cpp reuses `token_embd`), and the tokenizer as llama.cpp
-  reads a Qwen2 one: `tokenizer.ggml.model` "gpt2", `pre` "qwen2" for Qwen's split regex
-  ("gpt-2" for a plain byte-level one; read from the tokenizer as transformers loads it), tokens padded to the embedding's rows with
-  `[PAD<i>]`, token types (added special tokens CONTROL, other added tokens USER_DEFINED),
-  merges, bos/eos/padding ids, whether a bos/eos is added (as transformers encodes) and the
-  chat template (Hugging Face's training-only
+- `write_model(model, base_dir, out, dtype="f16")` writes the model as GGUF, one tensor at a
+  time (`write_model_steps` yields the bytes written after each, so a caller can report
+  progress; only one converted tensor is held in memory): the architecture's
+  hyperparameters, every weight under llama.cpp's name (1-D tensors, norms and biases, stay
+  float32 as llama.cpp's converter keeps them; the rest f16 or bf16; a tied `lm_head` is
+  left out and llama.cpp reuses `token_embd`), and the tokenizer as llama.cpp reads a Qwen2
+  one: `tokenizer.ggml.model` "gpt2", `pre` "qwen2" for Qwen's split regex ("gpt-2" for a
+  plain byte-level one; read from the tokenizer as transformers loads it), tokens padded to
+  the embedding's rows with `[PAD<i>]`, token types (added special tokens CONTROL, other
+  added tokens USER_DEFINED), merges, bos/eos/padding ids, whether a bos/eos is added (as
+  transformers encodes) and the chat template (Hugging Face's training-only
   `{% generation %}` markers removed; llama.cpp's template engine does not know them).
 - `write_lora(adapter_dir, out, model_type, n_layers)` writes the adapter alone as a GGUF
   LoRA (`general.type` "adapter", `adapter.type` "lora", `adapter.lora.alpha`; tensors
@@ -28,9 +31,14 @@ quantiser. No database, no storage: folders in, files out.
   or Q4_K_M file type. llama.cpp quantises a tensor only when its rows fit the type's blocks
   (32 values for Q8_0, 256 for Q4_K); a tensor that does not fit falls back to a type that
   does, which llama.cpp chooses.
+- `write_merged_steps(model, base_dir, out_dir, variant, stem)` writes the merged model in
+  `variant` (f16/bf16 directly; Q8_0/Q4_K_M by writing f16, quantising it, and deleting the
+  f16 file), yielding `(stage, done, total)` ("write": bytes; "quantize": 0 then 1), and
+  returns the file's name (`trainer.shared.files.gguf_name`). `run_steps(gen)` drains one.
 
-Errors: `ExportRefused` (an `InvalidInput`) with the reason; `ExportFailed` when llama.cpp's
-quantiser reports a failure.
+Errors: `GgufRefused` (a `BadInput`) with the reason; `GgufFailed` when llama.cpp's
+quantiser reports a failure. The controller raises them as its own `ExportRefused` and
+`ExportFailed`.
 """
 
 from __future__ import annotations
@@ -38,24 +46,33 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-from core.errors import InvalidInput
-from core.export.hub import ExportFailed
+from trainer.shared.errors import BadInput, TrainerError
+from trainer.shared.export_spec import GGUF_VARIANTS
+from trainer.shared.files import gguf_name
 
 ARCHITECTURES = {"qwen2": "QWEN2", "qwen3": "QWEN3"}  # model_type -> gguf.MODEL_ARCH member
 REFUSED = {
     "qwen3_moe": "a mixture-of-experts model; the GGUF export handles dense models only",
     "qwen3_next": "a hybrid linear/full-attention model; the GGUF export handles dense models only",
 }
+VARIANTS = GGUF_VARIANTS
 DTYPES = ("f16", "bf16")
 QUANTS = ("Q8_0", "Q4_K_M")
 _GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
 
 
-class ExportRefused(InvalidInput):
+class GgufRefused(BadInput):
     """This model or adapter cannot be exported as asked; the message says why."""
+
+    default_suggestion = "export the model merged, or pick a dense Qwen2/2.5/3 base model"
+
+
+class GgufFailed(TrainerError):
+    """llama.cpp could not write the file."""
 
 
 def _adapter_refusal(cfg: dict[str, Any]) -> str | None:
@@ -96,7 +113,7 @@ def _arch(model_type: str) -> Any:
 
     reason = refusal(model_type)
     if reason:
-        raise ExportRefused(reason)
+        raise GgufRefused(reason)
     return getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type])
 
 
@@ -124,27 +141,46 @@ def _hparams(w: Any, cfg: Any, dtype: str) -> None:
     w.add_file_type(ftype[dtype])
 
 
-def _tensors(w: Any, model: Any, arch: Any, dtype: str) -> None:
+def _tensor_plan(w: Any, model: Any, arch: Any, dtype: str) -> list[tuple[Any, bool]]:
+    """Declare every tensor (name, shape, type, size) to the writer; returns the tensors to
+    write in that order, each with whether it stays float32."""
     import gguf
     import numpy as np
 
     cfg = model.config
     names = gguf.get_tensor_name_map(arch, cfg.num_hidden_layers)
-    qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16}
+    raw = {"f16": None, "bf16": gguf.GGMLQuantizationType.BF16}[dtype]
+    plan = []
     for hf_name, tensor in model.state_dict().items():
         if hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise ExportRefused(f"no llama.cpp tensor name for {hf_name!r}")
-        data = tensor.detach().float().cpu().numpy()
-        if data.ndim <= 1:
-            w.add_tensor(name, data.astype(np.float32))
-        elif dtype == "f16":
-            w.add_tensor(name, data.astype(np.float16))
-        else:
-            raw = gguf.quants.quantize(data, qtype[dtype])
-            w.add_tensor(name, raw, raw_dtype=qtype[dtype])
+            raise GgufRefused(f"no llama.cpp tensor name for {hf_name!r}")
+        shape, keep32 = tuple(tensor.shape), tensor.dim() <= 1
+        np_dtype = np.dtype(np.float32 if keep32 else np.float16)
+        w.add_tensor_info(
+            name,
+            shape,
+            np_dtype,
+            tensor.numel() * np_dtype.itemsize,
+            raw_dtype=None if keep32 else raw,
+        )
+        plan.append((tensor, keep32))
+    return plan
+
+
+def _converted(tensor: Any, keep32: bool, dtype: str) -> Any:
+    """One tensor as the bytes the file holds (float32, f16, or bf16's raw bytes)."""
+    import gguf
+    import numpy as np
+
+    data = tensor.detach().float().cpu().numpy()
+    if keep32:
+        return data.astype(np.float32)
+    if dtype == "f16":
+        return data.astype(np.float16)
+    return gguf.quants.quantize(data, gguf.GGMLQuantizationType.BF16)
 
 
 def _token_type(tok: Any, token_id: int, added: dict[str, int]) -> int:
@@ -168,7 +204,7 @@ def _pre_tokenizer(tok: Any) -> str:
         return "qwen2"
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
         return "gpt-2"
-    raise ExportRefused(
+    raise GgufRefused(
         f"the tokenizer's pre-tokenizer {kinds} is not one llama.cpp reads as Qwen2's"
     )
 
@@ -210,10 +246,20 @@ def _tokenizer(w: Any, base_dir: Path, n_vocab: int) -> None:
 def write_model(model: Any, base_dir: Path, out: Path, dtype: str = "f16") -> int:
     """Write `model` (a transformers causal LM; `base_dir` holds its tokenizer) as GGUF at
     `out` in `dtype` ("f16" or "bf16"); returns the file's size in bytes."""
+    for _ in write_model_steps(model, base_dir, out, dtype):
+        pass
+    return out.stat().st_size
+
+
+def write_model_steps(
+    model: Any, base_dir: Path, out: Path, dtype: str = "f16"
+) -> Iterator[tuple[int, int]]:
+    """`write_model`, yielding (bytes of tensors written, bytes of all tensors) after each
+    tensor; one converted tensor at a time is held in memory."""
     import gguf
 
     if dtype not in DTYPES:
-        raise ExportRefused(f"GGUF precision {dtype!r} is not one of {', '.join(DTYPES)}")
+        raise GgufRefused(f"GGUF precision {dtype!r} is not one of {', '.join(DTYPES)}")
     cfg = model.config
     arch = _arch(cfg.model_type)
     w = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
@@ -221,9 +267,18 @@ def write_model(model: Any, base_dir: Path, out: Path, dtype: str = "f16") -> in
     w.add_name(Path(base_dir).name)
     _hparams(w, cfg, dtype)
     _tokenizer(w, Path(base_dir), cfg.vocab_size)
-    _tensors(w, model, arch, dtype)
-    _finish(w)
-    return out.stat().st_size
+    plan = _tensor_plan(w, model, arch, dtype)
+    total = sum(t.numel() * (4 if keep32 else 2) for t, keep32 in plan)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    done = 0
+    for tensor, keep32 in plan:
+        data = _converted(tensor, keep32, dtype)
+        w.write_tensor_data(data)
+        done += data.nbytes
+        yield done, total
+    w.close()
 
 
 def _finish(w: Any) -> None:
@@ -248,7 +303,7 @@ def write_lora(adapter_dir: Path, out: Path, model_type: str, n_layers: int) -> 
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     reason = refusal(model_type, cfg)
     if reason:
-        raise ExportRefused(reason)
+        raise GgufRefused(reason)
     arch = _arch(model_type)
     names = gguf.get_tensor_name_map(arch, n_layers)
     r = int(cfg["r"])
@@ -263,7 +318,7 @@ def write_lora(adapter_dir: Path, out: Path, model_type: str, n_layers: int) -> 
         match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])\.weight", key)
         name = names.get_name(match.group(1)) if match else None
         if name is None:
-            raise ExportRefused(f"adapter tensor {key!r} has no llama.cpp counterpart")
+            raise GgufRefused(f"adapter tensor {key!r} has no llama.cpp counterpart")
         suffix = ".weight.lora_a" if match.group(2) == "A" else ".weight.lora_b"
         w.add_tensor(name + suffix, data.astype(np.float32))
     _finish(w)
@@ -282,11 +337,42 @@ def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> int:
         "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
     }
     if quant not in ftypes:
-        raise ExportRefused(f"GGUF quantisation {quant!r} is not one of {', '.join(ftypes)}")
+        raise GgufRefused(f"GGUF quantisation {quant!r} is not one of {', '.join(ftypes)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftypes[quant]
     params.nthread = threads
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0 or not dst.is_file():
-        raise ExportFailed(f"llama.cpp could not quantise the model to {quant} (code {rc})")
+        raise GgufFailed(f"llama.cpp could not quantise the model to {quant} (code {rc})")
     return dst.stat().st_size
+
+
+Steps = Generator[tuple[str, int, int], None, str]
+
+
+def write_merged_steps(model: Any, base_dir: Path, out_dir: Path, variant: str, stem: str) -> Steps:
+    """Write the merged `model` as `variant` into `out_dir` (see the module docstring);
+    yields (stage, done, total), returns the GGUF's file name."""
+    if variant not in VARIANTS:
+        raise GgufRefused(f"GGUF variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    dtype = variant if variant in DTYPES else "f16"
+    full = out_dir / gguf_name(stem, dtype)
+    for done, total in write_model_steps(model, base_dir, full, dtype):
+        yield "write", done, total
+    if variant in DTYPES:
+        return full.name
+    yield "quantize", 0, 1
+    quantised = out_dir / gguf_name(stem, variant)
+    quantize(full, quantised, variant)
+    full.unlink()
+    yield "quantize", 1, 1
+    return quantised.name
+
+
+def run_steps(steps: Steps) -> str:
+    """Drain a `write_merged_steps` generator; returns its file name."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return str(end.value)

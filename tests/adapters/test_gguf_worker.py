@@ -1,0 +1,161 @@
+"""GGUF export by a `gguf` job on the endpoint, checked by llama.cpp itself: the real local
+endpoint (a process running the trainer's handler, CPU) with the controller's limit lowered
+to 0 parameters (`GGUF_LOCAL_MAX_PARAMS`), so the 256-wide tiny model of `test_gguf` is
+merged, written and quantised by the worker, not here.
+
+- f16: the job reports its stages in order (`progress` events, the write's share rising to
+  1), `gguf_job_status` gives the stored GGUF and Modelfile with their sizes and signed
+  links, and llama.cpp answers with the reference's greedy tokens, logits within
+  `F16_LOGIT_TOL` (the merge ran in float32: the local endpoint has room).
+- Q8_0 from `brightrun export gguf`: the command follows the job until it completed and
+  copies the files; llama.cpp loads a Q8_0 file that agrees with the reference as often as
+  the controller's export must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import db, export
+from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
+from core.db import repo
+from core.users import LOCAL_ACTOR
+from tests.adapters.test_gguf import (  # noqa: F401 - fixtures
+    base,
+    check_agreement,
+    check_exact,
+    llama,
+    lora,
+    reference,
+)
+from tests.jobs.stack import Stack, make_stack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stacked = make_stack(tmp_path_factory.mktemp("gguf-worker"), workers=1)
+    stack = next(stacked)
+    stack.settings = stack.settings.model_copy(
+        update={"gguf_local_max_params": 0, "sync_interval_s": 0.3}
+    )
+    try:
+        yield stack
+    finally:
+        stacked.close()
+
+
+@pytest.fixture(scope="module")
+def version(stack: Stack, base: Path, lora: Path) -> str:  # noqa: F811
+    """`support-bot` v1 on the 256-wide tiny model, its PEFT files in storage."""
+    store = make_blob_store(stack.settings)
+    vid = "av-ggufjob0001"
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        store.put_file("adapters", adapter_key("local", vid, name), lora / name, "application/json")
+    with db.session_scope(stack.settings) as s:
+        job = repo.create_job(
+            LOCAL_ACTOR, s, base_model=str(base), spec={}, adapter_name="support-bot"
+        )
+        repo.create_adapter_version(
+            LOCAL_ACTOR,
+            s,
+            adapter_name="support-bot",
+            base_model=str(base),
+            job_id=job.id,
+            version_id=vid,
+            storage_prefix=adapter_prefix("local", vid),
+            size_bytes=(lora / "adapter_model.safetensors").stat().st_size,
+        )
+    return vid
+
+
+def _query(url: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(url)
+    return {"path": unquote(parts.path), **dict(parse_qsl(parts.query))}
+
+
+def test_f16_written_by_a_worker_job_answers_like_transformers_and_peft(
+    stack: Stack,
+    version: str,
+    reference: list[dict[str, Any]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    plans = export.gguf_plans(LOCAL_ACTOR, stack.settings, version)
+    assert [p.where for p in plans] == ["worker"] * 4 + ["controller"]  # the LoRA alone: here
+    done = export.export_gguf(LOCAL_ACTOR, stack.settings, version, variant="f16")
+    assert done.job_id and done.files == [] and done.label == "support-bot v1"
+    job = stack.wait_end(done.job_id)
+    assert job.status == "COMPLETED", job.failure_message
+
+    events = stack.events(done.job_id)
+    assert events[0].type == "started" and events[0].data["model"]["dtype"] == "float32"
+    progress = [e.data for e in events if e.type == "progress"]
+    stages = [p["stage"] for p in progress]
+    assert stages[0] == "merge" and stages[-1] == "upload", stages
+    assert stages == sorted(stages, key=["merge", "write", "upload"].index), stages
+    writes = [p["fraction"] for p in progress if p["stage"] == "write"]
+    assert writes == sorted(writes) and writes[-1] == 1.0 and len(writes) >= 2, writes
+    assert {p["steps"] for p in progress} == {3}  # f16: merge, write, upload
+
+    status = export.gguf_job_status(LOCAL_ACTOR, stack.settings, done.job_id)
+    assert status.done and status.fraction == 1.0 and status.failure is None
+    assert [f.name for f in status.files] == ["Modelfile", "support-bot-v1-f16.gguf"]
+    modelfile, gguf_file = status.files
+    result = events[-1].data
+    assert result["files"]["support-bot-v1-f16.gguf"] == gguf_file.size
+    assert gguf_file.key == f"local/jobs/{done.job_id}/gguf/support-bot-v1-f16.gguf"
+    store = make_blob_store(stack.settings)
+    q = _query(gguf_file.url)
+    store.verify("GET", "adapters", gguf_file.key, q["exp"], q["sig"])  # a valid signed link
+    assert (
+        store.get_bytes("adapters", modelfile.key)
+        .decode()
+        .startswith("FROM ./support-bot-v1-f16.gguf\n")
+    )
+    local = tmp_path / "job.gguf"
+    store.download_to("adapters", gguf_file.key, local)
+    with llama(local) as model:
+        worst = check_exact(model, reference)
+    print(f"\nworker f16 GGUF: {gguf_file.size} bytes, largest logit difference {worst:.4f}")
+
+
+def test_cli_follows_a_q8_0_job_and_copies_its_files(
+    stack: Stack,
+    version: str,
+    reference: list[dict[str, Any]],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    s = stack.settings
+    env = {
+        "BRIGHTRUN_DATA_DIR": str(s.data_dir),
+        "GPU_CLUSTER_API_URL": s.gpu_cluster_api_url,
+        "GPU_CLUSTER_API_KEY": s.gpu_cluster_api_key.get_secret_value(),
+        "PUBLIC_BASE_URL": s.public_base_url,
+        "LOCAL_DEVICE": "cpu",
+        "GGUF_LOCAL_MAX_PARAMS": "0",
+        "SYNC_INTERVAL_S": "0.3",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    out = tmp_path / "o"
+    run = CliRunner().invoke(app, ["export", "gguf", version, "--quant", "Q8_0", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "completed: done" in run.output.splitlines(), run.output
+    assert "support-bot-v1-Q8_0.gguf" in run.output and "sig=" in run.output
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "support-bot-v1-Q8_0.gguf"]
+    with llama(out / "support-bot-v1-Q8_0.gguf") as model:
+        assert model.metadata["general.file_type"] == "7"  # LLAMA_FTYPE_MOSTLY_Q8_0
+        check_agreement(model, reference, "Q8_0")
