@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from core import db, export
+from core import db, export, queries
 from core.clients.storage import adapter_key, adapter_prefix, make_blob_store
 from core.db import repo
 from core.users import LOCAL_ACTOR
@@ -103,6 +103,9 @@ def test_f16_written_by_a_worker_job_answers_like_transformers_and_peft(
     writes = [p["fraction"] for p in progress if p["stage"] == "write"]
     assert writes == sorted(writes) and writes[-1] == 1.0 and len(writes) >= 2, writes
     assert {p["steps"] for p in progress} == {3}  # f16: merge, write, upload
+    with db.session_scope(stack.settings) as s:  # the Jobs page's and `jobs show`'s lines
+        lines = [e.summary for e in queries.event_log(LOCAL_ACTOR, s, done.job_id)]
+    assert "write: stage 2 of 3, 100%" in lines and "upload: stage 3 of 3, 100%" in lines
 
     status = export.gguf_job_status(LOCAL_ACTOR, stack.settings, done.job_id)
     assert status.done and status.fraction == 1.0 and status.failure is None
