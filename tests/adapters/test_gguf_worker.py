@@ -10,6 +10,8 @@ merged, written and quantised by the worker, not here.
 - Q8_0 from `brightrun export gguf`: the command follows the job until it completed and
   copies the files; llama.cpp loads a Q8_0 file that agrees with the reference as often as
   the controller's export must.
+- A job the worker fails (an adapter of another base) says why in its status, and
+  `brightrun export gguf-status` exits 1 with the reason.
 """
 
 from __future__ import annotations
@@ -50,28 +52,49 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stacked.close()
 
 
-@pytest.fixture(scope="module")
-def version(stack: Stack, base: Path, lora: Path) -> str:  # noqa: F811
-    """`support-bot` v1 on the 256-wide tiny model, its PEFT files in storage."""
+def add_version(stack: Stack, base_model: Path, lora_dir: Path, name: str, vid: str) -> str:
+    """`name` v1 on `base_model`, the PEFT files of `lora_dir` in storage."""
     store = make_blob_store(stack.settings)
-    vid = "av-ggufjob0001"
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        store.put_file("adapters", adapter_key("local", vid, name), lora / name, "application/json")
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        store.put_file("adapters", adapter_key("local", vid, f), lora_dir / f, "application/json")
     with db.session_scope(stack.settings) as s:
         job = repo.create_job(
-            LOCAL_ACTOR, s, base_model=str(base), spec={}, adapter_name="support-bot"
+            LOCAL_ACTOR, s, base_model=str(base_model), spec={}, adapter_name=name
         )
         repo.create_adapter_version(
             LOCAL_ACTOR,
             s,
-            adapter_name="support-bot",
-            base_model=str(base),
+            adapter_name=name,
+            base_model=str(base_model),
             job_id=job.id,
             version_id=vid,
             storage_prefix=adapter_prefix("local", vid),
-            size_bytes=(lora / "adapter_model.safetensors").stat().st_size,
+            size_bytes=(lora_dir / "adapter_model.safetensors").stat().st_size,
         )
     return vid
+
+
+@pytest.fixture(scope="module")
+def version(stack: Stack, base: Path, lora: Path) -> str:  # noqa: F811
+    """`support-bot` v1 on the 256-wide tiny model, its PEFT files in storage."""
+    return add_version(stack, base, lora, "support-bot", "av-ggufjob0001")
+
+
+def cli_env(stack: Stack, monkeypatch: pytest.MonkeyPatch, where: Path) -> None:
+    """The command line's settings: the stack's, the GGUF limit at 0."""
+    s = stack.settings
+    env = {
+        "BRIGHTRUN_DATA_DIR": str(s.data_dir),
+        "GPU_CLUSTER_API_URL": s.gpu_cluster_api_url,
+        "GPU_CLUSTER_API_KEY": s.gpu_cluster_api_key.get_secret_value(),
+        "PUBLIC_BASE_URL": s.public_base_url,
+        "LOCAL_DEVICE": "cpu",
+        "GGUF_LOCAL_MAX_PARAMS": "0",
+        "SYNC_INTERVAL_S": "0.3",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(where)  # no stray .env
 
 
 def _query(url: str) -> dict[str, str]:
@@ -140,19 +163,7 @@ def test_cli_follows_a_q8_0_job_and_copies_its_files(
 
     from cli import app
 
-    s = stack.settings
-    env = {
-        "BRIGHTRUN_DATA_DIR": str(s.data_dir),
-        "GPU_CLUSTER_API_URL": s.gpu_cluster_api_url,
-        "GPU_CLUSTER_API_KEY": s.gpu_cluster_api_key.get_secret_value(),
-        "PUBLIC_BASE_URL": s.public_base_url,
-        "LOCAL_DEVICE": "cpu",
-        "GGUF_LOCAL_MAX_PARAMS": "0",
-        "SYNC_INTERVAL_S": "0.3",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    cli_env(stack, monkeypatch, tmp_path)
     out = tmp_path / "o"
     run = CliRunner().invoke(app, ["export", "gguf", version, "--quant", "Q8_0", "--out", str(out)])
     assert run.exit_code == 0, run.output
@@ -162,3 +173,25 @@ def test_cli_follows_a_q8_0_job_and_copies_its_files(
     with llama(out / "support-bot-v1-Q8_0.gguf") as model:
         assert model.metadata["general.file_type"] == "7"  # LLAMA_FTYPE_MOSTLY_Q8_0
         check_agreement(model, reference, "Q8_0")
+
+
+def test_a_failed_job_says_why_and_the_command_exits_1(
+    stack: Stack,
+    lora: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    # The 256-wide model's adapter on the stack's 64-wide tiny model: the worker refuses it.
+    vid = add_version(stack, stack.model, lora, "mismatch", "av-ggufjob0002")
+    done = export.export_gguf(LOCAL_ACTOR, stack.settings, vid, variant="Q4_K_M")
+    assert done.job_id and stack.wait_end(done.job_id).status == "FAILED"
+    status = export.gguf_job_status(LOCAL_ACTOR, stack.settings, done.job_id)
+    assert status.done and status.files == [] and status.fraction < 1.0
+    assert "does not fit base model" in (status.failure or ""), status
+    cli_env(stack, monkeypatch, tmp_path)
+    run = CliRunner().invoke(app, ["export", "gguf-status", done.job_id])
+    assert run.exit_code == 1 and "does not fit base model" in run.output, run.output
