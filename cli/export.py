@@ -4,9 +4,9 @@ version as GGUF for llama.cpp and Ollama, with an Ollama Modelfile (`core.export
 `--quant` is f16 (default), bf16, Q8_0 or Q4_K_M, of the base model with the adapter merged;
 `--adapter-only` writes the adapter alone as a GGUF LoRA for the base model's GGUF. The
 files are written in the controller and stored, or, for a base above GGUF_LOCAL_MAX_PARAMS,
-by a job on the GPU endpoint: the command then prints the job's stage and share done as
-they change until it ends (`--no-wait`: print the job id and return; `brightrun export
-gguf-status JOB` shows it later). Either way it prints each file with its size and a signed
+by a job on the GPU endpoint (`--gpu`, `--budget` as for a merge): the command then prints
+the job's stage and share done as they change until it ends (`--no-wait`: print the job id
+and return; `brightrun export gguf-status JOB` shows it later). Either way it prints each file with its size and a signed
 link, and with `--out DIR` also copies them there. `--plan-only` prints the expected size
 and where it would be written, or why the export would be refused, and stops. Errors come
 back as one line, exit code 2 for bad input or a missing thing, 1 otherwise (a failed job
@@ -89,6 +89,10 @@ def gguf(
     no_wait: bool = typer.Option(
         False, "--no-wait", help="a job's export: print its id and return"
     ),
+    gpu: str = typer.Option("", "--gpu", help="a job's GPU type id (default: GPU_TYPE)"),
+    budget: float = typer.Option(
+        0.0, "--budget", help="a job's dollar cap (default: JOB_BUDGET_USD)"
+    ),
 ) -> None:
     """Write a version as GGUF with an Ollama Modelfile; store them and print signed links."""
     from cli.auth import acting_user
@@ -105,7 +109,14 @@ def gguf(
             _plan(settings, actor, ref, quant, adapter_only)
             return
         done = export_gguf(
-            actor, settings, ref, variant=quant, adapter_only=adapter_only, store=store
+            actor,
+            settings,
+            ref,
+            variant=quant,
+            adapter_only=adapter_only,
+            store=store,
+            gpu_type=gpu or None,
+            budget_usd=budget or None,
         )
         files = done.files
         if done.job_id:
