@@ -137,9 +137,19 @@ def pick_attention(packing: str, device: Any, shared_prompts: bool = False) -> t
 
 
 def build_quantization_config(
-    quantization: str, compute_dtype: Any, keep_full_precision: tuple[str, ...] = ()
+    quantization: str,
+    compute_dtype: Any,
+    keep_full_precision: tuple[str, ...] = (),
+    *,
+    sharded: bool = False,
 ) -> Any | None:
-    """bitsandbytes' config for `quantization` (nf4: double-quantised NF4; int8), or None."""
+    """bitsandbytes' config for `quantization` (nf4: double-quantised NF4; int8), or None.
+    `sharded` (an NF4 base FSDP2 shards across GPUs): the packed 4-bit weights are stored
+    in float32 elements (`bnb_4bit_quant_storage`, 8 weights each) instead of uint8, so
+    FSDP can shard them like the float32 norms and LoRA weights of the same layer: one
+    dtype per layer, nothing cast when a layer is gathered (a cast would rewrite the bit
+    patterns that read as NaN)."""
+    import torch
     from transformers import BitsAndBytesConfig
 
     # lm_head is never quantised; the architecture may name more (routers, gates)
@@ -150,6 +160,7 @@ def build_quantization_config(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_quant_storage=torch.float32 if sharded else torch.uint8,
             llm_int8_skip_modules=skip,
         )
     if quantization == "int8":
@@ -214,9 +225,12 @@ def _prepare_for_training(model: Any, spec: JobSpec, *, quantized: bool) -> Any:
     return model
 
 
-def load_for_training(spec: JobSpec, path: Path, tokenizer: Any, *, on_cpu: bool = False) -> Loaded:
+def load_for_training(
+    spec: JobSpec, path: Path, tokenizer: Any, *, on_cpu: bool = False, sharded: bool = False
+) -> Loaded:
     """The PEFT model ready to train on the spec's device (`on_cpu`: its weights left in
-    host memory, for FSDP to move each GPU's shard there; see `trainer.parallel.shard`)."""
+    host memory, for FSDP to move each GPU's shard there; `sharded`: its base is to be
+    sharded by FSDP, see `build_quantization_config` and `trainer.parallel.shard`)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -228,7 +242,8 @@ def load_for_training(spec: JobSpec, path: Path, tokenizer: Any, *, on_cpu: bool
     packing, packing_why = pick_packing(spec, caps)
     shared = arch.shares_prompts(spec.method, packing, config)
     attn, attn_why = pick_attention(packing, device, shared)
-    qconfig = build_quantization_config(spec.quantization, dtype, caps.keep_full_precision)
+    keep = caps.keep_full_precision
+    qconfig = build_quantization_config(spec.quantization, dtype, keep, sharded=sharded)
     with arch_hooks.load_context(spec, caps, dtype):
         model = AutoModelForCausalLM.from_pretrained(
             path,

@@ -10,17 +10,23 @@ waiting for ever.
 each decoder layer is one FSDP unit, then the decoder. `fsdp` shards every parameter of
 those units; `ddp` leaves the frozen base weights out of FSDP (each process keeps its whole
 copy) and shards the trainable ones. The embedding and output head are never sharded
-(the loss reads the head's weight directly, and small models tie the two). Activation
-checkpointing stays as set on each layer before sharding. The model may come loaded in
-host memory (an FSDP job on GPUs: `trainer.model.load_for_training(on_cpu=True)`): FSDP
-moves each GPU's shards to it, and what FSDP does not manage (embeddings, head, buffers
-outside its units) is moved after.
+(the loss reads the head's weight directly, and small models tie the two). A 4-bit
+base (bitsandbytes, loaded with float32 `quant_storage` for `fsdp`, see
+`trainer.model.build_quantization_config`) is sharded like any other: FSDP hands each
+`Linear4bit` its gathered weight as a plain tensor, and bitsandbytes restores the layer's
+quantisation state from the module, where `shard` puts it (and moves it to the GPU: it
+stays whole on each). Activation checkpointing stays as set on each layer before
+sharding. The model may come loaded in host memory (an FSDP job on GPUs:
+`trainer.model.load_for_training(on_cpu=True)`): FSDP moves each GPU's shards to it, and
+what FSDP does not manage (embeddings, head, buffers outside its units) is moved after.
 
 `local_share(group, batches)` deals a step's micro-batches round-robin: (batch, scale)
 pairs, the same number on every rank (a rank short of batches runs one of the step's
 with scale 0, so every rank takes part in the same collectives). `scale` = the group's
 size undoes FSDP's averaging of gradients over ranks: each rank's loss is its share of
 the step's mean, and the step's gradient is their sum.
+
+`local_base_bytes(model)`: the frozen base's bytes held by this process.
 
 `full_trainable_state(model)` gathers the trainable weights to rank 0 (other ranks get an
 empty dict); every rank must call it. Raises torch's own errors; `peer_lost(exc)` says
@@ -121,6 +127,9 @@ def shard(model: Any, group: Group, strategy: str, reason: str) -> Group:
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(group.device_type, (group.world,))
+    quantised = _quantised(model)
+    for m in quantised:  # where bitsandbytes finds it when FSDP hands it a gathered weight
+        m.quant_state = m.weight.quant_state
     decoder, layers = decoder_layers(model)
     base = model.get_base_model()
     never = {
@@ -142,8 +151,32 @@ def shard(model: Any, group: Group, strategy: str, reason: str) -> Group:
         for name, buf in list(m.named_buffers(recurse=False)):
             if buf is not None and buf.device != device:
                 setattr(m, name, buf.to(device))
+    for m in quantised:  # each layer's quantisation state, whole on every GPU
+        m.quant_state.to(device)
     log.info("rank %d of %d: %s (%s)", group.rank, group.world, strategy, reason)
     return Group(group.rank, group.world, group.device_type, strategy, reason)
+
+
+def _quantised(model: Any) -> list[Any]:
+    """The modules whose own weight is bitsandbytes' 4-bit (it carries a `quant_state`)."""
+    return [
+        m
+        for m in model.modules()
+        if getattr(m._parameters.get("weight"), "quant_state", None) is not None
+    ]
+
+
+def local_base_bytes(model: Any) -> int:
+    """Bytes of the frozen base this process holds: its shards of what FSDP shards, the
+    whole of the rest (a 4-bit weight counts its packed bytes, not its quantisation
+    state)."""
+    total = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            continue
+        local = p.to_local() if hasattr(p, "to_local") else p
+        total += local.numel() * local.element_size()
+    return total
 
 
 def _current_cuda() -> Any:

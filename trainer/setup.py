@@ -182,8 +182,9 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     random.seed(t.seed)
     sharding = choose_sharding(spec, path, group) if group is not None else None
     # FSDP on GPUs: the base is read into host memory and each GPU receives its shard only
-    on_cpu = sharding is not None and sharding[0] == "fsdp" and group.device_type == "cuda"
-    loaded = load_for_training(spec, path, tokenizer, on_cpu=on_cpu)
+    sharded = sharding is not None and sharding[0] == "fsdp"
+    on_cpu = sharded and group.device_type == "cuda"
+    loaded = load_for_training(spec, path, tokenizer, on_cpu=on_cpu, sharded=sharded)
     packed = loaded.packing != "padded" and not prompts  # GRPO: micro_batch_size prompts
     seqs = spec.sequences_per_row
     if on_cpu and t.gradient_checkpointing:  # nothing to measure before the shards are placed
@@ -221,18 +222,58 @@ def choose_sharding(spec: JobSpec, path: Path, group: Group) -> tuple[str, str]:
     files (decided before loading: an FSDP base is loaded into host memory)."""
     from trainer.shared.parallel import choose
 
-    files = list(Path(path).glob("*.safetensors")) or list(Path(path).glob("*.bin"))
-    size = sum(f.stat().st_size for f in files)
+    size = base_bytes(path, spec.quantization)
     return choose(group.world, spec.sharding, spec.quantization, size)
+
+
+def base_bytes(path: Path, quantization: str) -> float:
+    """The base's weight bytes as loaded, from its weight files: their size; for an NF4
+    job, the linear layers' weights (2-D, other than the embeddings, the LM head and the
+    architecture's full-precision modules) at NF4's bits per weight and the rest as
+    stored, read from the safetensors headers (no weight is read)."""
+    files = list(Path(path).glob("*.safetensors")) or list(Path(path).glob("*.bin"))
+    size = float(sum(f.stat().st_size for f in files))
+    if quantization != "nf4" or not files or files[0].suffix != ".safetensors":
+        return size
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    from trainer.shared import arch
+
+    keep = (
+        "lm_head",
+        "embed",
+        *arch.capabilities(AutoConfig.from_pretrained(path)).keep_full_precision,
+    )
+    bits = arch.bits_per_param("nf4")
+    for f in files:
+        with safe_open(f, framework="pt") as st:
+            for name in st.keys():
+                view = st.get_slice(name)
+                shape = view.get_shape()
+                if len(shape) != 2 or any(k in name for k in keep):
+                    continue
+                numel = shape[0] * shape[1]
+                size -= numel * _itemsize(view.get_dtype()) - numel * bits / 8
+    return size
+
+
+def _itemsize(dtype: str) -> int:
+    """Bytes per element of a safetensors dtype name (F32, BF16, ...)."""
+    digits = "".join(c for c in dtype.split("_")[0] if c.isdigit())
+    return int(digits) // 8 if digits else 1
 
 
 def shard_model(loaded: Loaded, group: Group, strategy: str, reason: str) -> Group:
     """FSDP2 on the loaded model (`trainer.parallel.shard`), once the recompute plan has
-    measured it whole (its saved-tensor hooks cannot read FSDP's freed shards); facts noted."""
-    from trainer.parallel import shard
+    measured it whole (its saved-tensor hooks cannot read FSDP's freed shards); facts noted:
+    the frozen base's bytes, whole and on this GPU (`base_bytes_per_gpu`, rank 0's)."""
+    from trainer.parallel import local_base_bytes, shard
 
+    whole = local_base_bytes(loaded.model)
     group = shard(loaded.model, group, strategy, reason)
     loaded.facts.update(group.facts())
+    loaded.facts.update(base_bytes=whole, base_bytes_per_gpu=local_base_bytes(loaded.model))
     return group
 
 

@@ -3,11 +3,11 @@ cost for that count (`trainer.shared.parallel` is what the worker does with `gpu
 
 `per_gpu_memory(spec, model, gpus)` is `estimate_memory` for one of `gpus` processes, term
 by term, under the sharding `trainer.shared.parallel.choose` picks for the spec (the same
-rule the worker applies, from the base's weight bytes):
+rule the worker applies, from the base's weight bytes as loaded: an NF4 base's at 4 bits):
 
 - parameters: with `fsdp` the linear layers', experts' and small weights are divided by
-  the count; the embeddings and LM head are never sharded (the worker keeps them whole);
-  with `ddp` every GPU holds the whole base.
+  the count (an NF4 base's packed 4-bit weights too); the embeddings and LM head are never
+  sharded (the worker keeps them whole); with `ddp` every GPU holds the whole base.
 - LoRA weights, gradients and optimizer state: divided by the count (FSDP2 shards them
   under both strategies).
 - activations, the loss and the CUDA context: unchanged (each GPU runs whole

@@ -67,7 +67,7 @@ def test_sharding_divides_weights_and_lora_state_but_not_activations() -> None:
     assert "4 GPUs, fsdp" in four.notes[-1]
 
 
-def test_small_and_quantised_bases_are_replicated_with_the_reason() -> None:
+def test_small_and_8bit_bases_are_replicated_with_the_reason() -> None:
     small = "Qwen/Qwen2.5-1.5B-Instruct"
     spec = _spec(small, 2048, gpus=2)
     p = planner.plan(spec, planner.describe(small), gpus=["H100_80GB_SXM"])
@@ -75,9 +75,25 @@ def test_small_and_quantised_bases_are_replicated_with_the_reason() -> None:
     assert "fit on every GPU" in p.memory.notes[-1]
     one = planner.estimate_memory(spec, planner.describe(small))
     assert p.memory.term("base_weights") == one.term("base_weights")  # whole on each GPU
-    q = _spec("Qwen/Qwen2.5-72B-Instruct", 2048, gpus=2).model_copy(update={"quantization": "nf4"})
+    q = _spec("Qwen/Qwen2.5-72B-Instruct", 2048, gpus=2).model_copy(update={"quantization": "int8"})
     mem = per_gpu_memory(q, planner.describe("Qwen/Qwen2.5-72B-Instruct"), 2)
     assert "bitsandbytes" in mem.notes[-1]
+
+
+def test_a_big_4bit_base_is_sharded_and_a_small_one_replicated() -> None:
+    """As the worker does (`trainer.setup.base_bytes`): the rule reads an NF4 base's 4-bit
+    size, so 72B in NF4 (about 38 GiB) is sharded and 1.5B (about 1 GiB) replicated."""
+    for model, gpus, strategy in (
+        ("Qwen/Qwen2.5-72B-Instruct", 2, "fsdp"),
+        ("Qwen/Qwen2.5-1.5B-Instruct", 2, "ddp"),
+    ):
+        spec = _spec(model, 2048, gpus=gpus).model_copy(update={"quantization": "nf4"})
+        facts = planner.describe(model)
+        one, two = planner.estimate_memory(spec, facts), per_gpu_memory(spec, facts, gpus)
+        assert f"{gpus} GPUs, {strategy}: the nf4 base's" in two.notes[-1]
+        whole = one.term("base_weights")
+        assert two.term("base_weights") == (whole // gpus if strategy == "fsdp" else whole)
+        assert two.term("embeddings") == one.term("embeddings")  # never sharded
 
 
 def test_time_and_cost_count_every_gpu() -> None:

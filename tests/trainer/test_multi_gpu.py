@@ -5,8 +5,10 @@ batch (loss curve within 1e-4 relative, LoRA weights within 1e-3 absolute: float
 another order, amplified by Adam); a job stopped mid-run resumes from its sharded
 checkpoint to the same adapter as an uninterrupted run, and a different GPU count is
 refused with the reason; a rank killed mid-step ends the job FAILED naming it, well within
-the collective timeout, with no process left, and one that hangs after it; QLoRA (the
-4-bit base replicated) trains what one process trains. Events come once, from rank 0.
+the collective timeout, with no process left, and one that hangs after it. QLoRA too, its
+4-bit base sharded (each process holds half its packed weights, a gathered layer is
+bit-identical to the whole one) or replicated: the same adapter as one process, and the
+same resume. Events come once, from rank 0.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +73,31 @@ def _assert_same_adapter(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def single(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list, Path]:
+def singles(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], tuple[list, Path]]:
+    """The one-process run of the toy job in a quantization (events, adapter folder), made
+    once per quantization."""
     from tests.trainer.conftest import toy_rows, write_jsonl
 
-    tmp = tmp_path_factory.mktemp("single")
-    data = write_jsonl(tmp / "toy.jsonl", toy_rows())
-    events = run(_spec(tiny_model, data, tmp / "out", 1, job_id="one"), _env(tmp))
-    assert events[-1]["type"] == "completed", events[-1]
-    return events, tmp / "out"
+    made: dict[str, tuple[list, Path]] = {}
+
+    def single(quantization: str) -> tuple[list, Path]:
+        if quantization not in made:
+            tmp = tmp_path_factory.mktemp(f"single-{quantization}")
+            data = write_jsonl(tmp / "toy.jsonl", toy_rows())
+            spec = _spec(tiny_model, data, tmp / "out", 1, job_id="one", quantization=quantization)
+            events = run(spec, _env(tmp))
+            assert events[-1]["type"] == "completed", events[-1]
+            made[quantization] = events, tmp / "out"
+        return made[quantization]
+
+    return single
+
+
+@pytest.fixture(scope="module")
+def single(singles: Callable[[str], tuple[list, Path]]) -> tuple[list, Path]:
+    return singles("none")
 
 
 def test_two_processes_train_the_adapter_one_does(
@@ -101,11 +121,21 @@ def test_two_processes_train_the_adapter_one_does(
     PeftModel.from_pretrained(base, tmp_path / "out")  # one ordinary PEFT folder
 
 
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
 def test_resume_from_a_sharded_checkpoint_equals_an_uninterrupted_run(
-    tiny_model: Path, toy_data: Path, tmp_path: Path, single: tuple[list, Path]
+    tiny_model: Path, toy_data: Path, tmp_path: Path, singles: Any, quantization: str
 ) -> None:
+    single = singles(quantization)
     out = tmp_path / "out"
-    spec = _spec(tiny_model, toy_data, out, 2, job_id="cut", training={"checkpoint_every": 2})
+    spec = _spec(
+        tiny_model,
+        toy_data,
+        out,
+        2,
+        job_id="cut",
+        training={"checkpoint_every": 2},
+        quantization=quantization,
+    )
     first = run(spec, _env(tmp_path, force_nan_at_step=5))  # stops at step 5, saved at 4
     assert first[-1]["type"] == "failed" and first[-1]["data"]["kind"] == "diverged"
     assert first[-1]["data"]["gpus"] == 2
@@ -113,7 +143,8 @@ def test_resume_from_a_sharded_checkpoint_equals_an_uninterrupted_run(
     assert (ckpts / "latest").read_text() == "step-0000004"
     assert any((ckpts / "step-0000004" / "shards").iterdir())
 
-    one_gpu = _spec(tiny_model, toy_data, out, 1, job_id="cut", training={"checkpoint_every": 2})
+    one_gpu = {**spec, "gpus": 1}
+    one_gpu.pop("sharding")
     refused = run(one_gpu, _env(tmp_path))[-1]
     assert refused["type"] == "failed" and refused["data"]["kind"] == "bad_input"
     assert "2 GPU" in refused["data"]["message"] and "gpus 2" in refused["data"]["suggestion"]
@@ -194,24 +225,103 @@ def test_a_rank_that_hangs_fails_the_job_after_the_collective_timeout(
     assert _rank_pids("hung") == {}
 
 
-def test_qlora_on_two_processes_replicates_the_4bit_base_and_matches_one(
-    tiny_model: Path, toy_data: Path, tmp_path: Path
+@pytest.mark.parametrize("sharding", ["fsdp", "ddp"])
+def test_qlora_on_two_processes_trains_the_adapter_one_does(
+    tiny_model: Path, toy_data: Path, tmp_path: Path, singles: Any, sharding: str
 ) -> None:
-    """FSDP2 cannot shard bitsandbytes' packed 4-bit weights (their quantisation state is
-    lost: "quant_state is required"), so a QLoRA job replicates the base (`ddp`) and shards
-    only the LoRA weights and optimizer state; it trains what one process trains."""
-    runs = {}
-    for gpus in (1, 2):
-        spec = _spec(tiny_model, toy_data, tmp_path / f"out{gpus}", gpus, job_id=f"q{gpus}")
-        spec["quantization"] = "nf4"
-        spec.pop("sharding", None)  # auto
-        runs[gpus] = run(spec, _env(tmp_path / f"w{gpus}"))
-        assert runs[gpus][-1]["type"] == "completed", runs[gpus][-1]
-    started = next(e for e in runs[2] if e["type"] == "started")
-    assert started["data"]["model"]["sharding"] == "ddp"
-    assert "bitsandbytes" in started["data"]["model"]["sharding_reason"]
-    assert _losses(runs[2]) == pytest.approx(_losses(runs[1]), rel=LOSS_RTOL)
-    _assert_same_adapter(tmp_path / "out1", tmp_path / "out2")
+    """The 4-bit base sharded (`fsdp`: each process holds its half of the packed weights,
+    the embeddings whole) or replicated (`ddp`, what `auto` picks for a base this small)."""
+    events, out = singles("nf4")
+    spec = _spec(tiny_model, toy_data, tmp_path / "out", 2, job_id="q2", quantization="nf4")
+    spec["sharding"] = sharding
+    two = run(spec, _env(tmp_path))
+    assert two[-1]["type"] == "completed", two[-1]
+    model = next(e for e in two if e["type"] == "started")["data"]["model"]
+    assert (model["sharding"], model["quantization"]) == (sharding, "nf4")
+    if sharding == "fsdp":
+        assert model["base_bytes_per_gpu"] < model["base_bytes"]
+    else:
+        assert model["base_bytes_per_gpu"] == model["base_bytes"]
+    assert _losses(two) == pytest.approx(_losses(events), rel=LOSS_RTOL)
+    _assert_same_adapter(out, tmp_path / "out")
+
+
+def _shard_nf4_on_rank(rank: int, model: str, port: int, out: str) -> None:
+    """One of 2 gloo processes (`mp.spawn`): the tiny model loaded in NF4 and sharded as a
+    QLoRA job does it; writes `out/rank-R.json`: its 4-bit weights' packed bytes whole and
+    on this rank, whether a gathered layer is bit-identical to the whole one, and one
+    forward and backward's loss before and after sharding."""
+    import json
+
+    import torch
+
+    from trainer.model import load_for_training, load_tokenizer
+    from trainer.parallel import close_group, decoder_layers, init_group
+    from trainer.setup import shard_model
+    from trainer.shared.spec import JobSpec
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    group = init_group(60.0, cpu=True)
+    spec = JobSpec.model_validate(
+        _spec(Path(model), Path("rows.jsonl"), Path(out), 2, quantization="nf4")
+    )
+    torch.manual_seed(0)
+    loaded = load_for_training(spec, Path(model), load_tokenizer(Path(model)), sharded=True)
+    lm = loaded.model
+    packed = {
+        n: m.weight.detach().clone()
+        for n, m in lm.named_modules()
+        if getattr(m._parameters.get("weight"), "quant_state", None) is not None
+    }
+    ids = torch.randint(0, 200, (2, 24), generator=torch.Generator().manual_seed(1))
+
+    def loss() -> float:
+        value = lm(input_ids=ids, labels=ids).loss
+        value.backward()
+        return float(value.detach())
+
+    facts = {"whole_loss": loss(), "storage": str(next(iter(packed.values())).dtype)}
+    lm.zero_grad(set_to_none=True)
+    shard_model(loaded, group, "fsdp", "sharding fsdp set in the job")
+    modules = dict(lm.named_modules())
+    local = [modules[n].weight.to_local() for n in packed]
+    facts["whole_bytes"] = sum(t.numel() * t.element_size() for t in packed.values())
+    facts["local_bytes"] = sum(t.numel() * t.element_size() for t in local)
+    facts["sharded_loss"] = loss()
+    layer = decoder_layers(lm)[1][0]
+    layer.unshard()
+    facts["gathered_layer_identical"] = [
+        torch.equal(modules[n].weight.detach().view(torch.uint8), w.view(torch.uint8))
+        for n, w in packed.items()
+        if ".layers.0." in n
+    ]
+    layer.reshard()
+    (Path(out) / f"rank-{rank}.json").write_text(json.dumps(facts))
+    close_group()
+
+
+def test_each_process_holds_half_of_the_4bit_base_and_computes_what_the_whole_does(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_shard_nf4_on_rank, args=(str(tiny_model), port, str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    whole = ranks[0]["whole_bytes"]
+    assert ranks[0]["storage"] == "torch.float32"  # bitsandbytes' quant_storage
+    assert sum(r["local_bytes"] for r in ranks) == whole
+    for r in ranks:
+        assert r["local_bytes"] == pytest.approx(whole / 2, rel=0.02)
+        assert len(r["gathered_layer_identical"]) == 7  # q, k, v, o, gate, up, down
+        assert all(r["gathered_layer_identical"])
+        assert r["sharded_loss"] == pytest.approx(r["whole_loss"], rel=LOSS_RTOL)
 
 
 def test_the_time_limit_stops_every_rank_at_the_same_step(

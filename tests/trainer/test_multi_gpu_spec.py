@@ -34,7 +34,7 @@ def test_gpus_default_to_one_and_go_up_to_eight() -> None:
     ("over", "says"),
     [
         ({"sharding": "fsdp"}, "sharding applies to jobs on several GPUs"),
-        ({"gpus": 2, "sharding": "fsdp"}, "FSDP2 cannot shard nf4"),  # the default quantization
+        ({"gpus": 2, "sharding": "fsdp", "quantization": "int8"}, "FSDP2 cannot shard int8"),
         ({"gpus": 2, "method": "dpo"}, "trains on one GPU for now"),
         (
             {"gpus": 2, "training": {"eval_every": 5, "early_stopping": {"patience": 2}}},
@@ -49,9 +49,11 @@ def test_combinations_that_do_not_run_are_refused_with_the_reason(
         _spec(**over)
 
 
-def test_the_rule_replicates_small_and_quantised_bases_and_shards_big_ones() -> None:
+def test_the_rule_replicates_small_and_8bit_bases_and_shards_big_ones_4bit_too() -> None:
     assert choose(1, "auto", "none", 1e12)[0] == "single"
-    assert choose(2, "auto", "nf4", 1e12)[0] == "ddp"
-    assert choose(2, "auto", "none", DDP_MAX_BASE_BYTES)[0] == "ddp"
-    assert choose(4, "auto", "none", DDP_MAX_BASE_BYTES + 1)[0] == "fsdp"
+    assert choose(2, "auto", "int8", 1e12)[0] == "ddp"
+    for quantization in ("none", "nf4"):  # an NF4 base counted at its 4-bit size
+        assert choose(2, "auto", quantization, DDP_MAX_BASE_BYTES)[0] == "ddp"
+        assert choose(4, "auto", quantization, DDP_MAX_BASE_BYTES + 1)[0] == "fsdp"
     assert choose(2, "fsdp", "none", 1.0) == ("fsdp", "sharding fsdp set in the job")
+    assert _spec(gpus=2, sharding="fsdp").quantization == "nf4"  # QLoRA may be sharded

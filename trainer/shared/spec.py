@@ -429,10 +429,10 @@ class JobSpec(_Strict):
                 "early stopping runs on one GPU for now: set gpus to 1 or leave "
                 "training.early_stopping out"
             )
-        if self.sharding == "fsdp" and self.quantization != "none":
+        if self.sharding == "fsdp" and self.quantization == "int8":
             raise ValueError(
-                f"FSDP2 cannot shard {self.quantization} (bitsandbytes) weights: use sharding "
-                "ddp or auto (the quantised base replicated on each GPU), or quantization none"
+                "FSDP2 cannot shard int8 (bitsandbytes) weights: use sharding ddp or auto (the "
+                "8-bit base replicated on each GPU), or quantization nf4 or none"
             )
         return self
 
