@@ -113,3 +113,27 @@ def test_time_and_cost_count_every_gpu() -> None:
         best.count * planner.rate_per_second(best.gpu, "flex", {})
     )
     assert one.to_dict()["recommended_count"] == {"gpu": best.gpu, "count": best.count}
+
+
+def test_the_worker_reads_the_base_size_the_planner_counts(tmp_path) -> None:
+    """The rule's one input from both sides: the planner's weight terms, and the worker's
+    reading of the weight files before it loads them (`trainer.setup.base_bytes`, NF4 from
+    the safetensors headers); within 2% on the tiny model (file headers, rounding), its
+    files in the dtype the job computes in (float32 here, as a bf16 checkpoint for a bf16
+    job), so they pick the same sharding unless a base is within 2% of the threshold."""
+    from trainer.setup import base_bytes
+    from trainer.shared.tiny import build_tiny_chat_model
+
+    folder = build_tiny_chat_model(tmp_path / "tiny", seed=0)
+    facts = planner.describe(str(folder))
+    for quantization in ("none", "nf4"):
+        spec = _spec(str(folder), 256, gpus=2, device="cpu")
+        spec = spec.model_copy(
+            update={
+                "quantization": quantization,
+                "training": spec.training.model_copy(update={"compute_dtype": "float32"}),
+            }
+        )
+        one = planner.estimate_memory(spec, facts)
+        counted = sum(one.term(k) for k in ("base_weights", "embeddings", "other_weights"))
+        assert base_bytes(folder, quantization) == pytest.approx(counted, rel=0.02)
