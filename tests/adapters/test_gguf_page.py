@@ -1,6 +1,7 @@
 """The Adapters page's "Export → GGUF" (AppTest): each variant with its expected size, a
-refused base with its reason and the button off, and an export whose stored files come
-back as signed links."""
+refused base with its reason and the button off, an export whose stored files come back as
+signed links, and a base above the controller's limit exported by a job (on a scripted
+endpoint) whose progress shows until its files come back as signed links."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from core.db import repo
 from core.settings import Settings
 from core.users import LOCAL_ACTOR
 from tests.adapters.test_gguf import base, lora  # noqa: F401 - fixtures
-from tests.ui.conftest import open_page, seed_dataset, seed_job  # noqa: F401 - fixture
+from tests.ui.conftest import endpoint, open_page, seed_dataset, seed_job  # noqa: F401 - fixture
 
 
 def _version(settings: Settings, base_model: str, files: Path | None = None) -> str:
@@ -79,3 +80,43 @@ def test_a_base_above_the_local_limit_is_written_by_a_gpu_job(
     captions = [c.value for c in at.caption]
     assert any("a job on the GPU endpoint merges and writes it" in c for c in captions), captions
     assert not at.button(key="adapters.gguf_export").disabled
+
+
+def test_a_job_export_shows_its_progress_then_the_signed_links(
+    settings: Settings,
+    endpoint,  # noqa: F811
+    open_page,  # noqa: F811
+    lora: Path,  # noqa: F811
+) -> None:
+    import time
+
+    from core.export.gguf_job import gguf_prefix
+
+    # The scripted worker reports for a while, then completes.
+    endpoint.script = lambda spec: {
+        "chunks": 20,
+        "interval_s": 0.5,
+        "final": {"type": "completed", "data": {}},
+    }
+    vid = _version(settings, "Qwen/Qwen3-8B", lora)
+    at = open_page("adapters")
+    at.button(key="adapters.gguf_export").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    job_id = at.session_state[f"adapters.gguf_job.{vid}"]
+    assert job_id and f"Job {job_id}:" in str([p.proto.text for p in at.get("progress")])
+    # What the worker uploads, where the job's upload URLs point: no links until it completed.
+    store = make_blob_store(settings)
+    for name in ("Modelfile", "support-bot-v1-f16.gguf"):
+        store.put_bytes("adapters", gguf_prefix("local", job_id) + name, b"x" * 10, "text/plain")
+    at.run()
+    assert "done" not in str([p.proto.text for p in at.get("progress")])
+    assert not [m for m in at.markdown if ".gguf](" in m.value]
+    deadline = time.monotonic() + 30
+    while not [m for m in at.markdown if ".gguf](" in m.value]:
+        assert time.monotonic() < deadline, [p.proto.text for p in at.get("progress")]
+        time.sleep(0.3)
+        at.run()
+    assert not at.exception, at.exception
+    (link,) = [m.value for m in at.markdown if ".gguf](" in m.value]
+    assert "support-bot-v1-f16.gguf" in link and "sig=" in link and "10 B" in link, link
+    assert "done" in str([p.proto.text for p in at.get("progress")])
