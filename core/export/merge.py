@@ -137,7 +137,7 @@ def version_source(actor: Actor, settings: Settings, ref: str, store: Any) -> Ve
         )
         label = adapters.label(name, v)
     if not src.stored and not src.folder:
-        raise InvalidInput(f"{label} has neither stored files nor a folder on the volume to merge")
+        raise InvalidInput(f"{label} has neither stored files nor a folder on the volume")
     return src
 
 
