@@ -5,13 +5,17 @@
 Three ways, each in its own process, one after the other in the same run:
 
   (a) TRL `GRPOTrainer` (trl 1.16) defaults: completions sampled with transformers'
-      `generate` on the padded batch, scored padded, every layer recomputed in the
-      backward (`gradient_checkpointing` defaults to on in TRL's configs);
+      `generate` on the padded batch (every prompt prefilled once per completion), scored
+      padded, every layer recomputed in the backward (`gradient_checkpointing` defaults
+      to on in TRL's configs);
   (b) TRL's best configuration on this machine (`TRL_BEST`): the same with gradient
       checkpointing off (the memory allows it here);
-  (c) BrightRun (`trainer.actions.run_job`, method grpo) with its defaults: the same
-      sampling, the completions scored packed into padding-free rows, only the layers
-      whose activations do not fit recomputed (here none).
+  (c) BrightRun (`trainer.actions.run_job`, method grpo) with its defaults: completions
+      sampled by `trainer.grpo_sampling.LeanSampler` (each prompt prefilled once, its KV
+      cache shared by its completions, a plain decode loop drawing what `generate`
+      draws), scored with each prompt laid out once before its completions
+      (`trainer.grpo.group_rows`), only the layers whose activations do not fit
+      recomputed (here none).
 
 Same for all: the model (a randomly initialised Qwen2-architecture model built on the spot,
 hidden 512, 2 layers, the tiny chat tokenizer), the compute dtype (one per run, by the
@@ -19,7 +23,8 @@ trainer's rule: bfloat16 where the CPU has native bf16, float32 elsewhere; print
 16 / alpha 32 / dropout 0 on every linear layer of the blocks, learning rate 2e-2 constant,
 the loss (dapo, epsilon 0.2, no KL: both trainers' defaults), rewards scaled per group,
 `GROUP` completions per prompt, at most `COMPLETION` new tokens each, temperature 1, top_p
-1, no top_k, `PROMPTS_PER_STEP` prompts per optimizer step, and the same prompts and number
+1, top_k 50 (BrightRun's `POLICY_TOP_K`, given to TRL, whose default is none),
+`PROMPTS_PER_STEP` prompts per optimizer step, and the same prompts and number
 of steps. The task has a verifiable answer: every prompt asks for the letter `a` written
 many times; a completion's reward is its fuzzy match to "aaaaaaaa" (the `text_similarity`
 grader of `trainer.shared.graders`, which TRL's reward function calls too).
@@ -50,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.trainer import describe_compute_dtype  # noqa: E402
+from trainer.grpo_sampling import POLICY_TOP_K  # noqa: E402
 
 SEED = 0
 GROUP = 8
@@ -107,6 +113,7 @@ def run_trl(way: str, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         max_completion_length=COMPLETION,
         temperature=1.0,
         top_p=1.0,
+        top_k=POLICY_TOP_K,
         loss_type="dapo",
         epsilon=0.2,
         beta=0.0,

@@ -12,16 +12,29 @@ so no sequence is longer than the plan counted.
 
 A micro-batch is `micro_batch_size` prompts (`PromptSample`). Collating one is the
 rollout (`Objective.rollout`, given to the batch plan as its collate): without gradients
-and with dropout off, the model samples `num_generations` completions of each prompt
-(transformers' `generate`, at the spec's temperature, up to `max_completion_length` new
-tokens, ending at the end-of-turn token); each completion is decoded, scored by every
-grader (`trainer.shared.graders`; python graders in `trainer.sandbox`), its reward is the
-sum of their scores, and the advantages are normalised within each prompt's group
-(`trainer.grpo_loss.advantages`). The reference log-probabilities (the adapter disabled,
-or the parent's weights) are computed there too when `kl_beta` > 0. The completions become
-padded sequences, one per completion (the prompt carries no loss), so the step's loss is
-`trainer.grpo_loss.policy_loss` on their tokens (one update per generation: the sampling
-log-probabilities are the current ones).
+and with dropout off, the policy samples `num_generations` completions of each prompt
+(`trainer.grpo_sampling`: at the spec's temperature among the 50 likeliest tokens, up to
+`max_completion_length` new tokens, ending at the end-of-turn token, which is kept). The
+backend (`build_sampler`, once per job): vLLM in the worker with the adapter's current
+weights (`trainer.grpo_vllm`) where `vllm` imports and the job runs on one CUDA device;
+elsewhere (the CPU, a GPU image without vLLM, several GPUs) the lean transformers sampler,
+which draws what transformers' `generate` draws, each prompt prefilled once for its group.
+Each completion is decoded, scored by every grader (`trainer.shared.graders`; python
+graders in `trainer.sandbox`), its reward is the sum of their scores, and the advantages
+are normalised within each prompt's group (`trainer.grpo_loss.advantages`). The reference
+log-probabilities (the adapter disabled, or the parent's weights) are computed there too
+when `kl_beta` > 0.
+
+Scoring: where the attention is BrightRun's varlen SDPA on a model whose every layer is
+softmax attention without a sliding window (`shares_prompts`), the micro-batch is one row
+with each prompt laid out once, followed by its completions (`group_rows`): a completion
+attends to its prompt and to itself, at the positions it has after the prompt, so its
+log-probabilities and their gradients are those of the prompt and completion scored apart,
+from fewer tokens (the prompt's activations receive each completion's gradient, as they
+would in G copies). Elsewhere each completion is a padded sequence behind its prompt. The
+prompt carries no loss; the step's loss is `trainer.grpo_loss.policy_loss` on the
+completions' tokens (one update per generation: the sampling log-probabilities are the
+current ones).
 
 Metrics (`take_metrics`): `reward` (mean), `reward_<grader>` for each grader,
 `completion_length` (mean tokens), `clip_ratio`, `kl` (kl_beta > 0) and `grader_failures`;
@@ -38,6 +51,7 @@ from typing import Any
 
 from trainer import data as D
 from trainer.grpo_loss import GrpoSettings, advantages, policy_loss
+from trainer.grpo_sampling import POLICY_TOP_K, SampleSettings
 from trainer.loss import token_logps
 from trainer.preference_loss import dropout_off
 from trainer.sandbox import Limits, run_python
@@ -133,6 +147,93 @@ class GrpoBatch(D.Batch):
     ref: Any = None  # [completions, longest] reference log-probs (kl_beta > 0)
     rewards: Any = None  # [completions, graders]
     n_completions: int = 0
+    # Shared prompts (`group_rows`): each completion token's predicting position in the
+    # row and the token; `layout` per prompt (start, prompt length, each tail's length).
+    pick: Any = None
+    pick_targets: Any = None
+    layout: list[tuple[int, ...]] | None = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        if self.layout is None:
+            return super().model_kwargs()
+        # `brightrun_varlen` reads the layout (`trainer.kernels.shared_prompt_attention`).
+        return {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "brightrun_pairs": self.layout,
+        }
+
+
+def group_rows(prompts: list[list[int]], completions: list[list[int]], device: Any) -> GrpoBatch:
+    """The micro-batch as one row: each prompt once, then each of its completions but the
+    last token (which predicts nothing), each tail at the positions it has after its prompt
+    (module docstring). A completion's first token is predicted by its prompt's last
+    position, every other token by the tail position before it."""
+    import torch
+
+    g = len(completions) // len(prompts)
+    ids: list[int] = []
+    pos: list[int] = []
+    layout: list[tuple[int, ...]] = []
+    pick: list[int] = []
+    targets: list[int] = []
+    for j, prompt in enumerate(prompts):
+        start, k = len(ids), len(prompt)
+        ids += prompt
+        pos += range(k)
+        tails = []
+        for c in completions[j * g : (j + 1) * g]:
+            at = len(ids)
+            pick += [start + k - 1, *range(at, at + len(c) - 1)]
+            targets += c
+            ids += c[:-1]
+            pos += range(k, k + len(c) - 1)
+            tails.append(len(c) - 1)
+        layout.append((start, k, *tails))
+    n = len(ids)
+    return GrpoBatch(
+        input_ids=torch.tensor([ids], device=device),
+        position_ids=torch.tensor([pos], device=device),
+        targets=torch.full((1, n), D.IGNORE, device=device),
+        attention_mask=None,
+        cu_seqlens=None,
+        max_seqlen=max(k + max(tails) for _, k, *tails in layout),
+        n_loss=len(pick),
+        n_tokens=n,
+        n_slots=n,
+        pick=torch.tensor(pick, device=device),
+        pick_targets=torch.tensor(targets, device=device),
+        layout=layout,
+    )
+
+
+def shares_prompts(loaded: Any) -> bool:
+    """Whether scoring lays each prompt out once for its completions (`group_rows`): the
+    attention is BrightRun's varlen SDPA (which reads the layout) on a model whose every
+    layer is softmax attention without a sliding window (`trainer.shared.arch`)."""
+    from trainer.kernels import ATTN_IMPLEMENTATION
+    from trainer.shared.arch import prefix_sharing_exact
+
+    config = loaded.model.config
+    if getattr(config, "_attn_implementation", None) != ATTN_IMPLEMENTATION:
+        return False
+    return prefix_sharing_exact(loaded.packing, config)
+
+
+def build_sampler(lm: Any, pad_id: int, device: Any, max_length: int) -> Any:
+    """The sampling backend for this worker (`trainer.grpo_sampling.choose_backend`);
+    `max_length`: the longest prompt and completion together."""
+    import torch
+
+    from trainer.grpo_sampling import LeanSampler, choose_backend, vllm_importable
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    backend = choose_backend(vllm_importable(), device.type == "cuda", distributed)
+    if backend == "vllm":
+        from trainer.grpo_vllm import PolicyOnVllm
+
+        return PolicyOnVllm(lm, max_length)
+    return LeanSampler(lm.model, pad_id, device, lm.compute_dtype)
 
 
 @dataclass
@@ -186,8 +287,11 @@ def score_model_client(env: Any) -> Any:
 class Objective:
     """GRPO for one job (see the module docstring)."""
 
-    def __init__(self, s: GrpoSpec, loaded: Any, has_parent: bool, env: Any = None) -> None:
+    def __init__(
+        self, s: GrpoSpec, loaded: Any, has_parent: bool, env: Any, max_length: int
+    ) -> None:
         self.s, self.lm, self.has_parent = s, loaded, has_parent
+        self.max_length = max_length  # a prompt and its completion (`load_prompts`)
         self.graders = [G.parse(g) for g in s.graders]
         self.settings = GrpoSettings(
             loss_type=s.loss_type,
@@ -202,6 +306,14 @@ class Objective:
             model=score_model_client(env),
         )
         self.health = G.Health()
+        self.sampling = SampleSettings(
+            temperature=s.temperature,
+            max_new_tokens=s.max_completion_length,
+            stop_ids=(loaded.tokenizer.eos_token_id,),
+            top_k=POLICY_TOP_K,
+        )
+        self._sampler: Any = None
+        self.share = shares_prompts(loaded)
         self.tallies = {"train": Tally(), "eval": Tally()}
         self._eval_ready = False
         self._which = "train"
@@ -213,9 +325,27 @@ class Objective:
     ) -> GrpoBatch:
         """The micro-batch of prompts `idx`: sampled, graded, collated (module docstring)."""
         prompts = [samples[i] for i in idx]
-        completions = self._generate(prompts, pad_id, device)
+        completions = self.sampler(pad_id, device).sample(
+            [p.ids for p in prompts], self.s.num_generations, self.sampling
+        )
         texts = self.lm.tokenizer.batch_decode(completions, skip_special_tokens=True)
         rewards = self._grade(prompts, texts)
+        if self.share:
+            base = group_rows([p.ids for p in prompts], completions, device)
+        else:
+            base = self._padded(prompts, completions, pad_id, device)
+        return self._collate(base, completions, rewards, device)
+
+    def sampler(self, pad_id: int, device: Any) -> Any:
+        """The sampling backend (`trainer.grpo_sampling.choose_backend`), built once."""
+        if self._sampler is None:
+            self._sampler = build_sampler(self.lm, pad_id, device, self.max_length)
+        return self._sampler
+
+    def _padded(
+        self, prompts: list[PromptSample], completions: list[list[int]], pad_id: int, device: Any
+    ) -> D.Batch:
+        """One padded sequence per completion: its prompt, then it (the prompt carries no loss)."""
         g = self.s.num_generations
         seqs = []
         for k, ids in enumerate(completions):
@@ -225,34 +355,7 @@ class Objective:
                 full[t + 1] if t + 1 >= len(prompt) else D.IGNORE for t in range(len(full) - 1)
             ]
             seqs.append(D.Sample(full, targets + [D.IGNORE], len(ids), prompts[k // g].row))
-        return self._collate(seqs, completions, rewards, packed, pad_id, device)
-
-    def _generate(self, prompts: list[PromptSample], pad_id: int, device: Any) -> list[list[int]]:
-        import torch
-
-        tok, model = self.lm.tokenizer, self.lm.model
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad_id] * (width - len(p)) + p.ids for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        dtype = self.lm.compute_dtype  # as the scoring runs (`trainer.loss`): LoRA in float32
-        autocast = torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32)
-        with torch.no_grad(), dropout_off(model), autocast:
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=True,
-                temperature=self.s.temperature,
-                max_new_tokens=self.s.max_completion_length,
-                num_return_sequences=self.s.num_generations,
-                pad_token_id=pad_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        completions = []
-        for row in out[:, width:].tolist():
-            if tok.eos_token_id in row:  # keep the end of turn: the model learns to stop
-                row = row[: row.index(tok.eos_token_id) + 1]
-            completions.append(row or [tok.eos_token_id])
-        return completions
+        return D.collate(seqs, list(range(len(seqs))), packed=False, pad_id=pad_id, device=device)
 
     def _grade(self, prompts: list[PromptSample], texts: list[str]) -> Any:
         import torch
@@ -272,27 +375,21 @@ class Objective:
         return rewards
 
     def _collate(
-        self,
-        seqs: list[D.Sample],
-        completions: list[list[int]],
-        rewards: Any,
-        packed: bool,
-        pad_id: int,
-        device: Any,
+        self, base: D.Batch, completions: list[list[int]], rewards: Any, device: Any
     ) -> GrpoBatch:
         import torch
 
-        every = list(range(len(seqs)))
-        base = D.collate(seqs, every, packed=packed, pad_id=pad_id, device=device)
         longest = max(len(c) for c in completions)
         mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in completions])
         adv = advantages(rewards.sum(1), self.s.num_generations, self.s.scale_rewards)
         batch = GrpoBatch(
-            **vars(base),
-            completion_mask=mask.bool().to(device),
-            advantages=adv.to(device),
-            rewards=rewards,
-            n_completions=len(seqs),
+            **{
+                **vars(base),
+                "completion_mask": mask.bool().to(device),
+                "advantages": adv.to(device),
+                "rewards": rewards,
+                "n_completions": len(completions),
+            }
         )
         if self.s.kl_beta > 0:
             import contextlib
@@ -309,7 +406,8 @@ class Objective:
         import torch
 
         lm = self.lm
-        flat, _ = token_logps(lm.model, batch, lm.device, lm.compute_dtype)
+        pick = (batch.pick, batch.pick_targets) if batch.layout is not None else None
+        flat, _ = token_logps(lm.model, batch, lm.device, lm.compute_dtype, pick)
         out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32, device=flat.device)
         return out.masked_scatter(batch.completion_mask, flat)
 

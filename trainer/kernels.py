@@ -9,9 +9,9 @@ used where flash-attention is not installed (CPU, or a GPU image without it). A 
 padding mask is handled the same way (each row's real tokens as one sample); with a KV
 cache (generation: fewer queries than keys) it becomes a 4-D mask (the keys' padding and
 the causal order of the new queries) for plain SDPA; anything else (a 4-D mask) goes to
-plain SDPA as it is. A row of preference pairs laid out with
-shared prompts (`brightrun_pairs`, `trainer.preference`) goes to
-`shared_prompt_attention`.
+plain SDPA as it is. A row laid out with shared prompts (`brightrun_pairs`: a
+preference pair's prompt once for both answers, `trainer.preference`; a GRPO prompt once
+for its group of completions, `trainer.grpo`) goes to `shared_prompt_attention`.
 
 `linear_token_logps` - each labelled position's log-probability of its target (preference
 tuning sums them per sequence), computed in chunks of rows so the vocabulary-wide logits
@@ -116,18 +116,20 @@ def shared_prompt_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    layout: list[tuple[int, int, int, int]],
+    layout: list[tuple[int, ...]],
     dropout: float = 0.0,
     scaling: float | None = None,
 ) -> torch.Tensor:
-    """Attention over one row of pairs, each laid out as [shared][chosen tail][rejected
-    tail] (`layout`: start, shared, chosen tail, rejected tail). The shared prefix and the
-    chosen tail are one causal sequence; the rejected tail attends to the shared prefix and,
-    causally, to itself: the attention each side would get alone. [1, heads, row, dim]."""
+    """Attention over one row of prompts each followed by its answers, laid out as
+    [shared][first tail][second tail]... (`layout`: start, shared, then each tail's length;
+    a preference pair has two tails, chosen and rejected, a GRPO group one per completion).
+    The shared prefix and the first tail are one causal sequence; every further tail
+    attends to the shared prefix and, causally, to itself: the attention each sequence
+    would get alone. [1, heads, row, dim]."""
     gqa = query.shape[1] != key.shape[1]
     outs = []
-    for start, k, lc, lr in layout:
-        a, b = start, start + k + lc
+    for start, k, first, *rest in layout:
+        a, b = start, start + k + first
         outs.append(
             F.scaled_dot_product_attention(
                 query[:, :, a:b],
@@ -139,23 +141,36 @@ def shared_prompt_attention(
                 enable_gqa=gqa,
             )
         )
-        if lr:
-            keys = torch.cat([key[:, :, a : a + k], key[:, :, b : b + lr]], dim=2)
-            values = torch.cat([value[:, :, a : a + k], value[:, :, b : b + lr]], dim=2)
-            # query i of the tail sees the whole prefix and tail tokens 0..i
-            mask = torch.ones(lr, k + lr, dtype=torch.bool, device=query.device).tril(k)
-            outs.append(
-                F.scaled_dot_product_attention(
-                    query[:, :, b : b + lr],
-                    keys,
-                    values,
-                    attn_mask=mask,
-                    dropout_p=dropout,
-                    scale=scaling,
-                    enable_gqa=gqa,
-                )
-            )
+        for n in rest:
+            if n:
+                outs.append(_tail_attention(query, key, value, (a, k, b, n), dropout, scaling))
+            b += n
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
+def _tail_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    where: tuple[int, int, int, int],
+    dropout: float,
+    scaling: float | None,
+) -> torch.Tensor:
+    """A tail of `n` tokens at `b` over the shared prefix (`k` tokens at `a`) and itself."""
+    a, k, b, n = where
+    keys = torch.cat([key[:, :, a : a + k], key[:, :, b : b + n]], dim=2)
+    values = torch.cat([value[:, :, a : a + k], value[:, :, b : b + n]], dim=2)
+    # query i of the tail sees the whole prefix and tail tokens 0..i
+    mask = torch.ones(n, k + n, dtype=torch.bool, device=query.device).tril(k)
+    return F.scaled_dot_product_attention(
+        query[:, :, b : b + n],
+        keys,
+        values,
+        attn_mask=mask,
+        dropout_p=dropout,
+        scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
 
 
 def register_attention() -> str:

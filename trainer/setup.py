@@ -198,7 +198,7 @@ def setup(spec: JobSpec, env: WorkerEnv, work: Path, group: Group | None = None)
     rollout = None
     if prompts:
         assert spec.grading is not None
-        rollout = R.Objective(spec.grading, loaded, bool(spec.resume_from), env)
+        rollout = R.Objective(spec.grading, loaded, bool(spec.resume_from), env, t.max_length)
         collate = rollout.rollout
     batches = BatchPlan(
         t, train, eval_, packed, tokenizer.pad_token_id, pairs, loaded.shared_prompts, collate

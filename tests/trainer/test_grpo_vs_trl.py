@@ -4,7 +4,9 @@ dr_grpo, dapo), with and without the KL term, and with sampling log-probabilitie
 differ from the current ones (so clipping takes part).
 
 TRL scores a padded batch (`_compute_loss` on its own inputs); BrightRun scores the same
-token ids packed into one padding-free row (`trainer.loss.token_logps`), computes the
+token ids packed into one padding-free row (`trainer.loss.token_logps`), either each
+prompt and completion apart or each prompt laid out once for its group of completions
+(`trainer.grpo.group_rows`, what a job on this model does), computes the
 group-normalised advantages of the same rewards (`trainer.grpo_loss.advantages`, checked
 against TRL's formula) and its loss (`trainer.grpo_loss.policy_loss`).
 """
@@ -89,20 +91,34 @@ def _trl(loaded: Any, out: Path, **kw: Any) -> Any:
     )
 
 
-def _our_logps(loaded: Any, b: dict[str, Any]) -> Any:
-    """Per-token log-probs [completions, width] from BrightRun's packed scoring."""
+def _our_logps(loaded: Any, b: dict[str, Any], shared: bool = False) -> Any:
+    """Per-token log-probs [completions, width] from BrightRun's packed scoring: each
+    prompt and completion apart, or (`shared`) each prompt once for its group."""
     from trainer import data as D
+    from trainer.grpo import group_rows
     from trainer.loss import token_logps
 
-    samples = []
-    for k in range(b["completion_ids"].size(0)):
-        prompt = b["prompt_ids"][k].tolist()
-        answer = b["completion_ids"][k][b["completion_mask"][k].bool()].tolist()
-        ids = prompt + answer
-        targets = [ids[t + 1] if t + 1 >= len(prompt) else D.IGNORE for t in range(len(ids) - 1)]
-        samples.append(D.Sample(ids, targets + [D.IGNORE], len(answer), k + 1))
-    batch = D.collate(samples, list(range(len(samples))), packed=True, pad_id=0, device="cpu")
-    flat, _ = token_logps(loaded.model, batch, loaded.device, loaded.compute_dtype)
+    answers = [
+        b["completion_ids"][k][b["completion_mask"][k].bool()].tolist()
+        for k in range(b["completion_ids"].size(0))
+    ]
+    if shared:
+        prompts = [b["prompt_ids"][k].tolist() for k in range(0, len(answers), GROUP)]
+        batch = group_rows(prompts, answers, "cpu")
+        pick = (batch.pick, batch.pick_targets)
+        assert batch.n_tokens < sum(len(a) + len(prompts[0]) for a in answers)
+    else:
+        samples = []
+        for k, answer in enumerate(answers):
+            prompt = b["prompt_ids"][k].tolist()
+            ids = prompt + answer
+            targets = [
+                ids[t + 1] if t + 1 >= len(prompt) else D.IGNORE for t in range(len(ids) - 1)
+            ]
+            samples.append(D.Sample(ids, targets + [D.IGNORE], len(answer), k + 1))
+        every = list(range(len(samples)))
+        batch, pick = D.collate(samples, every, packed=True, pad_id=0, device="cpu"), None
+    flat, _ = token_logps(loaded.model, batch, loaded.device, loaded.compute_dtype, pick)
     out = torch.zeros(b["completion_mask"].shape, dtype=torch.float32)
     return out.masked_scatter(b["completion_mask"].bool(), flat)
 
@@ -118,9 +134,12 @@ def test_advantages_equal_trls_formula() -> None:
     assert same[:4].abs().max() == 0 and same[4] == 0  # equal rewards, an unscored one
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["apart", "shared_prompts"])
 @pytest.mark.parametrize("beta", [0.0, 0.04])
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
-def test_grpo_loss_and_gradients_equal_trl(loaded, trl, loss_type: str, beta: float) -> None:
+def test_grpo_loss_and_gradients_equal_trl(
+    loaded, trl, loss_type: str, beta: float, shared: bool
+) -> None:
     from trainer.grpo_loss import GrpoSettings, advantages, policy_loss
 
     trainer = trl(loss_type=loss_type, beta=beta, epsilon=0.1)
@@ -144,7 +163,7 @@ def test_grpo_loss_and_gradients_equal_trl(loaded, trl, loss_type: str, beta: fl
     theirs_grads = _lora_grads(model)
     model.zero_grad()
     s = GrpoSettings(loss_type=loss_type, epsilon=0.1, beta=beta, max_completion_length=8)
-    ours, metrics = policy_loss(_our_logps(loaded, b), old, ref, adv, mask, s)
+    ours, metrics = policy_loss(_our_logps(loaded, b, shared), old, ref, adv, mask, s)
     ours.backward()
     ours_grads = _lora_grads(model)
 

@@ -214,17 +214,24 @@ def capabilities(x: Any) -> ArchCaps:
 
 def shares_prompts(method: str, packing: str, config: Any) -> bool:
     """Whether a preference job lays out each pair's common prefix once (the prompt, laid
-    out for chosen and rejected together; `trainer.preference`): exact for packed rows
-    (`packing` "position_ids": every layer is softmax attention) without a sliding window.
+    out for chosen and rejected together; `trainer.preference`): `prefix_sharing_exact`.
     `config` is a transformers config object or a `config.json` dict."""
+    pairs = METHODS[Method(method)].data == "pairs"
+    return pairs and prefix_sharing_exact(packing, config)
+
+
+def prefix_sharing_exact(packing: str, config: Any) -> bool:
+    """Whether sequences that begin alike may share that beginning, laid out once, and get
+    the outputs they would get apart: packed rows (`packing` "position_ids": every layer is
+    softmax attention) without a sliding window. Preference pairs and GRPO's groups of
+    completions use it. `config` is a transformers config object or a `config.json` dict."""
     if isinstance(config, Mapping):
         window = config.get("sliding_window") and config.get("use_sliding_window", True)
     else:
         window = getattr(config, "sliding_window", None) and getattr(
             config, "use_sliding_window", True
         )
-    pairs = METHODS[Method(method)].data == "pairs"
-    return pairs and packing == "position_ids" and not window
+    return packing == "position_ids" and not window
 
 
 def resolve_lora_targets(caps: ArchCaps, target_modules: list[str] | str, on_experts: bool) -> Any:
