@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU measurements in one run, for a machine with one H100/H200 lent for a short time
-# (multi_gpu needs at least two GPUs; on one it records that it was skipped).
+# (multi_gpu and multi_gpu_qlora need at least two GPUs; on one they record that they were
+# skipped).
 # The image there has torch, transformers, peft and accelerate; bitsandbytes and trl come as
 # wheels carried in WHEELS_DIR (default bench/wheels). Results: JSON files under OUT (default
 # bench/out), then copy the numbers into bench/RESULTS.md with the date and the card.
 #
-#   bash bench/gpu.sh            # all four, each with its own time limit
+#   bash bench/gpu.sh            # all five, each with its own time limit
 #   ONLY=planner bash bench/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +31,4 @@ run planner 150 python bench/plan_vs_measured.py --json "$OUT/plan_vs_measured.j
 run qwen3_next 200 python bench/qwen3_next_real.py --json "$OUT/qwen3_next_real.json"
 run trainer 240 python bench/trainer.py --gpu-real-size --json "$OUT/trainer-gpu.json"
 run multi_gpu 300 python bench/multi_gpu.py --json "$OUT/multi_gpu.json"
+run multi_gpu_qlora 300 python bench/multi_gpu.py --quantization nf4 --json "$OUT/multi_gpu_qlora.json"

@@ -1,7 +1,7 @@
 """Multi-GPU training: memory per GPU and tokens/s of one job on N GPUs against the same
 job on one, side by side in the same run (torchrun + FSDP2, `trainer.multi`).
 
-    python bench/multi_gpu.py [--gpus N] [--sharding fsdp|ddp] [--json FILE]
+    python bench/multi_gpu.py [--gpus N] [--sharding fsdp|ddp] [--quantization nf4] [--json FILE]
     python bench/multi_gpu.py --cpu-smoke      # the same code path, small, 2 CPU processes
 
 Needs a machine with at least N CUDA GPUs (default: all visible; at least 2); on fewer it
@@ -9,11 +9,14 @@ prints why and exits 0 with `{"skipped": ...}`, so bench/gpu.sh runs it anywhere
 downloaded: the model is a random Qwen2-architecture one built on the spot (hidden 2048,
 16 layers, bfloat16, untied head, ~0.9B parameters), trained with LoRA r 16 on all linear
 layers over the same rows, the same global batch (micro-batch 4 x grad_accum 8 rows of 1024
-tokens), 12 optimizer steps, every layer recomputed, one run per configuration.
+tokens), 12 optimizer steps, every layer recomputed, one run per configuration;
+`--quantization nf4`: QLoRA, the 4-bit base sharded (`fsdp`) or replicated (`ddp`).
 
 Measured, per run: real (loss-bearing) tokens per second over the steps after the first
 (from the `metrics` events; the first step carries CUDA warm-up), rank 0's peak CUDA memory
-(`peak_memory_bytes`, cuda_max_allocated), and the planner's per-GPU estimate for the same
+(`peak_memory_bytes`, cuda_max_allocated), the frozen base's bytes rank 0 holds (the
+`started` event's `base_bytes_per_gpu`), the final loss (N GPUs train what one does: the
+two should agree to float noise), and the planner's per-GPU estimate for the same
 spec (`core.planner.per_gpu_memory`, from the model's config). JSON: each run, and
 `speedup` (N-GPU tokens/s over one GPU's) and `memory_ratio` (N-GPU peak over one GPU's).
 """
@@ -45,13 +48,15 @@ def rows() -> list[dict[str, Any]]:
     return out
 
 
-def spec(model: Path, data: Path, gpus: int, sharding: str, small: bool) -> dict[str, Any]:
+def spec(
+    model: Path, data: Path, gpus: int, sharding: str, small: bool, quantization: str = "none"
+) -> dict[str, Any]:
     extra = {"gpus": gpus, "sharding": sharding} if gpus > 1 else {}
     return {
         "job_id": f"bench-gpus-{gpus}",
         "model": {"name_or_path": str(model)},
         "data": {"train_path": str(data)},
-        "quantization": "none",
+        "quantization": quantization,
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
         "training": {
             "max_steps": 3 if small else STEPS,
@@ -83,6 +88,7 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
     if final["type"] != "completed":
         return {"failed": final["data"]}
     metrics = [e["data"] for e in evs if e["type"] == "metrics"]
+    started = next(e["data"]["model"] for e in evs if e["type"] == "started")
     later = metrics[1:]
     seconds = later[-1]["elapsed_s"] - metrics[0]["elapsed_s"]
     tokens = later[-1]["tokens_seen"] - metrics[0]["tokens_seen"]
@@ -90,6 +96,7 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
         "tokens_per_s": round(tokens / seconds, 1),
         "peak_memory_gib_rank0": round(max(m["peak_memory_bytes"] for m in metrics) / 2**30, 2),
         "final_loss": metrics[-1]["loss"],
+        "base_gib_per_gpu": round(started.get("base_bytes_per_gpu", 0) / 2**30, 3) or None,
     }
 
 
@@ -106,6 +113,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gpus", type=int, default=0, help="GPUs for the multi-GPU run (0: all)")
     ap.add_argument("--sharding", default="fsdp", choices=["fsdp", "ddp"])
+    ap.add_argument("--quantization", default="none", choices=["none", "nf4"])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--cpu-smoke", action="store_true", help="small, 2 CPU processes (gloo)")
     a = ap.parse_args()
@@ -129,9 +137,9 @@ def main() -> int:
         data = work / "rows.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows()))
         name = "cpu" if a.cpu_smoke else torch.cuda.get_device_name(0)
-        out = {"gpu": name, "gpus": n, "sharding": a.sharding}
+        out = {"gpu": name, "gpus": n, "sharding": a.sharding, "quantization": a.quantization}
         for count in (1, n):
-            job = spec(model, data, count, a.sharding, a.cpu_smoke)
+            job = spec(model, data, count, a.sharding, a.cpu_smoke, a.quantization)
             out[f"gpus_{count}"] = {
                 **run(job, work),
                 "planned_gib_per_gpu": planned_gib(model, job),
