@@ -7,7 +7,8 @@ files are written in the controller and stored, or, for a base above GGUF_LOCAL_
 by a job on the GPU endpoint (`--gpu`, `--budget` as for a merge): the command then prints
 the job's stage and share done as they change until it ends (`--no-wait`: print the job id
 and return; `brightrun export gguf-status JOB` shows it later). Either way it prints each file with its size and a signed
-link, and with `--out DIR` also copies them there. `--plan-only` prints the expected size
+link, and with `--out DIR` also copies them there; an export written here prints its stages
+(merging, writing, quantising) at every tenth as it goes. `--plan-only` prints the expected size
 and where it would be written, or why the export would be refused, and stops. Errors come
 back as one line, exit code 2 for bad input or a missing thing, 1 otherwise (a failed job
 included).
@@ -67,6 +68,18 @@ def _follow(settings: Any, actor: Any, job_id: str, store: Any, every_s: float) 
         time.sleep(every_s)
 
 
+def _printer() -> Any:
+    """An `on_progress` that prints each stage at every tenth of it."""
+    shown: set[tuple[str, int]] = set()
+
+    def show(stage: str, share: float) -> None:
+        if (stage, int(share * 10)) not in shown:
+            shown.add((stage, int(share * 10)))
+            typer.echo(f"{stage}: {share:.0%}")
+
+    return show
+
+
 def _print_files(files: list[Any], store: Any, out: Path | None) -> None:
     for f in files:
         typer.echo(f"{f.name}\t{f.size} bytes\t{f.url}")
@@ -117,6 +130,7 @@ def gguf(
             store=store,
             gpu_type=gpu or None,
             budget_usd=budget or None,
+            on_progress=_printer(),
         )
         files = done.files
         if done.job_id:

@@ -169,24 +169,32 @@ def gguf_export(version_id: str) -> None:
         st.caption("Written here (llama.cpp quantises), with an Ollama Modelfile beside it.")
     job_key = f"adapters.gguf_job.{version_id}"
     if st.button("Export GGUF", key="adapters.gguf_export", disabled=bool(plan.refusal)):
-        try:
-            with st.spinner("Writing GGUF…" if plan.where == "controller" else "Sending the job…"):
-                done = export.export_gguf(
-                    session.actor(),
-                    settings,
-                    version_id,
-                    variant=plan.variant,
-                    adapter_only=plan.adapter_only,
-                    store=session.store(),
-                    client=session.runpod(),
-                )
-        except BrightRunError as e:
-            w.show_error(e)
-        else:
-            st.session_state[job_key] = done.job_id
-            _gguf_links(done.files)
+        _export(version_id, plan, job_key)
     if st.session_state.get(job_key):
         gguf_job_progress(st.session_state[job_key])
+
+
+def _export(version_id: str, plan: export.GgufPlan, job_key: str) -> None:
+    """Run the export with a progress bar; its links, or its job's id under `job_key`."""
+    bar = st.progress(0.0, text="Writing GGUF…" if plan.where == "controller" else "Sending…")
+    try:
+        done = export.export_gguf(
+            session.actor(),
+            session.settings(),
+            version_id,
+            variant=plan.variant,
+            adapter_only=plan.adapter_only,
+            store=session.store(),
+            client=session.runpod(),
+            on_progress=lambda stage, share: bar.progress(share, text=f"{stage}: {share:.0%}"),
+        )
+    except BrightRunError as e:
+        bar.empty()
+        w.show_error(e)
+        return
+    bar.empty()
+    st.session_state[job_key] = done.job_id
+    _gguf_links(done.files)
 
 
 def _gguf_links(files: list[export.GgufFile]) -> None:

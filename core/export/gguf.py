@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +51,7 @@ from core import adapters, planner
 from core.clients.storage import make_blob_store
 from core.db import session_scope
 from core.errors import InvalidInput
-from core.export.gguf_job import GgufFile, launch_gguf, stored_file
+from core.export.gguf_job import STAGES, GgufFile, launch_gguf, stored_file
 from core.export.hub import ExportFailed, build_folder
 from core.settings import Settings
 from core.users import Actor
@@ -63,6 +64,9 @@ VARIANTS = gguf_write.VARIANTS
 # Q6_K (6.56 bits) for half the attention V and FFN down weights: about 4.9 bits.
 BYTES_PER_PARAM = {"f16": 2.0, "bf16": 2.0, "Q8_0": 34 / 32, "Q4_K_M": 4.9 / 8}
 LOCAL_MAX_PARAMS: int = Settings.model_fields["gguf_local_max_params"].default
+
+
+Progress = Callable[[str, float], None]  # (stage in words, share of that stage done)
 
 
 class ExportRefused(InvalidInput):
@@ -164,7 +168,25 @@ def _checked(settings: Settings, base: str, variant: str, adapter_only: bool) ->
     return plan
 
 
-def _write_here(settings: Settings, v: _Version, src: Path, out: Path, plan: GgufPlan) -> None:
+def _progress_of(on_progress: Progress | None) -> Any:
+    """A `run_steps` callback reporting (stage in words, share of the stage done)."""
+    if on_progress is None:
+        return None
+
+    def step(stage: str, done: int, total: int) -> None:
+        on_progress(STAGES.get(stage, stage), done / total if total else 1.0)
+
+    return step
+
+
+def _write_here(
+    settings: Settings,
+    v: _Version,
+    src: Path,
+    out: Path,
+    plan: GgufPlan,
+    on_progress: Progress | None = None,
+) -> None:
     """Write the GGUF and its Modelfile into `out` (`src`: the version's PEFT files)."""
     base_dir = base_folder(settings, v.base, weights=not plan.adapter_only)
     stem = slug(v.label)
@@ -179,9 +201,12 @@ def _write_here(settings: Settings, v: _Version, src: Path, out: Path, plan: Ggu
         base_gguf = gguf_name(slug(Path(v.base).name), "f16")
         text = modelfile(base_gguf, base_sampling(base_dir), adapter=lora)
     else:
+        if on_progress is not None:
+            on_progress(STAGES["merge"], 0.0)
         model = gguf_write.merged_model(base_dir, src)
         steps = gguf_write.write_merged_steps(model, base_dir, out, plan.variant, stem)
-        text = modelfile(gguf_write.run_steps(steps), base_sampling(base_dir))
+        name = gguf_write.run_steps(steps, _progress_of(on_progress))
+        text = modelfile(name, base_sampling(base_dir))
     (out / MODELFILE).write_text(text, encoding="utf-8")
 
 
@@ -196,10 +221,12 @@ def export_gguf(
     client: Any = None,
     gpu_type: str | None = None,
     budget_usd: float | None = None,
+    on_progress: Progress | None = None,
 ) -> GgufExport:
     """Write version `ref` as GGUF with its Modelfile here and store both with signed links,
     or launch the `gguf` job that does (see the module doc; `client`, `gpu_type` and
-    `budget_usd` are the job's)."""
+    `budget_usd` are the job's). A merged export written here reports its stages to
+    `on_progress(stage in words, share of that stage done)` as it goes."""
     store = store or make_blob_store(settings)
     v = _version(actor, settings, ref)
     plan = _checked(settings, v.base, variant, adapter_only)
@@ -222,7 +249,7 @@ def export_gguf(
         with session_scope(settings) as s:
             build_folder(actor, s, store, v.id, src)
         try:
-            _write_here(settings, v, src, out, plan)
+            _write_here(settings, v, src, out, plan, on_progress)
         except gguf_write.GgufRefused as e:
             raise ExportRefused(e.message) from None
         except gguf_write.GgufFailed as e:

@@ -266,7 +266,23 @@ def test_export_stores_the_quantised_gguf_and_its_modelfile(
     settings: Settings, version: str
 ) -> None:
     store = make_blob_store(settings)
-    done = export.export_gguf(ALICE, settings, "support-bot", variant="Q4_K_M", store=store)
+    seen: list[tuple[str, float]] = []
+    done = export.export_gguf(
+        ALICE,
+        settings,
+        "support-bot",
+        variant="Q4_K_M",
+        store=store,
+        on_progress=lambda stage, share: seen.append((stage, share)),
+    )
+    stages = list(dict.fromkeys(stage for stage, _ in seen))
+    assert stages == [
+        "merging the adapter into the base model",
+        "writing the GGUF",
+        "quantising with llama.cpp",
+    ]
+    writes = [share for stage, share in seen if stage == "writing the GGUF"]
+    assert writes == sorted(writes) and writes[-1] == 1.0 and seen[-1][1] == 1.0
     names = [f.name for f in done.files]
     assert names == ["Modelfile", "support-bot-v1-Q4_K_M.gguf"]
     gguf_file = done.files[1]
@@ -377,7 +393,11 @@ def test_cli_exports_gguf_and_plans(
     run = CliRunner().invoke
     plan = run(app, ["export", "gguf", "bot", "--quant", "Q8_0", "--plan-only"])
     assert plan.exit_code == 0, plan.output
-    assert "merged model, Q8_0, about 1.5 MB" in plan.output
+    assert "merged model, Q8_0, about 1.5 MB, written here" in plan.output
+    merged = run(app, ["export", "gguf", "bot", "--quant", "bf16"])
+    assert merged.exit_code == 0, merged.output
+    lines = merged.output.splitlines()
+    assert "writing the GGUF: 100%" in lines and "bot-v1-bf16.gguf" in merged.output, lines
     done = run(app, ["export", "gguf", "bot:v1", "--adapter-only", "--out", str(tmp_path / "o")])
     assert done.exit_code == 0, done.output
     assert "bot-v1-lora.gguf" in done.output and "sig=" in done.output

@@ -34,7 +34,7 @@ controller's export and the worker's `gguf` action both write with it).
 - `write_merged_steps(model, base_dir, out_dir, variant, stem)` writes the merged model in
   `variant` (f16/bf16 directly; Q8_0/Q4_K_M by writing f16, quantising it, and deleting the
   f16 file), yielding `(stage, done, total)` ("write": bytes; "quantize": 0 then 1), and
-  returns the file's name (`trainer.shared.files.gguf_name`). `run_steps(gen)` drains one.
+  returns the file's name (`trainer.shared.files.gguf_name`). `run_steps(gen, on_step)` drains one.
 
 Errors: `GgufRefused` (a `BadInput`) with the reason; `GgufFailed` when llama.cpp's
 quantiser reports a failure. The controller raises them as its own `ExportRefused` and
@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -369,10 +369,13 @@ def write_merged_steps(model: Any, base_dir: Path, out_dir: Path, variant: str, 
     return quantised.name
 
 
-def run_steps(steps: Steps) -> str:
-    """Drain a `write_merged_steps` generator; returns its file name."""
+def run_steps(steps: Steps, on_step: Callable[[str, int, int], None] | None = None) -> str:
+    """Drain a `write_merged_steps` generator, handing each step to `on_step`; returns its
+    file name."""
     while True:
         try:
-            next(steps)
+            step = next(steps)
         except StopIteration as end:
             return str(end.value)
+        if on_step is not None:
+            on_step(*step)
