@@ -12,8 +12,8 @@ bfloat16, as the `merge` job's default); refused (`PlanRefused`) when not even b
 fits. Quotas, budget and time limit are a `merge` job's (`core.actions.send_action`).
 
 `gguf_job_status(actor, settings, job_id)` -> `GgufJobStatus`: brings the job up to date
-(`core.jobs.sync`) and says where it is: the stage in words, the share done (from its
-`progress` events), and once it completed the stored files, each with its size and a
+(`core.jobs.sync`) and says where it is: the stage in words and the share done (the job's
+`progress`, which the sync takes from its `progress` events), and once it completed the stored files, each with its size and a
 signed download link (`DOWNLOAD_URL_TTL_S`); a failed job's reason. `InvalidInput` for a
 job that is not a `gguf` job.
 """
@@ -148,16 +148,15 @@ def launch_gguf(
     return job, src
 
 
-def _where(status: str, progress: dict[str, Any] | None, started: bool) -> tuple[str, float]:
-    """The stage in words and the share done, from the newest progress event."""
+def _stage(status: str, progress: dict[str, Any] | None, started: bool) -> str:
+    """Where the job is, in words, from its newest progress event."""
     if status == JobStatus.COMPLETED:
-        return "done", 1.0
+        return "done"
     if progress is None:
-        return ("loading the base model and adapter" if started else "waiting for a worker"), 0.0
-    step, steps = int(progress.get("step", 1)), max(1, int(progress.get("steps", 1)))
-    share = float(progress.get("fraction", 0.0))
+        return "loading the base model and adapter" if started else "waiting for a worker"
     words = STAGES.get(str(progress.get("stage")), str(progress.get("stage")))
-    return f"{words} (step {step} of {steps}, {share:.0%})", (step - 1 + share) / steps
+    share = float(progress.get("fraction", 0.0))
+    return f"{words} (step {progress.get('step')} of {progress.get('steps')}, {share:.0%})"
 
 
 def gguf_job_status(
@@ -175,7 +174,8 @@ def gguf_job_status(
     with session_scope(settings) as s:
         progress = repo.list_events(actor, s, job_id, types=["progress"])
         started = bool(repo.list_events(actor, s, job_id, types=["started"]))
-    stage, fraction = _where(job.status, progress[-1].data if progress else None, started)
+    stage = _stage(job.status, progress[-1].data if progress else None, started)
+    fraction = 1.0 if job.status == JobStatus.COMPLETED else float(job.progress or 0.0)
     files = []
     if job.status == JobStatus.COMPLETED:
         blobs = store.list("adapters", gguf_prefix(actor.user_id, job_id))

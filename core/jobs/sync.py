@@ -2,7 +2,8 @@
 
 `sync(actor, settings, job_id)` pulls `/stream` then `/status` (`core.jobs.pull`) and
 appends the events by sequence number (idempotent: the database's unique (job, seq)
-decides), registers the checkpoints they report, updates status, step, progress, ETA and
+decides), registers the checkpoints they report, updates status, step, progress (a job
+without training steps: from its `progress` events' stages), ETA and
 live cost, and cancels a job that reached its budget. When the job ends it backfills
 every event from the final output and the worker's uploaded log, records the billed cost
 and registers the adapter (`core.jobs.finish`), then publishes `JobEnded`
@@ -246,7 +247,7 @@ def _progress_fields(actor: Actor, s: Session, job: Job) -> dict[str, Any]:
     metrics = repo.list_events(actor, s, job.id, after_seq=recent, types=["metrics"])
     fields = _start_fields(actor, s, job)
     if not metrics:
-        return fields
+        return fields | _stage_progress(actor, s, job, recent)
     last = metrics[-1].data or {}
     step = last.get("step")
     total = last.get("total_steps") or fields.get("total_steps") or job.total_steps
@@ -269,6 +270,19 @@ def _progress_fields(actor: Actor, s: Session, job: Job) -> dict[str, Any]:
         if per_step is not None:
             fields["eta_s"] = max(0.0, (total - step) * per_step)
     return fields
+
+
+def _stage_progress(actor: Actor, s: Session, job: Job, after_seq: int) -> dict[str, Any]:
+    """A job without training steps (a `gguf` export): its share done from its newest
+    `progress` event, stage `step` of `steps` with `fraction` of that stage done."""
+    staged = repo.list_events(actor, s, job.id, after_seq=after_seq, types=["progress"])
+    d = (staged[-1].data or {}) if staged else {}
+    step, steps, share = d.get("step"), d.get("steps"), d.get("fraction")
+    if not (isinstance(step, int) and isinstance(steps, int) and steps > 0):
+        return {}
+    if not isinstance(share, int | float):
+        return {}
+    return {"progress": min(1.0, max(0.0, (step - 1 + share) / steps))}
 
 
 def _start_fields(actor: Actor, s: Session, job: Job) -> dict[str, Any]:

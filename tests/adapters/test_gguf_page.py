@@ -92,10 +92,16 @@ def test_a_job_export_shows_its_progress_then_the_signed_links(
 
     from core.export.gguf_job import gguf_prefix
 
-    # The scripted worker reports for a while, then completes.
+    # The scripted worker merges, writes half the file, then works on for a while and completes.
+    stage = {"step": 2, "steps": 3, "stage": "write", "fraction": 0.5}
     endpoint.script = lambda spec: {
-        "chunks": 20,
+        "chunks": 30,  # 15 s: the page sees it running however slow a rerun is here
         "interval_s": 0.5,
+        "events": [
+            {"type": "started", "data": {}},
+            {"type": "progress", "data": {"step": 1, "steps": 3, "stage": "merge", "fraction": 0}},
+            {"type": "progress", "data": stage},
+        ],
         "final": {"type": "completed", "data": {}},
     }
     vid = _version(settings, "Qwen/Qwen3-8B", lora)
@@ -108,9 +114,15 @@ def test_a_job_export_shows_its_progress_then_the_signed_links(
     store = make_blob_store(settings)
     for name in ("Modelfile", "support-bot-v1-f16.gguf"):
         store.put_bytes("adapters", gguf_prefix("local", job_id) + name, b"x" * 10, "text/plain")
-    at.run()
-    assert "done" not in str([p.proto.text for p in at.get("progress")])
-    assert not [m for m in at.markdown if ".gguf](" in m.value]
+    deadline = time.monotonic() + 30
+    while "writing the GGUF" not in str([p.proto.text for p in at.get("progress")]):
+        assert time.monotonic() < deadline, [p.proto.text for p in at.get("progress")]
+        time.sleep(0.3)
+        at.run()
+    (bar,) = at.get("progress")
+    assert bar.proto.text == f"Job {job_id}: writing the GGUF (step 2 of 3, 50%)"
+    assert bar.proto.value == 50  # half of the second of three stages
+    assert not [m for m in at.markdown if ".gguf](" in m.value]  # no links while it runs
     deadline = time.monotonic() + 30
     while not [m for m in at.markdown if ".gguf](" in m.value]:
         assert time.monotonic() < deadline, [p.proto.text for p in at.get("progress")]

@@ -4,7 +4,8 @@ It answers with the JSON shapes of RunPod's documentation (send-requests page) a
 jobs on a clock from the same inputs `tests.jobs.fakes.scripted` reads (`chunks`,
 `interval_s`, `hang_s`, `raise`, `yield_error`, `plain_raise` (an exception in a plain
 handler), `started` (chunk 0 is a `started` event with that data), and `final`: one last chunk, e.g. a `failed` event's type and data, which ends
-the job FAILED as `trainer.handler` does; `error` takes runpod-python's form for each): IN_QUEUE for `queue_s`, then IN_PROGRESS with chunk i
+the job FAILED as `trainer.handler` does; `events`: the first chunks' type and data instead
+of metrics; `error` takes runpod-python's form for each): IN_QUEUE for `queue_s`, then IN_PROGRESS with chunk i
 available `i * interval_s` later, then the outcome. `script` maps a job's input to those
 keys (for inputs that are job specs); `timeout_scale` shortens `policy.executionTimeout` on
 the fake's clock (0.05: a 60 s limit strikes after 3 s) so timeouts can be tested quickly;
@@ -143,6 +144,8 @@ class RunPodFake:
             return {"seq": i, "ts": job.submitted + i, **inp["final"]}
         if inp.get("started") and i == 0:  # the worker's `started` event data
             return {"seq": 0, "ts": job.submitted, "type": "started", "data": inp["started"]}
+        if i < len(inp.get("events") or []):  # the script's own events (type and data)
+            return {"seq": i, "ts": job.submitted + i, **inp["events"][i]}
         return {
             "seq": i,
             "ts": job.submitted + i,
