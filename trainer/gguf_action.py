@@ -43,8 +43,6 @@ from trainer.shared.files import LOG_FILES, MODELFILE, gguf_names
 from trainer.shared.modelfile import base_sampling, modelfile
 from trainer.shared.spec import Event, JobSpec
 
-Events = Generator[Event, None, Any]
-
 
 class _Stages:
     """Numbers the job's stages and emits their `progress` events."""
