@@ -33,9 +33,11 @@ def upload(model: str, max_length: int) -> None:
     if f is None:
         st.session_state["datasets.rejected"] = None
         return
-    name = st.text_input(
-        "Name", value=datasets.name_from_filename(f.name), key=f"datasets.name.{nonce}"
-    )
+    if st.session_state["datasets.upload_of"] != f.file_id:  # another file: its name, no report
+        st.session_state["datasets.upload_of"] = f.file_id
+        st.session_state[f"datasets.name.{nonce}"] = datasets.name_from_filename(f.name)
+        st.session_state["datasets.rejected"] = None
+    name = st.text_input("Name", key=f"datasets.name.{nonce}")
     if st.button("Add dataset", type="primary", key="datasets.add"):
         _add(f, name, model, max_length, "reject")
     rejected = st.session_state["datasets.rejected"]

@@ -51,6 +51,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "datasets.confirm_delete": None,  # dataset id awaiting confirmation
     "datasets.rejected": None,  # the report of the last upload that had bad rows
     "datasets.upload_nonce": 0,  # bumped to clear the file uploader
+    "datasets.upload_of": None,  # the chosen file the name and the report are about
     "train.preset": "Balanced",
     **TRAIN_STATE,  # LoRA and training widgets: the spec's defaults and the Balanced preset
     **TRAIN_OPTIONS_STATE,  # LoRA targets, LoRA on the routed experts, GPU type

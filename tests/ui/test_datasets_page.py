@@ -93,6 +93,24 @@ def test_upload_rejects_bad_rows_by_kind_then_drops_them(
     assert "At max length 16, **100.0%** of rows are truncated." in text_of(at)
 
 
+def test_another_file_after_a_rejected_one_gets_its_own_name_and_no_old_report(
+    settings: Settings, tiny: Path, open_page
+) -> None:
+    """A file refused for its bad rows, then another one chosen: the name field and the
+    report are the new file's (the first file's name used to stay, and name the second)."""
+    at = open_page("datasets")
+    at.get("file_uploader")[0].upload("broken.jsonl", _file(), "application/jsonl")
+    at.run()
+    at.button(key="datasets.add").click().run()
+    assert "2 of 32 rows have problems" in text_of(at)
+    at.get("file_uploader")[0].upload("tool-calls.jsonl", _file(4), "application/jsonl")
+    at.run()
+    assert at.text_input(key="datasets.name.0").value == "tool-calls"
+    assert "rows have problems" not in text_of(at)  # not the old file's report
+    assert not [e.label for e in at.expander if "row(s)" in e.label]
+    assert not [b for b in at.button if b.key == "datasets.drop"]
+
+
 def test_rename_and_delete_with_confirmation(settings: Settings, tiny: Path, open_page) -> None:
     at = open_page("datasets")
     at.get("file_uploader")[0].upload(
