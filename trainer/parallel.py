@@ -168,9 +168,9 @@ def _quantised(model: Any) -> list[Any]:
 
 def local_base_bytes(model: Any) -> int:
     """Bytes of the frozen base this process holds: its shards of what FSDP shards, the
-    whole of the rest (a 4-bit weight counts its packed bytes, not its quantisation
-    state)."""
-    total = 0
+    whole of the rest, buffers included (`trainer.moe`'s NF4 experts are buffers, whole on
+    every GPU); a 4-bit weight counts its packed bytes, not its quantisation state."""
+    total = sum(b.numel() * b.element_size() for b in model.buffers())
     for p in model.parameters():
         if p.requires_grad:
             continue

@@ -228,9 +228,10 @@ def choose_sharding(spec: JobSpec, path: Path, group: Group) -> tuple[str, str]:
 
 def base_bytes(path: Path, quantization: str) -> float:
     """The base's weight bytes as loaded, from its weight files: their size; for an NF4
-    job, the linear layers' weights (2-D, other than the embeddings, the LM head and the
-    architecture's full-precision modules) at NF4's bits per weight and the rest as
-    stored, read from the safetensors headers (no weight is read)."""
+    job, read from the safetensors headers (no weight is read), the linear layers' weights
+    (2-D, other than the embeddings, the LM head and the architecture's full-precision
+    modules; 3-D fused experts where `trainer.moe` stores them in NF4) at NF4's bits per
+    weight, the rest at 4 bytes (k-bit preparation upcasts it to float32)."""
     files = list(Path(path).glob("*.safetensors")) or list(Path(path).glob("*.bin"))
     size = float(sum(f.stat().st_size for f in files))
     if quantization != "nf4" or not files or files[0].suffix != ".safetensors":
@@ -240,28 +241,19 @@ def base_bytes(path: Path, quantization: str) -> float:
 
     from trainer.shared import arch
 
-    keep = (
-        "lm_head",
-        "embed",
-        *arch.capabilities(AutoConfig.from_pretrained(path)).keep_full_precision,
-    )
+    caps = arch.capabilities(AutoConfig.from_pretrained(path))
+    keep = ("lm_head", "embed", *caps.keep_full_precision)
+    nf4_experts = caps.fused_experts and caps.experts_quantized
     bits = arch.bits_per_param("nf4")
+    size = 0.0
     for f in files:
         with safe_open(f, framework="pt") as st:
             for name in st.keys():
-                view = st.get_slice(name)
-                shape = view.get_shape()
-                if len(shape) != 2 or any(k in name for k in keep):
-                    continue
-                numel = shape[0] * shape[1]
-                size -= numel * _itemsize(view.get_dtype()) - numel * bits / 8
+                shape = st.get_slice(name).get_shape()
+                dims = (2, 3) if nf4_experts and ".experts." in name else (2,)
+                quantised = len(shape) in dims and not any(k in name for k in keep)
+                size += math.prod(shape) * (bits / 8 if quantised else 4)
     return size
-
-
-def _itemsize(dtype: str) -> int:
-    """Bytes per element of a safetensors dtype name (F32, BF16, ...)."""
-    digits = "".join(c for c in dtype.split("_")[0] if c.isdigit())
-    return int(digits) // 8 if digits else 1
 
 
 def shard_model(loaded: Loaded, group: Group, strategy: str, reason: str) -> Group:

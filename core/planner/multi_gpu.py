@@ -7,7 +7,9 @@ rule the worker applies, from the base's weight bytes as loaded: an NF4 base's a
 
 - parameters: with `fsdp` the linear layers', experts' and small weights are divided by
   the count (an NF4 base's packed 4-bit weights too); the embeddings and LM head are never
-  sharded (the worker keeps them whole); with `ddp` every GPU holds the whole base.
+  sharded (the worker keeps them whole), nor are fused routed experts stored in NF4
+  (`trainer.moe` keeps them in buffers, which FSDP2 does not shard); with `ddp` every GPU
+  holds the whole base.
 - LoRA weights, gradients and optimizer state: divided by the count (FSDP2 shards them
   under both strategies).
 - activations, the loss and the CUDA context: unchanged (each GPU runs whole
@@ -68,18 +70,22 @@ def per_gpu_memory(
         return one
     strategy, why = sharding(spec, model, gpus, trainer)
     layers = max(len(model.layer_types), 1)
+    sharded = set(SHARDED_WEIGHTS) if strategy == "fsdp" else set()
+    if one.experts_quantized and model.fused_experts:  # trainer.moe's NF4 buffers
+        sharded.discard("routed_experts")
     terms: list[MemoryTerm] = []
     for t in one.terms:
         if t.key == "headroom":
             continue
-        if t.key in LORA_STATE or (strategy == "fsdp" and t.key in SHARDED_WEIGHTS):
+        if t.key in LORA_STATE or t.key in sharded:
             t = replace(
                 t, bytes=t.bytes // gpus, detail=f"{t.detail}; 1/{gpus} per GPU ({strategy})"
             )
+        elif t.key == "routed_experts" and strategy == "fsdp":
+            t = replace(t, detail=f"{t.detail}; whole on every GPU (NF4 buffers, not sharded)")
         terms.append(t)
     gathered = one.term("lora_weights") + one.term("lora_grads")
-    if strategy == "fsdp":
-        gathered += sum(one.term(k) for k in SHARDED_WEIGHTS)
+    gathered += sum(one.term(k) for k in sharded)
     layer_bytes = 2 * gathered // layers
     terms.append(
         MemoryTerm(

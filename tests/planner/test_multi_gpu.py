@@ -9,6 +9,7 @@ every GPU, leave too little of a third). One H200 is too small, two are enough.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,25 +116,53 @@ def test_time_and_cost_count_every_gpu() -> None:
     assert one.to_dict()["recommended_count"] == {"gpu": best.gpu, "count": best.count}
 
 
-def test_the_worker_reads_the_base_size_the_planner_counts(tmp_path) -> None:
+def _tiny_moe(folder: Path) -> Path:
+    """A random tiny Qwen3-Next (fused routed experts, stored in NF4 by `trainer.moe`)."""
+    import torch
+    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
+
+    from tests.trainer.test_qwen3_next import TINY
+
+    torch.manual_seed(0)
+    model = Qwen3NextForCausalLM(Qwen3NextConfig(vocab_size=512, **TINY))
+    model.to(torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("kind", "compute_dtype"), [("dense", "float32"), ("moe", "bfloat16")])
+def test_the_worker_reads_the_base_size_the_planner_counts(
+    tmp_path: Path, kind: str, compute_dtype: str
+) -> None:
     """The rule's one input from both sides: the planner's weight terms, and the worker's
     reading of the weight files before it loads them (`trainer.setup.base_bytes`, NF4 from
-    the safetensors headers); within 2% on the tiny model (file headers, rounding), its
-    files in the dtype the job computes in (float32 here, as a bf16 checkpoint for a bf16
-    job), so they pick the same sharding unless a base is within 2% of the threshold."""
+    the safetensors headers), within 1% (file headers, rounding) on the tiny dense model
+    (float32 files) and a tiny MoE (bfloat16 files), each job computing in its files'
+    dtype as a bf16 checkpoint's does: they pick the same sharding unless a base is within
+    1% of the threshold."""
     from trainer.setup import base_bytes
     from trainer.shared.tiny import build_tiny_chat_model
 
-    folder = build_tiny_chat_model(tmp_path / "tiny", seed=0)
+    if kind == "moe":
+        folder = _tiny_moe(tmp_path / "moe")
+    else:
+        folder = build_tiny_chat_model(tmp_path / "tiny", seed=0)
     facts = planner.describe(str(folder))
+    weights = ("base_weights", "routed_experts", "embeddings", "other_weights")
     for quantization in ("none", "nf4"):
         spec = _spec(str(folder), 256, gpus=2, device="cpu")
-        spec = spec.model_copy(
-            update={
-                "quantization": quantization,
-                "training": spec.training.model_copy(update={"compute_dtype": "float32"}),
-            }
-        )
-        one = planner.estimate_memory(spec, facts)
-        counted = sum(one.term(k) for k in ("base_weights", "embeddings", "other_weights"))
-        assert base_bytes(folder, quantization) == pytest.approx(counted, rel=0.02)
+        training = spec.training.model_copy(update={"compute_dtype": compute_dtype})
+        spec = spec.model_copy(update={"quantization": quantization, "training": training})
+        counted = sum(planner.estimate_memory(spec, facts).term(k) for k in weights)
+        assert base_bytes(folder, quantization) == pytest.approx(counted, rel=0.01)
+
+
+def test_nf4_routed_experts_stay_whole_on_every_gpu() -> None:
+    """`trainer.moe` keeps fused experts in NF4 buffers, which FSDP2 does not shard: on 2
+    GPUs Qwen3-Next-80B in NF4 has its linear layers halved, its experts whole."""
+    model = "Qwen/Qwen3-Next-80B-A3B-Instruct"
+    spec = _spec(model, 2048, gpus=2).model_copy(update={"quantization": "nf4"})
+    facts = planner.describe(model)
+    one, two = planner.estimate_memory(spec, facts), per_gpu_memory(spec, facts, 2)
+    assert "2 GPUs, fsdp" in two.notes[-1]
+    assert two.term("base_weights") == one.term("base_weights") // 2
+    assert two.term("routed_experts") == one.term("routed_experts") > 0

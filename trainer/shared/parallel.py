@@ -11,9 +11,12 @@ A job with `gpus` > 1 runs one process per GPU (torchrun) under PyTorch's FSDP2
   to an element; `trainer.model.build_quantization_config`), which FSDP2 shards like any
   float tensor, and each layer's quantisation state (absmax, code) stays whole on every GPU
   beside it (bitsandbytes' `Linear4bit` finds it on its module when FSDP hands it the
-  gathered weight). Checked on the CPU with 2 gloo processes: each holds half the packed
-  bytes, a gathered layer is bit-identical to the unsharded one, and the job trains what
-  one process trains (`tests/trainer/test_multi_gpu.py`).
+  gathered weight). Fused routed experts that `trainer.moe` stores in NF4 are buffers,
+  which FSDP2 does not shard: whole on every GPU. Checked on the CPU with 2 gloo
+  processes: each holds half the packed bytes, a gathered layer is bit-identical to the
+  unsharded one, and the job trains what one process trains, and resumes as it does
+  (`tests/trainer/test_multi_gpu.py`); on GPUs (NCCL) not measured yet
+  (`bench/multi_gpu.py --quantization nf4`).
 - `ddp`: plain data parallel for the base: every GPU holds the whole frozen base (nothing
   to gather per layer, no communication for frozen weights); the LoRA weights, gradients
   and optimizer state are still sharded by FSDP2 (they are small either way).
