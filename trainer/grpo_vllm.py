@@ -15,7 +15,7 @@ sampler, no other processing (vLLM's defaults, not the model's generation config
 completion keeps its stop token). `adapter` is a folder holding a PEFT LoRA adapter: each
 call names it with a fresh LoRA id (vLLM caches adapters by id, so a new id makes it read
 the new weights) and removes the previous one from the engine afterwards. Temperature 0 is
-greedy. Importing this module needs neither torch nor peft (vLLM's own environment runs
+greedy (each prompt asked `n` times: vLLM samples one greedy completion per request). Importing this module needs neither torch nor peft (vLLM's own environment runs
 it in tests).
 
 `PolicyOnVllm(lm, max_model_len)` is what the GRPO objective calls: it saves the job's
@@ -78,8 +78,9 @@ class VllmSampler:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
+        greedy = s.temperature == 0  # vLLM takes n = 1 only: each prompt asked n times
         params = SamplingParams(
-            n=n,
+            n=1 if greedy else n,
             temperature=s.temperature,
             top_k=s.top_k,
             top_p=s.top_p,
@@ -91,7 +92,7 @@ class VllmSampler:
         if adapter is not None:
             self._lora_id += 1
             lora = LoRARequest(f"grpo-policy-{self._lora_id}", self._lora_id, str(adapter))
-        asked = [{"prompt_token_ids": list(p)} for p in prompts]
+        asked = [{"prompt_token_ids": list(p)} for p in prompts for _ in range(n if greedy else 1)]
         outputs = self.llm.generate(asked, params, lora_request=lora, use_tqdm=False)
         if lora is not None and self._lora_id > 1:
             self.llm.llm_engine.remove_lora(self._lora_id - 1)
