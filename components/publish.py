@@ -158,7 +158,7 @@ def gguf_export(version_id: str) -> None:
     plan = plans[i]
     if plan.refusal:
         st.warning(plan.refusal)
-    if plan.where == "worker":
+    elif plan.where == "worker":
         limit = settings.gguf_local_max_params / 1e9
         st.caption(
             f"{w.plain(plan.model)} is above the {limit:.1f}B parameters merged here: a job on "
