@@ -3,7 +3,8 @@
 seed when sampling (temperature, top-k, top-p), on the tiny model with a random LoRA
 adapter, prompts of different lengths (left padding) and several completions per prompt;
 it stops each completion at its first stop token and ends early when every completion has
-stopped. The worker on the CPU samples with it (not vLLM, even where vLLM imports)."""
+stopped. The worker on the CPU samples with it (not vLLM, even where vLLM imports). The
+worker's side of the vLLM backend hands the engine the adapter as it is at each call."""
 
 from __future__ import annotations
 
@@ -153,3 +154,48 @@ def test_the_cpu_worker_samples_with_transformers(loaded: Any, monkeypatch) -> N
     monkeypatch.setattr(S, "vllm_importable", lambda: True)  # as in vLLM's CPU build
     sampler = build_sampler(loaded, 0, torch.device("cpu"), 96)
     assert isinstance(sampler, S.LeanSampler)
+
+
+def test_the_vllm_sampler_is_given_the_adapter_as_it_is_at_each_call(
+    loaded: Any, monkeypatch, tmp_path: Path
+) -> None:
+    """`PolicyOnVllm` (the worker's side; the engine is stood in for: real vLLM on the
+    CPU is `test_grpo_vllm`): the engine gets the base's folder, a LoRA rank bound, the
+    compute dtype, a bounded share of the GPU, and at each call the adapter's weights as
+    they are then, saved with PEFT."""
+    from safetensors.torch import load_file
+
+    from trainer import grpo_vllm as V
+    from trainer.grpo_sampling import SampleSettings
+
+    seen: list[Any] = []
+
+    class Engine:
+        def __init__(self, model: str, **kw: Any) -> None:
+            seen.append((model, kw))
+
+        def sample(self, prompts: Any, n: int, s: Any, adapter: Path) -> list[list[int]]:
+            seen.append(load_file(adapter / "adapter_model.safetensors"))
+            return [[1]] * (len(prompts) * n)
+
+    monkeypatch.setattr(V, "VllmSampler", Engine)
+    policy = V.PolicyOnVllm(loaded, 96)
+    model, kw = seen[0]
+    assert Path(model) == Path(loaded.model.get_base_model().config._name_or_path)
+    assert kw["max_lora_rank"] == loaded.model.peft_config["default"].r
+    assert kw["dtype"] == "float32" and kw["max_model_len"] == 96
+    assert 0 < kw["gpu_memory_utilization"] < 1
+    settings = SampleSettings(1.0, 4, (loaded.tokenizer.eos_token_id,))
+    assert policy.sample([[5, 6]], 2, settings) == [[1], [1]]
+    name, b = next((k, p) for k, p in loaded.model.named_parameters() if "lora_B" in k)
+    with torch.no_grad():
+        b.add_(1.0)
+    try:
+        policy.sample([[5, 6]], 2, settings)
+    finally:
+        with torch.no_grad():
+            b.sub_(1.0)
+    saved = [k for k in seen[1] if k.split(".")[-2] == "lora_B"]
+    changed = [k for k in saved if not torch.equal(seen[1][k], seen[2][k])]
+    assert len(changed) == 1  # the second call saw the changed weight, and only it
+    assert [V.lora_rank_bound(r) for r in (4, 16, 17)] == [8, 16, 32]  # ranks vLLM takes
