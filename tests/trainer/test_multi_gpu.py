@@ -225,9 +225,9 @@ def test_a_rank_that_hangs_fails_the_job_after_the_collective_timeout(
     assert _rank_pids("hung") == {}
 
 
-@pytest.mark.parametrize("sharding", ["fsdp", "ddp"])
+@pytest.mark.parametrize(("sharding", "strategy"), [("fsdp", "fsdp"), ("auto", "ddp")])
 def test_qlora_on_two_processes_trains_the_adapter_one_does(
-    tiny_model: Path, toy_data: Path, tmp_path: Path, singles: Any, sharding: str
+    tiny_model: Path, toy_data: Path, tmp_path: Path, singles: Any, sharding: str, strategy: str
 ) -> None:
     """The 4-bit base sharded (`fsdp`: each process holds its half of the packed weights,
     the embeddings whole) or replicated (`ddp`, what `auto` picks for a base this small)."""
@@ -237,11 +237,12 @@ def test_qlora_on_two_processes_trains_the_adapter_one_does(
     two = run(spec, _env(tmp_path))
     assert two[-1]["type"] == "completed", two[-1]
     model = next(e for e in two if e["type"] == "started")["data"]["model"]
-    assert (model["sharding"], model["quantization"]) == (sharding, "nf4")
-    if sharding == "fsdp":
+    assert (model["sharding"], model["quantization"]) == (strategy, "nf4")
+    if strategy == "fsdp":
         assert model["base_bytes_per_gpu"] < model["base_bytes"]
     else:
         assert model["base_bytes_per_gpu"] == model["base_bytes"]
+        assert "the nf4 base's 0.0 GiB fit on every GPU" in model["sharding_reason"]
     assert _losses(two) == pytest.approx(_losses(events), rel=LOSS_RTOL)
     _assert_same_adapter(out, tmp_path / "out")
 
