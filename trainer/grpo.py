@@ -220,16 +220,22 @@ def shares_prompts(loaded: Any) -> bool:
     return prefix_sharing_exact(loaded.packing, config)
 
 
-def build_sampler(lm: Any, pad_id: int, device: Any, max_length: int) -> Any:
-    """The sampling backend for this worker (`trainer.grpo_sampling.choose_backend`);
-    `max_length`: the longest prompt and completion together."""
+def sampler_backend(device: Any) -> str:
+    """ "vllm" or "transformers" for a job on `device` (`trainer.grpo_sampling.choose_backend`)."""
     import torch
 
-    from trainer.grpo_sampling import LeanSampler, choose_backend, vllm_importable
+    from trainer.grpo_sampling import choose_backend, vllm_importable
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    backend = choose_backend(vllm_importable(), device.type == "cuda", distributed)
-    if backend == "vllm":
+    return choose_backend(vllm_importable(), device.type == "cuda", distributed)
+
+
+def build_sampler(lm: Any, pad_id: int, device: Any, max_length: int) -> Any:
+    """The sampling backend for this worker (`sampler_backend`); `max_length`: the longest
+    prompt and completion together."""
+    from trainer.grpo_sampling import LeanSampler
+
+    if sampler_backend(device) == "vllm":
         from trainer.grpo_vllm import PolicyOnVllm
 
         return PolicyOnVllm(lm, max_length)
@@ -314,6 +320,10 @@ class Objective:
         )
         self._sampler: Any = None
         self.share = shares_prompts(loaded)
+        loaded.facts["grpo_sampling"] = {  # in the `started` event's model facts
+            "backend": sampler_backend(loaded.device),
+            "prompt_laid_out_once": self.share,
+        }
         self.tallies = {"train": Tally(), "eval": Tally()}
         self._eval_ready = False
         self._which = "train"

@@ -139,3 +139,6 @@ def test_grpo_samples_in_bfloat16(tiny_model: Path, tmp_path: Path, worker_env) 
     assert events[-1].type == "completed", events[-1].data
     started = next(e for e in events if e.type == "started").data
     assert started["model"]["compute_dtype"] == "bfloat16"
+    # on the CPU: transformers' sampling, each prompt scored once for its completions
+    sampling = {"backend": "transformers", "prompt_laid_out_once": True}
+    assert started["model"]["grpo_sampling"] == sampling
