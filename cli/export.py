@@ -22,14 +22,9 @@ from typing import Any
 
 import typer
 
+from cli.common import fail as _fail
+
 app = typer.Typer(help="Export a version in another format: gguf (llama.cpp, Ollama).")
-
-
-def _fail(e: Exception) -> None:
-    from core.errors import InvalidInput, NotFound
-
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2 if isinstance(e, InvalidInput | NotFound) else 1)
 
 
 def _plan(settings: object, actor: object, ref: str, quant: str, adapter_only: bool) -> None:
