@@ -6,6 +6,7 @@ an eval loss, the settings that differ and their adapters' evaluation scores
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -14,6 +15,13 @@ from components import widgets as w
 from core import queries
 from core.errors import BrightRunError
 from core.users import Actor
+
+
+def one_type_per_column(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` as `st.dataframe` can send them (one Arrow type per column): a column that
+    mixes numbers with "–" (a run without that score) is shown as text all the way down."""
+    mixed = {k for k in (rows[0] if rows else {}) if len({isinstance(r[k], str) for r in rows}) > 1}
+    return [{k: str(v) if k in mixed else v for k, v in r.items()} for r in rows]
 
 
 def comparing() -> list[str]:
@@ -80,7 +88,7 @@ def view(actor: Actor, job_ids: Sequence[str]) -> None:
             st.caption(f"{w.plain(r.label)}: {r.note}")
     st.plotly_chart(charts.compare_curves(cmp.runs), key="jobs.compare_curves")
     st.markdown("**Runs and their adapters' evaluation scores**")
-    st.dataframe(cmp.summary_table(), hide_index=True, width="stretch")
+    st.dataframe(one_type_per_column(cmp.summary_table()), hide_index=True, width="stretch")
     for note in cmp.metric_notes():
         st.caption(w.plain(note))
     left, right = st.columns([2, 3])

@@ -217,3 +217,23 @@ def test_method_settings_use_the_tables_labels_only_where_the_method_uses_them(
     notes = " ".join(cmp.metric_notes())
     assert "mean_margin: the mean, over the eval split's pairs" in notes
     assert "reward_margin: training reward margin: beta x" in notes
+
+
+def test_the_pages_summary_has_one_type_per_column() -> None:
+    """A score only one run has ("–" for the other) is sent as text: a column of numbers
+    and "–" cannot become one Arrow column (Streamlit logged a traceback and patched it)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from components.compare import one_type_per_column
+
+    rows = [
+        {"run": "sft", "cost ($)": 0.1, "adapter exact_match": 0.5},
+        {"run": "dpo", "cost ($)": 0.2, "adapter exact_match": "–"},
+    ]
+    table = one_type_per_column(rows)
+    pa.Table.from_pandas(pd.DataFrame(table))  # what st.dataframe sends
+    assert [r["adapter exact_match"] for r in table] == ["0.5", "–"]
+    assert [r["cost ($)"] for r in table] == [0.1, 0.2]  # a column of numbers stays numbers
+    with pytest.raises(pa.ArrowInvalid):
+        pa.Table.from_pandas(pd.DataFrame(rows))
