@@ -49,6 +49,7 @@ st.dataframe(
     ],
     hide_index=True,
     width="stretch",
+    column_config={"layout": st.column_config.TextColumn("layout", width="medium")},
 )
 by_id = {d.id: d for d in items}
 if st.session_state["datasets.selected"] not in by_id:

@@ -100,7 +100,7 @@ def _add(f: Any, name: str, model: str, max_length: int, on_bad_rows: str) -> No
 
 def summary(ds: Any) -> None:
     stats = ds.stats or {}
-    c = st.columns(5)
+    c = st.columns([1, 3, 1, 1, 1.3])  # a layout's name is read whole ("preference_sharegpt")
     c[0].metric("Format", ds.file_format)
     c[1].metric("Layout", ds.layout)
     c[2].metric("Valid rows", f"{ds.valid_rows:,}", help=f"of {ds.rows:,} read")
