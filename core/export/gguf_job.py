@@ -23,18 +23,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from core import actions, jobs
 from core.clients.storage import DOWNLOAD_URL_TTL_S, job_prefix, make_blob_store
 from core.db import repo, session_scope
 from core.db.tables import TERMINAL_STATUSES, JobStatus
 from core.errors import InvalidInput
-from core.export.merge import VersionSource, checked_plan, signer, version_source
+from core.export.merge import (
+    VersionSource,
+    action_spec,
+    checked_plan,
+    signer,
+    version_source,
+)
 from core.settings import Settings
 from core.users import Actor
 from trainer.shared.files import gguf_names
-from trainer.shared.spec import JobSpec
 
 STAGES = {
     "merge": "merging the adapter into the base model",
@@ -83,34 +86,6 @@ def _merge_dtype(settings: Settings, src: VersionSource, pricing: jobs.Pricing) 
         return "bfloat16"
 
 
-def _spec(
-    settings: Settings, src: VersionSource, pricing: jobs.Pricing, job_id: str, section: dict
-) -> JobSpec:
-    if src.stored:
-        section["adapter_urls"] = {
-            f: "https://signed-url.invalid/" + f
-            for f in ("adapter_config.json", "adapter_model.safetensors")
-        }
-    else:
-        section["adapter_path"] = src.folder
-    names = gguf_names(section["file_stem"], section["variant"])
-    try:
-        return JobSpec(
-            job_id=job_id,
-            action="gguf",
-            model={"name_or_path": jobs.worker_model(settings, src.base, pricing)},
-            quantization="none",
-            gguf=section,
-            device=jobs.device_for(settings, pricing),
-            output={
-                "adapter_name": f"{src.name}-v{src.number or 0}-gguf"[:128],
-                "upload_urls": {n: "https://signed-url.invalid/" + n for n in names},
-            },
-        )
-    except ValidationError as e:
-        raise InvalidInput(f"invalid GGUF export settings: {jobs.spec_errors(e)}") from None
-
-
 def launch_gguf(
     actor: Actor,
     settings: Settings,
@@ -131,8 +106,8 @@ def launch_gguf(
     dtype = _merge_dtype(settings, src, pricing)
     job_id = repo.new_id("job")
     section = {"dtype": dtype, "variant": variant, "file_stem": stem}
-    spec = _spec(settings, src, pricing, job_id, section)
     names = gguf_names(stem, variant)
+    spec = action_spec(settings, src, pricing, job_id, "gguf", section, names)
     job = actions.send_action(
         actor,
         settings,

@@ -172,36 +172,41 @@ def checked_plan(
     return plan
 
 
-def _merge_spec(
+def action_spec(
     settings: Settings,
     src: VersionSource,
     pricing: jobs.Pricing,
     job_id: str,
-    merge_section: dict[str, Any],
+    action: str,
+    section: dict[str, Any],
     names: list[str],
 ) -> JobSpec:
-    section = dict(merge_section)
+    """The spec of a `merge` or `gguf` job (`action`) on the version `src` with its section
+    of settings, writing `names`; URLs are placeholders until `signer` signs them at send.
+    `InvalidInput` naming what the spec refused."""
+    section = dict(section)
     if src.stored:
         section["adapter_urls"] = {
             f: "https://signed-url.invalid/" + f for f in adapters.PEFT_FILES
         }
     else:
         section["adapter_path"] = src.folder
+    suffix = {"merge": "merged"}.get(action, action)
     try:
         return JobSpec(
             job_id=job_id,
-            action="merge",
+            action=action,
             model={"name_or_path": jobs.worker_model(settings, src.base, pricing)},
             quantization="none",
-            merge=section,
             device=jobs.device_for(settings, pricing),
             output={
-                "adapter_name": f"{src.name}-v{src.number or 0}-merged"[:128],
+                "adapter_name": f"{src.name}-v{src.number or 0}-{suffix}"[:128],
                 "upload_urls": {n: "https://signed-url.invalid/" + n for n in names},
             },
+            **{action: section},
         )
     except ValidationError as e:
-        raise InvalidInput(f"invalid merge settings: {jobs.spec_errors(e)}") from None
+        raise InvalidInput(f"invalid {action} settings: {jobs.spec_errors(e)}") from None
 
 
 def signer(
@@ -259,11 +264,12 @@ def merge(
         if (to_storage and plan)
         else []
     )
-    spec = _merge_spec(
+    spec = action_spec(
         settings,
         src,
         pricing,
         job_id,
+        "merge",
         {
             "dtype": dtype,
             "max_shard_size_mb": max_shard_size_mb,
