@@ -264,20 +264,9 @@ def merge(
         if (to_storage and plan)
         else []
     )
-    spec = action_spec(
-        settings,
-        src,
-        pricing,
-        job_id,
-        "merge",
-        {
-            "dtype": dtype,
-            "max_shard_size_mb": max_shard_size_mb,
-            "hub_repo": hub_repo,
-            "hub_private": hub_private,
-        },
-        names,
-    )
+    section = {"dtype": dtype, "max_shard_size_mb": max_shard_size_mb}
+    section.update(hub_repo=hub_repo, hub_private=hub_private)
+    spec = action_spec(settings, src, pricing, job_id, "merge", section, names)
     sign = signer(src, actor.user_id, merged_prefix(actor.user_id, job_id), names)
     job = actions.send_action(
         actor,
