@@ -25,14 +25,18 @@ WORKDIR /app
 # Dependencies before the code, so a code change reuses this layer.
 # trainer/requirements.lock (from trainer/requirements.txt by `make lock`): every package at an
 # exact version with hashes, torch left out (the base image's is kept); nothing is resolved here.
-# llama-cpp-python (the `gguf` action quantises with it) has no wheel and builds from source:
-# a C/C++ toolchain, and a portable CPU build (GGML_NATIVE=OFF: not tuned to the build
-# machine's CPU; quantising runs on the CPU, no GPU backend is needed).
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
+# llama-cpp-python (the `gguf` action quantises with it) and rouge_score have no wheel and
+# build from source, on the locked build tools installed first (trainer/requirements-build.lock,
+# --no-build-isolation: a build fetches nothing) with the system's C/C++ toolchain, cmake and
+# ninja; llama.cpp as a portable CPU build (GGML_NATIVE=OFF: not tuned to the build machine's
+# CPU; quantising runs on the CPU, no GPU backend is needed).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake ninja-build \
     && rm -rf /var/lib/apt/lists/*
-COPY trainer/requirements.lock /app/trainer/requirements.lock
-RUN CMAKE_ARGS="-DGGML_NATIVE=OFF" \
-    python -m pip install --require-hashes --no-deps -r /app/trainer/requirements.lock \
+COPY trainer/requirements-build.lock trainer/requirements.lock /app/trainer/
+RUN python -m pip install --require-hashes --no-deps -r /app/trainer/requirements-build.lock \
+    && CMAKE_ARGS="-DGGML_NATIVE=OFF" python -m pip install --no-build-isolation \
+    --require-hashes --no-deps -r /app/trainer/requirements.lock \
     && python -c "import torch; assert torch.__version__.startswith('2.13.0') and torch.version.cuda == '12.8', ('a second torch was installed over the base image', torch.__version__, torch.version.cuda)" \
     && python -c "import torch, bitsandbytes, peft, transformers, hf_xet, gguf, llama_cpp; print(torch.__version__, torch.version.cuda)"
 

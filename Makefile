@@ -14,17 +14,21 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # Every environment installs from its lock only (tools/lock.py): exact versions with hashes,
-# transitive packages included, nothing resolved at install time. The editable install
-# builds with the locked setuptools, not a newest one fetched into an isolated build.
+# transitive packages included, nothing resolved at install time. The build tools are
+# installed first (requirements-build.lock): what has no wheel (llama-cpp-python,
+# rouge_score) and the editable install build on them, not on the newest tools of the day
+# fetched into an isolated build.
 LOCKED := --require-hashes --no-deps -r
+BUILT := --no-build-isolation $(LOCKED)
 
-$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q $(LOCKED) requirements.lock
+$(STAMP): requirements.lock requirements-build.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(LOCKED) requirements-build.lock
+	$(BIN)/pip install -q $(BUILT) requirements.lock
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 $(DEV_STAMP): $(STAMP) requirements-dev.lock
-	$(BIN)/pip install -q $(LOCKED) requirements-dev.lock
+	$(BIN)/pip install -q $(BUILT) requirements-dev.lock
 	$(BIN)/pip check
 	touch $@
 

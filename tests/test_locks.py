@@ -101,14 +101,22 @@ def test_make_and_the_image_install_from_the_locks_only() -> None:
     installs = [ln.strip() for ln in makefile.splitlines() if "pip install" in ln]
     assert installs
     for line in installs:
-        assert "$(LOCKED) requirements" in line or line.endswith("--no-build-isolation -e ."), line
+        from_lock = "$(LOCKED) requirements" in line or "$(BUILT) requirements" in line
+        assert from_lock or line.endswith("--no-build-isolation -e ."), line
     assert "LOCKED := --require-hashes --no-deps -r" in makefile
     assert re.search(r"^lock:", makefile, re.M)
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    docker_installs = re.findall(r"pip install[^\n]*", dockerfile)
-    assert docker_installs[0].startswith(
-        "pip install --require-hashes --no-deps -r /app/trainer/requirements.lock"
-    )
+    # The build tools first, then what is built on them without fetching its own.
+    assert installs[0] == "$(BIN)/pip install -q $(LOCKED) requirements-build.lock"
+    assert "BUILT := --no-build-isolation $(LOCKED)" in makefile
+    venv = [ln for ln in installs[1:] if ln.startswith("$(BIN)/pip")]
+    assert venv and all("$(BUILT)" in ln or "--no-build-isolation" in ln for ln in venv), venv
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    docker_installs = [" ".join(i.split()) for i in re.findall(r"pip install[^\n&]*", dockerfile)]
+    assert docker_installs[:2] == [
+        "pip install --require-hashes --no-deps -r /app/trainer/requirements-build.lock",
+        "pip install --no-build-isolation --require-hashes --no-deps "
+        "-r /app/trainer/requirements.lock",
+    ]
 
 
 def test_this_environment_is_exactly_the_dev_lock() -> None:

@@ -3,14 +3,19 @@
 A lock is a complete pip requirements file: every package, transitive ones included, at an
 exact version with the sha256 of each of its files. `make run`, `make test`, `make vllm` and
 the trainer image install only from locks (`pip install --require-hashes --no-deps -r LOCK`),
-so a package published after the lock was written can never reach an install.
+so a package published after the lock was written can never reach an install. The few
+packages with no wheel for this platform are built from source on the build tools of
+`requirements-build.lock`, installed first (`--no-build-isolation`), so a build fetches
+nothing either.
 
 | environment | what it pins (edit this) | lock (generated) |
 |---|---|---|
 | `.venv` for `make run` | `requirements.txt` | `requirements.lock` |
+| the tools that build what has no wheel, installed first | `requirements-build.txt` | `requirements-build.lock` |
 | `.venv` for `make test` | `requirements-dev.txt` | `requirements-dev.lock` |
 | `.venv-vllm` | `requirements-vllm.txt` | `requirements-vllm.lock` |
 | the trainer image | `trainer/requirements.txt` | `trainer/requirements.lock` |
+| the image's build tools (the same list; its build context is `trainer/` alone) | `trainer/requirements-build.txt` | `trainer/requirements-build.lock` |
 
 `python tools/lock.py` (`make lock`) brings every lock in line with its `.txt` with uv,
 keeping the locked version of every package it can (like `pip-compile`); `--upgrade`
@@ -61,6 +66,7 @@ class Env:
 
 ENVS = (
     Env("requirements.txt", "requirements.lock"),
+    Env("requirements-build.txt", "requirements-build.lock", under="requirements.lock"),
     Env("requirements-dev.txt", "requirements-dev.lock", under="requirements.lock"),
     Env(
         "requirements-vllm.txt",
@@ -71,6 +77,11 @@ ENVS = (
         "trainer/requirements.txt",
         "trainer/requirements.lock",
         left_out=("torch",),
+        under="requirements.lock",
+    ),
+    Env(
+        "trainer/requirements-build.txt",
+        "trainer/requirements-build.lock",
         under="requirements.lock",
     ),
 )

@@ -110,8 +110,8 @@ def test_the_build_context_is_the_trainer_only() -> None:
 def test_dockerfile_installs_pins_first_and_refuses_a_second_torch() -> None:
     text = (ROOT / "Dockerfile").read_text()
     # Dependencies are a layer of their own, before the code, installed from the lock alone.
-    reqs = text.index("COPY trainer/requirements.lock")
-    install = text.index("pip install --require-hashes --no-deps -r /app/trainer/requirements.lock")
+    reqs = text.index("COPY trainer/requirements-build.lock trainer/requirements.lock")
+    install = text.index("--require-hashes --no-deps -r /app/trainer/requirements.lock")
     code = text.index("COPY trainer /app/trainer")
     assert reqs < install < code < text.index("python -m compileall -q /app/trainer")
     # The torch check names the pinned version and the base image's CUDA.
