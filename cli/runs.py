@@ -29,7 +29,7 @@ def compare(
     target: float | None = typer.Option(
         None,
         "--target-eval-loss",
-        help="price reaching this eval loss (default: the loss every run reached)",
+        help="price reaching this eval loss (default: the loss every run reached, when they used one method)",
     ),
     csv_path: Path = typer.Option(Path("compare.csv"), "--csv", help="where to write the curves"),
     as_json: bool = typer.Option(False, "--json", help="print everything as JSON (no CSV written)"),

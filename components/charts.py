@@ -372,9 +372,10 @@ def cost_to_target(
     labels: Sequence[str], costs: Sequence[float | None], target: float | None
 ) -> go.Figure:
     """Dollars each run spent to first reach the target eval loss; a run that never did is
-    drawn as an empty bar labelled "not reached"."""
+    drawn as an empty bar labelled "not reached" ("no target" for every run without one)."""
     shown = [c if c is not None else 0.0 for c in costs]
-    text = [f"${c:.4f}" if c is not None else "not reached" for c in costs]
+    missing = "not reached" if target is not None else "no target"
+    text = [f"${c:.4f}" if c is not None else missing for c in costs]
     colours = [RUN_COLOURS[i % len(RUN_COLOURS)] for i in range(len(labels))]
     fig = go.Figure(
         go.Bar(

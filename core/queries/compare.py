@@ -20,7 +20,11 @@ Cost to reach the target: the first evaluation at or below it; the job's cost up
 is its set-up (billed time that was not training: the cost less the rate times the
 training seconds of its last metrics) plus the rate times the training seconds at that
 evaluation, never more than the job's cost. `target_eval_loss` defaults to the highest of
-the runs' best eval losses: the loss every run with evaluations reached.
+the runs' best eval losses: the loss every run with evaluations reached. An eval loss means
+what its method's loss means (SFT's is the answers' cross-entropy, DPO's the preference
+loss on held-out pairs, ...): when the runs with evaluations used different methods there
+is no default target (`mixed_methods` names them, and `metric_notes` says why), and a
+given target is applied to each run as asked.
 
 Raises `InvalidInput` for fewer than 2 or more than 6 distinct jobs; another user's job
 is `NotFound`.
@@ -93,6 +97,7 @@ class Comparison:
     runs: list[RunCurves]
     settings: list[SettingDiff]
     target_eval_loss: float | None
+    mixed_methods: tuple[str, ...] = ()  # the methods of runs whose eval losses differ in kind
 
     def settings_table(self) -> list[dict[str, str]]:
         """One row per differing setting: {"setting": name, <run label>: value, ...}."""
@@ -129,7 +134,15 @@ class Comparison:
         shown = {m for r in self.runs for who in r.eval_scores.values() for m in who}
         if "mean_margin" in shown:
             shown.add("reward_margin")
-        return [f"{m}: {METRIC_MEANINGS[m]}" for m in METRIC_MEANINGS if m in shown]
+        notes = [f"{m}: {METRIC_MEANINGS[m]}" for m in METRIC_MEANINGS if m in shown]
+        if self.mixed_methods:
+            names = " and ".join(info(m).method.upper() for m in self.mixed_methods)
+            notes.append(
+                f"eval loss: the {names} runs' eval losses are different losses (each is its "
+                "method's own loss on held-out rows), so no target is set by default and "
+                "their values are not to be compared with each other"
+            )
+        return notes
 
     def curve_rows(self) -> list[dict[str, Any]]:
         """Every curve point as a flat row (the CSV the command line writes): run, job,
@@ -195,13 +208,21 @@ def compare_jobs(
         raise InvalidInput(f"compare {MIN_RUNS} to {MAX_RUNS} different jobs (got {len(ids)})")
     jobs = [repo.get_job(actor, session, i) for i in ids]
     curves = [_curves(session, j, max_points) for j in jobs]
-    if target_eval_loss is None:
-        bests = [min(ev) for _, _, ev, _ in curves if ev]
-        target_eval_loss = max(bests) if bests else None
+    evaluated = [(j, c) for j, c in zip(jobs, curves, strict=True) if c[2]]
+    methods = tuple(dict.fromkeys(_method(j) for j, _ in evaluated))
+    if target_eval_loss is None and len(methods) == 1:
+        target_eval_loss = max(min(c[2]) for _, c in evaluated)
     runs = [_run(actor, session, j, c, target_eval_loss) for j, c in zip(jobs, curves, strict=True)]
     return Comparison(
-        runs=runs, settings=_differences(actor, session, jobs), target_eval_loss=target_eval_loss
+        runs=runs,
+        settings=_differences(actor, session, jobs),
+        target_eval_loss=target_eval_loss,
+        mixed_methods=methods if len(methods) > 1 else (),
     )
+
+
+def _method(job: Job) -> str:
+    return str((job.spec or {}).get("method") or Method.SFT)
 
 
 def _curves(

@@ -115,6 +115,27 @@ def test_a_target_some_runs_never_reached(settings: Settings) -> None:
     assert small.cost_to_target_usd is None and big.cost_to_target_usd == pytest.approx(0.05)
 
 
+def test_eval_losses_of_different_methods_get_no_common_target(settings: Settings) -> None:
+    """An SFT run's eval loss (cross-entropy of the answers) and a DPO run's (the preference
+    loss) are different measures: no default target, and a note says why."""
+    a, b = _two_runs(settings)
+    with db.session_scope(settings) as s:
+        job = repo.get_job(LOCAL_ACTOR, s, b)
+        job.spec = {**job.spec, "method": "dpo"}
+    with db.session_scope(settings) as s:
+        cmp = queries.compare_jobs(LOCAL_ACTOR, s, [a, b])
+    assert cmp.target_eval_loss is None and cmp.mixed_methods == ("sft", "dpo")
+    assert all(r.cost_to_target_usd is None for r in cmp.runs)
+    assert any(
+        "SFT and DPO runs' eval losses are different losses" in n for n in cmp.metric_notes()
+    )
+    bars = charts.cost_to_target([r.label for r in cmp.runs], [None, None], None).data[0]
+    assert list(bars.text) == ["no target", "no target"]
+    with db.session_scope(settings) as s:  # a target given is applied as asked
+        cmp = queries.compare_jobs(LOCAL_ACTOR, s, [a, b], target_eval_loss=1.9)
+    assert cmp.runs[1].cost_to_target_usd == pytest.approx(0.045) and cmp.mixed_methods
+
+
 def test_the_number_of_runs_and_their_owner_are_checked(settings: Settings) -> None:
     a, b = _two_runs(settings)
     with db.session_scope(settings) as s:
