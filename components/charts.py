@@ -328,6 +328,10 @@ RUN_COLOURS = (
 )  # one per compared run
 
 
+SPREAD_FOR_LOG_X = 20  # runs whose lengths in tokens differ this much share a log axis
+FEW_POINTS = 20  # series shorter than this show their points
+
+
 def compare_curves(runs: Sequence[Any]) -> go.Figure:
     """Runs overlaid against tokens seen: train loss (line) and eval loss (dashed, markers)
     on top, learning rate and tokens/s underneath; one colour per run. `runs` are
@@ -338,6 +342,11 @@ def compare_curves(runs: Sequence[Any]) -> go.Figure:
         for row, trace in _run_traces(r, colour):
             fig.add_trace(trace, row, 1)
     fig.update_xaxes(title_text="tokens seen (loss-carrying)", row=3, col=1)
+    ends = [max([*r.tokens, *r.eval_tokens]) for r in runs if r.tokens or r.eval_tokens]
+    if ends and min(ends) > 0 and max(ends) / min(ends) >= SPREAD_FOR_LOG_X:
+        # a short run beside a long one would be a few pixels at the origin on a linear axis
+        fig.update_xaxes(type="log")
+        fig.update_xaxes(title_text="tokens seen (loss-carrying, log scale)", row=3, col=1)
     fig.update_layout(
         height=600,
         title="Runs against tokens seen",
@@ -351,7 +360,8 @@ def _run_traces(r: Any, colour: str) -> list[tuple[int, go.Scatter]]:
     """(subplot row, trace) of one run: train and eval loss, learning rate, tokens/s."""
 
     def series(x: Any, y: Any, name: str, **kw: Any) -> go.Scatter:
-        kw.setdefault("mode", "lines")
+        # a line needs two points: a short run's few points are drawn as markers too
+        kw.setdefault("mode", "lines+markers" if len(x) < FEW_POINTS else "lines")
         kw.setdefault("line", dict(color=colour))
         return go.Scatter(
             x=list(x), y=list(y), name=f"{r.label} {name}", legendgroup=r.job_id, **kw

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -159,6 +160,15 @@ def test_the_figures_overlay_every_run(settings: Settings) -> None:
     ]
     assert list(fig.data[0].x) == cmp.runs[0].tokens
     assert fig.layout.xaxis3.title.text.startswith("tokens seen")
+    assert fig.layout.xaxis.type != "log"  # 2000 and 4000 tokens: a linear axis shows both
+    assert fig.data[0].mode == "lines"  # 20 points
+    # A run of one logged step beside a long one: its point is drawn, on a log axis.
+    short = replace(cmp.runs[1], tokens=[40], loss=[0.69], lr=[1e-5], tokens_per_s=[10.0])
+    short = replace(short, eval_tokens=[40], eval_loss=[0.68])
+    fig = charts.compare_curves([cmp.runs[0], short])
+    train = [t for t in fig.data if t.name.endswith("train")]
+    assert train[1].mode == "lines+markers" and list(train[1].x) == [40]
+    assert fig.layout.xaxis.type == "log" and "log scale" in fig.layout.xaxis3.title.text
     bars = charts.cost_to_target(["a", "b"], [0.02, None], 1.5)
     assert (
         list(bars.data[0].text) == ["$0.0200", "not reached"] and "1.5000" in bars.layout.title.text
