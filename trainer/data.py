@@ -393,6 +393,28 @@ class Batch:
         return kw
 
 
+@dataclass
+class SharedPromptBatch(Batch):
+    """A batch that may lay each prompt out once before its answers (DPO's pairs, GRPO's
+    groups): `pick` / `pick_targets` list each answer token's predicting position in the
+    flattened rows and the token; `layout` gives each prompt's (start, prompt length, each
+    answer's length), which `brightrun_varlen` reads
+    (`trainer.kernels.shared_prompt_attention`). Without a layout it is a plain batch."""
+
+    pick: Any = None
+    pick_targets: Any = None
+    layout: list[tuple[int, ...]] | None = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        if self.layout is None:
+            return super().model_kwargs()
+        return {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "brightrun_pairs": self.layout,
+        }
+
+
 def collate(
     samples: list[Sample], idx: list[int], *, packed: bool, pad_id: int, device: Any
 ) -> Batch:

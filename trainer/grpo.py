@@ -141,27 +141,13 @@ def _fitting(
 
 
 @dataclass
-class GrpoBatch(D.Batch):
+class GrpoBatch(D.SharedPromptBatch):
     completion_mask: Any = None  # [completions, longest completion] bool
     advantages: Any = None  # [completions]
     ref: Any = None  # [completions, longest] reference log-probs (kl_beta > 0)
     rewards: Any = None  # [completions, graders]
     n_completions: int = 0
-    # Shared prompts (`group_rows`): each completion token's predicting position in the
-    # row and the token; `layout` per prompt (start, prompt length, each tail's length).
-    pick: Any = None
-    pick_targets: Any = None
-    layout: list[tuple[int, ...]] | None = None
-
-    def model_kwargs(self) -> dict[str, Any]:
-        if self.layout is None:
-            return super().model_kwargs()
-        # `brightrun_varlen` reads the layout (`trainer.kernels.shared_prompt_attention`).
-        return {
-            "input_ids": self.input_ids,
-            "position_ids": self.position_ids,
-            "brightrun_pairs": self.layout,
-        }
+    # Shared prompts (`group_rows`): `pick`, `pick_targets`, `layout` (D.SharedPromptBatch).
 
 
 def group_rows(prompts: list[list[int]], completions: list[list[int]], device: Any) -> GrpoBatch:

@@ -265,7 +265,7 @@ def share_prompts(samples: list[PairSample]) -> int:
 
 
 @dataclass
-class PairBatch(D.Batch):
+class PairBatch(D.SharedPromptBatch):
     """A micro-batch of pairs: `seq_index` has the shape of `targets` (-1 on padding).
 
     With shared prompts, `pick` / `pick_targets` / `pick_seq` list each answer token: the
@@ -276,20 +276,7 @@ class PairBatch(D.Batch):
     n_pairs: int = 0
     n_chosen_loss: int = 0  # the chosen answers' tokens (ORPO's cross-entropy)
     ref: Any = None  # [n_pairs, 2] float32 reference log-probs, or None (ORPO)
-    pick: Any = None
-    pick_targets: Any = None
     pick_seq: Any = None
-    layout: list[tuple[int, int, int, int]] | None = None
-
-    def model_kwargs(self) -> dict[str, Any]:
-        if self.layout is None:
-            return super().model_kwargs()
-        # `brightrun_varlen` reads the layout (`trainer.kernels.shared_prompt_attention`).
-        return {
-            "input_ids": self.input_ids,
-            "position_ids": self.position_ids,
-            "brightrun_pairs": self.layout,
-        }
 
 
 def _collate_shared(samples: list[PairSample], idx: list[int], device: Any) -> PairBatch:
