@@ -12,6 +12,7 @@ code 1 (2 for bad input).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import typer
@@ -103,7 +104,8 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     sync: bool = typer.Option(True, help="bring the job up to date with the endpoint first"),
 ) -> None:
-    """Show one job: status, progress, losses, cost, and why it failed if it did."""
+    """Show one job: status, progress, losses, cost, why it failed if it did, and a GRPO
+    job's sample completions of its newest step with their scores."""
     from core import jobs
 
     settings = _settings()
@@ -113,8 +115,9 @@ def show(
     except _errors() as e:
         _fail(e)
     info = job_summary(job)
+    step, samples = _latest_samples(actor, settings, job.id)
     if as_json:
-        typer.echo(json.dumps(info, indent=1))
+        typer.echo(json.dumps(info | {"samples": [asdict(x) for x in samples]}, indent=1))
         return
     for k, v in info.items():
         if v is not None:
@@ -124,6 +127,36 @@ def show(
         typer.echo(f"{'stopped':>18}: {note}")
     if job.gpu_type == "LOCAL_CPU":
         typer.echo(f"{'note':>18}: ran on this machine's CPU, priced at the configured GPU's rate")
+    _echo_samples(step, samples)
+
+
+def _latest_samples(actor: Any, settings: Any, job_id: str) -> tuple[Any, list[Any]]:
+    """The newest logged step and the sample completions its metrics carry (GRPO's)."""
+    from core import db, queries
+
+    try:
+        with db.session_scope(settings) as s:
+            last = queries.last_metrics(actor, s, job_id)
+    except _errors() as e:
+        _fail(e)
+    return last.get("step"), queries.shown_samples(last)
+
+
+def _score(v: float | None) -> str:
+    return f"{v:.3f}" if v is not None else "-"
+
+
+def _echo_samples(step: Any, samples: list[Any]) -> None:
+    """A GRPO job's sample completions of its newest step, with their scores."""
+    if not samples:
+        return
+    typer.echo(f"{'samples':>18}: at step {step}")
+    indent = "\n" + " " * 20
+    for n, x in enumerate(samples, 1):
+        scores = "".join(f", {k} {_score(v)}" for k, v in x.scores.items())
+        typer.echo(f"{n:>18}. reward {_score(x.reward)}{scores}")
+        typer.echo(" " * 20 + "prompt: " + x.prompt.replace("\n", indent))
+        typer.echo(" " * 20 + "completion: " + x.completion.replace("\n", indent))
 
 
 @app.command()

@@ -1,9 +1,9 @@
 """Jobs page widgets: the filter bar, the table, and one job's live detail.
 
 The live part is an `st.fragment(run_every=...)`: while the job is unfinished it calls
-`core.jobs.sync` and redraws only the numbers, the cold start, the chart and the
-checkpoints (each with "Promote to version"); when the job ends it reruns the page once so
-the buttons match the new status.
+`core.jobs.sync` and redraws only the numbers, the cold start, the charts, a GRPO job's
+sample completions with their scores, and the checkpoints (each with "Promote to
+version"); when the job ends it reruns the page once so the buttons match the new status.
 """
 
 from __future__ import annotations
@@ -204,6 +204,7 @@ def _progress(job_id: str, running: bool) -> None:
         if series.downsampled:
             st.caption(f"{series.points:,} logged steps drawn as {len(series.step)} bucket means.")
         method_charts(actor, job_id)
+        samples(d.samples, d.last.get("step"))
     checkpoints(actor, job.id)
     with st.expander(f"Event log ({len(log)} newest)"):
         event_log(log)
@@ -219,6 +220,23 @@ def method_charts(actor: Actor, job_id: str) -> None:
         st.plotly_chart(charts.method_curves(own), key="jobs.method_chart")
     elif not pref.empty:
         st.plotly_chart(charts.preference_curves(pref), key="jobs.preference_chart")
+
+
+def _score(v: float | None) -> str:
+    return f"{v:.3f}" if v is not None else "–"
+
+
+def samples(items: list[queries.ShownSample], step: object) -> None:
+    """A GRPO job's sample completions of its newest logged step with their reward and
+    each grader's score; prompts and completions are plain text, never markdown."""
+    if not items:
+        return
+    with st.expander(f"Sample completions at step {w.plain(step)}"):
+        for n, item in enumerate(items, 1):
+            scores = "".join(f" · {k} {_score(v)}" for k, v in item.scores.items())
+            st.caption(w.plain(f"Sample {n}: reward {_score(item.reward)}{scores}"))
+            st.text(f"Prompt: {item.prompt}", width="stretch")
+            st.text(f"Completion: {item.completion}", width="stretch")
 
 
 def cold_start(actor: Actor, settings: Settings, job: queries.JobView) -> None:

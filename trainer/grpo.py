@@ -37,9 +37,12 @@ completions' tokens (one update per generation: the sampling log-probabilities a
 current ones).
 
 Metrics (`take_metrics`): `reward` (mean), `reward_<grader>` for each grader,
-`completion_length` (mean tokens), `clip_ratio`, `kl` (kl_beta > 0) and `grader_failures`;
-on evaluation, the same over the eval prompts prefixed `eval_`, and the eval "loss" is
-minus the mean reward. A grader failing on most samples stops the job (`BadInput`).
+`completion_length` (mean tokens), `clip_ratio`, `kl` (kl_beta > 0), `grader_failures`, and
+`samples`: a few completions of the interval's last micro-batch (`trainer.grpo_shown`: the
+prompt's last user message and the completion, each cut short, the reward and each
+grader's score); on evaluation, the same numbers over the eval prompts prefixed `eval_`,
+and the eval "loss" is minus the mean reward. A grader failing on most samples stops the
+job (`BadInput`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from typing import Any
 from trainer import data as D
 from trainer.grpo_loss import GrpoSettings, advantages, policy_loss
 from trainer.grpo_sampling import POLICY_TOP_K, SampleSettings
+from trainer.grpo_shown import shown_samples
 from trainer.loss import token_logps
 from trainer.preference_loss import dropout_off
 from trainer.sandbox import Limits, run_python
@@ -147,6 +151,7 @@ class GrpoBatch(D.SharedPromptBatch):
     ref: Any = None  # [completions, longest] reference log-probs (kl_beta > 0)
     rewards: Any = None  # [completions, graders]
     n_completions: int = 0
+    shown: Any = None  # `shown_samples` of this micro-batch
     # Shared prompts (`group_rows`): `pick`, `pick_targets`, `layout` (D.SharedPromptBatch).
 
 
@@ -237,6 +242,7 @@ class Tally:
     clip: float = 0.0
     kl: float = 0.0
     batches: int = 0
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def metrics(self, prefix: str) -> dict[str, float]:
         n, b = max(self.completions, 1), max(self.batches, 1)
@@ -330,7 +336,10 @@ class Objective:
             base = group_rows([p.ids for p in prompts], completions, device)
         else:
             base = self._padded(prompts, completions, pad_id, device)
-        return self._collate(base, completions, rewards, device)
+        batch = self._collate(base, completions, rewards, device)
+        names = [grader.name for grader in self.graders]
+        batch.shown = shown_samples(prompts, texts, rewards, names, self.s.num_generations)
+        return batch
 
     def sampler(self, pad_id: int, device: Any) -> Any:
         """The sampling backend (`trainer.grpo_sampling.choose_backend`), built once."""
@@ -429,6 +438,7 @@ class Objective:
         t.clip += m["clip_ratio"]
         t.kl += m.get("kl", 0.0)
         t.batches += 1
+        t.samples = batch.shown or t.samples
         return loss
 
     def step_loss(self, batch: GrpoBatch, step_batches: list[D.Batch]) -> Any:
@@ -460,6 +470,8 @@ class Objective:
         out: dict[str, Any] = {}
         if self.tallies["train"].completions:
             out.update(self.tallies["train"].metrics(""))
+            if self.tallies["train"].samples:
+                out["samples"] = self.tallies["train"].samples
         self.tallies["train"] = Tally()
         if self._eval_ready:
             out.update(self.tallies["eval"].metrics("eval_"))

@@ -113,7 +113,8 @@ def train(
         stop = eval_loss is not None and judge_eval(run, progress, eval_loss) and not last
         if progress.step % t.log_every == 0 or eval_loss is not None or last:
             m = metrics_record(run, progress, attempt, result, eval_loss)
-            progress.metrics.append(m)
+            # the adapter's record and checkpoints keep the numbers, not GRPO's sample texts
+            progress.metrics.append({k: v for k, v in m.items() if k != "samples"})
             yield elog.emit("metrics", m)
         if stop:
             progress.stop_reason = "early_stopping"

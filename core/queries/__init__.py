@@ -28,11 +28,13 @@ from core.queries.job import (
     JobDetail,
     JobView,
     MetricSeries,
+    ShownSample,
     event_log,
     job_checkpoints,
     job_detail,
     last_metrics,
     metric_series,
+    shown_samples,
     stop_note,
 )
 from core.queries.jobs import (
@@ -107,6 +109,8 @@ __all__ = [
     "job_filter_options",
     "job_page",
     "last_metrics",
+    "shown_samples",
+    "ShownSample",
     "live_cost_usd",
     "metric_series",
     "model_options",

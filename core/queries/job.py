@@ -8,6 +8,9 @@
   loss per bucket, at the bucket's last step), in one query: a chart of a job with 100,000
   logged steps gets 400 rows back.
 - `event_log`: the newest events, one line of text each.
+- `shown_samples`: a GRPO job's sample completions with their scores, as its newest
+  metrics event carries them (`samples`, `trainer.grpo_shown`); malformed entries are
+  skipped, texts are plain strings (the caller escapes them), scores plain floats.
 - `job_checkpoints`: the checkpoints a job registered, newest step first, each with the
   version number it was promoted to (None until then).
 
@@ -249,6 +252,35 @@ class JobView:
 
 
 @dataclass(frozen=True)
+class ShownSample:
+    prompt: str
+    completion: str
+    reward: float | None
+    scores: dict[str, float | None] = field(default_factory=dict)
+
+
+def shown_samples(metrics: Mapping[str, Any]) -> list[ShownSample]:
+    """The sample completions a metrics event's data carries (module docstring), or []."""
+    items = metrics.get("samples")
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        scores = item.get("scores")
+        out.append(
+            ShownSample(
+                prompt=str(item.get("prompt") or ""),
+                completion=str(item.get("completion") or ""),
+                reward=_num(item.get("reward")),
+                scores={str(k): _num(v) for k, v in scores.items()}
+                if isinstance(scores, Mapping)
+                else {},
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
 class JobDetail:
     job: JobView
     dataset: str
@@ -257,6 +289,7 @@ class JobDetail:
     can_cancel: bool
     can_retry: bool
     stop_note: str | None = None  # why it stopped before its last step
+    samples: list[ShownSample] = field(default_factory=list)  # GRPO's, of the newest step
 
 
 def job_detail(
@@ -269,11 +302,13 @@ def job_detail(
             dataset = repo.get_dataset(actor, session, job.dataset_id, include_deleted=True).name
         except NotFound:
             dataset = job.dataset_id
+    last = last_metrics(actor, session, job_id)
     return JobDetail(
         job=JobView.of(job),
         dataset=dataset,
         live_cost_usd=live_cost_usd(job, now),
-        last=last_metrics(actor, session, job_id),
+        last=last,
+        samples=shown_samples(last),
         can_cancel=job.status in ACTIVE_STATUSES,
         can_retry=job.status in ("FAILED", "CANCELLED", "TIMED_OUT"),
         stop_note=stop_note(job.stop_reason, (job.result or {}).get("early_stopping"), job.step),

@@ -142,3 +142,62 @@ def test_grpo_samples_in_bfloat16(tiny_model: Path, tmp_path: Path, worker_env) 
     # on the CPU: transformers' sampling, each prompt scored once for its completions
     sampling = {"backend": "transformers", "prompt_laid_out_once": True}
     assert started["model"]["grpo_sampling"] == sampling
+
+
+def test_metrics_events_show_sample_completions_with_their_scores(
+    tiny_model: Path, tmp_path: Path, worker_env
+) -> None:
+    """Each logged step carries a few of its completions with their prompt, reward and each
+    grader's score; with one prompt of three completions a step, those are all of the step's
+    completions, so their scores average to the step's reward metrics."""
+    from trainer.actions import run_job
+
+    rows = _rows(2)
+    spec = make_spec(
+        tiny_model,
+        write_jsonl(tmp_path / "prompts.jsonl", rows),
+        method="grpo",
+        grading={"graders": GRADERS, "num_generations": 3, "max_completion_length": 4},
+        training={"max_steps": 2, "micro_batch_size": 1, "grad_accum": 1},
+        output={"adapter_name": "grpo", "local_dir": str(tmp_path / "out")},
+    )
+    events = list(run_job(spec, worker_env))
+    assert events[-1].type == "completed", events[-1].data
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert len(metrics) == 2
+    prompts = {r["messages"][-1]["content"] for r in rows}
+    for m in metrics:
+        samples = m["samples"]
+        assert len(samples) == 3
+        assert {s["prompt"] for s in samples} <= prompts
+        for s in samples:
+            assert isinstance(s["completion"], str)
+            assert set(s["scores"]) == {"close", "share_a"}
+            assert s["reward"] == pytest.approx(sum(s["scores"].values()), abs=1e-3)
+        for name in ("close", "share_a"):
+            mean = sum(s["scores"][name] for s in samples) / 3
+            assert mean == pytest.approx(m[f"reward_{name}"], abs=1e-3)
+        assert sum(s["reward"] for s in samples) / 3 == pytest.approx(m["reward"], abs=1e-3)
+
+
+def test_shown_samples_cut_long_texts() -> None:
+    import torch
+
+    from trainer.grpo import PromptSample
+    from trainer.grpo_shown import SAMPLE_CHARS, shown_samples
+
+    long = "x" * (SAMPLE_CHARS * 3)
+    prompt = PromptSample(
+        [
+            {"role": "user", "content": long},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "last"},
+        ],
+        {},
+        0,
+    )
+    shown = shown_samples([prompt], [long] * 5, torch.tensor([[0.5, 0.25]] * 5), ["a", "b"], 5)
+    assert len(shown) == 3
+    assert shown[0]["prompt"] == "last"
+    assert len(shown[0]["completion"]) == SAMPLE_CHARS and shown[0]["completion"].endswith("…")
+    assert shown[0]["reward"] == 0.75 and shown[0]["scores"] == {"a": 0.5, "b": 0.25}
