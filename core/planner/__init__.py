@@ -21,10 +21,10 @@ The parts, each a module with one job (its docstring states its contract):
   Serverless against always-on pods.
 - `trainer_facts`: how the trainer runs a job beyond the spec; `lora_params`: LoRA
   parameters equal to PEFT's; `memory`: peak GPU memory term by term; `fit`: verdict per
-  GPU type and the settings that make a job fit; `timing`: training time and measured
-  throughput; `budget`: cost range, budget check, execution timeout; `multi_gpu`: memory per GPU
-  with sharding, the smallest GPU count per type, its time and cost; `planning`: all of
-  it for one job (`plan`).
+  GPU type and the settings that make a job fit; `timing`: training time (a generating
+  method's sampling included) and measured throughput; `budget`: cost range, budget
+  check, execution timeout; `multi_gpu`: memory per GPU with sharding, the smallest GPU
+  count per type, its time and cost; `planning`: all of it for one job (`plan`).
 
 Everything public is re-exported here: callers write `from core import planner` and
 `planner.plan(...)`, `planner.describe(...)`, `planner.rate_per_second(...)`.
@@ -85,6 +85,8 @@ from core.planner.memory import (
     MemoryEstimate,
     MemoryTerm,
     estimate_memory,
+    kv_bytes_per_token,
+    kv_cache_bytes,
     layer_activation_bytes,
 )
 from core.planner.multi_gpu import (
@@ -99,6 +101,7 @@ from core.planner.pricing import (
     DRIVER_MEMORY_MIB,
     GPU_TYPES,
     LOCAL_CPU,
+    MEMORY_BANDWIDTH_GB_S,
     MIN_BUDGET_GPU_S,
     PRICES_READ_ON,
     BudgetTooSmall,
@@ -123,6 +126,7 @@ from core.planner.pricing import (
 )
 from core.planner.timing import (
     COLD_START_FIXED_S,
+    DECODE_BANDWIDTH_EFFICIENCY,
     DEFAULT_UTILISATION,
     MEASURED_RANGE,
     MOE_UTILISATION_FACTOR,
@@ -133,12 +137,15 @@ from core.planner.timing import (
     TimeEstimate,
     TokenStats,
     cold_start_s,
+    decode_weight_bytes,
     default_utilisation,
     estimate_local_time,
     estimate_time,
     flops_per_token,
+    matmul_params,
     measured_tokens_per_s,
     optimizer_steps,
+    sampling_seconds,
     token_stats_from_report,
     training_tokens,
 )
@@ -210,6 +217,8 @@ __all__ = [
     "per_gpu_memory",
     "MemoryTerm",
     "estimate_memory",
+    "kv_bytes_per_token",
+    "kv_cache_bytes",
     "layer_activation_bytes",
     "FIT_FRACTION",
     "GpuVerdict",
@@ -232,6 +241,11 @@ __all__ = [
     "cold_start_s",
     "default_utilisation",
     "estimate_local_time",
+    "decode_weight_bytes",
+    "matmul_params",
+    "sampling_seconds",
+    "DECODE_BANDWIDTH_EFFICIENCY",
+    "MEMORY_BANDWIDTH_GB_S",
     "estimate_time",
     "flops_per_token",
     "measured_tokens_per_s",

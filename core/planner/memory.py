@@ -23,10 +23,17 @@
   chunks of 2^24 logits (fp32 logits, exp and gradient: 12 bytes each), with a bf16 copy
   of an fp32 LM head; `TrainerFacts(loss_chunk_elements=None)` models the standard
   full-logits loss (12 bytes x tokens x vocabulary).
+- KV cache of sampling (`kv_cache`), only for a method whose table row `generates`
+  (settings in `JobSpec.grading`): the micro-batch's `micro_batch_size` prompts x
+  `num_generations` sequences of up to `max_length` tokens (prompt + completion) x the
+  softmax-attention layers x kv heads x head dim x 2 (keys and values) x 2 bytes (4 in
+  float32). Counted on top of the training step: PyTorch's caching allocator keeps its
+  blocks after sampling. (A linear-attention layer's fixed-size state is not counted, nor
+  the share of the GPU a vLLM sampler reserves for itself, `trainer.grpo_vllm`.)
 - Peak = weights + LoRA state + the larger of two moments: the loss (stored activations +
   logits) and the backward of the top layer (stored activations + one layer's working
-  set + gradient buffers); plus CUDA context (1 GiB) and allocator headroom (8% of the
-  rest: fragmentation and cached blocks).
+  set + gradient buffers) + the sampling KV cache; plus CUDA context (1 GiB) and allocator
+  headroom (8% of the rest: fragmentation and cached blocks).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from core.planner.lora_params import LoraCount, lora_count
 from core.planner.trainer_facts import TrainerFacts, capabilities, experts_quantized
 from core.planner.weights import weights
 from trainer.shared import arch, moe_facts
+from trainer.shared.methods import METHODS
 from trainer.shared.spec import JobSpec
 
 GIB = 1 << 30
@@ -133,6 +141,7 @@ def estimate_memory(
     terms += _lora_terms(spec, lc.params, trainer)
     activations, moment = _activation_terms(spec, model, trainer, lc, unq_bytes)
     terms += activations
+    terms += _kv_cache_terms(spec, model)
     subtotal = sum(x.bytes for x in terms)
     terms.append(
         MemoryTerm(
@@ -309,6 +318,43 @@ def _lora_terms(spec: JobSpec, p: int, trainer: TrainerFacts) -> list[MemoryTerm
             int(p * trainer.optimizer_bytes),
             f"{p / 1e6:.1f}M x {trainer.optimizer_bytes:g} bytes",
         ),
+    ]
+
+
+def kv_bytes_per_token(spec: JobSpec, model: ModelFacts) -> int:
+    """Bytes of keys and values one token keeps in the KV cache: softmax-attention layers
+    x kv heads x head dim x 2 x the compute dtype's bytes."""
+    layers = sum(1 for kind in model.layer_types if kind != "linear_attention")
+    return layers * model.kv_heads * model.head_dim * 2 * _act_bytes(spec)
+
+
+def kv_cache_bytes(spec: JobSpec, model: ModelFacts) -> int:
+    """Bytes of the sampled micro-batch's KV cache (module docstring); 0 when the method
+    does not generate."""
+    g = spec.grading
+    if g is None or not METHODS[spec.method].generates:
+        return 0
+    seqs = spec.training.micro_batch_size * g.num_generations
+    return seqs * spec.training.max_length * kv_bytes_per_token(spec, model)
+
+
+def _kv_cache_terms(spec: JobSpec, model: ModelFacts) -> list[MemoryTerm]:
+    n = kv_cache_bytes(spec, model)
+    if not n:
+        return []
+    g = spec.grading
+    assert g is not None
+    layers = sum(1 for kind in model.layer_types if kind != "linear_attention")
+    return [
+        MemoryTerm(
+            "kv_cache",
+            "KV cache of sampling",
+            n,
+            f"{spec.training.micro_batch_size} prompts x {g.num_generations} completions x "
+            f"{spec.training.max_length:,} tokens (prompt + completion) x {layers} layers x "
+            f"{model.kv_heads} kv heads x {model.head_dim} x 2 (keys, values) x "
+            f"{_act_bytes(spec)} bytes",
+        )
     ]
 
 

@@ -154,6 +154,7 @@ def scaled_time(one: TimeEstimate, gpus: int, strategy: str) -> TimeEstimate:
         seconds=one.seconds / speedup,
         seconds_low=one.seconds_low / speedup,
         seconds_high=one.seconds_high / speedup,
+        sampling_seconds=one.sampling_seconds / speedup,  # each rank samples its micro-batches
     )
 
 

@@ -70,6 +70,23 @@ DRIVER_MEMORY_MIB: dict[str, int] = {
 # The local endpoint runs on this machine's CPU; it is priced at zero.
 LOCAL_CPU = GpuType("LOCAL_CPU", "local CPU", 0, 0.5, 0.0, 0.0, 0.0, "LOCAL")
 
+# Peak device-memory bandwidth, GB/s (1e9 bytes), from NVIDIA's datasheets: A40 696,
+# RTX A6000 768, L40S 864 (GDDR6); A100 80GB PCIe 1,935 (the SXM card's 2,039 is higher:
+# the pool holds both, the lower is used); H100 PCIe 2,000 (HBM2e), H100 SXM 3,350 (HBM3),
+# H200 4,800 (HBM3e). LOCAL_CPU: an assumed 20 GB/s, the order of a laptop's dual-channel
+# DDR memory. Decoding (a generating method's sampling, `core.planner.timing`) is bound
+# by it.
+MEMORY_BANDWIDTH_GB_S: dict[str, float] = {
+    "A40_48GB": 696.0,
+    "A6000_48GB": 768.0,
+    "L40S_48GB": 864.0,
+    "A100_80GB": 1935.0,
+    "H100_80GB_PCIE": 2000.0,
+    "H100_80GB_SXM": 3350.0,
+    "H200_141GB": 4800.0,
+    LOCAL_CPU.id: 20.0,
+}
+
 
 # CUDA device names (`torch.cuda.get_device_name`) to GPU type ids, the first match wins.
 _DEVICE_PATTERNS: tuple[tuple[str, str], ...] = (

@@ -1,6 +1,8 @@
 """How long a job trains (`estimate_time`), and what finished jobs measured.
 
-Training tokens (rows x mean tokens capped at max_length x epochs, or max_steps) / packing
+Training tokens (rows x mean tokens capped at max_length x epochs, or max_steps; a
+generating method's row is its prompt -- laid out once for its group where prefixes may be
+shared -- and `num_generations` completions counted at `max_completion_length`) / packing
 efficiency (0.95 packed, 0.80 padded) x FLOPs per token (6 x matmul parameters -- active
 parameters without the embedding lookup -- plus 6 x a*d x mean sample length per
 softmax-attention layer; x 4/3 with gradient checkpointing, which recomputes the forward) /
@@ -10,6 +12,24 @@ finished jobs of the same model and GPU measured their tokens/s (`measured_token
 real tokens per training second, read back by `core.db.repo.measured_throughput`), their
 median replaces the whole FLOPs formula (`TimeEstimate.basis_text` says which one an
 estimate used). Cold start: container start plus reading the 16-bit weights.
+
+Sampling (`sampling_seconds`), for a method whose table row `generates` (its settings in
+`JobSpec.grading`): each micro-batch of `micro_batch_size` prompts (optimizer steps x
+`grad_accum` of them) samples `num_generations` completions of each, up to
+`max_completion_length` tokens. Decoding is bound by memory bandwidth: every decode step of
+the batch reads the weights once (`decode_weight_bytes`: the matmul weights -- a MoE's
+active ones -- at the job's quantisation, the LM head at 16 bits) and the batch's KV cache
+(`micro_batch_size` x `num_generations` sequences of prompt + half the completion on
+average, `memory.kv_bytes_per_token` each), at `DECODE_BANDWIDTH_EFFICIENCY` of the GPU's
+peak bandwidth (`pricing.MEMORY_BANDWIDTH_GB_S`). So a micro-batch decodes in
+max_completion_length x bytes per decode step / (bandwidth x efficiency), plus its
+prefill: 2 x matmul parameters x its prompts' tokens (`prompt_tokens`: the dataset's mean
+row, capped at max_length - max_completion_length) at the FLOPs rate the training uses. A
+batch large enough to make decoding compute-bound is not modelled. The sampling seconds are
+added to the FLOPs-based time (its range and cost follow); a measured throughput already holds
+them (finished jobs' training seconds include their sampling). A generating method's
+forward without gradients at every step is the reference pass, counted only when
+`grading.kl_beta` > 0.
 
 `estimate_local_time`: the same on the local endpoint's CPU (`LOCAL_CPU`), where a small
 model's step is mostly fixed work (the optimizer, logging, checkpoints) rather than FLOPs:
@@ -27,7 +47,8 @@ from typing import Any
 
 from core.errors import InvalidInput
 from core.planner.facts import ModelFacts
-from core.planner.pricing import LOCAL_CPU, gpu_type
+from core.planner.memory import kv_bytes_per_token
+from core.planner.pricing import LOCAL_CPU, MEMORY_BANDWIDTH_GB_S, gpu_type
 from trainer.shared import arch
 from trainer.shared.methods import METHODS
 from trainer.shared.spec import JobSpec, TrainingSpec
@@ -45,6 +66,9 @@ WEIGHT_READ_BYTES_PER_S = (2.0e9, 0.2e9)
 # The local endpoint's CPU: fixed seconds per optimizer step, and the worker's start.
 LOCAL_STEP_S = (0.005, 3.0)
 LOCAL_COLD_START_S = (1.0, 60.0)
+# Sampling: the share of the GPU's peak memory bandwidth a decode step reads weights at
+# (an assumed default: vLLM reaches more, transformers' step-by-step decoding less).
+DECODE_BANDWIDTH_EFFICIENCY = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,7 @@ class TimeEstimate:
     cold_start_high_s: float
     basis: str  # "flops" | "measured (n jobs)"
     measured_jobs: int = 0  # finished jobs whose median throughput was used
+    sampling_seconds: float = 0.0  # a generating method's sampling, within `seconds`
 
     @property
     def basis_text(self) -> str:
@@ -89,12 +114,18 @@ class TimeEstimate:
                 f"{'' if self.measured_jobs == 1 else 's'} on this GPU "
                 f"({self.tokens_per_s:,.0f} tokens/s)"
             )
+        sampling = (
+            f"; sampling {self.sampling_seconds:,.0f} s (decoding at "
+            f"{DECODE_BANDWIDTH_EFFICIENCY:.0%} of the memory bandwidth)"
+            if self.sampling_seconds
+            else ""
+        )
         if self.gpu == LOCAL_CPU.id:
             return (
                 f"this machine's CPU: {LOCAL_STEP_S[0]:g}-{LOCAL_STEP_S[1]:g} s per optimizer "
-                "step plus the FLOPs, and the worker's start (loading the model)"
+                "step plus the FLOPs, and the worker's start (loading the model)" + sampling
             )
-        return f"default utilisation {self.utilisation:.0%} of the GPU's bf16 peak"
+        return f"default utilisation {self.utilisation:.0%} of the GPU's bf16 peak" + sampling
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "basis_text": self.basis_text}
@@ -153,14 +184,32 @@ def _efficiency(t: TrainingSpec) -> float:
     return PACKING_EFFICIENCY if t.packing else PADDED_EFFICIENCY
 
 
+def prompt_tokens(spec: JobSpec, tokens: TokenStats) -> float:
+    """A generating method's prompt: the dataset's mean row (a prompt), capped where the
+    worker drops longer ones (max_length - max_completion_length)."""
+    room = spec.training.max_length - (spec.grading.max_completion_length if spec.grading else 0)
+    return min(tokens.mean_tokens, max(room, 1))
+
+
+def sequence_tokens(spec: JobSpec, tokens: TokenStats) -> float:
+    """One trained sequence's tokens: the mean row capped at max_length; a generating
+    method's prompt and one completion at its longest."""
+    if spec.grading is not None and METHODS[spec.method].generates:
+        return prompt_tokens(spec, tokens) + spec.grading.max_completion_length
+    return min(tokens.mean_tokens, spec.training.max_length)
+
+
 def training_tokens(spec: JobSpec, tokens: TokenStats, shared_prompts: bool = False) -> int:
     """Tokens the job trains on; a preference pair is two sequences (prompt + chosen,
     prompt + rejected; a pair's measured length is its prompt and longer answer), its
-    prompt computed once where the trainer shares it (`shared_prompts`)."""
+    prompt computed once where the trainer shares it (`shared_prompts`); a generating
+    method's row is its prompt (once where shared) and its completions."""
     t, seqs = spec.training, spec.sequences_per_row
-    per_row = min(tokens.mean_tokens, t.max_length) * seqs
+    per_row = sequence_tokens(spec, tokens) * seqs
     if shared_prompts and seqs == 2:
         per_row -= min(tokens.shared_tokens, tokens.mean_tokens, t.max_length)
+    elif shared_prompts and spec.grading is not None and METHODS[spec.method].generates:
+        per_row -= prompt_tokens(spec, tokens) * (seqs - 1)
     if t.max_steps is not None:
         by_steps = (
             t.max_steps * t.grad_accum * t.micro_batch_size * t.max_length * seqs * _efficiency(t)
@@ -171,13 +220,19 @@ def training_tokens(spec: JobSpec, tokens: TokenStats, shared_prompts: bool = Fa
     return int(tokens.rows * per_row * (t.epochs or 1.0))
 
 
+def matmul_params(model: ModelFacts) -> int:
+    """Parameters a token's forward multiplies by: active ones without the embedding lookup."""
+    p = model.params
+    return p.active - (0 if model.tied_embeddings else p.embedding)
+
+
 def flops_per_token(spec: JobSpec, model: ModelFacts, sample_len: float) -> float:
     """6 x matmul parameters + causal attention, x 4/3 with gradient checkpointing; a
     method's forwards without gradients (`trainer.shared.methods`) add 2 x matmul + a third
     of the attention per token they score: the reference pass's sequences once per job,
-    and the sequences scored at every step (KTO's mismatched answers)."""
-    p = model.params
-    matmul = p.active - (0 if model.tied_embeddings else p.embedding)
+    and the sequences scored at every step (KTO's mismatched answers; a generating method's
+    reference pass when `grading.kl_beta` > 0). Sampling is `sampling_seconds`."""
+    matmul = matmul_params(model)
     full_layers = model.layer_types.count("full_attention")
     attn = 6 * full_layers * model.heads * model.head_dim * sample_len
     f = 6 * matmul + attn
@@ -185,7 +240,8 @@ def flops_per_token(spec: JobSpec, model: ModelFacts, sample_len: float) -> floa
     m = METHODS[spec.method]
     forward = (2 * matmul + attn / 3) / m.grad_sequences  # per trained token
     f += forward * m.reference_sequences / max(spec.training.epochs or 1.0, 1.0)
-    return f + forward * m.step_sequences
+    kl = spec.grading is not None and spec.grading.kl_beta > 0
+    return f + forward * (m.step_sequences + (1 if kl else 0))
 
 
 def default_utilisation(spec: JobSpec, model: ModelFacts) -> float:
@@ -201,6 +257,37 @@ def cold_start_s(model: ModelFacts) -> tuple[float, float]:
     )
 
 
+def decode_weight_bytes(spec: JobSpec, model: ModelFacts) -> float:
+    """Bytes of weights one decode step reads: the matmul weights (a MoE's active ones) at
+    the job's quantisation, the LM head at 16 bits (32 in float32)."""
+    unq = 4 if spec.training.compute_dtype == "float32" else 2
+    head = model.vocab * model.hidden
+    bits = (
+        8.0 * unq
+        if spec.quantization == "none"
+        else arch.bits_per_param(spec.quantization, model.hidden)
+    )
+    return (matmul_params(model) - head) * bits / 8 + head * unq
+
+
+def sampling_seconds(
+    spec: JobSpec, model: ModelFacts, gpu: str, tokens: TokenStats, utilisation: float
+) -> float:
+    """Seconds a generating method samples for on `gpu` (module docstring); 0 for others."""
+    g = spec.grading
+    if g is None or not METHODS[spec.method].generates:
+        return 0.0
+    t = spec.training
+    rollouts = optimizer_steps(spec, tokens) * t.grad_accum  # micro-batches sampled
+    bandwidth = MEMORY_BANDWIDTH_GB_S[gpu] * 1e9 * DECODE_BANDWIDTH_EFFICIENCY
+    prompt = prompt_tokens(spec, tokens)
+    context = t.micro_batch_size * g.num_generations * (prompt + g.max_completion_length / 2)
+    step_bytes = decode_weight_bytes(spec, model) + context * kv_bytes_per_token(spec, model)
+    decode = rollouts * g.max_completion_length * step_bytes / bandwidth
+    prefill = rollouts * t.micro_batch_size * prompt * 2 * matmul_params(model)
+    return decode + prefill / (gpu_type(gpu).bf16_tflops * 1e12 * utilisation)
+
+
 def estimate_time(
     spec: JobSpec,
     model: ModelFacts,
@@ -212,9 +299,12 @@ def estimate_time(
     """Training time on `gpu`; measured tokens/s of finished jobs (same model, GPU) win."""
     g = gpu_type(gpu)
     packing = arch.capabilities(model.config).packing if spec.training.packing else "padded"
-    trained = training_tokens(spec, tokens, arch.shares_prompts(spec.method, packing, model.config))
+    shared = arch.shares_prompts(spec.method, packing, model.config) or (
+        METHODS[spec.method].generates and arch.prefix_sharing_exact(packing, model.config)
+    )
+    trained = training_tokens(spec, tokens, shared)
     processed = int(trained / _efficiency(spec.training))
-    fpt = flops_per_token(spec, model, min(tokens.mean_tokens, spec.training.max_length))
+    fpt = flops_per_token(spec, model, sequence_tokens(spec, tokens))
     measured = [float(x) for x in measured_tokens_per_s if x and x > 0]
     cold = cold_start_s(model)
     if measured:
@@ -238,7 +328,8 @@ def estimate_time(
         )
     u = utilisation if utilisation is not None else default_utilisation(spec, model)
     rate = g.bf16_tflops * 1e12 * u
-    secs = processed * fpt / rate
+    sampling = sampling_seconds(spec, model, gpu, tokens, u)
+    secs = processed * fpt / rate + sampling
     return TimeEstimate(
         gpu,
         trained,
@@ -251,6 +342,7 @@ def estimate_time(
         secs * TIME_RANGE[1],
         *cold,
         "flops",
+        sampling_seconds=sampling,
     )
 
 

@@ -7,9 +7,11 @@ model the job starts from, computed without gradients) or generation, its settin
 `SETTINGS`, each with its default, bounds, label and help), its preset (what it changes on
 top of a training preset), its label and help, the planner's terms (sequences per row with
 gradients, sequences per row scored once per job by the reference pass, sequences per row
-scored without gradients at every step), the live metrics it reports and how its versions
-are evaluated. The Train page, the command line, the preflight, the planner and evaluation
-read this table; the worker keeps the losses (`trainer.preference_loss`, `trainer.kto_loss`).
+scored without gradients at every step; a method that `generates` has its sampling time
+and KV cache counted by the planner from `JobSpec.grading`), the live metrics it reports
+and how its versions are evaluated. The Train page, the command line, the preflight, the
+planner and evaluation read this table; the worker keeps the losses
+(`trainer.preference_loss`, `trainer.kto_loss`).
 
 Data kinds: `chat` (chat and text rows, every layout of `core.datasets.layouts`), `pairs`
 (the preference layouts), `labelled` (the `KTO_LAYOUT`: single answers labelled desirable or
@@ -268,7 +270,9 @@ METHODS: dict[Method, MethodInfo] = {
             preset={"training": {"learning_rate": 1e-5}},
             grad_sequences=1,  # per completion: a row is a prompt, `grpo.num_generations` of them
             reference_sequences=0,
-            step_sequences=1,  # sampling each completion (and the reference pass when beta > 0)
+            # sampling is the planner's own term (`generates`); the reference pass per
+            # completion is counted from `grading.kl_beta` > 0
+            step_sequences=0,
             metrics=("reward", "completion_length", "kl", "clip_ratio"),
             evaluation="graders",
             grading_settings=(
