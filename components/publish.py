@@ -223,7 +223,7 @@ def gguf_job_progress(job_id: str) -> None:
             )
             st.progress(status.fraction, text=f"Job {job_id}: {status.stage}")
             if status.failure:
-                st.error(f"The GGUF export failed: {w.plain(status.failure)}")
+                w.show_error(f"The GGUF export failed: {status.failure}")
             _gguf_links(status.files)
         if status.done and running:
             st.session_state[ended_key] = True

@@ -507,7 +507,7 @@ def test_train_an_sft_and_a_dpo_job_and_watch_them(page) -> None:
         page.locator("[data-testid=stDataFrame] table[role=grid]").all_text_contents()
     )
     for plan in (sft, dpo):
-        gpu = re.search(r"runs on (\S+?)[\s,.;)]", plan)
+        gpu = re.search(r"runs on ([A-Z][A-Z0-9_]+)\b", plan)
         assert gpu and gpu.group(1) in listed, (gpu, listed)
     _shot(page, "costs")
 
