@@ -23,7 +23,7 @@ MUTED = "#94a3b8"
 BAD = "#dc2626"
 GOOD = "#16a34a"
 
-_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 
 
 _SHARED: OrderedDict[Any, go.Figure] = OrderedDict()
@@ -71,7 +71,7 @@ def sparkline(values: Sequence[float], *, height: int = 60) -> go.Figure:
     return fig
 
 
-def _loss_lr_speed(loss_title: str) -> go.Figure:
+def loss_lr_speed(loss_title: str) -> go.Figure:
     """Three panels sharing the x axis: loss on top, learning rate and tokens/s under it."""
     return make_subplots(
         rows=3,
@@ -94,7 +94,7 @@ def training_curves(
     downsampled: bool = False,
 ) -> go.Figure:
     """Loss and eval loss over steps, with learning rate and tokens/s underneath."""
-    fig = _loss_lr_speed("Loss")
+    fig = loss_lr_speed("Loss")
     fig.add_trace(
         go.Scatter(
             x=list(step), y=list(loss), name="train loss", mode="lines", line=dict(color=ACCENT)
@@ -130,7 +130,7 @@ def training_curves(
     )
     fig.update_xaxes(title_text="step", row=3, col=1)
     title = "Training" + (" (downsampled: bucket means)" if downsampled else "")
-    fig.update_layout(height=520, title=title, legend=dict(orientation="h", y=-0.12), **_LAYOUT)
+    fig.update_layout(height=520, title=title, legend=dict(orientation="h", y=-0.12), **LAYOUT)
     return fig
 
 
@@ -187,7 +187,7 @@ def token_histogram(
         yaxis_title="rows",
         bargap=0.02,
         xaxis=dict(range=[lo - span * 0.05, right + span * 0.05]),
-        **_LAYOUT,
+        **LAYOUT,
     )
     return fig
 
@@ -229,7 +229,7 @@ def spend_bars(amounts: Mapping[str, float], title: str, *, horizontal: bool = F
     bar = go.Bar(y=keys, x=values, orientation="h") if horizontal else go.Bar(x=keys, y=values)
     bar.update(marker_color=ACCENT, hovertemplate="%{label}: $%{value:.2f}<extra></extra>")
     fig = go.Figure(bar)
-    fig.update_layout(height=300, title=title, **_LAYOUT)
+    fig.update_layout(height=300, title=title, **LAYOUT)
     if horizontal:  # keys are categories: "2026-11" is a month, not a date to put on a time axis
         fig.update_xaxes(tickprefix="$")
         fig.update_yaxes(autorange="reversed", type="category")
@@ -313,94 +313,8 @@ def serverless_vs_pod(
         xaxis_title="utilisation (%)",
         yaxis=dict(title="$ per busy GPU hour", type="log", tickprefix="$"),
         legend=dict(orientation="h", y=-0.25),
-        **_LAYOUT,
+        **LAYOUT,
     )
-    return fig
-
-
-RUN_COLOURS = (
-    "#4f46e5",
-    "#f59e0b",
-    "#16a34a",
-    "#dc2626",
-    "#0891b2",
-    "#9333ea",
-)  # one per compared run
-
-
-SPREAD_FOR_LOG_X = 20  # runs whose lengths in tokens differ this much share a log axis
-FEW_POINTS = 20  # series shorter than this show their points
-
-
-def compare_curves(runs: Sequence[Any]) -> go.Figure:
-    """Runs overlaid against tokens seen: train loss (line) and eval loss (dashed, markers)
-    on top, learning rate and tokens/s underneath; one colour per run. `runs` are
-    `core.queries.RunCurves` (label, tokens, loss, lr, tokens_per_s, eval_tokens, eval_loss)."""
-    fig = _loss_lr_speed("Loss (solid: train, dashed: eval)")
-    for i, r in enumerate(runs):
-        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
-        for row, trace in _run_traces(r, colour):
-            fig.add_trace(trace, row, 1)
-    fig.update_xaxes(title_text="tokens seen (loss-carrying)", row=3, col=1)
-    ends = [max([*r.tokens, *r.eval_tokens]) for r in runs if r.tokens or r.eval_tokens]
-    if ends and min(ends) > 0 and max(ends) / min(ends) >= SPREAD_FOR_LOG_X:
-        # a short run beside a long one would be a few pixels at the origin on a linear axis
-        fig.update_xaxes(type="log")
-        fig.update_xaxes(title_text="tokens seen (loss-carrying, log scale)", row=3, col=1)
-    fig.update_layout(
-        height=600,
-        title="Runs against tokens seen",
-        legend=dict(orientation="h", y=-0.12),
-        **_LAYOUT,
-    )
-    return fig
-
-
-def _run_traces(r: Any, colour: str) -> list[tuple[int, go.Scatter]]:
-    """(subplot row, trace) of one run: train and eval loss, learning rate, tokens/s."""
-
-    def series(x: Any, y: Any, name: str, **kw: Any) -> go.Scatter:
-        # a line needs two points: a short run's few points are drawn as markers too
-        kw.setdefault("mode", "lines+markers" if len(x) < FEW_POINTS else "lines")
-        kw.setdefault("line", dict(color=colour))
-        return go.Scatter(
-            x=list(x), y=list(y), name=f"{r.label} {name}", legendgroup=r.job_id, **kw
-        )
-
-    traces = [(1, series(r.tokens, r.loss, "train"))]
-    if r.eval_tokens:
-        dashed = dict(color=colour, dash="dash")
-        traces.append(
-            (1, series(r.eval_tokens, r.eval_loss, "eval", mode="lines+markers", line=dashed))
-        )
-    traces.append((2, series(r.tokens, r.lr, "lr", showlegend=False)))
-    traces.append((3, series(r.tokens, r.tokens_per_s, "tokens/s", showlegend=False)))
-    return traces
-
-
-def cost_to_target(
-    labels: Sequence[str], costs: Sequence[float | None], target: float | None
-) -> go.Figure:
-    """Dollars each run spent to first reach the target eval loss; a run that never did is
-    drawn as an empty bar labelled "not reached" ("no target" for every run without one)."""
-    shown = [c if c is not None else 0.0 for c in costs]
-    missing = "not reached" if target is not None else "no target"
-    text = [f"${c:.4f}" if c is not None else missing for c in costs]
-    colours = [RUN_COLOURS[i % len(RUN_COLOURS)] for i in range(len(labels))]
-    fig = go.Figure(
-        go.Bar(
-            x=list(labels),
-            y=shown,
-            text=text,
-            textposition="outside",
-            marker_color=colours,
-            hovertemplate="%{x}: %{text}<extra></extra>",
-            cliponaxis=False,
-        )
-    )
-    title = "Cost to reach eval loss " + ("–" if target is None else f"{target:.4f}")
-    fig.update_layout(height=300, title=title, yaxis=dict(tickprefix="$"), **_LAYOUT)
-    fig.update_xaxes(type="category")
     return fig
 
 
@@ -462,7 +376,7 @@ def preference_curves(series: PreferenceLike) -> go.Figure:
     fig.update_yaxes(range=[0, 1], row=2, col=1)
     fig.update_xaxes(title_text="step", row=2, col=1)
     fig.update_layout(
-        height=360, title="Preference", legend=dict(orientation="h", y=-0.2), **_LAYOUT
+        height=360, title="Preference", legend=dict(orientation="h", y=-0.2), **LAYOUT
     )
     return fig
 

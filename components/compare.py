@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from components import charts, session
+from components import compare_charts, session
 from components import widgets as w
 from core import queries
 from core.errors import BrightRunError
@@ -86,14 +86,14 @@ def view(actor: Actor, job_ids: Sequence[str]) -> None:
     for r in cmp.runs:
         if r.note:
             st.caption(f"{w.plain(r.label)}: {r.note}")
-    st.plotly_chart(charts.compare_curves(cmp.runs), key="jobs.compare_curves")
+    st.plotly_chart(compare_charts.compare_curves(cmp.runs), key="jobs.compare_curves")
     st.markdown("**Runs and their adapters' evaluation scores**")
     st.dataframe(one_type_per_column(cmp.summary_table()), hide_index=True, width="stretch")
     for note in cmp.metric_notes():
         st.caption(w.plain(note))
     left, right = st.columns([2, 3])
     left.plotly_chart(
-        charts.cost_to_target(
+        compare_charts.cost_to_target(
             [r.label for r in cmp.runs],
             [r.cost_to_target_usd for r in cmp.runs],
             cmp.target_eval_loss,

@@ -9,9 +9,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from components.charts import ACCENT, EVAL, MUTED
+from components.charts import ACCENT, EVAL, LAYOUT, MUTED
 
-_LAYOUT: dict[str, Any] = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 _PALETTE = (ACCENT, EVAL, "#16a34a", "#dc2626", "#0891b2", "#9333ea", "#ea580c", "#4d7c0f")
 
 
@@ -37,7 +36,7 @@ def quality_vs_cost(points: Sequence[Any], metric_label: str = "ROUGE-L") -> go.
         ),
         yaxis=dict(title=metric_label, range=[0, 1.05]),
         legend=dict(orientation="h", y=-0.25),
-        **_LAYOUT,
+        **LAYOUT,
     )
     return fig
 
@@ -137,7 +136,7 @@ def tool_scores_figure(tools: Mapping[str, Any]) -> go.Figure:
         title=f"Tool calls on {tools['rows']} eval rows",
         yaxis=dict(range=[0, 1.05]),
         barmode="group",
-        **_LAYOUT,
+        **LAYOUT,
     )
     return fig
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from components import charts
+from components import compare_charts
 from core import db, queries
 from core.db import repo
 from core.errors import InvalidInput, NotFound
@@ -130,7 +130,7 @@ def test_eval_losses_of_different_methods_get_no_common_target(settings: Setting
     assert any(
         "SFT and DPO runs' eval losses are different losses" in n for n in cmp.metric_notes()
     )
-    bars = charts.cost_to_target([r.label for r in cmp.runs], [None, None], None).data[0]
+    bars = compare_charts.cost_to_target([r.label for r in cmp.runs], [None, None], None).data[0]
     assert list(bars.text) == ["no target", "no target"]
     with db.session_scope(settings) as s:  # a target given is applied as asked
         cmp = queries.compare_jobs(LOCAL_ACTOR, s, [a, b], target_eval_loss=1.9)
@@ -150,7 +150,7 @@ def test_the_figures_overlay_every_run(settings: Settings) -> None:
     a, b = _two_runs(settings)
     with db.session_scope(settings) as s:
         cmp = queries.compare_jobs(LOCAL_ACTOR, s, [a, b])
-    fig = charts.compare_curves(cmp.runs)
+    fig = compare_charts.compare_curves(cmp.runs)
     names = [t.name for t in fig.data]
     assert [n for n in names if n.endswith(("train", "eval"))] == [
         "small-batch (" + a[-6:] + ") train",
@@ -165,11 +165,11 @@ def test_the_figures_overlay_every_run(settings: Settings) -> None:
     # A run of one logged step beside a long one: its point is drawn, on a log axis.
     short = replace(cmp.runs[1], tokens=[40], loss=[0.69], lr=[1e-5], tokens_per_s=[10.0])
     short = replace(short, eval_tokens=[40], eval_loss=[0.68])
-    fig = charts.compare_curves([cmp.runs[0], short])
+    fig = compare_charts.compare_curves([cmp.runs[0], short])
     train = [t for t in fig.data if t.name.endswith("train")]
     assert train[1].mode == "lines+markers" and list(train[1].x) == [40]
     assert fig.layout.xaxis.type == "log" and "log scale" in fig.layout.xaxis3.title.text
-    bars = charts.cost_to_target(["a", "b"], [0.02, None], 1.5)
+    bars = compare_charts.cost_to_target(["a", "b"], [0.02, None], 1.5)
     assert (
         list(bars.data[0].text) == ["$0.0200", "not reached"] and "1.5000" in bars.layout.title.text
     )
