@@ -414,6 +414,38 @@ class SharedPromptBatch(Batch):
             "brightrun_pairs": self.layout,
         }
 
+    @classmethod
+    def laid_out(
+        cls,
+        ids: list[int],
+        pos: list[int],
+        pick: list[int],
+        pick_targets: list[int],
+        layout: list[tuple[int, ...]],
+        device: Any,
+        **fields: Any,
+    ) -> Any:
+        """One row of token `ids` at positions `pos`, each prompt once (`layout`), the loss
+        read at the `pick` positions only; `fields` are the subclass's own."""
+        import torch
+
+        n = len(ids)
+        return cls(
+            input_ids=torch.tensor([ids], device=device),
+            position_ids=torch.tensor([pos], device=device),
+            targets=torch.full((1, n), IGNORE, device=device),
+            attention_mask=None,
+            cu_seqlens=None,
+            max_seqlen=max(k + max(tails) for _, k, *tails in layout),
+            n_loss=len(pick),
+            n_tokens=n,
+            n_slots=n,
+            pick=torch.tensor(pick, device=device),
+            pick_targets=torch.tensor(pick_targets, device=device),
+            layout=layout,
+            **fields,
+        )
+
 
 def collate(
     samples: list[Sample], idx: list[int], *, packed: bool, pad_id: int, device: Any

@@ -160,7 +160,6 @@ def group_rows(prompts: list[list[int]], completions: list[list[int]], device: A
     last token (which predicts nothing), each tail at the positions it has after its prompt
     (module docstring). A completion's first token is predicted by its prompt's last
     position, every other token by the tail position before it."""
-    import torch
 
     g = len(completions) // len(prompts)
     ids: list[int] = []
@@ -181,21 +180,7 @@ def group_rows(prompts: list[list[int]], completions: list[list[int]], device: A
             pos += range(k, k + len(c) - 1)
             tails.append(len(c) - 1)
         layout.append((start, k, *tails))
-    n = len(ids)
-    return GrpoBatch(
-        input_ids=torch.tensor([ids], device=device),
-        position_ids=torch.tensor([pos], device=device),
-        targets=torch.full((1, n), D.IGNORE, device=device),
-        attention_mask=None,
-        cu_seqlens=None,
-        max_seqlen=max(k + max(tails) for _, k, *tails in layout),
-        n_loss=len(pick),
-        n_tokens=n,
-        n_slots=n,
-        pick=torch.tensor(pick, device=device),
-        pick_targets=torch.tensor(targets, device=device),
-        layout=layout,
-    )
+    return GrpoBatch.laid_out(ids, pos, pick, targets, layout, device)
 
 
 def shares_prompts(loaded: Any) -> bool:

@@ -299,24 +299,17 @@ def _collate_shared(samples: list[PairSample], idx: list[int], device: Any) -> P
                     pick.append(start + t if t < k else tail + t)
                     pick_targets.append(y)
                     pick_seq.append(seq)
-    n = len(ids)
-    return PairBatch(
-        input_ids=torch.tensor([ids], device=device),
-        position_ids=torch.tensor([pos], device=device),
-        targets=torch.full((1, n), D.IGNORE, device=device),
-        attention_mask=None,
-        cu_seqlens=None,
-        max_seqlen=max(k + max(lc, lr) for _, k, lc, lr in layout),
-        n_loss=len(pick),
-        n_tokens=n,
-        n_slots=n,
+    return PairBatch.laid_out(
+        ids,
+        pos,
+        pick,
+        pick_targets,
+        layout,
+        device,
         n_pairs=len(idx),
         n_chosen_loss=sum(samples[i].chosen.n_loss for i in idx),
         ref=_refs(samples, idx, device),
-        pick=torch.tensor(pick, device=device),
-        pick_targets=torch.tensor(pick_targets, device=device),
         pick_seq=torch.tensor(pick_seq, device=device),
-        layout=layout,
     )
 
 
