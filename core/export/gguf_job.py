@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core import actions, jobs
+from core import jobs
 from core.clients.storage import DOWNLOAD_URL_TTL_S, job_prefix, make_blob_store
 from core.db import repo, session_scope
 from core.db.tables import TERMINAL_STATUSES, JobStatus
@@ -32,7 +32,7 @@ from core.export.merge import (
     VersionSource,
     action_spec,
     checked_plan,
-    signer,
+    send_export,
     version_source,
 )
 from core.settings import Settings
@@ -108,19 +108,10 @@ def launch_gguf(
     section = {"dtype": dtype, "variant": variant, "file_stem": stem}
     names = gguf_names(stem, variant)
     spec = action_spec(settings, src, pricing, job_id, "gguf", section, names)
-    job = actions.send_action(
-        actor,
-        settings,
-        spec,
-        base_model=src.base,
-        pricing=pricing,
-        adapter_name=src.name,
-        budget_usd=budget_usd,
-        sign=signer(src, actor.user_id, gguf_prefix(actor.user_id, job_id), names, "gguf"),
-        client=client,
-        store=store,
-    )
-    return job, src
+    prefix = gguf_prefix(actor.user_id, job_id)
+    return send_export(
+        actor, settings, src, pricing, spec, prefix, names, budget_usd, client, store
+    ), src
 
 
 def _stage(status: str, progress: dict[str, Any] | None, started: bool) -> str:

@@ -182,7 +182,7 @@ def action_spec(
     names: list[str],
 ) -> JobSpec:
     """The spec of a `merge` or `gguf` job (`action`) on the version `src` with its section
-    of settings, writing `names`; URLs are placeholders until `signer` signs them at send.
+    of settings, writing `names`; URLs are placeholders until `send_export` signs them.
     `InvalidInput` naming what the spec refused."""
     section = dict(section)
     if src.stored:
@@ -209,8 +209,36 @@ def action_spec(
         raise InvalidInput(f"invalid {action} settings: {jobs.spec_errors(e)}") from None
 
 
-def signer(
-    src: VersionSource, owner: str, prefix: str, names: list[str], section: str = "merge"
+def send_export(
+    actor: Actor,
+    settings: Settings,
+    src: VersionSource,
+    pricing: jobs.Pricing,
+    spec: JobSpec,
+    prefix: str,
+    names: list[str],
+    budget_usd: float | None,
+    client: Any,
+    store: Any,
+) -> Any:
+    """Send a `merge` or `gguf` job (`action_spec`), its URLs signed at send for the
+    version's adapter files and the `names` it writes under `prefix`."""
+    return actions.send_action(
+        actor,
+        settings,
+        spec,
+        base_model=src.base,
+        pricing=pricing,
+        adapter_name=src.name,
+        budget_usd=budget_usd,
+        sign=_signer(src, actor.user_id, prefix, names, spec.action),
+        client=client,
+        store=store,
+    )
+
+
+def _signer(
+    src: VersionSource, owner: str, prefix: str, names: list[str], section: str
 ) -> Callable[[dict[str, Any], Any, int], dict[str, Any]]:
     """What signs a merge (or gguf, `section`) job's payload when it is sent: download URLs
     for the adapter's files (when stored) and upload URLs for the files it writes."""
@@ -267,20 +295,10 @@ def merge(
     section = {"dtype": dtype, "max_shard_size_mb": max_shard_size_mb}
     section.update(hub_repo=hub_repo, hub_private=hub_private)
     spec = action_spec(settings, src, pricing, job_id, "merge", section, names)
-    sign = signer(src, actor.user_id, merged_prefix(actor.user_id, job_id), names)
-    job = actions.send_action(
-        actor,
-        settings,
-        spec,
-        base_model=src.base,
-        pricing=pricing,
-        adapter_name=src.name,
-        budget_usd=budget_usd,
-        sign=sign,
-        client=client,
-        store=store,
-    )
-    return job, plan
+    prefix = merged_prefix(actor.user_id, job_id)
+    return send_export(
+        actor, settings, src, pricing, spec, prefix, names, budget_usd, client, store
+    ), plan
 
 
 def merged_files(actor: Actor, settings: Settings, job_id: str, store: Any = None) -> list[Any]:
