@@ -122,6 +122,7 @@ def populate(url: str, n_jobs: int, n_points: int, seed: int = 0) -> str:
                     "started_at": started,
                     "finished_at": started + dt.timedelta(seconds=secs) if done else None,
                     "last_seq": -1,
+                    "runpod_job_id": None if done else f"rp-bench{i:05d}",
                     "cost_usd": usd if done else 0.0,
                     "final_loss": rng.uniform(0.5, 2.0),
                     "progress": 1.0 if done else 0.5,
@@ -180,6 +181,30 @@ def populate(url: str, n_jobs: int, n_points: int, seed: int = 0) -> str:
         s.execute(Job.__table__.update().values(last_seq=per_job - 1).where(Job.id != long_id))
         s.execute(Job.__table__.update().values(last_seq=long_points - 1).where(Job.id == long_id))
     return long_id
+
+
+def advance(url: str, job_id: str, steps: int) -> int:
+    """`steps` more metrics events for the running job `job_id`, as a sync would store them
+    (seq after its newest); returns the newest step."""
+    from core import db
+    from core.db import repo
+    from core.settings import load_settings
+    from core.users import LOCAL_ACTOR
+
+    with db.session_scope(load_settings(database_url=url)) as s:
+        job = repo.get_job(LOCAL_ACTOR, s, job_id)
+        seq, step = job.last_seq, job.step or 0
+        events = [
+            {
+                "seq": seq + k,
+                "type": "metrics",
+                "data": {"step": step + k, "loss": 1.0 / (step + k), "lr": 2e-4},
+            }
+            for k in range(1, steps + 1)
+        ]
+        repo.append_events(LOCAL_ACTOR, s, job_id, events)
+        repo.update_job(LOCAL_ACTOR, s, job_id, step=step + steps)
+    return step + steps
 
 
 def render_s(

@@ -90,3 +90,65 @@ def test_a_shared_figure_is_built_once_for_equal_arguments() -> None:
     assert charts.shared_figure(build, {"y": 2.0, "x": 1.0}, "t") is not a  # order is drawn
     assert charts.shared_figure(build, {"x": 1.0, "y": 2.0}, "t", horizontal=True) is not a
     assert built == ["t", "t", "t"]
+
+
+def test_the_learning_rate_panel_starts_at_zero_in_the_metric_s_notation() -> None:
+    fig = charts.training_curves([1, 2, 3], [3.0, 2.0, 1.0], [], [], [2e-4] * 3, [10.0] * 3)
+    axis = fig.layout.yaxis2  # a constant 2e-4 was drawn as "0" on a -1..1 axis
+    assert axis.tickformat == ".1e"
+    assert axis.range[0] == 0 and axis.range[1] == pytest.approx(2.2e-4)
+    unknown = charts.training_curves([1], [3.0], [], [], [None], [10.0])
+    assert unknown.layout.yaxis2.range is None
+
+
+def _figures():
+    """One figure of each builder the pages draw, on small data."""
+    from types import SimpleNamespace
+
+    from components import compare_charts, quality
+
+    return {
+        "sparkline": charts.sparkline([3.0, 2.0, 1.0]),
+        "training": charts.training_curves([1, 2], [3.0, 2.0], [2], [2.5], [1e-4] * 2, [9.0] * 2),
+        "histogram": charts.token_histogram([0, 100, 200], [5, 4], 150, 0.25),
+        "memory": charts.memory_breakdown([("LoRA", 0.5)], 80.0, "H100"),
+        "spend": charts.spend_bars({"2026-11": 2.0}, "Spend"),
+        "budget": charts.budget_bar(10.0, 200.0),
+        "pod": charts.serverless_vs_pod([0.5, 1.0], [4.0] * 2, [8.0, 4.0], 0.1, 0.5),
+        "preference": charts.preference_curves(
+            SimpleNamespace(
+                step=[1, 2],
+                reward_margin=[0.1, 0.2],
+                accuracy=[0.5, 0.6],
+                eval_step=[2],
+                eval_accuracy=[0.5],
+            )
+        ),
+        "method": charts.method_curves(
+            SimpleNamespace(step=[1, 2], groups={"reward": {"reward": [0.1, 0.3]}})
+        ),
+        "compare": compare_charts.compare_curves([]),
+        "cost": compare_charts.cost_to_target(["a"], [0.5], 1.2),
+        "quality": quality.quality_vs_cost([]),
+        "tools": quality.tool_scores_figure(
+            {"metrics": ["arg_f1"], "rows": 3, "adapter": {"arg_f1": 0.9}, "base": {"arg_f1": 0.2}}
+        ),
+    }
+
+
+def test_every_figure_carries_the_slim_template_and_looks_as_plotly_white() -> None:
+    import json
+
+    import plotly.io as pio
+
+    full = pio.templates["plotly_white"].to_plotly_json()
+    slim = charts.TEMPLATE.to_plotly_json()
+    assert len(json.dumps(slim)) < 1500 < 6000 < len(json.dumps(full))
+    for kind in charts.TRACE_TYPES:  # the look of the traces drawn: unchanged
+        assert slim["data"][kind] == full["data"][kind]
+    for key in ("xaxis", "yaxis", "font", "colorway", "paper_bgcolor", "plot_bgcolor"):
+        assert slim["layout"][key] == full["layout"][key]
+    for name, fig in _figures().items():
+        drawn = {t.type for t in fig.data}
+        assert drawn <= set(charts.TRACE_TYPES), f"{name} draws {drawn}: add it to TRACE_TYPES"
+        assert fig.layout.template.to_plotly_json() == slim, name
