@@ -9,7 +9,7 @@ then again after the job logged more steps.
   do when the element is byte-for-byte the one sent before (nothing in a figure may depend
   on the clock), and only for elements of `global.minCachedMessageSize` (.streamlit/
   config.toml) or more. A redraw sends a small part of what the page did. A browser does
-  not draw an identical figure again (measured in `bench/dashboard.py --redraws`).
+  not draw an identical figure again (measured in `bench/redraws.py`).
 - New data: the chart that changed is sent in full, holding the new steps.
 """
 
