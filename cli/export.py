@@ -35,8 +35,10 @@ def _plan(settings: object, actor: object, ref: str, quant: str, adapter_only: b
             continue
         what = "adapter as a GGUF LoRA" if adapter_only else f"merged model, {quant}"
         where = "here" if plan.where == "controller" else "by a job on the GPU endpoint"
+        split = f", in {plan.shards} files (split GGUF)" if plan.shards > 1 else ""
         typer.echo(
             f"{plan.model}: {what}, about {plan.expected_bytes / 1e6:.1f} MB, written {where}"
+            + split
         )
         if plan.refusal:
             typer.echo(f"refused: {plan.refusal}")

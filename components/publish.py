@@ -164,6 +164,7 @@ def gguf_export(version_id: str) -> None:
             f"{w.plain(plan.model)} is above the {limit:.1f}B parameters merged here: a job on "
             "the GPU endpoint merges and writes it (llama.cpp quantises), with an Ollama "
             "Modelfile beside it. Its progress shows below."
+            + (split_note(plan.shards) if plan.shards > 1 else "")
         )
     else:
         st.caption("Written here (llama.cpp quantises), with an Ollama Modelfile beside it.")
@@ -200,6 +201,15 @@ def _export(version_id: str, plan: export.GgufPlan, job_key: str) -> None:
 def _gguf_links(files: list[export.GgufFile]) -> None:
     for f in files:
         st.markdown(f"[{w.plain(f.name)}]({f.url}) — {w.size(f.size)}")
+
+
+def split_note(shards: int) -> str:
+    """What a split GGUF means for its user (`core.export.gguf_shards`)."""
+    return (
+        f" Too large for one upload, it is written as llama.cpp's split GGUF in {shards} "
+        "files: llama.cpp loads them from the first; Ollama needs them joined first "
+        "(`llama-gguf-split --merge`, as the Modelfile says)."
+    )
 
 
 def gguf_job_progress(job_id: str) -> None:

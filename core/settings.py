@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # parameters is written in the controller (a float32 merge on its CPU: about 6 bytes per
     # parameter of memory, 25 GB at 4B); a larger one by a `gguf` job on the GPU endpoint.
     gguf_local_max_params: int = Field(4_100_000_000, ge=0)
+    # A `gguf` job uploads each file with one signed PUT, which a store takes up to a limit
+    # (S3: 5 GiB; Supabase: the project's upload file size limit). A larger GGUF is written
+    # as llama.cpp's split GGUF, each file under this many MiB.
+    gguf_max_file_mb: float = Field(5120.0, gt=0)
 
     # Evaluation when a training job completes: the dataset's eval split (at most
     # EVAL_MAX_ROWS rows) through the adapter and the base on the inference server, greedy,

@@ -8,7 +8,9 @@ merged model written as GGUF (`trainer.shared.gguf_write`, one tensor at a time)
 `gguf.variant`, quantised by llama.cpp (on the CPU) for Q8_0/Q4_K_M -> the Ollama
 `Modelfile` (`trainer.shared.modelfile`) -> deliver: PUT each file to
 `output.upload_urls[name]` (names: `trainer.shared.files.gguf_names(gguf.file_stem,
-gguf.variant)`), and copy them to `output.local_dir` when given.
+gguf.variant, gguf.shards)`: one GGUF, or llama.cpp's split GGUF in `gguf.shards` files),
+and copy them to `output.local_dir` when given. A file above `gguf.max_file_bytes` fails
+the job before any upload, naming its size and the limit.
 
 Between `started` and the final event come `progress` events, each `{"stage", "step",
 "steps", "fraction"}`: stage `merge`, `write` (every tenth of the tensors' bytes, with
@@ -39,7 +41,7 @@ from trainer.output import EventLog, copy_folder, put_file
 from trainer.report import started_data
 from trainer.shared import gguf_write
 from trainer.shared.errors import BadInput
-from trainer.shared.files import LOG_FILES, MODELFILE, gguf_names
+from trainer.shared.files import LOG_FILES, MODELFILE, gguf_files, gguf_name, gguf_names
 from trainer.shared.modelfile import base_sampling, modelfile
 from trainer.shared.spec import Event, JobSpec
 
@@ -69,7 +71,7 @@ def _write(
     """Write (and quantise) the GGUF into `out`, emitting progress; returns its name."""
     g = spec.gguf
     assert g is not None
-    steps = gguf_write.write_merged_steps(merged, folder, out, g.variant, g.file_stem)
+    steps = gguf_write.write_merged_steps(merged, folder, out, g.variant, g.file_stem, g.shards)
     next_tenth = 0.0
     while True:
         try:
@@ -91,7 +93,7 @@ def _uploads(spec: JobSpec) -> list[str]:
     assert o is not None and g is not None
     if not set(o.upload_urls) - set(LOG_FILES):
         return []
-    names = gguf_names(g.file_stem, g.variant)
+    names = gguf_names(g.file_stem, g.variant, g.shards)
     missing = [n for n in names if n not in o.upload_urls]
     if missing:
         raise BadInput(
@@ -101,11 +103,29 @@ def _uploads(spec: JobSpec) -> list[str]:
     return names
 
 
+def _fits(spec: JobSpec, out: Path) -> None:
+    """`GgufFailed` when a written file is above the store's single-upload limit (before
+    any upload: the store would refuse it after the whole file was sent)."""
+    g = spec.gguf
+    assert g is not None
+    if g.max_file_bytes is None:
+        return
+    for name in gguf_files(g.file_stem, g.variant, g.shards):
+        size = (out / name).stat().st_size
+        if size > g.max_file_bytes:
+            raise gguf_write.GgufFailed(
+                f"{name} is {size / 1e9:.2f} GB, above the store's single-upload limit of "
+                f"{g.max_file_bytes / 1e9:.2f} GB; export again with more shards"
+            )
+
+
 def _deliver(spec: JobSpec, out: Path, stages: _Stages) -> Generator[Event, None, list[str]]:
     """PUT each file to its upload URL (emitting progress), copy them to `local_dir`."""
     o = spec.output
     assert o is not None
     names = _uploads(spec)
+    if names:
+        _fits(spec, out)
     for i, name in enumerate(names, start=1):
         put_file(o.upload_urls[name], out / name)
         yield stages.emit("upload", i / len(names), file=name)
@@ -140,14 +160,18 @@ def gguf(
         assert folder is not None
         out.mkdir()
         s0 = time.monotonic()
-        name = yield from _write(merged, folder, out, spec, stages)
+        yield from _write(merged, folder, out, spec, stages)
         del merged
         seconds["write"] = time.monotonic() - s0
-        (out / MODELFILE).write_text(modelfile(name, base_sampling(folder)), encoding="utf-8")
+        merged_name = gguf_name(g.file_stem, g.variant)  # Ollama reads one file (see modelfile)
+        text = modelfile(
+            merged_name, base_sampling(folder), shards=gguf_files(g.file_stem, g.variant, g.shards)
+        )
+        (out / MODELFILE).write_text(text, encoding="utf-8")
         s0 = time.monotonic()
         uploaded = yield from _deliver(spec, out, stages)
         seconds["deliver"] = time.monotonic() - s0
-        files = {n: (out / n).stat().st_size for n in gguf_names(g.file_stem, g.variant)}
+        files = {n: (out / n).stat().st_size for n in gguf_names(g.file_stem, g.variant, g.shards)}
         result: dict[str, Any] = {
             "name": o.adapter_name,
             "base_model": spec.model.name_or_path,

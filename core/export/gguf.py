@@ -22,7 +22,11 @@ Ollama's Go-template form, stops, and the base's sampling defaults.
 Files written here go to storage under `<owner>/exports/<version id>/gguf-<variant>/`
 (outside the version's own folder, so a zip export does not carry them); a job's under
 `<owner>/jobs/<job id>/gguf/`. Each comes back with its size and a signed download link
-(`DOWNLOAD_URL_TTL_S`).
+(`DOWNLOAD_URL_TTL_S`). A job uploads each file in one signed PUT, which a store takes up to
+a limit (`GGUF_MAX_FILE_MB`, 5 GiB: S3's); a job's GGUF expected above it is written as
+llama.cpp's split GGUF (`gguf_shards`: each file its share of the bytes plus at most the
+embedding table, under 90% of the limit), which llama.cpp loads from the first file and
+Ollama after `llama-gguf-split --merge` (the Modelfile says so).
 
 The base model is read from the tiny demo model's folder, a model folder, or the Hugging
 Face Hub (weights, config and tokenizer only, or config and tokenizer for the adapter
@@ -32,8 +36,9 @@ Refused (`ExportRefused`, an `InvalidInput`) before any download: an architectur
 writer does not handle (`gguf_write.refusal`: dense Qwen2/2.5/3 only, MoE and hybrid
 models named as such), an adapter a GGUF LoRA cannot carry (adapter-only), an unknown
 variant; a job's base that does not fit the job's GPU even in bfloat16 (`PlanRefused`).
-`plan_gguf(facts, variant, adapter_only, adapter_bytes, max_params)` gives the expected file
-size, where it would be written and the refusal, without doing anything; `gguf_plans(actor,
+`plan_gguf(facts, variant, adapter_only, adapter_bytes, max_params, max_file_bytes)` gives
+the expected file size, where it would be written, in how many files and the refusal,
+without doing anything; `gguf_plans(actor,
 settings, ref)` all of them for a version (the page and `--plan-only`). llama.cpp's
 failures are `ExportFailed`.
 """
@@ -41,6 +46,7 @@ failures are `ExportFailed`.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +57,7 @@ from core import adapters, planner
 from core.clients.storage import make_blob_store
 from core.db import session_scope
 from core.errors import InvalidInput
-from core.export.gguf_job import STAGES, GgufFile, launch_gguf, stored_file
+from core.export.gguf_job import STAGES, GgufFile, launch_gguf, max_file_bytes, stored_file
 from core.export.hub import ExportFailed, build_folder
 from core.settings import Settings
 from core.users import Actor
@@ -64,6 +70,8 @@ VARIANTS = gguf_write.VARIANTS
 # Q6_K (6.56 bits) for half the attention V and FFN down weights: about 4.9 bits.
 BYTES_PER_PARAM = {"f16": 2.0, "bf16": 2.0, "Q8_0": 34 / 32, "Q4_K_M": 4.9 / 8}
 LOCAL_MAX_PARAMS: int = Settings.model_fields["gguf_local_max_params"].default
+MAX_FILE_BYTES = int(Settings.model_fields["gguf_max_file_mb"].default * 2**20)
+ESTIMATE_MARGIN = 0.9  # of the limit: the expected size is an estimate (Q4_K_M's mix)
 
 
 Progress = Callable[[str, float], None]  # (stage in words, share of that stage done)
@@ -82,6 +90,7 @@ class GgufPlan:
     expected_bytes: int
     refusal: str | None  # why it cannot be exported; None when it can
     where: Literal["controller", "worker"] = "controller"  # who merges and writes it
+    shards: int = 1  # files of llama.cpp's split GGUF a `gguf` job writes (see `gguf_shards`)
 
 
 @dataclass(frozen=True)
@@ -94,22 +103,42 @@ class GgufExport:
     job_id: str | None = None  # the `gguf` job writing it (see `gguf_job_status`)
 
 
+def gguf_shards(expected_bytes: int, largest_bytes: int, max_file_bytes: int) -> int:
+    """How many files a worker's GGUF of about `expected_bytes` is split into so that each
+    stays under `max_file_bytes`: a file holds its equal share plus at most one tensor
+    (`largest_bytes`), with a margin for the estimate; 0 when one tensor alone is too big."""
+    room = max_file_bytes * ESTIMATE_MARGIN - largest_bytes
+    if expected_bytes <= max_file_bytes * ESTIMATE_MARGIN:
+        return 1
+    return math.ceil(expected_bytes / room) if room > 0 else 0
+
+
 def plan_gguf(
     facts: Any,
     variant: str = "f16",
     adapter_only: bool = False,
     adapter_bytes: int = 0,
     max_params: int = LOCAL_MAX_PARAMS,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> GgufPlan:
-    """The expected size of the export, where it is written and why it would be refused
-    (see the module doc)."""
+    """The expected size of the export, where it is written, in how many files, and why it
+    would be refused (see the module doc)."""
     if variant not in VARIANTS:
         raise ExportRefused(f"GGUF variant {variant!r} is not one of {', '.join(VARIANTS)}")
     params = int(facts.params.total)
     reason = gguf_write.refusal(facts.model_type)
     where = "worker" if not adapter_only and params > max_params else "controller"
     expected = adapter_bytes if adapter_only else int(params * BYTES_PER_PARAM[variant])
-    return GgufPlan(facts.id, variant, adapter_only, params, expected, reason, where)
+    shards = 1
+    if where == "worker":  # the embedding table is the largest tensor
+        largest = int(facts.vocab * facts.hidden * BYTES_PER_PARAM[variant])
+        shards = gguf_shards(expected, largest, max_file_bytes)
+        if not shards and reason is None:
+            reason = (
+                f"one tensor alone ({largest / 1e9:.1f} GB) is above the store's single-upload "
+                f"limit ({max_file_bytes / 1e9:.1f} GB, GGUF_MAX_FILE_MB)"
+            )
+    return GgufPlan(facts.id, variant, adapter_only, params, expected, reason, where, shards)
 
 
 def gguf_plans(actor: Actor, settings: Settings, ref: str) -> list[GgufPlan]:
@@ -119,9 +148,9 @@ def gguf_plans(actor: Actor, settings: Settings, ref: str) -> list[GgufPlan]:
         v = adapters.resolve(actor, s, ref)
         base, size = v.base_model, v.size_bytes or 0
     facts = planner.describe(base, local_models_dir=settings.data_dir / "models")
-    limit = settings.gguf_local_max_params
-    merged = [plan_gguf(facts, q, False, size, limit) for q in VARIANTS]
-    return [*merged, plan_gguf(facts, "f16", True, size, limit)]
+    limit, most = settings.gguf_local_max_params, max_file_bytes(settings)
+    merged = [plan_gguf(facts, q, False, size, limit, most) for q in VARIANTS]
+    return [*merged, plan_gguf(facts, "f16", True, size, limit, most)]
 
 
 def base_folder(settings: Settings, base: str, *, weights: bool = True) -> Path:
@@ -162,7 +191,9 @@ def _checked(settings: Settings, base: str, variant: str, adapter_only: bool) ->
         facts = planner.describe(base, local_models_dir=settings.data_dir / "models")
     except planner.ModelNotDescribable as e:
         raise ExportRefused(f"cannot size {base} for a GGUF export: {e}") from None
-    plan = plan_gguf(facts, variant, adapter_only, max_params=settings.gguf_local_max_params)
+    plan = plan_gguf(
+        facts, variant, adapter_only, 0, settings.gguf_local_max_params, max_file_bytes(settings)
+    )
     if plan.refusal:
         raise ExportRefused(plan.refusal)
     return plan
@@ -237,6 +268,7 @@ def export_gguf(
             v.id,
             variant,
             slug(v.label),
+            shards=plan.shards,
             budget_usd=budget_usd,
             gpu_type=gpu_type,
             client=client,

@@ -66,6 +66,11 @@ class GgufJobStatus:
     failure: str | None = None
 
 
+def max_file_bytes(settings: Settings) -> int:
+    """The largest file a `gguf` job uploads in one piece (`GGUF_MAX_FILE_MB`)."""
+    return int(settings.gguf_max_file_mb * 2**20)
+
+
 def gguf_prefix(owner_id: str, job_id: str) -> str:
     return job_prefix(owner_id, job_id) + "gguf/"
 
@@ -93,20 +98,27 @@ def launch_gguf(
     variant: str,
     stem: str,
     *,
+    shards: int = 1,
     budget_usd: float | None = None,
     gpu_type: str | None = None,
     client: Any = None,
     store: Any = None,
 ) -> tuple[Any, VersionSource]:
-    """Send a `gguf` job for version `ref` writing `<stem>-<variant>.gguf` and its
-    Modelfile (see the module docstring)."""
+    """Send a `gguf` job for version `ref` writing `<stem>-<variant>.gguf` (or its `shards`
+    files of llama.cpp's split GGUF) and its Modelfile (see the module docstring)."""
     store = store or make_blob_store(settings)
     src = version_source(actor, settings, ref, store)
     pricing = jobs.pricing_for(settings, gpu_type)
     dtype = _merge_dtype(settings, src, pricing)
     job_id = repo.new_id("job")
-    section = {"dtype": dtype, "variant": variant, "file_stem": stem}
-    names = gguf_names(stem, variant)
+    section = {
+        "dtype": dtype,
+        "variant": variant,
+        "file_stem": stem,
+        "shards": shards,
+        "max_file_bytes": max_file_bytes(settings),
+    }
+    names = gguf_names(stem, variant, shards)
     spec = action_spec(settings, src, pricing, job_id, "gguf", section, names)
     prefix = gguf_prefix(actor.user_id, job_id)
     return send_export(

@@ -7,15 +7,18 @@ merged, written and quantised by the worker, not here.
   1), `gguf_job_status` gives the stored GGUF and Modelfile with their sizes and signed
   links, and llama.cpp answers with the reference's greedy tokens, logits within
   `F16_LOGIT_TOL` (the merge ran in float32: the local endpoint has room).
-- Q8_0 from `brightrun export gguf`: the command follows the job until it completed and
-  copies the files; llama.cpp loads a Q8_0 file that agrees with the reference as often as
-  the controller's export must.
+- Q8_0 from `brightrun export gguf` with the single-upload limit (`GGUF_MAX_FILE_MB`) at
+  1 MiB: the plan says how many files, the command follows the job until it completed and
+  copies the split GGUF's files, each under the limit, and a Modelfile saying how to join
+  them for Ollama; llama.cpp loads them from the first file and agrees with the reference
+  as often as the controller's export must.
 - A job the worker fails (an adapter of another base) says why in its status, and
   `brightrun export gguf-status` exits 1 with the reason.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from tests.adapters.test_gguf import (  # noqa: F401 - fixtures
     reference,
 )
 from tests.jobs.stack import Stack, make_stack
+from trainer.shared.files import gguf_files
 
 pytestmark = pytest.mark.slow
 
@@ -80,8 +84,11 @@ def version(stack: Stack, base: Path, lora: Path) -> str:  # noqa: F811
     return add_version(stack, base, lora, "support-bot", "av-ggufjob0001")
 
 
-def cli_env(stack: Stack, monkeypatch: pytest.MonkeyPatch, where: Path) -> None:
-    """The command line's settings: the stack's, the GGUF limit at 0."""
+def cli_env(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, where: Path, max_file_mb: float = 5120
+) -> None:
+    """The command line's settings: the stack's, the GGUF limit at 0, the largest file a
+    job uploads in one piece `max_file_mb`."""
     s = stack.settings
     env = {
         "BRIGHTRUN_DATA_DIR": str(s.data_dir),
@@ -91,6 +98,7 @@ def cli_env(stack: Stack, monkeypatch: pytest.MonkeyPatch, where: Path) -> None:
         "LOCAL_DEVICE": "cpu",
         "GGUF_LOCAL_MAX_PARAMS": "0",
         "SYNC_INTERVAL_S": "0.3",
+        "GGUF_MAX_FILE_MB": str(max_file_mb),
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -152,26 +160,37 @@ def test_f16_written_by_a_worker_job_answers_like_transformers_and_peft(
     print(f"\nworker f16 GGUF: {gguf_file.size} bytes, largest logit difference {worst:.4f}")
 
 
-def test_cli_follows_a_q8_0_job_and_copies_its_files(
+def test_cli_follows_a_split_q8_0_job_and_copies_its_files(
     stack: Stack,
     version: str,
     reference: list[dict[str, Any]],  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """With the single-upload limit at 1 MiB, the ~1.5 MB Q8_0 file is written, uploaded
+    and copied as llama.cpp's split GGUF, which llama.cpp loads from its first file."""
     from typer.testing import CliRunner
 
     from cli import app
 
-    cli_env(stack, monkeypatch, tmp_path)
+    cli_env(stack, monkeypatch, tmp_path, max_file_mb=1.0)
+    plan = CliRunner().invoke(app, ["export", "gguf", version, "--quant", "Q8_0", "--plan-only"])
+    split = re.search(r"in (\d+) files \(split GGUF\)", plan.output)
+    assert plan.exit_code == 0 and split, plan.output
+    shards = gguf_files("support-bot-v1", "Q8_0", int(split.group(1)))
     out = tmp_path / "o"
     run = CliRunner().invoke(app, ["export", "gguf", version, "--quant", "Q8_0", "--out", str(out)])
     assert run.exit_code == 0, run.output
     assert "completed: done" in run.output.splitlines(), run.output
-    assert "support-bot-v1-Q8_0.gguf" in run.output and "sig=" in run.output
-    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "support-bot-v1-Q8_0.gguf"]
-    with llama(out / "support-bot-v1-Q8_0.gguf") as model:
+    assert shards[0] in run.output and "sig=" in run.output
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", *shards]
+    assert all((out / n).stat().st_size <= 2**20 for n in shards)
+    modelfile = (out / "Modelfile").read_text()
+    assert f"llama-gguf-split --merge {shards[0]} support-bot-v1-Q8_0.gguf" in modelfile
+    assert "FROM ./support-bot-v1-Q8_0.gguf" in modelfile
+    with llama(out / shards[0]) as model:
         assert model.metadata["general.file_type"] == "7"  # LLAMA_FTYPE_MOSTLY_Q8_0
+        assert model.metadata["split.count"] == str(len(shards))
         check_agreement(model, reference, "Q8_0")
 
 

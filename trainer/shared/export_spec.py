@@ -9,7 +9,10 @@ file name), and load the base model in `dtype` before merging the adapter into i
   `max_shard_size_mb`, optionally pushed to `hub_repo` with the worker's own HF_TOKEN.
 - `GgufSpec` (action `gguf`): the merged model written as GGUF in `variant` (`f16` or
   `bf16`; `Q8_0` or `Q4_K_M` quantised from the f16 file by llama.cpp), with an Ollama
-  Modelfile; the files are named `trainer.shared.files.gguf_names(file_stem, variant)`.
+  Modelfile; the files are named `trainer.shared.files.gguf_names(file_stem, variant,
+  shards)`: one GGUF, or llama.cpp's split GGUF in `shards` files when one file would be
+  above `max_file_bytes` (the controller chooses the count; the worker refuses to upload a
+  file above the limit).
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class GgufSpec(AdapterSource):
 
     variant: GgufVariant = "f16"
     file_stem: str = Field(description="the GGUF file's name before '-<variant>.gguf'")
+    shards: int = Field(1, ge=1, le=999, description="files of llama.cpp's split GGUF")
+    max_file_bytes: int | None = Field(
+        None, gt=0, description="the largest file the store takes in one upload"
+    )
 
     @field_validator("file_stem")
     @classmethod

@@ -14,8 +14,11 @@ of the contract, defined here once.
   with `model.safetensors.index.json` mapping every tensor to its file. `max_shards`
   bounds the count: greedy sharding closes a shard only when the next tensor would not
   fit, so two neighbouring shards together hold more than the limit.
-- A GGUF export: `gguf_names(stem, variant)`, the GGUF file (`<stem>-<variant>.gguf`, or
-  `<stem>-lora.gguf` for the adapter alone) and the Ollama `Modelfile` beside it.
+- A GGUF export: `gguf_names(stem, variant, shards)`, the GGUF file (`<stem>-<variant>.gguf`,
+  or `<stem>-lora.gguf` for the adapter alone) and the Ollama `Modelfile` beside it. A file
+  too large for one upload is written as llama.cpp's split GGUF in exactly `shards` files
+  (`gguf_files`: `<stem>-<variant>-00001-of-00003.gguf`, ...; llama.cpp names them with
+  their count, so the count is fixed before the job runs and the URLs signed for it).
 """
 
 from __future__ import annotations
@@ -72,6 +75,18 @@ def gguf_name(stem: str, variant: str) -> str:
     return f"{stem}-{variant}.gguf"
 
 
-def gguf_names(stem: str, variant: str) -> list[str]:
+def gguf_shard_name(stem: str, variant: str, shard: int, shards: int) -> str:
+    """Shard `shard` (from 1) of `shards` of a split GGUF, named as llama.cpp names them."""
+    return f"{stem}-{variant}-{shard:05d}-of-{shards:05d}.gguf"
+
+
+def gguf_files(stem: str, variant: str, shards: int = 1) -> list[str]:
+    """The GGUF file of an export, or its shards in order when it is split."""
+    if shards <= 1:
+        return [gguf_name(stem, variant)]
+    return [gguf_shard_name(stem, variant, i, shards) for i in range(1, shards + 1)]
+
+
+def gguf_names(stem: str, variant: str, shards: int = 1) -> list[str]:
     """Every file a GGUF export writes (see the module docstring)."""
-    return [gguf_name(stem, variant), MODELFILE]
+    return [*gguf_files(stem, variant, shards), MODELFILE]

@@ -52,7 +52,7 @@ from typing import Any
 
 from trainer.shared.errors import BadInput, TrainerError
 from trainer.shared.export_spec import GGUF_VARIANTS
-from trainer.shared.files import gguf_name
+from trainer.shared.files import gguf_name, gguf_shard_name
 
 ARCHITECTURES = {"qwen2": "QWEN2", "qwen3": "QWEN3"}  # model_type -> gguf.MODEL_ARCH member
 REFUSED = {
@@ -243,19 +243,48 @@ def _tokenizer(w: Any, base_dir: Path, n_vocab: int) -> None:
     special.add_to_gguf(w)
 
 
-def write_model(model: Any, base_dir: Path, out: Path, dtype: str = "f16") -> int:
+def shard_paths(out: Path, shards: int) -> list[Path]:
+    """The files `write_model(..., out, shards=shards)` writes: `out`, or its shards."""
+    if shards <= 1:
+        return [out]
+    stem, variant = out.name.removesuffix(".gguf").rsplit("-", 1)
+    return [out.with_name(gguf_shard_name(stem, variant, i, shards)) for i in range(1, shards + 1)]
+
+
+def write_model(model: Any, base_dir: Path, out: Path, dtype: str = "f16", shards: int = 1) -> int:
     """Write `model` (a transformers causal LM; `base_dir` holds its tokenizer) as GGUF at
-    `out` in `dtype` ("f16" or "bf16"); returns the file's size in bytes."""
-    for _ in write_model_steps(model, base_dir, out, dtype):
+    `out` in `dtype` ("f16" or "bf16"), split into `shards` files when more than one (see
+    `write_model_steps`); returns the bytes written."""
+    for _ in write_model_steps(model, base_dir, out, dtype, shards):
         pass
-    return out.stat().st_size
+    return sum(p.stat().st_size for p in shard_paths(out, shards))
+
+
+def _split(w: Any, shards: int) -> None:
+    """Spread the writer's declared tensors over `shards` files in order, each tensor in the
+    file where its first byte falls by equal shares (a file holds at most its share plus one
+    tensor), no file left empty."""
+    tensors = list(w.tensors[0].items())
+    if shards > len(tensors):
+        raise GgufRefused(f"cannot split {len(tensors)} tensors into {shards} GGUF files")
+    total = sum(info.nbytes for _, info in tensors)
+    parts: list[dict[str, Any]] = [{} for _ in range(shards)]
+    start, last = 0, -1
+    for i, (name, info) in enumerate(tensors):
+        lowest = max(last, shards - (len(tensors) - i))  # enough tensors left for the rest
+        last = min(max(start * shards // total, lowest), last + 1)
+        parts[last][name] = info
+        start += info.nbytes
+    w.tensors = parts  # gguf's writer writes one file per entry (split.no/count/tensors.count)
 
 
 def write_model_steps(
-    model: Any, base_dir: Path, out: Path, dtype: str = "f16"
+    model: Any, base_dir: Path, out: Path, dtype: str = "f16", shards: int = 1
 ) -> Iterator[tuple[int, int]]:
     """`write_model`, yielding (bytes of tensors written, bytes of all tensors) after each
-    tensor; one converted tensor at a time is held in memory."""
+    tensor; one converted tensor at a time is held in memory. With `shards` > 1 the model
+    is llama.cpp's split GGUF in exactly that many files (`shard_paths`): the metadata in
+    the first, the tensors in order, each file about an equal share of the bytes."""
     import gguf
 
     if dtype not in DTYPES:
@@ -268,6 +297,8 @@ def write_model_steps(
     _hparams(w, cfg, dtype)
     _tokenizer(w, Path(base_dir), cfg.vocab_size)
     plan = _tensor_plan(w, model, arch, dtype)
+    if shards > 1:
+        _split(w, shards)
     total = sum(t.numel() * (4 if keep32 else 2) for t, keep32 in plan)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -325,9 +356,10 @@ def write_lora(adapter_dir: Path, out: Path, model_type: str, n_layers: int) -> 
     return out.stat().st_size
 
 
-def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> int:
-    """llama.cpp's quantiser: `src` (an f16/bf16 GGUF) to `dst` in `quant` (Q8_0 or
-    Q4_K_M); returns the file's size in bytes."""
+def quantize(src: Path, dst: Path, quant: str, threads: int = 0, shards: int = 1) -> int:
+    """llama.cpp's quantiser: `src` (an f16/bf16 GGUF, or split in `shards` files named as
+    `shard_paths` names them) to `dst` in `quant` (Q8_0 or Q4_K_M), split as `src` is;
+    returns the bytes written."""
     import ctypes
 
     import llama_cpp
@@ -341,32 +373,42 @@ def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> int:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftypes[quant]
     params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0 or not dst.is_file():
+    params.keep_split = shards > 1
+    first = shard_paths(src, shards)[0]
+    # split, llama.cpp writes `<dst given>-00001-of-0000N.gguf`: it is given the name's stem
+    target = dst if shards <= 1 else dst.with_name(dst.name.removesuffix(".gguf"))
+    rc = llama_cpp.llama_model_quantize(
+        str(first).encode(), str(target).encode(), ctypes.byref(params)
+    )
+    written = shard_paths(dst, shards)
+    if rc != 0 or not all(p.is_file() for p in written):
         raise GgufFailed(f"llama.cpp could not quantise the model to {quant} (code {rc})")
-    return dst.stat().st_size
+    return sum(p.stat().st_size for p in written)
 
 
 Steps = Generator[tuple[str, int, int], None, str]
 
 
-def write_merged_steps(model: Any, base_dir: Path, out_dir: Path, variant: str, stem: str) -> Steps:
-    """Write the merged `model` as `variant` into `out_dir` (see the module docstring);
-    yields (stage, done, total), returns the GGUF's file name."""
+def write_merged_steps(
+    model: Any, base_dir: Path, out_dir: Path, variant: str, stem: str, shards: int = 1
+) -> Steps:
+    """Write the merged `model` as `variant` into `out_dir`, in `shards` files (see the
+    module docstring); yields (stage, done, total), returns the GGUF's (first) file name."""
     if variant not in VARIANTS:
         raise GgufRefused(f"GGUF variant {variant!r} is not one of {', '.join(VARIANTS)}")
     dtype = variant if variant in DTYPES else "f16"
     full = out_dir / gguf_name(stem, dtype)
-    for done, total in write_model_steps(model, base_dir, full, dtype):
+    for done, total in write_model_steps(model, base_dir, full, dtype, shards):
         yield "write", done, total
     if variant in DTYPES:
-        return full.name
+        return shard_paths(full, shards)[0].name
     yield "quantize", 0, 1
     quantised = out_dir / gguf_name(stem, variant)
-    quantize(full, quantised, variant)
-    full.unlink()
+    quantize(full, quantised, variant, shards=shards)
+    for p in shard_paths(full, shards):
+        p.unlink()
     yield "quantize", 1, 1
-    return quantised.name
+    return shard_paths(quantised, shards)[0].name
 
 
 def run_steps(steps: Steps, on_step: Callable[[str, int, int], None] | None = None) -> str:

@@ -44,9 +44,23 @@ def base_sampling(base_dir: Path) -> dict[str, float]:
     return found
 
 
-def modelfile(gguf_name: str, sampling: dict[str, float], *, adapter: str | None = None) -> str:
-    """An Ollama Modelfile for the ChatML (Qwen `<|im_start|>`/`<|im_end|>`) format."""
+def modelfile(
+    gguf_name: str,
+    sampling: dict[str, float],
+    *,
+    adapter: str | None = None,
+    shards: list[str] | None = None,
+) -> str:
+    """An Ollama Modelfile for the ChatML (Qwen `<|im_start|>`/`<|im_end|>`) format. For a
+    model split in `shards` (llama.cpp's split GGUF), which Ollama cannot read, it says how
+    to join them into `gguf_name` first."""
     lines = []
+    if shards and len(shards) > 1:
+        lines += [
+            f"# The model is split in {len(shards)} files; Ollama reads one. Join them first with",
+            f"# llama.cpp: llama-gguf-split --merge {shards[0]} {gguf_name}",
+            f"# (llama.cpp loads the split files as they are: llama-cli -m {shards[0]})",
+        ]
     if adapter:
         lines += [
             "# The base model's GGUF (f16 or bf16, the same model the adapter was trained on)",
