@@ -128,3 +128,17 @@ def test_the_controller_counts_files_under_the_limit() -> None:
     small = describe("Qwen/Qwen2.5-1.5B-Instruct")
     here = plan_gguf(small, "Q8_0", max_file_bytes=2**20)  # written here: stored by TUS
     assert here.where == "controller" and here.shards == 1
+
+
+def test_the_worker_refuses_to_upload_a_file_above_the_limit(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from trainer.gguf_action import _fits
+
+    for name in gguf_files("bot", "Q8_0", 2):
+        (tmp_path / name).write_bytes(b"x" * 1000)
+    section = SimpleNamespace(file_stem="bot", variant="Q8_0", shards=2, max_file_bytes=1000)
+    _fits(SimpleNamespace(gguf=section), tmp_path)  # at the limit: uploaded
+    (tmp_path / gguf_files("bot", "Q8_0", 2)[1]).write_bytes(b"x" * 1001)
+    with pytest.raises(gguf_write.GgufFailed, match=r"00002-of-00002.gguf is .* above"):
+        _fits(SimpleNamespace(gguf=section), tmp_path)
