@@ -8,6 +8,11 @@ What a chat message may carry besides its role and text, as the layouts give it:
                         "arguments"}} (LLaMA-Factory v1)
     tool_calls          (assistant) [{"id"?, "type": "function", "function": {"name",
                         "arguments": JSON text or object}}], or [{"name", "arguments"}]
+    function_call       (assistant) {"name", "arguments"}: OpenAI's legacy function calling,
+                        one call; its result is a message of role "function" with the
+                        function's `name`, and the row's functions are `functions` (schemas
+                        without the {"type": "function"} wrapper); read as `tool_calls`,
+                        a tool message and `tools`
     tool_call_id, name  (tool) which call a result answers
     reasoning_content   (assistant; `reasoning` and `thinking` are read the same), or an
                         inline "<think>...</think>" opening its content
@@ -46,7 +51,9 @@ CALL_ROLES = frozenset({"function_call", "tool_call", "tool_calls"})
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 # Keys that make a message an agent message (the layouts' fast path leaves these alone).
 WEIGHT_KEYS = ("loss_weight", "weight")
-AGENT_KEYS = frozenset({"tool_calls", "tool_call_id", *WEIGHT_KEYS, *REASONING_KEYS})
+LEGACY_CALL = "function_call"  # OpenAI's legacy function calling: one call per message
+LEGACY_FUNCTIONS = "functions"  # ... and the row's functions
+AGENT_KEYS = frozenset({"tool_calls", "tool_call_id", LEGACY_CALL, *WEIGHT_KEYS, *REASONING_KEYS})
 _TEXT_PART_KEYS = ("text", "value", "content")
 _REASONING_PART_KEYS = ("value", "text", "reasoning", "thinking")
 
@@ -286,21 +293,29 @@ def _assistant_extras(
         msg["content"], reasoning = split_think(msg["content"])
     if reasoning and reasoning.strip():
         msg["reasoning_content"] = reasoning
+    calls: list[dict[str, Any]] = []
     raw_calls = m.get("tool_calls")
-    if raw_calls is None or raw_calls == []:
-        return True
-    if not isinstance(raw_calls, list):
-        problems.add(
-            "invalid_tool_call",
-            f"{where}.tool_calls",
-            f"{where}.tool_calls must be a list of calls",
-        )
-        return False
-    calls, problem = parse_calls(raw_calls, f"{where}.tool_calls")
-    if problem:
-        problems.add("invalid_tool_call", f"{where}.tool_calls", problem)
-        return False
-    msg["tool_calls"] = calls
+    if raw_calls is not None and raw_calls != []:
+        if not isinstance(raw_calls, list):
+            problems.add(
+                "invalid_tool_call",
+                f"{where}.tool_calls",
+                f"{where}.tool_calls must be a list of calls",
+            )
+            return False
+        calls, problem = parse_calls(raw_calls, f"{where}.tool_calls")
+        if problem:
+            problems.add("invalid_tool_call", f"{where}.tool_calls", problem)
+            return False
+    legacy = m.get(LEGACY_CALL)
+    if legacy is not None and legacy != {}:
+        call, problem = parse_call(legacy, f"{where}.{LEGACY_CALL}")
+        if call is None:
+            problems.add("invalid_tool_call", f"{where}.{LEGACY_CALL}", problem)
+            return False
+        calls.append(call)
+    if calls:
+        msg["tool_calls"] = calls
     return True
 
 
@@ -365,6 +380,12 @@ def check_row(
     if problem:
         problems.add("invalid_tools", "tools", problem)
         return msgs, None
+    legacy, problem = parse_tools(value.get(LEGACY_FUNCTIONS))  # OpenAI's legacy `functions`
+    if problem:
+        problems.add("invalid_tools", LEGACY_FUNCTIONS, problem.replace("tools", "functions", 1))
+        return msgs, None
+    if legacy:
+        tools = [*(tools or []), *legacy]
     structured = tools is not None or any(m.get("tool_calls") for m in msgs)
     if structured:
         where = field if callable(field) else lambda i: f"{field}[{i}]"

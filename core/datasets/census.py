@@ -28,7 +28,7 @@ from trainer.shared.methods import KTO_LAYOUT, PROMPTS_LAYOUT
 
 _SCORES = ("score_chosen", "score_rejected")
 ROW_KEYS: dict[str, frozenset[str]] = {
-    "messages": frozenset({"messages", "system", "tools"}),
+    "messages": frozenset({"messages", "system", "tools", "functions"}),
     "sharegpt": frozenset({"conversations", "system", "tools"}),
     "alpaca": frozenset({"instruction", "input", "output", "system", "history"}),
     "prompt_completion": frozenset({"prompt", "completion", "system", "tools"}),
@@ -42,7 +42,7 @@ ROW_KEYS: dict[str, frozenset[str]] = {
     "preference_llamafactory": frozenset({"chosen_messages", "rejected_messages", *_SCORES}),
     KTO_LAYOUT: frozenset(
         {"messages", "conversations", "prompt", "completion", "system", "tools", "label"}
-        | {"kto_tag"}
+        | {"kto_tag", "functions"}
     ),
 }
 _MESSAGE_FIELDS = (
@@ -59,7 +59,7 @@ _MESSAGE_FIELDS = (
 )
 MESSAGE_KEYS = frozenset(
     {"role", "content", "from", "value", "tool_calls", "loss_weight", "weight"}
-    | {"reasoning_content", "reasoning", "thinking"}
+    | {"reasoning_content", "reasoning", "thinking", "function_call"}
 )
 _TOOL_MESSAGE_KEYS = frozenset({"name", "tool_call_id"})
 _MULTIMODAL = (
@@ -78,8 +78,11 @@ UNHONOURED_ROW_KEYS = {
         "it is a KTO label (desirable or not); a file whose rows mostly carry one is read "
         "as KTO data, but this file is not",
     ),
-    "tools": "it defines functions, and training on this layout does not show them to "
-    "the model; use a chat layout (messages with tools) for tool-calling data",
+    **dict.fromkeys(
+        ("tools", "functions"),
+        "it defines functions, and training on this layout does not show them to the "
+        "model; use a chat layout (messages with tools) for tool-calling data",
+    ),
 }
 UNHONOURED_MESSAGE_KEYS = dict.fromkeys(
     ("training", "train", "train_detail"),

@@ -55,7 +55,8 @@ SHAREGPT_ROLES = {
     "observation": "tool",
     "function_response": "tool",
 }
-_SAME_ROLES = {r: r for r in ROLES}
+# OpenAI's own role names, and its legacy function calling's role for a function's result
+_SAME_ROLES = {r: r for r in ROLES} | {"function": "tool"}
 _AGENT_KEYS = agent.AGENT_KEYS
 _THINK = agent.THINK_OPEN
 

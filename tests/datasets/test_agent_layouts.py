@@ -111,6 +111,61 @@ def test_openai_tool_rows_keep_tools_parallel_calls_results_and_reasoning(tmp_pa
     assert agent["rows_with_reasoning"] == 1 and agent["tool_results"] == 2
 
 
+def legacy_rows() -> list[dict[str, Any]]:
+    """OpenAI's legacy function calling: `functions`, `function_call`, role "function"."""
+    call = {"name": "get_weather", "arguments": json.dumps(NESTED_ARGS)}
+    return [
+        {
+            "functions": [WEATHER["function"], TIME["function"]],
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "function_call": call},
+                {"role": "function", "name": "get_weather", "content": '{"temp": 21}'},
+                {"role": "assistant", "content": "21 C."},
+            ],
+        },
+        {  # a call to a function the row does not define
+            "functions": [TIME["function"]],
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": None, "function_call": call},
+                {"role": "function", "name": "get_weather", "content": "cold"},
+                {"role": "assistant", "content": "Cold."},
+            ],
+        },
+        {  # arguments that are not JSON
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "get_weather", "arguments": "{city: Paris"},
+                },
+                {"role": "function", "name": "get_weather", "content": "cold"},
+                {"role": "assistant", "content": "Cold."},
+            ],
+        },
+    ]
+
+
+def test_openai_legacy_function_calling_is_read_as_tool_calls(tmp_path: Path) -> None:
+    report, rows = normalise(write_jsonl(tmp_path / "legacy.jsonl", legacy_rows()))
+    assert report.layout == "messages" and report.valid_rows == 1, report.to_dict()
+    (row,) = rows
+    assert row["tools"] == [WEATHER, TIME]  # `functions`, wrapped as tools
+    msgs = row["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "assistant"]
+    assert msgs[1]["content"] == "" and msgs[1]["tool_calls"] == [
+        {"type": "function", "function": {"name": "get_weather", "arguments": NESTED_ARGS}}
+    ]
+    assert msgs[2]["content"] == '{"temp": 21}'
+    assert report.problem_counts == {"unknown_function": 1, "invalid_tool_call": 1}
+    by_row = {p.row: p for p in report.problem_examples}  # rows counted from 1
+    assert "do not define (defined: get_time)" in by_row[2].message
+    assert by_row[3].field == "messages[1].function_call" and "not valid JSON" in by_row[3].message
+    assert not report.to_dict().get("ignored_keys")  # nothing of the rows went unread
+
+
 def sharegpt_rows() -> list[dict[str, Any]]:
     call = json.dumps({"name": "get_weather", "arguments": NESTED_ARGS})
     both = json.dumps(

@@ -326,10 +326,10 @@ def test_a_key_with_training_meaning_that_is_not_honoured_is_a_problem(tmp_path:
         (2, "unhonoured_key", "images"),
         (3, "unhonoured_key", "messages[1].training"),
     }
-    pairs = [PAIR, {**PAIR, "tools": [{"name": "f"}]}]
+    pairs = [PAIR, {**PAIR, "tools": [{"name": "f"}]}, {**PAIR, "functions": [{"name": "f"}]}]
     report = inspect_file(write_jsonl(tmp_path / "p.jsonl", pairs))
-    assert report.valid_rows == 1
-    assert [(p.row, p.field) for p in report.problem_examples] == [(2, "tools")]
+    assert report.valid_rows == 1  # OpenAI's legacy `functions` as well
+    assert [(p.row, p.field) for p in report.problem_examples] == [(2, "tools"), (3, "functions")]
 
 
 def test_inspect_prints_the_notes_and_scores(tmp_path: Path) -> None:
