@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import orjson
 
-from core.datasets.agent import AgentCounts
+from core.datasets.agent_counts import AgentCounts
 from core.datasets.census import KeyCensus, describe
 from core.datasets.formats import TEXT_RULES, detect_format, open_records, text_rule
 from core.datasets.preference import ScoreCounts
