@@ -115,7 +115,8 @@ def _fits(spec: JobSpec, out: Path) -> None:
         if size > g.max_file_bytes:
             raise gguf_write.GgufFailed(
                 f"{name} is {size / 1e9:.2f} GB, above the store's single-upload limit of "
-                f"{g.max_file_bytes / 1e9:.2f} GB; export again with more shards"
+                f"{g.max_file_bytes / 1e9:.2f} GB (the export's size estimate was low); "
+                "export it again with GGUF_MAX_FILE_MB lowered, so that it is split in more files"
             )
 
 
