@@ -75,11 +75,17 @@ def test_a_base_above_the_local_limit_is_written_by_a_gpu_job(
     settings: Settings,
     open_page,  # noqa: F811
 ) -> None:
-    _version(settings, "Qwen/Qwen3-8B")
+    from core import export
+
+    vid = _version(settings, "Qwen/Qwen3-8B")
     at = open_page("adapters")
     captions = [c.value for c in at.caption]
     assert any("a job on the GPU endpoint merges and writes it" in c for c in captions), captions
     assert not at.button(key="adapters.gguf_export").disabled
+    # its f16 (16 GB) is above one upload: the caption says in how many files it is written
+    f16 = export.gguf_plans(LOCAL_ACTOR, settings, vid)[0]
+    assert f16.variant == "f16" and f16.shards > 2
+    assert any(f"split GGUF in {f16.shards} files" in c for c in captions), captions
 
 
 def test_a_job_export_shows_its_progress_then_the_signed_links(
