@@ -42,9 +42,9 @@ def _slim_template(base: str) -> go.layout.Template:
     return go.layout.Template(layout=layout, data=data)
 
 
+# Named on every figure: Streamlit sets plotly's process-wide default to its own template
+# when it loads, so a figure that names none would depend on the import order.
 TEMPLATE = _slim_template("plotly_white")
-pio.templates["brightrun"] = TEMPLATE
-pio.templates.default = "brightrun"  # a figure that names no template gets this one too
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template=TEMPLATE)
 
 
@@ -444,5 +444,5 @@ def method_curves(series: MethodLike) -> go.Figure:
                 row,
                 1,
             )
-    fig.update_layout(height=180 * len(names) + 60, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(height=180 * len(names) + 60, **LAYOUT)
     return fig
