@@ -235,15 +235,18 @@ def memory_breakdown(
             cliponaxis=False,
         )
     )
-    title = f"Peak GPU memory: {total:.1f} GiB"
-    if device_gib:
-        title += f" of {device_gib:.0f} GiB on {device_name} ({total / device_gib:.0%})"
+    title = dict(text=f"Peak GPU memory: {total:.1f} GiB", font=dict(size=14))
+    if device_gib:  # the device on a line of its own: a narrow column cut it off
+        title["text"] += f" ({total / device_gib:.0%})"
+        title["subtitle"] = dict(
+            text=f"of {device_gib:.0f} GiB on {device_name}", font=dict(size=12)
+        )
     fig.update_layout(
-        height=80 + 26 * len(ordered),
-        title=dict(text=title, font=dict(size=14)),
+        height=100 + 26 * len(ordered),
+        title=title,
         xaxis_title="GiB",
         yaxis=dict(autorange="reversed"),
-        margin=dict(l=10, r=40, t=40, b=10),
+        margin=dict(l=10, r=40, t=60, b=10),
         template=TEMPLATE,
     )
     return fig
@@ -336,7 +339,8 @@ def serverless_vs_pod(
         height=360,
         title="Cost per hour of actual training",
         xaxis_title="utilisation (%)",
-        yaxis=dict(title="$ per busy GPU hour", type="log", tickprefix="$"),
+        # ticks at powers of ten only: plotly's minor "2" and "5" labels carry no "$"
+        yaxis=dict(title="$ per busy GPU hour", type="log", tickprefix="$", dtick=1),
         legend=dict(orientation="h", y=-0.25),
         **LAYOUT,
     )

@@ -92,6 +92,9 @@ def cost_to_target(
         )
     )
     title = "Cost to reach eval loss " + ("–" if target is None else f"{target:.4f}")
-    fig.update_layout(height=300, title=title, yaxis=dict(tickprefix="$"), **LAYOUT)
+    # dollars from zero: with no bar above it plotly centres the axis on 0 (down to $-1)
+    fig.update_layout(
+        height=300, title=title, yaxis=dict(tickprefix="$", rangemode="nonnegative"), **LAYOUT
+    )
     fig.update_xaxes(type="category")
     return fig

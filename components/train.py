@@ -324,12 +324,15 @@ def plan_view(tp: jobs.Preflight) -> None:
         return
     verdict = tp.plan.verdict(tp.gpu)
     device = verdict.name
-    if tp.pricing is not None and tp.pricing.is_local:  # planned for the GPU it is priced as
-        device += " (the GPU it is priced as; it runs on this machine's CPU)"
     st.plotly_chart(
         charts.memory_breakdown(tp.memory_terms, verdict.memory_bytes / 2**30, device),
         key="train.memory",
     )
+    if tp.pricing is not None and tp.pricing.is_local:  # planned for the GPU it is priced as
+        st.caption(
+            f"Memory is planned for {w.plain(device)}, the GPU the job is priced as; "
+            "it runs on this machine's CPU."
+        )
     c = st.columns(2)
     c[0].metric(
         "Peak memory",

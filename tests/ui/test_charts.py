@@ -54,6 +54,15 @@ def test_serverless_against_pod_crosses_at_the_break_even() -> None:
     assert marks["your utilisation 5.0%"] == pytest.approx(25)  # drawn at the grid's edge
 
 
+def test_dollar_axes_never_go_below_zero_nor_label_minor_ticks_without_the_dollar() -> None:
+    from components import compare_charts
+
+    none = compare_charts.cost_to_target(["a", "b"], [None, None], None)  # every bar empty
+    assert none.layout.yaxis.rangemode == "nonnegative" and none.layout.yaxis.tickprefix == "$"
+    pod = charts.serverless_vs_pod([0.5, 1.0], [4.0] * 2, [8.0, 4.0], 0.1, 0.5)
+    assert pod.layout.yaxis.type == "log" and pod.layout.yaxis.dtick == 1  # $1, $10, $100
+
+
 def test_memory_breakdown_lists_terms_largest_first_against_the_device() -> None:
     fig = charts.memory_breakdown(
         [("LoRA", 0.5), ("base weights", 4.0), ("activations", 1.5)], 80.0, "H100"
@@ -61,7 +70,8 @@ def test_memory_breakdown_lists_terms_largest_first_against_the_device() -> None
     assert list(fig.data[0].y) == ["base weights", "activations", "LoRA"] and list(
         fig.data[0].x
     ) == [4.0, 1.5, 0.5]
-    assert fig.layout.title.text == "Peak GPU memory: 6.0 GiB of 80 GiB on H100 (8%)"
+    assert fig.layout.title.text == "Peak GPU memory: 6.0 GiB (8%)"
+    assert fig.layout.title.subtitle.text == "of 80 GiB on H100"
 
 
 def test_month_keys_are_categories_not_dates() -> None:

@@ -189,9 +189,10 @@ def test_time_estimate_says_it_rests_on_the_users_finished_jobs_once_there_are_s
 ) -> None:
     local = open_page("train")  # the local endpoint: the job runs on this machine's CPU
     assert "Priced as: runs on LOCAL_CPU (this machine's CPU), billed at $4.18/h" in text_of(local)
-    # the memory is planned for the GPU it is priced as, and the chart says so
+    # the memory is planned for the GPU it is priced as, and the plan says so under the chart
     memory = [c.proto.spec for c in local.get("plotly_chart") if "Peak GPU memory" in c.proto.spec]
-    assert len(memory) == 1 and "it runs on this machine's CPU" in memory[0]
+    assert len(memory) == 1 and "on H100 PCIe" in memory[0]
+    assert "the GPU the job is priced as; it runs on this machine's CPU" in text_of(local)
     monkeypatch.setenv("GPU_CLUSTER_API_URL", "https://api.runpod.ai/v2/abc123")
     at = open_page("train")  # the tiny demo model, nf4, on an H100 PCIe
     assert "Time estimate: default utilisation 30% of the GPU's bf16 peak" in text_of(at)
