@@ -244,7 +244,9 @@ def test_controller_down_until_the_endpoint_forgot_the_job_history_stays_complet
 
 
 def test_restart_and_reconcile(stack: Stack) -> None:
-    job = stack.submit()
+    # Long enough that the controller is killed mid-job: the stack's 6 steps can all be
+    # pulled, end included, by the syncer's first pull on an idle machine.
+    job = stack.submit(training={**stack.training, "max_steps": 60})
     stack.start_syncer(interval_s=0.5)
     try:
         wait_until(
