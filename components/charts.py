@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import plotly.graph_objects as go
@@ -105,6 +105,14 @@ def loss_lr_speed(loss_title: str) -> go.Figure:
     )
 
 
+def lr_axis(fig: go.Figure, lr: Iterable[float | None]) -> None:
+    """The learning-rate panel (row 2 of `loss_lr_speed`) from zero, in the notation the
+    Learning rate metric uses (2.00e-04): a constant rate was drawn as "0" on a -1..1 axis."""
+    top = max((v for v in lr if v is not None), default=0.0)
+    if top > 0:
+        fig.update_yaxes(range=[0, top * 1.1], tickformat=".1e", row=2, col=1)
+
+
 def training_curves(
     step: Sequence[int],
     loss: Sequence[float | None],
@@ -151,9 +159,7 @@ def training_curves(
         1,
     )
     fig.update_xaxes(title_text="step", row=3, col=1)
-    lr_top = max((v for v in lr if v is not None), default=0.0)
-    if lr_top > 0:  # from zero, in the notation the Learning rate metric uses (2.00e-04)
-        fig.update_yaxes(range=[0, lr_top * 1.1], tickformat=".1e", row=2, col=1)
+    lr_axis(fig, lr)
     title = "Training" + (" (downsampled: bucket means)" if downsampled else "")
     fig.update_layout(height=520, title=title, legend=dict(orientation="h", y=-0.12), **LAYOUT)
     return fig

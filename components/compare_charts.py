@@ -9,7 +9,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from components.charts import LAYOUT, loss_lr_speed
+from components.charts import LAYOUT, loss_lr_speed, lr_axis
 
 RUN_COLOURS = (
     "#4f46e5",
@@ -35,6 +35,7 @@ def compare_curves(runs: Sequence[Any]) -> go.Figure:
         for row, trace in _run_traces(r, colour):
             fig.add_trace(trace, row, 1)
     fig.update_xaxes(title_text="tokens seen (loss-carrying)", row=3, col=1)
+    lr_axis(fig, (v for r in runs for v in r.lr))
     ends = [max([*r.tokens, *r.eval_tokens]) for r in runs if r.tokens or r.eval_tokens]
     if ends and min(ends) > 0 and max(ends) / min(ends) >= SPREAD_FOR_LOG_X:
         # a short run beside a long one would be a few pixels at the origin on a linear axis

@@ -67,17 +67,14 @@ class _Stages:
 
 def _write(
     merged: Any, folder: Path, out: Path, spec: JobSpec, stages: _Stages
-) -> Generator[Event, None, str]:
-    """Write (and quantise) the GGUF into `out`, emitting progress; returns its name."""
+) -> Generator[Event, None, None]:
+    """Write (and quantise) the GGUF into `out` (its files: `gguf_files`), emitting
+    progress."""
     g = spec.gguf
     assert g is not None
     steps = gguf_write.write_merged_steps(merged, folder, out, g.variant, g.file_stem, g.shards)
     next_tenth = 0.0
-    while True:
-        try:
-            stage, done, total = next(steps)
-        except StopIteration as end:
-            return str(end.value)
+    for stage, done, total in steps:
         fraction = done / total if total else 1.0
         if stage == "write" and fraction >= next_tenth:
             next_tenth = min(1.0, int(fraction * 10 + 1) / 10)

@@ -160,7 +160,6 @@ def group_rows(prompts: list[list[int]], completions: list[list[int]], device: A
     last token (which predicts nothing), each tail at the positions it has after its prompt
     (module docstring). A completion's first token is predicted by its prompt's last
     position, every other token by the tail position before it."""
-
     g = len(completions) // len(prompts)
     ids: list[int] = []
     pos: list[int] = []
@@ -185,15 +184,13 @@ def group_rows(prompts: list[list[int]], completions: list[list[int]], device: A
 
 def shares_prompts(loaded: Any) -> bool:
     """Whether scoring lays each prompt out once for its completions (`group_rows`): the
-    attention is BrightRun's varlen SDPA (which reads the layout) on a model whose every
-    layer is softmax attention without a sliding window (`trainer.shared.arch`)."""
+    model was loaded for it (`trainer.shared.arch.shares_prompts`: every layer softmax
+    attention without a sliding window) with BrightRun's varlen SDPA, which reads the
+    layout."""
     from trainer.kernels import ATTN_IMPLEMENTATION
-    from trainer.shared.arch import prefix_sharing_exact
 
-    config = loaded.model.config
-    if getattr(config, "_attn_implementation", None) != ATTN_IMPLEMENTATION:
-        return False
-    return prefix_sharing_exact(loaded.packing, config)
+    attention = getattr(loaded.model.config, "_attn_implementation", None)
+    return loaded.shared_prompts and attention == ATTN_IMPLEMENTATION
 
 
 def sampler_backend(device: Any) -> str:

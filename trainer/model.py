@@ -130,7 +130,7 @@ def pick_attention(packing: str, device: Any, shared_prompts: bool = False) -> t
     if packing == "padded":
         return "sdpa", "padded batches with an attention mask"
     if shared_prompts:
-        return register_attention(), "SDPA per pair: chosen and rejected share the prompt"
+        return register_attention(), "SDPA per prompt: its answers share it, laid out once"
     if device.type == "cuda" and _flash_attn_available():
         return "flash_attention_2", "flash-attention varlen over padding-free rows"
     return register_attention(), "SDPA per sample over padding-free rows (no flash-attn)"
@@ -193,7 +193,7 @@ class Loaded:
     compute_dtype: Any
     packing: str
     facts: dict[str, Any] = field(default_factory=dict)
-    shared_prompts: bool = False  # preference pairs: prompt laid out once (arch.shares_prompts)
+    shared_prompts: bool = False  # a prompt laid out once for its answers (arch.shares_prompts)
 
 
 def load_tokenizer(path: Path) -> Any:

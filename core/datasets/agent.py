@@ -163,24 +163,25 @@ def parse_calls(raw: Any, where: str) -> tuple[list[dict[str, Any]], str | None]
     return calls, None
 
 
-def parse_tools(raw: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """A row's `tools` as function schemas (None when it has none), or the problem."""
+def parse_tools(raw: Any, field: str = "tools") -> tuple[list[dict[str, Any]] | None, str | None]:
+    """A row's `tools` (or OpenAI's legacy `functions`: `field`) as function schemas (None
+    when it has none), or the problem."""
     if raw is None or raw == "" or raw == []:
         return None, None
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except ValueError as e:
-            return None, f"tools is not valid JSON ({e.msg} at character {e.pos})"
+            return None, f"{field} is not valid JSON ({e.msg} at character {e.pos})"
     if isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list):
-        return None, f"tools must be a list of function schemas, not {type(raw).__name__}"
+        return None, f"{field} must be a list of function schemas, not {type(raw).__name__}"
     out = []
     for i, t in enumerate(raw):
         fn = t.get("function") if isinstance(t, dict) and "function" in t else t
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
-            return None, f"tools[{i}] must be a function schema with a 'name'"
+            return None, f"{field}[{i}] must be a function schema with a 'name'"
         out.append({"type": "function", "function": fn})
     return out, None
 
@@ -380,9 +381,9 @@ def check_row(
     if problem:
         problems.add("invalid_tools", "tools", problem)
         return msgs, None
-    legacy, problem = parse_tools(value.get(LEGACY_FUNCTIONS))  # OpenAI's legacy `functions`
+    legacy, problem = parse_tools(value.get(LEGACY_FUNCTIONS), LEGACY_FUNCTIONS)
     if problem:
-        problems.add("invalid_tools", LEGACY_FUNCTIONS, problem.replace("tools", "functions", 1))
+        problems.add("invalid_tools", LEGACY_FUNCTIONS, problem)
         return msgs, None
     if legacy:
         tools = [*(tools or []), *legacy]

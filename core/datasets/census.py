@@ -23,12 +23,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from core.datasets.agent import LEGACY_CALL, LEGACY_FUNCTIONS
 from core.datasets.records import Problem
 from trainer.shared.methods import KTO_LAYOUT, PROMPTS_LAYOUT
 
 _SCORES = ("score_chosen", "score_rejected")
 ROW_KEYS: dict[str, frozenset[str]] = {
-    "messages": frozenset({"messages", "system", "tools", "functions"}),
+    "messages": frozenset({"messages", "system", "tools", LEGACY_FUNCTIONS}),
     "sharegpt": frozenset({"conversations", "system", "tools"}),
     "alpaca": frozenset({"instruction", "input", "output", "system", "history"}),
     "prompt_completion": frozenset({"prompt", "completion", "system", "tools"}),
@@ -42,7 +43,7 @@ ROW_KEYS: dict[str, frozenset[str]] = {
     "preference_llamafactory": frozenset({"chosen_messages", "rejected_messages", *_SCORES}),
     KTO_LAYOUT: frozenset(
         {"messages", "conversations", "prompt", "completion", "system", "tools", "label"}
-        | {"kto_tag", "functions"}
+        | {"kto_tag", LEGACY_FUNCTIONS}
     ),
 }
 _MESSAGE_FIELDS = (
@@ -59,7 +60,7 @@ _MESSAGE_FIELDS = (
 )
 MESSAGE_KEYS = frozenset(
     {"role", "content", "from", "value", "tool_calls", "loss_weight", "weight"}
-    | {"reasoning_content", "reasoning", "thinking", "function_call"}
+    | {"reasoning_content", "reasoning", "thinking", LEGACY_CALL}
 )
 _TOOL_MESSAGE_KEYS = frozenset({"name", "tool_call_id"})
 _MULTIMODAL = (
@@ -79,7 +80,7 @@ UNHONOURED_ROW_KEYS = {
         "as KTO data, but this file is not",
     ),
     **dict.fromkeys(
-        ("tools", "functions"),
+        ("tools", LEGACY_FUNCTIONS),
         "it defines functions, and training on this layout does not show them to the "
         "model; use a chat layout (messages with tools) for tool-calling data",
     ),

@@ -38,9 +38,8 @@ models named as such), an adapter a GGUF LoRA cannot carry (adapter-only), an un
 variant; a job's base that does not fit the job's GPU even in bfloat16 (`PlanRefused`).
 `plan_gguf(facts, variant, adapter_only, adapter_bytes, max_params, max_file_bytes)` gives
 the expected file size, where it would be written, in how many files and the refusal,
-without doing anything; `gguf_plans(actor,
-settings, ref)` all of them for a version (the page and `--plan-only`). llama.cpp's
-failures are `ExportFailed`.
+without doing anything; `gguf_plans(actor, settings, ref)` all of them for a version (the
+page and `--plan-only`). llama.cpp's failures are `ExportFailed`.
 """
 
 from __future__ import annotations

@@ -46,7 +46,6 @@ from core.planner.lora_params import LoraCount, lora_count
 from core.planner.trainer_facts import TrainerFacts, capabilities, experts_quantized
 from core.planner.weights import weights
 from trainer.shared import arch, moe_facts
-from trainer.shared.methods import METHODS
 from trainer.shared.spec import JobSpec
 
 GIB = 1 << 30
@@ -324,15 +323,19 @@ def _lora_terms(spec: JobSpec, p: int, trainer: TrainerFacts) -> list[MemoryTerm
 def kv_bytes_per_token(spec: JobSpec, model: ModelFacts) -> int:
     """Bytes of keys and values one token keeps in the KV cache: softmax-attention layers
     x kv heads x head dim x 2 x the compute dtype's bytes."""
-    layers = sum(1 for kind in model.layer_types if kind != "linear_attention")
-    return layers * model.kv_heads * model.head_dim * 2 * _act_bytes(spec)
+    return _attention_layers(model) * model.kv_heads * model.head_dim * 2 * _act_bytes(spec)
+
+
+def _attention_layers(model: ModelFacts) -> int:
+    """The layers that keep keys and values (a linear-attention layer keeps a fixed state)."""
+    return sum(1 for kind in model.layer_types if kind != "linear_attention")
 
 
 def kv_cache_bytes(spec: JobSpec, model: ModelFacts) -> int:
     """Bytes of the sampled micro-batch's KV cache (module docstring); 0 when the method
     does not generate."""
-    g = spec.grading
-    if g is None or not METHODS[spec.method].generates:
+    g = spec.grading  # set exactly for a generating method (JobSpec checks)
+    if g is None:
         return 0
     seqs = spec.training.micro_batch_size * g.num_generations
     return seqs * spec.training.max_length * kv_bytes_per_token(spec, model)
@@ -344,7 +347,7 @@ def _kv_cache_terms(spec: JobSpec, model: ModelFacts) -> list[MemoryTerm]:
         return []
     g = spec.grading
     assert g is not None
-    layers = sum(1 for kind in model.layer_types if kind != "linear_attention")
+    layers = _attention_layers(model)
     return [
         MemoryTerm(
             "kv_cache",

@@ -194,7 +194,7 @@ def prompt_tokens(spec: JobSpec, tokens: TokenStats) -> float:
 def sequence_tokens(spec: JobSpec, tokens: TokenStats) -> float:
     """One trained sequence's tokens: the mean row capped at max_length; a generating
     method's prompt and one completion at its longest."""
-    if spec.grading is not None and METHODS[spec.method].generates:
+    if spec.grading is not None:  # set exactly for a generating method (JobSpec checks)
         return prompt_tokens(spec, tokens) + spec.grading.max_completion_length
     return min(tokens.mean_tokens, spec.training.max_length)
 
@@ -208,7 +208,7 @@ def training_tokens(spec: JobSpec, tokens: TokenStats, shared_prompts: bool = Fa
     per_row = sequence_tokens(spec, tokens) * seqs
     if shared_prompts and seqs == 2:
         per_row -= min(tokens.shared_tokens, tokens.mean_tokens, t.max_length)
-    elif shared_prompts and spec.grading is not None and METHODS[spec.method].generates:
+    elif shared_prompts and spec.grading is not None:
         per_row -= prompt_tokens(spec, tokens) * (seqs - 1)
     if t.max_steps is not None:
         by_steps = (
@@ -275,7 +275,7 @@ def sampling_seconds(
 ) -> float:
     """Seconds a generating method samples for on `gpu` (module docstring); 0 for others."""
     g = spec.grading
-    if g is None or not METHODS[spec.method].generates:
+    if g is None:
         return 0.0
     t = spec.training
     rollouts = optimizer_steps(spec, tokens) * t.grad_accum  # micro-batches sampled
@@ -299,9 +299,7 @@ def estimate_time(
     """Training time on `gpu`; measured tokens/s of finished jobs (same model, GPU) win."""
     g = gpu_type(gpu)
     packing = arch.capabilities(model.config).packing if spec.training.packing else "padded"
-    shared = arch.shares_prompts(spec.method, packing, model.config) or (
-        METHODS[spec.method].generates and arch.prefix_sharing_exact(packing, model.config)
-    )
+    shared = arch.shares_prompts(spec.method, packing, model.config)
     trained = training_tokens(spec, tokens, shared)
     processed = int(trained / _efficiency(spec.training))
     fpt = flops_per_token(spec, model, sequence_tokens(spec, tokens))

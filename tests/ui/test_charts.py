@@ -162,3 +162,14 @@ def test_every_figure_carries_the_slim_template_and_looks_as_plotly_white() -> N
         drawn = {t.type for t in fig.data}
         assert drawn <= set(charts.TRACE_TYPES), f"{name} draws {drawn}: add it to TRACE_TYPES"
         assert fig.layout.template.to_plotly_json() == slim, name
+
+
+def test_the_compare_view_draws_learning_rates_as_the_job_page_does() -> None:
+    from types import SimpleNamespace
+
+    from components import compare_charts
+
+    curves = dict(tokens=[1, 2], loss=[2.0, 1.0], lr=[1e-4, 2e-4], tokens_per_s=[9.0, 9.0])
+    run = SimpleNamespace(label="a", job_id="j", eval_tokens=[], eval_loss=[], **curves)
+    axis = compare_charts.compare_curves([run]).layout.yaxis2
+    assert axis.tickformat == ".1e" and axis.range[1] == pytest.approx(2.2e-4)

@@ -213,11 +213,12 @@ def capabilities(x: Any) -> ArchCaps:
 
 
 def shares_prompts(method: str, packing: str, config: Any) -> bool:
-    """Whether a preference job lays out each pair's common prefix once (the prompt, laid
-    out for chosen and rejected together; `trainer.preference`): `prefix_sharing_exact`.
-    `config` is a transformers config object or a `config.json` dict."""
-    pairs = METHODS[Method(method)].data == "pairs"
-    return pairs and prefix_sharing_exact(packing, config)
+    """Whether a job lays out each prompt once for its answers: a preference pair's for
+    chosen and rejected (`trainer.preference`), a generating method's for its group of
+    completions (`trainer.grpo.group_rows`), where `prefix_sharing_exact`. `config` is a
+    transformers config object or a `config.json` dict."""
+    info = METHODS[Method(method)]
+    return (info.data == "pairs" or info.generates) and prefix_sharing_exact(packing, config)
 
 
 def prefix_sharing_exact(packing: str, config: Any) -> bool:

@@ -75,16 +75,18 @@ def gguf_name(stem: str, variant: str) -> str:
     return f"{stem}-{variant}.gguf"
 
 
-def gguf_shard_name(stem: str, variant: str, shard: int, shards: int) -> str:
-    """Shard `shard` (from 1) of `shards` of a split GGUF, named as llama.cpp names them."""
-    return f"{stem}-{variant}-{shard:05d}-of-{shards:05d}.gguf"
+def split_names(name: str, shards: int) -> list[str]:
+    """The GGUF file `name`, or its `shards` files in order when it is split, named as
+    llama.cpp names them (`x.gguf` -> `x-00001-of-00003.gguf`, ...)."""
+    if shards <= 1:
+        return [name]
+    stem = name.removesuffix(".gguf")
+    return [f"{stem}-{i:05d}-of-{shards:05d}.gguf" for i in range(1, shards + 1)]
 
 
 def gguf_files(stem: str, variant: str, shards: int = 1) -> list[str]:
     """The GGUF file of an export, or its shards in order when it is split."""
-    if shards <= 1:
-        return [gguf_name(stem, variant)]
-    return [gguf_shard_name(stem, variant, i, shards) for i in range(1, shards + 1)]
+    return split_names(gguf_name(stem, variant), shards)
 
 
 def gguf_names(stem: str, variant: str, shards: int = 1) -> list[str]:

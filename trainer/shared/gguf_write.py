@@ -52,7 +52,7 @@ from typing import Any
 
 from trainer.shared.errors import BadInput, TrainerError
 from trainer.shared.export_spec import GGUF_VARIANTS
-from trainer.shared.files import gguf_name, gguf_shard_name
+from trainer.shared.files import gguf_name, split_names
 
 ARCHITECTURES = {"qwen2": "QWEN2", "qwen3": "QWEN3"}  # model_type -> gguf.MODEL_ARCH member
 REFUSED = {
@@ -245,10 +245,7 @@ def _tokenizer(w: Any, base_dir: Path, n_vocab: int) -> None:
 
 def shard_paths(out: Path, shards: int) -> list[Path]:
     """The files `write_model(..., out, shards=shards)` writes: `out`, or its shards."""
-    if shards <= 1:
-        return [out]
-    stem, variant = out.name.removesuffix(".gguf").rsplit("-", 1)
-    return [out.with_name(gguf_shard_name(stem, variant, i, shards)) for i in range(1, shards + 1)]
+    return [out.with_name(name) for name in split_names(out.name, shards)]
 
 
 def write_model(model: Any, base_dir: Path, out: Path, dtype: str = "f16", shards: int = 1) -> int:
